@@ -1,0 +1,105 @@
+/* api.c — the exported entry points of lamina.h for the block formats.
+ * Each checks its arguments once more (the Python side validated them already)
+ * and dispatches through the type-traits table. */
+#include "include/lamina.h"
+#include "type_traits.h"
+
+static const lm_type_traits *traits_or_error(int type) {
+    const lm_type_traits *t = lm_get_type_traits(type);
+    if (!t) lm_set_error(LM_ERR_TYPE, "unknown ggml type id %d", type);
+    return t;
+}
+
+static int check_count(const lm_type_traits *t, int64_t n, const char *what) {
+    if (n < 0 || n % t->blck_size != 0)
+        return lm_set_error(LM_ERR_SHAPE, "%s=%lld is not a multiple of %s's block size %lld", what,
+                            (long long)n, t->name, (long long)t->blck_size);
+    return LM_OK;
+}
+
+int lm_cpu_has_avx2(void) { return lm_cpu_features_avx2(); }
+
+int lm_impl_available(int impl) {
+    if (impl == LM_IMPL_AUTO || impl == LM_IMPL_SCALAR) return 1;
+    if (impl == LM_IMPL_AVX2) return lm_cpu_features_avx2();
+    return 0;
+}
+
+int lm_type_supported(int type) {
+    const lm_type_traits *t = lm_get_type_traits(type);
+    return t && t->to_float && t->quantize && t->vec_dot_ref;
+}
+
+const char *lm_type_name(int type) {
+    const lm_type_traits *t = lm_get_type_traits(type);
+    return t ? t->name : "unknown";
+}
+
+int64_t lm_type_block_size(int type) {
+    const lm_type_traits *t = lm_get_type_traits(type);
+    return t ? t->blck_size : 0;
+}
+
+size_t lm_type_block_bytes(int type) {
+    const lm_type_traits *t = lm_get_type_traits(type);
+    return t ? t->type_size : 0;
+}
+
+int lm_type_vec_dot_type(int type) {
+    const lm_type_traits *t = lm_get_type_traits(type);
+    return t ? t->vec_dot_type : LM_ERR_TYPE;
+}
+
+int lm_quantize(int type, const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix) {
+    const lm_type_traits *t = traits_or_error(type);
+    if (!t) return LM_ERR_TYPE;
+    int rc = check_count(t, n_per_row, "n_per_row");
+    if (rc) return rc;
+    if (nrows < 0) return lm_set_error(LM_ERR_SHAPE, "nrows=%lld is negative", (long long)nrows);
+    if (t->quantize) {
+        t->quantize(src, dst, nrows, n_per_row, imatrix);
+        return LM_OK;
+    }
+    if (t->from_float && !imatrix) {   /* activation formats: plain row quantizer */
+        const size_t row_bytes = (size_t)(n_per_row / t->blck_size) * t->type_size;
+        for (int64_t r = 0; r < nrows; r++)
+            t->from_float(src + r * n_per_row, (char *)dst + (size_t)r * row_bytes, n_per_row);
+        return LM_OK;
+    }
+    return lm_set_error(LM_ERR_TYPE, "quantize to %s is not implemented%s", t->name,
+                        imatrix ? " with an importance matrix" : "");
+}
+
+int lm_dequantize(int type, const void *src, float *dst, int64_t n) {
+    const lm_type_traits *t = traits_or_error(type);
+    if (!t) return LM_ERR_TYPE;
+    int rc = check_count(t, n, "n");
+    if (rc) return rc;
+    if (!t->to_float) return lm_set_error(LM_ERR_TYPE, "dequantize of %s is not implemented", t->name);
+    t->to_float(src, dst, n);
+    return LM_OK;
+}
+
+int lm_quantize_activations(int type, const float *src, void *dst, int64_t n) {
+    const lm_type_traits *t = traits_or_error(type);
+    if (!t) return LM_ERR_TYPE;
+    const lm_type_traits *p = lm_get_type_traits(t->vec_dot_type);
+    int rc = check_count(p, n, "n");
+    if (rc) return rc;
+    if (!p->from_float) return lm_set_error(LM_ERR_TYPE, "no activation quantizer for %s", p->name);
+    p->from_float(src, dst, n);
+    return LM_OK;
+}
+
+int lm_vec_dot(int type, int impl, int64_t n, const void *x, const void *y, float *out) {
+    const lm_type_traits *t = traits_or_error(type);
+    if (!t) return LM_ERR_TYPE;
+    int rc = check_count(t, n, "n");
+    if (rc) return rc;
+    rc = check_count(lm_get_type_traits(t->vec_dot_type), n, "n");
+    if (rc) return rc;
+    lm_vec_dot_fn dot = lm_select_vec_dot(t, impl);
+    if (!dot) return lm_set_error(LM_ERR_IMPL, "no %s vec_dot for impl %d on this build/CPU", t->name, impl);
+    dot(n, out, x, y);
+    return LM_OK;
+}

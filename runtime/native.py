@@ -1,0 +1,69 @@
+"""Loads the cffi extension `runtime._lamina` built from native/.
+
+Search order: $LAMINA_NATIVE_DIR (a developer build, tools/dev_build.sh), the
+package itself (pip install), then the installed `lamina` distribution, which
+matters when tests run from a source checkout whose `runtime/` shadows the
+installed one."""
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
+from .errors import LaminaError
+
+
+class NativeLibraryError(LaminaError, ImportError):
+    """The compiled core is missing or does not load."""
+
+
+def _load_from_dir(directory: Path) -> ModuleType | None:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = directory / f"_lamina{suffix}"
+        if candidate.is_file():
+            spec = importlib.util.spec_from_file_location("runtime._lamina", candidate)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    return None
+
+
+def _installed_dirs() -> list[Path]:
+    try:
+        from importlib.metadata import PackageNotFoundError, distribution
+        dist = distribution("lamina")
+    except (ImportError, PackageNotFoundError):
+        return []
+    return [Path(dist.locate_file("runtime"))]
+
+
+def _load() -> ModuleType:
+    override = os.environ.get("LAMINA_NATIVE_DIR")
+    if override:
+        module = _load_from_dir(Path(override))
+        if module is None:
+            raise NativeLibraryError(f"LAMINA_NATIVE_DIR={override} holds no _lamina extension module")
+        return module
+    try:
+        from . import _lamina  # type: ignore[attr-defined]
+        return _lamina
+    except ImportError:
+        pass
+    for directory in _installed_dirs():
+        module = _load_from_dir(directory)
+        if module is not None:
+            return module
+    raise NativeLibraryError(
+        "lamina's native core is not built: run `pip install .` in the repository "
+        "(or tools/dev_build.sh and export LAMINA_NATIVE_DIR)")
+
+
+_module = _load()
+ffi = _module.ffi
+lib = _module.lib
+
+
+def last_error() -> str:
+    return ffi.string(lib.lm_last_error()).decode("utf-8", "replace")
