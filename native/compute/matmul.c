@@ -6,6 +6,7 @@
  * weight row is loaded once per tile of columns instead of once per column. */
 #include <stdlib.h>
 
+#include "matmul.h"
 #include "threadpool.h"
 #include "type_traits.h"
 
@@ -21,6 +22,7 @@ typedef struct {
     char *xq;
     size_t xq_row_bytes;
     float *y;
+    int64_t ldy;
 } matmul_job;
 
 static void quantize_columns(void *p, int ith, int nth) {
@@ -42,33 +44,63 @@ static void multiply_rows(void *p, int ith, int nth) {
             for (int64_t r = r0; r < r1; r++) {
                 const char *wrow = job->w + (size_t)r * job->w_row_bytes;
                 for (int64_t c = c0; c < c1; c++)
-                    job->dot(job->n, &job->y[c * job->rows + r], wrow, job->xq + (size_t)c * job->xq_row_bytes);
+                    job->dot(job->n, &job->y[c * job->ldy + r], wrow, job->xq + (size_t)c * job->xq_row_bytes);
             }
         }
     }
 }
 
-int lm_matmul(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n,
-              const float *x, int64_t ncols, float *y) {
+static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, int64_t ncols) {
     const lm_type_traits *wt = lm_get_type_traits(type);
     if (!wt) return lm_set_error(LM_ERR_TYPE, "unknown ggml type id %d", type);
     const lm_type_traits *at = lm_get_type_traits(wt->vec_dot_type);
     if (rows < 0 || ncols < 0 || n <= 0 || n % wt->blck_size || n % at->blck_size)
         return lm_set_error(LM_ERR_SHAPE, "matmul %s: bad shape rows=%lld n=%lld ncols=%lld", wt->name,
                             (long long)rows, (long long)n, (long long)ncols);
-    lm_vec_dot_fn dot = lm_select_vec_dot(wt, impl);
-    if (!dot || !at->from_float)
+    job->dot = lm_select_vec_dot(wt, impl);
+    if (!job->dot || !at->from_float)
         return lm_set_error(LM_ERR_IMPL, "matmul %s: no kernel for impl %d", wt->name, impl);
-    matmul_job job = {
-        .wt = wt, .at = at, .dot = dot, .w = w,
-        .w_row_bytes = (size_t)(n / wt->blck_size) * wt->type_size,
-        .rows = rows, .n = n, .ncols = ncols, .x = x,
-        .xq_row_bytes = (size_t)(n / at->blck_size) * at->type_size, .y = y,
-    };
-    job.xq = malloc(job.xq_row_bytes * (size_t)(ncols ? ncols : 1));
-    if (!job.xq) return lm_set_error(LM_ERR_NOMEM, "matmul: out of memory for activations");
+    job->wt = wt;
+    job->at = at;
+    job->w_row_bytes = (size_t)(n / wt->blck_size) * wt->type_size;
+    job->xq_row_bytes = (size_t)(n / at->blck_size) * at->type_size;
+    job->rows = rows;
+    job->n = n;
+    job->ncols = ncols;
+    return LM_OK;
+}
+
+size_t lm_matmul_scratch_bytes(int type, int64_t n, int64_t ncols) {
+    const lm_type_traits *wt = lm_get_type_traits(type);
+    if (!wt) return 0;
+    const lm_type_traits *at = lm_get_type_traits(wt->vec_dot_type);
+    return (size_t)(n / at->blck_size) * at->type_size * (size_t)(ncols > 0 ? ncols : 1);
+}
+
+int lm_matmul_into(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n,
+                   const float *x, int64_t ncols, float *y, int64_t ldy, void *scratch) {
+    matmul_job job = {0};
+    int rc = plan(&job, impl, type, rows, n, ncols);
+    if (rc) return rc;
+    if (ldy < rows) return lm_set_error(LM_ERR_SHAPE, "matmul: ldy=%lld < rows=%lld", (long long)ldy, (long long)rows);
+    job.w = w;
+    job.x = x;
+    job.xq = scratch;
+    job.y = y;
+    job.ldy = ldy;
     lm_threadpool_run(tp, quantize_columns, &job);
     lm_threadpool_run(tp, multiply_rows, &job);
-    free(job.xq);
     return LM_OK;
+}
+
+int lm_matmul(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n,
+              const float *x, int64_t ncols, float *y) {
+    matmul_job job = {0};
+    int rc = plan(&job, impl, type, rows, n, ncols);
+    if (rc) return rc;
+    void *scratch = malloc(lm_matmul_scratch_bytes(type, n, ncols));
+    if (!scratch) return lm_set_error(LM_ERR_NOMEM, "matmul: out of memory for activations");
+    rc = lm_matmul_into(tp, impl, type, w, rows, n, x, ncols, y, rows, scratch);
+    free(scratch);
+    return rc;
 }
