@@ -70,6 +70,10 @@ int lm_threadpool_size(const lm_threadpool *tp);
  * weight row is read once per tile of columns, not once per column. */
 int lm_matmul(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n,
               const float *x, int64_t ncols, float *y);
+/* Sustained read bandwidth in GB/s: every thread of tp sums its share of
+ * buf (bytes, a multiple of 64) `reps` times. The physical limit that decode,
+ * which reads every weight once per token, is measured against. */
+double lm_memory_read_gbps(lm_threadpool *tp, const void *buf, size_t bytes, int reps);
 /* LM_CDEF_END */
 
 #ifdef __cplusplus

@@ -1,0 +1,123 @@
+"""bench-kernels: throughput of the block-format kernels on this machine.
+
+For each weight type: a mat-vec (decode: one activation column, weights far
+larger than the caches) reported in GB/s of weights read, next to the
+machine's measured read bandwidth — the physical limit of decode — and a
+prefill-sized matmul in GFLOP/s. Medians over repetitions; machines are noisy.
+
+    bin/bench-kernels [-t 2] [-r 5] [--types q4_0,q4_k] [--impl auto|scalar|avx2] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+DEFAULT_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k",
+                 "q6_k", "iq4_nl", "iq4_xs"]
+
+
+def _median_seconds(fn, reps: int) -> float:
+    fn()  # warm-up: page faults, caches, pool threads
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _random_weights(quants, qtype: str, rows: int, n: int, rng) -> np.ndarray:
+    # quantize a modest block of rows and tile it: the kernels' speed does not
+    # depend on the values, and quantizing 64 MB of K-quants would dominate the run
+    base = quants.quantize(rng.standard_normal((min(rows, 256), n)).astype(np.float32), qtype)
+    reps = -(-rows // base.shape[0])
+    return np.ascontiguousarray(np.tile(base, (reps, 1))[:rows])
+
+
+def measure_bandwidth(n_threads: int, reps: int) -> float:
+    from runtime.native import ffi, lib
+    from runtime.quants import default_pool
+    buf = np.ones(256 << 20, dtype=np.uint8)
+    runs = [lib.lm_memory_read_gbps(default_pool(n_threads)._tp, ffi.from_buffer(buf), buf.size, 2)
+            for _ in range(reps)]
+    return statistics.median(runs)
+
+
+def bench_type(quants, qtype: str, n_threads: int, reps: int, impl: str, matvec_mb: int, rng) -> dict:
+    n = 4096
+    row_bytes = quants.row_bytes(qtype, n)
+    rows = max(256, (matvec_mb << 20) // row_bytes)
+    w = _random_weights(quants, qtype, rows, n, rng)
+    x1 = rng.standard_normal((1, n)).astype(np.float32)
+    pool = quants.default_pool(n_threads)
+    t_mv = _median_seconds(lambda: quants.matmul(w, qtype, x1, impl=impl, pool=pool), reps)
+
+    p_rows, p_n, p_cols = 2048, 2048, 256
+    wp = _random_weights(quants, qtype, p_rows, p_n, rng)
+    xp = rng.standard_normal((p_cols, p_n)).astype(np.float32)
+    t_mm = _median_seconds(lambda: quants.matmul(wp, qtype, xp, impl=impl, pool=pool), max(1, reps // 2))
+    return {
+        "type": qtype,
+        "bits_per_weight": 8.0 * row_bytes / n,
+        "matvec_rows": rows,
+        "matvec_n": n,
+        "matvec_bytes": int(w.nbytes),
+        "matvec_ms": t_mv * 1e3,
+        "matvec_gbps": w.nbytes / t_mv / 1e9,
+        "matmul_shape": [p_rows, p_n, p_cols],
+        "matmul_ms": t_mm * 1e3,
+        "matmul_gflops": 2.0 * p_rows * p_n * p_cols / t_mm / 1e9,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench-kernels", description=__doc__.split("\n\n")[0])
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("-r", "--reps", type=int, default=5)
+    ap.add_argument("--types", default=",".join(DEFAULT_TYPES), help="comma-separated ggml type names")
+    ap.add_argument("--impl", default="auto", choices=["auto", "scalar", "avx2"])
+    ap.add_argument("--matvec-mb", type=int, default=64, help="weight bytes of the mat-vec matrix (MiB)")
+    ap.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    args = ap.parse_args(argv)
+
+    from runtime import quants
+    from runtime.native import lib
+    rng = np.random.default_rng(0)
+    try:
+        types = [quants.as_qtype(t).name.lower() for t in args.types.split(",") if t]
+        bw = measure_bandwidth(args.threads, args.reps)
+        results = [bench_type(quants, t, args.threads, args.reps, args.impl, args.matvec_mb, rng) for t in types]
+    except ValueError as e:
+        print(f"bench-kernels: {e}", file=sys.stderr)
+        return 1
+    for r in results:
+        r["matvec_pct_of_bandwidth"] = 100.0 * r["matvec_gbps"] / bw if bw else None
+    meta = {"threads": args.threads, "impl": args.impl, "avx2": bool(lib.lm_cpu_has_avx2()),
+            "read_bandwidth_gbps": bw}
+    if args.json:
+        print(json.dumps({"machine": meta, "results": results}, indent=2))
+        return 0
+
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"lamina kernels — {args.threads} threads, impl={args.impl}, "
+                        f"memory read bandwidth {bw:.1f} GB/s (median of {args.reps})")
+    for col in ("type", "bpw", "mat-vec GB/s", "% of bandwidth", "mat-vec ms", "matmul GFLOP/s", "matmul ms"):
+        table.add_column(col, justify="left" if col == "type" else "right")
+    for r in results:
+        table.add_row(r["type"], f"{r['bits_per_weight']:.2f}", f"{r['matvec_gbps']:.2f}",
+                      f"{r['matvec_pct_of_bandwidth']:.0f}%", f"{r['matvec_ms']:.2f}",
+                      f"{r['matmul_gflops']:.1f}", f"{r['matmul_ms']:.1f}")
+    Console().print(table)
+    print(f"mat-vec: {args.matvec_mb} MiB of weights x 1 column (n=4096); "
+          f"matmul: 2048x2048 weights x 256 columns", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
