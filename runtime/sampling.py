@@ -1,0 +1,98 @@
+"""Token sampling, in llama.cpp's order: penalties -> top-k -> top-p -> min-p
+-> temperature -> draw. Greedy when temperature <= 0. A seeded sampler draws
+the same tokens for the same logits, run after run."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 40            # <= 0: off
+    top_p: float = 0.95        # >= 1: off
+    min_p: float = 0.05        # <= 0: off
+    repeat_penalty: float = 1.0   # 1: off
+    repeat_last_n: int = 64       # how many recent tokens the penalties look at; -1: all
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.repeat_penalty <= 0:
+            raise ValueError(f"repeat_penalty must be > 0, got {self.repeat_penalty}")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+        if self.top_p <= 0.0:
+            raise ValueError(f"top_p must be > 0, got {self.top_p}")
+        if self.repeat_last_n < -1:
+            raise ValueError(f"repeat_last_n must be >= -1, got {self.repeat_last_n}")
+
+
+def apply_penalties(logits: np.ndarray, history: Sequence[int], p: SamplingParams) -> np.ndarray:
+    """llama.cpp's penalties: repeat (divide positive logits, multiply negative
+    ones), then frequency and presence, over the last repeat_last_n tokens."""
+    if p.repeat_penalty == 1.0 and p.frequency_penalty == 0.0 and p.presence_penalty == 0.0:
+        return logits
+    recent = history if p.repeat_last_n == -1 else history[len(history) - p.repeat_last_n:] if p.repeat_last_n else []
+    if not len(recent):
+        return logits
+    counts = Counter(int(t) for t in recent)
+    ids = np.fromiter(counts.keys(), dtype=np.int64)
+    n = np.fromiter(counts.values(), dtype=np.float32)
+    out = logits.copy()
+    vals = out[ids]
+    vals = np.where(vals <= 0, vals * p.repeat_penalty, vals / p.repeat_penalty)
+    out[ids] = vals - n * p.frequency_penalty - p.presence_penalty
+    return out
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def candidates(logits: np.ndarray, p: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids, their logits) that survive top-k, top-p and min-p, sorted by
+    descending logit. At least one token always survives."""
+    ids = np.arange(logits.size)
+    if 0 < p.top_k < logits.size:
+        ids = np.argpartition(-logits, p.top_k - 1)[:p.top_k]
+    ids = ids[np.argsort(-logits[ids], kind="stable")]
+    vals = logits[ids].astype(np.float64)
+    if p.top_p < 1.0:
+        cum = np.cumsum(_softmax(vals))
+        keep = int(np.searchsorted(cum, p.top_p)) + 1   # smallest prefix whose mass reaches top_p
+        ids, vals = ids[:keep], vals[:keep]
+    if p.min_p > 0.0:
+        probs = _softmax(vals)
+        keep = max(1, int(np.count_nonzero(probs >= p.min_p * probs[0])))
+        ids, vals = ids[:keep], vals[:keep]
+    return ids, vals
+
+
+class Sampler:
+    """Draws one token id from a row of logits f32 [n_vocab]."""
+
+    def __init__(self, params: SamplingParams | None = None, seed: int | None = None):
+        self.params = params or SamplingParams()
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def reseed(self, seed: int | None) -> None:
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def __call__(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
+        p = self.params
+        logits = apply_penalties(np.asarray(logits, dtype=np.float32), history, p)
+        if p.temperature <= 0.0:
+            return int(np.argmax(logits))
+        ids, vals = candidates(logits, p)
+        probs = _softmax(vals / p.temperature)
+        # inverse CDF with one uniform draw: the same seed gives the same token
+        k = int(np.searchsorted(np.cumsum(probs), self._rng.random() * probs.sum(), side="right"))
+        return int(ids[min(k, ids.size - 1)])
