@@ -119,7 +119,7 @@ LM_HD float lm_half_to_f32(lm_half h) {
     const uint32_t two_w = w + w;
     /* normals: shift exponent/mantissa into place and rescale by 2^-112 */
     const float exp_scale = lm_bits_to_f32(0x7800000u);
-    const float normalized = lm_bits_to_f32((two_w >> 4) + (0x70u << 23)) * exp_scale;
+    const float normalized = lm_bits_to_f32((two_w >> 4) + (0xE0u << 23)) * exp_scale;
     /* subnormals: build 0.5 + m/2^24 in float and subtract the 0.5 */
     const float denormalized = lm_bits_to_f32((two_w >> 17) | (126u << 23)) - 0.5f;
     const uint32_t denorm_cutoff = 1u << 27;
