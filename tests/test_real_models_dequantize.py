@@ -17,11 +17,11 @@ def test_every_tensor_dequantizes_like_gguf_py(model):
     seen = set()
     with GGUFFile(fetch_model(model)) as f:
         for info in f.tensors:
-            assert info.type not in INTEGER_TYPES, f"{info.name}: unexpected {info.type.name}"
+            assert info.ggml_type not in INTEGER_TYPES, f"{info.name}: unexpected {info.ggml_type.name}"
             data = f.tensor_bytes(info.name)                    # u8 [rows, row_bytes], a view of the mmap
-            ours = quants.dequantize(data, info.type)           # f32 [rows, n]
-            theirs = gguf_dequantize(np.asarray(data), info.type).reshape(ours.shape)
+            ours = quants.dequantize(data, info.ggml_type)           # f32 [rows, n]
+            theirs = gguf_dequantize(np.asarray(data), info.ggml_type).reshape(ours.shape)
             assert np.array_equal(ours, theirs.astype(np.float32), equal_nan=True), info.name
-            seen.add(info.type.name)
+            seen.add(info.ggml_type.name)
     # the files exercise more than one format each
     assert len(seen) >= 2, seen
