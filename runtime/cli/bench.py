@@ -1,0 +1,168 @@
+"""bench: prompt processing and generation speed, measured like llama-bench.
+
+pp<N>: N prompt tokens evaluated in batches from an empty cache; tg<N>: N
+tokens decoded one at a time from an empty cache. Each test runs once to
+warm up, then -r times; tokens/s is reported as mean ± sd over those runs,
+in llama-bench's table columns or (--json) its JSON record fields.
+With --llama-cpp the same tests run on llama.cpp (llama-cpp-python) in the
+same process, for a side-by-side ratio.
+
+    bin/bench -m MODEL [-p 512] [-n 128] [-t 2] [-r 3] [--json] [--llama-cpp]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+from ..errors import LaminaError
+
+
+class LaminaRunner:
+    name = "lamina"
+
+    def __init__(self, path: str, n_threads: int, n_ctx: int, n_batch: int):
+        from ..engine import Context, Model
+        self.model = Model.load(path, n_threads=n_threads)
+        self.context = Context(self.model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads)
+        self.n_vocab = self.model.n_vocab
+
+    def reset(self) -> None:
+        self.context.truncate(0)
+
+    def eval(self, tokens: list[int]) -> None:
+        self.context.eval(tokens)
+
+
+class LlamaCppRunner:
+    name = "llama.cpp"
+
+    def __init__(self, path: str, n_threads: int, n_ctx: int, n_batch: int):
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise LaminaError("--llama-cpp needs llama-cpp-python (pip install llama-cpp-python)") from None
+        self.llm = Llama(path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=n_threads,
+                         n_threads_batch=n_threads, n_gpu_layers=0, verbose=False)
+        self.n_vocab = self.llm.n_vocab()
+
+    def reset(self) -> None:
+        self.llm.reset()
+        self.llm._ctx.kv_cache_clear()
+
+    def eval(self, tokens: list[int]) -> None:
+        self.llm.eval(tokens)
+
+
+def run_test(runner, n_prompt: int, n_gen: int, reps: int, rng) -> list[float]:
+    """Seconds per repetition (after one warm-up run)."""
+    def once() -> float:
+        runner.reset()
+        tokens = rng.integers(0, runner.n_vocab, n_prompt + n_gen).tolist()
+        t0 = time.perf_counter()
+        if n_prompt:
+            runner.eval(tokens[:n_prompt])
+        for t in tokens[n_prompt:]:
+            runner.eval([t])
+        return time.perf_counter() - t0
+    once()
+    return [once() for _ in range(reps)]
+
+
+def record(runner_name: str, path: str, model_info: dict, args, n_prompt: int, n_gen: int,
+           seconds: list[float]) -> dict:
+    n = n_prompt + n_gen
+    ts = [n / s for s in seconds]
+    ns = [int(s * 1e9) for s in seconds]
+    return {
+        "build_commit": runner_name, "backends": "CPU", "model_filename": path,
+        "model_type": model_info["type"], "model_size": model_info["size"], "model_n_params": model_info["params"],
+        "n_batch": args.batch_size, "n_ubatch": args.batch_size, "n_threads": args.threads,
+        "type_k": "f16", "type_v": "f16", "n_gpu_layers": 0, "use_mmap": True,
+        "n_prompt": n_prompt, "n_gen": n_gen, "test_time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "avg_ns": int(statistics.mean(ns)), "stddev_ns": int(statistics.stdev(ns)) if len(ns) > 1 else 0,
+        "avg_ts": statistics.mean(ts), "stddev_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0,
+        "samples_ns": ns, "samples_ts": ts,
+    }
+
+
+def model_info(path: str) -> dict:
+    from ..gguf_reader import GGUFFile
+    with GGUFFile(path) as f:
+        size = sum(t.nbytes for t in f.tensors)
+        params = sum(t.n_elements for t in f.tensors)
+        arch = f.architecture
+        ftype = f.get("general.file_type")
+    return {"type": f"{arch} {params / 1e6:.0f}M" + (f" ftype {ftype}" if ftype is not None else ""),
+            "size": size, "params": params}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("-m", "--model", default=None, help="GGUF path or known model name (default model if none)")
+    ap.add_argument("-p", "--n-prompt", type=int, default=512)
+    ap.add_argument("-n", "--n-gen", type=int, default=128)
+    ap.add_argument("-t", "--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("-b", "--batch-size", type=int, default=512)
+    ap.add_argument("-r", "--repetitions", type=int, default=5)
+    ap.add_argument("--json", action="store_true", help="print llama-bench's JSON records")
+    ap.add_argument("--llama-cpp", action="store_true", help="also run llama.cpp (llama-cpp-python) for a ratio")
+    args = ap.parse_args(argv)
+    try:
+        return _bench(args)
+    except (LaminaError, OSError, ValueError) as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _bench(args) -> int:
+    from ..model_cache import resolve_model
+    if args.repetitions < 1 or args.n_prompt < 0 or args.n_gen < 0 or args.threads < 1:
+        raise ValueError("-r and -t must be >= 1, -p and -n >= 0")
+    path = str(resolve_model(args.model))
+    info = model_info(path)
+    tests = [(args.n_prompt, 0)] * bool(args.n_prompt) + [(0, args.n_gen)] * bool(args.n_gen)
+    n_ctx = max(args.n_prompt, args.n_gen, 1)
+    runners: list[Callable] = [LaminaRunner] + ([LlamaCppRunner] if args.llama_cpp else [])
+    records = []
+    for make in runners:
+        runner = make(path, args.threads, n_ctx, args.batch_size)
+        for n_prompt, n_gen in tests:
+            secs = run_test(runner, n_prompt, n_gen, args.repetitions, np.random.default_rng(0))
+            records.append(record(runner.name, path, info, args, n_prompt, n_gen, secs))
+        del runner
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    print_table(records, info)
+    return 0
+
+
+def print_table(records: list[dict], info: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(box=None)
+    for col in ("engine", "model", "size", "params", "backend", "threads", "test", "t/s"):
+        table.add_column(col, justify="right" if col in ("size", "params", "threads", "t/s") else "left")
+    base = {}
+    for r in records:
+        test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+        tps = f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f}"
+        if r["build_commit"] == "lamina":
+            base[test] = r["avg_ts"]
+        elif test in base:
+            tps += f"  (lamina {base[test] / r['avg_ts']:.2f}x)"
+        table.add_row(r["build_commit"], info["type"], f"{info['size'] / 2**20:.2f} MiB",
+                      f"{info['params'] / 1e6:.2f} M", "CPU", str(r["n_threads"]), test, tps)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""run -p: one completion to stdout, nothing else there; timings to stderr."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..generation import Generator
+from ..sampling import Sampler, SamplingParams
+
+
+def complete(gen: Generator, args: argparse.Namespace, params: SamplingParams) -> int:
+    if args.chat:
+        messages = ([{"role": "system", "content": args.system}] if args.system else [])
+        prompt = gen.template.render(messages + [{"role": "user", "content": args.prompt}],
+                                     add_generation_prompt=True)
+        tokens = gen.tokenizer.encode(prompt, special=True)
+    else:
+        tokens = gen.tokenizer.encode(args.prompt)
+    if len(tokens) >= gen.n_ctx:
+        raise ValueError(f"the prompt is {len(tokens)} tokens, the context holds {gen.n_ctx} (raise -c)")
+    limit = None if args.n_predict < 0 else args.n_predict
+    out = sys.stdout
+    for piece in gen.generate(tokens, Sampler(params, args.seed), limit, args.stop):
+        out.write(piece.text)
+        out.flush()
+    out.write("\n")
+    t = gen.timings
+    print(f"prompt {t.prompt_tokens} tok, {t.prompt_tps:.1f} tok/s | generation {t.gen_tokens} tok, "
+          f"{t.gen_tps:.1f} tok/s", file=sys.stderr)
+    return 0

@@ -1,0 +1,138 @@
+"""The chat REPL: streams replies as they are generated, keeps the KV cache
+across turns (each turn evaluates only the new tokens), Ctrl-C stops a reply
+and keeps the session."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from rich.console import Console
+
+from ..engine import ContextFullError
+from ..generation import Generator, Timings
+from ..sampling import Sampler, SamplingParams
+from .run import HELP
+
+
+class Repl:
+    def __init__(self, gen: Generator, args: argparse.Namespace, params: SamplingParams):
+        self.gen = gen
+        self.console = Console(highlight=False)
+        self.sampler = Sampler(params, args.seed)
+        self.system: str | None = args.system
+        self.stops: list[str] = args.stop
+        self.context_shift: bool = args.context_shift
+        self.messages: list[dict[str, str]] = []
+        self.total = Timings()
+
+    # ------------------------------------------------------------- the loop
+    def loop(self) -> int:
+        m = self.gen.model
+        self.console.print(f"[bold]lamina[/] · {os.path.basename(m.path)} · {m.hparams.arch} · "
+                           f"context {self.gen.n_ctx} · /help for commands", style="dim")
+        while True:
+            try:
+                line = self.console.input("[bold green]> [/]")
+            except EOFError:
+                self.console.print()
+                return 0
+            except KeyboardInterrupt:
+                self.console.print("\n(/exit or Ctrl-D to quit)", style="dim")
+                continue
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if not self.command(line):
+                    return 0
+                continue
+            self.turn(line)
+
+    def command(self, line: str) -> bool:
+        """Runs a /command; False means exit."""
+        name, _, rest = line.partition(" ")
+        if name in ("/exit", "/quit"):
+            return False
+        if name == "/help":
+            self.console.print(HELP, style="dim")
+        elif name == "/reset":
+            self.reset()
+            self.console.print("(conversation reset)", style="dim")
+        elif name == "/system":
+            self.system = rest.strip() or None
+            self.reset()
+            self.console.print(f"(system prompt {'set' if self.system else 'cleared'}; conversation reset)",
+                               style="dim")
+        elif name == "/stats":
+            self.stats()
+        else:
+            self.console.print(f"unknown command {name}; /help lists them", style="yellow")
+        return True
+
+    def reset(self) -> None:
+        self.messages = []
+        self.gen.reset()
+
+    # ------------------------------------------------------------- a turn
+    def _prompt(self) -> list[int]:
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        text = self.gen.template.render(system + self.messages, add_generation_prompt=True)
+        return self.gen.tokenizer.encode(text, special=True)
+
+    def _fit(self) -> list[int] | None:
+        """Prompt tokens for the conversation, dropping the oldest turns if
+        --context-shift allows it; None when it cannot fit."""
+        tokens = self._prompt()
+        while len(tokens) >= self.gen.n_ctx:
+            if not self.context_shift or len(self.messages) < 3:
+                return None
+            del self.messages[:2]   # the oldest user/assistant exchange
+            tokens = self._prompt()
+        return tokens
+
+    def turn(self, text: str) -> None:
+        self.messages.append({"role": "user", "content": text})
+        tokens = self._fit()
+        if tokens is None:
+            self.messages.pop()
+            self.console.print(f"context full ({self.gen.n_ctx} tokens): /reset to start over"
+                               f"{'' if self.context_shift else ', or restart with --context-shift'}",
+                               style="yellow")
+            return
+        reply, finish = "", None
+        out = self.console.file
+        try:
+            for piece in self.gen.generate(tokens, self.sampler, None, self.stops):
+                out.write(piece.text)
+                out.flush()
+                reply += piece.text
+                finish = piece.finish_reason
+        except KeyboardInterrupt:
+            finish = "interrupted"
+        except ContextFullError as e:
+            finish = "context"
+            self.console.print(f"\n{e}", style="yellow")
+        self.messages.append({"role": "assistant", "content": reply})
+        self.console.print()
+        self.summary(finish)
+
+    def summary(self, finish: str | None) -> None:
+        t = self.gen.timings
+        for k in ("prompt_tokens", "prompt_seconds", "gen_tokens", "gen_seconds"):
+            setattr(self.total, k, getattr(self.total, k) + getattr(t, k))
+        note = {"interrupted": " · stopped", "context": " · context full: /reset to start over"}.get(finish or "", "")
+        self.console.print(f"prompt {t.prompt_tokens} tok {t.prompt_tps:.1f} tok/s · generation {t.gen_tokens} tok "
+                           f"{t.gen_tps:.1f} tok/s · context {len(self.gen.tokens)}/{self.gen.n_ctx}{note}",
+                           style="dim")
+
+    def stats(self) -> None:
+        m, t = self.gen.model, self.total
+        hp = m.hparams
+        self.console.print(
+            f"model {os.path.basename(m.path)} ({hp.arch}, {hp.n_layer} layers, n_embd {hp.n_embd}, "
+            f"vocab {hp.n_vocab})\n"
+            f"context {len(self.gen.tokens)}/{self.gen.n_ctx} tokens, KV cache "
+            f"{self.gen.context.kv_bytes / 2**20:.1f} MiB ({self.gen.context.kv_type}), "
+            f"{self.gen.context.n_threads} threads\n"
+            f"session: prompt {t.prompt_tokens} tok at {t.prompt_tps:.1f} tok/s, "
+            f"generation {t.gen_tokens} tok at {t.gen_tps:.1f} tok/s", style="dim")

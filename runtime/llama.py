@@ -1,0 +1,244 @@
+"""`Llama`: a drop-in for llama-cpp-python's high-level API on the common
+subset, so an app switches engines by changing one import:
+
+    from runtime import Llama              # instead of: from llama_cpp import Llama
+    llm = Llama("model.gguf", n_ctx=2048, seed=1)
+    out = llm.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=64)
+    print(out["choices"][0]["message"]["content"])
+
+Results and stream chunks have llama-cpp-python's (OpenAI's) shapes. One
+instance serializes its callers with a lock; a thread that re-enters while
+its own stream is open gets an error instead of corrupted state."""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .generation import open_generator
+from .sampling import Sampler, SamplingParams
+
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF   # llama-cpp-python's "pick a random seed"
+
+
+class LlamaBusyError(RuntimeError):
+    """The same thread called into a Llama whose stream it has not finished."""
+
+
+class _Guard:
+    """A lock that knows its owner, so same-thread re-entry raises instead of deadlocking."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    def __enter__(self) -> None:
+        if self._owner == threading.get_ident():
+            raise LlamaBusyError("this Llama is still streaming a result in this thread; "
+                                 "finish or close that stream first")
+        self._lock.acquire()
+        self._owner = threading.get_ident()
+
+    def __exit__(self, *exc: object) -> None:
+        self._owner = None
+        self._lock.release()
+
+
+class Llama:
+    def __init__(self, model_path: str, *, n_gpu_layers: int = 0, seed: int = LLAMA_DEFAULT_SEED,
+                 n_ctx: int = 512, n_batch: int = 512, n_threads: int | None = None, logits_all: bool = False,
+                 verbose: bool = True, chat_template: str | None = None, kv_type: str = "f16", **_ignored: Any):
+        self.model_path = str(model_path)
+        self.verbose = verbose
+        self._guard = _Guard()
+        # n_ctx=0 means "the model's", as in llama-cpp-python
+        self._gen = open_generator(model_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
+                                   kv_type=kv_type, chat_template=chat_template)
+        self._model, self._ctx, self.tokenizer_ = self._gen.model, self._gen.context, self._gen.tokenizer
+        self._template = self._gen.template
+        n_ctx = self._ctx.n_ctx
+        if n_gpu_layers and verbose:
+            print("lamina: no GPU backend in this build; n_gpu_layers ignored, running on the CPU", file=sys.stderr)
+        self._seed = seed
+        self._rng_seed = None if seed == LLAMA_DEFAULT_SEED else int(seed)
+        self.logits_all = logits_all
+        self._n_vocab = self._model.n_vocab
+        # rows are written only where logits were produced; np.zeros pages stay virtual until touched
+        self.scores = np.zeros((n_ctx, self._n_vocab), dtype=np.float32)
+        self.input_ids = np.zeros(n_ctx, dtype=np.intc)
+        if verbose:
+            print(f"lamina: {self._model!r}, n_ctx={n_ctx}, kv cache {self._ctx.kv_bytes / 2**20:.1f} MiB",
+                  file=sys.stderr)
+
+    # ------------------------------------------------------------ low level
+    @property
+    def n_tokens(self) -> int:
+        return len(self._gen.tokens)
+
+    def n_ctx(self) -> int:
+        return self._ctx.n_ctx
+
+    def n_vocab(self) -> int:
+        return self._n_vocab
+
+    def token_bos(self) -> int:
+        return -1 if self.tokenizer_.bos_id is None else self.tokenizer_.bos_id
+
+    def token_eos(self) -> int:
+        return -1 if self.tokenizer_.eos_id is None else self.tokenizer_.eos_id
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        """add_bos=True adds BOS only when the model asks for it, as llama.cpp's add_special does."""
+        return self.tokenizer_.encode(text, add_bos=self.tokenizer_.add_bos if add_bos else False, special=special)
+
+    def detokenize(self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = None,
+                   special: bool = False) -> bytes:
+        return self.tokenizer_.decode(tokens, skip_special=not special)
+
+    def reset(self) -> None:
+        """Forget the evaluated tokens (the next eval starts at position 0)."""
+        with self._guard:
+            self._gen.reset()
+
+    def set_seed(self, seed: int) -> None:
+        self._rng_seed = int(seed)
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        """Append tokens to the sequence; scores[i] holds the logits of position i
+        (every position with logits_all, else the last one)."""
+        with self._guard:
+            start = self.n_tokens
+            logits = self._gen.context.eval(list(tokens), all_logits=self.logits_all)
+            self._gen.tokens.extend(int(t) for t in tokens)
+            end = self.n_tokens
+            self.input_ids[start:end] = tokens
+            if self.logits_all:
+                self.scores[start:end] = logits
+            else:
+                self.scores[end - 1] = logits
+
+    # ----------------------------------------------------------- completion
+    def _sampler(self, temperature: float, top_k: int, top_p: float, min_p: float, repeat_penalty: float,
+                 frequency_penalty: float, presence_penalty: float, seed: int | None) -> Sampler:
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
+                                presence_penalty=presence_penalty)
+        return Sampler(params, seed=self._rng_seed if seed is None else seed)
+
+    def _prompt_tokens(self, prompt: str | Sequence[int], chat: bool = False) -> list[int]:
+        if not isinstance(prompt, str):
+            return [int(t) for t in prompt]
+        if not prompt:
+            return [self.token_bos()] if self.tokenizer_.bos_id is not None else []
+        tokens = self.tokenizer_.encode(prompt, special=True)
+        if chat and self.tokenizer_.bos_id is not None and tokens[:2] == [self.tokenizer_.bos_id] * 2:
+            tokens = tokens[1:]   # the template already wrote the BOS text
+        return tokens
+
+    def create_completion(self, prompt: str | Sequence[int], suffix: str | None = None, max_tokens: int | None = 16,
+                          temperature: float = 0.8, top_p: float = 0.95, min_p: float = 0.05,
+                          typical_p: float = 1.0, logprobs: int | None = None, echo: bool = False,
+                          stop: str | list[str] | None = None, frequency_penalty: float = 0.0,
+                          presence_penalty: float = 0.0, repeat_penalty: float = 1.0, top_k: int = 40,
+                          stream: bool = False, seed: int | None = None, model: str | None = None,
+                          **_ignored: Any) -> dict | Iterator[dict]:
+        return self._completion(prompt, suffix, max_tokens, temperature, top_p, min_p, typical_p, logprobs, echo,
+                                stop, frequency_penalty, presence_penalty, repeat_penalty, top_k, stream, seed,
+                                chat=False)
+
+    __call__ = create_completion
+
+    def _completion(self, prompt, suffix, max_tokens, temperature, top_p, min_p, typical_p, logprobs, echo, stop,
+                    frequency_penalty, presence_penalty, repeat_penalty, top_k, stream, seed, chat):
+        if suffix is not None:
+            raise ValueError("suffix (fill-in-the-middle) is not supported")
+        if logprobs is not None:
+            raise ValueError("logprobs are not supported yet")
+        if typical_p != 1.0:
+            raise ValueError("typical_p sampling is not supported")
+        tokens = self._prompt_tokens(prompt, chat=chat)
+        if len(tokens) >= self._ctx.n_ctx:
+            raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {self._ctx.n_ctx}")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        sampler = self._sampler(temperature, top_k, top_p, min_p, repeat_penalty, frequency_penalty,
+                                presence_penalty, seed)
+        limit = None if max_tokens is None or max_tokens <= 0 else max_tokens
+        meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4()}", "created": int(time.time()),
+                "model": self.model_path}
+        prefix = prompt if echo and isinstance(prompt, str) else ""
+        events = self._stream(tokens, sampler, limit, stops)
+        if stream:
+            return self._stream_chunks(events, meta, len(tokens), prefix)
+        text, finish, n_gen = prefix, None, 0
+        for piece in events:
+            text += piece.text
+            n_gen += piece.token is not None
+            finish = piece.finish_reason or finish
+        return {**meta, "object": "text_completion",
+                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": _finish(finish)}],
+                "usage": {"prompt_tokens": len(tokens), "completion_tokens": n_gen,
+                          "total_tokens": len(tokens) + n_gen}}
+
+    def _stream(self, tokens, sampler, limit, stops):
+        """The generation, holding the instance for as long as it runs."""
+        with self._guard:
+            yield from self._gen.generate(tokens, sampler, limit, stops)
+            n = self.n_tokens
+            self.input_ids[:n] = self._gen.tokens
+
+    @staticmethod
+    def _stream_chunks(events, meta, n_prompt, prefix) -> Iterator[dict]:
+        if prefix:
+            yield {**meta, "object": "text_completion",
+                   "choices": [{"text": prefix, "index": 0, "logprobs": None, "finish_reason": None}]}
+        for piece in events:
+            if piece.text or piece.finish_reason:
+                yield {**meta, "object": "text_completion",
+                       "choices": [{"text": piece.text, "index": 0, "logprobs": None,
+                                    "finish_reason": _finish(piece.finish_reason)}]}
+
+    # ----------------------------------------------------------------- chat
+    def create_chat_completion(self, messages: list[dict], max_tokens: int | None = None, temperature: float = 0.2,
+                               top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05,
+                               stop: str | list[str] | None = None, stream: bool = False, seed: int | None = None,
+                               frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+                               repeat_penalty: float = 1.0, model: str | None = None,
+                               **_ignored: Any) -> dict | Iterator[dict]:
+        prompt = self._template.render(messages, add_generation_prompt=True)
+        result = self._completion(prompt, None, max_tokens, temperature, top_p, min_p, 1.0, None, False, stop,
+                                  frequency_penalty, presence_penalty, repeat_penalty, top_k, stream, seed,
+                                  chat=True)
+        if stream:
+            return _chat_chunks(result)
+        choice = result["choices"][0]
+        return {"id": result["id"], "object": "chat.completion", "created": result["created"],
+                "model": result["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": choice["text"]},
+                             "logprobs": None, "finish_reason": choice["finish_reason"]}],
+                "usage": result["usage"]}
+
+
+def _finish(reason: str | None) -> str | None:
+    # a full context ends a completion the way max_tokens does, as in OpenAI's API
+    return "length" if reason == "context" else reason
+
+
+def _chat_chunks(chunks: Iterator[dict]) -> Iterator[dict]:
+    first = True
+    for c in chunks:
+        base = {"id": c["id"], "object": "chat.completion.chunk", "created": c["created"], "model": c["model"]}
+        if first:
+            yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None,
+                                        "finish_reason": None}]}
+            first = False
+        choice = c["choices"][0]
+        if choice["text"]:
+            yield {**base, "choices": [{"index": 0, "delta": {"content": choice["text"]}, "logprobs": None,
+                                        "finish_reason": None}]}
+        if choice["finish_reason"]:
+            yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                                        "finish_reason": choice["finish_reason"]}]}
