@@ -10,10 +10,11 @@ from runtime.native import lib
 
 TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
          "IQ4_NL", "IQ4_XS"]
-# normalized MSE of the quantized-activation product against the float one:
-# activation quantization to 8 bits costs ~1e-5; 2-bit weights with their own
-# error do not enter (we multiply the dequantized weights)
-ACT_NMSE = {"F32": 1e-12, "F16": 1e-6, "BF16": 1e-4}
+# error of each output against the float product of the dequantized weights,
+# relative to sum |w||x| (a single output can cancel to ~0, so relative error
+# of the output itself is no measure): only the activations' rounding enters —
+# 8-bit blocks for the quantized types, f16/bf16 for those, none for f32
+ACT_ERROR = {"F32": 1e-6, "F16": 1e-3, "BF16": 4e-3}
 
 
 def _weights(qtype, rows, n, seed):
@@ -30,7 +31,9 @@ def test_matmul_matches_float_product(qtype, rows, ncols):
     x = np.random.default_rng(ncols).standard_normal((ncols, n)).astype(np.float32)
     y = quants.matmul(w, qtype, x, n_threads=2)
     assert y.shape == (ncols, rows)
-    assert nmse(y, x.astype(np.float64) @ wf.T) < ACT_NMSE.get(qtype, 1e-4)
+    ref = x.astype(np.float64) @ wf.T
+    scale = np.abs(x).astype(np.float64) @ np.abs(wf).T
+    assert np.max(np.abs(y - ref) / scale) < ACT_ERROR.get(qtype, 4e-3)
 
 
 @pytest.mark.parametrize("qtype", TYPES)
