@@ -15,15 +15,6 @@
 
 #include "blocks.h"
 
-/* round to nearest by the 1.5*2^23 trick (ggml's nearest_int): ties go to
- * even, and only |x| <= 2^22 gives a meaningful result, as in ggml */
-LM_HD int lm_nearest_int(float x) {
-    const float v = x + 12582912.f;
-    int i;
-    memcpy(&i, &v, sizeof i);
-    return (i & 0x007fffff) - 0x00400000;
-}
-
 /* the 5th bit of quant j (0..31) of a Q5 block, already shifted to 0x10 */
 LM_HD int lm_q5_high_bit(uint32_t qh, int j) { return (int)((qh >> j) << 4) & 0x10; }
 

@@ -156,6 +156,15 @@ LM_HD lm_bf16 lm_f32_to_bf16(float f) {
     return (lm_bf16)((u + (0x7fffu + ((u >> 16) & 1u))) >> 16);
 }
 
+/* round to nearest by the 1.5*2^23 trick (ggml's nearest_int): ties go to
+ * even, and only |x| <= 2^22 gives a meaningful result, as in ggml */
+LM_HD int lm_nearest_int(float x) {
+    const float v = x + 12582912.f;
+    int i;
+    memcpy(&i, &v, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
 /* ------------------------------------------------- shared k-quant helper */
 /* The 12-byte scales field of Q4_K/Q5_K: 8 six-bit scales and 8 six-bit mins.
  * Sub-blocks 0..3 keep their 6 bits in bytes 0..7; 4..7 keep the low nibble in

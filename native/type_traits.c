@@ -7,28 +7,6 @@
 #include "include/lamina.h"
 #include "type_kernels.h"
 
-/* DEV-ONLY: kernels land file by file; weak references let the library load
- * while some are missing (their rows then report "not implemented"). Removed
- * once every kernel exists so a missing one is a link error. */
-#define LM_WEAK_WEIGHT_TYPE(t)                                                                         \
-    __attribute__((weak)) size_t lm_quantize_##t(const float *, void *, int64_t, int64_t, const float *); \
-    __attribute__((weak)) void lm_dequantize_row_##t(const void *, float *, int64_t);                  \
-    __attribute__((weak)) void lm_vec_dot_##t##_ref(int64_t, float *, const void *, const void *);       \
-    __attribute__((weak)) void lm_vec_dot_##t##_avx2(int64_t, float *, const void *, const void *);
-LM_WEAK_WEIGHT_TYPE(f32) LM_WEAK_WEIGHT_TYPE(f16) LM_WEAK_WEIGHT_TYPE(bf16)
-LM_WEAK_WEIGHT_TYPE(q4_0) LM_WEAK_WEIGHT_TYPE(q4_1) LM_WEAK_WEIGHT_TYPE(q5_0)
-LM_WEAK_WEIGHT_TYPE(q5_1) LM_WEAK_WEIGHT_TYPE(q8_0) LM_WEAK_WEIGHT_TYPE(q2_K)
-LM_WEAK_WEIGHT_TYPE(q3_K) LM_WEAK_WEIGHT_TYPE(q4_K) LM_WEAK_WEIGHT_TYPE(q5_K)
-LM_WEAK_WEIGHT_TYPE(q6_K) LM_WEAK_WEIGHT_TYPE(iq4_nl) LM_WEAK_WEIGHT_TYPE(iq4_xs)
-__attribute__((weak)) void lm_quantize_row_q8_0_ref(const float *, void *, int64_t);
-__attribute__((weak)) void lm_quantize_row_q8_1_ref(const float *, void *, int64_t);
-__attribute__((weak)) void lm_quantize_row_q8_K_ref(const float *, void *, int64_t);
-__attribute__((weak)) void lm_dequantize_row_q8_1(const void *, float *, int64_t);
-__attribute__((weak)) void lm_dequantize_row_q8_K(const void *, float *, int64_t);
-__attribute__((weak)) void lm_f32_to_f16_row(const float *, void *, int64_t);
-__attribute__((weak)) void lm_f32_to_bf16_row(const float *, void *, int64_t);
-__attribute__((weak)) void lm_f32_copy_row(const float *, void *, int64_t);
-
 #if defined(LM_BUILD_AVX2)
 #define LM_AVX2(fn) fn
 #else

@@ -74,6 +74,101 @@ int lm_matmul(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows
  * buf (bytes, a multiple of 64) `reps` times. The physical limit that decode,
  * which reads every weight once per token, is measured against. */
 double lm_memory_read_gbps(lm_threadpool *tp, const void *buf, size_t bytes, int reps);
+
+/* ================================================================ model ===
+ * A decoder-only transformer whose weights stay where the caller mapped them
+ * (the GGUF mmap: nothing is copied), and a context that owns the KV cache,
+ * scratch buffers and a thread pool. One lm_context_eval call runs a whole
+ * batch of tokens (prompt prefill or one decode step) through every layer.
+ *
+ * One layer, parameterized: llama (SmolLM2, TinyLlama, Llama 2/3, Mistral),
+ * qwen2 (q/k/v biases, NeoX rope) and gemma3 (q/k norms, post norms, GELU,
+ * sliding-window layers with their own rope base, scaled embeddings) differ
+ * only in the values below. The caller keeps the weights and the model alive
+ * for as long as any context made from it. */
+typedef struct lm_model lm_model;
+typedef struct lm_context lm_context;
+
+enum lm_model_status {
+    LM_ERR_CONTEXT_FULL = -6,   /* n_past + n_tokens would exceed n_ctx */
+    LM_ERR_TOKEN = -7           /* a token id outside [0, n_vocab) */
+};
+
+enum lm_norm_kind { LM_NORM_RMS = 0, LM_NORM_RMS_PLUS_ONE = 1 };   /* gemma checkpoints: x * (1 + w) */
+enum lm_activation { LM_ACT_SILU = 0, LM_ACT_GELU_TANH = 1 };      /* gated FFN: act(gate) * up */
+enum lm_rope_layout { LM_ROPE_NORMAL = 0, LM_ROPE_NEOX = 1 };      /* pairs (2i,2i+1) | (i,i+n_rot/2) */
+
+/* a weight matrix: rows of a whole number of blocks of `type` */
+typedef struct {
+    const void *data;
+    int32_t type;                 /* ggml type id; must be lm_type_supported */
+} lm_matrix;
+
+/* One decoder layer: its weights ([rows, cols], i.e. ggml's ne reversed) and
+ * its attention settings. Vectors are f32; optional ones are NULL. */
+typedef struct {
+    const float *attn_norm;       /* [n_embd] */
+    lm_matrix wq;                 /* [n_head * head_dim, n_embd] */
+    lm_matrix wk;                 /* [n_head_kv * head_dim, n_embd] */
+    lm_matrix wv;                 /* [n_head_kv * head_dim, n_embd] */
+    const float *bq;              /* [n_head * head_dim] or NULL */
+    const float *bk;              /* [n_head_kv * head_dim] or NULL */
+    const float *bv;              /* [n_head_kv * head_dim] or NULL */
+    const float *q_norm;          /* [head_dim] RMS norm of each query head, or NULL */
+    const float *k_norm;          /* [head_dim] RMS norm of each key head, or NULL */
+    lm_matrix wo;                 /* [n_embd, n_head * head_dim] */
+    const float *attn_post_norm;  /* [n_embd] norm of the attention output, or NULL */
+    const float *ffn_norm;        /* [n_embd] */
+    lm_matrix w_gate;             /* [n_ff, n_embd] */
+    lm_matrix w_up;               /* [n_ff, n_embd] */
+    lm_matrix w_down;             /* [n_embd, n_ff] */
+    const float *ffn_post_norm;   /* [n_embd] norm of the FFN output, or NULL */
+    float rope_base;              /* theta base of this layer */
+    float rope_scale;             /* position multiplier: 1 / linear scaling factor */
+    int32_t sliding_window;       /* attend to the last this-many positions; 0 = all */
+} lm_layer_weights;
+
+typedef struct {
+    int32_t n_vocab;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_ff;
+    int32_t n_head;
+    int32_t n_head_kv;            /* divides n_head (grouped-query attention) */
+    int32_t head_dim;             /* may differ from n_embd / n_head (gemma3) */
+    int32_t n_rot;                /* rotated dims of each head: even, <= head_dim */
+    int32_t rope_layout;          /* enum lm_rope_layout */
+    int32_t norm_kind;            /* enum lm_norm_kind, for every norm weight */
+    int32_t activation;           /* enum lm_activation */
+    float norm_eps;
+    float embd_scale;             /* embeddings are multiplied by this (gemma: sqrt(n_embd)) */
+    float attn_scale;             /* softmax(attn_scale * q.k), usually 1/sqrt(head_dim) */
+    const float *rope_freqs;      /* [n_rot/2] divisors of the rope frequencies (llama 3.1), or NULL */
+    lm_matrix tok_embd;           /* [n_vocab, n_embd]; rows read with the type's to_float */
+    const float *output_norm;     /* [n_embd] */
+    lm_matrix output;             /* [n_vocab, n_embd]; tok_embd again when tied */
+} lm_model_params;
+
+/* Copies the parameters and the layers array (not the weights). NULL on error. */
+lm_model *lm_model_create(const lm_model_params *p, const lm_layer_weights *layers);
+void lm_model_free(lm_model *model);
+/* bytes the KV cache of a context of n_ctx positions takes (0 if invalid) */
+size_t lm_kv_cache_bytes(const lm_model *model, int32_t n_ctx, int kv_type);
+
+/* kv_type: LM_TYPE_F32, LM_TYPE_F16 or LM_TYPE_Q8_0 (head_dim a multiple of
+ * 32). n_batch bounds the tokens of one eval. NULL on error. */
+lm_context *lm_context_create(lm_model *model, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads);
+void lm_context_free(lm_context *ctx);
+/* Runs tokens[0..n_tokens) at positions n_past.. and appends them to the cache.
+ * logits: [n_tokens][n_vocab] when all_logits, else [1][n_vocab] for the last
+ * token; NULL skips the output head (a prefill chunk whose logits nobody
+ * reads). On error nothing is appended. */
+int lm_context_eval(lm_context *ctx, const int32_t *tokens, int32_t n_tokens, float *logits, int all_logits);
+int32_t lm_context_n_past(const lm_context *ctx);
+/* forget cached positions >= n_keep (0 <= n_keep <= n_past) */
+int lm_context_truncate(lm_context *ctx, int32_t n_keep);
+size_t lm_context_kv_bytes(const lm_context *ctx);
+/* ============================================================ end model === */
 /* LM_CDEF_END */
 
 #ifdef __cplusplus

@@ -186,8 +186,15 @@ static float make_qkx_quants(int n, int nmax, const float *x, const float *weigh
         iscale = (rmin + rdelta * is + nmax) / (max - min);
         float sum_l = 0, sum_l2 = 0, sum_xl = 0;
         for (int i = 0; i < n; ++i) {
-            int l = lm_nearest_int(iscale * (x[i] - min));
-            l = LM_MAX(0, LM_MIN(nmax, l));
+            int l;
+            if (qkx3) {
+                /* ggml's make_qkx3_quants clamps before rounding: a refitted min
+                 * can sit next to max, making v huge, inf or NaN */
+                const float v = iscale * (x[i] - min);
+                l = v > 0 ? lm_nearest_int(v < nmax ? v : (float)nmax) : 0;
+            } else {
+                l = LM_MAX(0, LM_MIN(nmax, lm_nearest_int(iscale * (x[i] - min))));
+            }
             Laux[i] = (uint8_t)l;
             const float w = qkx_weight(weights, x, i);
             sum_l += w * l;

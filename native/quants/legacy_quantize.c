@@ -11,9 +11,9 @@
 
 #include "block_math_legacy.h"
 #include "blocks.h"
+#include "kquant_search.h"
 #include "type_kernels.h"
 
-#define GROUP_MAX_EPS 1e-15f
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
@@ -111,129 +111,6 @@ static void quantize_row_q5_1_ref(const float *x, block_q5_1 *y, int64_t k) {
     }
 }
 
-/* ------------------------------------- importance-weighted scale search */
-
-static inline float weighted_sums_qx(int n, int nmax, float iscale, const float *x, const float *w,
-                                     float *suml2) {
-    float sumlx = 0;
-    *suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        const int l = imax(-nmax, imin(nmax - 1, lm_nearest_int(iscale * x[i])));
-        sumlx += w[i] * x[i] * l;
-        *suml2 += w[i] * l * l;
-    }
-    return sumlx;
-}
-
-static inline void assign_qx(int n, int nmax, float iscale, const float *x, uint8_t *L) {
-    for (int i = 0; i < n; i++) L[i] = (uint8_t)(nmax + imax(-nmax, imin(nmax - 1, lm_nearest_int(iscale * x[i]))));
-}
-
-/* mirrors ggml's make_qx_quants(n, nmax, x, L, rmse_type = 1, qw): symmetric
- * levels -nmax..nmax-1 (stored +nmax); try 19 scales around -nmax/max and keep
- * the one maximizing (sum w x l)^2 / sum w l^2 */
-static float make_qx_quants_weighted(int n, int nmax, const float *x, uint8_t *L, const float *w) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < GROUP_MAX_EPS) {
-        memset(L, 0, (size_t)n);
-        return 0.f;
-    }
-    float iscale = -nmax / max;
-    float suml2;
-    float sumlx = weighted_sums_qx(n, nmax, iscale, x, w, &suml2);
-    assign_qx(n, nmax, iscale, x, L);
-    float scale = suml2 ? sumlx / suml2 : 0.0f;
-    float best = scale * sumlx;
-    for (int is = -9; is <= 9; is++) {
-        if (is == 0) continue;
-        iscale = -(nmax + 0.1f * is) / max;
-        sumlx = weighted_sums_qx(n, nmax, iscale, x, w, &suml2);
-        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-            assign_qx(n, nmax, iscale, x, L);
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    return scale;
-}
-
-/* mirrors ggml's make_qkx3_quants(n, nmax, x, weights, L, &min, Laux, rmin,
- * rdelta, nstep, use_mad = false): levels 0..nmax with an offset min <= 0,
- * weighted least squares for (scale, min) at each of nstep+1 trial scales.
- * Returns the scale; *neg_min = -min. */
-static float make_qkx3_quants_weighted(int n, int nmax, const float *x, const float *w, uint8_t *L,
-                                       float *neg_min, float rmin, float rdelta, int nstep) {
-    uint8_t Laux[32];
-    float min = x[0], max = x[0];
-    float sum_w = w[0];
-    float sum_x = sum_w * x[0];
-    for (int i = 1; i < n; i++) {
-        if (x[i] < min) min = x[i];
-        if (x[i] > max) max = x[i];
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
-    }
-    if (min > 0) min = 0;
-    if (max <= min) {
-        memset(L, 0, (size_t)n);
-        *neg_min = -min;
-        return 0.f;
-    }
-    float iscale = nmax / (max - min);
-    float scale = 1 / iscale;
-    float best_err = 0;
-    for (int i = 0; i < n; i++) {
-        L[i] = (uint8_t)imax(0, imin(nmax, lm_nearest_int(iscale * (x[i] - min))));
-        float diff = scale * L[i] + min - x[i];
-        diff = diff * diff;
-        best_err += w[i] * diff;
-    }
-    for (int is = 0; is <= nstep; is++) {
-        iscale = (rmin + rdelta * is + nmax) / (max - min);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-        for (int i = 0; i < n; i++) {
-            /* min may have moved next to max, so v can be huge, inf or NaN */
-            const float v = iscale * (x[i] - min);
-            const float vc = v < nmax ? v : nmax;
-            const int l = v > 0 ? lm_nearest_int(vc) : 0;
-            Laux[i] = (uint8_t)l;
-            sum_l += w[i] * l;
-            sum_l2 += w[i] * l * l;
-            sum_xl += w[i] * l * x[i];
-        }
-        const float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (D > 0) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-            if (this_min > 0) {
-                this_min = 0;
-                this_scale = sum_xl / sum_l2;
-            }
-            float err = 0;
-            for (int i = 0; i < n; i++) {
-                float diff = this_scale * Laux[i] + this_min - x[i];
-                diff = diff * diff;
-                err += w[i] * diff;
-            }
-            if (err < best_err) {
-                memcpy(L, Laux, (size_t)n);
-                best_err = err;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    *neg_min = -min;
-    return scale;
-}
-
 /* ggml's per-weight importance: imatrix times sqrt(sigma2 + x^2), where sigma2
  * is the mean square of the whole row */
 static float row_sigma2(const float *x, int64_t n) {
@@ -254,7 +131,7 @@ static void quantize_row_qx_0_weighted(const float *x, void *vy, int64_t n, cons
     for (int64_t ib = 0; ib < n / 32; ib++) {
         const float *xb = x + 32 * ib;
         block_weights(xb, imatrix + 32 * ib, sigma2, w);
-        const float d = make_qx_quants_weighted(32, five_bit ? 16 : 8, xb, L, w);
+        const float d = lm_make_qx_quants(32, five_bit ? 16 : 8, xb, (int8_t *)L, 1, w);
         if (five_bit) {
             block_q5_0 *y = (block_q5_0 *)vy + ib;
             y->d = lm_f32_to_half(d);
@@ -270,13 +147,13 @@ static void quantize_row_qx_0_weighted(const float *x, void *vy, int64_t n, cons
 /* mirrors ggml's quantize_row_q4_1_impl / quantize_row_q5_1_impl (one row) */
 static void quantize_row_qx_1_weighted(const float *x, void *vy, int64_t n, const float *imatrix, int five_bit) {
     float w[32];
-    uint8_t L[32];
+    uint8_t L[32], Laux[32];
     const float sigma2 = row_sigma2(x, n);
     for (int64_t ib = 0; ib < n / 32; ib++) {
         const float *xb = x + 32 * ib;
         block_weights(xb, imatrix + 32 * ib, sigma2, w);
         float neg_min;
-        const float d = make_qkx3_quants_weighted(32, five_bit ? 31 : 15, xb, w, L, &neg_min, -0.9f, 0.05f, 36);
+        const float d = lm_make_qkx3_quants(32, five_bit ? 31 : 15, xb, w, L, &neg_min, Laux, -0.9f, 0.05f, 36, false);
         if (five_bit) {
             block_q5_1 *y = (block_q5_1 *)vy + ib;
             y->d = lm_f32_to_half(d);

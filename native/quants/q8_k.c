@@ -7,15 +7,6 @@
 #include "blocks.h"
 #include "type_kernels.h"
 
-/* ggml's nearest_int: adding 1.5*2^23 leaves round-to-nearest-even of v in
- * the low mantissa bits (valid for |v| < 2^22, far above 127 here). */
-static inline int nearest_int(float v) {
-    const float shifted = v + 12582912.f;
-    int32_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    return (bits & 0x007fffff) - 0x00400000;
-}
-
 /* mirrors ggml's quantize_row_q8_K_ref */
 void lm_quantize_row_q8_K_ref(const float *x, void *vy, int64_t k) {
     block_q8_K *y = vy;
@@ -40,7 +31,7 @@ void lm_quantize_row_q8_K_ref(const float *x, void *vy, int64_t k) {
          * negate q8 values (sign_epi8) without overflow */
         const float iscale = -127.f / max;
         for (int j = 0; j < QK_K; j++) {
-            const int v = nearest_int(iscale * x[j]);
+            const int v = lm_nearest_int(iscale * x[j]);
             y[i].qs[j] = (int8_t)(v < 127 ? v : 127);
         }
         for (int j = 0; j < QK_K / 16; j++) {

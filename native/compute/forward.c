@@ -1,0 +1,255 @@
+/* forward.c — lm_context_eval: one batch of tokens through the whole decoder.
+ *
+ *   x = embed(tokens) * embd_scale
+ *   for each layer:
+ *     h = norm(x)
+ *     q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv)
+ *     q, k = rope(qk_norm(q)), rope(qk_norm(k));  cache[pos] = k, v
+ *     x = x + post_norm(attention(q, cache) Wo)
+ *     h = norm(x)
+ *     x = x + post_norm((act(h Wgate) * (h Wup)) Wdown)
+ *   logits = norm(x) Wout
+ *
+ * Every step is a job over the context's thread pool: matmuls split weight
+ * rows (lm_matmul_into), the row-wise steps split tokens, attention splits
+ * (token, head) pairs. Steps too small to be worth waking the workers run on
+ * the calling thread. */
+#include <math.h>
+#include <string.h>
+
+#include "compute/matmul.h"
+#include "compute/model.h"
+#include "compute/threadpool.h"
+#include "type_traits.h"
+
+/* below this many flops a row-wise step runs on the calling thread */
+enum { INLINE_WORK = 1 << 14 };
+
+typedef struct {
+    lm_context *c;
+    const lm_model_params *p;
+    const lm_layer_weights *l;    /* current layer */
+    int il;
+    int32_t n_tokens;             /* T, rows of the batch */
+    int32_t pos0;                 /* position of row 0 */
+    const int32_t *tokens;
+    const float *post_norm;       /* residual step: norm of the sublayer output, or NULL */
+    const float *next_norm;       /* residual step: norm for the next sublayer */
+} fwd_job;
+
+static void run(lm_context *c, lm_task_fn fn, fwd_job *job, int64_t work) {
+    if (work < INLINE_WORK)
+        fn(job, 0, 1);
+    else
+        lm_threadpool_run(c->tp, fn, job);
+}
+
+static float norm_add_one(const lm_model_params *p) { return p->norm_kind == LM_NORM_RMS_PLUS_ONE ? 1.0f : 0.0f; }
+
+/* ---------------------------------------------------------- embedding */
+
+/* x[t] = tok_embd[tokens[t]] * embd_scale;  xb[t] = attn_norm_0(x[t]) */
+static void embed_rows(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    const lm_model_params *p = job->p;
+    const lm_type_traits *t = lm_get_type_traits(p->tok_embd.type);
+    const size_t row_bytes = (size_t)(p->n_embd / t->blck_size) * t->type_size;
+    int64_t r0, r1;
+    lm_split_range(job->n_tokens, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        float *x = job->c->x + r * p->n_embd;
+        t->to_float((const char *)p->tok_embd.data + (size_t)job->tokens[r] * row_bytes, x, p->n_embd);
+        if (p->embd_scale != 1.0f)
+            for (int i = 0; i < p->n_embd; i++) x[i] *= p->embd_scale;
+        lm_rms_norm(job->c->xb + r * p->n_embd, x, job->next_norm, p->n_embd, p->norm_eps, norm_add_one(p));
+    }
+}
+
+/* ---------------------------------------------------------- attention */
+
+/* (cos, sin) of every rotated pair of every row, once per rope group */
+static void rope_tables(lm_context *c, int32_t pos0, int32_t n_tokens) {
+    const lm_model *m = c->model;
+    const int half = m->p.n_rot / 2;
+    for (int g = 0; g < m->n_rope_groups; g++) {
+        const double *inv_freq = m->rope_inv_freq + (size_t)g * half;
+        for (int32_t t = 0; t < n_tokens; t++) {
+            float *cs = c->rope_cs + ((size_t)g * c->n_batch + t) * 2 * half;
+            for (int i = 0; i < half; i++) {
+                const double theta = (double)(pos0 + t) * inv_freq[i];
+                cs[2 * i] = (float)cos(theta);
+                cs[2 * i + 1] = (float)sin(theta);
+            }
+        }
+    }
+}
+
+/* biases, q/k norms and rope on each row's q and k; then k, v into the cache */
+static void qkv_rows(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    lm_context *c = job->c;
+    const lm_model_params *p = job->p;
+    const lm_layer_weights *l = job->l;
+    const int hd = p->head_dim, q_dim = p->n_head * hd, kv_dim = p->n_head_kv * hd;
+    const float *cs_group = c->rope_cs + (size_t)c->model->rope_group[job->il] * c->n_batch * p->n_rot;
+    const lm_type_traits *kvt = lm_get_type_traits(c->kv_type);
+    const size_t layer_off = (size_t)job->il * c->n_ctx * c->kv_row_bytes;
+    int64_t r0, r1;
+    lm_split_range(job->n_tokens, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        float *q = c->q + r * q_dim, *k = c->k + r * kv_dim, *v = c->v + r * kv_dim;
+        if (l->bq)
+            for (int i = 0; i < q_dim; i++) q[i] += l->bq[i];
+        if (l->bk)
+            for (int i = 0; i < kv_dim; i++) k[i] += l->bk[i];
+        if (l->bv)
+            for (int i = 0; i < kv_dim; i++) v[i] += l->bv[i];
+        const float *cs = cs_group + r * p->n_rot;
+        for (int h = 0; h < p->n_head; h++) {
+            if (l->q_norm) lm_rms_norm(q + h * hd, q + h * hd, l->q_norm, hd, p->norm_eps, norm_add_one(p));
+            lm_rope_head(q + h * hd, cs, p->n_rot, p->rope_layout == LM_ROPE_NEOX);
+        }
+        for (int h = 0; h < p->n_head_kv; h++) {
+            if (l->k_norm) lm_rms_norm(k + h * hd, k + h * hd, l->k_norm, hd, p->norm_eps, norm_add_one(p));
+            lm_rope_head(k + h * hd, cs, p->n_rot, p->rope_layout == LM_ROPE_NEOX);
+        }
+        const size_t at = layer_off + (size_t)(job->pos0 + r) * c->kv_row_bytes;
+        kvt->from_float(k, c->k_cache + at, kv_dim);
+        kvt->from_float(v, c->v_cache + at, kv_dim);
+    }
+}
+
+/* att[t, head h] = softmax(scale * q_th . K[lo..pos]) V[lo..pos], where the
+ * keys are this layer's cache rows up to the query's own position (causal),
+ * and no further back than the sliding window. Tasks (t, h) are dealt out
+ * round-robin: later tokens attend to more keys, so contiguous ranges of
+ * tokens would leave the first threads idle. */
+static void attention(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    lm_context *c = job->c;
+    const lm_model_params *p = job->p;
+    const int hd = p->head_dim, q_dim = p->n_head * hd, group = p->n_head / p->n_head_kv;
+    const lm_type_traits *kvt = lm_get_type_traits(c->kv_type);
+    const size_t head_bytes = (size_t)(hd / kvt->blck_size) * kvt->type_size;
+    const size_t layer_off = (size_t)job->il * c->n_ctx * c->kv_row_bytes;
+    const int32_t window = job->l->sliding_window;
+    float *s = c->scores + (size_t)ith * c->n_ctx;
+    const int64_t n_tasks = (int64_t)job->n_tokens * p->n_head;
+    for (int64_t task = ith; task < n_tasks; task += nth) {
+        const int t = (int)(task / p->n_head), h = (int)(task % p->n_head);
+        const int32_t pos = job->pos0 + t;
+        const int32_t lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+        const int32_t n = pos - lo + 1;
+        const float *q = c->q + (size_t)t * q_dim + h * hd;
+        const char *kb = c->k_cache + layer_off + (size_t)lo * c->kv_row_bytes + (size_t)(h / group) * head_bytes;
+        const char *vb = c->v_cache + layer_off + (size_t)lo * c->kv_row_bytes + (size_t)(h / group) * head_bytes;
+        for (int32_t j = 0; j < n; j++) s[j] = p->attn_scale * c->kv.dot(q, kb + (size_t)j * c->kv_row_bytes, hd);
+        lm_softmax(s, n);
+        float *out = c->att + (size_t)t * q_dim + h * hd;
+        memset(out, 0, (size_t)hd * sizeof(float));
+        for (int32_t j = 0; j < n; j++) c->kv.axpy(out, s[j], vb + (size_t)j * c->kv_row_bytes, hd);
+    }
+}
+
+/* ------------------------------------------------- residual, ffn, norm */
+
+/* x += post_norm(xb);  xb = next_norm(x)  — the seam between two sublayers */
+static void residual_rows(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    const lm_model_params *p = job->p;
+    const int n = p->n_embd;
+    int64_t r0, r1;
+    lm_split_range(job->n_tokens, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        float *x = job->c->x + r * n, *xb = job->c->xb + r * n;
+        if (job->post_norm) lm_rms_norm(xb, xb, job->post_norm, n, p->norm_eps, norm_add_one(p));
+        for (int i = 0; i < n; i++) x[i] += xb[i];
+        lm_rms_norm(xb, x, job->next_norm, n, p->norm_eps, norm_add_one(p));
+    }
+}
+
+/* hb = act(hb) * hb2 over all rows */
+static void ffn_act(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    const int64_t total = (int64_t)job->n_tokens * job->p->n_ff;
+    int64_t i0, i1;
+    lm_split_range(total, ith, nth, &i0, &i1);
+    if (job->p->activation == LM_ACT_GELU_TANH)
+        lm_gelu_tanh_mul(job->c->hb + i0, job->c->hb2 + i0, i1 - i0);
+    else
+        lm_silu_mul(job->c->hb + i0, job->c->hb2 + i0, i1 - i0);
+}
+
+/* --------------------------------------------------------------- eval */
+
+static int matmul(lm_context *c, const lm_matrix *w, int64_t rows, int64_t n, const float *x, int64_t ncols,
+                  float *y) {
+    return lm_matmul_into(c->tp, LM_IMPL_AUTO, w->type, w->data, rows, n, x, ncols, y, rows, c->mm_scratch);
+}
+
+static int layer_forward(fwd_job *job) {
+    lm_context *c = job->c;
+    const lm_model_params *p = job->p;
+    const lm_layer_weights *l = job->l;
+    const int64_t T = job->n_tokens, hd = p->head_dim;
+    const int64_t q_dim = p->n_head * hd, kv_dim = p->n_head_kv * hd;
+    int rc;
+
+    /* attention: xb holds attn_norm(x) */
+    if ((rc = matmul(c, &l->wq, q_dim, p->n_embd, c->xb, T, c->q)) ||
+        (rc = matmul(c, &l->wk, kv_dim, p->n_embd, c->xb, T, c->k)) ||
+        (rc = matmul(c, &l->wv, kv_dim, p->n_embd, c->xb, T, c->v)))
+        return rc;
+    run(c, qkv_rows, job, T * (q_dim + kv_dim) * 8);
+    const int64_t keys = l->sliding_window > 0 && l->sliding_window < job->pos0 + T ? l->sliding_window : job->pos0 + T;
+    run(c, attention, job, T * p->n_head * hd * 4 * keys);
+    if ((rc = matmul(c, &l->wo, p->n_embd, q_dim, c->att, T, c->xb))) return rc;
+    job->post_norm = l->attn_post_norm;
+    job->next_norm = l->ffn_norm;
+    run(c, residual_rows, job, T * p->n_embd * 8);
+
+    /* feed-forward: xb holds ffn_norm(x) */
+    if ((rc = matmul(c, &l->w_gate, p->n_ff, p->n_embd, c->xb, T, c->hb)) ||
+        (rc = matmul(c, &l->w_up, p->n_ff, p->n_embd, c->xb, T, c->hb2)))
+        return rc;
+    run(c, ffn_act, job, T * p->n_ff * 16);
+    if ((rc = matmul(c, &l->w_down, p->n_embd, p->n_ff, c->hb, T, c->xb))) return rc;
+    job->post_norm = l->ffn_post_norm;
+    job->next_norm = job->il + 1 < p->n_layer ? c->model->layers[job->il + 1].attn_norm : p->output_norm;
+    run(c, residual_rows, job, T * p->n_embd * 8);
+    return LM_OK;
+}
+
+int lm_context_eval(lm_context *c, const int32_t *tokens, int32_t n_tokens, float *logits, int all_logits) {
+    if (!c || !tokens) return lm_set_error(LM_ERR_ARG, "lm_context_eval: NULL context or tokens");
+    if (n_tokens <= 0 || n_tokens > c->n_batch)
+        return lm_set_error(LM_ERR_ARG, "lm_context_eval: n_tokens=%d outside [1, n_batch=%d]", n_tokens, c->n_batch);
+    if ((int64_t)c->n_past + n_tokens > c->n_ctx)
+        return lm_set_error(LM_ERR_CONTEXT_FULL, "context full: %d cached + %d new tokens > n_ctx=%d", c->n_past,
+                            n_tokens, c->n_ctx);
+    const lm_model *m = c->model;
+    const lm_model_params *p = &m->p;
+    for (int32_t i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || tokens[i] >= p->n_vocab)
+            return lm_set_error(LM_ERR_TOKEN, "token %d at index %d is outside the vocabulary [0, %d)", tokens[i], i,
+                                p->n_vocab);
+
+    fwd_job job = { .c = c, .p = p, .n_tokens = n_tokens, .pos0 = c->n_past, .tokens = tokens };
+    rope_tables(c, job.pos0, n_tokens);
+    job.next_norm = m->layers[0].attn_norm;
+    run(c, embed_rows, &job, (int64_t)n_tokens * p->n_embd * 8);
+    for (int il = 0; il < p->n_layer; il++) {
+        job.il = il;
+        job.l = &m->layers[il];
+        int rc = layer_forward(&job);
+        if (rc) return rc;
+    }
+    /* xb now holds output_norm(x) */
+    if (logits) {
+        const int64_t first = all_logits ? 0 : n_tokens - 1;
+        int rc = matmul(c, &p->output, p->n_vocab, p->n_embd, c->xb + first * p->n_embd, n_tokens - first, logits);
+        if (rc) return rc;
+    }
+    c->n_past += n_tokens;
+    return LM_OK;
+}

@@ -1,0 +1,124 @@
+/* forward_ops.c — scalar row kernels of the forward pass (the reference the
+ * AVX2 attention loops are tested against). */
+#include "forward_ops.h"
+
+#include <math.h>
+
+#include "blocks.h"
+#include "include/lamina.h"
+
+/* ------------------------------------------------------------ norms */
+
+void lm_rms_norm(float *out, const float *x, const float *w, int64_t n, float eps, float add_one) {
+    double ss = 0.0;   /* double, as ggml's rms_norm: n is small, accuracy is free */
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    const float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * scale * (w[i] + add_one);
+}
+
+/* ------------------------------------------------------- activations */
+
+void lm_silu_mul(float *x, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * up[i];
+}
+
+void lm_gelu_tanh_mul(float *x, const float *up, int64_t n) {
+    const float sqrt_2_over_pi = 0.79788456080286535588f;
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(sqrt_2_over_pi * v * (1.0f + 0.044715f * v * v))) * up[i];
+    }
+}
+
+void lm_softmax(float *x, int64_t n) {
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+/* -------------------------------------------------------------- rope */
+
+void lm_rope_head(float *x, const float *cs, int n_rot, int neox) {
+    const int half = n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        const int a = neox ? i : 2 * i;
+        const int b = neox ? i + half : 2 * i + 1;
+        const float c = cs[2 * i], s = cs[2 * i + 1];
+        const float x0 = x[a], x1 = x[b];
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+    }
+}
+
+/* ------------------------------------------- attention inner loops */
+
+static float kv_dot_f32(const float *q, const void *k, int64_t n) {
+    const float *kf = k;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += q[i] * kf[i];
+    return s;
+}
+
+static void kv_axpy_f32(float *out, float a, const void *v, int64_t n) {
+    const float *vf = v;
+    for (int64_t i = 0; i < n; i++) out[i] += a * vf[i];
+}
+
+static float kv_dot_f16(const float *q, const void *k, int64_t n) {
+    const lm_half *kh = k;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += q[i] * lm_half_to_f32(kh[i]);
+    return s;
+}
+
+static void kv_axpy_f16(float *out, float a, const void *v, int64_t n) {
+    const lm_half *vh = v;
+    for (int64_t i = 0; i < n; i++) out[i] += a * lm_half_to_f32(vh[i]);
+}
+
+static float kv_dot_q8_0(const float *q, const void *k, int64_t n) {
+    const block_q8_0 *kb = k;
+    float s = 0.0f;
+    for (int64_t b = 0; b < n / QK8_0; b++) {
+        float sb = 0.0f;
+        for (int i = 0; i < QK8_0; i++) sb += q[b * QK8_0 + i] * (float)kb[b].qs[i];
+        s += sb * lm_half_to_f32(kb[b].d);
+    }
+    return s;
+}
+
+static void kv_axpy_q8_0(float *out, float a, const void *v, int64_t n) {
+    const block_q8_0 *vb = v;
+    for (int64_t b = 0; b < n / QK8_0; b++) {
+        const float ad = a * lm_half_to_f32(vb[b].d);
+        for (int i = 0; i < QK8_0; i++) out[b * QK8_0 + i] += ad * (float)vb[b].qs[i];
+    }
+}
+
+int lm_kv_kernels_for(int kv_type, int avx2, lm_kv_kernels *out) {
+#if !defined(LM_BUILD_AVX2)
+    avx2 = 0;
+#endif
+    switch (kv_type) {
+    case LM_TYPE_F32: *out = (lm_kv_kernels){ kv_dot_f32, kv_axpy_f32 }; break;
+    case LM_TYPE_F16: *out = (lm_kv_kernels){ kv_dot_f16, kv_axpy_f16 }; break;
+    case LM_TYPE_Q8_0: *out = (lm_kv_kernels){ kv_dot_q8_0, kv_axpy_q8_0 }; break;
+    default: return 0;
+    }
+#if defined(LM_BUILD_AVX2)
+    if (avx2) {
+        switch (kv_type) {
+        case LM_TYPE_F32: *out = (lm_kv_kernels){ lm_kv_dot_f32_avx2, lm_kv_axpy_f32_avx2 }; break;
+        case LM_TYPE_F16: *out = (lm_kv_kernels){ lm_kv_dot_f16_avx2, lm_kv_axpy_f16_avx2 }; break;
+        case LM_TYPE_Q8_0: *out = (lm_kv_kernels){ lm_kv_dot_q8_0_avx2, lm_kv_axpy_q8_0_avx2 }; break;
+        }
+    }
+#endif
+    return 1;
+}

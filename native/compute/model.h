@@ -1,0 +1,47 @@
+/* model.h — the structs behind lm_model and lm_context (lamina.h), shared by
+ * model.c (creation, validation, the cache) and forward.c (eval). */
+#ifndef LAMINA_MODEL_H
+#define LAMINA_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compute/forward_ops.h"
+#include "include/lamina.h"
+
+struct lm_model {
+    lm_model_params p;
+    lm_layer_weights *layers;     /* [n_layer] */
+    /* Layers with the same (rope_base, rope_scale) share one table of angles
+     * per batch; gemma3 has two groups (sliding and global), llama one. */
+    int32_t n_rope_groups;
+    int32_t *rope_group;          /* [n_layer] group of each layer */
+    double *rope_inv_freq;        /* [n_rope_groups][n_rot/2] angle per position */
+};
+
+struct lm_context {
+    lm_model *model;
+    int32_t n_ctx, n_batch, n_past;
+    int kv_type;
+    lm_kv_kernels kv;             /* attention inner loops for kv_type */
+    size_t kv_row_bytes;          /* one position of one layer: n_head_kv * head_dim values */
+    size_t kv_bytes;
+    char *k_cache;                /* [n_layer][n_ctx][kv_row_bytes] */
+    char *v_cache;                /* [n_layer][n_ctx][kv_row_bytes] */
+    lm_threadpool *tp;
+
+    /* activations of one batch (B = n_batch rows) */
+    float *x;                     /* [B][n_embd] residual stream */
+    float *xb;                    /* [B][n_embd] normed input of a sublayer / its output */
+    float *q;                     /* [B][n_head * head_dim] */
+    float *k;                     /* [B][n_head_kv * head_dim] */
+    float *v;                     /* [B][n_head_kv * head_dim] */
+    float *att;                   /* [B][n_head * head_dim] attention output, heads side by side */
+    float *hb;                    /* [B][n_ff] gate, then act(gate) * up */
+    float *hb2;                   /* [B][n_ff] up */
+    float *rope_cs;               /* [n_rope_groups][B][n_rot/2][2] cos, sin */
+    float *scores;                /* [n_threads][n_ctx] attention weights of one query */
+    void *mm_scratch;             /* quantized activations for lm_matmul_into */
+};
+
+#endif
