@@ -85,15 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     args = ap.parse_args(argv)
 
-    from runtime import quants
-    from runtime.native import lib
+    from runtime.errors import LaminaError
     rng = np.random.default_rng(0)
     try:
+        from runtime import quants
+        from runtime.native import lib
         types = [quants.as_qtype(t).name.lower() for t in args.types.split(",") if t]
         bw = measure_bandwidth(args.threads, args.reps)
         results = [bench_type(quants, t, args.threads, args.reps, args.impl, args.matvec_mb, rng) for t in types]
-    except ValueError as e:
-        print(f"bench-kernels: {e}", file=sys.stderr)
+    except (LaminaError, ValueError) as e:
+        print(f"bench-kernels: error: {e}", file=sys.stderr)
         return 1
     for r in results:
         r["matvec_pct_of_bandwidth"] = 100.0 * r["matvec_gbps"] / bw if bw else None
