@@ -1,5 +1,6 @@
 /* membench.c — how fast this machine streams memory into the cores, the
  * yardstick for memory-bound kernels (mat-vec, decode). */
+#define _POSIX_C_SOURCE 199309L   /* clock_gettime under -std=c11 */
 #include <stdint.h>
 #include <time.h>
 
