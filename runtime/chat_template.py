@@ -1,0 +1,184 @@
+"""Chat templates: the model's Jinja template turns messages into one prompt.
+
+Rendered as transformers' `apply_chat_template(..., tokenize=False)` renders
+it (utils/chat_template_utils.py there): an immutable sandboxed Jinja
+environment with trim_blocks/lstrip_blocks and loop controls, `tojson` that
+leaves non-ASCII alone, `raise_exception`, `strftime_now`, the
+`{% generation %}` tag, and bos_token/eos_token as strings. Templates come
+from untrusted files, so escapes out of the sandbox, exceptions and runaway
+output all end in a ChatTemplateError naming what went wrong.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, NoReturn
+
+import jinja2
+from jinja2 import nodes
+from jinja2.ext import Extension
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from runtime.errors import LaminaError
+
+TEMPLATE_KEY = "tokenizer.chat_template"
+MAX_RENDER_BYTES = 1 << 20
+MAX_TEMPLATE_BYTES = 1 << 20
+
+# What llama.cpp and transformers fall back to for a model without a template.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+class ChatTemplateError(LaminaError, ValueError):
+    """A chat template failed to load, compile or render."""
+
+
+class _TemplateRaised(Exception):
+    """raise_exception() from inside a template; its message is the whole story."""
+
+
+class _GenerationTag(Extension):
+    """`{% generation %}...{% endgeneration %}` marks assistant text for training
+    masks in transformers; rendering only needs the body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: jinja2.parser.Parser) -> nodes.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.Scope(body).set_lineno(lineno)
+
+
+def _raise_exception(message: str) -> NoReturn:
+    raise _TemplateRaised(message)
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
+            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    # Jinja's own tojson HTML-escapes <, >, & and '; chat templates want plain JSON.
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, "jinja2.ext.loopcontrols"]
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env
+
+
+class ChatTemplate:
+    def __init__(self, source: str, origin: str = "chat template",
+                 bos_token: str | None = None, eos_token: str | None = None) -> None:
+        self.source = source
+        self.origin = origin  # where the text came from, for error messages
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        try:
+            self._template = _environment().from_string(source)
+        except jinja2.TemplateSyntaxError as e:
+            raise ChatTemplateError(f"{origin}: syntax error at line {e.lineno}: {e.message}") from None
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        max_bytes: int = MAX_RENDER_BYTES,
+        **extra: Any,
+    ) -> str:
+        """The prompt text for `messages` ([{"role": ..., "content": ...}, ...])."""
+        _check_messages(messages)
+        context: dict[str, Any] = {
+            **extra,
+            "messages": [dict(m) for m in messages],
+            "tools": None if tools is None else [dict(t) for t in tools],
+            "documents": None,
+            "add_generation_prompt": add_generation_prompt,
+        }
+        # Only the tokens the model has; a template may test `bos_token is defined`.
+        for name in ("bos_token", "eos_token"):
+            if getattr(self, name) is not None:
+                context.setdefault(name, getattr(self, name))
+        out: list[str] = []
+        size = 0
+        try:
+            for chunk in self._template.generate(**context):
+                size += len(chunk.encode())
+                if size > max_bytes:
+                    raise ChatTemplateError(f"{self.origin}: rendered prompt exceeds {max_bytes} bytes")
+                out.append(chunk)
+        except _TemplateRaised as e:
+            raise ChatTemplateError(str(e)) from None
+        except jinja2.exceptions.SecurityError as e:
+            raise ChatTemplateError(f"{self.origin}: forbidden by the template sandbox: {e}") from None
+        except ChatTemplateError:
+            raise
+        except Exception as e:  # a template is a program; any failure is the template's
+            raise ChatTemplateError(f"{self.origin}: rendering failed: {type(e).__name__}: {e}") from None
+        return "".join(out)
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any], override: str | None = None) -> ChatTemplate:
+        """`override` text if given, else the file's own template, else ChatML.
+
+        bos_token/eos_token are the texts of the ids the file names, as
+        transformers takes them from a GGUF.
+        """
+        bos, eos = _token_text(meta, "bos_token_id"), _token_text(meta, "eos_token_id")
+        if override is not None:
+            return cls(override, "chat template override", bos, eos)
+        source = meta.get(TEMPLATE_KEY)
+        if source is None:
+            return cls(CHATML_TEMPLATE, "built-in ChatML template", bos, eos)
+        if not isinstance(source, str):
+            raise ChatTemplateError(f"{TEMPLATE_KEY}: expected a string, found {type(source).__name__}")
+        return cls(source, f"GGUF key {TEMPLATE_KEY!r}", bos, eos)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], meta: Mapping[str, Any]) -> ChatTemplate:
+        """A template override read from a file (`--chat-template-file`), for the model in `meta`."""
+        name = os.fspath(path)
+        try:
+            with open(name, "rb") as f:
+                raw = f.read(MAX_TEMPLATE_BYTES + 1)
+        except OSError as e:
+            raise ChatTemplateError(f"{name}: cannot read chat template: {e.strerror}") from None
+        if len(raw) > MAX_TEMPLATE_BYTES:
+            raise ChatTemplateError(f"{name}: chat template is larger than {MAX_TEMPLATE_BYTES} bytes")
+        try:
+            source = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ChatTemplateError(f"{name}: chat template is not valid UTF-8: {e}") from None
+        return cls(source, name, _token_text(meta, "bos_token_id"), _token_text(meta, "eos_token_id"))
+
+
+def _check_messages(messages: Sequence[Mapping[str, Any]]) -> None:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise ChatTemplateError(f"messages must be a list of {{'role', 'content'}} dicts, got {type(messages).__name__}")
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
+            raise ChatTemplateError(f"messages[{i}] must be a dict with a string 'role', got {m!r:.80}")
+
+
+def _token_text(meta: Mapping[str, Any], key: str) -> str | None:
+    tokens = meta.get("tokenizer.ggml.tokens")
+    token_id = meta.get(f"tokenizer.ggml.{key}")
+    if tokens is None or token_id is None:
+        return None
+    if not 0 <= int(token_id) < len(tokens):
+        raise ChatTemplateError(f"tokenizer.ggml.{key}: token id {token_id} is outside the vocabulary")
+    return str(tokens[int(token_id)])
