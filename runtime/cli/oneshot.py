@@ -24,6 +24,7 @@ def complete(gen: Generator, args: argparse.Namespace, params: SamplingParams) -
         out.write(piece.text)
         out.flush()
     out.write("\n")
+    out.flush()
     t = gen.timings
     print(f"prompt {t.prompt_tokens} tok, {t.prompt_tps:.1f} tok/s | generation {t.gen_tokens} tok, "
           f"{t.gen_tps:.1f} tok/s", file=sys.stderr)

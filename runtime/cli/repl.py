@@ -123,7 +123,7 @@ class Repl:
         note = {"interrupted": " · stopped", "context": " · context full: /reset to start over"}.get(finish or "", "")
         self.console.print(f"prompt {t.prompt_tokens} tok {t.prompt_tps:.1f} tok/s · generation {t.gen_tokens} tok "
                            f"{t.gen_tps:.1f} tok/s · context {len(self.gen.tokens)}/{self.gen.n_ctx}{note}",
-                           style="dim")
+                           style="dim", soft_wrap=True)
 
     def stats(self) -> None:
         m, t = self.gen.model, self.total
