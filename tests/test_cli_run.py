@@ -42,7 +42,8 @@ def test_repl_two_turns_interrupt_reset_exit(smollm2):
     child.expect("> ")
     # Ctrl-C in the middle of a long reply stops it and keeps the session
     child.sendline("Write a very long story about a dragon who learns to code. Make it at least 500 words.")
-    child.expect(r"\w+ \w+ \w+ \w+ \w+")       # some of the reply has streamed
+    child.expect(r"500 words\.\r\n")              # the terminal's echo of the input line
+    child.expect(r"\w+ \w+ \w+ \w+ \w+ \w+")     # some of the reply has streamed
     child.sendintr()
     child.expect(r"stopped")
     child.expect("> ")

@@ -46,7 +46,10 @@ class Repl:
                 if not self.command(line):
                     return 0
                 continue
-            self.turn(line)
+            try:
+                self.turn(line)
+            except KeyboardInterrupt:   # before the reply started (template, tokenizer, prefill)
+                self.console.print("\n(stopped)", style="dim")
 
     def command(self, line: str) -> bool:
         """Runs a /command; False means exit."""
