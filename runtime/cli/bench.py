@@ -161,7 +161,10 @@ def print_table(records: list[dict], info: dict) -> None:
             tps += f"  (lamina {base[test] / r['avg_ts']:.2f}x)"
         table.add_row(r["build_commit"], info["type"], f"{info['size'] / 2**20:.2f} MiB",
                       f"{info['params'] / 1e6:.2f} M", "CPU", str(r["n_threads"]), test, tps)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)   # a piped table keeps one row per line
+    console.print(table)
 
 
 if __name__ == "__main__":
