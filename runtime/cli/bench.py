@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import LaminaError
+from .errors import one_line_errors
 
 
 class LaminaRunner:
@@ -114,14 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-r", "--repetitions", type=int, default=5)
     ap.add_argument("--json", action="store_true", help="print llama-bench's JSON records")
     ap.add_argument("--llama-cpp", action="store_true", help="also run llama.cpp (llama-cpp-python) for a ratio")
-    args = ap.parse_args(argv)
-    try:
-        return _bench(args)
-    except (LaminaError, OSError, ValueError) as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        return 1
+    return _bench(ap.parse_args(argv))
 
 
+@one_line_errors("bench")
 def _bench(args) -> int:
     from ..model_cache import resolve_model
     if args.repetitions < 1 or args.n_prompt < 0 or args.n_gen < 0 or args.threads < 1:

@@ -16,6 +16,7 @@ import sys
 import time
 
 import numpy as np
+from .errors import one_line_errors
 
 DEFAULT_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k",
                  "q6_k", "iq4_nl", "iq4_xs"]
@@ -85,17 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     args = ap.parse_args(argv)
 
-    from runtime.errors import LaminaError
+    return _bench_kernels(args)
+
+
+@one_line_errors("bench-kernels")
+def _bench_kernels(args: argparse.Namespace) -> int:
+    from runtime import quants
+    from runtime.native import lib
     rng = np.random.default_rng(0)
-    try:
-        from runtime import quants
-        from runtime.native import lib
-        types = [quants.as_qtype(t).name.lower() for t in args.types.split(",") if t]
-        bw = measure_bandwidth(args.threads, args.reps)
-        results = [bench_type(quants, t, args.threads, args.reps, args.impl, args.matvec_mb, rng) for t in types]
-    except (LaminaError, ValueError) as e:
-        print(f"bench-kernels: error: {e}", file=sys.stderr)
-        return 1
+    types = [quants.as_qtype(t).name.lower() for t in args.types.split(",") if t]
+    bw = measure_bandwidth(args.threads, args.reps)
+    results = [bench_type(quants, t, args.threads, args.reps, args.impl, args.matvec_mb, rng) for t in types]
     for r in results:
         r["matvec_pct_of_bandwidth"] = 100.0 * r["matvec_gbps"] / bw if bw else None
     meta = {"threads": args.threads, "impl": args.impl, "avx2": bool(lib.lm_cpu_has_avx2()),

@@ -19,8 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from runtime.errors import LaminaError
 from runtime.gguf_reader import GGUFFile, MetaType, TensorInfo
+from .errors import one_line_errors
 
 ARRAY_HEAD = 8  # items shown from an array
 STRING_LIMIT = 200  # characters of a long string shown in the table view
@@ -176,23 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="inspect", description="Show a GGUF file's metadata and tensors.")
     parser.add_argument("model", help="path to a .gguf file")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    args = parser.parse_args(argv)
-    try:
-        with GGUFFile(args.model) as f:
-            if args.json:
-                json.dump(to_json(f), sys.stdout, ensure_ascii=False)
-                sys.stdout.write("\n")
-            else:
-                # Off a terminal rich would squeeze tables to 80 columns.
-                _print_tables(f, Console(width=None if sys.stdout.isatty() else 160))
-    except BrokenPipeError:
-        # `bin/inspect x | head`: the reader left; say nothing more.
-        sys.stdout = None  # type: ignore[assignment]  # skips the flush at exit
-        return 1
-    except LaminaError as e:
-        print(f"inspect: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"inspect: {args.model}: {e.strerror or e}", file=sys.stderr)
-        return 1
+    return _inspect(parser.parse_args(argv))
+
+
+@one_line_errors("inspect")
+def _inspect(args: argparse.Namespace) -> int:
+    with GGUFFile(args.model) as f:
+        if args.json:
+            json.dump(to_json(f), sys.stdout, ensure_ascii=False)
+            sys.stdout.write("\n")
+        else:
+            # Off a terminal rich would squeeze tables to 80 columns.
+            _print_tables(f, Console(width=None if sys.stdout.isatty() else 160))
     return 0

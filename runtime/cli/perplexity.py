@@ -22,7 +22,7 @@ from typing import Optional
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..errors import LaminaError
+from .errors import one_line_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,18 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    err = Console(stderr=True)
-    try:
-        return _run(args, err)
-    except KeyboardInterrupt:
-        err.print("perplexity: interrupted")
-        return 130
-    except LaminaError as e:
-        print(f"perplexity: error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"perplexity: error: {getattr(e, 'filename', '') or ''}: {e.strerror or e}", file=sys.stderr)
-        return 1
+    return one_line_errors("perplexity")(_run)(args, Console(stderr=True))
 
 
 def _progress(err: Console) -> Progress:

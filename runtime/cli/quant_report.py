@@ -36,6 +36,7 @@ from gguf.quants import dequantize as gguf_dequantize
 
 from ..errors import LaminaError
 from ..gguf_reader import GGUFFile, TensorInfo
+from .errors import one_line_errors
 
 GPTQ_PARTS = ("qweight", "qzeros", "scales", "g_idx")
 
@@ -259,17 +260,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--filter", metavar="REGEX", help="only tensors whose name matches")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args(argv)
+    return _report(args)
+
+
+@one_line_errors("quant-report")
+def _report(args: argparse.Namespace) -> int:
     try:
         rep = build_report(args.a, args.b, args.filter)
     except re.error as e:
-        print(f"quant-report: error: bad --filter: {e}", file=sys.stderr)
-        return 1
-    except LaminaError as e:
-        print(f"quant-report: error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"quant-report: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 1
+        raise ValueError(f"bad --filter: {e}") from None
     if args.json:
         json.dump(to_json(rep), sys.stdout)
         sys.stdout.write("\n")

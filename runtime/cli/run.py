@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import LaminaError
 from ..sampling import SamplingParams
+from .errors import one_line_errors
 
 HELP = """commands:
   /help          this text
@@ -55,17 +55,10 @@ def sampling_params(args: argparse.Namespace) -> SamplingParams:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        return 130
-    except (LaminaError, OSError, ValueError) as e:
-        print(f"run: error: {e}", file=sys.stderr)
-        return 1
+    return _run(build_parser().parse_args(argv))
 
 
+@one_line_errors("run")
 def _run(args: argparse.Namespace) -> int:
     from ..generation import open_generator
     from ..model_cache import resolve_model
