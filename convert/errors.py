@@ -1,0 +1,41 @@
+"""Typed errors for everything the converter rejects on purpose.
+
+Each message is one line naming the file, key or tensor and what was expected;
+the CLIs print it and exit 1 (no traceback), and nothing is left under the
+output name.
+"""
+from __future__ import annotations
+
+from runtime.errors import LaminaError
+
+
+class ConvertError(LaminaError):
+    """Base of the converter's errors."""
+
+
+class CheckpointError(ConvertError):
+    """The HF directory is missing, or a config/weights file is missing or unreadable."""
+
+
+class UnsupportedArchitectureError(ConvertError):
+    """config.json names an architecture the converter has no mapping for."""
+
+
+class TensorShapeError(ConvertError):
+    """A weight's shape disagrees with what config.json implies."""
+
+
+class NonFiniteWeightError(ConvertError):
+    """A weight holds NaN or Inf; quantizing it would write garbage silently."""
+
+
+class VocabError(ConvertError):
+    """The tokenizer files are missing or inconsistent with the model."""
+
+
+class OutputExistsError(ConvertError):
+    """The output file exists and --force was not given."""
+
+
+class QuantizeInputError(ConvertError):
+    """A GGUF given to `quantize` cannot be requantized as asked."""
