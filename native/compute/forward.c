@@ -11,19 +11,20 @@
  *   logits = norm(x) Wout
  *
  * Every step is a job over the context's thread pool: matmuls split weight
- * rows (lm_matmul_into), the row-wise steps split tokens, attention splits
- * (token, head) pairs. Steps too small to be worth waking the workers run on
- * the calling thread. */
+ * rows (lm_matmul_into; in decode the matrices that share an input go out
+ * together as row slices, one pool wake-up), the row-wise steps split
+ * tokens, attention splits (token, head) pairs. Steps too small to be worth
+ * waking the workers run on the calling thread. */
 #include <math.h>
-#include <string.h>
 
 #include "compute/matmul.h"
 #include "compute/model.h"
 #include "compute/threadpool.h"
 #include "type_traits.h"
 
-/* below this many flops a row-wise step runs on the calling thread */
-enum { INLINE_WORK = 1 << 14 };
+/* Below this much work (~flops) a step runs on the calling thread: waking the
+ * workers costs more than a decode step's norm or activation. */
+enum { INLINE_WORK = 1 << 16 };
 
 typedef struct {
     lm_context *c;
@@ -143,11 +144,9 @@ static void attention(void *arg, int ith, int nth) {
         const float *q = c->q + (size_t)t * q_dim + h * hd;
         const char *kb = c->k_cache + layer_off + (size_t)lo * c->kv_row_bytes + (size_t)(h / group) * head_bytes;
         const char *vb = c->v_cache + layer_off + (size_t)lo * c->kv_row_bytes + (size_t)(h / group) * head_bytes;
-        for (int32_t j = 0; j < n; j++) s[j] = p->attn_scale * c->kv.dot(q, kb + (size_t)j * c->kv_row_bytes, hd);
+        c->kv.scores(s, q, kb, c->kv_row_bytes, n, hd, p->attn_scale);
         lm_softmax(s, n);
-        float *out = c->att + (size_t)t * q_dim + h * hd;
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int32_t j = 0; j < n; j++) c->kv.axpy(out, s[j], vb + (size_t)j * c->kv_row_bytes, hd);
+        c->kv.mix(c->att + (size_t)t * q_dim + h * hd, s, vb, c->kv_row_bytes, n, hd);
     }
 }
 
@@ -180,12 +179,58 @@ static void ffn_act(void *arg, int ith, int nth) {
         lm_silu_mul(job->c->hb + i0, job->c->hb2 + i0, i1 - i0);
 }
 
-/* --------------------------------------------------------------- eval */
+/* ------------------------------------------------------------ matmuls */
 
-static int matmul(lm_context *c, const lm_matrix *w, int64_t rows, int64_t n, const float *x, int64_t ncols,
-                  float *y) {
-    return lm_matmul_into(c->tp, LM_IMPL_AUTO, w->type, w->data, rows, n, x, ncols, y, rows, c->mm_scratch);
+/* y = x W for up to three matrices W that read the same activations x */
+typedef struct {
+    const lm_matrix *w;
+    int64_t rows;
+    float *y;                     /* [ncols][rows] */
+} mm_out;
+
+typedef struct {
+    lm_context *c;
+    const float *x;               /* [ncols][n] */
+    int64_t n, ncols;
+    const mm_out *out;
+    int n_out;
+    int rc;                       /* a failure on any thread */
+} mm_job;
+
+/* A few columns (decode): each thread takes a slice of every matrix's rows
+ * and quantizes the few activation rows itself into its own scratch, so the
+ * matrices cost one wake-up of the pool instead of two each. */
+static void mm_slices(void *arg, int ith, int nth) {
+    mm_job *job = arg;
+    void *scratch = (char *)job->c->mm_scratch + (size_t)ith * job->c->mm_slice_bytes;
+    for (int i = 0; i < job->n_out; i++) {
+        const mm_out *o = &job->out[i];
+        const lm_type_traits *t = lm_get_type_traits(o->w->type);
+        const size_t row_bytes = (size_t)(job->n / t->blck_size) * t->type_size;
+        int64_t r0, r1;
+        lm_split_range(o->rows, ith, nth, &r0, &r1);
+        if (r1 == r0) continue;
+        int rc = lm_matmul_into(NULL, LM_IMPL_AUTO, o->w->type, (const char *)o->w->data + r0 * row_bytes, r1 - r0,
+                                job->n, job->x, job->ncols, o->y + r0, o->rows, scratch);
+        if (rc) job->rc = rc;
+    }
 }
+
+static int matmuls(lm_context *c, const float *x, int64_t n, int64_t ncols, const mm_out *out, int n_out) {
+    if (ncols <= LM_SLICED_MATMUL_COLS && lm_threadpool_size(c->tp) > 1) {
+        mm_job job = { .c = c, .x = x, .n = n, .ncols = ncols, .out = out, .n_out = n_out };
+        lm_threadpool_run(c->tp, mm_slices, &job);
+        return job.rc ? lm_set_error(job.rc, "matmul failed on a worker thread") : LM_OK;
+    }
+    for (int i = 0; i < n_out; i++) {
+        int rc = lm_matmul_into(c->tp, LM_IMPL_AUTO, out[i].w->type, out[i].w->data, out[i].rows, n, x, ncols,
+                                out[i].y, out[i].rows, c->mm_scratch);
+        if (rc) return rc;
+    }
+    return LM_OK;
+}
+
+/* --------------------------------------------------------------- eval */
 
 static int layer_forward(fwd_job *job) {
     lm_context *c = job->c;
@@ -196,24 +241,23 @@ static int layer_forward(fwd_job *job) {
     int rc;
 
     /* attention: xb holds attn_norm(x) */
-    if ((rc = matmul(c, &l->wq, q_dim, p->n_embd, c->xb, T, c->q)) ||
-        (rc = matmul(c, &l->wk, kv_dim, p->n_embd, c->xb, T, c->k)) ||
-        (rc = matmul(c, &l->wv, kv_dim, p->n_embd, c->xb, T, c->v)))
-        return rc;
+    const mm_out qkv[3] = { { &l->wq, q_dim, c->q }, { &l->wk, kv_dim, c->k }, { &l->wv, kv_dim, c->v } };
+    if ((rc = matmuls(c, c->xb, p->n_embd, T, qkv, 3))) return rc;
     run(c, qkv_rows, job, T * (q_dim + kv_dim) * 8);
     const int64_t keys = l->sliding_window > 0 && l->sliding_window < job->pos0 + T ? l->sliding_window : job->pos0 + T;
     run(c, attention, job, T * p->n_head * hd * 4 * keys);
-    if ((rc = matmul(c, &l->wo, p->n_embd, q_dim, c->att, T, c->xb))) return rc;
+    const mm_out o[1] = { { &l->wo, p->n_embd, c->xb } };
+    if ((rc = matmuls(c, c->att, q_dim, T, o, 1))) return rc;
     job->post_norm = l->attn_post_norm;
     job->next_norm = l->ffn_norm;
     run(c, residual_rows, job, T * p->n_embd * 8);
 
     /* feed-forward: xb holds ffn_norm(x) */
-    if ((rc = matmul(c, &l->w_gate, p->n_ff, p->n_embd, c->xb, T, c->hb)) ||
-        (rc = matmul(c, &l->w_up, p->n_ff, p->n_embd, c->xb, T, c->hb2)))
-        return rc;
+    const mm_out gate_up[2] = { { &l->w_gate, p->n_ff, c->hb }, { &l->w_up, p->n_ff, c->hb2 } };
+    if ((rc = matmuls(c, c->xb, p->n_embd, T, gate_up, 2))) return rc;
     run(c, ffn_act, job, T * p->n_ff * 16);
-    if ((rc = matmul(c, &l->w_down, p->n_embd, p->n_ff, c->hb, T, c->xb))) return rc;
+    const mm_out down[1] = { { &l->w_down, p->n_embd, c->xb } };
+    if ((rc = matmuls(c, c->hb, p->n_ff, T, down, 1))) return rc;
     job->post_norm = l->ffn_post_norm;
     job->next_norm = job->il + 1 < p->n_layer ? c->model->layers[job->il + 1].attn_norm : p->output_norm;
     run(c, residual_rows, job, T * p->n_embd * 8);
@@ -247,7 +291,8 @@ int lm_context_eval(lm_context *c, const int32_t *tokens, int32_t n_tokens, floa
     /* xb now holds output_norm(x) */
     if (logits) {
         const int64_t first = all_logits ? 0 : n_tokens - 1;
-        int rc = matmul(c, &p->output, p->n_vocab, p->n_embd, c->xb + first * p->n_embd, n_tokens - first, logits);
+        const mm_out head[1] = { { &p->output, p->n_vocab, logits } };
+        int rc = matmuls(c, c->xb + first * p->n_embd, p->n_embd, n_tokens - first, head, 1);
         if (rc) return rc;
     }
     c->n_past += n_tokens;

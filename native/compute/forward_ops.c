@@ -3,6 +3,7 @@
 #include "forward_ops.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "blocks.h"
 #include "include/lamina.h"
@@ -58,67 +59,86 @@ void lm_rope_head(float *x, const float *cs, int n_rot, int neox) {
 
 /* ------------------------------------------- attention inner loops */
 
-static float kv_dot_f32(const float *q, const void *k, int64_t n) {
-    const float *kf = k;
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s += q[i] * kf[i];
-    return s;
-}
+#define ROW(base, j, stride) ((const char *)(base) + (size_t)(j) * (stride))
 
-static void kv_axpy_f32(float *out, float a, const void *v, int64_t n) {
-    const float *vf = v;
-    for (int64_t i = 0; i < n; i++) out[i] += a * vf[i];
-}
-
-static float kv_dot_f16(const float *q, const void *k, int64_t n) {
-    const lm_half *kh = k;
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s += q[i] * lm_half_to_f32(kh[i]);
-    return s;
-}
-
-static void kv_axpy_f16(float *out, float a, const void *v, int64_t n) {
-    const lm_half *vh = v;
-    for (int64_t i = 0; i < n; i++) out[i] += a * lm_half_to_f32(vh[i]);
-}
-
-static float kv_dot_q8_0(const float *q, const void *k, int64_t n) {
-    const block_q8_0 *kb = k;
-    float s = 0.0f;
-    for (int64_t b = 0; b < n / QK8_0; b++) {
-        float sb = 0.0f;
-        for (int i = 0; i < QK8_0; i++) sb += q[b * QK8_0 + i] * (float)kb[b].qs[i];
-        s += sb * lm_half_to_f32(kb[b].d);
+static void kv_scores_f32(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,
+                          float scale) {
+    for (int64_t j = 0; j < n; j++) {
+        const float *kj = (const float *)ROW(k, j, stride);
+        float d = 0.0f;
+        for (int64_t i = 0; i < hd; i++) d += q[i] * kj[i];
+        s[j] = scale * d;
     }
-    return s;
 }
 
-static void kv_axpy_q8_0(float *out, float a, const void *v, int64_t n) {
-    const block_q8_0 *vb = v;
-    for (int64_t b = 0; b < n / QK8_0; b++) {
-        const float ad = a * lm_half_to_f32(vb[b].d);
-        for (int i = 0; i < QK8_0; i++) out[b * QK8_0 + i] += ad * (float)vb[b].qs[i];
+static void kv_mix_f32(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
+    memset(out, 0, (size_t)hd * sizeof(float));
+    for (int64_t j = 0; j < n; j++) {
+        const float *vj = (const float *)ROW(v, j, stride);
+        for (int64_t i = 0; i < hd; i++) out[i] += p[j] * vj[i];
+    }
+}
+
+static void kv_scores_f16(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,
+                          float scale) {
+    for (int64_t j = 0; j < n; j++) {
+        const lm_half *kj = (const lm_half *)ROW(k, j, stride);
+        float d = 0.0f;
+        for (int64_t i = 0; i < hd; i++) d += q[i] * lm_half_to_f32(kj[i]);
+        s[j] = scale * d;
+    }
+}
+
+static void kv_mix_f16(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
+    memset(out, 0, (size_t)hd * sizeof(float));
+    for (int64_t j = 0; j < n; j++) {
+        const lm_half *vj = (const lm_half *)ROW(v, j, stride);
+        for (int64_t i = 0; i < hd; i++) out[i] += p[j] * lm_half_to_f32(vj[i]);
+    }
+}
+
+static void kv_scores_q8_0(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,
+                           float scale) {
+    for (int64_t j = 0; j < n; j++) {
+        const block_q8_0 *kb = (const block_q8_0 *)ROW(k, j, stride);
+        float d = 0.0f;
+        for (int64_t b = 0; b < hd / QK8_0; b++) {
+            float sb = 0.0f;
+            for (int i = 0; i < QK8_0; i++) sb += q[b * QK8_0 + i] * (float)kb[b].qs[i];
+            d += sb * lm_half_to_f32(kb[b].d);
+        }
+        s[j] = scale * d;
+    }
+}
+
+static void kv_mix_q8_0(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
+    memset(out, 0, (size_t)hd * sizeof(float));
+    for (int64_t j = 0; j < n; j++) {
+        const block_q8_0 *vb = (const block_q8_0 *)ROW(v, j, stride);
+        for (int64_t b = 0; b < hd / QK8_0; b++) {
+            const float pd = p[j] * lm_half_to_f32(vb[b].d);
+            for (int i = 0; i < QK8_0; i++) out[b * QK8_0 + i] += pd * (float)vb[b].qs[i];
+        }
     }
 }
 
 int lm_kv_kernels_for(int kv_type, int avx2, lm_kv_kernels *out) {
-#if !defined(LM_BUILD_AVX2)
-    avx2 = 0;
-#endif
     switch (kv_type) {
-    case LM_TYPE_F32: *out = (lm_kv_kernels){ kv_dot_f32, kv_axpy_f32 }; break;
-    case LM_TYPE_F16: *out = (lm_kv_kernels){ kv_dot_f16, kv_axpy_f16 }; break;
-    case LM_TYPE_Q8_0: *out = (lm_kv_kernels){ kv_dot_q8_0, kv_axpy_q8_0 }; break;
+    case LM_TYPE_F32: *out = (lm_kv_kernels){ kv_scores_f32, kv_mix_f32 }; break;
+    case LM_TYPE_F16: *out = (lm_kv_kernels){ kv_scores_f16, kv_mix_f16 }; break;
+    case LM_TYPE_Q8_0: *out = (lm_kv_kernels){ kv_scores_q8_0, kv_mix_q8_0 }; break;
     default: return 0;
     }
 #if defined(LM_BUILD_AVX2)
     if (avx2) {
         switch (kv_type) {
-        case LM_TYPE_F32: *out = (lm_kv_kernels){ lm_kv_dot_f32_avx2, lm_kv_axpy_f32_avx2 }; break;
-        case LM_TYPE_F16: *out = (lm_kv_kernels){ lm_kv_dot_f16_avx2, lm_kv_axpy_f16_avx2 }; break;
-        case LM_TYPE_Q8_0: *out = (lm_kv_kernels){ lm_kv_dot_q8_0_avx2, lm_kv_axpy_q8_0_avx2 }; break;
+        case LM_TYPE_F32: *out = (lm_kv_kernels){ lm_kv_scores_f32_avx2, lm_kv_mix_f32_avx2 }; break;
+        case LM_TYPE_F16: *out = (lm_kv_kernels){ lm_kv_scores_f16_avx2, lm_kv_mix_f16_avx2 }; break;
+        case LM_TYPE_Q8_0: *out = (lm_kv_kernels){ lm_kv_scores_q8_0_avx2, lm_kv_mix_q8_0_avx2 }; break;
         }
     }
+#else
+    (void)avx2;
 #endif
     return 1;
 }

@@ -1,12 +1,14 @@
 /* forward_ops.h — the small row kernels of the decoder forward pass: norms,
- * activations, softmax, RoPE, and the two attention inner loops (q·k over a
- * cached key row, p·v accumulated into an output row) for each KV-cache type.
+ * activations, softmax, RoPE, and the two attention inner loops (a query's
+ * scores over cached key rows, the weighted sum of value rows) for each
+ * KV-cache type.
  *
  * Scalar references live in forward_ops.c; the AVX2 versions of the hot
  * attention loops live in simd/forward_ops_avx2.c and are picked at run time. */
 #ifndef LAMINA_FORWARD_OPS_H
 #define LAMINA_FORWARD_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* out[i] = x[i] / sqrt(mean(x^2) + eps) * (w[i] + add_one); sums in double */
@@ -24,29 +26,32 @@ void lm_softmax(float *x, int64_t n);
  * GGUFs, whose q/k rows the converter permuted); neox = 1: pairs (i, i+n_rot/2). */
 void lm_rope_head(float *x, const float *cs, int n_rot, int neox);
 
-/* The attention inner loops over one head slice of a cached row:
- *   dot : returns sum_i q[i] * k[i]      (k in the cache type)
- *   axpy: out[i] += a * v[i]             (v in the cache type)
- * n is the head dimension (a multiple of 32 for Q8_0). */
-typedef float (*lm_kv_dot_fn)(const float *q, const void *k, int64_t n);
-typedef void (*lm_kv_axpy_fn)(float *out, float a, const void *v, int64_t n);
+/* The attention inner loops over one head (hd values) of n cached rows,
+ * row j at byte offset j * stride from k or v, in the cache type:
+ *   scores: s[j] = scale * (q . k_j)
+ *   mix   : out = sum_j p[j] * v_j        (out is overwritten)
+ * hd is a multiple of 32 for Q8_0. */
+typedef void (*lm_kv_scores_fn)(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,
+                                float scale);
+typedef void (*lm_kv_mix_fn)(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
 
 typedef struct {
-    lm_kv_dot_fn dot;
-    lm_kv_axpy_fn axpy;
+    lm_kv_scores_fn scores;
+    lm_kv_mix_fn mix;
 } lm_kv_kernels;
 
 /* the kernels for a cache of ggml type kv_type (F32, F16 or Q8_0), AVX2 when
- * the CPU has it and avx2 != 0; returns 0 when the type has none */
+ * avx2 != 0 and the build has it; returns 0 when the type has none */
 int lm_kv_kernels_for(int kv_type, int avx2, lm_kv_kernels *out);
 
 #if defined(LM_BUILD_AVX2)
-float lm_kv_dot_f32_avx2(const float *q, const void *k, int64_t n);
-void lm_kv_axpy_f32_avx2(float *out, float a, const void *v, int64_t n);
-float lm_kv_dot_f16_avx2(const float *q, const void *k, int64_t n);
-void lm_kv_axpy_f16_avx2(float *out, float a, const void *v, int64_t n);
-float lm_kv_dot_q8_0_avx2(const float *q, const void *k, int64_t n);
-void lm_kv_axpy_q8_0_avx2(float *out, float a, const void *v, int64_t n);
+void lm_kv_scores_f32_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale);
+void lm_kv_mix_f32_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
+void lm_kv_scores_f16_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale);
+void lm_kv_mix_f16_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
+void lm_kv_scores_q8_0_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,
+                            float scale);
+void lm_kv_mix_q8_0_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
 #endif
 
 #endif

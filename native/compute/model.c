@@ -51,6 +51,10 @@ static int check_params(const lm_model_params *p) {
         return lm_set_error(LM_ERR_TYPE, "model: token embedding of type %s cannot be read by rows of %d",
                             lm_type_name(p->tok_embd.type), p->n_embd);
     if (!p->output_norm) return lm_set_error(LM_ERR_ARG, "model: output_norm is NULL");
+    for (int i = 0; p->rope_freqs && i < p->n_rot / 2; i++)
+        if (!(p->rope_freqs[i] > 0.0f) || !isfinite(p->rope_freqs[i]))
+            return lm_set_error(LM_ERR_ARG, "model: rope_freqs[%d] = %g is not a positive number", i,
+                                (double)p->rope_freqs[i]);
     return check_matrix(&p->output, p->n_embd, "output", -1);
 }
 
@@ -221,7 +225,9 @@ lm_context *lm_context_create(lm_model *m, int32_t n_ctx, int32_t n_batch, int k
     c->hb2 = alloc_floats(B * p->n_ff);
     c->rope_cs = alloc_floats((size_t)m->n_rope_groups * B * (size_t)p->n_rot);
     c->scores = alloc_floats((size_t)n_threads * (size_t)n_ctx);
-    c->mm_scratch = malloc(max_size(matmul_scratch_bytes(m, n_batch), 64));
+    /* sliced matmuls (few tokens): every thread quantizes its own copy of the activations */
+    c->mm_slice_bytes = (matmul_scratch_bytes(m, LM_SLICED_MATMUL_COLS) + 63) / 64 * 64;
+    c->mm_scratch = malloc(max_size(max_size(matmul_scratch_bytes(m, n_batch), c->mm_slice_bytes * (size_t)n_threads), 64));
     if (!c->k_cache || !c->v_cache || !c->tp || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb ||
         !c->hb2 || !c->rope_cs || !c->scores || !c->mm_scratch)
         goto nomem;

@@ -9,6 +9,10 @@
 #include "compute/forward_ops.h"
 #include "include/lamina.h"
 
+/* batches of at most this many tokens run each matmul as row slices, one
+ * pool wake-up for q/k/v together (forward.c, mm_slices) */
+#define LM_SLICED_MATMUL_COLS 8
+
 struct lm_model {
     lm_model_params p;
     lm_layer_weights *layers;     /* [n_layer] */
@@ -42,6 +46,7 @@ struct lm_context {
     float *rope_cs;               /* [n_rope_groups][B][n_rot/2][2] cos, sin */
     float *scores;                /* [n_threads][n_ctx] attention weights of one query */
     void *mm_scratch;             /* quantized activations for lm_matmul_into */
+    size_t mm_slice_bytes;        /* per-thread part of mm_scratch for sliced matmuls */
 };
 
 #endif

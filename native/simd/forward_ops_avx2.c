@@ -1,88 +1,150 @@
 /* forward_ops_avx2.c — AVX2/FMA/F16C versions of the attention inner loops
- * (q·k over a cached key row, out += p·v), one pair per KV-cache type. The
- * scalar references are in compute/forward_ops.c. */
+ * (scores of one query over cached key rows, the p-weighted sum of value
+ * rows), one pair per KV-cache type. The scalar references are in
+ * compute/forward_ops.c. */
 #include <immintrin.h>
 
 #include "blocks.h"
 #include "compute/forward_ops.h"
 #include "simd/avx2_util.h"
 
-/* ---------------------------------------------------------------- f32 */
+#define ROW(base, j, stride) ((const char *)(base) + (size_t)(j) * (stride))
 
-float lm_kv_dot_f32_avx2(const float *q, const void *k, int64_t n) {
-    const float *kf = k;
-    __m256 acc = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(kf + i), acc);
-    float s = lm_hsum_f32_8(acc);
-    for (; i < n; i++) s += q[i] * kf[i];
-    return s;
+/* Both loops keep their running sums in registers: scores walks one key row
+ * at a time with four accumulators; mix walks the head in 32-wide strips and
+ * adds every row's strip into the same four registers, so `out` is written
+ * once instead of once per row. */
+
+static inline __m256 load_half8(const lm_half *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+static inline __m256 load_i8x8(const int8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
-void lm_kv_axpy_f32_avx2(float *out, float a, const void *v, int64_t n) {
-    const float *vf = v;
-    const __m256 va = _mm256_set1_ps(a);
+/* ---------------------------------------------------------------- f32 */
+
+static inline float dot_f32(const float *q, const float *k, int64_t hd) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(vf + i), _mm256_loadu_ps(out + i)));
-    for (; i < n; i++) out[i] += a * vf[i];
+    for (; i + 32 <= hd; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), _mm256_loadu_ps(k + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 16), _mm256_loadu_ps(k + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 24), _mm256_loadu_ps(k + i + 24), a3);
+    }
+    for (; i + 8 <= hd; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a0);
+    float d = lm_hsum_f32_8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < hd; i++) d += q[i] * k[i];
+    return d;
+}
+
+void lm_kv_scores_f32_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale) {
+    for (int64_t j = 0; j < n; j++) s[j] = scale * dot_f32(q, (const float *)ROW(k, j, stride), hd);
+}
+
+void lm_kv_mix_f32_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
+    int64_t c = 0;
+    for (; c + 32 <= hd; c += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n; j++) {
+            const float *vj = (const float *)ROW(v, j, stride) + c;
+            const __m256 pj = _mm256_set1_ps(p[j]);
+            a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj), a0);
+            a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8), a1);
+            a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 16), a2);
+            a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 24), a3);
+        }
+        _mm256_storeu_ps(out + c, a0);
+        _mm256_storeu_ps(out + c + 8, a1);
+        _mm256_storeu_ps(out + c + 16, a2);
+        _mm256_storeu_ps(out + c + 24, a3);
+    }
+    for (; c < hd; c++) {
+        float acc = 0.0f;
+        for (int64_t j = 0; j < n; j++) acc += p[j] * ((const float *)ROW(v, j, stride))[c];
+        out[c] = acc;
+    }
 }
 
 /* ---------------------------------------------------------------- f16 */
 
-static inline __m256 load_half8(const lm_half *p) {
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-}
-
-float lm_kv_dot_f16_avx2(const float *q, const void *k, int64_t n) {
-    const lm_half *kh = k;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+static inline float dot_f16(const float *q, const lm_half *k, int64_t hd) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_half8(kh + i), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), load_half8(kh + i + 8), acc1);
+    for (; i + 32 <= hd; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_half8(k + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), load_half8(k + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 16), load_half8(k + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 24), load_half8(k + i + 24), a3);
     }
-    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_half8(kh + i), acc0);
-    float s = lm_hsum_f32_8(_mm256_add_ps(acc0, acc1));
-    for (; i < n; i++) s += q[i] * lm_half_to_f32(kh[i]);
-    return s;
+    for (; i + 8 <= hd; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_half8(k + i), a0);
+    float d = lm_hsum_f32_8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < hd; i++) d += q[i] * lm_half_to_f32(k[i]);
+    return d;
 }
 
-void lm_kv_axpy_f16_avx2(float *out, float a, const void *v, int64_t n) {
-    const lm_half *vh = v;
-    const __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(va, load_half8(vh + i), _mm256_loadu_ps(out + i)));
-    for (; i < n; i++) out[i] += a * lm_half_to_f32(vh[i]);
+void lm_kv_scores_f16_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale) {
+    for (int64_t j = 0; j < n; j++) s[j] = scale * dot_f16(q, (const lm_half *)ROW(k, j, stride), hd);
+}
+
+void lm_kv_mix_f16_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
+    int64_t c = 0;
+    for (; c + 32 <= hd; c += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n; j++) {
+            const lm_half *vj = (const lm_half *)ROW(v, j, stride) + c;
+            const __m256 pj = _mm256_set1_ps(p[j]);
+            a0 = _mm256_fmadd_ps(pj, load_half8(vj), a0);
+            a1 = _mm256_fmadd_ps(pj, load_half8(vj + 8), a1);
+            a2 = _mm256_fmadd_ps(pj, load_half8(vj + 16), a2);
+            a3 = _mm256_fmadd_ps(pj, load_half8(vj + 24), a3);
+        }
+        _mm256_storeu_ps(out + c, a0);
+        _mm256_storeu_ps(out + c + 8, a1);
+        _mm256_storeu_ps(out + c + 16, a2);
+        _mm256_storeu_ps(out + c + 24, a3);
+    }
+    for (; c < hd; c++) {
+        float acc = 0.0f;
+        for (int64_t j = 0; j < n; j++) acc += p[j] * lm_half_to_f32(((const lm_half *)ROW(v, j, stride))[c]);
+        out[c] = acc;
+    }
 }
 
 /* --------------------------------------------------------------- q8_0 */
 
-static inline __m256 load_i8x8_f32(const int8_t *p) {
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
-}
-
-float lm_kv_dot_q8_0_avx2(const float *q, const void *k, int64_t n) {
-    const block_q8_0 *kb = k;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / QK8_0; b++) {
-        const float *qb = q + b * QK8_0;
-        __m256 s = _mm256_mul_ps(_mm256_loadu_ps(qb), load_i8x8_f32(kb[b].qs));
-        s = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 8), load_i8x8_f32(kb[b].qs + 8), s);
-        s = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 16), load_i8x8_f32(kb[b].qs + 16), s);
-        s = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 24), load_i8x8_f32(kb[b].qs + 24), s);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(lm_half_to_f32(kb[b].d)), s, acc);
+void lm_kv_scores_q8_0_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,
+                            float scale) {
+    for (int64_t j = 0; j < n; j++) {
+        const block_q8_0 *kb = (const block_q8_0 *)ROW(k, j, stride);
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t b = 0; b < hd / QK8_0; b++) {
+            const float *qb = q + b * QK8_0;
+            __m256 d = _mm256_mul_ps(_mm256_loadu_ps(qb), load_i8x8(kb[b].qs));
+            d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 8), load_i8x8(kb[b].qs + 8), d);
+            d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 16), load_i8x8(kb[b].qs + 16), d);
+            d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 24), load_i8x8(kb[b].qs + 24), d);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(lm_half_to_f32(kb[b].d)), d, acc);
+        }
+        s[j] = scale * lm_hsum_f32_8(acc);
     }
-    return lm_hsum_f32_8(acc);
 }
 
-void lm_kv_axpy_q8_0_avx2(float *out, float a, const void *v, int64_t n) {
-    const block_q8_0 *vb = v;
-    for (int64_t b = 0; b < n / QK8_0; b++) {
-        const __m256 ad = _mm256_set1_ps(a * lm_half_to_f32(vb[b].d));
+void lm_kv_mix_q8_0_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
+    for (int64_t b = 0; b < hd / QK8_0; b++) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n; j++) {
+            const block_q8_0 *vb = (const block_q8_0 *)ROW(v, j, stride) + b;
+            const __m256 pd = _mm256_set1_ps(p[j] * lm_half_to_f32(vb->d));
+            a0 = _mm256_fmadd_ps(pd, load_i8x8(vb->qs), a0);
+            a1 = _mm256_fmadd_ps(pd, load_i8x8(vb->qs + 8), a1);
+            a2 = _mm256_fmadd_ps(pd, load_i8x8(vb->qs + 16), a2);
+            a3 = _mm256_fmadd_ps(pd, load_i8x8(vb->qs + 24), a3);
+        }
         float *ob = out + b * QK8_0;
-        for (int j = 0; j < QK8_0; j += 8)
-            _mm256_storeu_ps(ob + j, _mm256_fmadd_ps(ad, load_i8x8_f32(vb[b].qs + j), _mm256_loadu_ps(ob + j)));
+        _mm256_storeu_ps(ob, a0);
+        _mm256_storeu_ps(ob + 8, a1);
+        _mm256_storeu_ps(ob + 16, a2);
+        _mm256_storeu_ps(ob + 24, a3);
     }
 }

@@ -1,0 +1,177 @@
+"""The model and its context, the Pythonic way.
+
+    model = Model.load("SmolLM2-135M-Instruct.Q4_1.gguf", n_threads=2)
+    ctx = Context(model, n_ctx=2048)
+    logits = ctx.eval(prompt_tokens)          # [n_vocab] of the last token
+    logits = ctx.eval([next_token])           # one decode step
+    ctx.truncate(n_common)                    # new chat turn: keep the shared prefix
+
+Python owns policy (what to evaluate, how batches are split, sampling); each
+batch of up to n_batch tokens is one native call.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Sequence
+
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from runtime.errors import LaminaError
+from runtime.gguf_reader import GGUFFile
+from runtime.model_loader import HParams, NativeModel
+from runtime.native import ffi, last_error, lib
+
+KV_TYPES = {"f32": int(GGMLQuantizationType.F32), "f16": int(GGMLQuantizationType.F16),
+            "q8_0": int(GGMLQuantizationType.Q8_0)}
+DEFAULT_N_CTX = 4096
+
+
+class ContextError(LaminaError, ValueError):
+    """A request the context cannot serve: bad sizes, tokens, or no room left."""
+
+
+class ContextFullError(ContextError):
+    """The tokens do not fit in the context window that is left."""
+
+
+class InvalidTokenError(ContextError):
+    """A token id outside the model's vocabulary."""
+
+
+def _default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 64))
+
+
+class Model:
+    """A GGUF model ready to run: hyperparameters + the native model over the mmap."""
+
+    def __init__(self, native: NativeModel, n_threads: int) -> None:
+        self.native = native
+        self.hparams: HParams = native.hparams
+        self.path = native.gguf.path
+        self.n_threads = n_threads
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], n_threads: int | None = None,
+             hparams: HParams | None = None) -> Model:
+        """hparams overrides what the file says (tests use it to flip one switch)."""
+        if n_threads is not None and not 1 <= n_threads <= 512:
+            raise ContextError(f"n_threads must be in [1, 512], got {n_threads!r}")
+        gguf = GGUFFile(path)
+        return cls(NativeModel(gguf, hparams), n_threads or _default_threads())
+
+    @property
+    def n_vocab(self) -> int:
+        return self.hparams.n_vocab
+
+    def kv_bytes(self, n_ctx: int, kv_type: str = "f16") -> int:
+        """Bytes the KV cache of a context of n_ctx positions would take (0: not possible)."""
+        if not 1 <= n_ctx < 2**31:
+            raise ContextError(f"n_ctx must be in [1, 2**31), got {n_ctx!r}")
+        return int(lib.lm_kv_cache_bytes(self.native.ptr, n_ctx, _kv_type(kv_type)))
+
+    def __repr__(self) -> str:
+        hp = self.hparams
+        return (f"Model({os.path.basename(self.path)!r}, {hp.arch}, {hp.n_layer} layers, "
+                f"n_embd={hp.n_embd}, n_vocab={hp.n_vocab})")
+
+
+def _kv_type(kv_type: str) -> int:
+    try:
+        return KV_TYPES[kv_type.lower()]
+    except (KeyError, AttributeError):
+        raise ContextError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}") from None
+
+
+class Context:
+    """A KV cache, scratch buffers and worker threads for one sequence."""
+
+    def __init__(self, model: Model, n_ctx: int | None = None, n_batch: int = 512, kv_type: str = "f16",
+                 n_threads: int | None = None) -> None:
+        if n_ctx is None:
+            n_ctx = min(model.hparams.n_ctx_train, DEFAULT_N_CTX)
+        n_threads = model.n_threads if n_threads is None else n_threads
+        for name, value, hi in (("n_ctx", n_ctx, 2**31 - 1), ("n_batch", n_batch, 2**31 - 1),
+                                ("n_threads", n_threads, 512)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= hi:
+                raise ContextError(f"{name} must be an integer in [1, {hi}], got {value!r}")
+        self.model = model   # the native model must outlive the context
+        self.n_ctx, self.n_batch = int(n_ctx), int(min(n_batch, n_ctx))
+        self.kv_type, self.n_threads = kv_type, n_threads
+        ptr = lib.lm_context_create(model.native.ptr, self.n_ctx, self.n_batch, _kv_type(kv_type), n_threads)
+        if ptr == ffi.NULL:
+            raise ContextError(f"cannot create a context of {self.n_ctx} positions with a {kv_type} cache: "
+                               f"{last_error()}")
+        self._ptr = ffi.gc(ptr, lib.lm_context_free)
+        self._lock = threading.Lock()   # the native call releases the GIL; one eval at a time
+
+    @property
+    def n_past(self) -> int:
+        """Positions already in the cache (the next token's position)."""
+        return int(lib.lm_context_n_past(self._ptr))
+
+    @property
+    def kv_bytes(self) -> int:
+        return int(lib.lm_context_kv_bytes(self._ptr))
+
+    def truncate(self, n_keep: int) -> None:
+        """Forget every cached position >= n_keep, so the next eval continues from there."""
+        with self._lock:
+            if isinstance(n_keep, bool) or not isinstance(n_keep, (int, np.integer)) or not 0 <= n_keep <= self.n_past:
+                raise ContextError(f"truncate({n_keep!r}): expected an integer 0 <= n_keep <= n_past = {self.n_past}")
+            self._check(lib.lm_context_truncate(self._ptr, int(n_keep)))
+
+    def eval(self, tokens: Sequence[int] | np.ndarray, all_logits: bool = False) -> np.ndarray:
+        """Append tokens to the sequence; logits [n_vocab] of the last one, or
+        [len(tokens), n_vocab] of every one with all_logits."""
+        with self._lock:
+            return self._eval(self._validate(tokens), all_logits)
+
+    def _eval(self, toks: np.ndarray, all_logits: bool) -> np.ndarray:
+        V = self.model.n_vocab
+        n = len(toks)
+        out = np.empty((n if all_logits else 1, V), dtype=np.float32)
+        for start in range(0, n, self.n_batch):
+            chunk = toks[start:start + self.n_batch]
+            last = start + len(chunk) == n
+            if all_logits:
+                dest = ffi.from_buffer("float[]", out[start:start + len(chunk)])
+            else:
+                dest = ffi.from_buffer("float[]", out) if last else ffi.NULL
+            self._check(lib.lm_context_eval(self._ptr, ffi.from_buffer("int32_t[]", chunk), len(chunk), dest,
+                                            int(all_logits)))
+        return out if all_logits else out[0]
+
+    def _validate(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        arr = np.asarray(tokens)
+        if arr.ndim != 1 or arr.size == 0:
+            raise ContextError(f"tokens must be a non-empty 1-D sequence, got shape {arr.shape}")
+        if arr.dtype.kind not in "iu":
+            raise ContextError(f"tokens must be integers, got dtype {arr.dtype}")
+        bad = np.flatnonzero((arr < 0) | (arr >= self.model.n_vocab))
+        if bad.size:
+            i = int(bad[0])
+            raise InvalidTokenError(f"token {int(arr[i])} at index {i} is outside the vocabulary "
+                                    f"[0, {self.model.n_vocab})")
+        if self.n_past + arr.size > self.n_ctx:
+            raise ContextFullError(f"context full: {self.n_past} cached + {arr.size} new tokens > "
+                                   f"n_ctx={self.n_ctx}")
+        return np.ascontiguousarray(arr, dtype=np.int32)
+
+    @staticmethod
+    def _check(rc: int) -> None:
+        if rc == 0:
+            return
+        message = last_error()
+        if rc == lib.LM_ERR_CONTEXT_FULL:
+            raise ContextFullError(message)
+        if rc == lib.LM_ERR_TOKEN:
+            raise InvalidTokenError(message)
+        if rc == lib.LM_ERR_NOMEM:
+            raise MemoryError(message)
+        raise ContextError(message)
+
+    def __repr__(self) -> str:
+        return f"Context(n_ctx={self.n_ctx}, n_past={self.n_past}, kv_type={self.kv_type!r})"
