@@ -228,6 +228,34 @@ void lm_vec_dot_q3_K_avx2(int64_t n, float *s, const void *vx, const void *vy) {
 }
 
 /* ------------------------------------------------------------ Q4_K/Q5_K */
+/* The driver Q4_K and Q5_K share (their blocks differ only in the 5th bit):
+ * 8 super-blocks at a time with exact integer totals, then the scale terms;
+ * like ggml's ggml_vec_dot_q4_K_q8_K / ggml_vec_dot_q5_K_q8_K (AVX2 branch) */
+#define LM_DEFINE_VEC_DOT_K4(t)                                                                        \
+    void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *vx, const void *vy) {                  \
+        const block_##t *x = vx;                                                                       \
+        const block_q8_K *y = vy;                                                                      \
+        const int64_t nb = n / QK_K;                                                                   \
+        __m256 acc = _mm256_setzero_ps();                                                              \
+        int64_t i = 0;                                                                                 \
+        for (; i + 8 <= nb; i += 8) {                                                                  \
+            __m256i sumi[8];                                                                           \
+            __m128i summ[8];                                                                           \
+            for (int b = 0; b < 8; b++) sumi[b] = t##_block(&x[i + b], &y[i + b], &summ[b]);           \
+            __m256 d, dmin;                                                                            \
+            scales8(gather8(&x[i].d, (int)sizeof *x), y_scales8(&y[i]), &d, &dmin);                    \
+            acc = _mm256_add_ps(acc, terms8(totals8(sumi), totals8_x4(summ), d, dmin));                \
+        }                                                                                              \
+        float lanes[LM_KDOT_LANES];                                                                    \
+        _mm256_storeu_ps(lanes, acc);                                                                  \
+        for (; i < nb; i++) {                                                                          \
+            __m128i summ;                                                                              \
+            const __m256i sumi = t##_block(&x[i], &y[i], &summ);                                       \
+            lanes[i % LM_KDOT_LANES] += block_term(sumi, summ, &x[i].d, y[i].d);                       \
+        }                                                                                              \
+        *s = lm_kdot_sum_lanes(lanes);                                                                 \
+    }
+
 /* the shared prologue: returns the scales (int16, both halves 0..7) and in
  * *summ 4 lanes of min_j times the bsums under sub-block j */
 static inline __m256i q4_K_scales_and_mins(const uint8_t *packed, const block_q8_K *y, __m128i *summ) {
@@ -259,30 +287,6 @@ static inline __m256i q4_K_block(const block_q4_K *x, const block_q8_K *y, __m12
     return sumi;
 }
 
-/* like ggml's ggml_vec_dot_q4_K_q8_K (AVX2 branch) */
-void lm_vec_dot_q4_K_avx2(int64_t n, float *s, const void *vx, const void *vy) {
-    const block_q4_K *x = vx;
-    const block_q8_K *y = vy;
-    const int64_t nb = n / QK_K;
-    __m256 acc = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= nb; i += 8) {
-        __m256i sumi[8];
-        __m128i summ[8];
-        for (int b = 0; b < 8; b++) sumi[b] = q4_K_block(&x[i + b], &y[i + b], &summ[b]);
-        __m256 d, dmin;
-        scales8(gather8(&x[i].d, (int)sizeof *x), y_scales8(&y[i]), &d, &dmin);
-        acc = _mm256_add_ps(acc, terms8(totals8(sumi), totals8_x4(summ), d, dmin));
-    }
-    float lanes[LM_KDOT_LANES];
-    _mm256_storeu_ps(lanes, acc);
-    for (; i < nb; i++) {
-        __m128i summ;
-        const __m256i sumi = q4_K_block(&x[i], &y[i], &summ);
-        lanes[i % LM_KDOT_LANES] += block_term(sumi, summ, &x[i].d, y[i].d);
-    }
-    *s = lm_kdot_sum_lanes(lanes);
-}
 
 /* Q4_K plus bit j of qh as bit 4 of sub-block j's weights */
 static inline __m256i q5_K_block(const block_q5_K *x, const block_q8_K *y, __m128i *summ) {
@@ -306,30 +310,8 @@ static inline __m256i q5_K_block(const block_q5_K *x, const block_q8_K *y, __m12
     return sumi;
 }
 
-/* like ggml's ggml_vec_dot_q5_K_q8_K (AVX2 branch) */
-void lm_vec_dot_q5_K_avx2(int64_t n, float *s, const void *vx, const void *vy) {
-    const block_q5_K *x = vx;
-    const block_q8_K *y = vy;
-    const int64_t nb = n / QK_K;
-    __m256 acc = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= nb; i += 8) {
-        __m256i sumi[8];
-        __m128i summ[8];
-        for (int b = 0; b < 8; b++) sumi[b] = q5_K_block(&x[i + b], &y[i + b], &summ[b]);
-        __m256 d, dmin;
-        scales8(gather8(&x[i].d, (int)sizeof *x), y_scales8(&y[i]), &d, &dmin);
-        acc = _mm256_add_ps(acc, terms8(totals8(sumi), totals8_x4(summ), d, dmin));
-    }
-    float lanes[LM_KDOT_LANES];
-    _mm256_storeu_ps(lanes, acc);
-    for (; i < nb; i++) {
-        __m128i summ;
-        const __m256i sumi = q5_K_block(&x[i], &y[i], &summ);
-        lanes[i % LM_KDOT_LANES] += block_term(sumi, summ, &x[i].d, y[i].d);
-    }
-    *s = lm_kdot_sum_lanes(lanes);
-}
+LM_DEFINE_VEC_DOT_K4(q4_K)
+LM_DEFINE_VEC_DOT_K4(q5_K)
 
 /* ----------------------------------------------------------------- Q6_K */
 /* 8 lanes of scale_j * dot_j; the -32 is taken from bsums (as ggml's AVX
