@@ -102,3 +102,43 @@ def test_prompt_longer_than_context_is_one_line_error(smollm2):
     r = _run(smollm2, "-c", "64", "-p", "word " * 200, "-n", "4")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "context" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_repl_says_when_the_context_is_full(smollm2):
+    child = pexpect.spawn(sys.executable, [RUN, smollm2, "-c", "128", "--temp", "0", "-t", "2"],
+                          encoding="utf-8", timeout=120, dimensions=(40, 200), env={**os.environ, "TERM": "xterm"})
+    child.expect("> ")
+    # the reply runs into the end of the 128-token context
+    child.sendline("Write a very long story about a dragon. Make it at least 500 words.")
+    child.expect(r"context full: /reset to start over")
+    child.expect("> ")
+    # the next turn cannot fit at all: it says so instead of evaluating
+    child.sendline("Continue.")
+    child.expect(r"context full \(128 tokens\): /reset to start over")
+    child.expect("> ")
+    child.sendline("/reset")
+    child.expect(r"conversation reset")
+    child.expect("> ")
+    child.sendline("Hi")
+    child.expect(SUMMARY)
+    child.expect("> ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_repl_context_shift_drops_the_oldest_turns(smollm2):
+    child = pexpect.spawn(sys.executable, [RUN, smollm2, "-c", "128", "--temp", "0", "-t", "2", "--context-shift"],
+                          encoding="utf-8", timeout=120, dimensions=(40, 200), env={**os.environ, "TERM": "xterm"})
+    child.expect("> ")
+    child.sendline("Write a very long story about a dragon. Make it at least 500 words.")
+    child.expect(r"context full: /reset to start over")
+    child.expect("> ")
+    # with --context-shift the first exchange is dropped and the new turn is answered
+    child.sendline("Continue.")
+    i = child.expect([SUMMARY, r"context full \(128 tokens\)"])
+    assert i == 0
+    child.expect("> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
