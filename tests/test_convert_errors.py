@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import os
 from pathlib import Path
 
 import numpy as np
@@ -269,3 +270,15 @@ def test_quantize_cli(ckpt: Path, tmp_path: Path, encoder: Encoder) -> None:
                        capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     assert "Q8_0" in r.stdout and GGUFFile(out).get("general.file_type") == 7
+
+
+def test_output_file_gets_the_usual_permissions(tmp_path: Path) -> None:
+    from convert.writer import atomic_output
+    out = tmp_path / "model.gguf"
+    umask = os.umask(0o022)
+    try:
+        with atomic_output(out) as tmp:
+            tmp.write_bytes(b"GGUF")
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644
