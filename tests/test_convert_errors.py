@@ -8,10 +8,10 @@ wearing SmolLM2's tokenizer, so no torch is needed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
-import os
 from pathlib import Path
 
 import numpy as np
