@@ -115,7 +115,8 @@ def _bench_kernels(args: argparse.Namespace) -> int:
         table.add_row(r["type"], f"{r['bits_per_weight']:.2f}", f"{r['matvec_gbps']:.2f}",
                       f"{r['matvec_pct_of_bandwidth']:.0f}%", f"{r['matvec_ms']:.2f}",
                       f"{r['matmul_gflops']:.1f}", f"{r['matmul_ms']:.1f}")
-    Console().print(table)
+    # off a terminal rich would squeeze the table to 80 columns
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     print(f"mat-vec: {args.matvec_mb} MiB of weights x 1 column (n=4096); "
           f"matmul: 2048x2048 weights x 256 columns", file=sys.stderr)
     return 0
