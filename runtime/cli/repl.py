@@ -28,8 +28,10 @@ class Repl:
     # ------------------------------------------------------------- the loop
     def loop(self) -> int:
         m = self.gen.model
+        ctx = self.gen.context
         self.console.print(f"[bold]lamina[/] · {os.path.basename(m.path)} · {m.hparams.arch} · "
-                           f"context {self.gen.n_ctx} · /help for commands", style="dim")
+                           f"context {ctx.n_ctx} (KV cache {ctx.kv_bytes / 2**20:.0f} MiB {ctx.kv_type}) · "
+                           f"/help for commands", style="dim", soft_wrap=True)
         while True:
             try:
                 line = self.console.input("[bold green]> [/]")
