@@ -206,26 +206,33 @@ static inline __m256i q3_K_block(const block_q3_K *x, const block_q8_K *y) {
     return sumi;
 }
 
-/* like ggml's ggml_vec_dot_q3_K_q8_K (AVX2 branch) */
-void lm_vec_dot_q3_K_avx2(int64_t n, float *s, const void *vx, const void *vy) {
-    const block_q3_K *x = vx;
-    const block_q8_K *y = vy;
-    const int64_t nb = n / QK_K;
-    __m256 acc = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= nb; i += 8) {
-        __m256i sumi[8];
-        for (int b = 0; b < 8; b++) sumi[b] = q3_K_block(&x[i + b], &y[i + b]);
-        /* d is the last field: its dword starts 2 bytes early to stay in the block */
-        const __m256 d = scales8_high(gather8((const char *)&x[i].d - 2, (int)sizeof *x), y_scales8(&y[i]));
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(totals8(sumi))));
+/* The driver Q3_K and Q6_K share (scales only, the offsets come from bsums
+ * inside the block functions): 8 super-blocks at a time with exact integer
+ * totals, then d; like ggml's ggml_vec_dot_q3_K_q8_K / ggml_vec_dot_q6_K_q8_K
+ * (AVX2 branch). d is the last field of both blocks: its dword is gathered
+ * from 2 bytes earlier so the load stays inside the block. */
+#define LM_DEFINE_VEC_DOT_SCALES_ONLY(t)                                                               \
+    void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *vx, const void *vy) {                  \
+        const block_##t *x = vx;                                                                       \
+        const block_q8_K *y = vy;                                                                      \
+        const int64_t nb = n / QK_K;                                                                   \
+        __m256 acc = _mm256_setzero_ps();                                                              \
+        int64_t i = 0;                                                                                 \
+        for (; i + 8 <= nb; i += 8) {                                                                  \
+            __m256i sumi[8];                                                                           \
+            for (int b = 0; b < 8; b++) sumi[b] = t##_block(&x[i + b], &y[i + b]);                     \
+            const __m256 d = scales8_high(gather8((const char *)&x[i].d - 2, (int)sizeof *x),           \
+                                          y_scales8(&y[i]));                                           \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(totals8(sumi))));             \
+        }                                                                                              \
+        float lanes[LM_KDOT_LANES];                                                                    \
+        _mm256_storeu_ps(lanes, acc);                                                                  \
+        for (; i < nb; i++)                                                                            \
+            lanes[i % LM_KDOT_LANES] += half_f32(x[i].d) * y[i].d * lm_hsum_i32_8(t##_block(&x[i], &y[i])); \
+        *s = lm_kdot_sum_lanes(lanes);                                                                 \
     }
-    float lanes[LM_KDOT_LANES];
-    _mm256_storeu_ps(lanes, acc);
-    for (; i < nb; i++)
-        lanes[i % LM_KDOT_LANES] += half_f32(x[i].d) * y[i].d * lm_hsum_i32_8(q3_K_block(&x[i], &y[i]));
-    *s = lm_kdot_sum_lanes(lanes);
-}
+
+LM_DEFINE_VEC_DOT_SCALES_ONLY(q3_K)
 
 /* ------------------------------------------------------------ Q4_K/Q5_K */
 /* The driver Q4_K and Q5_K share (their blocks differ only in the 5th bit):
@@ -350,23 +357,4 @@ static inline __m256i q6_K_block(const block_q6_K *x, const block_q8_K *y) {
     return sumi;
 }
 
-/* like ggml's ggml_vec_dot_q6_K_q8_K (AVX2 branch) */
-void lm_vec_dot_q6_K_avx2(int64_t n, float *s, const void *vx, const void *vy) {
-    const block_q6_K *x = vx;
-    const block_q8_K *y = vy;
-    const int64_t nb = n / QK_K;
-    __m256 acc = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= nb; i += 8) {
-        __m256i sumi[8];
-        for (int b = 0; b < 8; b++) sumi[b] = q6_K_block(&x[i + b], &y[i + b]);
-        /* d is the last field: its dword starts 2 bytes early to stay in the block */
-        const __m256 d = scales8_high(gather8((const char *)&x[i].d - 2, (int)sizeof *x), y_scales8(&y[i]));
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(totals8(sumi))));
-    }
-    float lanes[LM_KDOT_LANES];
-    _mm256_storeu_ps(lanes, acc);
-    for (; i < nb; i++)
-        lanes[i % LM_KDOT_LANES] += half_f32(x[i].d) * y[i].d * lm_hsum_i32_8(q6_K_block(&x[i], &y[i]));
-    *s = lm_kdot_sum_lanes(lanes);
-}
+LM_DEFINE_VEC_DOT_SCALES_ONLY(q6_K)
