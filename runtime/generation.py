@@ -89,6 +89,17 @@ class Generator:
         self.context.truncate(0)
         self.tokens = []
 
+    def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """The conversation through the chat template, tokenized with special
+        tokens; a template that writes the BOS text itself (Gemma's) does not
+        get a second BOS from the tokenizer."""
+        text = self.template.render(messages, add_generation_prompt=True)
+        tokens = self.tokenizer.encode(text, special=True)
+        bos = self.tokenizer.bos_id
+        if bos is not None and tokens[:2] == [bos, bos]:
+            tokens = tokens[1:]
+        return tokens
+
     def prefill(self, tokens: Sequence[int], all_logits: bool = False) -> np.ndarray:
         """Make the cache hold exactly `tokens`; returns the logits of the last one
         (or of every newly evaluated one with all_logits)."""

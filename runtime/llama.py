@@ -59,7 +59,6 @@ class Llama:
         self._gen = open_generator(model_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
                                    kv_type=kv_type, chat_template=chat_template)
         self._model, self._ctx, self.tokenizer_ = self._gen.model, self._gen.context, self._gen.tokenizer
-        self._template = self._gen.template
         n_ctx = self._ctx.n_ctx
         if n_gpu_layers and verbose:
             print("lamina: no GPU backend in this build; n_gpu_layers ignored, running on the CPU", file=sys.stderr)
@@ -129,15 +128,12 @@ class Llama:
                                 presence_penalty=presence_penalty)
         return Sampler(params, seed=self._rng_seed if seed is None else seed)
 
-    def _prompt_tokens(self, prompt: str | Sequence[int], chat: bool = False) -> list[int]:
+    def _prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
         if not isinstance(prompt, str):
             return [int(t) for t in prompt]
         if not prompt:
             return [self.token_bos()] if self.tokenizer_.bos_id is not None else []
-        tokens = self.tokenizer_.encode(prompt, special=True)
-        if chat and self.tokenizer_.bos_id is not None and tokens[:2] == [self.tokenizer_.bos_id] * 2:
-            tokens = tokens[1:]   # the template already wrote the BOS text
-        return tokens
+        return self.tokenizer_.encode(prompt, special=True)
 
     def create_completion(self, prompt: str | Sequence[int], suffix: str | None = None, max_tokens: int | None = 16,
                           temperature: float = 0.8, top_p: float = 0.95, min_p: float = 0.05,
@@ -160,7 +156,7 @@ class Llama:
             raise ValueError("logprobs are not supported yet")
         if typical_p != 1.0:
             raise ValueError("typical_p sampling is not supported")
-        tokens = self._prompt_tokens(prompt, chat=chat)
+        tokens = self._prompt_tokens(prompt)
         if len(tokens) >= self._ctx.n_ctx:
             raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {self._ctx.n_ctx}")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
@@ -208,8 +204,7 @@ class Llama:
                                frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
                                repeat_penalty: float = 1.0, model: str | None = None,
                                **_ignored: Any) -> dict | Iterator[dict]:
-        prompt = self._template.render(messages, add_generation_prompt=True)
-        result = self._completion(prompt, None, max_tokens, temperature, top_p, min_p, 1.0, None, False, stop,
+        result = self._completion(self._gen.chat_tokens(messages), None, max_tokens, temperature, top_p, min_p, 1.0, None, False, stop,
                                   frequency_penalty, presence_penalty, repeat_penalty, top_k, stream, seed,
                                   chat=True)
         if stream:

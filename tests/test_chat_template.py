@@ -144,3 +144,20 @@ def test_template_cannot_mutate_messages() -> None:
         ChatTemplate("{{ messages.append({'role': 'x'}) }}").render(messages)
     assert messages == [{"role": "user", "content": "a"}]
 
+
+
+def test_gemma3_without_a_template_gets_gemmas_own() -> None:
+    meta = {"general.architecture": "gemma3", "tokenizer.ggml.tokens": ["<pad>", "<eos>", "<bos>"],
+            "tokenizer.ggml.bos_token_id": 2, "tokenizer.ggml.eos_token_id": 1}
+    t = ChatTemplate.from_metadata(meta)
+    text = t.render([{"role": "system", "content": "Be brief."}, {"role": "user", "content": " Hi "},
+                     {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}],
+                    add_generation_prompt=True)
+    assert text == ("<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
+                    "<start_of_turn>model\nHello.<end_of_turn>\n"
+                    "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n")
+    with pytest.raises(ChatTemplateError, match="alternate"):
+        t.render([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+    # other architectures without a template still get ChatML, as llama.cpp does
+    assert "<|im_start|>" in ChatTemplate.from_metadata({**meta, "general.architecture": "llama"}).render(
+        [{"role": "user", "content": "x"}])

@@ -11,9 +11,7 @@ from ..sampling import Sampler, SamplingParams
 def complete(gen: Generator, args: argparse.Namespace, params: SamplingParams) -> int:
     if args.chat:
         messages = ([{"role": "system", "content": args.system}] if args.system else [])
-        prompt = gen.template.render(messages + [{"role": "user", "content": args.prompt}],
-                                     add_generation_prompt=True)
-        tokens = gen.tokenizer.encode(prompt, special=True)
+        tokens = gen.chat_tokens(messages + [{"role": "user", "content": args.prompt}])
     else:
         tokens = gen.tokenizer.encode(args.prompt)
     if len(tokens) >= gen.n_ctx:

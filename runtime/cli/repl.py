@@ -81,8 +81,7 @@ class Repl:
     # ------------------------------------------------------------- a turn
     def _prompt(self) -> list[int]:
         system = [{"role": "system", "content": self.system}] if self.system else []
-        text = self.gen.template.render(system + self.messages, add_generation_prompt=True)
-        return self.gen.tokenizer.encode(text, special=True)
+        return self.gen.chat_tokens(system + self.messages)
 
     def _fit(self) -> list[int] | None:
         """Prompt tokens for the conversation, dropping the oldest turns if
