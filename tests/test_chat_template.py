@@ -71,14 +71,22 @@ def test_qwen_tools_template_matches_transformers(conversation: int, tools: list
 
 
 def test_chatml_fallback() -> None:
+    # the real Gemma file has no template; as another architecture it gets ChatML
     gemma_meta = model_tokenizer("gemma-3-270m")[1]
     assert "tokenizer.chat_template" not in gemma_meta
-    template = ChatTemplate.from_metadata(gemma_meta)
+    template = ChatTemplate.from_metadata({**gemma_meta, "general.architecture": "llama"})
     assert template.source == CHATML_TEMPLATE
     assert template.render(CONVERSATIONS[0]) == (
         "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
     )
     assert template.render(CONVERSATIONS[0], add_generation_prompt=False).endswith("Hi!<|im_end|>\n")
+
+
+def test_real_gemma_file_gets_gemmas_template() -> None:
+    gemma_meta = model_tokenizer("gemma-3-270m")[1]
+    assert gemma_meta.get("general.architecture") == "gemma3"
+    text = ChatTemplate.from_metadata(gemma_meta).render(CONVERSATIONS[0])
+    assert text == "<bos><start_of_turn>user\nYou are terse.\n\nHi!<end_of_turn>\n<start_of_turn>model\n"
 
 
 def test_bos_and_eos_strings_come_from_the_vocabulary() -> None:
