@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from gguf import GGMLQuantizationType
@@ -55,12 +55,14 @@ class Model:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], n_threads: int | None = None,
-             hparams: HParams | None = None) -> Model:
-        """hparams overrides what the file says (tests use it to flip one switch)."""
+             hparams: HParams | None = None, overrides: Mapping[str, np.ndarray] | None = None) -> Model:
+        """hparams overrides what the file says (tests use it to flip one switch);
+        overrides maps weight names ("blk.3.attn_q.weight") to f32 arrays
+        [rows, cols] run instead of the file's tensors (GPTQ calibration)."""
         if n_threads is not None and not 1 <= n_threads <= 512:
             raise ContextError(f"n_threads must be in [1, 512], got {n_threads!r}")
         gguf = GGUFFile(path)
-        return cls(NativeModel(gguf, hparams), n_threads or _default_threads())
+        return cls(NativeModel(gguf, hparams, overrides), n_threads or _default_threads())
 
     @property
     def n_vocab(self) -> int:
@@ -106,6 +108,8 @@ class Context:
                                f"{last_error()}")
         self._ptr = ffi.gc(ptr, lib.lm_context_free)
         self._lock = threading.Lock()   # the native call releases the GIL; one eval at a time
+        self._capture: dict[str, np.ndarray] = {}
+        self.captured: dict[str, np.ndarray] = {}
 
     @property
     def n_past(self) -> int:
@@ -142,7 +146,59 @@ class Context:
                 dest = ffi.from_buffer("float[]", out) if last else ffi.NULL
             self._check(lib.lm_context_eval(self._ptr, ffi.from_buffer("int32_t[]", chunk), len(chunk), dest,
                                             int(all_logits)))
+            self._collect(len(chunk))
         return out if all_logits else out[0]
+
+    def eval_layers(self, tokens: Sequence[int] | np.ndarray, il0: int, il1: int,
+                    x: np.ndarray | None = None) -> np.ndarray:
+        """Layers [il0, il1) on one batch (at most n_batch tokens) at positions
+        n_past..: x f32 [T, n_embd] is the residual stream entering layer il0
+        (None: the token embeddings, only for il0 == 0); returns the stream
+        leaving layer il1 - 1. Only those layers' caches are written, so a
+        context serves one layer range per sequence (truncate(0) between)."""
+        with self._lock:
+            toks = self._validate(tokens)
+            T, E, L = len(toks), self.model.hparams.n_embd, self.model.hparams.n_layer
+            if T > self.n_batch:
+                raise ContextError(f"eval_layers takes one batch: {T} tokens > n_batch={self.n_batch}")
+            if not (isinstance(il0, (int, np.integer)) and isinstance(il1, (int, np.integer)) and 0 <= il0 < il1 <= L):
+                raise ContextError(f"eval_layers({il0!r}, {il1!r}): expected 0 <= il0 < il1 <= n_layer={L}")
+            if x is None:
+                if il0 != 0:
+                    raise ContextError(f"eval_layers from layer {il0} needs the residual stream x entering it")
+                io = np.zeros((T, E), dtype=np.float32)
+            else:
+                if np.shape(x) != (T, E):
+                    raise ContextError(f"eval_layers: x must have shape ({T}, {E}), got {np.shape(x)}")
+                io = np.array(x, dtype=np.float32, order="C", copy=True)
+            self._check(lib.lm_context_eval_layers(self._ptr, ffi.from_buffer("int32_t[]", toks), T, int(il0),
+                                                   int(il1), ffi.from_buffer("float[]", io)))
+            self._collect(T)
+            return io
+
+    def capture(self, il: int | None, *, attn_in: bool = False, wo_in: bool = False, ffn_in: bool = False,
+                down_in: bool = False) -> None:
+        """After each later eval / eval_layers, `captured` holds the chosen
+        matmul inputs of layer il for that batch: attn_in [T, n_embd] (normed
+        q/k/v input), wo_in [T, n_head*head_dim], ffn_in [T, n_embd] (normed
+        gate/up input), down_in [T, n_ff] (act(gate) * up). il None stops."""
+        hp = self.model.hparams
+        widths = {"attn_in": hp.n_embd, "wo_in": hp.q_dim, "ffn_in": hp.n_embd, "down_in": hp.n_ff}
+        wanted = {"attn_in": attn_in, "wo_in": wo_in, "ffn_in": ffn_in, "down_in": down_in}
+        with self._lock:
+            if il is None:
+                self._check(lib.lm_context_capture(self._ptr, -1, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL))
+                self._capture, self.captured = {}, {}
+                return
+            if not isinstance(il, (int, np.integer)) or not 0 <= il < hp.n_layer:
+                raise ContextError(f"capture layer {il!r}: expected 0 <= il < n_layer={hp.n_layer}")
+            bufs = {k: np.zeros((self.n_batch, widths[k]), dtype=np.float32) for k, on in wanted.items() if on}
+            ptrs = [ffi.from_buffer("float[]", bufs[k]) if k in bufs else ffi.NULL for k in widths]
+            self._check(lib.lm_context_capture(self._ptr, int(il), *ptrs))
+            self._capture, self.captured = bufs, {}
+
+    def _collect(self, T: int) -> None:
+        self.captured = {k: buf[:T].copy() for k, buf in self._capture.items()}
 
     def _validate(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
         arr = np.asarray(tokens)

@@ -16,6 +16,7 @@
  * tokens, attention splits (token, head) pairs. Steps too small to be worth
  * waking the workers run on the calling thread. */
 #include <math.h>
+#include <string.h>
 
 #include "compute/matmul.h"
 #include "compute/model.h"
@@ -179,6 +180,40 @@ static void ffn_act(void *arg, int ith, int nth) {
         lm_silu_mul(job->c->hb + i0, job->c->hb2 + i0, i1 - i0);
 }
 
+/* hb2 = hb - dequant(quant(hb)): what one pass of activation quantization
+ * for w_down rounds away (two_pass_down). Each thread quantizes its rows
+ * through its own slice of the matmul scratch, free between matmuls. */
+static void down_residual_rows(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    lm_context *c = job->c;
+    const int64_t n = job->p->n_ff;
+    const lm_type_traits *a = lm_get_type_traits(lm_get_type_traits(job->l->w_down.type)->vec_dot_type);
+    void *q = (char *)c->mm_scratch + (size_t)ith * c->mm_slice_bytes;
+    int64_t r0, r1;
+    lm_split_range(job->n_tokens, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        const float *h = c->hb + r * n;
+        float *res = c->hb2 + r * n;
+        a->from_float(h, q, n);
+        a->to_float(q, res, n);
+        for (int64_t i = 0; i < n; i++) res[i] = h[i] - res[i];
+    }
+}
+
+/* xb += xb2 */
+static void add_second_pass(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    int64_t i0, i1;
+    lm_split_range(job->n_tokens * job->p->n_embd, ith, nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++) job->c->xb[i] += job->c->xb2[i];
+}
+
+/* lm_context_capture: copy a matmul input of the captured layer */
+static void capture(const fwd_job *job, int which, const float *src, int64_t width) {
+    float *dst = job->c->capture[which];
+    if (job->c->capture_il == job->il && dst) memcpy(dst, src, sizeof(float) * (size_t)(job->n_tokens * width));
+}
+
 /* ------------------------------------------------------------ matmuls */
 
 /* y = x W for up to three matrices W that read the same activations x */
@@ -241,11 +276,13 @@ static int layer_forward(fwd_job *job) {
     int rc;
 
     /* attention: xb holds attn_norm(x) */
+    capture(job, 0, c->xb, p->n_embd);
     const mm_out qkv[3] = { { &l->wq, q_dim, c->q }, { &l->wk, kv_dim, c->k }, { &l->wv, kv_dim, c->v } };
     if ((rc = matmuls(c, c->xb, p->n_embd, T, qkv, 3))) return rc;
     run(c, qkv_rows, job, T * (q_dim + kv_dim) * 8);
     const int64_t keys = l->sliding_window > 0 && l->sliding_window < job->pos0 + T ? l->sliding_window : job->pos0 + T;
     run(c, attention, job, T * p->n_head * hd * 4 * keys);
+    capture(job, 1, c->att, q_dim);
     const mm_out o[1] = { { &l->wo, p->n_embd, c->xb } };
     if ((rc = matmuls(c, c->att, q_dim, T, o, 1))) return rc;
     job->post_norm = l->attn_post_norm;
@@ -253,48 +290,103 @@ static int layer_forward(fwd_job *job) {
     run(c, residual_rows, job, T * p->n_embd * 8);
 
     /* feed-forward: xb holds ffn_norm(x) */
+    capture(job, 2, c->xb, p->n_embd);
     const mm_out gate_up[2] = { { &l->w_gate, p->n_ff, c->hb }, { &l->w_up, p->n_ff, c->hb2 } };
     if ((rc = matmuls(c, c->xb, p->n_embd, T, gate_up, 2))) return rc;
     run(c, ffn_act, job, T * p->n_ff * 16);
+    capture(job, 3, c->hb, p->n_ff);
     const mm_out down[1] = { { &l->w_down, p->n_embd, c->xb } };
     if ((rc = matmuls(c, c->hb, p->n_ff, T, down, 1))) return rc;
+    /* only for Q8_K partners: their f32 block scale keeps the residual's
+     * small magnitudes, where Q8_0/Q8_1's f16 scale would go subnormal */
+    if (c->xb2 && lm_get_type_traits(l->w_down.type)->vec_dot_type == LM_TYPE_Q8_K) {
+        run(c, down_residual_rows, job, T * p->n_ff * 8);
+        const mm_out second[1] = { { &l->w_down, p->n_embd, c->xb2 } };
+        if ((rc = matmuls(c, c->hb2, p->n_ff, T, second, 1))) return rc;
+        run(c, add_second_pass, job, T * p->n_embd);
+    }
     job->post_norm = l->ffn_post_norm;
     job->next_norm = job->il + 1 < p->n_layer ? c->model->layers[job->il + 1].attn_norm : p->output_norm;
     run(c, residual_rows, job, T * p->n_embd * 8);
     return LM_OK;
 }
 
-int lm_context_eval(lm_context *c, const int32_t *tokens, int32_t n_tokens, float *logits, int all_logits) {
-    if (!c || !tokens) return lm_set_error(LM_ERR_ARG, "lm_context_eval: NULL context or tokens");
+/* the residual stream entering layer il0 from the caller: xb = attn_norm(x) */
+static void load_rows(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    const lm_model_params *p = job->p;
+    int64_t r0, r1;
+    lm_split_range(job->n_tokens, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++)
+        lm_rms_norm(job->c->xb + r * p->n_embd, job->c->x + r * p->n_embd, job->next_norm, p->n_embd, p->norm_eps,
+                    norm_add_one(p));
+}
+
+static int check_batch(lm_context *c, const int32_t *tokens, int32_t n_tokens, const char *fn) {
+    if (!c || !tokens) return lm_set_error(LM_ERR_ARG, "%s: NULL context or tokens", fn);
     if (n_tokens <= 0 || n_tokens > c->n_batch)
-        return lm_set_error(LM_ERR_ARG, "lm_context_eval: n_tokens=%d outside [1, n_batch=%d]", n_tokens, c->n_batch);
+        return lm_set_error(LM_ERR_ARG, "%s: n_tokens=%d outside [1, n_batch=%d]", fn, n_tokens, c->n_batch);
     if ((int64_t)c->n_past + n_tokens > c->n_ctx)
         return lm_set_error(LM_ERR_CONTEXT_FULL, "context full: %d cached + %d new tokens > n_ctx=%d", c->n_past,
                             n_tokens, c->n_ctx);
-    const lm_model *m = c->model;
-    const lm_model_params *p = &m->p;
+    const int32_t n_vocab = c->model->p.n_vocab;
     for (int32_t i = 0; i < n_tokens; i++)
-        if (tokens[i] < 0 || tokens[i] >= p->n_vocab)
+        if (tokens[i] < 0 || tokens[i] >= n_vocab)
             return lm_set_error(LM_ERR_TOKEN, "token %d at index %d is outside the vocabulary [0, %d)", tokens[i], i,
-                                p->n_vocab);
+                                n_vocab);
+    return LM_OK;
+}
 
-    fwd_job job = { .c = c, .p = p, .n_tokens = n_tokens, .pos0 = c->n_past, .tokens = tokens };
-    rope_tables(c, job.pos0, n_tokens);
-    job.next_norm = m->layers[0].attn_norm;
-    run(c, embed_rows, &job, (int64_t)n_tokens * p->n_embd * 8);
-    for (int il = 0; il < p->n_layer; il++) {
-        job.il = il;
-        job.l = &m->layers[il];
-        int rc = layer_forward(&job);
+/* layers [il0, il1) of one checked batch; x_in: the stream entering il0 (il0 > 0) */
+static int eval_layers(fwd_job *job, int32_t il0, int32_t il1, const float *x_in) {
+    lm_context *c = job->c;
+    const lm_model *m = c->model;
+    const int64_t T = job->n_tokens, E = m->p.n_embd;
+    rope_tables(c, job->pos0, job->n_tokens);
+    job->next_norm = m->layers[il0].attn_norm;
+    if (il0 == 0) {
+        run(c, embed_rows, job, T * E * 8);
+    } else {
+        memcpy(c->x, x_in, sizeof(float) * (size_t)(T * E));
+        run(c, load_rows, job, T * E * 8);
+    }
+    for (int il = il0; il < il1; il++) {
+        job->il = il;
+        job->l = &m->layers[il];
+        int rc = layer_forward(job);
         if (rc) return rc;
     }
+    return LM_OK;
+}
+
+int lm_context_eval(lm_context *c, const int32_t *tokens, int32_t n_tokens, float *logits, int all_logits) {
+    int rc = check_batch(c, tokens, n_tokens, "lm_context_eval");
+    if (rc) return rc;
+    const lm_model_params *p = &c->model->p;
+    fwd_job job = { .c = c, .p = p, .n_tokens = n_tokens, .pos0 = c->n_past, .tokens = tokens };
+    if ((rc = eval_layers(&job, 0, p->n_layer, NULL))) return rc;
     /* xb now holds output_norm(x) */
     if (logits) {
         const int64_t first = all_logits ? 0 : n_tokens - 1;
         const mm_out head[1] = { { &p->output, p->n_vocab, logits } };
-        int rc = matmuls(c, c->xb + first * p->n_embd, p->n_embd, n_tokens - first, head, 1);
-        if (rc) return rc;
+        if ((rc = matmuls(c, c->xb + first * p->n_embd, p->n_embd, n_tokens - first, head, 1))) return rc;
     }
+    c->n_past += n_tokens;
+    return LM_OK;
+}
+
+int lm_context_eval_layers(lm_context *c, const int32_t *tokens, int32_t n_tokens, int32_t il0, int32_t il1,
+                           float *x_io) {
+    int rc = check_batch(c, tokens, n_tokens, "lm_context_eval_layers");
+    if (rc) return rc;
+    const lm_model_params *p = &c->model->p;
+    if (il0 < 0 || il0 >= il1 || il1 > p->n_layer)
+        return lm_set_error(LM_ERR_ARG, "lm_context_eval_layers: layers [%d, %d) outside 0 <= il0 < il1 <= %d", il0,
+                            il1, p->n_layer);
+    if (!x_io) return lm_set_error(LM_ERR_ARG, "lm_context_eval_layers: x_io is NULL");
+    fwd_job job = { .c = c, .p = p, .n_tokens = n_tokens, .pos0 = c->n_past, .tokens = tokens };
+    if ((rc = eval_layers(&job, il0, il1, x_io))) return rc;
+    memcpy(x_io, c->x, sizeof(float) * (size_t)n_tokens * (size_t)p->n_embd);
     c->n_past += n_tokens;
     return LM_OK;
 }

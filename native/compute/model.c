@@ -223,6 +223,8 @@ lm_context *lm_context_create(lm_model *m, int32_t n_ctx, int32_t n_batch, int k
     c->att = alloc_floats(B * q_dim);
     c->hb = alloc_floats(B * p->n_ff);
     c->hb2 = alloc_floats(B * p->n_ff);
+    if (p->two_pass_down && !(c->xb2 = alloc_floats(B * p->n_embd))) goto nomem;
+    c->capture_il = -1;
     c->rope_cs = alloc_floats((size_t)m->n_rope_groups * B * (size_t)p->n_rot);
     c->scores = alloc_floats((size_t)n_threads * (size_t)n_ctx);
     /* sliced matmuls (few tokens): every thread quantizes its own copy of the activations */
@@ -251,6 +253,7 @@ void lm_context_free(lm_context *c) {
     free(c->att);
     free(c->hb);
     free(c->hb2);
+    free(c->xb2);
     free(c->rope_cs);
     free(c->scores);
     free(c->mm_scratch);
@@ -260,6 +263,18 @@ void lm_context_free(lm_context *c) {
 int32_t lm_context_n_past(const lm_context *c) { return c ? c->n_past : 0; }
 
 size_t lm_context_kv_bytes(const lm_context *c) { return c ? c->kv_bytes : 0; }
+
+int lm_context_capture(lm_context *c, int32_t il, float *attn_in, float *wo_in, float *ffn_in, float *down_in) {
+    if (!c) return lm_set_error(LM_ERR_ARG, "lm_context_capture: context is NULL");
+    if (il < -1 || il >= c->model->p.n_layer)
+        return lm_set_error(LM_ERR_ARG, "capture layer %d: expected -1 (off) or [0, %d)", il, c->model->p.n_layer);
+    c->capture_il = il;
+    c->capture[0] = attn_in;
+    c->capture[1] = wo_in;
+    c->capture[2] = ffn_in;
+    c->capture[3] = down_in;
+    return LM_OK;
+}
 
 int lm_context_truncate(lm_context *c, int32_t n_keep) {
     if (!c) return lm_set_error(LM_ERR_ARG, "lm_context_truncate: context is NULL");

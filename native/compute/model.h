@@ -45,8 +45,13 @@ struct lm_context {
     float *hb2;                   /* [B][n_ff] up */
     float *rope_cs;               /* [n_rope_groups][B][n_rot/2][2] cos, sin */
     float *scores;                /* [n_threads][n_ctx] attention weights of one query */
+    float *xb2;                   /* [B][n_embd] second pass of ffn_down (two_pass_down), else NULL */
     void *mm_scratch;             /* quantized activations for lm_matmul_into */
     size_t mm_slice_bytes;        /* per-thread part of mm_scratch for sliced matmuls */
+
+    /* lm_context_capture: copies of one layer's matmul inputs, or NULL */
+    int32_t capture_il;           /* -1: off */
+    float *capture[4];            /* attn_in, wo_in, ffn_in, down_in */
 };
 
 #endif

@@ -147,6 +147,12 @@ typedef struct {
     lm_matrix tok_embd;           /* [n_vocab, n_embd]; rows read with the type's to_float */
     const float *output_norm;     /* [n_embd] */
     lm_matrix output;             /* [n_vocab, n_embd]; tok_embd again when tied */
+    /* Quantize the ffn_down input twice: its Q8 activation blocks, then what
+     * they rounded away, and sum both products. Gemma's GELU output has
+     * outliers that one 256-wide Q8_K block per row flattens; one more pass
+     * over the (small) down matrix restores ~16-bit activations. 0 = once,
+     * as llama.cpp does. */
+    int32_t two_pass_down;
 } lm_model_params;
 
 /* Copies the parameters and the layers array (not the weights). NULL on error. */
@@ -168,6 +174,21 @@ int32_t lm_context_n_past(const lm_context *ctx);
 /* forget cached positions >= n_keep (0 <= n_keep <= n_past) */
 int lm_context_truncate(lm_context *ctx, int32_t n_keep);
 size_t lm_context_kv_bytes(const lm_context *ctx);
+
+/* Layer by layer (GPTQ calibration): runs layers [il0, il1) on one batch at
+ * positions n_past.. and appends to those layers' caches. x_io [n_tokens][n_embd]
+ * is the residual stream entering layer il0 (ignored when il0 == 0: the
+ * token embeddings) and receives the stream leaving layer il1 - 1. Other
+ * layers' caches are not written: a context used this way serves one layer
+ * range per sequence (truncate to 0 between sequences). */
+int lm_context_eval_layers(lm_context *ctx, const int32_t *tokens, int32_t n_tokens, int32_t il0, int32_t il1,
+                           float *x_io);
+/* From now on every eval copies the matmul inputs of layer il into the
+ * buffers that are not NULL, each [n_tokens][width] of the latest batch:
+ * attn_in (normed input of q/k/v, n_embd), wo_in (attention output,
+ * n_head * head_dim), ffn_in (normed input of gate/up, n_embd), down_in
+ * (act(gate) * up, n_ff). Buffers hold n_batch rows. il = -1 stops. */
+int lm_context_capture(lm_context *ctx, int32_t il, float *attn_in, float *wo_in, float *ffn_in, float *down_in);
 /* ============================================================ end model === */
 /* LM_CDEF_END */
 
