@@ -4,6 +4,8 @@ For each weight type: a mat-vec (decode: one activation column, weights far
 larger than the caches) reported in GB/s of weights read, next to the
 machine's measured read bandwidth — the physical limit of decode — and a
 prefill-sized matmul in GFLOP/s. Medians over repetitions; machines are noisy.
+gptq_int4 is a GPTQ INT4 linear (group size 128, f32 activations) run from its
+packed form; gptq_int4_act the same with an act-order (permuted) g_idx.
 
     bin/bench-kernels [-t 2] [-r 5] [--types q4_0,q4_k] [--impl auto|scalar|avx2] [--json]
 """
@@ -19,7 +21,9 @@ import numpy as np
 from .errors import one_line_errors
 
 DEFAULT_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k",
-                 "q6_k", "iq4_nl", "iq4_xs"]
+                 "q6_k", "iq4_nl", "iq4_xs", "gptq_int4", "gptq_int4_act"]
+GPTQ_TYPES = {"gptq_int4": False, "gptq_int4_act": True}   # name -> act-order g_idx
+GPTQ_GROUP_SIZE = 128
 
 
 def _median_seconds(fn, reps: int) -> float:
@@ -47,6 +51,46 @@ def measure_bandwidth(n_threads: int, reps: int) -> float:
     runs = [lib.lm_memory_read_gbps(default_pool(n_threads)._tp, ffi.from_buffer(buf), buf.size, 2)
             for _ in range(reps)]
     return statistics.median(runs)
+
+
+def _random_gptq(rows: int, n: int, act_order: bool, rng):
+    """A GPTQ INT4 matrix W [rows, n] with random packed levels, zeros and scales."""
+    from runtime.gptq_kernels import GPTQMatrix
+    groups = n // GPTQ_GROUP_SIZE
+    qweight = rng.integers(0, 1 << 32, (n // 8, rows), dtype=np.uint32).view(np.int32)
+    qzeros = rng.integers(0, 1 << 32, (groups, rows // 8), dtype=np.uint32).view(np.int32)
+    scales = (rng.random((groups, rows)) * 0.01).astype(np.float16)
+    g_idx = rng.permutation(np.arange(n) // GPTQ_GROUP_SIZE).astype(np.int32) if act_order else None
+    return GPTQMatrix(qweight, scales, qzeros, g_idx, GPTQ_GROUP_SIZE, name="bench")
+
+
+def bench_gptq(name: str, n_threads: int, reps: int, impl: str, matvec_mb: int, rng) -> dict:
+    """The same two measurements as bench_type for a GPTQ INT4 linear."""
+    from runtime.quants import default_pool
+    act_order = GPTQ_TYPES[name]
+    n = 4096
+    rows = max(256, (matvec_mb << 20) // (n // 2)) // 8 * 8
+    w = _random_gptq(rows, n, act_order, rng)
+    x1 = rng.standard_normal((1, n)).astype(np.float32)
+    pool = default_pool(n_threads)
+    t_mv = _median_seconds(lambda: w.matmul(x1, impl=impl, pool=pool), reps)
+
+    p_rows, p_n, p_cols = 2048, 2048, 256
+    wp = _random_gptq(p_rows, p_n, act_order, rng)
+    xp = rng.standard_normal((p_cols, p_n)).astype(np.float32)
+    t_mm = _median_seconds(lambda: wp.matmul(xp, impl=impl, pool=pool), max(1, reps // 2))
+    return {
+        "type": name,
+        "bits_per_weight": 8.0 * w.nbytes / (rows * n),
+        "matvec_rows": rows,
+        "matvec_n": n,
+        "matvec_bytes": int(w.nbytes),
+        "matvec_ms": t_mv * 1e3,
+        "matvec_gbps": w.nbytes / t_mv / 1e9,
+        "matmul_shape": [p_rows, p_n, p_cols],
+        "matmul_ms": t_mm * 1e3,
+        "matmul_gflops": 2.0 * p_rows * p_n * p_cols / t_mm / 1e9,
+    }
 
 
 def bench_type(quants, qtype: str, n_threads: int, reps: int, impl: str, matvec_mb: int, rng) -> dict:
@@ -94,9 +138,11 @@ def _bench_kernels(args: argparse.Namespace) -> int:
     from runtime import quants
     from runtime.native import lib
     rng = np.random.default_rng(0)
-    types = [quants.as_qtype(t).name.lower() for t in args.types.split(",") if t]
+    types = [t.lower() if t.lower() in GPTQ_TYPES else quants.as_qtype(t).name.lower()
+             for t in args.types.split(",") if t]
     bw = measure_bandwidth(args.threads, args.reps)
-    results = [bench_type(quants, t, args.threads, args.reps, args.impl, args.matvec_mb, rng) for t in types]
+    results = [bench_gptq(t, args.threads, args.reps, args.impl, args.matvec_mb, rng) if t in GPTQ_TYPES
+               else bench_type(quants, t, args.threads, args.reps, args.impl, args.matvec_mb, rng) for t in types]
     for r in results:
         r["matvec_pct_of_bandwidth"] = 100.0 * r["matvec_gbps"] / bw if bw else None
     meta = {"threads": args.threads, "impl": args.impl, "avx2": bool(lib.lm_cpu_has_avx2()),
