@@ -23,6 +23,7 @@ from gguf import MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, Keys
 
 from runtime.errors import GGUFError, GGUFMissingKeyError, GGUFMissingTensorError, GGUFTensorError
 from runtime.gguf_reader import GGUFFile, TensorInfo
+from runtime.gptq_format import GPTQLinear, is_gptq_weight_name, read_gptq_linear
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "gemma3")
 
@@ -354,6 +355,10 @@ class NativeModel:
     _used_overrides: set[str]
 
     def _matrix(self, name: str, ne: tuple[int, int]) -> Any:
+        if name not in self._overrides and is_gptq_weight_name(name):
+            gptq = read_gptq_linear(self.gguf, name)
+            if gptq is not None:
+                return self._gptq_matrix(gptq, ne)
         info = _check_tensor(self.gguf, name, ne, self.hparams.arch)
         if name in self._overrides:
             data, ggml_type = self._override(name, ne), GGMLQuantizationType.F32
@@ -362,6 +367,19 @@ class NativeModel:
         buf = self._ffi.from_buffer(data)
         self._keep += [data, buf]
         m = self._ffi.new("lm_matrix *", {"data": buf, "type": int(ggml_type)})
+        self._keep.append(m)
+        return m[0]
+
+    def _gptq_matrix(self, gptq: GPTQLinear, ne: tuple[int, int]) -> Any:
+        """A GPTQ INT4 linear run from its packed tensors (views of the map)."""
+        from runtime.gptq_kernels import GPTQMatrix
+        from runtime.native import lib
+        if (gptq.n_in, gptq.n_out) != ne:
+            raise GGUFTensorError(self.gguf.path, f"GPTQ linear is {gptq.n_out} x {gptq.n_in} (outputs x inputs): "
+                                  f"expected {ne[1]} x {ne[0]}", tensor=gptq.name)
+        packed = GPTQMatrix(gptq.qweight, gptq.scales, gptq.qzeros, gptq.g_idx, gptq.group_size, name=gptq.name)
+        self._keep.append(packed)
+        m = self._ffi.new("lm_matrix *", {"data": packed.native, "type": int(lib.LM_TYPE_GPTQ_INT4)})
         self._keep.append(m)
         return m[0]
 

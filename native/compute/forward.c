@@ -18,9 +18,11 @@
 #include <math.h>
 #include <string.h>
 
+#include "compute/backend.h"
 #include "compute/matmul.h"
 #include "compute/model.h"
 #include "compute/threadpool.h"
+#include "include/lamina_gptq.h"
 #include "type_traits.h"
 
 /* Below this much work (~flops) a step runs on the calling thread: waking the
@@ -95,7 +97,7 @@ static void qkv_rows(void *arg, int ith, int nth) {
     const int hd = p->head_dim, q_dim = p->n_head * hd, kv_dim = p->n_head_kv * hd;
     const float *cs_group = c->rope_cs + (size_t)c->model->rope_group[job->il] * c->n_batch * p->n_rot;
     const lm_type_traits *kvt = lm_get_type_traits(c->kv_type);
-    const size_t layer_off = (size_t)job->il * c->n_ctx * c->kv_row_bytes;
+    const size_t layer_off = (size_t)(job->il - c->kv_il0) * c->n_ctx * c->kv_row_bytes;
     int64_t r0, r1;
     lm_split_range(job->n_tokens, ith, nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
@@ -133,7 +135,7 @@ static void attention(void *arg, int ith, int nth) {
     const int hd = p->head_dim, q_dim = p->n_head * hd, group = p->n_head / p->n_head_kv;
     const lm_type_traits *kvt = lm_get_type_traits(c->kv_type);
     const size_t head_bytes = (size_t)(hd / kvt->blck_size) * kvt->type_size;
-    const size_t layer_off = (size_t)job->il * c->n_ctx * c->kv_row_bytes;
+    const size_t layer_off = (size_t)(job->il - c->kv_il0) * c->n_ctx * c->kv_row_bytes;
     const int32_t window = job->l->sliding_window;
     float *s = c->scores + (size_t)ith * c->n_ctx;
     const int64_t n_tasks = (int64_t)job->n_tokens * p->n_head;
@@ -240,13 +242,19 @@ static void mm_slices(void *arg, int ith, int nth) {
     void *scratch = (char *)job->c->mm_scratch + (size_t)ith * job->c->mm_slice_bytes;
     for (int i = 0; i < job->n_out; i++) {
         const mm_out *o = &job->out[i];
-        const lm_type_traits *t = lm_get_type_traits(o->w->type);
-        const size_t row_bytes = (size_t)(job->n / t->blck_size) * t->type_size;
         int64_t r0, r1;
         lm_split_range(o->rows, ith, nth, &r0, &r1);
         if (r1 == r0) continue;
-        int rc = lm_matmul_into(NULL, LM_IMPL_AUTO, o->w->type, (const char *)o->w->data + r0 * row_bytes, r1 - r0,
+        int rc;
+        if (o->w->type == LM_TYPE_GPTQ_INT4) {
+            rc = lm_gptq_matmul_into(NULL, LM_IMPL_AUTO, o->w->data, r0, r1, job->x, job->ncols, o->y + r0, o->rows,
+                                     scratch);
+        } else {
+            const lm_type_traits *t = lm_get_type_traits(o->w->type);
+            const size_t row_bytes = (size_t)(job->n / t->blck_size) * t->type_size;
+            rc = lm_matmul_into(NULL, LM_IMPL_AUTO, o->w->type, (const char *)o->w->data + r0 * row_bytes, r1 - r0,
                                 job->n, job->x, job->ncols, o->y + r0, o->rows, scratch);
+        }
         if (rc) job->rc = rc;
     }
 }
@@ -258,8 +266,12 @@ static int matmuls(lm_context *c, const float *x, int64_t n, int64_t ncols, cons
         return job.rc ? lm_set_error(job.rc, "matmul failed on a worker thread") : LM_OK;
     }
     for (int i = 0; i < n_out; i++) {
-        int rc = lm_matmul_into(c->tp, LM_IMPL_AUTO, out[i].w->type, out[i].w->data, out[i].rows, n, x, ncols,
-                                out[i].y, out[i].rows, c->mm_scratch);
+        const lm_matrix *w = out[i].w;
+        int rc = w->type == LM_TYPE_GPTQ_INT4
+                     ? lm_gptq_matmul_into(c->tp, LM_IMPL_AUTO, w->data, 0, out[i].rows, x, ncols, out[i].y,
+                                           out[i].rows, c->mm_scratch)
+                     : lm_matmul_into(c->tp, LM_IMPL_AUTO, w->type, w->data, out[i].rows, n, x, ncols, out[i].y,
+                                      out[i].rows, c->mm_scratch);
         if (rc) return rc;
     }
     return LM_OK;
@@ -299,7 +311,8 @@ static int layer_forward(fwd_job *job) {
     if ((rc = matmuls(c, c->hb, p->n_ff, T, down, 1))) return rc;
     /* only for Q8_K partners: their f32 block scale keeps the residual's
      * small magnitudes, where Q8_0/Q8_1's f16 scale would go subnormal */
-    if (c->xb2 && lm_get_type_traits(l->w_down.type)->vec_dot_type == LM_TYPE_Q8_K) {
+    const lm_type_traits *down_t = lm_get_type_traits(l->w_down.type);   /* NULL for GPTQ: f32 activations */
+    if (c->xb2 && down_t && down_t->vec_dot_type == LM_TYPE_Q8_K) {
         run(c, down_residual_rows, job, T * p->n_ff * 8);
         const mm_out second[1] = { { &l->w_down, p->n_embd, c->xb2 } };
         if ((rc = matmuls(c, c->hb2, p->n_ff, T, second, 1))) return rc;
@@ -337,14 +350,21 @@ static int check_batch(lm_context *c, const int32_t *tokens, int32_t n_tokens, c
     return LM_OK;
 }
 
-/* layers [il0, il1) of one checked batch; x_in: the stream entering il0 (il0 > 0) */
+/* x = embeddings of the batch (every layer runs on the device) */
+static void embed_only(fwd_job *job) {
+    job->next_norm = job->p->output_norm;   /* xb is not read: the device norms x itself */
+    run(job->c, embed_rows, job, (int64_t)job->n_tokens * job->p->n_embd * 8);
+}
+
+/* layers [il0, il1) of one checked batch; x_in: the stream entering il0, or
+ * NULL for the token embeddings (il0 == 0) */
 static int eval_layers(fwd_job *job, int32_t il0, int32_t il1, const float *x_in) {
     lm_context *c = job->c;
     const lm_model *m = c->model;
     const int64_t T = job->n_tokens, E = m->p.n_embd;
     rope_tables(c, job->pos0, job->n_tokens);
     job->next_norm = m->layers[il0].attn_norm;
-    if (il0 == 0) {
+    if (!x_in) {
         run(c, embed_rows, job, T * E * 8);
     } else {
         memcpy(c->x, x_in, sizeof(float) * (size_t)(T * E));
@@ -359,18 +379,42 @@ static int eval_layers(fwd_job *job, int32_t il0, int32_t il1, const float *x_in
     return LM_OK;
 }
 
-int lm_context_eval(lm_context *c, const int32_t *tokens, int32_t n_tokens, float *logits, int all_logits) {
-    int rc = check_batch(c, tokens, n_tokens, "lm_context_eval");
-    if (rc) return rc;
+int lm_context_eval_from(lm_context *c, const int32_t *tokens, int32_t n_tokens, int32_t pos0, int32_t il0,
+                         const float *x_in, float *logits, int all_logits) {
     const lm_model_params *p = &c->model->p;
-    fwd_job job = { .c = c, .p = p, .n_tokens = n_tokens, .pos0 = c->n_past, .tokens = tokens };
-    if ((rc = eval_layers(&job, 0, p->n_layer, NULL))) return rc;
+    fwd_job job = { .c = c, .p = p, .n_tokens = n_tokens, .pos0 = pos0, .tokens = tokens };
+    int rc;
+    if (il0 < p->n_layer) {
+        if ((rc = eval_layers(&job, il0, p->n_layer, x_in))) return rc;
+    } else {   /* the head alone (offloaded head, no offloaded layers) */
+        memcpy(c->x, x_in, sizeof(float) * (size_t)n_tokens * (size_t)p->n_embd);
+        job.next_norm = p->output_norm;
+        run(c, load_rows, &job, (int64_t)n_tokens * p->n_embd * 8);
+    }
     /* xb now holds output_norm(x) */
     if (logits) {
         const int64_t first = all_logits ? 0 : n_tokens - 1;
         const mm_out head[1] = { { &p->output, p->n_vocab, logits } };
         if ((rc = matmuls(c, c->xb + first * p->n_embd, p->n_embd, n_tokens - first, head, 1))) return rc;
     }
+    return LM_OK;
+}
+
+int lm_context_eval(lm_context *c, const int32_t *tokens, int32_t n_tokens, float *logits, int all_logits) {
+    int rc = check_batch(c, tokens, n_tokens, "lm_context_eval");
+    if (rc) return rc;
+    if (!c->dev) {
+        rc = lm_context_eval_from(c, tokens, n_tokens, c->n_past, 0, NULL, logits, all_logits);
+    } else {
+        /* host layers, then the stream crosses to the device once per batch */
+        fwd_job job = { .c = c, .p = &c->model->p, .n_tokens = n_tokens, .pos0 = c->n_past, .tokens = tokens };
+        if (c->kv_il1 > 0)
+            rc = eval_layers(&job, 0, c->kv_il1, NULL);
+        else
+            embed_only(&job);
+        if (!rc) rc = c->backend->eval(c->dev, tokens, n_tokens, c->n_past, c->x, logits, all_logits);
+    }
+    if (rc) return rc;
     c->n_past += n_tokens;
     return LM_OK;
 }
@@ -383,9 +427,12 @@ int lm_context_eval_layers(lm_context *c, const int32_t *tokens, int32_t n_token
     if (il0 < 0 || il0 >= il1 || il1 > p->n_layer)
         return lm_set_error(LM_ERR_ARG, "lm_context_eval_layers: layers [%d, %d) outside 0 <= il0 < il1 <= %d", il0,
                             il1, p->n_layer);
+    if (il0 < c->kv_il0 || il1 > c->kv_il1)
+        return lm_set_error(LM_ERR_ARG, "lm_context_eval_layers: layers [%d, %d) are not all on this context's "
+                            "device (it runs [%d, %d))", il0, il1, c->kv_il0, c->kv_il1);
     if (!x_io) return lm_set_error(LM_ERR_ARG, "lm_context_eval_layers: x_io is NULL");
     fwd_job job = { .c = c, .p = p, .n_tokens = n_tokens, .pos0 = c->n_past, .tokens = tokens };
-    if ((rc = eval_layers(&job, il0, il1, x_io))) return rc;
+    if ((rc = eval_layers(&job, il0, il1, il0 == 0 ? NULL : x_io))) return rc;
     memcpy(x_io, c->x, sizeof(float) * (size_t)n_tokens * (size_t)p->n_embd);
     c->n_past += n_tokens;
     return LM_OK;

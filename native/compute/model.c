@@ -7,14 +7,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compute/backend.h"
 #include "compute/matmul.h"
 #include "compute/model.h"
+#include "include/lamina_gptq.h"
 #include "type_traits.h"
 
 /* ------------------------------------------------------------ checks */
 
-static int check_matrix(const lm_matrix *m, int64_t n, const char *what, int il) {
+static int check_matrix(const lm_matrix *m, int64_t rows, int64_t n, const char *what, int il) {
     if (!m->data) return lm_set_error(LM_ERR_ARG, "layer %d: %s is NULL", il, what);
+    if (m->type == LM_TYPE_GPTQ_INT4) {
+        const lm_gptq_matrix *g = m->data;
+        if (g->n_in != n || g->n_out != rows)
+            return lm_set_error(LM_ERR_SHAPE, "layer %d: %s: GPTQ matrix is %d x %d, expected %lld x %lld", il, what,
+                                g->n_out, g->n_in, (long long)rows, (long long)n);
+        return lm_gptq_validate(g);
+    }
     if (!lm_type_supported(m->type))
         return lm_set_error(LM_ERR_TYPE, "layer %d: %s has type %s, which has no kernels", il, what,
                             lm_type_name(m->type));
@@ -55,7 +64,7 @@ static int check_params(const lm_model_params *p) {
         if (!(p->rope_freqs[i] > 0.0f) || !isfinite(p->rope_freqs[i]))
             return lm_set_error(LM_ERR_ARG, "model: rope_freqs[%d] = %g is not a positive number", i,
                                 (double)p->rope_freqs[i]);
-    return check_matrix(&p->output, p->n_embd, "output", -1);
+    return check_matrix(&p->output, p->n_vocab, p->n_embd, "output", -1);
 }
 
 static int check_layer(const lm_model_params *p, const lm_layer_weights *l, int il) {
@@ -67,10 +76,12 @@ static int check_layer(const lm_model_params *p, const lm_layer_weights *l, int 
         return lm_set_error(LM_ERR_ARG, "layer %d: rope base and scale must be positive", il);
     if (l->sliding_window < 0) return lm_set_error(LM_ERR_ARG, "layer %d: negative sliding window", il);
     int rc;
-    if ((rc = check_matrix(&l->wq, p->n_embd, "wq", il)) || (rc = check_matrix(&l->wk, p->n_embd, "wk", il)) ||
-        (rc = check_matrix(&l->wv, p->n_embd, "wv", il)) || (rc = check_matrix(&l->wo, q_dim, "wo", il)) ||
-        (rc = check_matrix(&l->w_gate, p->n_embd, "w_gate", il)) ||
-        (rc = check_matrix(&l->w_up, p->n_embd, "w_up", il)) || (rc = check_matrix(&l->w_down, p->n_ff, "w_down", il)))
+    const int64_t E = p->n_embd, kv_dim = (int64_t)p->n_head_kv * p->head_dim;
+    if ((rc = check_matrix(&l->wq, q_dim, E, "wq", il)) || (rc = check_matrix(&l->wk, kv_dim, E, "wk", il)) ||
+        (rc = check_matrix(&l->wv, kv_dim, E, "wv", il)) || (rc = check_matrix(&l->wo, E, q_dim, "wo", il)) ||
+        (rc = check_matrix(&l->w_gate, p->n_ff, E, "w_gate", il)) ||
+        (rc = check_matrix(&l->w_up, p->n_ff, E, "w_up", il)) ||
+        (rc = check_matrix(&l->w_down, E, p->n_ff, "w_down", il)))
         return rc;
     return LM_OK;
 }
@@ -165,26 +176,32 @@ size_t lm_kv_cache_bytes(const lm_model *m, int32_t n_ctx, int kv_type) {
 
 static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
+static size_t matrix_scratch_bytes(const lm_matrix *w, int64_t n, int64_t ncols) {
+    if (w->type == LM_TYPE_GPTQ_INT4) return lm_gptq_scratch_bytes(w->data, ncols);
+    return lm_matmul_scratch_bytes(w->type, n, ncols);
+}
+
 static size_t matmul_scratch_bytes(const lm_model *m, int64_t n_batch) {
     const lm_model_params *p = &m->p;
     const int64_t q_dim = (int64_t)p->n_head * p->head_dim;
-    size_t s = lm_matmul_scratch_bytes(p->output.type, p->n_embd, n_batch);
+    size_t s = matrix_scratch_bytes(&p->output, p->n_embd, n_batch);
     for (int il = 0; il < p->n_layer; il++) {
         const lm_layer_weights *l = &m->layers[il];
-        s = max_size(s, lm_matmul_scratch_bytes(l->wq.type, p->n_embd, n_batch));
-        s = max_size(s, lm_matmul_scratch_bytes(l->wk.type, p->n_embd, n_batch));
-        s = max_size(s, lm_matmul_scratch_bytes(l->wv.type, p->n_embd, n_batch));
-        s = max_size(s, lm_matmul_scratch_bytes(l->wo.type, q_dim, n_batch));
-        s = max_size(s, lm_matmul_scratch_bytes(l->w_gate.type, p->n_embd, n_batch));
-        s = max_size(s, lm_matmul_scratch_bytes(l->w_up.type, p->n_embd, n_batch));
-        s = max_size(s, lm_matmul_scratch_bytes(l->w_down.type, p->n_ff, n_batch));
+        s = max_size(s, matrix_scratch_bytes(&l->wq, p->n_embd, n_batch));
+        s = max_size(s, matrix_scratch_bytes(&l->wk, p->n_embd, n_batch));
+        s = max_size(s, matrix_scratch_bytes(&l->wv, p->n_embd, n_batch));
+        s = max_size(s, matrix_scratch_bytes(&l->wo, q_dim, n_batch));
+        s = max_size(s, matrix_scratch_bytes(&l->w_gate, p->n_embd, n_batch));
+        s = max_size(s, matrix_scratch_bytes(&l->w_up, p->n_embd, n_batch));
+        s = max_size(s, matrix_scratch_bytes(&l->w_down, p->n_ff, n_batch));
     }
     return s;
 }
 
 static float *alloc_floats(size_t n) { return malloc((n > 0 ? n : 1) * sizeof(float)); }
 
-lm_context *lm_context_create(lm_model *m, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads) {
+lm_context *lm_context_create_range(lm_model *m, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads,
+                                   int32_t kv_il0, int32_t kv_il1) {
     if (!m) {
         lm_set_error(LM_ERR_ARG, "lm_context_create: model is NULL");
         return NULL;
@@ -193,12 +210,19 @@ lm_context *lm_context_create(lm_model *m, int32_t n_ctx, int32_t n_batch, int k
         lm_set_error(LM_ERR_ARG, "lm_context_create: bad n_ctx=%d n_batch=%d n_threads=%d", n_ctx, n_batch, n_threads);
         return NULL;
     }
+    if (kv_il0 < 0 || kv_il0 > kv_il1 || kv_il1 > m->p.n_layer) {
+        lm_set_error(LM_ERR_ARG, "lm_context_create: cache layers [%d, %d) outside [0, %d]", kv_il0, kv_il1,
+                     m->p.n_layer);
+        return NULL;
+    }
     if (kv_type_usable(m, kv_type)) return NULL;
-    const size_t kv_bytes = lm_kv_cache_bytes(m, n_ctx, kv_type);
-    if (kv_bytes == 0) {
+    const size_t all_layers = lm_kv_cache_bytes(m, n_ctx, kv_type);
+    if (all_layers == 0) {
         lm_set_error(LM_ERR_NOMEM, "lm_context_create: KV cache of %d positions does not fit in memory", n_ctx);
         return NULL;
     }
+    /* only the layers this context runs keep a cache */
+    const size_t kv_bytes = all_layers / (size_t)m->p.n_layer * (size_t)(kv_il1 - kv_il0);
     const lm_model_params *p = &m->p;
     const size_t B = (size_t)n_batch;
     const size_t q_dim = (size_t)p->n_head * p->head_dim, kv_dim = (size_t)p->n_head_kv * p->head_dim;
@@ -211,9 +235,11 @@ lm_context *lm_context_create(lm_model *m, int32_t n_ctx, int32_t n_batch, int k
     lm_kv_kernels_for(kv_type, lm_cpu_features_avx2(), &c->kv);
     c->kv_row_bytes = kv_row_bytes(m, kv_type);
     c->kv_bytes = kv_bytes;
+    c->kv_il0 = kv_il0;
+    c->kv_il1 = kv_il1;
     /* calloc: untouched positions cost no resident memory */
-    c->k_cache = calloc(1, kv_bytes / 2);
-    c->v_cache = calloc(1, kv_bytes / 2);
+    c->k_cache = calloc(1, max_size(kv_bytes / 2, 1));
+    c->v_cache = calloc(1, max_size(kv_bytes / 2, 1));
     c->tp = lm_threadpool_create(n_threads);
     c->x = alloc_floats(B * p->n_embd);
     c->xb = alloc_floats(B * p->n_embd);
@@ -240,8 +266,66 @@ nomem:
     return NULL;
 }
 
+lm_context *lm_context_create(lm_model *m, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads) {
+    return lm_context_create_range(m, n_ctx, n_batch, kv_type, n_threads, 0, m ? m->p.n_layer : 0);
+}
+
+int lm_device_available(int device) {
+    switch (device) {
+    case LM_DEVICE_CPU_STANDIN: return 1;
+    case LM_DEVICE_CUDA: lm_set_error(LM_ERR_NO_DEVICE, "the CUDA backend is not part of this build"); return 0;
+    default: lm_set_error(LM_ERR_ARG, "unknown offload device %d", device); return 0;
+    }
+}
+
+lm_context *lm_context_create_offload(lm_model *m, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads,
+                                      int32_t gpu_layers, int device) {
+    if (!m) {
+        lm_set_error(LM_ERR_ARG, "lm_context_create_offload: model is NULL");
+        return NULL;
+    }
+    if (gpu_layers < 0) {
+        lm_set_error(LM_ERR_ARG, "gpu_layers must be >= 0, got %d", gpu_layers);
+        return NULL;
+    }
+    if (gpu_layers == 0) return lm_context_create(m, n_ctx, n_batch, kv_type, n_threads);
+    const lm_backend *backend;
+    switch (device) {
+    case LM_DEVICE_CPU_STANDIN: backend = &lm_backend_cpu_standin; break;
+    case LM_DEVICE_CUDA:
+        lm_set_error(LM_ERR_NO_DEVICE, "the CUDA backend is not part of this build");
+        return NULL;
+    default:
+        lm_set_error(LM_ERR_ARG, "unknown offload device %d", device);
+        return NULL;
+    }
+    const int32_t L = m->p.n_layer;
+    const int32_t blocks = gpu_layers - 1 < L ? gpu_layers - 1 : L;   /* the head is the first layer offloaded */
+    lm_context *c = lm_context_create_range(m, n_ctx, n_batch, kv_type, n_threads, 0, L - blocks);
+    if (!c) return NULL;
+    c->dev = backend->create(m, L - blocks, n_ctx, n_batch, kv_type, n_threads);
+    if (!c->dev) {
+        lm_context_free(c);
+        return NULL;
+    }
+    c->backend = backend;
+    return c;
+}
+
+int lm_context_offload_info(const lm_context *c, int32_t *host_layers, int *head_on_device,
+                            size_t *device_weight_bytes, size_t *device_kv_bytes) {
+    if (!c || !host_layers || !head_on_device || !device_weight_bytes || !device_kv_bytes)
+        return lm_set_error(LM_ERR_ARG, "lm_context_offload_info: NULL argument");
+    *host_layers = c->kv_il1;
+    *head_on_device = c->dev != NULL;
+    *device_weight_bytes = *device_kv_bytes = 0;
+    if (c->dev) c->backend->usage(c->dev, device_weight_bytes, device_kv_bytes);
+    return LM_OK;
+}
+
 void lm_context_free(lm_context *c) {
     if (!c) return;
+    if (c->dev) c->backend->free(c->dev);
     lm_threadpool_free(c->tp);
     free(c->k_cache);
     free(c->v_cache);
@@ -266,8 +350,9 @@ size_t lm_context_kv_bytes(const lm_context *c) { return c ? c->kv_bytes : 0; }
 
 int lm_context_capture(lm_context *c, int32_t il, float *attn_in, float *wo_in, float *ffn_in, float *down_in) {
     if (!c) return lm_set_error(LM_ERR_ARG, "lm_context_capture: context is NULL");
-    if (il < -1 || il >= c->model->p.n_layer)
-        return lm_set_error(LM_ERR_ARG, "capture layer %d: expected -1 (off) or [0, %d)", il, c->model->p.n_layer);
+    if (il < -1 || il >= c->kv_il1)
+        return lm_set_error(LM_ERR_ARG, "capture layer %d: expected -1 (off) or one of this context's layers [0, %d)",
+                            il, c->kv_il1);
     c->capture_il = il;
     c->capture[0] = attn_in;
     c->capture[1] = wo_in;

@@ -23,15 +23,21 @@ struct lm_model {
     double *rope_inv_freq;        /* [n_rope_groups][n_rot/2] angle per position */
 };
 
+struct lm_backend;
+
 struct lm_context {
     lm_model *model;
     int32_t n_ctx, n_batch, n_past;
     int kv_type;
+    int32_t kv_il0, kv_il1;       /* the layers this context runs and caches */
+    /* offload: layers [kv_il1, n_layer) and the output head run on a device */
+    const struct lm_backend *backend;
+    void *dev;                    /* NULL: everything runs here */
     lm_kv_kernels kv;             /* attention inner loops for kv_type */
     size_t kv_row_bytes;          /* one position of one layer: n_head_kv * head_dim values */
     size_t kv_bytes;
-    char *k_cache;                /* [n_layer][n_ctx][kv_row_bytes] */
-    char *v_cache;                /* [n_layer][n_ctx][kv_row_bytes] */
+    char *k_cache;                /* [kv_il1 - kv_il0][n_ctx][kv_row_bytes] */
+    char *v_cache;                /* [kv_il1 - kv_il0][n_ctx][kv_row_bytes] */
     lm_threadpool *tp;
 
     /* activations of one batch (B = n_batch rows) */
@@ -53,5 +59,17 @@ struct lm_context {
     int32_t capture_il;           /* -1: off */
     float *capture[4];            /* attn_in, wo_in, ffn_in, down_in */
 };
+
+/* a context whose cache holds layers [kv_il0, kv_il1) only (the others run
+ * elsewhere); lm_context_create is the [0, n_layer) case */
+lm_context *lm_context_create_range(lm_model *m, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads,
+                                   int32_t kv_il0, int32_t kv_il1);
+
+/* the output head of one checked batch on this context: layers [il0, n_layer)
+ * from x_in (the stream entering il0; NULL with il0 == 0: the embeddings),
+ * then output_norm and the head into logits (NULL: skipped). Does not move
+ * n_past. (forward.c) */
+int lm_context_eval_from(lm_context *c, const int32_t *tokens, int32_t n_tokens, int32_t pos0, int32_t il0,
+                         const float *x_in, float *logits, int all_logits);
 
 #endif
