@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ from runtime.errors import LaminaError
 from runtime.gguf_reader import GGUFFile
 from runtime.model_loader import HParams, NativeModel
 from runtime.native import ffi, last_error, lib
+from runtime.offload import DEVICES, OffloadWarning, describe_plan, device_free_bytes, memory_needs, plan_offload
 
 KV_TYPES = {"f32": int(GGMLQuantizationType.F32), "f16": int(GGMLQuantizationType.F16),
             "q8_0": int(GGMLQuantizationType.Q8_0)}
@@ -91,7 +93,10 @@ class Context:
     """A KV cache, scratch buffers and worker threads for one sequence."""
 
     def __init__(self, model: Model, n_ctx: int | None = None, n_batch: int = 512, kv_type: str = "f16",
-                 n_threads: int | None = None) -> None:
+                 n_threads: int | None = None, gpu_layers: int | str = 0, device: str = "cuda",
+                 require_gpu: bool = False) -> None:
+        """gpu_layers / device / require_gpu: layer offload (runtime/offload.py);
+        without the device: one OffloadWarning and a CPU run, or NoGPUError."""
         if n_ctx is None:
             n_ctx = min(model.hparams.n_ctx_train, DEFAULT_N_CTX)
         n_threads = model.n_threads if n_threads is None else n_threads
@@ -102,7 +107,20 @@ class Context:
         self.model = model   # the native model must outlive the context
         self.n_ctx, self.n_batch = int(n_ctx), int(min(n_batch, n_ctx))
         self.kv_type, self.n_threads = kv_type, n_threads
-        ptr = lib.lm_context_create(model.native.ptr, self.n_ctx, self.n_batch, _kv_type(kv_type), n_threads)
+        hp = model.hparams
+        # activations of one batch and its logits: what a device needs besides weights and cache
+        scratch = 4 * self.n_batch * (3 * hp.n_embd + 2 * hp.q_dim + 2 * hp.kv_dim + 2 * hp.n_ff + hp.n_vocab)
+        needs = memory_needs(model.native.gguf, hp.n_layer, model.kv_bytes(self.n_ctx, kv_type), scratch)
+        try:
+            self.offload = plan_offload(hp.n_layer, gpu_layers, device, require_gpu, needs)
+        except ValueError as e:
+            raise ContextError(str(e)) from None
+        self.offload_description = describe_plan(needs, self.offload.gpu_layers, device,
+                                                 device_free_bytes(device))
+        if self.offload.warning:
+            warnings.warn(self.offload.warning, OffloadWarning, stacklevel=2)
+        ptr = lib.lm_context_create_offload(model.native.ptr, self.n_ctx, self.n_batch, _kv_type(kv_type), n_threads,
+                                            self.offload.gpu_layers, DEVICES[self.offload.device])
         if ptr == ffi.NULL:
             raise ContextError(f"cannot create a context of {self.n_ctx} positions with a {kv_type} cache: "
                                f"{last_error()}")
@@ -118,7 +136,19 @@ class Context:
 
     @property
     def kv_bytes(self) -> int:
+        """KV cache bytes on this side (the host); device_usage() has the device's."""
         return int(lib.lm_context_kv_bytes(self._ptr))
+
+    def device_usage(self) -> dict[str, int]:
+        """Where the layers run: host_layers (blocks 0..host_layers-1 here),
+        device_layers (blocks on the device, the head not counted),
+        head_on_device, device weight and KV bytes."""
+        host, head = ffi.new("int32_t *"), ffi.new("int *")
+        wbytes, kvbytes = ffi.new("size_t *"), ffi.new("size_t *")
+        self._check(lib.lm_context_offload_info(self._ptr, host, head, wbytes, kvbytes))
+        return {"host_layers": int(host[0]), "device_layers": self.model.hparams.n_layer - int(host[0]),
+                "head_on_device": bool(head[0]), "device_weight_bytes": int(wbytes[0]),
+                "device_kv_bytes": int(kvbytes[0])}
 
     def truncate(self, n_keep: int) -> None:
         """Forget every cached position >= n_keep, so the next eval continues from there."""

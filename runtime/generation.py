@@ -171,13 +171,15 @@ class Generator:
 
 
 def open_generator(path: str | os.PathLike[str], n_ctx: int | None = None, n_threads: int | None = None,
-                   n_batch: int = 512, kv_type: str = "f16", chat_template: str | None = None) -> Generator:
+                   n_batch: int = 512, kv_type: str = "f16", chat_template: str | None = None,
+                   gpu_layers: int | str = 0, require_gpu: bool = False) -> Generator:
     """Load a GGUF and everything needed to generate from it. n_ctx None or 0:
-    default_n_ctx. chat_template: template text overriding the file's."""
+    default_n_ctx. chat_template: template text overriding the file's.
+    gpu_layers / require_gpu: layer offload (runtime/offload.py)."""
     model = Model.load(path, n_threads=n_threads)
     meta = model.native.gguf.metadata
     tokenizer = Tokenizer.from_metadata(meta)
     template = ChatTemplate.from_metadata(meta, override=chat_template)
     context = Context(model, n_ctx=n_ctx or default_n_ctx(model, kv_type), n_batch=n_batch, kv_type=kv_type,
-                      n_threads=n_threads)
+                      n_threads=n_threads, gpu_layers=gpu_layers, require_gpu=require_gpu)
     return Generator(model, context, tokenizer, template)

@@ -15,11 +15,13 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from .generation import open_generator
+from .offload import OffloadWarning
 from .sampling import Sampler, SamplingParams
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF   # llama-cpp-python's "pick a random seed"
@@ -56,12 +58,18 @@ class Llama:
         self.verbose = verbose
         self._guard = _Guard()
         # n_ctx=0 means "the model's", as in llama-cpp-python
-        self._gen = open_generator(model_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
-                                   kv_type=kv_type, chat_template=chat_template)
+        # n_gpu_layers: llama.cpp's meaning, -1 = all; without a GPU an
+        # OffloadWarning and a CPU run (printed only when verbose)
+        gpu_layers = "auto" if n_gpu_layers == -1 else n_gpu_layers
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", OffloadWarning)
+            self._gen = open_generator(model_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
+                                       kv_type=kv_type, chat_template=chat_template, gpu_layers=gpu_layers)
+        for w in caught:
+            if verbose:
+                print(f"lamina: {w.message}", file=sys.stderr)
         self._model, self._ctx, self.tokenizer_ = self._gen.model, self._gen.context, self._gen.tokenizer
         n_ctx = self._ctx.n_ctx
-        if n_gpu_layers and verbose:
-            print("lamina: no GPU backend in this build; n_gpu_layers ignored, running on the CPU", file=sys.stderr)
         self._seed = seed
         self._rng_seed = None if seed == LLAMA_DEFAULT_SEED else int(seed)
         self.logits_all = logits_all

@@ -91,7 +91,8 @@ typedef struct lm_context lm_context;
 
 enum lm_model_status {
     LM_ERR_CONTEXT_FULL = -6,   /* n_past + n_tokens would exceed n_ctx */
-    LM_ERR_TOKEN = -7           /* a token id outside [0, n_vocab) */
+    LM_ERR_TOKEN = -7,          /* a token id outside [0, n_vocab) */
+    LM_ERR_NO_DEVICE = -8       /* the offload device asked for is not available */
 };
 
 enum lm_norm_kind { LM_NORM_RMS = 0, LM_NORM_RMS_PLUS_ONE = 1 };   /* gemma checkpoints: x * (1 + w) */
@@ -174,6 +175,24 @@ int32_t lm_context_n_past(const lm_context *ctx);
 /* forget cached positions >= n_keep (0 <= n_keep <= n_past) */
 int lm_context_truncate(lm_context *ctx, int32_t n_keep);
 size_t lm_context_kv_bytes(const lm_context *ctx);
+
+/* Offload (--gpu-layers, llama.cpp's meaning): the output head counts as one
+ * layer, so gpu_layers = N puts the head and the last N - 1 blocks on the
+ * device (N > n_layer: every block); 0 is lm_context_create. The token
+ * embedding stays here; each batch's residual stream crosses once. The
+ * device copies its weights and keeps the KV cache of its blocks.
+ * LM_DEVICE_CPU_STANDIN is a second CPU instance behaving as a device (tests:
+ * any split equals the CPU alone); LM_DEVICE_CUDA is not built into this
+ * core yet and fails with LM_ERR_NO_DEVICE. NULL on error. */
+enum lm_device_kind { LM_DEVICE_CPU_STANDIN = 0, LM_DEVICE_CUDA = 1 };
+/* 1 if contexts can offload to this device, else 0 with lm_last_error saying why */
+int lm_device_available(int device);
+lm_context *lm_context_create_offload(lm_model *model, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads,
+                                      int32_t gpu_layers, int device);
+/* where a context runs: blocks [0, *host_layers) here, the rest and the head
+ * on its device (none when *host_layers == n_layer and *head_on_device == 0) */
+int lm_context_offload_info(const lm_context *ctx, int32_t *host_layers, int *head_on_device,
+                            size_t *device_weight_bytes, size_t *device_kv_bytes);
 
 /* Layer by layer (GPTQ calibration): runs layers [il0, il1) on one batch at
  * positions n_past.. and appends to those layers' caches. x_io [n_tokens][n_embd]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from ..sampling import SamplingParams
@@ -42,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--context-shift", action="store_true",
                     help="when the context fills, drop the oldest turns instead of stopping")
     ap.add_argument("-ngl", "--gpu-layers", "--n-gpu-layers", dest="gpu_layers", default="0",
-                    help="layers to offload to the GPU (not available in this build)")
+                    help="layers to offload to the GPU, llama.cpp's meaning (the output head counts as one), "
+                         "or 'auto'; without a usable GPU: a warning and a CPU run")
+    ap.add_argument("--require-gpu", action="store_true", help="fail instead of running on the CPU without a GPU")
     ap.add_argument("-p", "--prompt", default=None, help="one-shot: complete this prompt and exit")
     ap.add_argument("-n", "--n-predict", type=int, default=-1, help="tokens to generate (-1: until done)")
     ap.add_argument("--chat", action="store_true", help="one-shot: send the prompt through the chat template")
@@ -61,16 +64,22 @@ def main(argv: list[str] | None = None) -> int:
 @one_line_errors("run")
 def _run(args: argparse.Namespace) -> int:
     from ..generation import open_generator
+    from ..offload import OffloadWarning, parse_gpu_layers
     from ..model_cache import resolve_model
 
     params = sampling_params(args)   # validate before the (slow) model load
     template = args.chat_template_file.read_text() if args.chat_template_file else None
-    if args.gpu_layers not in ("0", ""):
-        print("run: warning: no GPU backend in this build; --gpu-layers ignored, running on the CPU",
-              file=sys.stderr)
+    gpu_layers = parse_gpu_layers(args.gpu_layers)
     path = resolve_model(args.model_opt or args.model)
-    gen = open_generator(path, n_ctx=args.ctx_size, n_threads=args.threads, n_batch=args.batch_size,
-                         kv_type=args.cache_type, chat_template=template)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OffloadWarning)
+        gen = open_generator(path, n_ctx=args.ctx_size, n_threads=args.threads, n_batch=args.batch_size,
+                             kv_type=args.cache_type, chat_template=template, gpu_layers=gpu_layers,
+                             require_gpu=args.require_gpu)
+    for w in caught:
+        print(f"run: warning: {w.message}", file=sys.stderr)
+    if gen.context.offload.gpu_layers:
+        print(f"run: {gen.context.offload_description}", file=sys.stderr)
     if args.prompt is not None:
         from .oneshot import complete
         return complete(gen, args, params)

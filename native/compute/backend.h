@@ -1,0 +1,37 @@
+/* backend.h — the table of functions a device implements to run the last
+ * layers of a model and its output head (--gpu-layers).
+ *
+ * The split is llama.cpp's: with N offloaded "layers", the output head counts
+ * as one, so the device runs blocks [n_layer - (N - 1), n_layer) and the head;
+ * the token embedding stays on the host. The host runs its blocks and hands
+ * the residual stream over once per batch; the device keeps its own copy of
+ * its weights and the KV cache of its layers.
+ *
+ * Backends: the CPU stand-in (cpu_standin.c: a second CPU instance with its
+ * own copies, so the split, the transfer and the per-device caches are tested
+ * on machines without a GPU) and CUDA (native/cuda, loaded at run time). */
+#ifndef LAMINA_BACKEND_H
+#define LAMINA_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compute/model.h"
+
+typedef struct lm_backend {
+    const char *name;
+    /* Copies the weights of blocks [il0, n_layer) and the head to the device
+     * and makes room for their KV cache; NULL (with lm_set_error) on failure. */
+    void *(*create)(const lm_model *m, int32_t il0, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads);
+    /* One batch at positions pos0..: x_in [n_tokens][n_embd] is the stream
+     * entering block il0; writes logits as lm_context_eval does. */
+    int (*eval)(void *dev, const int32_t *tokens, int32_t n_tokens, int32_t pos0, const float *x_in, float *logits,
+                int all_logits);
+    /* bytes of device memory held: weights, KV cache */
+    void (*usage)(const void *dev, size_t *weight_bytes, size_t *kv_bytes);
+    void (*free)(void *dev);
+} lm_backend;
+
+extern const lm_backend lm_backend_cpu_standin;
+
+#endif
