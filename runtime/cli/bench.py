@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -29,11 +30,20 @@ from .errors import one_line_errors
 class LaminaRunner:
     name = "lamina"
 
-    def __init__(self, path: str, n_threads: int, n_ctx: int, n_batch: int):
+    def __init__(self, path: str, n_threads: int, n_ctx: int, n_batch: int, gpu_layers: int | str = 0):
         from ..engine import Context, Model
+        from ..offload import OffloadWarning
         self.model = Model.load(path, n_threads=n_threads)
-        self.context = Context(self.model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", OffloadWarning)
+            self.context = Context(self.model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads,
+                                   gpu_layers=gpu_layers)
+        for w in caught:
+            print(f"bench: warning: {w.message}", file=sys.stderr)
         self.n_vocab = self.model.n_vocab
+        # what actually ran: 0 when the offload fell back to the CPU
+        self.gpu_layers = self.context.offload.gpu_layers
+        self.backend = "CPU" if not self.gpu_layers else f"CPU+{self.context.offload.device}"
 
     def reset(self) -> None:
         self.context.truncate(0)
@@ -45,14 +55,17 @@ class LaminaRunner:
 class LlamaCppRunner:
     name = "llama.cpp"
 
-    def __init__(self, path: str, n_threads: int, n_ctx: int, n_batch: int):
+    def __init__(self, path: str, n_threads: int, n_ctx: int, n_batch: int, gpu_layers: int | str = 0):
         try:
+            import llama_cpp
             from llama_cpp import Llama
         except ImportError:
             raise LaminaError("--llama-cpp needs llama-cpp-python (pip install llama-cpp-python)") from None
+        self.gpu_layers = -1 if gpu_layers == "auto" else int(gpu_layers)
         self.llm = Llama(path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=n_threads,
-                         n_threads_batch=n_threads, n_gpu_layers=0, verbose=False)
+                         n_threads_batch=n_threads, n_gpu_layers=self.gpu_layers, verbose=False)
         self.n_vocab = self.llm.n_vocab()
+        self.backend = "CPU" if not llama_cpp.llama_supports_gpu_offload() or not self.gpu_layers else "GPU"
 
     def reset(self) -> None:
         self.llm.reset()
@@ -77,16 +90,15 @@ def run_test(runner, n_prompt: int, n_gen: int, reps: int, rng) -> list[float]:
     return [once() for _ in range(reps)]
 
 
-def record(runner_name: str, path: str, model_info: dict, args, n_prompt: int, n_gen: int,
-           seconds: list[float]) -> dict:
+def record(runner, path: str, model_info: dict, args, n_prompt: int, n_gen: int, seconds: list[float]) -> dict:
     n = n_prompt + n_gen
     ts = [n / s for s in seconds]
     ns = [int(s * 1e9) for s in seconds]
     return {
-        "build_commit": runner_name, "backends": "CPU", "model_filename": path,
+        "build_commit": runner.name, "backends": runner.backend, "model_filename": path,
         "model_type": model_info["type"], "model_size": model_info["size"], "model_n_params": model_info["params"],
         "n_batch": args.batch_size, "n_ubatch": args.batch_size, "n_threads": args.threads,
-        "type_k": "f16", "type_v": "f16", "n_gpu_layers": 0, "use_mmap": True,
+        "type_k": "f16", "type_v": "f16", "n_gpu_layers": runner.gpu_layers, "use_mmap": True,
         "n_prompt": n_prompt, "n_gen": n_gen, "test_time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "avg_ns": int(statistics.mean(ns)), "stddev_ns": int(statistics.stdev(ns)) if len(ns) > 1 else 0,
         "avg_ts": statistics.mean(ts), "stddev_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0,
@@ -115,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-r", "--repetitions", type=int, default=5)
     ap.add_argument("--json", action="store_true", help="print llama-bench's JSON records")
     ap.add_argument("--llama-cpp", action="store_true", help="also run llama.cpp (llama-cpp-python) for a ratio")
+    ap.add_argument("-ngl", "--gpu-layers", "--n-gpu-layers", dest="gpu_layers", default="0",
+                    help="layers to offload, comma-separated for several runs (e.g. 0,10,99) or 'auto'")
     return _bench(ap.parse_args(argv))
 
 
@@ -128,12 +142,14 @@ def _bench(args) -> int:
     tests = [(args.n_prompt, 0)] * bool(args.n_prompt) + [(0, args.n_gen)] * bool(args.n_gen)
     n_ctx = max(args.n_prompt, args.n_gen, 1)
     runners: list[Callable] = [LaminaRunner] + ([LlamaCppRunner] if args.llama_cpp else [])
+    from ..offload import parse_gpu_layers
+    ngl_values = [parse_gpu_layers(v) for v in str(args.gpu_layers).split(",")]
     records = []
-    for make in runners:
-        runner = make(path, args.threads, n_ctx, args.batch_size)
+    for make, ngl in ((m, n) for n in ngl_values for m in runners):
+        runner = make(path, args.threads, n_ctx, args.batch_size, ngl)
         for n_prompt, n_gen in tests:
             secs = run_test(runner, n_prompt, n_gen, args.repetitions, np.random.default_rng(0))
-            records.append(record(runner.name, path, info, args, n_prompt, n_gen, secs))
+            records.append(record(runner, path, info, args, n_prompt, n_gen, secs))
         del runner
     if args.json:
         print(json.dumps(records, indent=2))
@@ -146,8 +162,8 @@ def print_table(records: list[dict], info: dict) -> None:
     from rich.console import Console
     from rich.table import Table
     table = Table(box=None)
-    for col in ("engine", "model", "size", "params", "backend", "threads", "test", "t/s"):
-        table.add_column(col, justify="right" if col in ("size", "params", "threads", "t/s") else "left")
+    for col in ("engine", "model", "size", "params", "backend", "ngl", "threads", "test", "t/s"):
+        table.add_column(col, justify="right" if col in ("size", "params", "ngl", "threads", "t/s") else "left")
     base = {}
     for r in records:
         test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
@@ -157,7 +173,8 @@ def print_table(records: list[dict], info: dict) -> None:
         elif test in base:
             tps += f"  (lamina {base[test] / r['avg_ts']:.2f}x)"
         table.add_row(r["build_commit"], info["type"], f"{info['size'] / 2**20:.2f} MiB",
-                      f"{info['params'] / 1e6:.2f} M", "CPU", str(r["n_threads"]), test, tps)
+                      f"{info['params'] / 1e6:.2f} M", r["backends"], str(r["n_gpu_layers"]), str(r["n_threads"]),
+                      test, tps)
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)   # a piped table keeps one row per line
