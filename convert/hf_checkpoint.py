@@ -34,21 +34,27 @@ _DTYPES: dict[str, np.dtype] = {
     "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"),
 }
+# integer tensors (GPTQ qweight/qzeros/g_idx), indexed only when asked for
+_INT_DTYPES: dict[str, np.dtype] = {
+    "I32": np.dtype("<i4"),
+}
 
 
 @dataclass(frozen=True)
 class StoredTensor:
     name: str
     path: Path
-    dtype: str  # safetensors spelling: F32, F16, BF16
+    dtype: str  # safetensors spelling: F32, F16, BF16 (I32 with int_tensors=True)
     shape: tuple[int, ...]  # torch order: shape[-1] is contiguous
     start: int  # absolute byte offset in the file
     nbytes: int
 
 
 class HFCheckpoint:
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, int_tensors: bool = False) -> None:
+        """int_tensors: also index I32 tensors (GPTQ checkpoints), read with load_array."""
         self.dir = Path(directory)
+        self._dtypes = {**_DTYPES, **_INT_DTYPES} if int_tensors else _DTYPES
         if not self.dir.is_dir():
             raise CheckpointError(f"{self.dir}: not a directory (expected a Hugging Face checkpoint)")
         self.raw_config = read_json(self.dir / "config.json")
@@ -94,9 +100,10 @@ class HFCheckpoint:
             dtype = entry["dtype"]
             shape = tuple(int(d) for d in entry["shape"])
             begin, end = (int(o) for o in entry["data_offsets"])
-            if dtype not in _DTYPES:
-                raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}; expected F32, F16 or BF16")
-            if end - begin != math.prod(shape) * _DTYPES[dtype].itemsize or data_start + end > size:
+            if dtype not in self._dtypes:
+                raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}; expected "
+                                      f"{', '.join(list(self._dtypes)[:-1])} or {list(self._dtypes)[-1]}")
+            if end - begin != math.prod(shape) * self._dtypes[dtype].itemsize or data_start + end > size:
                 raise CheckpointError(f"{path}: tensor {name!r} data does not fit its shape {shape}")
             if name in self.tensors:
                 raise CheckpointError(f"{path}: tensor {name!r} is also in {self.tensors[name].path.name}")
@@ -113,13 +120,29 @@ class HFCheckpoint:
 
     # -- data --------------------------------------------------------------
 
-    def load_f32(self, name: str) -> np.ndarray:
-        """The tensor as a new float32 array in torch order (bf16/f16 widened exactly)."""
-        t = self.tensors[name]
+    def _map(self, t: StoredTensor) -> mmap.mmap:
         mm = self._maps.get(t.path)
         if mm is None:
             with open(t.path, "rb") as f:
                 mm = self._maps[t.path] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return mm
+
+    def load_array(self, name: str) -> np.ndarray:
+        """The tensor as a new array of its stored dtype (I32 -> int32, F16 -> float16,
+        F32 -> float32), in torch order, bits untouched. BF16 has no numpy dtype: use load_f32."""
+        t = self.tensors[name]
+        if t.dtype == "BF16":
+            raise CheckpointError(f"{t.path}: tensor {name!r} is BF16; expected I32, F16 or F32 here")
+        raw = np.frombuffer(self._map(t), dtype=self._dtypes[t.dtype], count=math.prod(t.shape), offset=t.start)
+        return raw.reshape(t.shape).copy()
+
+    def load_f32(self, name: str) -> np.ndarray:
+        """The tensor as a new float32 array in torch order (bf16/f16 widened exactly)."""
+        t = self.tensors[name]
+        if t.dtype in _INT_DTYPES:
+            raise CheckpointError(f"{t.path}: tensor {name!r} is an integer ({t.dtype}) tensor; "
+                                  f"expected a float weight (F32, F16 or BF16)")
+        mm = self._map(t)
         raw = np.frombuffer(mm, dtype=_DTYPES[t.dtype], count=math.prod(t.shape), offset=t.start)
         out = np.empty(raw.size, dtype=np.float32)
         # Widen in slabs and drop each slab's mapped pages once copied, so the
