@@ -101,12 +101,20 @@ typedef struct { lm_half d; uint16_t scales_h; uint8_t scales_l[QK_K / 64]; uint
 LM_STATIC_ASSERT(sizeof(block_iq4_xs) == 2 + 2 + QK_K / 64 + QK_K / 2, "block_iq4_xs size");
 
 /* the 16 non-uniform levels of IQ4_NL / IQ4_XS (ggml's kvalues_iq4nl) */
+#define LM_KVALUES_IQ4NL { -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113 }
 #if defined(__CUDACC__)
-__device__ __constant__
+/* a __constant__ table cannot be read by the host half of an LM_HD function,
+ * so CUDA keeps two copies and each compilation pass reads its own */
+__device__ __constant__ static const int8_t lm_kvalues_iq4nl_dev[16] = LM_KVALUES_IQ4NL;
+static const int8_t lm_kvalues_iq4nl_host[16] = LM_KVALUES_IQ4NL;
+#if defined(__CUDA_ARCH__)
+#define lm_kvalues_iq4nl lm_kvalues_iq4nl_dev
+#else
+#define lm_kvalues_iq4nl lm_kvalues_iq4nl_host
 #endif
-static const int8_t lm_kvalues_iq4nl[16] = {
-    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-};
+#else
+static const int8_t lm_kvalues_iq4nl[16] = LM_KVALUES_IQ4NL;
+#endif
 
 /* --------------------------------------------------- half / bf16 (scalar) */
 LM_HD float lm_bits_to_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }

@@ -1,0 +1,255 @@
+/* runtime.cu — errors, devices, memory, the type table and the cuBLAS handles
+ * of liblamina_cuda. */
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common.cuh"
+
+/* ------------------------------------------------------------ errors */
+
+static thread_local char t_error[512];
+
+int lmc_fail(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t_error, sizeof t_error, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+LMC_API const char *lmc_last_error(void) { return t_error; }
+
+LMC_API int lmc_abi_version(void) { return 1; }
+
+/* ------------------------------------------------------------- types */
+
+const lmc_type_info *lmc_type(int type) {
+#define LMC_T(id, blck, block_t, partner)              \
+    case id: {                                           \
+        static const lmc_type_info t = { blck, sizeof(block_t), partner }; \
+        return &t;                                       \
+    }
+    switch (type) {
+        LMC_T(LM_TYPE_F32, 1, float, LM_TYPE_F32)
+        LMC_T(LM_TYPE_F16, 1, lm_half, LM_TYPE_F16)
+        LMC_T(LM_TYPE_BF16, 1, lm_bf16, LM_TYPE_BF16)
+        LMC_T(LM_TYPE_Q4_0, QK4_0, block_q4_0, LM_TYPE_Q8_0)
+        LMC_T(LM_TYPE_Q4_1, QK4_1, block_q4_1, LM_TYPE_Q8_1)
+        LMC_T(LM_TYPE_Q5_0, QK5_0, block_q5_0, LM_TYPE_Q8_0)
+        LMC_T(LM_TYPE_Q5_1, QK5_1, block_q5_1, LM_TYPE_Q8_1)
+        LMC_T(LM_TYPE_Q8_0, QK8_0, block_q8_0, LM_TYPE_Q8_0)
+        LMC_T(LM_TYPE_Q8_1, QK8_1, block_q8_1, LM_TYPE_Q8_1)
+        LMC_T(LM_TYPE_Q2_K, QK_K, block_q2_K, LM_TYPE_Q8_K)
+        LMC_T(LM_TYPE_Q3_K, QK_K, block_q3_K, LM_TYPE_Q8_K)
+        LMC_T(LM_TYPE_Q4_K, QK_K, block_q4_K, LM_TYPE_Q8_K)
+        LMC_T(LM_TYPE_Q5_K, QK_K, block_q5_K, LM_TYPE_Q8_K)
+        LMC_T(LM_TYPE_Q6_K, QK_K, block_q6_K, LM_TYPE_Q8_K)
+        LMC_T(LM_TYPE_Q8_K, QK_K, block_q8_K, LM_TYPE_Q8_K)
+        LMC_T(LM_TYPE_IQ4_NL, QK4_NL, block_iq4_nl, LM_TYPE_Q8_0)
+        LMC_T(LM_TYPE_IQ4_XS, QK_K, block_iq4_xs, LM_TYPE_Q8_K)
+    default: return NULL;
+    }
+#undef LMC_T
+}
+
+LMC_API int lmc_type_supported(int type) {
+    const lmc_type_info *t = lmc_type(type);
+    /* Q8_1 and Q8_K are activation formats only; Q8_0 is both */
+    return t != NULL && type != LM_TYPE_Q8_1 && type != LM_TYPE_Q8_K;
+}
+
+LMC_API size_t lmc_row_bytes(int type, int64_t n) {
+    const lmc_type_info *t = lmc_type(type);
+    if (!t || n < 0 || n % t->blck) return 0;
+    return lmc_rowb(t, n);
+}
+
+/* ----------------------------------------------------------- devices */
+
+LMC_API int lmc_device_count(void) {
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || e == cudaErrorNotSupported) {
+        cudaGetLastError();   /* not sticky: clear it so later calls report their own */
+        lmc_fail(LMC_ERR_NO_DEVICE, "no usable CUDA device: %s", cudaGetErrorString(e));
+        return 0;
+    }
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        lmc_fail(LMC_ERR_CUDA, "cudaGetDeviceCount: %s", cudaGetErrorString(e));
+        return 0;
+    }
+    return n;
+}
+
+static int check_device(int device, const char *fn) {
+    int n = 0;
+    LMC_CUDA(fn, cudaGetDeviceCount(&n));
+    if (device < 0 || device >= n)
+        return lmc_fail(LMC_ERR_ARG, "%s: device %d is outside [0, %d)", fn, device, n);
+    return LMC_OK;
+}
+
+LMC_API int lmc_device_name(int device, char *buf, size_t buf_len) {
+    if (!buf || buf_len == 0) return lmc_fail(LMC_ERR_ARG, "lmc_device_name: NULL or empty buffer");
+    buf[0] = 0;
+    int rc = check_device(device, "lmc_device_name");
+    if (rc) return rc;
+    cudaDeviceProp prop;
+    LMC_CUDA("lmc_device_name", cudaGetDeviceProperties(&prop, device));
+    snprintf(buf, buf_len, "%s", prop.name);
+    return LMC_OK;
+}
+
+LMC_API int lmc_device_capability(int device, int *major, int *minor) {
+    if (!major || !minor) return lmc_fail(LMC_ERR_ARG, "lmc_device_capability: NULL out-parameter");
+    int rc = check_device(device, "lmc_device_capability");
+    if (rc) return rc;
+    LMC_CUDA("lmc_device_capability", cudaDeviceGetAttribute(major, cudaDevAttrComputeCapabilityMajor, device));
+    LMC_CUDA("lmc_device_capability", cudaDeviceGetAttribute(minor, cudaDevAttrComputeCapabilityMinor, device));
+    return LMC_OK;
+}
+
+LMC_API int lmc_device_memory(int device, size_t *free_bytes, size_t *total_bytes) {
+    if (!free_bytes || !total_bytes) return lmc_fail(LMC_ERR_ARG, "lmc_device_memory: NULL out-parameter");
+    int rc = check_device(device, "lmc_device_memory");
+    if (rc) return rc;
+    int cur = 0;
+    LMC_CUDA("lmc_device_memory", cudaGetDevice(&cur));
+    LMC_CUDA("lmc_device_memory", cudaSetDevice(device));
+    const cudaError_t e = cudaMemGetInfo(free_bytes, total_bytes);
+    cudaSetDevice(cur);
+    LMC_CUDA("lmc_device_memory", e);
+    return LMC_OK;
+}
+
+LMC_API int lmc_set_device(int device) {
+    int rc = check_device(device, "lmc_set_device");
+    if (rc) return rc;
+    LMC_CUDA("lmc_set_device", cudaSetDevice(device));
+    return LMC_OK;
+}
+
+/* ------------------------------------------------------------ memory */
+
+LMC_API int lmc_malloc(void **ptr, size_t bytes) {
+    if (!ptr) return lmc_fail(LMC_ERR_ARG, "lmc_malloc: NULL out-pointer");
+    *ptr = NULL;
+    if (bytes == 0) return lmc_fail(LMC_ERR_ARG, "lmc_malloc: 0 bytes requested");
+    const cudaError_t e = cudaMalloc(ptr, bytes);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        *ptr = NULL;
+        return lmc_fail(e == cudaErrorMemoryAllocation ? LMC_ERR_NOMEM : LMC_ERR_CUDA,
+                        "lmc_malloc: %zu bytes: %s", bytes, cudaGetErrorString(e));
+    }
+    return LMC_OK;
+}
+
+LMC_API int lmc_free(void *ptr) {
+    if (!ptr) return LMC_OK;
+    LMC_CUDA("lmc_free", cudaFree(ptr));
+    return LMC_OK;
+}
+
+static int copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, const char *fn) {
+    if (bytes == 0) return LMC_OK;
+    if (!dst || !src) return lmc_fail(LMC_ERR_ARG, "%s: NULL pointer", fn);
+    LMC_CUDA(fn, cudaMemcpy(dst, src, bytes, kind));
+    return LMC_OK;
+}
+
+LMC_API int lmc_memcpy_h2d(void *dst, const void *src, size_t bytes) {
+    return copy(dst, src, bytes, cudaMemcpyHostToDevice, "lmc_memcpy_h2d");
+}
+LMC_API int lmc_memcpy_d2h(void *dst, const void *src, size_t bytes) {
+    return copy(dst, src, bytes, cudaMemcpyDeviceToHost, "lmc_memcpy_d2h");
+}
+LMC_API int lmc_memcpy_d2d(void *dst, const void *src, size_t bytes) {
+    return copy(dst, src, bytes, cudaMemcpyDeviceToDevice, "lmc_memcpy_d2d");
+}
+
+LMC_API int lmc_memset(void *dst, int value, size_t bytes) {
+    if (bytes == 0) return LMC_OK;
+    if (!dst) return lmc_fail(LMC_ERR_ARG, "lmc_memset: NULL pointer");
+    LMC_CUDA("lmc_memset", cudaMemset(dst, value, bytes));
+    return LMC_OK;
+}
+
+LMC_API int lmc_synchronize(void) {
+    LMC_CUDA("lmc_synchronize", cudaDeviceSynchronize());
+    return LMC_OK;
+}
+
+/* ------------------------------------------------------------ cuBLAS */
+
+enum { MAX_DEVICES = 64 };
+static cublasHandle_t g_handles[MAX_DEVICES];
+static pthread_mutex_t g_handles_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int handle_for_current(cublasHandle_t *out, const char *fn) {
+    int dev = 0;
+    LMC_CUDA(fn, cudaGetDevice(&dev));
+    if (dev < 0 || dev >= MAX_DEVICES) return lmc_fail(LMC_ERR_ARG, "%s: device %d >= %d", fn, dev, MAX_DEVICES);
+    pthread_mutex_lock(&g_handles_lock);
+    cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+    if (!g_handles[dev]) st = cublasCreate(&g_handles[dev]);
+    *out = g_handles[dev];
+    pthread_mutex_unlock(&g_handles_lock);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return lmc_fail(LMC_ERR_CUBLAS, "%s: cublasCreate: %s", fn, cublasGetStatusString(st));
+    return LMC_OK;
+}
+
+LMC_API void lmc_release(void) {
+    pthread_mutex_lock(&g_handles_lock);
+    for (int d = 0; d < MAX_DEVICES; d++) {
+        if (!g_handles[d]) continue;
+        int cur = 0;
+        cudaGetDevice(&cur);
+        cudaSetDevice(d);
+        cublasDestroy(g_handles[d]);
+        cudaSetDevice(cur);
+        g_handles[d] = NULL;
+    }
+    pthread_mutex_unlock(&g_handles_lock);
+}
+
+/* Row-major y[c][r] = sum_k W[r][k] x[c][k] is, in cuBLAS's column-major
+ * terms, Y (m x ncols, ld ldy) = W^T' ... i.e. op(A) = A^T with A = W seen as
+ * a k x m column-major matrix (lda = k), B = x as k x ncols (ldb = k). */
+int lmc_gemm(const void *w, int wtype_is_f16, int64_t m, int64_t k, const void *x, int64_t ncols, float *y,
+             int64_t ldy, const char *fn) {
+    if (m > INT_MAX || k > INT_MAX || ncols > INT_MAX || ldy > INT_MAX)
+        return lmc_fail(LMC_ERR_SHAPE, "%s: GEMM size m=%lld k=%lld ncols=%lld exceeds cuBLAS's int range", fn,
+                        (long long)m, (long long)k, (long long)ncols);
+    cublasHandle_t h = NULL;
+    int rc = handle_for_current(&h, fn);
+    if (rc) return rc;
+    const float alpha = 1.0f, beta = 0.0f;
+    const cudaDataType_t t = wtype_is_f16 ? CUDA_R_16F : CUDA_R_32F;
+    const cublasStatus_t st = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)ncols, (int)k, &alpha, w, t,
+                                           (int)k, x, t, (int)k, &beta, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
+                                           CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS) return lmc_fail(LMC_ERR_CUBLAS, "%s: cublasGemmEx: %s", fn, cublasGetStatusString(st));
+    return LMC_OK;
+}
+
+/* ------------------------------------------------- f32 -> f16 convert */
+
+__global__ void f32_to_f16_kernel(const float *x, __half *y, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = __float2half_rn(x[i]);
+}
+
+int lmc_launch_f32_to_f16(const float *x, void *dst, int64_t count, const char *fn) {
+    if (count <= 0) return LMC_OK;
+    f32_to_f16_kernel<<<lmc_grid(count, 256), 256>>>(x, (__half *)dst, count);
+    LMC_LAUNCHED(fn);
+    return LMC_OK;
+}
