@@ -65,5 +65,10 @@ ffi = _module.ffi
 lib = _module.lib
 
 
+def native_dir() -> Path:
+    """The directory the loaded core came from (liblamina_cuda sits beside it)."""
+    return Path(_module.__file__).resolve().parent
+
+
 def last_error() -> str:
     return ffi.string(lib.lm_last_error()).decode("utf-8", "replace")

@@ -4,17 +4,19 @@ blocks, N > n_layer offloads every block, and the token embedding stays on
 the CPU. Where the device is missing the caller gets one warning and a CPU
 run, or NoGPUError when it asked for require_gpu.
 
-Devices: "cuda" (not built into this core yet: always the CPU fallback) and
-"cpu-standin", a second CPU instance behaving as a device (own weight copies,
-own KV cache for its layers), so the split is tested without a GPU."""
+Devices: "cuda" (liblamina_cuda from native/cuda, dlopened on first use;
+without it or without a GPU: the CPU fallback) and "cpu-standin", a second
+CPU instance behaving as a device (own weight copies, own KV cache for its
+layers), so the split is tested without a GPU."""
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from runtime.errors import LaminaError
-from runtime.native import last_error, lib
+from runtime.native import ffi, last_error, lib, native_dir
 
 DEVICES = {"cuda": lib.LM_DEVICE_CUDA, "cpu-standin": lib.LM_DEVICE_CPU_STANDIN}
 AUTO = "auto"
@@ -116,7 +118,30 @@ def device_free_bytes(device: str) -> int | None:
             return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError):
             return None
+    if device == "cuda" and load_cuda():
+        free, total = ffi.new("size_t *"), ffi.new("size_t *")
+        if lib.lm_cuda_memory(free, total) == 0:
+            return int(free[0])
     return None
+
+
+CUDA_LIBRARY = "liblamina_cuda.so"
+
+
+def cuda_library_path() -> Path:
+    """$LAMINA_CUDA_LIB, else liblamina_cuda.so beside the native core (where
+    the build puts it when nvcc was found)."""
+    override = os.environ.get("LAMINA_CUDA_LIB")
+    return Path(override) if override else native_dir() / CUDA_LIBRARY
+
+
+def load_cuda() -> bool:
+    """dlopen the CUDA op library once; False (lm_last_error says why) when missing."""
+    path = cuda_library_path()
+    if not path.is_file():
+        lib.lm_cuda_load(str(path).encode())   # records "cannot load PATH" for the warning
+        return False
+    return lib.lm_cuda_load(str(path).encode()) == 0
 
 
 def plan_offload(n_layer: int, gpu_layers: int | str | None, device: str = "cuda",
@@ -128,6 +153,8 @@ def plan_offload(n_layer: int, gpu_layers: int | str | None, device: str = "cuda
         if require_gpu:
             raise NoGPUError("require_gpu needs gpu_layers > 0 (or 'auto')")
         return OffloadPlan(0, device)
+    if device == "cuda":
+        load_cuda()
     if not lib.lm_device_available(DEVICES[device]):
         why = last_error()
         if require_gpu:

@@ -145,3 +145,23 @@ def test_auto_on_the_stand_in_fits_the_real_model_in_free_memory(tiny):
     ctx = Context(model, n_ctx=16, gpu_layers="auto", device="cpu-standin")
     assert ctx.offload.gpu_layers == LLAMA.n_layer + 1   # a tiny model fits in any free RAM
     assert "every block + output head on cpu-standin" in ctx.offload_description
+
+
+@pytest.mark.gpu
+def test_cuda_offload_matches_the_cpu():
+    """The whole model on the GPU (and split) against the CPU alone; skips
+    with one line where no GPU and liblamina_cuda are available."""
+    from runtime.native import last_error, lib
+    from runtime.offload import load_cuda
+    if not (load_cuda() and lib.lm_device_available(lib.LM_DEVICE_CUDA)):
+        pytest.skip(f"no GPU: {last_error()}")
+    model = Model.load(fetch_model("smollm2-135m-instruct"), n_threads=2)
+    toks = np.random.default_rng(0).integers(0, model.n_vocab, 40)
+    cpu = Context(model, n_ctx=64).eval(toks, all_logits=True)
+    for n in (1, 10, 99):
+        for n_batch in (40, 1):   # the GEMM path (f16 tiles), then mat-vec decode
+            ctx = Context(model, n_ctx=64, n_batch=n_batch, gpu_layers=n, device="cuda", require_gpu=True)
+            got = ctx.eval(toks, all_logits=True)
+            nmse = float(((got - cpu) ** 2).mean() / (cpu ** 2).mean())
+            assert nmse < 5e-3, (n, n_batch, nmse)
+            assert (got.argmax(1) == cpu.argmax(1)).mean() >= 0.9

@@ -7,6 +7,7 @@ set -euo pipefail
 name=${1:-dev}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build="$root/build/$name"
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+# LAMINA_DEV_CUDA=1 also builds liblamina_cuda into build/<name>/module (slow)
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLAMINA_CUDA="${LAMINA_DEV_CUDA:-0}" >/dev/null
 cmake --build "$build" -j2 >&2
 echo "export LAMINA_NATIVE_DIR=$build/module"

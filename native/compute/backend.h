@@ -33,5 +33,9 @@ typedef struct lm_backend {
 } lm_backend;
 
 extern const lm_backend lm_backend_cpu_standin;
+extern const lm_backend lm_backend_cuda;       /* cuda_backend.c, over the dlopened liblamina_cuda */
+
+/* 1 when liblamina_cuda is loaded and sees a GPU, else 0 with lm_last_error */
+int lm_cuda_usable(void);
 
 #endif

@@ -273,7 +273,7 @@ lm_context *lm_context_create(lm_model *m, int32_t n_ctx, int32_t n_batch, int k
 int lm_device_available(int device) {
     switch (device) {
     case LM_DEVICE_CPU_STANDIN: return 1;
-    case LM_DEVICE_CUDA: lm_set_error(LM_ERR_NO_DEVICE, "the CUDA backend is not part of this build"); return 0;
+    case LM_DEVICE_CUDA: return lm_cuda_usable();
     default: lm_set_error(LM_ERR_ARG, "unknown offload device %d", device); return 0;
     }
 }
@@ -292,9 +292,7 @@ lm_context *lm_context_create_offload(lm_model *m, int32_t n_ctx, int32_t n_batc
     const lm_backend *backend;
     switch (device) {
     case LM_DEVICE_CPU_STANDIN: backend = &lm_backend_cpu_standin; break;
-    case LM_DEVICE_CUDA:
-        lm_set_error(LM_ERR_NO_DEVICE, "the CUDA backend is not part of this build");
-        return NULL;
+    case LM_DEVICE_CUDA: backend = &lm_backend_cuda; break;
     default:
         lm_set_error(LM_ERR_ARG, "unknown offload device %d", device);
         return NULL;

@@ -182,9 +182,15 @@ size_t lm_context_kv_bytes(const lm_context *ctx);
  * embedding stays here; each batch's residual stream crosses once. The
  * device copies its weights and keeps the KV cache of its blocks.
  * LM_DEVICE_CPU_STANDIN is a second CPU instance behaving as a device (tests:
- * any split equals the CPU alone); LM_DEVICE_CUDA is not built into this
- * core yet and fails with LM_ERR_NO_DEVICE. NULL on error. */
+ * any split equals the CPU alone); LM_DEVICE_CUDA runs on liblamina_cuda,
+ * loaded first with lm_cuda_load (LM_ERR_NO_DEVICE without it or a GPU).
+ * NULL on error. */
 enum lm_device_kind { LM_DEVICE_CPU_STANDIN = 0, LM_DEVICE_CUDA = 1 };
+/* dlopen liblamina_cuda (native/cuda) at path; LM_ERR_NO_DEVICE when it
+ * cannot be loaded. Loading needs no GPU; using it does. */
+int lm_cuda_load(const char *path);
+/* free and total memory of GPU 0 (LM_ERR_NO_DEVICE without one) */
+int lm_cuda_memory(size_t *free_bytes, size_t *total_bytes);
 /* 1 if contexts can offload to this device, else 0 with lm_last_error saying why */
 int lm_device_available(int device);
 lm_context *lm_context_create_offload(lm_model *model, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads,
