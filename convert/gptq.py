@@ -47,7 +47,12 @@ Deliberate differences from the reference, all documented knobs:
 - act-order sorts diag(H) with a stable sort (torch.argsort is not stable);
   ties keep their column order.
 - A `grid` callable can replace the min-max grid (GGUF's own grids: Q4_0,
-  Q4_K with fixed scales), see `gptq_quantize`.
+  Q4_K with fixed scales), see `gptq_quantize`. It returns (scale, zero) or
+  an `AffineGrid`: value = scale * level - offset evaluated in float32 exactly
+  as ggml's dequantizers do (Q4_K: d*sc and dmin*m), so the weights GPTQ
+  commits to (and feeds its error back from) are bit for bit what the file
+  will dequantize to; its scale may be 0 (a Q4_K sub-block whose 6-bit scale
+  rounded to 0 holds -offset whatever its levels).
 """
 from __future__ import annotations
 
@@ -61,8 +66,17 @@ from convert.errors import ConvertError
 SUPPORTED_BITS = (4,)
 SCALE_DTYPES = ("float16", "float32")
 
-# grid(w [rows, n] f64, group index) -> (scale [rows], zero [rows])
-Grid = Callable[[np.ndarray, int], "tuple[np.ndarray, np.ndarray]"]
+
+@dataclass(frozen=True)
+class AffineGrid:
+    """One group's grid in ggml's own form: value = scale * level - offset,
+    computed in float32 (both are float32-representable per row)."""
+    scale: np.ndarray     # [rows]; 0 allowed: every level means -offset
+    offset: np.ndarray    # [rows]
+
+
+# grid(w [rows, n] f64, group index) -> (scale [rows], zero [rows]) or AffineGrid
+Grid = Callable[[np.ndarray, int], "tuple[np.ndarray, np.ndarray] | AffineGrid"]
 
 
 class GPTQError(ConvertError, ValueError):
@@ -187,6 +201,19 @@ def quantize_levels(w: np.ndarray, scale: np.ndarray, zero: np.ndarray, maxq: in
     return np.clip(np.rint(w / scale + zero), 0, maxq)
 
 
+def affine_levels(w: np.ndarray, scale: np.ndarray, offset: np.ndarray, maxq: int) -> np.ndarray:
+    """Nearest levels of w on an AffineGrid (level 0 where the scale is 0)."""
+    safe = np.where(scale == 0, 1.0, scale)
+    return np.where(scale == 0, 0.0, np.clip(np.rint((w + offset) / safe), 0, maxq))
+
+
+def affine_values(levels: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """scale * level - offset in float32, as ggml's dequantizers compute it (f64 out)."""
+    # d1 * q is exact in float32 for 4-bit levels and f16-born scales, so this
+    # equals ggml's `d1 * q - m1` whether or not its compiler fused it
+    return (scale.astype(np.float32) * levels.astype(np.float32) - offset.astype(np.float32)).astype(np.float64)
+
+
 # ----------------------------------------------------------------------------
 # result
 
@@ -200,13 +227,17 @@ class GPTQResult:
     bits: int
     group_size: int          # as configured (-1: one group)
     loss: float = 0.0        # sum((w - q)^2 / d^2) / 2, the reference's "error"
+    offsets: Optional[np.ndarray] = None   # float32 [groups, out]: AffineGrid results (zeros = offset / scale)
 
     @property
     def n_groups(self) -> int:
         return int(self.scales.shape[0])
 
     def dequantize(self) -> np.ndarray:
-        """f32 [out, in]: scale * (level - zero) with each column's group."""
+        """f32 [out, in]: scale * (level - zero) with each column's group
+        (AffineGrid results: scale * level - offset in float32, as ggml)."""
+        if self.offsets is not None:
+            return affine_values(self.levels, self.scales[self.g_idx].T, self.offsets[self.g_idx].T).astype(np.float32)
         s = self.scales.astype(np.float64)[self.g_idx].T
         z = self.zeros.astype(np.float64)[self.g_idx].T
         return (s * (self.levels.astype(np.float64) - z)).astype(np.float32)
@@ -235,13 +266,50 @@ def _default_grid(cfg: GPTQConfig) -> Grid:
     return lambda w, g: minmax_grid(w, cfg.bits, cfg.sym, cfg.scale_dtype)
 
 
-def _call_grid(grid: Grid, w: np.ndarray, g: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    scale, zero = grid(w, g)
-    scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (rows,))
-    zero = np.broadcast_to(np.asarray(zero, dtype=np.float64), (rows,))
-    if not (np.all(np.isfinite(scale)) and np.all(scale != 0) and np.all(np.isfinite(zero))):
-        raise GPTQError(f"grid of group {g} has a zero, NaN or Inf scale or zero point")
-    return scale, zero
+class _Grids:
+    """Per-group grid parameters as the grid callable gives them: (scale, zero)
+    pairs, or AffineGrids (then `zeros` holds offsets); one kind per matrix."""
+
+    def __init__(self, grid: Grid, n_groups: int, rows: int) -> None:
+        self.grid, self.rows = grid, rows
+        self.scales = np.zeros((n_groups, rows))
+        self.zeros = np.zeros((n_groups, rows))     # zero points, or offsets when affine
+        self.affine: Optional[bool] = None
+
+    def compute(self, w: np.ndarray, g: int) -> None:
+        got = self.grid(w, g)
+        affine = isinstance(got, AffineGrid)
+        if self.affine is not None and affine != self.affine:
+            raise GPTQError(f"grid of group {g} mixes AffineGrid and (scale, zero) results")
+        self.affine = affine
+        scale, zero = (got.scale, got.offset) if affine else got
+        scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (self.rows,))
+        zero = np.broadcast_to(np.asarray(zero, dtype=np.float64), (self.rows,))
+        if not (np.all(np.isfinite(scale)) and (affine or np.all(scale != 0)) and np.all(np.isfinite(zero))):
+            raise GPTQError(f"grid of group {g} has a zero, NaN or Inf scale or zero point")
+        self.scales[g], self.zeros[g] = scale, zero
+
+    def quantize(self, w: np.ndarray, g: int, maxq: int) -> tuple[np.ndarray, np.ndarray]:
+        """(levels, values) of column(s) w on group g's grid."""
+        s, z = self.scales[g], self.zeros[g]
+        if w.ndim == 2:
+            s, z = s[:, None], z[:, None]
+        if self.affine:
+            lv = affine_levels(w, s, z, maxq)
+            return lv, affine_values(lv, s, z)
+        lv = quantize_levels(w, s, z, maxq)
+        return lv, s * (lv - z)
+
+    def result(self, levels: np.ndarray, g_idx: np.ndarray, perm: np.ndarray, cfg: GPTQConfig,
+               loss: float = 0.0) -> GPTQResult:
+        lv = levels.astype(np.uint8)
+        if self.affine:
+            safe = np.where(self.scales == 0, 1.0, self.scales)
+            zeros = np.where(self.scales == 0, 0.0, self.zeros / safe).astype(np.float32)
+            return GPTQResult(lv, self.scales.astype(np.float32), zeros, g_idx.astype(np.int32),
+                              perm.astype(np.int64), cfg.bits, cfg.group_size, loss, self.zeros.astype(np.float32))
+        return GPTQResult(lv, self.scales.astype(np.float32), _zeros_out(self.zeros), g_idx.astype(np.int32),
+                          perm.astype(np.int64), cfg.bits, cfg.group_size, loss)
 
 
 # ----------------------------------------------------------------------------
@@ -251,19 +319,15 @@ def quantize_rtn(W: np.ndarray, cfg: GPTQConfig = GPTQConfig(), grid: Optional[G
     """Round-to-nearest on the same grid GPTQ uses (no Hessian, no error feedback)."""
     W = _check_weight(W)
     rows, cols = W.shape
-    grid = grid or _default_grid(cfg)
     gs = cols if cfg.group_size == -1 else cfg.group_size
     G = _n_groups(cols, cfg.group_size)
-    scales = np.empty((G, rows))
-    zeros = np.empty((G, rows))
+    grids = _Grids(grid or _default_grid(cfg), G, rows)
     levels = np.empty((rows, cols))
     for g in range(G):
         c0, c1 = g * gs, min((g + 1) * gs, cols)
-        scales[g], zeros[g] = _call_grid(grid, W[:, c0:c1], g, rows)
-        levels[:, c0:c1] = quantize_levels(W[:, c0:c1], scales[g][:, None], zeros[g][:, None], cfg.maxq)
-    return GPTQResult(levels.astype(np.uint8), scales.astype(np.float32), _zeros_out(zeros),
-                      (np.arange(cols) // gs).astype(np.int32), np.arange(cols, dtype=np.int64),
-                      cfg.bits, cfg.group_size)
+        grids.compute(W[:, c0:c1], g)
+        levels[:, c0:c1] = grids.quantize(W[:, c0:c1], g, cfg.maxq)[0]
+    return grids.result(levels, np.arange(cols) // gs, np.arange(cols), cfg)
 
 
 # ----------------------------------------------------------------------------
@@ -292,7 +356,8 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, cfg: GPTQConfig = GPTQConfig(),
     static groups, original order with them); dequantized values are
     scale * (level - zero), levels in [0, 2^bits - 1]. Scales may be negative
     (Q4_0's d) and zeros fractional (Q4_K); the callable does its own scale
-    rounding."""
+    rounding. An AffineGrid result (value = scale * level - offset, in
+    float32) is what ggml-shaped grids return; see the module doc."""
     W = _check_weight(W)
     rows, cols = W.shape
     H = np.array(H, dtype=np.float64)
@@ -300,16 +365,14 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, cfg: GPTQConfig = GPTQConfig(),
         raise GPTQError(f"Hessian must be [{cols}, {cols}] for a weight of shape {W.shape}, got {H.shape}")
     if not np.all(np.isfinite(H)):
         raise GPTQError("Hessian holds NaN or Inf")
-    grid = grid or _default_grid(cfg)
     maxq, bs = cfg.maxq, int(cfg.blocksize)
     gs = cols if cfg.group_size == -1 else int(cfg.group_size)
     G = _n_groups(cols, cfg.group_size)
-    scales = np.zeros((G, rows))
-    zeros = np.zeros((G, rows))
+    grids = _Grids(grid or _default_grid(cfg), G, rows)
 
     if cfg.group_size == -1:
         # the reference finds the one grid before zeroing dead columns
-        scales[0], zeros[0] = _call_grid(grid, W, 0, rows)
+        grids.compute(W, 0)
 
     dead = np.diag(H) == 0
     H[dead, dead] = 1.0
@@ -317,7 +380,7 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, cfg: GPTQConfig = GPTQConfig(),
 
     if cfg.static_groups:
         for g in range(G):
-            scales[g], zeros[g] = _call_grid(grid, W[:, g * gs:(g + 1) * gs], g, rows)
+            grids.compute(W[:, g * gs:(g + 1) * gs], g)
 
     if cfg.act_order:
         perm = np.argsort(-np.diag(H), kind="stable")
@@ -329,7 +392,7 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, cfg: GPTQConfig = GPTQConfig(),
     U = _hinv_upper(H, cfg.percdamp)
     levels = np.zeros((rows, cols))
     loss = 0.0
-    cur_s, cur_z = scales[0], zeros[0]
+    cur = 0
 
     for i1 in range(0, cols, bs):
         i2 = min(i1 + bs, cols)
@@ -340,17 +403,14 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, cfg: GPTQConfig = GPTQConfig(),
             c = i1 + i
             if cfg.group_size != -1:
                 if cfg.static_groups:
-                    g = int(perm[c]) // gs
-                    cur_s, cur_z = scales[g], zeros[g]
+                    cur = int(perm[c]) // gs
                 elif c % gs == 0:
-                    g = c // gs
+                    cur = c // gs
                     # W (not W1): the weights as of the start of this block
-                    scales[g], zeros[g] = _call_grid(grid, W[:, c:c + gs], g, rows)
-                    cur_s, cur_z = scales[g], zeros[g]
+                    grids.compute(W[:, c:c + gs], cur)
             w = W1[:, i]
             d = U1[i, i]
-            lv = quantize_levels(w, cur_s, cur_z, maxq)
-            q = cur_s * (lv - cur_z)
+            lv, q = grids.quantize(w, cur, maxq)
             levels[:, c] = lv
             err = (w - q) / d
             loss += float(np.sum(err * err)) / 2
@@ -363,8 +423,7 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, cfg: GPTQConfig = GPTQConfig(),
         g_idx = np.arange(cols) // gs
     else:
         g_idx = invperm // gs    # the group of the position each column was quantized at
-    return GPTQResult(levels[:, invperm].astype(np.uint8), scales.astype(np.float32), _zeros_out(zeros),
-                      g_idx.astype(np.int32), perm.astype(np.int64), cfg.bits, cfg.group_size, loss)
+    return grids.result(levels[:, invperm], g_idx, perm, cfg, loss)
 
 
 def output_error(W: np.ndarray, Q: np.ndarray, X: np.ndarray) -> float:
