@@ -23,7 +23,6 @@ Bounds, and why:
 from __future__ import annotations
 
 import ctypes
-import os
 import re
 from pathlib import Path
 
@@ -35,7 +34,15 @@ from distributions import make, nmse
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ROOT / "native" / "cuda" / "lamina_cuda.h"
-LIB_PATH = Path(os.environ.get("LAMINA_CUDA_LIB") or ROOT / "build" / "cuda" / "liblamina_cuda.so")
+def _library() -> Path:
+    """$LAMINA_CUDA_LIB, else the one beside the loaded core (pip install, dev
+    builds with LAMINA_DEV_CUDA=1), else tools/check_cuda_build.sh's."""
+    from runtime.offload import cuda_library_path
+    beside_core = cuda_library_path()
+    return beside_core if beside_core.is_file() else ROOT / "build" / "cuda" / "liblamina_cuda.so"
+
+
+LIB_PATH = _library()
 
 if not LIB_PATH.is_file():
     pytest.skip(f"no CUDA library at {LIB_PATH} (tools/check_cuda_build.sh builds it; LAMINA_CUDA_LIB overrides)",
