@@ -99,8 +99,8 @@ _ARCHS: dict[str, _ArchTraits] = {
     # gemma3: 5 local (sliding, base 10k) layers then 1 global, as llama.cpp sets it
     # two_pass_down: GELU(gate) * up has outliers that one Q8_K pass rounds
     # away; with it the top-1 agreement with transformers goes from 91-96% to
-    # 97-100% on short prompts, for no measurable speed (the down matrix is
-    # small next to the 262k-row output head)
+    # 97-100% on short prompts. Decode does not notice (the 262k-row output
+    # head dominates); prefill loses 10-25% (Model.load(two_pass_down=False))
     "gemma3": _ArchTraits(True, "gelu_tanh", False, True, True, True, 6, 10000.0, two_pass_down=True),
 }
 assert set(_ARCHS) == set(SUPPORTED_ARCHITECTURES)

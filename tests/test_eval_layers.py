@@ -168,3 +168,16 @@ def test_two_pass_down_brings_quantized_activations_closer(tiny):
         return float(((got - ref) ** 2).mean() / (ref ** 2).mean())
     once, twice = err(False), err(True)
     assert twice < 0.8 * once, (once, twice)
+
+
+def test_two_pass_down_switch_on_load(tiny):
+    """Model.load(two_pass_down=) overrides the architecture's default both ways"""
+    cfg = replace(for_block(CONFIGS["gemma3"], 256), qtype="Q4_K")
+    path = tiny(cfg)
+    assert Model.load(path).hparams.two_pass_down            # gemma3's default
+    assert not Model.load(path, two_pass_down=False).hparams.two_pass_down
+    assert Model.load(tiny(LLAMA), two_pass_down=True).hparams.two_pass_down
+    t = toks(cfg, 16)
+    on = Context(Model.load(path, n_threads=2), n_ctx=32).eval(t, all_logits=True)
+    off = Context(Model.load(path, n_threads=2, two_pass_down=False), n_ctx=32).eval(t, all_logits=True)
+    assert not np.array_equal(on, off)
