@@ -24,7 +24,8 @@ from runtime.errors import LaminaError
 from runtime.gguf_reader import GGUFFile
 from runtime.model_loader import HParams, NativeModel, read_hparams
 from runtime.native import ffi, last_error, lib
-from runtime.offload import DEVICES, OffloadWarning, describe_plan, device_free_bytes, memory_needs, plan_offload
+from runtime.offload import (DEVICES, OffloadWarning, describe_plan, device_free_bytes, memory_needs,
+                             parse_gpu_layers, plan_offload)
 
 KV_TYPES = {"f32": int(GGMLQuantizationType.F32), "f16": int(GGMLQuantizationType.F16),
             "q8_0": int(GGMLQuantizationType.Q8_0)}
@@ -115,15 +116,17 @@ class Context:
         self.n_ctx, self.n_batch = int(n_ctx), int(min(n_batch, n_ctx))
         self.kv_type, self.n_threads = kv_type, n_threads
         hp = model.hparams
-        # activations of one batch and its logits: what a device needs besides weights and cache
-        scratch = 4 * self.n_batch * (3 * hp.n_embd + 2 * hp.q_dim + 2 * hp.kv_dim + 2 * hp.n_ff + hp.n_vocab)
-        needs = memory_needs(model.native.gguf, hp.n_layer, model.kv_bytes(self.n_ctx, kv_type), scratch)
         try:
+            needs = None
+            if parse_gpu_layers(gpu_layers) != 0:   # sizes for the plan, only when offload is asked
+                # activations of one batch and its logits: what a device needs besides weights and cache
+                scratch = 4 * self.n_batch * (3 * hp.n_embd + 2 * hp.q_dim + 2 * hp.kv_dim + 2 * hp.n_ff + hp.n_vocab)
+                needs = memory_needs(model.native.gguf, hp.n_layer, model.kv_bytes(self.n_ctx, kv_type), scratch)
             self.offload = plan_offload(hp.n_layer, gpu_layers, device, require_gpu, needs)
         except ValueError as e:
             raise ContextError(str(e)) from None
-        self.offload_description = describe_plan(needs, self.offload.gpu_layers, device,
-                                                 device_free_bytes(device))
+        self.offload_description = (describe_plan(needs, self.offload.gpu_layers, device, device_free_bytes(device))
+                                    if self.offload.gpu_layers else describe_plan(None, 0, device))
         if self.offload.warning:
             warnings.warn(self.offload.warning, OffloadWarning, stacklevel=2)
         ptr = lib.lm_context_create_offload(model.native.ptr, self.n_ctx, self.n_batch, _kv_type(kv_type), n_threads,

@@ -403,6 +403,9 @@ class GGUFFile:
         except KeyError:
             raise GGUFMissingKeyError(self.path, "required metadata key is missing", key=key) from None
 
+    def has_tensor(self, name: str) -> bool:
+        return name in self._by_name
+
     def tensor(self, name: str) -> TensorInfo:
         try:
             return self._by_name[name]

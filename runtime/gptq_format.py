@@ -213,9 +213,8 @@ def read_gptq_linear(gguf: GGUFFile, weight_name: str) -> GPTQLinear | None:
     Raises GPTQFormatError (a GGUFError) naming the file and tensor for any
     inconsistency, and GGUFMissingTensorError when neither form is present."""
     names = gptq_tensor_names(weight_name)
-    present = {t.name for t in gguf.tensors}
-    have = {part: n for part, n in names.items() if n in present}
-    plain = weight_name in present
+    have = {part: n for part, n in names.items() if gguf.has_tensor(n)}
+    plain = gguf.has_tensor(weight_name)
     if not have:
         if plain:
             return None

@@ -93,11 +93,12 @@ def fit_gpu_layers(needs: MemoryNeeds, free_bytes: int) -> int:
     return n
 
 
-def describe_plan(needs: MemoryNeeds, n: int, device: str, free_bytes: int | None = None) -> str:
-    """One line saying what goes where and how many bytes, for the banner."""
-    L = len(needs.block_bytes)
-    if n == 0:
+def describe_plan(needs: MemoryNeeds | None, n: int, device: str, free_bytes: int | None = None) -> str:
+    """One line saying what goes where and how many bytes, for the banner
+    (needs may be None only when nothing is offloaded)."""
+    if n == 0 or needs is None:
         return "offload: none, every layer on the CPU"
+    L = len(needs.block_bytes)
     blocks = min(n - 1, L)
     weights = needs.head_bytes + sum(needs.block_bytes[L - blocks:])
     kv = blocks * needs.kv_bytes_per_block

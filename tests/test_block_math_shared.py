@@ -28,6 +28,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 from distributions import make, nmse
+from gptq_cases import random_gptq
 from runtime import quants
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -407,25 +408,12 @@ def test_activation_quantizer_pieces_rebuild_the_cpu_bytes(hx, qt, dist):
 
 # ------------------------------------------------------------------ GPTQ
 
-def _gptq_case(rng, n_in, n_out, group_size, act_order):
-    from convert.gptq_pack import pack
-    gs = n_in if group_size in (-1, 0) else group_size
-    G = -(-n_in // gs)
-    levels = rng.integers(0, 16, (n_out, n_in))
-    zeros = rng.integers(0, 16, (G, n_out))
-    scales = (rng.uniform(0.001, 0.05, (G, n_out)) * rng.choice([-1, 1], (G, n_out))).astype(np.float16)
-    g_idx = np.arange(n_in) // gs
-    if act_order:
-        g_idx = rng.permutation(g_idx)
-    return pack(levels, scales, zeros, g_idx, fmt="v2"), g_idx
-
-
 @pytest.mark.parametrize("n_in,n_out,group_size,act_order", [
     (256, 64, 128, False), (512, 40, 32, False), (384, 24, -1, False), (256, 32, 64, True), (200, 16, 40, True),
 ])
 def test_gptq_weight_is_gptq_pack_dequantize(hx, n_in, n_out, group_size, act_order):
     rng = np.random.default_rng([n_in, n_out, group_size + 1, int(act_order)])
-    packed, g_idx = _gptq_case(rng, n_in, n_out, group_size, act_order)
+    packed, g_idx, _ = random_gptq(rng, n_in, n_out, group_size, act_order)
     want = packed.dequantize()                             # f32 [out, in]
     ffi = hx.ffi
     qweight = np.ascontiguousarray(packed.qweight, np.int32)

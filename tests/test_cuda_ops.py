@@ -31,6 +31,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 from distributions import make, nmse
+from gptq_cases import random_gptq
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ROOT / "native" / "cuda" / "lamina_cuda.h"
@@ -374,20 +375,6 @@ def test_output_head_sized_matmul_spans_several_tiles(ncols):
 
 # -------------------------------------------------------------------- GPTQ
 
-def _gptq_packed(n_in, n_out, group_size, act_order, seed=0):
-    from convert.gptq_pack import pack
-    rng = np.random.default_rng(seed)
-    gs = n_in if group_size in (-1, 0) else group_size
-    G = -(-n_in // gs)
-    levels = rng.integers(0, 16, (n_out, n_in))
-    zeros = rng.integers(0, 16, (G, n_out))
-    scales = (rng.uniform(0.001, 0.05, (G, n_out)) * rng.choice([-1, 1], (G, n_out))).astype(np.float16)
-    g_idx = np.arange(n_in) // gs
-    if act_order:
-        g_idx = rng.permutation(g_idx)
-    return pack(levels, scales, zeros, g_idx, fmt="v2"), g_idx.astype(np.int32), G
-
-
 GPTQ_CASES = [(512, 96, 128, False, True), (512, 96, 128, False, False), (384, 40, -1, False, False),
               (256, 64, 32, True, True), (200, 24, 40, True, True)]
 
@@ -397,7 +384,7 @@ GPTQ_CASES = [(512, 96, 128, False, True), (512, 96, 128, False, False), (384, 4
 @pytest.mark.parametrize("ncols", [1, 3, 8, 9, 32])
 @pytest.mark.parametrize("path", [PATH_MMVQ, PATH_GEMM])
 def test_gptq_matmul(n_in, n_out, group_size, act_order, with_g_idx, ncols, path):
-    packed, g_idx, G = _gptq_packed(n_in, n_out, group_size, act_order)
+    packed, g_idx, G = random_gptq(np.random.default_rng(0), n_in, n_out, group_size, act_order)
     W = packed.dequantize()
     bufs = [Dev.of(np.ascontiguousarray(packed.qweight, np.int32)),
             Dev.of(np.ascontiguousarray(packed.scales).view(np.uint16)),

@@ -12,19 +12,7 @@ from runtime.engine import Context, ContextError, Model
 from runtime.gguf_reader import GGUFFile
 from runtime.model_loader import ModelConfigError, read_hparams
 from runtime.reference_model import forward, gelu_tanh, load_reference_weights, rms_norm, silu
-from tiny_models import CONFIGS, LLAMA, for_block, write_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_layers")
-    cache = {}
-
-    def make(cfg):
-        if cfg not in cache:
-            cache[cfg] = write_tiny_model(root / f"m{len(cache)}.gguf", cfg)
-        return cache[cfg]
-    return make
+from tiny_models import CONFIGS, LLAMA, for_block
 
 
 def toks(cfg, n=12, seed=3):

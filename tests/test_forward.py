@@ -24,19 +24,6 @@ from tiny_models import CONFIGS, GEMMA3, LLAMA, QWEN2, TinyConfig, for_block, wr
 QTYPES = ["F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K", "Q6_K"]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """tiny(cfg) -> path of that model's GGUF, written once per module."""
-    root = tmp_path_factory.mktemp("tiny_models")
-    cache: dict[TinyConfig, Path] = {}
-
-    def make(cfg: TinyConfig) -> Path:
-        if cfg not in cache:
-            cache[cfg] = write_tiny_model(root / f"m{len(cache)}.gguf", cfg)
-        return cache[cfg]
-    return make
-
-
 def tokens_for(cfg: TinyConfig, n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, cfg.n_vocab, n)
 

@@ -17,21 +17,9 @@ import pytest
 from runtime.engine import Context, ContextError, Model
 from runtime.model_cache import fetch_model
 from runtime.offload import NoGPUError, OffloadWarning, plan_offload
-from tiny_models import CONFIGS, GEMMA3, LLAMA, for_block, write_tiny_model
+from tiny_models import CONFIGS, GEMMA3, LLAMA, for_block
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("offload")
-    cache = {}
-
-    def make(cfg):
-        if cfg not in cache:
-            cache[cfg] = write_tiny_model(root / f"m{len(cache)}.gguf", cfg)
-        return cache[cfg]
-    return make
 
 
 def run_split(model, toks, gpu_layers, n_batch=4, kv_type="f16"):

@@ -21,95 +21,61 @@ static inline __m256 load_i8x8(const int8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
-/* ---------------------------------------------------------------- f32 */
+/* ----------------------------------------------------------- f32, f16 */
+/* One definition for both float caches: T is the element type, LOAD8 turns 8
+ * of them into a vector and TO_F32 one of them into a float. */
+#define LM_LOAD_F32_8(p) _mm256_loadu_ps(p)
+#define LM_F32_TO_F32(v) (v)
 
-static inline float dot_f32(const float *q, const float *k, int64_t hd) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= hd; i += 32) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), _mm256_loadu_ps(k + i + 8), a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 16), _mm256_loadu_ps(k + i + 16), a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 24), _mm256_loadu_ps(k + i + 24), a3);
+#define LM_DEFINE_KV_FLOAT(name, T, LOAD8, TO_F32)                                                                \
+    static inline float dot_##name(const float *q, const T *k, int64_t hd) {                                     \
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),                   \
+               a3 = _mm256_setzero_ps();                                                                          \
+        int64_t i = 0;                                                                                            \
+        for (; i + 32 <= hd; i += 32) {                                                                           \
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), LOAD8(k + i), a0);                                       \
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), LOAD8(k + i + 8), a1);                               \
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 16), LOAD8(k + i + 16), a2);                             \
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 24), LOAD8(k + i + 24), a3);                             \
+        }                                                                                                         \
+        for (; i + 8 <= hd; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), LOAD8(k + i), a0);               \
+        float d = lm_hsum_f32_8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));                   \
+        for (; i < hd; i++) d += q[i] * TO_F32(k[i]);                                                             \
+        return d;                                                                                                 \
+    }                                                                                                             \
+                                                                                                                  \
+    void lm_kv_scores_##name##_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, \
+                                    float scale) {                                                                \
+        for (int64_t j = 0; j < n; j++) s[j] = scale * dot_##name(q, (const T *)ROW(k, j, stride), hd);          \
+    }                                                                                                             \
+                                                                                                                  \
+    void lm_kv_mix_##name##_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) { \
+        int64_t c = 0;                                                                                            \
+        for (; c + 32 <= hd; c += 32) {                                                                           \
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),               \
+                   a3 = _mm256_setzero_ps();                                                                      \
+            for (int64_t j = 0; j < n; j++) {                                                                     \
+                const T *vj = (const T *)ROW(v, j, stride) + c;                                                   \
+                const __m256 pj = _mm256_set1_ps(p[j]);                                                           \
+                a0 = _mm256_fmadd_ps(pj, LOAD8(vj), a0);                                                          \
+                a1 = _mm256_fmadd_ps(pj, LOAD8(vj + 8), a1);                                                      \
+                a2 = _mm256_fmadd_ps(pj, LOAD8(vj + 16), a2);                                                     \
+                a3 = _mm256_fmadd_ps(pj, LOAD8(vj + 24), a3);                                                     \
+            }                                                                                                     \
+            _mm256_storeu_ps(out + c, a0);                                                                        \
+            _mm256_storeu_ps(out + c + 8, a1);                                                                    \
+            _mm256_storeu_ps(out + c + 16, a2);                                                                   \
+            _mm256_storeu_ps(out + c + 24, a3);                                                                   \
+        }                                                                                                         \
+        for (; c < hd; c++) {                                                                                     \
+            float acc = 0.0f;                                                                                     \
+            for (int64_t j = 0; j < n; j++) acc += p[j] * TO_F32(((const T *)ROW(v, j, stride))[c]);              \
+            out[c] = acc;                                                                                         \
+        }                                                                                                         \
     }
-    for (; i + 8 <= hd; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a0);
-    float d = lm_hsum_f32_8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    for (; i < hd; i++) d += q[i] * k[i];
-    return d;
-}
 
-void lm_kv_scores_f32_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale) {
-    for (int64_t j = 0; j < n; j++) s[j] = scale * dot_f32(q, (const float *)ROW(k, j, stride), hd);
-}
-
-void lm_kv_mix_f32_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
-    int64_t c = 0;
-    for (; c + 32 <= hd; c += 32) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-        for (int64_t j = 0; j < n; j++) {
-            const float *vj = (const float *)ROW(v, j, stride) + c;
-            const __m256 pj = _mm256_set1_ps(p[j]);
-            a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj), a0);
-            a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8), a1);
-            a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 16), a2);
-            a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 24), a3);
-        }
-        _mm256_storeu_ps(out + c, a0);
-        _mm256_storeu_ps(out + c + 8, a1);
-        _mm256_storeu_ps(out + c + 16, a2);
-        _mm256_storeu_ps(out + c + 24, a3);
-    }
-    for (; c < hd; c++) {
-        float acc = 0.0f;
-        for (int64_t j = 0; j < n; j++) acc += p[j] * ((const float *)ROW(v, j, stride))[c];
-        out[c] = acc;
-    }
-}
-
-/* ---------------------------------------------------------------- f16 */
-
-static inline float dot_f16(const float *q, const lm_half *k, int64_t hd) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= hd; i += 32) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_half8(k + i), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), load_half8(k + i + 8), a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 16), load_half8(k + i + 16), a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 24), load_half8(k + i + 24), a3);
-    }
-    for (; i + 8 <= hd; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_half8(k + i), a0);
-    float d = lm_hsum_f32_8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    for (; i < hd; i++) d += q[i] * lm_half_to_f32(k[i]);
-    return d;
-}
-
-void lm_kv_scores_f16_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale) {
-    for (int64_t j = 0; j < n; j++) s[j] = scale * dot_f16(q, (const lm_half *)ROW(k, j, stride), hd);
-}
-
-void lm_kv_mix_f16_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
-    int64_t c = 0;
-    for (; c + 32 <= hd; c += 32) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-        for (int64_t j = 0; j < n; j++) {
-            const lm_half *vj = (const lm_half *)ROW(v, j, stride) + c;
-            const __m256 pj = _mm256_set1_ps(p[j]);
-            a0 = _mm256_fmadd_ps(pj, load_half8(vj), a0);
-            a1 = _mm256_fmadd_ps(pj, load_half8(vj + 8), a1);
-            a2 = _mm256_fmadd_ps(pj, load_half8(vj + 16), a2);
-            a3 = _mm256_fmadd_ps(pj, load_half8(vj + 24), a3);
-        }
-        _mm256_storeu_ps(out + c, a0);
-        _mm256_storeu_ps(out + c + 8, a1);
-        _mm256_storeu_ps(out + c + 16, a2);
-        _mm256_storeu_ps(out + c + 24, a3);
-    }
-    for (; c < hd; c++) {
-        float acc = 0.0f;
-        for (int64_t j = 0; j < n; j++) acc += p[j] * lm_half_to_f32(((const lm_half *)ROW(v, j, stride))[c]);
-        out[c] = acc;
-    }
-}
+LM_DEFINE_KV_FLOAT(f32, float, LM_LOAD_F32_8, LM_F32_TO_F32)
+LM_DEFINE_KV_FLOAT(f16, lm_half, load_half8, lm_half_to_f32)
 
 /* --------------------------------------------------------------- q8_0 */
 
