@@ -24,6 +24,17 @@ LM_HD uint32_t lm_q5_load_qh(const uint8_t qh[4]) {
     return v;
 }
 
+/* ------------------------------------------------ activation quantizer */
+/* Q8_0/Q8_1 activations the way ggml-cpu quantizes them on x86 (its AVX/AVX2
+ * quantize_row_q8_{0,1}, what llama.cpp runs there): d = amax/127 stored as
+ * f16, quants x * (127/amax) rounded half to even. ggml's _ref quantizer (for
+ * Q8_0 weights, lm_quantize_row_q8_0_ref) takes x * (1/d), half away from
+ * zero: the two differ on about one value in 10^5, and each such tie flip in
+ * a 30-layer model moves the logits as much as a different engine would. */
+LM_HD float lm_q8_act_scale(float amax) { return amax / 127.f; }
+LM_HD float lm_q8_act_inv(float amax) { return amax != 0.0f ? 127.f / amax : 0.0f; }
+LM_HD int8_t lm_q8_act_quant(float x, float id) { return (int8_t)lm_nearest_int(x * id); }
+
 /* ------------------------------------------------------------ dequantize */
 /* Byte j of qs holds quant j in its low nibble and quant j+16 in its high one. */
 

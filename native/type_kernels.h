@@ -35,7 +35,8 @@ LM_DECLARE_WEIGHT_TYPE(iq4_xs)
 
 /* activation formats: reference row quantizers (bit-exact with ggml's *_ref) */
 void lm_quantize_row_q8_0_ref(const float *x, void *y, int64_t k);
-void lm_quantize_row_q8_1_ref(const float *x, void *y, int64_t k);
+void lm_quantize_row_q8_0_act(const float *x, void *y, int64_t k);
+void lm_quantize_row_q8_1_act(const float *x, void *y, int64_t k);
 void lm_quantize_row_q8_K_ref(const float *x, void *y, int64_t k);
 void lm_dequantize_row_q8_1(const void *x, float *y, int64_t k);
 void lm_dequantize_row_q8_K(const void *x, float *y, int64_t k);

@@ -25,7 +25,7 @@ static const lm_type_traits k_traits[LM_TYPE_COUNT] = {
     LM_WEIGHT_ROW(LM_TYPE_Q4_1, q4_1, QK4_1, block_q4_1, LM_TYPE_Q8_1, NULL),
     LM_WEIGHT_ROW(LM_TYPE_Q5_0, q5_0, QK5_0, block_q5_0, LM_TYPE_Q8_0, NULL),
     LM_WEIGHT_ROW(LM_TYPE_Q5_1, q5_1, QK5_1, block_q5_1, LM_TYPE_Q8_1, NULL),
-    LM_WEIGHT_ROW(LM_TYPE_Q8_0, q8_0, QK8_0, block_q8_0, LM_TYPE_Q8_0, lm_quantize_row_q8_0_ref),
+    LM_WEIGHT_ROW(LM_TYPE_Q8_0, q8_0, QK8_0, block_q8_0, LM_TYPE_Q8_0, lm_quantize_row_q8_0_act),
     LM_WEIGHT_ROW(LM_TYPE_Q2_K, q2_K, QK_K, block_q2_K, LM_TYPE_Q8_K, NULL),
     LM_WEIGHT_ROW(LM_TYPE_Q3_K, q3_K, QK_K, block_q3_K, LM_TYPE_Q8_K, NULL),
     LM_WEIGHT_ROW(LM_TYPE_Q4_K, q4_K, QK_K, block_q4_K, LM_TYPE_Q8_K, NULL),
@@ -35,7 +35,7 @@ static const lm_type_traits k_traits[LM_TYPE_COUNT] = {
     LM_WEIGHT_ROW(LM_TYPE_IQ4_XS, iq4_xs, QK_K, block_iq4_xs, LM_TYPE_Q8_K, NULL),
     /* activation-only formats: quantize/dequantize, no weight dot of their own */
     [LM_TYPE_Q8_1] = { "q8_1", QK8_1, sizeof(block_q8_1), LM_TYPE_Q8_1, lm_dequantize_row_q8_1, NULL,
-                       lm_quantize_row_q8_1_ref, NULL, NULL },
+                       lm_quantize_row_q8_1_act, NULL, NULL },
     [LM_TYPE_Q8_K] = { "q8_K", QK_K, sizeof(block_q8_K), LM_TYPE_Q8_K, lm_dequantize_row_q8_K, NULL,
                        lm_quantize_row_q8_K_ref, NULL, NULL },
 };

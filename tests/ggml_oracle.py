@@ -58,6 +58,16 @@ class GGMLOracle:
         fn(x.ctypes.data_as(_c_float_p), out.ctypes.data, x.size)
         return out
 
+    def quantize_row_cpu(self, qtype: GGMLQuantizationType, x: np.ndarray) -> np.ndarray:
+        """ggml-cpu's quantize_row_<t> for one row: how the CPU backend (the SIMD
+        build this wheel carries) quantizes activations before a dot."""
+        x = np.ascontiguousarray(x, dtype=np.float32).ravel()
+        fn = getattr(self.cpu, f"quantize_row_{_ggml_name(qtype)}")
+        fn.argtypes = [_c_float_p, ctypes.c_void_p, ctypes.c_int64]
+        out = np.zeros(self.row_bytes(qtype, x.size), dtype=np.uint8)
+        fn(x.ctypes.data_as(_c_float_p), out.ctypes.data, x.size)
+        return out
+
     def dequantize_row(self, qtype: GGMLQuantizationType, data: np.ndarray, n: int) -> np.ndarray:
         data = np.ascontiguousarray(data, dtype=np.uint8)
         out = np.zeros(n, dtype=np.float32)

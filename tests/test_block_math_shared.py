@@ -203,7 +203,7 @@ void hx_quantize(int partner, const float *x, int64_t n, void *vout) {{
             const float *xb = x + 32 * b;
             float amax = 0;
             for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
-            const float d = lmc_q8_0_scale(amax), id = lmc_q8_0_inv(d);
+            const float d = lm_q8_act_scale(amax), id = lm_q8_act_inv(amax);
             int sum = 0;
             int8_t *qs;
             if (partner == LM_TYPE_Q8_0) {{
@@ -215,7 +215,7 @@ void hx_quantize(int partner, const float *x, int64_t n, void *vout) {{
                 o->d = lm_f32_to_half(d);
                 qs = o->qs;
             }}
-            for (int j = 0; j < 32; j++) {{ qs[j] = lmc_q8_0_quant(xb[j], id); sum += qs[j]; }}
+            for (int j = 0; j < 32; j++) {{ qs[j] = lm_q8_act_quant(xb[j], id); sum += qs[j]; }}
             if (partner == LM_TYPE_Q8_1) ((block_q8_1 *)vout + b)->s = lmc_q8_1_s(sum, d);
         }}
         return;

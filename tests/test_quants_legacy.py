@@ -3,7 +3,7 @@ formats, and the activation formats Q8_0 / Q8_1, against ggml and gguf-py.
 
   quantize     bytes == ggml_quantize_chunk, without and with an importance matrix
   dequantize   == gguf.quants.dequantize bit for bit (NaN-safe), also on random bytes
-  Q8_0, Q8_1   activation bytes == ggml's quantize_row_q8_{0,1}_ref
+  Q8_0, Q8_1   activation bytes == ggml-cpu's (x86) quantize_row_q8_{0,1}
   vec_dot      scalar ~ ggml's own dot (tight); AVX2 ~ scalar (NMSE <= 1e-10);
                both ~ the float dot, within test-quantize-fns' bounds
   bad input    ValueError
@@ -68,14 +68,15 @@ def assert_same_floats(a: np.ndarray, b: np.ndarray) -> None:
 
 
 def oracle_activations(partner: T, a: np.ndarray) -> np.ndarray:
-    """ggml's own quantization of activation rows into the dot partner format"""
+    """ggml-cpu's own quantization of activation rows into the dot partner
+    format (its x86 quantize_row_q8_{0,1}, not ggml's _ref: see test_activation_ties)"""
     if partner in FLOAT_TYPES:
         return oracle().quantize_chunk(partner, a)
     # ggml writes row_bytes; the oracle sizes its buffer by gguf-py's
     # GGML_QUANT_SIZES, whose Q8_1 entry (40 bytes) predates ggml's half-d/half-s
     # block of 36, so keep only what ggml wrote
     rb = quants.row_bytes(partner, a.shape[1])
-    return np.stack([oracle().quantize_row_ref(partner, row)[:rb] for row in a])
+    return np.stack([oracle().quantize_row_cpu(partner, row)[:rb] for row in a])
 
 
 @functools.lru_cache(maxsize=None)
@@ -197,22 +198,41 @@ def test_dequantize_random_bytes(qtype):
 
 # ------------------------------------------------------- activation formats
 
+ACT_PARTNERS = {T.Q8_0: T.Q4_0, T.Q8_1: T.Q4_1}   # partner -> a weight type that uses it
+
+
 @pytest.mark.parametrize("dist", DISTS)
-@pytest.mark.parametrize("partner", [T.Q8_0, T.Q8_1], ids=ids([T.Q8_0, T.Q8_1]))
+@pytest.mark.parametrize("partner", list(ACT_PARTNERS), ids=ids(list(ACT_PARTNERS)))
 def test_activation_quantizer_matches_ggml(partner, dist):
     a = make(dist, ROWS, N, seed=1)
-    q = quants.quantize(a, partner)
-    np.testing.assert_array_equal(q, oracle_activations(partner, a))
     # the path matmul takes: activations quantized into a weight type's partner
-    weight_type = T.Q4_0 if partner == T.Q8_0 else T.Q4_1
+    weight_type = ACT_PARTNERS[partner]
     assert quants.vec_dot_type(weight_type) == partner
-    np.testing.assert_array_equal(quants.quantize_activations(a[0], weight_type), q[0])
+    q = np.stack([quants.quantize_activations(row, weight_type) for row in a])
+    np.testing.assert_array_equal(q, oracle_activations(partner, a))
     # values: qs * d (Q8_1's s only feeds the dot); gguf-py has no Q8_1, so spell it out
     blocks = q.reshape(-1, quants.block_bytes(partner))
     hdr = 4 if partner == T.Q8_1 else 2
     d = blocks[:, :2].copy().view(np.float16).astype(np.float32)
     expect = (blocks[:, hdr:].copy().view(np.int8).astype(np.float32) * d).reshape(ROWS, N)
     assert_same_floats(quants.dequantize(q, partner), expect)
+
+
+@pytest.mark.parametrize("partner", list(ACT_PARTNERS), ids=ids(list(ACT_PARTNERS)))
+def test_activation_ties(partner):
+    """amax 127 makes the scale exactly 1, so x.5 values are exact ties:
+    activations round them half to even as ggml-cpu does on x86 (llama.cpp's
+    logits depend on it), Q8_0 weights half away from zero as ggml's _ref"""
+    x = np.zeros(32, np.float32)
+    x[:8] = [127, 0.5, 1.5, 2.5, -2.5, -0.5, 3.5, 100.5]
+    got = quants.quantize_activations(x, ACT_PARTNERS[partner])
+    np.testing.assert_array_equal(got, oracle_activations(partner, x[None])[0])
+    hdr = 4 if partner == T.Q8_1 else 2
+    assert got[hdr:hdr + 8].view(np.int8).tolist() == [127, 0, 2, 2, -2, 0, 4, 100]
+    ref = oracle().quantize_row_ref(partner, x)[:got.size]
+    assert ref[hdr:hdr + 8].view(np.int8).tolist() == [127, 1, 2, 3, -3, -1, 4, 101]
+    if partner == T.Q8_0:
+        assert np.array_equal(quants.quantize(x[None], T.Q8_0)[0], ref)
 
 
 # ---------------------------------------------------------------------- vec_dot

@@ -242,13 +242,10 @@ LM_HD float lmc_dequant1_q6_K(const block_q6_K *b, int i) {
 }
 
 /* ------------------------------------------------ activation quantizers */
-/* The pieces of ggml's quantize_row_q8_{0,1,K}_ref that are not reductions
- * (the reductions, max |x| and sums, are exact in any order). */
+/* The pieces of ggml-cpu's quantize_row_q8_{0,1,K} that are not reductions
+ * (the reductions, max |x| and sums, are exact in any order). Q8_0/Q8_1:
+ * lm_q8_act_* of block_math_legacy.h, shared with the CPU. */
 
-/* Q8_0/Q8_1 block scale from the block's max |x| */
-LM_HD float lmc_q8_0_scale(float amax) { return amax / ((1 << 7) - 1); }
-LM_HD float lmc_q8_0_inv(float d) { return d ? 1.0f / d : 0.0f; }
-LM_HD int8_t lmc_q8_0_quant(float x, float id) { return (int8_t)roundf(x * id); }
 /* Q8_1's s: d times the sum of the rounded quants */
 LM_HD lm_half lmc_q8_1_s(int sum, float d) { return lm_f32_to_half(sum * d); }
 

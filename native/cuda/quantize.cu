@@ -1,8 +1,9 @@
 /* quantize.cu — activations into the dot partners (Q8_0, Q8_1, Q8_K) and
  * weights back to floats, on the GPU.
  *
- * The quantizers mirror ggml's quantize_row_q8_{0,1,K}_ref (native/quants/
- * q8_legacy.c, q8_k.c): the per-value arithmetic comes from mmvq_math.h, and
+ * The quantizers mirror ggml-cpu's x86 quantize_row_q8_{0,1,K} (native/quants/
+ * q8_legacy.c, q8_k.c): the per-value arithmetic comes from the shared
+ * headers (block_math_legacy.h, mmvq_math.h), and
  * the reductions (max |x|, integer sums) are exact in any order, so the bytes
  * equal the CPU's. (NaN inputs are the exception: fmaxf drops NaNs where the
  * CPU's comparison chain may keep one; NaN activations are garbage anyway.) */
@@ -21,9 +22,9 @@ __global__ void quantize_q8_0_kernel(const float *src, char *dst, int64_t nblk, 
     const int64_t stride = (int64_t)gridDim.x * QWARPS;
     for (int64_t b = (int64_t)blockIdx.x * QWARPS + threadIdx.x / 32; b < nblk; b += stride) {
         const float v = src[b * QK8_0 + lane];
-        const float d = lmc_q8_0_scale(lmc_warp_max(fabsf(v)));
+        const float amax = lmc_warp_max(fabsf(v)), d = lm_q8_act_scale(amax);
         block_q8_0 *out = (block_q8_0 *)(dst + (b / per_row) * row_bytes) + b % per_row;
-        out->qs[lane] = lmc_q8_0_quant(v, lmc_q8_0_inv(d));
+        out->qs[lane] = lm_q8_act_quant(v, lm_q8_act_inv(amax));
         if (lane == 0) out->d = lm_f32_to_half(d);
     }
 }
@@ -42,8 +43,8 @@ __global__ void quantize_q8_1_kernel(const float *src, block_q8_1 *dst, int64_t 
     const int64_t stride = (int64_t)gridDim.x * QWARPS;
     for (int64_t b = (int64_t)blockIdx.x * QWARPS + threadIdx.x / 32; b < nblk; b += stride) {
         const float v = src[b * QK8_1 + lane];
-        const float d = lmc_q8_0_scale(lmc_warp_max(fabsf(v)));
-        const int8_t q = lmc_q8_0_quant(v, lmc_q8_0_inv(d));
+        const float amax = lmc_warp_max(fabsf(v)), d = lm_q8_act_scale(amax);
+        const int8_t q = lm_q8_act_quant(v, lm_q8_act_inv(amax));
         const int sum = lmc_warp_sum((int)q);
         dst[b].qs[lane] = q;
         if (lane == 0) {

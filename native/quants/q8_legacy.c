@@ -16,7 +16,7 @@ static float block_amax(const float *x) {
     return amax;
 }
 
-/* mirrors ggml's quantize_row_q8_0_ref */
+/* mirrors ggml's quantize_row_q8_0_ref: Q8_0 weights (files), not activations */
 void lm_quantize_row_q8_0_ref(const float *x, void *vy, int64_t k) {
     block_q8_0 *y = vy;
     for (int64_t i = 0; i < k / QK8_0; i++, x += QK8_0) {
@@ -27,19 +27,29 @@ void lm_quantize_row_q8_0_ref(const float *x, void *vy, int64_t k) {
     }
 }
 
-/* mirrors ggml's quantize_row_q8_1_ref; s is d times the sum of the rounded quants */
-void lm_quantize_row_q8_1_ref(const float *x, void *vy, int64_t k) {
+/* Activations (the dot partners of legacy and IQ4_NL weights): ggml-cpu's
+ * x86 quantize_row_q8_0 / q8_1, per value as block_math_legacy.h says. Q8_1's
+ * s is d times the sum of the rounded quants. */
+void lm_quantize_row_q8_0_act(const float *x, void *vy, int64_t k) {
+    block_q8_0 *y = vy;
+    for (int64_t i = 0; i < k / QK8_0; i++, x += QK8_0) {
+        const float amax = block_amax(x), id = lm_q8_act_inv(amax);
+        y[i].d = lm_f32_to_half(lm_q8_act_scale(amax));
+        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = lm_q8_act_quant(x[j], id);
+    }
+}
+
+void lm_quantize_row_q8_1_act(const float *x, void *vy, int64_t k) {
     block_q8_1 *y = vy;
     for (int64_t i = 0; i < k / QK8_1; i++, x += QK8_1) {
-        const float d = block_amax(x) / ((1 << 7) - 1);
-        const float id = d ? 1.0f / d : 0.0f;
-        y[i].d = lm_f32_to_half(d);
+        const float amax = block_amax(x), d = lm_q8_act_scale(amax), id = lm_q8_act_inv(amax);
         int sum = 0;
         for (int j = 0; j < QK8_1; j++) {
-            y[i].qs[j] = (int8_t)roundf(x[j] * id);
+            y[i].qs[j] = lm_q8_act_quant(x[j], id);
             sum += y[i].qs[j];
         }
-        y[i].s = lm_f32_to_half(sum * d);
+        y[i].d = lm_f32_to_half(d);
+        y[i].s = lm_f32_to_half(d * (float)sum);
     }
 }
 
