@@ -5,9 +5,9 @@ must give exactly the logits of the CPU alone. Without a usable GPU, offload
 to "cuda" warns once and runs on the CPU, or fails with require_gpu."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 from runtime.engine import Context, ContextError, Model
+from runtime.gguf_reader import GGUFFile
 from runtime.model_cache import fetch_model
-from runtime.offload import NoGPUError, OffloadWarning, plan_offload
+from runtime.offload import plan_offload
+from runtime.tokenizer import Tokenizer
 from tiny_models import CONFIGS, GEMMA3, LLAMA, for_block
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,18 +74,41 @@ def test_device_layers_cannot_be_run_layer_by_layer_on_the_host(tiny):
         ctx.capture(LLAMA.n_layer - 1, attn_in=True)
 
 
-def test_no_gpu_warns_once_and_runs_on_the_cpu(tiny):
-    model = Model.load(tiny(LLAMA), n_threads=2)
-    toks = [1, 2, 3, 4]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ctx = Context(model, n_ctx=16, gpu_layers=99)
-    assert [type(w.message) for w in caught] == [OffloadWarning]
-    assert "running on the CPU" in str(caught[0].message)
-    assert ctx.device_usage()["device_layers"] == 0 and not ctx.device_usage()["head_on_device"]
-    assert np.array_equal(ctx.eval(toks, all_logits=True), Context(model, n_ctx=16).eval(toks, all_logits=True))
-    with pytest.raises(NoGPUError, match="no usable cuda device"):
-        Context(model, n_ctx=16, gpu_layers="auto", require_gpu=True)
+# "no GPU" made so on any machine, a GPU one included: the library is not
+# where it is looked for, or the driver shows no device
+NO_GPU = {"library missing": {"LAMINA_CUDA_LIB": "/nonexistent/liblamina_cuda.so"},
+          "no visible device": {"CUDA_VISIBLE_DEVICES": ""}}
+
+_NO_GPU_SCRIPT = """
+import sys, warnings
+import numpy as np
+import pytest
+from runtime.engine import Context, Model
+from runtime.offload import NoGPUError, OffloadWarning
+model = Model.load(sys.argv[1], n_threads=2)
+toks = [1, 2, 3, 4]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    ctx = Context(model, n_ctx=16, gpu_layers=99)
+assert [type(w.message) for w in caught] == [OffloadWarning], caught
+assert "running on the CPU" in str(caught[0].message)
+assert ctx.device_usage()["device_layers"] == 0 and not ctx.device_usage()["head_on_device"]
+assert np.array_equal(ctx.eval(toks, all_logits=True), Context(model, n_ctx=16).eval(toks, all_logits=True))
+with pytest.raises(NoGPUError, match="no usable cuda device"):
+    Context(model, n_ctx=16, gpu_layers="auto", require_gpu=True)
+"""
+
+
+def _without_gpu(env):
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            **env}
+
+
+@pytest.mark.parametrize("env", NO_GPU.values(), ids=NO_GPU.keys())
+def test_no_gpu_warns_once_and_runs_on_the_cpu(tiny, env):
+    r = subprocess.run([sys.executable, "-c", _NO_GPU_SCRIPT, str(tiny(LLAMA))], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120, env=_without_gpu(env))
+    assert r.returncode == 0, r.stderr
 
 
 @pytest.mark.parametrize("bad", ["many", -1, 2.5, True])
@@ -101,18 +126,19 @@ def test_auto_plan_on_the_stand_in_takes_everything():
         plan_offload(30, 7, "tpu")
 
 
-def _run_cli(*args):
+def _run_cli(*args, env=None):
     return subprocess.run([sys.executable, str(ROOT / "bin" / "run"), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+                          cwd=ROOT, timeout=120, env=env)
 
 
-def test_cli_gpu_layers_without_gpu():
+@pytest.mark.parametrize("env", NO_GPU.values(), ids=NO_GPU.keys())
+def test_cli_gpu_layers_without_gpu(env):
     path = str(fetch_model("smollm2-135m-instruct"))
-    r = _run_cli(path, "-p", "x", "-n", "3", "--temp", "0", "--gpu-layers", "20")
+    r = _run_cli(path, "-p", "x", "-n", "3", "--temp", "0", "--gpu-layers", "20", env=_without_gpu(env))
     assert r.returncode == 0, r.stderr
     warned = [line for line in r.stderr.splitlines() if "warning" in line]
     assert len(warned) == 1 and "running on the CPU" in warned[0]
-    r = _run_cli(path, "-p", "x", "-n", "3", "--gpu-layers", "20", "--require-gpu")
+    r = _run_cli(path, "-p", "x", "-n", "3", "--gpu-layers", "20", "--require-gpu", env=_without_gpu(env))
     assert r.returncode == 1
     assert len(r.stderr.strip().splitlines()) == 1 and "no usable cuda device" in r.stderr
 
@@ -135,21 +161,52 @@ def test_auto_on_the_stand_in_fits_the_real_model_in_free_memory(tiny):
     assert "every block + output head on cpu-standin" in ctx.offload_description
 
 
-@pytest.mark.gpu
-def test_cuda_offload_matches_the_cpu():
-    """The whole model on the GPU (and split) against the CPU alone; skips
-    with one line where no GPU and liblamina_cuda are available."""
+def _cuda_or_skip():
     from runtime.native import last_error, lib
     from runtime.offload import load_cuda
     if not (load_cuda() and lib.lm_device_available(lib.LM_DEVICE_CUDA)):
         pytest.skip(f"no GPU: {last_error()}")
-    model = Model.load(fetch_model("smollm2-135m-instruct"), n_threads=2)
-    toks = np.random.default_rng(0).integers(0, model.n_vocab, 40)
-    cpu = Context(model, n_ctx=64).eval(toks, all_logits=True)
-    for n in (1, 10, 99):
-        for n_batch in (40, 1):   # the GEMM path (f16 tiles), then mat-vec decode
-            ctx = Context(model, n_ctx=64, n_batch=n_batch, gpu_layers=n, device="cuda", require_gpu=True)
+
+
+def _assert_cuda_matches_the_cpu(model, toks, splits, max_nmse, min_top1):
+    """every split at batch len(toks) (the GEMM path, f16 tiles) and 1 (mat-vec
+    decode) against the CPU alone: the same logits up to float order and the
+    f16 tiles; all cases run before any assert so a failure shows them all"""
+    n_ctx = len(toks) + 8
+    cpu = Context(model, n_ctx=n_ctx).eval(toks, all_logits=True)
+    seen = {}
+    for n in splits:
+        for n_batch in (len(toks), 1):
+            ctx = Context(model, n_ctx=n_ctx, n_batch=n_batch, gpu_layers=n, device="cuda", require_gpu=True)
             got = ctx.eval(toks, all_logits=True)
             nmse = float(((got - cpu) ** 2).mean() / (cpu ** 2).mean())
-            assert nmse < 5e-3, (n, n_batch, nmse)
-            assert (got.argmax(1) == cpu.argmax(1)).mean() >= 0.9
+            seen[n, n_batch] = (nmse, float((got.argmax(1) == cpu.argmax(1)).mean()))
+    print("\n".join(f"gpu_layers={n} n_batch={b}: nmse {e:.2e}, top-1 {t:.1%}" for (n, b), (e, t) in seen.items()))
+    assert all(e < max_nmse and t >= min_top1 for e, t in seen.values()), seen
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", [LLAMA, CONFIGS["qwen2"], replace(GEMMA3, n_layer=4),
+                                 replace(for_block(LLAMA, 256), qtype="Q4_K", n_layer=3)],
+                         ids=["llama", "qwen2", "gemma3", "llama-q4_k"])
+def test_cuda_offload_of_tiny_models_matches_the_cpu(tiny, cfg):
+    _cuda_or_skip()
+    model = Model.load(tiny(cfg), n_threads=2)
+    toks = np.random.default_rng(6).integers(0, cfg.n_vocab, 24)
+    _assert_cuda_matches_the_cpu(model, toks, (1, 2, cfg.n_layer + 1), max_nmse=1e-3, min_top1=0.9)
+
+
+@pytest.mark.gpu
+def test_cuda_offload_matches_the_cpu():
+    """SmolLM2 whole on the GPU, and split, against the CPU alone, on prose.
+    The bounds are twice the engine-to-engine floor on this 30-layer model
+    (lamina vs llama.cpp on the same bytes: nmse ~1e-3, top-1 ~95%): float
+    order alone flips 8-bit activation roundings, and the flips compound."""
+    _cuda_or_skip()
+    path = fetch_model("smollm2-135m-instruct")
+    model = Model.load(path, n_threads=2)
+    with GGUFFile(path) as g:
+        tok = Tokenizer.from_metadata(g.metadata)
+    text = (ROOT / "tests" / "data" / "alice29.txt").read_text(encoding="latin-1")
+    toks = np.array(tok.encode(text[20000:24000])[:128])
+    _assert_cuda_matches_the_cpu(model, toks, (1, 10, 99), max_nmse=2e-3, min_top1=0.92)
