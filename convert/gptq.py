@@ -63,7 +63,8 @@ import numpy as np
 
 from convert.errors import ConvertError
 
-SUPPORTED_BITS = (4,)
+SUPPORTED_BITS = (4,)           # what GPTQ INT4 files, imports and --gptq --bits take
+GRID_BITS = (4, 5)              # what the algorithm runs with: INT4, and Q5_0's 5-bit levels
 SCALE_DTYPES = ("float16", "float32")
 
 
@@ -104,7 +105,10 @@ class GPTQConfig:
     scale_dtype: str = "float16"
 
     def __post_init__(self) -> None:
-        check_bits(self.bits)
+        b = self.bits
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or int(b) not in GRID_BITS:
+            raise GPTQError(f"GPTQConfig bits={b!r}: the algorithm runs with bits="
+                            f"{', '.join(map(str, GRID_BITS))} (lamina supports bits=4 for GPTQ INT4 files)")
         gs = self.group_size
         if isinstance(gs, bool) or not isinstance(gs, (int, np.integer)) or not (gs == -1 or gs >= 1):
             raise GPTQError(f"group_size must be -1 (one group per row) or a positive integer, got {gs!r}")

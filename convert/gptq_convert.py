@@ -22,11 +22,12 @@ Two kinds of output:
     run it (it has no GPTQ linear); lamina can.
 
 --gptq --q4_0 / --q4_k (q4_k_m, q4_k_s): an ordinary llama.cpp file of that
-    mix. Every linear the recipe gives the mix's 4-bit type (Q4_0, resp.
-    Q4_K) is GPTQ-rounded into that ggml grid (convert/gptq_grids.py); every
-    other tensor (token_embd, output, the attn_v/ffn_down layers the recipe
-    gives Q6_K, fallbacks for odd row lengths) is quantized exactly as plain
-    conversion does (round to nearest). The calibration forward runs each
+    mix. Every linear the recipe gives Q4_0, Q5_0 or Q4_K (Q5_0: the mix's
+    fallback for rows that are not a multiple of 256, and some attn_v layers)
+    is GPTQ-rounded into that ggml grid (convert/gptq_grids.py); every other
+    tensor (token_embd, output, the attn_v/ffn_down layers the recipe gives
+    Q6_K or Q8_0) is quantized exactly as plain conversion does (round to
+    nearest). The calibration forward runs each
     linear as it will be stored, so later layers see the real quantized
     model. The calibration settings are recorded under quantize.gptq.* (as
     llama-quantize records an imatrix under quantize.imatrix.*), which
@@ -64,7 +65,7 @@ from convert.gptq_calibrate import (
     read_calibration_tokens,
 )
 from convert.gptq_gguf import gptq_job_tensors, gptq_metadata
-from convert.gptq_grids import DEFAULT_Q4_0_GRID, GridQuant, gptq_ggml
+from convert.gptq_grids import DEFAULT_BLOCK_GRID, GGML_GRID_TYPES, GridQuant, gptq_ggml
 from convert.gptq_pack import GPTQPacked, pack_result
 from convert.pipeline import Job, run_job
 from convert.recipes import MIXES, Mix, get_mix
@@ -73,7 +74,7 @@ from runtime.gptq_format import is_gptq_weight_name
 from runtime.quants import dequantize
 
 # --gptq with a type: the mixes whose 4-bit linears GPTQ rounds into ggml's grid
-GRID_MIXES: dict[str, Q] = {"q4_0": Q.Q4_0, "q4_k_m": Q.Q4_K, "q4_k_s": Q.Q4_K}
+GRID_MIXES = ("q4_0", "q4_k_m", "q4_k_s")   # the mixes whose linears GPTQ can round into their grids
 # --gptq alone: the recipe of the tensors that are not GPTQ linears
 PURE_BASE_MIX = "q4_k_m"
 PURE_LABEL = "GPTQ-INT4"        # file name label, as convert/gptq_import.py names imports
@@ -96,7 +97,7 @@ class GPTQOptions:
     seqlen: int = 512
     mix: str | None = None       # None: pure GPTQ tensors; else a GRID_MIXES key (aliases allowed)
     pure: bool = False              # --pure with a mix: every quantizable tensor gets the mix's type
-    q4_0_grid: str = DEFAULT_Q4_0_GRID
+    block_grid: str = DEFAULT_BLOCK_GRID
 
     def grid_mix(self) -> Mix | None:
         if self.mix is None:
@@ -126,15 +127,15 @@ class GPTQOptions:
 # what each linear becomes
 
 class _GridPlan:
-    """GPTQ into Q4_0 / Q4_K where the recipe gives that type; the recipe's
-    round-to-nearest everywhere else."""
+    """GPTQ into every linear the recipe gives a type GPTQ can round into
+    (Q4_0, Q5_0, Q4_K); the recipe's round-to-nearest everywhere else."""
 
-    def __init__(self, types: dict[str, Q], grid_type: Q, opts: GPTQOptions, encoder: Encoder) -> None:
-        self.types, self.grid_type, self.opts, self.encoder = types, grid_type, opts, encoder
+    def __init__(self, types: dict[str, Q], opts: GPTQOptions, encoder: Encoder) -> None:
+        self.types, self.opts, self.encoder = types, opts, encoder
         self.data: dict[str, np.ndarray] = {}
 
     def needs_hessian(self, name: str) -> bool:
-        return self.types[name] == self.grid_type
+        return self.types[name] in GGML_GRID_TYPES
 
     def quantize(self, name: str, W: np.ndarray, H: np.ndarray | None) -> LinearOutcome:
         qt = self.types[name]
@@ -143,7 +144,7 @@ class _GridPlan:
         if H is None:
             return LinearOutcome(baseline, None, f"rtn {qt.name}")
         gq: GridQuant = gptq_ggml(name, W, H, qt, act_order=self.opts.act_order, percdamp=self.opts.damp,
-                                  q4_0_grid=self.opts.q4_0_grid)
+                                  block_grid=self.opts.block_grid)
         self.data[name] = gq.data
         return LinearOutcome(gq.dequantize(), baseline, f"gptq {qt.name}")
 
@@ -182,7 +183,7 @@ def plan_gptq(hf_dir: Path, opts: GPTQOptions, encoder: Encoder, out: Path | Non
     if mix is not None:
         job = plan_hf(hf_dir, mix, encoder, out, force, opts.pure)
         types = {t.name: t.type for t, _ in job.tensors}
-        plan: _GridPlan | _PurePlan = _GridPlan(types, GRID_MIXES[mix.name], opts, encoder)
+        plan: _GridPlan | _PurePlan = _GridPlan(types, opts, encoder)
     else:
         job = _plan_pure_base(hf_dir, encoder, out, force)
         plan = _PurePlan(opts.config())

@@ -1,24 +1,25 @@
-"""GPTQ rounding into GGUF's own block formats: Q4_0 and Q4_K.
+"""GPTQ rounding into GGUF's own block formats: Q4_0, Q5_0 and Q4_K.
 
 GPTQ (convert/gptq.py) chooses each weight's 4-bit level with error feedback;
 here the levels live on the grids of ggml's block types, so the result is
-ordinary Q4_0 / Q4_K blocks that llama.cpp loads unchanged, and the bytes
+ordinary Q4_0 / Q5_0 / Q4_K blocks that llama.cpp loads unchanged, and the bytes
 dequantize exactly to the weights GPTQ committed to (its grids are
 `AffineGrid`s evaluated in float32 the way ggml's dequantizers do).
 
-Q4_0 (32 weights, w = d * (q - 8), d f16): the group is the 32-weight block.
-    d is computed as ggml's quantize_row_q4_0_ref computes it, d = m / -8 with
-    m the block's signed weight of largest magnitude, rounded to f16. Two
-    choices of which weights it is computed from (`Q4_0_GRIDS`):
+Q4_0 and Q5_0 (32 weights, w = d * (q - h), d f16, h = 8 resp. 16, levels
+    0..2h-1): the group is the 32-weight block. d is computed as ggml's
+    quantize_row_q{4,5}_0_ref computes it, d = m / -h with m the block's
+    signed weight of largest magnitude, rounded to f16. Two choices of which
+    weights it is computed from (`BLOCK_GRIDS`):
       "original": from the weights before GPTQ (what plain llama-quantize
                   would store), fixed up front;
       "feedback": from the block's weights as GPTQ's error feedback has left
                   them when the block comes up (the reference GPTQ's way of
                   finding a group's grid), using lazy blocks of 32 columns so
                   every earlier column's feedback is in.
-    DEFAULT_Q4_0_GRID is the one that measured lower output error: "feedback".
-    With act-order the blocks are visited out of order, so Q4_0 grids are
-    always "original" then.
+    DEFAULT_BLOCK_GRID is the one that measured lower output error:
+    "feedback". With act-order the blocks are visited out of order, so the
+    grids are always "original" then.
 
 Q4_K (256-weight super-blocks of eight 32-weight sub-blocks, w = d*sc*q -
     dmin*m, d/dmin f16, sc/m 6-bit): the super-block scales d, dmin and the
@@ -42,18 +43,21 @@ from gguf import GGMLQuantizationType as Q
 from convert.gptq import AffineGrid, GPTQConfig, GPTQError, GPTQResult, gptq_quantize, quantize_rtn
 from runtime.quants import dequantize, quantize
 
-BLOCK = 32                   # Q4_0 block = Q4_K sub-block = the GPTQ group
+BLOCK = 32                   # Q4_0/Q5_0 block = Q4_K sub-block = the GPTQ group
 QK_K = 256
 Q4_0_BYTES = 18              # f16 d + 16 bytes of nibbles
+Q5_0_BYTES = 22              # f16 d + 4 bytes of 5th bits + 16 bytes of nibbles
 Q4_K_BYTES = 144             # f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles
 Q4_K_HEAD = 16               # d, dmin, scales: what GPTQ keeps from ggml's quantization
-GGML_GRID_TYPES = (Q.Q4_0, Q.Q4_K)
-Q4_0_GRIDS = ("original", "feedback")
+# the symmetric 32-weight types: w = d * (q - HALF), levels 0 .. 2*HALF - 1
+HALF = {Q.Q4_0: 8, Q.Q5_0: 16}
+GGML_GRID_TYPES = (Q.Q4_0, Q.Q5_0, Q.Q4_K)
+BLOCK_GRIDS = ("original", "feedback")
 # Measured on SmolLM2-135M-Instruct, all 210 linears, 16 windows of 256 tokens
 # of asyoulik.txt, output error ||(W - Q) X^T||^2 on the calibration inputs:
 # "feedback" was lower than "original" for 207 of 210 (mean error relative to
 # ggml's round-to-nearest 0.255 vs 0.259; act-order, always "original": 0.209).
-DEFAULT_Q4_0_GRID = "feedback"
+DEFAULT_BLOCK_GRID = "feedback"
 
 
 class GGMLGridError(GPTQError):
@@ -87,43 +91,50 @@ def _check(name: str, W: np.ndarray, qtype: Q) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------
-# Q4_0
+# Q4_0, Q5_0
 
-def q4_0_d(w: np.ndarray) -> np.ndarray:
-    """Per row of w [rows, 32]: ggml's d = max / -8 (max: the signed weight of
-    largest magnitude, the first one on ties), as the f16 the block stores."""
+def block_d(w: np.ndarray, qtype: Q) -> np.ndarray:
+    """Per row of w [rows, 32]: ggml's d = max / -HALF (max: the signed weight
+    of largest magnitude, the first one on ties), as the f16 the block stores."""
     w = np.asarray(w, dtype=np.float32)
     idx = np.argmax(np.abs(w), axis=1)          # first maximum, as ggml's strict '>' scan keeps
     m = w[np.arange(w.shape[0]), idx]
-    return (m / np.float32(-8)).astype(np.float16).astype(np.float64)
+    return (m / np.float32(-HALF[qtype])).astype(np.float16).astype(np.float64)
 
 
-def _q4_0_grid(d: np.ndarray) -> AffineGrid:
-    # w = d * (q - 8) = d*q - 8d, exact in float32 for an f16 d
-    return AffineGrid(d, 8.0 * d)
+def _block_grid(d: np.ndarray, qtype: Q) -> AffineGrid:
+    # w = d * (q - h) = d*q - h*d, exact in float32 for an f16 d
+    return AffineGrid(d, HALF[qtype] * d)
 
 
-def q4_0_static_grid(W: np.ndarray):
-    """The Grid whose group g is ggml's own Q4_0 block g of the original W."""
+def static_block_grid(W: np.ndarray, qtype: Q):
+    """The Grid whose group g is ggml's own block g of the original W."""
     G = W.shape[1] // BLOCK
-    ds = [q4_0_d(W[:, g * BLOCK:(g + 1) * BLOCK]) for g in range(G)]
-    return lambda w, g: _q4_0_grid(ds[g])
+    ds = [block_d(W[:, g * BLOCK:(g + 1) * BLOCK], qtype) for g in range(G)]
+    return lambda w, g: _block_grid(ds[g], qtype)
 
 
-def q4_0_feedback_grid(w: np.ndarray, g: int) -> AffineGrid:
+def feedback_block_grid(qtype: Q):
     """A Grid: d from the block's weights as GPTQ hands them over (error fed)."""
-    return _q4_0_grid(q4_0_d(w))
+    return lambda w, g: _block_grid(block_d(w, qtype), qtype)
 
 
-def encode_q4_0(levels: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """levels uint8 [rows, n] (0..15), d [G, rows] (f16 values) -> Q4_0 bytes [rows, n/32*18]."""
+def encode_block(levels: np.ndarray, d: np.ndarray, qtype: Q) -> np.ndarray:
+    """levels uint8 [rows, n] (0 .. 2*HALF-1), d [G, rows] (f16 values) -> Q4_0
+    or Q5_0 bytes [rows, n/32*block_bytes]. ggml: qs[j] holds the low nibbles
+    of q[j] | q[j + 16] << 4; Q5_0's qh bit j is q[j]'s 5th bit."""
     rows, n = levels.shape
     nb = n // BLOCK
-    out = np.empty((rows, nb, Q4_0_BYTES), dtype=np.uint8)
+    nbytes = Q4_0_BYTES if qtype == Q.Q4_0 else Q5_0_BYTES
+    out = np.empty((rows, nb, nbytes), dtype=np.uint8)
     out[:, :, :2] = np.ascontiguousarray(np.asarray(d).T.astype(np.float16)).view(np.uint8).reshape(rows, nb, 2)
     lv = np.asarray(levels, dtype=np.uint8).reshape(rows, nb, BLOCK)
-    out[:, :, 2:] = lv[:, :, :16] | (lv[:, :, 16:] << 4)      # ggml: qs[j] = q[j] | q[j + 16] << 4
-    return out.reshape(rows, nb * Q4_0_BYTES)
+    if qtype == Q.Q5_0:
+        bits = (lv >> 4).astype(np.uint32) << np.arange(BLOCK, dtype=np.uint32)
+        out[:, :, 2:6] = np.bitwise_or.reduce(bits, axis=2).astype("<u4")[..., None].view(np.uint8)
+    lo = lv & 0xF
+    out[:, :, nbytes - 16:] = lo[:, :, :16] | (lo[:, :, 16:] << 4)
+    return out.reshape(rows, nb * nbytes)
 
 
 # ----------------------------------------------------------------------------
@@ -175,38 +186,38 @@ def encode_q4_k(levels: np.ndarray, reference: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------
 # GPTQ / round-to-nearest into a ggml type
 
-def ggml_config(act_order: bool, percdamp: float, qtype: Q, q4_0_grid: str = DEFAULT_Q4_0_GRID) -> GPTQConfig:
+def ggml_config(act_order: bool, percdamp: float, qtype: Q, block_grid: str = DEFAULT_BLOCK_GRID) -> GPTQConfig:
     """The GPTQConfig that rounds into qtype's grid: groups of 32 fixed in place
-    (static) unless Q4_0 takes its d from the error-fed weights."""
-    if q4_0_grid not in Q4_0_GRIDS:
-        raise GGMLGridError(f"Q4_0 grid must be one of {', '.join(Q4_0_GRIDS)}, got {q4_0_grid!r}")
-    feedback = qtype == Q.Q4_0 and q4_0_grid == "feedback" and not act_order
-    return GPTQConfig(bits=4, group_size=BLOCK, sym=True, act_order=act_order, static_groups=not feedback,
-                      percdamp=percdamp, blocksize=BLOCK if feedback else 128)
+    (static) unless Q4_0/Q5_0 take their d from the error-fed weights."""
+    if block_grid not in BLOCK_GRIDS:
+        raise GGMLGridError(f"Q4_0/Q5_0 grid must be one of {', '.join(BLOCK_GRIDS)}, got {block_grid!r}")
+    feedback = qtype in HALF and block_grid == "feedback" and not act_order
+    return GPTQConfig(bits=5 if qtype == Q.Q5_0 else 4, group_size=BLOCK, sym=True, act_order=act_order,
+                      static_groups=not feedback, percdamp=percdamp, blocksize=BLOCK if feedback else 128)
 
 
 def gptq_ggml(name: str, W: np.ndarray, H: np.ndarray, qtype: Q, *, act_order: bool = False,
-              percdamp: float = 0.01, q4_0_grid: str = DEFAULT_Q4_0_GRID) -> GridQuant:
-    """GPTQ of W [out, in] (Hessian H [in, in]) into Q4_0 or Q4_K blocks."""
+              percdamp: float = 0.01, block_grid: str = DEFAULT_BLOCK_GRID) -> GridQuant:
+    """GPTQ of W [out, in] (Hessian H [in, in]) into Q4_0, Q5_0 or Q4_K blocks."""
     W = _check(name, W, qtype)
-    cfg = ggml_config(act_order, percdamp, qtype, q4_0_grid)
+    cfg = ggml_config(act_order, percdamp, qtype, block_grid)
     if qtype == Q.Q4_K:
         ref = q4_k_reference(W)
         res = gptq_quantize(W, H, cfg, grid=q4_k_static_grid(ref, W.shape[0]))
         return GridQuant(qtype, encode_q4_k(res.levels, ref), res)
-    grid = q4_0_feedback_grid if not cfg.static_groups else q4_0_static_grid(W)
+    grid = feedback_block_grid(qtype) if not cfg.static_groups else static_block_grid(W, qtype)
     res = gptq_quantize(W, H, cfg, grid=grid)
-    return GridQuant(qtype, encode_q4_0(res.levels, res.scales), res)
+    return GridQuant(qtype, encode_block(res.levels, res.scales, qtype), res)
 
 
 def rtn_ggml(name: str, W: np.ndarray, qtype: Q) -> GridQuant:
-    """Round-to-nearest on the same fixed grids GPTQ uses ("original" Q4_0 d,
-    ggml's Q4_K scales): the baseline GPTQ must beat."""
+    """Round-to-nearest on the same fixed grids GPTQ uses ("original" Q4_0/Q5_0
+    d, ggml's Q4_K scales): the baseline GPTQ must beat."""
     W = _check(name, W, qtype)
     cfg = ggml_config(False, 0.0, qtype, "original")
     if qtype == Q.Q4_K:
         ref = q4_k_reference(W)
         res = quantize_rtn(W, cfg, grid=q4_k_static_grid(ref, W.shape[0]))
         return GridQuant(qtype, encode_q4_k(res.levels, ref), res)
-    res = quantize_rtn(W, cfg, grid=q4_0_static_grid(W))
-    return GridQuant(qtype, encode_q4_0(res.levels, res.scales), res)
+    res = quantize_rtn(W, cfg, grid=static_block_grid(W, qtype))
+    return GridQuant(qtype, encode_block(res.levels, res.scales, qtype), res)

@@ -195,10 +195,14 @@ def test_fractional_zero_grid():
 
 @pytest.mark.parametrize("bits", [2, 3, 8, 5, "4"])
 def test_unsupported_bits(bits):
+    """INT4 files take 4 bits only; the algorithm also runs at 5 (Q5_0's grid)"""
     with pytest.raises(GPTQError, match=r"lamina supports bits=4"):
-        GPTQConfig(bits=bits)
-    with pytest.raises(GPTQError, match=r"bits=4"):
         check_bits(bits)
+    if bits == 5:
+        assert GPTQConfig(bits=5).maxq == 31
+    else:
+        with pytest.raises(GPTQError, match=r"lamina supports bits=4 for GPTQ INT4 files"):
+            GPTQConfig(bits=bits)
 
 
 def test_bad_inputs():

@@ -28,7 +28,7 @@ from convert.gptq_calibrate import (
     window_starts,
 )
 from convert.gptq_convert import GPTQOptions, plan_gptq
-from convert.gptq_grids import GGMLGridError, encode_q4_0, gptq_ggml, q4_0_d, q4_k_reference, q4_k_scales, rtn_ggml
+from convert.gptq_grids import GGMLGridError, block_d, encode_block, gptq_ggml, q4_k_reference, q4_k_scales, rtn_ggml
 from convert.pipeline import run_job
 from runtime.quants import dequantize, quantize
 
@@ -104,31 +104,32 @@ def test_q4_k_grid_read_back_is_ggml_dequantization():
     np.testing.assert_array_equal(rebuilt, dequantize(ref, Q.Q4_K))
 
 
-def test_round_to_nearest_on_the_fixed_grids_is_ggml():
-    """RTN on the Q4_K grids reproduces ggml's Q4_K bytes; Q4_0's only
-    differs where ggml rounds with the f32 d it does not store."""
+@pytest.mark.parametrize("qtype,nbytes", [(Q.Q4_0, 18), (Q.Q5_0, 22)])
+def test_round_to_nearest_on_the_fixed_grids_is_ggml(qtype, nbytes):
+    """RTN on the Q4_K grids reproduces ggml's Q4_K bytes; Q4_0's and Q5_0's
+    only differ where ggml rounds with the f32 d it does not store."""
     rng = np.random.default_rng(1)
     W = weights(rng, 32, 512)
     np.testing.assert_array_equal(rtn_ggml("w", W, Q.Q4_K).data, quantize(W, Q.Q4_K))
-    q40 = rtn_ggml("w", W, Q.Q4_0).data
-    ggml = quantize(W, Q.Q4_0)
-    blocks = q40.reshape(32, -1, 18)
-    np.testing.assert_array_equal(blocks[:, :, :2], ggml.reshape(32, -1, 18)[:, :, :2])   # the same d
-    assert np.mean(q40 == ggml) > 0.99
+    ours = rtn_ggml("w", W, qtype).data
+    ggml = quantize(W, qtype)
+    blocks = ours.reshape(32, -1, nbytes)
+    np.testing.assert_array_equal(blocks[:, :, :2], ggml.reshape(32, -1, nbytes)[:, :, :2])   # the same d
+    assert np.mean(ours == ggml) > 0.99
     np.testing.assert_array_equal(blocks[:, :, :2].copy().view(np.float16)[:, :, 0].T.astype(np.float64),
-                                  np.stack([q4_0_d(W[:, g * 32:(g + 1) * 32]) for g in range(16)]))
+                                  np.stack([block_d(W[:, g * 32:(g + 1) * 32], qtype) for g in range(16)]))
 
 
-@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_K])
-@pytest.mark.parametrize("act_order,q4_0_grid", [(False, "original"), (True, "original"), (False, "feedback")])
-def test_gptq_into_ggml_blocks(qtype, act_order, q4_0_grid):
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q5_0, Q.Q4_K])
+@pytest.mark.parametrize("act_order,block_grid", [(False, "original"), (True, "original"), (False, "feedback")])
+def test_gptq_into_ggml_blocks(qtype, act_order, block_grid):
     """Valid blocks (gguf-py reads them), dequantizing exactly to what GPTQ
     committed; Q4_K keeps ggml's scales; better than ggml's own rounding."""
     rng = np.random.default_rng(2)
     W = weights(rng, 32, 256)
     X = correlated(rng, 1024, 256)
     H = X.T.astype(np.float64) @ X
-    gq = gptq_ggml("blk.0.ffn_up.weight", W, H, qtype, act_order=act_order, q4_0_grid=q4_0_grid)
+    gq = gptq_ggml("blk.0.ffn_up.weight", W, H, qtype, act_order=act_order, block_grid=block_grid)
     assert gq.data.dtype == np.uint8 and gq.data.shape == quantize(W, qtype).shape
     committed = gq.result.dequantize()
     np.testing.assert_array_equal(dequantize(gq.data, qtype), committed)
@@ -157,11 +158,12 @@ def test_q4_k_sub_block_whose_scale_rounds_to_zero():
     np.testing.assert_array_equal(dequantize(gq.data, Q.Q4_K), gq.result.dequantize())
 
 
-def test_q4_0_all_zero_block():
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q5_0])
+def test_all_zero_block(qtype):
     W = np.zeros((8, 64), dtype=np.float32)
     W[:, 32:] = np.random.default_rng(4).standard_normal((8, 32))
-    gq = gptq_ggml("w", W, np.eye(64), Q.Q4_0)
-    out = dequantize(gq.data, Q.Q4_0)
+    gq = gptq_ggml("w", W, np.eye(64), qtype)
+    out = dequantize(gq.data, qtype)
     assert np.all(out[:, :32] == 0)
     np.testing.assert_array_equal(out, gq.result.dequantize())
 
@@ -182,7 +184,7 @@ def test_affine_grid_in_gptq():
 
 
 def test_ggml_grid_bad_input():
-    with pytest.raises(GGMLGridError, match=r"blk\.0\.attn_q\.weight: GPTQ rounds into Q4_0, Q4_K only, not Q8_0"):
+    with pytest.raises(GGMLGridError, match=r"blk\.0\.attn_q\.weight: GPTQ rounds into Q4_0, Q5_0, Q4_K only, not Q8_0"):
         gptq_ggml("blk.0.attn_q.weight", np.zeros((8, 256)), np.eye(256), Q.Q8_0)
     with pytest.raises(GGMLGridError, match=r"w: row length 96 is not a multiple of Q4_K's block size 256"):
         gptq_ggml("w", np.zeros((8, 96)), np.eye(96), Q.Q4_K)
@@ -190,7 +192,10 @@ def test_ggml_grid_bad_input():
         rtn_ggml("w", np.zeros(256), Q.Q4_0)
     with pytest.raises(GPTQError, match=r"Hessian must be \[64, 64\]"):
         gptq_ggml("w", np.zeros((8, 64)), np.eye(32), Q.Q4_0)
-    assert encode_q4_0(np.full((1, 32), 8, np.uint8), np.zeros((1, 1))).tobytes()[2:] == bytes([0x88] * 16)
+    assert encode_block(np.full((1, 32), 8, np.uint8), np.zeros((1, 1)), Q.Q4_0).tobytes()[2:] == bytes([0x88] * 16)
+    # Q5_0: level 17 everywhere = low nibble 1, every 5th bit set
+    assert encode_block(np.full((1, 32), 17, np.uint8), np.zeros((1, 1)), Q.Q5_0).tobytes()[2:] == \
+        bytes([0xFF] * 4 + [0x11] * 16)
 
 
 # ----------------------------------------------------------------------------
@@ -278,6 +283,26 @@ def test_q4_k_file_is_plain_q4_k_m_with_gptq_levels(q4_k_file, tiny: Path, tmp_p
     assert a.metadata["quantize.gptq.dataset"].startswith("asyoulik.txt: ")
     assert a.metadata["quantize.gptq.tensors_count"] == 12
     assert not any(k.startswith("lamina.gptq.") for k in a.metadata)
+
+
+def test_grid_plan_rounds_every_type_gptq_has_a_grid_for(encoder: Encoder):
+    """q4_k_m gives rows that are not a multiple of 256 Q5_0 (and some attn_v
+    Q6_K/Q8_0): GPTQ rounds the Q4_0/Q5_0/Q4_K ones, the rest stay RTN."""
+    from convert.gptq_convert import _GridPlan
+    types = {"blk.0.attn_q.weight": Q.Q5_0, "blk.0.ffn_down.weight": Q.Q4_K, "blk.0.attn_v.weight": Q.Q6_K,
+             "blk.1.attn_v.weight": Q.Q8_0}
+    plan = _GridPlan(types, GPTQOptions(mix="q4_k", **SMALL), encoder)
+    assert [n for n in types if plan.needs_hessian(n)] == ["blk.0.attn_q.weight", "blk.0.ffn_down.weight"]
+    rng = np.random.default_rng(7)
+    W = weights(rng, 64, 256)
+    X = correlated(rng, 512, 256)
+    H = X.T.astype(np.float64) @ X
+    got = plan.quantize("blk.0.attn_q.weight", W, H)
+    assert got.method == "gptq Q5_0"
+    np.testing.assert_array_equal(dequantize(plan.data["blk.0.attn_q.weight"], Q.Q5_0), got.committed)
+    assert output_error(W, got.committed, H) < output_error(W, got.baseline, H)
+    assert plan.quantize("blk.0.attn_v.weight", W, None).method == "rtn Q6_K"
+    assert "blk.0.attn_v.weight" not in plan.data
 
 
 def test_true_sequential_calibration_sees_quantized_earlier_layers(f32_file: Path):
