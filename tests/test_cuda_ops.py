@@ -85,11 +85,17 @@ PROTOS = {
     "lmc_memset": (c_int, [c_p, c_int, c_sz]),
     "lmc_synchronize": (c_int, []),
     "lmc_release": (None, []),
+    "lmc_graph_begin": (c_int, []),
+    "lmc_graph_end": (c_int, [ctypes.POINTER(c_p)]),
+    "lmc_graph_launch": (c_int, [c_p]),
+    "lmc_graph_abort": (c_int, []),
+    "lmc_graph_free": (c_int, [c_p]),
     "lmc_type_supported": (c_int, [c_int]),
     "lmc_row_bytes": (c_sz, [c_int, c_i64]),
     "lmc_matmul_scratch_bytes": (c_sz, [c_int, c_i64, c_i64, c_i64]),
     "lmc_matmul": (c_int, [c_int, c_p, c_i64, c_i64, c_p, c_i64, c_p, c_i64, c_p, c_sz, c_int]),
     "lmc_quantize_activations": (c_int, [c_int, c_p, c_i64, c_i64, c_p]),
+    "lmc_matmul_q": (c_int, [c_int, c_p, c_i64, c_i64, c_int, c_p, c_i64, c_p, c_i64]),
     "lmc_dequantize": (c_int, [c_int, c_p, c_i64, c_p]),
     "lmc_gptq_scratch_bytes": (c_sz, [ctypes.POINTER(GPTQMatrix), c_i64]),
     "lmc_gptq_matmul": (c_int, [ctypes.POINTER(GPTQMatrix), c_p, c_i64, c_p, c_i64, c_p, c_sz, c_int]),
@@ -128,7 +134,7 @@ def test_library_exports_every_declared_function():
     assert len(names) >= 30
     assert not [n for n in names if not hasattr(LIB, n)]
     assert set(PROTOS) == names, "PROTOS here must cover the header exactly"
-    assert LIB.lmc_abi_version() == 1
+    assert LIB.lmc_abi_version() == 2
 
 
 def test_device_count_says_why_when_there_is_none():
@@ -173,6 +179,12 @@ BAD_CALLS = [
     ("scratch too small", E_ARG, "scratch", lambda: LIB.lmc_matmul(int(T.Q4_0), FAKE, 8, 256, FAKE, 1, FAKE, 8, FAKE, 3, 0)),
     ("no scratch for GEMM", E_ARG, "scratch",
      lambda: LIB.lmc_matmul(int(T.Q4_K), FAKE, 8, 256, FAKE, 16, FAKE, 8, None, 0, PATH_GEMM)),
+    ("matmul_q float weights", E_TYPE, "lmc_matmul",
+     lambda: LIB.lmc_matmul_q(int(T.F16), FAKE, 8, 256, int(T.F16), FAKE, 1, FAKE, 8)),
+    ("matmul_q wrong partner", E_TYPE, "dotted with",
+     lambda: LIB.lmc_matmul_q(int(T.Q4_K), FAKE, 8, 256, int(T.Q8_0), FAKE, 1, FAKE, 8)),
+    ("matmul_q ragged n", E_SHAPE, "n=100",
+     lambda: LIB.lmc_matmul_q(int(T.Q4_0), FAKE, 8, 100, int(T.Q8_0), FAKE, 1, FAKE, 8)),
     ("quantize ragged", E_SHAPE, "n=100", lambda: LIB.lmc_quantize_activations(int(T.Q2_K), FAKE, 100, 1, FAKE)),
     ("dequantize ragged", E_SHAPE, "n_total", lambda: LIB.lmc_dequantize(int(T.Q4_0), FAKE, 33, FAKE)),
     ("gptq NULL matrix", E_ARG, "NULL", lambda: LIB.lmc_gptq_matmul(None, FAKE, 1, FAKE, 64, FAKE, 1 << 20, 0)),
@@ -207,6 +219,8 @@ BAD_CALLS = [
     ("malloc NULL", E_ARG, "NULL", lambda: LIB.lmc_malloc(None, 16)),
     ("device_name NULL", E_ARG, "buffer", lambda: LIB.lmc_device_name(0, None, 0)),
     ("device_memory NULL", E_ARG, "NULL", lambda: LIB.lmc_device_memory(0, None, None)),
+    ("graph_end NULL", E_ARG, "NULL", lambda: LIB.lmc_graph_end(None)),
+    ("graph_launch NULL", E_ARG, "NULL", lambda: LIB.lmc_graph_launch(None)),
 ]
 
 
@@ -226,6 +240,7 @@ def test_bad_arguments_are_refused_before_any_cuda_call(what, code, words, call)
     lambda: LIB.lmc_kv_store(int(T.F16), None, 256, 0, None, 0, 64),
     lambda: LIB.lmc_memcpy_h2d(None, None, 0),
     lambda: LIB.lmc_free(None),
+    lambda: LIB.lmc_graph_free(None),
 ])
 def test_empty_work_is_a_no_op(call):
     assert call() == OK, last_error()
@@ -347,6 +362,27 @@ def test_matmul_gemm_path(qt, ncols):
     bound = 1e-10 if qt == T.F32 else 1e-5
     assert nmse(got, exact) <= bound, f"{qt.name} ncols={ncols}: nmse vs exact {nmse(got, exact):.3g}"
     assert nmse(got, quants.matmul(wq, qt, x)) <= 5e-4
+
+
+PARTNER = {T.Q4_0: T.Q8_0, T.Q5_0: T.Q8_0, T.Q8_0: T.Q8_0, T.IQ4_NL: T.Q8_0, T.Q4_1: T.Q8_1, T.Q5_1: T.Q8_1}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("ncols", [1, 3, 8, 9])
+@pytest.mark.parametrize("qt", QUANT_TYPES, ids=lambda q: q.name)
+def test_matmul_of_prequantized_x_is_the_mat_vec_path(qt, ncols):
+    """x quantized once (lmc_quantize_activations) and read by lmc_matmul_q:
+    the bits of lmc_matmul's mat-vec path, which quantizes x itself"""
+    from runtime import quants
+    wq, _ = _weights(qt)
+    x = make("normal", ncols, N, 40 + ncols)
+    want = _matmul_gpu(qt, wq, ROWS, N, x, PATH_MMVQ)
+    partner = PARTNER.get(qt, T.Q8_K)
+    xq = Dev(ncols * quants.row_bytes(partner, N))
+    check(LIB.lmc_quantize_activations(int(qt), Dev.of(x), N, ncols, xq.ptr))
+    dy = Dev(4 * ncols * ROWS)
+    check(LIB.lmc_matmul_q(int(qt), Dev.of(wq), ROWS, N, int(partner), xq.ptr, ncols, dy.ptr, ROWS))
+    np.testing.assert_array_equal(dy.down(np.float32, (ncols, ROWS)).view(np.uint32), want.view(np.uint32))
 
 
 @pytest.mark.gpu
@@ -614,6 +650,143 @@ def test_device_queries_and_copies():
     huge = c_p()
     assert LIB.lmc_malloc(ctypes.byref(huge), 1 << 60) == E_NOMEM and not huge.value
     LIB.lmc_release()   # handles come back on the next GEMM
+
+
+# ------------------------------------------------------------ CUDA graphs
+
+class DecodeStep:
+    """A decode-shaped op sequence on fixed buffers (norm, quantize + mat-vec,
+    RoPE, KV store, attention, mat-vec, residual add, a d2d copy): state carries from
+    step to step through x and the KV cache, and the position changes every
+    step, as in cuda_backend.c's decode."""
+    E, N_HEAD, HD, N_CTX = 256, 2, 64, 16
+
+    def __init__(self):
+        from runtime import quants
+        qd = self.N_HEAD * self.HD
+        self.rb = quants.row_bytes(T.F16, qd)
+        self.x0 = make("normal", 1, self.E, 1)
+        self.wn = Dev.of(make("weights_like", 1, self.E, 2)[0])
+        self.wq = Dev.of(quants.quantize(make("weights_like", qd, self.E, 3), T.Q4_K))
+        self.wo = Dev.of(quants.quantize(make("weights_like", self.E, qd, 4), T.Q8_0))
+        self.inv_freq = Dev.of(10000.0 ** (-np.arange(0, self.HD, 2, dtype=np.float64) / self.HD))
+        self.x, self.xb, self.xs = Dev(4 * self.E), Dev(4 * self.E), Dev(4 * self.E)
+        self.q, self.att, self.cs = Dev(4 * qd), Dev(4 * qd), Dev(4 * self.HD)
+        self.kc, self.vc = Dev(self.N_CTX * self.rb), Dev(self.N_CTX * self.rb)
+        self.need = max(LIB.lmc_matmul_scratch_bytes(int(T.Q4_K), qd, self.E, 1),
+                        LIB.lmc_matmul_scratch_bytes(int(T.Q8_0), self.E, qd, 1))
+        self.scratch = Dev(self.need)
+
+    def reset(self):
+        self.x.up(self.x0)
+        for c in (self.kc, self.vc, self.xs):
+            check(LIB.lmc_memset(c.ptr, 0, c.nbytes))
+
+    def ops(self, pos):
+        qd, f16 = self.N_HEAD * self.HD, int(T.F16)
+        check(LIB.lmc_rms_norm(self.xb.ptr, self.x.ptr, self.wn.ptr, 1, self.E, 1e-5, 0.0))
+        # x quantized once, then read (cuda_backend.c's q/k/v and gate/up)
+        check(LIB.lmc_quantize_activations(int(T.Q4_K), self.xb.ptr, self.E, 1, self.scratch.ptr))
+        check(LIB.lmc_matmul_q(int(T.Q4_K), self.wq.ptr, qd, self.E, int(T.Q8_K), self.scratch.ptr, 1, self.q.ptr, qd))
+        check(LIB.lmc_rope_cs(self.cs.ptr, self.inv_freq.ptr, self.HD, pos, 1))
+        check(LIB.lmc_rope(self.q.ptr, 1, self.N_HEAD, self.HD, self.HD, self.cs.ptr, ROPE_NEOX))
+        check(LIB.lmc_kv_store(f16, self.kc.ptr, self.rb, pos, self.q.ptr, 1, qd))
+        check(LIB.lmc_kv_store(f16, self.vc.ptr, self.rb, pos, self.xb.ptr, 1, qd))
+        check(LIB.lmc_attention(self.att.ptr, self.q.ptr, self.kc.ptr, self.vc.ptr, f16, self.rb, 1, pos,
+                                self.N_HEAD, self.N_HEAD, self.HD, 0.125, 0))
+        check(LIB.lmc_matmul(int(T.Q8_0), self.wo.ptr, self.E, qd, self.att.ptr, 1, self.xb.ptr, self.E,
+                             self.scratch.ptr, self.need, PATH_AUTO))
+        check(LIB.lmc_add(self.x.ptr, self.xb.ptr, self.E))
+        check(LIB.lmc_memcpy_d2d(self.xs.ptr, self.x.ptr, 4 * self.E))
+
+    def state(self):
+        return (self.xs.down(np.uint8, (4 * self.E,)), self.kc.down(np.uint8, (self.kc.nbytes,)),
+                self.vc.down(np.uint8, (self.vc.nbytes,)))
+
+
+@pytest.mark.gpu
+def test_graph_replay_gives_the_bytes_of_the_uncaptured_ops():
+    """captured again every step (the position changes), the executable
+    updated in place, replayed: the same bytes as running the ops directly"""
+    s = DecodeStep()
+    s.reset()
+    want = []
+    for pos in range(6):
+        s.ops(pos)
+        want.append(s.state())
+    s.reset()
+    exe = c_p()
+    try:
+        for pos in range(6):
+            check(LIB.lmc_graph_begin())
+            s.ops(pos)
+            check(LIB.lmc_graph_end(ctypes.byref(exe)))
+            assert exe.value
+            before = s.xs.down(np.uint8, (4 * s.E,))
+            # captured, not run: the launch is what runs them
+            np.testing.assert_array_equal(before, want[pos - 1][0] if pos else np.zeros_like(before))
+            check(LIB.lmc_graph_launch(exe))
+            for got, w in zip(s.state(), want[pos]):
+                np.testing.assert_array_equal(got, w, err_msg=f"pos {pos}")
+    finally:
+        check(LIB.lmc_graph_free(exe))
+
+
+@pytest.mark.gpu
+def test_a_failed_capture_leaves_the_stream_usable():
+    s = DecodeStep()
+    # an op refuses its arguments mid-capture: abort, and the next ops run
+    check(LIB.lmc_graph_begin())
+    assert LIB.lmc_graph_begin() == E_ARG and "already capturing" in last_error()
+    assert LIB.lmc_rms_norm(s.xb.ptr, s.x.ptr, s.wn.ptr, 1, 0, 1e-5, 0.0) == E_SHAPE
+    check(LIB.lmc_graph_abort())
+    check(LIB.lmc_graph_abort())          # none in progress: a no-op
+    exe = c_p()
+    assert LIB.lmc_graph_end(ctypes.byref(exe)) == E_ARG and "not capturing" in last_error()
+    # a blocking copy cannot be captured: it fails, and so does the capture
+    check(LIB.lmc_graph_begin())
+    host = np.empty(s.E, np.float32)
+    rc_copy = LIB.lmc_memcpy_d2h(host.ctypes.data, s.x.ptr, host.nbytes)
+    rc_end = LIB.lmc_graph_end(ctypes.byref(exe))
+    assert rc_copy != OK and rc_end != OK and not exe.value, (rc_copy, rc_end, last_error())
+    # after both, ops run directly and captured as before
+    s.reset()
+    s.ops(0)
+    want = s.state()
+    s.reset()
+    check(LIB.lmc_graph_begin())
+    s.ops(0)
+    check(LIB.lmc_graph_end(ctypes.byref(exe)))
+    try:
+        check(LIB.lmc_graph_launch(exe))
+        check(LIB.lmc_synchronize())
+        for got, w in zip(s.state(), want):
+            np.testing.assert_array_equal(got, w)
+    finally:
+        check(LIB.lmc_graph_free(exe))
+
+
+@pytest.mark.gpu
+def test_decode_with_and_without_graphs_gives_the_same_logits(tiny, monkeypatch):
+    """cuda_backend.c captures each one-token step as a graph; with
+    LAMINA_CUDA_GRAPHS=0 it runs the same ops one by one: the same bits"""
+    from dataclasses import replace
+
+    from tiny_models import LLAMA, for_block
+
+    from runtime.engine import Context, Model
+    from runtime.offload import load_cuda
+    if not load_cuda():
+        pytest.skip("the core cannot load the CUDA library")
+    cfg = replace(for_block(LLAMA, 256), qtype="Q4_K", n_layer=3)
+    model = Model.load(tiny(cfg), n_threads=2)
+    toks = np.random.default_rng(6).integers(0, cfg.n_vocab, 12)
+    out = {}
+    for graphs in ("1", "0"):
+        monkeypatch.setenv("LAMINA_CUDA_GRAPHS", graphs)
+        ctx = Context(model, n_ctx=16, n_batch=1, gpu_layers=99, device="cuda", require_gpu=True)
+        out[graphs] = ctx.eval(toks, all_logits=True)
+    np.testing.assert_array_equal(out["1"], out["0"])
 
 
 # Without a GPU the tests marked `gpu` are taken out of the module and one

@@ -8,6 +8,9 @@
  * cache of its blocks; the host sends the residual stream once per batch and
  * reads back the logits.
  *
+ * Decode (one token) is captured as a CUDA graph and replayed as one launch
+ * (cuda_forward_graph); LAMINA_CUDA_GRAPHS=0 turns that off.
+ *
  * Differences from the CPU path, both from the op library: batches of more
  * than LMC_MMVQ_MAX_COLS tokens multiply f16 activations against f16 tiles
  * of the weights (cuBLAS), and gemma's two-pass ffn_down (lamina.h
@@ -39,10 +42,18 @@ _Static_assert(offsetof(lmc_gptq_matrix, n_groups) == offsetof(lm_gptq_matrix, n
     X(int, lmc_free, (void *))                                                                                    \
     X(int, lmc_memcpy_h2d, (void *, const void *, size_t))                                                        \
     X(int, lmc_memcpy_d2h, (void *, const void *, size_t))                                                        \
+    X(int, lmc_synchronize, (void))                                                                               \
+    X(int, lmc_graph_begin, (void))                                                                               \
+    X(int, lmc_graph_end, (void **))                                                                              \
+    X(int, lmc_graph_launch, (void *))                                                                            \
+    X(int, lmc_graph_abort, (void))                                                                               \
+    X(int, lmc_graph_free, (void *))                                                                              \
     X(int, lmc_type_supported, (int))                                                                             \
     X(size_t, lmc_matmul_scratch_bytes, (int, int64_t, int64_t, int64_t))                                         \
     X(int, lmc_matmul, (int, const void *, int64_t, int64_t, const float *, int64_t, float *, int64_t, void *,   \
                         size_t, int))                                                                             \
+    X(int, lmc_quantize_activations, (int, const float *, int64_t, int64_t, void *))                              \
+    X(int, lmc_matmul_q, (int, const void *, int64_t, int64_t, int, const void *, int64_t, float *, int64_t))     \
     X(size_t, lmc_gptq_scratch_bytes, (const lmc_gptq_matrix *, int64_t))                                         \
     X(int, lmc_gptq_matmul, (const lmc_gptq_matrix *, const float *, int64_t, float *, int64_t, void *, size_t,  \
                              int))                                                                                \
@@ -129,6 +140,8 @@ typedef struct {
     void **allocs;
     int n_allocs, cap_allocs;
     int failed;                   /* an upload failed: create gives up */
+    int graphs;                   /* decode runs as a CUDA graph (off: LAMINA_CUDA_GRAPHS=0, or a capture failed) */
+    void *graph;                  /* its executable (lmc_graph_end), NULL until the first decode */
 } cuda_dev;
 
 static int lmc_fail(int rc, const char *what) {
@@ -206,6 +219,12 @@ static dmatrix upload_matrix(cuda_dev *d, lm_matrix m, int64_t rows, int64_t n) 
     return out;
 }
 
+#define TRY(call, what)                                                                                           \
+    do {                                                                                                          \
+        int rc_ = (call);                                                                                         \
+        if (rc_) return lmc_fail(rc_, what);                                                                      \
+    } while (0)
+
 static int matmul(cuda_dev *d, const dmatrix *w, const float *x, int64_t ncols, float *y) {
     int rc = w->type == LM_TYPE_GPTQ_INT4
                  ? lmc.lmc_gptq_matmul(&w->gptq, x, ncols, y, w->rows, d->scratch, d->scratch_bytes, LMC_PATH_AUTO)
@@ -214,13 +233,56 @@ static int matmul(cuda_dev *d, const dmatrix *w, const float *x, int64_t ncols, 
     return rc ? lmc_fail(rc, "matmul") : LM_OK;
 }
 
+/* the activation type all of w[0..nw) are dotted with when each is a
+ * quantized (non-float, non-GPTQ) type and they agree; -1 otherwise */
+static int shared_partner(const dmatrix *const *w, int nw) {
+    int partner = -1;
+    for (int i = 0; i < nw; i++) {
+        const int t = w[i]->type;
+        if (t == LM_TYPE_GPTQ_INT4 || t == LM_TYPE_F32 || t == LM_TYPE_F16 || t == LM_TYPE_BF16) return -1;
+        const int vt = lm_get_type_traits(t)->vec_dot_type;
+        if (i > 0 && vt != partner) return -1;
+        partner = vt;
+    }
+    return partner;
+}
+
+/* y[i] = w[i] x for matrices that read the same x (q/k/v, gate/up). On the
+ * mat-vec path x is quantized once into the scratch and each matrix reads
+ * it (lmc_matmul would quantize it once per matrix: the same bytes each
+ * time); otherwise, one matmul each. */
+static int matmuls_shared(cuda_dev *d, const dmatrix *const *w, float *const *y, int nw, const float *x,
+                          int64_t ncols) {
+    const int partner = ncols <= LMC_MMVQ_MAX_COLS ? shared_partner(w, nw) : -1;
+    int rc;
+    if (partner < 0) {
+        for (int i = 0; i < nw; i++)
+            if ((rc = matmul(d, w[i], x, ncols, y[i]))) return rc;
+        return LM_OK;
+    }
+    /* the scratch holds a mat-vec's quantized x for LMC_MMVQ_MAX_COLS columns (upload_matrix) */
+    TRY(lmc.lmc_quantize_activations(w[0]->type, x, w[0]->n, ncols, d->scratch), "activation quantization");
+    for (int i = 0; i < nw; i++)
+        TRY(lmc.lmc_matmul_q(w[i]->type, w[i]->data, w[i]->rows, w[i]->n, partner, d->scratch, ncols, y[i],
+                             w[i]->rows),
+            "matmul");
+    return LM_OK;
+}
+
 static void cuda_free(void *dev) {
     cuda_dev *d = dev;
     if (!d) return;
+    lmc.lmc_graph_free(d->graph);
     for (int i = 0; i < d->n_allocs; i++) lmc.lmc_free(d->allocs[i]);
     free(d->allocs);
     free(d->layers);
     free(d);
+}
+
+/* LAMINA_CUDA_GRAPHS=0 runs decode op by op (benchmarks compare the two) */
+static int graphs_wanted(void) {
+    const char *v = getenv("LAMINA_CUDA_GRAPHS");
+    return !(v && strcmp(v, "0") == 0);
 }
 
 static void *cuda_create(const lm_model *m, int32_t il0, int32_t n_ctx, int32_t n_batch, int kv_type,
@@ -283,18 +345,17 @@ static void *cuda_create(const lm_model *m, int32_t il0, int32_t n_ctx, int32_t 
     d->cs = dev_alloc(d, (size_t)m->n_rope_groups * B * (size_t)p->n_rot * f);
     d->logits = dev_alloc(d, B * (size_t)V * f);
     d->scratch = dev_alloc(d, d->scratch_bytes);
+    /* the uploads are ordered on this thread's stream only; eval may come
+     * from another thread (lamina_cuda.h, Conventions) */
+    int rc = d->failed ? LM_OK : lmc.lmc_synchronize();
+    if (rc) d->failed = lmc_fail(rc, "synchronize");
     if (d->failed) {
         cuda_free(d);
         return NULL;
     }
+    d->graphs = graphs_wanted();
     return d;
 }
-
-#define TRY(call, what)                                                                                           \
-    do {                                                                                                          \
-        int rc_ = (call);                                                                                         \
-        if (rc_) return lmc_fail(rc_, what);                                                                      \
-    } while (0)
 
 static int cuda_block(cuda_dev *d, int32_t il, int32_t T, int32_t pos0) {
     const lm_model_params *p = &d->m->p;
@@ -308,9 +369,9 @@ static int cuda_block(cuda_dev *d, int32_t il, int32_t T, int32_t pos0) {
     int rc;
 
     TRY(lmc.lmc_rms_norm(d->xb, d->x, l->attn_norm, T, E, eps, one), "rms_norm");
-    if ((rc = matmul(d, &l->wq, d->xb, T, d->q)) || (rc = matmul(d, &l->wk, d->xb, T, d->k)) ||
-        (rc = matmul(d, &l->wv, d->xb, T, d->v)))
-        return rc;
+    const dmatrix *qkv[3] = { &l->wq, &l->wk, &l->wv };
+    float *const qkv_out[3] = { d->q, d->k, d->v };
+    if ((rc = matmuls_shared(d, qkv, qkv_out, 3, d->xb, T))) return rc;
     if (l->bq) {
         TRY(lmc.lmc_add_bias(d->q, l->bq, T, q_dim), "bias");
         TRY(lmc.lmc_add_bias(d->k, l->bk, T, kv_dim), "bias");
@@ -332,7 +393,9 @@ static int cuda_block(cuda_dev *d, int32_t il, int32_t T, int32_t pos0) {
     TRY(lmc.lmc_add(d->x, d->xb, (int64_t)T * E), "residual");
 
     TRY(lmc.lmc_rms_norm(d->xb, d->x, l->ffn_norm, T, E, eps, one), "rms_norm");
-    if ((rc = matmul(d, &l->w_gate, d->xb, T, d->hb)) || (rc = matmul(d, &l->w_up, d->xb, T, d->hb2))) return rc;
+    const dmatrix *gate_up[2] = { &l->w_gate, &l->w_up };
+    float *const gate_up_out[2] = { d->hb, d->hb2 };
+    if ((rc = matmuls_shared(d, gate_up, gate_up_out, 2, d->xb, T))) return rc;
     TRY(lmc.lmc_act_mul(d->hb, d->hb2, (int64_t)T * F,
                         p->activation == LM_ACT_GELU_TANH ? LMC_ACT_GELU_TANH : LMC_ACT_SILU),
         "activation");
@@ -342,27 +405,68 @@ static int cuda_block(cuda_dev *d, int32_t il, int32_t T, int32_t pos0) {
     return LM_OK;
 }
 
-static int cuda_eval(void *dev, const int32_t *tokens, int32_t T, int32_t pos0, const float *x_in, float *logits,
-                     int all_logits) {
-    cuda_dev *d = dev;
+/* The device's whole part of a batch whose x is uploaded: rope tables, the
+ * blocks, and when head: the output norm and the head for tokens first..T-1
+ * into d->logits. Only ops that can be captured into a graph. */
+static int cuda_forward(cuda_dev *d, int32_t T, int32_t pos0, int64_t first, int head) {
     const lm_model_params *p = &d->m->p;
-    const int64_t E = p->n_embd, V = p->n_vocab;
+    const int64_t E = p->n_embd;
     int rc;
-    TRY(lmc.lmc_memcpy_h2d(d->x, x_in, sizeof(float) * (size_t)T * (size_t)E), "upload of the hidden state");
     for (int g = 0; g < d->m->n_rope_groups; g++)
         TRY(lmc.lmc_rope_cs(d->cs + (size_t)g * d->n_batch * p->n_rot, d->inv_freq + (size_t)g * (p->n_rot / 2),
                             p->n_rot, pos0, T),
             "rope table");
     for (int32_t il = d->il0; il < p->n_layer; il++)
         if ((rc = cuda_block(d, il, T, pos0))) return rc;
-    if (!logits) return LM_OK;
-    const int64_t first = all_logits ? 0 : T - 1, ncols = T - first;
+    if (!head) return LM_OK;
     TRY(lmc.lmc_rms_norm(d->xb, d->x, d->output_norm, T, E, p->norm_eps,
                          p->norm_kind == LM_NORM_RMS_PLUS_ONE ? 1.0f : 0.0f),
         "output norm");
-    if ((rc = matmul(d, &d->output, d->xb + first * E, ncols, d->logits))) return rc;
-    TRY(lmc.lmc_memcpy_d2h(logits, d->logits, sizeof(float) * (size_t)ncols * (size_t)V), "download of logits");
+    return matmul(d, &d->output, d->xb + first * E, T - first, d->logits);
+}
+
+/* cuda_forward captured and launched as one graph. The kernels take the
+ * position as an argument, so the step is captured again every token and
+ * lmc_graph_end updates the executable in place. When the capture fails
+ * (an op that cannot be captured, a driver without graph support) nothing
+ * of it ran: graphs are turned off for this device and the step runs op by
+ * op, with the same result. A failed launch is an error like any op's. */
+static int cuda_forward_graph(cuda_dev *d, int32_t T, int32_t pos0, int64_t first, int head) {
+    if (lmc.lmc_graph_begin() == LMC_OK) {
+        if (cuda_forward(d, T, pos0, first, head) == LM_OK && lmc.lmc_graph_end(&d->graph) == LMC_OK) {
+            const int rc = lmc.lmc_graph_launch(d->graph);
+            return rc ? lmc_fail(rc, "graph launch") : LM_OK;
+        }
+        /* an op refused mid-capture, or the end failed: leave capture mode
+         * (a no-op when lmc_graph_end already did) */
+        const int rc = lmc.lmc_graph_abort();
+        if (rc) return lmc_fail(rc, "graph abort");
+    }
+    d->graphs = 0;
+    return cuda_forward(d, T, pos0, first, head);
+}
+
+static int cuda_eval(void *dev, const int32_t *tokens, int32_t T, int32_t pos0, const float *x_in, float *logits,
+                     int all_logits) {
+    cuda_dev *d = dev;
+    const lm_model_params *p = &d->m->p;
+    const int64_t E = p->n_embd, V = p->n_vocab;
+    const int64_t first = all_logits ? 0 : T - 1, ncols = T - first;
+    int rc;
     (void)tokens;
+    TRY(lmc.lmc_memcpy_h2d(d->x, x_in, sizeof(float) * (size_t)T * (size_t)E), "upload of the hidden state");
+    /* prefill (T > 1) stays op by op: its GEMMs go through cuBLAS, and a
+     * batch's shape rarely repeats */
+    rc = T == 1 && d->graphs ? cuda_forward_graph(d, T, pos0, first, logits != NULL)
+                             : cuda_forward(d, T, pos0, first, logits != NULL);
+    if (rc) return rc;
+    if (!logits) {
+        /* nothing to download, which would have waited: wait here, so the
+         * next batch may come from another host thread */
+        TRY(lmc.lmc_synchronize(), "synchronize");
+        return LM_OK;
+    }
+    TRY(lmc.lmc_memcpy_d2h(logits, d->logits, sizeof(float) * (size_t)ncols * (size_t)V), "download of logits");
     return LM_OK;
 }
 

@@ -7,6 +7,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* All work goes to the calling thread's per-thread default stream, the one
+ * lmc_graph_begin captures (lamina_cuda.h, Conventions): nvcc
+ * --default-stream=per-thread (CMakeLists.txt) makes launches without a
+ * stream and the stream-less runtime calls (cudaMemcpy) use it. */
+#ifndef CUDA_API_PER_THREAD_DEFAULT_STREAM
+#error "liblamina_cuda must be compiled with nvcc --default-stream=per-thread"
+#endif
+#define LMC_STREAM cudaStreamPerThread
+
 #include "blocks.h"
 #include "lamina_cuda.h"
 

@@ -8,9 +8,14 @@
  *  - Every function returns LMC_OK (0) or a negative LMC_ERR_* code; the
  *    message is in lmc_last_error() (thread-local). Arguments are checked on
  *    the host before any CUDA call, so a bad shape never reaches a kernel.
- *  - All work goes to the legacy default stream of the calling thread's
- *    current device, in order: ops return before their kernels finish;
- *    lmc_memcpy_d2h and lmc_synchronize wait. One host thread at a time.
+ *  - All work goes to the per-thread default stream (cudaStreamPerThread) of
+ *    the calling host thread on its current device, in order: ops return
+ *    before their kernels finish; lmc_memcpy_d2h waits for this thread's
+ *    work, lmc_synchronize for the whole device's. Work of two host threads
+ *    is not ordered: a caller that moves to another thread calls
+ *    lmc_synchronize first. One host thread at a time.
+ *  - That stream can be captured into a CUDA graph (lmc_graph_begin) and the
+ *    graph replayed as one launch (see CUDA graphs below for what captures).
  *  - Row-major shapes, as the CPU forward pass (native/compute/forward.c)
  *    lays its buffers out; each op names its shapes.
  *  - Weight bytes are ggml blocks exactly as in the GGUF (native/blocks.h).
@@ -68,6 +73,34 @@ int lmc_synchronize(void);
 /* frees the cuBLAS handles (they are created on first use per device) */
 void lmc_release(void);
 
+/* ------------------------------------------------------- CUDA graphs */
+/* Capture, then replay, a sequence of ops as one launch:
+ *     lmc_graph_begin();  ...ops...;  lmc_graph_end(&exec);  lmc_graph_launch(exec);
+ * Between begin and end the ops are recorded, not run: nothing they write
+ * changes until the launch, and each op's arguments (pointers, sizes,
+ * positions) are those of the capture. Capture again to change them;
+ * lmc_graph_end then updates exec in place (cheap when the ops are the same
+ * kernels in the same order) or replaces it.
+ * Capturable: the ops, lmc_memcpy_d2d and lmc_memset. Not capturable (they
+ * fail, and so does the capture): lmc_memcpy_h2d, lmc_memcpy_d2h,
+ * lmc_synchronize, lmc_malloc, lmc_free. The GEMM path (cuBLAS) is not
+ * promised to capture; the mat-vec path is. */
+/* start capturing this thread's stream (LMC_ERR_ARG when it already is) */
+int lmc_graph_begin(void);
+/* End the capture. *graph_exec: NULL the first time, then what the last call
+ * left there; it is instantiated, or updated (re-instantiated when CUDA
+ * refuses the update). On an error the capture is over all the same, the
+ * stream usable, nothing was launched, and *graph_exec is NULL or still the
+ * old, valid executable. */
+int lmc_graph_end(void **graph_exec);
+/* launch graph_exec on this thread's stream (asynchronous, like an op) */
+int lmc_graph_launch(void *graph_exec);
+/* end a capture that is in progress (or failed) without instantiating it, as
+ * after an op refused its arguments mid-capture; LMC_OK when none is */
+int lmc_graph_abort(void);
+/* free what lmc_graph_end made; NULL is a no-op */
+int lmc_graph_free(void *graph_exec);
+
 /* ----------------------------------------------------- types, matmul */
 /* 1 when lmc_matmul runs weights of this ggml type id: F32 F16 BF16 Q4_0
  * Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS */
@@ -90,6 +123,15 @@ int lmc_matmul(int type, const void *w, int64_t rows, int64_t n, const float *x,
  * weights the partner is the type itself). Bit-identical to the CPU's
  * lm_quantize_activations for Q8_0/Q8_1/Q8_K. */
 int lmc_quantize_activations(int weight_type, const float *x, int64_t n, int64_t ncols, void *out);
+
+/* lmc_matmul's mat-vec path (any ncols) for x already quantized, so that
+ * matrices reading the same x quantize it once: the same bits as lmc_matmul
+ * with LMC_PATH_MMVQ.
+ *   type: a quantized weight type (not F32/F16/BF16)
+ *   xq_type: the type of xq, which must be type's dot partner (Q8_0, Q8_1, Q8_K)
+ *   xq: [ncols][row_bytes(xq_type, n)], as lmc_quantize_activations writes it */
+int lmc_matmul_q(int type, const void *w, int64_t rows, int64_t n, int xq_type, const void *xq, int64_t ncols,
+                 float *y, int64_t ldy);
 
 /* src: n_total values of type -> dst f32 [n_total] (bit-identical to the
  * CPU's lm_dequantize) */

@@ -180,9 +180,25 @@ LMC_API size_t lmc_matmul_scratch_bytes(int type, int64_t rows, int64_t n, int64
 
 /* ------------------------------------------------------------- paths */
 
+/* quantized weights times x already in their partner type: xq [ncols][rowb(at, n)] */
+static int run_mmvq_quantized(int type, const mm_plan *p, const void *w, int64_t rows, int64_t n, const void *xq,
+                              int64_t ncols, float *y, int64_t ldy, const char *fn) {
+    const size_t wrb = lmc_rowb(p->t, n), xrb = lmc_rowb(p->at, n);
+    const int64_t nb = n / p->t->blck;
+    for (int64_t c0 = 0; c0 < ncols; c0 += LMC_MMVQ_MAX_COLS) {
+        const int64_t left = ncols - c0;
+        const int nc = (int)(left < (int64_t)LMC_MMVQ_MAX_COLS ? left : (int64_t)LMC_MMVQ_MAX_COLS);
+        const char *xc = (const char *)xq + c0 * xrb;
+#define LMC_MQ(ID) launch_q_cols<ID>(nc, w, wrb, rows, nb, xc, xrb, y + c0 * ldy, ldy)
+        LMC_FOR_QTYPE(type, LMC_MQ)
+#undef LMC_MQ
+        LMC_LAUNCHED(fn);
+    }
+    return LMC_OK;
+}
+
 static int run_mmvq(int type, const mm_plan *p, const void *w, int64_t rows, int64_t n, const float *x, int64_t ncols,
                     float *y, int64_t ldy, void *scratch, const char *fn) {
-    const size_t wrb = lmc_rowb(p->t, n);
     if (lmc_is_float_type(type)) {
         for (int64_t c0 = 0; c0 < ncols; c0 += LMC_MMVQ_MAX_COLS) {
             const int64_t left = ncols - c0;
@@ -196,18 +212,7 @@ static int run_mmvq(int type, const mm_plan *p, const void *w, int64_t rows, int
     }
     int rc = lmc_quantize_partner(type, x, n, ncols, scratch, fn);
     if (rc) return rc;
-    const size_t xrb = lmc_rowb(p->at, n);
-    const int64_t nb = n / p->t->blck;
-    for (int64_t c0 = 0; c0 < ncols; c0 += LMC_MMVQ_MAX_COLS) {
-        const int64_t left = ncols - c0;
-        const int nc = (int)(left < (int64_t)LMC_MMVQ_MAX_COLS ? left : (int64_t)LMC_MMVQ_MAX_COLS);
-        const char *xq = (const char *)scratch + c0 * xrb;
-#define LMC_MQ(ID) launch_q_cols<ID>(nc, w, wrb, rows, nb, xq, xrb, y + c0 * ldy, ldy)
-        LMC_FOR_QTYPE(type, LMC_MQ)
-#undef LMC_MQ
-        LMC_LAUNCHED(fn);
-    }
-    return LMC_OK;
+    return run_mmvq_quantized(type, p, w, rows, n, scratch, ncols, y, ldy, fn);
 }
 
 static int run_gemm(int type, const mm_plan *p, const void *w, int64_t rows, int64_t n, const float *x, int64_t ncols,
@@ -248,4 +253,24 @@ LMC_API int lmc_matmul(int type, const void *w, int64_t rows, int64_t n, const f
                         "(lmc_matmul_scratch_bytes)", fn, scratch_bytes, scratch, p.scratch);
     return p.path == LMC_PATH_MMVQ ? run_mmvq(type, &p, w, rows, n, x, ncols, y, ldy, scratch, fn)
                                    : run_gemm(type, &p, w, rows, n, x, ncols, y, ldy, scratch, fn);
+}
+
+/* the mat-vec path of lmc_matmul without its first step: for several
+ * matrices that read the same x (q/k/v, gate/up), x is quantized once */
+LMC_API int lmc_matmul_q(int type, const void *w, int64_t rows, int64_t n, int xq_type, const void *xq, int64_t ncols,
+                         float *y, int64_t ldy) {
+    const char *fn = "lmc_matmul_q";
+    int rc = check_shape(type, rows, n, ncols, ldy, fn);
+    if (rc) return rc;
+    if (lmc_is_float_type(type))
+        return lmc_fail(LMC_ERR_TYPE, "%s: float weights (type %d) take f32 activations: use lmc_matmul", fn, type);
+    const int partner = lmc_type(type)->partner;
+    if (xq_type != partner)
+        return lmc_fail(LMC_ERR_TYPE, "%s: weights of type %d are dotted with type %d, not xq_type %d", fn, type,
+                        partner, xq_type);
+    if (rows == 0 || ncols == 0) return LMC_OK;
+    if (!w || !xq || !y) return lmc_fail(LMC_ERR_ARG, "%s: NULL weight, input or output pointer", fn);
+    mm_plan p;
+    make_plan(&p, type, rows, n, ncols, LMC_PATH_MMVQ);
+    return run_mmvq_quantized(type, &p, w, rows, n, xq, ncols, y, ldy, fn);
 }

@@ -190,7 +190,8 @@ LMC_API int lmc_quantize_activations(int weight_type, const float *x, int64_t n,
         const int64_t count = n * ncols;
         switch (weight_type) {
         case LM_TYPE_F32:
-            LMC_CUDA(fn, cudaMemcpy(out, x, (size_t)count * sizeof(float), cudaMemcpyDeviceToDevice));
+            LMC_CUDA(fn, cudaMemcpyAsync(out, x, (size_t)count * sizeof(float), cudaMemcpyDeviceToDevice,
+                                         LMC_STREAM));
             return LMC_OK;
         case LM_TYPE_F16: to_half_kernel<<<lmc_grid(count, 256), 256>>>(x, (lm_half *)out, count); break;
         default: to_bf16_kernel<<<lmc_grid(count, 256), 256>>>(x, (lm_bf16 *)out, count); break;

@@ -24,7 +24,7 @@ int lmc_fail(int code, const char *fmt, ...) {
 
 LMC_API const char *lmc_last_error(void) { return t_error; }
 
-LMC_API int lmc_abi_version(void) { return 1; }
+LMC_API int lmc_abi_version(void) { return 2; }   /* 2: graphs, per-thread stream */
 
 /* ------------------------------------------------------------- types */
 
@@ -157,10 +157,17 @@ LMC_API int lmc_free(void *ptr) {
     return LMC_OK;
 }
 
+/* h2d and d2h: cudaMemcpy on this thread's stream, which returns when the
+ * host buffer may be reused (d2h: when the copy, and so all work queued
+ * before it, is done). d2d: stream-ordered and asynchronous, as a kernel; the
+ * Async form is the one a graph capture may record. */
 static int copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, const char *fn) {
     if (bytes == 0) return LMC_OK;
     if (!dst || !src) return lmc_fail(LMC_ERR_ARG, "%s: NULL pointer", fn);
-    LMC_CUDA(fn, cudaMemcpy(dst, src, bytes, kind));
+    if (kind == cudaMemcpyDeviceToDevice)
+        LMC_CUDA(fn, cudaMemcpyAsync(dst, src, bytes, kind, LMC_STREAM));
+    else
+        LMC_CUDA(fn, cudaMemcpy(dst, src, bytes, kind));
     return LMC_OK;
 }
 
@@ -177,10 +184,12 @@ LMC_API int lmc_memcpy_d2d(void *dst, const void *src, size_t bytes) {
 LMC_API int lmc_memset(void *dst, int value, size_t bytes) {
     if (bytes == 0) return LMC_OK;
     if (!dst) return lmc_fail(LMC_ERR_ARG, "lmc_memset: NULL pointer");
-    LMC_CUDA("lmc_memset", cudaMemset(dst, value, bytes));
+    LMC_CUDA("lmc_memset", cudaMemsetAsync(dst, value, bytes, LMC_STREAM));
     return LMC_OK;
 }
 
+/* the whole device, every thread's stream: what a caller needs before it
+ * hands the device's buffers to another host thread */
 LMC_API int lmc_synchronize(void) {
     LMC_CUDA("lmc_synchronize", cudaDeviceSynchronize());
     return LMC_OK;
@@ -192,17 +201,32 @@ enum { MAX_DEVICES = 64 };
 static cublasHandle_t g_handles[MAX_DEVICES];
 static pthread_mutex_t g_handles_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* cuBLAS is compiled without --default-stream=per-thread: a new handle
+ * would launch on the legacy default stream, outside the order of our
+ * kernels. cudaStreamPerThread names the calling thread's stream at each
+ * call, so one handle per device serves every thread. */
+static cublasStatus_t create_handle(cublasHandle_t *h) {
+    cublasStatus_t st = cublasCreate(h);
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+    st = cublasSetStream(*h, LMC_STREAM);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        cublasDestroy(*h);
+        *h = NULL;
+    }
+    return st;
+}
+
 static int handle_for_current(cublasHandle_t *out, const char *fn) {
     int dev = 0;
     LMC_CUDA(fn, cudaGetDevice(&dev));
     if (dev < 0 || dev >= MAX_DEVICES) return lmc_fail(LMC_ERR_ARG, "%s: device %d >= %d", fn, dev, MAX_DEVICES);
     pthread_mutex_lock(&g_handles_lock);
     cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
-    if (!g_handles[dev]) st = cublasCreate(&g_handles[dev]);
+    if (!g_handles[dev]) st = create_handle(&g_handles[dev]);
     *out = g_handles[dev];
     pthread_mutex_unlock(&g_handles_lock);
     if (st != CUBLAS_STATUS_SUCCESS)
-        return lmc_fail(LMC_ERR_CUBLAS, "%s: cublasCreate: %s", fn, cublasGetStatusString(st));
+        return lmc_fail(LMC_ERR_CUBLAS, "%s: cublasCreate/cublasSetStream: %s", fn, cublasGetStatusString(st));
     return LMC_OK;
 }
 
