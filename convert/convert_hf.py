@@ -27,39 +27,62 @@ FILE_TYPE_KEY = gguf.Keys.General.FILE_TYPE
 
 
 def plan_hf(hf_dir: Path, mix: Mix, encoder: Encoder, out: Path | None = None, force: bool = False,
-            pure: bool = False) -> Job:
+            pure: bool = False, label: str | None = None) -> Job:
+    """label: the last part of the default file name (the mix's, e.g. Q4_K_M, by default)."""
     ckpt = HFCheckpoint(hf_dir)
     arch = detect(ckpt.config, str(hf_dir / "config.json"))
     hp = load_hparams(arch, ckpt.config)
     vocab = load_vocab(hf_dir, hp)
     sources = {s.name: s for s in plan_tensors(hp, {n: t.shape for n, t in ckpt.tensors.items()}, vocab.n_real)}
 
-    n_params = sum(int(np.prod(s.shape)) for s in sources.values())
-    meta = gguf.Metadata.load(None, hf_dir, None, n_params)
-    if meta.name is None:
-        meta.name = hf_dir.name
-    if meta.size_label is None and n_params > 0:
-        meta.size_label = gguf.size_label(n_params, n_params, 0, 0)
-    if out is None or out.is_dir():  # a directory gets llama.cpp's default file name
-        out = (out or hf_dir) / (gguf.naming_convention(meta.name, meta.basename, meta.finetune, meta.version,
-                                                        meta.size_label, mix.ftype.name.partition("_")[2]) + ".gguf")
-    check_output(out, force)
+    meta = model_metadata(hf_dir, sum(int(np.prod(s.shape)) for s in sources.values()))
+    out = output_path(out, hf_dir, meta, label or mix_label(mix.ftype), force)
 
     order = tensor_order(list(sources))
     specs = [TensorSpec(n, tuple(reversed(sources[n].shape)), Q.F32) for n in order]
     types = choose_types(specs, mix, model_shape(hp), pure)
 
     def metadata(w: gguf.GGUFWriter) -> None:
-        w.add_type(gguf.GGUFType.MODEL)
-        meta.set_gguf_meta_model(w)
-        write_hparams(w, hp, int(mix.ftype))
-        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        vocab.write(w)
-        move_to_end(w, QUANT_VERSION_KEY, FILE_TYPE_KEY)
+        write_model_metadata(w, meta, hp, vocab, mix.ftype)
 
     tensors = [(OutTensor(n, sources[n].shape, types[n]), partial(_produce, ckpt, sources[n], types[n], encoder))
                for n in order]
     return Job(out, arch.name, metadata, tensors)
+
+
+def model_metadata(hf_dir: Path, n_params: int) -> gguf.Metadata:
+    """gguf-py's model metadata of a checkpoint, name and size label filled in
+    as llama.cpp's converter fills them."""
+    meta = gguf.Metadata.load(None, hf_dir, None, n_params)
+    if meta.name is None:
+        meta.name = hf_dir.name
+    if meta.size_label is None and n_params > 0:
+        meta.size_label = gguf.size_label(n_params, n_params, 0, 0)
+    return meta
+
+
+def mix_label(ftype: gguf.LlamaFileType) -> str:
+    return ftype.name.partition("_")[2]          # MOSTLY_Q4_K_M -> Q4_K_M
+
+
+def output_path(out: Path | None, hf_dir: Path, meta: gguf.Metadata, label: str, force: bool) -> Path:
+    """out, or llama.cpp's default file name (Name-Size-LABEL.gguf) in out or
+    hf_dir when out is None or a directory; checked before any work."""
+    if out is None or out.is_dir():
+        out = (out or hf_dir) / (gguf.naming_convention(meta.name, meta.basename, meta.finetune, meta.version,
+                                                        meta.size_label, label) + ".gguf")
+    check_output(out, force)
+    return out
+
+
+def write_model_metadata(w: gguf.GGUFWriter, meta: gguf.Metadata, hp: HParams, vocab, ftype) -> None:
+    """The keys every converted file starts with, in llama.cpp's order."""
+    w.add_type(gguf.GGUFType.MODEL)
+    meta.set_gguf_meta_model(w)
+    write_hparams(w, hp, int(ftype))
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    vocab.write(w)
+    move_to_end(w, QUANT_VERSION_KEY, FILE_TYPE_KEY)
 
 
 def model_shape(hp: HParams) -> ModelShape:

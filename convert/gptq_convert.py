@@ -64,12 +64,12 @@ from convert.gptq_calibrate import (
     read_calibration_text,
     read_calibration_tokens,
 )
-from convert.gptq_gguf import gptq_job_tensors, gptq_metadata
+from convert.gptq_gguf import FILE_LABEL, gptq_job_tensors, gptq_metadata
 from convert.gptq_grids import DEFAULT_BLOCK_GRID, GGML_GRID_TYPES, GridQuant, gptq_ggml
 from convert.gptq_pack import GPTQPacked, pack_result
 from convert.pipeline import Job, run_job
 from convert.recipes import MIXES, Mix, get_mix
-from convert.writer import check_output, move_to_end, set_kv
+from convert.writer import move_to_end, set_kv
 from runtime.gptq_format import is_gptq_weight_name
 from runtime.quants import dequantize
 
@@ -77,7 +77,6 @@ from runtime.quants import dequantize
 GRID_MIXES = ("q4_0", "q4_k_m", "q4_k_s")   # the mixes whose linears GPTQ can round into their grids
 # --gptq alone: the recipe of the tensors that are not GPTQ linears
 PURE_BASE_MIX = "q4_k_m"
-PURE_LABEL = "GPTQ-INT4"        # file name label, as convert/gptq_import.py names imports
 GPTQ_KV = "quantize.gptq."      # provenance keys of GPTQ-rounded ggml files
 
 
@@ -224,19 +223,8 @@ def _windows(gguf_path: Path, calib: Path, opts: GPTQOptions) -> tuple[np.ndarra
 
 
 def _plan_pure_base(hf_dir: Path, encoder: Encoder, out: Path | None, force: bool) -> Job:
-    """The q4_k_m plan, renamed like a GPTQ import when no file name was given."""
-    base = get_mix(PURE_BASE_MIX)
-    if out is not None and not out.is_dir():
-        return plan_hf(hf_dir, base, encoder, out, force)
-    folder = out or hf_dir
-    with tempfile.TemporaryDirectory() as scratch:
-        named = plan_hf(hf_dir, base, encoder, Path(scratch)).out.name
-    suffix = "-" + base.ftype.name.partition("_")[2] + ".gguf"          # "-Q4_K_M.gguf"
-    if not named.endswith(suffix):
-        raise AssertionError(f"unexpected default file name {named!r}")
-    final = folder / (named[:-len(suffix)] + f"-{PURE_LABEL}.gguf")
-    check_output(final, force)
-    return plan_hf(hf_dir, base, encoder, final, force=True)
+    """The q4_k_m plan, named like a GPTQ import when no file name was given."""
+    return plan_hf(hf_dir, get_mix(PURE_BASE_MIX), encoder, out, force, label=FILE_LABEL)
 
 
 def _check_pure_shapes(job: Job) -> None:

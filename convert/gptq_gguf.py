@@ -42,6 +42,8 @@ class GPTQLayoutError(GPTQError):
 # ----------------------------------------------------------------------------
 # metadata
 
+FILE_LABEL = "GPTQ-INT4"       # the default file name's label of a GPTQ INT4 file (imported or quantized)
+
 def gptq_metadata(w: gguf.GGUFWriter, *, group_size: int, sym: bool, desc_act: bool, source: str,
                   bits: int = 4, damp: float | None = None, calibration: str | None = None) -> None:
     """The lamina.gptq.* keys, and general.file_type removed (see runtime/gptq_format.py).

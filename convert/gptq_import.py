@@ -38,18 +38,18 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as Q
 
-from convert.arch import HParams, SourceTensor, _expected_shapes, detect, load_hparams, plan_tensors, write_hparams
-from convert.convert_hf import FILE_TYPE_KEY, QUANT_VERSION_KEY, _produce, model_shape
+from convert.arch import HParams, SourceTensor, _expected_shapes, detect, load_hparams, plan_tensors
+from convert.convert_hf import _produce, mix_label, model_metadata, model_shape, output_path, write_model_metadata
 from convert.encode import Encoder
 from convert.errors import CheckpointError, TensorShapeError
 from convert.gptq import GPTQError, check_bits
-from convert.gptq_gguf import gptq_job_tensors, gptq_metadata, q4_0_problem, repack_q4_0, trivial_g_idx
+from convert.gptq_gguf import FILE_LABEL, gptq_job_tensors, gptq_metadata, q4_0_problem, repack_q4_0, trivial_g_idx
 from convert.gptq_pack import PER_WORD, GPTQPacked, GPTQPackError, pack_qzeros, unpack_qzeros
 from convert.hf_checkpoint import HFCheckpoint, StoredTensor, read_json
 from convert.pipeline import Job
 from convert.recipes import Mix, TensorSpec, choose_types, tensor_order
 from convert.vocab import load_vocab
-from convert.writer import OutTensor, check_output, move_to_end
+from convert.writer import OutTensor
 from runtime.gptq_format import is_gptq_weight_name
 
 QUANT_CONFIG_FILES = ("quantize_config.json", "quant_config.json")
@@ -333,30 +333,16 @@ def plan_gptq_import(hf_dir: Path, mix: Mix, encoder: Encoder, out: Path | None 
     sources = {s.name: s for s in plan_tensors(hp, hf_shapes, vocab.n_real)}
     gptq_src = {s.name: s for s in sources.values() if s.hf_name in linears}
 
-    n_params = sum(int(np.prod(s.shape)) for s in sources.values())
-    meta = gguf.Metadata.load(None, hf_dir, None, n_params)
-    if meta.name is None:
-        meta.name = hf_dir.name
-    if meta.size_label is None and n_params > 0:
-        meta.size_label = gguf.size_label(n_params, n_params, 0, 0)
+    meta = model_metadata(hf_dir, sum(int(np.prod(s.shape)) for s in sources.values()))
     ftype = gguf.LlamaFileType.MOSTLY_Q4_0 if repack else mix.ftype
-    if out is None or out.is_dir():
-        label = ftype.name.partition("_")[2] if repack else "GPTQ-INT4"
-        out = (out or hf_dir) / (gguf.naming_convention(meta.name, meta.basename, meta.finetune, meta.version,
-                                                        meta.size_label, label) + ".gguf")
-    check_output(out, force)
+    out = output_path(out, hf_dir, meta, mix_label(ftype) if repack else FILE_LABEL, force)
 
     order = tensor_order(list(sources))
     specs = [TensorSpec(n, tuple(reversed(sources[n].shape)), Q.F32) for n in order]
     types = choose_types(specs, mix, model_shape(hp), pure)
 
     def metadata(w: gguf.GGUFWriter) -> None:
-        w.add_type(gguf.GGUFType.MODEL)
-        meta.set_gguf_meta_model(w)
-        write_hparams(w, hp, int(ftype))
-        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        vocab.write(w)
-        move_to_end(w, QUANT_VERSION_KEY, FILE_TYPE_KEY)
+        write_model_metadata(w, meta, hp, vocab, ftype)
         if not repack:
             gptq_metadata(w, group_size=qc.group_size, sym=qc.sym, desc_act=qc.desc_act,
                           source=f"checkpoint:{qc.checkpoint_format}", bits=qc.bits, damp=qc.damp)
