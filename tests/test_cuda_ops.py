@@ -107,9 +107,12 @@ PROTOS = {
     "lmc_scale": (c_int, [c_p, c_f, c_i64]),
     "lmc_add_bias": (c_int, [c_p, c_p, c_i64, c_i64]),
     "lmc_rope_cs": (c_int, [c_p, c_p, c_i32, c_i32, c_i32]),
+    "lmc_rope_cs_dev": (c_int, [c_p, c_p, c_i32, c_p, c_i32]),
     "lmc_rope": (c_int, [c_p, c_i64, c_i32, c_i32, c_i32, c_p, c_int]),
     "lmc_kv_store": (c_int, [c_int, c_p, c_sz, c_i32, c_p, c_i32, c_i32]),
+    "lmc_kv_store_dev": (c_int, [c_int, c_p, c_sz, c_p, c_p, c_i32, c_i32]),
     "lmc_attention": (c_int, [c_p, c_p, c_p, c_p, c_int, c_sz, c_i32, c_i32, c_i32, c_i32, c_i32, c_f, c_i32]),
+    "lmc_attention_dev": (c_int, [c_p, c_p, c_p, c_p, c_int, c_sz, c_i32, c_p, c_i32, c_i32, c_i32, c_f, c_i32]),
 }
 for _name, (_res, _args) in PROTOS.items():
     _fn = getattr(LIB, _name)
@@ -134,7 +137,7 @@ def test_library_exports_every_declared_function():
     assert len(names) >= 30
     assert not [n for n in names if not hasattr(LIB, n)]
     assert set(PROTOS) == names, "PROTOS here must cover the header exactly"
-    assert LIB.lmc_abi_version() == 2
+    assert LIB.lmc_abi_version() == 3
 
 
 def test_device_count_says_why_when_there_is_none():
@@ -216,6 +219,41 @@ BAD_CALLS = [
      lambda: LIB.lmc_attention(FAKE, FAKE, FAKE, FAKE, int(T.F16), 255, 1, 0, 8, 2, 64, 0.1, 0)),
     ("attention window", E_SHAPE, "window",
      lambda: LIB.lmc_attention(FAKE, FAKE, FAKE, FAKE, int(T.F32), 1 << 20, 1, 0, 8, 2, 64, 0.1, -1)),
+    # the position by value: refused when negative
+    ("rope_cs pos0", E_SHAPE, "pos0=-1", lambda: LIB.lmc_rope_cs(FAKE, FAKE, 64, -1, 4)),
+    ("kv pos0", E_SHAPE, "pos0=-1", lambda: LIB.lmc_kv_store(int(T.F16), FAKE, 1024, -1, FAKE, 1, 256)),
+    ("attention pos0", E_SHAPE, "pos0=-1",
+     lambda: LIB.lmc_attention(FAKE, FAKE, FAKE, FAKE, int(T.F32), 1 << 20, 1, -1, 8, 2, 64, 0.1, 0)),
+    # the position in device memory: a NULL pointer is refused, even for no
+    # work, and the other arguments are checked as the by-value twin's, the
+    # message naming the _dev op
+    ("rope_cs_dev NULL pos", E_ARG, "lmc_rope_cs_dev: NULL pos0_dev", lambda: LIB.lmc_rope_cs_dev(FAKE, FAKE, 64, None, 4)),
+    ("rope_cs_dev NULL pos, no tokens", E_ARG, "NULL pos0_dev", lambda: LIB.lmc_rope_cs_dev(None, None, 64, None, 0)),
+    ("rope_cs_dev n_rot", E_SHAPE, "lmc_rope_cs_dev: n_rot=63", lambda: LIB.lmc_rope_cs_dev(FAKE, FAKE, 63, FAKE, 4)),
+    ("rope_cs_dev NULL cs", E_ARG, "lmc_rope_cs_dev: NULL pointer", lambda: LIB.lmc_rope_cs_dev(None, FAKE, 64, FAKE, 4)),
+    ("kv_store_dev NULL pos", E_ARG, "lmc_kv_store_dev: NULL pos0_dev",
+     lambda: LIB.lmc_kv_store_dev(int(T.F16), FAKE, 1024, None, FAKE, 1, 256)),
+    ("kv_store_dev NULL pos, no tokens", E_ARG, "NULL pos0_dev",
+     lambda: LIB.lmc_kv_store_dev(int(T.F16), None, 1024, None, None, 0, 256)),
+    ("kv_store_dev type", E_TYPE, "lmc_kv_store_dev: KV cache type",
+     lambda: LIB.lmc_kv_store_dev(int(T.Q4_0), FAKE, 1024, FAKE, FAKE, 1, 256)),
+    ("kv_store_dev q8_0 dim", E_SHAPE, "kv_dim=48", lambda: LIB.lmc_kv_store_dev(int(T.Q8_0), FAKE, 1024, FAKE, FAKE, 1, 48)),
+    ("kv_store_dev row bytes", E_SHAPE, "kv_row_bytes",
+     lambda: LIB.lmc_kv_store_dev(int(T.F16), FAKE, 100, FAKE, FAKE, 1, 64)),
+    ("kv_store_dev NULL src", E_ARG, "lmc_kv_store_dev: NULL pointer",
+     lambda: LIB.lmc_kv_store_dev(int(T.F16), FAKE, 1024, FAKE, None, 1, 256)),
+    ("attention_dev NULL pos", E_ARG, "lmc_attention_dev: NULL pos0_dev",
+     lambda: LIB.lmc_attention_dev(FAKE, FAKE, FAKE, FAKE, int(T.F16), 1 << 20, 1, None, 8, 2, 64, 0.1, 0)),
+    ("attention_dev NULL pos, no tokens", E_ARG, "NULL pos0_dev",
+     lambda: LIB.lmc_attention_dev(None, None, None, None, int(T.F16), 1 << 20, 0, None, 8, 2, 64, 0.1, 0)),
+    ("attention_dev head_dim", E_SHAPE, "lmc_attention_dev: head_dim",
+     lambda: LIB.lmc_attention_dev(FAKE, FAKE, FAKE, FAKE, int(T.F16), 1 << 20, 1, FAKE, 8, 8, 1024, 0.1, 0)),
+    ("attention_dev gqa", E_SHAPE, "n_head_kv",
+     lambda: LIB.lmc_attention_dev(FAKE, FAKE, FAKE, FAKE, int(T.F16), 1 << 20, 1, FAKE, 8, 3, 64, 0.1, 0)),
+    ("attention_dev window", E_SHAPE, "window",
+     lambda: LIB.lmc_attention_dev(FAKE, FAKE, FAKE, FAKE, int(T.F32), 1 << 20, 1, FAKE, 8, 2, 64, 0.1, -1)),
+    ("attention_dev NULL q", E_ARG, "lmc_attention_dev: NULL pointer",
+     lambda: LIB.lmc_attention_dev(FAKE, None, FAKE, FAKE, int(T.F32), 1 << 20, 1, FAKE, 8, 2, 64, 0.1, 0)),
     ("malloc NULL", E_ARG, "NULL", lambda: LIB.lmc_malloc(None, 16)),
     ("device_name NULL", E_ARG, "buffer", lambda: LIB.lmc_device_name(0, None, 0)),
     ("device_memory NULL", E_ARG, "NULL", lambda: LIB.lmc_device_memory(0, None, None)),
@@ -238,6 +276,10 @@ def test_bad_arguments_are_refused_before_any_cuda_call(what, code, words, call)
     lambda: LIB.lmc_rms_norm(None, None, None, 0, 64, 1e-5, 0.0),
     lambda: LIB.lmc_attention(None, None, None, None, int(T.F16), 256, 0, 0, 8, 2, 64, 0.1, 0),
     lambda: LIB.lmc_kv_store(int(T.F16), None, 256, 0, None, 0, 64),
+    # the _dev ops with a position pointer (never read: no kernel runs)
+    lambda: LIB.lmc_rope_cs_dev(None, None, 64, FAKE, 0),
+    lambda: LIB.lmc_kv_store_dev(int(T.F16), None, 256, FAKE, None, 0, 64),
+    lambda: LIB.lmc_attention_dev(None, None, None, None, int(T.F16), 256, 0, FAKE, 8, 2, 64, 0.1, 0),
     lambda: LIB.lmc_memcpy_h2d(None, None, 0),
     lambda: LIB.lmc_free(None),
     lambda: LIB.lmc_graph_free(None),
@@ -548,6 +590,30 @@ def test_rope(neox, rows, n_heads, hd, n_rot):
     np.testing.assert_array_equal(d.down(np.float32, x.shape), rope_ref(x, cs_host, n_heads, hd, n_rot, neox))
 
 
+def _pos_dev(pos: int) -> Dev:
+    """a position in device memory, as the _dev ops read it"""
+    return Dev.of(np.array([pos], np.int32))
+
+
+# the positions the _dev ops are compared with their by-value twins at: the
+# first, small ones, one past a chunk of the attention kernel (128 keys), far
+DEV_POSITIONS = [0, 1, 7, 128, 129, 1000]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n_rot,n_tokens", [(64, 1), (80, 5), (128, 33)])
+def test_rope_cs_dev_writes_the_bytes_of_rope_cs(n_rot, n_tokens):
+    inv_freq = Dev.of(10000.0 ** (-np.arange(0, n_rot, 2, dtype=np.float64) / n_rot))
+    a, b = Dev(4 * n_tokens * n_rot), Dev(4 * n_tokens * n_rot)
+    pos = _pos_dev(0)
+    for pos0 in DEV_POSITIONS:
+        pos.up(np.array([pos0], np.int32))
+        check(LIB.lmc_rope_cs(a.ptr, inv_freq, n_rot, pos0, n_tokens))
+        check(LIB.lmc_rope_cs_dev(b.ptr, inv_freq, n_rot, pos.ptr, n_tokens))
+        np.testing.assert_array_equal(b.down(np.uint8, (b.nbytes,)), a.down(np.uint8, (a.nbytes,)),
+                                      err_msg=f"pos0 {pos0}")
+
+
 # ------------------------------------------------------ KV cache, attention
 
 KV_TYPES = [T.F32, T.F16, T.Q8_0]
@@ -582,6 +648,25 @@ def test_kv_store_writes_the_cpu_bytes(kv_type, n_tokens):
     np.testing.assert_array_equal(got[pos0:pos0 + n_tokens, :want.shape[1]], want)
     assert np.all(got[:pos0] == 0xAB) and np.all(got[pos0 + n_tokens:] == 0xAB)
     assert np.all(got[:, want.shape[1]:] == 0xAB), "row padding was written"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kv_type", KV_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("n_tokens", [1, 5])
+def test_kv_store_dev_writes_the_bytes_of_kv_store(kv_type, n_tokens):
+    kv_dim, n_ctx = 256, 1024 + 8
+    rb = _kv_row_bytes(kv_type, kv_dim)
+    a, b = Dev(n_ctx * rb), Dev(n_ctx * rb)
+    for c in (a, b):
+        check(LIB.lmc_memset(c.ptr, 0xAB, c.nbytes))
+    pos = _pos_dev(0)
+    for i, pos0 in enumerate(DEV_POSITIONS):
+        src = Dev.of(make("heavy_tails", n_tokens, kv_dim, 10 + i))
+        pos.up(np.array([pos0], np.int32))
+        check(LIB.lmc_kv_store(int(kv_type), a.ptr, rb, pos0, src, n_tokens, kv_dim))
+        check(LIB.lmc_kv_store_dev(int(kv_type), b.ptr, rb, pos.ptr, src, n_tokens, kv_dim))
+        np.testing.assert_array_equal(b.down(np.uint8, (n_ctx, rb)), a.down(np.uint8, (n_ctx, rb)),
+                                      err_msg=f"pos0 {pos0}")
 
 
 def attention_ref(q, k, v, n_tokens, pos0, n_head, n_head_kv, hd, scale, window):
@@ -626,6 +711,30 @@ def test_attention(kv_type, n_tokens, pos0, window, n_head, n_head_kv, hd):
     want = attention_ref(q, kd, vd, n_tokens, pos0, n_head, n_head_kv, hd, scale, window)
     err = nmse(out.down(np.float32, q.shape), want)
     assert err <= 1e-10, f"nmse {err:.3g}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kv_type", KV_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("n_tokens", [1, 4])
+@pytest.mark.parametrize("window", [0, 16])
+def test_attention_dev_gives_the_bytes_of_attention(kv_type, n_tokens, window):
+    n_head, n_head_kv, hd = 8, 2, 64
+    kv_dim, n_pos = n_head_kv * hd, max(DEV_POSITIONS) + n_tokens
+    rb = _kv_row_bytes(kv_type, kv_dim)
+    kc, vc = Dev(n_pos * rb), Dev(n_pos * rb)
+    check(LIB.lmc_kv_store(int(kv_type), kc.ptr, rb, 0, Dev.of(make("normal", n_pos, kv_dim, 1)), n_pos, kv_dim))
+    check(LIB.lmc_kv_store(int(kv_type), vc.ptr, rb, 0, Dev.of(make("normal", n_pos, kv_dim, 2)), n_pos, kv_dim))
+    q = Dev.of(make("normal", n_tokens, n_head * hd, 3))
+    a, b = Dev(4 * n_tokens * n_head * hd), Dev(4 * n_tokens * n_head * hd)
+    pos = _pos_dev(0)
+    for pos0 in DEV_POSITIONS:
+        pos.up(np.array([pos0], np.int32))
+        check(LIB.lmc_attention(a.ptr, q, kc.ptr, vc.ptr, int(kv_type), rb, n_tokens, pos0, n_head, n_head_kv, hd,
+                                0.125, window))
+        check(LIB.lmc_attention_dev(b.ptr, q, kc.ptr, vc.ptr, int(kv_type), rb, n_tokens, pos.ptr, n_head,
+                                    n_head_kv, hd, 0.125, window))
+        np.testing.assert_array_equal(b.down(np.uint8, (b.nbytes,)), a.down(np.uint8, (a.nbytes,)),
+                                      err_msg=f"pos0 {pos0}")
 
 
 # ------------------------------------------------------------ the runtime
@@ -682,18 +791,30 @@ class DecodeStep:
         for c in (self.kc, self.vc, self.xs):
             check(LIB.lmc_memset(c.ptr, 0, c.nbytes))
 
-    def ops(self, pos):
+    def ops(self, pos, pos_dev=None):
+        """pos_dev None: the position-dependent ops take pos by value; else
+        their _dev twins read it from pos_dev (a device int32)"""
         qd, f16 = self.N_HEAD * self.HD, int(T.F16)
         check(LIB.lmc_rms_norm(self.xb.ptr, self.x.ptr, self.wn.ptr, 1, self.E, 1e-5, 0.0))
         # x quantized once, then read (cuda_backend.c's q/k/v and gate/up)
         check(LIB.lmc_quantize_activations(int(T.Q4_K), self.xb.ptr, self.E, 1, self.scratch.ptr))
         check(LIB.lmc_matmul_q(int(T.Q4_K), self.wq.ptr, qd, self.E, int(T.Q8_K), self.scratch.ptr, 1, self.q.ptr, qd))
-        check(LIB.lmc_rope_cs(self.cs.ptr, self.inv_freq.ptr, self.HD, pos, 1))
+        if pos_dev is None:
+            check(LIB.lmc_rope_cs(self.cs.ptr, self.inv_freq.ptr, self.HD, pos, 1))
+        else:
+            check(LIB.lmc_rope_cs_dev(self.cs.ptr, self.inv_freq.ptr, self.HD, pos_dev.ptr, 1))
         check(LIB.lmc_rope(self.q.ptr, 1, self.N_HEAD, self.HD, self.HD, self.cs.ptr, ROPE_NEOX))
-        check(LIB.lmc_kv_store(f16, self.kc.ptr, self.rb, pos, self.q.ptr, 1, qd))
-        check(LIB.lmc_kv_store(f16, self.vc.ptr, self.rb, pos, self.xb.ptr, 1, qd))
-        check(LIB.lmc_attention(self.att.ptr, self.q.ptr, self.kc.ptr, self.vc.ptr, f16, self.rb, 1, pos,
-                                self.N_HEAD, self.N_HEAD, self.HD, 0.125, 0))
+        for cache, src in ((self.kc, self.q), (self.vc, self.xb)):
+            if pos_dev is None:
+                check(LIB.lmc_kv_store(f16, cache.ptr, self.rb, pos, src.ptr, 1, qd))
+            else:
+                check(LIB.lmc_kv_store_dev(f16, cache.ptr, self.rb, pos_dev.ptr, src.ptr, 1, qd))
+        if pos_dev is None:
+            check(LIB.lmc_attention(self.att.ptr, self.q.ptr, self.kc.ptr, self.vc.ptr, f16, self.rb, 1, pos,
+                                    self.N_HEAD, self.N_HEAD, self.HD, 0.125, 0))
+        else:
+            check(LIB.lmc_attention_dev(self.att.ptr, self.q.ptr, self.kc.ptr, self.vc.ptr, f16, self.rb, 1,
+                                        pos_dev.ptr, self.N_HEAD, self.N_HEAD, self.HD, 0.125, 0))
         check(LIB.lmc_matmul(int(T.Q8_0), self.wo.ptr, self.E, qd, self.att.ptr, 1, self.xb.ptr, self.E,
                              self.scratch.ptr, self.need, PATH_AUTO))
         check(LIB.lmc_add(self.x.ptr, self.xb.ptr, self.E))
@@ -705,9 +826,10 @@ class DecodeStep:
 
 
 @pytest.mark.gpu
-def test_graph_replay_gives_the_bytes_of_the_uncaptured_ops():
-    """captured again every step (the position changes), the executable
-    updated in place, replayed: the same bytes as running the ops directly"""
+def test_graph_recaptured_per_step_gives_the_bytes_of_the_uncaptured_ops():
+    """the by-value ops captured again every step (the position changes),
+    the executable updated in place, replayed: the same bytes as running the
+    ops directly (lmc_graph_end's update path)"""
     s = DecodeStep()
     s.reset()
     want = []
@@ -725,6 +847,35 @@ def test_graph_replay_gives_the_bytes_of_the_uncaptured_ops():
             before = s.xs.down(np.uint8, (4 * s.E,))
             # captured, not run: the launch is what runs them
             np.testing.assert_array_equal(before, want[pos - 1][0] if pos else np.zeros_like(before))
+            check(LIB.lmc_graph_launch(exe))
+            for got, w in zip(s.state(), want[pos]):
+                np.testing.assert_array_equal(got, w, err_msg=f"pos {pos}")
+    finally:
+        check(LIB.lmc_graph_free(exe))
+
+
+@pytest.mark.gpu
+def test_a_graph_captured_once_replays_at_every_position_written_to_device_memory():
+    """cuda_backend.c's decode: the position-dependent ops read the position
+    from device memory, the step is captured once, and the same executable
+    is relaunched with a new position written between launches: the bytes
+    of the uncaptured by-value ops, step after step"""
+    s = DecodeStep()
+    s.reset()
+    want = []
+    for pos in range(6):
+        s.ops(pos)
+        want.append(s.state())
+    s.reset()
+    pos_dev = _pos_dev(0)
+    exe = c_p()
+    try:
+        check(LIB.lmc_graph_begin())
+        s.ops(-1, pos_dev)          # by-value position unused: a wrong one would show
+        check(LIB.lmc_graph_end(ctypes.byref(exe)))
+        assert exe.value
+        for pos in range(6):
+            pos_dev.up(np.array([pos], np.int32))     # outside any capture, ordered before the launch
             check(LIB.lmc_graph_launch(exe))
             for got, w in zip(s.state(), want[pos]):
                 np.testing.assert_array_equal(got, w, err_msg=f"pos {pos}")
@@ -768,8 +919,9 @@ def test_a_failed_capture_leaves_the_stream_usable():
 
 @pytest.mark.gpu
 def test_decode_with_and_without_graphs_gives_the_same_logits(tiny, monkeypatch):
-    """cuda_backend.c captures each one-token step as a graph; with
-    LAMINA_CUDA_GRAPHS=0 it runs the same ops one by one: the same bits"""
+    """cuda_backend.c captures the one-token step once and relaunches it at
+    each position; with LAMINA_CUDA_GRAPHS=0 it runs the same ops one by one:
+    the same bits"""
     from dataclasses import replace
 
     from tiny_models import LLAMA, for_block
@@ -785,8 +937,13 @@ def test_decode_with_and_without_graphs_gives_the_same_logits(tiny, monkeypatch)
     for graphs in ("1", "0"):
         monkeypatch.setenv("LAMINA_CUDA_GRAPHS", graphs)
         ctx = Context(model, n_ctx=16, n_batch=1, gpu_layers=99, device="cuda", require_gpu=True)
-        out[graphs] = ctx.eval(toks, all_logits=True)
-    np.testing.assert_array_equal(out["1"], out["0"])
+        # steps without logits, then with: one executable per head flag,
+        # each captured once and relaunched; the KV the first ones wrote is
+        # what the later ones read
+        last = ctx.eval(toks[:6])
+        out[graphs] = (last, ctx.eval(toks[6:], all_logits=True))
+    for a, b in zip(out["1"], out["0"]):
+        np.testing.assert_array_equal(a, b)
 
 
 # Without a GPU the tests marked `gpu` are taken out of the module and one

@@ -8,7 +8,8 @@
  * cache of its blocks; the host sends the residual stream once per batch and
  * reads back the logits.
  *
- * Decode (one token) is captured as a CUDA graph and replayed as one launch
+ * Decode (one token) is captured once as a CUDA graph and replayed as one
+ * launch every token, the position read from device memory
  * (cuda_forward_graph); LAMINA_CUDA_GRAPHS=0 turns that off.
  *
  * Differences from the CPU path, both from the op library: batches of more
@@ -62,10 +63,14 @@ _Static_assert(offsetof(lmc_gptq_matrix, n_groups) == offsetof(lm_gptq_matrix, n
     X(int, lmc_add, (float *, const float *, int64_t))                                                            \
     X(int, lmc_add_bias, (float *, const float *, int64_t, int64_t))                                              \
     X(int, lmc_rope_cs, (float *, const double *, int32_t, int32_t, int32_t))                                     \
+    X(int, lmc_rope_cs_dev, (float *, const double *, int32_t, const int32_t *, int32_t))                         \
     X(int, lmc_rope, (float *, int64_t, int32_t, int32_t, int32_t, const float *, int))                           \
     X(int, lmc_kv_store, (int, void *, size_t, int32_t, const float *, int32_t, int32_t))                         \
+    X(int, lmc_kv_store_dev, (int, void *, size_t, const int32_t *, const float *, int32_t, int32_t))             \
     X(int, lmc_attention, (float *, const float *, const void *, const void *, int, size_t, int32_t, int32_t,     \
-                           int32_t, int32_t, int32_t, float, int32_t))
+                           int32_t, int32_t, int32_t, float, int32_t))                                            \
+    X(int, lmc_attention_dev, (float *, const float *, const void *, const void *, int, size_t, int32_t,          \
+                               const int32_t *, int32_t, int32_t, int32_t, float, int32_t))
 
 #define LMC_FIELD(ret, name, args) ret(*name) args;
 static struct { LMC_FUNCS(LMC_FIELD) } lmc;
@@ -135,13 +140,15 @@ typedef struct {
     dmatrix output;
     double *inv_freq;             /* [n_rope_groups][n_rot/2] */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *cs, *logits;
+    int32_t *pos;                 /* one int: the position the decode graph's _dev ops read */
     void *scratch;
     size_t scratch_bytes, weight_bytes, kv_bytes;
     void **allocs;
     int n_allocs, cap_allocs;
     int failed;                   /* an upload failed: create gives up */
     int graphs;                   /* decode runs as a CUDA graph (off: LAMINA_CUDA_GRAPHS=0, or a capture failed) */
-    void *graph;                  /* its executable (lmc_graph_end), NULL until the first decode */
+    void *graph[2];               /* its executables, without / with the head (logits wanted); NULL until the
+                                   * first decode of that kind captures it */
 } cuda_dev;
 
 static int lmc_fail(int rc, const char *what) {
@@ -272,7 +279,8 @@ static int matmuls_shared(cuda_dev *d, const dmatrix *const *w, float *const *y,
 static void cuda_free(void *dev) {
     cuda_dev *d = dev;
     if (!d) return;
-    lmc.lmc_graph_free(d->graph);
+    lmc.lmc_graph_free(d->graph[0]);
+    lmc.lmc_graph_free(d->graph[1]);
     for (int i = 0; i < d->n_allocs; i++) lmc.lmc_free(d->allocs[i]);
     free(d->allocs);
     free(d->layers);
@@ -344,6 +352,7 @@ static void *cuda_create(const lm_model *m, int32_t il0, int32_t n_ctx, int32_t 
     d->hb2 = dev_alloc(d, B * (size_t)F * f);
     d->cs = dev_alloc(d, (size_t)m->n_rope_groups * B * (size_t)p->n_rot * f);
     d->logits = dev_alloc(d, B * (size_t)V * f);
+    d->pos = dev_alloc(d, sizeof *d->pos);
     d->scratch = dev_alloc(d, d->scratch_bytes);
     /* the uploads are ordered on this thread's stream only; eval may come
      * from another thread (lamina_cuda.h, Conventions) */
@@ -357,7 +366,38 @@ static void *cuda_create(const lm_model *m, int32_t il0, int32_t n_ctx, int32_t 
     return d;
 }
 
-static int cuda_block(cuda_dev *d, int32_t il, int32_t T, int32_t pos0) {
+/* The ops that depend on the position. pos_dev NULL: pos0 by value (prefill,
+ * or decode without graphs); else the _dev ops, which read *pos_dev when
+ * they run, so that the decode graph captured once replays at every
+ * position (cuda_forward_graph writes it there before each launch). */
+static int rope_table(cuda_dev *d, int g, int32_t T, int32_t pos0, const int32_t *pos_dev) {
+    const int32_t n_rot = d->m->p.n_rot;
+    float *cs = d->cs + (size_t)g * d->n_batch * n_rot;
+    const double *inv_freq = d->inv_freq + (size_t)g * (n_rot / 2);
+    TRY(pos_dev ? lmc.lmc_rope_cs_dev(cs, inv_freq, n_rot, pos_dev, T) : lmc.lmc_rope_cs(cs, inv_freq, n_rot, pos0, T),
+        "rope table");
+    return LM_OK;
+}
+
+static int kv_store(cuda_dev *d, char *cache, const float *src, int32_t T, int32_t pos0, const int32_t *pos_dev) {
+    const int32_t kv_dim = d->m->p.n_head_kv * d->m->p.head_dim;
+    TRY(pos_dev ? lmc.lmc_kv_store_dev(d->kv_type, cache, d->kv_row_bytes, pos_dev, src, T, kv_dim)
+                : lmc.lmc_kv_store(d->kv_type, cache, d->kv_row_bytes, pos0, src, T, kv_dim),
+        "kv store");
+    return LM_OK;
+}
+
+static int attention(cuda_dev *d, const dlayer *l, int32_t window, int32_t T, int32_t pos0, const int32_t *pos_dev) {
+    const lm_model_params *p = &d->m->p;
+    TRY(pos_dev ? lmc.lmc_attention_dev(d->att, d->q, l->k_cache, l->v_cache, d->kv_type, d->kv_row_bytes, T, pos_dev,
+                                        p->n_head, p->n_head_kv, p->head_dim, p->attn_scale, window)
+                : lmc.lmc_attention(d->att, d->q, l->k_cache, l->v_cache, d->kv_type, d->kv_row_bytes, T, pos0,
+                                    p->n_head, p->n_head_kv, p->head_dim, p->attn_scale, window),
+        "attention");
+    return LM_OK;
+}
+
+static int cuda_block(cuda_dev *d, int32_t il, int32_t T, int32_t pos0, const int32_t *pos_dev) {
     const lm_model_params *p = &d->m->p;
     const lm_layer_weights *hl = &d->m->layers[il];
     const dlayer *l = &d->layers[il - d->il0];
@@ -383,11 +423,9 @@ static int cuda_block(cuda_dev *d, int32_t il, int32_t T, int32_t pos0) {
     }
     TRY(lmc.lmc_rope(d->q, T, p->n_head, (int32_t)hd, p->n_rot, cs, layout), "rope");
     TRY(lmc.lmc_rope(d->k, T, p->n_head_kv, (int32_t)hd, p->n_rot, cs, layout), "rope");
-    TRY(lmc.lmc_kv_store(d->kv_type, l->k_cache, d->kv_row_bytes, pos0, d->k, T, (int32_t)kv_dim), "kv store");
-    TRY(lmc.lmc_kv_store(d->kv_type, l->v_cache, d->kv_row_bytes, pos0, d->v, T, (int32_t)kv_dim), "kv store");
-    TRY(lmc.lmc_attention(d->att, d->q, l->k_cache, l->v_cache, d->kv_type, d->kv_row_bytes, T, pos0, p->n_head,
-                          p->n_head_kv, (int32_t)hd, p->attn_scale, hl->sliding_window),
-        "attention");
+    if ((rc = kv_store(d, l->k_cache, d->k, T, pos0, pos_dev))) return rc;
+    if ((rc = kv_store(d, l->v_cache, d->v, T, pos0, pos_dev))) return rc;
+    if ((rc = attention(d, l, hl->sliding_window, T, pos0, pos_dev))) return rc;
     if ((rc = matmul(d, &l->wo, d->att, T, d->xb))) return rc;
     if (l->attn_post_norm) TRY(lmc.lmc_rms_norm(d->xb, d->xb, l->attn_post_norm, T, E, eps, one), "post norm");
     TRY(lmc.lmc_add(d->x, d->xb, (int64_t)T * E), "residual");
@@ -407,17 +445,16 @@ static int cuda_block(cuda_dev *d, int32_t il, int32_t T, int32_t pos0) {
 
 /* The device's whole part of a batch whose x is uploaded: rope tables, the
  * blocks, and when head: the output norm and the head for tokens first..T-1
- * into d->logits. Only ops that can be captured into a graph. */
-static int cuda_forward(cuda_dev *d, int32_t T, int32_t pos0, int64_t first, int head) {
+ * into d->logits. Only ops that can be captured into a graph. The position
+ * is pos0, or *pos_dev when pos_dev is not NULL (see rope_table). */
+static int cuda_forward(cuda_dev *d, int32_t T, int32_t pos0, const int32_t *pos_dev, int64_t first, int head) {
     const lm_model_params *p = &d->m->p;
     const int64_t E = p->n_embd;
     int rc;
     for (int g = 0; g < d->m->n_rope_groups; g++)
-        TRY(lmc.lmc_rope_cs(d->cs + (size_t)g * d->n_batch * p->n_rot, d->inv_freq + (size_t)g * (p->n_rot / 2),
-                            p->n_rot, pos0, T),
-            "rope table");
+        if ((rc = rope_table(d, g, T, pos0, pos_dev))) return rc;
     for (int32_t il = d->il0; il < p->n_layer; il++)
-        if ((rc = cuda_block(d, il, T, pos0))) return rc;
+        if ((rc = cuda_block(d, il, T, pos0, pos_dev))) return rc;
     if (!head) return LM_OK;
     TRY(lmc.lmc_rms_norm(d->xb, d->x, d->output_norm, T, E, p->norm_eps,
                          p->norm_kind == LM_NORM_RMS_PLUS_ONE ? 1.0f : 0.0f),
@@ -425,25 +462,52 @@ static int cuda_forward(cuda_dev *d, int32_t T, int32_t pos0, int64_t first, int
     return matmul(d, &d->output, d->xb + first * E, T - first, d->logits);
 }
 
-/* cuda_forward captured and launched as one graph. The kernels take the
- * position as an argument, so the step is captured again every token and
- * lmc_graph_end updates the executable in place. When the capture fails
- * (an op that cannot be captured, a driver without graph support) nothing
- * of it ran: graphs are turned off for this device and the step runs op by
- * op, with the same result. A failed launch is an error like any op's. */
-static int cuda_forward_graph(cuda_dev *d, int32_t T, int32_t pos0, int64_t first, int head) {
-    if (lmc.lmc_graph_begin() == LMC_OK) {
-        if (cuda_forward(d, T, pos0, first, head) == LM_OK && lmc.lmc_graph_end(&d->graph) == LMC_OK) {
-            const int rc = lmc.lmc_graph_launch(d->graph);
-            return rc ? lmc_fail(rc, "graph launch") : LM_OK;
+/* Capture a one-token step reading the position from d->pos into *exec.
+ * LM_OK, or 1 when the capture failed (an op that cannot be captured, a
+ * driver without graph support): nothing of it ran, and the caller runs
+ * the step op by op. Below zero: leaving capture mode failed, an error. */
+static int capture_decode(cuda_dev *d, int head, void **exec) {
+    if (lmc.lmc_graph_begin() != LMC_OK) return 1;
+    if (cuda_forward(d, 1, 0, d->pos, 0, head) == LM_OK && lmc.lmc_graph_end(exec) == LMC_OK) return LM_OK;
+    /* an op refused mid-capture, or the end failed: leave capture mode (a
+     * no-op when lmc_graph_end already did); *exec is NULL or unchanged */
+    const int rc = lmc.lmc_graph_abort();
+    return rc ? lmc_fail(rc, "graph abort") : 1;
+}
+
+/* A one-token step as one graph launch. Everything that changes from token
+ * to token lives in device memory (x uploaded by the caller, the position
+ * written here, both outside any capture, ordered before the launch on
+ * this thread's stream), so the executable is captured once per head flag
+ * and relaunched as it is: no capture, no update per token. When a capture
+ * fails, graphs are turned off for this device and the step runs op by op,
+ * with the same result. A failed launch is an error like any op's. */
+static int cuda_forward_graph(cuda_dev *d, int32_t pos0, int head) {
+    TRY(lmc.lmc_memcpy_h2d(d->pos, &pos0, sizeof pos0), "upload of the position");
+    void **exec = &d->graph[head ? 1 : 0];
+    if (!*exec) {
+        const int rc = capture_decode(d, head, exec);
+        if (rc < 0) return rc;
+        if (rc > 0 || !*exec) {
+            d->graphs = 0;
+            return cuda_forward(d, 1, pos0, NULL, 0, head);
         }
-        /* an op refused mid-capture, or the end failed: leave capture mode
-         * (a no-op when lmc_graph_end already did) */
-        const int rc = lmc.lmc_graph_abort();
-        if (rc) return lmc_fail(rc, "graph abort");
     }
-    d->graphs = 0;
-    return cuda_forward(d, T, pos0, first, head);
+    const int rc = lmc.lmc_graph_launch(*exec);
+    return rc ? lmc_fail(rc, "graph launch") : LM_OK;
+}
+
+/* The batch against the buffers and the cache (the core checked it too).
+ * Here, not in the ops, because the graph's ops read the position from
+ * device memory, where no kernel can refuse it: a bad one would write
+ * outside the KV cache. */
+static int check_batch(const cuda_dev *d, int32_t T, int32_t pos0) {
+    if (T < 1 || T > d->n_batch)
+        return lm_set_error(LM_ERR_ARG, "CUDA backend eval: n_tokens=%d outside [1, n_batch=%d]", T, d->n_batch);
+    if (pos0 < 0 || pos0 > d->n_ctx - T)
+        return lm_set_error(LM_ERR_CONTEXT_FULL, "CUDA backend eval: %d tokens at position %d do not fit n_ctx=%d", T,
+                            pos0, d->n_ctx);
+    return LM_OK;
 }
 
 static int cuda_eval(void *dev, const int32_t *tokens, int32_t T, int32_t pos0, const float *x_in, float *logits,
@@ -454,11 +518,12 @@ static int cuda_eval(void *dev, const int32_t *tokens, int32_t T, int32_t pos0, 
     const int64_t first = all_logits ? 0 : T - 1, ncols = T - first;
     int rc;
     (void)tokens;
+    if ((rc = check_batch(d, T, pos0))) return rc;
     TRY(lmc.lmc_memcpy_h2d(d->x, x_in, sizeof(float) * (size_t)T * (size_t)E), "upload of the hidden state");
     /* prefill (T > 1) stays op by op: its GEMMs go through cuBLAS, and a
      * batch's shape rarely repeats */
-    rc = T == 1 && d->graphs ? cuda_forward_graph(d, T, pos0, first, logits != NULL)
-                             : cuda_forward(d, T, pos0, first, logits != NULL);
+    rc = T == 1 && d->graphs ? cuda_forward_graph(d, pos0, logits != NULL)
+                             : cuda_forward(d, T, pos0, NULL, first, logits != NULL);
     if (rc) return rc;
     if (!logits) {
         /* nothing to download, which would have waited: wait here, so the

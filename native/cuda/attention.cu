@@ -57,7 +57,8 @@ template <> struct kv_t<LM_TYPE_Q8_0> {
 template <int KV>
 __global__ void __launch_bounds__(AT_THREADS)
 attention_kernel(float *out, const float *q, const char *k_cache, const char *v_cache, size_t row_bytes,
-                 size_t head_bytes, int32_t pos0, int n_head, int group, int hd, float scale, int32_t window) {
+                 size_t head_bytes, const int32_t *pos0_dev, int32_t pos0, int n_head, int group, int hd, float scale,
+                 int32_t window) {
     __shared__ float q_sh[AT_MAX_HD];
     __shared__ float p_sh[AT_THREADS];
     __shared__ float red_f[32];
@@ -67,7 +68,9 @@ attention_kernel(float *out, const float *q, const char *k_cache, const char *v_
     const int h = blockIdx.y;
     const int64_t q_dim = (int64_t)n_head * hd;
     for (int i = tid; i < hd; i += AT_THREADS) q_sh[i] = q[t * q_dim + (int64_t)h * hd + i];
-    const int32_t pos = pos0 + (int32_t)t;
+    /* the keys walked depend on the position, the grid does not: a graph
+     * captured once replays at any position written to *pos0_dev */
+    const int32_t pos = lmc_pos(pos0_dev, pos0) + (int32_t)t;
     const int32_t lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
     const char *kb = k_cache + (size_t)(h / group) * head_bytes;
     const char *vb = v_cache + (size_t)(h / group) * head_bytes;
@@ -118,49 +121,72 @@ static size_t head_bytes_of(int kv_type, int64_t hd) {
 
 /* ------------------------------------------------------------ store */
 
-__global__ void kv_store_f32_kernel(char *cache, size_t row_bytes, const float *src, int64_t n_tokens, int kv_dim) {
+/* row r of src goes to row lmc_pos(pos0_dev, pos0) + r of the cache */
+__global__ void kv_store_f32_kernel(char *cache, size_t row_bytes, const int32_t *pos0_dev, int32_t pos0,
+                                    const float *src, int64_t n_tokens, int kv_dim) {
+    const int64_t p0 = lmc_pos(pos0_dev, pos0);
     for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < n_tokens * kv_dim;
          k += (int64_t)gridDim.x * blockDim.x)
-        ((float *)(cache + (k / kv_dim) * row_bytes))[k % kv_dim] = src[k];
+        ((float *)(cache + (p0 + k / kv_dim) * (int64_t)row_bytes))[k % kv_dim] = src[k];
 }
 
 /* lm_f32_to_half: the rounding of the CPU's lm_f32_to_f16_row */
-__global__ void kv_store_f16_kernel(char *cache, size_t row_bytes, const float *src, int64_t n_tokens, int kv_dim) {
+__global__ void kv_store_f16_kernel(char *cache, size_t row_bytes, const int32_t *pos0_dev, int32_t pos0,
+                                    const float *src, int64_t n_tokens, int kv_dim) {
+    const int64_t p0 = lmc_pos(pos0_dev, pos0);
     for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < n_tokens * kv_dim;
          k += (int64_t)gridDim.x * blockDim.x)
-        ((lm_half *)(cache + (k / kv_dim) * row_bytes))[k % kv_dim] = lm_f32_to_half(src[k]);
+        ((lm_half *)(cache + (p0 + k / kv_dim) * (int64_t)row_bytes))[k % kv_dim] = lm_f32_to_half(src[k]);
 }
 
-LMC_API int lmc_kv_store(int kv_type, void *cache, size_t kv_row_bytes, int32_t pos0, const float *src, int32_t n_tokens,
-                         int32_t kv_dim) {
-    const char *fn = "lmc_kv_store";
+/* both entry points: everything but the position is checked here (the
+ * by-value one checks pos0 itself; a position in device memory is the
+ * caller's to validate before it writes it) */
+static int kv_store(int kv_type, void *cache, size_t kv_row_bytes, const int32_t *pos0_dev, int32_t pos0,
+                    const float *src, int32_t n_tokens, int32_t kv_dim, const char *fn) {
     if (kv_type != LM_TYPE_F32 && kv_type != LM_TYPE_F16 && kv_type != LM_TYPE_Q8_0)
         return lmc_fail(LMC_ERR_TYPE, "%s: KV cache type %d is not F32, F16 or Q8_0", fn, kv_type);
     const size_t need = head_bytes_of(kv_type, kv_dim);
-    if (kv_dim <= 0 || need == 0 || n_tokens < 0 || pos0 < 0)
-        return lmc_fail(LMC_ERR_SHAPE, "%s: kv_dim=%d (a multiple of 32 for Q8_0), n_tokens=%d, pos0=%d", fn, kv_dim,
-                        n_tokens, pos0);
+    if (kv_dim <= 0 || need == 0 || n_tokens < 0)
+        return lmc_fail(LMC_ERR_SHAPE, "%s: kv_dim=%d (a multiple of 32 for Q8_0), n_tokens=%d", fn, kv_dim, n_tokens);
     if (kv_row_bytes < need)
         return lmc_fail(LMC_ERR_SHAPE, "%s: kv_row_bytes=%zu < %zu bytes of %d values", fn, kv_row_bytes, need, kv_dim);
     if (n_tokens == 0) return LMC_OK;
     if (!cache || !src) return lmc_fail(LMC_ERR_ARG, "%s: NULL pointer", fn);
-    char *dst = (char *)cache + (size_t)pos0 * kv_row_bytes;
+    char *dst = (char *)cache;
     const int64_t total = (int64_t)n_tokens * kv_dim;
+    const unsigned grid = lmc_grid(total, 256);
     switch (kv_type) {
-    case LM_TYPE_F32: kv_store_f32_kernel<<<lmc_grid(total, 256), 256>>>(dst, kv_row_bytes, src, n_tokens, kv_dim); break;
-    case LM_TYPE_F16: kv_store_f16_kernel<<<lmc_grid(total, 256), 256>>>(dst, kv_row_bytes, src, n_tokens, kv_dim); break;
-    default: return lmc_launch_quantize_q8_0(src, dst, total / QK8_0, kv_dim / QK8_0, kv_row_bytes, fn);
+    case LM_TYPE_F32: kv_store_f32_kernel<<<grid, 256>>>(dst, kv_row_bytes, pos0_dev, pos0, src, n_tokens, kv_dim); break;
+    case LM_TYPE_F16: kv_store_f16_kernel<<<grid, 256>>>(dst, kv_row_bytes, pos0_dev, pos0, src, n_tokens, kv_dim); break;
+    default:
+        return lmc_launch_quantize_q8_0(src, dst, total / QK8_0, kv_dim / QK8_0, kv_row_bytes, pos0_dev, pos0, fn);
     }
     LMC_LAUNCHED(fn);
     return LMC_OK;
 }
 
+LMC_API int lmc_kv_store(int kv_type, void *cache, size_t kv_row_bytes, int32_t pos0, const float *src, int32_t n_tokens,
+                         int32_t kv_dim) {
+    const char *fn = "lmc_kv_store";
+    if (pos0 < 0) return lmc_fail(LMC_ERR_SHAPE, "%s: pos0=%d must be >= 0", fn, pos0);
+    return kv_store(kv_type, cache, kv_row_bytes, NULL, pos0, src, n_tokens, kv_dim, fn);
+}
+
+LMC_API int lmc_kv_store_dev(int kv_type, void *cache, size_t kv_row_bytes, const int32_t *pos0_dev, const float *src,
+                             int32_t n_tokens, int32_t kv_dim) {
+    const char *fn = "lmc_kv_store_dev";
+    if (!pos0_dev) return lmc_fail(LMC_ERR_ARG, "%s: NULL pos0_dev", fn);
+    return kv_store(kv_type, cache, kv_row_bytes, pos0_dev, 0, src, n_tokens, kv_dim, fn);
+}
+
 /* -------------------------------------------------------- attention */
 
-LMC_API int lmc_attention(float *out, const float *q, const void *k_cache, const void *v_cache, int kv_type,
-                          size_t kv_row_bytes, int32_t n_tokens, int32_t pos0, int32_t n_head, int32_t n_head_kv,
-                          int32_t head_dim, float scale, int32_t window) {
-    const char *fn = "lmc_attention";
+/* both entry points, as kv_store: the grid is (token, head) whatever the
+ * position, so a capture replays at any position */
+static int attention(float *out, const float *q, const void *k_cache, const void *v_cache, int kv_type,
+                     size_t kv_row_bytes, int32_t n_tokens, const int32_t *pos0_dev, int32_t pos0, int32_t n_head,
+                     int32_t n_head_kv, int32_t head_dim, float scale, int32_t window, const char *fn) {
     if (kv_type != LM_TYPE_F32 && kv_type != LM_TYPE_F16 && kv_type != LM_TYPE_Q8_0)
         return lmc_fail(LMC_ERR_TYPE, "%s: KV cache type %d is not F32, F16 or Q8_0", fn, kv_type);
     const size_t hb = head_bytes_of(kv_type, head_dim);
@@ -170,8 +196,8 @@ LMC_API int lmc_attention(float *out, const float *q, const void *k_cache, const
     if (n_head <= 0 || n_head_kv <= 0 || n_head % n_head_kv || n_head > 65535)
         return lmc_fail(LMC_ERR_SHAPE, "%s: n_head=%d must be a positive multiple of n_head_kv=%d (and <= 65535)", fn,
                         n_head, n_head_kv);
-    if (n_tokens < 0 || pos0 < 0 || window < 0)
-        return lmc_fail(LMC_ERR_SHAPE, "%s: n_tokens=%d, pos0=%d and window=%d must be >= 0", fn, n_tokens, pos0, window);
+    if (n_tokens < 0 || window < 0)
+        return lmc_fail(LMC_ERR_SHAPE, "%s: n_tokens=%d and window=%d must be >= 0", fn, n_tokens, window);
     if (kv_row_bytes < (size_t)n_head_kv * hb)
         return lmc_fail(LMC_ERR_SHAPE, "%s: kv_row_bytes=%zu < %d heads of %zu bytes", fn, kv_row_bytes, n_head_kv, hb);
     if (n_tokens == 0) return LMC_OK;
@@ -181,18 +207,36 @@ LMC_API int lmc_attention(float *out, const float *q, const void *k_cache, const
     const char *kc = (const char *)k_cache, *vc = (const char *)v_cache;
     switch (kv_type) {
     case LM_TYPE_F32:
-        attention_kernel<LM_TYPE_F32><<<grid, AT_THREADS>>>(out, q, kc, vc, kv_row_bytes, hb, pos0, n_head, group,
-                                                            head_dim, scale, window);
+        attention_kernel<LM_TYPE_F32><<<grid, AT_THREADS>>>(out, q, kc, vc, kv_row_bytes, hb, pos0_dev, pos0, n_head,
+                                                            group, head_dim, scale, window);
         break;
     case LM_TYPE_F16:
-        attention_kernel<LM_TYPE_F16><<<grid, AT_THREADS>>>(out, q, kc, vc, kv_row_bytes, hb, pos0, n_head, group,
-                                                            head_dim, scale, window);
+        attention_kernel<LM_TYPE_F16><<<grid, AT_THREADS>>>(out, q, kc, vc, kv_row_bytes, hb, pos0_dev, pos0, n_head,
+                                                            group, head_dim, scale, window);
         break;
     default:
-        attention_kernel<LM_TYPE_Q8_0><<<grid, AT_THREADS>>>(out, q, kc, vc, kv_row_bytes, hb, pos0, n_head, group,
-                                                             head_dim, scale, window);
+        attention_kernel<LM_TYPE_Q8_0><<<grid, AT_THREADS>>>(out, q, kc, vc, kv_row_bytes, hb, pos0_dev, pos0, n_head,
+                                                             group, head_dim, scale, window);
         break;
     }
     LMC_LAUNCHED(fn);
     return LMC_OK;
+}
+
+LMC_API int lmc_attention(float *out, const float *q, const void *k_cache, const void *v_cache, int kv_type,
+                          size_t kv_row_bytes, int32_t n_tokens, int32_t pos0, int32_t n_head, int32_t n_head_kv,
+                          int32_t head_dim, float scale, int32_t window) {
+    const char *fn = "lmc_attention";
+    if (pos0 < 0) return lmc_fail(LMC_ERR_SHAPE, "%s: pos0=%d must be >= 0", fn, pos0);
+    return attention(out, q, k_cache, v_cache, kv_type, kv_row_bytes, n_tokens, NULL, pos0, n_head, n_head_kv,
+                     head_dim, scale, window, fn);
+}
+
+LMC_API int lmc_attention_dev(float *out, const float *q, const void *k_cache, const void *v_cache, int kv_type,
+                              size_t kv_row_bytes, int32_t n_tokens, const int32_t *pos0_dev, int32_t n_head,
+                              int32_t n_head_kv, int32_t head_dim, float scale, int32_t window) {
+    const char *fn = "lmc_attention_dev";
+    if (!pos0_dev) return lmc_fail(LMC_ERR_ARG, "%s: NULL pos0_dev", fn);
+    return attention(out, q, k_cache, v_cache, kv_type, kv_row_bytes, n_tokens, pos0_dev, 0, n_head, n_head_kv,
+                     head_dim, scale, window, fn);
 }

@@ -55,6 +55,13 @@ static inline unsigned lmc_grid(int64_t n, int threads) {
     return (unsigned)(g < 1 ? 1 : g > 0x7fffffff ? 0x7fffffff : g);
 }
 
+/* ------------------------------------------------------- positions */
+/* The position an op runs at. The by-value ops pass pos_dev NULL and the
+ * position in pos; the _dev ops pass a device pointer, read when the kernel
+ * runs, so that a captured graph replays at whatever position the caller
+ * wrote there since (one kernel body serves both). */
+__device__ __forceinline__ int32_t lmc_pos(const int32_t *pos_dev, int32_t pos) { return pos_dev ? *pos_dev : pos; }
+
 /* ------------------------------------------------------ reductions */
 template <typename T> __device__ __forceinline__ T lmc_warp_sum(T v) {
     for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
@@ -90,10 +97,11 @@ __device__ inline float lmc_block_max(float v, float *sh) {
 
 /* ------------------------------------------------- cross-file kernels */
 /* Q8_0 quantization of nblk 32-value blocks, block b from src + b * 32 to
- * (char *)dst + (b / per_row) * dst_row_bytes + (b % per_row) * 34; one warp
- * per block (used for activations and for Q8_0 KV-cache rows) */
+ * (char *)dst + (row0 + b / per_row) * dst_row_bytes + (b % per_row) * 34,
+ * row0 = lmc_pos(row0_dev, row0_val); one warp per block (used for
+ * activations, row0 0, and for Q8_0 KV-cache rows, row0 the position) */
 int lmc_launch_quantize_q8_0(const float *src, void *dst, int64_t nblk, int64_t per_row, size_t dst_row_bytes,
-                             const char *fn);
+                             const int32_t *row0_dev, int32_t row0_val, const char *fn);
 
 /* count values of a weight type -> dst (f16 when out_f16, else f32); the
  * rows of a matrix are contiguous, so a tile of rows is one flat run */

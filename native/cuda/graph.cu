@@ -2,9 +2,11 @@
  *
  * A decode step of a small model is hundreds of kernels of a few
  * microseconds each; launched one by one, the launch latency is most of the
- * step. The core captures the step's ops once per token (their arguments,
- * such as the position, change every token) and replays them as one graph
- * launch; cudaGraphExecUpdate makes the re-capture cheap, as llama.cpp does.
+ * step. The core captures the step's ops once, with the position-dependent
+ * ops reading the position from device memory (the _dev ops), and replays
+ * the same executable every token as one launch. A caller whose arguments
+ * change captures again, and lmc_graph_end updates the executable in place
+ * (cudaGraphExecUpdate, as llama.cpp does).
  *
  * Every error path leaves the stream out of capture mode and clears CUDA's
  * last error, so the caller can run the same ops uncaptured right after. */

@@ -80,7 +80,11 @@ void lmc_release(void);
  * changes until the launch, and each op's arguments (pointers, sizes,
  * positions) are those of the capture. Capture again to change them;
  * lmc_graph_end then updates exec in place (cheap when the ops are the same
- * kernels in the same order) or replaces it.
+ * kernels in the same order) or replaces it. Or capture once and replay
+ * many times: the _dev ops (lmc_rope_cs_dev, lmc_kv_store_dev,
+ * lmc_attention_dev) read the position from device memory when they run,
+ * so the caller writes a new one there (lmc_memcpy_h2d, outside the
+ * capture) before each launch of the same executable.
  * Capturable: the ops, lmc_memcpy_d2d and lmc_memset. Not capturable (they
  * fail, and so does the capture): lmc_memcpy_h2d, lmc_memcpy_d2h,
  * lmc_synchronize, lmc_malloc, lmc_free. The GEMM path (cuBLAS) is not
@@ -178,6 +182,10 @@ int lmc_add_bias(float *x, const float *b, int64_t rows, int64_t n);
  * double, then rounded, as forward.c's rope_tables)
  *   inv_freq: f64 [n_rot/2]   cs: f32 [n_tokens][n_rot] */
 int lmc_rope_cs(float *cs, const double *inv_freq, int32_t n_rot, int32_t pos0, int32_t n_tokens);
+/* lmc_rope_cs with pos0 = *pos0_dev (device memory), read when the kernel
+ * runs, not when it is launched or captured. The grid depends on n_rot and
+ * n_tokens only. pos0_dev NULL: LMC_ERR_ARG, even for n_tokens 0. */
+int lmc_rope_cs_dev(float *cs, const double *inv_freq, int32_t n_rot, const int32_t *pos0_dev, int32_t n_tokens);
 /* Rotate the first n_rot dims of each head of each row by that row's angles.
  *   x: f32 [rows][n_heads * head_dim]   cs: f32 [rows][n_rot]
  * layout LMC_ROPE_NORMAL: pairs (2i, 2i+1); LMC_ROPE_NEOX: pairs (i, i + n_rot/2) */
@@ -191,6 +199,12 @@ int lmc_rope(float *x, int64_t rows, int32_t n_heads, int32_t head_dim, int32_t 
  * (the same rounding as the CPU's from_float). */
 int lmc_kv_store(int kv_type, void *cache, size_t kv_row_bytes, int32_t pos0, const float *src, int32_t n_tokens,
                  int32_t kv_dim);
+/* lmc_kv_store at rows *pos0_dev.. (device memory, read when the kernel
+ * runs). A kernel cannot report a bad position: the caller validates the
+ * value it writes there (0 <= pos0, pos0 + n_tokens <= the cache's rows).
+ * pos0_dev NULL: LMC_ERR_ARG, even for n_tokens 0. */
+int lmc_kv_store_dev(int kv_type, void *cache, size_t kv_row_bytes, const int32_t *pos0_dev, const float *src,
+                     int32_t n_tokens, int32_t kv_dim);
 
 /* out[t][h*hd ..] = softmax(scale * q_th . K[lo..pos]) V[lo..pos] for every
  * token t (pos = pos0 + t) and head h: causal, and no further back than
@@ -202,6 +216,13 @@ int lmc_kv_store(int kv_type, void *cache, size_t kv_row_bytes, int32_t pos0, co
 int lmc_attention(float *out, const float *q, const void *k_cache, const void *v_cache, int kv_type,
                   size_t kv_row_bytes, int32_t n_tokens, int32_t pos0, int32_t n_head, int32_t n_head_kv,
                   int32_t head_dim, float scale, int32_t window);
+/* lmc_attention with pos0 = *pos0_dev (device memory, read when the kernel
+ * runs; validated by the caller as for lmc_kv_store_dev). The grid is
+ * (n_tokens, n_head) and the shared memory fixed, whatever the position:
+ * one capture serves every position. pos0_dev NULL: LMC_ERR_ARG. */
+int lmc_attention_dev(float *out, const float *q, const void *k_cache, const void *v_cache, int kv_type,
+                      size_t kv_row_bytes, int32_t n_tokens, const int32_t *pos0_dev, int32_t n_head,
+                      int32_t n_head_kv, int32_t head_dim, float scale, int32_t window);
 
 #ifdef __cplusplus
 }

@@ -146,28 +146,48 @@ LMC_API int lmc_add_bias(float *x, const float *b, int64_t rows, int64_t n) {
 
 /* --------------------------------------------------------------- RoPE */
 
-/* cs [n_tokens][n_rot]: a thread per (token, pair) */
-__global__ void rope_cs_kernel(float *cs, const double *inv_freq, int half, int32_t pos0, int64_t total) {
+/* cs [n_tokens][n_rot]: a thread per (token, pair); the first position is
+ * lmc_pos(pos0_dev, pos0) */
+__global__ void rope_cs_kernel(float *cs, const double *inv_freq, int half, const int32_t *pos0_dev, int32_t pos0,
+                               int64_t total) {
+    const int64_t p0 = lmc_pos(pos0_dev, pos0);
     LMC_EW_LOOP(k, total) {
         const int64_t t = k / half;
         const int i = (int)(k % half);
-        const double theta = (double)(pos0 + t) * inv_freq[i];
+        const double theta = (double)(p0 + t) * inv_freq[i];
         cs[2 * k] = (float)cos(theta);
         cs[2 * k + 1] = (float)sin(theta);
     }
 }
 
-LMC_API int lmc_rope_cs(float *cs, const double *inv_freq, int32_t n_rot, int32_t pos0, int32_t n_tokens) {
-    const char *fn = "lmc_rope_cs";
-    if (n_rot <= 0 || n_rot % 2 || n_tokens < 0 || pos0 < 0)
-        return lmc_fail(LMC_ERR_SHAPE, "%s: n_rot=%d must be positive and even, n_tokens=%d and pos0=%d >= 0", fn,
-                        n_rot, n_tokens, pos0);
+/* both entry points: the shapes are checked here, the position (when by
+ * value) by the caller; the grid depends on the shapes only */
+static int rope_cs(float *cs, const double *inv_freq, int32_t n_rot, const int32_t *pos0_dev, int32_t pos0,
+                   int32_t n_tokens, const char *fn) {
+    if (n_rot <= 0 || n_rot % 2 || n_tokens < 0)
+        return lmc_fail(LMC_ERR_SHAPE, "%s: n_rot=%d must be positive and even, n_tokens=%d >= 0", fn, n_rot,
+                        n_tokens);
     if (n_tokens == 0) return LMC_OK;
     if (!cs || !inv_freq) return lmc_fail(LMC_ERR_ARG, "%s: NULL pointer", fn);
     const int64_t total = (int64_t)n_tokens * (n_rot / 2);
-    rope_cs_kernel<<<lmc_grid(total, EW_THREADS), EW_THREADS>>>(cs, inv_freq, n_rot / 2, pos0, total);
+    rope_cs_kernel<<<lmc_grid(total, EW_THREADS), EW_THREADS>>>(cs, inv_freq, n_rot / 2, pos0_dev, pos0, total);
     LMC_LAUNCHED(fn);
     return LMC_OK;
+}
+
+LMC_API int lmc_rope_cs(float *cs, const double *inv_freq, int32_t n_rot, int32_t pos0, int32_t n_tokens) {
+    const char *fn = "lmc_rope_cs";
+    if (pos0 < 0) return lmc_fail(LMC_ERR_SHAPE, "%s: pos0=%d must be >= 0", fn, pos0);
+    return rope_cs(cs, inv_freq, n_rot, NULL, pos0, n_tokens, fn);
+}
+
+LMC_API int lmc_rope_cs_dev(float *cs, const double *inv_freq, int32_t n_rot, const int32_t *pos0_dev,
+                            int32_t n_tokens) {
+    const char *fn = "lmc_rope_cs_dev";
+    /* checked even when n_tokens is 0: a caller that passes NULL has a bug
+     * whatever the size */
+    if (!pos0_dev) return lmc_fail(LMC_ERR_ARG, "%s: NULL pos0_dev", fn);
+    return rope_cs(cs, inv_freq, n_rot, pos0_dev, 0, n_tokens, fn);
 }
 
 /* a thread per (row, head, pair), the arithmetic of lm_rope_head */

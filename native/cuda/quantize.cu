@@ -17,22 +17,25 @@ enum { QTHREADS = 256, QWARPS = QTHREADS / 32 };
 /* ------------------------------------------------------ Q8_0 / Q8_1 */
 
 /* one warp per 32-value block; lane j quantizes value j */
-__global__ void quantize_q8_0_kernel(const float *src, char *dst, int64_t nblk, int64_t per_row, size_t row_bytes) {
+__global__ void quantize_q8_0_kernel(const float *src, char *dst, int64_t nblk, int64_t per_row, size_t row_bytes,
+                                     const int32_t *row0_dev, int32_t row0_val) {
     const int lane = threadIdx.x % 32;
     const int64_t stride = (int64_t)gridDim.x * QWARPS;
+    const int64_t row0 = lmc_pos(row0_dev, row0_val);
     for (int64_t b = (int64_t)blockIdx.x * QWARPS + threadIdx.x / 32; b < nblk; b += stride) {
         const float v = src[b * QK8_0 + lane];
         const float amax = lmc_warp_max(fabsf(v)), d = lm_q8_act_scale(amax);
-        block_q8_0 *out = (block_q8_0 *)(dst + (b / per_row) * row_bytes) + b % per_row;
+        block_q8_0 *out = (block_q8_0 *)(dst + (row0 + b / per_row) * (int64_t)row_bytes) + b % per_row;
         out->qs[lane] = lm_q8_act_quant(v, lm_q8_act_inv(amax));
         if (lane == 0) out->d = lm_f32_to_half(d);
     }
 }
 
 int lmc_launch_quantize_q8_0(const float *src, void *dst, int64_t nblk, int64_t per_row, size_t dst_row_bytes,
-                             const char *fn) {
+                             const int32_t *row0_dev, int32_t row0_val, const char *fn) {
     if (nblk <= 0) return LMC_OK;
-    quantize_q8_0_kernel<<<lmc_grid(nblk, QWARPS), QTHREADS>>>(src, (char *)dst, nblk, per_row, dst_row_bytes);
+    quantize_q8_0_kernel<<<lmc_grid(nblk, QWARPS), QTHREADS>>>(src, (char *)dst, nblk, per_row, dst_row_bytes,
+                                                                row0_dev, row0_val);
     LMC_LAUNCHED(fn);
     return LMC_OK;
 }
@@ -114,7 +117,7 @@ static int quantize_rows(int partner, const float *x, int64_t n, int64_t ncols, 
     const int64_t nblk = n / at->blck * ncols;
     if (nblk <= 0) return LMC_OK;
     switch (partner) {
-    case LM_TYPE_Q8_0: return lmc_launch_quantize_q8_0(x, out, nblk, nblk, 0, fn);
+    case LM_TYPE_Q8_0: return lmc_launch_quantize_q8_0(x, out, nblk, nblk, 0, NULL, 0, fn);
     case LM_TYPE_Q8_1: quantize_q8_1_kernel<<<lmc_grid(nblk, QWARPS), QTHREADS>>>(x, (block_q8_1 *)out, nblk); break;
     case LM_TYPE_Q8_K: quantize_q8_K_kernel<<<lmc_grid(nblk, QWARPS), QTHREADS>>>(x, (block_q8_K *)out, nblk); break;
     default: return lmc_fail(LMC_ERR_TYPE, "%s: no GPU quantizer for activation type %d", fn, partner);

@@ -24,7 +24,7 @@ int lmc_fail(int code, const char *fmt, ...) {
 
 LMC_API const char *lmc_last_error(void) { return t_error; }
 
-LMC_API int lmc_abi_version(void) { return 2; }   /* 2: graphs, per-thread stream */
+LMC_API int lmc_abi_version(void) { return 3; }   /* 2: graphs, per-thread stream; 3: _dev position ops */
 
 /* ------------------------------------------------------------- types */
 
