@@ -824,6 +824,20 @@ class DecodeStep:
         return (self.xs.down(np.uint8, (4 * self.E,)), self.kc.down(np.uint8, (self.kc.nbytes,)),
                 self.vc.down(np.uint8, (self.vc.nbytes,)))
 
+    def assert_state(self, want, pos):
+        for got, w in zip(self.state(), want):
+            np.testing.assert_array_equal(got, w, err_msg=f"pos {pos}")
+
+    def uncaptured(self, steps):
+        """the state after each of `steps` by-value steps run directly; leaves the buffers reset"""
+        self.reset()
+        want = []
+        for pos in range(steps):
+            self.ops(pos)
+            want.append(self.state())
+        self.reset()
+        return want
+
 
 @pytest.mark.gpu
 def test_graph_recaptured_per_step_gives_the_bytes_of_the_uncaptured_ops():
@@ -831,12 +845,7 @@ def test_graph_recaptured_per_step_gives_the_bytes_of_the_uncaptured_ops():
     the executable updated in place, replayed: the same bytes as running the
     ops directly (lmc_graph_end's update path)"""
     s = DecodeStep()
-    s.reset()
-    want = []
-    for pos in range(6):
-        s.ops(pos)
-        want.append(s.state())
-    s.reset()
+    want = s.uncaptured(6)
     exe = c_p()
     try:
         for pos in range(6):
@@ -848,8 +857,7 @@ def test_graph_recaptured_per_step_gives_the_bytes_of_the_uncaptured_ops():
             # captured, not run: the launch is what runs them
             np.testing.assert_array_equal(before, want[pos - 1][0] if pos else np.zeros_like(before))
             check(LIB.lmc_graph_launch(exe))
-            for got, w in zip(s.state(), want[pos]):
-                np.testing.assert_array_equal(got, w, err_msg=f"pos {pos}")
+            s.assert_state(want[pos], pos)
     finally:
         check(LIB.lmc_graph_free(exe))
 
@@ -861,12 +869,7 @@ def test_a_graph_captured_once_replays_at_every_position_written_to_device_memor
     is relaunched with a new position written between launches: the bytes
     of the uncaptured by-value ops, step after step"""
     s = DecodeStep()
-    s.reset()
-    want = []
-    for pos in range(6):
-        s.ops(pos)
-        want.append(s.state())
-    s.reset()
+    want = s.uncaptured(6)
     pos_dev = _pos_dev(0)
     exe = c_p()
     try:
@@ -877,8 +880,7 @@ def test_a_graph_captured_once_replays_at_every_position_written_to_device_memor
         for pos in range(6):
             pos_dev.up(np.array([pos], np.int32))     # outside any capture, ordered before the launch
             check(LIB.lmc_graph_launch(exe))
-            for got, w in zip(s.state(), want[pos]):
-                np.testing.assert_array_equal(got, w, err_msg=f"pos {pos}")
+            s.assert_state(want[pos], pos)
     finally:
         check(LIB.lmc_graph_free(exe))
 
@@ -901,18 +903,14 @@ def test_a_failed_capture_leaves_the_stream_usable():
     rc_end = LIB.lmc_graph_end(ctypes.byref(exe))
     assert rc_copy != OK and rc_end != OK and not exe.value, (rc_copy, rc_end, last_error())
     # after both, ops run directly and captured as before
-    s.reset()
-    s.ops(0)
-    want = s.state()
-    s.reset()
+    want = s.uncaptured(1)
     check(LIB.lmc_graph_begin())
     s.ops(0)
     check(LIB.lmc_graph_end(ctypes.byref(exe)))
     try:
         check(LIB.lmc_graph_launch(exe))
         check(LIB.lmc_synchronize())
-        for got, w in zip(s.state(), want):
-            np.testing.assert_array_equal(got, w)
+        s.assert_state(want[0], 0)
     finally:
         check(LIB.lmc_graph_free(exe))
 
