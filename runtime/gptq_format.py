@@ -49,6 +49,7 @@ tools that trust it more than a missing one.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,10 +121,21 @@ def gptq_tensor_names(weight_name: str) -> dict[str, str]:
 # ----------------------------------------------------------------------------
 # file config
 
+# a file's validated config, read once however many linears ask for it
+_CONFIGS: weakref.WeakKeyDictionary[GGUFFile, dict[str, Any] | None] = weakref.WeakKeyDictionary()
+
+
 def gptq_file_config(gguf: GGUFFile) -> dict[str, Any] | None:
     """The lamina.gptq.* keys, validated, as a dict in quantize_config.json terms:
     version, bits, group_size (-1: one group per row), sym, desc_act, source,
     and damp / calibration when present. None when the file has no GPTQ keys."""
+    if gguf not in _CONFIGS:
+        _CONFIGS[gguf] = _read_file_config(gguf)
+    cfg = _CONFIGS[gguf]
+    return None if cfg is None else dict(cfg)
+
+
+def _read_file_config(gguf: GGUFFile) -> dict[str, Any] | None:
     present = [k for k in gguf.metadata if k.startswith(PREFIX)]
     if not present:
         return None

@@ -20,3 +20,12 @@ def tiny(tmp_path_factory):
             cache[cfg] = write_tiny_model(root / f"m{len(cache)}.gguf", cfg)
         return cache[cfg]
     return make
+
+
+@pytest.fixture(scope="module")
+def tokenizer_source() -> Path:
+    """SmolLM2's HF checkpoint folder: the tokenizer files tiny test checkpoints borrow."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from hf_checkpoints import hf_checkpoint
+    return hf_checkpoint("smollm2-135m-instruct")

@@ -75,14 +75,6 @@ def make_checkpoint(directory: Path, source: Path, config: dict | None = None,
     return directory
 
 
-@pytest.fixture(scope="module")
-def tokenizer_source() -> Path:
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from hf_checkpoints import hf_checkpoint
-    return hf_checkpoint("smollm2-135m-instruct")
-
-
 @pytest.fixture
 def ckpt(tmp_path: Path, tokenizer_source: Path) -> Path:
     return make_checkpoint(tmp_path / "tiny", tokenizer_source)

@@ -141,14 +141,6 @@ def make_dense_checkpoint(directory: Path, tokenizer_source: Path, linears: dict
 
 
 @pytest.fixture(scope="module")
-def tokenizer_source() -> Path:
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from hf_checkpoints import hf_checkpoint
-    return hf_checkpoint("smollm2-135m-instruct")
-
-
-@pytest.fixture(scope="module")
 def encoder():
     enc = Encoder(2)
     yield enc
