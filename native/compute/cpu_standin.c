@@ -96,22 +96,12 @@ static void *standin_create(const lm_model *m, int32_t il0, int32_t n_ctx, int32
     for (int32_t il = il0; il < L; il++) {   /* blocks below il0 are never run here */
         const lm_layer_weights *s = &m->layers[il];
         lm_layer_weights *l = &layers[il];
-        l->attn_norm = copy_vec(d, s->attn_norm, E, &ok);
-        l->wq = copy_matrix(d, s->wq, q_dim, E, &ok);
-        l->wk = copy_matrix(d, s->wk, kv_dim, E, &ok);
-        l->wv = copy_matrix(d, s->wv, kv_dim, E, &ok);
-        l->bq = copy_vec(d, s->bq, q_dim, &ok);
-        l->bk = copy_vec(d, s->bk, kv_dim, &ok);
-        l->bv = copy_vec(d, s->bv, kv_dim, &ok);
-        l->q_norm = copy_vec(d, s->q_norm, hd, &ok);
-        l->k_norm = copy_vec(d, s->k_norm, hd, &ok);
-        l->wo = copy_matrix(d, s->wo, E, q_dim, &ok);
-        l->attn_post_norm = copy_vec(d, s->attn_post_norm, E, &ok);
-        l->ffn_norm = copy_vec(d, s->ffn_norm, E, &ok);
-        l->w_gate = copy_matrix(d, s->w_gate, F, E, &ok);
-        l->w_up = copy_matrix(d, s->w_up, F, E, &ok);
-        l->w_down = copy_matrix(d, s->w_down, E, F, &ok);
-        l->ffn_post_norm = copy_vec(d, s->ffn_post_norm, E, &ok);
+#define COPY_VEC(f, n) l->f = copy_vec(d, s->f, n, &ok);
+#define COPY_MATRIX(f, rows, cols) l->f = copy_matrix(d, s->f, rows, cols, &ok);
+        LM_LAYER_VECTORS(COPY_VEC)
+        LM_LAYER_MATRICES(COPY_MATRIX)
+#undef COPY_VEC
+#undef COPY_MATRIX
     }
     if (!ok) goto nomem;
     if (!(d->model = lm_model_create(&p, layers))) goto fail;

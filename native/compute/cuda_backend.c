@@ -320,22 +320,12 @@ static void *cuda_create(const lm_model *m, int32_t il0, int32_t n_ctx, int32_t 
     for (int32_t il = il0; il < L && !d->failed; il++) {
         const lm_layer_weights *s = &m->layers[il];
         dlayer *l = &d->layers[il - il0];
-        l->attn_norm = upload_vec(d, s->attn_norm, E);
-        l->bq = upload_vec(d, s->bq, q_dim);
-        l->bk = upload_vec(d, s->bk, kv_dim);
-        l->bv = upload_vec(d, s->bv, kv_dim);
-        l->q_norm = upload_vec(d, s->q_norm, hd);
-        l->k_norm = upload_vec(d, s->k_norm, hd);
-        l->attn_post_norm = upload_vec(d, s->attn_post_norm, E);
-        l->ffn_norm = upload_vec(d, s->ffn_norm, E);
-        l->ffn_post_norm = upload_vec(d, s->ffn_post_norm, E);
-        l->wq = upload_matrix(d, s->wq, q_dim, E);
-        l->wk = upload_matrix(d, s->wk, kv_dim, E);
-        l->wv = upload_matrix(d, s->wv, kv_dim, E);
-        l->wo = upload_matrix(d, s->wo, E, q_dim);
-        l->w_gate = upload_matrix(d, s->w_gate, F, E);
-        l->w_up = upload_matrix(d, s->w_up, F, E);
-        l->w_down = upload_matrix(d, s->w_down, E, F);
+#define UPLOAD_VEC(f, n) l->f = upload_vec(d, s->f, n);
+#define UPLOAD_MATRIX(f, rows, cols) l->f = upload_matrix(d, s->f, rows, cols);
+        LM_LAYER_VECTORS(UPLOAD_VEC)
+        LM_LAYER_MATRICES(UPLOAD_MATRIX)
+#undef UPLOAD_VEC
+#undef UPLOAD_MATRIX
         const size_t cache = d->kv_row_bytes * (size_t)n_ctx;
         l->k_cache = dev_alloc(d, cache);
         l->v_cache = dev_alloc(d, cache);
