@@ -3,7 +3,11 @@
  * Phase 1 quantizes every activation column once into the type's dot partner
  * (Q8_0/Q8_1/Q8_K/F16...), as ggml does. Phase 2 splits weight rows across
  * threads and walks tiles of TILE_R rows x TILE_C columns, so in prefill a
- * weight row is loaded once per tile of columns instead of once per column. */
+ * weight row is loaded once per tile of columns instead of once per column.
+ * Where the type has a four-column kernel (lm_select_vec_dot_x4), a row's
+ * columns go through it 4 at a time, each weight block unpacked once per 4
+ * columns; it gives the single-column kernel's bits, so grouping never
+ * changes a result. */
 #include <stdlib.h>
 
 #include "matmul.h"
@@ -15,6 +19,7 @@ enum { TILE_R = 16, TILE_C = 16 };
 typedef struct {
     const lm_type_traits *wt, *at;   /* weight type, activation (partner) type */
     lm_vec_dot_fn dot;
+    lm_vec_dot_x4_fn dot4;   /* four columns at once, bit-identical to dot; may be NULL */
     const char *w;
     size_t w_row_bytes;
     int64_t rows, n, ncols;
@@ -43,7 +48,12 @@ static void multiply_rows(void *p, int ith, int nth) {
             const int64_t c1 = c0 + TILE_C < job->ncols ? c0 + TILE_C : job->ncols;
             for (int64_t r = r0; r < r1; r++) {
                 const char *wrow = job->w + (size_t)r * job->w_row_bytes;
-                for (int64_t c = c0; c < c1; c++)
+                int64_t c = c0;
+                if (job->dot4)
+                    for (; c + 4 <= c1; c += 4)
+                        job->dot4(job->n, &job->y[c * job->ldy + r], (size_t)job->ldy, wrow,
+                                  job->xq + (size_t)c * job->xq_row_bytes, job->xq_row_bytes);
+                for (; c < c1; c++)
                     job->dot(job->n, &job->y[c * job->ldy + r], wrow, job->xq + (size_t)c * job->xq_row_bytes);
             }
         }
@@ -58,6 +68,7 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
         return lm_set_error(LM_ERR_SHAPE, "matmul %s: bad shape rows=%lld n=%lld ncols=%lld", wt->name,
                             (long long)rows, (long long)n, (long long)ncols);
     job->dot = lm_select_vec_dot(wt, impl);
+    job->dot4 = lm_select_vec_dot_x4(wt, impl);
     if (!job->dot || !at->from_float)
         return lm_set_error(LM_ERR_IMPL, "matmul %s: no kernel for impl %d", wt->name, impl);
     job->wt = wt;

@@ -30,20 +30,7 @@
 #include "type_kernels.h"
 
 /* ------------------------------------------------------ integer helpers */
-/* shuffle_epi8 mask repeating int16 element e of each 128-bit half */
-static inline __m256i pick16(int e) { return _mm256_set1_epi16((short)(0x0100 + 0x0202 * e)); }
-
-/* mask giving int16 element e to the low half and e + 1 to the high half */
-static inline __m256i pick16_pair(int e) {
-    return _mm256_set_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * (e + 1))),
-                            _mm_set1_epi16((short)(0x0100 + 0x0202 * e)));
-}
-
-/* 16 int16 scales (low half 0..7, high half 8..15) -> both halves 0..7, both 8..15 */
-static inline void split_scales(__m256i sc16, __m256i *lo, __m256i *hi) {
-    *lo = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc16));
-    *hi = _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sc16, 1));
-}
+/* (the helpers shared with matmul_x4_avx2.c are in avx2_util.h) */
 
 /* bit `from` of every byte moved to bit `to` (others cleared); 16-bit shifts
  * are safe because the bit never crosses its byte for |from - to| <= 7 */
@@ -53,77 +40,12 @@ static inline __m256i move_bit(__m256i v, int from, int to) {
                       : _mm256_and_si256(_mm256_slli_epi16(v, to - from), mask);
 }
 
-/* four words just computed in registers: built with inserts, since a 16-byte
- * load of them from memory would stall on store forwarding */
-static inline __m128i words128(const uint32_t w[4]) {
-    return _mm_set_epi32((int)w[3], (int)w[2], (int)w[1], (int)w[0]);
-}
-
-static inline __m128i add_halves(__m256i v) {
-    return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-}
-
-/* lane b = total of the 8 lanes of v[b] */
-static inline __m256i totals8(const __m256i v[8]) {
-    const __m256i t03 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    const __m256i t47 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(t03, t47, 0x20), _mm256_permute2x128_si256(t03, t47, 0x31));
-}
-
-/* lane b = total of the 4 lanes of v[b] */
-static inline __m256i totals8_x4(const __m128i v[8]) {
-    const __m128i t03 = _mm_hadd_epi32(_mm_hadd_epi32(v[0], v[1]), _mm_hadd_epi32(v[2], v[3]));
-    const __m128i t47 = _mm_hadd_epi32(_mm_hadd_epi32(v[4], v[5]), _mm_hadd_epi32(v[6], v[7]));
-    return _mm256_set_m128i(t47, t03);
-}
-
-/* -------------------------------------------------------- float helpers */
-/* the dwords at `first` and every `stride` bytes after it, 8 of them */
-static inline __m256i gather8(const void *first, int stride) {
-    const __m256i idx = _mm256_setr_epi32(0, stride, 2 * stride, 3 * stride, 4 * stride, 5 * stride, 6 * stride,
-                                          7 * stride);
-    return _mm256_i32gather_epi32((const int *)first, idx, 1);
-}
-
-/* y.d of 8 consecutive Q8_K blocks */
-static inline __m256 y_scales8(const block_q8_K *y) {
-    return _mm256_castsi256_ps(gather8(&y->d, (int)sizeof(block_q8_K)));
-}
-
 /* fp16 pairs (d in the low, dmin in the high half of each dword) -> d * yd, dmin * yd */
 static inline void scales8(__m256i dwords, __m256 yd, __m256 *d, __m256 *dmin) {
-    const __m256i lo = _mm256_and_si256(dwords, _mm256_set1_epi32(0xFFFF));
-    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, _mm256_srli_epi32(dwords, 16)), 0xD8);
-    *d = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(packed)), yd);
-    *dmin = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(packed, 1)), yd);
+    lm_half_pairs8(dwords, d, dmin);
+    *d = _mm256_mul_ps(*d, yd);
+    *dmin = _mm256_mul_ps(*dmin, yd);
 }
-
-/* fp16 d in the high half of each dword -> d * yd */
-static inline __m256 scales8_high(__m256i dwords, __m256 yd) {
-    const __m256i hi = _mm256_srli_epi32(dwords, 16);
-    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(hi, hi), 0x08);
-    return _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(packed)), yd);
-}
-
-/* d * isum - dmin * imin for 8 blocks, each product and the difference
- * rounded once, as in the scalar reference */
-static inline __m256 terms8(__m256i isum, __m256i imin, __m256 d, __m256 dmin) {
-    return _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)), _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(imin)));
-}
-
-/* one block's d * isum - dmin * imin (a row's last n/256 % 8 blocks), from its
- * lanes and its adjacent fp16 d, dmin */
-static inline float block_term(__m256i sumi, __m128i summ, const lm_half *d_dmin, float yd) {
-    const __m128i pairs = _mm_hadd_epi32(add_halves(sumi), summ);
-    const __m128i totals = _mm_hadd_epi32(pairs, pairs);   /* isum, imin, isum, imin */
-    uint32_t bits;
-    memcpy(&bits, d_dmin, sizeof bits);
-    const __m128 scales = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)bits)), _mm_set1_ps(yd));
-    const __m128 terms = _mm_mul_ps(scales, _mm_cvtepi32_ps(totals));
-    return _mm_cvtss_f32(_mm_sub_ss(terms, _mm_movehdup_ps(terms)));
-}
-
-static inline float half_f32(lm_half h) { return _cvtsh_ss(h); }
 
 /* ----------------------------------------------------------------- Q2_K */
 /* 8 lanes of scale_j * dot_j, and in *summ 8 lanes of min_j * bsums_j */
@@ -135,7 +57,7 @@ static inline __m256i q2_K_block(const block_q2_K *x, const block_q8_K *y, __m25
     *summ = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)y->bsums));
 
     __m256i sc[2];
-    split_scales(_mm256_cvtepu8_epi16(_mm_and_si128(packed, m4)), &sc[0], &sc[1]);
+    lm_split_scales(_mm256_cvtepu8_epi16(_mm_and_si128(packed, m4)), &sc[0], &sc[1]);
     __m256i sumi = _mm256_setzero_si256();
 #pragma GCC unroll 2
     for (int c = 0; c < 2; c++) {
@@ -145,7 +67,7 @@ static inline __m256i q2_K_block(const block_q2_K *x, const block_q8_K *y, __m25
         for (int k = 0; k < 4; k++) {
             const __m256i q2 = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
             __m256i p = _mm256_maddubs_epi16(q2, _mm256_loadu_si256((const __m256i *)(q8 + 32 * k)));
-            p = _mm256_madd_epi16(_mm256_shuffle_epi8(sc[c], pick16_pair(2 * k)), p);
+            p = _mm256_madd_epi16(_mm256_shuffle_epi8(sc[c], lm_pick16_pair(2 * k)), p);
             sumi = _mm256_add_epi32(sumi, p);
         }
     }
@@ -163,15 +85,15 @@ void lm_vec_dot_q2_K_avx2(int64_t n, float *s, const void *vx, const void *vy) {
         __m256i sumi[8], summ[8];
         for (int b = 0; b < 8; b++) sumi[b] = q2_K_block(&x[i + b], &y[i + b], &summ[b]);
         __m256 d, dmin;
-        scales8(gather8(&x[i].d, (int)sizeof *x), y_scales8(&y[i]), &d, &dmin);
-        acc = _mm256_add_ps(acc, terms8(totals8(sumi), totals8(summ), d, dmin));
+        scales8(lm_gather8(&x[i].d, (int)sizeof *x), lm_y_scales8(&y[i]), &d, &dmin);
+        acc = _mm256_add_ps(acc, lm_terms8(lm_totals8(sumi), lm_totals8(summ), d, dmin));
     }
     float lanes[LM_KDOT_LANES];
     _mm256_storeu_ps(lanes, acc);
     for (; i < nb; i++) {
         __m256i summ;
         const __m256i sumi = q2_K_block(&x[i], &y[i], &summ);
-        lanes[i % LM_KDOT_LANES] += block_term(sumi, add_halves(summ), &x[i].d, y[i].d);
+        lanes[i % LM_KDOT_LANES] += lm_block_term(sumi, lm_add_halves(summ), &x[i].d, y[i].d);
     }
     *s = lm_kdot_sum_lanes(lanes);
 }
@@ -183,12 +105,12 @@ static inline __m256i q3_K_block(const block_q3_K *x, const block_q8_K *y) {
     const __m256i m3 = _mm256_set1_epi8(3);
     uint32_t biased[4];
     lm_kdot_q3_K_scales(x->scales, biased);
-    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_sub_epi8(words128(biased), _mm_set1_epi8(32)));
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_sub_epi8(lm_words128(biased), _mm_set1_epi8(32)));
     const __m256i offset = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y->bsums));
     __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(offset, 2));
 
     __m256i sc[2];
-    split_scales(sc16, &sc[0], &sc[1]);
+    lm_split_scales(sc16, &sc[0], &sc[1]);
     const __m256i hbits = _mm256_loadu_si256((const __m256i *)x->hmask);
 #pragma GCC unroll 2
     for (int c = 0; c < 2; c++) {
@@ -199,7 +121,7 @@ static inline __m256i q3_K_block(const block_q3_K *x, const block_q8_K *y) {
             const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
             const __m256i q3 = _mm256_or_si256(lo, move_bit(hbits, 4 * c + k, 2));
             __m256i p = _mm256_maddubs_epi16(q3, _mm256_loadu_si256((const __m256i *)(q8 + 32 * k)));
-            p = _mm256_madd_epi16(_mm256_shuffle_epi8(sc[c], pick16_pair(2 * k)), p);
+            p = _mm256_madd_epi16(_mm256_shuffle_epi8(sc[c], lm_pick16_pair(2 * k)), p);
             sumi = _mm256_add_epi32(sumi, p);
         }
     }
@@ -221,14 +143,14 @@ static inline __m256i q3_K_block(const block_q3_K *x, const block_q8_K *y) {
         for (; i + 8 <= nb; i += 8) {                                                                  \
             __m256i sumi[8];                                                                           \
             for (int b = 0; b < 8; b++) sumi[b] = t##_block(&x[i + b], &y[i + b]);                     \
-            const __m256 d = scales8_high(gather8((const char *)&x[i].d - 2, (int)sizeof *x),           \
-                                          y_scales8(&y[i]));                                           \
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(totals8(sumi))));             \
+            const __m256i d_dwords = lm_gather8((const char *)&x[i].d - 2, (int)sizeof *x);            \
+            const __m256 d = _mm256_mul_ps(lm_half_high8(d_dwords), lm_y_scales8(&y[i]));              \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lm_totals8(sumi))));          \
         }                                                                                              \
         float lanes[LM_KDOT_LANES];                                                                    \
         _mm256_storeu_ps(lanes, acc);                                                                  \
         for (; i < nb; i++)                                                                            \
-            lanes[i % LM_KDOT_LANES] += half_f32(x[i].d) * y[i].d * lm_hsum_i32_8(t##_block(&x[i], &y[i])); \
+            lanes[i % LM_KDOT_LANES] += lm_half_f32(x[i].d) * y[i].d * lm_hsum_i32_8(t##_block(&x[i], &y[i])); \
         *s = lm_kdot_sum_lanes(lanes);                                                                 \
     }
 
@@ -250,15 +172,15 @@ LM_DEFINE_VEC_DOT_SCALES_ONLY(q3_K)
             __m128i summ[8];                                                                           \
             for (int b = 0; b < 8; b++) sumi[b] = t##_block(&x[i + b], &y[i + b], &summ[b]);           \
             __m256 d, dmin;                                                                            \
-            scales8(gather8(&x[i].d, (int)sizeof *x), y_scales8(&y[i]), &d, &dmin);                    \
-            acc = _mm256_add_ps(acc, terms8(totals8(sumi), totals8_x4(summ), d, dmin));                \
+            scales8(lm_gather8(&x[i].d, (int)sizeof *x), lm_y_scales8(&y[i]), &d, &dmin);              \
+            acc = _mm256_add_ps(acc, lm_terms8(lm_totals8(sumi), lm_totals8_x4(summ), d, dmin));       \
         }                                                                                              \
         float lanes[LM_KDOT_LANES];                                                                    \
         _mm256_storeu_ps(lanes, acc);                                                                  \
         for (; i < nb; i++) {                                                                          \
             __m128i summ;                                                                              \
             const __m256i sumi = t##_block(&x[i], &y[i], &summ);                                       \
-            lanes[i % LM_KDOT_LANES] += block_term(sumi, summ, &x[i].d, y[i].d);                       \
+            lanes[i % LM_KDOT_LANES] += lm_block_term(sumi, summ, &x[i].d, y[i].d);                    \
         }                                                                                              \
         *s = lm_kdot_sum_lanes(lanes);                                                                 \
     }
@@ -266,34 +188,18 @@ LM_DEFINE_VEC_DOT_SCALES_ONLY(q3_K)
 /* the shared prologue: returns the scales (int16, both halves 0..7) and in
  * *summ 4 lanes of min_j times the bsums under sub-block j */
 static inline __m256i q4_K_scales_and_mins(const uint8_t *packed, const block_q8_K *y, __m128i *summ) {
-    uint32_t sm[4];
-    lm_kdot_q4_K_scales(packed, sm);
-    const __m256i sm16 = _mm256_cvtepu8_epi16(words128(sm));
-    const __m256i bsums = _mm256_loadu_si256((const __m256i *)y->bsums);
-    const __m128i bsums32 = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
-    *summ = _mm_madd_epi16(_mm256_extracti128_si256(sm16, 1), bsums32);
-    return _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm16));
+    __m256i sc;
+    __m128i mins;
+    lm_q4_K_scales_mins(packed, &sc, &mins);
+    *summ = lm_q4_K_summ(mins, y);
+    return sc;
 }
 
 static inline __m256i q4_K_block(const block_q4_K *x, const block_q8_K *y, __m128i *summ) {
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    const __m256i sc = q4_K_scales_and_mins(x->scales, y, summ);
-    __m256i sumi = _mm256_setzero_si256();
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) {
-        const __m256i bits = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * j));
-        const int8_t *q8 = y->qs + 64 * j;
-        const __m256i lo = _mm256_and_si256(bits, m4);
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-        __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q8));
-        __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
-        plo = _mm256_madd_epi16(_mm256_shuffle_epi8(sc, pick16(2 * j)), plo);
-        phi = _mm256_madd_epi16(_mm256_shuffle_epi8(sc, pick16(2 * j + 1)), phi);
-        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
-    }
+    __m256i sumi;
+    lm_q4_K_block_n(x, &y, 1, &sumi, summ);
     return sumi;
 }
-
 
 /* Q4_K plus bit j of qh as bit 4 of sub-block j's weights */
 static inline __m256i q5_K_block(const block_q5_K *x, const block_q8_K *y, __m128i *summ) {
@@ -310,8 +216,8 @@ static inline __m256i q5_K_block(const block_q5_K *x, const block_q8_K *y, __m12
                                            move_bit(hbits, 2 * j + 1, 4));
         __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q8));
         __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
-        plo = _mm256_madd_epi16(_mm256_shuffle_epi8(sc, pick16(2 * j)), plo);
-        phi = _mm256_madd_epi16(_mm256_shuffle_epi8(sc, pick16(2 * j + 1)), phi);
+        plo = _mm256_madd_epi16(_mm256_shuffle_epi8(sc, lm_pick16(2 * j)), plo);
+        phi = _mm256_madd_epi16(_mm256_shuffle_epi8(sc, lm_pick16(2 * j + 1)), phi);
         sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
     }
     return sumi;
@@ -321,39 +227,9 @@ LM_DEFINE_VEC_DOT_K4(q4_K)
 LM_DEFINE_VEC_DOT_K4(q5_K)
 
 /* ----------------------------------------------------------------- Q6_K */
-/* 8 lanes of scale_j * dot_j; the -32 is taken from bsums (as ggml's AVX
- * branch does) instead of a second maddubs */
 static inline __m256i q6_K_block(const block_q6_K *x, const block_q8_K *y) {
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C);
-    const __m256i m30 = _mm256_set1_epi8(0x30), mc0 = _mm256_set1_epi8((char)0xC0);
-    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
-    const __m256i offset = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y->bsums));
-    __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(offset, 5));
-
-    __m256i sc[2];
-    split_scales(sc16, &sc[0], &sc[1]);
-#pragma GCC unroll 2
-    for (int c = 0; c < 2; c++) {
-        const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * c));
-        const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * c + 32));
-        const __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * c));
-        const int8_t *q8 = y->qs + 128 * c;
-        /* the four quarters of 32: top bits 2k..2k+1 of qh moved to bits 4..5 */
-        const __m256i q6[4] = {
-            _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m03), 4)),
-            _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m0c), 2)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                            _mm256_srli_epi16(_mm256_and_si256(qh, mc0), 2)),
-        };
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) {
-            __m256i p = _mm256_maddubs_epi16(q6[k], _mm256_loadu_si256((const __m256i *)(q8 + 32 * k)));
-            p = _mm256_madd_epi16(_mm256_shuffle_epi8(sc[c], pick16_pair(2 * k)), p);
-            sumi = _mm256_add_epi32(sumi, p);
-        }
-    }
+    __m256i sumi;
+    lm_q6_K_block_n(x, &y, 1, &sumi);
     return sumi;
 }
 

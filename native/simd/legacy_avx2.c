@@ -55,7 +55,7 @@ void lm_vec_dot_q4_0_avx2(int64_t n, float *s, const void *vx, const void *vy) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK4_0; i++) {
         const __m256 d = _mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d));
-        const __m256i qx = _mm256_sub_epi8(lm_bytes_from_nibbles_32(x[i].qs), _mm256_set1_epi8(8));
+        const __m256i qx = lm_q4_0_bytes(&x[i]);
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
         acc = _mm256_fmadd_ps(d, lm_mul_sum_i8_pairs_f32(qx, qy), acc);
     }
@@ -78,16 +78,14 @@ void lm_vec_dot_q4_1_avx2(int64_t n, float *s, const void *vx, const void *vy) {
     *s = lm_hsum_f32_8(acc) + summs;
 }
 
-/* q5_0 value = (nibble | hbit << 4) - 16: with the bit set that is the nibble,
- * without it nibble - 16, i.e. the nibble with the top four bits of the byte set */
+/* the bytes: see lm_q5_0_bytes */
 void lm_vec_dot_q5_0_avx2(int64_t n, float *s, const void *vx, const void *vy) {
     const block_q5_0 *x = vx;
     const block_q8_0 *y = vy;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK5_0; i++) {
         const __m256 d = _mm256_set1_ps(h2f(x[i].d) * h2f(y[i].d));
-        const __m256i hi = _mm256_andnot_si256(lm_bytes_from_bits_32(x[i].qh), _mm256_set1_epi8((char)0xF0));
-        const __m256i qx = _mm256_or_si256(lm_bytes_from_nibbles_32(x[i].qs), hi);
+        const __m256i qx = lm_q5_0_bytes(&x[i]);
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
         acc = _mm256_fmadd_ps(d, lm_mul_sum_i8_pairs_f32(qx, qy), acc);
     }
