@@ -413,7 +413,7 @@ def test_activation_quantizer_pieces_rebuild_the_cpu_bytes(hx, qt, dist):
 ])
 def test_gptq_weight_is_gptq_pack_dequantize(hx, n_in, n_out, group_size, act_order):
     rng = np.random.default_rng([n_in, n_out, group_size + 1, int(act_order)])
-    packed, g_idx, _ = random_gptq(rng, n_in, n_out, group_size, act_order)
+    packed, g_idx, _, _ = random_gptq(rng, n_in, n_out, group_size, act_order)
     want = packed.dequantize()                             # f32 [out, in]
     ffi = hx.ffi
     qweight = np.ascontiguousarray(packed.qweight, np.int32)

@@ -462,7 +462,7 @@ GPTQ_CASES = [(512, 96, 128, False, True), (512, 96, 128, False, False), (384, 4
 @pytest.mark.parametrize("ncols", [1, 3, 8, 9, 32])
 @pytest.mark.parametrize("path", [PATH_MMVQ, PATH_GEMM])
 def test_gptq_matmul(n_in, n_out, group_size, act_order, with_g_idx, ncols, path):
-    packed, g_idx, G = random_gptq(np.random.default_rng(0), n_in, n_out, group_size, act_order)
+    packed, g_idx, G, _ = random_gptq(np.random.default_rng(0), n_in, n_out, group_size, act_order)
     W = packed.dequantize()
     bufs = [Dev.of(np.ascontiguousarray(packed.qweight, np.int32)),
             Dev.of(np.ascontiguousarray(packed.scales).view(np.uint16)),

@@ -9,6 +9,7 @@ import pytest
 
 from convert.gptq_pack import pack
 from distributions import nmse
+from gptq_cases import random_gptq
 from runtime.gptq_kernels import GPTQKernelError, GPTQMatrix
 from runtime.native import ffi, lib
 from runtime.quants import ThreadPool
@@ -26,26 +27,12 @@ SHAPES = [(40, 256, 32), (136, 256, 64), (72, 384, 128), (24, 200, 64), (104, 51
 NCOLS = [1, 2, 3, 8, 33, 64]
 
 
-def _groups(n_in, gs):
-    eff = n_in if gs <= 0 else gs
-    return -(-n_in // eff), np.arange(n_in) // eff
-
-
 def make(n_out, n_in, gs, act_order=False, sym=False, seed=0, explicit_g_idx=False):
     """-> (GPTQMatrix, W float64 [n_out, n_in]) for random levels, scales, zeros."""
-    rng = np.random.default_rng(seed)
-    n_groups, g_idx = _groups(n_in, gs)
-    if act_order:
-        g_idx = rng.permutation(g_idx)
-    levels = rng.integers(0, 16, (n_out, n_in))                         # [n_out, n_in]
-    scales = (rng.uniform(0.5, 2.0, (n_groups, n_out)) * rng.choice([-1, 1], (n_groups, n_out)) * 0.01
-              ).astype(np.float16)                                      # [G, n_out]
-    zeros = np.full((n_groups, n_out), 8) if sym else rng.integers(0, 16, (n_groups, n_out))
-    packed = pack(levels, scales, zeros, g_idx, fmt="v2")
-    w = scales.astype(np.float64)[g_idx].T * (levels - zeros[g_idx].T)   # [n_out, n_in]
+    case = random_gptq(np.random.default_rng(seed), n_in, n_out, gs, act_order, sym=sym, scale=(0.005, 0.02))
+    p = case.packed
     keep_g_idx = act_order or explicit_g_idx
-    m = GPTQMatrix(packed.qweight, packed.scales, packed.qzeros, packed.g_idx if keep_g_idx else None, gs)
-    return m, w
+    return GPTQMatrix(p.qweight, p.scales, p.qzeros, p.g_idx if keep_g_idx else None, gs), case.weights
 
 
 def _x(ncols, n_in, seed):
