@@ -125,8 +125,8 @@ class Context:
             self.offload = plan_offload(hp.n_layer, gpu_layers, device, require_gpu, needs)
         except ValueError as e:
             raise ContextError(str(e)) from None
-        self.offload_description = (describe_plan(needs, self.offload.gpu_layers, device, device_free_bytes(device))
-                                    if self.offload.gpu_layers else describe_plan(None, 0, device))
+        n = self.offload.gpu_layers
+        self.offload_description = describe_plan(needs, n, device, device_free_bytes(device) if n else None)
         if self.offload.warning:
             warnings.warn(self.offload.warning, OffloadWarning, stacklevel=2)
         ptr = lib.lm_context_create_offload(model.native.ptr, self.n_ctx, self.n_batch, _kv_type(kv_type), n_threads,
