@@ -1,14 +1,13 @@
-"""What every bin/ script does: run one lamina command from this checkout.
-The checkout's runtime/ and convert/ packages come first on the path; the
-compiled core comes from $LAMINA_NATIVE_DIR or the pip-installed lamina
-(runtime/native.py)."""
-import importlib
-import os
+"""What every bin/ script does: `bin/NAME ARGS` is `lamina NAME ARGS`, for a
+checkout installed with `pip install -e .` (the lamina package and its
+compiled core come from that install, runtime/native.py)."""
+
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
-
-def launch(module: str) -> None:
-    sys.path.insert(0, ROOT)
-    sys.exit(importlib.import_module(module).main())
+def launch(subcommand: str) -> None:
+    try:
+        from lamina.cli.main import main
+    except ImportError as e:
+        sys.exit(f"bin/{subcommand}: the lamina package is not installed ({e}); run `pip install -e .` here first")
+    sys.exit(main([subcommand, *sys.argv[1:]]))

@@ -4,6 +4,7 @@ Quantization is per row, so row chunks are independent and the result is the
 same bytes whatever the chunking; cffi releases the GIL during the native
 call, so plain Python threads run the chunks in parallel.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -11,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from gguf import GGMLQuantizationType as Q
 
-from convert.errors import NonFiniteWeightError
-from runtime.quants import quantize, row_bytes
+from lamina.convert.errors import NonFiniteWeightError
+from lamina.quants import quantize, row_bytes
 
 # rows per chunk aim at ~64K weights: small enough to balance, big enough that
 # the per-call overhead vanishes
@@ -40,7 +41,7 @@ class Encoder:
         starts = range(0, n_rows, step)
 
         def run(a: int) -> None:
-            out[a:a + step] = quantize(rows[a:a + step], qtype)
+            out[a : a + step] = quantize(rows[a : a + step], qtype)
 
         if self._pool is None or len(starts) == 1:
             for a in starts:
@@ -55,8 +56,7 @@ def check_finite(name: str, rows: np.ndarray) -> None:
     # in slabs, so the boolean mask never costs a tensor-sized allocation
     step = max(1, (1 << 22) // rows.shape[1])
     for a in range(0, rows.shape[0], step):
-        finite = np.isfinite(rows[a:a + step])
+        finite = np.isfinite(rows[a : a + step])
         if not finite.all():
             r, c = (int(v) for v in np.argwhere(~finite)[0])
-            raise NonFiniteWeightError(
-                f"tensor {name!r}: NaN/Inf weight at row {a + r}, column {c} ({rows[a + r, c]})")
+            raise NonFiniteWeightError(f"tensor {name!r}: NaN/Inf weight at row {a + r}, column {c} ({rows[a + r, c]})")

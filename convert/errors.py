@@ -4,9 +4,10 @@ Each message is one line naming the file, key or tensor and what was expected;
 the CLIs print it and exit 1 (no traceback), and nothing is left under the
 output name.
 """
+
 from __future__ import annotations
 
-from runtime.errors import LaminaError
+from lamina.errors import LaminaError
 
 
 class ConvertError(LaminaError):
@@ -15,10 +16,6 @@ class ConvertError(LaminaError):
 
 class CheckpointError(ConvertError):
     """The HF directory is missing, or a config/weights file is missing or unreadable."""
-
-
-class UnsupportedArchitectureError(ConvertError):
-    """config.json names an architecture the converter has no mapping for."""
 
 
 class TensorShapeError(ConvertError):

@@ -4,6 +4,7 @@ A Job is everything decided before any byte is written: the output path, the
 metadata, and per tensor its final name/shape/type plus a function producing
 its bytes. run_job streams it into the atomic writer, reporting per tensor.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,7 +17,7 @@ from typing import Protocol
 import gguf
 import numpy as np
 
-from convert.writer import OutTensor, StreamingGGUF, atomic_output
+from lamina.convert.writer import OutTensor, StreamingGGUF, atomic_output
 
 
 @dataclass

@@ -12,6 +12,7 @@ mixes lamina writes and for dense (non-MoE) models without an imatrix:
   to F16.
 Layer counters run in llama-quantize's tensor order (`tensor_order`).
 """
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,7 @@ from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as Q
 from gguf import LlamaFileType as F
 
-from convert.errors import ConvertError
+from lamina.convert.errors import ConvertError
 
 
 @dataclass(frozen=True)
@@ -31,25 +32,28 @@ class Mix:
     default: Q  # the type most tensors get
 
 
-MIXES: dict[str, Mix] = {m.name: m for m in (
-    Mix("f32", F.ALL_F32, Q.F32),
-    Mix("f16", F.MOSTLY_F16, Q.F16),
-    Mix("bf16", F.MOSTLY_BF16, Q.BF16),
-    Mix("q8_0", F.MOSTLY_Q8_0, Q.Q8_0),
-    Mix("q4_0", F.MOSTLY_Q4_0, Q.Q4_0),
-    Mix("q4_1", F.MOSTLY_Q4_1, Q.Q4_1),
-    Mix("q5_0", F.MOSTLY_Q5_0, Q.Q5_0),
-    Mix("q5_1", F.MOSTLY_Q5_1, Q.Q5_1),
-    Mix("q2_k", F.MOSTLY_Q2_K, Q.Q2_K),
-    Mix("q3_k_s", F.MOSTLY_Q3_K_S, Q.Q3_K),
-    Mix("q3_k_m", F.MOSTLY_Q3_K_M, Q.Q3_K),
-    Mix("q3_k_l", F.MOSTLY_Q3_K_L, Q.Q3_K),
-    Mix("q4_k_s", F.MOSTLY_Q4_K_S, Q.Q4_K),
-    Mix("q4_k_m", F.MOSTLY_Q4_K_M, Q.Q4_K),
-    Mix("q5_k_s", F.MOSTLY_Q5_K_S, Q.Q5_K),
-    Mix("q5_k_m", F.MOSTLY_Q5_K_M, Q.Q5_K),
-    Mix("q6_k", F.MOSTLY_Q6_K, Q.Q6_K),
-)}
+MIXES: dict[str, Mix] = {
+    m.name: m
+    for m in (
+        Mix("f32", F.ALL_F32, Q.F32),
+        Mix("f16", F.MOSTLY_F16, Q.F16),
+        Mix("bf16", F.MOSTLY_BF16, Q.BF16),
+        Mix("q8_0", F.MOSTLY_Q8_0, Q.Q8_0),
+        Mix("q4_0", F.MOSTLY_Q4_0, Q.Q4_0),
+        Mix("q4_1", F.MOSTLY_Q4_1, Q.Q4_1),
+        Mix("q5_0", F.MOSTLY_Q5_0, Q.Q5_0),
+        Mix("q5_1", F.MOSTLY_Q5_1, Q.Q5_1),
+        Mix("q2_k", F.MOSTLY_Q2_K, Q.Q2_K),
+        Mix("q3_k_s", F.MOSTLY_Q3_K_S, Q.Q3_K),
+        Mix("q3_k_m", F.MOSTLY_Q3_K_M, Q.Q3_K),
+        Mix("q3_k_l", F.MOSTLY_Q3_K_L, Q.Q3_K),
+        Mix("q4_k_s", F.MOSTLY_Q4_K_S, Q.Q4_K),
+        Mix("q4_k_m", F.MOSTLY_Q4_K_M, Q.Q4_K),
+        Mix("q5_k_s", F.MOSTLY_Q5_K_S, Q.Q5_K),
+        Mix("q5_k_m", F.MOSTLY_Q5_K_M, Q.Q5_K),
+        Mix("q6_k", F.MOSTLY_Q6_K, Q.Q6_K),
+    )
+}
 # shorthands: --q4_k means the mix llama.cpp recommends
 ALIASES = {"q4_k": "q4_k_m", "q5_k": "q5_k_m", "q3_k": "q3_k_m"}
 
@@ -85,21 +89,29 @@ _LAYER = re.compile(r"^blk\.(\d+)\.")
 
 def tensor_order(names: list[str]) -> list[str]:
     """llama-quantize's order: by layer (non-layer tensors first), then by name."""
+
     def key(name: str) -> tuple[int, str]:
         m = _LAYER.match(name)
         return (int(m.group(1)) if m else -1, name)
+
     return sorted(names, key=key)
 
 
 def allows_quantization(t: TensorSpec) -> bool:
-    return (len(t.ne) >= 2 and t.name.endswith("weight") and "_norm.weight" not in t.name
-            and "ffn_gate_inp.weight" not in t.name)
+    return (
+        len(t.ne) >= 2
+        and t.name.endswith("weight")
+        and "_norm.weight" not in t.name
+        and "ffn_gate_inp.weight" not in t.name
+    )
 
 
 def choose_types(tensors: list[TensorSpec], mix: Mix, shape: ModelShape, pure: bool = False) -> dict[str, Q]:
     """Target type per tensor name; `tensors` must be in tensor_order."""
-    state = _Counters(n_attn_v=sum(_category(t.name) == "attn_v" for t in tensors),
-                      tied=not any(t.name == "output.weight" for t in tensors))
+    state = _Counters(
+        n_attn_v=sum(_category(t.name) == "attn_v" for t in tensors),
+        tied=not any(t.name == "output.weight" for t in tensors),
+    )
     out: dict[str, Q] = {}
     for t in tensors:
         if not allows_quantization(t):
@@ -127,9 +139,16 @@ def _category(name: str) -> str:
         return "output"
     if name == "token_embd.weight":
         return "token_embd"
-    for needle, cat in (("attn_qkv.weight", "attn_v"), ("attn_v.weight", "attn_v"), ("attn_k.weight", "attn_k"),
-                        ("attn_q.weight", "attn_q"), ("attn_output.weight", "attn_output"),
-                        ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"), ("ffn_down", "ffn_down")):
+    for needle, cat in (
+        ("attn_qkv.weight", "attn_v"),
+        ("attn_v.weight", "attn_v"),
+        ("attn_k.weight", "attn_k"),
+        ("attn_q.weight", "attn_q"),
+        ("attn_output.weight", "attn_output"),
+        ("ffn_up", "ffn_up"),
+        ("ffn_gate", "ffn_gate"),
+        ("ffn_down", "ffn_down"),
+    ):
         if needle in name:
             return cat
     return "other"

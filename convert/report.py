@@ -1,13 +1,14 @@
 """What the user sees: a rich progress bar advancing tensor by tensor, then a
 summary table (tensors by type, size, bits per weight, time)."""
+
 from __future__ import annotations
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from convert.pipeline import Summary
-from convert.writer import OutTensor
+from lamina.convert.pipeline import Summary
+from lamina.convert.writer import OutTensor
 
 MIB = 1024 * 1024
 
@@ -17,8 +18,15 @@ class TensorProgress:
 
     def __init__(self, console: Console) -> None:
         self._bar = Progress(
-            TextColumn("{task.description}", style="cyan"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("tensors"), TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+            TextColumn("{task.description}", style="cyan"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("tensors"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
         self._task = None
         self._done = 0
 
@@ -47,8 +55,14 @@ def summary_table(s: Summary) -> Table:
     for name, t in sorted(s.by_type.items(), key=lambda kv: -kv[1].nbytes):
         table.add_row(name, str(t.count), f"{t.n_elements:,}", f"{t.nbytes / MIB:.2f}", _bpw(t.nbytes, t.n_elements))
     table.add_section()
-    table.add_row("total", str(sum(t.count for t in s.by_type.values())), f"{s.n_elements:,}",
-                  f"{s.nbytes / MIB:.2f}", _bpw(s.nbytes, s.n_elements), style="bold")
+    table.add_row(
+        "total",
+        str(sum(t.count for t in s.by_type.values())),
+        f"{s.n_elements:,}",
+        f"{s.nbytes / MIB:.2f}",
+        _bpw(s.nbytes, s.n_elements),
+        style="bold",
+    )
     return table
 
 

@@ -6,6 +6,7 @@ Tensors that keep their type are copied byte for byte; the rest are widened to
 f32 and quantized. Requantizing an already-quantized tensor loses quality
 twice, so it is refused unless asked for, before anything is written.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -15,22 +16,32 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as Q
 
-from convert.encode import Encoder
-from convert.errors import QuantizeInputError
-from convert.pipeline import Job
-from convert.recipes import Mix, ModelShape, TensorSpec, choose_types, tensor_order
-from convert.writer import OutTensor, check_output, set_kv
-from runtime.gguf_reader import GGUFFile, TensorInfo
-from runtime.quants import dequantize
+from lamina.convert.encode import Encoder
+from lamina.convert.errors import QuantizeInputError
+from lamina.convert.pipeline import Job
+from lamina.convert.recipes import Mix, ModelShape, TensorSpec, choose_types, tensor_order
+from lamina.convert.writer import OutTensor, check_output, set_kv
+from lamina.gguf.reader import GGUFFile, TensorInfo
+from lamina.quants import dequantize
 
 _FLOAT_TYPES = (Q.F32, Q.F16, Q.BF16)
-_SPLIT_KEYS = (gguf.Keys.Split.LLM_KV_SPLIT_NO, gguf.Keys.Split.LLM_KV_SPLIT_COUNT,
-               gguf.Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT)
+_SPLIT_KEYS = (
+    gguf.Keys.Split.LLM_KV_SPLIT_NO,
+    gguf.Keys.Split.LLM_KV_SPLIT_COUNT,
+    gguf.Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT,
+)
 _RESET_KEYS = (gguf.Keys.General.QUANTIZATION_VERSION, gguf.Keys.General.FILE_TYPE)
 
 
-def plan_gguf(src: Path, out: Path, mix: Mix, encoder: Encoder, force: bool = False, pure: bool = False,
-              allow_requantize: bool = False) -> Job:
+def plan_gguf(
+    src: Path,
+    out: Path,
+    mix: Mix,
+    encoder: Encoder,
+    force: bool = False,
+    pure: bool = False,
+    allow_requantize: bool = False,
+) -> Job:
     g = GGUFFile(src)
     if out.resolve() == src.resolve():
         raise QuantizeInputError(f"{out}: the output would overwrite the input")
@@ -46,7 +57,8 @@ def plan_gguf(src: Path, out: Path, mix: Mix, encoder: Encoder, force: bool = Fa
         n = requantized[0]
         raise QuantizeInputError(
             f"{src}: tensor {n!r} is already {infos[n].ggml_type.name} ({len(requantized)} quantized tensors would "
-            f"be requantized, losing quality twice); pass --allow-requantize to do it anyway")
+            f"be requantized, losing quality twice); pass --allow-requantize to do it anyway"
+        )
 
     def metadata(w: gguf.GGUFWriter) -> None:
         for key, value in g.metadata.items():
@@ -57,8 +69,9 @@ def plan_gguf(src: Path, out: Path, mix: Mix, encoder: Encoder, force: bool = Fa
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         w.add_file_type(int(mix.ftype))
 
-    tensors = [(OutTensor(n, infos[n].np_shape, types[n]), partial(_produce, g, infos[n], types[n], encoder))
-               for n in order]
+    tensors = [
+        (OutTensor(n, infos[n].np_shape, types[n]), partial(_produce, g, infos[n], types[n], encoder)) for n in order
+    ]
     return Job(out, arch, metadata, tensors)
 
 
@@ -68,6 +81,7 @@ def _model_shape(g: GGUFFile, arch: str) -> ModelShape:
         if v is None:
             v = g.require(key)
         return int(np.asarray(v).ravel()[0])  # per-layer arrays: llama.cpp uses layer 0
+
     n_layer = first(f"{arch}.block_count")
     n_head = first(f"{arch}.attention.head_count")
     n_head_kv = first(f"{arch}.attention.head_count_kv", n_head)

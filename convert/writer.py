@@ -7,6 +7,7 @@ is written under a temporary name in the output directory and renamed onto the
 real name only when complete; any failure or interrupt removes the temp file,
 so nothing ever appears under the output name half-written.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,7 +21,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from convert.errors import ConvertError, OutputExistsError
+from lamina.convert.errors import ConvertError, OutputExistsError
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,10 @@ class StreamingGGUF:
         self.w.close()
 
 
-def set_kv(w: gguf.GGUFWriter, key: str, value: Any, vtype: gguf.GGUFValueType,
-           sub_type: gguf.GGUFValueType | None = None) -> None:
-    """A metadata value read back by runtime.gguf_reader, in GGUFWriter's terms."""
+def set_kv(
+    w: gguf.GGUFWriter, key: str, value: Any, vtype: gguf.GGUFValueType, sub_type: gguf.GGUFValueType | None = None
+) -> None:
+    """A metadata value read back by lamina.gguf.reader, in GGUFWriter's terms."""
     if vtype == gguf.GGUFValueType.ARRAY:
         value = [_raw_string(v) for v in value] if sub_type == gguf.GGUFValueType.STRING else list(value)
     elif vtype == gguf.GGUFValueType.STRING:

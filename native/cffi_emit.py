@@ -1,4 +1,4 @@
-"""Emit the C source of the cffi extension `runtime._lamina` from the public
+"""Emit the C source of the cffi extension `lamina._lamina` from the public
 headers (lamina.h, lamina_gptq.h).
 
 Run by CMake at build time: cuts the text between LM_CDEF_BEGIN/END out of
@@ -7,6 +7,7 @@ binding can never drift from the headers.
 
     python cffi_emit.py HEADER [HEADER...] OUT.c
 """
+
 from __future__ import annotations
 
 import sys
@@ -27,7 +28,7 @@ def main(headers: list[str], out: str) -> None:
     ffi = cffi.FFI()
     # one cdef: later headers use types the first one declares (lm_threadpool)
     ffi.cdef("\n".join(cdef_from_header(Path(h)) for h in headers))
-    ffi.set_source("runtime._lamina", "".join(f'#include "{Path(h).name}"\n' for h in headers))
+    ffi.set_source("lamina._lamina", "".join(f'#include "{Path(h).name}"\n' for h in headers))
     ffi.emit_c_code(out)
 
 

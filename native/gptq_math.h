@@ -1,7 +1,7 @@
 /* gptq_math.h — the arithmetic of one GPTQ INT4 weight, written once for the
  * CPU and the CUDA backend (LM_HD), so both read the packing the same way.
  *
- * Packing (native/include/lamina_gptq.h, convert/gptq_pack.py):
+ * Packing (native/include/lamina_gptq.h, runtime/gptq/pack.py):
  *   qweight int32 [n_in/8][n_out]      nibble j of qweight[r][o]: level of input 8r+j, output o
  *   qzeros  int32 [n_groups][n_out/8]  nibble j of qzeros[g][c]: zero of output 8c+j ("v2", as is)
  *   scales  f16   [n_groups][n_out]

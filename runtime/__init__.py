@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # `from runtime import Llama` without loading the native core for every import
     if name == "Llama":
-        from .llama import Llama
+        from lamina.llama import Llama
+
         return Llama
     raise AttributeError(f"module 'runtime' has no attribute {name!r}")

@@ -8,6 +8,7 @@ leaves non-ASCII alone, `raise_exception`, `strftime_now`, the
 from untrusted files, so escapes out of the sandbox, exceptions and runaway
 output all end in a ChatTemplateError naming what went wrong.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ from jinja2 import nodes
 from jinja2.ext import Extension
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from runtime.errors import LaminaError
+from lamina.errors import LaminaError
 
 TEMPLATE_KEY = "tokenizer.chat_template"
 MAX_RENDER_BYTES = 1 << 20
@@ -87,8 +88,13 @@ def _raise_exception(message: str) -> NoReturn:
     raise _TemplateRaised(message)
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
-            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
     # Jinja's own tojson HTML-escapes <, >, & and '; chat templates want plain JSON.
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
@@ -108,8 +114,9 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 
 class ChatTemplate:
-    def __init__(self, source: str, origin: str = "chat template",
-                 bos_token: str | None = None, eos_token: str | None = None) -> None:
+    def __init__(
+        self, source: str, origin: str = "chat template", bos_token: str | None = None, eos_token: str | None = None
+    ) -> None:
         self.source = source
         self.origin = origin  # where the text came from, for error messages
         self.bos_token = bos_token
@@ -199,7 +206,9 @@ class ChatTemplate:
 
 def _check_messages(messages: Sequence[Mapping[str, Any]]) -> None:
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-        raise ChatTemplateError(f"messages must be a list of {{'role', 'content'}} dicts, got {type(messages).__name__}")
+        raise ChatTemplateError(
+            f"messages must be a list of {{'role', 'content'}} dicts, got {type(messages).__name__}"
+        )
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
             raise ChatTemplateError(f"messages[{i}] must be a dict with a string 'role', got {m!r:.80}")

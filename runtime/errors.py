@@ -3,6 +3,7 @@
 Every message names the file, the key or tensor, and what was expected versus
 what was found, so a user can act on the one line they see.
 """
+
 from __future__ import annotations
 
 import os
@@ -10,6 +11,12 @@ import os
 
 class LaminaError(Exception):
     """Base of every error lamina raises on purpose; CLIs catch this."""
+
+
+class UnsupportedArchitectureError(LaminaError, ValueError):
+    """A model of an architecture lamina does not run: a GGUF's
+    general.architecture, or an HF config's `architectures`. The message names
+    the file, the architecture and the supported ones."""
 
 
 class GGUFError(LaminaError, ValueError):

@@ -1,19 +1,20 @@
 """The generation loop over one context: prompt prefill that reuses the KV
 cache, then token-by-token decode with sampling, stop conditions and
 streaming text. Shared by the `Llama` API, the REPL and the benchmark."""
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 
-from .chat_template import ChatTemplate
-from .engine import Context, ContextFullError, Model
-from .sampling import Sampler
-from .tokenizer import Tokenizer
+from lamina.chat_template import ChatTemplate
+from lamina.engine.context import Context, ContextFullError, Model
+from lamina.sampling import Sampler
+from lamina.tokenizer import Tokenizer
 
 # the default context is the model's training context, capped so the KV cache
 # stays within this budget (users with more memory pass -c / n_ctx)
@@ -22,7 +23,7 @@ KV_BUDGET_BYTES = 1 << 30
 
 @dataclass
 class Timings:
-    prompt_tokens: int = 0      # tokens actually evaluated (cache hits excluded)
+    prompt_tokens: int = 0  # tokens actually evaluated (cache hits excluded)
     prompt_seconds: float = 0.0
     gen_tokens: int = 0
     gen_seconds: float = 0.0
@@ -39,9 +40,10 @@ class Timings:
 @dataclass
 class Piece:
     """One step of a streamed generation."""
-    token: int | None           # None for the final event
-    text: str                   # text released by this step (may be "")
-    finish_reason: str | None = None   # "stop" | "length" | "context" on the final event
+
+    token: int | None  # None for the final event
+    text: str  # text released by this step (may be "")
+    finish_reason: str | None = None  # "stop" | "length" | "context" on the final event
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -109,10 +111,10 @@ class Generator:
         if len(tokens) > self.n_ctx:
             raise ContextFullError(f"prompt of {len(tokens)} tokens does not fit the context of {self.n_ctx}")
         # an interrupt (Ctrl-C) can land between a native eval and this mirror's update
-        del self.tokens[self.context.n_past:]
+        del self.tokens[self.context.n_past :]
         keep = common_prefix(self.tokens, tokens)
         if keep == len(tokens):
-            keep -= 1   # everything is cached, but the last token's logits are needed again
+            keep -= 1  # everything is cached, but the last token's logits are needed again
         self.context.truncate(keep)
         self.tokens = self.tokens[:keep]
         t0 = time.perf_counter()
@@ -130,8 +132,14 @@ class Generator:
         self.tokens.append(int(token))
         return logits
 
-    def generate(self, prompt: Sequence[int], sampler: Sampler, max_tokens: int | None,
-                 stop: Sequence[str] = (), stop_at_eog: bool = True) -> Iterator[Piece]:
+    def generate(
+        self,
+        prompt: Sequence[int],
+        sampler: Sampler,
+        max_tokens: int | None,
+        stop: Sequence[str] = (),
+        stop_at_eog: bool = True,
+    ) -> Iterator[Piece]:
         """Stream the continuation of prompt. Text that might be the start of a
         stop string is held back until it is known not to be one."""
         self.timings = Timings()
@@ -170,16 +178,30 @@ class Generator:
         yield Piece(None, text[sent:], finish_reason=finish)
 
 
-def open_generator(path: str | os.PathLike[str], n_ctx: int | None = None, n_threads: int | None = None,
-                   n_batch: int = 512, kv_type: str = "f16", chat_template: str | None = None,
-                   gpu_layers: int | str = 0, require_gpu: bool = False) -> Generator:
+def open_generator(
+    path: str | os.PathLike[str],
+    n_ctx: int | None = None,
+    n_threads: int | None = None,
+    n_batch: int = 512,
+    kv_type: str = "f16",
+    chat_template: str | None = None,
+    gpu_layers: int | str = 0,
+    require_gpu: bool = False,
+) -> Generator:
     """Load a GGUF and everything needed to generate from it. n_ctx None or 0:
     default_n_ctx. chat_template: template text overriding the file's.
-    gpu_layers / require_gpu: layer offload (runtime/offload.py)."""
+    gpu_layers / require_gpu: layer offload (runtime/engine/offload.py)."""
     model = Model.load(path, n_threads=n_threads)
     meta = model.native.gguf.metadata
     tokenizer = Tokenizer.from_metadata(meta)
     template = ChatTemplate.from_metadata(meta, override=chat_template)
-    context = Context(model, n_ctx=n_ctx or default_n_ctx(model, kv_type), n_batch=n_batch, kv_type=kv_type,
-                      n_threads=n_threads, gpu_layers=gpu_layers, require_gpu=require_gpu)
+    context = Context(
+        model,
+        n_ctx=n_ctx or default_n_ctx(model, kv_type),
+        n_batch=n_batch,
+        kv_type=kv_type,
+        n_threads=n_threads,
+        gpu_layers=gpu_layers,
+        require_gpu=require_gpu,
+    )
     return Generator(model, context, tokenizer, template)

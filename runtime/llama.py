@@ -1,7 +1,7 @@
 """`Llama`: a drop-in for llama-cpp-python's high-level API on the common
 subset, so an app switches engines by changing one import:
 
-    from runtime import Llama              # instead of: from llama_cpp import Llama
+    from lamina import Llama              # instead of: from llama_cpp import Llama
     llm = Llama("model.gguf", n_ctx=2048, seed=1)
     out = llm.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=64)
     print(out["choices"][0]["message"]["content"])
@@ -9,6 +9,7 @@ subset, so an app switches engines by changing one import:
 Results and stream chunks have llama-cpp-python's (OpenAI's) shapes. One
 instance serializes its callers with a lock; a thread that re-enters while
 its own stream is open gets an error instead of corrupted state."""
+
 from __future__ import annotations
 
 import sys
@@ -16,15 +17,16 @@ import threading
 import time
 import uuid
 import warnings
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from .generation import open_generator
-from .offload import OffloadWarning
-from .sampling import Sampler, SamplingParams
+from lamina.engine.offload import OffloadWarning
+from lamina.generation import open_generator
+from lamina.sampling import Sampler, SamplingParams
 
-LLAMA_DEFAULT_SEED = 0xFFFFFFFF   # llama-cpp-python's "pick a random seed"
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama-cpp-python's "pick a random seed"
 
 
 class LlamaBusyError(RuntimeError):
@@ -40,8 +42,9 @@ class _Guard:
 
     def __enter__(self) -> None:
         if self._owner == threading.get_ident():
-            raise LlamaBusyError("this Llama is still streaming a result in this thread; "
-                                 "finish or close that stream first")
+            raise LlamaBusyError(
+                "this Llama is still streaming a result in this thread; finish or close that stream first"
+            )
         self._lock.acquire()
         self._owner = threading.get_ident()
 
@@ -51,9 +54,21 @@ class _Guard:
 
 
 class Llama:
-    def __init__(self, model_path: str, *, n_gpu_layers: int = 0, seed: int = LLAMA_DEFAULT_SEED,
-                 n_ctx: int = 512, n_batch: int = 512, n_threads: int | None = None, logits_all: bool = False,
-                 verbose: bool = True, chat_template: str | None = None, kv_type: str = "f16", **_ignored: Any):
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        n_gpu_layers: int = 0,
+        seed: int = LLAMA_DEFAULT_SEED,
+        n_ctx: int = 512,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+        logits_all: bool = False,
+        verbose: bool = True,
+        chat_template: str | None = None,
+        kv_type: str = "f16",
+        **_ignored: Any,
+    ):
         self.model_path = str(model_path)
         self.verbose = verbose
         self._guard = _Guard()
@@ -63,8 +78,15 @@ class Llama:
         gpu_layers = "auto" if n_gpu_layers == -1 else n_gpu_layers
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", OffloadWarning)
-            self._gen = open_generator(model_path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch,
-                                       kv_type=kv_type, chat_template=chat_template, gpu_layers=gpu_layers)
+            self._gen = open_generator(
+                model_path,
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_batch=n_batch,
+                kv_type=kv_type,
+                chat_template=chat_template,
+                gpu_layers=gpu_layers,
+            )
         for w in caught:
             if verbose:
                 print(f"lamina: {w.message}", file=sys.stderr)
@@ -78,8 +100,10 @@ class Llama:
         self.scores = np.zeros((n_ctx, self._n_vocab), dtype=np.float32)
         self.input_ids = np.zeros(n_ctx, dtype=np.intc)
         if verbose:
-            print(f"lamina: {self._model!r}, n_ctx={n_ctx}, kv cache {self._ctx.kv_bytes / 2**20:.1f} MiB",
-                  file=sys.stderr)
+            print(
+                f"lamina: {self._model!r}, n_ctx={n_ctx}, kv cache {self._ctx.kv_bytes / 2**20:.1f} MiB",
+                file=sys.stderr,
+            )
 
     # ------------------------------------------------------------ low level
     @property
@@ -102,8 +126,9 @@ class Llama:
         """add_bos=True adds BOS only when the model asks for it, as llama.cpp's add_special does."""
         return self.tokenizer_.encode(text, add_bos=self.tokenizer_.add_bos if add_bos else False, special=special)
 
-    def detokenize(self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = None,
-                   special: bool = False) -> bytes:
+    def detokenize(
+        self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = None, special: bool = False
+    ) -> bytes:
         return self.tokenizer_.decode(tokens, skip_special=not special)
 
     def reset(self) -> None:
@@ -129,11 +154,26 @@ class Llama:
                 self.scores[end - 1] = logits
 
     # ----------------------------------------------------------- completion
-    def _sampler(self, temperature: float, top_k: int, top_p: float, min_p: float, repeat_penalty: float,
-                 frequency_penalty: float, presence_penalty: float, seed: int | None) -> Sampler:
-        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
-                                presence_penalty=presence_penalty)
+    def _sampler(
+        self,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        min_p: float,
+        repeat_penalty: float,
+        frequency_penalty: float,
+        presence_penalty: float,
+        seed: int | None,
+    ) -> Sampler:
+        params = SamplingParams(
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repeat_penalty=repeat_penalty,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
+        )
         return Sampler(params, seed=self._rng_seed if seed is None else seed)
 
     def _prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
@@ -143,21 +183,69 @@ class Llama:
             return [self.token_bos()] if self.tokenizer_.bos_id is not None else []
         return self.tokenizer_.encode(prompt, special=True)
 
-    def create_completion(self, prompt: str | Sequence[int], suffix: str | None = None, max_tokens: int | None = 16,
-                          temperature: float = 0.8, top_p: float = 0.95, min_p: float = 0.05,
-                          typical_p: float = 1.0, logprobs: int | None = None, echo: bool = False,
-                          stop: str | list[str] | None = None, frequency_penalty: float = 0.0,
-                          presence_penalty: float = 0.0, repeat_penalty: float = 1.0, top_k: int = 40,
-                          stream: bool = False, seed: int | None = None, model: str | None = None,
-                          **_ignored: Any) -> dict | Iterator[dict]:
-        return self._completion(prompt, suffix, max_tokens, temperature, top_p, min_p, typical_p, logprobs, echo,
-                                stop, frequency_penalty, presence_penalty, repeat_penalty, top_k, stream, seed,
-                                chat=False)
+    def create_completion(
+        self,
+        prompt: str | Sequence[int],
+        suffix: str | None = None,
+        max_tokens: int | None = 16,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        typical_p: float = 1.0,
+        logprobs: int | None = None,
+        echo: bool = False,
+        stop: str | list[str] | None = None,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        repeat_penalty: float = 1.0,
+        top_k: int = 40,
+        stream: bool = False,
+        seed: int | None = None,
+        model: str | None = None,
+        **_ignored: Any,
+    ) -> dict | Iterator[dict]:
+        return self._completion(
+            prompt,
+            suffix,
+            max_tokens,
+            temperature,
+            top_p,
+            min_p,
+            typical_p,
+            logprobs,
+            echo,
+            stop,
+            frequency_penalty,
+            presence_penalty,
+            repeat_penalty,
+            top_k,
+            stream,
+            seed,
+            chat=False,
+        )
 
     __call__ = create_completion
 
-    def _completion(self, prompt, suffix, max_tokens, temperature, top_p, min_p, typical_p, logprobs, echo, stop,
-                    frequency_penalty, presence_penalty, repeat_penalty, top_k, stream, seed, chat):
+    def _completion(
+        self,
+        prompt,
+        suffix,
+        max_tokens,
+        temperature,
+        top_p,
+        min_p,
+        typical_p,
+        logprobs,
+        echo,
+        stop,
+        frequency_penalty,
+        presence_penalty,
+        repeat_penalty,
+        top_k,
+        stream,
+        seed,
+        chat,
+    ):
         if suffix is not None:
             raise ValueError("suffix (fill-in-the-middle) is not supported")
         if logprobs is not None:
@@ -168,11 +256,15 @@ class Llama:
         if len(tokens) >= self._ctx.n_ctx:
             raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {self._ctx.n_ctx}")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        sampler = self._sampler(temperature, top_k, top_p, min_p, repeat_penalty, frequency_penalty,
-                                presence_penalty, seed)
+        sampler = self._sampler(
+            temperature, top_k, top_p, min_p, repeat_penalty, frequency_penalty, presence_penalty, seed
+        )
         limit = None if max_tokens is None or max_tokens <= 0 else max_tokens
-        meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4()}", "created": int(time.time()),
-                "model": self.model_path}
+        meta = {
+            "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4()}",
+            "created": int(time.time()),
+            "model": self.model_path,
+        }
         prefix = prompt if echo and isinstance(prompt, str) else ""
         events = self._stream(tokens, sampler, limit, stops)
         if stream:
@@ -182,10 +274,12 @@ class Llama:
             text += piece.text
             n_gen += piece.token is not None
             finish = piece.finish_reason or finish
-        return {**meta, "object": "text_completion",
-                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": _finish(finish)}],
-                "usage": {"prompt_tokens": len(tokens), "completion_tokens": n_gen,
-                          "total_tokens": len(tokens) + n_gen}}
+        return {
+            **meta,
+            "object": "text_completion",
+            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": _finish(finish)}],
+            "usage": {"prompt_tokens": len(tokens), "completion_tokens": n_gen, "total_tokens": len(tokens) + n_gen},
+        }
 
     def _stream(self, tokens, sampler, limit, stops):
         """The generation, holding the instance for as long as it runs."""
@@ -197,32 +291,81 @@ class Llama:
     @staticmethod
     def _stream_chunks(events, meta, n_prompt, prefix) -> Iterator[dict]:
         if prefix:
-            yield {**meta, "object": "text_completion",
-                   "choices": [{"text": prefix, "index": 0, "logprobs": None, "finish_reason": None}]}
+            yield {
+                **meta,
+                "object": "text_completion",
+                "choices": [{"text": prefix, "index": 0, "logprobs": None, "finish_reason": None}],
+            }
         for piece in events:
             if piece.text or piece.finish_reason:
-                yield {**meta, "object": "text_completion",
-                       "choices": [{"text": piece.text, "index": 0, "logprobs": None,
-                                    "finish_reason": _finish(piece.finish_reason)}]}
+                yield {
+                    **meta,
+                    "object": "text_completion",
+                    "choices": [
+                        {
+                            "text": piece.text,
+                            "index": 0,
+                            "logprobs": None,
+                            "finish_reason": _finish(piece.finish_reason),
+                        }
+                    ],
+                }
 
     # ----------------------------------------------------------------- chat
-    def create_chat_completion(self, messages: list[dict], max_tokens: int | None = None, temperature: float = 0.2,
-                               top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05,
-                               stop: str | list[str] | None = None, stream: bool = False, seed: int | None = None,
-                               frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
-                               repeat_penalty: float = 1.0, model: str | None = None,
-                               **_ignored: Any) -> dict | Iterator[dict]:
-        result = self._completion(self._gen.chat_tokens(messages), None, max_tokens, temperature, top_p, min_p, 1.0, None, False, stop,
-                                  frequency_penalty, presence_penalty, repeat_penalty, top_k, stream, seed,
-                                  chat=True)
+    def create_chat_completion(
+        self,
+        messages: list[dict],
+        max_tokens: int | None = None,
+        temperature: float = 0.2,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        stop: str | list[str] | None = None,
+        stream: bool = False,
+        seed: int | None = None,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        repeat_penalty: float = 1.0,
+        model: str | None = None,
+        **_ignored: Any,
+    ) -> dict | Iterator[dict]:
+        result = self._completion(
+            self._gen.chat_tokens(messages),
+            None,
+            max_tokens,
+            temperature,
+            top_p,
+            min_p,
+            1.0,
+            None,
+            False,
+            stop,
+            frequency_penalty,
+            presence_penalty,
+            repeat_penalty,
+            top_k,
+            stream,
+            seed,
+            chat=True,
+        )
         if stream:
             return _chat_chunks(result)
         choice = result["choices"][0]
-        return {"id": result["id"], "object": "chat.completion", "created": result["created"],
-                "model": result["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": choice["text"]},
-                             "logprobs": None, "finish_reason": choice["finish_reason"]}],
-                "usage": result["usage"]}
+        return {
+            "id": result["id"],
+            "object": "chat.completion",
+            "created": result["created"],
+            "model": result["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": choice["text"]},
+                    "logprobs": None,
+                    "finish_reason": choice["finish_reason"],
+                }
+            ],
+            "usage": result["usage"],
+        }
 
 
 def _finish(reason: str | None) -> str | None:
@@ -235,13 +378,21 @@ def _chat_chunks(chunks: Iterator[dict]) -> Iterator[dict]:
     for c in chunks:
         base = {"id": c["id"], "object": "chat.completion.chunk", "created": c["created"], "model": c["model"]}
         if first:
-            yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None,
-                                        "finish_reason": None}]}
+            yield {
+                **base,
+                "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None, "finish_reason": None}],
+            }
             first = False
         choice = c["choices"][0]
         if choice["text"]:
-            yield {**base, "choices": [{"index": 0, "delta": {"content": choice["text"]}, "logprobs": None,
-                                        "finish_reason": None}]}
+            yield {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": {"content": choice["text"]}, "logprobs": None, "finish_reason": None}
+                ],
+            }
         if choice["finish_reason"]:
-            yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
-                                        "finish_reason": choice["finish_reason"]}]}
+            yield {
+                **base,
+                "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}],
+            }

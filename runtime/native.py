@@ -1,9 +1,9 @@
-"""Loads the cffi extension `runtime._lamina` built from native/.
+"""Loads the cffi extension `lamina._lamina` built from native/.
 
-Search order: $LAMINA_NATIVE_DIR (a developer build, tools/dev_build.sh), the
-package itself (pip install), then the installed `lamina` distribution, which
-matters when tests run from a source checkout whose `runtime/` shadows the
-installed one."""
+Search order: $LAMINA_NATIVE_DIR (a developer build, tools/dev_build.sh, so
+parallel builds of one checkout never collide), else the module installed
+with the package (`pip install .` or `pip install -e .`)."""
+
 from __future__ import annotations
 
 import importlib.machinery
@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-from .errors import LaminaError
+from lamina.errors import LaminaError
 
 
 class NativeLibraryError(LaminaError, ImportError):
@@ -23,20 +23,11 @@ def _load_from_dir(directory: Path) -> ModuleType | None:
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         candidate = directory / f"_lamina{suffix}"
         if candidate.is_file():
-            spec = importlib.util.spec_from_file_location("runtime._lamina", candidate)
+            spec = importlib.util.spec_from_file_location("lamina._lamina", candidate)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             return module
     return None
-
-
-def _installed_dirs() -> list[Path]:
-    try:
-        from importlib.metadata import PackageNotFoundError, distribution
-        dist = distribution("lamina")
-    except (ImportError, PackageNotFoundError):
-        return []
-    return [Path(dist.locate_file("runtime"))]
 
 
 def _load() -> ModuleType:
@@ -47,17 +38,15 @@ def _load() -> ModuleType:
             raise NativeLibraryError(f"LAMINA_NATIVE_DIR={override} holds no _lamina extension module")
         return module
     try:
-        from . import _lamina  # type: ignore[attr-defined]
+        from lamina import _lamina  # type: ignore[attr-defined]
+
         return _lamina
     except ImportError:
         pass
-    for directory in _installed_dirs():
-        module = _load_from_dir(directory)
-        if module is not None:
-            return module
     raise NativeLibraryError(
-        "lamina's native core is not built: run `pip install .` in the repository "
-        "(or tools/dev_build.sh and export LAMINA_NATIVE_DIR)")
+        "lamina's native core is not built: run `pip install .` (or `pip install -e .`) in the repository "
+        "(or tools/dev_build.sh and export LAMINA_NATIVE_DIR)"
+    )
 
 
 _module = _load()

@@ -8,16 +8,15 @@ directly.
 
 Every size is checked here, so the C side only ever sees valid ones; bad
 shapes or types raise ValueError."""
-from __future__ import annotations
 
-from typing import Union
+from __future__ import annotations
 
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from .native import ffi, last_error, lib
+from lamina.native import ffi, last_error, lib
 
-QType = Union[GGMLQuantizationType, str, int]
+QType = GGMLQuantizationType | str | int
 
 SCALAR, AVX2, AUTO = lib.LM_IMPL_SCALAR, lib.LM_IMPL_AVX2, lib.LM_IMPL_AUTO
 IMPLS = {"auto": AUTO, "scalar": SCALAR, "avx2": AVX2}
@@ -97,8 +96,16 @@ def quantize(x: np.ndarray, qtype: QType, imatrix: np.ndarray | None = None) -> 
             raise ValueError(f"imatrix must have shape ({n},), got {imatrix.shape}")
     out = np.empty((rows, rb), dtype=np.uint8)
     if rows:
-        _check(lib.lm_quantize(int(qt), ffi.from_buffer("float[]", x), ffi.from_buffer(out), rows, n,
-                               ffi.NULL if imatrix is None else ffi.from_buffer("float[]", imatrix)))
+        _check(
+            lib.lm_quantize(
+                int(qt),
+                ffi.from_buffer("float[]", x),
+                ffi.from_buffer(out),
+                rows,
+                n,
+                ffi.NULL if imatrix is None else ffi.from_buffer("float[]", imatrix),
+            )
+        )
     return out
 
 
@@ -175,8 +182,14 @@ def default_pool(n_threads: int) -> ThreadPool:
     return _default_pools[n_threads]
 
 
-def matmul(w: np.ndarray, qtype: QType, x: np.ndarray, n_threads: int = 1, impl: str | int = "auto",
-           pool: ThreadPool | None = None) -> np.ndarray:
+def matmul(
+    w: np.ndarray,
+    qtype: QType,
+    x: np.ndarray,
+    n_threads: int = 1,
+    impl: str | int = "auto",
+    pool: ThreadPool | None = None,
+) -> np.ndarray:
     """w: u8 [rows, row_bytes] of qtype, x: f32 [ncols, n] -> y: f32 [ncols, rows] = x @ W.T"""
     qt = as_qtype(qtype)
     w, n = _u8_rows(w, qt)
@@ -187,6 +200,17 @@ def matmul(w: np.ndarray, qtype: QType, x: np.ndarray, n_threads: int = 1, impl:
     pool = pool or default_pool(n_threads)
     y = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
     if y.size:
-        _check(lib.lm_matmul(pool._tp, _impl(impl), int(qt), ffi.from_buffer(w), w.shape[0], n,
-                             ffi.from_buffer("float[]", x), x.shape[0], ffi.from_buffer("float[]", y)))
+        _check(
+            lib.lm_matmul(
+                pool._tp,
+                _impl(impl),
+                int(qt),
+                ffi.from_buffer(w),
+                w.shape[0],
+                n,
+                ffi.from_buffer("float[]", x),
+                x.shape[0],
+                ffi.from_buffer("float[]", y),
+            )
+        )
     return y

@@ -1,11 +1,12 @@
 """Token sampling, in llama.cpp's order: penalties -> top-k -> top-p -> min-p
 -> temperature -> draw. Greedy when temperature <= 0. A seeded sampler draws
 the same tokens for the same logits, run after run."""
+
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -13,11 +14,11 @@ import numpy as np
 @dataclass(frozen=True)
 class SamplingParams:
     temperature: float = 0.8
-    top_k: int = 40            # <= 0: off
-    top_p: float = 0.95        # >= 1: off
-    min_p: float = 0.05        # <= 0: off
-    repeat_penalty: float = 1.0   # 1: off
-    repeat_last_n: int = 64       # how many recent tokens the penalties look at; -1: all
+    top_k: int = 40  # <= 0: off
+    top_p: float = 0.95  # >= 1: off
+    min_p: float = 0.05  # <= 0: off
+    repeat_penalty: float = 1.0  # 1: off
+    repeat_last_n: int = 64  # how many recent tokens the penalties look at; -1: all
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
 
@@ -37,7 +38,7 @@ def apply_penalties(logits: np.ndarray, history: Sequence[int], p: SamplingParam
     ones), then frequency and presence, over the last repeat_last_n tokens."""
     if p.repeat_penalty == 1.0 and p.frequency_penalty == 0.0 and p.presence_penalty == 0.0:
         return logits
-    recent = history if p.repeat_last_n == -1 else history[len(history) - p.repeat_last_n:] if p.repeat_last_n else []
+    recent = history if p.repeat_last_n == -1 else history[len(history) - p.repeat_last_n :] if p.repeat_last_n else []
     if not len(recent):
         return logits
     counts = Counter(int(t) for t in recent)
@@ -60,12 +61,12 @@ def candidates(logits: np.ndarray, p: SamplingParams) -> tuple[np.ndarray, np.nd
     descending logit. At least one token always survives."""
     ids = np.arange(logits.size)
     if 0 < p.top_k < logits.size:
-        ids = np.argpartition(-logits, p.top_k - 1)[:p.top_k]
+        ids = np.argpartition(-logits, p.top_k - 1)[: p.top_k]
     ids = ids[np.argsort(-logits[ids], kind="stable")]
     vals = logits[ids].astype(np.float64)
     if p.top_p < 1.0:
         cum = np.cumsum(_softmax(vals))
-        keep = int(np.searchsorted(cum, p.top_p)) + 1   # smallest prefix whose mass reaches top_p
+        keep = int(np.searchsorted(cum, p.top_p)) + 1  # smallest prefix whose mass reaches top_p
         ids, vals = ids[:keep], vals[:keep]
     if p.min_p > 0.0:
         probs = _softmax(vals)

@@ -41,9 +41,9 @@ for stage in $stages; do
         cmake --build build/gpu -j"$(nproc)" >>"$out/build.txt" 2>&1
       echo "build rc=$? in $(( $(date +%s) - start )) s"; tail -5 "$out/build.txt" ;;
     ops)
-      "$py" -m pytest -q -p no:cacheprovider --timeout 300 tests/test_cuda_ops.py 2>&1 | tee "$out/ops.txt" | tail -40 ;;
+      "$py" -m pytest -q -p no:cacheprovider --timeout 300 tests/native/test_cuda_ops.py 2>&1 | tee "$out/ops.txt" | tail -40 ;;
     offload)
-      "$py" -m pytest -q -s -p no:cacheprovider --timeout 300 tests/test_offload.py 2>&1 | tee "$out/offload.txt" | tail -40 ;;
+      "$py" -m pytest -q -s -p no:cacheprovider --timeout 300 tests/runtime/test_offload.py 2>&1 | tee "$out/offload.txt" | tail -40 ;;
     bench)
       "$py" bin/bench -m "$LAMINA_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf" -p 512 -n 128 -t 16 -r 3 -ngl 0,10,99 \
         2>&1 | tee "$out/bench.txt" | tail -15 ;;
@@ -54,7 +54,7 @@ for stage in $stages; do
       grep -E "^  [a-z_]|gpu__time_duration|Invocations|rc=" "$out/profile.txt" | head -60 ;;
     sanitize)
       compute-sanitizer --tool memcheck --error-exitcode 3 "$py" -m pytest -q -p no:cacheprovider -x \
-        tests/test_offload.py -k "cuda and tiny" 2>&1 | tee "$out/sanitize.txt" | tail -30 ;;
+        tests/runtime/test_offload.py -k "cuda and tiny" 2>&1 | tee "$out/sanitize.txt" | tail -30 ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done

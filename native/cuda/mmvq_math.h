@@ -1,7 +1,7 @@
 /* mmvq_math.h — how the CUDA backend splits the per-block math of
  * block_math_legacy.h / block_dot_k.h / block_math_k.h across the lanes of a
  * warp. Plain C + LM_HD: nvcc compiles it into the kernels, and the CPU tests
- * (tests/test_block_math_shared.py) compile the very same functions for the
+ * (tests/native/test_block_math_shared.py) compile the very same functions for the
  * host and check them against the scalar reference dots and dequantizers.
  *
  * Mat-vec (ggml's mmvq idea): a weight block is cut into LMC_PARTS_<T> parts,

@@ -3,7 +3,7 @@
  * The same ABI rules as lamina.h: cffi reads the part between the LM_CDEF
  * markers verbatim (after lamina.h's, so lm_threadpool and LM_IMPL_* come from
  * there); it stays plain C with no macros. Packing, exactly as AutoGPTQ /
- * GPTQModel write it (convert/gptq_pack.py, runtime/gptq_format.py):
+ * GPTQModel write it (runtime/gptq/pack.py, runtime/gptq/format.py):
  *
  *   qweight int32 [n_in/8][n_out]      nibble j (bits 4j..4j+3) of qweight[r][o]
  *                                      is the level of input 8r+j, output o

@@ -9,6 +9,7 @@ same process, for a side-by-side ratio.
 
     bin/bench -m MODEL [-p 512] [-n 128] [-t 2] [-r 3] [--json] [--llama-cpp]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,25 +20,25 @@ import statistics
 import sys
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import LaminaError
-from .errors import one_line_errors
+from lamina.cli.errors import one_line_errors
+from lamina.errors import LaminaError
 
 
 class LaminaRunner:
     name = "lamina"
 
     def __init__(self, path: str, n_threads: int, n_ctx: int, n_batch: int, gpu_layers: int | str = 0):
-        from ..engine import Context, Model
-        from ..offload import OffloadWarning
+        from lamina.engine.context import Context, Model
+        from lamina.engine.offload import OffloadWarning
+
         self.model = Model.load(path, n_threads=n_threads)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", OffloadWarning)
-            self.context = Context(self.model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads,
-                                   gpu_layers=gpu_layers)
+            self.context = Context(self.model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, gpu_layers=gpu_layers)
         for w in caught:
             print(f"bench: warning: {w.message}", file=sys.stderr)
         self.n_vocab = self.model.n_vocab
@@ -62,8 +63,16 @@ class LlamaCppRunner:
         except ImportError:
             raise LaminaError("--llama-cpp needs llama-cpp-python (pip install llama-cpp-python)") from None
         self.gpu_layers = -1 if gpu_layers == "auto" else int(gpu_layers)
-        self.llm = Llama(path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=n_threads,
-                         n_threads_batch=n_threads, n_gpu_layers=self.gpu_layers, verbose=False)
+        self.llm = Llama(
+            path,
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            n_gpu_layers=self.gpu_layers,
+            verbose=False,
+        )
         self.n_vocab = self.llm.n_vocab()
         self.backend = "CPU" if not llama_cpp.llama_supports_gpu_offload() or not self.gpu_layers else "GPU"
 
@@ -77,6 +86,7 @@ class LlamaCppRunner:
 
 def run_test(runner, n_prompt: int, n_gen: int, reps: int, rng) -> list[float]:
     """Seconds per repetition (after one warm-up run)."""
+
     def once() -> float:
         runner.reset()
         tokens = rng.integers(0, runner.n_vocab, n_prompt + n_gen).tolist()
@@ -86,6 +96,7 @@ def run_test(runner, n_prompt: int, n_gen: int, reps: int, rng) -> list[float]:
         for t in tokens[n_prompt:]:
             runner.eval([t])
         return time.perf_counter() - t0
+
     once()
     return [once() for _ in range(reps)]
 
@@ -95,30 +106,48 @@ def record(runner, path: str, model_info: dict, args, n_prompt: int, n_gen: int,
     ts = [n / s for s in seconds]
     ns = [int(s * 1e9) for s in seconds]
     return {
-        "build_commit": runner.name, "backends": runner.backend, "model_filename": path,
-        "model_type": model_info["type"], "model_size": model_info["size"], "model_n_params": model_info["params"],
-        "n_batch": args.batch_size, "n_ubatch": args.batch_size, "n_threads": args.threads,
-        "type_k": "f16", "type_v": "f16", "n_gpu_layers": runner.gpu_layers, "use_mmap": True,
-        "n_prompt": n_prompt, "n_gen": n_gen, "test_time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "avg_ns": int(statistics.mean(ns)), "stddev_ns": int(statistics.stdev(ns)) if len(ns) > 1 else 0,
-        "avg_ts": statistics.mean(ts), "stddev_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0,
-        "samples_ns": ns, "samples_ts": ts,
+        "build_commit": runner.name,
+        "backends": runner.backend,
+        "model_filename": path,
+        "model_type": model_info["type"],
+        "model_size": model_info["size"],
+        "model_n_params": model_info["params"],
+        "n_batch": args.batch_size,
+        "n_ubatch": args.batch_size,
+        "n_threads": args.threads,
+        "type_k": "f16",
+        "type_v": "f16",
+        "n_gpu_layers": runner.gpu_layers,
+        "use_mmap": True,
+        "n_prompt": n_prompt,
+        "n_gen": n_gen,
+        "test_time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "avg_ns": int(statistics.mean(ns)),
+        "stddev_ns": int(statistics.stdev(ns)) if len(ns) > 1 else 0,
+        "avg_ts": statistics.mean(ts),
+        "stddev_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0,
+        "samples_ns": ns,
+        "samples_ts": ts,
     }
 
 
 def model_info(path: str) -> dict:
-    from ..gguf_reader import GGUFFile
+    from lamina.gguf.reader import GGUFFile
+
     with GGUFFile(path) as f:
         size = sum(t.nbytes for t in f.tensors)
         params = sum(t.n_elements for t in f.tensors)
         arch = f.architecture
         ftype = f.get("general.file_type")
-    return {"type": f"{arch} {params / 1e6:.0f}M" + (f" ftype {ftype}" if ftype is not None else ""),
-            "size": size, "params": params}
+    return {
+        "type": f"{arch} {params / 1e6:.0f}M" + (f" ftype {ftype}" if ftype is not None else ""),
+        "size": size,
+        "params": params,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="lamina bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("-m", "--model", default=None, help="GGUF path or known model name (default model if none)")
     ap.add_argument("-p", "--n-prompt", type=int, default=512)
     ap.add_argument("-n", "--n-gen", type=int, default=128)
@@ -127,14 +156,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-r", "--repetitions", type=int, default=5)
     ap.add_argument("--json", action="store_true", help="print llama-bench's JSON records")
     ap.add_argument("--llama-cpp", action="store_true", help="also run llama.cpp (llama-cpp-python) for a ratio")
-    ap.add_argument("-ngl", "--gpu-layers", "--n-gpu-layers", dest="gpu_layers", default="0",
-                    help="layers to offload, comma-separated for several runs (e.g. 0,10,99) or 'auto'")
+    ap.add_argument(
+        "-ngl",
+        "--gpu-layers",
+        "--n-gpu-layers",
+        dest="gpu_layers",
+        default="0",
+        help="layers to offload, comma-separated for several runs (e.g. 0,10,99) or 'auto'",
+    )
     return _bench(ap.parse_args(argv))
 
 
-@one_line_errors("bench")
+@one_line_errors("lamina bench")
 def _bench(args) -> int:
-    from ..model_cache import resolve_model
+    from lamina.model_cache import resolve_model
+
     if args.repetitions < 1 or args.n_prompt < 0 or args.n_gen < 0 or args.threads < 1:
         raise ValueError("-r and -t must be >= 1, -p and -n >= 0")
     path = str(resolve_model(args.model))
@@ -142,7 +178,8 @@ def _bench(args) -> int:
     tests = [(args.n_prompt, 0)] * bool(args.n_prompt) + [(0, args.n_gen)] * bool(args.n_gen)
     n_ctx = max(args.n_prompt, args.n_gen, 1)
     runners: list[Callable] = [LaminaRunner] + ([LlamaCppRunner] if args.llama_cpp else [])
-    from ..offload import parse_gpu_layers
+    from lamina.engine.offload import parse_gpu_layers
+
     ngl_values = [parse_gpu_layers(v) for v in str(args.gpu_layers).split(",")]
     records = []
     for make, ngl in ((m, n) for n in ngl_values for m in runners):
@@ -161,6 +198,7 @@ def _bench(args) -> int:
 def print_table(records: list[dict], info: dict) -> None:
     from rich.console import Console
     from rich.table import Table
+
     table = Table(box=None)
     for col in ("engine", "model", "size", "params", "backend", "ngl", "threads", "test", "t/s"):
         table.add_column(col, justify="right" if col in ("size", "params", "ngl", "threads", "t/s") else "left")
@@ -172,12 +210,20 @@ def print_table(records: list[dict], info: dict) -> None:
             base[test] = r["avg_ts"]
         elif test in base:
             tps += f"  (lamina {base[test] / r['avg_ts']:.2f}x)"
-        table.add_row(r["build_commit"], info["type"], f"{info['size'] / 2**20:.2f} MiB",
-                      f"{info['params'] / 1e6:.2f} M", r["backends"], str(r["n_gpu_layers"]), str(r["n_threads"]),
-                      test, tps)
+        table.add_row(
+            r["build_commit"],
+            info["type"],
+            f"{info['size'] / 2**20:.2f} MiB",
+            f"{info['params'] / 1e6:.2f} M",
+            r["backends"],
+            str(r["n_gpu_layers"]),
+            str(r["n_threads"]),
+            test,
+            tps,
+        )
     console = Console()
     if not console.is_terminal:
-        console = Console(width=160)   # a piped table keeps one row per line
+        console = Console(width=160)  # a piped table keeps one row per line
     console.print(table)
 
 

@@ -9,6 +9,7 @@ packed form; gptq_int4_act the same with an act-order (permuted) g_idx.
 
     bin/bench-kernels [-t 2] [-r 5] [--types q4_0,q4_k] [--impl auto|scalar|avx2] [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,11 +19,29 @@ import sys
 import time
 
 import numpy as np
-from .errors import one_line_errors
 
-DEFAULT_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k",
-                 "q6_k", "iq4_nl", "iq4_xs", "gptq_int4", "gptq_int4_act"]
-GPTQ_TYPES = {"gptq_int4": False, "gptq_int4_act": True}   # name -> act-order g_idx
+from lamina.cli.errors import one_line_errors
+
+DEFAULT_TYPES = [
+    "f32",
+    "f16",
+    "bf16",
+    "q8_0",
+    "q4_0",
+    "q4_1",
+    "q5_0",
+    "q5_1",
+    "q2_k",
+    "q3_k",
+    "q4_k",
+    "q5_k",
+    "q6_k",
+    "iq4_nl",
+    "iq4_xs",
+    "gptq_int4",
+    "gptq_int4_act",
+]
+GPTQ_TYPES = {"gptq_int4": False, "gptq_int4_act": True}  # name -> act-order g_idx
 GPTQ_GROUP_SIZE = 128
 
 
@@ -45,17 +64,20 @@ def _random_weights(quants, qtype: str, rows: int, n: int, rng) -> np.ndarray:
 
 
 def measure_bandwidth(n_threads: int, reps: int) -> float:
-    from runtime.native import ffi, lib
-    from runtime.quants import default_pool
+    from lamina.native import ffi, lib
+    from lamina.quants import default_pool
+
     buf = np.ones(256 << 20, dtype=np.uint8)
-    runs = [lib.lm_memory_read_gbps(default_pool(n_threads)._tp, ffi.from_buffer(buf), buf.size, 2)
-            for _ in range(reps)]
+    runs = [
+        lib.lm_memory_read_gbps(default_pool(n_threads)._tp, ffi.from_buffer(buf), buf.size, 2) for _ in range(reps)
+    ]
     return statistics.median(runs)
 
 
 def _random_gptq(rows: int, n: int, act_order: bool, rng):
     """A GPTQ INT4 matrix W [rows, n] with random packed levels, zeros and scales."""
-    from runtime.gptq_kernels import GPTQMatrix
+    from lamina.gptq.kernels import GPTQMatrix
+
     groups = n // GPTQ_GROUP_SIZE
     qweight = rng.integers(0, 1 << 32, (n // 8, rows), dtype=np.uint32).view(np.int32)
     qzeros = rng.integers(0, 1 << 32, (groups, rows // 8), dtype=np.uint32).view(np.int32)
@@ -66,7 +88,8 @@ def _random_gptq(rows: int, n: int, act_order: bool, rng):
 
 def bench_gptq(name: str, n_threads: int, reps: int, impl: str, matvec_mb: int, rng) -> dict:
     """The same two measurements as bench_type for a GPTQ INT4 linear."""
-    from runtime.quants import default_pool
+    from lamina.quants import default_pool
+
     act_order = GPTQ_TYPES[name]
     n = 4096
     rows = max(256, (matvec_mb << 20) // (n // 2)) // 8 * 8
@@ -121,7 +144,7 @@ def bench_type(quants, qtype: str, n_threads: int, reps: int, impl: str, matvec_
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="bench-kernels", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="lamina bench-kernels", description=__doc__.split("\n\n")[0])
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("-r", "--reps", type=int, default=5)
     ap.add_argument("--types", default=",".join(DEFAULT_TYPES), help="comma-separated ggml type names")
@@ -133,38 +156,54 @@ def main(argv: list[str] | None = None) -> int:
     return _bench_kernels(args)
 
 
-@one_line_errors("bench-kernels")
+@one_line_errors("lamina bench-kernels")
 def _bench_kernels(args: argparse.Namespace) -> int:
-    from runtime import quants
-    from runtime.native import lib
+    from lamina import quants
+    from lamina.native import lib
+
     rng = np.random.default_rng(0)
-    types = [t.lower() if t.lower() in GPTQ_TYPES else quants.as_qtype(t).name.lower()
-             for t in args.types.split(",") if t]
+    types = [
+        t.lower() if t.lower() in GPTQ_TYPES else quants.as_qtype(t).name.lower() for t in args.types.split(",") if t
+    ]
     bw = measure_bandwidth(args.threads, args.reps)
-    results = [bench_gptq(t, args.threads, args.reps, args.impl, args.matvec_mb, rng) if t in GPTQ_TYPES
-               else bench_type(quants, t, args.threads, args.reps, args.impl, args.matvec_mb, rng) for t in types]
+    results = [
+        bench_gptq(t, args.threads, args.reps, args.impl, args.matvec_mb, rng)
+        if t in GPTQ_TYPES
+        else bench_type(quants, t, args.threads, args.reps, args.impl, args.matvec_mb, rng)
+        for t in types
+    ]
     for r in results:
         r["matvec_pct_of_bandwidth"] = 100.0 * r["matvec_gbps"] / bw if bw else None
-    meta = {"threads": args.threads, "impl": args.impl, "avx2": bool(lib.lm_cpu_has_avx2()),
-            "read_bandwidth_gbps": bw}
+    meta = {"threads": args.threads, "impl": args.impl, "avx2": bool(lib.lm_cpu_has_avx2()), "read_bandwidth_gbps": bw}
     if args.json:
         print(json.dumps({"machine": meta, "results": results}, indent=2))
         return 0
 
     from rich.console import Console
     from rich.table import Table
-    table = Table(title=f"lamina kernels — {args.threads} threads, impl={args.impl}, "
-                        f"memory read bandwidth {bw:.1f} GB/s (median of {args.reps})")
+
+    table = Table(
+        title=f"lamina kernels — {args.threads} threads, impl={args.impl}, "
+        f"memory read bandwidth {bw:.1f} GB/s (median of {args.reps})"
+    )
     for col in ("type", "bpw", "mat-vec GB/s", "% of bandwidth", "mat-vec ms", "matmul GFLOP/s", "matmul ms"):
         table.add_column(col, justify="left" if col == "type" else "right")
     for r in results:
-        table.add_row(r["type"], f"{r['bits_per_weight']:.2f}", f"{r['matvec_gbps']:.2f}",
-                      f"{r['matvec_pct_of_bandwidth']:.0f}%", f"{r['matvec_ms']:.2f}",
-                      f"{r['matmul_gflops']:.1f}", f"{r['matmul_ms']:.1f}")
+        table.add_row(
+            r["type"],
+            f"{r['bits_per_weight']:.2f}",
+            f"{r['matvec_gbps']:.2f}",
+            f"{r['matvec_pct_of_bandwidth']:.0f}%",
+            f"{r['matvec_ms']:.2f}",
+            f"{r['matmul_gflops']:.1f}",
+            f"{r['matmul_ms']:.1f}",
+        )
     # off a terminal rich would squeeze the table to 80 columns
     Console(width=None if sys.stdout.isatty() else 160).print(table)
-    print(f"mat-vec: {args.matvec_mb} MiB of weights x 1 column (n=4096); "
-          f"matmul: 2048x2048 weights x 256 columns", file=sys.stderr)
+    print(
+        f"mat-vec: {args.matvec_mb} MiB of weights x 1 column (n=4096); matmul: 2048x2048 weights x 256 columns",
+        file=sys.stderr,
+    )
     return 0
 
 

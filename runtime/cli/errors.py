@@ -1,13 +1,14 @@
 """How every lamina command fails: one clear line on stderr and a non-zero
 exit, never a traceback, for everything a user can cause (a bad file, a bad
 argument, a missing model, Ctrl-C, a closed pipe)."""
+
 from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable
+from collections.abc import Callable
 
-from ..errors import LaminaError
+from lamina.errors import LaminaError
 
 
 def one_line_errors(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
@@ -30,5 +31,7 @@ def one_line_errors(prog: str) -> Callable[[Callable[..., int]], Callable[..., i
                 where = f"{e.filename}: " if getattr(e, "filename", None) else ""
                 print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
                 return 1
+
         return main
+
     return wrap

@@ -3,6 +3,7 @@
 Human output is rich tables; `--json` prints one JSON object for scripts.
 Long arrays (vocabularies, merges) are summarized, never dumped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from runtime.gguf_reader import GGUFFile, MetaType, TensorInfo
-from .errors import one_line_errors
+from lamina.cli.errors import one_line_errors
+from lamina.gguf.reader import GGUFFile, MetaType, TensorInfo
 
 ARRAY_HEAD = 8  # items shown from an array
 STRING_LIMIT = 200  # characters of a long string shown in the table view
@@ -127,7 +128,9 @@ def _size(n: int) -> str:
 
 
 def _print_tables(f: GGUFFile, console: Console) -> None:
-    console.print(f"[bold]{escape(f.path)}[/]  GGUF v{f.version}, alignment {f.alignment}, data at byte {f.data_offset}")
+    console.print(
+        f"[bold]{escape(f.path)}[/]  GGUF v{f.version}, alignment {f.alignment}, data at byte {f.data_offset}"
+    )
 
     meta = Table(title=f"metadata ({len(f.metadata)} keys)", title_justify="left")
     meta.add_column("key", style="cyan", no_wrap=True)
@@ -147,7 +150,11 @@ def _print_tables(f: GGUFFile, console: Console) -> None:
     tensors.add_column("bpw", justify="right")
     for t in f.tensors:
         tensors.add_row(
-            Text(t.name), " x ".join(map(str, t.ne)), t.ggml_type.name, _size(t.nbytes), f"{_bpw(t.nbytes, t.n_elements):.2f}"
+            Text(t.name),
+            " x ".join(map(str, t.ne)),
+            t.ggml_type.name,
+            _size(t.nbytes),
+            f"{_bpw(t.nbytes, t.n_elements):.2f}",
         )
     console.print(tensors)
 
@@ -157,12 +164,18 @@ def _print_tables(f: GGUFFile, console: Console) -> None:
         by_type.add_column(col, justify="left" if col == "type" else "right")
     for name, row in totals["by_type"].items():
         by_type.add_row(
-            name, str(row["tensors"]), f"{row['parameters']:,}", _size(row["bytes"]),
+            name,
+            str(row["tensors"]),
+            f"{row['parameters']:,}",
+            _size(row["bytes"]),
             f"{_bpw(row['bytes'], row['parameters']):.2f}",
         )
     by_type.add_section()
     by_type.add_row(
-        "[bold]total", str(totals["tensors"]), f"{totals['parameters']:,}", _size(totals["bytes"]),
+        "[bold]total",
+        str(totals["tensors"]),
+        f"{totals['parameters']:,}",
+        _size(totals["bytes"]),
         f"{totals['bits_per_weight']:.2f}",
     )
     console.print(by_type)
@@ -173,13 +186,13 @@ def _print_tables(f: GGUFFile, console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="inspect", description="Show a GGUF file's metadata and tensors.")
+    parser = argparse.ArgumentParser(prog="lamina inspect", description="Show a GGUF file's metadata and tensors.")
     parser.add_argument("model", help="path to a .gguf file")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     return _inspect(parser.parse_args(argv))
 
 
-@one_line_errors("inspect")
+@one_line_errors("lamina inspect")
 def _inspect(args: argparse.Namespace) -> int:
     with GGUFFile(args.model) as f:
         if args.json:

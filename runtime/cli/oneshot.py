@@ -1,16 +1,17 @@
 """run -p: one completion to stdout, nothing else there; timings to stderr."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..generation import Generator
-from ..sampling import Sampler, SamplingParams
+from lamina.generation import Generator
+from lamina.sampling import Sampler, SamplingParams
 
 
 def complete(gen: Generator, args: argparse.Namespace, params: SamplingParams) -> int:
     if args.chat:
-        messages = ([{"role": "system", "content": args.system}] if args.system else [])
+        messages = [{"role": "system", "content": args.system}] if args.system else []
         tokens = gen.chat_tokens(messages + [{"role": "user", "content": args.prompt}])
     else:
         tokens = gen.tokenizer.encode(args.prompt)
@@ -24,6 +25,9 @@ def complete(gen: Generator, args: argparse.Namespace, params: SamplingParams) -
     out.write("\n")
     out.flush()
     t = gen.timings
-    print(f"prompt {t.prompt_tokens} tok, {t.prompt_tps:.1f} tok/s | generation {t.gen_tokens} tok, "
-          f"{t.gen_tps:.1f} tok/s", file=sys.stderr)
+    print(
+        f"prompt {t.prompt_tokens} tok, {t.prompt_tps:.1f} tok/s | generation {t.gen_tokens} tok, "
+        f"{t.gen_tps:.1f} tok/s",
+        file=sys.stderr,
+    )
     return 0

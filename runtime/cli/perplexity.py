@@ -7,9 +7,10 @@
 The perplexity run ends with llama-perplexity's `Final estimate: PPL = X +/- Y`
 line on stdout (scripts parse it); the progress bar and notes go to stderr.
 --llama-cpp runs the same computation over llama.cpp's logits
-(llama-cpp-python), for a like-for-like comparison. See runtime/perplexity.py
+(llama-cpp-python), for a like-for-like comparison. See runtime/eval/perplexity.py
 for what is computed and the base-file format (llama.cpp's own `_logits_`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,63 +18,90 @@ import json
 import os
 import sys
 import time
-from typing import Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .errors import one_line_errors
+from lamina.cli.errors import one_line_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="perplexity", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="lamina perplexity", description=__doc__.split("\n\n")[0])
     ap.add_argument("-m", "--model", required=True, help="GGUF path or known model name")
     ap.add_argument("-f", "--file", help="text file to evaluate (not needed with --kl-divergence)")
-    ap.add_argument("-c", "--ctx-size", type=int, default=None,
-                    help="tokens per chunk (default 512; --kl-divergence uses the base file's)")
-    ap.add_argument("-b", "--batch-size", type=int, default=2048,
-                    help="tokens per native eval call, capped at the context (default 2048)")
+    ap.add_argument(
+        "-c",
+        "--ctx-size",
+        type=int,
+        default=None,
+        help="tokens per chunk (default 512; --kl-divergence uses the base file's)",
+    )
+    ap.add_argument(
+        "-b",
+        "--batch-size",
+        type=int,
+        default=2048,
+        help="tokens per native eval call, capped at the context (default 2048)",
+    )
     ap.add_argument("--chunks", type=int, default=None, help="evaluate only the first N chunks")
     ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
-    ap.add_argument("--kl-divergence-base", metavar="FILE",
-                    help="perplexity run: save the log-probs here; with --kl-divergence: read them")
-    ap.add_argument("--kl-divergence", action="store_true",
-                    help="compare MODEL against the log-probs in --kl-divergence-base")
-    ap.add_argument("--llama-cpp", action="store_true",
-                    help="compute over llama.cpp's logits (llama-cpp-python) instead of lamina's")
+    ap.add_argument(
+        "--kl-divergence-base",
+        metavar="FILE",
+        help="perplexity run: save the log-probs here; with --kl-divergence: read them",
+    )
+    ap.add_argument(
+        "--kl-divergence", action="store_true", help="compare MODEL against the log-probs in --kl-divergence-base"
+    )
+    ap.add_argument(
+        "--llama-cpp",
+        action="store_true",
+        help="compute over llama.cpp's logits (llama-cpp-python) instead of lamina's",
+    )
     ap.add_argument("--json", action="store_true", help="also print one JSON object with the results")
     return ap
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return one_line_errors("perplexity")(_run)(args, Console(stderr=True))
+    return one_line_errors("lamina perplexity")(_run)(args, Console(stderr=True))
 
 
 def _progress(err: Console) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
-                    TimeRemainingColumn(), console=err, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
 
 
 class _Backend:
     """Tokenizer + logits provider for lamina or llama.cpp."""
 
     def __init__(self, path: str, args: argparse.Namespace, n_ctx: int) -> None:
-        from ..perplexity import PerplexityError
+        from lamina.eval.scoring import PerplexityError
+
         if args.batch_size < 1 or (args.threads is not None and args.threads < 1):
             raise PerplexityError("-b and -t must be >= 1")
         n_batch = min(args.batch_size, n_ctx)
         if args.llama_cpp:
-            from ..perplexity import LlamaCppLogits
+            from lamina.eval.providers import LlamaCppLogits
+
             self.provider = LlamaCppLogits(path, n_ctx, n_batch, args.threads)
             self.encode = self.provider.tokenize
             self.bos_id = self.provider.bos_id
             self.name = "llama.cpp"
         else:
-            from ..engine import Model
-            from ..perplexity import EngineLogits
-            from ..tokenizer import Tokenizer
+            from lamina.engine.context import Model
+            from lamina.eval.providers import EngineLogits
+            from lamina.tokenizer import Tokenizer
+
             model = Model.load(path, n_threads=args.threads)
             tok = Tokenizer.from_metadata(model.native.gguf.metadata)
             self.provider = EngineLogits(model, n_ctx, n_batch, args.threads)
@@ -83,9 +111,12 @@ class _Backend:
 
 
 def _run(args: argparse.Namespace, err: Console) -> int:
-    from ..model_cache import fetch_model
-    from ..perplexity import (KLD_TABLE_HEADER, LogitsFile, PerplexityError, compute_kl_divergence,
-                              compute_perplexity)
+    from lamina.eval.kld import KLD_TABLE_HEADER, compute_kl_divergence
+    from lamina.eval.logits_file import LogitsFile
+    from lamina.eval.perplexity import compute_perplexity
+    from lamina.eval.scoring import PerplexityError
+    from lamina.model_cache import fetch_model
+
     if args.kl_divergence and not args.kl_divergence_base:
         raise PerplexityError("--kl-divergence needs --kl-divergence-base FILE (the base model's saved log-probs)")
     path = str(fetch_model(args.model))
@@ -94,12 +125,15 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         base = LogitsFile(args.kl_divergence_base)
         n_ctx = base.header.n_ctx
         if args.ctx_size is not None and args.ctx_size != n_ctx:
-            err.print(f"note: {args.kl_divergence_base} was computed with n_ctx={n_ctx}; using that, not -c "
-                      f"{args.ctx_size}")
+            err.print(
+                f"note: {args.kl_divergence_base} was computed with n_ctx={n_ctx}; using that, not -c {args.ctx_size}"
+            )
         backend = _Backend(path, args, n_ctx)
         n_chunk = base.header.n_chunk if args.chunks is None else min(args.chunks, base.header.n_chunk)
-        err.print(f"kl-divergence: {backend.name}, {os.path.basename(path)} against {args.kl_divergence_base} "
-                  f"({n_chunk} chunks of {n_ctx} tokens)")
+        err.print(
+            f"kl-divergence: {backend.name}, {os.path.basename(path)} against {args.kl_divergence_base} "
+            f"({n_chunk} chunks of {n_ctx} tokens)"
+        )
         t0 = time.perf_counter()
         with _progress(err) as prog:
             task = prog.add_task("kl-divergence", total=n_chunk, info="")
@@ -118,8 +152,9 @@ def _run(args: argparse.Namespace, err: Console) -> int:
             print(line, file=out)
         if args.json:
             summary = res.stats.summary()
-            summary.update(n_ctx=n_ctx, n_chunks=res.n_chunks, seconds=time.perf_counter() - t0,
-                           backend=backend.name, model=path)
+            summary.update(
+                n_ctx=n_ctx, n_chunks=res.n_chunks, seconds=time.perf_counter() - t0, backend=backend.name, model=path
+            )
             print(json.dumps(summary))
         return 0
 
@@ -133,12 +168,17 @@ def _run(args: argparse.Namespace, err: Console) -> int:
     backend = _Backend(path, args, n_ctx)
     t0 = time.perf_counter()
     tokens = backend.encode(text)
-    err.print(f"perplexity: {backend.name}, {os.path.basename(path)}: {args.file} tokenizes to {len(tokens)} "
-              f"tokens ({time.perf_counter() - t0:.2f} s)")
-    from ..perplexity import plan_chunks
+    err.print(
+        f"perplexity: {backend.name}, {os.path.basename(path)}: {args.file} tokenizes to {len(tokens)} "
+        f"tokens ({time.perf_counter() - t0:.2f} s)"
+    )
+    from lamina.eval.scoring import plan_chunks
+
     n_chunk = plan_chunks(len(tokens), n_ctx, args.chunks)
-    err.print(f"perplexity: calculating perplexity over {n_chunk} chunks, n_ctx={n_ctx}, "
-              f"batch_size={min(args.batch_size, n_ctx)}")
+    err.print(
+        f"perplexity: calculating perplexity over {n_chunk} chunks, n_ctx={n_ctx}, "
+        f"batch_size={min(args.batch_size, n_ctx)}"
+    )
     t0 = time.perf_counter()
     running: list[str] = []
     with _progress(err) as prog:
@@ -148,8 +188,15 @@ def _run(args: argparse.Namespace, err: Console) -> int:
             running.append(f"[{done}]{ppl:.4f},")
             prog.update(task, completed=done, info=f"PPL {ppl:.4f}")
 
-        res = compute_perplexity(backend.provider, tokens, n_ctx, args.chunks, backend.bos_id,
-                                 kl_base_path=args.kl_divergence_base, on_chunk=tick)
+        res = compute_perplexity(
+            backend.provider,
+            tokens,
+            n_ctx,
+            args.chunks,
+            backend.bos_id,
+            kl_base_path=args.kl_divergence_base,
+            on_chunk=tick,
+        )
     seconds = time.perf_counter() - t0
     print("".join(running))
     if args.kl_divergence_base:
@@ -157,10 +204,23 @@ def _run(args: argparse.Namespace, err: Console) -> int:
     err.print(f"{res.count} tokens scored in {seconds:.1f} s ({n_chunk * n_ctx / seconds:.1f} tokens/s evaluated)")
     print(res.final_line)
     if args.json:
-        print(json.dumps({"ppl": res.ppl, "ppl_err": res.ppl_err, "n_ctx": n_ctx, "n_chunks": res.n_chunks,
-                          "n_tokens": len(tokens), "count": res.count, "running_ppl": res.running_ppl,
-                          "chunk_ppl": res.chunk_ppl, "seconds": seconds, "backend": backend.name,
-                          "model": path}))
+        print(
+            json.dumps(
+                {
+                    "ppl": res.ppl,
+                    "ppl_err": res.ppl_err,
+                    "n_ctx": n_ctx,
+                    "n_chunks": res.n_chunks,
+                    "n_tokens": len(tokens),
+                    "count": res.count,
+                    "running_ppl": res.running_ppl,
+                    "chunk_ppl": res.chunk_ppl,
+                    "seconds": seconds,
+                    "backend": backend.name,
+                    "model": path,
+                }
+            )
+        )
     return 0
 
 

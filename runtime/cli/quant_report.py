@@ -20,6 +20,7 @@ Tensors only in one file, or with different shapes, are listed and make the
 exit status 1 (the matched ones are still reported). `--json` prints one
 JSON object instead of tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,15 +29,15 @@ import math
 import re
 import sys
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize as gguf_dequantize
 
-from ..errors import LaminaError
-from ..gguf_reader import GGUFFile, TensorInfo
-from .errors import one_line_errors
+from lamina.cli.errors import one_line_errors
+from lamina.errors import LaminaError
+from lamina.gguf.reader import GGUFFile, TensorInfo
 
 GPTQ_PARTS = ("qweight", "qzeros", "scales", "g_idx")
 
@@ -48,7 +49,7 @@ class QuantReportError(LaminaError, ValueError):
 @dataclass
 class TensorRow:
     name: str
-    shape: list[int]             # numpy order [rows, cols]
+    shape: list[int]  # numpy order [rows, cols]
     type_a: str
     type_b: str
     n_elements: int
@@ -56,9 +57,9 @@ class TensorRow:
     bytes_b: int
     rmse: float
     max_abs: float
-    rel_err: float               # fraction (0.01 = 1%)
-    sq_err: float                # sum (b - a)^2
-    sq_ref: float                # sum a^2
+    rel_err: float  # fraction (0.01 = 1%)
+    sq_err: float  # sum (b - a)^2
+    sq_ref: float  # sum a^2
 
     @property
     def bpw_a(self) -> float:
@@ -89,8 +90,12 @@ class Report:
         sq = sum(r.sq_err for r in self.rows)
         ref = sum(r.sq_ref for r in self.rows)
         return {
-            "tensors": len(self.rows), "n_elements": n, "bytes_a": ba, "bytes_b": bb,
-            "bpw_a": 8 * ba / n if n else 0.0, "bpw_b": 8 * bb / n if n else 0.0,
+            "tensors": len(self.rows),
+            "n_elements": n,
+            "bytes_a": ba,
+            "bytes_b": bb,
+            "bpw_a": 8 * ba / n if n else 0.0,
+            "bpw_b": 8 * bb / n if n else 0.0,
             "rmse": math.sqrt(sq / n) if n else 0.0,
             "max_abs": max((r.max_abs for r in self.rows), default=0.0),
             "rel_err": math.sqrt(sq / ref) if ref > 0 else (0.0 if sq == 0 else math.inf),
@@ -100,14 +105,24 @@ class Report:
 # ----------------------------------------------------------------------------
 # reading tensors as float32
 
+
 def _dequantize(f: GGUFFile, t: TensorInfo) -> np.ndarray:
     raw = f.tensor_bytes(t.name)
     qt = t.ggml_type
-    if qt in (GGMLQuantizationType.I8, GGMLQuantizationType.I16, GGMLQuantizationType.I32,
-              GGMLQuantizationType.I64, GGMLQuantizationType.F64):
-        dt = {GGMLQuantizationType.I8: np.int8, GGMLQuantizationType.I16: np.int16,
-              GGMLQuantizationType.I32: np.int32, GGMLQuantizationType.I64: np.int64,
-              GGMLQuantizationType.F64: np.float64}[qt]
+    if qt in (
+        GGMLQuantizationType.I8,
+        GGMLQuantizationType.I16,
+        GGMLQuantizationType.I32,
+        GGMLQuantizationType.I64,
+        GGMLQuantizationType.F64,
+    ):
+        dt = {
+            GGMLQuantizationType.I8: np.int8,
+            GGMLQuantizationType.I16: np.int16,
+            GGMLQuantizationType.I32: np.int32,
+            GGMLQuantizationType.I64: np.int64,
+            GGMLQuantizationType.F64: np.float64,
+        }[qt]
         return np.frombuffer(raw.tobytes(), dtype=dt).astype(np.float32).reshape(t.np_shape)
     try:
         out = gguf_dequantize(np.ascontiguousarray(raw), qt)
@@ -135,14 +150,19 @@ def _gptq_stems(f: GGUFFile) -> set[str]:
 
 
 def _gptq_dequantize(f: GGUFFile, stem: str) -> tuple[np.ndarray, int]:
-    from convert.gptq_pack import GPTQPacked
+    from lamina.gptq.pack import GPTQPacked
 
     def arr(part: str, dtype) -> np.ndarray:
         t = f.tensor(f"{stem}.{part}")
         return np.frombuffer(f.tensor_bytes(t.name).tobytes(), dtype=dtype).reshape(t.np_shape)
 
-    packed = GPTQPacked(arr("qweight", np.int32), arr("qzeros", np.int32), arr("scales", np.float16),
-                        arr("g_idx", np.int32).reshape(-1), _gptq_format(f))
+    packed = GPTQPacked(
+        arr("qweight", np.int32),
+        arr("qzeros", np.int32),
+        arr("scales", np.float16),
+        arr("g_idx", np.int32).reshape(-1),
+        _gptq_format(f),
+    )
     try:
         w = packed.dequantize()
     except LaminaError as e:
@@ -153,19 +173,32 @@ def _gptq_dequantize(f: GGUFFile, stem: str) -> tuple[np.ndarray, int]:
 
 # ----------------------------------------------------------------------------
 
-def _compare(name: str, a: np.ndarray, b: np.ndarray, type_a: str, type_b: str, bytes_a: int,
-             bytes_b: int) -> TensorRow:
+
+def _compare(
+    name: str, a: np.ndarray, b: np.ndarray, type_a: str, type_b: str, bytes_a: int, bytes_b: int
+) -> TensorRow:
     a64 = a.astype(np.float64)
     d = b.astype(np.float64) - a64
     sq = float(np.sum(d * d))
     ref = float(np.sum(a64 * a64))
     n = a.size
-    return TensorRow(name, list(a.shape), type_a, type_b, n, bytes_a, bytes_b,
-                     math.sqrt(sq / n) if n else 0.0, float(np.max(np.abs(d))) if n else 0.0,
-                     math.sqrt(sq / ref) if ref > 0 else (0.0 if sq == 0 else math.inf), sq, ref)
+    return TensorRow(
+        name,
+        list(a.shape),
+        type_a,
+        type_b,
+        n,
+        bytes_a,
+        bytes_b,
+        math.sqrt(sq / n) if n else 0.0,
+        float(np.max(np.abs(d))) if n else 0.0,
+        math.sqrt(sq / ref) if ref > 0 else (0.0 if sq == 0 else math.inf),
+        sq,
+        ref,
+    )
 
 
-def build_report(path_a: str, path_b: str, name_filter: Optional[str] = None) -> Report:
+def build_report(path_a: str, path_b: str, name_filter: str | None = None) -> Report:
     pattern = re.compile(name_filter) if name_filter else None
     with GGUFFile(path_a) as fa, GGUFFile(path_b) as fb:
         ta = {t.name: t for t in fa.tensors}
@@ -201,6 +234,7 @@ def build_report(path_a: str, path_b: str, name_filter: Optional[str] = None) ->
 # ----------------------------------------------------------------------------
 # output
 
+
 def _num(x: float) -> Any:
     return x if math.isfinite(x) else str(x)
 
@@ -213,10 +247,16 @@ def to_json(rep: Report) -> dict[str, Any]:
         d.pop("sq_ref")
         d.update(bpw_a=r.bpw_a, bpw_b=r.bpw_b)
         tensors.append({k: (_num(v) if isinstance(v, float) else v) for k, v in d.items()})
-    return {"a": rep.path_a, "b": rep.path_b, "tensors": tensors,
-            "totals": {k: (_num(v) if isinstance(v, float) else v) for k, v in rep.totals().items()},
-            "only_in_a": rep.only_in_a, "only_in_b": rep.only_in_b, "shape_mismatches": rep.shape_mismatches,
-            "ok": rep.ok}
+    return {
+        "a": rep.path_a,
+        "b": rep.path_b,
+        "tensors": tensors,
+        "totals": {k: (_num(v) if isinstance(v, float) else v) for k, v in rep.totals().items()},
+        "only_in_a": rep.only_in_a,
+        "only_in_b": rep.only_in_b,
+        "shape_mismatches": rep.shape_mismatches,
+        "ok": rep.ok,
+    }
 
 
 def _size(n: int) -> str:
@@ -226,19 +266,46 @@ def _size(n: int) -> str:
 def print_report(rep: Report, console) -> None:
     from rich.table import Table
     from rich.text import Text
+
     console.print(f"[bold]quant-report[/]: B = {rep.path_b}\n              against A = {rep.path_a}")
     table = Table(title="per-tensor error of B against A", title_justify="left")
-    for col, just in (("tensor", "left"), ("shape", "left"), ("A", "left"), ("B", "left"), ("bpw A", "right"),
-                      ("bpw B", "right"), ("RMSE", "right"), ("max abs", "right"), ("rel err", "right")):
+    for col, just in (
+        ("tensor", "left"),
+        ("shape", "left"),
+        ("A", "left"),
+        ("B", "left"),
+        ("bpw A", "right"),
+        ("bpw B", "right"),
+        ("RMSE", "right"),
+        ("max abs", "right"),
+        ("rel err", "right"),
+    ):
         table.add_column(col, justify=just, no_wrap=col == "tensor")
     for r in rep.rows:
-        table.add_row(Text(r.name), " x ".join(map(str, r.shape)), r.type_a, r.type_b, f"{r.bpw_a:.2f}",
-                      f"{r.bpw_b:.2f}", f"{r.rmse:.3e}", f"{r.max_abs:.3e}", f"{100 * r.rel_err:.3f}%")
+        table.add_row(
+            Text(r.name),
+            " x ".join(map(str, r.shape)),
+            r.type_a,
+            r.type_b,
+            f"{r.bpw_a:.2f}",
+            f"{r.bpw_b:.2f}",
+            f"{r.rmse:.3e}",
+            f"{r.max_abs:.3e}",
+            f"{100 * r.rel_err:.3f}%",
+        )
     t = rep.totals()
     table.add_section()
-    table.add_row(f"[bold]total ({t['tensors']} tensors)", f"{t['n_elements']:,}", _size(t["bytes_a"]),
-                  _size(t["bytes_b"]), f"{t['bpw_a']:.2f}", f"{t['bpw_b']:.2f}", f"{t['rmse']:.3e}",
-                  f"{t['max_abs']:.3e}", f"{100 * t['rel_err']:.3f}%")
+    table.add_row(
+        f"[bold]total ({t['tensors']} tensors)",
+        f"{t['n_elements']:,}",
+        _size(t["bytes_a"]),
+        _size(t["bytes_b"]),
+        f"{t['bpw_a']:.2f}",
+        f"{t['bpw_b']:.2f}",
+        f"{t['rmse']:.3e}",
+        f"{t['max_abs']:.3e}",
+        f"{100 * t['rel_err']:.3f}%",
+    )
     console.print(table)
     if rep.shape_mismatches:
         console.print(f"[red]shape mismatches ({len(rep.shape_mismatches)}):[/]")
@@ -248,13 +315,15 @@ def print_report(rep: Report, console) -> None:
         console.print(f"[red]only in A ({len(rep.only_in_a)}):[/] " + ", ".join(rep.only_in_a), markup=True)
     if rep.only_in_b:
         console.print(f"[red]only in B ({len(rep.only_in_b)}):[/] " + ", ".join(rep.only_in_b), markup=True)
-    console.print(f"total: {t['tensors']} tensors, {t['n_elements']:,} weights; A {t['bpw_a']:.2f} bpw, "
-                  f"B {t['bpw_b']:.2f} bpw; RMSE {t['rmse']:.4e}, relative error {100 * t['rel_err']:.3f}%"
-                  + ("" if rep.ok else "; [red]the tensor sets differ (see above)[/]"))
+    console.print(
+        f"total: {t['tensors']} tensors, {t['n_elements']:,} weights; A {t['bpw_a']:.2f} bpw, "
+        f"B {t['bpw_b']:.2f} bpw; RMSE {t['rmse']:.4e}, relative error {100 * t['rel_err']:.3f}%"
+        + ("" if rep.ok else "; [red]the tensor sets differ (see above)[/]")
+    )
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="quant-report", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="lamina quant-report", description=__doc__.split("\n\n")[0])
     ap.add_argument("a", help="reference GGUF (e.g. F16)")
     ap.add_argument("b", help="GGUF to measure against it (e.g. a quantization of A)")
     ap.add_argument("--filter", metavar="REGEX", help="only tensors whose name matches")
@@ -263,7 +332,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return _report(args)
 
 
-@one_line_errors("quant-report")
+@one_line_errors("lamina quant-report")
 def _report(args: argparse.Namespace) -> int:
     try:
         rep = build_report(args.a, args.b, args.filter)
@@ -274,6 +343,7 @@ def _report(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         from rich.console import Console
+
         print_report(rep, Console(width=None if sys.stdout.isatty() else 180))
     return 0 if rep.ok else 1
 

@@ -1,6 +1,7 @@
 """The chat REPL: streams replies as they are generated, keeps the KV cache
 across turns (each turn evaluates only the new tokens), Ctrl-C stops a reply
 and keeps the session."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,10 +9,10 @@ import os
 
 from rich.console import Console
 
-from ..engine import ContextFullError
-from ..generation import Generator, Timings
-from ..sampling import Sampler, SamplingParams
-from .run import HELP
+from lamina.cli.run import HELP
+from lamina.engine.context import ContextFullError
+from lamina.generation import Generator, Timings
+from lamina.sampling import Sampler, SamplingParams
 
 
 class Repl:
@@ -29,9 +30,13 @@ class Repl:
     def loop(self) -> int:
         m = self.gen.model
         ctx = self.gen.context
-        self.console.print(f"[bold]lamina[/] · {os.path.basename(m.path)} · {m.hparams.arch} · "
-                           f"context {ctx.n_ctx} (KV cache {ctx.kv_bytes / 2**20:.0f} MiB {ctx.kv_type}) · "
-                           f"/help for commands", style="dim", soft_wrap=True)
+        self.console.print(
+            f"[bold]lamina[/] · {os.path.basename(m.path)} · {m.hparams.arch} · "
+            f"context {ctx.n_ctx} (KV cache {ctx.kv_bytes / 2**20:.0f} MiB {ctx.kv_type}) · "
+            f"/help for commands",
+            style="dim",
+            soft_wrap=True,
+        )
         while True:
             try:
                 line = self.console.input("[bold green]> [/]")
@@ -50,7 +55,7 @@ class Repl:
                 continue
             try:
                 self.turn(line)
-            except KeyboardInterrupt:   # before the reply started (template, tokenizer, prefill)
+            except KeyboardInterrupt:  # before the reply started (template, tokenizer, prefill)
                 self.console.print("\n(stopped)", style="dim")
 
     def command(self, line: str) -> bool:
@@ -66,8 +71,9 @@ class Repl:
         elif name == "/system":
             self.system = rest.strip() or None
             self.reset()
-            self.console.print(f"(system prompt {'set' if self.system else 'cleared'}; conversation reset)",
-                               style="dim")
+            self.console.print(
+                f"(system prompt {'set' if self.system else 'cleared'}; conversation reset)", style="dim"
+            )
         elif name == "/stats":
             self.stats()
         else:
@@ -90,7 +96,7 @@ class Repl:
         while len(tokens) >= self.gen.n_ctx:
             if not self.context_shift or len(self.messages) < 3:
                 return None
-            del self.messages[:2]   # the oldest user/assistant exchange
+            del self.messages[:2]  # the oldest user/assistant exchange
             tokens = self._prompt()
         return tokens
 
@@ -99,9 +105,11 @@ class Repl:
         tokens = self._fit()
         if tokens is None:
             self.messages.pop()
-            self.console.print(f"context full ({self.gen.n_ctx} tokens): /reset to start over"
-                               f"{'' if self.context_shift else ', or restart with --context-shift'}",
-                               style="yellow")
+            self.console.print(
+                f"context full ({self.gen.n_ctx} tokens): /reset to start over"
+                f"{'' if self.context_shift else ', or restart with --context-shift'}",
+                style="yellow",
+            )
             return
         reply, finish = "", None
         out = self.console.file
@@ -125,9 +133,12 @@ class Repl:
         for k in ("prompt_tokens", "prompt_seconds", "gen_tokens", "gen_seconds"):
             setattr(self.total, k, getattr(self.total, k) + getattr(t, k))
         note = {"interrupted": " · stopped", "context": " · context full: /reset to start over"}.get(finish or "", "")
-        self.console.print(f"prompt {t.prompt_tokens} tok {t.prompt_tps:.1f} tok/s · generation {t.gen_tokens} tok "
-                           f"{t.gen_tps:.1f} tok/s · context {len(self.gen.tokens)}/{self.gen.n_ctx}{note}",
-                           style="dim", soft_wrap=True)
+        self.console.print(
+            f"prompt {t.prompt_tokens} tok {t.prompt_tps:.1f} tok/s · generation {t.gen_tokens} tok "
+            f"{t.gen_tps:.1f} tok/s · context {len(self.gen.tokens)}/{self.gen.n_ctx}{note}",
+            style="dim",
+            soft_wrap=True,
+        )
 
     def stats(self) -> None:
         m, t = self.gen.model, self.total
@@ -139,4 +150,6 @@ class Repl:
             f"{self.gen.context.kv_bytes / 2**20:.1f} MiB ({self.gen.context.kv_type}), "
             f"{self.gen.context.n_threads} threads\n"
             f"session: prompt {t.prompt_tokens} tok at {t.prompt_tps:.1f} tok/s, "
-            f"generation {t.gen_tokens} tok at {t.gen_tps:.1f} tok/s", style="dim")
+            f"generation {t.gen_tokens} tok at {t.gen_tps:.1f} tok/s",
+            style="dim",
+        )

@@ -1,0 +1,1 @@
+"""`lamina convert` and `lamina quantize` (common.py: what both do around a job)."""

@@ -1,0 +1,362 @@
+"""Architectures: HF config -> GGUF hyperparameters, HF tensor -> GGUF tensor.
+
+Mirrors what llama.cpp's converter does for llama, qwen2 and gemma3, so the
+file it writes (as f32) and ours carry the same keys in the same order and the
+same tensor values:
+- names come from gguf-py's TensorNameMap for the architecture;
+- llama's q/k weights are permuted from HF's rotate-half layout back to the
+  interleaved pairs ggml's rope expects;
+- Gemma3 norms are stored as (1 + w), since Gemma's RMSNorm multiplies by it,
+  and token_embd loses rows past the real vocabulary;
+- Llama 3's `llama3` rope scaling becomes a rope_freqs tensor.
+
+llama.cpp reads config.json through transformers' AutoConfig, which fills in
+class defaults; the defaults that reach the file are repeated here so a
+config that omits them converts the same without transformers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gguf
+import numpy as np
+
+from lamina.convert.errors import CheckpointError, TensorShapeError
+from lamina.errors import UnsupportedArchitectureError
+
+T = gguf.MODEL_TENSOR
+
+# HF tensors llama.cpp drops before mapping (buffers, not weights)
+_SKIPPED_SUFFIXES = (".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq")
+
+
+@dataclass(frozen=True)
+class Arch:
+    model_arch: gguf.MODEL_ARCH
+    hf_names: tuple[str, ...]
+    defaults: dict[str, Any]  # AutoConfig defaults that reach the file
+    required: tuple[gguf.MODEL_TENSOR, ...]  # per block
+    skip_lm_head: bool = False
+
+    @property
+    def name(self) -> str:
+        return gguf.MODEL_ARCH_NAMES[self.model_arch]
+
+
+_CORE = (T.ATTN_NORM, T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.ATTN_OUT, T.FFN_GATE, T.FFN_UP, T.FFN_DOWN)
+
+ARCHES: tuple[Arch, ...] = (
+    Arch(
+        gguf.MODEL_ARCH.LLAMA,
+        ("LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM"),
+        {"rms_norm_eps": 1e-6, "max_position_embeddings": 2048, "rope_theta": 10000.0},
+        _CORE + (T.FFN_NORM,),
+    ),
+    Arch(
+        gguf.MODEL_ARCH.QWEN2,
+        ("Qwen2ForCausalLM",),
+        {"rms_norm_eps": 1e-6, "max_position_embeddings": 32768, "rope_theta": 10000.0},
+        _CORE + (T.FFN_NORM,),
+    ),
+    Arch(
+        gguf.MODEL_ARCH.GEMMA3,
+        ("Gemma3ForCausalLM",),
+        {
+            "rms_norm_eps": 1e-6,
+            "max_position_embeddings": 131072,
+            "head_dim": 256,
+            "num_key_value_heads": 4,
+            "num_attention_heads": 8,
+            "sliding_window": 4096,
+            "rope_theta": 1_000_000.0,
+            "rope_local_base_freq": 10000.0,
+        },
+        _CORE + (T.ATTN_Q_NORM, T.ATTN_K_NORM, T.ATTN_POST_NORM, T.FFN_PRE_NORM, T.FFN_POST_NORM),
+        skip_lm_head=True,
+    ),
+)
+
+
+def supported_architectures() -> list[str]:
+    return [n for a in ARCHES for n in a.hf_names]
+
+
+def detect(config: dict[str, Any], where: str) -> Arch:
+    names = config.get("architectures") or []
+    hf_name = names[0] if names else config.get("model_type", "<none>")
+    for arch in ARCHES:
+        if hf_name in arch.hf_names:
+            return arch
+    raise UnsupportedArchitectureError(
+        f"{where}: unsupported architecture {hf_name!r}; supported: {', '.join(supported_architectures())}"
+    )
+
+
+# -- hyperparameters ----------------------------------------------------------
+
+
+@dataclass
+class HFConfig:
+    """An HF config.json as llama.cpp's converter sees it, defaults filled in
+    (the runtime's HParams, lamina.engine.loader, come from GGUF metadata)."""
+
+    arch: Arch
+    cfg: dict[str, Any]
+    rope: dict[str, Any] = field(default_factory=dict)
+
+    def find(self, *keys: str) -> Any:
+        return next((self.cfg[k] for k in keys if self.cfg.get(k) is not None), None)
+
+    def need(self, key: str) -> int:
+        """A required positive integer hyperparameter."""
+        value = self.cfg.get(key)
+        if value is None:
+            raise CheckpointError(f"config.json: required key {key!r} is missing")
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise CheckpointError(f"config.json: {key!r} must be a positive integer, found {value!r}")
+        return value
+
+    @property
+    def n_layer(self) -> int:
+        return self.need("num_hidden_layers")
+
+    @property
+    def n_embd(self) -> int:
+        return self.need("hidden_size")
+
+    @property
+    def n_head(self) -> int:
+        return self.need("num_attention_heads")
+
+    @property
+    def n_head_kv(self) -> int:
+        return self.need("num_key_value_heads")
+
+    @property
+    def head_dim(self) -> int:
+        return self.need("head_dim") if self.cfg.get("head_dim") is not None else self.n_embd // self.n_head
+
+    @property
+    def n_ff(self) -> int:
+        return self.need("intermediate_size")
+
+    @property
+    def n_vocab(self) -> int:
+        return self.need("vocab_size")
+
+
+def load_hparams(arch: Arch, config: dict[str, Any]) -> HFConfig:
+    cfg = dict(config)
+    for key, value in arch.defaults.items():
+        if cfg.get(key) is None and key not in ("rope_theta", "rope_local_base_freq"):
+            cfg[key] = value
+    if cfg.get("num_key_value_heads") is None:
+        cfg["num_key_value_heads"] = cfg.get("num_attention_heads")
+    hp = HFConfig(arch, cfg)
+    if arch.model_arch == gguf.MODEL_ARCH.LLAMA and cfg.get("head_dim") is None:
+        cfg["head_dim"] = hp.n_embd // hp.n_head
+
+    # v5 configs carry rope_parameters (per layer type for Gemma3); older ones
+    # rope_theta (+ rope_local_base_freq) and rope_scaling at the top level.
+    rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    if "full_attention" not in rope and "sliding_attention" not in rope:
+        local = cfg.get("rope_local_base_freq")
+        if arch.model_arch == gguf.MODEL_ARCH.GEMMA3 and local is None and cfg.get("rope_theta") is None:
+            local = arch.defaults["rope_local_base_freq"]
+        if local is not None:
+            rope["sliding_attention"] = {"rope_theta": local}
+        if "rope_theta" not in rope:
+            rope["rope_theta"] = cfg.get("rope_theta") or arch.defaults["rope_theta"]
+        if "rope_type" not in rope and rope.get("type") is not None:
+            rope["rope_type"] = rope["type"]
+    hp.rope = rope
+    return hp
+
+
+def write_hparams(w: gguf.GGUFWriter, hp: HFConfig, file_type: int) -> None:
+    """The model keys, in the order llama.cpp's converter adds them."""
+    w.add_block_count(hp.n_layer)
+    if (n_ctx := hp.find("max_position_embeddings", "n_ctx", "n_positions", "max_length")) is not None:
+        w.add_context_length(n_ctx)
+    w.add_embedding_length(hp.n_embd)
+    w.add_feed_forward_length(hp.n_ff)
+    w.add_head_count(hp.n_head)
+    w.add_head_count_kv(hp.n_head_kv)
+    if hp.cfg.get("is_causal") is False:
+        w.add_causal_attention(False)
+    rope = hp.rope.get("full_attention", hp.rope)
+    _write_rope_scaling(w, rope)
+    if (theta := rope.get("rope_theta")) is not None:
+        w.add_rope_freq_base(theta)
+    if (local := hp.rope.get("sliding_attention", {}).get("rope_theta")) is not None:
+        w.add_rope_freq_base_swa(local)
+    if (eps := hp.find("rms_norm_eps", "norm_eps")) is not None:
+        w.add_layer_norm_rms_eps(eps)
+    if (head_dim := hp.cfg.get("head_dim")) is not None:
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+    w.add_file_type(file_type)
+
+    if hp.arch.model_arch == gguf.MODEL_ARCH.LLAMA:
+        w.add_vocab_size(hp.n_vocab)
+        w.add_rope_dimension_count(hp.head_dim)
+    elif hp.arch.model_arch == gguf.MODEL_ARCH.GEMMA3:
+        # Gemma3 re-adds some keys with its own defaults (same position, maybe new value)
+        w.add_context_length(hp.cfg["max_position_embeddings"])
+        w.add_head_count(hp.n_head)
+        w.add_layer_norm_rms_eps(hp.cfg["rms_norm_eps"])
+        w.add_key_length(hp.head_dim)
+        w.add_value_length(hp.head_dim)
+        w.add_rope_freq_base(rope.get("rope_theta", hp.arch.defaults["rope_theta"]))
+        if hp.cfg.get("attn_logit_softcapping") is not None:
+            raise CheckpointError("config.json: attn_logit_softcapping is set, which Gemma3 does not use")
+        if softcap := hp.cfg.get("final_logit_softcapping"):
+            w.add_final_logit_softcapping(softcap)
+        if hp.cfg.get("sliding_window_pattern") != 1:
+            w.add_sliding_window(hp.cfg["sliding_window"])
+        w.add_head_count_kv(hp.n_head_kv)
+
+
+def _write_rope_scaling(w: gguf.GGUFWriter, rope: dict[str, Any]) -> None:
+    rope_type = rope.get("rope_type")
+    factor = rope.get("factor")
+    if rope_type == "linear" and factor is not None:
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(factor)
+    elif rope_type == "yarn" and factor is not None:
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(factor)
+        w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+        if (v := rope.get("extrapolation_factor")) is not None:
+            w.add_rope_scaling_yarn_ext_factor(v)
+        if (v := rope.get("attention_factor", rope.get("attn_factor"))) is not None:
+            w.add_rope_scaling_yarn_attn_factor(v)
+        if (v := rope.get("beta_fast")) is not None:
+            w.add_rope_scaling_yarn_beta_fast(v)
+        if (v := rope.get("beta_slow")) is not None:
+            w.add_rope_scaling_yarn_beta_slow(v)
+
+
+# -- tensors ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceTensor:
+    """One GGUF tensor: where its data comes from and how it is transformed."""
+
+    name: str  # GGUF name
+    shape: tuple[int, ...]  # numpy order, after the transform
+    kind: gguf.MODEL_TENSOR
+    hf_name: str | None  # None for generated tensors
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
+    generate: Callable[[], np.ndarray] | None = None
+
+
+def permute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF rotate-half q/k rows -> ggml's interleaved pairs, per head."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def plan_tensors(hp: HFConfig, hf_shapes: dict[str, tuple[int, ...]], n_vocab_real: int | None) -> list[SourceTensor]:
+    """Map every HF tensor to its GGUF name, check its shape against the config."""
+    arch = hp.arch
+    name_map = gguf.get_tensor_name_map(arch.model_arch, hp.n_layer)
+    expected = _expected_shapes(hp)
+    out: list[SourceTensor] = []
+    if arch.model_arch == gguf.MODEL_ARCH.LLAMA and (t := _llama3_rope_freqs(hp)) is not None:
+        out.append(t)
+    for hf_name, shape in hf_shapes.items():
+        if hf_name.endswith(_SKIPPED_SUFFIXES) or (arch.skip_lm_head and hf_name == "lm_head.weight"):
+            continue
+        mapped = name_map.get_type_and_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if mapped is None:
+            raise CheckpointError(f"tensor {hf_name!r} {shape} has no GGUF name for the {arch.name} architecture")
+        kind, name = mapped
+        want = expected.get((kind, name.endswith(".bias")))
+        if want is not None and tuple(shape) != want:
+            raise TensorShapeError(f"tensor {hf_name!r} has shape {tuple(shape)}; config.json implies {want}")
+        transform = _transform(hp, hf_name, kind)
+        if kind == T.TOKEN_EMBD and arch.model_arch == gguf.MODEL_ARCH.GEMMA3 and n_vocab_real is not None:
+            # rows past the tokenizer's vocabulary are padding llama.cpp drops
+            shape = (min(shape[0], n_vocab_real), *shape[1:])
+            transform = lambda w, rows=shape[0]: w[:rows]
+        out.append(SourceTensor(name, tuple(shape), kind, hf_name, transform))
+    _check_complete(hp, out)
+    return out
+
+
+def _transform(hp: HFConfig, hf_name: str, kind: gguf.MODEL_TENSOR) -> Callable[[np.ndarray], np.ndarray] | None:
+    arch = hp.arch.model_arch
+    if arch == gguf.MODEL_ARCH.LLAMA and kind == T.ATTN_Q:
+        return lambda w: permute_rope(w, hp.n_head)
+    if arch == gguf.MODEL_ARCH.LLAMA and kind == T.ATTN_K:
+        return lambda w: permute_rope(w, hp.n_head_kv)
+    if arch == gguf.MODEL_ARCH.GEMMA3 and hf_name.endswith("norm.weight"):
+        return lambda w: w + np.float32(1.0)
+    return None
+
+
+def _expected_shapes(hp: HFConfig) -> dict[tuple[gguf.MODEL_TENSOR, bool], tuple[int, ...]]:
+    e, q, kv, ff = hp.n_embd, hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim, hp.n_ff
+    shapes = {
+        (T.TOKEN_EMBD, False): (hp.n_vocab, e),
+        (T.OUTPUT, False): (hp.n_vocab, e),
+        (T.ATTN_Q, False): (q, e),
+        (T.ATTN_K, False): (kv, e),
+        (T.ATTN_V, False): (kv, e),
+        (T.ATTN_Q, True): (q,),
+        (T.ATTN_K, True): (kv,),
+        (T.ATTN_V, True): (kv,),
+        (T.ATTN_OUT, False): (e, q),
+        (T.FFN_GATE, False): (ff, e),
+        (T.FFN_UP, False): (ff, e),
+        (T.FFN_DOWN, False): (e, ff),
+        (T.ATTN_Q_NORM, False): (hp.head_dim,),
+        (T.ATTN_K_NORM, False): (hp.head_dim,),
+    }
+    for norm in (T.OUTPUT_NORM, T.ATTN_NORM, T.FFN_NORM, T.ATTN_POST_NORM, T.FFN_PRE_NORM, T.FFN_POST_NORM):
+        shapes[(norm, False)] = (e,)
+    return shapes
+
+
+def _check_complete(hp: HFConfig, tensors: list[SourceTensor]) -> None:
+    have = {t.name for t in tensors}
+    want = [gguf.TENSOR_NAMES[T.TOKEN_EMBD] + ".weight", gguf.TENSOR_NAMES[T.OUTPUT_NORM] + ".weight"]
+    want += [gguf.TENSOR_NAMES[k].format(bid=b) + ".weight" for b in range(hp.n_layer) for k in hp.arch.required]
+    missing = [n for n in want if n not in have]
+    if missing:
+        raise CheckpointError(
+            f"{len(missing)} tensor(s) the config implies are missing from the weights, first {missing[0]!r}"
+        )
+
+
+def _llama3_rope_freqs(hp: HFConfig) -> SourceTensor | None:
+    rope = hp.rope.get("full_attention", hp.rope)
+    if str(rope.get("rope_type", "")).lower() != "llama3":
+        return None
+    base = rope.get("rope_theta", 10000.0)
+    dim = hp.head_dim
+    factor = rope.get("factor", 8.0)
+    low, high = rope.get("low_freq_factor", 1.0), rope.get("high_freq_factor", 4.0)
+    old_ctx = rope.get("original_max_position_embeddings", 8192)
+
+    def generate() -> np.ndarray:
+        # float32 like torch's arange/pow in llama.cpp's converter, then per-frequency factors
+        freqs = 1.0 / (np.float32(base) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)))
+        factors = []
+        for f in freqs.astype(np.float32):
+            wavelen = 2 * math.pi / float(f)
+            if wavelen < old_ctx / high:
+                factors.append(1.0)
+            elif wavelen > old_ctx / low:
+                factors.append(factor)
+            else:
+                smooth = (old_ctx / wavelen - low) / (high - low)
+                factors.append(1 / ((1 - smooth) / factor + smooth))
+        return np.asarray(factors, dtype=np.float32)
+
+    return SourceTensor(gguf.TENSOR_NAMES[T.ROPE_FREQS] + ".weight", (dim // 2,), T.ROPE_FREQS, None, generate=generate)

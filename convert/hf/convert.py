@@ -1,0 +1,117 @@
+"""HF checkpoint -> one planned GGUF Job, in one step.
+
+llama.cpp takes two: its converter writes f32, then llama-quantize applies the
+mix. This plans the file those two steps produce: the converter's metadata
+and tensor values, llama-quantize's tensor order, types and final keys
+(general.quantization_version and general.file_type re-set, so last).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as Q
+
+from lamina.convert.encode import Encoder
+from lamina.convert.hf.arch import HFConfig, SourceTensor, detect, load_hparams, plan_tensors, write_hparams
+from lamina.convert.hf.checkpoint import HFCheckpoint
+from lamina.convert.hf.vocab import load_vocab
+from lamina.convert.pipeline import Job
+from lamina.convert.recipes import Mix, ModelShape, TensorSpec, choose_types, tensor_order
+from lamina.convert.writer import OutTensor, check_output, move_to_end
+
+QUANT_VERSION_KEY = gguf.Keys.General.QUANTIZATION_VERSION
+FILE_TYPE_KEY = gguf.Keys.General.FILE_TYPE
+
+
+def plan_hf(
+    hf_dir: Path,
+    mix: Mix,
+    encoder: Encoder,
+    out: Path | None = None,
+    force: bool = False,
+    pure: bool = False,
+    label: str | None = None,
+) -> Job:
+    """label: the last part of the default file name (the mix's, e.g. Q4_K_M, by default)."""
+    ckpt = HFCheckpoint(hf_dir)
+    arch = detect(ckpt.config, str(hf_dir / "config.json"))
+    hp = load_hparams(arch, ckpt.config)
+    vocab = load_vocab(hf_dir, hp)
+    sources = {s.name: s for s in plan_tensors(hp, {n: t.shape for n, t in ckpt.tensors.items()}, vocab.n_real)}
+
+    meta = model_metadata(hf_dir, sum(int(np.prod(s.shape)) for s in sources.values()))
+    out = output_path(out, hf_dir, meta, label or mix_label(mix.ftype), force)
+
+    order = tensor_order(list(sources))
+    specs = [TensorSpec(n, tuple(reversed(sources[n].shape)), Q.F32) for n in order]
+    types = choose_types(specs, mix, model_shape(hp), pure)
+
+    def metadata(w: gguf.GGUFWriter) -> None:
+        write_model_metadata(w, meta, hp, vocab, mix.ftype)
+
+    tensors = [
+        (OutTensor(n, sources[n].shape, types[n]), partial(_produce, ckpt, sources[n], types[n], encoder))
+        for n in order
+    ]
+    return Job(out, arch.name, metadata, tensors)
+
+
+def model_metadata(hf_dir: Path, n_params: int) -> gguf.Metadata:
+    """gguf-py's model metadata of a checkpoint, name and size label filled in
+    as llama.cpp's converter fills them."""
+    meta = gguf.Metadata.load(None, hf_dir, None, n_params)
+    if meta.name is None:
+        meta.name = hf_dir.name
+    if meta.size_label is None and n_params > 0:
+        meta.size_label = gguf.size_label(n_params, n_params, 0, 0)
+    return meta
+
+
+def mix_label(ftype: gguf.LlamaFileType) -> str:
+    return ftype.name.partition("_")[2]  # MOSTLY_Q4_K_M -> Q4_K_M
+
+
+def output_path(out: Path | None, hf_dir: Path, meta: gguf.Metadata, label: str, force: bool) -> Path:
+    """out, or llama.cpp's default file name (Name-Size-LABEL.gguf) in out or
+    hf_dir when out is None or a directory; checked before any work."""
+    if out is None or out.is_dir():
+        out = (out or hf_dir) / (
+            gguf.naming_convention(meta.name, meta.basename, meta.finetune, meta.version, meta.size_label, label)
+            + ".gguf"
+        )
+    check_output(out, force)
+    return out
+
+
+def write_model_metadata(w: gguf.GGUFWriter, meta: gguf.Metadata, hp: HFConfig, vocab, ftype) -> None:
+    """The keys every converted file starts with, in llama.cpp's order."""
+    w.add_type(gguf.GGUFType.MODEL)
+    meta.set_gguf_meta_model(w)
+    write_hparams(w, hp, int(ftype))
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    vocab.write(w)
+    move_to_end(w, QUANT_VERSION_KEY, FILE_TYPE_KEY)
+
+
+def model_shape(hp: HFConfig) -> ModelShape:
+    # llama.cpp sizes llama/qwen2 models by layer count; 80 layers with GQA is "70B"
+    is_70b = (
+        hp.n_layer == 80
+        and hp.arch.model_arch in (gguf.MODEL_ARCH.LLAMA, gguf.MODEL_ARCH.QWEN2)
+        and (hp.arch.model_arch == gguf.MODEL_ARCH.QWEN2 or hp.n_head != hp.n_head_kv)
+    )
+    return ModelShape(hp.n_layer, hp.n_head, hp.n_head_kv, is_70b)
+
+
+def _produce(ckpt: HFCheckpoint, src: SourceTensor, qtype: Q, encoder: Encoder) -> np.ndarray:
+    if src.generate is not None:
+        x = src.generate()
+    else:
+        x = ckpt.load_f32(src.hf_name)
+        if src.transform is not None:
+            x = src.transform(x)
+    return encoder.encode(src.name, x, qtype)

@@ -1,0 +1,483 @@
+"""From a validated GGUF file to a native `lm_model`.
+
+    gguf = GGUFFile(path)
+    hp = read_hparams(gguf)          # HParams: sizes + the per-architecture switches
+    model = load_model(gguf, hp)     # NativeModel: pointers into the mmap, no copy
+
+`read_hparams` reads the `{arch}.*` metadata and the tensor table and fills
+one small dataclass that expresses every supported architecture (llama,
+qwen2, gemma3) as switches of the same decoder layer. `load_model` checks
+every tensor the layer needs (present, shape, type) and hands the native
+core pointers straight into the file's memory map; the NativeModel keeps the
+GGUFFile alive for as long as it lives. Every refusal is a typed error naming
+the file, key or tensor, and what was expected versus found.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from gguf import MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, Keys
+
+from lamina.errors import (
+    GGUFError,
+    GGUFMissingKeyError,
+    GGUFMissingTensorError,
+    GGUFTensorError,
+    UnsupportedArchitectureError,
+)
+from lamina.gguf.reader import GGUFFile, TensorInfo
+from lamina.gptq.format import GPTQLinear, is_gptq_weight_name, read_gptq_linear
+
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "gemma3")
+
+
+class ModelConfigError(GGUFError):
+    """A hyperparameter is missing its partner, has the wrong type, or is out of range."""
+
+
+# -- hyperparameters ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    rope_base: float
+    rope_scale: float  # position multiplier: 1 / linear scaling factor
+    sliding_window: int  # attend to the last this-many positions; 0 = all
+
+
+@dataclass(frozen=True)
+class HParams:
+    arch: str
+    n_vocab: int
+    n_embd: int
+    n_layer: int
+    n_ff: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int  # gemma3: key_length, not n_embd / n_head
+    n_rot: int  # rotated dims per head
+    n_ctx_train: int
+    norm_eps: float
+    rope_neox: bool  # pairs (i, i + n_rot/2) instead of (2i, 2i+1)
+    norm_plus_one: bool  # norms scale by (1 + w); GGUF gemma files have the 1 folded in already
+    activation: str  # "silu" | "gelu_tanh"
+    embd_scale: float
+    attn_scale: float
+    qkv_bias: bool
+    qk_norm: bool
+    post_norms: bool  # gemma: norm the attention and FFN outputs before the residual add
+    tied_output: bool  # no output.weight: the output head reuses token_embd
+    rope_freqs: bool  # llama 3.1: per-frequency divisors in rope_freqs.weight
+    layers: tuple[LayerConfig, ...] = field(repr=False)
+    two_pass_down: bool = False  # ffn_down input quantized twice (value + residual), see lamina.h
+
+    @property
+    def q_dim(self) -> int:
+        return self.n_head * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_head_kv * self.head_dim
+
+
+@dataclass(frozen=True)
+class _ArchTraits:
+    rope_neox: bool
+    activation: str
+    qkv_bias: bool | None  # None: optional, decided by the file
+    qk_norm: bool
+    post_norms: bool
+    scaled_embd: bool  # embeddings * sqrt(n_embd)
+    swa_pattern: int  # every swa_pattern-th layer is global, the rest slide; 0 = no sliding layers
+    swa_rope_base: float  # rope base of the sliding layers unless the file says otherwise
+    two_pass_down: bool = False
+
+
+_ARCHS: dict[str, _ArchTraits] = {
+    "llama": _ArchTraits(False, "silu", None, False, False, False, 0, 0.0),
+    "qwen2": _ArchTraits(True, "silu", True, False, False, False, 0, 0.0),
+    # gemma3: 5 local (sliding, base 10k) layers then 1 global, as llama.cpp sets it
+    # two_pass_down: GELU(gate) * up has outliers that one Q8_K pass rounds
+    # away; with it the top-1 agreement with transformers goes from 91-96% to
+    # 97-100% on short prompts. Decode does not notice (the 262k-row output
+    # head dominates); prefill loses 10-25% (Model.load(two_pass_down=False))
+    "gemma3": _ArchTraits(True, "gelu_tanh", False, True, True, True, 6, 10000.0, two_pass_down=True),
+}
+assert set(_ARCHS) == set(SUPPORTED_ARCHITECTURES)
+
+
+def tensor_name(kind: MODEL_TENSOR, bid: int | None = None, suffix: str = "weight") -> str:
+    base = TENSOR_NAMES[kind]
+    return f"{base.format(bid=bid) if bid is not None else base}.{suffix}"
+
+
+class _Meta:
+    """Typed access to `{arch}.*` keys; every failure names its key."""
+
+    def __init__(self, gguf: GGUFFile, arch: str) -> None:
+        self.gguf, self.arch = gguf, arch
+
+    def key(self, template: str) -> str:
+        return template.format(arch=self.arch)
+
+    def _value(self, template: str, default: Any, required: bool) -> tuple[str, Any]:
+        key = self.key(template)
+        if key not in self.gguf.metadata:
+            if required:
+                raise GGUFMissingKeyError(self.gguf.path, f"required by the {self.arch} architecture", key=key)
+            return key, default
+        return key, self.gguf.metadata[key]
+
+    def int(self, template: str, default: int | None = None, *, minimum: int = 1) -> int:
+        key, v = self._value(template, default, default is None)
+        if isinstance(v, (list, tuple, np.ndarray)):
+            raise ModelConfigError(
+                self.gguf.path, f"per-layer values are not supported, found an array of {len(v)}", key=key
+            )
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ModelConfigError(self.gguf.path, f"expected an integer, found {v!r}", key=key)
+        if v < minimum:
+            raise ModelConfigError(self.gguf.path, f"expected an integer >= {minimum}, found {v}", key=key)
+        return int(v)
+
+    def float(self, template: str, default: float | None = None, *, positive: bool = True) -> float:
+        key, v = self._value(template, default, default is None)
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise ModelConfigError(self.gguf.path, f"expected a number, found {v!r}", key=key)
+        v = float(v)
+        if not math.isfinite(v) or (positive and v <= 0):
+            raise ModelConfigError(
+                self.gguf.path, f"expected a finite {'positive ' if positive else ''}number, found {v}", key=key
+            )
+        return v
+
+
+def _architecture(gguf: GGUFFile) -> str:
+    arch = gguf.architecture
+    if arch not in _ARCHS:
+        raise UnsupportedArchitectureError(
+            f"{gguf.path}: general.architecture {arch!r} is not supported "
+            f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
+        )
+    return arch
+
+
+def _rope_scale(meta: _Meta) -> float:
+    """Linear position scaling only; YaRN and LongRoPE change the math, so refuse them."""
+    key = meta.key(Keys.Rope.SCALING_TYPE)
+    kind = meta.gguf.get(key, "linear")
+    if kind not in ("none", "linear"):
+        raise ModelConfigError(
+            meta.gguf.path, f"rope scaling {kind!r} is not supported (supported: none, linear)", key=key
+        )
+    factor = meta.float(Keys.Rope.SCALING_FACTOR, 0.0, positive=False)
+    if kind == "none" or factor == 0.0:
+        return 1.0
+    if factor < 0:
+        raise ModelConfigError(
+            meta.gguf.path, f"expected a positive factor, found {factor}", key=meta.key(Keys.Rope.SCALING_FACTOR)
+        )
+    return 1.0 / factor
+
+
+def _sliding_layers(meta: _Meta, traits: _ArchTraits, n_layer: int) -> list[bool]:
+    key = meta.key(Keys.Attention.SLIDING_WINDOW_PATTERN)
+    pattern = meta.gguf.get(key, traits.swa_pattern)
+    if isinstance(pattern, (list, tuple, np.ndarray)):
+        if len(pattern) != n_layer:
+            raise ModelConfigError(meta.gguf.path, f"expected {n_layer} per-layer flags, found {len(pattern)}", key=key)
+        return [bool(x) for x in pattern]
+    if isinstance(pattern, bool) or not isinstance(pattern, (int, np.integer)) or pattern < 0:
+        raise ModelConfigError(
+            meta.gguf.path, f"expected a layer period or per-layer flags, found {pattern!r}", key=key
+        )
+    return [pattern > 0 and il % pattern < pattern - 1 for il in range(n_layer)]
+
+
+def read_hparams(gguf: GGUFFile) -> HParams:
+    """Every size and switch the native model needs, from metadata and the tensor table."""
+    arch = _architecture(gguf)
+    traits = _ARCHS[arch]
+    meta = _Meta(gguf, arch)
+    names = {t.name for t in gguf.tensors}
+
+    n_embd = meta.int(Keys.LLM.EMBEDDING_LENGTH)
+    n_layer = meta.int(Keys.LLM.BLOCK_COUNT)
+    n_ff = meta.int(Keys.LLM.FEED_FORWARD_LENGTH)
+    n_head = meta.int(Keys.Attention.HEAD_COUNT)
+    n_head_kv = meta.int(Keys.Attention.HEAD_COUNT_KV, n_head)
+    if n_head % n_head_kv:
+        raise ModelConfigError(
+            gguf.path,
+            f"head_count {n_head} is not a multiple of head_count_kv {n_head_kv}",
+            key=meta.key(Keys.Attention.HEAD_COUNT_KV),
+        )
+    if Keys.Attention.KEY_LENGTH.format(arch=arch) not in gguf.metadata and n_embd % n_head:
+        raise ModelConfigError(
+            gguf.path,
+            f"embedding_length {n_embd} is not a multiple of head_count {n_head}",
+            key=meta.key(Keys.Attention.KEY_LENGTH),
+        )
+    head_dim = meta.int(Keys.Attention.KEY_LENGTH, n_embd // n_head)
+    value_dim = meta.int(Keys.Attention.VALUE_LENGTH, head_dim)
+    if value_dim != head_dim:
+        raise ModelConfigError(
+            gguf.path,
+            f"value_length {value_dim} != key_length {head_dim} is not supported",
+            key=meta.key(Keys.Attention.VALUE_LENGTH),
+        )
+    n_rot = meta.int(Keys.Rope.DIMENSION_COUNT, head_dim, minimum=0)
+    if n_rot % 2 or n_rot > head_dim:
+        raise ModelConfigError(
+            gguf.path,
+            f"expected an even count <= head dim {head_dim}, found {n_rot}",
+            key=meta.key(Keys.Rope.DIMENSION_COUNT),
+        )
+
+    embd_name = tensor_name(MODEL_TENSOR.TOKEN_EMBD)
+    if embd_name not in names:
+        raise GGUFMissingTensorError(gguf.path, f"required by the {arch} architecture", tensor=embd_name)
+    embd_ne = gguf.tensor(embd_name).ne
+    if len(embd_ne) != 2:
+        raise GGUFTensorError(gguf.path, f"shape (ggml ne) {embd_ne}: expected ({n_embd}, n_vocab)", tensor=embd_name)
+    n_vocab = embd_ne[1]
+    declared = gguf.get(meta.key(Keys.LLM.VOCAB_SIZE))
+    if declared is not None and declared != n_vocab:
+        raise ModelConfigError(
+            gguf.path, f"vocab_size {declared} != {n_vocab} rows of {embd_name}", key=meta.key(Keys.LLM.VOCAB_SIZE)
+        )
+
+    rope_base = meta.float(Keys.Rope.FREQ_BASE, 10000.0)
+    rope_scale = _rope_scale(meta)
+    window = meta.int(Keys.Attention.SLIDING_WINDOW, minimum=0) if traits.swa_pattern else 0
+    sliding = _sliding_layers(meta, traits, n_layer) if traits.swa_pattern else [False] * n_layer
+    swa_base = meta.float(Keys.Rope.FREQ_BASE_SWA, traits.swa_rope_base) if traits.swa_pattern else rope_base
+    layers = tuple(
+        LayerConfig(swa_base, 1.0, window) if slides else LayerConfig(rope_base, rope_scale, 0) for slides in sliding
+    )
+
+    default_scale = 1.0 / math.sqrt(head_dim)
+    if arch == "gemma3" and n_layer == 62:
+        default_scale = 1.0 / math.sqrt(n_embd / n_head)  # gemma3 27B: query_pre_attn_scalar = n_embd / n_head
+    attn_scale = meta.float(Keys.Attention.SCALE, default_scale)
+
+    bias_name = tensor_name(MODEL_TENSOR.ATTN_Q, 0, "bias")
+    return HParams(
+        arch=arch,
+        n_vocab=n_vocab,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_ff=n_ff,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim=head_dim,
+        n_rot=n_rot,
+        n_ctx_train=meta.int(Keys.LLM.CONTEXT_LENGTH),
+        norm_eps=meta.float(Keys.Attention.LAYERNORM_RMS_EPS),
+        rope_neox=traits.rope_neox,
+        norm_plus_one=False,
+        activation=traits.activation,
+        embd_scale=math.sqrt(n_embd) if traits.scaled_embd else 1.0,
+        attn_scale=attn_scale,
+        qkv_bias=traits.qkv_bias if traits.qkv_bias is not None else bias_name in names,
+        qk_norm=traits.qk_norm,
+        post_norms=traits.post_norms,
+        tied_output=tensor_name(MODEL_TENSOR.OUTPUT) not in names,
+        rope_freqs=tensor_name(MODEL_TENSOR.ROPE_FREQS) in names,
+        layers=layers,
+        two_pass_down=traits.two_pass_down,
+    )
+
+
+# -- tensors -----------------------------------------------------------------
+
+
+def _supported_types() -> list[str]:
+    from lamina.native import lib
+
+    return [t.name for t in GGMLQuantizationType if lib.lm_type_supported(int(t))]
+
+
+def _check_tensor(gguf: GGUFFile, name: str, ne: tuple[int, ...], arch: str) -> TensorInfo:
+    try:
+        info = gguf.tensor(name)
+    except GGUFMissingTensorError:
+        raise GGUFMissingTensorError(
+            gguf.path, f"required by the {arch} architecture with these hyperparameters", tensor=name
+        ) from None
+    if tuple(info.ne) != ne:
+        raise GGUFTensorError(gguf.path, f"shape (ggml ne) {tuple(info.ne)}: expected {ne}", tensor=name)
+    from lamina.native import lib
+
+    t = info.ggml_type
+    if not lib.lm_type_supported(int(t)):
+        raise GGUFTensorError(
+            gguf.path, f"type {t.name} is not supported (supported: {', '.join(_supported_types())})", tensor=name
+        )
+    partner = lib.lm_type_vec_dot_type(int(t))
+    for bt in (int(t), partner):
+        bs = int(lib.lm_type_block_size(bt))
+        if ne[0] % bs:
+            raise GGUFTensorError(
+                gguf.path,
+                f"row length {ne[0]} is not a multiple of {lib.lm_type_name(bt)}'s block size {bs}",
+                tensor=name,
+            )
+    return info
+
+
+class NativeModel:
+    """An lm_model whose weights are pointers into `gguf`'s memory map.
+
+    Holds the GGUFFile and every buffer the pointers refer to, so nothing can
+    be unmapped or collected while the native model exists."""
+
+    def __init__(
+        self, gguf: GGUFFile, hparams: HParams | None = None, overrides: Mapping[str, np.ndarray] | None = None
+    ) -> None:
+        from lamina.native import ffi, last_error, lib
+
+        self.gguf = gguf
+        self._overrides = dict(overrides or {})
+        self._used_overrides = set()
+        self.hparams = hp = hparams if hparams is not None else read_hparams(gguf)
+        self._keep: list[Any] = []
+        self._ffi = ffi
+        params = ffi.new("lm_model_params *")
+        layers = ffi.new("lm_layer_weights[]", hp.n_layer)
+        self._keep += [params, layers]
+
+        E, V = hp.n_embd, hp.n_vocab
+        params.n_vocab, params.n_embd, params.n_layer, params.n_ff = V, E, hp.n_layer, hp.n_ff
+        params.n_head, params.n_head_kv, params.head_dim, params.n_rot = hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_rot
+        params.rope_layout = lib.LM_ROPE_NEOX if hp.rope_neox else lib.LM_ROPE_NORMAL
+        params.norm_kind = lib.LM_NORM_RMS_PLUS_ONE if hp.norm_plus_one else lib.LM_NORM_RMS
+        params.activation = {"silu": lib.LM_ACT_SILU, "gelu_tanh": lib.LM_ACT_GELU_TANH}[hp.activation]
+        params.norm_eps, params.embd_scale, params.attn_scale = hp.norm_eps, hp.embd_scale, hp.attn_scale
+        params.two_pass_down = int(hp.two_pass_down)
+        params.rope_freqs = (
+            self._vector(tensor_name(MODEL_TENSOR.ROPE_FREQS), hp.n_rot // 2, positive=True)
+            if hp.rope_freqs
+            else ffi.NULL
+        )
+        params.tok_embd = self._matrix(tensor_name(MODEL_TENSOR.TOKEN_EMBD), (E, V))
+        params.output_norm = self._vector(tensor_name(MODEL_TENSOR.OUTPUT_NORM), E)
+        params.output = params.tok_embd if hp.tied_output else self._matrix(tensor_name(MODEL_TENSOR.OUTPUT), (E, V))
+
+        for il in range(hp.n_layer):
+            L, cfg = layers[il], hp.layers[il]
+            L.attn_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_NORM, il), E)
+            L.wq = self._matrix(tensor_name(MODEL_TENSOR.ATTN_Q, il), (E, hp.q_dim))
+            L.wk = self._matrix(tensor_name(MODEL_TENSOR.ATTN_K, il), (E, hp.kv_dim))
+            L.wv = self._matrix(tensor_name(MODEL_TENSOR.ATTN_V, il), (E, hp.kv_dim))
+            if hp.qkv_bias:
+                L.bq = self._vector(tensor_name(MODEL_TENSOR.ATTN_Q, il, "bias"), hp.q_dim)
+                L.bk = self._vector(tensor_name(MODEL_TENSOR.ATTN_K, il, "bias"), hp.kv_dim)
+                L.bv = self._vector(tensor_name(MODEL_TENSOR.ATTN_V, il, "bias"), hp.kv_dim)
+            if hp.qk_norm:
+                L.q_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_Q_NORM, il), hp.head_dim)
+                L.k_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_K_NORM, il), hp.head_dim)
+            L.wo = self._matrix(tensor_name(MODEL_TENSOR.ATTN_OUT, il), (hp.q_dim, E))
+            L.ffn_norm = self._vector(tensor_name(MODEL_TENSOR.FFN_NORM, il), E)
+            L.w_gate = self._matrix(tensor_name(MODEL_TENSOR.FFN_GATE, il), (E, hp.n_ff))
+            L.w_up = self._matrix(tensor_name(MODEL_TENSOR.FFN_UP, il), (E, hp.n_ff))
+            L.w_down = self._matrix(tensor_name(MODEL_TENSOR.FFN_DOWN, il), (hp.n_ff, E))
+            if hp.post_norms:
+                L.attn_post_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_POST_NORM, il), E)
+                L.ffn_post_norm = self._vector(tensor_name(MODEL_TENSOR.FFN_POST_NORM, il), E)
+            L.rope_base, L.rope_scale, L.sliding_window = cfg.rope_base, cfg.rope_scale, cfg.sliding_window
+
+        unused = set(self._overrides) - self._used_overrides
+        if unused:
+            raise ModelConfigError(
+                gguf.path, f"overrides name weight matrices this model does not have: {', '.join(sorted(unused))}"
+            )
+        ptr = lib.lm_model_create(params, layers)
+        if ptr == ffi.NULL:
+            raise GGUFError(gguf.path, f"the native core refused the model: {last_error()}")
+        self.ptr = ffi.gc(ptr, lib.lm_model_free)
+
+    _used_overrides: set[str]
+
+    def _matrix(self, name: str, ne: tuple[int, int]) -> Any:
+        if name not in self._overrides and is_gptq_weight_name(name):
+            gptq = read_gptq_linear(self.gguf, name)
+            if gptq is not None:
+                return self._gptq_matrix(gptq, ne)
+        info = _check_tensor(self.gguf, name, ne, self.hparams.arch)
+        if name in self._overrides:
+            data, ggml_type = self._override(name, ne), GGMLQuantizationType.F32
+        else:
+            data, ggml_type = self.gguf.tensor_bytes(name), info.ggml_type
+        buf = self._ffi.from_buffer(data)
+        self._keep += [data, buf]
+        m = self._ffi.new("lm_matrix *", {"data": buf, "type": int(ggml_type)})
+        self._keep.append(m)
+        return m[0]
+
+    def _gptq_matrix(self, gptq: GPTQLinear, ne: tuple[int, int]) -> Any:
+        """A GPTQ INT4 linear run from its packed tensors (views of the map)."""
+        from lamina.gptq.kernels import GPTQMatrix
+        from lamina.native import lib
+
+        if (gptq.n_in, gptq.n_out) != ne:
+            raise GGUFTensorError(
+                self.gguf.path,
+                f"GPTQ linear is {gptq.n_out} x {gptq.n_in} (outputs x inputs): expected {ne[1]} x {ne[0]}",
+                tensor=gptq.name,
+            )
+        packed = GPTQMatrix(gptq.qweight, gptq.scales, gptq.qzeros, gptq.g_idx, gptq.group_size, name=gptq.name)
+        self._keep.append(packed)
+        m = self._ffi.new("lm_matrix *", {"data": packed.native, "type": int(lib.LM_TYPE_GPTQ_INT4)})
+        self._keep.append(m)
+        return m[0]
+
+    def _override(self, name: str, ne: tuple[int, int]) -> np.ndarray:
+        """The caller's f32 [rows, cols] replacement of a weight matrix (GPTQ
+        calibration runs the model with the layers it has already quantized)."""
+        w = self._overrides[name]
+        rows_cols = (ne[1], ne[0])
+        if not isinstance(w, np.ndarray) or w.shape != rows_cols or w.dtype.kind != "f":
+            raise ModelConfigError(
+                self.gguf.path,
+                f"override of {name}: expected a float array of shape "
+                f"{rows_cols}, got {getattr(w, 'dtype', type(w).__name__)} "
+                f"{getattr(w, 'shape', '')}",
+            )
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        if not np.all(np.isfinite(w)):
+            raise ModelConfigError(self.gguf.path, f"override of {name}: has non-finite values")
+        self._used_overrides.add(name)
+        return w
+
+    def _vector(self, name: str, n: int, *, positive: bool = False) -> Any:
+        """f32 pointer to a small vector: into the map when F32, else a dequantized copy."""
+        info = _check_tensor(self.gguf, name, (n,), self.hparams.arch)
+        raw = self.gguf.tensor_bytes(name)
+        if info.ggml_type == GGMLQuantizationType.F32:
+            values = raw.reshape(-1).view(np.float32)
+        else:
+            from lamina.quants import dequantize
+
+            values = dequantize(raw.reshape(1, -1), info.ggml_type).reshape(-1)
+        if not np.all(np.isfinite(values)) or (positive and not np.all(values > 0)):
+            raise GGUFTensorError(
+                self.gguf.path, f"expected {'positive ' if positive else ''}finite values", tensor=name
+            )
+        buf = self._ffi.from_buffer("float[]", values)
+        self._keep += [values, buf]
+        return self._ffi.cast("const float *", buf)
+
+
+def load_model(
+    gguf: GGUFFile, hparams: HParams | None = None, overrides: Mapping[str, np.ndarray] | None = None
+) -> NativeModel:
+    """The native model of an open GGUF file (hparams: override what the file
+    says, for tests; overrides: f32 [rows, cols] arrays used instead of the
+    file's weight matrices of those names)."""
+    return NativeModel(gguf, hparams, overrides)

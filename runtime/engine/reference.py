@@ -1,0 +1,161 @@
+"""The decoder forward pass in plain numpy (float64): the oracle the native
+forward is tested against. Written for reading, not speed.
+
+    weights = load_reference_weights(gguf)     # every tensor dequantized by gguf-py
+    logits = forward(hparams, weights, tokens) # [T, n_vocab], positions 0..T-1
+
+Shapes: T tokens, E = n_embd, H / Hkv query / key-value heads, D = head_dim,
+F = n_ff, V = n_vocab. Matrices are [out, in] (numpy order of a GGUF tensor).
+
+kv_type emulates what the native KV cache stores ("f32", "f16" or "q8_0"):
+the keys and values every query reads are rounded the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from gguf import MODEL_TENSOR, GGMLQuantizationType
+from gguf.quants import dequantize as gguf_dequantize
+from gguf.quants import quantize as gguf_quantize
+
+from lamina.engine.loader import HParams, LayerConfig, tensor_name
+from lamina.gguf.reader import GGUFFile
+
+
+def load_reference_weights(gguf: GGUFFile) -> dict[str, np.ndarray]:
+    """name -> float64 array in numpy shape, dequantized by gguf-py (not by lamina)."""
+    out = {}
+    for info in gguf.tensors:
+        values = gguf_dequantize(gguf.tensor_bytes(info.name), info.ggml_type)  # [rows, ne[0]]
+        out[info.name] = values.astype(np.float64).reshape(info.np_shape)
+    return out
+
+
+# -- building blocks ---------------------------------------------------------
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float, plus_one: bool) -> np.ndarray:
+    # x: [..., n], w: [n]
+    scale = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+    return x * scale * (w + 1.0 if plus_one else w)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def rope_angles(
+    hp: HParams, layer: LayerConfig, positions: np.ndarray, freq_factors: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin: [T, n_rot/2] of theta[t, i] = pos_t * scale * base^(-2i/n_rot) / factor_i"""
+    i = np.arange(hp.n_rot // 2)
+    inv_freq = layer.rope_scale * layer.rope_base ** (-2.0 * i / hp.n_rot)  # [n_rot/2]
+    if freq_factors is not None:
+        inv_freq = inv_freq / freq_factors
+    theta = positions[:, None].astype(np.float64) * inv_freq[None, :]  # [T, n_rot/2]
+    return np.cos(theta), np.sin(theta)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int, neox: bool) -> np.ndarray:
+    # x: [T, heads, D]; cos, sin: [T, n_rot/2]; dims >= n_rot pass through
+    half = n_rot // 2
+    a_idx = np.arange(half) if neox else np.arange(0, n_rot, 2)
+    b_idx = a_idx + half if neox else a_idx + 1
+    a, b = x[..., a_idx], x[..., b_idx]  # [T, heads, n_rot/2]
+    c, s = cos[:, None, :], sin[:, None, :]  # [T, 1, n_rot/2]
+    out = x.copy()
+    out[..., a_idx] = a * c - b * s
+    out[..., b_idx] = a * s + b * c
+    return out
+
+
+def round_kv(x: np.ndarray, kv_type: str) -> np.ndarray:
+    # x: [T, Hkv, D] -> the values the cache gives back
+    if kv_type == "f32":
+        return x.astype(np.float32).astype(np.float64)
+    if kv_type == "f16":
+        return x.astype(np.float16).astype(np.float64)
+    if kv_type == "q8_0":
+        rows = x.reshape(x.shape[0], -1).astype(np.float32)  # [T, Hkv*D]
+        q = gguf_quantize(rows, GGMLQuantizationType.Q8_0)
+        return gguf_dequantize(q, GGMLQuantizationType.Q8_0).astype(np.float64).reshape(x.shape)
+    raise ValueError(f"kv_type must be f32, f16 or q8_0, got {kv_type!r}")
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window: int) -> np.ndarray:
+    """Causal grouped-query attention over positions 0..T-1.
+    q: [T, H, D]; k, v: [T, Hkv, D] -> [T, H, D]"""
+    T, H, D = q.shape
+    group = H // k.shape[1]
+    k = np.repeat(k, group, axis=1)  # [T, H, D]
+    v = np.repeat(v, group, axis=1)  # [T, H, D]
+    scores = np.einsum("thd,shd->hts", q, k) * scale  # [H, T(query), T(key)]
+    t_idx, s_idx = np.arange(T)[:, None], np.arange(T)[None, :]
+    masked = s_idx > t_idx  # [T, T] future keys
+    if window > 0:
+        masked |= t_idx - s_idx >= window  # keys out of the window
+    scores = np.where(masked[None], -np.inf, scores)
+    scores = scores - scores.max(axis=-1, keepdims=True)
+    p = np.exp(scores)
+    p /= p.sum(axis=-1, keepdims=True)  # [H, T, T]
+    return np.einsum("hts,shd->thd", p, v)  # [T, H, D]
+
+
+# -- the model ---------------------------------------------------------------
+
+
+def forward(hp: HParams, weights: Mapping[str, np.ndarray], tokens, kv_type: str = "f32") -> np.ndarray:
+    """Logits [T, n_vocab] of every position of `tokens` (positions 0..T-1)."""
+    W = weights
+    tokens = np.asarray(tokens, dtype=np.int64)
+    T = len(tokens)
+    positions = np.arange(T)
+    norm = lambda x, name: rms_norm(x, W[name], hp.norm_eps, hp.norm_plus_one)
+    act = gelu_tanh if hp.activation == "gelu_tanh" else silu
+    freq_factors = W[tensor_name(MODEL_TENSOR.ROPE_FREQS)] if hp.rope_freqs else None
+
+    x = W[tensor_name(MODEL_TENSOR.TOKEN_EMBD)][tokens] * hp.embd_scale  # [T, E]
+    for il, layer in enumerate(hp.layers):
+        name = lambda kind, suffix="weight", il=il: tensor_name(kind, il, suffix)
+        # attention
+        h = norm(x, name(MODEL_TENSOR.ATTN_NORM))  # [T, E]
+        q = h @ W[name(MODEL_TENSOR.ATTN_Q)].T  # [T, H*D]
+        k = h @ W[name(MODEL_TENSOR.ATTN_K)].T  # [T, Hkv*D]
+        v = h @ W[name(MODEL_TENSOR.ATTN_V)].T  # [T, Hkv*D]
+        if hp.qkv_bias:
+            q = q + W[name(MODEL_TENSOR.ATTN_Q, "bias")]
+            k = k + W[name(MODEL_TENSOR.ATTN_K, "bias")]
+            v = v + W[name(MODEL_TENSOR.ATTN_V, "bias")]
+        q = q.reshape(T, hp.n_head, hp.head_dim)  # [T, H, D]
+        k = k.reshape(T, hp.n_head_kv, hp.head_dim)  # [T, Hkv, D]
+        v = v.reshape(T, hp.n_head_kv, hp.head_dim)  # [T, Hkv, D]
+        if hp.qk_norm:
+            q = norm(q, name(MODEL_TENSOR.ATTN_Q_NORM))
+            k = norm(k, name(MODEL_TENSOR.ATTN_K_NORM))
+        cos, sin = rope_angles(hp, layer, positions, freq_factors)  # [T, n_rot/2]
+        q = apply_rope(q, cos, sin, hp.n_rot, hp.rope_neox)
+        k = round_kv(apply_rope(k, cos, sin, hp.n_rot, hp.rope_neox), kv_type)
+        v = round_kv(v, kv_type)
+        att = attention(q, k, v, hp.attn_scale, layer.sliding_window)  # [T, H, D]
+        out = att.reshape(T, hp.q_dim) @ W[name(MODEL_TENSOR.ATTN_OUT)].T  # [T, E]
+        if hp.post_norms:
+            out = norm(out, name(MODEL_TENSOR.ATTN_POST_NORM))
+        x = x + out
+        # feed-forward
+        h = norm(x, name(MODEL_TENSOR.FFN_NORM))  # [T, E]
+        gate = h @ W[name(MODEL_TENSOR.FFN_GATE)].T  # [T, F]
+        up = h @ W[name(MODEL_TENSOR.FFN_UP)].T  # [T, F]
+        out = (act(gate) * up) @ W[name(MODEL_TENSOR.FFN_DOWN)].T  # [T, E]
+        if hp.post_norms:
+            out = norm(out, name(MODEL_TENSOR.FFN_POST_NORM))
+        x = x + out
+
+    x = norm(x, tensor_name(MODEL_TENSOR.OUTPUT_NORM))  # [T, E]
+    head = MODEL_TENSOR.TOKEN_EMBD if hp.tied_output else MODEL_TENSOR.OUTPUT
+    return x @ W[tensor_name(head)].T  # [T, V]

@@ -1,0 +1,106 @@
+"""Quantization mixes against llama.cpp's own choices.
+
+The PyPI models were written by llama-quantize, so their tensor types are
+llama.cpp's answers: the recipe must give every tensor the same type. The
+Qwen file predates llama-quantize sorting tensors by layer, and its layer
+counters (use_more_bits for attn_v) ran in the file's order, so each file's
+types are reproduced by walking its tensors in its own order.
+"""
+
+from __future__ import annotations
+
+import pytest
+from gguf import GGMLQuantizationType as Q
+from gguf import LlamaFileType
+
+from lamina.convert.recipes import MIXES, ModelShape, TensorSpec, choose_types, get_mix, tensor_order
+from lamina.gguf.reader import GGUFFile
+from lamina.model_cache import fetch_model
+
+
+def _mix_for(file_type: int):
+    return next(m for m in MIXES.values() if int(m.ftype) == file_type)
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b"])
+def test_types_of_the_published_files(model: str) -> None:
+    g = GGUFFile(fetch_model(model))
+    arch = g.architecture
+    shape = ModelShape(
+        g.get(f"{arch}.block_count"),
+        g.get(f"{arch}.attention.head_count"),
+        g.get(f"{arch}.attention.head_count_kv"),
+        is_70b=False,
+    )
+    # the converter wrote every tensor as f32 before llama-quantize saw it
+    specs = [TensorSpec(t.name, t.ne, Q.F32) for t in g.tensors]
+    types = choose_types(specs, _mix_for(g.get("general.file_type")), shape)
+    assert types == {t.name: t.ggml_type for t in g.tensors}
+
+
+def test_tensor_order_is_llama_quantize_order() -> None:
+    names = [
+        "blk.10.ffn_up.weight",
+        "token_embd.weight",
+        "blk.2.attn_v.weight",
+        "output_norm.weight",
+        "blk.2.attn_k.weight",
+    ]
+    assert tensor_order(names) == [
+        "output_norm.weight",
+        "token_embd.weight",
+        "blk.2.attn_k.weight",
+        "blk.2.attn_v.weight",
+        "blk.10.ffn_up.weight",
+    ]
+
+
+def _layered(n_layer: int, n_embd: int, n_ff: int) -> list[TensorSpec]:
+    specs = [TensorSpec("token_embd.weight", (n_embd, 1000), Q.F32), TensorSpec("output_norm.weight", (n_embd,), Q.F32)]
+    for i in range(n_layer):
+        specs += [
+            TensorSpec(f"blk.{i}.attn_norm.weight", (n_embd,), Q.F32),
+            TensorSpec(f"blk.{i}.attn_v.weight", (n_embd, n_embd), Q.F32),
+            TensorSpec(f"blk.{i}.ffn_down.weight", (n_ff, n_embd), Q.F32),
+        ]
+    return [s for n in tensor_order([s.name for s in specs]) for s in specs if s.name == n]
+
+
+def test_use_more_bits_layers() -> None:
+    # 32 layers: the first/last eighth and every third layer between get Q6_K in Q4_K_M
+    types = choose_types(_layered(32, 256, 512), get_mix("q4_k_m"), ModelShape(32, 8, 8, False))
+    more = [i for i in range(32) if types[f"blk.{i}.ffn_down.weight"] == Q.Q6_K]
+    assert more == [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+    assert [i for i in range(32) if types[f"blk.{i}.attn_v.weight"] == Q.Q6_K] == more
+    assert types["token_embd.weight"] == Q.Q6_K  # tied: the embedding is the output head
+    assert types["output_norm.weight"] == Q.F32
+
+
+@pytest.mark.parametrize(
+    "mix,n_embd,want",
+    [
+        ("q4_k_m", 576, Q.Q5_0),
+        ("q5_k_m", 576, Q.Q5_1),
+        ("q6_k", 576, Q.Q8_0),
+        ("q2_k", 576, Q.Q4_0),
+        ("q3_k_s", 48, Q.F16),
+        ("q4_0", 48, Q.F16),
+        ("q8_0", 576, Q.Q8_0),
+    ],
+)
+def test_fallback_when_rows_do_not_fit_the_block(mix: str, n_embd: int, want: Q) -> None:
+    specs = [TensorSpec("blk.0.attn_q.weight", (n_embd, n_embd), Q.F32)]
+    assert choose_types(specs, get_mix(mix), ModelShape(1, 1, 1, False))["blk.0.attn_q.weight"] == want
+
+
+def test_pure_and_float_mixes() -> None:
+    specs = _layered(8, 256, 512)
+    pure = choose_types(specs, get_mix("q4_k_m"), ModelShape(8, 8, 8, False), pure=True)
+    assert {pure[s.name] for s in specs if len(s.ne) == 2} == {Q.Q4_K}
+    f16 = choose_types(specs, get_mix("f16"), ModelShape(8, 8, 8, False))
+    assert {f16[s.name] for s in specs if len(s.ne) == 2} == {Q.F16}
+    assert {f16[s.name] for s in specs if len(s.ne) == 1} == {Q.F32}
+
+
+def test_aliases_and_file_types() -> None:
+    assert get_mix("q4_k").name == "q4_k_m" and get_mix("Q4_K_M").ftype == LlamaFileType.MOSTLY_Q4_K_M

@@ -1,0 +1,83 @@
+"""The four-column AVX2 dots (native/simd/matmul_x4_avx2.c) that matmul uses in
+prefill: one weight row against 4 activation columns at once.
+
+Each column must come out bit-identical to the single-column AVX2 kernel, so a
+matmul's result never depends on how many columns it was given (the x4 kernel
+takes columns 4 at a time, the rest go one by one):
+
+  grouping     matmul of ncols columns == the ncols matmuls of one column each
+  kernel       matmul of 4 columns == lm_vec_dot (AVX2) of every row and column
+"""
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+
+from lamina import quants
+from lamina.native import lib
+from support.distributions import make
+
+needs_avx2 = pytest.mark.skipif(not lib.lm_cpu_has_avx2(), reason="CPU lacks AVX2/FMA/F16C: no x4 kernels")
+
+# n per type: k-quants take 8 super-blocks at a time, then the rest alone, so
+# 10 super-blocks cover both; the legacy types have no batching
+X4_TYPES = {T.Q4_K: 2560, T.Q6_K: 2560, T.Q5_0: 544, T.Q8_0: 544, T.Q4_0: 544, T.Q4_1: 544}
+ROWS = 19  # not a multiple of matmul's 16-row tiles
+NCOLS = [1, 3, 4, 5, 8, 17]
+DISTS = ["normal", "outliers", "heavy_tails", "all_zero", "tiny", "large", "sparse"]
+
+
+def ids(values):
+    return [v.name if isinstance(v, T) else str(v) for v in values]
+
+
+def weights(qtype, dist):
+    return quants.quantize(make(dist, ROWS, X4_TYPES[qtype], seed=1), qtype)
+
+
+def activations(dist, ncols, n):
+    return make(dist, ncols, n, seed=2)
+
+
+@needs_avx2
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("ncols", NCOLS)
+@pytest.mark.parametrize("dist", DISTS)
+@pytest.mark.parametrize("qtype", list(X4_TYPES), ids=ids(X4_TYPES))
+def test_matmul_columns_independent_of_grouping(qtype, dist, ncols, threads):
+    w = weights(qtype, dist)
+    x = activations(dist, ncols, X4_TYPES[qtype])
+    y = quants.matmul(w, qtype, x, n_threads=threads, impl="avx2")
+    alone = np.concatenate(
+        [quants.matmul(w, qtype, x[c : c + 1], n_threads=threads, impl="avx2") for c in range(ncols)]
+    )
+    np.testing.assert_array_equal(y, alone)
+
+
+@needs_avx2
+@pytest.mark.parametrize("dist", ["normal", "outliers", "weights_like"])
+@pytest.mark.parametrize("qtype", list(X4_TYPES), ids=ids(X4_TYPES))
+def test_x4_matches_single_column_kernel(qtype, dist):
+    n = X4_TYPES[qtype]
+    w = weights(qtype, dist)
+    x = activations(dist, 4, n)
+    y = quants.matmul(w, qtype, x, impl="avx2")
+    acts = [quants.quantize_activations(x[c : c + 1], qtype) for c in range(4)]
+    single = np.array(
+        [[quants.vec_dot(w[r], qtype, acts[c], impl="avx2") for r in range(ROWS)] for c in range(4)], dtype=np.float32
+    )
+    np.testing.assert_array_equal(y, single)
+
+
+@pytest.mark.parametrize("qtype", list(X4_TYPES), ids=ids(X4_TYPES))
+def test_scalar_matmul_is_the_reference_dot(qtype):
+    """LM_IMPL_SCALAR keeps one column at a time through vec_dot_ref"""
+    n = X4_TYPES[qtype]
+    w = weights(qtype, "normal")
+    x = activations("normal", 5, n)
+    y = quants.matmul(w, qtype, x, impl="scalar")
+    acts = [quants.quantize_activations(x[c : c + 1], qtype) for c in range(5)]
+    ref = np.array(
+        [[quants.vec_dot(w[r], qtype, acts[c], impl="scalar") for r in range(ROWS)] for c in range(5)], dtype=np.float32
+    )
+    np.testing.assert_array_equal(y, ref)

@@ -1,0 +1,403 @@
+"""The native forward pass against the numpy reference on tiny random models,
+and the context's bookkeeping: prefill == decode, truncate, threads, batch
+splitting, sliding windows, errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import MODEL_TENSOR
+
+from lamina.engine.context import Context, ContextError, ContextFullError, InvalidTokenError, Model
+from lamina.engine.loader import ModelConfigError, read_hparams, tensor_name
+from lamina.engine.reference import forward, load_reference_weights
+from lamina.errors import (
+    GGUFMissingKeyError,
+    GGUFMissingTensorError,
+    GGUFTensorError,
+    LaminaError,
+    UnsupportedArchitectureError,
+)
+from lamina.gguf.reader import GGUFFile
+from lamina.native import ffi, lib
+from support.paths import REPO
+from support.tiny_models import CONFIGS, GEMMA3, LLAMA, QWEN2, TinyConfig, for_block, write_tiny_model
+
+QTYPES = ["F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K", "Q6_K"]
+
+
+def tokens_for(cfg: TinyConfig, n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, cfg.n_vocab, n)
+
+
+def reference_logits(path: Path, tokens, kv_type: str = "f32", hparams=None) -> np.ndarray:
+    with GGUFFile(path) as g:
+        return forward(hparams or read_hparams(g), load_reference_weights(g), tokens, kv_type=kv_type)
+
+
+def native_logits(path: Path, tokens, kv_type: str = "f32", n_threads: int = 2, hparams=None, **ctx_kw) -> np.ndarray:
+    ctx = Context(Model.load(path, n_threads=n_threads, hparams=hparams), n_ctx=64, kv_type=kv_type, **ctx_kw)
+    return ctx.eval(tokens, all_logits=True)
+
+
+def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(got - ref).max() / np.abs(ref).max())
+
+
+def nmse(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(((got - ref) ** 2).mean() / (ref**2).mean())
+
+
+def assert_same_choices(got: np.ndarray, ref: np.ndarray) -> None:
+    """Top-1 equal, except where the reference itself has a near tie (within
+    a few times the logit noise that activation quantization introduces)."""
+    noise = np.sqrt(((got - ref) ** 2).mean())
+    picked = ref[np.arange(len(ref)), got.argmax(axis=1)]
+    assert np.all(picked >= ref.max(axis=1) - 4 * noise), "native top-1 differs without a near tie"
+    assert (got.argmax(axis=1) == ref.argmax(axis=1)).mean() >= 0.9
+
+
+# -- hyperparameters ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_hparams_from_metadata(tiny, name):
+    cfg = CONFIGS[name]
+    with GGUFFile(tiny(cfg)) as g:
+        hp = read_hparams(g)
+    assert (hp.arch, hp.n_vocab, hp.n_embd, hp.n_layer, hp.n_ff) == (
+        cfg.arch,
+        cfg.n_vocab,
+        cfg.n_embd,
+        cfg.n_layer,
+        cfg.n_ff,
+    )
+    assert (hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_rot) == (cfg.n_head, cfg.n_head_kv, cfg.hd, cfg.n_rot or cfg.hd)
+    assert hp.tied_output == cfg.tied and hp.rope_freqs == cfg.rope_freqs
+    assert hp.rope_neox == (cfg.arch != "llama") and hp.qkv_bias == (cfg.arch == "qwen2")
+    assert hp.qk_norm == hp.post_norms == (cfg.arch == "gemma3")
+    assert hp.activation == ("gelu_tanh" if cfg.arch == "gemma3" else "silu")
+    assert hp.embd_scale == pytest.approx(np.sqrt(cfg.n_embd) if cfg.arch == "gemma3" else 1.0)
+    assert hp.attn_scale == pytest.approx(1 / np.sqrt(cfg.hd))
+    if cfg.arch == "gemma3":
+        # pattern 3: layers 0, 1 slide with the local rope base, layer 2 is global
+        assert [(lc.sliding_window, lc.rope_base) for lc in hp.layers] == [(5, 1e4), (5, 1e4), (0, 1e6)]
+    else:
+        scale = 1 / cfg.rope_linear_factor if cfg.rope_linear_factor else 1.0
+        assert all(
+            lc.sliding_window == 0 and lc.rope_base == cfg.rope_base and lc.rope_scale == pytest.approx(scale)
+            for lc in hp.layers
+        )
+
+
+# -- native == reference -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("n_tokens", [1, 7, 24])
+def test_f32_weights_match_reference(tiny, name, n_tokens):
+    cfg = CONFIGS[name]
+    toks = tokens_for(cfg, n_tokens, seed=n_tokens)
+    ref = reference_logits(tiny(cfg), toks)
+    assert rel_err(native_logits(tiny(cfg), toks), ref) < 1e-4
+
+
+@pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
+@pytest.mark.parametrize("name", ["llama", "qwen2", "gemma3"])
+def test_kv_cache_types_match_reference(tiny, name, kv_type):
+    # the reference rounds keys and values exactly as the cache stores them
+    cfg = CONFIGS[name]
+    if cfg.hd % 32:  # Q8_0 rows of a head: whole blocks
+        cfg = replace(cfg, n_embd=cfg.n_head * 32)
+    toks = tokens_for(cfg, 20)
+    ref = reference_logits(tiny(cfg), toks, kv_type=kv_type)
+    assert rel_err(native_logits(tiny(cfg), toks, kv_type=kv_type), ref) < 2e-3
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("name", ["llama", "llama_rope_scaled", "qwen2", "gemma3"])
+def test_quantized_weights_match_reference(tiny, name, qtype):
+    """Reference on the dequantized weights; the native dots also quantize
+    activations (Q8_0/Q8_1/Q8_K/F16), so compare by nmse and top-1."""
+    cfg = replace(for_block(CONFIGS[name], 256 if qtype.endswith("_K") else 32), qtype=qtype)
+    toks = tokens_for(cfg, 24)
+    got = native_logits(tiny(cfg), toks, kv_type="f16")
+    ref = reference_logits(tiny(cfg), toks, kv_type="f16")
+    assert nmse(got, ref) < (1e-5 if qtype == "F16" else 2e-3)
+    assert_same_choices(got, ref)
+
+
+def test_quantized_embedding_and_tied_head(tiny):
+    cfg = replace(LLAMA, tied=True, embd_qtype="Q8_0", qtype="Q4_1")
+    toks = tokens_for(cfg, 16)
+    got, ref = native_logits(tiny(cfg), toks), reference_logits(tiny(cfg), toks)
+    assert nmse(got, ref) < 2e-3
+    assert_same_choices(got, ref)
+
+
+# -- switches that GGUF files never set, checked through an hparams override --
+
+
+def test_norm_plus_one_switch(tiny):
+    path = tiny(GEMMA3)
+    with GGUFFile(path) as g:
+        hp = replace(read_hparams(g), norm_plus_one=True)
+    toks = tokens_for(GEMMA3, 12)
+    got = native_logits(path, toks, hparams=hp)
+    assert rel_err(got, reference_logits(path, toks, hparams=hp)) < 1e-4
+    assert rel_err(got, reference_logits(path, toks)) > 1e-2
+
+
+def test_sliding_window_is_honoured(tiny):
+    path = tiny(GEMMA3)
+    toks = tokens_for(GEMMA3, 16)  # 16 positions > window of 5
+    with GGUFFile(path) as g:
+        hp = read_hparams(g)
+    full = replace(hp, layers=tuple(replace(lc, sliding_window=0) for lc in hp.layers))
+    windowed = native_logits(path, toks)
+    unwindowed = native_logits(path, toks, hparams=full)
+    assert rel_err(windowed, reference_logits(path, toks)) < 1e-4
+    assert rel_err(unwindowed, reference_logits(path, toks, hparams=full)) < 1e-4
+    # within the window nothing differs; past it the window must matter
+    np.testing.assert_array_equal(windowed[:5], unwindowed[:5])
+    assert rel_err(windowed[5:], unwindowed[5:]) > 1e-3
+
+
+def test_sliding_window_across_decode_steps(tiny):
+    toks = tokens_for(GEMMA3, 14)
+    ctx = Context(Model.load(tiny(GEMMA3), n_threads=2), n_ctx=32, kv_type="f32")
+    steps = np.stack([ctx.eval([t]) for t in toks])
+    assert rel_err(steps, reference_logits(tiny(GEMMA3), toks)) < 1e-4
+
+
+# -- context bookkeeping -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma3"])
+def test_prefill_equals_decode(tiny, name):
+    cfg = CONFIGS[name]
+    toks = tokens_for(cfg, 12)
+    model = Model.load(tiny(cfg), n_threads=2)
+    batch = Context(model, n_ctx=32).eval(toks, all_logits=True)
+    ctx = Context(model, n_ctx=32)
+    steps = np.stack([ctx.eval([t]) for t in toks])
+    assert ctx.n_past == len(toks)
+    np.testing.assert_allclose(steps, batch, rtol=0, atol=1e-5 * np.abs(batch).max())
+
+
+def test_last_logits_equal_row_of_all_logits(tiny):
+    toks = tokens_for(LLAMA, 9)
+    model = Model.load(tiny(LLAMA))
+    every = Context(model, n_ctx=32).eval(toks, all_logits=True)
+    last = Context(model, n_ctx=32).eval(toks)
+    assert last.shape == (LLAMA.n_vocab,) and every.shape == (9, LLAMA.n_vocab)
+    np.testing.assert_array_equal(last, every[-1])
+
+
+def test_truncate_then_reeval_equals_fresh(tiny):
+    cfg = QWEN2
+    a, b = tokens_for(cfg, 10, seed=1), tokens_for(cfg, 6, seed=2)
+    model = Model.load(tiny(cfg), n_threads=2)
+    ctx = Context(model, n_ctx=32)
+    ctx.eval(a)
+    ctx.eval(b)
+    ctx.truncate(7)  # keep a[:7], then continue differently
+    assert ctx.n_past == 7
+    continued = ctx.eval(b[::-1], all_logits=True)
+    fresh = Context(model, n_ctx=32).eval(np.concatenate([a[:7], b[::-1]]), all_logits=True)[7:]
+    np.testing.assert_allclose(continued, fresh, rtol=0, atol=1e-5 * np.abs(fresh).max())
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_threads_do_not_change_results(tiny, n_threads):
+    """Rows are split, never sums: any thread count gives the same bits, in
+    prefill (pooled matmuls) and in decode (row-sliced matmuls) alike."""
+    cfg = replace(for_block(LLAMA, 32), qtype="Q4_0")
+    toks = tokens_for(cfg, 20)
+
+    def run(threads: int) -> np.ndarray:
+        ctx = Context(Model.load(tiny(cfg)), n_ctx=32, n_threads=threads)
+        return np.concatenate([ctx.eval(toks[:16], all_logits=True)] + [ctx.eval([t])[None] for t in toks[16:]])
+
+    np.testing.assert_array_equal(run(1), run(n_threads))
+
+
+def test_batches_larger_than_n_batch_are_split(tiny):
+    toks = tokens_for(LLAMA, 23)
+    model = Model.load(tiny(LLAMA))
+    whole = Context(model, n_ctx=32).eval(toks, all_logits=True)
+    ctx = Context(model, n_ctx=32, n_batch=5)
+    split = ctx.eval(toks, all_logits=True)
+    np.testing.assert_allclose(split, whole, rtol=0, atol=1e-5 * np.abs(whole).max())
+    ctx.truncate(0)
+    np.testing.assert_allclose(ctx.eval(toks), whole[-1], rtol=0, atol=1e-5 * np.abs(whole).max())
+
+
+def test_kv_bytes(tiny):
+    model = Model.load(tiny(replace(LLAMA, n_embd=128)))  # head_dim 32: Q8_0 allowed
+    hp = model.hparams
+    per_pos = 2 * hp.n_layer * hp.n_head_kv * hp.head_dim
+    assert Context(model, n_ctx=48, kv_type="f16").kv_bytes == 48 * per_pos * 2
+    assert Context(model, n_ctx=48, kv_type="f32").kv_bytes == 48 * per_pos * 4
+    assert model.kv_bytes(64, "q8_0") == 64 * per_pos // 32 * 34
+    assert Model.load(tiny(LLAMA)).kv_bytes(64, "q8_0") == 0  # head_dim 16: refused
+
+
+def test_avx2_and_scalar_attention_agree(tiny, tmp_path):
+    """The same model run with LAMINA_SIMD=scalar (reference kernels everywhere)."""
+    if not lib.lm_cpu_has_avx2():
+        pytest.skip("no AVX2 on this CPU: only the scalar path exists")
+    path = tiny(replace(GEMMA3, qtype="Q8_0"))
+    toks = tokens_for(GEMMA3, 16)
+    out = tmp_path / "scalar.npy"
+    script = (
+        "import sys, numpy as np; from lamina.engine.context import Model, Context;"
+        "c = Context(Model.load(sys.argv[1], n_threads=2), n_ctx=32, kv_type=sys.argv[3]);"
+        "np.save(sys.argv[2], c.eval(np.array(sys.argv[4].split(','), dtype=np.int32), all_logits=True))"
+    )
+    root = REPO
+    env = dict(
+        os.environ, LAMINA_SIMD="scalar", PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    )
+    for kv_type in ("f16", "q8_0"):
+        subprocess.run(
+            [sys.executable, "-c", script, str(path), str(out), kv_type, ",".join(map(str, toks))],
+            check=True,
+            env=env,
+            cwd=root,
+        )
+        fast = native_logits(path, toks, kv_type=kv_type)
+        assert nmse(fast, np.load(out)) < 1e-8
+
+
+# -- errors ------------------------------------------------------------------
+
+
+def test_context_full_is_a_typed_value_error(tiny):
+    ctx = Context(Model.load(tiny(LLAMA)), n_ctx=8)
+    ctx.eval(tokens_for(LLAMA, 6))
+    with pytest.raises(ContextFullError, match="context full"):
+        ctx.eval(tokens_for(LLAMA, 3))
+    assert ctx.n_past == 6  # nothing was appended
+    ctx.eval(tokens_for(LLAMA, 2))
+    with pytest.raises(ValueError):
+        ctx.eval([1])
+
+
+@pytest.mark.parametrize("bad", [[3, -1], [LLAMA.n_vocab], [1, 2, 10**6]])
+def test_bad_tokens_are_rejected(tiny, bad):
+    ctx = Context(Model.load(tiny(LLAMA)), n_ctx=8)
+    with pytest.raises(InvalidTokenError, match="outside the vocabulary"):
+        ctx.eval(bad)
+    assert ctx.n_past == 0
+
+
+@pytest.mark.parametrize("bad", [[], [[1, 2]], [1.5, 2.0]])
+def test_malformed_token_lists(tiny, bad):
+    with pytest.raises(ContextError):
+        Context(Model.load(tiny(LLAMA)), n_ctx=8).eval(bad)
+
+
+def test_bad_context_arguments(tiny):
+    model = Model.load(tiny(LLAMA))
+    for kw in ({"n_ctx": 0}, {"n_batch": -1}, {"kv_type": "q4_0"}, {"n_threads": 0}):
+        with pytest.raises(ContextError):
+            Context(model, **{"n_ctx": 8, **kw})
+    ctx = Context(model, n_ctx=8)
+    ctx.eval([1, 2])
+    with pytest.raises(ContextError):
+        ctx.truncate(3)
+
+
+def test_native_side_refuses_bad_calls_without_python_checks(tiny):
+    """The C entry points are a second fence: codes and messages, no crash."""
+    model = Model.load(tiny(LLAMA))
+    ctx = Context(model, n_ctx=4, n_batch=4)
+    toks = ffi.new("int32_t[]", [1, 2, 3])
+    logits = ffi.new("float[]", LLAMA.n_vocab)
+    assert lib.lm_context_eval(ctx._ptr, toks, 3, logits, 0) == 0
+    assert lib.lm_context_eval(ctx._ptr, toks, 2, logits, 0) == lib.LM_ERR_CONTEXT_FULL
+    assert lib.lm_context_eval(ctx._ptr, ffi.new("int32_t[]", [LLAMA.n_vocab]), 1, logits, 0) == lib.LM_ERR_TOKEN
+    assert lib.lm_context_eval(ctx._ptr, ffi.NULL, 1, logits, 0) == lib.LM_ERR_ARG
+    assert lib.lm_context_eval(ffi.NULL, toks, 1, logits, 0) == lib.LM_ERR_ARG
+    assert lib.lm_context_eval(ctx._ptr, toks, 0, logits, 0) == lib.LM_ERR_ARG
+    assert lib.lm_context_eval(ctx._ptr, toks, 5, logits, 0) == lib.LM_ERR_ARG  # > n_batch
+    assert lib.lm_context_n_past(ctx._ptr) == 3
+    assert lib.lm_context_truncate(ctx._ptr, 4) == lib.LM_ERR_ARG
+    assert lib.lm_model_create(ffi.NULL, ffi.NULL) == ffi.NULL
+    assert lib.lm_context_create(ffi.NULL, 8, 8, 1, 1) == ffi.NULL
+    assert lib.lm_context_create(model.native.ptr, 8, 8, 2, 1) == ffi.NULL  # Q4_0 is no cache type
+    params = ffi.new("lm_model_params *")
+    layers = ffi.new("lm_layer_weights[]", 1)
+    assert lib.lm_model_create(params, layers) == ffi.NULL  # all sizes zero
+
+
+# -- loader errors -----------------------------------------------------------
+
+
+def test_unsupported_architecture(tmp_path):
+    path = write_tiny_model(tmp_path / "gpt2.gguf", replace(LLAMA, arch="gpt2"))
+    with pytest.raises(UnsupportedArchitectureError, match="gpt2.*supported: llama, qwen2, gemma3"):
+        Model.load(path)
+
+
+def test_missing_tensor_is_named(tmp_path):
+    name = tensor_name(MODEL_TENSOR.FFN_UP, 1)
+    path = write_tiny_model(tmp_path / "m.gguf", LLAMA, drop={name})
+    with pytest.raises(GGUFMissingTensorError, match=name.replace(".", r"\.")):
+        Model.load(path)
+
+
+def test_missing_bias_of_qwen2_is_named(tmp_path):
+    name = tensor_name(MODEL_TENSOR.ATTN_K, 0, "bias")
+    path = write_tiny_model(tmp_path / "m.gguf", QWEN2, drop={name})
+    with pytest.raises(GGUFMissingTensorError, match="attn_k.bias"):
+        Model.load(path)
+
+
+def test_wrong_shape_names_expected_and_found(tmp_path):
+    name = tensor_name(MODEL_TENSOR.ATTN_K, 0)
+    path = write_tiny_model(tmp_path / "m.gguf", LLAMA, override={name: np.zeros((48, 64), np.float32)})
+    with pytest.raises(GGUFTensorError, match=r"attn_k.*\(64, 48\): expected \(64, 32\)"):
+        Model.load(path)
+
+
+def test_unsupported_tensor_type(tmp_path):
+    name = tensor_name(MODEL_TENSOR.FFN_GATE, 0)
+    path = write_tiny_model(tmp_path / "m.gguf", LLAMA, override={name: np.zeros((128, 64), np.int32)})
+    with pytest.raises(GGUFTensorError, match="type I32 is not supported"):
+        Model.load(path)
+
+
+def test_missing_required_key(tmp_path):
+    def broken(w) -> None:  # a llama file without its rms epsilon
+        w.kv_data[0].pop("llama.attention.layer_norm_rms_epsilon")
+
+    path = write_tiny_model(tmp_path / "noeps.gguf", LLAMA, extra=broken)
+    with pytest.raises(GGUFMissingKeyError, match="layer_norm_rms_epsilon"):
+        Model.load(path)
+
+
+def test_unsupported_rope_scaling(tmp_path):
+    from gguf import RopeScalingType
+
+    path = write_tiny_model(tmp_path / "m.gguf", LLAMA, extra=lambda w: w.add_rope_scaling_type(RopeScalingType.YARN))
+    with pytest.raises(ModelConfigError, match="rope scaling 'yarn' is not supported"):
+        Model.load(path)
+
+
+def test_bad_head_counts(tmp_path):
+    path = write_tiny_model(tmp_path / "m.gguf", replace(LLAMA, n_head=4, n_head_kv=3))
+    with pytest.raises(ModelConfigError, match="not a multiple of head_count_kv 3"):
+        Model.load(path)
+
+
+def test_errors_share_a_base(tmp_path):
+    assert issubclass(ContextFullError, LaminaError) and issubclass(InvalidTokenError, ValueError)
+    assert issubclass(UnsupportedArchitectureError, ValueError) and issubclass(ModelConfigError, LaminaError)

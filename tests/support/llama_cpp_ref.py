@@ -1,0 +1,115 @@
+"""llama.cpp's own two-step pipeline, as the reference for `bin/convert`.
+
+Step one is llama.cpp's convert_hf_to_gguf.py (with its bundled gguf-py), run
+to f32 from the llama-cpp-python sdist, which vendors the whole llama.cpp tree;
+the result is cached in ~/.cache/lamina/ref/. Step two is llama-quantize,
+reached through llama-cpp-python's `llama_model_quantize` when that package is
+installed; otherwise tests quantize each f32 tensor with ggml's
+ggml_quantize_chunk (tests/support/ggml_oracle.py) at the type the recipe chose.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from lamina.model_cache import cache_dir
+
+SDIST = "llama-cpp-python==0.3.36"  # pinned so the reference cannot drift
+
+
+def llama_cpp_tree() -> Path:
+    """vendor/llama.cpp of the sdist that tools/test.sh caches, unpacked once."""
+    root = cache_dir() / "llama_cpp_src"
+    found = sorted(root.glob("llama_cpp_python-*/vendor/llama.cpp/convert_hf_to_gguf.py"))
+    if found:
+        return found[-1].parent
+    archive = cache_dir() / "sdist" / f"llama_cpp_python-{SDIST.split('==')[1]}.tar.gz"
+    if not archive.is_file():
+        raise FileNotFoundError(
+            f"{archive} is missing: tools/test.sh downloads it (llama.cpp's converter is the oracle of these tests)"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as tmp, tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if "/vendor/llama.cpp/" in m.name and "/ggml/" not in m.name]
+        tar.extractall(tmp, members=members, filter="data")
+        for unpacked in Path(tmp).iterdir():
+            os.replace(unpacked, root / unpacked.name)  # whole, or not at all
+    return llama_cpp_tree()
+
+
+def reference_gguf(model: str, hf_dir: Path, outtype: str = "f32") -> Path:
+    """llama.cpp's conversion of a checkpoint directory (f32 or f16), cached."""
+    out = cache_dir() / "ref" / f"{model}-{outtype}.gguf"
+    newest_input = max(p.stat().st_mtime for p in hf_dir.iterdir())
+    if out.is_file() and out.stat().st_mtime >= newest_input:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tree = llama_cpp_tree()
+    tmp = out.with_suffix(".partial")
+    subprocess.run(
+        [sys.executable, str(tree / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", outtype, "--outfile", str(tmp)],
+        check=True,
+        capture_output=True,
+    )
+    os.replace(tmp, out)
+    return out
+
+
+# llama.cpp always runs in a child process: its libggml-base.so.0 and the ggml
+# oracle's (libggml-python, tests/support/ggml_oracle.py) share a soname, and a process
+# gets only the first one it loads.
+_CHILD = r"""
+import json, sys
+import numpy as np
+import llama_cpp
+job = json.loads(sys.argv[1])
+if job["op"] == "quantize":
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = job["ftype"]
+    params.nthread = job["threads"]
+    sys.exit(llama_cpp.llama_model_quantize(job["src"].encode(), job["dst"].encode(), params))
+llm = llama_cpp.Llama(model_path=job["model"], n_ctx=job["n_ctx"], logits_all=True, n_threads=2, verbose=False)
+ids = job["tokens"] if job["tokens"] is not None else llm.tokenize(job["text"].encode(), add_bos=True)
+llm.eval(ids)
+np.savez(job["out"], tokens=np.asarray(ids, np.int32), logits=np.asarray(llm.scores[:len(ids)], np.float32))
+"""
+
+
+def have_llama_cpp() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def _child(job: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _CHILD, json.dumps(job)], capture_output=True, text=True, timeout=900)
+
+
+def llama_quantize(src: Path, dst: Path, ftype: int, threads: int = 2) -> None:
+    """llama-quantize SRC DST FTYPE through llama-cpp-python's binding."""
+    r = _child({"op": "quantize", "src": str(src), "dst": str(dst), "ftype": ftype, "threads": threads})
+    if r.returncode != 0:
+        raise RuntimeError(f"llama_model_quantize({src}, {ftype}) failed with {r.returncode}: {r.stderr[-2000:]}")
+
+
+def llama_cpp_logits(
+    model: Path, text: str | None = None, tokens: list[int] | None = None, n_ctx: int = 512
+) -> tuple[list[int], np.ndarray]:
+    """llama.cpp's tokens (text tokenized with BOS, or the given ids) and the
+    logits f32 [n_tokens, n_vocab] of every position."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "logits.npz"
+        r = _child(
+            {"op": "logits", "model": str(model), "text": text, "tokens": tokens, "n_ctx": n_ctx, "out": str(out)}
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"llama.cpp on {model} failed: {r.stderr[-2000:]}")
+        with np.load(out) as z:
+            return z["tokens"].tolist(), z["logits"]

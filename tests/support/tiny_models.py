@@ -1,0 +1,193 @@
+"""Tiny random decoder models written as real GGUF files (gguf-py's
+GGUFWriter), one per architecture shape the native forward must express:
+llama with or without GQA, tied or untied output, rope scaling and llama-3.1
+rope factors; qwen2 (q/k/v biases, NeoX rope); gemma3 (q/k norms, post
+norms, GELU, sliding-window layers with their own rope base, scaled
+embeddings). Matrices are stored in any type lamina quantizes
+(runtime.quants.quantize); vectors stay F32 as converters write them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from gguf import MODEL_ARCH, MODEL_ARCH_NAMES, MODEL_TENSOR, GGMLQuantizationType, GGUFWriter, RopeScalingType
+
+from lamina.engine.loader import tensor_name
+from lamina.quants import quantize
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    arch: str = "llama"
+    n_vocab: int = 96
+    n_embd: int = 64
+    n_layer: int = 2
+    n_ff: int = 128
+    n_head: int = 4
+    n_head_kv: int = 2
+    head_dim: int | None = None  # None: n_embd // n_head (no key_length key written)
+    n_rot: int | None = None  # None: no rope.dimension_count key
+    n_ctx_train: int = 256
+    rope_base: float = 10000.0
+    rope_linear_factor: float | None = None
+    rope_freqs: bool = False  # llama 3.1 style rope_freqs.weight
+    sliding_window: int = 0  # gemma3
+    swa_pattern: int | None = None  # gemma3: written when not None
+    tied: bool = False
+    qtype: str = "F32"  # matrices
+    embd_qtype: str | None = None  # token_embd (default: qtype)
+    norm_eps: float = 1e-5
+    seed: int = 0
+
+    @property
+    def hd(self) -> int:
+        return self.head_dim or self.n_embd // self.n_head
+
+
+LLAMA = TinyConfig()
+LLAMA_MHA_TIED = TinyConfig(n_head=4, n_head_kv=4, tied=True, seed=1)
+LLAMA_ROPE_SCALED = TinyConfig(rope_linear_factor=4.0, rope_freqs=True, n_head_kv=1, seed=2)
+LLAMA_PARTIAL_ROT = TinyConfig(n_rot=8, seed=3)
+QWEN2 = TinyConfig(arch="qwen2", n_head=4, n_head_kv=2, rope_base=1e6, seed=4)
+GEMMA3 = TinyConfig(
+    arch="gemma3",
+    n_embd=64,
+    n_head=2,
+    n_head_kv=1,
+    head_dim=64,
+    n_layer=3,
+    sliding_window=5,
+    swa_pattern=3,
+    tied=True,
+    rope_base=1e6,
+    norm_eps=1e-6,
+    seed=5,
+)
+CONFIGS = {
+    "llama": LLAMA,
+    "llama_mha_tied": LLAMA_MHA_TIED,
+    "llama_rope_scaled": LLAMA_ROPE_SCALED,
+    "llama_partial_rot": LLAMA_PARTIAL_ROT,
+    "qwen2": QWEN2,
+    "gemma3": GEMMA3,
+}
+
+
+def for_block(cfg: TinyConfig, block: int) -> TinyConfig:
+    """The same shape family, every row length a multiple of `block` (256 for K-quants)."""
+    if cfg.n_embd % block == 0 and cfg.n_ff % block == 0 and (cfg.n_head * cfg.hd) % block == 0:
+        return cfg
+    scale = block // math.gcd(block, cfg.n_embd)
+    n_embd = cfg.n_embd * scale
+    head_dim = cfg.head_dim * scale if cfg.head_dim else None
+    return replace(cfg, n_embd=n_embd, n_ff=max(cfg.n_ff * scale, block), head_dim=head_dim)
+
+
+def _matrix(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    return (rng.standard_normal((rows, cols)) / math.sqrt(cols)).astype(np.float32)
+
+
+def _norm(rng: np.random.Generator, n: int) -> np.ndarray:
+    return (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
+
+
+def _add_matrix(w: GGUFWriter, name: str, x: np.ndarray, qtype: str) -> None:
+    qt = GGMLQuantizationType[qtype]
+    if qt == GGMLQuantizationType.F32:
+        w.add_tensor(name, x)
+    elif qt == GGMLQuantizationType.F16:
+        w.add_tensor(name, x.astype(np.float16))
+    else:
+        w.add_tensor(name, quantize(x, qt), raw_dtype=qt)
+
+
+def write_tiny_model(
+    path: Path,
+    cfg: TinyConfig,
+    *,
+    drop: Collection[str] = (),
+    override: Mapping[str, np.ndarray] | None = None,
+    extra: Callable[[GGUFWriter], None] | None = None,
+) -> Path:
+    """drop: tensor names to leave out; override: tensors written as given
+    instead; extra: adds more metadata (broken-file tests use all three)."""
+    rng = np.random.default_rng(cfg.seed)
+    override = override or {}
+    arch = cfg.arch
+    E, F, V, D = cfg.n_embd, cfg.n_ff, cfg.n_vocab, cfg.hd
+    w = GGUFWriter(path, arch=arch)
+    w.add_name(f"tiny-{arch}")
+    w.add_block_count(cfg.n_layer)
+    w.add_context_length(cfg.n_ctx_train)
+    w.add_embedding_length(E)
+    w.add_feed_forward_length(F)
+    w.add_head_count(cfg.n_head)
+    w.add_head_count_kv(cfg.n_head_kv)
+    w.add_layer_norm_rms_eps(cfg.norm_eps)
+    w.add_rope_freq_base(cfg.rope_base)
+    w.add_vocab_size(V)
+    if cfg.head_dim is not None:
+        w.add_key_length(D)
+        w.add_value_length(D)
+    if cfg.n_rot is not None:
+        w.add_rope_dimension_count(cfg.n_rot)
+    if cfg.rope_linear_factor is not None:
+        w.add_rope_scaling_type(RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(cfg.rope_linear_factor)
+    if arch == MODEL_ARCH_NAMES[MODEL_ARCH.GEMMA3]:
+        w.add_sliding_window(cfg.sliding_window)
+    if cfg.swa_pattern is not None:
+        w.add_sliding_window_pattern(cfg.swa_pattern)
+
+    if extra is not None:
+        extra(w)
+
+    def add(name: str, x: np.ndarray, qtype: str) -> None:
+        if name in override:
+            w.add_tensor(name, override[name])
+        elif name not in drop:
+            _add_matrix(w, name, x, qtype)
+
+    mat = lambda name, rows, cols: add(name, _matrix(rng, rows, cols), cfg.qtype)
+    vec = lambda name, x: add(name, x, "F32")
+    add(
+        tensor_name(MODEL_TENSOR.TOKEN_EMBD),
+        rng.standard_normal((V, E)).astype(np.float32),
+        cfg.embd_qtype or cfg.qtype,
+    )
+    vec(tensor_name(MODEL_TENSOR.OUTPUT_NORM), _norm(rng, E))
+    if not cfg.tied:
+        mat(tensor_name(MODEL_TENSOR.OUTPUT), V, E)
+    if cfg.rope_freqs:
+        vec(tensor_name(MODEL_TENSOR.ROPE_FREQS), (1.0 + 3.0 * rng.random((cfg.n_rot or D) // 2)).astype(np.float32))
+    q_dim, kv_dim = cfg.n_head * D, cfg.n_head_kv * D
+    for il in range(cfg.n_layer):
+        n = lambda kind, suffix="weight", il=il: tensor_name(kind, il, suffix)
+        vec(n(MODEL_TENSOR.ATTN_NORM), _norm(rng, E))
+        mat(n(MODEL_TENSOR.ATTN_Q), q_dim, E)
+        mat(n(MODEL_TENSOR.ATTN_K), kv_dim, E)
+        mat(n(MODEL_TENSOR.ATTN_V), kv_dim, E)
+        if arch == "qwen2":
+            vec(n(MODEL_TENSOR.ATTN_Q, "bias"), (0.5 * rng.standard_normal(q_dim)).astype(np.float32))
+            vec(n(MODEL_TENSOR.ATTN_K, "bias"), (0.5 * rng.standard_normal(kv_dim)).astype(np.float32))
+            vec(n(MODEL_TENSOR.ATTN_V, "bias"), (0.5 * rng.standard_normal(kv_dim)).astype(np.float32))
+        if arch == "gemma3":
+            vec(n(MODEL_TENSOR.ATTN_Q_NORM), _norm(rng, D))
+            vec(n(MODEL_TENSOR.ATTN_K_NORM), _norm(rng, D))
+            vec(n(MODEL_TENSOR.ATTN_POST_NORM), _norm(rng, E))
+            vec(n(MODEL_TENSOR.FFN_POST_NORM), _norm(rng, E))
+        mat(n(MODEL_TENSOR.ATTN_OUT), E, q_dim)
+        vec(n(MODEL_TENSOR.FFN_NORM), _norm(rng, E))
+        mat(n(MODEL_TENSOR.FFN_GATE), F, E)
+        mat(n(MODEL_TENSOR.FFN_UP), F, E)
+        mat(n(MODEL_TENSOR.FFN_DOWN), E, F)
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

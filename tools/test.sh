@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The test command of README.md: set up everything the suite needs on this
+# Python, then run it. Works on a fresh machine with an empty cache (downloads
+# and builds land in ${LAMINA_CACHE:-~/.cache/lamina}, never in the repo) and
+# is quick once they are there. Arguments go to pytest (default: -q tests).
+#   tools/test.sh                      # the whole suite
+#   tools/test.sh tests/native -k q4   # a part of it
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
+py=${PYTHON:-python}
+cache=${LAMINA_CACHE:-$HOME/.cache/lamina}
+mkdir -p "$cache/wheels" "$cache/sdist"
+pip_q() { "$py" -m pip install -q "$@" 2>&1 | grep -v -e "^WARNING: Location" -e "^WARNING: Running pip as" || true; }
+
+# torch first, and the CPU build: the test extra's transformers/accelerate take
+# any torch, and an unpinned one would pull a multi-GB CUDA build
+pip_q "torch==2.13.0"
+
+# llama.cpp itself, the interop and speed peer: its sdist vendors the tree whose
+# convert_hf_to_gguf.py is the converter oracle, and llama-cpp-python builds it
+# from source (long on 2 cores), so both the sdist and the wheel are cached
+llcpp=0.3.36
+if ! ls "$cache"/sdist/llama_cpp_python-$llcpp.tar.gz >/dev/null 2>&1; then
+  pip_q scikit-build-core   # pip prepares an sdist's metadata even to download it
+  "$py" -m pip download -q --no-deps --no-binary :all: --no-build-isolation "llama-cpp-python==$llcpp" \
+    -d "$cache/sdist" 2>&1 | grep -v "^WARNING: Location" || true
+fi
+if ! ls "$cache"/wheels/llama_cpp_python-$llcpp-*.whl >/dev/null 2>&1; then
+  CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
+    "$py" -m pip wheel -q --no-deps "$cache/sdist/llama_cpp_python-$llcpp.tar.gz" -w "$cache/wheels"
+fi
+pip_q "$cache"/wheels/llama_cpp_python-$llcpp-*.whl
+
+# lamina with its test extra (builds the native core; liblamina_cuda too where nvcc is)
+pip_q ".[test]"
+
+# the real models, once: oracle tests compare against them and must not skip
+"$py" -m lamina models fetch smollm2-135m-instruct gemma-3-270m qwen2.5-coder-0.5b
+
+if [ $# -eq 0 ]; then set -- -q tests; fi
+exec "$py" -m pytest "$@"
