@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -25,7 +25,7 @@ class Job:
     out: Path
     arch: str
     metadata: Callable[[gguf.GGUFWriter], None]
-    tensors: list[tuple[OutTensor, Callable[[], np.ndarray]]]  # producer -> u8 bytes of OutTensor.type
+    tensors: Sequence[tuple[OutTensor, Callable[[], np.ndarray]]]  # producer -> u8 bytes of OutTensor.type
 
 
 @dataclass

@@ -4,7 +4,15 @@ summary table (tensors by type, size, bits per weight, time)."""
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from lamina.convert.pipeline import Summary
@@ -27,18 +35,22 @@ class TensorProgress:
             console=console,
             transient=True,
         )
-        self._task = None
+        self._task: TaskID | None = None
         self._done = 0
 
     def start(self, total_elements: int, n_tensors: int) -> None:
         self._bar.start()
         self._task = self._bar.add_task("", total=n_tensors)
 
+    def _started(self) -> TaskID:
+        assert self._task is not None, "start() comes first"
+        return self._task
+
     def tensor_begin(self, t: OutTensor) -> None:
-        self._bar.update(self._task, description=f"{t.name:<32} -> {t.type.name}")
+        self._bar.update(self._started(), description=f"{t.name:<32} -> {t.type.name}")
 
     def tensor_done(self, t: OutTensor) -> None:
-        self._bar.advance(self._task)
+        self._bar.advance(self._started())
 
     def stop(self) -> None:
         if self._task is not None:

@@ -119,6 +119,8 @@ class ChatTemplate:
     ) -> None:
         self.source = source
         self.origin = origin  # where the text came from, for error messages
+        # no template of the file's own: a base model, most likely, whose replies may never end
+        self.built_in = origin.startswith("built-in")
         self.bos_token = bos_token
         self.eos_token = eos_token
         try:

@@ -25,8 +25,9 @@ KV_BUDGET_BYTES = 1 << 30
 class Timings:
     prompt_tokens: int = 0  # tokens actually evaluated (cache hits excluded)
     prompt_seconds: float = 0.0
-    gen_tokens: int = 0
+    gen_tokens: int = 0  # decode steps evaluated (the last sampled token is never evaluated)
     gen_seconds: float = 0.0
+    sampled: int = 0  # tokens generated, what -n / max_tokens count
 
     @property
     def prompt_tps(self) -> float:
@@ -82,6 +83,7 @@ class Generator:
         self.model, self.context, self.tokenizer, self.template = model, context, tokenizer, template
         self.tokens: list[int] = []
         self.timings = Timings()
+        self.prefill_chunk: int | None = None  # prompt tokens per native call; None: the context's n_batch
 
     @property
     def n_ctx(self) -> int:
@@ -90,6 +92,11 @@ class Generator:
     def reset(self) -> None:
         self.context.truncate(0)
         self.tokens = []
+
+    def close(self) -> None:
+        """Free the context, then the model it points into."""
+        self.context.close()
+        self.model.close()
 
     def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """The conversation through the chat template, tokenized with special
@@ -117,12 +124,18 @@ class Generator:
             keep -= 1  # everything is cached, but the last token's logits are needed again
         self.context.truncate(keep)
         self.tokens = self.tokens[:keep]
-        t0 = time.perf_counter()
-        logits = self.context.eval(tokens[keep:], all_logits=all_logits)
-        self.timings.prompt_seconds += time.perf_counter() - t0
-        self.timings.prompt_tokens += len(tokens) - keep
-        self.tokens.extend(tokens[keep:])
-        return logits
+        # in chunks: an interrupt (Ctrl-C) or a cancelled request lands between two
+        # native calls, so it acts within one chunk's time, not the whole prompt's
+        step = self.prefill_chunk or self.context.n_batch
+        parts = []
+        for start in range(keep, len(tokens), step):
+            chunk = tokens[start : start + step]
+            t0 = time.perf_counter()
+            parts.append(self.context.eval(chunk, all_logits=all_logits))
+            self.timings.prompt_seconds += time.perf_counter() - t0
+            self.timings.prompt_tokens += len(chunk)
+            self.tokens.extend(chunk)
+        return np.concatenate(parts) if all_logits else parts[-1]
 
     def decode_one(self, token: int) -> np.ndarray:
         t0 = time.perf_counter()
@@ -156,6 +169,7 @@ class Generator:
                 finish = "stop"
                 break
             n += 1
+            self.timings.sampled = n
             text += detok.feed(token)
             cut = min((i for i in (text.find(s, max(0, sent - len(s))) for s in stops) if i >= 0), default=-1)
             if cut >= 0:

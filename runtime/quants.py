@@ -19,7 +19,7 @@ from lamina.native import ffi, last_error, lib
 QType = GGMLQuantizationType | str | int
 
 SCALAR, AVX2, AUTO = lib.LM_IMPL_SCALAR, lib.LM_IMPL_AVX2, lib.LM_IMPL_AUTO
-IMPLS = {"auto": AUTO, "scalar": SCALAR, "avx2": AVX2}
+IMPLS: dict[str, int] = {"auto": AUTO, "scalar": SCALAR, "avx2": AVX2}
 
 
 def as_qtype(qtype: QType) -> GGMLQuantizationType:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lamina import options
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -23,14 +25,16 @@ class SamplingParams:
     presence_penalty: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.repeat_penalty <= 0:
-            raise ValueError(f"repeat_penalty must be > 0, got {self.repeat_penalty}")
-        if not 0.0 <= self.min_p <= 1.0:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
-        if self.top_p <= 0.0:
-            raise ValueError(f"top_p must be > 0, got {self.top_p}")
-        if self.repeat_last_n < -1:
-            raise ValueError(f"repeat_last_n must be >= -1, got {self.repeat_last_n}")
+        # the one validation of every front end (lamina.options); normalizes types too
+        set_ = object.__setattr__
+        set_(self, "temperature", options.temperature(self.temperature))
+        set_(self, "top_k", options.top_k(self.top_k))
+        set_(self, "top_p", options.top_p(self.top_p))
+        set_(self, "min_p", options.probability(self.min_p, "min_p"))
+        set_(self, "repeat_penalty", options.repeat_penalty(self.repeat_penalty))
+        set_(self, "repeat_last_n", options.repeat_last_n(self.repeat_last_n))
+        set_(self, "frequency_penalty", options.penalty(self.frequency_penalty, "frequency_penalty"))
+        set_(self, "presence_penalty", options.penalty(self.presence_penalty, "presence_penalty"))
 
 
 def apply_penalties(logits: np.ndarray, history: Sequence[int], p: SamplingParams) -> np.ndarray:

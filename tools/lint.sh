@@ -9,31 +9,32 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python}
-"$py" -m pip install -q ruff==0.17.6 mypy==2.4.1 clang-format==23.1.5 2>&1 \
-  | grep -v -e "^WARNING: Location" -e "^WARNING: Running pip as" || true
+mapfile -t tools < <("$py" -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['lint'], sep='\n')")
+"$py" -m pip install -q "${tools[@]}" 2>&1 | grep -v -e "^WARNING: Location" -e "^WARNING: Running pip as" || true
 mapfile -t native < <(git ls-files 'native/*.c' 'native/*.h' 'native/*.cu' 'native/*.cuh')
+
+typecheck() {
+  # mypy reads the package as it is installed (an editable install's import
+  # hook is invisible to it): links in build/ give the checkout that shape
+  MYPYPATH=$(tools/package_links.sh build/typecheck) "$py" -m mypy -p lamina
+}
+
+if [ "${1:-}" = "--mypy-only" ]; then
+  typecheck
+  exit 0
+fi
 
 if [ "${1:-}" = "--fix" ]; then
   "$py" -m ruff check --fix .
   "$py" -m ruff format .
-  "$py" -m clang_format -i "${native[@]}" 2>/dev/null || clang-format -i "${native[@]}"
+  clang-format -i "${native[@]}"
   exit 0
 fi
 
 "$py" -m ruff check .
 "$py" -m ruff format --check .
 
-# mypy reads the package as it is installed, `lamina` (runtime/) with
-# `lamina.convert` (convert/) inside: a tree of links in build/ gives it that
-# shape without an install (an editable install's import hook is invisible to it)
-shim=build/typecheck
-rm -rf "$shim" && mkdir -p "$shim/lamina"
-for entry in runtime/*; do
-  case $(basename "$entry") in __pycache__|*.so) continue ;; esac
-  ln -s "$PWD/$entry" "$shim/lamina/$(basename "$entry")"
-done
-ln -s "$PWD/convert" "$shim/lamina/convert"
-MYPYPATH=$shim "$py" -m mypy -p lamina
+typecheck
 
 clang-format --dry-run --Werror "${native[@]}"
 echo "lint: clean"

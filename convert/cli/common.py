@@ -5,7 +5,6 @@ line on stderr and exit status 1 (130 when interrupted), never a traceback."""
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from collections.abc import Callable
 
@@ -16,10 +15,11 @@ from lamina.convert.encode import Encoder
 from lamina.convert.pipeline import Job, run_job
 from lamina.convert.report import TensorProgress, summary_table
 from lamina.errors import LaminaError
+from lamina.system import available_cpus
 
 
 def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return available_cpus()
 
 
 def execute(plan: Callable[[Encoder], Job], threads: int, quiet: bool) -> int:

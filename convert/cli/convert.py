@@ -1,10 +1,10 @@
-"""`bin/convert HF_DIR`: a Hugging Face checkpoint to GGUF in one step.
+"""`lamina convert HF_DIR`: a Hugging Face checkpoint to GGUF in one step.
 
-    bin/convert HF_DIR [-o OUT.gguf] [--outtype TYPE | --q4_k | --q8_0 | ...]
-                [--pure] [--threads N] [--force] [--quiet]
-    bin/convert HF_DIR --gptq [--q4_0 | --q4_k] [--bits 4] [--group-size 128]
-                [--act-order] [--sym | --asym] [--damp 0.01]
-                [--calibration FILE] [--nsamples 128] [--seqlen 512]
+    lamina convert HF_DIR [-o OUT.gguf] [--outtype TYPE | --q4_k | --q8_0 | ...]
+                   [--pure] [--threads N] [--force] [--quiet]
+    lamina convert HF_DIR --gptq [--q4_0 | --q4_k] [--bits 4] [--group-size 128]
+                   [--act-order] [--sym | --asym] [--damp 0.01]
+                   [--calibration FILE] [--nsamples 128] [--seqlen 512]
 
 The output is byte-for-byte what llama.cpp's converter (to f32) followed by
 llama-quantize TYPE writes. Without -o the file goes into HF_DIR, named as
@@ -28,8 +28,18 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
+from lamina import options
+from lamina.cli.errors import checked
 from lamina.convert.cli.common import default_threads, execute
 from lamina.convert.gptq.calibrate import LayerStats
 from lamina.convert.gptq.convert import GPTQOptions, GPTQOptionsError, plan_gptq
@@ -62,7 +72,8 @@ def parser() -> argparse.ArgumentParser:
     for name in [*MIXES, *ALIASES]:
         types.add_argument(f"--{name}", dest="outtype", action="store_const", const=name, help=argparse.SUPPRESS)
     p.add_argument("--pure", action="store_true", help="no mix: every quantizable tensor gets the type itself")
-    p.add_argument("--threads", type=int, default=default_threads(), help="quantization threads (default: all)")
+    threads = checked(options.n_threads)
+    p.add_argument("--threads", type=threads, default=default_threads(), help="quantization threads (default: all)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
@@ -140,7 +151,7 @@ class CalibrationProgress:
             console=console,
             transient=True,
         )
-        self._task = None
+        self._task: TaskID | None = None
 
     def start(self, n_layer: int, n_windows: int) -> None:
         self.n_layer = n_layer
@@ -148,8 +159,12 @@ class CalibrationProgress:
         self._bar.start()
         self._task = self._bar.add_task("", total=n_layer)
 
+    def _started(self) -> TaskID:
+        assert self._task is not None, "start() comes first"
+        return self._task
+
     def step(self, il: int, what: str) -> None:
-        self._bar.update(self._task, description=f"layer {il:>3}: {what:<16}")
+        self._bar.update(self._started(), description=f"layer {il:>3}: {what:<16}")
 
     def layer_done(self, stats: LayerStats) -> None:
         parts = []
@@ -159,7 +174,7 @@ class CalibrationProgress:
         self._bar.console.print(
             f"layer {stats.il:>3}/{self.n_layer}  {stats.seconds:6.1f} s  err/rtn: {'  '.join(parts)}", highlight=False
         )
-        self._bar.advance(self._task)
+        self._bar.advance(self._started())
 
     def stop(self) -> None:
         if self._task is not None:

@@ -1,7 +1,7 @@
-"""`bin/quantize IN.gguf OUT.gguf TYPE`: apply a quantization mix to a GGUF.
+"""`lamina quantize IN.gguf OUT.gguf TYPE`: apply a quantization mix to a GGUF.
 
-    bin/quantize IN.gguf OUT.gguf TYPE [--pure] [--allow-requantize]
-                 [--threads N] [--force] [--quiet]
+    lamina quantize IN.gguf OUT.gguf TYPE [--pure] [--allow-requantize]
+                    [--threads N] [--force] [--quiet]
 
 The same recipes as `convert` and llama-quantize; an already-quantized input
 is refused unless --allow-requantize.
@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lamina import options
+from lamina.cli.errors import checked
 from lamina.convert.cli.common import default_threads, execute
 from lamina.convert.recipes import ALIASES, MIXES, get_mix
 from lamina.convert.requantize import plan_gguf
@@ -31,7 +33,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pure", action="store_true", help="no mix: every quantizable tensor gets TYPE itself")
     p.add_argument("--allow-requantize", action="store_true", help="requantize tensors that are already quantized")
-    p.add_argument("--threads", type=int, default=default_threads(), help="quantization threads (default: all)")
+    p.add_argument(
+        "--threads",
+        type=checked(options.n_threads),
+        default=default_threads(),
+        help="quantization threads (default: all)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     return p

@@ -296,7 +296,10 @@ class _Grids:
         if self.affine is not None and affine != self.affine:
             raise GPTQError(f"grid of group {g} mixes AffineGrid and (scale, zero) results")
         self.affine = affine
-        scale, zero = (got.scale, got.offset) if affine else got
+        if isinstance(got, AffineGrid):
+            scale, zero = got.scale, got.offset
+        else:
+            scale, zero = got
         scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (self.rows,))
         zero = np.broadcast_to(np.asarray(zero, dtype=np.float64), (self.rows,))
         if not (np.all(np.isfinite(scale)) and (affine or np.all(scale != 0)) and np.all(np.isfinite(zero))):

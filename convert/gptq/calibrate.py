@@ -101,10 +101,13 @@ def read_calibration_tokens(path: Path, tokenizer) -> np.ndarray:
 
 
 def check_window_settings(nsamples: object, seqlen: object) -> tuple[int, int]:
-    for name, v in (("nsamples", nsamples), ("seqlen", seqlen)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise CalibrationError(f"--{name} must be a positive integer, got {v!r}")
-    return int(nsamples), int(seqlen)
+    return _positive_int("nsamples", nsamples), _positive_int("seqlen", seqlen)
+
+
+def _positive_int(name: str, v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise CalibrationError(f"--{name} must be a positive integer, got {v!r}")
+    return int(v)
 
 
 def window_starts(n_tokens: int, nsamples: int, seqlen: int) -> np.ndarray:
@@ -264,11 +267,12 @@ def calibrate(
         overrides: dict[str, np.ndarray] = {}
         for point, linears in CAPTURE_POINTS:
             names = [weight_name(il, n) for n in linears]
-            H = None
+            H: np.ndarray | None = None  # Hessian sum at this capture point, when a linear needs it
             if any(plan.needs_hessian(n) for n in names):
                 if progress is not None:
                     progress.step(il, f"capture {point}")
                 H, _ = run(il, overrides, point, x, keep_output=False)
+                assert H is not None, "a capture pass over >= 1 window always sums a Hessian"
                 if on_hessian is not None:
                     on_hessian(il, point, H)
             for n in names:

@@ -65,11 +65,11 @@ from lamina.convert.gptq.calibrate import (
     read_calibration_tokens,
 )
 from lamina.convert.gptq.grids import DEFAULT_BLOCK_GRID, GGML_GRID_TYPES, GridQuant, gptq_ggml
-from lamina.convert.gptq.tensors import FILE_LABEL, gptq_job_tensors, gptq_metadata
+from lamina.convert.gptq.tensors import FILE_LABEL, Producer, gptq_job_tensors, gptq_metadata
 from lamina.convert.hf.convert import FILE_TYPE_KEY, QUANT_VERSION_KEY, plan_hf
 from lamina.convert.pipeline import Job, run_job
 from lamina.convert.recipes import MIXES, Mix, get_mix
-from lamina.convert.writer import move_to_end, set_kv
+from lamina.convert.writer import OutTensor, move_to_end, set_kv
 from lamina.gptq.format import is_gptq_weight_name
 from lamina.gptq.pack import GPTQPacked, pack_result
 from lamina.quants import dequantize
@@ -170,6 +170,7 @@ class _PurePlan:
         return True
 
     def quantize(self, name: str, W: np.ndarray, H: np.ndarray | None) -> LinearOutcome:
+        assert H is not None, "needs_hessian() holds for every linear, so calibrate passes H"
         res = gptq_quantize(W, H, self.cfg)
         self.packed[name] = pack_result(res, "v2")
         return LinearOutcome(res.dequantize(), quantize_rtn(W, self.cfg).dequantize(), "gptq int4")
@@ -259,12 +260,15 @@ def _check_pure_shapes(job: Job) -> None:
                 )
 
 
+def _constant(data: np.ndarray) -> Producer:
+    return lambda: data
+
+
 def _grid_job(job: Job, plan: _GridPlan, opts: GPTQOptions, source: str, seconds: float) -> Job:
-    tensors = []
+    tensors: list[tuple[OutTensor, Producer]] = []
     for t, produce in job.tensors:
         if t.name in plan.data:
-            data = plan.data[t.name]
-            tensors.append((t, lambda data=data: data))
+            tensors.append((t, _constant(plan.data[t.name])))
         else:
             tensors.append((t, produce))
     base_metadata = job.metadata

@@ -372,8 +372,8 @@ def plan_gptq_import(
                 f"{hf_dir}: {prefix!r} is GPTQ-quantized, which lamina supports only for the "
                 f"attention and feed-forward linears (q/k/v/o, gate/up/down)"
             )
-        dense = expected[(mapped[0], False)]
-        linears[prefix + ".weight"] = _check_linear(ckpt, prefix, dense, qc, repack)
+        n_out, n_in = expected[(mapped[0], False)]  # a linear's dense [out, in]
+        linears[prefix + ".weight"] = _check_linear(ckpt, prefix, (n_out, n_in), qc, repack)
 
     parts = {lin.part(p) for lin in linears.values() for p in GPTQ_PARTS}
     hf_shapes: dict[str, tuple[int, ...]] = {}
@@ -419,6 +419,7 @@ def plan_gptq_import(
         if n not in gptq_src:
             tensors.append((OutTensor(n, src.shape, types[n]), partial(_produce, ckpt, src, types[n], encoder)))
             continue
+        assert src.hf_name is not None, "gptq_src holds only tensors of the checkpoint's linears"
         lin = linears[src.hf_name]
         load = partial(_load_packed, ckpt, lin, qc, _output_permutation(src, lin.n_out))
         if repack:

@@ -19,6 +19,7 @@ allows it (`q4_0_problem` says why not).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import gguf
 import numpy as np
@@ -143,7 +144,7 @@ def gptq_job_tensors(
         value = packed
         load: Callable[[], GPTQPacked] = lambda: value
     else:
-        if None in (n_in, n_out, n_groups, with_g_idx):
+        if n_in is None or n_out is None or n_groups is None or with_g_idx is None:
             raise TypeError("gptq_job_tensors with a loader needs n_in, n_out, n_groups and with_g_idx")
         load = packed
     table = gptq_out_tensors(weight_name, n_in, n_out, n_groups, bool(with_g_idx))
@@ -172,7 +173,7 @@ def gptq_job_tensors(
         return data
 
     kinds = ["qweight", "scales", "qzeros", "g_idx"][: len(table)]
-    return [(t, lambda k=k: part(k)) for t, k in zip(table, kinds)]
+    return [(t, partial(part, k)) for t, k in zip(table, kinds)]
 
 
 _DTYPES = {"qweight": np.int32, "scales": np.float16, "qzeros": np.int32, "g_idx": np.int32}

@@ -111,6 +111,7 @@ def _produce(ckpt: HFCheckpoint, src: SourceTensor, qtype: Q, encoder: Encoder) 
     if src.generate is not None:
         x = src.generate()
     else:
+        assert src.hf_name is not None, f"{src.name}: neither generated nor read from the checkpoint"
         x = ckpt.load_f32(src.hf_name)
         if src.transform is not None:
             x = src.transform(x)

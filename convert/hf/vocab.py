@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
@@ -61,7 +62,7 @@ _SPM_SPACE = "\u2581"
 class Vocab:
     model: str  # tokenizer.ggml.model: "llama" (SPM) or "gpt2" (BPE)
     pre: str
-    tokens: list[str | bytes]
+    tokens: Sequence[str] | Sequence[bytes]  # bytes from SentencePiece, str from tokenizer.json
     toktypes: list[int]
     scores: list[float] | None
     special: gguf.SpecialVocab
@@ -124,7 +125,7 @@ def _spm_vocab(directory: Path, hp: HFConfig) -> Vocab:
     except (OSError, RuntimeError) as e:
         raise VocabError(f"{path}: not a sentencepiece model: {' '.join(str(e).split())}") from None
     n = int(hp.cfg.get("vocab_size") or sp.vocab_size())
-    tokens: list[str | bytes] = [f"[PAD{i}]".encode() for i in range(n)]
+    tokens: list[bytes] = [f"[PAD{i}]".encode() for i in range(n)]
     scores = [-10000.0] * n
     types = [UNUSED] * n
     for i in range(min(n, sp.vocab_size())):
@@ -192,7 +193,7 @@ def _bpe_vocab(directory: Path, hp: HFConfig) -> Vocab:
     if max(by_id) >= n:
         raise VocabError(f"{path}: token id {max(by_id)} is outside config.json's vocab_size {n}")
 
-    tokens: list[str | bytes] = []
+    tokens: list[str] = []
     types: list[int] = []
     for i in range(n):
         if i not in by_id:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import statistics
 import sys
 import time
@@ -24,8 +23,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lamina.cli.errors import one_line_errors
+from lamina import options
+from lamina.cli.errors import checked, one_line_errors
 from lamina.errors import LaminaError
+from lamina.system import available_cpus
 
 
 class LaminaRunner:
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-m", "--model", default=None, help="GGUF path or known model name (default model if none)")
     ap.add_argument("-p", "--n-prompt", type=int, default=512)
     ap.add_argument("-n", "--n-gen", type=int, default=128)
-    ap.add_argument("-t", "--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("-t", "--threads", type=checked(options.n_threads), default=available_cpus())
     ap.add_argument("-b", "--batch-size", type=int, default=512)
     ap.add_argument("-r", "--repetitions", type=int, default=5)
     ap.add_argument("--json", action="store_true", help="print llama-bench's JSON records")
@@ -171,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 def _bench(args) -> int:
     from lamina.model_cache import resolve_model
 
-    if args.repetitions < 1 or args.n_prompt < 0 or args.n_gen < 0 or args.threads < 1:
-        raise ValueError("-r and -t must be >= 1, -p and -n >= 0")
+    if args.repetitions < 1 or args.n_prompt < 0 or args.n_gen < 0:
+        raise ValueError("-r must be >= 1, -p and -n >= 0")
     path = str(resolve_model(args.model))
     info = model_info(path)
     tests = [(args.n_prompt, 0)] * bool(args.n_prompt) + [(0, args.n_gen)] * bool(args.n_gen)

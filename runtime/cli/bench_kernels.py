@@ -20,7 +20,9 @@ import time
 
 import numpy as np
 
-from lamina.cli.errors import one_line_errors
+from lamina import options
+from lamina.cli.errors import checked, one_line_errors
+from lamina.system import available_cpus
 
 DEFAULT_TYPES = [
     "f32",
@@ -145,7 +147,7 @@ def bench_type(quants, qtype: str, n_threads: int, reps: int, impl: str, matvec_
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="lamina bench-kernels", description=__doc__.split("\n\n")[0])
-    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("-t", "--threads", type=checked(options.n_threads), default=min(2, available_cpus()))
     ap.add_argument("-r", "--reps", type=int, default=5)
     ap.add_argument("--types", default=",".join(DEFAULT_TYPES), help="comma-separated ggml type names")
     ap.add_argument("--impl", default="auto", choices=["auto", "scalar", "avx2"])

@@ -4,9 +4,11 @@ argument, a missing model, Ctrl-C, a closed pipe)."""
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from lamina.errors import LaminaError
 
@@ -22,7 +24,7 @@ def one_line_errors(prog: str) -> Callable[[Callable[..., int]], Callable[..., i
                 return 130
             except BrokenPipeError:
                 # `cmd | head`: the reader left; say nothing, skip the flush at exit
-                sys.stdout = None  # type: ignore[assignment]
+                sys.stdout = None
                 return 1
             except (LaminaError, ValueError) as e:
                 print(f"{prog}: error: {e}", file=sys.stderr)
@@ -35,3 +37,17 @@ def one_line_errors(prog: str) -> Callable[[Callable[..., int]], Callable[..., i
         return main
 
     return wrap
+
+
+def checked(validate: Callable[..., Any], *args: Any) -> Callable[[str], Any]:
+    """An argparse `type=` from a lamina.options validator: argparse then says
+    "argument --temp: temperature must be a finite number, got 'nan'"."""
+
+    def parse(text: str) -> Any:
+        try:
+            return validate(text, *args)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = getattr(validate, "__name__", "value")
+    return parse

@@ -148,13 +148,13 @@ def _print_tables(f: GGUFFile, console: Console) -> None:
     tensors.add_column("type")
     tensors.add_column("size", justify="right")
     tensors.add_column("bpw", justify="right")
-    for t in f.tensors:
+    for info in f.tensors:
         tensors.add_row(
-            Text(t.name),
-            " x ".join(map(str, t.ne)),
-            t.ggml_type.name,
-            _size(t.nbytes),
-            f"{_bpw(t.nbytes, t.n_elements):.2f}",
+            Text(info.name),
+            " x ".join(map(str, info.ne)),
+            info.ggml_type.name,
+            _size(info.nbytes),
+            f"{_bpw(info.nbytes, info.n_elements):.2f}",
         )
     console.print(tensors)
 

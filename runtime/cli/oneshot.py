@@ -1,4 +1,4 @@
-"""run -p: one completion to stdout, nothing else there; timings to stderr."""
+"""lamina run -p / -f: one completion to stdout, nothing else there; timings to stderr."""
 
 from __future__ import annotations
 
@@ -9,25 +9,23 @@ from lamina.generation import Generator
 from lamina.sampling import Sampler, SamplingParams
 
 
-def complete(gen: Generator, args: argparse.Namespace, params: SamplingParams) -> int:
+def complete(gen: Generator, args: argparse.Namespace, params: SamplingParams, prompt: str) -> int:
     if args.chat:
         messages = [{"role": "system", "content": args.system}] if args.system else []
-        tokens = gen.chat_tokens(messages + [{"role": "user", "content": args.prompt}])
+        tokens = gen.chat_tokens(messages + [{"role": "user", "content": prompt}])
     else:
-        tokens = gen.tokenizer.encode(args.prompt)
+        tokens = gen.tokenizer.encode(prompt)
     if len(tokens) >= gen.n_ctx:
         raise ValueError(f"the prompt is {len(tokens)} tokens, the context holds {gen.n_ctx} (raise -c)")
-    limit = None if args.n_predict < 0 else args.n_predict
     out = sys.stdout
-    for piece in gen.generate(tokens, Sampler(params, args.seed), limit, args.stop):
+    for piece in gen.generate(tokens, Sampler(params, args.seed), args.n_predict, args.stop):
         out.write(piece.text)
         out.flush()
     out.write("\n")
     out.flush()
     t = gen.timings
     print(
-        f"prompt {t.prompt_tokens} tok, {t.prompt_tps:.1f} tok/s | generation {t.gen_tokens} tok, "
-        f"{t.gen_tps:.1f} tok/s",
+        f"prompt {t.prompt_tokens} tok, {t.prompt_tps:.1f} tok/s | generation {t.sampled} tok, {t.gen_tps:.1f} tok/s",
         file=sys.stderr,
     )
     return 0

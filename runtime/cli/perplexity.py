@@ -18,11 +18,17 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from lamina.cli.errors import one_line_errors
+from lamina import options
+from lamina.cli.errors import checked, one_line_errors
+
+if TYPE_CHECKING:  # the eval modules load only when a run starts
+    from lamina.eval.scoring import LogitsProvider
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens per native eval call, capped at the context (default 2048)",
     )
     ap.add_argument("--chunks", type=int, default=None, help="evaluate only the first N chunks")
-    ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
+    ap.add_argument("-t", "--threads", type=checked(options.n_threads), default=None, help="threads (default: all)")
     ap.add_argument(
         "--kl-divergence-base",
         metavar="FILE",
@@ -84,6 +90,11 @@ def _progress(err: Console) -> Progress:
 class _Backend:
     """Tokenizer + logits provider for lamina or llama.cpp."""
 
+    provider: LogitsProvider
+    encode: Callable[[bytes], list[int]]  # the text file's bytes -> ids, BOS as the model adds it
+    bos_id: int | None  # each chunk starts with it when the vocabulary adds BOS
+    name: str
+
     def __init__(self, path: str, args: argparse.Namespace, n_ctx: int) -> None:
         from lamina.eval.scoring import PerplexityError
 
@@ -93,9 +104,10 @@ class _Backend:
         if args.llama_cpp:
             from lamina.eval.providers import LlamaCppLogits
 
-            self.provider = LlamaCppLogits(path, n_ctx, n_batch, args.threads)
-            self.encode = self.provider.tokenize
-            self.bos_id = self.provider.bos_id
+            llama_cpp = LlamaCppLogits(path, n_ctx, n_batch, args.threads)
+            self.provider = llama_cpp
+            self.encode = llama_cpp.tokenize
+            self.bos_id = llama_cpp.bos_id
             self.name = "llama.cpp"
         else:
             from lamina.engine.context import Model
@@ -111,52 +123,67 @@ class _Backend:
 
 
 def _run(args: argparse.Namespace, err: Console) -> int:
-    from lamina.eval.kld import KLD_TABLE_HEADER, compute_kl_divergence
-    from lamina.eval.logits_file import LogitsFile
-    from lamina.eval.perplexity import compute_perplexity
     from lamina.eval.scoring import PerplexityError
     from lamina.model_cache import fetch_model
 
     if args.kl_divergence and not args.kl_divergence_base:
         raise PerplexityError("--kl-divergence needs --kl-divergence-base FILE (the base model's saved log-probs)")
     path = str(fetch_model(args.model))
-
     if args.kl_divergence:
-        base = LogitsFile(args.kl_divergence_base)
-        n_ctx = base.header.n_ctx
-        if args.ctx_size is not None and args.ctx_size != n_ctx:
-            err.print(
-                f"note: {args.kl_divergence_base} was computed with n_ctx={n_ctx}; using that, not -c {args.ctx_size}"
-            )
-        backend = _Backend(path, args, n_ctx)
-        n_chunk = base.header.n_chunk if args.chunks is None else min(args.chunks, base.header.n_chunk)
+        return _run_kl_divergence(args, err, path)
+    return _run_perplexity(args, err, path)
+
+
+def _run_kl_divergence(args: argparse.Namespace, err: Console, path: str) -> int:
+    """MODEL against the base log-probs: llama-perplexity's KLD table and report."""
+    from lamina.eval.kld import KLD_TABLE_HEADER, KLDStats, compute_kl_divergence
+    from lamina.eval.logits_file import LogitsFile
+
+    base = LogitsFile(args.kl_divergence_base)
+    n_ctx = base.header.n_ctx
+    if args.ctx_size is not None and args.ctx_size != n_ctx:
         err.print(
-            f"kl-divergence: {backend.name}, {os.path.basename(path)} against {args.kl_divergence_base} "
-            f"({n_chunk} chunks of {n_ctx} tokens)"
+            f"note: {args.kl_divergence_base} was computed with n_ctx={n_ctx}; using that, not -c {args.ctx_size}"
         )
-        t0 = time.perf_counter()
-        with _progress(err) as prog:
-            task = prog.add_task("kl-divergence", total=n_chunk, info="")
+    backend = _Backend(path, args, n_ctx)
+    n_chunk = base.header.n_chunk if args.chunks is None else min(args.chunks, base.header.n_chunk)
+    err.print(
+        f"kl-divergence: {backend.name}, {os.path.basename(path)} against {args.kl_divergence_base} "
+        f"({n_chunk} chunks of {n_ctx} tokens)"
+    )
+    t0 = time.perf_counter()
+    with _progress(err) as prog:
+        task = prog.add_task("kl-divergence", total=n_chunk, info="")
 
-            def tick(done: int, total: int, stats) -> None:
-                k, _ = stats.kld()
-                prog.update(task, completed=done, info=f"KLD {k:.5f}  PPL {stats.ppl()[0]:.4f}")
+        def tick(done: int, total: int, stats: KLDStats) -> None:
+            k, _ = stats.kld()
+            prog.update(task, completed=done, info=f"KLD {k:.5f}  PPL {stats.ppl()[0]:.4f}")
 
-            res = compute_kl_divergence(backend.provider, base, backend.bos_id, args.chunks, on_chunk=tick)
-        out = sys.stdout
-        print(KLD_TABLE_HEADER, file=out)
-        for row in res.chunk_rows:
-            print(row, file=out)
-        print(file=out)
-        for line in res.stats.report_lines():
-            print(line, file=out)
-        if args.json:
-            summary = res.stats.summary()
-            summary.update(
-                n_ctx=n_ctx, n_chunks=res.n_chunks, seconds=time.perf_counter() - t0, backend=backend.name, model=path
-            )
-            print(json.dumps(summary))
-        return 0
+        res = compute_kl_divergence(backend.provider, base, backend.bos_id, args.chunks, on_chunk=tick)
+    out = sys.stdout
+    print(KLD_TABLE_HEADER, file=out)
+    for row in res.chunk_rows:
+        print(row, file=out)
+    print(file=out)
+    for line in res.stats.report_lines():
+        print(line, file=out)
+    if args.json:
+        summary: dict[str, float | str] = {
+            **res.stats.summary(),
+            "n_ctx": n_ctx,
+            "n_chunks": res.n_chunks,
+            "seconds": time.perf_counter() - t0,
+            "backend": backend.name,
+            "model": path,
+        }
+        print(json.dumps(summary))
+    return 0
+
+
+def _run_perplexity(args: argparse.Namespace, err: Console, path: str) -> int:
+    """Perplexity of MODEL over the text file (saving base log-probs with --kl-divergence-base)."""
+    from lamina.eval.perplexity import compute_perplexity
+    from lamina.eval.scoring import PerplexityError, plan_chunks
 
     if not args.file:
         raise PerplexityError("-f TEXT is required (the text to evaluate)")
@@ -172,8 +199,6 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         f"perplexity: {backend.name}, {os.path.basename(path)}: {args.file} tokenizes to {len(tokens)} "
         f"tokens ({time.perf_counter() - t0:.2f} s)"
     )
-    from lamina.eval.scoring import plan_chunks
-
     n_chunk = plan_chunks(len(tokens), n_ctx, args.chunks)
     err.print(
         f"perplexity: calculating perplexity over {n_chunk} chunks, n_ctx={n_ctx}, "

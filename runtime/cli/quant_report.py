@@ -29,7 +29,7 @@ import math
 import re
 import sys
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gguf import GGMLQuantizationType
@@ -38,6 +38,9 @@ from gguf.quants import dequantize as gguf_dequantize
 from lamina.cli.errors import one_line_errors
 from lamina.errors import LaminaError
 from lamina.gguf.reader import GGUFFile, TensorInfo
+
+if TYPE_CHECKING:  # rich loads only when tables are printed
+    from rich.console import JustifyMethod
 
 GPTQ_PARTS = ("qweight", "qzeros", "scales", "g_idx")
 
@@ -269,7 +272,7 @@ def print_report(rep: Report, console) -> None:
 
     console.print(f"[bold]quant-report[/]: B = {rep.path_b}\n              against A = {rep.path_a}")
     table = Table(title="per-tensor error of B against A", title_justify="left")
-    for col, just in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("tensor", "left"),
         ("shape", "left"),
         ("A", "left"),
@@ -279,7 +282,8 @@ def print_report(rep: Report, console) -> None:
         ("RMSE", "right"),
         ("max abs", "right"),
         ("rel err", "right"),
-    ):
+    )
+    for col, just in columns:
         table.add_column(col, justify=just, no_wrap=col == "tensor")
     for r in rep.rows:
         table.add_row(

@@ -14,15 +14,20 @@ from lamina.engine.context import ContextFullError
 from lamina.generation import Generator, Timings
 from lamina.sampling import Sampler, SamplingParams
 
+REPL_PREFILL_CHUNK = 128
+
 
 class Repl:
     def __init__(self, gen: Generator, args: argparse.Namespace, params: SamplingParams):
         self.gen = gen
+        # Ctrl-C acts between two prompt chunks: keep each under a second or two
+        gen.prefill_chunk = min(gen.context.n_batch, REPL_PREFILL_CHUNK)
         self.console = Console(highlight=False)
         self.sampler = Sampler(params, args.seed)
         self.system: str | None = args.system
         self.stops: list[str] = args.stop
         self.context_shift: bool = args.context_shift
+        self.max_tokens: int | None = args.n_predict  # -n: tokens per reply
         self.messages: list[dict[str, str]] = []
         self.total = Timings()
 
@@ -114,7 +119,7 @@ class Repl:
         reply, finish = "", None
         out = self.console.file
         try:
-            for piece in self.gen.generate(tokens, self.sampler, None, self.stops):
+            for piece in self.gen.generate(tokens, self.sampler, self.max_tokens, self.stops):
                 out.write(piece.text)
                 out.flush()
                 reply += piece.text
@@ -130,11 +135,11 @@ class Repl:
 
     def summary(self, finish: str | None) -> None:
         t = self.gen.timings
-        for k in ("prompt_tokens", "prompt_seconds", "gen_tokens", "gen_seconds"):
+        for k in ("prompt_tokens", "prompt_seconds", "gen_tokens", "gen_seconds", "sampled"):
             setattr(self.total, k, getattr(self.total, k) + getattr(t, k))
         note = {"interrupted": " · stopped", "context": " · context full: /reset to start over"}.get(finish or "", "")
         self.console.print(
-            f"prompt {t.prompt_tokens} tok {t.prompt_tps:.1f} tok/s · generation {t.gen_tokens} tok "
+            f"prompt {t.prompt_tokens} tok {t.prompt_tps:.1f} tok/s · generation {t.sampled} tok "
             f"{t.gen_tps:.1f} tok/s · context {len(self.gen.tokens)}/{self.gen.n_ctx}{note}",
             style="dim",
             soft_wrap=True,
@@ -150,6 +155,6 @@ class Repl:
             f"{self.gen.context.kv_bytes / 2**20:.1f} MiB ({self.gen.context.kv_type}), "
             f"{self.gen.context.n_threads} threads\n"
             f"session: prompt {t.prompt_tokens} tok at {t.prompt_tps:.1f} tok/s, "
-            f"generation {t.gen_tokens} tok at {t.gen_tps:.1f} tok/s",
+            f"generation {t.sampled} tok at {t.gen_tps:.1f} tok/s",
             style="dim",
         )

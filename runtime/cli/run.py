@@ -1,7 +1,9 @@
-"""run: chat with a GGUF model in the terminal, or complete one prompt.
+"""lamina run: chat with a GGUF model in the terminal, or complete one prompt.
 
-bin/run [MODEL] [-t N] [-c N] [--temp T] ...          chat REPL (default model if none)
-bin/run MODEL -p PROMPT -n N [--temp 0] [--seed S]   one-shot raw completion to stdout
+    lamina run [MODEL] [-t N] [-c N] [--temp T] [-n N] ...      chat REPL (default model if none)
+    lamina run MODEL -p PROMPT | -f FILE [-n N] [--temp 0]     one-shot raw completion to stdout
+
+Every value goes through lamina.options, as the Llama API's do.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from lamina.cli.errors import one_line_errors
+from lamina import options
+from lamina.cli.errors import checked, one_line_errors
 from lamina.sampling import SamplingParams
 
 HELP = """commands:
@@ -26,23 +29,25 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lamina run", description="Chat with a GGUF model, or complete a prompt.")
     ap.add_argument("model", nargs="?", help="GGUF path or a known model name (default: smollm2-135m-instruct)")
     ap.add_argument("-m", "--model", dest="model_opt", help=argparse.SUPPRESS)
-    ap.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    ap.add_argument("-t", "--threads", type=checked(options.n_threads), default=None, help="CPU threads (default: all)")
     ap.add_argument(
         "-c",
         "--ctx-size",
-        type=int,
+        type=checked(options.n_ctx),
         default=0,
         help="context size (default: the model's, capped by a 1 GiB KV-cache budget)",
     )
-    ap.add_argument("-b", "--batch-size", type=int, default=512, help="prompt tokens per native call")
+    ap.add_argument(
+        "-b", "--batch-size", type=checked(options.n_batch), default=512, help="prompt tokens per native call"
+    )
     ap.add_argument("--cache-type", choices=["f16", "q8_0"], default="f16", help="KV cache format")
-    ap.add_argument("--temp", type=float, default=0.8)
-    ap.add_argument("--top-k", type=int, default=40)
-    ap.add_argument("--top-p", type=float, default=0.95)
-    ap.add_argument("--min-p", type=float, default=0.05)
-    ap.add_argument("--repeat-penalty", type=float, default=1.0)
-    ap.add_argument("--repeat-last-n", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=None, help="same seed, same output")
+    ap.add_argument("--temp", type=checked(options.temperature), default=0.8, help="0: greedy")
+    ap.add_argument("--top-k", type=checked(options.top_k), default=40, help="0: off")
+    ap.add_argument("--top-p", type=checked(options.top_p), default=0.95, help="1: off")
+    ap.add_argument("--min-p", type=checked(options.probability, "min_p"), default=0.05, help="0: off")
+    ap.add_argument("--repeat-penalty", type=checked(options.repeat_penalty), default=1.0, help="1: off")
+    ap.add_argument("--repeat-last-n", type=checked(options.repeat_last_n), default=64, help="-1: the whole context")
+    ap.add_argument("--seed", type=checked(options.seed), default=None, help="same seed, same output; -1: random")
     ap.add_argument("--system", default=None, help="system prompt")
     ap.add_argument("--chat-template-file", type=Path, default=None, help="Jinja chat template overriding the file's")
     ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
@@ -54,13 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpu-layers",
         "--n-gpu-layers",
         dest="gpu_layers",
-        default="0",
-        help="layers to offload to the GPU, llama.cpp's meaning (the output head counts as one), "
+        type=checked(options.gpu_layers),
+        default=0,
+        help="layers to offload to the GPU, llama.cpp's meaning (the output head counts as one; -1: all), "
         "or 'auto'; without a usable GPU: a warning and a CPU run",
     )
     ap.add_argument("--require-gpu", action="store_true", help="fail instead of running on the CPU without a GPU")
-    ap.add_argument("-p", "--prompt", default=None, help="one-shot: complete this prompt and exit")
-    ap.add_argument("-n", "--n-predict", type=int, default=-1, help="tokens to generate (-1: until done)")
+    prompt = ap.add_mutually_exclusive_group()
+    prompt.add_argument("-p", "--prompt", default=None, help="one-shot: complete this prompt and exit")
+    prompt.add_argument("-f", "--file", type=Path, default=None, help="one-shot: complete the text of this file")
+    ap.add_argument(
+        "-n",
+        "--n-predict",
+        type=checked(options.n_predict),
+        default=None,
+        help="tokens per reply (-1: until the model stops)",
+    )
     ap.add_argument("--chat", action="store_true", help="one-shot: send the prompt through the chat template")
     return ap
 
@@ -82,16 +96,15 @@ def main(argv: list[str] | None = None) -> int:
 
 @one_line_errors("lamina run")
 def _run(args: argparse.Namespace) -> int:
-    from lamina.engine.offload import OffloadWarning, parse_gpu_layers
+    from lamina.engine.offload import OffloadWarning
     from lamina.generation import open_generator
-    from lamina.model_cache import resolve_model
 
-    params = sampling_params(args)  # validate before the (slow) model load
+    params = sampling_params(args)  # everything is checked before the (slow) model load
     template = args.chat_template_file.read_text() if args.chat_template_file else None
-    gpu_layers = parse_gpu_layers(args.gpu_layers)
-    path = resolve_model(args.model_opt or args.model)
+    prompt = args.file.read_text(encoding="utf-8") if args.file is not None else args.prompt
+    path = options.model_file(args.model_opt or args.model)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", OffloadWarning)
+        warnings.simplefilter("always")
         gen = open_generator(
             path,
             n_ctx=args.ctx_size,
@@ -99,17 +112,26 @@ def _run(args: argparse.Namespace) -> int:
             n_batch=args.batch_size,
             kv_type=args.cache_type,
             chat_template=template,
-            gpu_layers=gpu_layers,
+            gpu_layers=args.gpu_layers,
             require_gpu=args.require_gpu,
         )
     for w in caught:
-        print(f"run: warning: {w.message}", file=sys.stderr)
+        if issubclass(w.category, (OffloadWarning, UserWarning)):
+            print(f"lamina run: warning: {w.message}", file=sys.stderr)
     if gen.context.offload.gpu_layers:
-        print(f"run: {gen.context.offload_description}", file=sys.stderr)
-    if args.prompt is not None:
+        print(f"lamina run: {gen.context.offload_description}", file=sys.stderr)
+    chatting = prompt is None or args.chat
+    if chatting and gen.template.built_in:
+        print(
+            f"lamina run: warning: {path.name} has no chat template of its own (a base model?); chatting through "
+            f"the {gen.template.origin}, its replies may not end: bound them with -n, or complete plain text "
+            "with -p",
+            file=sys.stderr,
+        )
+    if prompt is not None:
         from lamina.cli.oneshot import complete
 
-        return complete(gen, args, params)
+        return complete(gen, args, params, prompt)
     from lamina.cli.repl import Repl
 
     return Repl(gen, args, params).loop()

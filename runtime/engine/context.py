@@ -21,6 +21,7 @@ from dataclasses import replace
 import numpy as np
 from gguf import GGMLQuantizationType
 
+from lamina import options
 from lamina.engine.loader import HParams, NativeModel, read_hparams
 from lamina.engine.offload import (
     DEVICES,
@@ -34,6 +35,7 @@ from lamina.engine.offload import (
 from lamina.errors import LaminaError
 from lamina.gguf.reader import GGUFFile
 from lamina.native import ffi, last_error, lib
+from lamina.system import available_memory
 
 KV_TYPES = {
     "f32": int(GGMLQuantizationType.F32),
@@ -45,6 +47,10 @@ DEFAULT_N_CTX = 4096
 
 class ContextError(LaminaError, ValueError):
     """A request the context cannot serve: bad sizes, tokens, or no room left."""
+
+
+class ContextSizeWarning(UserWarning):
+    """The context is longer than the model was trained for."""
 
 
 class ContextFullError(ContextError):
@@ -94,6 +100,10 @@ class Model:
     def n_vocab(self) -> int:
         return self.hparams.n_vocab
 
+    def close(self) -> None:
+        """Free the native model and unmap the file now, after its contexts are closed."""
+        self.native.close()
+
     def kv_bytes(self, n_ctx: int, kv_type: str = "f16") -> int:
         """Bytes the KV cache of a context of n_ctx positions would take (0: not possible)."""
         if not 1 <= n_ctx < 2**31:
@@ -133,14 +143,13 @@ class Context:
         without the device: one OffloadWarning and a CPU run, or NoGPUError."""
         if n_ctx is None:
             n_ctx = min(model.hparams.n_ctx_train, DEFAULT_N_CTX)
-        n_threads = model.n_threads if n_threads is None else n_threads
-        for name, value, hi in (
-            ("n_ctx", n_ctx, 2**31 - 1),
-            ("n_batch", n_batch, 2**31 - 1),
-            ("n_threads", n_threads, 512),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= hi:
-                raise ContextError(f"{name} must be an integer in [1, {hi}], got {value!r}")
+        try:
+            n_threads = model.n_threads if n_threads is None else options.n_threads(n_threads)
+            n_ctx, n_batch = options.n_ctx(n_ctx), options.n_batch(n_batch)
+            if n_ctx == 0:
+                raise options.OptionError("n_ctx must be a positive context size here, got 0")
+        except options.OptionError as e:
+            raise ContextError(str(e)) from None
         self.model = model  # the native model must outlive the context
         self.n_ctx, self.n_batch = int(n_ctx), int(min(n_batch, n_ctx))
         self.kv_type, self.n_threads = kv_type, n_threads
@@ -158,6 +167,7 @@ class Context:
         self.offload_description = describe_plan(needs, n, device, device_free_bytes(device) if n else None)
         if self.offload.warning:
             warnings.warn(self.offload.warning, OffloadWarning, stacklevel=2)
+        self._check_memory(hp)
         ptr = lib.lm_context_create_offload(
             model.native.ptr,
             self.n_ctx,
@@ -176,15 +186,48 @@ class Context:
         self._capture: dict[str, np.ndarray] = {}
         self.captured: dict[str, np.ndarray] = {}
 
+    def _check_memory(self, hp: HParams) -> None:
+        """Refuse a KV cache the host cannot hold, before allocating it (a calloc
+        of that size may succeed lazily and end in the OOM killer later)."""
+        host_blocks = hp.n_layer - max(0, self.offload.gpu_layers - 1)
+        kv = self.model.kv_bytes(self.n_ctx, self.kv_type) * host_blocks // max(hp.n_layer, 1)
+        free = available_memory()
+        if free is not None and kv > free:
+            raise ContextError(
+                f"n_ctx={self.n_ctx} needs a {kv / 2**30:.1f} GiB {self.kv_type} KV cache here and this machine has "
+                f"{free / 2**30:.1f} GiB available: lower n_ctx, or use a q8_0 cache"
+            )
+        if self.n_ctx > hp.n_ctx_train:
+            warnings.warn(
+                f"n_ctx={self.n_ctx} is above the model's training context ({hp.n_ctx_train}): "
+                "expect worse output past it",
+                ContextSizeWarning,
+                stacklevel=3,
+            )
+
+    def close(self) -> None:
+        """Free the KV cache, scratch and threads now (instead of at garbage
+        collection); later calls raise ContextError."""
+        with self._lock:
+            if self._ptr is not None:
+                ffi.release(self._ptr)
+                self._ptr = None
+
+    @property
+    def _live(self):
+        if self._ptr is None:
+            raise ContextError("this context is closed")
+        return self._ptr
+
     @property
     def n_past(self) -> int:
         """Positions already in the cache (the next token's position)."""
-        return int(lib.lm_context_n_past(self._ptr))
+        return int(lib.lm_context_n_past(self._live))
 
     @property
     def kv_bytes(self) -> int:
         """KV cache bytes on this side (the host); device_usage() has the device's."""
-        return int(lib.lm_context_kv_bytes(self._ptr))
+        return int(lib.lm_context_kv_bytes(self._live))
 
     def device_usage(self) -> dict[str, int]:
         """Where the layers run: host_layers (blocks 0..host_layers-1 here),
@@ -192,7 +235,7 @@ class Context:
         head_on_device, device weight and KV bytes."""
         host, head = ffi.new("int32_t *"), ffi.new("int *")
         wbytes, kvbytes = ffi.new("size_t *"), ffi.new("size_t *")
-        self._check(lib.lm_context_offload_info(self._ptr, host, head, wbytes, kvbytes))
+        self._check(lib.lm_context_offload_info(self._live, host, head, wbytes, kvbytes))
         return {
             "host_layers": int(host[0]),
             "device_layers": self.model.hparams.n_layer - int(host[0]),
@@ -206,7 +249,7 @@ class Context:
         with self._lock:
             if isinstance(n_keep, bool) or not isinstance(n_keep, (int, np.integer)) or not 0 <= n_keep <= self.n_past:
                 raise ContextError(f"truncate({n_keep!r}): expected an integer 0 <= n_keep <= n_past = {self.n_past}")
-            self._check(lib.lm_context_truncate(self._ptr, int(n_keep)))
+            self._check(lib.lm_context_truncate(self._live, int(n_keep)))
 
     def eval(self, tokens: Sequence[int] | np.ndarray, all_logits: bool = False) -> np.ndarray:
         """Append tokens to the sequence; logits [n_vocab] of the last one, or
@@ -226,7 +269,7 @@ class Context:
             else:
                 dest = ffi.from_buffer("float[]", out) if last else ffi.NULL
             self._check(
-                lib.lm_context_eval(self._ptr, ffi.from_buffer("int32_t[]", chunk), len(chunk), dest, int(all_logits))
+                lib.lm_context_eval(self._live, ffi.from_buffer("int32_t[]", chunk), len(chunk), dest, int(all_logits))
             )
             self._collect(len(chunk))
         return out if all_logits else out[0]
@@ -256,7 +299,12 @@ class Context:
                 io = np.array(x, dtype=np.float32, order="C", copy=True)
             self._check(
                 lib.lm_context_eval_layers(
-                    self._ptr, ffi.from_buffer("int32_t[]", toks), T, int(il0), int(il1), ffi.from_buffer("float[]", io)
+                    self._live,
+                    ffi.from_buffer("int32_t[]", toks),
+                    T,
+                    int(il0),
+                    int(il1),
+                    ffi.from_buffer("float[]", io),
                 )
             )
             self._collect(T)
@@ -274,14 +322,14 @@ class Context:
         wanted = {"attn_in": attn_in, "wo_in": wo_in, "ffn_in": ffn_in, "down_in": down_in}
         with self._lock:
             if il is None:
-                self._check(lib.lm_context_capture(self._ptr, -1, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL))
+                self._check(lib.lm_context_capture(self._live, -1, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL))
                 self._capture, self.captured = {}, {}
                 return
             if not isinstance(il, (int, np.integer)) or not 0 <= il < hp.n_layer:
                 raise ContextError(f"capture layer {il!r}: expected 0 <= il < n_layer={hp.n_layer}")
             bufs = {k: np.zeros((self.n_batch, widths[k]), dtype=np.float32) for k, on in wanted.items() if on}
             ptrs = [ffi.from_buffer("float[]", bufs[k]) if k in bufs else ffi.NULL for k in widths]
-            self._check(lib.lm_context_capture(self._ptr, int(il), *ptrs))
+            self._check(lib.lm_context_capture(self._live, int(il), *ptrs))
             self._capture, self.captured = bufs, {}
 
     def _collect(self, T: int) -> None:

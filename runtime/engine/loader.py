@@ -196,7 +196,8 @@ def _sliding_layers(meta: _Meta, traits: _ArchTraits, n_layer: int) -> list[bool
         raise ModelConfigError(
             meta.gguf.path, f"expected a layer period or per-layer flags, found {pattern!r}", key=key
         )
-    return [pattern > 0 and il % pattern < pattern - 1 for il in range(n_layer)]
+    period = int(pattern)  # a Python int: np.integer comparisons would give np.bool_ flags
+    return [period > 0 and il % period < period - 1 for il in range(n_layer)]
 
 
 def read_hparams(gguf: GGUFFile) -> HParams:
@@ -403,6 +404,17 @@ class NativeModel:
         self.ptr = ffi.gc(ptr, lib.lm_model_free)
 
     _used_overrides: set[str]
+
+    def close(self) -> None:
+        """Free the native model now and drop the file mapping; only after every
+        context made from it is closed (they point into it)."""
+        from lamina.native import ffi
+
+        if self.ptr is not None:
+            ffi.release(self.ptr)
+            self.ptr = None
+            self._keep = []
+            self.gguf.close()
 
     def _matrix(self, name: str, ne: tuple[int, int]) -> Any:
         if name not in self._overrides and is_gptq_weight_name(name):

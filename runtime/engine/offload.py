@@ -16,8 +16,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lamina import options
 from lamina.errors import LaminaError
 from lamina.native import ffi, last_error, lib, native_dir
+from lamina.system import available_memory
 
 DEVICES = {"cuda": lib.LM_DEVICE_CUDA, "cpu-standin": lib.LM_DEVICE_CPU_STANDIN}
 AUTO = "auto"
@@ -39,20 +41,9 @@ class OffloadPlan:
 
 
 def parse_gpu_layers(value: int | str | None) -> int | str:
-    """An int >= 0, or "auto" (as many as fit: every layer on the devices built here)."""
-    if value is None:
-        return 0
-    if isinstance(value, str):
-        v = value.strip().lower()
-        if v == AUTO:
-            return AUTO
-        try:
-            value = int(v)
-        except ValueError:
-            raise ValueError(f"gpu layers must be a number >= 0 or 'auto', got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"gpu layers must be a number >= 0 or 'auto', got {value!r}")
-    return value
+    """A count >= 0, -1 (every layer, llama-cpp-python's n_gpu_layers=-1) or
+    "auto" (as many as the device's free memory holds); lamina.options checks it."""
+    return options.gpu_layers(value, "gpu layers")
 
 
 @dataclass(frozen=True)
@@ -119,10 +110,7 @@ def describe_plan(needs: MemoryNeeds | None, n: int, device: str, free_bytes: in
 def device_free_bytes(device: str) -> int | None:
     """Memory the device can still take: the stand-in lives in host RAM."""
     if device == "cpu-standin":
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError):
-            return None
+        return available_memory()
     if device == "cuda" and load_cuda():
         free, total = ffi.new("size_t *"), ffi.new("size_t *")
         if lib.lm_cuda_memory(free, total) == 0:
@@ -174,5 +162,5 @@ def plan_offload(
         free = device_free_bytes(device)
         n = n_layer + 1 if needs is None or free is None else fit_gpu_layers(needs, free)
     else:
-        n = min(int(asked), n_layer + 1)
+        n = n_layer + 1 if asked == -1 else min(int(asked), n_layer + 1)
     return OffloadPlan(n, device)

@@ -295,7 +295,7 @@ class GGUFFile:
             raise GGUFTruncatedError(self.path, "file is empty: expected a GGUF header", offset=0)
         self._mm: np.memmap | None = np.memmap(self.path, dtype=np.uint8, mode="r")
         try:
-            self._parse(memoryview(self._mm))
+            self._parse(self._mm.data)  # the 1-D uint8 buffer of the map
         except BaseException:
             self.close()
             raise

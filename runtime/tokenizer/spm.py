@@ -16,10 +16,17 @@ reach this code anyway: they are cut out of the text first.)
 
 from __future__ import annotations
 
+from typing import Any
+
 import sentencepiece as spm
-from sentencepiece import sentencepiece_model_pb2 as pb
+from google.protobuf.message import Message
+from sentencepiece import sentencepiece_model_pb2
 
 from lamina.tokenizer.vocab import TokenizerError, TokenType, Vocab
+
+# sentencepiece ships py.typed, but its protoc-generated sentencepiece_model_pb2 has no .pyi: ModelProto and
+# TrainerSpec are built at import time, so mypy cannot see them. Use the module untyped.
+pb: Any = sentencepiece_model_pb2
 
 SPACE = "\u2581"  # "▁", SentencePiece's visible space
 
@@ -44,7 +51,8 @@ class SPMTokenizer:
         return self._pieces[token_id]
 
 
-def build_model_proto(vocab: Vocab) -> pb.ModelProto:
+def build_model_proto(vocab: Vocab) -> Message:
+    """A sentencepiece ModelProto for the vocabulary."""
     piece_type = pb.ModelProto.SentencePiece
     proto = pb.ModelProto()
     proto.trainer_spec.model_type = pb.TrainerSpec.BPE

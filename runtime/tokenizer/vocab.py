@@ -140,6 +140,9 @@ class Vocab:
         merges = None if merges is None else [str(m) for m in merges]
         pre = str(meta.get(KEY + "pre") or "default")
 
+        bos: int | None
+        eos: int | None
+        unk: int | None
         if model == "llama":
             bos, eos, unk = 1, 2, 0
             add_bos, add_space_prefix = True, True
@@ -223,7 +226,7 @@ def _array(meta: Mapping[str, Any], name: str, n: int, dtype: type, default: flo
     value = meta.get(KEY + name)
     if value is None:
         return np.full(n, default, dtype=dtype)
-    arr = np.asarray(value, dtype=dtype)
+    arr: np.ndarray = np.asarray(value, dtype=dtype)
     if arr.shape != (n,):
         raise TokenizerError(f"{KEY}{name}: expected {n} entries (one per token), found {arr.size}")
     return arr

@@ -31,7 +31,6 @@ from lamina.convert.recipes import get_mix
 from lamina.convert.requantize import plan_gguf
 from lamina.errors import UnsupportedArchitectureError
 from lamina.gguf.reader import GGUFFile
-from support.paths import REPO
 from support.tiny_checkpoints import CONFIG, make_checkpoint, random_weights
 
 
@@ -160,7 +159,7 @@ def test_interrupted_run_leaves_nothing(
 def test_cli_error_is_one_line(ckpt: Path, tmp_path: Path) -> None:
     (ckpt / "config.json").write_text(json.dumps(CONFIG | {"architectures": ["MambaForCausalLM"]}))
     r = subprocess.run(
-        [sys.executable, str(REPO / "bin" / "convert"), str(ckpt), "-o", str(tmp_path / "o.gguf")],
+        [sys.executable, "-m", "lamina", "convert", str(ckpt), "-o", str(tmp_path / "o.gguf")],
         capture_output=True,
         text=True,
         check=False,
@@ -229,7 +228,7 @@ def test_quantize_cli(ckpt: Path, tmp_path: Path, encoder: Encoder) -> None:
     f16 = convert(ckpt, tmp_path / "f16.gguf", encoder, mix="f16")
     out = tmp_path / "q8.gguf"
     r = subprocess.run(
-        [sys.executable, str(REPO / "bin" / "quantize"), str(f16), str(out), "q8_0"],
+        [sys.executable, "-m", "lamina", "quantize", str(f16), str(out), "q8_0"],
         capture_output=True,
         text=True,
         check=False,

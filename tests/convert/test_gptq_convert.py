@@ -476,7 +476,7 @@ def test_pure_gptq_weights_are_what_gptq_committed(
 
 def _convert(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / "bin" / "convert"), *args], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-m", "lamina", "convert", *args], capture_output=True, text=True, timeout=300, check=False
     )
 
 

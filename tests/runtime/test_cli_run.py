@@ -1,9 +1,12 @@
-"""bin/run as a user meets it: the REPL driven through a real terminal (pty),
-the one-shot mode, and one-line errors for bad input."""
+"""`lamina run` as a user meets it: the REPL driven through a real terminal
+(pty), the one-shot mode, and one-line errors for bad input. The command runs
+as `python -m lamina` of this interpreter, which is what the `lamina` script does."""
 
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pexpect
 import pytest
@@ -12,7 +15,7 @@ from lamina.model_cache import fetch_model
 from support.paths import REPO
 
 ROOT = REPO
-RUN = str(ROOT / "bin" / "run")
+LAMINA = [sys.executable, "-m", "lamina"]
 SUMMARY = r"generation \d+ tok [^\n]*context \d+/\d+"
 
 
@@ -22,13 +25,13 @@ def smollm2():
 
 
 def _run(*args, timeout=120):
-    return subprocess.run([sys.executable, RUN, *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*LAMINA, "run", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_repl_two_turns_interrupt_reset_exit(smollm2):
     child = pexpect.spawn(
         sys.executable,
-        [RUN, smollm2, "-c", "2048", "--temp", "0", "-t", "2"],
+        ["-m", "lamina", "run", smollm2, "-c", "2048", "--temp", "0", "-t", "2"],
         encoding="utf-8",
         timeout=120,
         dimensions=(40, 200),
@@ -123,7 +126,7 @@ def test_prompt_longer_than_context_is_one_line_error(smollm2):
 def test_repl_says_when_the_context_is_full(smollm2):
     child = pexpect.spawn(
         sys.executable,
-        [RUN, smollm2, "-c", "128", "--temp", "0", "-t", "2"],
+        ["-m", "lamina", "run", smollm2, "-c", "128", "--temp", "0", "-t", "2"],
         encoding="utf-8",
         timeout=120,
         dimensions=(40, 200),
@@ -153,7 +156,7 @@ def test_repl_says_when_the_context_is_full(smollm2):
 def test_repl_context_shift_drops_the_oldest_turns(smollm2):
     child = pexpect.spawn(
         sys.executable,
-        [RUN, smollm2, "-c", "128", "--temp", "0", "-t", "2", "--context-shift"],
+        ["-m", "lamina", "run", smollm2, "-c", "128", "--temp", "0", "-t", "2", "--context-shift"],
         encoding="utf-8",
         timeout=120,
         dimensions=(40, 200),
@@ -170,3 +173,112 @@ def test_repl_context_shift_drops_the_oldest_turns(smollm2):
     child.expect("> ")
     child.sendline("/exit")
     child.expect(pexpect.EOF)
+
+
+# -- what a new user hit (issue 13) ---------------------------------------------
+
+
+def _repl(*args):
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "lamina", "run", *args],
+        encoding="utf-8",
+        timeout=120,
+        dimensions=(40, 200),
+        env={**os.environ, "TERM": "xterm"},
+    )
+
+
+def test_the_lamina_command_and_its_subcommands():
+    top = subprocess.run([*LAMINA, "--help"], capture_output=True, text=True, timeout=60)
+    assert top.returncode == 0
+    for name in ("run", "convert", "quantize", "bench", "bench-kernels", "perplexity", "inspect", "quant-report"):
+        assert f"  {name} " in top.stdout
+        sub = subprocess.run([*LAMINA, name, "--help"], capture_output=True, text=True, timeout=60)
+        assert sub.returncode == 0 and f"usage: lamina {name}" in sub.stdout, (name, sub.stderr)
+    version = subprocess.run([*LAMINA, "--version"], capture_output=True, text=True, timeout=60)
+    assert version.stdout.startswith("lamina 0.")
+    bad = subprocess.run([*LAMINA, "chat"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown subcommand 'chat'" in bad.stderr
+
+
+def test_bin_run_is_an_alias_of_lamina_run(smollm2):
+    args = [smollm2, "-p", "The capital of France is", "-n", "6", "--temp", "0", "-t", "2"]
+    alias = subprocess.run([sys.executable, str(ROOT / "bin" / "run"), *args], capture_output=True, text=True)
+    assert alias.returncode == 0 and alias.stdout == _run(*args).stdout
+
+
+@pytest.mark.parametrize(
+    "args, flag, why",
+    [
+        (["--temp", "nan"], "--temp", "temperature must be a finite number"),
+        (["--temp", "inf"], "--temp", "temperature must be a finite number"),
+        (["-t", "500"], "-t/--threads", r"n_threads must be in \[1, \d+\]"),
+        (["--seed", str(2**32)], "--seed", r"seed must be in \[0, 4294967294\], or -1"),
+        (["--top-p", "-1"], "--top-p", r"top_p must be in \(0, 1\]"),
+        (["-ngl", "-2"], "-ngl/--gpu-layers/--n-gpu-layers", r"-1 \(all layers\), 'auto'"),
+        (["-n", "0"], "-n/--n-predict", "n_predict must be -1"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_flag(args, flag, why):
+    r = _run("-p", "hi", *args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"argument {flag}: " in r.stderr and re.search(why, r.stderr), r.stderr
+
+
+def test_seed_minus_one_and_all_gpu_layers_are_accepted(smollm2):
+    r = _run(smollm2, "-p", "Hi", "-n", "2", "--seed", "-1", "-ngl", "-1", "-t", "2")
+    assert r.returncode == 0, r.stderr
+    assert "no usable GPU" in r.stderr  # this machine has none: one warning and a CPU run
+
+
+def test_prompt_file(smollm2, tmp_path):
+    f = tmp_path / "prompt.txt"
+    f.write_text("The capital of France is", encoding="utf-8")
+    from_file = _run(smollm2, "-f", str(f), "-n", "6", "--temp", "0", "-t", "2")
+    assert from_file.returncode == 0, from_file.stderr
+    assert (
+        from_file.stdout == _run(smollm2, "-p", "The capital of France is", "-n", "6", "--temp", "0", "-t", "2").stdout
+    )
+    missing = _run(smollm2, "-f", str(tmp_path / "nope.txt"))
+    assert missing.returncode == 1 and "nope.txt" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_n_predict_bounds_each_repl_reply(smollm2):
+    child = _repl(smollm2, "-c", "512", "--temp", "0", "-t", "2", "-n", "5")
+    child.expect("> ")
+    child.sendline("Write a long story about a dragon.")
+    child.expect(r"generation (\d+) tok")
+    assert int(child.match.group(1)) == 5
+    child.expect("> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+
+
+def test_ctrl_c_stops_a_long_prefill_between_chunks(smollm2):
+    """the system prompt makes a ~3,500-token first prefill; Ctrl-C during it
+    stops it after the chunk in flight, not at its end"""
+    system = " ".join(f"Rule {i}: answer politely." for i in range(400))
+    child = _repl(smollm2, "-c", "4096", "--temp", "0", "-t", "2", "--system", system)
+    child.expect("> ")
+    child.sendline("Hi")
+    time.sleep(1.5)  # inside the prefill (seconds long on any CPU here)
+    child.sendintr()
+    child.expect(r"stopped")
+    child.expect("> ")
+    child.sendline("/stats")
+    child.expect(r"context (\d+)/4096 tokens")
+    evaluated = int(child.match.group(1))
+    assert 0 < evaluated < 3000, evaluated
+    child.expect("> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+
+
+def test_chat_with_a_base_model_says_it_has_no_template():
+    gemma = str(fetch_model("gemma-3-270m"))
+    r = _run(gemma, "-p", "Hello", "--chat", "-n", "4", "-t", "2")
+    assert r.returncode == 0, r.stderr
+    assert "has no chat template of its own (a base model?)" in r.stderr
+    plain = _run(gemma, "-p", "Hello", "-n", "4", "-t", "2")
+    assert "no chat template" not in plain.stderr

@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 from lamina import Llama
-from lamina.llama import LlamaBusyError
+from lamina.engine.context import ContextError, ContextSizeWarning
+from lamina.errors import LaminaError
+from lamina.llama import LlamaBusyError, LlamaClosedError
+from lamina.llama_params import UnsupportedParameterError
 from lamina.model_cache import fetch_model
+from lamina.options import OptionError
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +118,126 @@ def test_reentry_from_the_streaming_thread_raises(llm):
         llm.create_completion("Hello", max_tokens=2)
     stream.close()
     assert llm.create_completion("Hello", max_tokens=2, temperature=0)["choices"]
+
+
+# -- what a new user hit (issue 13) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small():
+    """n_ctx 256, one scores row: the plain constructor users call"""
+    with Llama("smollm2-135m-instruct", n_ctx=256, n_threads=2, seed=3, verbose=False) as llm:
+        yield llm
+
+
+def test_known_model_names_work_in_the_library(small):
+    assert small.model_path == str(fetch_model("smollm2-135m-instruct"))
+    with Llama.from_pretrained("smollm2-135m-instruct", n_ctx=64, verbose=False) as again:
+        assert again.model_path == small.model_path
+    with pytest.raises(ValueError, match="not a known model.*smollm2-135m-instruct"):
+        Llama.from_pretrained("someone/some-model-GGUF")
+
+
+def test_a_directory_or_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(LaminaError, match="is a directory; expected a GGUF file"):
+        Llama(str(tmp_path), verbose=False)
+    with pytest.raises(LaminaError, match="no such model file"):
+        Llama(str(tmp_path / "nope.gguf"), verbose=False)
+
+
+def test_sizes_metadata_and_scores_of_one_row(small):
+    assert (small.n_ctx(), small.n_vocab(), small.n_embd()) == (256, 49152, 576)
+    assert small.metadata["general.architecture"] == "llama"
+    assert all(isinstance(v, str) for v in small.metadata.values())  # llama-cpp-python's shape
+    # without logits_all only the last evaluated token's logits are kept
+    assert small.scores.shape == (1, 49152)
+    small.reset()
+    small.eval(small.tokenize(b"The capital of France is"))
+    assert np.isfinite(small.scores[0]).all() and small.scores[0].std() > 0
+    assert small._scores.shape == (1, 49152)
+
+
+def test_huge_n_ctx_is_refused_before_anything_is_allocated():
+    """n_ctx=2**31-1 asks for tens of TB of KV cache: refused with sizes, not a MemoryError"""
+    with pytest.raises(ContextError, match=r"n_ctx=2147483647 needs a .* GiB f16 KV cache"):
+        Llama("smollm2-135m-instruct", n_ctx=2**31 - 1, verbose=False)
+
+
+def test_logits_all_is_checked_against_memory(monkeypatch):
+    monkeypatch.setattr("lamina.llama.available_memory", lambda: 2**30)
+    with pytest.raises(ValueError, match=r"logits_all=True keeps n_ctx x n_vocab = 8192 x 49152 .*1\.5 GiB"):
+        Llama("smollm2-135m-instruct", n_ctx=8192, logits_all=True, verbose=False)
+
+
+def test_n_ctx_above_the_training_context_warns():
+    with pytest.warns(ContextSizeWarning, match="above the model's training context"):
+        from lamina.engine.context import Context, Model
+
+        Context(Model.load(fetch_model("smollm2-135m-instruct"), n_threads=2), n_ctx=8192 * 2)
+
+
+def test_gpu_layers_minus_one_means_every_layer():
+    from lamina.engine.context import Context, Model
+
+    model = Model.load(fetch_model("smollm2-135m-instruct"), n_threads=2)
+    ctx = Context(model, n_ctx=64, gpu_layers=-1, device="cpu-standin")
+    usage = ctx.device_usage()
+    assert usage["device_layers"] == model.hparams.n_layer and usage["head_on_device"]
+    with pytest.raises(ContextError, match=r"-1 \(all layers\)"):
+        Context(model, n_ctx=64, gpu_layers=-2, device="cpu-standin")
+
+
+def test_seed_minus_one_is_random_and_bad_seeds_name_the_parameter():
+    with Llama("smollm2-135m-instruct", n_ctx=64, seed=-1, verbose=False) as llm:
+        assert llm._rng_seed is None
+        with pytest.raises(OptionError, match=r"seed must be in \[0, 4294967294\]"):
+            llm.create_completion("Hi", max_tokens=1, seed=2**40)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"temperature": float("nan")}, "temperature must be a finite number"),
+        ({"temperature": float("inf")}, "temperature must be a finite number"),
+        ({"temperature": -1}, "temperature must be >= 0"),
+        ({"top_p": -1}, r"top_p must be in \(0, 1\]"),
+        ({"min_p": 2}, r"min_p must be in \[0, 1\]"),
+        ({"top_k": -5}, "top_k must be >= 0"),
+        ({"repeat_penalty": 0}, "repeat_penalty must be > 0"),
+    ],
+)
+def test_sampling_values_are_checked(small, kwargs, match):
+    with pytest.raises(OptionError, match=match):
+        small.create_completion("Hi", max_tokens=1, **kwargs)
+
+
+def test_constructor_values_are_checked():
+    with pytest.raises(OptionError, match=r"n_threads must be in \[1, \d+\]"):
+        Llama("smollm2-135m-instruct", n_threads=500, verbose=False)
+    with pytest.raises(OptionError, match="n_ctx must be 0"):
+        Llama("smollm2-135m-instruct", n_ctx=-3, verbose=False)
+
+
+def test_parameters_that_would_be_ignored_are_refused(small):
+    with pytest.raises(UnsupportedParameterError, match=r"Llama\(lora_path='a.gguf'\) is not supported"):
+        Llama("smollm2-135m-instruct", lora_path="a.gguf", verbose=False)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_ctxx'"):
+        Llama("smollm2-135m-instruct", n_ctxx=64, verbose=False)
+    with pytest.raises(UnsupportedParameterError, match="grammar="):
+        small.create_completion("Is it?", max_tokens=2, grammar='root ::= " yes" | " no"')
+    with pytest.raises(UnsupportedParameterError, match="response_format="):
+        small.create_chat_completion([{"role": "user", "content": "Hi"}], response_format={"type": "json_object"})
+    with pytest.raises(UnsupportedParameterError, match="mirostat_mode=2"):
+        small.create_completion("Hi", max_tokens=1, mirostat_mode=2)
+    # defaults spelled out, and speed-only settings, are fine
+    assert small.create_completion("Hi", max_tokens=1, mirostat_mode=0, grammar=None, tfs_z=1.0)["choices"]
+    with Llama("smollm2-135m-instruct", n_ctx=64, use_mmap=False, n_ubatch=32, flash_attn=True, verbose=False) as llm:
+        assert llm.n_ctx() == 64
+
+
+def test_close_and_the_context_manager():
+    with Llama("smollm2-135m-instruct", n_ctx=64, verbose=False) as llm:
+        assert llm.create_completion("Hi", max_tokens=2, temperature=0)["choices"]
+    with pytest.raises(LlamaClosedError):
+        llm.create_completion("Hi", max_tokens=2)
+    llm.close()  # twice is fine

@@ -138,7 +138,7 @@ def test_auto_plan_on_the_stand_in_takes_everything():
 
 def _run_cli(*args, env=None):
     return subprocess.run(
-        [sys.executable, str(ROOT / "bin" / "run"), *args],
+        [sys.executable, "-m", "lamina", "run", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -306,7 +306,9 @@ def test_smollm2_within_1_percent_of_llama_cpp(smol, lamina_run):
     out = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "bin" / "perplexity"),
+            "-m",
+            "lamina",
+            "perplexity",
             "-m",
             smol,
             "-f",
@@ -333,7 +335,9 @@ def test_cli_final_estimate_line(smol):
     out = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "bin" / "perplexity"),
+            "-m",
+            "lamina",
+            "perplexity",
             "-m",
             smol,
             "-f",
@@ -360,7 +364,7 @@ def test_cli_too_short_text(smol, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("Alice was beginning to get very tired of sitting by her sister on the bank.")
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bin" / "perplexity"), "-m", smol, "-f", str(short)],
+        [sys.executable, "-m", "lamina", "perplexity", "-m", smol, "-f", str(short)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -371,7 +375,7 @@ def test_cli_too_short_text(smol, tmp_path):
 
 def test_cli_kl_divergence_needs_base(smol):
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bin" / "perplexity"), "-m", smol, "--kl-divergence"],
+        [sys.executable, "-m", "lamina", "perplexity", "-m", smol, "--kl-divergence"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -381,7 +385,7 @@ def test_cli_kl_divergence_needs_base(smol):
 
 def test_cli_kl_divergence_round_trip(smol, tmp_path):
     base = tmp_path / "smol.kld"
-    cmd = [sys.executable, str(ROOT / "bin" / "perplexity"), "-m", smol, "-t", "2"]
+    cmd = [sys.executable, "-m", "lamina", "perplexity", "-m", smol, "-t", "2"]
     out = subprocess.run(
         cmd + ["-f", str(TEXT), "-c", "64", "--chunks", "4", "--kl-divergence-base", str(base)],
         capture_output=True,

@@ -93,7 +93,7 @@ def test_q8_0_against_f32(pair, weights):
 def test_cli_json_and_table(pair):
     a, b = pair
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bin" / "quant-report"), str(a), str(b), "--json"],
+        [sys.executable, "-m", "lamina", "quant-report", str(a), str(b), "--json"],
         capture_output=True,
         text=True,
         check=True,
@@ -102,7 +102,7 @@ def test_cli_json_and_table(pair):
     assert doc["ok"] is True and len(doc["tensors"]) == 3
     assert {"rmse", "max_abs", "rel_err", "bpw_a", "bpw_b", "type_a", "type_b"} <= set(doc["tensors"][0])
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bin" / "quant-report"), str(a), str(b)], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "lamina", "quant-report", str(a), str(b)], capture_output=True, text=True, check=True
     )
     assert "blk.0.ffn_up.weight" in out.stdout and "Q8_0" in out.stdout
     assert "relative error" in out.stdout and "8.50" in out.stdout
@@ -125,7 +125,7 @@ def test_mismatched_sets_and_shapes(tmp_path, weights):
     assert rep.shape_mismatches == [{"name": "token_embd.weight", "shape_a": [64, 128], "shape_b": [32, 128]}]
     assert [r.name for r in rep.rows] == ["blk.0.ffn_up.weight"]
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bin" / "quant-report"), str(a), str(b)], capture_output=True, text=True
+        [sys.executable, "-m", "lamina", "quant-report", str(a), str(b)], capture_output=True, text=True
     )
     assert out.returncode == 1
     assert "token_embd.weight: A [64, 128] vs B [32, 128]" in out.stdout
