@@ -1,8 +1,10 @@
 /* api.c — the exported entry points of lamina.h for the block formats.
  * Each checks its arguments once more (the Python side validated them already)
  * and dispatches through the type-traits table. */
+#include "error.h"
 #include "include/lamina.h"
-#include "type_traits.h"
+#include "quants/type_traits.h"
+#include "simd/cpu_features.h"
 
 static const lm_type_traits *traits_or_error(int type) {
     const lm_type_traits *t = lm_get_type_traits(type);

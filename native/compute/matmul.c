@@ -10,9 +10,10 @@
  * changes a result. */
 #include <stdlib.h>
 
-#include "matmul.h"
-#include "threadpool.h"
-#include "type_traits.h"
+#include "compute/matmul.h"
+#include "compute/threadpool.h"
+#include "error.h"
+#include "quants/type_traits.h"
 
 enum { TILE_R = 16, TILE_C = 16 };
 

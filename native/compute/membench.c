@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "threadpool.h"
+#include "compute/threadpool.h"
 
 typedef struct {
     const uint64_t *buf;

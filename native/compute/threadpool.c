@@ -5,7 +5,7 @@
  * giving the core away: when the machine is oversubscribed, a thread that
  * spins while the one it waits for is descheduled would stall both (measured:
  * 0.5 tok/s instead of 40 with unbounded spins on a loaded 2-core machine). */
-#include "threadpool.h"
+#include "compute/threadpool.h"
 
 #include <pthread.h>
 #include <sched.h>

@@ -16,7 +16,7 @@
 #endif
 #define LMC_STREAM cudaStreamPerThread
 
-#include "blocks.h"
+#include "quants/types.h"
 #include "lamina_cuda.h"
 
 #define LMC_API extern "C" __attribute__((visibility("default")))
@@ -41,9 +41,11 @@ typedef struct {
     int64_t blck;       /* values per block */
     size_t bytes;       /* bytes per block */
     int partner;        /* activation type of the dot */
+    int kind;           /* LM_KIND_FLOAT, _QUANT (weights) or _ACT (activations only) */
 } lmc_type_info;
 
-/* NULL unless type is a supported weight type or one of Q8_0/Q8_1/Q8_K */
+/* NULL unless type is in the list of types (quants/types.h): a supported
+ * weight type or one of the activation formats Q8_1/Q8_K */
 const lmc_type_info *lmc_type(int type);
 
 static inline size_t lmc_rowb(const lmc_type_info *t, int64_t n) { return (size_t)(n / t->blck) * t->bytes; }

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "common.cuh"
-#include "gptq_math.h"
+#include "gptq/gptq_math.h"
 
 enum { G_OUT = 32, G_SLICES = 8 };
 static const size_t TILE_BYTES = 64u << 20;

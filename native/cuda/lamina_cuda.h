@@ -16,9 +16,9 @@
  *    lmc_synchronize first. One host thread at a time.
  *  - That stream can be captured into a CUDA graph (lmc_graph_begin) and the
  *    graph replayed as one launch (see CUDA graphs below for what captures).
- *  - Row-major shapes, as the CPU forward pass (native/compute/forward.c)
+ *  - Row-major shapes, as the CPU forward pass (native/model/forward.c)
  *    lays its buffers out; each op names its shapes.
- *  - Weight bytes are ggml blocks exactly as in the GGUF (native/blocks.h).
+ *  - Weight bytes are ggml blocks exactly as in the GGUF (native/quants/blocks.h).
  */
 #ifndef LAMINA_CUDA_H
 #define LAMINA_CUDA_H

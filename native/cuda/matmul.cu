@@ -3,9 +3,10 @@
  * Decode (few columns): ggml's mmvq scheme. The activations are quantized
  * once into the type's dot partner; one warp per weight row walks the row's
  * blocks, LMC_PARTS lanes per block, each lane taking a part's integer sums
- * from mmvq_math.h (the shared per-block functions). The parts' integers are
- * added across lanes exactly, the block's float term is the CPU reference's
- * expression, and only the final float sum differs in order from the CPU.
+ * from the type's lmc_ints_<t> (quants/<type>.h, the shared per-block
+ * functions). The parts' integers are added across lanes exactly, the
+ * block's float term is the CPU reference's expression, and only the final
+ * float sum differs in order from the CPU.
  *
  * Prefill (many columns): tiles of weight rows are dequantized to f16 (the
  * same per-weight arithmetic as the CPU dequantizer, then one rounding to
@@ -190,7 +191,7 @@ static int run_mmvq_quantized(int type, const mm_plan *p, const void *w, int64_t
         const int nc = (int)(left < (int64_t)LMC_MMVQ_MAX_COLS ? left : (int64_t)LMC_MMVQ_MAX_COLS);
         const char *xc = (const char *)xq + c0 * xrb;
 #define LMC_MQ(ID) launch_q_cols<ID>(nc, w, wrb, rows, nb, xc, xrb, y + c0 * ldy, ldy)
-        LMC_FOR_QTYPE(type, LMC_MQ)
+        LMC_FOR_QTYPE(type, LMC_MQ);
 #undef LMC_MQ
         LMC_LAUNCHED(fn);
     }
@@ -204,7 +205,7 @@ static int run_mmvq(int type, const mm_plan *p, const void *w, int64_t rows, int
             const int64_t left = ncols - c0;
             const int nc = (int)(left < (int64_t)LMC_MMVQ_MAX_COLS ? left : (int64_t)LMC_MMVQ_MAX_COLS);
 #define LMC_MF(ID) launch_f_cols<ID>(nc, w, rows, n, x + c0 * n, y + c0 * ldy, ldy)
-            LMC_FOR_FTYPE(type, LMC_MF)
+            LMC_FOR_FTYPE(type, LMC_MF);
 #undef LMC_MF
             LMC_LAUNCHED(fn);
         }

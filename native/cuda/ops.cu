@@ -1,7 +1,7 @@
 /* ops.cu — the row-wise steps of a decoder layer on the GPU: RMSNorm,
  * softmax, gated activations, residual add, scales, biases, RoPE.
  *
- * Each mirrors its scalar reference in native/compute/forward_ops.c (sums in
+ * Each mirrors its scalar reference in native/model/forward_ops.c (sums in
  * double where that sums in double, the same expressions per element); only
  * the order of the parallel sums differs. */
 #include "common.cuh"

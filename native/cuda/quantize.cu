@@ -2,10 +2,11 @@
  * weights back to floats, on the GPU.
  *
  * The quantizers mirror ggml-cpu's x86 quantize_row_q8_{0,1,K} (native/quants/
- * q8_legacy.c, q8_k.c): the per-value arithmetic comes from the shared
- * headers (block_math_legacy.h, mmvq_math.h), and
- * the reductions (max |x|, integer sums) are exact in any order, so the bytes
- * equal the CPU's. (NaN inputs are the exception: fmaxf drops NaNs where the
+ * q8_0.c, q8_1.c, q8_K.c): the per-value arithmetic comes from the shared
+ * headers (quants/legacy.h, q8_1.h, q8_K.h), and the reductions (max |x|,
+ * integer sums) are exact in any order, so the bytes equal the CPU's. The
+ * dequantizer reads each weight with the type's lm_dequant1_<t>
+ * (quants/<type>.h), the function the CPU rows read it with. (NaN inputs are the exception: fmaxf drops NaNs where the
  * CPU's comparison chain may keep one; NaN activations are garbage anyway.) */
 #include <cuda_fp16.h>
 
@@ -52,7 +53,7 @@ __global__ void quantize_q8_1_kernel(const float *src, block_q8_1 *dst, int64_t 
         dst[b].qs[lane] = q;
         if (lane == 0) {
             dst[b].d = lm_f32_to_half(d);
-            dst[b].s = lmc_q8_1_s(sum, d);
+            dst[b].s = lm_q8_1_s(sum, d);
         }
     }
 }
@@ -97,16 +98,16 @@ __global__ void quantize_q8_K_kernel(const float *src, block_q8_K *dst, int64_t 
             if (lane == 0) out->d = 0.0f;
             continue;
         }
-        const float iscale = lmc_q8_K_iscale(max);
+        const float iscale = lm_q8_K_iscale(max);
         int sum = 0;
         for (int k = 0; k < 8; k++) {
-            const int8_t q = lmc_q8_K_quant(v[k], iscale);
+            const int8_t q = lm_q8_K_quant(v[k], iscale);
             out->qs[8 * lane + k] = q;
             sum += q;
         }
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
         if (lane % 2 == 0) out->bsums[lane / 2] = (int16_t)sum;
-        if (lane == 0) out->d = lmc_q8_K_d(iscale);
+        if (lane == 0) out->d = lm_q8_K_d(iscale);
     }
 }
 
@@ -150,8 +151,8 @@ template <typename O> static int launch_dequant(int type, const void *w, int64_t
     int known = 0;
 #define LMC_DQ(ID) (dequant_q_kernel<ID, O><<<grid, 256>>>(w, count, dst), known = 1)
 #define LMC_DF(ID) (dequant_f_kernel<ID, O><<<grid, 256>>>(w, count, dst), known = 1)
-    LMC_FOR_QTYPE(type, LMC_DQ)
-    LMC_FOR_FTYPE(type, LMC_DF)
+    LMC_FOR_QTYPE(type, LMC_DQ);
+    LMC_FOR_FTYPE(type, LMC_DF);
 #undef LMC_DQ
 #undef LMC_DF
     if (!known) return lmc_fail(LMC_ERR_TYPE, "%s: type %d cannot be dequantized on the GPU", fn, type);
@@ -213,7 +214,7 @@ int lmc_quantize_partner(int weight_type, const float *x, int64_t n, int64_t nco
 LMC_API int lmc_dequantize(int type, const void *src, int64_t n_total, float *dst) {
     const char *fn = "lmc_dequantize";
     const lmc_type_info *t = lmc_type(type);
-    if (!t || type == LM_TYPE_Q8_1 || type == LM_TYPE_Q8_K)
+    if (!t || t->kind == LM_KIND_ACT)
         return lmc_fail(LMC_ERR_TYPE, "%s: unsupported type %d", fn, type);
     if (n_total < 0 || n_total % t->blck)
         return lmc_fail(LMC_ERR_SHAPE, "%s: n_total=%lld is not a non-negative multiple of %lld", fn,

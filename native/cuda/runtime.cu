@@ -29,29 +29,13 @@ LMC_API int lmc_abi_version(void) { return 3; }   /* 2: graphs, per-thread strea
 /* ------------------------------------------------------------- types */
 
 const lmc_type_info *lmc_type(int type) {
-#define LMC_T(id, blck, block_t, partner)              \
-    case id: {                                           \
-        static const lmc_type_info t = { blck, sizeof(block_t), partner }; \
-        return &t;                                       \
+#define LMC_T(ID, t, qk, block, PARTNER, KIND, ...)                                                               \
+    case LM_TYPE_##ID: {                                                                                        \
+        static const lmc_type_info info = { qk, sizeof(block), LM_TYPE_##PARTNER, LM_KIND_##KIND };             \
+        return &info;                                                                                           \
     }
     switch (type) {
-        LMC_T(LM_TYPE_F32, 1, float, LM_TYPE_F32)
-        LMC_T(LM_TYPE_F16, 1, lm_half, LM_TYPE_F16)
-        LMC_T(LM_TYPE_BF16, 1, lm_bf16, LM_TYPE_BF16)
-        LMC_T(LM_TYPE_Q4_0, QK4_0, block_q4_0, LM_TYPE_Q8_0)
-        LMC_T(LM_TYPE_Q4_1, QK4_1, block_q4_1, LM_TYPE_Q8_1)
-        LMC_T(LM_TYPE_Q5_0, QK5_0, block_q5_0, LM_TYPE_Q8_0)
-        LMC_T(LM_TYPE_Q5_1, QK5_1, block_q5_1, LM_TYPE_Q8_1)
-        LMC_T(LM_TYPE_Q8_0, QK8_0, block_q8_0, LM_TYPE_Q8_0)
-        LMC_T(LM_TYPE_Q8_1, QK8_1, block_q8_1, LM_TYPE_Q8_1)
-        LMC_T(LM_TYPE_Q2_K, QK_K, block_q2_K, LM_TYPE_Q8_K)
-        LMC_T(LM_TYPE_Q3_K, QK_K, block_q3_K, LM_TYPE_Q8_K)
-        LMC_T(LM_TYPE_Q4_K, QK_K, block_q4_K, LM_TYPE_Q8_K)
-        LMC_T(LM_TYPE_Q5_K, QK_K, block_q5_K, LM_TYPE_Q8_K)
-        LMC_T(LM_TYPE_Q6_K, QK_K, block_q6_K, LM_TYPE_Q8_K)
-        LMC_T(LM_TYPE_Q8_K, QK_K, block_q8_K, LM_TYPE_Q8_K)
-        LMC_T(LM_TYPE_IQ4_NL, QK4_NL, block_iq4_nl, LM_TYPE_Q8_0)
-        LMC_T(LM_TYPE_IQ4_XS, QK_K, block_iq4_xs, LM_TYPE_Q8_K)
+        LM_BLOCK_TYPES(LMC_T)
     default: return NULL;
     }
 #undef LMC_T
@@ -60,7 +44,7 @@ const lmc_type_info *lmc_type(int type) {
 LMC_API int lmc_type_supported(int type) {
     const lmc_type_info *t = lmc_type(type);
     /* Q8_1 and Q8_K are activation formats only; Q8_0 is both */
-    return t != NULL && type != LM_TYPE_Q8_1 && type != LM_TYPE_Q8_K;
+    return t != NULL && t->kind != LM_KIND_ACT;
 }
 
 LMC_API size_t lmc_row_bytes(int type, int64_t n) {

@@ -1,18 +1,20 @@
 /* gptq_int4.c — GPTQ INT4 linears: validation, the scalar reference, and the
  * driver that prepares the activations once and splits the outputs over the
- * pool's threads (the SIMD kernels live in simd/gptq_int4_avx2.c).
+ * pool's threads (the SIMD kernels live in simd/x86/gptq_int4_avx2.c).
  *
  * The reference dequantizes every weight exactly as the packing's formula
  * reads, W = scale * (level - zero), and sums W * x in input order: it is the
  * oracle the SIMD path is compared with, and the kernel of CPUs without one. */
-#include "gptq_int4.h"
+#include "gptq/gptq_int4.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "blocks.h"
 #include "compute/threadpool.h"
-#include "type_traits.h"
+#include "error.h"
+#include "quants/blocks.h"
+#include "quants/type_traits.h"
+#include "simd/cpu_features.h"
 
 enum { PER_WORD = 8 };   /* 4-bit values per 32-bit word */
 /* a run longer than this is split (each part has its own sum of x), so one

@@ -1,5 +1,5 @@
 /* gptq_int4.h — what the GPTQ driver (gptq_int4.c) shares with its SIMD
- * kernels (simd/gptq_int4_avx2.c). */
+ * kernels (simd/x86/gptq_int4_avx2.c). */
 #ifndef LAMINA_GPTQ_INT4_H
 #define LAMINA_GPTQ_INT4_H
 

@@ -6,7 +6,7 @@
  * and the level arrays keep ggml's element types (a negative level stored in a
  * uint8_t wraps exactly as it does there).
  */
-#include "kquant_search.h"
+#include "quants/kquant_search.h"
 
 #include <math.h>
 

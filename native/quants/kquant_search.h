@@ -16,10 +16,10 @@
 #include <stdint.h>
 #include <string.h>
 
-/* lm_nearest_int (ggml's nearest_int) is in blocks.h. Outside |x| <= 2^22 it
+/* lm_nearest_int (ggml's nearest_int) is in quants/blocks.h. Outside |x| <= 2^22 it
  * returns the same garbage as ggml, which the quantizers' clamps then absorb
  * identically. */
-#include "blocks.h"
+#include "quants/blocks.h"
 
 /* below this the group counts as all zero (ggml's GROUP_MAX_EPS) */
 #define LM_GROUP_MAX_EPS 1e-15f
