@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "quants/types.h"
 
@@ -32,12 +33,18 @@ LM_BLOCK_TYPES(LM_DECLARE_KERNELS)
 #undef LM_DECLARE_KERNELS
 
 /* lm_dequantize_row_<t> of a type whose block math has lm_dequant1_<t>:
- * value j of each block in turn (k a multiple of qk, checked by the caller) */
+ * value j of each block in turn (k a multiple of qk, checked by the caller).
+ * Each block is read through a local copy, which the stores to y cannot
+ * alias, so what lm_dequant1_<t> computes once per block (its scales) is
+ * computed once per block here too. */
 #define LM_DEFINE_DEQUANTIZE_ROW(t, block, qk)                                                                    \
     void lm_dequantize_row_##t(const void *vx, float *y, int64_t k) {                                             \
         const block *x = vx;                                                                                      \
-        for (int64_t i = 0; i < k / (qk); i++)                                                                    \
-            for (int j = 0; j < (qk); j++) y[i * (qk) + j] = lm_dequant1_##t(&x[i], j);                           \
+        for (int64_t i = 0; i < k / (qk); i++) {                                                                  \
+            block b;                                                                                              \
+            memcpy(&b, &x[i], sizeof b);                                                                          \
+            for (int j = 0; j < (qk); j++) y[i * (qk) + j] = lm_dequant1_##t(&b, j);                              \
+        }                                                                                                         \
     }
 
 #endif /* LAMINA_KERNELS_H */
