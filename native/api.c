@@ -14,8 +14,8 @@ static const lm_type_traits *traits_or_error(int type) {
 
 static int check_count(const lm_type_traits *t, int64_t n, const char *what) {
     if (n < 0 || n % t->blck_size != 0)
-        return lm_set_error(LM_ERR_SHAPE, "%s=%lld is not a multiple of %s's block size %lld", what,
-                            (long long)n, t->name, (long long)t->blck_size);
+        return lm_set_error(LM_ERR_SHAPE, "%s=%lld is not a multiple of %s's block size %lld", what, (long long)n,
+                            t->name, (long long)t->blck_size);
     return LM_OK;
 }
 

@@ -35,8 +35,8 @@ __global__ void quantize_q8_0_kernel(const float *src, char *dst, int64_t nblk, 
 int lmc_launch_quantize_q8_0(const float *src, void *dst, int64_t nblk, int64_t per_row, size_t dst_row_bytes,
                              const int32_t *row0_dev, int32_t row0_val, const char *fn) {
     if (nblk <= 0) return LMC_OK;
-    quantize_q8_0_kernel<<<lmc_grid(nblk, QWARPS), QTHREADS>>>(src, (char *)dst, nblk, per_row, dst_row_bytes,
-                                                                row0_dev, row0_val);
+    quantize_q8_0_kernel<<<lmc_grid(nblk, QWARPS), QTHREADS>>>(src, (char *)dst, nblk, per_row, dst_row_bytes, row0_dev,
+                                                               row0_val);
     LMC_LAUNCHED(fn);
     return LMC_OK;
 }
@@ -162,7 +162,8 @@ template <typename O> static int launch_dequant(int type, const void *w, int64_t
 
 int lmc_launch_dequant(int type, const void *w, int64_t count, void *dst, int out_f16, const char *fn) {
     if (count <= 0) return LMC_OK;
-    return out_f16 ? launch_dequant(type, w, count, (__half *)dst, fn) : launch_dequant(type, w, count, (float *)dst, fn);
+    return out_f16 ? launch_dequant(type, w, count, (__half *)dst, fn)
+                   : launch_dequant(type, w, count, (float *)dst, fn);
 }
 
 /* ------------------------------------------------- float conversions */
@@ -181,7 +182,8 @@ __global__ void to_bf16_kernel(const float *x, lm_bf16 *y, int64_t n) {
 
 LMC_API int lmc_quantize_activations(int weight_type, const float *x, int64_t n, int64_t ncols, void *out) {
     const char *fn = "lmc_quantize_activations";
-    if (!lmc_type_supported(weight_type)) return lmc_fail(LMC_ERR_TYPE, "%s: unsupported weight type %d", fn, weight_type);
+    if (!lmc_type_supported(weight_type))
+        return lmc_fail(LMC_ERR_TYPE, "%s: unsupported weight type %d", fn, weight_type);
     const lmc_type_info *at = lmc_type(lmc_type(weight_type)->partner);
     if (n <= 0 || ncols < 0 || n % at->blck)
         return lmc_fail(LMC_ERR_SHAPE, "%s: n=%lld must be a positive multiple of %lld and ncols=%lld >= 0", fn,
@@ -194,8 +196,7 @@ LMC_API int lmc_quantize_activations(int weight_type, const float *x, int64_t n,
         const int64_t count = n * ncols;
         switch (weight_type) {
         case LM_TYPE_F32:
-            LMC_CUDA(fn, cudaMemcpyAsync(out, x, (size_t)count * sizeof(float), cudaMemcpyDeviceToDevice,
-                                         LMC_STREAM));
+            LMC_CUDA(fn, cudaMemcpyAsync(out, x, (size_t)count * sizeof(float), cudaMemcpyDeviceToDevice, LMC_STREAM));
             return LMC_OK;
         case LM_TYPE_F16: to_half_kernel<<<lmc_grid(count, 256), 256>>>(x, (lm_half *)out, count); break;
         default: to_bf16_kernel<<<lmc_grid(count, 256), 256>>>(x, (lm_bf16 *)out, count); break;
@@ -214,8 +215,7 @@ int lmc_quantize_partner(int weight_type, const float *x, int64_t n, int64_t nco
 LMC_API int lmc_dequantize(int type, const void *src, int64_t n_total, float *dst) {
     const char *fn = "lmc_dequantize";
     const lmc_type_info *t = lmc_type(type);
-    if (!t || t->kind == LM_KIND_ACT)
-        return lmc_fail(LMC_ERR_TYPE, "%s: unsupported type %d", fn, type);
+    if (!t || t->kind == LM_KIND_ACT) return lmc_fail(LMC_ERR_TYPE, "%s: unsupported type %d", fn, type);
     if (n_total < 0 || n_total % t->blck)
         return lmc_fail(LMC_ERR_SHAPE, "%s: n_total=%lld is not a non-negative multiple of %lld", fn,
                         (long long)n_total, (long long)t->blck);

@@ -29,10 +29,10 @@ LMC_API int lmc_abi_version(void) { return 3; }   /* 2: graphs, per-thread strea
 /* ------------------------------------------------------------- types */
 
 const lmc_type_info *lmc_type(int type) {
-#define LMC_T(ID, t, qk, block, PARTNER, KIND, ...)                                                               \
-    case LM_TYPE_##ID: {                                                                                        \
-        static const lmc_type_info info = { qk, sizeof(block), LM_TYPE_##PARTNER, LM_KIND_##KIND };             \
-        return &info;                                                                                           \
+#define LMC_T(ID, t, qk, block, PARTNER, KIND, ...)                                                 \
+    case LM_TYPE_##ID: {                                                                            \
+        static const lmc_type_info info = { qk, sizeof(block), LM_TYPE_##PARTNER, LM_KIND_##KIND }; \
+        return &info;                                                                               \
     }
     switch (type) {
         LM_BLOCK_TYPES(LMC_T)
@@ -74,8 +74,7 @@ LMC_API int lmc_device_count(void) {
 static int check_device(int device, const char *fn) {
     int n = 0;
     LMC_CUDA(fn, cudaGetDeviceCount(&n));
-    if (device < 0 || device >= n)
-        return lmc_fail(LMC_ERR_ARG, "%s: device %d is outside [0, %d)", fn, device, n);
+    if (device < 0 || device >= n) return lmc_fail(LMC_ERR_ARG, "%s: device %d is outside [0, %d)", fn, device, n);
     return LMC_OK;
 }
 
@@ -129,8 +128,8 @@ LMC_API int lmc_malloc(void **ptr, size_t bytes) {
     if (e != cudaSuccess) {
         cudaGetLastError();
         *ptr = NULL;
-        return lmc_fail(e == cudaErrorMemoryAllocation ? LMC_ERR_NOMEM : LMC_ERR_CUDA,
-                        "lmc_malloc: %zu bytes: %s", bytes, cudaGetErrorString(e));
+        return lmc_fail(e == cudaErrorMemoryAllocation ? LMC_ERR_NOMEM : LMC_ERR_CUDA, "lmc_malloc: %zu bytes: %s",
+                        bytes, cudaGetErrorString(e));
     }
     return LMC_OK;
 }
@@ -231,8 +230,8 @@ LMC_API void lmc_release(void) {
 /* Row-major y[c][r] = sum_k W[r][k] x[c][k] is, in cuBLAS's column-major
  * terms, Y (m x ncols, ld ldy) = W^T' ... i.e. op(A) = A^T with A = W seen as
  * a k x m column-major matrix (lda = k), B = x as k x ncols (ldb = k). */
-int lmc_gemm(const void *w, int wtype_is_f16, int64_t m, int64_t k, const void *x, int64_t ncols, float *y,
-             int64_t ldy, const char *fn) {
+int lmc_gemm(const void *w, int wtype_is_f16, int64_t m, int64_t k, const void *x, int64_t ncols, float *y, int64_t ldy,
+             const char *fn) {
     if (m > INT_MAX || k > INT_MAX || ncols > INT_MAX || ldy > INT_MAX)
         return lmc_fail(LMC_ERR_SHAPE, "%s: GEMM size m=%lld k=%lld ncols=%lld exceeds cuBLAS's int range", fn,
                         (long long)m, (long long)k, (long long)ncols);
@@ -241,10 +240,11 @@ int lmc_gemm(const void *w, int wtype_is_f16, int64_t m, int64_t k, const void *
     if (rc) return rc;
     const float alpha = 1.0f, beta = 0.0f;
     const cudaDataType_t t = wtype_is_f16 ? CUDA_R_16F : CUDA_R_32F;
-    const cublasStatus_t st = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)ncols, (int)k, &alpha, w, t,
-                                           (int)k, x, t, (int)k, &beta, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
-                                           CUBLAS_GEMM_DEFAULT);
-    if (st != CUBLAS_STATUS_SUCCESS) return lmc_fail(LMC_ERR_CUBLAS, "%s: cublasGemmEx: %s", fn, cublasGetStatusString(st));
+    const cublasStatus_t st =
+        cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)ncols, (int)k, &alpha, w, t, (int)k, x, t, (int)k, &beta,
+                     y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return lmc_fail(LMC_ERR_CUBLAS, "%s: cublasGemmEx: %s", fn, cublasGetStatusString(st));
     return LMC_OK;
 }
 

@@ -11,36 +11,41 @@
 
 /* the block struct of a type id (the partner's blocks in lmc_qt) */
 template <int T> struct lmc_block;
-#define LMC_BLOCK(ID, t, qk, block, ...) template <> struct lmc_block<LM_TYPE_##ID> { typedef block type; };
+#define LMC_BLOCK(ID, t, qk, block, ...)         \
+    template <> struct lmc_block<LM_TYPE_##ID> { \
+        typedef block type;                      \
+    };
 LM_BLOCK_TYPES(LMC_BLOCK)
 #undef LMC_BLOCK
 
 /* the quantized weight types: W blocks dotted with A blocks, QK weights per
  * block cut into PARTS lanes (quants/<type>.h, LMC_PARTS_<T>) */
 template <int T> struct lmc_qt;
-#define LMC_QTYPE(ID, t, qk, block, PARTNER, KIND, ...)                                                         \
-    LM_IF_KIND(KIND, QUANT, template <> struct lmc_qt<LM_TYPE_##ID> {                                          \
-        typedef block W;                                                                                        \
-        typedef lmc_block<LM_TYPE_##PARTNER>::type A;                                                           \
-        static constexpr int QK = qk, PARTS = LMC_PARTS_##ID, INT_REDUCE = LMC_INT_REDUCE_##ID;                \
-        static __device__ __forceinline__ void ints(const W *x, const A *y, int p, int32_t *is, int32_t *im) {  \
-            lmc_ints_##t(x, y, p, is, im);                                                                      \
-        }                                                                                                       \
-        static __device__ __forceinline__ float term(const W *x, const A *y, int p, int32_t is, int32_t im) {   \
-            return lmc_term_##t(x, y, p, is, im);                                                               \
-        }                                                                                                       \
-        static __device__ __forceinline__ float dequant1(const W *b, int i) { return lm_dequant1_##t(b, i); }   \
-    };)
+#define LMC_QTYPE(ID, t, qk, block, PARTNER, KIND, ...)                                                            \
+    LM_IF_KIND(                                                                                                    \
+        KIND, QUANT, template <> struct lmc_qt<LM_TYPE_##ID> {                                                     \
+            typedef block W;                                                                                       \
+            typedef lmc_block<LM_TYPE_##PARTNER>::type A;                                                          \
+            static constexpr int QK = qk, PARTS = LMC_PARTS_##ID, INT_REDUCE = LMC_INT_REDUCE_##ID;                \
+            static __device__ __forceinline__ void ints(const W *x, const A *y, int p, int32_t *is, int32_t *im) { \
+                lmc_ints_##t(x, y, p, is, im);                                                                     \
+            }                                                                                                      \
+            static __device__ __forceinline__ float term(const W *x, const A *y, int p, int32_t is, int32_t im) {  \
+                return lmc_term_##t(x, y, p, is, im);                                                              \
+            }                                                                                                      \
+            static __device__ __forceinline__ float dequant1(const W *b, int i) { return lm_dequant1_##t(b, i); }  \
+        };)
 LM_BLOCK_TYPES(LMC_QTYPE)
 #undef LMC_QTYPE
 
 /* the float weight types, one value per "block" */
 template <int T> struct lmc_ft;
-#define LMC_FTYPE(ID, t, qk, block, PARTNER, KIND, ...)                                                         \
-    LM_IF_KIND(KIND, FLOAT, template <> struct lmc_ft<LM_TYPE_##ID> {                                          \
-        typedef block W;                                                                                        \
-        static __device__ __forceinline__ float get(const W *w, int64_t i) { return lm_dequant1_##t(w + i, 0); } \
-    };)
+#define LMC_FTYPE(ID, t, qk, block, PARTNER, KIND, ...)                                                              \
+    LM_IF_KIND(                                                                                                      \
+        KIND, FLOAT, template <> struct lmc_ft<LM_TYPE_##ID> {                                                       \
+            typedef block W;                                                                                         \
+            static __device__ __forceinline__ float get(const W *w, int64_t i) { return lm_dequant1_##t(w + i, 0); } \
+        };)
 LM_BLOCK_TYPES(LMC_FTYPE)
 #undef LMC_FTYPE
 
@@ -55,9 +60,9 @@ template <int T> struct lmc_id {
 /* f(lmc_id<ID>()) for the run-time type id `type` when its KIND is K */
 template <int K, typename F> static inline void lmc_with_kind(int type, F &&f) {
     switch (type) {
-#define LMC_CASE(ID, t, qk, block, PARTNER, KIND, ...)                                                          \
-    case LM_TYPE_##ID:                                                                                          \
-        if constexpr (K == LM_KIND_##KIND) f(lmc_id<LM_TYPE_##ID>());                                           \
+#define LMC_CASE(ID, t, qk, block, PARTNER, KIND, ...)                \
+    case LM_TYPE_##ID:                                                \
+        if constexpr (K == LM_KIND_##KIND) f(lmc_id<LM_TYPE_##ID>()); \
         break;
         LM_BLOCK_TYPES(LMC_CASE)
 #undef LMC_CASE

@@ -47,8 +47,8 @@ typedef struct {
 
 /* Scalar reference: outputs [ob, oe) (any alignment), dequantizing each weight
  * exactly as the formula reads; y points at output ob of column 0. */
-void lm_gptq_rows_ref(const lm_gptq_matrix *w, int64_t ob, int64_t oe, const float *x, int64_t ncols,
-                      float *y, int64_t ldy);
+void lm_gptq_rows_ref(const lm_gptq_matrix *w, int64_t ob, int64_t oe, const float *x, int64_t ncols, float *y,
+                      int64_t ldy);
 
 /* AVX2: outputs [ob, oe), both multiples of 8, into job->y */
 void lm_gptq_rows_avx2(const lm_gptq_job *job, int64_t ob, int64_t oe);

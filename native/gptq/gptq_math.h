@@ -23,9 +23,7 @@
 LM_HD int lm_gptq_nibble(uint32_t word, int j) { return (int)((word >> (4 * j)) & 15u); }
 
 /* inputs per group: the whole row when group_size is -1 or 0 */
-LM_HD int64_t lm_gptq_eff_group_size(int32_t group_size, int32_t n_in) {
-    return group_size > 0 ? group_size : n_in;
-}
+LM_HD int64_t lm_gptq_eff_group_size(int32_t group_size, int32_t n_in) { return group_size > 0 ? group_size : n_in; }
 
 /* group of input i */
 LM_HD int64_t lm_gptq_group_of(const int32_t *g_idx, int64_t group_size, int64_t i) {

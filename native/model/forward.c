@@ -268,11 +268,10 @@ static int matmuls(lm_context *c, const float *x, int64_t n, int64_t ncols, cons
     }
     for (int i = 0; i < n_out; i++) {
         const lm_matrix *w = out[i].w;
-        int rc = w->type == LM_TYPE_GPTQ_INT4
-                     ? lm_gptq_matmul_into(c->tp, LM_IMPL_AUTO, w->data, 0, out[i].rows, x, ncols, out[i].y,
-                                           out[i].rows, c->mm_scratch)
-                     : lm_matmul_into(c->tp, LM_IMPL_AUTO, w->type, w->data, out[i].rows, n, x, ncols, out[i].y,
-                                      out[i].rows, c->mm_scratch);
+        int rc = w->type == LM_TYPE_GPTQ_INT4 ? lm_gptq_matmul_into(c->tp, LM_IMPL_AUTO, w->data, 0, out[i].rows, x,
+                                                                    ncols, out[i].y, out[i].rows, c->mm_scratch)
+                                              : lm_matmul_into(c->tp, LM_IMPL_AUTO, w->type, w->data, out[i].rows, n, x,
+                                                               ncols, out[i].y, out[i].rows, c->mm_scratch);
         if (rc) return rc;
     }
     return LM_OK;
@@ -429,8 +428,10 @@ int lm_context_eval_layers(lm_context *c, const int32_t *tokens, int32_t n_token
         return lm_set_error(LM_ERR_ARG, "lm_context_eval_layers: layers [%d, %d) outside 0 <= il0 < il1 <= %d", il0,
                             il1, p->n_layer);
     if (il0 < c->kv_il0 || il1 > c->kv_il1)
-        return lm_set_error(LM_ERR_ARG, "lm_context_eval_layers: layers [%d, %d) are not all on this context's "
-                            "device (it runs [%d, %d))", il0, il1, c->kv_il0, c->kv_il1);
+        return lm_set_error(LM_ERR_ARG,
+                            "lm_context_eval_layers: layers [%d, %d) are not all on this context's "
+                            "device (it runs [%d, %d))",
+                            il0, il1, c->kv_il0, c->kv_il1);
     if (!x_io) return lm_set_error(LM_ERR_ARG, "lm_context_eval_layers: x_io is NULL");
     fwd_job job = { .c = c, .p = p, .n_tokens = n_tokens, .pos0 = c->n_past, .tokens = tokens };
     if ((rc = eval_layers(&job, il0, il1, il0 == 0 ? NULL : x_io))) return rc;

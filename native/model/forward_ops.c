@@ -5,8 +5,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "quants/blocks.h"
 #include "include/lamina.h"
+#include "quants/blocks.h"
 
 /* ------------------------------------------------------------ norms */
 
@@ -61,8 +61,7 @@ void lm_rope_head(float *x, const float *cs, int n_rot, int neox) {
 
 #define ROW(base, j, stride) ((const char *)(base) + (size_t)(j) * (stride))
 
-static void kv_scores_f32(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,
-                          float scale) {
+static void kv_scores_f32(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale) {
     for (int64_t j = 0; j < n; j++) {
         const float *kj = (const float *)ROW(k, j, stride);
         float d = 0.0f;
@@ -79,8 +78,7 @@ static void kv_mix_f32(float *out, const float *p, const void *v, size_t stride,
     }
 }
 
-static void kv_scores_f16(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,
-                          float scale) {
+static void kv_scores_f16(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale) {
     for (int64_t j = 0; j < n; j++) {
         const lm_half *kj = (const lm_half *)ROW(k, j, stride);
         float d = 0.0f;
@@ -97,8 +95,7 @@ static void kv_mix_f16(float *out, const float *p, const void *v, size_t stride,
     }
 }
 
-static void kv_scores_q8_0(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,
-                           float scale) {
+static void kv_scores_q8_0(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale) {
     for (int64_t j = 0; j < n; j++) {
         const block_q8_0 *kb = (const block_q8_0 *)ROW(k, j, stride);
         float d = 0.0f;

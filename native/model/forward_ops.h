@@ -49,8 +49,7 @@ void lm_kv_scores_f32_avx2(float *s, const float *q, const void *k, size_t strid
 void lm_kv_mix_f32_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
 void lm_kv_scores_f16_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale);
 void lm_kv_mix_f16_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
-void lm_kv_scores_q8_0_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,
-                            float scale);
+void lm_kv_scores_q8_0_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale);
 void lm_kv_mix_q8_0_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
 #endif
 

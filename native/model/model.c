@@ -34,21 +34,20 @@ static int check_matrix(const lm_matrix *m, int64_t rows, int64_t n, const char 
     if (!a || !a->from_float)
         return lm_set_error(LM_ERR_TYPE, "layer %d: %s: no activation format for %s", il, what, t->name);
     if (n % t->blck_size || n % a->blck_size)
-        return lm_set_error(LM_ERR_SHAPE, "layer %d: %s: row length %lld is not a multiple of %s's block size",
-                            il, what, (long long)n, t->name);
+        return lm_set_error(LM_ERR_SHAPE, "layer %d: %s: row length %lld is not a multiple of %s's block size", il,
+                            what, (long long)n, t->name);
     return LM_OK;
 }
 
 static int check_params(const lm_model_params *p) {
-    if (p->n_vocab <= 0 || p->n_embd <= 0 || p->n_layer <= 0 || p->n_ff <= 0 || p->n_head <= 0 ||
-        p->n_head_kv <= 0 || p->head_dim <= 0)
+    if (p->n_vocab <= 0 || p->n_embd <= 0 || p->n_layer <= 0 || p->n_ff <= 0 || p->n_head <= 0 || p->n_head_kv <= 0 ||
+        p->head_dim <= 0)
         return lm_set_error(LM_ERR_SHAPE, "model: every size must be positive");
     if (p->n_head % p->n_head_kv)
         return lm_set_error(LM_ERR_SHAPE, "model: n_head %d is not a multiple of n_head_kv %d", p->n_head,
                             p->n_head_kv);
     if (p->n_rot < 0 || p->n_rot % 2 || p->n_rot > p->head_dim)
-        return lm_set_error(LM_ERR_SHAPE, "model: n_rot %d must be even and <= head_dim %d", p->n_rot,
-                            p->head_dim);
+        return lm_set_error(LM_ERR_SHAPE, "model: n_rot %d must be even and <= head_dim %d", p->n_rot, p->head_dim);
     if (p->rope_layout != LM_ROPE_NORMAL && p->rope_layout != LM_ROPE_NEOX)
         return lm_set_error(LM_ERR_ARG, "model: unknown rope layout %d", p->rope_layout);
     if (p->norm_kind != LM_NORM_RMS && p->norm_kind != LM_NORM_RMS_PLUS_ONE)
@@ -203,7 +202,7 @@ static size_t matmul_scratch_bytes(const lm_model *m, int64_t n_batch) {
 static float *alloc_floats(size_t n) { return malloc((n > 0 ? n : 1) * sizeof(float)); }
 
 lm_context *lm_context_create_range(lm_model *m, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads,
-                                   int32_t kv_il0, int32_t kv_il1) {
+                                    int32_t kv_il0, int32_t kv_il1) {
     if (!m) {
         lm_set_error(LM_ERR_ARG, "lm_context_create: model is NULL");
         return NULL;
@@ -257,7 +256,8 @@ lm_context *lm_context_create_range(lm_model *m, int32_t n_ctx, int32_t n_batch,
     c->scores = alloc_floats((size_t)n_threads * (size_t)n_ctx);
     /* sliced matmuls (few tokens): every thread quantizes its own copy of the activations */
     c->mm_slice_bytes = (matmul_scratch_bytes(m, LM_SLICED_MATMUL_COLS) + 63) / 64 * 64;
-    c->mm_scratch = malloc(max_size(max_size(matmul_scratch_bytes(m, n_batch), c->mm_slice_bytes * (size_t)n_threads), 64));
+    c->mm_scratch =
+        malloc(max_size(max_size(matmul_scratch_bytes(m, n_batch), c->mm_slice_bytes * (size_t)n_threads), 64));
     if (!c->k_cache || !c->v_cache || !c->tp || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb ||
         !c->hb2 || !c->rope_cs || !c->scores || !c->mm_scratch)
         goto nomem;

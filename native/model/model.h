@@ -6,8 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model/forward_ops.h"
 #include "include/lamina.h"
+#include "model/forward_ops.h"
 
 /* batches of at most this many tokens run each matmul as row slices, one
  * pool wake-up for q/k/v together (forward.c, mm_slices) */
@@ -63,7 +63,7 @@ struct lm_context {
 /* a context whose cache holds layers [kv_il0, kv_il1) only (the others run
  * elsewhere); lm_context_create is the [0, n_layer) case */
 lm_context *lm_context_create_range(lm_model *m, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads,
-                                   int32_t kv_il0, int32_t kv_il1);
+                                    int32_t kv_il0, int32_t kv_il1);
 
 /* the output head of one checked batch on this context: layers [il0, n_layer)
  * from x_in (the stream entering il0; NULL with il0 == 0: the embeddings),

@@ -37,11 +37,24 @@ typedef struct lm_backend {
  * length) and matrices X(field, rows, cols), with E, F, hd, q_dim and kv_dim
  * in scope. One list, so a weight added to lm_layer_weights cannot be
  * forgotten by one backend. */
-#define LM_LAYER_VECTORS(X)                                                                                        \
-    X(attn_norm, E) X(bq, q_dim) X(bk, kv_dim) X(bv, kv_dim) X(q_norm, hd) X(k_norm, hd) X(attn_post_norm, E)       \
-    X(ffn_norm, E) X(ffn_post_norm, E)
-#define LM_LAYER_MATRICES(X)                                                                                       \
-    X(wq, q_dim, E) X(wk, kv_dim, E) X(wv, kv_dim, E) X(wo, E, q_dim) X(w_gate, F, E) X(w_up, F, E) X(w_down, E, F)
+#define LM_LAYER_VECTORS(X) \
+    X(attn_norm, E)         \
+    X(bq, q_dim)            \
+    X(bk, kv_dim)           \
+    X(bv, kv_dim)           \
+    X(q_norm, hd)           \
+    X(k_norm, hd)           \
+    X(attn_post_norm, E)    \
+    X(ffn_norm, E)          \
+    X(ffn_post_norm, E)
+#define LM_LAYER_MATRICES(X) \
+    X(wq, q_dim, E)          \
+    X(wk, kv_dim, E)         \
+    X(wv, kv_dim, E)         \
+    X(wo, E, q_dim)          \
+    X(w_gate, F, E)          \
+    X(w_up, F, E)            \
+    X(w_down, E, F)
 
 extern const lm_backend lm_backend_cpu_standin;
 extern const lm_backend lm_backend_cuda;       /* cuda_backend.c, over the dlopened liblamina_cuda */

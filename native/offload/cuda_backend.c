@@ -35,46 +35,49 @@ _Static_assert(offsetof(lmc_gptq_matrix, n_groups) == offsetof(lm_gptq_matrix, n
 
 /* ------------------------------------------------------- the library */
 
-#define LMC_FUNCS(X)                                                                                              \
-    X(const char *, lmc_last_error, (void))                                                                       \
-    X(int, lmc_abi_version, (void))                                                                               \
-    X(int, lmc_device_count, (void))                                                                              \
-    X(int, lmc_device_memory, (int, size_t *, size_t *))                                                          \
-    X(int, lmc_malloc, (void **, size_t))                                                                         \
-    X(int, lmc_free, (void *))                                                                                    \
-    X(int, lmc_memcpy_h2d, (void *, const void *, size_t))                                                        \
-    X(int, lmc_memcpy_d2h, (void *, const void *, size_t))                                                        \
-    X(int, lmc_synchronize, (void))                                                                               \
-    X(int, lmc_graph_begin, (void))                                                                               \
-    X(int, lmc_graph_end, (void **))                                                                              \
-    X(int, lmc_graph_launch, (void *))                                                                            \
-    X(int, lmc_graph_abort, (void))                                                                               \
-    X(int, lmc_graph_free, (void *))                                                                              \
-    X(int, lmc_type_supported, (int))                                                                             \
-    X(size_t, lmc_matmul_scratch_bytes, (int, int64_t, int64_t, int64_t))                                         \
-    X(int, lmc_matmul, (int, const void *, int64_t, int64_t, const float *, int64_t, float *, int64_t, void *,   \
-                        size_t, int))                                                                             \
-    X(int, lmc_quantize_activations, (int, const float *, int64_t, int64_t, void *))                              \
-    X(int, lmc_matmul_q, (int, const void *, int64_t, int64_t, int, const void *, int64_t, float *, int64_t))     \
-    X(size_t, lmc_gptq_scratch_bytes, (const lmc_gptq_matrix *, int64_t))                                         \
-    X(int, lmc_gptq_matmul, (const lmc_gptq_matrix *, const float *, int64_t, float *, int64_t, void *, size_t,  \
-                             int))                                                                                \
-    X(int, lmc_rms_norm, (float *, const float *, const float *, int64_t, int64_t, float, float))                 \
-    X(int, lmc_act_mul, (float *, const float *, int64_t, int))                                                   \
-    X(int, lmc_add, (float *, const float *, int64_t))                                                            \
-    X(int, lmc_add_bias, (float *, const float *, int64_t, int64_t))                                              \
-    X(int, lmc_rope_cs, (float *, const double *, int32_t, int32_t, int32_t))                                     \
-    X(int, lmc_rope_cs_dev, (float *, const double *, int32_t, const int32_t *, int32_t))                         \
-    X(int, lmc_rope, (float *, int64_t, int32_t, int32_t, int32_t, const float *, int))                           \
-    X(int, lmc_kv_store, (int, void *, size_t, int32_t, const float *, int32_t, int32_t))                         \
-    X(int, lmc_kv_store_dev, (int, void *, size_t, const int32_t *, const float *, int32_t, int32_t))             \
-    X(int, lmc_attention, (float *, const float *, const void *, const void *, int, size_t, int32_t, int32_t,     \
-                           int32_t, int32_t, int32_t, float, int32_t))                                            \
-    X(int, lmc_attention_dev, (float *, const float *, const void *, const void *, int, size_t, int32_t,          \
-                               const int32_t *, int32_t, int32_t, int32_t, float, int32_t))
+#define LMC_FUNCS(X)                                                                                                  \
+    X(const char *, lmc_last_error, (void))                                                                           \
+    X(int, lmc_abi_version, (void))                                                                                   \
+    X(int, lmc_device_count, (void))                                                                                  \
+    X(int, lmc_device_memory, (int, size_t *, size_t *))                                                              \
+    X(int, lmc_malloc, (void **, size_t))                                                                             \
+    X(int, lmc_free, (void *))                                                                                        \
+    X(int, lmc_memcpy_h2d, (void *, const void *, size_t))                                                            \
+    X(int, lmc_memcpy_d2h, (void *, const void *, size_t))                                                            \
+    X(int, lmc_synchronize, (void))                                                                                   \
+    X(int, lmc_graph_begin, (void))                                                                                   \
+    X(int, lmc_graph_end, (void **))                                                                                  \
+    X(int, lmc_graph_launch, (void *))                                                                                \
+    X(int, lmc_graph_abort, (void))                                                                                   \
+    X(int, lmc_graph_free, (void *))                                                                                  \
+    X(int, lmc_type_supported, (int))                                                                                 \
+    X(size_t, lmc_matmul_scratch_bytes, (int, int64_t, int64_t, int64_t))                                             \
+    X(int, lmc_matmul,                                                                                                \
+      (int, const void *, int64_t, int64_t, const float *, int64_t, float *, int64_t, void *, size_t, int))           \
+    X(int, lmc_quantize_activations, (int, const float *, int64_t, int64_t, void *))                                  \
+    X(int, lmc_matmul_q, (int, const void *, int64_t, int64_t, int, const void *, int64_t, float *, int64_t))         \
+    X(size_t, lmc_gptq_scratch_bytes, (const lmc_gptq_matrix *, int64_t))                                             \
+    X(int, lmc_gptq_matmul, (const lmc_gptq_matrix *, const float *, int64_t, float *, int64_t, void *, size_t, int)) \
+    X(int, lmc_rms_norm, (float *, const float *, const float *, int64_t, int64_t, float, float))                     \
+    X(int, lmc_act_mul, (float *, const float *, int64_t, int))                                                       \
+    X(int, lmc_add, (float *, const float *, int64_t))                                                                \
+    X(int, lmc_add_bias, (float *, const float *, int64_t, int64_t))                                                  \
+    X(int, lmc_rope_cs, (float *, const double *, int32_t, int32_t, int32_t))                                         \
+    X(int, lmc_rope_cs_dev, (float *, const double *, int32_t, const int32_t *, int32_t))                             \
+    X(int, lmc_rope, (float *, int64_t, int32_t, int32_t, int32_t, const float *, int))                               \
+    X(int, lmc_kv_store, (int, void *, size_t, int32_t, const float *, int32_t, int32_t))                             \
+    X(int, lmc_kv_store_dev, (int, void *, size_t, const int32_t *, const float *, int32_t, int32_t))                 \
+    X(int, lmc_attention,                                                                                             \
+      (float *, const float *, const void *, const void *, int, size_t, int32_t, int32_t, int32_t, int32_t, int32_t,  \
+       float, int32_t))                                                                                               \
+    X(int, lmc_attention_dev,                                                                                         \
+      (float *, const float *, const void *, const void *, int, size_t, int32_t, const int32_t *, int32_t, int32_t,   \
+       int32_t, float, int32_t))
 
 #define LMC_FIELD(ret, name, args) ret(*name) args;
-static struct { LMC_FUNCS(LMC_FIELD) } lmc;
+static struct {
+    LMC_FUNCS(LMC_FIELD)
+} lmc;
 static void *lmc_handle;
 static char lmc_load_error[512] = "the CUDA library was not loaded (lm_cuda_load)";
 
@@ -86,11 +89,11 @@ int lm_cuda_load(const char *path) {
         snprintf(lmc_load_error, sizeof lmc_load_error, "cannot load %s: %s", path, dlerror());
         return lm_set_error(LM_ERR_NO_DEVICE, "%s", lmc_load_error);
     }
-#define LMC_RESOLVE(ret, name, args)                                                                              \
-    if (!(*(void **)&lmc.name = dlsym(h, #name))) {                                                               \
-        snprintf(lmc_load_error, sizeof lmc_load_error, "%s has no symbol %s", path, #name);                     \
-        dlclose(h);                                                                                               \
-        return lm_set_error(LM_ERR_NO_DEVICE, "%s", lmc_load_error);                                              \
+#define LMC_RESOLVE(ret, name, args)                                                         \
+    if (!(*(void **)&lmc.name = dlsym(h, #name))) {                                          \
+        snprintf(lmc_load_error, sizeof lmc_load_error, "%s has no symbol %s", path, #name); \
+        dlclose(h);                                                                          \
+        return lm_set_error(LM_ERR_NO_DEVICE, "%s", lmc_load_error);                         \
     }
     LMC_FUNCS(LMC_RESOLVE)
     lmc_handle = h;
@@ -104,8 +107,7 @@ static int lmc_fail_early(int rc) {
 
 int lm_cuda_usable(void) {
     if (!lmc_handle) return lm_set_error(LM_ERR_NO_DEVICE, "%s", lmc_load_error), 0;
-    if (lmc.lmc_device_count() <= 0)
-        return lm_set_error(LM_ERR_NO_DEVICE, "%s", lmc.lmc_last_error()), 0;
+    if (lmc.lmc_device_count() <= 0) return lm_set_error(LM_ERR_NO_DEVICE, "%s", lmc.lmc_last_error()), 0;
     return 1;
 }
 
@@ -210,11 +212,13 @@ static dmatrix upload_matrix(cuda_dev *d, lm_matrix m, int64_t rows, int64_t n) 
                                       .scales = upload(d, g->scales, G * O * sizeof(uint16_t)),
                                       .qzeros = upload(d, g->qzeros, G * (O / 8) * sizeof(int32_t)),
                                       .g_idx = g->g_idx ? upload(d, g->g_idx, I * sizeof(int32_t)) : NULL,
-                                      .n_in = g->n_in, .n_out = g->n_out, .group_size = g->group_size,
+                                      .n_in = g->n_in,
+                                      .n_out = g->n_out,
+                                      .group_size = g->group_size,
                                       .n_groups = g->n_groups };
     } else if (!lmc.lmc_type_supported(m.type)) {
-        d->failed = lm_set_error(LM_ERR_TYPE, "CUDA backend: no GPU kernels for weights of type %s",
-                                 lm_type_name(m.type));
+        d->failed =
+            lm_set_error(LM_ERR_TYPE, "CUDA backend: no GPU kernels for weights of type %s", lm_type_name(m.type));
     } else {
         const lm_type_traits *t = lm_get_type_traits(m.type);
         out.data = upload(d, m.data, (size_t)rows * (size_t)(n / t->blck_size) * t->type_size);
@@ -227,17 +231,17 @@ static dmatrix upload_matrix(cuda_dev *d, lm_matrix m, int64_t rows, int64_t n) 
     return out;
 }
 
-#define TRY(call, what)                                                                                           \
-    do {                                                                                                          \
-        int rc_ = (call);                                                                                         \
-        if (rc_) return lmc_fail(rc_, what);                                                                      \
+#define TRY(call, what)                      \
+    do {                                     \
+        int rc_ = (call);                    \
+        if (rc_) return lmc_fail(rc_, what); \
     } while (0)
 
 static int matmul(cuda_dev *d, const dmatrix *w, const float *x, int64_t ncols, float *y) {
     int rc = w->type == LM_TYPE_GPTQ_INT4
                  ? lmc.lmc_gptq_matmul(&w->gptq, x, ncols, y, w->rows, d->scratch, d->scratch_bytes, LMC_PATH_AUTO)
-                 : lmc.lmc_matmul(w->type, w->data, w->rows, w->n, x, ncols, y, w->rows, d->scratch,
-                                  d->scratch_bytes, LMC_PATH_AUTO);
+                 : lmc.lmc_matmul(w->type, w->data, w->rows, w->n, x, ncols, y, w->rows, d->scratch, d->scratch_bytes,
+                                  LMC_PATH_AUTO);
     return rc ? lmc_fail(rc, "matmul") : LM_OK;
 }
 
@@ -271,8 +275,7 @@ static int matmuls_shared(cuda_dev *d, const dmatrix *const *w, float *const *y,
     /* the scratch holds a mat-vec's quantized x for LMC_MMVQ_MAX_COLS columns (upload_matrix) */
     TRY(lmc.lmc_quantize_activations(w[0]->type, x, w[0]->n, ncols, d->scratch), "activation quantization");
     for (int i = 0; i < nw; i++)
-        TRY(lmc.lmc_matmul_q(w[i]->type, w[i]->data, w[i]->rows, w[i]->n, partner, d->scratch, ncols, y[i],
-                             w[i]->rows),
+        TRY(lmc.lmc_matmul_q(w[i]->type, w[i]->data, w[i]->rows, w[i]->n, partner, d->scratch, ncols, y[i], w[i]->rows),
             "matmul");
     return LM_OK;
 }
@@ -294,8 +297,7 @@ static int graphs_wanted(void) {
     return !(v && strcmp(v, "0") == 0);
 }
 
-static void *cuda_create(const lm_model *m, int32_t il0, int32_t n_ctx, int32_t n_batch, int kv_type,
-                         int n_threads) {
+static void *cuda_create(const lm_model *m, int32_t il0, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads) {
     if (!lm_cuda_usable()) return NULL;
     const lm_model_params *p = &m->p;
     const int64_t E = p->n_embd, F = p->n_ff, hd = p->head_dim, V = p->n_vocab;

@@ -31,9 +31,7 @@ lm_context *lm_context_create_offload(lm_model *m, int32_t n_ctx, int32_t n_batc
     switch (device) {
     case LM_DEVICE_CPU_STANDIN: backend = &lm_backend_cpu_standin; break;
     case LM_DEVICE_CUDA: backend = &lm_backend_cuda; break;
-    default:
-        lm_set_error(LM_ERR_ARG, "unknown offload device %d", device);
-        return NULL;
+    default: lm_set_error(LM_ERR_ARG, "unknown offload device %d", device); return NULL;
     }
     const int32_t L = m->p.n_layer;
     const int32_t blocks = gpu_layers - 1 < L ? gpu_layers - 1 : L;   /* the head is the first layer offloaded */
@@ -48,8 +46,8 @@ lm_context *lm_context_create_offload(lm_model *m, int32_t n_ctx, int32_t n_batc
     return c;
 }
 
-int lm_context_offload_info(const lm_context *c, int32_t *host_layers, int *head_on_device,
-                            size_t *device_weight_bytes, size_t *device_kv_bytes) {
+int lm_context_offload_info(const lm_context *c, int32_t *host_layers, int *head_on_device, size_t *device_weight_bytes,
+                            size_t *device_kv_bytes) {
     if (!c || !host_layers || !head_on_device || !device_weight_bytes || !device_kv_bytes)
         return lm_set_error(LM_ERR_ARG, "lm_context_offload_info: NULL argument");
     *host_layers = c->kv_il1;

@@ -30,38 +30,74 @@ typedef uint16_t lm_bf16;   /* bfloat16 bits */
 
 /* ggml type ids (GGUF). Never invent one: files must load in llama.cpp. */
 enum {
-    LM_TYPE_F32 = 0, LM_TYPE_F16 = 1, LM_TYPE_Q4_0 = 2, LM_TYPE_Q4_1 = 3,
-    LM_TYPE_Q5_0 = 6, LM_TYPE_Q5_1 = 7, LM_TYPE_Q8_0 = 8, LM_TYPE_Q8_1 = 9,
-    LM_TYPE_Q2_K = 10, LM_TYPE_Q3_K = 11, LM_TYPE_Q4_K = 12, LM_TYPE_Q5_K = 13,
-    LM_TYPE_Q6_K = 14, LM_TYPE_Q8_K = 15, LM_TYPE_IQ4_NL = 20, LM_TYPE_IQ4_XS = 23,
-    LM_TYPE_I32 = 26, LM_TYPE_BF16 = 30,
+    LM_TYPE_F32 = 0,
+    LM_TYPE_F16 = 1,
+    LM_TYPE_Q4_0 = 2,
+    LM_TYPE_Q4_1 = 3,
+    LM_TYPE_Q5_0 = 6,
+    LM_TYPE_Q5_1 = 7,
+    LM_TYPE_Q8_0 = 8,
+    LM_TYPE_Q8_1 = 9,
+    LM_TYPE_Q2_K = 10,
+    LM_TYPE_Q3_K = 11,
+    LM_TYPE_Q4_K = 12,
+    LM_TYPE_Q5_K = 13,
+    LM_TYPE_Q6_K = 14,
+    LM_TYPE_Q8_K = 15,
+    LM_TYPE_IQ4_NL = 20,
+    LM_TYPE_IQ4_XS = 23,
+    LM_TYPE_I32 = 26,
+    LM_TYPE_BF16 = 30,
     LM_TYPE_COUNT = 43
 };
 
 /* ---------------------------------------------------------------- legacy */
 #define QK4_0 32
-typedef struct { lm_half d; uint8_t qs[QK4_0 / 2]; } block_q4_0;
+typedef struct {
+    lm_half d;
+    uint8_t qs[QK4_0 / 2];
+} block_q4_0;
 LM_STATIC_ASSERT(sizeof(block_q4_0) == 2 + QK4_0 / 2, "block_q4_0 size");
 
 #define QK4_1 32
-typedef struct { lm_half d; lm_half m; uint8_t qs[QK4_1 / 2]; } block_q4_1;
+typedef struct {
+    lm_half d;
+    lm_half m;
+    uint8_t qs[QK4_1 / 2];
+} block_q4_1;
 LM_STATIC_ASSERT(sizeof(block_q4_1) == 4 + QK4_1 / 2, "block_q4_1 size");
 
 #define QK5_0 32
-typedef struct { lm_half d; uint8_t qh[4]; uint8_t qs[QK5_0 / 2]; } block_q5_0;
+typedef struct {
+    lm_half d;
+    uint8_t qh[4];
+    uint8_t qs[QK5_0 / 2];
+} block_q5_0;
 LM_STATIC_ASSERT(sizeof(block_q5_0) == 2 + 4 + QK5_0 / 2, "block_q5_0 size");
 
 #define QK5_1 32
-typedef struct { lm_half d; lm_half m; uint8_t qh[4]; uint8_t qs[QK5_1 / 2]; } block_q5_1;
+typedef struct {
+    lm_half d;
+    lm_half m;
+    uint8_t qh[4];
+    uint8_t qs[QK5_1 / 2];
+} block_q5_1;
 LM_STATIC_ASSERT(sizeof(block_q5_1) == 4 + 4 + QK5_1 / 2, "block_q5_1 size");
 
 #define QK8_0 32
-typedef struct { lm_half d; int8_t qs[QK8_0]; } block_q8_0;
+typedef struct {
+    lm_half d;
+    int8_t qs[QK8_0];
+} block_q8_0;
 LM_STATIC_ASSERT(sizeof(block_q8_0) == 2 + QK8_0, "block_q8_0 size");
 
 #define QK8_1 32
 /* s = d * sum(qs): lets the dot with a q4_1/q5_1 block fold in the min term */
-typedef struct { lm_half d; lm_half s; int8_t qs[QK8_1]; } block_q8_1;
+typedef struct {
+    lm_half d;
+    lm_half s;
+    int8_t qs[QK8_1];
+} block_q8_1;
 LM_STATIC_ASSERT(sizeof(block_q8_1) == 4 + QK8_1, "block_q8_1 size");
 
 /* -------------------------------------------------------------- k-quants */
@@ -70,40 +106,86 @@ LM_STATIC_ASSERT(sizeof(block_q8_1) == 4 + QK8_1, "block_q8_1 size");
 #define K_SCALE_SIZE 12
 
 /* 16 sub-blocks of 16: 4-bit scale | 4-bit min per sub-block, 2-bit quants */
-typedef struct { uint8_t scales[QK_K / 16]; uint8_t qs[QK_K / 4]; lm_half d; lm_half dmin; } block_q2_K;
+typedef struct {
+    uint8_t scales[QK_K / 16];
+    uint8_t qs[QK_K / 4];
+    lm_half d;
+    lm_half dmin;
+} block_q2_K;
 LM_STATIC_ASSERT(sizeof(block_q2_K) == 2 * 2 + QK_K / 16 + QK_K / 4, "block_q2_K size");
 
 /* 16 sub-blocks of 16: 6-bit scales packed in 12 bytes, 2 low bits + 1 high bit */
-typedef struct { uint8_t hmask[QK_K / 8]; uint8_t qs[QK_K / 4]; uint8_t scales[12]; lm_half d; } block_q3_K;
+typedef struct {
+    uint8_t hmask[QK_K / 8];
+    uint8_t qs[QK_K / 4];
+    uint8_t scales[12];
+    lm_half d;
+} block_q3_K;
 LM_STATIC_ASSERT(sizeof(block_q3_K) == 2 + QK_K / 4 + QK_K / 8 + 12, "block_q3_K size");
 
 /* 8 sub-blocks of 32: 6-bit scales and mins packed in 12 bytes, 4-bit quants */
-typedef struct { lm_half d; lm_half dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; } block_q4_K;
+typedef struct {
+    lm_half d;
+    lm_half dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qs[QK_K / 2];
+} block_q4_K;
 LM_STATIC_ASSERT(sizeof(block_q4_K) == 2 * 2 + K_SCALE_SIZE + QK_K / 2, "block_q4_K size");
 
-typedef struct { lm_half d; lm_half dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2]; } block_q5_K;
+typedef struct {
+    lm_half d;
+    lm_half dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} block_q5_K;
 LM_STATIC_ASSERT(sizeof(block_q5_K) == 2 * 2 + K_SCALE_SIZE + QK_K / 2 + QK_K / 8, "block_q5_K size");
 
 /* 16 sub-blocks of 16: int8 scales, 4 low bits + 2 high bits */
-typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; lm_half d; } block_q6_K;
+typedef struct {
+    uint8_t ql[QK_K / 2];
+    uint8_t qh[QK_K / 4];
+    int8_t scales[QK_K / 16];
+    lm_half d;
+} block_q6_K;
 LM_STATIC_ASSERT(sizeof(block_q6_K) == 2 + QK_K / 16 + 3 * QK_K / 4, "block_q6_K size");
 
 /* activation partner of the k-quants; bsums = sums of 16-groups for the min terms */
-typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K;
+typedef struct {
+    float d;
+    int8_t qs[QK_K];
+    int16_t bsums[QK_K / 16];
+} block_q8_K;
 LM_STATIC_ASSERT(sizeof(block_q8_K) == 4 + QK_K + QK_K / 16 * 2, "block_q8_K size");
 
 /* ------------------------------------------------------ non-linear 4-bit */
 #define QK4_NL 32
-typedef struct { lm_half d; uint8_t qs[QK4_NL / 2]; } block_iq4_nl;
+typedef struct {
+    lm_half d;
+    uint8_t qs[QK4_NL / 2];
+} block_iq4_nl;
 LM_STATIC_ASSERT(sizeof(block_iq4_nl) == 2 + QK4_NL / 2, "block_iq4_nl size");
 
 /* 8 sub-blocks of 32 with 6-bit scales split into low nibbles and high bit pairs */
-typedef struct { lm_half d; uint16_t scales_h; uint8_t scales_l[QK_K / 64]; uint8_t qs[QK_K / 2]; } block_iq4_xs;
+typedef struct {
+    lm_half d;
+    uint16_t scales_h;
+    uint8_t scales_l[QK_K / 64];
+    uint8_t qs[QK_K / 2];
+} block_iq4_xs;
 LM_STATIC_ASSERT(sizeof(block_iq4_xs) == 2 + 2 + QK_K / 64 + QK_K / 2, "block_iq4_xs size");
 
 /* --------------------------------------------------- half / bf16 (scalar) */
-LM_HD float lm_bits_to_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-LM_HD uint32_t lm_f32_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+LM_HD float lm_bits_to_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+LM_HD uint32_t lm_f32_to_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
 
 /* Exact binary16 -> binary32, subnormals included (same values as F16C). */
 LM_HD float lm_half_to_f32(lm_half h) {

@@ -24,10 +24,10 @@ void lm_from_float_bf16(const float *x, void *vy, int64_t k) {
 /* ------------------------------------------------- quantize (ggml_quantize_chunk) */
 /* ggml ignores an importance matrix for the float types; so do we. */
 
-#define LM_QUANTIZE_FLOAT(t, elem_t)                                                                                \
+#define LM_QUANTIZE_FLOAT(t, elem_t)                                                                              \
     size_t lm_quantize_##t(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix) { \
-        lm_from_float_##t(src, dst, nrows * n_per_row);                                                            \
-        return (size_t)(nrows * n_per_row) * sizeof(elem_t);                                                       \
+        lm_from_float_##t(src, dst, nrows * n_per_row);                                                           \
+        return (size_t)(nrows * n_per_row) * sizeof(elem_t);                                                      \
     }
 
 LM_QUANTIZE_FLOAT(f32, float)
@@ -44,12 +44,12 @@ LM_DEFINE_DEQUANTIZE_ROW(bf16, lm_bf16, 1)
 /* ggml's scalar ggml_vec_dot_{f32,f16,bf16}: each product is rounded to float,
  * the running sum is kept in double (ggml_float) */
 
-#define LM_VEC_DOT_FLOAT_REF(t, elem_t)                                                                           \
-    void lm_vec_dot_##t##_ref(int64_t n, float *s, const void *vx, const void *vy) {                              \
-        const elem_t *x = vx, *y = vy;                                                                             \
-        double sum = 0.0;                                                                                          \
+#define LM_VEC_DOT_FLOAT_REF(t, elem_t)                                                                         \
+    void lm_vec_dot_##t##_ref(int64_t n, float *s, const void *vx, const void *vy) {                            \
+        const elem_t *x = vx, *y = vy;                                                                          \
+        double sum = 0.0;                                                                                       \
         for (int64_t i = 0; i < n; i++) sum += (double)(lm_dequant1_##t(x + i, 0) * lm_dequant1_##t(y + i, 0)); \
-        *s = (float)sum;                                                                                           \
+        *s = (float)sum;                                                                                        \
     }
 
 LM_VEC_DOT_FLOAT_REF(f32, float)

@@ -49,8 +49,7 @@ LM_HD float lm_dequant1_iq4_xs(const block_iq4_xs *b, int i) {
 /* 32 IQ4 levels (16 packed bytes) against 32 int8 activations */
 LM_HD int lm_idot_iq4_32(const uint8_t *qs, const int8_t *a) {
     int s = 0;
-    for (int j = 0; j < 16; j++)
-        s += lm_kvalues_iq4nl[qs[j] & 0x0F] * a[j] + lm_kvalues_iq4nl[qs[j] >> 4] * a[j + 16];
+    for (int j = 0; j < 16; j++) s += lm_kvalues_iq4nl[qs[j] & 0x0F] * a[j] + lm_kvalues_iq4nl[qs[j] >> 4] * a[j + 16];
     return s;
 }
 

@@ -18,13 +18,13 @@
 
 #include "quants/types.h"
 
-#define LM_DECLARE_KERNELS(ID, t, qk, block, PARTNER, KIND, FROM_F32, X4)                                        \
-    void lm_dequantize_row_##t(const void *x, float *y, int64_t k);                                               \
-    LM_IF_WEIGHT(KIND, size_t lm_quantize_##t(const float *src, void *dst, int64_t nrows, int64_t n_per_row,     \
-                                              const float *imatrix);                                              \
-                 void lm_vec_dot_##t##_ref(int64_t n, float *s, const void *x, const void *y);                    \
-                 void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *x, const void *y);)                  \
-    LM_IF(FROM_F32, void lm_from_float_##t(const float *x, void *y, int64_t k);)                                 \
+#define LM_DECLARE_KERNELS(ID, t, qk, block, PARTNER, KIND, FROM_F32, X4)                                       \
+    void lm_dequantize_row_##t(const void *x, float *y, int64_t k);                                             \
+    LM_IF_WEIGHT(KIND, size_t lm_quantize_##t(const float *src, void *dst, int64_t nrows, int64_t n_per_row,    \
+                                              const float *imatrix);                                            \
+                 void lm_vec_dot_##t##_ref(int64_t n, float *s, const void *x, const void *y);                  \
+                 void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *x, const void *y);)                \
+    LM_IF(FROM_F32, void lm_from_float_##t(const float *x, void *y, int64_t k);)                                \
     LM_IF(X4, void lm_vec_dot_x4_##t##_avx2(int64_t n, float *s, size_t s_stride, const void *x, const void *y, \
                                             size_t y_stride);)
 
@@ -37,14 +37,14 @@ LM_BLOCK_TYPES(LM_DECLARE_KERNELS)
  * Each block is read through a local copy, which the stores to y cannot
  * alias, so what lm_dequant1_<t> computes once per block (its scales) is
  * computed once per block here too. */
-#define LM_DEFINE_DEQUANTIZE_ROW(t, block, qk)                                                                    \
-    void lm_dequantize_row_##t(const void *vx, float *y, int64_t k) {                                             \
-        const block *x = vx;                                                                                      \
-        for (int64_t i = 0; i < k / (qk); i++) {                                                                  \
-            block b;                                                                                              \
-            memcpy(&b, &x[i], sizeof b);                                                                          \
-            for (int j = 0; j < (qk); j++) y[i * (qk) + j] = lm_dequant1_##t(&b, j);                              \
-        }                                                                                                         \
+#define LM_DEFINE_DEQUANTIZE_ROW(t, block, qk)                                       \
+    void lm_dequantize_row_##t(const void *vx, float *y, int64_t k) {                \
+        const block *x = vx;                                                         \
+        for (int64_t i = 0; i < k / (qk); i++) {                                     \
+            block b;                                                                 \
+            memcpy(&b, &x[i], sizeof b);                                             \
+            for (int j = 0; j < (qk); j++) y[i * (qk) + j] = lm_dequant1_##t(&b, j); \
+        }                                                                            \
     }
 
 #endif /* LAMINA_KERNELS_H */

@@ -31,8 +31,8 @@
  * little-endian machines whose SIMD code loads out as a vector. */
 LM_HD void lm_kdot_load12(const uint8_t *packed, uint32_t w[3]) {
     for (int k = 0; k < 3; k++)
-        w[k] = (uint32_t)packed[4 * k] | (uint32_t)packed[4 * k + 1] << 8 |
-               (uint32_t)packed[4 * k + 2] << 16 | (uint32_t)packed[4 * k + 3] << 24;
+        w[k] = (uint32_t)packed[4 * k] | (uint32_t)packed[4 * k + 1] << 8 | (uint32_t)packed[4 * k + 2] << 16 |
+               (uint32_t)packed[4 * k + 3] << 24;
 }
 
 LM_HD int lm_kdot_byte(const uint32_t *w, int j) { return (int)((w[j / 4] >> (8 * (j % 4))) & 0xFF); }
@@ -54,48 +54,48 @@ LM_HD float lm_kdot_sum_lanes(const float *lanes) {
 /* The scalar reference dots (quants/q*_K.c, mirroring ggml's
  * ggml_vec_dot_<t>_q8_K_generic): one term per block, summed in the lanes.
  * Types with mins: lm_kdot_<t>(x, y, &isum, &imin); the others return isum. */
-#define LM_KDOT_REF_MINS(t)                                                                                      \
-    void lm_vec_dot_##t##_ref(int64_t n, float *s, const void *vx, const void *vy) {                             \
-        const block_##t *x = vx;                                                                                 \
-        const block_q8_K *y = vy;                                                                                \
-        float lanes[LM_KDOT_LANES] = {0};                                                                        \
-        for (int64_t i = 0; i < n / QK_K; i++) {                                                                 \
-            int32_t isum, imin;                                                                                  \
-            lm_kdot_##t(&x[i], &y[i], &isum, &imin);                                                             \
-            const float d = lm_half_to_f32(x[i].d) * y[i].d;                                                     \
-            const float dmin = lm_half_to_f32(x[i].dmin) * y[i].d;                                               \
-            lanes[i % LM_KDOT_LANES] += d * isum - dmin * imin;                                                  \
-        }                                                                                                        \
-        *s = lm_kdot_sum_lanes(lanes);                                                                           \
+#define LM_KDOT_REF_MINS(t)                                                          \
+    void lm_vec_dot_##t##_ref(int64_t n, float *s, const void *vx, const void *vy) { \
+        const block_##t *x = vx;                                                     \
+        const block_q8_K *y = vy;                                                    \
+        float lanes[LM_KDOT_LANES] = { 0 };                                          \
+        for (int64_t i = 0; i < n / QK_K; i++) {                                     \
+            int32_t isum, imin;                                                      \
+            lm_kdot_##t(&x[i], &y[i], &isum, &imin);                                 \
+            const float d = lm_half_to_f32(x[i].d) * y[i].d;                         \
+            const float dmin = lm_half_to_f32(x[i].dmin) * y[i].d;                   \
+            lanes[i % LM_KDOT_LANES] += d * isum - dmin * imin;                      \
+        }                                                                            \
+        *s = lm_kdot_sum_lanes(lanes);                                               \
     }
-#define LM_KDOT_REF(t)                                                                                           \
-    void lm_vec_dot_##t##_ref(int64_t n, float *s, const void *vx, const void *vy) {                             \
-        const block_##t *x = vx;                                                                                 \
-        const block_q8_K *y = vy;                                                                                \
-        float lanes[LM_KDOT_LANES] = {0};                                                                        \
-        for (int64_t i = 0; i < n / QK_K; i++) {                                                                 \
-            const float d = lm_half_to_f32(x[i].d) * y[i].d;                                                     \
-            lanes[i % LM_KDOT_LANES] += d * lm_kdot_##t(&x[i], &y[i]);                                           \
-        }                                                                                                        \
-        *s = lm_kdot_sum_lanes(lanes);                                                                           \
+#define LM_KDOT_REF(t)                                                               \
+    void lm_vec_dot_##t##_ref(int64_t n, float *s, const void *vx, const void *vy) { \
+        const block_##t *x = vx;                                                     \
+        const block_q8_K *y = vy;                                                    \
+        float lanes[LM_KDOT_LANES] = { 0 };                                          \
+        for (int64_t i = 0; i < n / QK_K; i++) {                                     \
+            const float d = lm_half_to_f32(x[i].d) * y[i].d;                         \
+            lanes[i % LM_KDOT_LANES] += d * lm_kdot_##t(&x[i], &y[i]);               \
+        }                                                                            \
+        *s = lm_kdot_sum_lanes(lanes);                                               \
     }
 
 /* ----------------------------------------------------- CUDA mat-vec */
 /* part j = sub-block j (LMC_PARTS_<T> = 16 or 8 lanes per block); the parts'
  * isum/imin, summed exactly across the lanes, are lm_kdot_<t>'s, and the
  * term is the reference's expression above */
-#define LMC_KDOT_TERM_MINS(t)                                                                                    \
-    LM_HD float lmc_term_##t(const block_##t *x, const block_q8_K *y, int part, int32_t isum, int32_t imin) {    \
-        (void)part;                                                                                              \
-        const float d = lm_half_to_f32(x->d) * y->d;                                                             \
-        const float dmin = lm_half_to_f32(x->dmin) * y->d;                                                       \
-        return d * isum - dmin * imin;                                                                           \
+#define LMC_KDOT_TERM_MINS(t)                                                                                 \
+    LM_HD float lmc_term_##t(const block_##t *x, const block_q8_K *y, int part, int32_t isum, int32_t imin) { \
+        (void)part;                                                                                           \
+        const float d = lm_half_to_f32(x->d) * y->d;                                                          \
+        const float dmin = lm_half_to_f32(x->dmin) * y->d;                                                    \
+        return d * isum - dmin * imin;                                                                        \
     }
-#define LMC_KDOT_TERM(t)                                                                                         \
-    LM_HD float lmc_term_##t(const block_##t *x, const block_q8_K *y, int part, int32_t isum, int32_t imin) {    \
-        (void)part, (void)imin;                                                                                  \
-        const float d = lm_half_to_f32(x->d) * y->d;                                                             \
-        return d * isum;                                                                                         \
+#define LMC_KDOT_TERM(t)                                                                                      \
+    LM_HD float lmc_term_##t(const block_##t *x, const block_q8_K *y, int part, int32_t isum, int32_t imin) { \
+        (void)part, (void)imin;                                                                               \
+        const float d = lm_half_to_f32(x->d) * y->d;                                                          \
+        return d * isum;                                                                                      \
     }
 
 #endif /* LAMINA_KQUANT_H */

@@ -29,18 +29,19 @@
 #define LM_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define LM_MIN(a, b) ((a) < (b) ? (a) : (b))
 
-#define LM_KQUANT_DEFINE_QUANTIZE(t)                                                                   \
-    size_t lm_quantize_##t(const float *src, void *dst, int64_t nrows, int64_t n_per_row,              \
-                           const float *imatrix) {                                                     \
-        block_##t *y = (block_##t *)dst;                                                               \
-        const int64_t nb = n_per_row / QK_K;                                                           \
-        for (int64_t r = 0; r < nrows; ++r, src += n_per_row) {                                        \
-            for (int64_t i = 0; i < nb; ++i, ++y) {                                                    \
-                if (imatrix) t##_block_imatrix(src + QK_K * i, y, imatrix + QK_K * i);                 \
-                else t##_block_ref(src + QK_K * i, y);                                                 \
-            }                                                                                          \
-        }                                                                                              \
-        return (size_t)(nrows * nb) * sizeof(block_##t);                                               \
+#define LM_KQUANT_DEFINE_QUANTIZE(t)                                                                              \
+    size_t lm_quantize_##t(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix) { \
+        block_##t *y = (block_##t *)dst;                                                                          \
+        const int64_t nb = n_per_row / QK_K;                                                                      \
+        for (int64_t r = 0; r < nrows; ++r, src += n_per_row) {                                                   \
+            for (int64_t i = 0; i < nb; ++i, ++y) {                                                               \
+                if (imatrix)                                                                                      \
+                    t##_block_imatrix(src + QK_K * i, y, imatrix + QK_K * i);                                     \
+                else                                                                                              \
+                    t##_block_ref(src + QK_K * i, y);                                                             \
+            }                                                                                                     \
+        }                                                                                                         \
+        return (size_t)(nrows * nb) * sizeof(block_##t);                                                          \
     }
 
 /* ------------------------------------------------------- Q2_K, Q3_K */
@@ -74,7 +75,7 @@ static inline void pack_scales_mins(uint8_t *scales, const uint8_t *ls, const ui
 
 /* reference-path scales: rounded against max_scale/63 and max_min/63 */
 static inline void k4_scales_ref(uint8_t *y_scales, lm_half *y_d, lm_half *y_dmin, const float *scales,
-                          const float *mins) {
+                                 const float *mins) {
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < QK_K / 32; ++j) {
         if (scales[j] > max_scale) max_scale = scales[j];
@@ -111,7 +112,7 @@ static inline float k4_imatrix_weights(const float *x, const float *qw, float si
 /* levels of every sub-block whose scale survived rounding, against the
  * stored half-precision d/dmin; nmax 15 (Q4_K) or 31 (Q5_K) */
 static inline void k4_requantize(const float *x, const uint8_t *y_scales, lm_half y_d, lm_half y_dmin, int nmax,
-                          uint8_t *L) {
+                                 uint8_t *L) {
     for (int j = 0; j < QK_K / 32; ++j) {
         uint8_t sc, m;
         lm_get_scale_min_k4(j, y_scales, &sc, &m);
@@ -137,8 +138,8 @@ static inline void k4_search_ref(const float *x, int nmax, float rmin, int nstep
         for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
         const float av_x = sqrtf(sum_x2 / 32);
         for (int l = 0; l < 32; ++l) weights[l] = av_x + fabsf(x[32 * j + l]);
-        scales[j] = lm_make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep,
-                                        false);
+        scales[j] =
+            lm_make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep, false);
     }
 }
 
@@ -153,8 +154,8 @@ static inline void k4_search_imatrix(const float *x, const float *qw, int nmax, 
     const float sigma2 = k4_sigma2(x);
     for (int j = 0; j < QK_K / 32; ++j) {
         sw[j] = k4_imatrix_weights(x + 32 * j, qw + 32 * j, sigma2, weights);
-        scales[j] = lm_make_qkx3_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36,
-                                        false);
+        scales[j] =
+            lm_make_qkx3_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
     }
     *d_block = lm_make_qp_quants(QK_K / 32, 63, scales, Ls, sw);
     *m_block = lm_make_qp_quants(QK_K / 32, 63, mins, Lm, sw);

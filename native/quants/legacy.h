@@ -32,11 +32,11 @@ LM_HD int8_t lm_q8_act_quant(float x, float id) { return (int8_t)lm_nearest_int(
 /* ----------------------------------------------------- CUDA mat-vec */
 /* The formats of 32 weights take one lane of the warp per block
  * (LMC_PARTS_<T> 1): the part's integers are the whole block's idot. */
-#define LMC_ONE_PART_INTS(t, block, partner_block, idot)                                                        \
-    LM_HD void lmc_ints_##t(const block *x, const partner_block *y, int part, int32_t *isum, int32_t *imin) {  \
-        (void)part;                                                                                             \
-        *isum = idot(x, y);                                                                                     \
-        *imin = 0;                                                                                              \
+#define LMC_ONE_PART_INTS(t, block, partner_block, idot)                                                      \
+    LM_HD void lmc_ints_##t(const block *x, const partner_block *y, int part, int32_t *isum, int32_t *imin) { \
+        (void)part;                                                                                           \
+        *isum = idot(x, y);                                                                                   \
+        *imin = 0;                                                                                            \
     }
 
 #endif /* LAMINA_LEGACY_H */

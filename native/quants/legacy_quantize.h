@@ -76,8 +76,7 @@ static inline void block_weights(const float *xb, const float *qw, float sigma2,
 }
 
 /* mirrors ggml's quantize_row_q4_0_impl / quantize_row_q5_0_impl (one row) */
-static inline void quantize_row_qx_0_weighted(const float *x, void *vy, int64_t n, const float *imatrix,
-                                              int five_bit) {
+static inline void quantize_row_qx_0_weighted(const float *x, void *vy, int64_t n, const float *imatrix, int five_bit) {
     float w[32];
     uint8_t L[32];
     const float sigma2 = row_sigma2(x, n);
@@ -98,8 +97,7 @@ static inline void quantize_row_qx_0_weighted(const float *x, void *vy, int64_t 
 }
 
 /* mirrors ggml's quantize_row_q4_1_impl / quantize_row_q5_1_impl (one row) */
-static inline void quantize_row_qx_1_weighted(const float *x, void *vy, int64_t n, const float *imatrix,
-                                              int five_bit) {
+static inline void quantize_row_qx_1_weighted(const float *x, void *vy, int64_t n, const float *imatrix, int five_bit) {
     float w[32];
     uint8_t L[32], Laux[32];
     const float sigma2 = row_sigma2(x, n);
@@ -125,17 +123,16 @@ static inline void quantize_row_qx_1_weighted(const float *x, void *vy, int64_t 
 /* ggml_quantize_chunk: without an imatrix ggml quantizes all rows as one long
  * row with the *_ref quantizer; with one, row by row, since the weights
  * depend on the row's sigma2 */
-#define LM_QUANTIZE_LEGACY(t, qk, weighted_row, five_bit)                                                        \
-    size_t lm_quantize_##t(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix) { \
-        const size_t row_bytes = (size_t)(n_per_row / (qk)) * sizeof(block_##t);                                 \
-        if (!imatrix) {                                                                                          \
-            quantize_row_##t##_ref(src, dst, nrows * n_per_row);                                                 \
-        } else {                                                                                                 \
-            for (int64_t r = 0; r < nrows; r++)                                                                  \
-                weighted_row(src + r * n_per_row, (char *)dst + (size_t)r * row_bytes, n_per_row, imatrix,       \
-                             five_bit);                                                                          \
-        }                                                                                                        \
-        return (size_t)nrows * row_bytes;                                                                        \
+#define LM_QUANTIZE_LEGACY(t, qk, weighted_row, five_bit)                                                             \
+    size_t lm_quantize_##t(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix) {     \
+        const size_t row_bytes = (size_t)(n_per_row / (qk)) * sizeof(block_##t);                                      \
+        if (!imatrix) {                                                                                               \
+            quantize_row_##t##_ref(src, dst, nrows * n_per_row);                                                      \
+        } else {                                                                                                      \
+            for (int64_t r = 0; r < nrows; r++)                                                                       \
+                weighted_row(src + r * n_per_row, (char *)dst + (size_t)r * row_bytes, n_per_row, imatrix, five_bit); \
+        }                                                                                                             \
+        return (size_t)nrows * row_bytes;                                                                             \
     }
 
 #endif /* LAMINA_LEGACY_QUANTIZE_H */

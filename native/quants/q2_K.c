@@ -2,9 +2,9 @@
  * ggml_quantize_chunk: the reference path without an imatrix, ggml's
  * quantize_row_q2_K_impl with one), rows to float, and the scalar reference
  * dot (kquant.h). */
+#include "quants/q2_K.h"
 #include "quants/kernels.h"
 #include "quants/kquant_quantize.h"
-#include "quants/q2_K.h"
 
 /* Requantize against the stored (half-rounded) d, dmin and 4-bit scales and
  * pack; sub-blocks whose scale rounded to zero keep the search's levels. */

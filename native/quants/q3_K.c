@@ -2,15 +2,17 @@
  * ggml_quantize_chunk: the reference path without an imatrix, ggml's
  * quantize_row_q3_K_impl with one), rows to float, and the scalar reference
  * dot (kquant.h). */
+#include "quants/q3_K.h"
 #include "quants/kernels.h"
 #include "quants/kquant_quantize.h"
-#include "quants/q3_K.h"
 
 /* store biased scale l (0..63) of sub-block j into Q3_K's 12-byte layout
  * (the one lm_q3_K_scale reads); the bytes must start zeroed */
 static void q3_K_put_scale(uint8_t *scales, int j, int l) {
-    if (j < 8) scales[j] = (uint8_t)(l & 0xF);
-    else scales[j - 8] |= (uint8_t)((l & 0xF) << 4);
+    if (j < 8)
+        scales[j] = (uint8_t)(l & 0xF);
+    else
+        scales[j - 8] |= (uint8_t)((l & 0xF) << 4);
     l >>= 4;
     scales[j % 4 + 8] |= (uint8_t)(l << (2 * (j / 4)));
 }
@@ -49,7 +51,10 @@ static void q3_K_block_ref(const float *x, block_q3_K *y) {
     for (int j = 0; j < QK_K / 16; ++j) {
         scales[j] = lm_make_q3_quants(16, 4, x + 16 * j, L + 16 * j, true);
         const float scale = fabsf(scales[j]);
-        if (scale > amax) { amax = scale; max_scale = scales[j]; }
+        if (scale > amax) {
+            amax = scale;
+            max_scale = scales[j];
+        }
     }
     memset(y->scales, 0, 12);
     if (max_scale) {

@@ -1,8 +1,8 @@
 /* q4_0.c — Q4_0 on the CPU: the quantizer (byte-identical with
  * ggml_quantize_chunk), rows to float, and the scalar reference dot. */
+#include "quants/q4_0.h"
 #include "quants/kernels.h"
 #include "quants/legacy_quantize.h"
-#include "quants/q4_0.h"
 
 /* mirrors ggml's quantize_row_q4_0_ref: d = -max/8 maps the extreme value to
  * level 0, the rest round half up with 8.5 then clamp at 15 */

@@ -1,8 +1,8 @@
 /* q4_1.c — Q4_1 on the CPU: the quantizer (byte-identical with
  * ggml_quantize_chunk), rows to float, and the scalar reference dot. */
+#include "quants/q4_1.h"
 #include "quants/kernels.h"
 #include "quants/legacy_quantize.h"
-#include "quants/q4_1.h"
 
 /* mirrors ggml's quantize_row_q4_1_ref */
 static void quantize_row_q4_1_ref(const float *x, block_q4_1 *y, int64_t k) {

@@ -13,8 +13,7 @@ LM_HD float lm_dequant1_q4_1(const block_q4_1 *b, int i) {
 /* unsigned quants: the min term m * sum(a) comes from the Q8_1 block's s */
 LM_HD int lm_idot_q4_1_q8_1(const block_q4_1 *x, const block_q8_1 *y) {
     int s = 0;
-    for (int j = 0; j < QK4_1 / 2; j++)
-        s += (x->qs[j] & 0x0F) * y->qs[j] + (x->qs[j] >> 4) * y->qs[j + QK4_1 / 2];
+    for (int j = 0; j < QK4_1 / 2; j++) s += (x->qs[j] & 0x0F) * y->qs[j] + (x->qs[j] >> 4) * y->qs[j + QK4_1 / 2];
     return s;
 }
 

@@ -8,9 +8,9 @@
  * quantize_row_q4_K_impl): make_qkx3_quants with weights qw*sqrt(sigma2 + x^2),
  * then the scales and mins fitted by make_qp_quants. Both requantize against
  * the rounded scales (kquant_quantize.h, shared with Q5_K). */
+#include "quants/q4_K.h"
 #include "quants/kernels.h"
 #include "quants/kquant_quantize.h"
-#include "quants/q4_K.h"
 
 static void q4_K_pack(const uint8_t *L, uint8_t *q) {
     for (int j = 0; j < QK_K; j += 64, q += 32)

@@ -1,8 +1,8 @@
 /* q5_0.c — Q5_0 on the CPU: the quantizer (byte-identical with
  * ggml_quantize_chunk), rows to float, and the scalar reference dot. */
+#include "quants/q5_0.h"
 #include "quants/kernels.h"
 #include "quants/legacy_quantize.h"
-#include "quants/q5_0.h"
 
 /* mirrors ggml's quantize_row_q5_0_ref */
 static void quantize_row_q5_0_ref(const float *x, block_q5_0 *y, int64_t k) {

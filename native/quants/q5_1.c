@@ -1,8 +1,8 @@
 /* q5_1.c — Q5_1 on the CPU: the quantizer (byte-identical with
  * ggml_quantize_chunk), rows to float, and the scalar reference dot. */
+#include "quants/q5_1.h"
 #include "quants/kernels.h"
 #include "quants/legacy_quantize.h"
-#include "quants/q5_1.h"
 
 /* mirrors ggml's quantize_row_q5_1_ref (which, unlike q4_1, does not clamp) */
 static void quantize_row_q5_1_ref(const float *x, block_q5_1 *y, int64_t k) {

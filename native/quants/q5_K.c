@@ -1,9 +1,9 @@
 /* q5_K.c — Q5_K on the CPU: the quantizer (byte-identical with
  * ggml_quantize_chunk; the scheme of Q4_K, see q4_K.c, with 5-bit levels),
  * rows to float, and the scalar reference dot (kquant.h). */
+#include "quants/q5_K.h"
 #include "quants/kernels.h"
 #include "quants/kquant_quantize.h"
-#include "quants/q5_K.h"
 
 /* low nibbles as in Q4_K; the fifth bit of weight l of sub-block j goes to
  * bit j of qh[l] */
@@ -13,9 +13,15 @@ static void q5_K_pack(const uint8_t *L, uint8_t *qh, uint8_t *ql) {
     for (int n = 0; n < QK_K; n += 64, ql += 32) {
         for (int j = 0; j < 32; ++j) {
             int l1 = L[n + j];
-            if (l1 > 15) { l1 -= 16; qh[j] |= m1; }
+            if (l1 > 15) {
+                l1 -= 16;
+                qh[j] |= m1;
+            }
             int l2 = L[n + j + 32];
-            if (l2 > 15) { l2 -= 16; qh[j] |= m2; }
+            if (l2 > 15) {
+                l2 -= 16;
+                qh[j] |= m2;
+            }
             ql[j] = (uint8_t)(l1 | (l2 << 4));
         }
         m1 = (uint8_t)(m1 << 2);

@@ -1,9 +1,9 @@
 /* q6_K.c — Q6_K on the CPU: the quantizer (byte-identical with
  * ggml_quantize_chunk), rows to float, and the scalar reference dot
  * (kquant.h). */
+#include "quants/q6_K.h"
 #include "quants/kernels.h"
 #include "quants/kquant_quantize.h"
-#include "quants/q6_K.h"
 
 /* mirrors ggml's quantize_row_q6_K_ref (qw NULL: weights x^2) and
  * quantize_row_q6_K_impl (qw = the block's imatrix, used as the weights

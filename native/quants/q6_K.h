@@ -32,8 +32,7 @@ LM_HD int32_t lm_kdot_q6_K_sub(const block_q6_K *x, const int8_t *q8, int j) {
     const uint8_t *qh = x->qh + 32 * c + half;
     const int lshift = 4 * (k / 2), hshift = 2 * k;
     int32_t sum = 0;
-    for (int l = 0; l < 16; l++)
-        sum += q8[l] * ((((ql[l] >> lshift) & 0xF) | (((qh[l] >> hshift) & 3) << 4)) - 32);
+    for (int l = 0; l < 16; l++) sum += q8[l] * ((((ql[l] >> lshift) & 0xF) | (((qh[l] >> hshift) & 3) << 4)) - 32);
     return sum;
 }
 

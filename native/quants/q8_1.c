@@ -1,8 +1,8 @@
 /* q8_1.c — Q8_1 on the CPU: the activation format of Q4_1 and Q5_1 weights,
  * quantized from float rows and read back. */
+#include "quants/q8_1.h"
 #include "quants/kernels.h"
 #include "quants/legacy_quantize.h"
-#include "quants/q8_1.h"
 
 /* Activations: ggml-cpu's x86 quantize_row_q8_1, per value as legacy.h says;
  * s is d times the sum of the rounded quants */

@@ -22,8 +22,7 @@ typedef void (*lm_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y)
  * c = 0..3 (s_stride counts floats): one weight row with four activation
  * columns, each result bit-identical to the single-column kernel of the same
  * impl on that column (matmul.c's prefill path) */
-typedef void (*lm_vec_dot_x4_fn)(int64_t n, float *s, size_t s_stride, const void *x, const void *y,
-                                 size_t y_stride);
+typedef void (*lm_vec_dot_x4_fn)(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
 
 typedef struct {
     const char *name;

@@ -83,18 +83,18 @@ enum { LM_KIND_FLOAT, LM_KIND_QUANT, LM_KIND_ACT };
 
 /* the block math of every type (quants/<type>.h) */
 #include "quants/float.h"
-#include "quants/q4_0.h"
-#include "quants/q4_1.h"
-#include "quants/q5_0.h"
-#include "quants/q5_1.h"
-#include "quants/q8_0.h"
-#include "quants/q8_1.h"
+#include "quants/iq4.h"
 #include "quants/q2_K.h"
 #include "quants/q3_K.h"
+#include "quants/q4_0.h"
+#include "quants/q4_1.h"
 #include "quants/q4_K.h"
+#include "quants/q5_0.h"
+#include "quants/q5_1.h"
 #include "quants/q5_K.h"
 #include "quants/q6_K.h"
+#include "quants/q8_0.h"
+#include "quants/q8_1.h"
 #include "quants/q8_K.h"
-#include "quants/iq4.h"
 
 #endif /* LAMINA_TYPES_H */

@@ -38,8 +38,8 @@ static inline __m256i lm_bytes_from_nibbles_32(const uint8_t *qs) {
 static inline __m256i lm_bytes_from_bits_32(const uint8_t *bits) {
     uint32_t x32;
     memcpy(&x32, bits, sizeof(uint32_t));
-    const __m256i shuf_mask = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
-                                                0x0101010101010101, 0x0000000000000000);
+    const __m256i shuf_mask =
+        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000);
     __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x32), shuf_mask);
     const __m256i bit_mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
     bytes = _mm256_or_si256(bytes, bit_mask);
@@ -80,8 +80,8 @@ static inline float lm_half_f32(lm_half h) { return _cvtsh_ss(h); }
 enum { NCOL = 4 };
 
 /* the four columns' rows of activation blocks */
-#define LM_X4_COLUMNS(block_t, y, vy, y_stride)                                                        \
-    const block_t *y[NCOL];                                                                            \
+#define LM_X4_COLUMNS(block_t, y, vy, y_stride) \
+    const block_t *y[NCOL];                     \
     for (int c = 0; c < NCOL; c++) y[c] = (const block_t *)((const char *)(vy) + (size_t)c * (y_stride))
 
 #endif /* LAMINA_AVX2_H */

@@ -4,8 +4,8 @@
  * model/forward_ops.c. */
 #include <immintrin.h>
 
-#include "quants/blocks.h"
 #include "model/forward_ops.h"
+#include "quants/blocks.h"
 #include "simd/x86/avx2.h"
 
 #define ROW(base, j, stride) ((const char *)(base) + (size_t)(j) * (stride))
@@ -27,51 +27,50 @@ static inline __m256 load_i8x8(const int8_t *p) {
 #define LM_LOAD_F32_8(p) _mm256_loadu_ps(p)
 #define LM_F32_TO_F32(v) (v)
 
-#define LM_DEFINE_KV_FLOAT(name, T, LOAD8, TO_F32)                                                                \
-    static inline float dot_##name(const float *q, const T *k, int64_t hd) {                                     \
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),                   \
-               a3 = _mm256_setzero_ps();                                                                          \
-        int64_t i = 0;                                                                                            \
-        for (; i + 32 <= hd; i += 32) {                                                                           \
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), LOAD8(k + i), a0);                                       \
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), LOAD8(k + i + 8), a1);                               \
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 16), LOAD8(k + i + 16), a2);                             \
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 24), LOAD8(k + i + 24), a3);                             \
-        }                                                                                                         \
-        for (; i + 8 <= hd; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), LOAD8(k + i), a0);               \
-        float d = lm_hsum_f32_8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));                   \
-        for (; i < hd; i++) d += q[i] * TO_F32(k[i]);                                                             \
-        return d;                                                                                                 \
-    }                                                                                                             \
-                                                                                                                  \
-    void lm_kv_scores_##name##_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, \
-                                    float scale) {                                                                \
-        for (int64_t j = 0; j < n; j++) s[j] = scale * dot_##name(q, (const T *)ROW(k, j, stride), hd);          \
-    }                                                                                                             \
-                                                                                                                  \
-    void lm_kv_mix_##name##_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) { \
-        int64_t c = 0;                                                                                            \
-        for (; c + 32 <= hd; c += 32) {                                                                           \
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),               \
-                   a3 = _mm256_setzero_ps();                                                                      \
-            for (int64_t j = 0; j < n; j++) {                                                                     \
-                const T *vj = (const T *)ROW(v, j, stride) + c;                                                   \
-                const __m256 pj = _mm256_set1_ps(p[j]);                                                           \
-                a0 = _mm256_fmadd_ps(pj, LOAD8(vj), a0);                                                          \
-                a1 = _mm256_fmadd_ps(pj, LOAD8(vj + 8), a1);                                                      \
-                a2 = _mm256_fmadd_ps(pj, LOAD8(vj + 16), a2);                                                     \
-                a3 = _mm256_fmadd_ps(pj, LOAD8(vj + 24), a3);                                                     \
-            }                                                                                                     \
-            _mm256_storeu_ps(out + c, a0);                                                                        \
-            _mm256_storeu_ps(out + c + 8, a1);                                                                    \
-            _mm256_storeu_ps(out + c + 16, a2);                                                                   \
-            _mm256_storeu_ps(out + c + 24, a3);                                                                   \
-        }                                                                                                         \
-        for (; c < hd; c++) {                                                                                     \
-            float acc = 0.0f;                                                                                     \
-            for (int64_t j = 0; j < n; j++) acc += p[j] * TO_F32(((const T *)ROW(v, j, stride))[c]);              \
-            out[c] = acc;                                                                                         \
-        }                                                                                                         \
+#define LM_DEFINE_KV_FLOAT(name, T, LOAD8, TO_F32)                                                                     \
+    static inline float dot_##name(const float *q, const T *k, int64_t hd) {                                           \
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps(); \
+        int64_t i = 0;                                                                                                 \
+        for (; i + 32 <= hd; i += 32) {                                                                                \
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), LOAD8(k + i), a0);                                            \
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), LOAD8(k + i + 8), a1);                                    \
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 16), LOAD8(k + i + 16), a2);                                  \
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 24), LOAD8(k + i + 24), a3);                                  \
+        }                                                                                                              \
+        for (; i + 8 <= hd; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), LOAD8(k + i), a0);                    \
+        float d = lm_hsum_f32_8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));                          \
+        for (; i < hd; i++) d += q[i] * TO_F32(k[i]);                                                                  \
+        return d;                                                                                                      \
+    }                                                                                                                  \
+                                                                                                                       \
+    void lm_kv_scores_##name##_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,     \
+                                    float scale) {                                                                     \
+        for (int64_t j = 0; j < n; j++) s[j] = scale * dot_##name(q, (const T *)ROW(k, j, stride), hd);                \
+    }                                                                                                                  \
+                                                                                                                       \
+    void lm_kv_mix_##name##_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {    \
+        int64_t c = 0;                                                                                                 \
+        for (; c + 32 <= hd; c += 32) {                                                                                \
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),                       \
+                   a3 = _mm256_setzero_ps();                                                                           \
+            for (int64_t j = 0; j < n; j++) {                                                                          \
+                const T *vj = (const T *)ROW(v, j, stride) + c;                                                        \
+                const __m256 pj = _mm256_set1_ps(p[j]);                                                                \
+                a0 = _mm256_fmadd_ps(pj, LOAD8(vj), a0);                                                               \
+                a1 = _mm256_fmadd_ps(pj, LOAD8(vj + 8), a1);                                                           \
+                a2 = _mm256_fmadd_ps(pj, LOAD8(vj + 16), a2);                                                          \
+                a3 = _mm256_fmadd_ps(pj, LOAD8(vj + 24), a3);                                                          \
+            }                                                                                                          \
+            _mm256_storeu_ps(out + c, a0);                                                                             \
+            _mm256_storeu_ps(out + c + 8, a1);                                                                         \
+            _mm256_storeu_ps(out + c + 16, a2);                                                                        \
+            _mm256_storeu_ps(out + c + 24, a3);                                                                        \
+        }                                                                                                              \
+        for (; c < hd; c++) {                                                                                          \
+            float acc = 0.0f;                                                                                          \
+            for (int64_t j = 0; j < n; j++) acc += p[j] * TO_F32(((const T *)ROW(v, j, stride))[c]);                   \
+            out[c] = acc;                                                                                              \
+        }                                                                                                              \
     }
 
 LM_DEFINE_KV_FLOAT(f32, float, LM_LOAD_F32_8, LM_F32_TO_F32)

@@ -32,9 +32,7 @@ LM_INLINE __m256 zeros_f32(int32_t word) {
     return _mm256_cvtepi32_ps(_mm256_and_si256(z, _mm256_set1_epi32(15)));
 }
 
-LM_INLINE __m256 scales_f32(const uint16_t *s) {
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s));
-}
+LM_INLINE __m256 scales_f32(const uint16_t *s) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s)); }
 
 /* enough accumulators for ~8 chains without spilling 16 registers; by
  * column count only, so an output sums in the same order whichever strip
@@ -45,8 +43,8 @@ LM_INLINE __m256 scales_f32(const uint16_t *s) {
 
 /* outputs [o, o + 8 NV) x columns [c0, c0 + NC), runs [u0, u1):
  * y (+)= sum over the runs of scale * (sum level * x - zero * sum x) */
-LM_INLINE void tile_runs(const lm_gptq_job *k, int64_t o, int64_t c0, int32_t u0, int32_t u1,
-                         const int NV, const int NC, const int NS) {
+LM_INLINE void tile_runs(const lm_gptq_job *k, int64_t o, int64_t c0, int32_t u0, int32_t u1, const int NV,
+                         const int NC, const int NS) {
     const lm_gptq_matrix *w = k->w;
     const int64_t n_in = w->n_in, n_out = w->n_out, ldy = k->ldy;
     const float *xs = k->xs + c0 * n_in;
@@ -97,8 +95,8 @@ LM_INLINE void tile_runs(const lm_gptq_job *k, int64_t o, int64_t c0, int32_t u0
 /* act-order: the group changes from input to input, so each unpacked nibble
  * is scaled by its own group's scales before the FMAs; the zero points are
  * summed per group at the end */
-LM_INLINE void tile_general(const lm_gptq_job *k, int64_t o, int64_t c0, int64_t r0, int64_t r1,
-                            const int NV, const int NC, const int NS) {
+LM_INLINE void tile_general(const lm_gptq_job *k, int64_t o, int64_t c0, int64_t r0, int64_t r1, const int NV,
+                            const int NC, const int NS) {
     const lm_gptq_matrix *w = k->w;
     const int64_t n_in = w->n_in, n_out = w->n_out, ldy = k->ldy;
     const float *xs = k->xs + c0 * n_in;
@@ -150,19 +148,26 @@ LM_INLINE void tile_general(const lm_gptq_job *k, int64_t o, int64_t c0, int64_t
 /* a tile over part of the inputs: runs [a, b) or word rows [a, b) */
 typedef void (*tile_fn)(const lm_gptq_job *k, int64_t o, int64_t c0, int64_t a, int64_t b);
 
-#define LM_GPTQ_TILES(NV, NC)                                                                       \
-    static void runs_##NV##_##NC(const lm_gptq_job *k, int64_t o, int64_t c0, int64_t a, int64_t b) { \
-        tile_runs(k, o, c0, (int32_t)a, (int32_t)b, NV, NC, NSPLIT(NC));                        \
-    }                                                                                               \
+#define LM_GPTQ_TILES(NV, NC)                                                                            \
+    static void runs_##NV##_##NC(const lm_gptq_job *k, int64_t o, int64_t c0, int64_t a, int64_t b) {    \
+        tile_runs(k, o, c0, (int32_t)a, (int32_t)b, NV, NC, NSPLIT(NC));                                 \
+    }                                                                                                    \
     static void general_##NV##_##NC(const lm_gptq_job *k, int64_t o, int64_t c0, int64_t a, int64_t b) { \
-        tile_general(k, o, c0, a, b, NV, NC, NSPLIT(NC));                                       \
+        tile_general(k, o, c0, a, b, NV, NC, NSPLIT(NC));                                                \
     }
 
-LM_GPTQ_TILES(1, 1) LM_GPTQ_TILES(1, 2) LM_GPTQ_TILES(1, 3) LM_GPTQ_TILES(1, 4)
-LM_GPTQ_TILES(2, 1) LM_GPTQ_TILES(2, 2) LM_GPTQ_TILES(2, 3) LM_GPTQ_TILES(2, 4)
+LM_GPTQ_TILES(1, 1)
+LM_GPTQ_TILES(1, 2)
+LM_GPTQ_TILES(1, 3)
+LM_GPTQ_TILES(1, 4)
+LM_GPTQ_TILES(2, 1)
+LM_GPTQ_TILES(2, 2)
+LM_GPTQ_TILES(2, 3)
+LM_GPTQ_TILES(2, 4)
 
 static const tile_fn k_runs[MAX_NV][MAX_NC] = {
-    { runs_1_1, runs_1_2, runs_1_3, runs_1_4 }, { runs_2_1, runs_2_2, runs_2_3, runs_2_4 },
+    { runs_1_1, runs_1_2, runs_1_3, runs_1_4 },
+    { runs_2_1, runs_2_2, runs_2_3, runs_2_4 },
 };
 static const tile_fn k_general[MAX_NV][MAX_NC] = {
     { general_1_1, general_1_2, general_1_3, general_1_4 },
@@ -180,7 +185,7 @@ enum { PANEL_ROWS = 16, GENERAL_BLOCK_OUT = 256 };
  * stay in L1 from panel to panel. */
 void lm_gptq_rows_avx2(const lm_gptq_job *job, int64_t ob, int64_t oe) {
     const int runs = job->n_runs > 0;
-    const tile_fn (*table)[MAX_NC] = runs ? k_runs : k_general;
+    const tile_fn(*table)[MAX_NC] = runs ? k_runs : k_general;
     const int64_t n_units = runs ? job->n_runs : job->w->n_in / PER_WORD;
     const int64_t block = runs ? oe - ob : GENERAL_BLOCK_OUT;
     for (int64_t bb = ob; bb < oe; bb += block) {

@@ -74,8 +74,8 @@ static inline __m256i lm_totals8_x4(const __m128i v[8]) {
 /* ------------------------------------------- k-quant float helpers */
 /* the dwords at `first` and every `stride` bytes after it, 8 of them */
 static inline __m256i lm_gather8(const void *first, int stride) {
-    const __m256i idx = _mm256_setr_epi32(0, stride, 2 * stride, 3 * stride, 4 * stride, 5 * stride, 6 * stride,
-                                          7 * stride);
+    const __m256i idx =
+        _mm256_setr_epi32(0, stride, 2 * stride, 3 * stride, 4 * stride, 5 * stride, 6 * stride, 7 * stride);
     return _mm256_i32gather_epi32((const int *)first, idx, 1);
 }
 
@@ -160,53 +160,53 @@ static inline __m128i lm_q4_K_summ(__m128i mins, const block_q8_K *y) {
  * totals, then d; like ggml's ggml_vec_dot_q3_K_q8_K / ggml_vec_dot_q6_K_q8_K
  * (AVX2 branch). d is the last field of both blocks: its dword is gathered
  * from 2 bytes earlier so the load stays inside the block. */
-#define LM_DEFINE_VEC_DOT_SCALES_ONLY(t)                                                               \
-    void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *vx, const void *vy) {                  \
-        const block_##t *x = vx;                                                                       \
-        const block_q8_K *y = vy;                                                                      \
-        const int64_t nb = n / QK_K;                                                                   \
-        __m256 acc = _mm256_setzero_ps();                                                              \
-        int64_t i = 0;                                                                                 \
-        for (; i + 8 <= nb; i += 8) {                                                                  \
-            __m256i sumi[8];                                                                           \
-            for (int b = 0; b < 8; b++) sumi[b] = t##_block(&x[i + b], &y[i + b]);                     \
-            const __m256i d_dwords = lm_gather8((const char *)&x[i].d - 2, (int)sizeof *x);            \
-            const __m256 d = _mm256_mul_ps(lm_half_high8(d_dwords), lm_y_scales8(&y[i]));              \
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lm_totals8(sumi))));          \
-        }                                                                                              \
-        float lanes[LM_KDOT_LANES];                                                                    \
-        _mm256_storeu_ps(lanes, acc);                                                                  \
-        for (; i < nb; i++)                                                                            \
+#define LM_DEFINE_VEC_DOT_SCALES_ONLY(t)                                                                       \
+    void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *vx, const void *vy) {                          \
+        const block_##t *x = vx;                                                                               \
+        const block_q8_K *y = vy;                                                                              \
+        const int64_t nb = n / QK_K;                                                                           \
+        __m256 acc = _mm256_setzero_ps();                                                                      \
+        int64_t i = 0;                                                                                         \
+        for (; i + 8 <= nb; i += 8) {                                                                          \
+            __m256i sumi[8];                                                                                   \
+            for (int b = 0; b < 8; b++) sumi[b] = t##_block(&x[i + b], &y[i + b]);                             \
+            const __m256i d_dwords = lm_gather8((const char *)&x[i].d - 2, (int)sizeof *x);                    \
+            const __m256 d = _mm256_mul_ps(lm_half_high8(d_dwords), lm_y_scales8(&y[i]));                      \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lm_totals8(sumi))));                  \
+        }                                                                                                      \
+        float lanes[LM_KDOT_LANES];                                                                            \
+        _mm256_storeu_ps(lanes, acc);                                                                          \
+        for (; i < nb; i++)                                                                                    \
             lanes[i % LM_KDOT_LANES] += lm_half_f32(x[i].d) * y[i].d * lm_hsum_i32_8(t##_block(&x[i], &y[i])); \
-        *s = lm_kdot_sum_lanes(lanes);                                                                 \
+        *s = lm_kdot_sum_lanes(lanes);                                                                         \
     }
 
 /* The driver Q4_K and Q5_K share (their blocks differ only in the 5th bit):
  * 8 super-blocks at a time with exact integer totals, then the scale terms;
  * like ggml's ggml_vec_dot_q4_K_q8_K / ggml_vec_dot_q5_K_q8_K (AVX2 branch) */
-#define LM_DEFINE_VEC_DOT_K4(t)                                                                        \
-    void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *vx, const void *vy) {                  \
-        const block_##t *x = vx;                                                                       \
-        const block_q8_K *y = vy;                                                                      \
-        const int64_t nb = n / QK_K;                                                                   \
-        __m256 acc = _mm256_setzero_ps();                                                              \
-        int64_t i = 0;                                                                                 \
-        for (; i + 8 <= nb; i += 8) {                                                                  \
-            __m256i sumi[8];                                                                           \
-            __m128i summ[8];                                                                           \
-            for (int b = 0; b < 8; b++) sumi[b] = t##_block(&x[i + b], &y[i + b], &summ[b]);           \
-            __m256 d, dmin;                                                                            \
-            scales8(lm_gather8(&x[i].d, (int)sizeof *x), lm_y_scales8(&y[i]), &d, &dmin);              \
-            acc = _mm256_add_ps(acc, lm_terms8(lm_totals8(sumi), lm_totals8_x4(summ), d, dmin));       \
-        }                                                                                              \
-        float lanes[LM_KDOT_LANES];                                                                    \
-        _mm256_storeu_ps(lanes, acc);                                                                  \
-        for (; i < nb; i++) {                                                                          \
-            __m128i summ;                                                                              \
-            const __m256i sumi = t##_block(&x[i], &y[i], &summ);                                       \
-            lanes[i % LM_KDOT_LANES] += lm_block_term(sumi, summ, &x[i].d, y[i].d);                    \
-        }                                                                                              \
-        *s = lm_kdot_sum_lanes(lanes);                                                                 \
+#define LM_DEFINE_VEC_DOT_K4(t)                                                                  \
+    void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *vx, const void *vy) {            \
+        const block_##t *x = vx;                                                                 \
+        const block_q8_K *y = vy;                                                                \
+        const int64_t nb = n / QK_K;                                                             \
+        __m256 acc = _mm256_setzero_ps();                                                        \
+        int64_t i = 0;                                                                           \
+        for (; i + 8 <= nb; i += 8) {                                                            \
+            __m256i sumi[8];                                                                     \
+            __m128i summ[8];                                                                     \
+            for (int b = 0; b < 8; b++) sumi[b] = t##_block(&x[i + b], &y[i + b], &summ[b]);     \
+            __m256 d, dmin;                                                                      \
+            scales8(lm_gather8(&x[i].d, (int)sizeof *x), lm_y_scales8(&y[i]), &d, &dmin);        \
+            acc = _mm256_add_ps(acc, lm_terms8(lm_totals8(sumi), lm_totals8_x4(summ), d, dmin)); \
+        }                                                                                        \
+        float lanes[LM_KDOT_LANES];                                                              \
+        _mm256_storeu_ps(lanes, acc);                                                            \
+        for (; i < nb; i++) {                                                                    \
+            __m128i summ;                                                                        \
+            const __m256i sumi = t##_block(&x[i], &y[i], &summ);                                 \
+            lanes[i % LM_KDOT_LANES] += lm_block_term(sumi, summ, &x[i].d, y[i].d);              \
+        }                                                                                        \
+        *s = lm_kdot_sum_lanes(lanes);                                                           \
     }
 
 #endif /* LAMINA_KQUANT_AVX2_H */

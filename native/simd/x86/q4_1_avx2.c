@@ -10,8 +10,7 @@ static inline __m256i q4_1_bytes(const block_q4_1 *x) { return lm_bytes_from_nib
 LM_DEFINE_VEC_DOT_U8_MIN(q4_1, q4_1_bytes)
 
 /* four columns (avx2.h) of lm_vec_dot_q4_1_avx2: the min term from Q8_1's dy*sum(qy) */
-void lm_vec_dot_x4_q4_1_avx2(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy,
-                             size_t y_stride) {
+void lm_vec_dot_x4_q4_1_avx2(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride) {
     const block_q4_1 *x = vx;
     LM_X4_COLUMNS(block_q8_1, y, vy, y_stride);
     __m256 acc[NCOL];

@@ -7,7 +7,7 @@
 /* for each column c < ncol: 8 lanes of scale_j * dot_j in sumi[c], 4 lanes of
  * min_j * bsums_j in summ[c] */
 static inline void q4_K_block_n(const block_q4_K *x, const block_q8_K *const *y, int ncol, __m256i *sumi,
-                                   __m128i *summ) {
+                                __m128i *summ) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
     __m256i sc;
     __m128i mins;
@@ -28,8 +28,8 @@ static inline void q4_K_block_n(const block_q4_K *x, const block_q8_K *const *y,
             const int8_t *q8 = y[c]->qs + 64 * j;
             const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q8));
             const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
-            sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(_mm256_madd_epi16(sc_lo, plo),
-                                                                 _mm256_madd_epi16(sc_hi, phi)));
+            sumi[c] = _mm256_add_epi32(sumi[c],
+                                       _mm256_add_epi32(_mm256_madd_epi16(sc_lo, plo), _mm256_madd_epi16(sc_hi, phi)));
         }
     }
 }
@@ -43,8 +43,7 @@ static inline __m256i q4_K_block(const block_q4_K *x, const block_q8_K *y, __m12
 LM_DEFINE_VEC_DOT_K4(q4_K)
 
 /* four columns (avx2.h): LM_DEFINE_VEC_DOT_K4 per column */
-void lm_vec_dot_x4_q4_K_avx2(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy,
-                             size_t y_stride) {
+void lm_vec_dot_x4_q4_K_avx2(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride) {
     const block_q4_K *x = vx;
     LM_X4_COLUMNS(block_q8_K, y, vy, y_stride);
     const int64_t nb = n / QK_K;
@@ -68,8 +67,8 @@ void lm_vec_dot_x4_q4_K_avx2(int64_t n, float *s, size_t s_stride, const void *v
         lm_half_pairs8(lm_gather8(&x[i].d, (int)sizeof *x), &xd, &xdmin);
         for (int c = 0; c < NCOL; c++) {
             const __m256 yd = lm_y_scales8(&y[c][i]);
-            const __m256 t = lm_terms8(lm_totals8(sumi[c]), lm_totals8_x4(summ[c]), _mm256_mul_ps(xd, yd),
-                                       _mm256_mul_ps(xdmin, yd));
+            const __m256 t =
+                lm_terms8(lm_totals8(sumi[c]), lm_totals8_x4(summ[c]), _mm256_mul_ps(xd, yd), _mm256_mul_ps(xdmin, yd));
             acc[c] = _mm256_add_ps(acc[c], t);
         }
     }

@@ -25,8 +25,8 @@ static inline __m256i q5_K_block(const block_q5_K *x, const block_q8_K *y, __m12
         const __m256i bits = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * j));
         const int8_t *q8 = y->qs + 64 * j;
         const __m256i lo = _mm256_or_si256(_mm256_and_si256(bits, m4), move_bit(hbits, 2 * j, 4));
-        const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4),
-                                           move_bit(hbits, 2 * j + 1, 4));
+        const __m256i hi =
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), move_bit(hbits, 2 * j + 1, 4));
         __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q8));
         __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
         plo = _mm256_madd_epi16(_mm256_shuffle_epi8(sc, lm_pick16(2 * j)), plo);

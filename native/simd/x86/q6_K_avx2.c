@@ -52,8 +52,7 @@ static inline __m256i q6_K_block(const block_q6_K *x, const block_q8_K *y) {
 LM_DEFINE_VEC_DOT_SCALES_ONLY(q6_K)
 
 /* four columns (avx2.h): LM_DEFINE_VEC_DOT_SCALES_ONLY per column */
-void lm_vec_dot_x4_q6_K_avx2(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy,
-                             size_t y_stride) {
+void lm_vec_dot_x4_q6_K_avx2(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy, size_t y_stride) {
     const block_q6_K *x = vx;
     LM_X4_COLUMNS(block_q8_K, y, vy, y_stride);
     const int64_t nb = n / QK_K;
