@@ -1,8 +1,10 @@
 /* api.c — the exported entry points of lamina.h for the block formats.
  * Each checks its arguments once more (the Python side validated them already)
  * and dispatches through the type-traits table. */
+#include "error.h"
 #include "include/lamina.h"
-#include "type_traits.h"
+#include "quants/type_traits.h"
+#include "simd/cpu_features.h"
 
 static const lm_type_traits *traits_or_error(int type) {
     const lm_type_traits *t = lm_get_type_traits(type);
@@ -12,8 +14,8 @@ static const lm_type_traits *traits_or_error(int type) {
 
 static int check_count(const lm_type_traits *t, int64_t n, const char *what) {
     if (n < 0 || n % t->blck_size != 0)
-        return lm_set_error(LM_ERR_SHAPE, "%s=%lld is not a multiple of %s's block size %lld", what,
-                            (long long)n, t->name, (long long)t->blck_size);
+        return lm_set_error(LM_ERR_SHAPE, "%s=%lld is not a multiple of %s's block size %lld", what, (long long)n,
+                            t->name, (long long)t->blck_size);
     return LM_OK;
 }
 

@@ -9,7 +9,9 @@ if ! command -v "$cc" >/dev/null; then
 fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-for f in "$root"/native/*.c "$root"/native/quants/*.c "$root"/native/compute/*.c "$root"/native/gptq/*.c; do
+# every C file of the core but the per-ISA kernels of native/simd/x86/ (the
+# source globs of CMakeLists.txt)
+for f in "$root"/native/*.c "$root"/native/{quants,model,compute,offload,gptq,simd}/*.c; do
   "$cc" -std=gnu11 -fPIC -O2 -ffp-contract=off -Wall -Wextra -Wno-unused-parameter -Werror \
     -I"$root/native" -I"$root/native/include" -c "$f" -o "$out/$(basename "$f").o"
 done

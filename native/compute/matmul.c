@@ -10,9 +10,10 @@
  * changes a result. */
 #include <stdlib.h>
 
-#include "matmul.h"
-#include "threadpool.h"
-#include "type_traits.h"
+#include "compute/matmul.h"
+#include "compute/threadpool.h"
+#include "error.h"
+#include "quants/type_traits.h"
 
 enum { TILE_R = 16, TILE_C = 16 };
 
@@ -65,8 +66,8 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
     if (!wt) return lm_set_error(LM_ERR_TYPE, "unknown ggml type id %d", type);
     const lm_type_traits *at = lm_get_type_traits(wt->vec_dot_type);
     if (rows < 0 || ncols < 0 || n <= 0 || n % wt->blck_size || n % at->blck_size)
-        return lm_set_error(LM_ERR_SHAPE, "matmul %s: bad shape rows=%lld n=%lld ncols=%lld", wt->name,
-                            (long long)rows, (long long)n, (long long)ncols);
+        return lm_set_error(LM_ERR_SHAPE, "matmul %s: bad shape rows=%lld n=%lld ncols=%lld", wt->name, (long long)rows,
+                            (long long)n, (long long)ncols);
     job->dot = lm_select_vec_dot(wt, impl);
     job->dot4 = lm_select_vec_dot_x4(wt, impl);
     if (!job->dot || !at->from_float)
@@ -88,9 +89,9 @@ size_t lm_matmul_scratch_bytes(int type, int64_t n, int64_t ncols) {
     return (size_t)(n / at->blck_size) * at->type_size * (size_t)(ncols > 0 ? ncols : 1);
 }
 
-int lm_matmul_into(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n,
-                   const float *x, int64_t ncols, float *y, int64_t ldy, void *scratch) {
-    matmul_job job = {0};
+int lm_matmul_into(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n, const float *x,
+                   int64_t ncols, float *y, int64_t ldy, void *scratch) {
+    matmul_job job = { 0 };
     int rc = plan(&job, impl, type, rows, n, ncols);
     if (rc) return rc;
     if (ldy < rows) return lm_set_error(LM_ERR_SHAPE, "matmul: ldy=%lld < rows=%lld", (long long)ldy, (long long)rows);
@@ -104,9 +105,9 @@ int lm_matmul_into(lm_threadpool *tp, int impl, int type, const void *w, int64_t
     return LM_OK;
 }
 
-int lm_matmul(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n,
-              const float *x, int64_t ncols, float *y) {
-    matmul_job job = {0};
+int lm_matmul(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n, const float *x,
+              int64_t ncols, float *y) {
+    matmul_job job = { 0 };
     int rc = plan(&job, impl, type, rows, n, ncols);
     if (rc) return rc;
     void *scratch = malloc(lm_matmul_scratch_bytes(type, n, ncols));

@@ -13,7 +13,7 @@ size_t lm_matmul_scratch_bytes(int type, int64_t n, int64_t ncols);
 
 /* y[c * ldy + r] = sum_k w[r, k] * x[c, k]   (ldy >= rows lets several
  * matmuls write side by side into one wider buffer) */
-int lm_matmul_into(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n,
-                   const float *x, int64_t ncols, float *y, int64_t ldy, void *scratch);
+int lm_matmul_into(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n, const float *x,
+                   int64_t ncols, float *y, int64_t ldy, void *scratch);
 
 #endif

@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "threadpool.h"
+#include "compute/threadpool.h"
 
 typedef struct {
     const uint64_t *buf;
@@ -20,8 +20,14 @@ static void read_share(void *p, int ith, int nth) {
     uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
     for (int64_t i = begin; i < end; i++) {
         const uint64_t *w = job->buf + i * 8;
-        a0 ^= w[0]; a1 ^= w[1]; a2 ^= w[2]; a3 ^= w[3];
-        a4 ^= w[4]; a5 ^= w[5]; a6 ^= w[6]; a7 ^= w[7];
+        a0 ^= w[0];
+        a1 ^= w[1];
+        a2 ^= w[2];
+        a3 ^= w[3];
+        a4 ^= w[4];
+        a5 ^= w[5];
+        a6 ^= w[6];
+        a7 ^= w[7];
     }
     job->sink[ith % 64] = a0 ^ a1 ^ a2 ^ a3 ^ a4 ^ a5 ^ a6 ^ a7;
 }

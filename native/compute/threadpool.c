@@ -5,7 +5,7 @@
  * giving the core away: when the machine is oversubscribed, a thread that
  * spins while the one it waits for is descheduled would stall both (measured:
  * 0.5 tok/s instead of 40 with unbounded spins on a loaded 2-core machine). */
-#include "threadpool.h"
+#include "compute/threadpool.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -33,7 +33,10 @@ struct lm_threadpool {
     void *ctx;
 };
 
-typedef struct { lm_threadpool *tp; int ith; } worker_arg;
+typedef struct {
+    lm_threadpool *tp;
+    int ith;
+} worker_arg;
 
 static unsigned wait_for_job(lm_threadpool *tp, unsigned seen) {
     for (int i = 0; i < SPIN_ITERS; i++) {
@@ -72,10 +75,17 @@ lm_threadpool *lm_threadpool_create(int n_threads) {
     tp->threads = calloc((size_t)n_threads, sizeof(pthread_t));
     pthread_mutex_init(&tp->mutex, NULL);
     pthread_cond_init(&tp->wake, NULL);
-    if (!tp->threads) { free(tp); return NULL; }
+    if (!tp->threads) {
+        free(tp);
+        return NULL;
+    }
     for (int i = 1; i < n_threads; i++) {
         worker_arg *arg = malloc(sizeof *arg);
-        if (!arg) { tp->n_threads = i; lm_threadpool_free(tp); return NULL; }
+        if (!arg) {
+            tp->n_threads = i;
+            lm_threadpool_free(tp);
+            return NULL;
+        }
         arg->tp = tp;
         arg->ith = i;
         if (pthread_create(&tp->threads[i], NULL, worker_main, arg) != 0) {
@@ -117,7 +127,9 @@ void lm_threadpool_run(lm_threadpool *tp, lm_task_fn fn, void *ctx) {
     pthread_mutex_unlock(&tp->mutex);
     fn(ctx, 0, tp->n_threads);
     for (int i = 0; atomic_load_explicit(&tp->n_done, memory_order_acquire) != tp->n_threads - 1; i++) {
-        if (i < SPIN_ITERS) LM_CPU_RELAX();
-        else sched_yield();   /* a worker may be waiting for this core */
+        if (i < SPIN_ITERS)
+            LM_CPU_RELAX();
+        else
+            sched_yield();   /* a worker may be waiting for this core */
     }
 }

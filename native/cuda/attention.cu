@@ -56,9 +56,9 @@ template <> struct kv_t<LM_TYPE_Q8_0> {
 
 template <int KV>
 __global__ void __launch_bounds__(AT_THREADS)
-attention_kernel(float *out, const float *q, const char *k_cache, const char *v_cache, size_t row_bytes,
-                 size_t head_bytes, const int32_t *pos0_dev, int32_t pos0, int n_head, int group, int hd, float scale,
-                 int32_t window) {
+    attention_kernel(float *out, const float *q, const char *k_cache, const char *v_cache, size_t row_bytes,
+                     size_t head_bytes, const int32_t *pos0_dev, int32_t pos0, int n_head, int group, int hd,
+                     float scale, int32_t window) {
     __shared__ float q_sh[AT_MAX_HD];
     __shared__ float p_sh[AT_THREADS];
     __shared__ float red_f[32];
@@ -157,17 +157,20 @@ static int kv_store(int kv_type, void *cache, size_t kv_row_bytes, const int32_t
     const int64_t total = (int64_t)n_tokens * kv_dim;
     const unsigned grid = lmc_grid(total, 256);
     switch (kv_type) {
-    case LM_TYPE_F32: kv_store_f32_kernel<<<grid, 256>>>(dst, kv_row_bytes, pos0_dev, pos0, src, n_tokens, kv_dim); break;
-    case LM_TYPE_F16: kv_store_f16_kernel<<<grid, 256>>>(dst, kv_row_bytes, pos0_dev, pos0, src, n_tokens, kv_dim); break;
-    default:
-        return lmc_launch_quantize_q8_0(src, dst, total / QK8_0, kv_dim / QK8_0, kv_row_bytes, pos0_dev, pos0, fn);
+    case LM_TYPE_F32:
+        kv_store_f32_kernel<<<grid, 256>>>(dst, kv_row_bytes, pos0_dev, pos0, src, n_tokens, kv_dim);
+        break;
+    case LM_TYPE_F16:
+        kv_store_f16_kernel<<<grid, 256>>>(dst, kv_row_bytes, pos0_dev, pos0, src, n_tokens, kv_dim);
+        break;
+    default: return lmc_launch_quantize_q8_0(src, dst, total / QK8_0, kv_dim / QK8_0, kv_row_bytes, pos0_dev, pos0, fn);
     }
     LMC_LAUNCHED(fn);
     return LMC_OK;
 }
 
-LMC_API int lmc_kv_store(int kv_type, void *cache, size_t kv_row_bytes, int32_t pos0, const float *src, int32_t n_tokens,
-                         int32_t kv_dim) {
+LMC_API int lmc_kv_store(int kv_type, void *cache, size_t kv_row_bytes, int32_t pos0, const float *src,
+                         int32_t n_tokens, int32_t kv_dim) {
     const char *fn = "lmc_kv_store";
     if (pos0 < 0) return lmc_fail(LMC_ERR_SHAPE, "%s: pos0=%d must be >= 0", fn, pos0);
     return kv_store(kv_type, cache, kv_row_bytes, NULL, pos0, src, n_tokens, kv_dim, fn);
@@ -228,8 +231,8 @@ LMC_API int lmc_attention(float *out, const float *q, const void *k_cache, const
                           int32_t head_dim, float scale, int32_t window) {
     const char *fn = "lmc_attention";
     if (pos0 < 0) return lmc_fail(LMC_ERR_SHAPE, "%s: pos0=%d must be >= 0", fn, pos0);
-    return attention(out, q, k_cache, v_cache, kv_type, kv_row_bytes, n_tokens, NULL, pos0, n_head, n_head_kv,
-                     head_dim, scale, window, fn);
+    return attention(out, q, k_cache, v_cache, kv_type, kv_row_bytes, n_tokens, NULL, pos0, n_head, n_head_kv, head_dim,
+                     scale, window, fn);
 }
 
 LMC_API int lmc_attention_dev(float *out, const float *q, const void *k_cache, const void *v_cache, int kv_type,

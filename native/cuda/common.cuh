@@ -16,8 +16,8 @@
 #endif
 #define LMC_STREAM cudaStreamPerThread
 
-#include "blocks.h"
 #include "lamina_cuda.h"
+#include "quants/types.h"
 
 #define LMC_API extern "C" __attribute__((visibility("default")))
 
@@ -25,12 +25,12 @@
 int lmc_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* a CUDA runtime call; fn names the op in the message */
-#define LMC_CUDA(fn, expr)                                                                                   \
-    do {                                                                                                     \
-        const cudaError_t lmc_e_ = (expr);                                                                   \
-        if (lmc_e_ != cudaSuccess)                                                                           \
-            return lmc_fail(lmc_e_ == cudaErrorMemoryAllocation ? LMC_ERR_NOMEM : LMC_ERR_CUDA, "%s: %s (%s)", \
-                            fn, cudaGetErrorString(lmc_e_), #expr);                                          \
+#define LMC_CUDA(fn, expr)                                                                                         \
+    do {                                                                                                           \
+        const cudaError_t lmc_e_ = (expr);                                                                         \
+        if (lmc_e_ != cudaSuccess)                                                                                 \
+            return lmc_fail(lmc_e_ == cudaErrorMemoryAllocation ? LMC_ERR_NOMEM : LMC_ERR_CUDA, "%s: %s (%s)", fn, \
+                            cudaGetErrorString(lmc_e_), #expr);                                                    \
     } while (0)
 
 /* after a kernel launch: a bad configuration shows up here, not later */
@@ -41,9 +41,11 @@ typedef struct {
     int64_t blck;       /* values per block */
     size_t bytes;       /* bytes per block */
     int partner;        /* activation type of the dot */
+    int kind;           /* LM_KIND_FLOAT, _QUANT (weights) or _ACT (activations only) */
 } lmc_type_info;
 
-/* NULL unless type is a supported weight type or one of Q8_0/Q8_1/Q8_K */
+/* NULL unless type is in the list of types (quants/types.h): a supported
+ * weight type or one of the activation formats Q8_1/Q8_K */
 const lmc_type_info *lmc_type(int type);
 
 static inline size_t lmc_rowb(const lmc_type_info *t, int64_t n) { return (size_t)(n / t->blck) * t->bytes; }
@@ -109,8 +111,8 @@ int lmc_launch_dequant(int type, const void *w, int64_t count, void *dst, int ou
 
 /* y = W x by cuBLAS: W f16 or f32 [m][k] row-major (wtype CUDA_R_16F/32F),
  * x [ncols][k] of the same type, y f32 with leading dimension ldy */
-int lmc_gemm(const void *w, int wtype_is_f16, int64_t m, int64_t k, const void *x, int64_t ncols, float *y,
-             int64_t ldy, const char *fn);
+int lmc_gemm(const void *w, int wtype_is_f16, int64_t m, int64_t k, const void *x, int64_t ncols, float *y, int64_t ldy,
+             const char *fn);
 
 /* x f32 [ncols][n] -> the dot partner of weight_type (Q8_0/Q8_1/Q8_K) */
 int lmc_quantize_partner(int weight_type, const float *x, int64_t n, int64_t ncols, void *out, const char *fn);

@@ -12,9 +12,9 @@
 #include <string.h>
 
 #include "common.cuh"
-#include "gptq_math.h"
+#include "gptq/gptq_math.h"
 
-enum { G_OUT = 32, G_SLICES = 8 };
+enum { G_OUT = 32, G_SLICES = 8, G_THREADS = G_OUT * G_SLICES };
 static const size_t TILE_BYTES = 64u << 20;
 
 static int check_matrix(const lmc_gptq_matrix *w, const char *fn) {
@@ -39,7 +39,7 @@ static int check_matrix(const lmc_gptq_matrix *w, const char *fn) {
 
 /* y[c * ldy + o] for NC columns of x [NC][n_in] */
 template <int NC>
-__global__ void __launch_bounds__(G_OUT * G_SLICES) gptq_mv_kernel(lmc_gptq_matrix w, const float *x, float *y, int64_t ldy) {
+__global__ void __launch_bounds__(G_THREADS) gptq_mv_kernel(lmc_gptq_matrix w, const float *x, float *y, int64_t ldy) {
     __shared__ float sh[NC][G_SLICES][G_OUT];
     const int64_t n_out = w.n_out, n_in = w.n_in, n_rows = n_in / LM_GPTQ_PER_WORD;
     const int64_t o = (int64_t)blockIdx.x * G_OUT + threadIdx.x;
@@ -95,8 +95,7 @@ template <> __device__ __forceinline__ __half gptq_out<__half>(float v) { return
 /* outputs [o0, o0 + m) -> dst [m][n_in]; a thread per (word row r, output o),
  * o fastest so the qweight reads coalesce; its 8 values are one 16- or
  * 32-byte store */
-template <typename O>
-__global__ void gptq_dequant_kernel(lmc_gptq_matrix w, int64_t o0, int64_t m, O *dst) {
+template <typename O> __global__ void gptq_dequant_kernel(lmc_gptq_matrix w, int64_t o0, int64_t m, O *dst) {
     const int64_t n_out = w.n_out, n_in = w.n_in, n_rows = n_in / LM_GPTQ_PER_WORD;
     const int64_t gs = lm_gptq_eff_group_size(w.group_size, w.n_in);
     const int64_t total = m * n_rows;
@@ -106,8 +105,8 @@ __global__ void gptq_dequant_kernel(lmc_gptq_matrix w, int64_t o0, int64_t m, O 
         O v[LM_GPTQ_PER_WORD];
 #pragma unroll
         for (int j = 0; j < LM_GPTQ_PER_WORD; j++)
-            v[j] = gptq_out<O>(lm_gptq_dequant_one(w.qweight, w.scales, w.qzeros, w.g_idx, n_out, gs, o,
-                                                   r * LM_GPTQ_PER_WORD + j));
+            v[j] = gptq_out<O>(
+                lm_gptq_dequant_one(w.qweight, w.scales, w.qzeros, w.g_idx, n_out, gs, o, r * LM_GPTQ_PER_WORD + j));
         memcpy(dst + (o - o0) * n_in + r * LM_GPTQ_PER_WORD, v, sizeof v);
     }
 }
@@ -161,8 +160,8 @@ LMC_API int lmc_gptq_matmul(const lmc_gptq_matrix *w, const float *x, int64_t nc
     }
     const size_t need = lmc_gptq_scratch_bytes(w, ncols);
     if (!scratch || scratch_bytes < need)
-        return lmc_fail(LMC_ERR_ARG, "%s: scratch of %zu bytes at %p, this call needs %zu (lmc_gptq_scratch_bytes)",
-                        fn, scratch_bytes, scratch, need);
+        return lmc_fail(LMC_ERR_ARG, "%s: scratch of %zu bytes at %p, this call needs %zu (lmc_gptq_scratch_bytes)", fn,
+                        scratch_bytes, scratch, need);
     if ((rc = lmc_launch_f32_to_f16(x, scratch, ncols * w->n_in, fn))) return rc;
     __half *tile = (__half *)((char *)scratch + x16_bytes(w, ncols));
     const int64_t tm = tile_outputs(w), n_rows = w->n_in / LM_GPTQ_PER_WORD;

@@ -33,8 +33,10 @@ LMC_API int lmc_graph_begin(void) {
     cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
     LMC_CUDA(fn, cudaStreamIsCapturing(LMC_STREAM, &st));
     if (st != cudaStreamCaptureStatusNone)
-        return lmc_fail(LMC_ERR_ARG, "%s: this thread's stream is already capturing (lmc_graph_end or "
-                        "lmc_graph_abort first)", fn);
+        return lmc_fail(LMC_ERR_ARG,
+                        "%s: this thread's stream is already capturing (lmc_graph_end or "
+                        "lmc_graph_abort first)",
+                        fn);
     /* ThreadLocal: a call of this thread that cannot be captured (a blocking
      * copy, an allocation) fails and invalidates the capture, rather than
      * running out of order; other threads' CUDA calls are not affected */

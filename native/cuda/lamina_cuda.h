@@ -16,9 +16,9 @@
  *    lmc_synchronize first. One host thread at a time.
  *  - That stream can be captured into a CUDA graph (lmc_graph_begin) and the
  *    graph replayed as one launch (see CUDA graphs below for what captures).
- *  - Row-major shapes, as the CPU forward pass (native/compute/forward.c)
+ *  - Row-major shapes, as the CPU forward pass (native/model/forward.c)
  *    lays its buffers out; each op names its shapes.
- *  - Weight bytes are ggml blocks exactly as in the GGUF (native/blocks.h).
+ *  - Weight bytes are ggml blocks exactly as in the GGUF (native/quants/blocks.h).
  */
 #ifndef LAMINA_CUDA_H
 #define LAMINA_CUDA_H
@@ -119,8 +119,8 @@ size_t lmc_matmul_scratch_bytes(int type, int64_t rows, int64_t n, int64_t ncols
  *   w: [rows][row_bytes(type, n)]   x: f32 [ncols][n]   y: f32 [ncols][ldy], ldy >= rows
  * Quantized weights on the mat-vec path see x quantized to the type's dot
  * partner (Q8_0, Q8_1 or Q8_K, as the CPU does); the GEMM path sees x in f16. */
-int lmc_matmul(int type, const void *w, int64_t rows, int64_t n, const float *x, int64_t ncols, float *y,
-               int64_t ldy, void *scratch, size_t scratch_bytes, int path);
+int lmc_matmul(int type, const void *w, int64_t rows, int64_t n, const float *x, int64_t ncols, float *y, int64_t ldy,
+               void *scratch, size_t scratch_bytes, int path);
 
 /* x: f32 [ncols][n] -> out: [ncols][row_bytes(partner, n)], the activation
  * format that weights of type weight_type are dotted with (for F32/F16/BF16
@@ -134,8 +134,8 @@ int lmc_quantize_activations(int weight_type, const float *x, int64_t n, int64_t
  *   type: a quantized weight type (not F32/F16/BF16)
  *   xq_type: the type of xq, which must be type's dot partner (Q8_0, Q8_1, Q8_K)
  *   xq: [ncols][row_bytes(xq_type, n)], as lmc_quantize_activations writes it */
-int lmc_matmul_q(int type, const void *w, int64_t rows, int64_t n, int xq_type, const void *xq, int64_t ncols,
-                 float *y, int64_t ldy);
+int lmc_matmul_q(int type, const void *w, int64_t rows, int64_t n, int xq_type, const void *xq, int64_t ncols, float *y,
+                 int64_t ldy);
 
 /* src: n_total values of type -> dst f32 [n_total] (bit-identical to the
  * CPU's lm_dequantize) */
@@ -158,8 +158,8 @@ typedef struct {
 size_t lmc_gptq_scratch_bytes(const lmc_gptq_matrix *w, int64_t ncols);
 /* y[c * ldy + o] = sum_i W[o][i] * x[c][i]   x: f32 [ncols][n_in]  y: f32 [ncols][ldy], ldy >= n_out
  * mat-vec path: f32 x, weights dequantized in registers; GEMM path: f16 tiles + cuBLAS */
-int lmc_gptq_matmul(const lmc_gptq_matrix *w, const float *x, int64_t ncols, float *y, int64_t ldy,
-                    void *scratch, size_t scratch_bytes, int path);
+int lmc_gptq_matmul(const lmc_gptq_matrix *w, const float *x, int64_t ncols, float *y, int64_t ldy, void *scratch,
+                    size_t scratch_bytes, int path);
 /* W: f32 [n_out][n_in] (tests, debugging) */
 int lmc_gptq_dequantize(const lmc_gptq_matrix *w, float *dst);
 
@@ -189,8 +189,7 @@ int lmc_rope_cs_dev(float *cs, const double *inv_freq, int32_t n_rot, const int3
 /* Rotate the first n_rot dims of each head of each row by that row's angles.
  *   x: f32 [rows][n_heads * head_dim]   cs: f32 [rows][n_rot]
  * layout LMC_ROPE_NORMAL: pairs (2i, 2i+1); LMC_ROPE_NEOX: pairs (i, i + n_rot/2) */
-int lmc_rope(float *x, int64_t rows, int32_t n_heads, int32_t head_dim, int32_t n_rot, const float *cs,
-             int layout);
+int lmc_rope(float *x, int64_t rows, int32_t n_heads, int32_t head_dim, int32_t n_rot, const float *cs, int layout);
 
 /* ------------------------------------------------------------ KV cache */
 /* One layer's cache is [n_ctx][kv_row_bytes] (forward.c); a row holds kv_dim
@@ -221,8 +220,8 @@ int lmc_attention(float *out, const float *q, const void *k_cache, const void *v
  * (n_tokens, n_head) and the shared memory fixed, whatever the position:
  * one capture serves every position. pos0_dev NULL: LMC_ERR_ARG. */
 int lmc_attention_dev(float *out, const float *q, const void *k_cache, const void *v_cache, int kv_type,
-                      size_t kv_row_bytes, int32_t n_tokens, const int32_t *pos0_dev, int32_t n_head,
-                      int32_t n_head_kv, int32_t head_dim, float scale, int32_t window);
+                      size_t kv_row_bytes, int32_t n_tokens, const int32_t *pos0_dev, int32_t n_head, int32_t n_head_kv,
+                      int32_t head_dim, float scale, int32_t window);
 
 #ifdef __cplusplus
 }

@@ -3,9 +3,10 @@
  * Decode (few columns): ggml's mmvq scheme. The activations are quantized
  * once into the type's dot partner; one warp per weight row walks the row's
  * blocks, LMC_PARTS lanes per block, each lane taking a part's integer sums
- * from mmvq_math.h (the shared per-block functions). The parts' integers are
- * added across lanes exactly, the block's float term is the CPU reference's
- * expression, and only the final float sum differs in order from the CPU.
+ * from the type's lmc_ints_<t> (quants/<type>.h, the shared per-block
+ * functions). The parts' integers are added across lanes exactly, the
+ * block's float term is the CPU reference's expression, and only the final
+ * float sum differs in order from the CPU.
  *
  * Prefill (many columns): tiles of weight rows are dequantized to f16 (the
  * same per-weight arithmetic as the CPU dequantizer, then one rounding to
@@ -25,8 +26,8 @@ static const size_t TILE_BYTES = 64u << 20;   /* budget of one dequantized weigh
 /* y[c * ldy + row] for NC columns; xq: partner rows [NC][xq_row_bytes] */
 template <int T, int NC>
 __global__ void __launch_bounds__(32 * MV_WARPS)
-mmvq_kernel(const char *w, size_t w_row_bytes, int64_t rows, int64_t nb, const char *xq, size_t xq_row_bytes,
-            float *y, int64_t ldy) {
+    mmvq_kernel(const char *w, size_t w_row_bytes, int64_t rows, int64_t nb, const char *xq, size_t xq_row_bytes,
+                float *y, int64_t ldy) {
     typedef lmc_qt<T> tr;
     constexpr int G = 32 / tr::PARTS;   /* blocks in flight per warp */
     const int64_t row = (int64_t)blockIdx.x * MV_WARPS + threadIdx.y;
@@ -65,7 +66,7 @@ mmvq_kernel(const char *w, size_t w_row_bytes, int64_t rows, int64_t nb, const c
  * weight type first; on the GPU the products are simply more exact) */
 template <int T, int NC>
 __global__ void __launch_bounds__(32 * MV_WARPS)
-mmv_float_kernel(const void *w, int64_t rows, int64_t n, const float *x, float *y, int64_t ldy) {
+    mmv_float_kernel(const void *w, int64_t rows, int64_t n, const float *x, float *y, int64_t ldy) {
     typedef lmc_ft<T> tr;
     const int64_t row = (int64_t)blockIdx.x * MV_WARPS + threadIdx.y;
     if (row >= rows) return;
@@ -160,11 +161,14 @@ static void make_plan(mm_plan *p, int type, int64_t rows, int64_t n, int64_t nco
 }
 
 static int check_shape(int type, int64_t rows, int64_t n, int64_t ncols, int64_t ldy, const char *fn) {
-    if (!lmc_type_supported(type)) return lmc_fail(LMC_ERR_TYPE, "%s: ggml type %d is not supported on the GPU", fn, type);
+    if (!lmc_type_supported(type))
+        return lmc_fail(LMC_ERR_TYPE, "%s: ggml type %d is not supported on the GPU", fn, type);
     const lmc_type_info *t = lmc_type(type), *at = lmc_type(t->partner);
     if (rows < 0 || ncols < 0 || n <= 0 || n % t->blck || n % at->blck)
-        return lmc_fail(LMC_ERR_SHAPE, "%s: bad shape rows=%lld n=%lld ncols=%lld (n must be a positive multiple "
-                        "of %lld)", fn, (long long)rows, (long long)n, (long long)ncols,
+        return lmc_fail(LMC_ERR_SHAPE,
+                        "%s: bad shape rows=%lld n=%lld ncols=%lld (n must be a positive multiple "
+                        "of %lld)",
+                        fn, (long long)rows, (long long)n, (long long)ncols,
                         (long long)(t->blck > at->blck ? t->blck : at->blck));
     if (ldy < rows) return lmc_fail(LMC_ERR_SHAPE, "%s: ldy=%lld < rows=%lld", fn, (long long)ldy, (long long)rows);
     return LMC_OK;
@@ -190,7 +194,7 @@ static int run_mmvq_quantized(int type, const mm_plan *p, const void *w, int64_t
         const int nc = (int)(left < (int64_t)LMC_MMVQ_MAX_COLS ? left : (int64_t)LMC_MMVQ_MAX_COLS);
         const char *xc = (const char *)xq + c0 * xrb;
 #define LMC_MQ(ID) launch_q_cols<ID>(nc, w, wrb, rows, nb, xc, xrb, y + c0 * ldy, ldy)
-        LMC_FOR_QTYPE(type, LMC_MQ)
+        LMC_FOR_QTYPE(type, LMC_MQ);
 #undef LMC_MQ
         LMC_LAUNCHED(fn);
     }
@@ -204,7 +208,7 @@ static int run_mmvq(int type, const mm_plan *p, const void *w, int64_t rows, int
             const int64_t left = ncols - c0;
             const int nc = (int)(left < (int64_t)LMC_MMVQ_MAX_COLS ? left : (int64_t)LMC_MMVQ_MAX_COLS);
 #define LMC_MF(ID) launch_f_cols<ID>(nc, w, rows, n, x + c0 * n, y + c0 * ldy, ldy)
-            LMC_FOR_FTYPE(type, LMC_MF)
+            LMC_FOR_FTYPE(type, LMC_MF);
 #undef LMC_MF
             LMC_LAUNCHED(fn);
         }
@@ -249,8 +253,10 @@ LMC_API int lmc_matmul(int type, const void *w, int64_t rows, int64_t n, const f
     mm_plan p;
     make_plan(&p, type, rows, n, ncols, path);
     if (p.scratch > 0 && (!scratch || scratch_bytes < p.scratch))
-        return lmc_fail(LMC_ERR_ARG, "%s: scratch of %zu bytes at %p, this call needs %zu "
-                        "(lmc_matmul_scratch_bytes)", fn, scratch_bytes, scratch, p.scratch);
+        return lmc_fail(LMC_ERR_ARG,
+                        "%s: scratch of %zu bytes at %p, this call needs %zu "
+                        "(lmc_matmul_scratch_bytes)",
+                        fn, scratch_bytes, scratch, p.scratch);
     return p.path == LMC_PATH_MMVQ ? run_mmvq(type, &p, w, rows, n, x, ncols, y, ldy, scratch, fn)
                                    : run_gemm(type, &p, w, rows, n, x, ncols, y, ldy, scratch, fn);
 }

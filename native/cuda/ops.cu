@@ -1,7 +1,7 @@
 /* ops.cu — the row-wise steps of a decoder layer on the GPU: RMSNorm,
  * softmax, gated activations, residual add, scales, biases, RoPE.
  *
- * Each mirrors its scalar reference in native/compute/forward_ops.c (sums in
+ * Each mirrors its scalar reference in native/model/forward_ops.c (sums in
  * double where that sums in double, the same expressions per element); only
  * the order of the parallel sums differs. */
 #include "common.cuh"
@@ -12,7 +12,7 @@ enum { ROW_THREADS = 256, EW_THREADS = 256 };
 
 /* one thread block per row */
 __global__ void __launch_bounds__(ROW_THREADS)
-rms_norm_kernel(float *out, const float *x, const float *w, int64_t n, float eps, float add_one) {
+    rms_norm_kernel(float *out, const float *x, const float *w, int64_t n, float eps, float add_one) {
     __shared__ double sh[32];
     const float *xr = x + (int64_t)blockIdx.x * n;
     float *yr = out + (int64_t)blockIdx.x * n;
@@ -25,7 +25,8 @@ rms_norm_kernel(float *out, const float *x, const float *w, int64_t n, float eps
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = xr[i] * scale * (w[i] + add_one);
 }
 
-LMC_API int lmc_rms_norm(float *out, const float *x, const float *w, int64_t rows, int64_t n, float eps, float add_one) {
+LMC_API int lmc_rms_norm(float *out, const float *x, const float *w, int64_t rows, int64_t n, float eps,
+                         float add_one) {
     const char *fn = "lmc_rms_norm";
     if (rows < 0 || n <= 0) return lmc_fail(LMC_ERR_SHAPE, "%s: rows=%lld n=%lld", fn, (long long)rows, (long long)n);
     if (rows > 0x7fffffff) return lmc_fail(LMC_ERR_SHAPE, "%s: rows=%lld exceeds the grid", fn, (long long)rows);
@@ -101,7 +102,8 @@ LMC_API int lmc_act_mul(float *x, const float *up, int64_t n, int act) {
     const char *fn = "lmc_act_mul";
     int rc = check_n(n, fn);
     if (rc) return rc;
-    if (act != LMC_ACT_SILU && act != LMC_ACT_GELU_TANH) return lmc_fail(LMC_ERR_ARG, "%s: unknown activation %d", fn, act);
+    if (act != LMC_ACT_SILU && act != LMC_ACT_GELU_TANH)
+        return lmc_fail(LMC_ERR_ARG, "%s: unknown activation %d", fn, act);
     if (n == 0) return LMC_OK;
     if (!x || !up) return lmc_fail(LMC_ERR_ARG, "%s: NULL pointer", fn);
     if (act == LMC_ACT_SILU)
@@ -165,8 +167,7 @@ __global__ void rope_cs_kernel(float *cs, const double *inv_freq, int half, cons
 static int rope_cs(float *cs, const double *inv_freq, int32_t n_rot, const int32_t *pos0_dev, int32_t pos0,
                    int32_t n_tokens, const char *fn) {
     if (n_rot <= 0 || n_rot % 2 || n_tokens < 0)
-        return lmc_fail(LMC_ERR_SHAPE, "%s: n_rot=%d must be positive and even, n_tokens=%d >= 0", fn, n_rot,
-                        n_tokens);
+        return lmc_fail(LMC_ERR_SHAPE, "%s: n_rot=%d must be positive and even, n_tokens=%d >= 0", fn, n_rot, n_tokens);
     if (n_tokens == 0) return LMC_OK;
     if (!cs || !inv_freq) return lmc_fail(LMC_ERR_ARG, "%s: NULL pointer", fn);
     const int64_t total = (int64_t)n_tokens * (n_rot / 2);
@@ -219,7 +220,7 @@ LMC_API int lmc_rope(float *x, int64_t rows, int32_t n_heads, int32_t head_dim, 
     if (!x || !cs) return lmc_fail(LMC_ERR_ARG, "%s: NULL pointer", fn);
     const int64_t total = rows * n_heads * (n_rot / 2);
     rope_kernel<<<lmc_grid(total, EW_THREADS), EW_THREADS>>>(x, rows, n_heads, head_dim, n_rot, cs,
-                                                              layout == LMC_ROPE_NEOX);
+                                                             layout == LMC_ROPE_NEOX);
     LMC_LAUNCHED(fn);
     return LMC_OK;
 }

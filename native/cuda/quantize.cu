@@ -2,10 +2,11 @@
  * weights back to floats, on the GPU.
  *
  * The quantizers mirror ggml-cpu's x86 quantize_row_q8_{0,1,K} (native/quants/
- * q8_legacy.c, q8_k.c): the per-value arithmetic comes from the shared
- * headers (block_math_legacy.h, mmvq_math.h), and
- * the reductions (max |x|, integer sums) are exact in any order, so the bytes
- * equal the CPU's. (NaN inputs are the exception: fmaxf drops NaNs where the
+ * q8_0.c, q8_1.c, q8_K.c): the per-value arithmetic comes from the shared
+ * headers (quants/legacy.h, q8_1.h, q8_K.h), and the reductions (max |x|,
+ * integer sums) are exact in any order, so the bytes equal the CPU's. The
+ * dequantizer reads each weight with the type's lm_dequant1_<t>
+ * (quants/<type>.h), the function the CPU rows read it with. (NaN inputs are the exception: fmaxf drops NaNs where the
  * CPU's comparison chain may keep one; NaN activations are garbage anyway.) */
 #include <cuda_fp16.h>
 
@@ -34,8 +35,8 @@ __global__ void quantize_q8_0_kernel(const float *src, char *dst, int64_t nblk, 
 int lmc_launch_quantize_q8_0(const float *src, void *dst, int64_t nblk, int64_t per_row, size_t dst_row_bytes,
                              const int32_t *row0_dev, int32_t row0_val, const char *fn) {
     if (nblk <= 0) return LMC_OK;
-    quantize_q8_0_kernel<<<lmc_grid(nblk, QWARPS), QTHREADS>>>(src, (char *)dst, nblk, per_row, dst_row_bytes,
-                                                                row0_dev, row0_val);
+    quantize_q8_0_kernel<<<lmc_grid(nblk, QWARPS), QTHREADS>>>(src, (char *)dst, nblk, per_row, dst_row_bytes, row0_dev,
+                                                               row0_val);
     LMC_LAUNCHED(fn);
     return LMC_OK;
 }
@@ -52,7 +53,7 @@ __global__ void quantize_q8_1_kernel(const float *src, block_q8_1 *dst, int64_t 
         dst[b].qs[lane] = q;
         if (lane == 0) {
             dst[b].d = lm_f32_to_half(d);
-            dst[b].s = lmc_q8_1_s(sum, d);
+            dst[b].s = lm_q8_1_s(sum, d);
         }
     }
 }
@@ -97,16 +98,16 @@ __global__ void quantize_q8_K_kernel(const float *src, block_q8_K *dst, int64_t 
             if (lane == 0) out->d = 0.0f;
             continue;
         }
-        const float iscale = lmc_q8_K_iscale(max);
+        const float iscale = lm_q8_K_iscale(max);
         int sum = 0;
         for (int k = 0; k < 8; k++) {
-            const int8_t q = lmc_q8_K_quant(v[k], iscale);
+            const int8_t q = lm_q8_K_quant(v[k], iscale);
             out->qs[8 * lane + k] = q;
             sum += q;
         }
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
         if (lane % 2 == 0) out->bsums[lane / 2] = (int16_t)sum;
-        if (lane == 0) out->d = lmc_q8_K_d(iscale);
+        if (lane == 0) out->d = lm_q8_K_d(iscale);
     }
 }
 
@@ -150,8 +151,8 @@ template <typename O> static int launch_dequant(int type, const void *w, int64_t
     int known = 0;
 #define LMC_DQ(ID) (dequant_q_kernel<ID, O><<<grid, 256>>>(w, count, dst), known = 1)
 #define LMC_DF(ID) (dequant_f_kernel<ID, O><<<grid, 256>>>(w, count, dst), known = 1)
-    LMC_FOR_QTYPE(type, LMC_DQ)
-    LMC_FOR_FTYPE(type, LMC_DF)
+    LMC_FOR_QTYPE(type, LMC_DQ);
+    LMC_FOR_FTYPE(type, LMC_DF);
 #undef LMC_DQ
 #undef LMC_DF
     if (!known) return lmc_fail(LMC_ERR_TYPE, "%s: type %d cannot be dequantized on the GPU", fn, type);
@@ -161,7 +162,8 @@ template <typename O> static int launch_dequant(int type, const void *w, int64_t
 
 int lmc_launch_dequant(int type, const void *w, int64_t count, void *dst, int out_f16, const char *fn) {
     if (count <= 0) return LMC_OK;
-    return out_f16 ? launch_dequant(type, w, count, (__half *)dst, fn) : launch_dequant(type, w, count, (float *)dst, fn);
+    return out_f16 ? launch_dequant(type, w, count, (__half *)dst, fn)
+                   : launch_dequant(type, w, count, (float *)dst, fn);
 }
 
 /* ------------------------------------------------- float conversions */
@@ -180,7 +182,8 @@ __global__ void to_bf16_kernel(const float *x, lm_bf16 *y, int64_t n) {
 
 LMC_API int lmc_quantize_activations(int weight_type, const float *x, int64_t n, int64_t ncols, void *out) {
     const char *fn = "lmc_quantize_activations";
-    if (!lmc_type_supported(weight_type)) return lmc_fail(LMC_ERR_TYPE, "%s: unsupported weight type %d", fn, weight_type);
+    if (!lmc_type_supported(weight_type))
+        return lmc_fail(LMC_ERR_TYPE, "%s: unsupported weight type %d", fn, weight_type);
     const lmc_type_info *at = lmc_type(lmc_type(weight_type)->partner);
     if (n <= 0 || ncols < 0 || n % at->blck)
         return lmc_fail(LMC_ERR_SHAPE, "%s: n=%lld must be a positive multiple of %lld and ncols=%lld >= 0", fn,
@@ -193,8 +196,7 @@ LMC_API int lmc_quantize_activations(int weight_type, const float *x, int64_t n,
         const int64_t count = n * ncols;
         switch (weight_type) {
         case LM_TYPE_F32:
-            LMC_CUDA(fn, cudaMemcpyAsync(out, x, (size_t)count * sizeof(float), cudaMemcpyDeviceToDevice,
-                                         LMC_STREAM));
+            LMC_CUDA(fn, cudaMemcpyAsync(out, x, (size_t)count * sizeof(float), cudaMemcpyDeviceToDevice, LMC_STREAM));
             return LMC_OK;
         case LM_TYPE_F16: to_half_kernel<<<lmc_grid(count, 256), 256>>>(x, (lm_half *)out, count); break;
         default: to_bf16_kernel<<<lmc_grid(count, 256), 256>>>(x, (lm_bf16 *)out, count); break;
@@ -213,8 +215,7 @@ int lmc_quantize_partner(int weight_type, const float *x, int64_t n, int64_t nco
 LMC_API int lmc_dequantize(int type, const void *src, int64_t n_total, float *dst) {
     const char *fn = "lmc_dequantize";
     const lmc_type_info *t = lmc_type(type);
-    if (!t || type == LM_TYPE_Q8_1 || type == LM_TYPE_Q8_K)
-        return lmc_fail(LMC_ERR_TYPE, "%s: unsupported type %d", fn, type);
+    if (!t || t->kind == LM_KIND_ACT) return lmc_fail(LMC_ERR_TYPE, "%s: unsupported type %d", fn, type);
     if (n_total < 0 || n_total % t->blck)
         return lmc_fail(LMC_ERR_SHAPE, "%s: n_total=%lld is not a non-negative multiple of %lld", fn,
                         (long long)n_total, (long long)t->blck);

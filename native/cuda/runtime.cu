@@ -29,29 +29,13 @@ LMC_API int lmc_abi_version(void) { return 3; }   /* 2: graphs, per-thread strea
 /* ------------------------------------------------------------- types */
 
 const lmc_type_info *lmc_type(int type) {
-#define LMC_T(id, blck, block_t, partner)              \
-    case id: {                                           \
-        static const lmc_type_info t = { blck, sizeof(block_t), partner }; \
-        return &t;                                       \
+#define LMC_T(ID, t, qk, block, PARTNER, KIND, ...)                                                 \
+    case LM_TYPE_##ID: {                                                                            \
+        static const lmc_type_info info = { qk, sizeof(block), LM_TYPE_##PARTNER, LM_KIND_##KIND }; \
+        return &info;                                                                               \
     }
     switch (type) {
-        LMC_T(LM_TYPE_F32, 1, float, LM_TYPE_F32)
-        LMC_T(LM_TYPE_F16, 1, lm_half, LM_TYPE_F16)
-        LMC_T(LM_TYPE_BF16, 1, lm_bf16, LM_TYPE_BF16)
-        LMC_T(LM_TYPE_Q4_0, QK4_0, block_q4_0, LM_TYPE_Q8_0)
-        LMC_T(LM_TYPE_Q4_1, QK4_1, block_q4_1, LM_TYPE_Q8_1)
-        LMC_T(LM_TYPE_Q5_0, QK5_0, block_q5_0, LM_TYPE_Q8_0)
-        LMC_T(LM_TYPE_Q5_1, QK5_1, block_q5_1, LM_TYPE_Q8_1)
-        LMC_T(LM_TYPE_Q8_0, QK8_0, block_q8_0, LM_TYPE_Q8_0)
-        LMC_T(LM_TYPE_Q8_1, QK8_1, block_q8_1, LM_TYPE_Q8_1)
-        LMC_T(LM_TYPE_Q2_K, QK_K, block_q2_K, LM_TYPE_Q8_K)
-        LMC_T(LM_TYPE_Q3_K, QK_K, block_q3_K, LM_TYPE_Q8_K)
-        LMC_T(LM_TYPE_Q4_K, QK_K, block_q4_K, LM_TYPE_Q8_K)
-        LMC_T(LM_TYPE_Q5_K, QK_K, block_q5_K, LM_TYPE_Q8_K)
-        LMC_T(LM_TYPE_Q6_K, QK_K, block_q6_K, LM_TYPE_Q8_K)
-        LMC_T(LM_TYPE_Q8_K, QK_K, block_q8_K, LM_TYPE_Q8_K)
-        LMC_T(LM_TYPE_IQ4_NL, QK4_NL, block_iq4_nl, LM_TYPE_Q8_0)
-        LMC_T(LM_TYPE_IQ4_XS, QK_K, block_iq4_xs, LM_TYPE_Q8_K)
+        LM_BLOCK_TYPES(LMC_T)
     default: return NULL;
     }
 #undef LMC_T
@@ -60,7 +44,7 @@ const lmc_type_info *lmc_type(int type) {
 LMC_API int lmc_type_supported(int type) {
     const lmc_type_info *t = lmc_type(type);
     /* Q8_1 and Q8_K are activation formats only; Q8_0 is both */
-    return t != NULL && type != LM_TYPE_Q8_1 && type != LM_TYPE_Q8_K;
+    return t != NULL && t->kind != LM_KIND_ACT;
 }
 
 LMC_API size_t lmc_row_bytes(int type, int64_t n) {
@@ -90,8 +74,7 @@ LMC_API int lmc_device_count(void) {
 static int check_device(int device, const char *fn) {
     int n = 0;
     LMC_CUDA(fn, cudaGetDeviceCount(&n));
-    if (device < 0 || device >= n)
-        return lmc_fail(LMC_ERR_ARG, "%s: device %d is outside [0, %d)", fn, device, n);
+    if (device < 0 || device >= n) return lmc_fail(LMC_ERR_ARG, "%s: device %d is outside [0, %d)", fn, device, n);
     return LMC_OK;
 }
 
@@ -145,8 +128,8 @@ LMC_API int lmc_malloc(void **ptr, size_t bytes) {
     if (e != cudaSuccess) {
         cudaGetLastError();
         *ptr = NULL;
-        return lmc_fail(e == cudaErrorMemoryAllocation ? LMC_ERR_NOMEM : LMC_ERR_CUDA,
-                        "lmc_malloc: %zu bytes: %s", bytes, cudaGetErrorString(e));
+        return lmc_fail(e == cudaErrorMemoryAllocation ? LMC_ERR_NOMEM : LMC_ERR_CUDA, "lmc_malloc: %zu bytes: %s",
+                        bytes, cudaGetErrorString(e));
     }
     return LMC_OK;
 }
@@ -247,8 +230,8 @@ LMC_API void lmc_release(void) {
 /* Row-major y[c][r] = sum_k W[r][k] x[c][k] is, in cuBLAS's column-major
  * terms, Y (m x ncols, ld ldy) = W^T' ... i.e. op(A) = A^T with A = W seen as
  * a k x m column-major matrix (lda = k), B = x as k x ncols (ldb = k). */
-int lmc_gemm(const void *w, int wtype_is_f16, int64_t m, int64_t k, const void *x, int64_t ncols, float *y,
-             int64_t ldy, const char *fn) {
+int lmc_gemm(const void *w, int wtype_is_f16, int64_t m, int64_t k, const void *x, int64_t ncols, float *y, int64_t ldy,
+             const char *fn) {
     if (m > INT_MAX || k > INT_MAX || ncols > INT_MAX || ldy > INT_MAX)
         return lmc_fail(LMC_ERR_SHAPE, "%s: GEMM size m=%lld k=%lld ncols=%lld exceeds cuBLAS's int range", fn,
                         (long long)m, (long long)k, (long long)ncols);
@@ -257,10 +240,11 @@ int lmc_gemm(const void *w, int wtype_is_f16, int64_t m, int64_t k, const void *
     if (rc) return rc;
     const float alpha = 1.0f, beta = 0.0f;
     const cudaDataType_t t = wtype_is_f16 ? CUDA_R_16F : CUDA_R_32F;
-    const cublasStatus_t st = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)ncols, (int)k, &alpha, w, t,
-                                           (int)k, x, t, (int)k, &beta, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F,
-                                           CUBLAS_GEMM_DEFAULT);
-    if (st != CUBLAS_STATUS_SUCCESS) return lmc_fail(LMC_ERR_CUBLAS, "%s: cublasGemmEx: %s", fn, cublasGetStatusString(st));
+    const cublasStatus_t st =
+        cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)ncols, (int)k, &alpha, w, t, (int)k, x, t, (int)k, &beta,
+                     y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return lmc_fail(LMC_ERR_CUBLAS, "%s: cublasGemmEx: %s", fn, cublasGetStatusString(st));
     return LMC_OK;
 }
 

@@ -1,18 +1,20 @@
 /* gptq_int4.c — GPTQ INT4 linears: validation, the scalar reference, and the
  * driver that prepares the activations once and splits the outputs over the
- * pool's threads (the SIMD kernels live in simd/gptq_int4_avx2.c).
+ * pool's threads (the SIMD kernels live in simd/x86/gptq_int4_avx2.c).
  *
  * The reference dequantizes every weight exactly as the packing's formula
  * reads, W = scale * (level - zero), and sums W * x in input order: it is the
  * oracle the SIMD path is compared with, and the kernel of CPUs without one. */
-#include "gptq_int4.h"
+#include "gptq/gptq_int4.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "blocks.h"
 #include "compute/threadpool.h"
-#include "type_traits.h"
+#include "error.h"
+#include "quants/blocks.h"
+#include "quants/type_traits.h"
+#include "simd/cpu_features.h"
 
 enum { PER_WORD = 8 };   /* 4-bit values per 32-bit word */
 /* a run longer than this is split (each part has its own sum of x), so one
@@ -28,20 +30,27 @@ static int check_shape(const lm_gptq_matrix *w, const char *fn) {
     if (!w->scales) return lm_set_error(LM_ERR_ARG, "%s: GPTQ scales pointer is NULL", fn);
     if (!w->qzeros) return lm_set_error(LM_ERR_ARG, "%s: GPTQ qzeros pointer is NULL", fn);
     if (w->n_in <= 0 || w->n_in % PER_WORD)
-        return lm_set_error(LM_ERR_SHAPE, "%s: GPTQ n_in=%d must be a positive multiple of 8 "
-                            "(qweight packs 8 inputs per int32)", fn, (int)w->n_in);
+        return lm_set_error(LM_ERR_SHAPE,
+                            "%s: GPTQ n_in=%d must be a positive multiple of 8 "
+                            "(qweight packs 8 inputs per int32)",
+                            fn, (int)w->n_in);
     if (w->n_out <= 0 || w->n_out % PER_WORD)
-        return lm_set_error(LM_ERR_SHAPE, "%s: GPTQ n_out=%d must be a positive multiple of 8 "
-                            "(qzeros packs 8 outputs per int32)", fn, (int)w->n_out);
+        return lm_set_error(LM_ERR_SHAPE,
+                            "%s: GPTQ n_out=%d must be a positive multiple of 8 "
+                            "(qzeros packs 8 outputs per int32)",
+                            fn, (int)w->n_out);
     if (w->group_size < -1)
-        return lm_set_error(LM_ERR_SHAPE, "%s: GPTQ group_size=%d must be positive, or -1/0 for one group "
-                            "per row", fn, (int)w->group_size);
+        return lm_set_error(LM_ERR_SHAPE,
+                            "%s: GPTQ group_size=%d must be positive, or -1/0 for one group "
+                            "per row",
+                            fn, (int)w->group_size);
     const int64_t gs = lm_gptq_group_size(w);
     const int64_t want = (w->n_in + gs - 1) / gs;
     if (w->n_groups != want)
-        return lm_set_error(LM_ERR_SHAPE, "%s: GPTQ n_groups=%d does not match n_in=%d with group_size=%d "
-                            "(expected %lld groups)", fn, (int)w->n_groups, (int)w->n_in, (int)w->group_size,
-                            (long long)want);
+        return lm_set_error(LM_ERR_SHAPE,
+                            "%s: GPTQ n_groups=%d does not match n_in=%d with group_size=%d "
+                            "(expected %lld groups)",
+                            fn, (int)w->n_groups, (int)w->n_in, (int)w->group_size, (long long)want);
     return LM_OK;
 }
 
@@ -85,8 +94,8 @@ size_t lm_gptq_scratch_bytes(const lm_gptq_matrix *w, int64_t ncols) {
 
 /* ------------------------------------------------------- scalar reference */
 
-void lm_gptq_rows_ref(const lm_gptq_matrix *w, int64_t ob, int64_t oe, const float *x, int64_t ncols,
-                      float *y, int64_t ldy) {
+void lm_gptq_rows_ref(const lm_gptq_matrix *w, int64_t ob, int64_t oe, const float *x, int64_t ncols, float *y,
+                      int64_t ldy) {
     enum { CHUNK = 16 };   /* outputs dequantized together, reused for every column */
     const int64_t n_in = w->n_in, n_out = w->n_out, gs = lm_gptq_group_size(w);
     for (int64_t c = 0; c < ncols; c++) memset(y + c * ldy, 0, (size_t)(oe - ob) * sizeof(float));
@@ -130,15 +139,18 @@ static int plan_groups(lm_gptq_job *job, char *scratch, const scratch_layout *L)
     for (int64_t i = 0; i < w->n_in; i++) {
         const int64_t g = w->g_idx ? w->g_idx[i] : i / gs;
         if (g < 0 || g >= w->n_groups)
-            return lm_set_error(LM_ERR_SHAPE, "gptq_matmul: g_idx[%lld]=%lld is outside [0, n_groups=%d)",
-                                (long long)i, (long long)g, (int)w->n_groups);
+            return lm_set_error(LM_ERR_SHAPE, "gptq_matmul: g_idx[%lld]=%lld is outside [0, n_groups=%d)", (long long)i,
+                                (long long)g, (int)w->n_groups);
         g_idx[i] = (int32_t)g;
     }
     int32_t n_runs = 0;
     for (int64_t r = 0; r < n_rows; r++) {
         const int32_t g = g_idx[r * PER_WORD];
         for (int j = 1; j < PER_WORD; j++)
-            if (g_idx[r * PER_WORD + j] != g) { n_runs = 0; goto general; }
+            if (g_idx[r * PER_WORD + j] != g) {
+                n_runs = 0;
+                goto general;
+            }
         if (n_runs > 0 && runs[3 * (n_runs - 1)] == g && r - runs[3 * (n_runs - 1) + 1] < MAX_RUN_ROWS) {
             runs[3 * (n_runs - 1) + 2] = (int32_t)(r + 1);
         } else {
@@ -170,7 +182,8 @@ static void prepare_columns(const lm_gptq_job *job, int64_t c0, int64_t c1) {
         if (job->n_runs > 0) {
             for (int32_t u = 0; u < job->n_runs; u++) {
                 float s = 0.0f;
-                for (int64_t i = (int64_t)job->runs[3 * u + 1] * PER_WORD; i < (int64_t)job->runs[3 * u + 2] * PER_WORD; i++)
+                for (int64_t i = (int64_t)job->runs[3 * u + 1] * PER_WORD; i < (int64_t)job->runs[3 * u + 2] * PER_WORD;
+                     i++)
                     s += xc[i];
                 sc[u] = s;
             }
@@ -227,19 +240,18 @@ static int resolve_impl(int impl, int *use_simd) {
     }
 }
 
-int lm_gptq_matmul_into(lm_threadpool *tp, int impl, const lm_gptq_matrix *w, int64_t o0, int64_t o1,
-                        const float *x, int64_t ncols, float *y, int64_t ldy, void *scratch) {
+int lm_gptq_matmul_into(lm_threadpool *tp, int impl, const lm_gptq_matrix *w, int64_t o0, int64_t o1, const float *x,
+                        int64_t ncols, float *y, int64_t ldy, void *scratch) {
     int rc = check_shape(w, "gptq_matmul");
     if (rc) return rc;
-    lm_gptq_job job = {0};
+    lm_gptq_job job = { 0 };
     if ((rc = resolve_impl(impl, &job.use_simd))) return rc;
     if (o0 < 0 || o1 < o0 || o1 > w->n_out)
         return lm_set_error(LM_ERR_SHAPE, "gptq_matmul: output range [%lld, %lld) is not inside [0, n_out=%d)",
                             (long long)o0, (long long)o1, (int)w->n_out);
     if (ncols < 0) return lm_set_error(LM_ERR_SHAPE, "gptq_matmul: ncols=%lld is negative", (long long)ncols);
     if (ldy < o1 - o0)
-        return lm_set_error(LM_ERR_SHAPE, "gptq_matmul: ldy=%lld < %lld outputs", (long long)ldy,
-                            (long long)(o1 - o0));
+        return lm_set_error(LM_ERR_SHAPE, "gptq_matmul: ldy=%lld < %lld outputs", (long long)ldy, (long long)(o1 - o0));
     if (ncols == 0 || o0 == o1) return LM_OK;
     if (!x || !y) return lm_set_error(LM_ERR_ARG, "gptq_matmul: x or y is NULL");
     job.w = w;
@@ -256,8 +268,10 @@ int lm_gptq_matmul_into(lm_threadpool *tp, int impl, const lm_gptq_matrix *w, in
         job.xs = (const float *)((char *)scratch + L.xs);
         job.xsum = (const float *)((char *)scratch + L.xsum);
         /* one decode column is too little work to wake the pool for */
-        if (ncols * (int64_t)w->n_in <= 32768) prepare_columns(&job, 0, ncols);
-        else lm_threadpool_run(tp, prepare_task, &job);
+        if (ncols * (int64_t)w->n_in <= 32768)
+            prepare_columns(&job, 0, ncols);
+        else
+            lm_threadpool_run(tp, prepare_task, &job);
     }
     lm_threadpool_run(tp, rows_task, &job);
     return LM_OK;

@@ -1,5 +1,5 @@
 /* gptq_int4.h — what the GPTQ driver (gptq_int4.c) shares with its SIMD
- * kernels (simd/gptq_int4_avx2.c). */
+ * kernels (simd/x86/gptq_int4_avx2.c). */
 #ifndef LAMINA_GPTQ_INT4_H
 #define LAMINA_GPTQ_INT4_H
 
@@ -47,8 +47,8 @@ typedef struct {
 
 /* Scalar reference: outputs [ob, oe) (any alignment), dequantizing each weight
  * exactly as the formula reads; y points at output ob of column 0. */
-void lm_gptq_rows_ref(const lm_gptq_matrix *w, int64_t ob, int64_t oe, const float *x, int64_t ncols,
-                      float *y, int64_t ldy);
+void lm_gptq_rows_ref(const lm_gptq_matrix *w, int64_t ob, int64_t oe, const float *x, int64_t ncols, float *y,
+                      int64_t ldy);
 
 /* AVX2: outputs [ob, oe), both multiples of 8, into job->y */
 void lm_gptq_rows_avx2(const lm_gptq_job *job, int64_t ob, int64_t oe);

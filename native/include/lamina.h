@@ -68,8 +68,8 @@ int lm_threadpool_size(const lm_threadpool *tp);
  * Activations are quantized once to the type's dot partner, then rows are
  * split across the pool's threads; a batch (ncols > 1) is tiled so each
  * weight row is read once per tile of columns, not once per column. */
-int lm_matmul(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n,
-              const float *x, int64_t ncols, float *y);
+int lm_matmul(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n, const float *x,
+              int64_t ncols, float *y);
 /* Sustained read bandwidth in GB/s: every thread of tp sums its share of
  * buf (bytes, a multiple of 64) `reps` times. The physical limit that decode,
  * which reads every weight once per token, is measured against. */

@@ -57,8 +57,8 @@ size_t lm_gptq_scratch_bytes(const lm_gptq_matrix *w, int64_t ncols);
  * are split over its threads). impl: LM_IMPL_AUTO / _SCALAR / _AVX2. Any
  * 0 <= o0 <= o1 <= n_out works; multiples of 8 are the fast case. w must have
  * passed lm_gptq_validate; scratch holds lm_gptq_scratch_bytes(w, ncols). */
-int lm_gptq_matmul_into(lm_threadpool *tp, int impl, const lm_gptq_matrix *w, int64_t o0, int64_t o1,
-                        const float *x, int64_t ncols, float *y, int64_t ldy, void *scratch);
+int lm_gptq_matmul_into(lm_threadpool *tp, int impl, const lm_gptq_matrix *w, int64_t o0, int64_t o1, const float *x,
+                        int64_t ncols, float *y, int64_t ldy, void *scratch);
 
 /* Whole matrix, y [ncols][n_out], on a pool of its own of n_threads; validates
  * w first (tests and benchmarks; the forward pass uses lm_gptq_matmul_into). */

@@ -6,7 +6,7 @@
  * and the level arrays keep ggml's element types (a negative level stored in a
  * uint8_t wraps exactly as it does there).
  */
-#include "kquant_search.h"
+#include "quants/kquant_search.h"
 
 #include <math.h>
 
@@ -29,7 +29,10 @@ float lm_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_typ
     float amax = 0;
     for (int i = 0; i < n; ++i) {
         const float ax = fabsf(x[i]);
-        if (ax > amax) { amax = ax; max = x[i]; }
+        if (ax > amax) {
+            amax = ax;
+            max = x[i];
+        }
     }
     if (amax < LM_GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
@@ -90,7 +93,10 @@ float lm_make_q3_quants(int n, int nmax, const float *x, int8_t *L, bool do_rmse
     float amax = 0;
     for (int i = 0; i < n; ++i) {
         const float ax = fabsf(x[i]);
-        if (ax > amax) { amax = ax; max = x[i]; }
+        if (ax > amax) {
+            amax = ax;
+            max = x[i];
+        }
     }
     if (amax < LM_GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);

@@ -16,10 +16,10 @@
 #include <stdint.h>
 #include <string.h>
 
-/* lm_nearest_int (ggml's nearest_int) is in blocks.h. Outside |x| <= 2^22 it
+/* lm_nearest_int (ggml's nearest_int) is in quants/blocks.h. Outside |x| <= 2^22 it
  * returns the same garbage as ggml, which the quantizers' clamps then absorb
  * identically. */
-#include "blocks.h"
+#include "quants/blocks.h"
 
 /* below this the group counts as all zero (ggml's GROUP_MAX_EPS) */
 #define LM_GROUP_MAX_EPS 1e-15f
@@ -40,13 +40,13 @@ float lm_make_q3_quants(int n, int nmax, const float *x, int8_t *L, bool do_rmse
  * weighted least squares for scale and min over nstep+1 candidate inverse
  * scales (nmax + rmin + rdelta*is) / (max - min); use_mad weighs |error|
  * instead of error^2. Mirrors ggml's make_qkx2_quants. */
-float lm_make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L,
-                          float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad);
+float lm_make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+                          uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad);
 
 /* make_qkx2 with weights x^2 when weights is NULL and a max <= min guard;
  * the imatrix quantizers use it. Mirrors ggml's make_qkx3_quants. */
-float lm_make_qkx3_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L,
-                          float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad);
+float lm_make_qkx3_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+                          uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad);
 
 /* Non-negative values (the sub-block scales and mins themselves) on levels
  * [0, nmax]: best of 9 candidate scales by weighted MSE, then per-level

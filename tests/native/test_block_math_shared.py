@@ -1,11 +1,12 @@
 """The math the CUDA backend shares with the CPU, checked on the CPU.
 
-native/cuda/mmvq_math.h says how a GPU warp splits each weight block's dot
-product into parts (one lane each) and how it dequantizes one weight at a
-time; native/gptq_math.h says how one GPTQ INT4 weight is formed. Both are
-plain C with LM_HD, so nvcc compiles them into the kernels and this test
-compiles the very same functions for the host (cffi, the system compiler,
--ffp-contract=off like the core) and checks them against the core:
+native/quants/<type>.h says how a GPU warp splits each weight block's dot
+product into parts (one lane each) and how one weight is dequantized (the
+CPU rows and the GPU dequantizer both read it); native/gptq/gptq_math.h says
+how one GPTQ INT4 weight is formed. Both are plain C with LM_HD, so nvcc
+compiles them into the kernels and this test compiles the very same
+functions for the host (cffi, the system compiler, -ffp-contract=off like
+the core) and checks them against the core:
 
 - the parts' integer sums of every block add up to the isum/imin (or idot)
   the scalar reference dots compute, bit for bit;
@@ -34,7 +35,6 @@ from support.paths import REPO
 
 ROOT = REPO
 NATIVE = ROOT / "native"
-CUDA_DIR = NATIVE / "cuda"
 
 # weight type -> (block C type, partner C type, parts macro name, lmc_ function suffix)
 QTYPES = {
@@ -160,13 +160,13 @@ def _harness_source() -> str:
             return butterfly(lane); }}""")
         qk = "QK_K" if qt in KQUANTS or qt == T.IQ4_XS else "32"
         cases["deq"].append(f"""case {id_}: {{ const {W} *xb = vx;
-            for (int64_t b = 0; b < nb; b++) for (int i = 0; i < {qk}; i++) out[b * {qk} + i] = lmc_dequant1_{t}(&xb[b], i);
+            for (int64_t b = 0; b < nb; b++) for (int i = 0; i < {qk}; i++) out[b * {qk} + i] = lm_dequant1_{t}(&xb[b], i);
             break; }}""")
     j = "\n        ".join
     return f"""
 #include <string.h>
-#include "mmvq_math.h"
-#include "gptq_math.h"
+#include "quants/types.h"
+#include "gptq/gptq_math.h"
 
 static float butterfly(float *v) {{
     for (int off = 16; off > 0; off >>= 1) {{
@@ -217,7 +217,7 @@ void hx_quantize(int partner, const float *x, int64_t n, void *vout) {{
                 qs = o->qs;
             }}
             for (int j = 0; j < 32; j++) {{ qs[j] = lm_q8_act_quant(xb[j], id); sum += qs[j]; }}
-            if (partner == LM_TYPE_Q8_1) ((block_q8_1 *)vout + b)->s = lmc_q8_1_s(sum, d);
+            if (partner == LM_TYPE_Q8_1) ((block_q8_1 *)vout + b)->s = lm_q8_1_s(sum, d);
         }}
         return;
     }}
@@ -227,14 +227,14 @@ void hx_quantize(int partner, const float *x, int64_t n, void *vout) {{
         float amax = 0, max = 0;
         for (int j = 0; j < QK_K; j++) if (fabsf(xb[j]) > amax) {{ amax = fabsf(xb[j]); max = xb[j]; }}
         if (!amax) {{ memset(o, 0, sizeof *o); continue; }}
-        const float iscale = lmc_q8_K_iscale(max);
-        for (int j = 0; j < QK_K; j++) o->qs[j] = lmc_q8_K_quant(xb[j], iscale);
+        const float iscale = lm_q8_K_iscale(max);
+        for (int j = 0; j < QK_K; j++) o->qs[j] = lm_q8_K_quant(xb[j], iscale);
         for (int g = 0; g < QK_K / 16; g++) {{
             int s = 0;
             for (int l = 0; l < 16; l++) s += o->qs[16 * g + l];
             o->bsums[g] = (int16_t)s;
         }}
-        o->d = lmc_q8_K_d(iscale);
+        o->d = lm_q8_K_d(iscale);
     }}
 }}
 
@@ -287,7 +287,7 @@ def hx(tmp_path_factory):
     ffi.set_source(
         "_lmc_shared_hx",
         _harness_source(),
-        include_dirs=[str(NATIVE), str(CUDA_DIR)],
+        include_dirs=[str(NATIVE)],
         extra_compile_args=FLAGS,
         libraries=["m"],
     )
@@ -305,7 +305,7 @@ def test_shared_headers_compile_as_strict_c(tmp_path):
     if cc is None:
         pytest.skip("no C compiler")
     src = tmp_path / "h.c"
-    src.write_text('#include "mmvq_math.h"\n#include "gptq_math.h"\nint main(void) { return 0; }\n')
+    src.write_text('#include "quants/types.h"\n#include "gptq/gptq_math.h"\nint main(void) { return 0; }\n')
     r = subprocess.run(
         [
             cc,
@@ -315,7 +315,6 @@ def test_shared_headers_compile_as_strict_c(tmp_path):
             "-Werror",
             "-ffp-contract=off",
             f"-I{NATIVE}",
-            f"-I{CUDA_DIR}",
             "-c",
             str(src),
             "-o",

@@ -135,7 +135,7 @@ def test_avx2_dot_matches_scalar(qtype, dist):
     scalar = [quants.vec_dot(wq[r], qtype, ys[r], impl="scalar") for r in range(ROWS)]
     avx2 = [quants.vec_dot(wq[r], qtype, ys[r], impl="avx2") for r in range(ROWS)]
     assert nmse(avx2, scalar) <= 1e-10
-    # stronger, by construction (kquants_avx2.c): the same roundings as the scalar dot
+    # stronger, by construction (simd/x86/kquant_avx2.h): the same roundings as the scalar dot
     assert avx2 == scalar
 
 

@@ -1,4 +1,4 @@
-"""The four-column AVX2 dots (native/simd/matmul_x4_avx2.c) that matmul uses in
+"""The four-column AVX2 dots (native/simd/x86/<type>_avx2.c) that matmul uses in
 prefill: one weight row against 4 activation columns at once.
 
 Each column must come out bit-identical to the single-column AVX2 kernel, so a

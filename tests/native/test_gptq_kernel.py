@@ -1,4 +1,4 @@
-"""GPTQ INT4 matmul kernels (native/gptq, simd/gptq_int4_avx2.c) against a
+"""GPTQ INT4 matmul kernels (native/gptq, simd/x86/gptq_int4_avx2.c) against a
 float64 numpy oracle built from the unpacked levels, scales and zeros — not
 from the kernels' own packing — so a packing mistake on either side shows.
 

@@ -1,0 +1,441 @@
+/* forward.c — lm_context_eval: one batch of tokens through the whole decoder.
+ *
+ *   x = embed(tokens) * embd_scale
+ *   for each layer:
+ *     h = norm(x)
+ *     q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv)
+ *     q, k = rope(qk_norm(q)), rope(qk_norm(k));  cache[pos] = k, v
+ *     x = x + post_norm(attention(q, cache) Wo)
+ *     h = norm(x)
+ *     x = x + post_norm((act(h Wgate) * (h Wup)) Wdown)
+ *   logits = norm(x) Wout
+ *
+ * Every step is a job over the context's thread pool: matmuls split weight
+ * rows (lm_matmul_into; in decode the matrices that share an input go out
+ * together as row slices, one pool wake-up), the row-wise steps split
+ * tokens, attention splits (token, head) pairs. Steps too small to be worth
+ * waking the workers run on the calling thread. */
+#include <math.h>
+#include <string.h>
+
+#include "compute/matmul.h"
+#include "compute/threadpool.h"
+#include "error.h"
+#include "include/lamina_gptq.h"
+#include "model/model.h"
+#include "offload/backend.h"
+#include "quants/type_traits.h"
+
+/* Below this much work (~flops) a step runs on the calling thread: waking the
+ * workers costs more than a decode step's norm or activation. */
+enum { INLINE_WORK = 1 << 16 };
+
+typedef struct {
+    lm_context *c;
+    const lm_model_params *p;
+    const lm_layer_weights *l;    /* current layer */
+    int il;
+    int32_t n_tokens;             /* T, rows of the batch */
+    int32_t pos0;                 /* position of row 0 */
+    const int32_t *tokens;
+    const float *post_norm;       /* residual step: norm of the sublayer output, or NULL */
+    const float *next_norm;       /* residual step: norm for the next sublayer */
+} fwd_job;
+
+static void run(lm_context *c, lm_task_fn fn, fwd_job *job, int64_t work) {
+    if (work < INLINE_WORK)
+        fn(job, 0, 1);
+    else
+        lm_threadpool_run(c->tp, fn, job);
+}
+
+static float norm_add_one(const lm_model_params *p) { return p->norm_kind == LM_NORM_RMS_PLUS_ONE ? 1.0f : 0.0f; }
+
+/* ---------------------------------------------------------- embedding */
+
+/* x[t] = tok_embd[tokens[t]] * embd_scale;  xb[t] = attn_norm_0(x[t]) */
+static void embed_rows(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    const lm_model_params *p = job->p;
+    const lm_type_traits *t = lm_get_type_traits(p->tok_embd.type);
+    const size_t row_bytes = (size_t)(p->n_embd / t->blck_size) * t->type_size;
+    int64_t r0, r1;
+    lm_split_range(job->n_tokens, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        float *x = job->c->x + r * p->n_embd;
+        t->to_float((const char *)p->tok_embd.data + (size_t)job->tokens[r] * row_bytes, x, p->n_embd);
+        if (p->embd_scale != 1.0f)
+            for (int i = 0; i < p->n_embd; i++) x[i] *= p->embd_scale;
+        lm_rms_norm(job->c->xb + r * p->n_embd, x, job->next_norm, p->n_embd, p->norm_eps, norm_add_one(p));
+    }
+}
+
+/* ---------------------------------------------------------- attention */
+
+/* (cos, sin) of every rotated pair of every row, once per rope group */
+static void rope_tables(lm_context *c, int32_t pos0, int32_t n_tokens) {
+    const lm_model *m = c->model;
+    const int half = m->p.n_rot / 2;
+    for (int g = 0; g < m->n_rope_groups; g++) {
+        const double *inv_freq = m->rope_inv_freq + (size_t)g * half;
+        for (int32_t t = 0; t < n_tokens; t++) {
+            float *cs = c->rope_cs + ((size_t)g * c->n_batch + t) * 2 * half;
+            for (int i = 0; i < half; i++) {
+                const double theta = (double)(pos0 + t) * inv_freq[i];
+                cs[2 * i] = (float)cos(theta);
+                cs[2 * i + 1] = (float)sin(theta);
+            }
+        }
+    }
+}
+
+/* biases, q/k norms and rope on each row's q and k; then k, v into the cache */
+static void qkv_rows(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    lm_context *c = job->c;
+    const lm_model_params *p = job->p;
+    const lm_layer_weights *l = job->l;
+    const int hd = p->head_dim, q_dim = p->n_head * hd, kv_dim = p->n_head_kv * hd;
+    const float *cs_group = c->rope_cs + (size_t)c->model->rope_group[job->il] * c->n_batch * p->n_rot;
+    const lm_type_traits *kvt = lm_get_type_traits(c->kv_type);
+    const size_t layer_off = (size_t)(job->il - c->kv_il0) * c->n_ctx * c->kv_row_bytes;
+    int64_t r0, r1;
+    lm_split_range(job->n_tokens, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        float *q = c->q + r * q_dim, *k = c->k + r * kv_dim, *v = c->v + r * kv_dim;
+        if (l->bq)
+            for (int i = 0; i < q_dim; i++) q[i] += l->bq[i];
+        if (l->bk)
+            for (int i = 0; i < kv_dim; i++) k[i] += l->bk[i];
+        if (l->bv)
+            for (int i = 0; i < kv_dim; i++) v[i] += l->bv[i];
+        const float *cs = cs_group + r * p->n_rot;
+        for (int h = 0; h < p->n_head; h++) {
+            if (l->q_norm) lm_rms_norm(q + h * hd, q + h * hd, l->q_norm, hd, p->norm_eps, norm_add_one(p));
+            lm_rope_head(q + h * hd, cs, p->n_rot, p->rope_layout == LM_ROPE_NEOX);
+        }
+        for (int h = 0; h < p->n_head_kv; h++) {
+            if (l->k_norm) lm_rms_norm(k + h * hd, k + h * hd, l->k_norm, hd, p->norm_eps, norm_add_one(p));
+            lm_rope_head(k + h * hd, cs, p->n_rot, p->rope_layout == LM_ROPE_NEOX);
+        }
+        const size_t at = layer_off + (size_t)(job->pos0 + r) * c->kv_row_bytes;
+        kvt->from_float(k, c->k_cache + at, kv_dim);
+        kvt->from_float(v, c->v_cache + at, kv_dim);
+    }
+}
+
+/* att[t, head h] = softmax(scale * q_th . K[lo..pos]) V[lo..pos], where the
+ * keys are this layer's cache rows up to the query's own position (causal),
+ * and no further back than the sliding window. Tasks (t, h) are dealt out
+ * round-robin: later tokens attend to more keys, so contiguous ranges of
+ * tokens would leave the first threads idle. */
+static void attention(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    lm_context *c = job->c;
+    const lm_model_params *p = job->p;
+    const int hd = p->head_dim, q_dim = p->n_head * hd, group = p->n_head / p->n_head_kv;
+    const lm_type_traits *kvt = lm_get_type_traits(c->kv_type);
+    const size_t head_bytes = (size_t)(hd / kvt->blck_size) * kvt->type_size;
+    const size_t layer_off = (size_t)(job->il - c->kv_il0) * c->n_ctx * c->kv_row_bytes;
+    const int32_t window = job->l->sliding_window;
+    float *s = c->scores + (size_t)ith * c->n_ctx;
+    const int64_t n_tasks = (int64_t)job->n_tokens * p->n_head;
+    for (int64_t task = ith; task < n_tasks; task += nth) {
+        const int t = (int)(task / p->n_head), h = (int)(task % p->n_head);
+        const int32_t pos = job->pos0 + t;
+        const int32_t lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+        const int32_t n = pos - lo + 1;
+        const float *q = c->q + (size_t)t * q_dim + h * hd;
+        const char *kb = c->k_cache + layer_off + (size_t)lo * c->kv_row_bytes + (size_t)(h / group) * head_bytes;
+        const char *vb = c->v_cache + layer_off + (size_t)lo * c->kv_row_bytes + (size_t)(h / group) * head_bytes;
+        c->kv.scores(s, q, kb, c->kv_row_bytes, n, hd, p->attn_scale);
+        lm_softmax(s, n);
+        c->kv.mix(c->att + (size_t)t * q_dim + h * hd, s, vb, c->kv_row_bytes, n, hd);
+    }
+}
+
+/* ------------------------------------------------- residual, ffn, norm */
+
+/* x += post_norm(xb);  xb = next_norm(x)  — the seam between two sublayers */
+static void residual_rows(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    const lm_model_params *p = job->p;
+    const int n = p->n_embd;
+    int64_t r0, r1;
+    lm_split_range(job->n_tokens, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        float *x = job->c->x + r * n, *xb = job->c->xb + r * n;
+        if (job->post_norm) lm_rms_norm(xb, xb, job->post_norm, n, p->norm_eps, norm_add_one(p));
+        for (int i = 0; i < n; i++) x[i] += xb[i];
+        lm_rms_norm(xb, x, job->next_norm, n, p->norm_eps, norm_add_one(p));
+    }
+}
+
+/* hb = act(hb) * hb2 over all rows */
+static void ffn_act(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    const int64_t total = (int64_t)job->n_tokens * job->p->n_ff;
+    int64_t i0, i1;
+    lm_split_range(total, ith, nth, &i0, &i1);
+    if (job->p->activation == LM_ACT_GELU_TANH)
+        lm_gelu_tanh_mul(job->c->hb + i0, job->c->hb2 + i0, i1 - i0);
+    else
+        lm_silu_mul(job->c->hb + i0, job->c->hb2 + i0, i1 - i0);
+}
+
+/* hb2 = hb - dequant(quant(hb)): what one pass of activation quantization
+ * for w_down rounds away (two_pass_down). Each thread quantizes its rows
+ * through its own slice of the matmul scratch, free between matmuls. */
+static void down_residual_rows(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    lm_context *c = job->c;
+    const int64_t n = job->p->n_ff;
+    const lm_type_traits *a = lm_get_type_traits(lm_get_type_traits(job->l->w_down.type)->vec_dot_type);
+    void *q = (char *)c->mm_scratch + (size_t)ith * c->mm_slice_bytes;
+    int64_t r0, r1;
+    lm_split_range(job->n_tokens, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        const float *h = c->hb + r * n;
+        float *res = c->hb2 + r * n;
+        a->from_float(h, q, n);
+        a->to_float(q, res, n);
+        for (int64_t i = 0; i < n; i++) res[i] = h[i] - res[i];
+    }
+}
+
+/* xb += xb2 */
+static void add_second_pass(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    int64_t i0, i1;
+    lm_split_range(job->n_tokens * job->p->n_embd, ith, nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++) job->c->xb[i] += job->c->xb2[i];
+}
+
+/* lm_context_capture: copy a matmul input of the captured layer */
+static void capture(const fwd_job *job, int which, const float *src, int64_t width) {
+    float *dst = job->c->capture[which];
+    if (job->c->capture_il == job->il && dst) memcpy(dst, src, sizeof(float) * (size_t)(job->n_tokens * width));
+}
+
+/* ------------------------------------------------------------ matmuls */
+
+/* y = x W for up to three matrices W that read the same activations x */
+typedef struct {
+    const lm_matrix *w;
+    int64_t rows;
+    float *y;                     /* [ncols][rows] */
+} mm_out;
+
+typedef struct {
+    lm_context *c;
+    const float *x;               /* [ncols][n] */
+    int64_t n, ncols;
+    const mm_out *out;
+    int n_out;
+    int rc;                       /* a failure on any thread */
+} mm_job;
+
+/* A few columns (decode): each thread takes a slice of every matrix's rows
+ * and quantizes the few activation rows itself into its own scratch, so the
+ * matrices cost one wake-up of the pool instead of two each. */
+static void mm_slices(void *arg, int ith, int nth) {
+    mm_job *job = arg;
+    void *scratch = (char *)job->c->mm_scratch + (size_t)ith * job->c->mm_slice_bytes;
+    for (int i = 0; i < job->n_out; i++) {
+        const mm_out *o = &job->out[i];
+        int64_t r0, r1;
+        lm_split_range(o->rows, ith, nth, &r0, &r1);
+        if (r1 == r0) continue;
+        int rc;
+        if (o->w->type == LM_TYPE_GPTQ_INT4) {
+            rc = lm_gptq_matmul_into(NULL, LM_IMPL_AUTO, o->w->data, r0, r1, job->x, job->ncols, o->y + r0, o->rows,
+                                     scratch);
+        } else {
+            const lm_type_traits *t = lm_get_type_traits(o->w->type);
+            const size_t row_bytes = (size_t)(job->n / t->blck_size) * t->type_size;
+            rc = lm_matmul_into(NULL, LM_IMPL_AUTO, o->w->type, (const char *)o->w->data + r0 * row_bytes, r1 - r0,
+                                job->n, job->x, job->ncols, o->y + r0, o->rows, scratch);
+        }
+        if (rc) job->rc = rc;
+    }
+}
+
+static int matmuls(lm_context *c, const float *x, int64_t n, int64_t ncols, const mm_out *out, int n_out) {
+    if (ncols <= LM_SLICED_MATMUL_COLS && lm_threadpool_size(c->tp) > 1) {
+        mm_job job = { .c = c, .x = x, .n = n, .ncols = ncols, .out = out, .n_out = n_out };
+        lm_threadpool_run(c->tp, mm_slices, &job);
+        return job.rc ? lm_set_error(job.rc, "matmul failed on a worker thread") : LM_OK;
+    }
+    for (int i = 0; i < n_out; i++) {
+        const lm_matrix *w = out[i].w;
+        int rc = w->type == LM_TYPE_GPTQ_INT4 ? lm_gptq_matmul_into(c->tp, LM_IMPL_AUTO, w->data, 0, out[i].rows, x,
+                                                                    ncols, out[i].y, out[i].rows, c->mm_scratch)
+                                              : lm_matmul_into(c->tp, LM_IMPL_AUTO, w->type, w->data, out[i].rows, n, x,
+                                                               ncols, out[i].y, out[i].rows, c->mm_scratch);
+        if (rc) return rc;
+    }
+    return LM_OK;
+}
+
+/* --------------------------------------------------------------- eval */
+
+static int layer_forward(fwd_job *job) {
+    lm_context *c = job->c;
+    const lm_model_params *p = job->p;
+    const lm_layer_weights *l = job->l;
+    const int64_t T = job->n_tokens, hd = p->head_dim;
+    const int64_t q_dim = p->n_head * hd, kv_dim = p->n_head_kv * hd;
+    int rc;
+
+    /* attention: xb holds attn_norm(x) */
+    capture(job, 0, c->xb, p->n_embd);
+    const mm_out qkv[3] = { { &l->wq, q_dim, c->q }, { &l->wk, kv_dim, c->k }, { &l->wv, kv_dim, c->v } };
+    if ((rc = matmuls(c, c->xb, p->n_embd, T, qkv, 3))) return rc;
+    run(c, qkv_rows, job, T * (q_dim + kv_dim) * 8);
+    const int64_t keys = l->sliding_window > 0 && l->sliding_window < job->pos0 + T ? l->sliding_window : job->pos0 + T;
+    run(c, attention, job, T * p->n_head * hd * 4 * keys);
+    capture(job, 1, c->att, q_dim);
+    const mm_out o[1] = { { &l->wo, p->n_embd, c->xb } };
+    if ((rc = matmuls(c, c->att, q_dim, T, o, 1))) return rc;
+    job->post_norm = l->attn_post_norm;
+    job->next_norm = l->ffn_norm;
+    run(c, residual_rows, job, T * p->n_embd * 8);
+
+    /* feed-forward: xb holds ffn_norm(x) */
+    capture(job, 2, c->xb, p->n_embd);
+    const mm_out gate_up[2] = { { &l->w_gate, p->n_ff, c->hb }, { &l->w_up, p->n_ff, c->hb2 } };
+    if ((rc = matmuls(c, c->xb, p->n_embd, T, gate_up, 2))) return rc;
+    run(c, ffn_act, job, T * p->n_ff * 16);
+    capture(job, 3, c->hb, p->n_ff);
+    const mm_out down[1] = { { &l->w_down, p->n_embd, c->xb } };
+    if ((rc = matmuls(c, c->hb, p->n_ff, T, down, 1))) return rc;
+    /* only for Q8_K partners: their f32 block scale keeps the residual's
+     * small magnitudes, where Q8_0/Q8_1's f16 scale would go subnormal */
+    const lm_type_traits *down_t = lm_get_type_traits(l->w_down.type);   /* NULL for GPTQ: f32 activations */
+    if (c->xb2 && down_t && down_t->vec_dot_type == LM_TYPE_Q8_K) {
+        run(c, down_residual_rows, job, T * p->n_ff * 8);
+        const mm_out second[1] = { { &l->w_down, p->n_embd, c->xb2 } };
+        if ((rc = matmuls(c, c->hb2, p->n_ff, T, second, 1))) return rc;
+        run(c, add_second_pass, job, T * p->n_embd);
+    }
+    job->post_norm = l->ffn_post_norm;
+    job->next_norm = job->il + 1 < p->n_layer ? c->model->layers[job->il + 1].attn_norm : p->output_norm;
+    run(c, residual_rows, job, T * p->n_embd * 8);
+    return LM_OK;
+}
+
+/* the residual stream entering layer il0 from the caller: xb = attn_norm(x) */
+static void load_rows(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    const lm_model_params *p = job->p;
+    int64_t r0, r1;
+    lm_split_range(job->n_tokens, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++)
+        lm_rms_norm(job->c->xb + r * p->n_embd, job->c->x + r * p->n_embd, job->next_norm, p->n_embd, p->norm_eps,
+                    norm_add_one(p));
+}
+
+static int check_batch(lm_context *c, const int32_t *tokens, int32_t n_tokens, const char *fn) {
+    if (!c || !tokens) return lm_set_error(LM_ERR_ARG, "%s: NULL context or tokens", fn);
+    if (n_tokens <= 0 || n_tokens > c->n_batch)
+        return lm_set_error(LM_ERR_ARG, "%s: n_tokens=%d outside [1, n_batch=%d]", fn, n_tokens, c->n_batch);
+    if ((int64_t)c->n_past + n_tokens > c->n_ctx)
+        return lm_set_error(LM_ERR_CONTEXT_FULL, "context full: %d cached + %d new tokens > n_ctx=%d", c->n_past,
+                            n_tokens, c->n_ctx);
+    const int32_t n_vocab = c->model->p.n_vocab;
+    for (int32_t i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || tokens[i] >= n_vocab)
+            return lm_set_error(LM_ERR_TOKEN, "token %d at index %d is outside the vocabulary [0, %d)", tokens[i], i,
+                                n_vocab);
+    return LM_OK;
+}
+
+/* x = embeddings of the batch (every layer runs on the device) */
+static void embed_only(fwd_job *job) {
+    job->next_norm = job->p->output_norm;   /* xb is not read: the device norms x itself */
+    run(job->c, embed_rows, job, (int64_t)job->n_tokens * job->p->n_embd * 8);
+}
+
+/* layers [il0, il1) of one checked batch; x_in: the stream entering il0, or
+ * NULL for the token embeddings (il0 == 0) */
+static int eval_layers(fwd_job *job, int32_t il0, int32_t il1, const float *x_in) {
+    lm_context *c = job->c;
+    const lm_model *m = c->model;
+    const int64_t T = job->n_tokens, E = m->p.n_embd;
+    rope_tables(c, job->pos0, job->n_tokens);
+    job->next_norm = m->layers[il0].attn_norm;
+    if (!x_in) {
+        run(c, embed_rows, job, T * E * 8);
+    } else {
+        memcpy(c->x, x_in, sizeof(float) * (size_t)(T * E));
+        run(c, load_rows, job, T * E * 8);
+    }
+    for (int il = il0; il < il1; il++) {
+        job->il = il;
+        job->l = &m->layers[il];
+        int rc = layer_forward(job);
+        if (rc) return rc;
+    }
+    return LM_OK;
+}
+
+int lm_context_eval_from(lm_context *c, const int32_t *tokens, int32_t n_tokens, int32_t pos0, int32_t il0,
+                         const float *x_in, float *logits, int all_logits) {
+    const lm_model_params *p = &c->model->p;
+    fwd_job job = { .c = c, .p = p, .n_tokens = n_tokens, .pos0 = pos0, .tokens = tokens };
+    int rc;
+    if (il0 < p->n_layer) {
+        if ((rc = eval_layers(&job, il0, p->n_layer, x_in))) return rc;
+    } else {   /* the head alone (offloaded head, no offloaded layers) */
+        memcpy(c->x, x_in, sizeof(float) * (size_t)n_tokens * (size_t)p->n_embd);
+        job.next_norm = p->output_norm;
+        run(c, load_rows, &job, (int64_t)n_tokens * p->n_embd * 8);
+    }
+    /* xb now holds output_norm(x) */
+    if (logits) {
+        const int64_t first = all_logits ? 0 : n_tokens - 1;
+        const mm_out head[1] = { { &p->output, p->n_vocab, logits } };
+        if ((rc = matmuls(c, c->xb + first * p->n_embd, p->n_embd, n_tokens - first, head, 1))) return rc;
+    }
+    return LM_OK;
+}
+
+int lm_context_eval(lm_context *c, const int32_t *tokens, int32_t n_tokens, float *logits, int all_logits) {
+    int rc = check_batch(c, tokens, n_tokens, "lm_context_eval");
+    if (rc) return rc;
+    if (!c->dev) {
+        rc = lm_context_eval_from(c, tokens, n_tokens, c->n_past, 0, NULL, logits, all_logits);
+    } else {
+        /* host layers, then the stream crosses to the device once per batch */
+        fwd_job job = { .c = c, .p = &c->model->p, .n_tokens = n_tokens, .pos0 = c->n_past, .tokens = tokens };
+        if (c->kv_il1 > 0)
+            rc = eval_layers(&job, 0, c->kv_il1, NULL);
+        else
+            embed_only(&job);
+        if (!rc) rc = c->backend->eval(c->dev, tokens, n_tokens, c->n_past, c->x, logits, all_logits);
+    }
+    if (rc) return rc;
+    c->n_past += n_tokens;
+    return LM_OK;
+}
+
+int lm_context_eval_layers(lm_context *c, const int32_t *tokens, int32_t n_tokens, int32_t il0, int32_t il1,
+                           float *x_io) {
+    int rc = check_batch(c, tokens, n_tokens, "lm_context_eval_layers");
+    if (rc) return rc;
+    const lm_model_params *p = &c->model->p;
+    if (il0 < 0 || il0 >= il1 || il1 > p->n_layer)
+        return lm_set_error(LM_ERR_ARG, "lm_context_eval_layers: layers [%d, %d) outside 0 <= il0 < il1 <= %d", il0,
+                            il1, p->n_layer);
+    if (il0 < c->kv_il0 || il1 > c->kv_il1)
+        return lm_set_error(LM_ERR_ARG,
+                            "lm_context_eval_layers: layers [%d, %d) are not all on this context's "
+                            "device (it runs [%d, %d))",
+                            il0, il1, c->kv_il0, c->kv_il1);
+    if (!x_io) return lm_set_error(LM_ERR_ARG, "lm_context_eval_layers: x_io is NULL");
+    fwd_job job = { .c = c, .p = p, .n_tokens = n_tokens, .pos0 = c->n_past, .tokens = tokens };
+    if ((rc = eval_layers(&job, il0, il1, il0 == 0 ? NULL : x_io))) return rc;
+    memcpy(x_io, c->x, sizeof(float) * (size_t)n_tokens * (size_t)p->n_embd);
+    c->n_past += n_tokens;
+    return LM_OK;
+}

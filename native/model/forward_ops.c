@@ -1,0 +1,141 @@
+/* forward_ops.c — scalar row kernels of the forward pass (the reference the
+ * AVX2 attention loops are tested against). */
+#include "model/forward_ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "include/lamina.h"
+#include "quants/blocks.h"
+
+/* ------------------------------------------------------------ norms */
+
+void lm_rms_norm(float *out, const float *x, const float *w, int64_t n, float eps, float add_one) {
+    double ss = 0.0;   /* double, as ggml's rms_norm: n is small, accuracy is free */
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    const float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * scale * (w[i] + add_one);
+}
+
+/* ------------------------------------------------------- activations */
+
+void lm_silu_mul(float *x, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * up[i];
+}
+
+void lm_gelu_tanh_mul(float *x, const float *up, int64_t n) {
+    const float sqrt_2_over_pi = 0.79788456080286535588f;
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(sqrt_2_over_pi * v * (1.0f + 0.044715f * v * v))) * up[i];
+    }
+}
+
+void lm_softmax(float *x, int64_t n) {
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+/* -------------------------------------------------------------- rope */
+
+void lm_rope_head(float *x, const float *cs, int n_rot, int neox) {
+    const int half = n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        const int a = neox ? i : 2 * i;
+        const int b = neox ? i + half : 2 * i + 1;
+        const float c = cs[2 * i], s = cs[2 * i + 1];
+        const float x0 = x[a], x1 = x[b];
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+    }
+}
+
+/* ------------------------------------------- attention inner loops */
+
+#define ROW(base, j, stride) ((const char *)(base) + (size_t)(j) * (stride))
+
+static void kv_scores_f32(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale) {
+    for (int64_t j = 0; j < n; j++) {
+        const float *kj = (const float *)ROW(k, j, stride);
+        float d = 0.0f;
+        for (int64_t i = 0; i < hd; i++) d += q[i] * kj[i];
+        s[j] = scale * d;
+    }
+}
+
+static void kv_mix_f32(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
+    memset(out, 0, (size_t)hd * sizeof(float));
+    for (int64_t j = 0; j < n; j++) {
+        const float *vj = (const float *)ROW(v, j, stride);
+        for (int64_t i = 0; i < hd; i++) out[i] += p[j] * vj[i];
+    }
+}
+
+static void kv_scores_f16(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale) {
+    for (int64_t j = 0; j < n; j++) {
+        const lm_half *kj = (const lm_half *)ROW(k, j, stride);
+        float d = 0.0f;
+        for (int64_t i = 0; i < hd; i++) d += q[i] * lm_half_to_f32(kj[i]);
+        s[j] = scale * d;
+    }
+}
+
+static void kv_mix_f16(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
+    memset(out, 0, (size_t)hd * sizeof(float));
+    for (int64_t j = 0; j < n; j++) {
+        const lm_half *vj = (const lm_half *)ROW(v, j, stride);
+        for (int64_t i = 0; i < hd; i++) out[i] += p[j] * lm_half_to_f32(vj[i]);
+    }
+}
+
+static void kv_scores_q8_0(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale) {
+    for (int64_t j = 0; j < n; j++) {
+        const block_q8_0 *kb = (const block_q8_0 *)ROW(k, j, stride);
+        float d = 0.0f;
+        for (int64_t b = 0; b < hd / QK8_0; b++) {
+            float sb = 0.0f;
+            for (int i = 0; i < QK8_0; i++) sb += q[b * QK8_0 + i] * (float)kb[b].qs[i];
+            d += sb * lm_half_to_f32(kb[b].d);
+        }
+        s[j] = scale * d;
+    }
+}
+
+static void kv_mix_q8_0(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
+    memset(out, 0, (size_t)hd * sizeof(float));
+    for (int64_t j = 0; j < n; j++) {
+        const block_q8_0 *vb = (const block_q8_0 *)ROW(v, j, stride);
+        for (int64_t b = 0; b < hd / QK8_0; b++) {
+            const float pd = p[j] * lm_half_to_f32(vb[b].d);
+            for (int i = 0; i < QK8_0; i++) out[b * QK8_0 + i] += pd * (float)vb[b].qs[i];
+        }
+    }
+}
+
+int lm_kv_kernels_for(int kv_type, int avx2, lm_kv_kernels *out) {
+    switch (kv_type) {
+    case LM_TYPE_F32: *out = (lm_kv_kernels){ kv_scores_f32, kv_mix_f32 }; break;
+    case LM_TYPE_F16: *out = (lm_kv_kernels){ kv_scores_f16, kv_mix_f16 }; break;
+    case LM_TYPE_Q8_0: *out = (lm_kv_kernels){ kv_scores_q8_0, kv_mix_q8_0 }; break;
+    default: return 0;
+    }
+#if defined(LM_BUILD_AVX2)
+    if (avx2) {
+        switch (kv_type) {
+        case LM_TYPE_F32: *out = (lm_kv_kernels){ lm_kv_scores_f32_avx2, lm_kv_mix_f32_avx2 }; break;
+        case LM_TYPE_F16: *out = (lm_kv_kernels){ lm_kv_scores_f16_avx2, lm_kv_mix_f16_avx2 }; break;
+        case LM_TYPE_Q8_0: *out = (lm_kv_kernels){ lm_kv_scores_q8_0_avx2, lm_kv_mix_q8_0_avx2 }; break;
+        }
+    }
+#else
+    (void)avx2;
+#endif
+    return 1;
+}

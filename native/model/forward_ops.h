@@ -1,0 +1,56 @@
+/* forward_ops.h — the small row kernels of the decoder forward pass: norms,
+ * activations, softmax, RoPE, and the two attention inner loops (a query's
+ * scores over cached key rows, the weighted sum of value rows) for each
+ * KV-cache type.
+ *
+ * Scalar references live in forward_ops.c; the AVX2 versions of the hot
+ * attention loops live in simd/x86/forward_ops_avx2.c and are picked at run time. */
+#ifndef LAMINA_FORWARD_OPS_H
+#define LAMINA_FORWARD_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* out[i] = x[i] / sqrt(mean(x^2) + eps) * (w[i] + add_one); sums in double */
+void lm_rms_norm(float *out, const float *x, const float *w, int64_t n, float eps, float add_one);
+
+/* x[i] = silu(x[i]) * up[i]  or  gelu_tanh(x[i]) * up[i] */
+void lm_silu_mul(float *x, const float *up, int64_t n);
+void lm_gelu_tanh_mul(float *x, const float *up, int64_t n);
+
+/* x[0..n) = softmax(x[0..n)) in place */
+void lm_softmax(float *x, int64_t n);
+
+/* Rotate the first n_rot dims of one head vector by the angles whose
+ * (cos, sin) pairs are cs[0..n_rot/2). neox = 0: pairs (2i, 2i+1) (llama
+ * GGUFs, whose q/k rows the converter permuted); neox = 1: pairs (i, i+n_rot/2). */
+void lm_rope_head(float *x, const float *cs, int n_rot, int neox);
+
+/* The attention inner loops over one head (hd values) of n cached rows,
+ * row j at byte offset j * stride from k or v, in the cache type:
+ *   scores: s[j] = scale * (q . k_j)
+ *   mix   : out = sum_j p[j] * v_j        (out is overwritten)
+ * hd is a multiple of 32 for Q8_0. */
+typedef void (*lm_kv_scores_fn)(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,
+                                float scale);
+typedef void (*lm_kv_mix_fn)(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
+
+typedef struct {
+    lm_kv_scores_fn scores;
+    lm_kv_mix_fn mix;
+} lm_kv_kernels;
+
+/* the kernels for a cache of ggml type kv_type (F32, F16 or Q8_0), AVX2 when
+ * avx2 != 0 and the build has it; returns 0 when the type has none */
+int lm_kv_kernels_for(int kv_type, int avx2, lm_kv_kernels *out);
+
+#if defined(LM_BUILD_AVX2)
+void lm_kv_scores_f32_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale);
+void lm_kv_mix_f32_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
+void lm_kv_scores_f16_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale);
+void lm_kv_mix_f16_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
+void lm_kv_scores_q8_0_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale);
+void lm_kv_mix_q8_0_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
+#endif
+
+#endif

@@ -1,0 +1,139 @@
+/* cpu_standin.c — a second CPU instance used as the offload device.
+ *
+ * It behaves as a GPU backend does: at creation it copies ("uploads") the
+ * weights of its blocks and of the head into memory of its own and makes its
+ * own KV cache for those blocks; each batch it receives the residual stream
+ * and returns logits. Running the same forward code, any split must give the
+ * logits of the CPU alone, which is what the split tests check. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "include/lamina_gptq.h"
+#include "offload/backend.h"
+#include "quants/type_traits.h"
+
+typedef struct {
+    lm_model *model;              /* params + layers pointing at the copies below */
+    lm_context *ctx;              /* cache of blocks [il0, n_layer) */
+    int32_t il0;
+    void **owned;                 /* every copied buffer */
+    int n_owned, cap_owned;
+    size_t weight_bytes;
+} standin;
+
+static void *keep_copy(standin *d, const void *src, size_t bytes) {
+    if (!src) return NULL;
+    if (d->n_owned == d->cap_owned) {
+        const int cap = d->cap_owned ? 2 * d->cap_owned : 64;
+        void **grown = realloc(d->owned, (size_t)cap * sizeof *grown);
+        if (!grown) return NULL;
+        d->owned = grown;
+        d->cap_owned = cap;
+    }
+    void *dst = malloc(bytes ? bytes : 1);
+    if (!dst) return NULL;
+    memcpy(dst, src, bytes);
+    d->owned[d->n_owned++] = dst;
+    d->weight_bytes += bytes;
+    return dst;
+}
+
+/* a vector of n floats, or NULL kept NULL; *ok = 0 when a copy failed */
+static const float *copy_vec(standin *d, const float *v, int64_t n, int *ok) {
+    if (!v) return NULL;
+    const float *c = keep_copy(d, v, (size_t)n * sizeof(float));
+    if (!c) *ok = 0;
+    return c;
+}
+
+/* the rows x n matrix m, data and (for GPTQ) its descriptor */
+static lm_matrix copy_matrix(standin *d, lm_matrix m, int64_t rows, int64_t n, int *ok) {
+    lm_matrix out = { NULL, m.type };
+    if (m.type == LM_TYPE_GPTQ_INT4) {
+        lm_gptq_matrix g = *(const lm_gptq_matrix *)m.data;
+        const size_t G = (size_t)g.n_groups, O = (size_t)g.n_out, I = (size_t)g.n_in;
+        g.qweight = keep_copy(d, g.qweight, I / 8 * O * sizeof(int32_t));
+        g.scales = keep_copy(d, g.scales, G * O * sizeof(uint16_t));
+        g.qzeros = keep_copy(d, g.qzeros, G * (O / 8) * sizeof(int32_t));
+        if (g.g_idx) g.g_idx = keep_copy(d, g.g_idx, I * sizeof(int32_t));
+        out.data = keep_copy(d, &g, sizeof g);
+        if (!g.qweight || !g.scales || !g.qzeros || (((const lm_gptq_matrix *)m.data)->g_idx && !g.g_idx)) *ok = 0;
+    } else {
+        const lm_type_traits *t = lm_get_type_traits(m.type);
+        out.data = keep_copy(d, m.data, (size_t)rows * (size_t)(n / t->blck_size) * t->type_size);
+    }
+    if (!out.data) *ok = 0;
+    return out;
+}
+
+static void standin_free(void *dev) {
+    standin *d = dev;
+    if (!d) return;
+    lm_context_free(d->ctx);
+    lm_model_free(d->model);
+    for (int i = 0; i < d->n_owned; i++) free(d->owned[i]);
+    free(d->owned);
+    free(d);
+}
+
+static void *standin_create(const lm_model *m, int32_t il0, int32_t n_ctx, int32_t n_batch, int kv_type,
+                            int n_threads) {
+    standin *d = calloc(1, sizeof *d);
+    const int32_t L = m->p.n_layer;
+    lm_layer_weights *layers = malloc((size_t)L * sizeof *layers);
+    if (!d || !layers) goto nomem;
+    d->il0 = il0;
+    const lm_model_params *hp = &m->p;
+    const int64_t E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim;
+    const int64_t q_dim = (int64_t)hp->n_head * hd, kv_dim = (int64_t)hp->n_head_kv * hd;
+    int ok = 1;
+    lm_model_params p = *hp;
+    /* tok_embd stays the host's: the device never reads it (x arrives embedded) */
+    p.output_norm = copy_vec(d, hp->output_norm, E, &ok);
+    p.output = copy_matrix(d, hp->output, hp->n_vocab, E, &ok);
+    p.rope_freqs = copy_vec(d, hp->rope_freqs, hp->n_rot / 2, &ok);
+    memcpy(layers, m->layers, (size_t)L * sizeof *layers);
+    for (int32_t il = il0; il < L; il++) {   /* blocks below il0 are never run here */
+        const lm_layer_weights *s = &m->layers[il];
+        lm_layer_weights *l = &layers[il];
+#define COPY_VEC(f, n) l->f = copy_vec(d, s->f, n, &ok);
+#define COPY_MATRIX(f, rows, cols) l->f = copy_matrix(d, s->f, rows, cols, &ok);
+        LM_LAYER_VECTORS(COPY_VEC)
+        LM_LAYER_MATRICES(COPY_MATRIX)
+#undef COPY_VEC
+#undef COPY_MATRIX
+    }
+    if (!ok) goto nomem;
+    if (!(d->model = lm_model_create(&p, layers))) goto fail;
+    free(layers);
+    layers = NULL;
+    if (!(d->ctx = lm_context_create_range(d->model, n_ctx, n_batch, kv_type, n_threads, il0, L))) goto fail;
+    return d;
+nomem:
+    lm_set_error(LM_ERR_NOMEM, "offload device (cpu stand-in): out of memory copying the weights");
+fail:
+    free(layers);
+    standin_free(d);
+    return NULL;
+}
+
+static int standin_eval(void *dev, const int32_t *tokens, int32_t n_tokens, int32_t pos0, const float *x_in,
+                        float *logits, int all_logits) {
+    standin *d = dev;
+    return lm_context_eval_from(d->ctx, tokens, n_tokens, pos0, d->il0, x_in, logits, all_logits);
+}
+
+static void standin_usage(const void *dev, size_t *weight_bytes, size_t *kv_bytes) {
+    const standin *d = dev;
+    *weight_bytes = d->weight_bytes;
+    *kv_bytes = lm_context_kv_bytes(d->ctx);
+}
+
+const lm_backend lm_backend_cpu_standin = {
+    .name = "cpu-standin",
+    .create = standin_create,
+    .eval = standin_eval,
+    .usage = standin_usage,
+    .free = standin_free,
+};

@@ -1,0 +1,243 @@
+/* blocks.h — GGUF/ggml block layouts, shared by the C core and the CUDA backend.
+ *
+ * Every struct here is the exact on-disk layout of one block of a ggml type;
+ * a static assert pins each size so a padding surprise can never corrupt a file.
+ * Also here: the half/bfloat conversions and ggml's rounding, which every
+ * format needs. They are LM_HD (host + device) so CUDA compiles the same
+ * arithmetic the CPU tests check. The math of each type is in quants/<type>.h,
+ * the list of types in quants/types.h.
+ */
+#ifndef LAMINA_BLOCKS_H
+#define LAMINA_BLOCKS_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__CUDACC__)
+#define LM_HD __host__ __device__ static inline
+#else
+#define LM_HD static inline
+#endif
+
+#if defined(__cplusplus)
+#define LM_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define LM_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
+typedef uint16_t lm_half;   /* IEEE binary16 bits */
+typedef uint16_t lm_bf16;   /* bfloat16 bits */
+
+/* ggml type ids (GGUF). Never invent one: files must load in llama.cpp. */
+enum {
+    LM_TYPE_F32 = 0,
+    LM_TYPE_F16 = 1,
+    LM_TYPE_Q4_0 = 2,
+    LM_TYPE_Q4_1 = 3,
+    LM_TYPE_Q5_0 = 6,
+    LM_TYPE_Q5_1 = 7,
+    LM_TYPE_Q8_0 = 8,
+    LM_TYPE_Q8_1 = 9,
+    LM_TYPE_Q2_K = 10,
+    LM_TYPE_Q3_K = 11,
+    LM_TYPE_Q4_K = 12,
+    LM_TYPE_Q5_K = 13,
+    LM_TYPE_Q6_K = 14,
+    LM_TYPE_Q8_K = 15,
+    LM_TYPE_IQ4_NL = 20,
+    LM_TYPE_IQ4_XS = 23,
+    LM_TYPE_I32 = 26,
+    LM_TYPE_BF16 = 30,
+    LM_TYPE_COUNT = 43
+};
+
+/* ---------------------------------------------------------------- legacy */
+#define QK4_0 32
+typedef struct {
+    lm_half d;
+    uint8_t qs[QK4_0 / 2];
+} block_q4_0;
+LM_STATIC_ASSERT(sizeof(block_q4_0) == 2 + QK4_0 / 2, "block_q4_0 size");
+
+#define QK4_1 32
+typedef struct {
+    lm_half d;
+    lm_half m;
+    uint8_t qs[QK4_1 / 2];
+} block_q4_1;
+LM_STATIC_ASSERT(sizeof(block_q4_1) == 4 + QK4_1 / 2, "block_q4_1 size");
+
+#define QK5_0 32
+typedef struct {
+    lm_half d;
+    uint8_t qh[4];
+    uint8_t qs[QK5_0 / 2];
+} block_q5_0;
+LM_STATIC_ASSERT(sizeof(block_q5_0) == 2 + 4 + QK5_0 / 2, "block_q5_0 size");
+
+#define QK5_1 32
+typedef struct {
+    lm_half d;
+    lm_half m;
+    uint8_t qh[4];
+    uint8_t qs[QK5_1 / 2];
+} block_q5_1;
+LM_STATIC_ASSERT(sizeof(block_q5_1) == 4 + 4 + QK5_1 / 2, "block_q5_1 size");
+
+#define QK8_0 32
+typedef struct {
+    lm_half d;
+    int8_t qs[QK8_0];
+} block_q8_0;
+LM_STATIC_ASSERT(sizeof(block_q8_0) == 2 + QK8_0, "block_q8_0 size");
+
+#define QK8_1 32
+/* s = d * sum(qs): lets the dot with a q4_1/q5_1 block fold in the min term */
+typedef struct {
+    lm_half d;
+    lm_half s;
+    int8_t qs[QK8_1];
+} block_q8_1;
+LM_STATIC_ASSERT(sizeof(block_q8_1) == 4 + QK8_1, "block_q8_1 size");
+
+/* -------------------------------------------------------------- k-quants */
+/* 256-weight super-blocks; sub-block scales are quantized against d/dmin */
+#define QK_K 256
+#define K_SCALE_SIZE 12
+
+/* 16 sub-blocks of 16: 4-bit scale | 4-bit min per sub-block, 2-bit quants */
+typedef struct {
+    uint8_t scales[QK_K / 16];
+    uint8_t qs[QK_K / 4];
+    lm_half d;
+    lm_half dmin;
+} block_q2_K;
+LM_STATIC_ASSERT(sizeof(block_q2_K) == 2 * 2 + QK_K / 16 + QK_K / 4, "block_q2_K size");
+
+/* 16 sub-blocks of 16: 6-bit scales packed in 12 bytes, 2 low bits + 1 high bit */
+typedef struct {
+    uint8_t hmask[QK_K / 8];
+    uint8_t qs[QK_K / 4];
+    uint8_t scales[12];
+    lm_half d;
+} block_q3_K;
+LM_STATIC_ASSERT(sizeof(block_q3_K) == 2 + QK_K / 4 + QK_K / 8 + 12, "block_q3_K size");
+
+/* 8 sub-blocks of 32: 6-bit scales and mins packed in 12 bytes, 4-bit quants */
+typedef struct {
+    lm_half d;
+    lm_half dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qs[QK_K / 2];
+} block_q4_K;
+LM_STATIC_ASSERT(sizeof(block_q4_K) == 2 * 2 + K_SCALE_SIZE + QK_K / 2, "block_q4_K size");
+
+typedef struct {
+    lm_half d;
+    lm_half dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} block_q5_K;
+LM_STATIC_ASSERT(sizeof(block_q5_K) == 2 * 2 + K_SCALE_SIZE + QK_K / 2 + QK_K / 8, "block_q5_K size");
+
+/* 16 sub-blocks of 16: int8 scales, 4 low bits + 2 high bits */
+typedef struct {
+    uint8_t ql[QK_K / 2];
+    uint8_t qh[QK_K / 4];
+    int8_t scales[QK_K / 16];
+    lm_half d;
+} block_q6_K;
+LM_STATIC_ASSERT(sizeof(block_q6_K) == 2 + QK_K / 16 + 3 * QK_K / 4, "block_q6_K size");
+
+/* activation partner of the k-quants; bsums = sums of 16-groups for the min terms */
+typedef struct {
+    float d;
+    int8_t qs[QK_K];
+    int16_t bsums[QK_K / 16];
+} block_q8_K;
+LM_STATIC_ASSERT(sizeof(block_q8_K) == 4 + QK_K + QK_K / 16 * 2, "block_q8_K size");
+
+/* ------------------------------------------------------ non-linear 4-bit */
+#define QK4_NL 32
+typedef struct {
+    lm_half d;
+    uint8_t qs[QK4_NL / 2];
+} block_iq4_nl;
+LM_STATIC_ASSERT(sizeof(block_iq4_nl) == 2 + QK4_NL / 2, "block_iq4_nl size");
+
+/* 8 sub-blocks of 32 with 6-bit scales split into low nibbles and high bit pairs */
+typedef struct {
+    lm_half d;
+    uint16_t scales_h;
+    uint8_t scales_l[QK_K / 64];
+    uint8_t qs[QK_K / 2];
+} block_iq4_xs;
+LM_STATIC_ASSERT(sizeof(block_iq4_xs) == 2 + 2 + QK_K / 64 + QK_K / 2, "block_iq4_xs size");
+
+/* --------------------------------------------------- half / bf16 (scalar) */
+LM_HD float lm_bits_to_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+LM_HD uint32_t lm_f32_to_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* Exact binary16 -> binary32, subnormals included (same values as F16C). */
+LM_HD float lm_half_to_f32(lm_half h) {
+    const uint32_t w = (uint32_t)h << 16;
+    const uint32_t sign = w & 0x80000000u;
+    const uint32_t two_w = w + w;
+    /* normals: shift exponent/mantissa into place and rescale by 2^-112 */
+    const float exp_scale = lm_bits_to_f32(0x7800000u);
+    const float normalized = lm_bits_to_f32((two_w >> 4) + (0xE0u << 23)) * exp_scale;
+    /* subnormals: build 0.5 + m/2^24 in float and subtract the 0.5 */
+    const float denormalized = lm_bits_to_f32((two_w >> 17) | (126u << 23)) - 0.5f;
+    const uint32_t denorm_cutoff = 1u << 27;
+    const uint32_t r = sign | (two_w < denorm_cutoff ? lm_f32_to_bits(denormalized) : lm_f32_to_bits(normalized));
+    return lm_bits_to_f32(r);
+}
+
+/* binary32 -> binary16 with round-to-nearest-even, the rounding F16C and
+ * ggml's scalar fallback both use, so quantized scales are bit-identical. */
+LM_HD lm_half lm_f32_to_half(float f) {
+    const float scale_to_inf = lm_bits_to_f32(0x77800000u);
+    const float scale_to_zero = lm_bits_to_f32(0x08800000u);
+    float absf = lm_bits_to_f32(lm_f32_to_bits(f) & 0x7fffffffu);
+    float base = (absf * scale_to_inf) * scale_to_zero;
+    const uint32_t w = lm_f32_to_bits(f);
+    const uint32_t shl1_w = w + w;
+    const uint32_t sign = w & 0x80000000u;
+    uint32_t bias = shl1_w & 0xff000000u;
+    if (bias < 0x71000000u) bias = 0x71000000u;
+    base = lm_bits_to_f32((bias >> 1) + 0x07800000u) + base;
+    const uint32_t bits = lm_f32_to_bits(base);
+    const uint32_t exp_bits = (bits >> 13) & 0x00007c00u;
+    const uint32_t mantissa_bits = bits & 0x00000fffu;
+    const uint32_t nonsign = exp_bits + mantissa_bits;
+    return (lm_half)((sign >> 16) | (shl1_w > 0xff000000u ? 0x7e00u : nonsign));
+}
+
+LM_HD float lm_bf16_to_f32(lm_bf16 h) { return lm_bits_to_f32((uint32_t)h << 16); }
+
+/* round-to-nearest-even; NaN stays a quiet NaN (ggml_compute_fp32_to_bf16) */
+LM_HD lm_bf16 lm_f32_to_bf16(float f) {
+    const uint32_t u = lm_f32_to_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (lm_bf16)((u >> 16) | 64);
+    return (lm_bf16)((u + (0x7fffu + ((u >> 16) & 1u))) >> 16);
+}
+
+/* round to nearest by the 1.5*2^23 trick (ggml's nearest_int): ties go to
+ * even, and only |x| <= 2^22 gives a meaningful result, as in ggml */
+LM_HD int lm_nearest_int(float x) {
+    const float v = x + 12582912.f;
+    int i;
+    memcpy(&i, &v, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+#endif /* LAMINA_BLOCKS_H */

@@ -1,0 +1,50 @@
+/* kernels.h — the per-type CPU entry points the traits table points at,
+ * declared from the list of types (quants/types.h).
+ *
+ * For each type <t>, as its KIND and flags say:
+ *   lm_dequantize_row_<t>(x, y, k)         k values of x to float (every type)
+ *   lm_quantize_<t>(src, dst, nrows, n, im) ggml_quantize_chunk semantics (weights)
+ *   lm_vec_dot_<t>_ref(n, s, x, y)          scalar reference dot with the partner (weights)
+ *   lm_vec_dot_<t>_avx2(n, s, x, y)         x86 AVX2/FMA/F16C, built on x86-64 only (weights)
+ *   lm_from_float_<t>(x, y, k)              one row of activations into <t> (FROM_F32)
+ *   lm_vec_dot_x4_<t>_avx2(...)             four activation columns at once (X4)
+ */
+#ifndef LAMINA_KERNELS_H
+#define LAMINA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "quants/types.h"
+
+#define LM_DECLARE_KERNELS(ID, t, qk, block, PARTNER, KIND, FROM_F32, X4)                                       \
+    void lm_dequantize_row_##t(const void *x, float *y, int64_t k);                                             \
+    LM_IF_WEIGHT(KIND, size_t lm_quantize_##t(const float *src, void *dst, int64_t nrows, int64_t n_per_row,    \
+                                              const float *imatrix);                                            \
+                 void lm_vec_dot_##t##_ref(int64_t n, float *s, const void *x, const void *y);                  \
+                 void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *x, const void *y);)                \
+    LM_IF(FROM_F32, void lm_from_float_##t(const float *x, void *y, int64_t k);)                                \
+    LM_IF(X4, void lm_vec_dot_x4_##t##_avx2(int64_t n, float *s, size_t s_stride, const void *x, const void *y, \
+                                            size_t y_stride);)
+
+LM_BLOCK_TYPES(LM_DECLARE_KERNELS)
+
+#undef LM_DECLARE_KERNELS
+
+/* lm_dequantize_row_<t> of a type whose block math has lm_dequant1_<t>:
+ * value j of each block in turn (k a multiple of qk, checked by the caller).
+ * Each block is read through a local copy, which the stores to y cannot
+ * alias, so what lm_dequant1_<t> computes once per block (its scales) is
+ * computed once per block here too. */
+#define LM_DEFINE_DEQUANTIZE_ROW(t, block, qk)                                       \
+    void lm_dequantize_row_##t(const void *vx, float *y, int64_t k) {                \
+        const block *x = vx;                                                         \
+        for (int64_t i = 0; i < k / (qk); i++) {                                     \
+            block b;                                                                 \
+            memcpy(&b, &x[i], sizeof b);                                             \
+            for (int j = 0; j < (qk); j++) y[i * (qk) + j] = lm_dequant1_##t(&b, j); \
+        }                                                                            \
+    }
+
+#endif /* LAMINA_KERNELS_H */

@@ -1,0 +1,48 @@
+/* type_traits.h — one row per ggml type: sizes, the activation partner of its
+ * dot product, and the functions that convert and multiply it (ggml's
+ * type-traits idea: one table instead of switch statements everywhere). The
+ * rows come from the list of types (quants/types.h, quants/type_traits.c). */
+#ifndef LAMINA_TYPE_TRAITS_H
+#define LAMINA_TYPE_TRAITS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quants/blocks.h"
+
+/* y[0..k) = values of the k weights in x (k a multiple of blck_size) */
+typedef void (*lm_to_float_fn)(const void *x, float *y, int64_t k);
+/* ggml_quantize_chunk semantics: nrows rows; imatrix may be NULL; returns bytes written */
+typedef size_t (*lm_quantize_fn)(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix);
+/* one row of activations into this type (used for the dot partners Q8_0/Q8_1/Q8_K/F16/BF16/F32) */
+typedef void (*lm_from_float_fn)(const float *x, void *y, int64_t k);
+/* *s = dot(x, y) over n values; x in this type, y in its vec_dot_type */
+typedef void (*lm_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
+/* s[c * s_stride] = dot(x, the activations y_stride * c bytes after y) for
+ * c = 0..3 (s_stride counts floats): one weight row with four activation
+ * columns, each result bit-identical to the single-column kernel of the same
+ * impl on that column (matmul.c's prefill path) */
+typedef void (*lm_vec_dot_x4_fn)(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+
+typedef struct {
+    const char *name;
+    int64_t blck_size;
+    size_t type_size;
+    int vec_dot_type;
+    lm_to_float_fn to_float;
+    lm_quantize_fn quantize;
+    lm_from_float_fn from_float;
+    lm_vec_dot_fn vec_dot_ref;    /* scalar reference: the oracle for SIMD paths */
+    lm_vec_dot_fn vec_dot_avx2;   /* NULL when not built or not written */
+    lm_vec_dot_x4_fn vec_dot_x4_avx2;   /* four columns of vec_dot_avx2; NULL when not built or not written */
+} lm_type_traits;
+
+/* NULL for ids outside the table */
+const lm_type_traits *lm_get_type_traits(int type);
+/* the dot kernel for impl (LM_IMPL_*), or NULL if that impl is unavailable */
+lm_vec_dot_fn lm_select_vec_dot(const lm_type_traits *t, int impl);
+/* the four-column kernel matching lm_select_vec_dot(t, impl), or NULL when
+ * there is none (then multiply one column at a time) */
+lm_vec_dot_x4_fn lm_select_vec_dot_x4(const lm_type_traits *t, int impl);
+
+#endif

@@ -1,0 +1,24 @@
+/* cpu_features.c — which SIMD kernels this CPU can run, decided once at run
+ * time so one build works on any x86-64 (and builds scalar-only elsewhere).
+ * LAMINA_SIMD=scalar in the environment forces the scalar reference path. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "simd/cpu_features.h"
+
+static int detect_avx2(void) {
+    const char *force = getenv("LAMINA_SIMD");
+    if (force && strcmp(force, "scalar") == 0) return 0;
+#if defined(LM_BUILD_AVX2) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+    return 0;
+#endif
+}
+
+int lm_cpu_features_avx2(void) {
+    static int cached = -1;   /* benign race: every thread computes the same value */
+    if (cached < 0) cached = detect_avx2();
+    return cached;
+}

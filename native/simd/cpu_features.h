@@ -1,0 +1,9 @@
+/* cpu_features.h — which SIMD kernels this CPU runs (cpu_features.c). */
+#ifndef LAMINA_CPU_FEATURES_H
+#define LAMINA_CPU_FEATURES_H
+
+/* 1 when the AVX2 kernels were built and this CPU has AVX2, FMA and F16C (and
+ * LAMINA_SIMD=scalar is not set), else 0 */
+int lm_cpu_features_avx2(void);
+
+#endif /* LAMINA_CPU_FEATURES_H */

@@ -1,0 +1,87 @@
+/* avx2.h — small AVX2 building blocks shared by the AVX2 kernels of simd/x86/.
+ * Only included by files compiled with -mavx2 -mfma -mf16c. */
+#ifndef LAMINA_AVX2_H
+#define LAMINA_AVX2_H
+
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "quants/blocks.h"
+
+/* sum of the 8 floats of x */
+static inline float lm_hsum_f32_8(__m256 x) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+/* sum of the 8 int32 of x */
+static inline int lm_hsum_i32_8(__m256i x) {
+    __m128i r = _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    r = _mm_add_epi32(r, _mm_unpackhi_epi64(r, r));
+    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(r);
+}
+
+/* 32 bytes of 4-bit values (low nibbles of 16 bytes, then high nibbles) -> 32 bytes in 0..15,
+ * in ggml's order: byte j < 16 is qs[j] & 15, byte j >= 16 is qs[j-16] >> 4 */
+static inline __m256i lm_bytes_from_nibbles_32(const uint8_t *qs) {
+    const __m128i tmp = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
+    return _mm256_and_si256(_mm256_set1_epi8(0x0F), bytes);
+}
+
+/* 32 bits -> 32 bytes, each 0xFF where the bit is set, else 0 */
+static inline __m256i lm_bytes_from_bits_32(const uint8_t *bits) {
+    uint32_t x32;
+    memcpy(&x32, bits, sizeof(uint32_t));
+    const __m256i shuf_mask =
+        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000);
+    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x32), shuf_mask);
+    const __m256i bit_mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+    bytes = _mm256_or_si256(bytes, bit_mask);
+    return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+}
+
+/* pairwise sums of int16 -> 8 floats */
+static inline __m256 lm_sum_i16_pairs_f32(__m256i x) {
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), x));
+}
+
+/* unsigned bytes ax times signed bytes sy, summed in groups of 4 -> 8 floats */
+static inline __m256 lm_mul_sum_us8_pairs_f32(__m256i ax, __m256i sy) {
+    return lm_sum_i16_pairs_f32(_mm256_maddubs_epi16(ax, sy));
+}
+
+/* signed bytes x times signed bytes y, summed in groups of 4 -> 8 floats */
+static inline __m256 lm_mul_sum_i8_pairs_f32(__m256i x, __m256i y) {
+    const __m256i ax = _mm256_sign_epi8(x, x);   /* |x| as unsigned */
+    const __m256i sy = _mm256_sign_epi8(y, x);   /* y with x's sign */
+    return lm_mul_sum_us8_pairs_f32(ax, sy);
+}
+
+static inline float lm_half_f32(lm_half h) { return _cvtsh_ss(h); }
+
+/* ------------------------------------------------- four-column kernels */
+/* lm_vec_dot_x4_<t>_avx2(n, s, s_stride, x, y, y_stride) sets
+ * s[c * s_stride] = dot(x, y + c * y_stride) for c = 0..3. Each weight block is
+ * unpacked once and multiplied with the four columns' blocks, which is where
+ * prefill spends its time (compute/matmul.c calls these while 4 columns remain).
+ *
+ * Every column is computed with the per-block arithmetic and the accumulation
+ * order of the single-column kernel lm_vec_dot_<t>_avx2 beside it in
+ * simd/x86/<t>_avx2.c (the k-quant blocks are the very same *_block_n
+ * functions, the legacy blocks the same byte unpacking and FMA chain), just
+ * with four accumulators, so each result is bit-identical to that kernel's:
+ * matmul output does not depend on how columns are grouped. */
+enum { NCOL = 4 };
+
+/* the four columns' rows of activation blocks */
+#define LM_X4_COLUMNS(block_t, y, vy, y_stride) \
+    const block_t *y[NCOL];                     \
+    for (int c = 0; c < NCOL; c++) y[c] = (const block_t *)((const char *)(vy) + (size_t)c * (y_stride))
+
+#endif /* LAMINA_AVX2_H */

@@ -1,0 +1,71 @@
+/* legacy_avx2.h — what the AVX2 dots of the 32-weight formats
+ * (simd/x86/q4_0_avx2.c .. q8_0_avx2.c) share: the kernels, given how a type
+ * unpacks a block into the 32 bytes the dot multiplies.
+ *
+ * Same integer math per block as the shared block math (quants/q*_0.h,
+ * q*_1.h), with the float sums in a different order: tests compare each with
+ * its scalar reference by NMSE. The kernels follow ggml's AVX2
+ * ggml_vec_dot_<t>_q8_<p>. */
+#ifndef LAMINA_LEGACY_AVX2_H
+#define LAMINA_LEGACY_AVX2_H
+
+#include "simd/x86/avx2.h"
+
+/* signed weight bytes x Q8_0 (Q4_0, Q5_0, Q8_0): per block, 32 weights as
+ * bytes times 32 activation bytes, summed into 8 int32 lanes as floats,
+ * scaled by dx*dy and accumulated with one FMA */
+#define LM_DEFINE_VEC_DOT_I8(t, bytes)                                                  \
+    void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *vx, const void *vy) {   \
+        const block_##t *x = vx;                                                        \
+        const block_q8_0 *y = vy;                                                       \
+        __m256 acc = _mm256_setzero_ps();                                               \
+        for (int64_t i = 0; i < n / QK8_0; i++) {                                       \
+            const __m256 d = _mm256_set1_ps(lm_half_f32(x[i].d) * lm_half_f32(y[i].d)); \
+            const __m256i qx = bytes(&x[i]);                                            \
+            const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);            \
+            acc = _mm256_fmadd_ps(d, lm_mul_sum_i8_pairs_f32(qx, qy), acc);             \
+        }                                                                               \
+        *s = lm_hsum_f32_8(acc);                                                        \
+    }
+
+/* unsigned weight bytes x Q8_1 (Q4_1, Q5_1): as above with unsigned bytes; the
+ * min term m * dy * sum(qy) needs no vector work: Q8_1 stores dy*sum(qy) */
+#define LM_DEFINE_VEC_DOT_U8_MIN(t, bytes)                                              \
+    void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *vx, const void *vy) {   \
+        const block_##t *x = vx;                                                        \
+        const block_q8_1 *y = vy;                                                       \
+        __m256 acc = _mm256_setzero_ps();                                               \
+        float summs = 0;                                                                \
+        for (int64_t i = 0; i < n / QK8_1; i++) {                                       \
+            summs += lm_half_f32(x[i].m) * lm_half_f32(y[i].s);                         \
+            const __m256 d = _mm256_set1_ps(lm_half_f32(x[i].d) * lm_half_f32(y[i].d)); \
+            const __m256i qx = bytes(&x[i]);                                            \
+            const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);            \
+            acc = _mm256_fmadd_ps(d, lm_mul_sum_us8_pairs_f32(qx, qy), acc);            \
+        }                                                                               \
+        *s = lm_hsum_f32_8(acc) + summs;                                                \
+    }
+
+/* four columns (avx2.h) of LM_DEFINE_VEC_DOT_I8: per block acc += (dx * dy) *
+ * sum(qx * qy) with one FMA; |qx| is taken once per block */
+#define LM_DEFINE_VEC_DOT_X4_I8(t, bytes)                                                                 \
+    void lm_vec_dot_x4_##t##_avx2(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy,   \
+                                  size_t y_stride) {                                                      \
+        const block_##t *x = vx;                                                                          \
+        LM_X4_COLUMNS(block_q8_0, y, vy, y_stride);                                                       \
+        __m256 acc[NCOL];                                                                                 \
+        for (int c = 0; c < NCOL; c++) acc[c] = _mm256_setzero_ps();                                      \
+        for (int64_t i = 0; i < n / QK8_0; i++) {                                                         \
+            const float xd = lm_half_f32(x[i].d);                                                         \
+            const __m256i qx = bytes(&x[i]);                                                              \
+            const __m256i ax = _mm256_sign_epi8(qx, qx);                                                  \
+            for (int c = 0; c < NCOL; c++) {                                                              \
+                const __m256 d = _mm256_set1_ps(xd * lm_half_f32(y[c][i].d));                             \
+                const __m256i sy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[c][i].qs), qx); \
+                acc[c] = _mm256_fmadd_ps(d, lm_mul_sum_us8_pairs_f32(ax, sy), acc[c]);                    \
+            }                                                                                             \
+        }                                                                                                 \
+        for (int c = 0; c < NCOL; c++) s[c * s_stride] = lm_hsum_f32_8(acc[c]);                           \
+    }
+
+#endif /* LAMINA_LEGACY_AVX2_H */
