@@ -78,8 +78,9 @@ double lm_memory_read_gbps(lm_threadpool *tp, const void *buf, size_t bytes, int
 /* ================================================================ model ===
  * A decoder-only transformer whose weights stay where the caller mapped them
  * (the GGUF mmap: nothing is copied), and a context that owns the KV cache,
- * scratch buffers and a thread pool. One lm_context_eval call runs a whole
- * batch of tokens (prompt prefill or one decode step) through every layer.
+ * scratch buffers and a thread pool. One lm_context_decode call runs a whole
+ * batch of tokens of several sequences (prefill chunks and decode steps
+ * together) through every layer; lm_context_eval is its one-sequence form.
  *
  * One layer, parameterized: llama (SmolLM2, TinyLlama, Llama 2/3, Mistral),
  * qwen2 (q/k/v biases, NeoX rope) and gemma3 (q/k norms, post norms, GELU,
@@ -90,7 +91,7 @@ typedef struct lm_model lm_model;
 typedef struct lm_context lm_context;
 
 enum lm_model_status {
-    LM_ERR_CONTEXT_FULL = -6,   /* n_past + n_tokens would exceed n_ctx */
+    LM_ERR_CONTEXT_FULL = -6,   /* a batch does not fit: a sequence's n_ctx_seq, or the free cells */
     LM_ERR_TOKEN = -7,          /* a token id outside [0, n_vocab) */
     LM_ERR_NO_DEVICE = -8       /* the offload device asked for is not available */
 };
@@ -166,13 +167,14 @@ size_t lm_kv_cache_bytes(const lm_model *model, int32_t n_ctx, int kv_type);
  * 32). n_batch bounds the tokens of one eval. NULL on error. */
 lm_context *lm_context_create(lm_model *model, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads);
 void lm_context_free(lm_context *ctx);
-/* Runs tokens[0..n_tokens) at positions n_past.. and appends them to the cache.
+/* Sequence 0 alone (lm_context_decode's one-sequence form): runs tokens[0..n_tokens) at positions n_past.. and appends them to the cache.
  * logits: [n_tokens][n_vocab] when all_logits, else [1][n_vocab] for the last
  * token; NULL skips the output head (a prefill chunk whose logits nobody
  * reads). On error nothing is appended. */
 int lm_context_eval(lm_context *ctx, const int32_t *tokens, int32_t n_tokens, float *logits, int all_logits);
+/* the length of sequence 0 */
 int32_t lm_context_n_past(const lm_context *ctx);
-/* forget cached positions >= n_keep (0 <= n_keep <= n_past) */
+/* forget positions >= n_keep of sequence 0 (0 <= n_keep <= n_past) */
 int lm_context_truncate(lm_context *ctx, int32_t n_keep);
 size_t lm_context_kv_bytes(const lm_context *ctx);
 
@@ -214,6 +216,72 @@ int lm_context_eval_layers(lm_context *ctx, const int32_t *tokens, int32_t n_tok
  * n_head * head_dim), ffn_in (normed input of gate/up, n_embd), down_in
  * (act(gate) * up, n_ff). Buffers hold n_batch rows. il = -1 stops. */
 int lm_context_capture(lm_context *ctx, int32_t il, float *attn_in, float *wo_in, float *ffn_in, float *down_in);
+/* ========================================================== sequences ===
+ * llama.cpp's model: a batch is a list of tokens, each with its sequence, its
+ * position in that sequence and a flag "return my logits"; one KV cache holds
+ * the cells of up to n_seq_max sequences. Cells come in blocks of
+ * lm_kv_usage.block_size positions of one sequence; each sequence has a table
+ * of its blocks, taken from one pool (lowest free block first) and given back
+ * when the sequence shrinks. Blocks are shared between sequences after
+ * lm_context_seq_cp and copied before anything writes into a shared one.
+ * A token attends to the positions <= its own of its own sequence (within
+ * the layer's sliding window). Positions of a sequence stay contiguous.
+ * lm_context_eval / n_past / truncate / eval_layers work on sequence 0. */
+enum lm_seq_limits { LM_SEQ_MAX = 256 };   /* most sequences one context holds */
+
+typedef struct {
+    int32_t n_tokens;
+    const int32_t *token;         /* [n_tokens] */
+    const int32_t *pos;           /* [n_tokens] position of each token in its sequence */
+    const int32_t *seq_id;        /* [n_tokens] in [0, n_seq_max) */
+    const int8_t *logits;         /* [n_tokens] nonzero: return this token's logits; NULL: none */
+} lm_batch;
+
+typedef struct {
+    int32_t n_ctx;                /* cells of the whole KV cache, all sequences together */
+    int32_t n_batch;              /* most tokens of one batch */
+    int32_t n_seq_max;            /* sequences, ids [0, n_seq_max), at most LM_SEQ_MAX */
+    int32_t n_ctx_seq;            /* most positions one sequence holds, <= n_ctx; 0: n_ctx / n_seq_max */
+    int32_t kv_type;              /* as lm_context_create */
+    int32_t n_threads;
+    int32_t gpu_layers;           /* as lm_context_create_offload; 0: none */
+    int32_t device;               /* enum lm_device_kind, when gpu_layers > 0 */
+} lm_context_params;
+
+/* lm_context_create_offload with several sequences. NULL on error. */
+lm_context *lm_context_create_params(lm_model *model, const lm_context_params *params);
+
+/* One batch through the whole model, one call. Each sequence's tokens must
+ * continue it exactly: in batch order at positions seq_len, seq_len + 1, ...
+ * (LM_ERR_ARG naming the token, sequence and expected position otherwise);
+ * a batch whose sequences do not fit their n_ctx_seq or the free cells is
+ * LM_ERR_CONTEXT_FULL. Checked before anything runs: on any error no cell
+ * is taken and no length moves. logits: [n_outputs][n_vocab], the rows
+ * asked for in batch order (may be NULL when none is asked for). */
+int lm_context_decode(lm_context *ctx, const lm_batch *batch, float *logits);
+/* positions held by a sequence, or LM_ERR_ARG for an id outside [0, n_seq_max) */
+int32_t lm_context_seq_len(const lm_context *ctx, int32_t seq_id);
+/* Remove positions [p0, p1) of a sequence (p1 < 0 or past its end: to its
+ * end; nothing past its end is removed). When p1 is before the end, the later
+ * positions move down by p1 - p0 and their cached keys are rotated by that
+ * delta (llama.cpp's seq_rm + seq_add context shift). */
+int lm_context_seq_rm(lm_context *ctx, int32_t seq_id, int32_t p0, int32_t p1);
+/* dst becomes the first n positions of src (0 <= n <= seq_len(src), dst !=
+ * src; dst's old positions are dropped), sharing src's blocks: no cell is
+ * copied until one of them writes into a shared block. */
+int lm_context_seq_cp(lm_context *ctx, int32_t src, int32_t dst, int32_t n);
+
+typedef struct {
+    int32_t n_seq_max;
+    int32_t n_ctx_seq;
+    int32_t block_size;           /* positions per block: a power of two <= 32 dividing n_ctx and n_ctx_seq */
+    int32_t cells_total;          /* n_ctx */
+    int32_t cells_used;           /* in whole blocks held by at least one sequence */
+} lm_kv_usage;
+int lm_context_kv_usage(const lm_context *ctx, lm_kv_usage *out);
+/* one cached position as floats (tests, debugging): k, v [n_head_kv * head_dim]
+ * of layer il (one of this context's host layers) */
+int lm_context_kv_read(const lm_context *ctx, int32_t seq_id, int32_t il, int32_t pos, float *k, float *v);
 /* ============================================================ end model === */
 /* LM_CDEF_END */
 

@@ -1,10 +1,11 @@
-/* forward.c — lm_context_eval: one batch of tokens through the whole decoder.
+/* forward.c — the forward pass: one batch of tokens of several sequences
+ * through the whole decoder (batch.c checks the batch and reserves its cells).
  *
  *   x = embed(tokens) * embd_scale
  *   for each layer:
  *     h = norm(x)
  *     q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv)
- *     q, k = rope(qk_norm(q)), rope(qk_norm(k));  cache[pos] = k, v
+ *     q, k = rope(qk_norm(q)), rope(qk_norm(k));  cache[cell of (seq, pos)] = k, v
  *     x = x + post_norm(attention(q, cache) Wo)
  *     h = norm(x)
  *     x = x + post_norm((act(h Wgate) * (h Wup)) Wdown)
@@ -13,8 +14,10 @@
  * Every step is a job over the context's thread pool: matmuls split weight
  * rows (lm_matmul_into; in decode the matrices that share an input go out
  * together as row slices, one pool wake-up), the row-wise steps split
- * tokens, attention splits (token, head) pairs. Steps too small to be worth
- * waking the workers run on the calling thread. */
+ * tokens, attention splits (token, head) pairs. Every step but attention
+ * treats each token alone, whatever sequence it belongs to; attention reads
+ * the token's own sequence through its block table. Steps too small to be
+ * worth waking the workers run on the calling thread. */
 #include <math.h>
 #include <string.h>
 
@@ -36,8 +39,11 @@ typedef struct {
     const lm_layer_weights *l;    /* current layer */
     int il;
     int32_t n_tokens;             /* T, rows of the batch */
-    int32_t pos0;                 /* position of row 0 */
-    const int32_t *tokens;
+    int32_t max_pos;              /* the batch's last position (the work attention does) */
+    const int32_t *tokens;        /* [T] */
+    const int32_t *pos;           /* [T] position of each row in its sequence */
+    const int32_t *seq;           /* [T] its sequence */
+    const int32_t *cell;          /* [T] the cell its key and value go to */
     const float *post_norm;       /* residual step: norm of the sublayer output, or NULL */
     const float *next_norm;       /* residual step: norm for the next sublayer */
 } fwd_job;
@@ -73,7 +79,7 @@ static void embed_rows(void *arg, int ith, int nth) {
 /* ---------------------------------------------------------- attention */
 
 /* (cos, sin) of every rotated pair of every row, once per rope group */
-static void rope_tables(lm_context *c, int32_t pos0, int32_t n_tokens) {
+static void rope_tables(lm_context *c, const int32_t *pos, int32_t n_tokens) {
     const lm_model *m = c->model;
     const int half = m->p.n_rot / 2;
     for (int g = 0; g < m->n_rope_groups; g++) {
@@ -81,7 +87,7 @@ static void rope_tables(lm_context *c, int32_t pos0, int32_t n_tokens) {
         for (int32_t t = 0; t < n_tokens; t++) {
             float *cs = c->rope_cs + ((size_t)g * c->n_batch + t) * 2 * half;
             for (int i = 0; i < half; i++) {
-                const double theta = (double)(pos0 + t) * inv_freq[i];
+                const double theta = (double)pos[t] * inv_freq[i];
                 cs[2 * i] = (float)cos(theta);
                 cs[2 * i + 1] = (float)sin(theta);
             }
@@ -118,39 +124,50 @@ static void qkv_rows(void *arg, int ith, int nth) {
             if (l->k_norm) lm_rms_norm(k + h * hd, k + h * hd, l->k_norm, hd, p->norm_eps, norm_add_one(p));
             lm_rope_head(k + h * hd, cs, p->n_rot, p->rope_layout == LM_ROPE_NEOX);
         }
-        const size_t at = layer_off + (size_t)(job->pos0 + r) * c->kv_row_bytes;
+        const size_t at = layer_off + (size_t)job->cell[r] * c->kv_row_bytes;
         kvt->from_float(k, c->k_cache + at, kv_dim);
         kvt->from_float(v, c->v_cache + at, kv_dim);
     }
 }
 
 /* att[t, head h] = softmax(scale * q_th . K[lo..pos]) V[lo..pos], where the
- * keys are this layer's cache rows up to the query's own position (causal),
- * and no further back than the sliding window. Tasks (t, h) are dealt out
- * round-robin: later tokens attend to more keys, so contiguous ranges of
- * tokens would leave the first threads idle. */
+ * keys are the cached positions of the token's own sequence up to its own
+ * (causal), and no further back than the sliding window. The positions are
+ * read run by run (lm_kv_run: blocks that follow each other in the pool, all
+ * of them for one sequence alone); mix adds each run into the output, which
+ * gives the bits of one pass over all rows, so a sequence's result does not
+ * depend on where its blocks are. Tasks (t, h) are dealt out round-robin:
+ * later tokens attend to more keys, so contiguous ranges of tokens would
+ * leave the first threads idle. */
 static void attention(void *arg, int ith, int nth) {
     fwd_job *job = arg;
     lm_context *c = job->c;
     const lm_model_params *p = job->p;
     const int hd = p->head_dim, q_dim = p->n_head * hd, group = p->n_head / p->n_head_kv;
     const lm_type_traits *kvt = lm_get_type_traits(c->kv_type);
-    const size_t head_bytes = (size_t)(hd / kvt->blck_size) * kvt->type_size;
-    const size_t layer_off = (size_t)(job->il - c->kv_il0) * c->n_ctx * c->kv_row_bytes;
+    const size_t head_bytes = (size_t)(hd / kvt->blck_size) * kvt->type_size, stride = c->kv_row_bytes;
+    const size_t layer_off = (size_t)(job->il - c->kv_il0) * c->n_ctx * stride;
     const int32_t window = job->l->sliding_window;
     float *s = c->scores + (size_t)ith * c->n_ctx;
     const int64_t n_tasks = (int64_t)job->n_tokens * p->n_head;
     for (int64_t task = ith; task < n_tasks; task += nth) {
         const int t = (int)(task / p->n_head), h = (int)(task % p->n_head);
-        const int32_t pos = job->pos0 + t;
+        const int32_t pos = job->pos[t], seq = job->seq[t];
         const int32_t lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
-        const int32_t n = pos - lo + 1;
         const float *q = c->q + (size_t)t * q_dim + h * hd;
-        const char *kb = c->k_cache + layer_off + (size_t)lo * c->kv_row_bytes + (size_t)(h / group) * head_bytes;
-        const char *vb = c->v_cache + layer_off + (size_t)lo * c->kv_row_bytes + (size_t)(h / group) * head_bytes;
-        c->kv.scores(s, q, kb, c->kv_row_bytes, n, hd, p->attn_scale);
-        lm_softmax(s, n);
-        c->kv.mix(c->att + (size_t)t * q_dim + h * hd, s, vb, c->kv_row_bytes, n, hd);
+        const size_t head_off = layer_off + (size_t)(h / group) * head_bytes;
+        float *out = c->att + (size_t)t * q_dim + h * hd;
+        int32_t cell, n;
+        for (int32_t j = lo; j <= pos; j += n) {
+            n = lm_kv_run(&c->pool, seq, j, pos, &cell);
+            c->kv.scores(s + (j - lo), q, c->k_cache + head_off + (size_t)cell * stride, stride, n, hd, p->attn_scale);
+        }
+        lm_softmax(s, pos - lo + 1);
+        memset(out, 0, sizeof(float) * (size_t)hd);
+        for (int32_t j = lo; j <= pos; j += n) {
+            n = lm_kv_run(&c->pool, seq, j, pos, &cell);
+            c->kv.mix(out, s + (j - lo), c->v_cache + head_off + (size_t)cell * stride, stride, n, hd);
+        }
     }
 }
 
@@ -292,7 +309,8 @@ static int layer_forward(fwd_job *job) {
     const mm_out qkv[3] = { { &l->wq, q_dim, c->q }, { &l->wk, kv_dim, c->k }, { &l->wv, kv_dim, c->v } };
     if ((rc = matmuls(c, c->xb, p->n_embd, T, qkv, 3))) return rc;
     run(c, qkv_rows, job, T * (q_dim + kv_dim) * 8);
-    const int64_t keys = l->sliding_window > 0 && l->sliding_window < job->pos0 + T ? l->sliding_window : job->pos0 + T;
+    const int64_t keys =
+        l->sliding_window > 0 && l->sliding_window <= job->max_pos ? l->sliding_window : job->max_pos + 1;
     run(c, attention, job, T * p->n_head * hd * 4 * keys);
     capture(job, 1, c->att, q_dim);
     const mm_out o[1] = { { &l->wo, p->n_embd, c->xb } };
@@ -335,107 +353,40 @@ static void load_rows(void *arg, int ith, int nth) {
                     norm_add_one(p));
 }
 
-static int check_batch(lm_context *c, const int32_t *tokens, int32_t n_tokens, const char *fn) {
-    if (!c || !tokens) return lm_set_error(LM_ERR_ARG, "%s: NULL context or tokens", fn);
-    if (n_tokens <= 0 || n_tokens > c->n_batch)
-        return lm_set_error(LM_ERR_ARG, "%s: n_tokens=%d outside [1, n_batch=%d]", fn, n_tokens, c->n_batch);
-    if ((int64_t)c->n_past + n_tokens > c->n_ctx)
-        return lm_set_error(LM_ERR_CONTEXT_FULL, "context full: %d cached + %d new tokens > n_ctx=%d", c->n_past,
-                            n_tokens, c->n_ctx);
-    const int32_t n_vocab = c->model->p.n_vocab;
-    for (int32_t i = 0; i < n_tokens; i++)
-        if (tokens[i] < 0 || tokens[i] >= n_vocab)
-            return lm_set_error(LM_ERR_TOKEN, "token %d at index %d is outside the vocabulary [0, %d)", tokens[i], i,
-                                n_vocab);
-    return LM_OK;
+/* Rows c->b_out of xb (output_norm(x)) to the front, in order, so the head
+ * runs over the rows asked for only. In place: row b_out[i] >= i. */
+static void gather_out_rows(lm_context *c) {
+    const size_t E = (size_t)c->model->p.n_embd;
+    for (int32_t i = 0; i < c->b_n_out; i++)
+        if (c->b_out[i] != i) memcpy(c->xb + i * E, c->xb + (size_t)c->b_out[i] * E, E * sizeof(float));
 }
 
-/* x = embeddings of the batch (every layer runs on the device) */
-static void embed_only(fwd_job *job) {
-    job->next_norm = job->p->output_norm;   /* xb is not read: the device norms x itself */
-    run(job->c, embed_rows, job, (int64_t)job->n_tokens * job->p->n_embd * 8);
-}
-
-/* layers [il0, il1) of one checked batch; x_in: the stream entering il0, or
- * NULL for the token embeddings (il0 == 0) */
-static int eval_layers(fwd_job *job, int32_t il0, int32_t il1, const float *x_in) {
-    lm_context *c = job->c;
+int lm_forward(lm_context *c, const lm_batch *b, int32_t il0, int32_t il1, const float *x_in, float *logits) {
     const lm_model *m = c->model;
-    const int64_t T = job->n_tokens, E = m->p.n_embd;
-    rope_tables(c, job->pos0, job->n_tokens);
-    job->next_norm = m->layers[il0].attn_norm;
+    const lm_model_params *p = &m->p;
+    const int64_t T = b->n_tokens, E = p->n_embd;
+    fwd_job job = {
+        .c = c, .p = p, .n_tokens = b->n_tokens, .tokens = b->token, .pos = b->pos, .seq = b->seq_id, .cell = c->b_cell
+    };
+    for (int32_t t = 0; t < b->n_tokens; t++) job.max_pos = b->pos[t] > job.max_pos ? b->pos[t] : job.max_pos;
+    /* xb = the norm the first layer run here reads (output_norm for the head alone) */
+    job.next_norm = il0 < p->n_layer ? m->layers[il0].attn_norm : p->output_norm;
+    if (il0 < il1) rope_tables(c, b->pos, b->n_tokens);
     if (!x_in) {
-        run(c, embed_rows, job, T * E * 8);
+        run(c, embed_rows, &job, T * E * 8);
     } else {
         memcpy(c->x, x_in, sizeof(float) * (size_t)(T * E));
-        run(c, load_rows, job, T * E * 8);
+        run(c, load_rows, &job, T * E * 8);
     }
     for (int il = il0; il < il1; il++) {
-        job->il = il;
-        job->l = &m->layers[il];
-        int rc = layer_forward(job);
+        job.il = il;
+        job.l = &m->layers[il];
+        int rc = layer_forward(&job);
         if (rc) return rc;
     }
-    return LM_OK;
-}
-
-int lm_context_eval_from(lm_context *c, const int32_t *tokens, int32_t n_tokens, int32_t pos0, int32_t il0,
-                         const float *x_in, float *logits, int all_logits) {
-    const lm_model_params *p = &c->model->p;
-    fwd_job job = { .c = c, .p = p, .n_tokens = n_tokens, .pos0 = pos0, .tokens = tokens };
-    int rc;
-    if (il0 < p->n_layer) {
-        if ((rc = eval_layers(&job, il0, p->n_layer, x_in))) return rc;
-    } else {   /* the head alone (offloaded head, no offloaded layers) */
-        memcpy(c->x, x_in, sizeof(float) * (size_t)n_tokens * (size_t)p->n_embd);
-        job.next_norm = p->output_norm;
-        run(c, load_rows, &job, (int64_t)n_tokens * p->n_embd * 8);
-    }
+    if (il1 < p->n_layer || !logits || c->b_n_out == 0) return LM_OK;
     /* xb now holds output_norm(x) */
-    if (logits) {
-        const int64_t first = all_logits ? 0 : n_tokens - 1;
-        const mm_out head[1] = { { &p->output, p->n_vocab, logits } };
-        if ((rc = matmuls(c, c->xb + first * p->n_embd, p->n_embd, n_tokens - first, head, 1))) return rc;
-    }
-    return LM_OK;
-}
-
-int lm_context_eval(lm_context *c, const int32_t *tokens, int32_t n_tokens, float *logits, int all_logits) {
-    int rc = check_batch(c, tokens, n_tokens, "lm_context_eval");
-    if (rc) return rc;
-    if (!c->dev) {
-        rc = lm_context_eval_from(c, tokens, n_tokens, c->n_past, 0, NULL, logits, all_logits);
-    } else {
-        /* host layers, then the stream crosses to the device once per batch */
-        fwd_job job = { .c = c, .p = &c->model->p, .n_tokens = n_tokens, .pos0 = c->n_past, .tokens = tokens };
-        if (c->kv_il1 > 0)
-            rc = eval_layers(&job, 0, c->kv_il1, NULL);
-        else
-            embed_only(&job);
-        if (!rc) rc = c->backend->eval(c->dev, tokens, n_tokens, c->n_past, c->x, logits, all_logits);
-    }
-    if (rc) return rc;
-    c->n_past += n_tokens;
-    return LM_OK;
-}
-
-int lm_context_eval_layers(lm_context *c, const int32_t *tokens, int32_t n_tokens, int32_t il0, int32_t il1,
-                           float *x_io) {
-    int rc = check_batch(c, tokens, n_tokens, "lm_context_eval_layers");
-    if (rc) return rc;
-    const lm_model_params *p = &c->model->p;
-    if (il0 < 0 || il0 >= il1 || il1 > p->n_layer)
-        return lm_set_error(LM_ERR_ARG, "lm_context_eval_layers: layers [%d, %d) outside 0 <= il0 < il1 <= %d", il0,
-                            il1, p->n_layer);
-    if (il0 < c->kv_il0 || il1 > c->kv_il1)
-        return lm_set_error(LM_ERR_ARG,
-                            "lm_context_eval_layers: layers [%d, %d) are not all on this context's "
-                            "device (it runs [%d, %d))",
-                            il0, il1, c->kv_il0, c->kv_il1);
-    if (!x_io) return lm_set_error(LM_ERR_ARG, "lm_context_eval_layers: x_io is NULL");
-    fwd_job job = { .c = c, .p = p, .n_tokens = n_tokens, .pos0 = c->n_past, .tokens = tokens };
-    if ((rc = eval_layers(&job, il0, il1, il0 == 0 ? NULL : x_io))) return rc;
-    memcpy(x_io, c->x, sizeof(float) * (size_t)n_tokens * (size_t)p->n_embd);
-    c->n_past += n_tokens;
-    return LM_OK;
+    gather_out_rows(c);
+    const mm_out head[1] = { { &p->output, p->n_vocab, logits } };
+    return matmuls(c, c->xb, p->n_embd, c->b_n_out, head, 1);
 }

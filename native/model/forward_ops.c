@@ -3,7 +3,6 @@
 #include "model/forward_ops.h"
 
 #include <math.h>
-#include <string.h>
 
 #include "include/lamina.h"
 #include "quants/blocks.h"
@@ -71,7 +70,6 @@ static void kv_scores_f32(float *s, const float *q, const void *k, size_t stride
 }
 
 static void kv_mix_f32(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
-    memset(out, 0, (size_t)hd * sizeof(float));
     for (int64_t j = 0; j < n; j++) {
         const float *vj = (const float *)ROW(v, j, stride);
         for (int64_t i = 0; i < hd; i++) out[i] += p[j] * vj[i];
@@ -88,7 +86,6 @@ static void kv_scores_f16(float *s, const float *q, const void *k, size_t stride
 }
 
 static void kv_mix_f16(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
-    memset(out, 0, (size_t)hd * sizeof(float));
     for (int64_t j = 0; j < n; j++) {
         const lm_half *vj = (const lm_half *)ROW(v, j, stride);
         for (int64_t i = 0; i < hd; i++) out[i] += p[j] * lm_half_to_f32(vj[i]);
@@ -109,7 +106,6 @@ static void kv_scores_q8_0(float *s, const float *q, const void *k, size_t strid
 }
 
 static void kv_mix_q8_0(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
-    memset(out, 0, (size_t)hd * sizeof(float));
     for (int64_t j = 0; j < n; j++) {
         const block_q8_0 *vb = (const block_q8_0 *)ROW(v, j, stride);
         for (int64_t b = 0; b < hd / QK8_0; b++) {

@@ -29,7 +29,10 @@ void lm_rope_head(float *x, const float *cs, int n_rot, int neox);
 /* The attention inner loops over one head (hd values) of n cached rows,
  * row j at byte offset j * stride from k or v, in the cache type:
  *   scores: s[j] = scale * (q . k_j)
- *   mix   : out = sum_j p[j] * v_j        (out is overwritten)
+ *   mix   : out += sum_j p[j] * v_j, adding the rows in order to each value
+ *           of out as it was (so n rows in one call, or in runs one after
+ *           the other, give the same bits: a sequence's cache can be read
+ *           block by block)
  * hd is a multiple of 32 for Q8_0. */
 typedef void (*lm_kv_scores_fn)(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,
                                 float scale);

@@ -201,14 +201,24 @@ static size_t matmul_scratch_bytes(const lm_model *m, int64_t n_batch) {
 
 static float *alloc_floats(size_t n) { return malloc((n > 0 ? n : 1) * sizeof(float)); }
 
-lm_context *lm_context_create_range(lm_model *m, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads,
-                                    int32_t kv_il0, int32_t kv_il1) {
-    if (!m) {
-        lm_set_error(LM_ERR_ARG, "lm_context_create: model is NULL");
-        return NULL;
-    }
-    if (n_ctx <= 0 || n_batch <= 0 || n_threads < 1 || n_threads > 512) {
-        lm_set_error(LM_ERR_ARG, "lm_context_create: bad n_ctx=%d n_batch=%d n_threads=%d", n_ctx, n_batch, n_threads);
+/* the checks of lm_context_params every context makes; fills in n_ctx_seq */
+static int check_context_params(const lm_model *m, lm_context_params *p) {
+    if (p->n_ctx <= 0 || p->n_batch <= 0 || p->n_threads < 1 || p->n_threads > 512)
+        return lm_set_error(LM_ERR_ARG, "lm_context_create: bad n_ctx=%d n_batch=%d n_threads=%d", p->n_ctx, p->n_batch,
+                            p->n_threads);
+    if (p->n_seq_max < 1 || p->n_seq_max > LM_SEQ_MAX || p->n_seq_max > p->n_ctx)
+        return lm_set_error(LM_ERR_ARG, "lm_context_create: n_seq_max=%d outside [1, min(%d, n_ctx=%d)]", p->n_seq_max,
+                            LM_SEQ_MAX, p->n_ctx);
+    if (p->n_ctx_seq == 0) p->n_ctx_seq = p->n_ctx / p->n_seq_max;
+    if (p->n_ctx_seq < 1 || p->n_ctx_seq > p->n_ctx)
+        return lm_set_error(LM_ERR_ARG, "lm_context_create: n_ctx_seq=%d outside [1, n_ctx=%d]", p->n_ctx_seq,
+                            p->n_ctx);
+    return kv_type_usable(m, p->kv_type);
+}
+
+lm_context *lm_context_create_range(lm_model *m, lm_context_params *cp, int32_t kv_il0, int32_t kv_il1) {
+    if (!m || !cp) {
+        lm_set_error(LM_ERR_ARG, "lm_context_create: model or parameters NULL");
         return NULL;
     }
     if (kv_il0 < 0 || kv_il0 > kv_il1 || kv_il1 > m->p.n_layer) {
@@ -216,7 +226,9 @@ lm_context *lm_context_create_range(lm_model *m, int32_t n_ctx, int32_t n_batch,
                      m->p.n_layer);
         return NULL;
     }
-    if (kv_type_usable(m, kv_type)) return NULL;
+    if (check_context_params(m, cp)) return NULL;
+    const int32_t n_ctx = cp->n_ctx, n_batch = cp->n_batch, n_threads = cp->n_threads;
+    const int kv_type = cp->kv_type;
     const size_t all_layers = lm_kv_cache_bytes(m, n_ctx, kv_type);
     if (all_layers == 0) {
         lm_set_error(LM_ERR_NOMEM, "lm_context_create: KV cache of %d positions does not fit in memory", n_ctx);
@@ -225,7 +237,7 @@ lm_context *lm_context_create_range(lm_model *m, int32_t n_ctx, int32_t n_batch,
     /* only the layers this context runs keep a cache */
     const size_t kv_bytes = all_layers / (size_t)m->p.n_layer * (size_t)(kv_il1 - kv_il0);
     const lm_model_params *p = &m->p;
-    const size_t B = (size_t)n_batch;
+    const size_t B = (size_t)n_batch, S = (size_t)cp->n_seq_max;
     const size_t q_dim = (size_t)p->n_head * p->head_dim, kv_dim = (size_t)p->n_head_kv * p->head_dim;
     lm_context *c = calloc(1, sizeof *c);
     if (!c) goto nomem;
@@ -238,6 +250,7 @@ lm_context *lm_context_create_range(lm_model *m, int32_t n_ctx, int32_t n_batch,
     c->kv_bytes = kv_bytes;
     c->kv_il0 = kv_il0;
     c->kv_il1 = kv_il1;
+    if (lm_kv_pool_init(&c->pool, n_ctx, cp->n_ctx_seq, cp->n_seq_max)) goto nomem;
     /* calloc: untouched positions cost no resident memory */
     c->k_cache = calloc(1, max_size(kv_bytes / 2, 1));
     c->v_cache = calloc(1, max_size(kv_bytes / 2, 1));
@@ -254,12 +267,21 @@ lm_context *lm_context_create_range(lm_model *m, int32_t n_ctx, int32_t n_batch,
     c->capture_il = -1;
     c->rope_cs = alloc_floats((size_t)m->n_rope_groups * B * (size_t)p->n_rot);
     c->scores = alloc_floats((size_t)n_threads * (size_t)n_ctx);
+    c->kv_row = alloc_floats(kv_dim);
+    c->b_cell = malloc(B * sizeof *c->b_cell);
+    c->b_out = malloc(B * sizeof *c->b_out);
+    c->b_seqs = malloc(S * sizeof *c->b_seqs);
+    c->b_count = calloc(S, sizeof *c->b_count);
+    c->e_pos = malloc(B * sizeof *c->e_pos);
+    c->e_seq = calloc(B, sizeof *c->e_seq);
+    c->e_logits = malloc(B);
     /* sliced matmuls (few tokens): every thread quantizes its own copy of the activations */
     c->mm_slice_bytes = (matmul_scratch_bytes(m, LM_SLICED_MATMUL_COLS) + 63) / 64 * 64;
     c->mm_scratch =
         malloc(max_size(max_size(matmul_scratch_bytes(m, n_batch), c->mm_slice_bytes * (size_t)n_threads), 64));
     if (!c->k_cache || !c->v_cache || !c->tp || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->hb ||
-        !c->hb2 || !c->rope_cs || !c->scores || !c->mm_scratch)
+        !c->hb2 || !c->rope_cs || !c->scores || !c->kv_row || !c->mm_scratch || !c->b_cell || !c->b_out || !c->b_seqs ||
+        !c->b_count || !c->e_pos || !c->e_seq || !c->e_logits)
         goto nomem;
     return c;
 nomem:
@@ -269,7 +291,10 @@ nomem:
 }
 
 lm_context *lm_context_create(lm_model *m, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads) {
-    return lm_context_create_range(m, n_ctx, n_batch, kv_type, n_threads, 0, m ? m->p.n_layer : 0);
+    const lm_context_params p = {
+        .n_ctx = n_ctx, .n_batch = n_batch, .n_seq_max = 1, .kv_type = kv_type, .n_threads = n_threads
+    };
+    return lm_context_create_params(m, &p);
 }
 
 void lm_context_free(lm_context *c) {
@@ -289,11 +314,18 @@ void lm_context_free(lm_context *c) {
     free(c->xb2);
     free(c->rope_cs);
     free(c->scores);
+    free(c->kv_row);
     free(c->mm_scratch);
+    free(c->b_cell);
+    free(c->b_out);
+    free(c->b_seqs);
+    free(c->b_count);
+    free(c->e_pos);
+    free(c->e_seq);
+    free(c->e_logits);
+    lm_kv_pool_free(&c->pool);
     free(c);
 }
-
-int32_t lm_context_n_past(const lm_context *c) { return c ? c->n_past : 0; }
 
 size_t lm_context_kv_bytes(const lm_context *c) { return c ? c->kv_bytes : 0; }
 
@@ -307,13 +339,5 @@ int lm_context_capture(lm_context *c, int32_t il, float *attn_in, float *wo_in, 
     c->capture[1] = wo_in;
     c->capture[2] = ffn_in;
     c->capture[3] = down_in;
-    return LM_OK;
-}
-
-int lm_context_truncate(lm_context *c, int32_t n_keep) {
-    if (!c) return lm_set_error(LM_ERR_ARG, "lm_context_truncate: context is NULL");
-    if (n_keep < 0 || n_keep > c->n_past)
-        return lm_set_error(LM_ERR_ARG, "truncate to %d: expected 0 <= n_keep <= n_past = %d", n_keep, c->n_past);
-    c->n_past = n_keep;   /* positions >= n_keep are overwritten by the next eval */
     return LM_OK;
 }

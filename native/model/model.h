@@ -8,6 +8,7 @@
 
 #include "include/lamina.h"
 #include "model/forward_ops.h"
+#include "model/kv_pool.h"
 
 /* batches of at most this many tokens run each matmul as row slices, one
  * pool wake-up for q/k/v together (forward.c, mm_slices) */
@@ -27,17 +28,19 @@ struct lm_backend;
 
 struct lm_context {
     lm_model *model;
-    int32_t n_ctx, n_batch, n_past;
+    int32_t n_ctx, n_batch;
     int kv_type;
     int32_t kv_il0, kv_il1;       /* the layers this context runs and caches */
-    /* offload: layers [kv_il1, n_layer) and the output head run on a device */
+    /* offload: layers [kv_il1, n_layer) and the output head run on a device,
+     * which keeps a pool of its own and repeats every sequence operation */
     const struct lm_backend *backend;
     void *dev;                    /* NULL: everything runs here */
     lm_kv_kernels kv;             /* attention inner loops for kv_type */
+    lm_kv_pool pool;              /* who holds which cells (kv_pool.h) */
     size_t kv_row_bytes;          /* one position of one layer: n_head_kv * head_dim values */
     size_t kv_bytes;
-    char *k_cache;                /* [kv_il1 - kv_il0][n_ctx][kv_row_bytes] */
-    char *v_cache;                /* [kv_il1 - kv_il0][n_ctx][kv_row_bytes] */
+    char *k_cache;                /* [kv_il1 - kv_il0][n_ctx cells][kv_row_bytes] */
+    char *v_cache;                /* [kv_il1 - kv_il0][n_ctx cells][kv_row_bytes] */
     lm_threadpool *tp;
 
     /* activations of one batch (B = n_batch rows) */
@@ -51,9 +54,21 @@ struct lm_context {
     float *hb2;                   /* [B][n_ff] up */
     float *rope_cs;               /* [n_rope_groups][B][n_rot/2][2] cos, sin */
     float *scores;                /* [n_threads][n_ctx] attention weights of one query */
+    float *kv_row;                /* [n_head_kv * head_dim] one key as floats (kv_seq.c: the shift) */
     float *xb2;                   /* [B][n_embd] second pass of ffn_down (two_pass_down), else NULL */
     void *mm_scratch;             /* quantized activations for lm_matmul_into */
     size_t mm_slice_bytes;        /* per-thread part of mm_scratch for sliced matmuls */
+
+    /* the batch being run (batch.c fills these, forward.c reads them) */
+    int32_t *b_cell;              /* [B] the cell each token's key and value go to */
+    int32_t *b_out;               /* [B] rows whose logits are returned, ascending */
+    int32_t b_n_out;
+    int32_t *b_seqs;              /* [n_seq_max] the batch's sequences, ascending */
+    int32_t b_n_seqs;
+    int32_t *b_count;             /* [n_seq_max] tokens of each sequence in the batch */
+    int32_t *e_pos;               /* [B] lm_context_eval's batch: positions, */
+    int32_t *e_seq;               /* [B] sequence 0 (zeros), */
+    int8_t *e_logits;             /* [B] and its logits flags */
 
     /* lm_context_capture: copies of one layer's matmul inputs, or NULL */
     int32_t capture_il;           /* -1: off */
@@ -61,15 +76,30 @@ struct lm_context {
 };
 
 /* a context whose cache holds layers [kv_il0, kv_il1) only (the others run
- * elsewhere); lm_context_create is the [0, n_layer) case */
-lm_context *lm_context_create_range(lm_model *m, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads,
-                                    int32_t kv_il0, int32_t kv_il1);
+ * elsewhere); p is checked and its n_ctx_seq filled in (0: n_ctx / n_seq_max).
+ * lm_context_create_params is the [0, n_layer) case plus the device. */
+lm_context *lm_context_create_range(lm_model *m, lm_context_params *p, int32_t kv_il0, int32_t kv_il1);
 
-/* the output head of one checked batch on this context: layers [il0, n_layer)
- * from x_in (the stream entering il0; NULL with il0 == 0: the embeddings),
- * then output_norm and the head into logits (NULL: skipped). Does not move
- * n_past. (forward.c) */
-int lm_context_eval_from(lm_context *c, const int32_t *tokens, int32_t n_tokens, int32_t pos0, int32_t il0,
-                         const float *x_in, float *logits, int all_logits);
+/* ---------------------------------------------------------- batch.c */
+
+/* One batch on this context without its device: checked against this
+ * context's sequences, then layers [il0, n_layer) from x_in (the stream
+ * entering il0; NULL with il0 == 0: the embeddings) and the head into logits;
+ * the lengths move when all of it succeeded. The device side of offload. */
+int lm_context_decode_from(lm_context *c, const lm_batch *b, int32_t il0, const float *x_in, float *logits);
+
+/* -------------------------------------------------------- forward.c */
+
+/* Layers [il0, il1) of a batch whose cells batch.c reserved: x from x_in, or
+ * the embeddings when x_in is NULL (il0 == 0); il0 == il1 only fills x. With
+ * il1 == n_layer and logits not NULL, then the output norm and the head of
+ * the rows in c->b_out into logits. Moves no length. */
+int lm_forward(lm_context *c, const lm_batch *b, int32_t il0, int32_t il1, const float *x_in, float *logits);
+
+/* --------------------------------------------------------- kv_seq.c */
+
+/* copy block `block` of seq if others hold it too, so seq can write into it;
+ * the pool has a free block (the caller checked) */
+int lm_kv_make_private(lm_context *c, int32_t seq, int32_t block_index);
 
 #endif

@@ -22,12 +22,21 @@
 typedef struct lm_backend {
     const char *name;
     /* Copies the weights of blocks [il0, n_layer) and the head to the device
-     * and makes room for their KV cache; NULL (with lm_set_error) on failure. */
-    void *(*create)(const lm_model *m, int32_t il0, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads);
-    /* One batch at positions pos0..: x_in [n_tokens][n_embd] is the stream
-     * entering block il0; writes logits as lm_context_eval does. */
-    int (*eval)(void *dev, const int32_t *tokens, int32_t n_tokens, int32_t pos0, const float *x_in, float *logits,
-                int all_logits);
+     * and makes room for their KV cache, a pool of p->n_ctx cells shared by
+     * p->n_seq_max sequences as the host's (p is checked, n_ctx_seq filled
+     * in); NULL (with lm_set_error) on failure. */
+    void *(*create)(const lm_model *m, int32_t il0, const lm_context_params *p);
+    /* One batch the host checked against its own sequences (the device checks
+     * it against its copy of them again): x_in [n_tokens][n_embd] is the
+     * stream entering block il0; writes the logits asked for as
+     * lm_context_decode does. All or nothing, as lm_context_decode. */
+    int (*decode)(void *dev, const lm_batch *b, const float *x_in, float *logits);
+    /* The host's sequence operations, repeated on the device's cache, each
+     * all or nothing; called before the host applies its own, after it
+     * checked the arguments. seq_rm gets p0 < p1 <= seq_len, or p1 = -1 for
+     * "to the end"; any other p1 shifts the later positions down. */
+    int (*seq_rm)(void *dev, int32_t seq, int32_t p0, int32_t p1);
+    int (*seq_cp)(void *dev, int32_t src, int32_t dst, int32_t n);
     /* bytes of device memory held: weights, KV cache */
     void (*usage)(const void *dev, size_t *weight_bytes, size_t *kv_bytes);
     void (*free)(void *dev);

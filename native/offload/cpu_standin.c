@@ -2,9 +2,11 @@
  *
  * It behaves as a GPU backend does: at creation it copies ("uploads") the
  * weights of its blocks and of the head into memory of its own and makes its
- * own KV cache for those blocks; each batch it receives the residual stream
- * and returns logits. Running the same forward code, any split must give the
- * logits of the CPU alone, which is what the split tests check. */
+ * own KV cache for those blocks, with a pool and sequence table of its own;
+ * each batch it receives the residual stream and returns logits, and it
+ * repeats the host's sequence operations on its cache. Running the same code
+ * (checks, block decisions, forward pass), any split must give the logits of
+ * the CPU alone, which is what the split tests check. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,8 +79,7 @@ static void standin_free(void *dev) {
     free(d);
 }
 
-static void *standin_create(const lm_model *m, int32_t il0, int32_t n_ctx, int32_t n_batch, int kv_type,
-                            int n_threads) {
+static void *standin_create(const lm_model *m, int32_t il0, const lm_context_params *params) {
     standin *d = calloc(1, sizeof *d);
     const int32_t L = m->p.n_layer;
     lm_layer_weights *layers = malloc((size_t)L * sizeof *layers);
@@ -108,7 +109,9 @@ static void *standin_create(const lm_model *m, int32_t il0, int32_t n_ctx, int32
     if (!(d->model = lm_model_create(&p, layers))) goto fail;
     free(layers);
     layers = NULL;
-    if (!(d->ctx = lm_context_create_range(d->model, n_ctx, n_batch, kv_type, n_threads, il0, L))) goto fail;
+    lm_context_params cp = *params;
+    cp.gpu_layers = 0;   /* the stand-in's context runs its layers itself */
+    if (!(d->ctx = lm_context_create_range(d->model, &cp, il0, L))) goto fail;
     return d;
 nomem:
     lm_set_error(LM_ERR_NOMEM, "offload device (cpu stand-in): out of memory copying the weights");
@@ -118,10 +121,19 @@ fail:
     return NULL;
 }
 
-static int standin_eval(void *dev, const int32_t *tokens, int32_t n_tokens, int32_t pos0, const float *x_in,
-                        float *logits, int all_logits) {
+/* the same code as the host's on the stand-in's own context: its checks,
+ * its pool, the same decisions */
+static int standin_decode(void *dev, const lm_batch *b, const float *x_in, float *logits) {
     standin *d = dev;
-    return lm_context_eval_from(d->ctx, tokens, n_tokens, pos0, d->il0, x_in, logits, all_logits);
+    return lm_context_decode_from(d->ctx, b, d->il0, x_in, logits);
+}
+
+static int standin_seq_rm(void *dev, int32_t seq, int32_t p0, int32_t p1) {
+    return lm_context_seq_rm(((standin *)dev)->ctx, seq, p0, p1);
+}
+
+static int standin_seq_cp(void *dev, int32_t src, int32_t dst, int32_t n) {
+    return lm_context_seq_cp(((standin *)dev)->ctx, src, dst, n);
 }
 
 static void standin_usage(const void *dev, size_t *weight_bytes, size_t *kv_bytes) {
@@ -133,7 +145,9 @@ static void standin_usage(const void *dev, size_t *weight_bytes, size_t *kv_byte
 const lm_backend lm_backend_cpu_standin = {
     .name = "cpu-standin",
     .create = standin_create,
-    .eval = standin_eval,
+    .decode = standin_decode,
+    .seq_rm = standin_seq_rm,
+    .seq_cp = standin_seq_cp,
     .usage = standin_usage,
     .free = standin_free,
 };

@@ -297,8 +297,17 @@ static int graphs_wanted(void) {
     return !(v && strcmp(v, "0") == 0);
 }
 
-static void *cuda_create(const lm_model *m, int32_t il0, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads) {
+static void *cuda_create(const lm_model *m, int32_t il0, const lm_context_params *cp) {
+    if (cp->n_seq_max > 1) {
+        lm_set_error(LM_ERR_ARG,
+                     "CUDA backend: multi-sequence decode on CUDA is not implemented yet (n_seq_max=%d; use "
+                     "n_seq_max=1 with CUDA offload, or run on the CPU)",
+                     cp->n_seq_max);
+        return NULL;
+    }
     if (!lm_cuda_usable()) return NULL;
+    const int32_t n_ctx = cp->n_ctx, n_batch = cp->n_batch;
+    const int kv_type = cp->kv_type;
     const lm_model_params *p = &m->p;
     const int64_t E = p->n_embd, F = p->n_ff, hd = p->head_dim, V = p->n_vocab;
     const int64_t q_dim = (int64_t)p->n_head * hd, kv_dim = (int64_t)p->n_head_kv * hd;
@@ -503,29 +512,86 @@ static int check_batch(const cuda_dev *d, int32_t T, int32_t pos0) {
     return LM_OK;
 }
 
-static int cuda_eval(void *dev, const int32_t *tokens, int32_t T, int32_t pos0, const float *x_in, float *logits,
-                     int all_logits) {
+/* One sequence at contiguous positions, as this backend runs it (the core
+ * checked the batch against the sequence, which on CUDA is the only one).
+ * LM_OK with *pos0, and *first when the rows asked for are a suffix
+ * [first, T) (all, the last, or none: first = T), else *first = -1. */
+static int single_sequence(const lm_batch *b, int32_t *pos0, int64_t *first) {
+    *pos0 = b->pos[0];
+    *first = b->n_tokens;
+    int suffix = 1;
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        if (b->seq_id[i] != b->seq_id[0])
+            return lm_set_error(LM_ERR_ARG,
+                                "CUDA backend: multi-sequence decode on CUDA is not implemented yet (batch "
+                                "token %d is in sequence %d, token 0 in sequence %d)",
+                                i, b->seq_id[i], b->seq_id[0]);
+        if (b->pos[i] != *pos0 + i)
+            return lm_set_error(LM_ERR_ARG, "CUDA backend: batch token %d at position %d, expected %d (contiguous)", i,
+                                b->pos[i], *pos0 + i);
+        const int out = b->logits && b->logits[i];
+        if (out && *first == b->n_tokens) *first = i;
+        if (!out && *first < b->n_tokens) suffix = 0;
+    }
+    if (!suffix) *first = -1;
+    return LM_OK;
+}
+
+static int cuda_decode(void *dev, const lm_batch *b, const float *x_in, float *logits) {
     cuda_dev *d = dev;
     const lm_model_params *p = &d->m->p;
+    const int32_t T = b->n_tokens;
     const int64_t E = p->n_embd, V = p->n_vocab;
-    const int64_t first = all_logits ? 0 : T - 1, ncols = T - first;
+    int32_t pos0;
+    int64_t first;
     int rc;
-    (void)tokens;
+    if ((rc = single_sequence(b, &pos0, &first))) return rc;
     if ((rc = check_batch(d, T, pos0))) return rc;
+    /* rows asked for that are not a suffix: the head runs over every row and
+     * the rows asked for are downloaded one by one (not lamina's own pattern) */
+    const int scattered = first < 0;
+    const int head = first < T;
+    if (scattered) first = 0;
     TRY(lmc.lmc_memcpy_h2d(d->x, x_in, sizeof(float) * (size_t)T * (size_t)E), "upload of the hidden state");
     /* prefill (T > 1) stays op by op: its GEMMs go through cuBLAS, and a
      * batch's shape rarely repeats */
-    rc = T == 1 && d->graphs ? cuda_forward_graph(d, pos0, logits != NULL)
-                             : cuda_forward(d, T, pos0, NULL, first, logits != NULL);
+    rc = T == 1 && d->graphs ? cuda_forward_graph(d, pos0, head) : cuda_forward(d, T, pos0, NULL, first, head);
     if (rc) return rc;
-    if (!logits) {
+    if (!head) {
         /* nothing to download, which would have waited: wait here, so the
          * next batch may come from another host thread */
         TRY(lmc.lmc_synchronize(), "synchronize");
         return LM_OK;
     }
-    TRY(lmc.lmc_memcpy_d2h(logits, d->logits, sizeof(float) * (size_t)ncols * (size_t)V), "download of logits");
+    if (!scattered) {
+        TRY(lmc.lmc_memcpy_d2h(logits, d->logits, sizeof(float) * (size_t)(T - first) * (size_t)V),
+            "download of logits");
+        return LM_OK;
+    }
+    for (int32_t i = 0, row = 0; i < T; i++)
+        if (b->logits[i])
+            TRY(lmc.lmc_memcpy_d2h(logits + (size_t)row++ * V, d->logits + (size_t)i * V, sizeof(float) * (size_t)V),
+                "download of logits");
     return LM_OK;
+}
+
+/* A suffix of the one sequence is forgotten by its length alone (the host
+ * keeps it): positions past it are written over by the next batches. */
+static int cuda_seq_rm(void *dev, int32_t seq, int32_t p0, int32_t p1) {
+    (void)dev;
+    if (p1 < 0) return LM_OK;
+    return lm_set_error(LM_ERR_ARG,
+                        "CUDA backend: multi-sequence decode on CUDA is not implemented yet (removing positions "
+                        "[%d, %d) of sequence %d moves the cached positions after them)",
+                        p0, p1, seq);
+}
+
+static int cuda_seq_cp(void *dev, int32_t src, int32_t dst, int32_t n) {
+    (void)dev;
+    return lm_set_error(LM_ERR_ARG,
+                        "CUDA backend: multi-sequence decode on CUDA is not implemented yet (copying %d positions of "
+                        "sequence %d to sequence %d)",
+                        n, src, dst);
 }
 
 static void cuda_usage(const void *dev, size_t *weight_bytes, size_t *kv_bytes) {
@@ -537,7 +603,9 @@ static void cuda_usage(const void *dev, size_t *weight_bytes, size_t *kv_bytes) 
 const lm_backend lm_backend_cuda = {
     .name = "cuda",
     .create = cuda_create,
-    .eval = cuda_eval,
+    .decode = cuda_decode,
+    .seq_rm = cuda_seq_rm,
+    .seq_cp = cuda_seq_cp,
     .usage = cuda_usage,
     .free = cuda_free,
 };

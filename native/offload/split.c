@@ -16,34 +16,47 @@ int lm_device_available(int device) {
     }
 }
 
-lm_context *lm_context_create_offload(lm_model *m, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads,
-                                      int32_t gpu_layers, int device) {
-    if (!m) {
-        lm_set_error(LM_ERR_ARG, "lm_context_create_offload: model is NULL");
+lm_context *lm_context_create_params(lm_model *m, const lm_context_params *params) {
+    if (!m || !params) {
+        lm_set_error(LM_ERR_ARG, "lm_context_create: model or parameters NULL");
         return NULL;
     }
-    if (gpu_layers < 0) {
-        lm_set_error(LM_ERR_ARG, "gpu_layers must be >= 0, got %d", gpu_layers);
+    lm_context_params p = *params;
+    if (p.gpu_layers < 0) {
+        lm_set_error(LM_ERR_ARG, "gpu_layers must be >= 0, got %d", p.gpu_layers);
         return NULL;
-    }
-    if (gpu_layers == 0) return lm_context_create(m, n_ctx, n_batch, kv_type, n_threads);
-    const lm_backend *backend;
-    switch (device) {
-    case LM_DEVICE_CPU_STANDIN: backend = &lm_backend_cpu_standin; break;
-    case LM_DEVICE_CUDA: backend = &lm_backend_cuda; break;
-    default: lm_set_error(LM_ERR_ARG, "unknown offload device %d", device); return NULL;
     }
     const int32_t L = m->p.n_layer;
-    const int32_t blocks = gpu_layers - 1 < L ? gpu_layers - 1 : L;   /* the head is the first layer offloaded */
-    lm_context *c = lm_context_create_range(m, n_ctx, n_batch, kv_type, n_threads, 0, L - blocks);
+    if (p.gpu_layers == 0) return lm_context_create_range(m, &p, 0, L);
+    const lm_backend *backend;
+    switch (p.device) {
+    case LM_DEVICE_CPU_STANDIN: backend = &lm_backend_cpu_standin; break;
+    case LM_DEVICE_CUDA: backend = &lm_backend_cuda; break;
+    default: lm_set_error(LM_ERR_ARG, "unknown offload device %d", p.device); return NULL;
+    }
+    const int32_t blocks = p.gpu_layers - 1 < L ? p.gpu_layers - 1 : L;   /* the head is the first layer offloaded */
+    lm_context *c = lm_context_create_range(m, &p, 0, L - blocks);
     if (!c) return NULL;
-    c->dev = backend->create(m, L - blocks, n_ctx, n_batch, kv_type, n_threads);
+    /* p now has its n_ctx_seq: the device's pool is the same as this one */
+    c->dev = backend->create(m, L - blocks, &p);
     if (!c->dev) {
         lm_context_free(c);
         return NULL;
     }
     c->backend = backend;
     return c;
+}
+
+lm_context *lm_context_create_offload(lm_model *m, int32_t n_ctx, int32_t n_batch, int kv_type, int n_threads,
+                                      int32_t gpu_layers, int device) {
+    const lm_context_params p = { .n_ctx = n_ctx,
+                                  .n_batch = n_batch,
+                                  .n_seq_max = 1,
+                                  .kv_type = kv_type,
+                                  .n_threads = n_threads,
+                                  .gpu_layers = gpu_layers,
+                                  .device = device };
+    return lm_context_create_params(m, &p);
 }
 
 int lm_context_offload_info(const lm_context *c, int32_t *host_layers, int *head_on_device, size_t *device_weight_bytes,

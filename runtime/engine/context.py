@@ -6,8 +6,16 @@
     logits = ctx.eval([next_token])           # one decode step
     ctx.truncate(n_common)                    # new chat turn: keep the shared prefix
 
+Several sequences share one context (llama.cpp's batch and seq_* API):
+
+    ctx = Context(model, n_ctx=4096, n_seq_max=4)      # 1024 positions per sequence
+    out = ctx.decode(tokens, pos, seq_ids, logits_mask)  # [mask.sum(), n_vocab], batch order
+    ctx.seq_cp(0, 1, n_system)                         # share a system prompt, no copy
+    ctx.seq_rm(2, 100, 200)                            # drop positions, shift the rest down
+
 Python owns policy (what to evaluate, how batches are split, sampling); each
-batch of up to n_batch tokens is one native call.
+batch of up to n_batch tokens is one native call. eval / n_past / truncate
+are sequence 0.
 """
 
 from __future__ import annotations
@@ -126,7 +134,7 @@ def _kv_type(kv_type: str) -> int:
 
 
 class Context:
-    """A KV cache, scratch buffers and worker threads for one sequence."""
+    """A KV cache shared by up to n_seq_max sequences, scratch buffers and worker threads."""
 
     def __init__(
         self,
@@ -138,9 +146,14 @@ class Context:
         gpu_layers: int | str = 0,
         device: str = "cuda",
         require_gpu: bool = False,
+        n_seq_max: int = 1,
+        n_ctx_seq: int | None = None,
     ) -> None:
         """gpu_layers / device / require_gpu: layer offload (runtime/engine/offload.py);
-        without the device: one OffloadWarning and a CPU run, or NoGPUError."""
+        without the device: one OffloadWarning and a CPU run, or NoGPUError.
+        n_seq_max: sequences (ids 0 .. n_seq_max-1) sharing the n_ctx cells;
+        n_ctx_seq: most positions one of them holds (None: n_ctx // n_seq_max,
+        llama-server's split; up to n_ctx for one pool they all draw from)."""
         if n_ctx is None:
             n_ctx = min(model.hparams.n_ctx_train, DEFAULT_N_CTX)
         try:
@@ -150,6 +163,7 @@ class Context:
                 raise options.OptionError("n_ctx must be a positive context size here, got 0")
         except options.OptionError as e:
             raise ContextError(str(e)) from None
+        self.n_seq_max, self.n_ctx_seq = _sequences(int(n_ctx), n_seq_max, n_ctx_seq)
         self.model = model  # the native model must outlive the context
         self.n_ctx, self.n_batch = int(n_ctx), int(min(n_batch, n_ctx))
         self.kv_type, self.n_threads = kv_type, n_threads
@@ -168,15 +182,20 @@ class Context:
         if self.offload.warning:
             warnings.warn(self.offload.warning, OffloadWarning, stacklevel=2)
         self._check_memory(hp)
-        ptr = lib.lm_context_create_offload(
-            model.native.ptr,
-            self.n_ctx,
-            self.n_batch,
-            _kv_type(kv_type),
-            n_threads,
-            self.offload.gpu_layers,
-            DEVICES[self.offload.device],
+        params = ffi.new(
+            "lm_context_params *",
+            {
+                "n_ctx": self.n_ctx,
+                "n_batch": self.n_batch,
+                "n_seq_max": self.n_seq_max,
+                "n_ctx_seq": self.n_ctx_seq,
+                "kv_type": _kv_type(kv_type),
+                "n_threads": n_threads,
+                "gpu_layers": self.offload.gpu_layers,
+                "device": DEVICES[self.offload.device],
+            },
         )
+        ptr = lib.lm_context_create_params(model.native.ptr, params)
         if ptr == ffi.NULL:
             raise ContextError(
                 f"cannot create a context of {self.n_ctx} positions with a {kv_type} cache: {last_error()}"
@@ -252,10 +271,143 @@ class Context:
             self._check(lib.lm_context_truncate(self._live, int(n_keep)))
 
     def eval(self, tokens: Sequence[int] | np.ndarray, all_logits: bool = False) -> np.ndarray:
-        """Append tokens to the sequence; logits [n_vocab] of the last one, or
+        """Append tokens to sequence 0; logits [n_vocab] of the last one, or
         [len(tokens), n_vocab] of every one with all_logits."""
         with self._lock:
             return self._eval(self._validate(tokens), all_logits)
+
+    # -- several sequences ---------------------------------------------------
+
+    def decode(
+        self,
+        tokens: Sequence[int] | np.ndarray,
+        pos: Sequence[int] | np.ndarray,
+        seq_ids: Sequence[int] | np.ndarray,
+        logits_mask: Sequence[bool] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """One batch of tokens of several sequences in one native call (at most
+        n_batch tokens): token i goes to sequence seq_ids[i] at position pos[i],
+        and each sequence's tokens must continue it exactly (positions
+        seq_len(s), seq_len(s) + 1, ... in batch order). Returns the logits
+        [n_out, n_vocab] of the tokens whose logits_mask is set, in batch order
+        (None: the last token of each sequence in the batch). On any error
+        nothing is cached and no length moves."""
+        with self._lock:
+            toks, p, s, mask = self._validate_batch(tokens, pos, seq_ids, logits_mask)
+            out = np.empty((int(np.count_nonzero(mask)), self.model.n_vocab), dtype=np.float32)
+            arrays = [ffi.from_buffer("int32_t[]", a) for a in (toks, p, s)]
+            flags = ffi.from_buffer("int8_t[]", mask)
+            fields = {"n_tokens": len(toks), "token": arrays[0], "pos": arrays[1], "seq_id": arrays[2], "logits": flags}
+            batch = ffi.new("lm_batch *", fields)
+            dest = ffi.from_buffer("float[]", out) if len(out) else ffi.NULL
+            self._check(lib.lm_context_decode(self._live, batch, dest))
+            self._collect(len(toks))
+            return out
+
+    def seq_len(self, seq: int) -> int:
+        """Positions sequence seq holds (its next token's position)."""
+        return int(lib.lm_context_seq_len(self._live, self._seq(seq, "seq_len")))
+
+    def seq_rm(self, seq: int, p0: int, p1: int = -1) -> None:
+        """Remove positions [p0, p1) of sequence seq (p1 < 0: to its end). When p1 is
+        before the end, the later positions move down by p1 - p0 (their cached keys
+        rotated to the new positions): llama.cpp's context shift."""
+        with self._lock:
+            seq = self._seq(seq, "seq_rm")
+            if not (_is_int(p0) and _is_int(p1)) or p0 < 0 or 0 <= p1 < p0:
+                raise ContextError(f"seq_rm({seq}, {p0!r}, {p1!r}): expected integers 0 <= p0 <= p1, or p1 < 0")
+            self._check(lib.lm_context_seq_rm(self._live, seq, int(p0), int(max(p1, -1))))
+
+    def seq_cp(self, src: int, dst: int, n: int) -> None:
+        """Sequence dst becomes the first n positions of sequence src (dst's own are
+        dropped). The cells are shared, not copied, until either writes into them."""
+        with self._lock:
+            src, dst = self._seq(src, "seq_cp"), self._seq(dst, "seq_cp")
+            if src == dst:
+                raise ContextError(f"seq_cp({src}, {dst}, {n!r}): source and destination are the same sequence")
+            held = int(lib.lm_context_seq_len(self._live, src))
+            if not _is_int(n) or not 0 <= n <= held:
+                raise ContextError(f"seq_cp({src}, {dst}, {n!r}): expected 0 <= n <= seq_len({src}) = {held}")
+            self._check(lib.lm_context_seq_cp(self._live, src, dst, int(n)))
+
+    def kv_usage(self) -> dict[str, int]:
+        """The cache's cells: cells_total (n_ctx), cells_used / cells_free (in whole
+        blocks of block_size positions held by some sequence), n_seq_max, n_ctx_seq."""
+        u = ffi.new("lm_kv_usage *")
+        self._check(lib.lm_context_kv_usage(self._live, u))
+        return {
+            "cells_total": int(u.cells_total),
+            "cells_used": int(u.cells_used),
+            "cells_free": int(u.cells_total - u.cells_used),
+            "block_size": int(u.block_size),
+            "n_seq_max": int(u.n_seq_max),
+            "n_ctx_seq": int(u.n_ctx_seq),
+        }
+
+    def kv_read(self, seq: int, il: int, pos: int) -> tuple[np.ndarray, np.ndarray]:
+        """The cached key and value [n_head_kv * head_dim] of one position of layer il
+        (a layer run on this side), as floats: tests and debugging."""
+        hp = self.model.hparams
+        k, v = np.empty(hp.kv_dim, dtype=np.float32), np.empty(hp.kv_dim, dtype=np.float32)
+        if not (_is_int(il) and _is_int(pos)):
+            raise ContextError(f"kv_read({seq!r}, {il!r}, {pos!r}): expected integers")
+        self._check(
+            lib.lm_context_kv_read(
+                self._live,
+                self._seq(seq, "kv_read"),
+                int(il),
+                int(pos),
+                ffi.from_buffer("float[]", k),
+                ffi.from_buffer("float[]", v),
+            )
+        )
+        return k, v
+
+    def _seq(self, seq: object, what: str) -> int:
+        if not _is_int(seq) or not 0 <= seq < self.n_seq_max:  # type: ignore[operator]
+            raise ContextError(f"{what}: sequence {seq!r} is not an id in [0, n_seq_max={self.n_seq_max})")
+        return int(seq)  # type: ignore[call-overload]
+
+    def _validate_batch(self, tokens, pos, seq_ids, logits_mask) -> tuple[np.ndarray, ...]:
+        toks = self._tokens(tokens)
+        n = len(toks)
+        if n > self.n_batch:
+            raise ContextError(f"decode takes one batch: {n} tokens > n_batch={self.n_batch}")
+        p, s = (_int_array(name, a, n) for name, a in (("pos", pos), ("seq_ids", seq_ids)))
+        bad = np.flatnonzero((s < 0) | (s >= self.n_seq_max))
+        if bad.size:
+            i = int(bad[0])
+            raise ContextError(f"batch token {i}: sequence {int(s[i])} is not an id in [0, n_seq_max={self.n_seq_max})")
+        # each token's expected position: its sequence's length plus the tokens of it before it in the batch
+        seqs, counts = np.unique(s, return_counts=True)
+        held = np.zeros(self.n_seq_max, dtype=np.int64)
+        held[seqs] = [lib.lm_context_seq_len(self._live, int(q)) for q in seqs]
+        order = np.argsort(s, kind="stable")
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n) - np.searchsorted(s[order], s[order])
+        expected = held[s] + rank
+        bad = np.flatnonzero(p != expected)
+        if bad.size:
+            i = int(bad[0])
+            raise ContextError(
+                f"batch token {i}: sequence {int(s[i])} continues at position {int(expected[i])}, "
+                f"got position {int(p[i])}"
+            )
+        for q, c in zip(seqs.tolist(), counts.tolist()):
+            if held[q] + c > self.n_ctx_seq:
+                raise ContextFullError(
+                    f"context full: sequence {q} needs {held[q] + c} positions ({held[q]} cached + {c} new) "
+                    f"> n_ctx_seq={self.n_ctx_seq}"
+                )
+        if logits_mask is None:  # the last token of each sequence
+            mask = np.zeros(n, dtype=np.int8)
+            mask[n - 1 - np.unique(s[::-1], return_index=True)[1]] = 1
+        else:
+            m = np.asarray(logits_mask)
+            if m.shape != (n,) or m.dtype.kind not in "biu":
+                raise ContextError(f"logits_mask must be {n} booleans, got shape {m.shape} dtype {m.dtype}")
+            mask = (m != 0).astype(np.int8)
+        return toks, p, s, mask
 
     def _eval(self, toks: np.ndarray, all_logits: bool) -> np.ndarray:
         V = self.model.n_vocab
@@ -336,6 +488,13 @@ class Context:
         self.captured = {k: buf[:T].copy() for k, buf in self._capture.items()}
 
     def _validate(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        arr = self._tokens(tokens)
+        if self.n_past + arr.size > self.n_ctx_seq:
+            limit = f"n_ctx={self.n_ctx}" if self.n_ctx_seq == self.n_ctx else f"n_ctx_seq={self.n_ctx_seq}"
+            raise ContextFullError(f"context full: {self.n_past} cached + {arr.size} new tokens > {limit}")
+        return arr
+
+    def _tokens(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
         arr = np.asarray(tokens)
         if arr.ndim != 1 or arr.size == 0:
             raise ContextError(f"tokens must be a non-empty 1-D sequence, got shape {arr.shape}")
@@ -347,8 +506,6 @@ class Context:
             raise InvalidTokenError(
                 f"token {int(arr[i])} at index {i} is outside the vocabulary [0, {self.model.n_vocab})"
             )
-        if self.n_past + arr.size > self.n_ctx:
-            raise ContextFullError(f"context full: {self.n_past} cached + {arr.size} new tokens > n_ctx={self.n_ctx}")
         return np.ascontiguousarray(arr, dtype=np.int32)
 
     @staticmethod
@@ -365,4 +522,32 @@ class Context:
         raise ContextError(message)
 
     def __repr__(self) -> str:
-        return f"Context(n_ctx={self.n_ctx}, n_past={self.n_past}, kv_type={self.kv_type!r})"
+        seqs = f", n_seq_max={self.n_seq_max}, n_ctx_seq={self.n_ctx_seq}" if self.n_seq_max > 1 else ""
+        return f"Context(n_ctx={self.n_ctx}, n_past={self.n_past}, kv_type={self.kv_type!r}{seqs})"
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _int_array(name: str, values: object, n: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.shape != (n,) or arr.dtype.kind not in "iu":
+        raise ContextError(f"{name} must be {n} integers (one per token), got shape {arr.shape} dtype {arr.dtype}")
+    if arr.size and (arr.min() < -(2**31) or arr.max() >= 2**31):
+        raise ContextError(f"{name}: values outside int32")
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+def _sequences(n_ctx: int, n_seq_max: object, n_ctx_seq: object) -> tuple[int, int]:
+    """(n_seq_max, n_ctx_seq) checked against n_ctx; n_ctx_seq None: n_ctx // n_seq_max."""
+    limit = min(int(lib.LM_SEQ_MAX), n_ctx)
+    if not _is_int(n_seq_max) or not 1 <= n_seq_max <= limit:  # type: ignore[operator]
+        raise ContextError(f"n_seq_max must be an integer in [1, {limit}] (at most n_ctx={n_ctx}), got {n_seq_max!r}")
+    seqs = int(n_seq_max)  # type: ignore[call-overload]
+    per_seq = n_ctx // seqs if n_ctx_seq is None else n_ctx_seq
+    if not _is_int(per_seq) or not 1 <= per_seq <= n_ctx:  # type: ignore[operator]
+        raise ContextError(
+            f"n_ctx_seq must be an integer in [1, n_ctx={n_ctx}] (or None: n_ctx // n_seq_max), got {n_ctx_seq!r}"
+        )
+    return seqs, int(per_seq)  # type: ignore[call-overload]

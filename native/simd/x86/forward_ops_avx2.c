@@ -11,9 +11,10 @@
 #define ROW(base, j, stride) ((const char *)(base) + (size_t)(j) * (stride))
 
 /* Both loops keep their running sums in registers: scores walks one key row
- * at a time with four accumulators; mix walks the head in 32-wide strips and
- * adds every row's strip into the same four registers, so `out` is written
- * once instead of once per row. */
+ * at a time with four accumulators; mix walks the head in 32-wide strips,
+ * loads the strip of `out` into four registers and adds every row's strip
+ * into them, so `out` is read and written once instead of once per row (and
+ * a call per run of rows continues exactly where the last one stopped). */
 
 static inline __m256 load_half8(const lm_half *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
@@ -51,8 +52,8 @@ static inline __m256 load_i8x8(const int8_t *p) {
     void lm_kv_mix_##name##_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {    \
         int64_t c = 0;                                                                                                 \
         for (; c + 32 <= hd; c += 32) {                                                                                \
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),                       \
-                   a3 = _mm256_setzero_ps();                                                                           \
+            __m256 a0 = _mm256_loadu_ps(out + c), a1 = _mm256_loadu_ps(out + c + 8),                                   \
+                   a2 = _mm256_loadu_ps(out + c + 16), a3 = _mm256_loadu_ps(out + c + 24);                             \
             for (int64_t j = 0; j < n; j++) {                                                                          \
                 const T *vj = (const T *)ROW(v, j, stride) + c;                                                        \
                 const __m256 pj = _mm256_set1_ps(p[j]);                                                                \
@@ -67,7 +68,7 @@ static inline __m256 load_i8x8(const int8_t *p) {
             _mm256_storeu_ps(out + c + 24, a3);                                                                        \
         }                                                                                                              \
         for (; c < hd; c++) {                                                                                          \
-            float acc = 0.0f;                                                                                          \
+            float acc = out[c];                                                                                        \
             for (int64_t j = 0; j < n; j++) acc += p[j] * TO_F32(((const T *)ROW(v, j, stride))[c]);                   \
             out[c] = acc;                                                                                              \
         }                                                                                                              \
@@ -97,7 +98,9 @@ void lm_kv_scores_q8_0_avx2(float *s, const float *q, const void *k, size_t stri
 
 void lm_kv_mix_q8_0_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
     for (int64_t b = 0; b < hd / QK8_0; b++) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        float *ob = out + b * QK8_0;
+        __m256 a0 = _mm256_loadu_ps(ob), a1 = _mm256_loadu_ps(ob + 8), a2 = _mm256_loadu_ps(ob + 16),
+               a3 = _mm256_loadu_ps(ob + 24);
         for (int64_t j = 0; j < n; j++) {
             const block_q8_0 *vb = (const block_q8_0 *)ROW(v, j, stride) + b;
             const __m256 pd = _mm256_set1_ps(p[j] * lm_half_to_f32(vb->d));
@@ -106,7 +109,6 @@ void lm_kv_mix_q8_0_avx2(float *out, const float *p, const void *v, size_t strid
             a2 = _mm256_fmadd_ps(pd, load_i8x8(vb->qs + 16), a2);
             a3 = _mm256_fmadd_ps(pd, load_i8x8(vb->qs + 24), a3);
         }
-        float *ob = out + b * QK8_0;
         _mm256_storeu_ps(ob, a0);
         _mm256_storeu_ps(ob + 8, a1);
         _mm256_storeu_ps(ob + 16, a2);
