@@ -19,6 +19,7 @@ from lamina.system import available_cpus
 UINT32_MAX = 0xFFFFFFFF
 RANDOM_SEEDS = (-1, UINT32_MAX)  # llama.cpp's --seed -1, llama-cpp-python's LLAMA_DEFAULT_SEED
 MAX_N_CTX = 2**31 - 1
+MAX_THREADS_PER_CPU = 4
 
 
 class OptionError(LaminaError, ValueError):
@@ -50,11 +51,14 @@ def _float(name: str, value: object) -> float:
 
 
 def n_threads(value: object, name: str = "n_threads") -> int:
-    """1 .. the CPUs available: more threads than CPUs only make the pool wait on itself."""
+    """1 .. 4 per available CPU: past that a thread count is a typo (-t 500), and
+    more threads than CPUs only make the pool wait on itself anyway."""
     n = _int(name, value)
-    cpus = available_cpus()
-    if not 1 <= n <= cpus:
-        raise OptionError(f"{name} must be in [1, {cpus}] (the CPUs available to this process), got {n}")
+    cap = MAX_THREADS_PER_CPU * available_cpus()
+    if not 1 <= n <= cap:
+        raise OptionError(
+            f"{name} must be in [1, {cap}] ({MAX_THREADS_PER_CPU} per CPU available to this process), got {n}"
+        )
     return n
 
 

@@ -12,9 +12,12 @@ mkdir -p "$out"
 stages=${*:-build ops offload bench}
 py=$(command -v python3)
 
+# the lamina package from this checkout without pip's build tools (the
+# machine may have none): links in the shape of the installed package
+export PYTHONPATH=$(tools/package_links.sh /tmp/lamina-src)
 if compgen -G ".whl/*.whl" >/dev/null; then
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
+  export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
 export LAMINA_CACHE=${LAMINA_CACHE:-/tmp/lamina-cache}
 mkdir -p "$LAMINA_CACHE"
@@ -45,11 +48,11 @@ for stage in $stages; do
     offload)
       "$py" -m pytest -q -s -p no:cacheprovider --timeout 300 tests/runtime/test_offload.py 2>&1 | tee "$out/offload.txt" | tail -40 ;;
     bench)
-      "$py" bin/bench -m "$LAMINA_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf" -p 512 -n 128 -t 16 -r 3 -ngl 0,10,99 \
+      "$py" -m lamina bench -m "$LAMINA_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf" -p 512 -n 128 -t 16 -r 3 -ngl 0,10,99 \
         2>&1 | tee "$out/bench.txt" | tail -15 ;;
     profile)
       # GPU time of each kernel over a short all-GPU decode, to set against the wall time
-      ncu --metrics gpu__time_duration.sum --print-summary per-kernel "$py" bin/bench \
+      ncu --metrics gpu__time_duration.sum --print-summary per-kernel "$py" -m lamina bench \
         -m "$LAMINA_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf" -p 0 -n 8 -t 16 -r 1 -ngl 99 >"$out/profile.txt" 2>&1
       grep -E "^  [a-z_]|gpu__time_duration|Invocations|rc=" "$out/profile.txt" | head -60 ;;
     sanitize)

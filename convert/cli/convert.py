@@ -13,8 +13,9 @@ llama.cpp names it (model name, size, type).
 --gptq quantizes with GPTQ, calibrated layer by layer on lamina's own engine
 (convert/gptq/convert.py): alone it writes GPTQ INT4 tensors; with --q4_0 or
 --q4_k it GPTQ-rounds the mix's 4-bit linears into those ggml blocks, a file
-llama.cpp runs. The calibration text defaults to tests/data/asyoulik.txt of a
-source checkout (evaluation uses alice29.txt); pass --calibration for your own.
+llama.cpp runs. The calibration text defaults to As You Like It, shipped with the
+package (lamina/convert/gptq/data/asyoulik.txt; evaluation uses alice29.txt);
+pass --calibration for your own.
 
 A GPTQ checkpoint (AutoGPTQ / GPTQModel: quantization_config in config.json
 or quantize_config.json) is imported with its INT4 weights kept exactly
@@ -99,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
     sym.add_argument("--sym", dest="sym", action="store_const", const=True, help="symmetric grids (default)")
     sym.add_argument("--asym", dest="sym", action="store_const", const=False, help="asymmetric grids (zero points)")
     g.add_argument("--damp", type=float, help="dampening, a fraction of the mean Hessian diagonal (default 0.01)")
-    g.add_argument("--calibration", type=Path, help="calibration text, UTF-8 (default: tests/data/asyoulik.txt)")
+    g.add_argument("--calibration", type=Path, help="calibration text, UTF-8 (default: the shipped asyoulik.txt)")
     g.add_argument("--nsamples", type=int, help="calibration windows (default 128)")
     g.add_argument("--seqlen", type=int, help="tokens per window (default 512)")
     return p

@@ -54,9 +54,9 @@ CAPTURE_POINTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 LINEARS = tuple(n for _, names in CAPTURE_POINTS for n in names)
 
 # The default calibration text: As You Like It (public domain, see
-# tests/data/README.md), present in a source checkout. Evaluation uses
+# tests/data/README.md), shipped with the package. Evaluation uses
 # alice29.txt, so calibrating here keeps calibration and evaluation text apart.
-DEFAULT_CALIBRATION = Path(__file__).resolve().parents[2] / "tests" / "data" / "asyoulik.txt"
+DEFAULT_CALIBRATION = Path(__file__).resolve().parent / "data" / "asyoulik.txt"
 
 
 class CalibrationError(ConvertError, ValueError):
@@ -74,8 +74,8 @@ def weight_name(il: int, linear: str) -> str:
 def default_calibration() -> Path:
     if not DEFAULT_CALIBRATION.is_file():
         raise CalibrationError(
-            f"no default calibration text here ({DEFAULT_CALIBRATION} is missing, as in an "
-            f"installed lamina): pass --calibration FILE (plain UTF-8 text)"
+            f"the default calibration text {DEFAULT_CALIBRATION} is missing (a damaged install?): "
+            "pass --calibration FILE (plain UTF-8 text)"
         )
     return DEFAULT_CALIBRATION
 

@@ -21,6 +21,7 @@ from gguf.quants import dequantize as gguf_dequantize
 from lamina.convert.encode import Encoder
 from lamina.convert.gptq.algorithm import AffineGrid, GPTQConfig, GPTQError, gptq_quantize, quantize_rtn
 from lamina.convert.gptq.calibrate import (
+    DEFAULT_CALIBRATION,
     CalibrationError,
     LinearOutcome,
     calibrate,
@@ -40,9 +41,8 @@ from lamina.convert.gptq.grids import (
 )
 from lamina.convert.pipeline import run_job
 from lamina.quants import dequantize, quantize
-from support.paths import REPO
 
-CALIBRATION = REPO / "tests" / "data" / "asyoulik.txt"
+CALIBRATION = DEFAULT_CALIBRATION  # the text shipped with the package
 LINEARS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 

@@ -121,7 +121,7 @@ def test_no_gpu_warns_once_and_runs_on_the_cpu(tiny, env):
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.parametrize("bad", ["many", -1, 2.5, True])
+@pytest.mark.parametrize("bad", ["many", -2, 2.5, True])  # -1 means every layer
 def test_bad_gpu_layers(tiny, bad):
     model = Model.load(tiny(LLAMA), n_threads=2)
     with pytest.raises(ContextError, match="gpu layers"):
