@@ -7,13 +7,15 @@ subset, so an app switches engines by changing one import:
     print(out["choices"][0]["message"]["content"])
 
 Results and stream chunks have llama-cpp-python's (OpenAI's) shapes. One
-instance serializes its callers with a lock; a thread that re-enters while
-its own stream is open gets an error instead of corrupted state."""
+instance serves many callers at once: every completion is a request on the
+batched engine (lamina.engine.engine), so two threads (or two open streams of
+one thread) are decoded together in one forward pass per step, each with its
+own sampler, and get what they would get alone. `n_seq_max` requests run at
+once; more wait in a bounded queue."""
 
 from __future__ import annotations
 
 import sys
-import threading
 import time
 import uuid
 import warnings
@@ -23,45 +25,20 @@ from typing import Any, NoReturn
 import numpy as np
 
 from lamina import options
-from lamina.generation import open_generator
+from lamina.engine.engine import DEFAULT_MAX_QUEUE
+from lamina.engine.request import Piece
+from lamina.generation import open_session
 from lamina.llama_params import DEFAULTS_CHAT, DEFAULTS_COMPLETION, DEFAULTS_INIT, HARMLESS_INIT, check_extra
 from lamina.model_cache import fetch_model, known_models
 from lamina.sampling import Sampler, SamplingParams
 from lamina.system import available_memory
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama-cpp-python's "pick a random seed"
-
-
-class LlamaBusyError(RuntimeError):
-    """The same thread called into a Llama whose stream it has not finished."""
+DEFAULT_N_SEQ_MAX = 4  # completions decoded together; more wait in the queue
 
 
 class LlamaClosedError(RuntimeError):
     """A call into a Llama after close()."""
-
-
-class _Guard:
-    """A lock that knows its owner, so same-thread re-entry raises instead of deadlocking."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._owner: int | None = None
-
-    closed = False
-
-    def __enter__(self) -> None:
-        if self.closed:
-            raise LlamaClosedError("this Llama is closed")
-        if self._owner == threading.get_ident():
-            raise LlamaBusyError(
-                "this Llama is still streaming a result in this thread; finish or close that stream first"
-            )
-        self._lock.acquire()
-        self._owner = threading.get_ident()
-
-    def __exit__(self, *exc: object) -> None:
-        self._owner = None
-        self._lock.release()
 
 
 class Llama:
@@ -78,19 +55,26 @@ class Llama:
         verbose: bool = True,
         chat_template: str | None = None,
         kv_type: str = "f16",
+        n_seq_max: int = DEFAULT_N_SEQ_MAX,
+        kv_unified: bool = True,
+        max_queue: int = DEFAULT_MAX_QUEUE,
         **extra: Any,
     ):
         """model_path: a GGUF file or a known model name (lamina.model_cache),
         fetched once. n_ctx=0: the model's (capped by a 1 GiB KV-cache budget).
         n_gpu_layers: llama.cpp's meaning, -1 every layer, "auto" what fits;
         without a GPU one OffloadWarning and a CPU run (printed when verbose).
-        seed: -1 or LLAMA_DEFAULT_SEED for a random one. Every value is checked
-        by lamina.options, as `lamina run`'s flags are."""
+        seed: -1 or LLAMA_DEFAULT_SEED for a random one. n_seq_max: completions
+        decoded together (llama.cpp's name); kv_unified: each may use all of
+        n_ctx (the cache is shared), else n_ctx / n_seq_max each; max_queue:
+        completions waiting for a free sequence beyond which a call raises
+        QueueFullError. Every value is checked by lamina.options, as `lamina
+        run`'s flags are."""
         check_extra("Llama", extra, DEFAULTS_INIT, HARMLESS_INIT)
         path = options.model_file(model_path)
         self.model_path = str(path)
         self.verbose = verbose
-        self._guard = _Guard()
+        self._closed = False
         gpu_layers = options.gpu_layers(n_gpu_layers)
         self._rng_seed = options.seed(seed)
         self._seed = seed
@@ -98,7 +82,8 @@ class Llama:
         n_threads = None if n_threads is None else options.n_threads(n_threads)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            self._gen = open_generator(
+            # one more sequence than the engine schedules: the low-level eval()'s own
+            self._session = open_session(
                 path,
                 n_ctx=n_ctx,
                 n_threads=n_threads,
@@ -106,12 +91,19 @@ class Llama:
                 kv_type=kv_type,
                 chat_template=chat_template,
                 gpu_layers=gpu_layers,
+                n_slots=options.n_seq_max(n_seq_max),
+                extra_sequences=1,
+                kv_unified=kv_unified,
+                max_queue=max_queue,
             )
         for w in caught:
             if verbose:
                 print(f"lamina: {w.message}", file=sys.stderr)
-        self._model, self._ctx, self.tokenizer_ = self._gen.model, self._gen.context, self._gen.tokenizer
-        n_ctx = self._ctx.n_ctx
+        s = self._session
+        self._model, self._ctx, self.tokenizer_, self._engine = s.model, s.context, s.tokenizer, s.engine
+        self._raw_seq = self._ctx.n_seq_max - 1  # eval()'s sequence: the engine never schedules it
+        self._raw: list[int] = []  # what eval() has put in it
+        n_ctx = self._ctx.n_ctx_seq
         self.logits_all = logits_all
         self._n_vocab = self._model.n_vocab
         # logits_all keeps a row per position (as llama-cpp-python's scores);
@@ -156,11 +148,10 @@ class Llama:
     def close(self) -> None:
         """Free the context and the model now (the KV cache, the file mapping);
         any later call raises."""
-        if self._guard.closed:
+        if self._closed:
             return
-        with self._guard:
-            self._guard.closed = True
-            self._gen.close()
+        self._closed = True
+        self._session.close()
 
     def __enter__(self) -> Llama:
         return self
@@ -169,9 +160,14 @@ class Llama:
         self.close()
 
     # ------------------------------------------------------------ low level
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LlamaClosedError("this Llama is closed")
+
     @property
     def n_tokens(self) -> int:
-        return len(self._gen.tokens)
+        """Tokens eval() has evaluated since the last reset() (completions run in sequences of their own)."""
+        return len(self._raw)
 
     @property
     def _scores(self) -> np.ndarray:
@@ -182,7 +178,7 @@ class Llama:
         return self._model.hparams.n_embd
 
     def n_ctx(self) -> int:
-        return self._ctx.n_ctx
+        return self._ctx.n_ctx_seq
 
     def n_vocab(self) -> int:
         return self._n_vocab
@@ -204,25 +200,40 @@ class Llama:
 
     def reset(self) -> None:
         """Forget the evaluated tokens (the next eval starts at position 0)."""
-        with self._guard:
-            self._gen.reset()
+        self._check_open()
+        with self._engine.exclusive() as ctx:
+            ctx.seq_rm(self._raw_seq, 0)
+            self._raw = []
 
     def set_seed(self, seed: int) -> None:
         self._rng_seed = options.seed(seed)
 
     def eval(self, tokens: Sequence[int]) -> None:
-        """Append tokens to the sequence; with logits_all scores[i] holds the
-        logits of position i, else scores[0] those of the last token."""
-        with self._guard:
-            start = self.n_tokens
-            logits = self._gen.context.eval(list(tokens), all_logits=self.logits_all)
-            self._gen.tokens.extend(int(t) for t in tokens)
-            end = self.n_tokens
-            self.input_ids[start:end] = tokens
-            if self.logits_all:
-                self.scores[start:end] = logits
-            else:
-                self.scores[0] = logits
+        """Append tokens to eval()'s sequence, between two engine steps; with
+        logits_all scores[i] holds the logits of position i, else scores[0]
+        those of the last token."""
+        self._check_open()
+        toks = np.asarray([int(t) for t in tokens], dtype=np.int32)
+        if toks.size == 0:
+            return
+        n = self._ctx.n_batch
+        with self._engine.exclusive() as ctx:
+            if len(self._raw) + toks.size > ctx.n_ctx_seq:
+                raise ValueError(
+                    f"Requested tokens ({len(self._raw) + toks.size}) exceed context window of {ctx.n_ctx_seq}"
+                )
+            for start in range(0, toks.size, n):
+                chunk = toks[start : start + n]
+                first = len(self._raw)
+                pos = np.arange(first, first + chunk.size, dtype=np.int32)
+                want = np.ones(chunk.size, np.bool_) if self.logits_all else np.arange(chunk.size) == chunk.size - 1
+                logits = ctx.decode(chunk, pos, np.full(chunk.size, self._raw_seq, np.int32), want)
+                self._raw.extend(int(t) for t in chunk)
+                self.input_ids[first : first + chunk.size] = chunk
+                if self.logits_all:
+                    self.scores[first : first + chunk.size] = logits
+                else:
+                    self.scores[0] = logits[-1]
 
     # ----------------------------------------------------------- completion
     def _sampler(
@@ -324,9 +335,10 @@ class Llama:
             raise ValueError("logprobs are not supported yet")
         if typical_p != 1.0:
             raise ValueError("typical_p sampling is not supported")
+        self._check_open()
         tokens = self._prompt_tokens(prompt)
-        if len(tokens) >= self._ctx.n_ctx:
-            raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {self._ctx.n_ctx}")
+        if len(tokens) >= self._ctx.n_ctx_seq:
+            raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {self._ctx.n_ctx_seq}")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         sampler = self._sampler(
             temperature, top_k, top_p, min_p, repeat_penalty, frequency_penalty, presence_penalty, seed
@@ -343,6 +355,7 @@ class Llama:
             return self._stream_chunks(events, meta, len(tokens), prefix)
         text, finish, n_gen = prefix, None, 0
         for piece in events:
+            _raise_failed(piece)
             text += piece.text
             n_gen += piece.token is not None
             finish = piece.finish_reason or finish
@@ -354,11 +367,10 @@ class Llama:
         }
 
     def _stream(self, tokens, sampler, limit, stops):
-        """The generation, holding the instance for as long as it runs."""
-        with self._guard:
-            yield from self._gen.generate(tokens, sampler, limit, stops)
-            n = self.n_tokens
-            self.input_ids[:n] = self._gen.tokens
+        """The generation's pieces, as the engine produces them; a request is
+        queued at once (a full queue raises here, not at the first read)."""
+        request = self._engine.submit(tokens, sampler, max_tokens=limit, stops=stops)
+        return request.pieces()
 
     @staticmethod
     def _stream_chunks(events, meta, n_prompt, prefix) -> Iterator[dict]:
@@ -369,6 +381,7 @@ class Llama:
                 "choices": [{"text": prefix, "index": 0, "logprobs": None, "finish_reason": None}],
             }
         for piece in events:
+            _raise_failed(piece)
             if piece.text or piece.finish_reason:
                 yield {
                     **meta,
@@ -403,7 +416,7 @@ class Llama:
     ) -> dict | Iterator[dict]:
         check_extra("create_chat_completion", extra, DEFAULTS_CHAT)
         result = self._completion(
-            self._gen.chat_tokens(messages),
+            self._session.chat_tokens(messages),
             None,
             max_tokens,
             temperature,
@@ -439,6 +452,11 @@ class Llama:
             ],
             "usage": result["usage"],
         }
+
+
+def _raise_failed(piece: Piece) -> None:
+    if piece.finish_reason == "error":
+        raise piece.error if piece.error is not None else RuntimeError("the generation failed")
 
 
 def _finish(reason: str | None) -> str | None:

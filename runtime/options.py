@@ -20,6 +20,7 @@ UINT32_MAX = 0xFFFFFFFF
 RANDOM_SEEDS = (-1, UINT32_MAX)  # llama.cpp's --seed -1, llama-cpp-python's LLAMA_DEFAULT_SEED
 MAX_N_CTX = 2**31 - 1
 MAX_THREADS_PER_CPU = 4
+MAX_SEQUENCES = 256
 
 
 class OptionError(LaminaError, ValueError):
@@ -74,6 +75,14 @@ def n_batch(value: object, name: str = "n_batch") -> int:
     n = _int(name, value)
     if not 1 <= n <= MAX_N_CTX:
         raise OptionError(f"{name} must be a positive integer, got {n}")
+    return n
+
+
+def n_seq_max(value: object, name: str = "n_seq_max") -> int:
+    """Sequences decoded together (llama.cpp's n_seq_max / llama-server's -np)."""
+    n = _int(name, value)
+    if not 1 <= n <= MAX_SEQUENCES:
+        raise OptionError(f"{name} must be in [1, {MAX_SEQUENCES}], got {n}")
     return n
 
 

@@ -32,8 +32,8 @@ if ! ls "$cache"/wheels/llama_cpp_python-$llcpp-*.whl >/dev/null 2>&1; then
 fi
 pip_q "$cache"/wheels/llama_cpp_python-$llcpp-*.whl
 
-# lamina with its test extra (builds the native core; liblamina_cuda too where nvcc is)
-pip_q ".[test]"
+# lamina with its test and server extras (builds the native core; liblamina_cuda too where nvcc is)
+pip_q ".[test,server]"
 
 # the real models, once: oracle tests compare against them and must not skip
 "$py" -m lamina models fetch smollm2-135m-instruct gemma-3-270m qwen2.5-coder-0.5b

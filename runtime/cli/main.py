@@ -25,6 +25,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "run": Subcommand("lamina.cli.run", "chat with a model in the terminal, or complete one prompt"),
     "convert": Subcommand("lamina.convert.cli.convert", "Hugging Face checkpoint -> GGUF (K-quants, GPTQ INT4)"),
     "quantize": Subcommand("lamina.convert.cli.quantize", "re-quantize a GGUF file to another type"),
+    "serve": Subcommand("lamina.cli.serve", "an OpenAI-compatible HTTP server (many users at once)"),
+    "batched-bench": Subcommand(
+        "lamina.cli.batched_bench", "decode speed of B sequences at once, as llama-batched-bench"
+    ),
     "bench": Subcommand("lamina.cli.bench", "prompt/generation tokens per second, as llama-bench"),
     "bench-kernels": Subcommand("lamina.cli.bench_kernels", "kernel throughput next to the memory bandwidth"),
     "perplexity": Subcommand("lamina.cli.perplexity", "perplexity and KL-divergence, as llama-perplexity"),

@@ -1,6 +1,7 @@
 """The chat REPL: streams replies as they are generated, keeps the KV cache
-across turns (each turn evaluates only the new tokens), Ctrl-C stops a reply
-and keeps the session."""
+across turns (the engine reuses the slot's cached prefix, so each turn
+evaluates only the new tokens), Ctrl-C stops a reply or a long prompt and
+keeps the session."""
 
 from __future__ import annotations
 
@@ -10,18 +11,17 @@ import os
 from rich.console import Console
 
 from lamina.cli.run import HELP
-from lamina.engine.context import ContextFullError
-from lamina.generation import Generator, Timings
+from lamina.engine.request import RequestTimings
+from lamina.generation import Session
 from lamina.sampling import Sampler, SamplingParams
 
-REPL_PREFILL_CHUNK = 128
+REPL_PREFILL_CHUNK = 128  # prompt tokens per step: ~0.5 s on 2 cores for a 135M model
+CANCEL_WAIT = 30.0  # seconds: one step at most, normally
 
 
 class Repl:
-    def __init__(self, gen: Generator, args: argparse.Namespace, params: SamplingParams):
+    def __init__(self, gen: Session, args: argparse.Namespace, params: SamplingParams):
         self.gen = gen
-        # Ctrl-C acts between two prompt chunks: keep each under a second or two
-        gen.prefill_chunk = min(gen.context.n_batch, REPL_PREFILL_CHUNK)
         self.console = Console(highlight=False)
         self.sampler = Sampler(params, args.seed)
         self.system: str | None = args.system
@@ -29,7 +29,9 @@ class Repl:
         self.context_shift: bool = args.context_shift
         self.max_tokens: int | None = args.n_predict  # -n: tokens per reply
         self.messages: list[dict[str, str]] = []
-        self.total = Timings()
+        self.total = RequestTimings()
+        self.gen_seconds = 0.0
+        self.cached = 0  # positions the conversation holds in the cache
 
     # ------------------------------------------------------------- the loop
     def loop(self) -> int:
@@ -87,6 +89,7 @@ class Repl:
 
     def reset(self) -> None:
         self.messages = []
+        self.cached = 0
         self.gen.reset()
 
     # ------------------------------------------------------------- a turn
@@ -118,29 +121,34 @@ class Repl:
             return
         reply, finish = "", None
         out = self.console.file
+        request = self.gen.generate(tokens, self.sampler, self.max_tokens, self.stops)
         try:
-            for piece in self.gen.generate(tokens, self.sampler, self.max_tokens, self.stops):
+            for piece in request.pieces():
                 out.write(piece.text)
                 out.flush()
                 reply += piece.text
                 finish = piece.finish_reason
         except KeyboardInterrupt:
+            # the engine stops at its next step: within one prompt chunk or one token
+            request.cancel()
+            request.wait(CANCEL_WAIT)  # the slot then holds exactly what was evaluated
             finish = "interrupted"
-        except ContextFullError as e:
-            finish = "context"
-            self.console.print(f"\n{e}", style="yellow")
+        if finish == "error":
+            self.console.print("\n(the generation failed)", style="yellow")
         self.messages.append({"role": "assistant", "content": reply})
+        self.cached = self.gen.cached_tokens(request)
         self.console.print()
-        self.summary(finish)
+        self.summary(request.timings, finish)
 
-    def summary(self, finish: str | None) -> None:
-        t = self.gen.timings
-        for k in ("prompt_tokens", "prompt_seconds", "gen_tokens", "gen_seconds", "sampled"):
-            setattr(self.total, k, getattr(self.total, k) + getattr(t, k))
+    def summary(self, t: RequestTimings, finish: str | None) -> None:
+        self.total.prompt_tokens += t.prompt_tokens
+        self.total.prompt_seconds += t.prompt_seconds
+        self.total.sampled += t.sampled
+        self.gen_seconds += t.gen_seconds
         note = {"interrupted": " · stopped", "context": " · context full: /reset to start over"}.get(finish or "", "")
         self.console.print(
             f"prompt {t.prompt_tokens} tok {t.prompt_tps:.1f} tok/s · generation {t.sampled} tok "
-            f"{t.gen_tps:.1f} tok/s · context {len(self.gen.tokens)}/{self.gen.n_ctx}{note}",
+            f"{t.gen_tps:.1f} tok/s · context {self.cached}/{self.gen.n_ctx}{note}",
             style="dim",
             soft_wrap=True,
         )
@@ -148,13 +156,14 @@ class Repl:
     def stats(self) -> None:
         m, t = self.gen.model, self.total
         hp = m.hparams
+        gen_tps = (t.sampled / self.gen_seconds) if self.gen_seconds > 0 else 0.0
         self.console.print(
             f"model {os.path.basename(m.path)} ({hp.arch}, {hp.n_layer} layers, n_embd {hp.n_embd}, "
             f"vocab {hp.n_vocab})\n"
-            f"context {len(self.gen.tokens)}/{self.gen.n_ctx} tokens, KV cache "
+            f"context {self.cached}/{self.gen.n_ctx} tokens, KV cache "
             f"{self.gen.context.kv_bytes / 2**20:.1f} MiB ({self.gen.context.kv_type}), "
             f"{self.gen.context.n_threads} threads\n"
             f"session: prompt {t.prompt_tokens} tok at {t.prompt_tps:.1f} tok/s, "
-            f"generation {t.sampled} tok at {t.gen_tps:.1f} tok/s",
+            f"generation {t.sampled} tok at {gen_tps:.1f} tok/s",
             style="dim",
         )

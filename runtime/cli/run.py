@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
 @one_line_errors("lamina run")
 def _run(args: argparse.Namespace) -> int:
+    from lamina.cli.repl import REPL_PREFILL_CHUNK
     from lamina.engine.offload import OffloadWarning
-    from lamina.generation import open_generator
+    from lamina.generation import open_session
 
     params = sampling_params(args)  # everything is checked before the (slow) model load
     template = args.chat_template_file.read_text() if args.chat_template_file else None
@@ -105,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
     path = options.model_file(args.model_opt or args.model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        gen = open_generator(
+        gen = open_session(
             path,
             n_ctx=args.ctx_size,
             n_threads=args.threads,
@@ -114,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
             chat_template=template,
             gpu_layers=args.gpu_layers,
             require_gpu=args.require_gpu,
+            # Ctrl-C in the REPL acts between two prompt chunks: keep each short
+            prefill_chunk=REPL_PREFILL_CHUNK if prompt is None else args.batch_size,
         )
     for w in caught:
         if issubclass(w.category, (OffloadWarning, UserWarning)):

@@ -4,6 +4,7 @@ as `python -m lamina` of this interpreter, which is what the `lamina` script doe
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,12 @@ from support.paths import REPO
 ROOT = REPO
 LAMINA = [sys.executable, "-m", "lamina"]
 SUMMARY = r"generation \d+ tok [^\n]*context \d+/\d+"
+
+
+def _interruptible() -> None:
+    # a runner started in the background (nohup, `cmd &` in a script) passes
+    # SIGINT on ignored, and Python then never turns Ctrl-C into KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +43,7 @@ def test_repl_two_turns_interrupt_reset_exit(smollm2):
         timeout=120,
         dimensions=(40, 200),
         env={**os.environ, "TERM": "xterm"},
+        preexec_fn=_interruptible,
     )
     child.expect(r"/help for commands")
     child.expect("> ")
@@ -131,6 +139,7 @@ def test_repl_says_when_the_context_is_full(smollm2):
         timeout=120,
         dimensions=(40, 200),
         env={**os.environ, "TERM": "xterm"},
+        preexec_fn=_interruptible,
     )
     child.expect("> ")
     # the reply runs into the end of the 128-token context
@@ -161,6 +170,7 @@ def test_repl_context_shift_drops_the_oldest_turns(smollm2):
         timeout=120,
         dimensions=(40, 200),
         env={**os.environ, "TERM": "xterm"},
+        preexec_fn=_interruptible,
     )
     child.expect("> ")
     child.sendline("Write a very long story about a dragon. Make it at least 500 words.")
@@ -186,6 +196,7 @@ def _repl(*args):
         timeout=120,
         dimensions=(40, 200),
         env={**os.environ, "TERM": "xterm"},
+        preexec_fn=_interruptible,
     )
 
 

@@ -1,0 +1,132 @@
+"""lamina serve: an OpenAI-compatible HTTP server on the batched engine.
+
+    lamina serve MODEL [--host 127.0.0.1] [--port 8080] [-np 4] [-c N] [-t N] [-ngl N]
+                 [--api-key KEY | --api-key-file F] [--alias NAME] [--cache-type f16|q8_0]
+                 [--chat-template-file F] [--kv-unified] [--queue N] [--timeout S] [--max-body BYTES]
+                 [--cors-origin URL ...]
+
+llama-server's flag names and meanings where it has them. Binds to
+127.0.0.1 unless told otherwise; prints the URL and the plan (slots, context
+per slot, KV bytes) when the model is loaded. Needs the server extra:
+pip install "lamina[server]"."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lamina import options
+from lamina.cli.errors import checked, one_line_errors
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="lamina serve", description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", nargs="?", help="GGUF path or a known model name (default: smollm2-135m-instruct)")
+    ap.add_argument("-m", "--model", dest="model_opt", help=argparse.SUPPRESS)
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("-np", "--parallel", type=int, default=4, help="requests decoded together (slots)")
+    ap.add_argument(
+        "-c",
+        "--ctx-size",
+        type=checked(options.n_ctx),
+        default=0,
+        help="KV cells for all slots (default: the model's); each slot gets c / np unless --kv-unified",
+    )
+    ap.add_argument("-kvu", "--kv-unified", action="store_true", help="every slot may use all of -c (one shared pool)")
+    ap.add_argument("-t", "--threads", type=checked(options.n_threads), default=None)
+    ap.add_argument("-b", "--batch-size", type=checked(options.n_batch), default=512)
+    ap.add_argument(
+        "-ngl", "--gpu-layers", "--n-gpu-layers", dest="gpu_layers", type=checked(options.gpu_layers), default=0
+    )
+    ap.add_argument("--cache-type", "-ctk", choices=["f16", "q8_0"], default="f16", help="KV cache format")
+    keys = ap.add_mutually_exclusive_group()
+    keys.add_argument("--api-key", action="append", default=[], help="required on every endpoint but /health")
+    keys.add_argument("--api-key-file", type=Path, help="file with one API key per line")
+    ap.add_argument("--alias", default=None, help="model name in /v1/models and responses (default: the file name)")
+    ap.add_argument("--chat-template-file", type=Path, default=None)
+    ap.add_argument("--queue", type=int, default=64, help="requests waiting for a slot before 503 (default 64)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds a request may take (default 600)")
+    ap.add_argument("--max-body", type=int, default=8 << 20, help="largest request body in bytes (default 8 MiB)")
+    ap.add_argument("--cors-origin", action="append", default=[], help="allow browsers from this origin (repeatable)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _serve(parser().parse_args(argv))
+
+
+@one_line_errors("lamina serve")
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from lamina.server.app import create_app
+        from lamina.server.service import ServerConfig, Service
+    except ImportError as e:
+        raise ValueError(
+            f"lamina serve needs the server extra ({e.name} is missing): pip install 'lamina[server]'"
+        ) from None
+    if not 1 <= args.parallel <= 256:
+        raise ValueError(f"-np must be in [1, 256], got {args.parallel}")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in [0, 65535], got {args.port}")
+    if args.queue < 0 or args.timeout <= 0 or args.max_body < 1024:
+        raise ValueError("--queue must be >= 0, --timeout > 0 and --max-body >= 1024")
+    keys = list(args.api_key)
+    if args.api_key_file is not None:
+        keys = [line.strip() for line in args.api_key_file.read_text().splitlines() if line.strip()]
+        if not keys:
+            raise ValueError(f"{args.api_key_file}: no API key in it")
+    config = ServerConfig(
+        model=options.model_file(args.model_opt or args.model),
+        alias=args.alias,
+        host=args.host,
+        port=args.port,
+        n_parallel=args.parallel,
+        n_ctx=args.ctx_size,
+        kv_unified=args.kv_unified,
+        n_threads=args.threads,
+        n_batch=args.batch_size,
+        gpu_layers=args.gpu_layers,
+        cache_type=args.cache_type,
+        chat_template=args.chat_template_file.read_text() if args.chat_template_file else None,
+        api_keys=keys,
+        cors_origins=list(args.cors_origin),
+        max_queue=args.queue,
+        timeout=args.timeout,
+        max_body=args.max_body,
+    )
+    service = Service(config)
+    app = create_app(service)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=30)
+    )
+
+    def announce() -> None:
+        service.wait_ready()
+        if service.load_error is not None:
+            print(f"lamina serve: error: {service.load_error}", file=sys.stderr, flush=True)
+            server.should_exit = True
+            return
+        port = config.port
+        for s in getattr(server, "servers", []) or []:
+            for sock in s.sockets:
+                port = sock.getsockname()[1]
+        print(
+            f"lamina serve: http://{config.host}:{port}/v1 · {config.model_name} · {service.plan()}"
+            f"{' · API key required' if keys else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    import threading
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run()
+    return 1 if service.load_error is not None else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

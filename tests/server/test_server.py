@@ -1,0 +1,274 @@
+"""`lamina serve` as apps meet it: the official openai client against a real
+server process on 127.0.0.1 (a free port), its outputs at temperature 0
+against `Llama`'s for the same request, many concurrent streams, disconnects,
+and a suite of bad requests after which the server still serves."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+openai = pytest.importorskip("openai")
+
+from lamina import Llama  # noqa: E402
+from lamina.model_cache import fetch_model  # noqa: E402
+
+KEY = "test-key-123"
+ALIAS = "smollm2"
+START_TIMEOUT = 180  # seconds for the server to load and answer /health
+N_CTX, N_PARALLEL = 2048, 4  # 512 positions per slot
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _metric(base: str, name: str) -> float:
+    text = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise KeyError(name)
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    model = str(fetch_model("smollm2-135m-instruct"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "lamina",
+        "serve",
+        model,
+        "--port",
+        str(port),
+        "-np",
+        str(N_PARALLEL),
+        "-c",
+        str(N_CTX),
+        "-t",
+        "2",
+        "--api-key",
+        KEY,
+        "--alias",
+        ALIAS,
+        "--queue",
+        "64",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"lamina serve exited {proc.returncode}: {proc.stdout.read()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("lamina serve did not become healthy")
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def llm():
+    with Llama("smollm2-135m-instruct", n_ctx=N_CTX // N_PARALLEL, n_threads=2, verbose=False) as llm:
+        yield llm
+
+
+MESSAGES = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+
+
+def test_chat_completion_equals_llama(client, llm):
+    got = client.chat.completions.create(model=ALIAS, messages=MESSAGES, temperature=0, max_tokens=24)
+    want = llm.create_chat_completion(MESSAGES, temperature=0, max_tokens=24)
+    assert got.choices[0].message.content == want["choices"][0]["message"]["content"]
+    assert got.choices[0].finish_reason == want["choices"][0]["finish_reason"]
+    assert got.usage.prompt_tokens == want["usage"]["prompt_tokens"]
+    assert got.usage.completion_tokens == want["usage"]["completion_tokens"]
+    assert got.model == ALIAS and got.object == "chat.completion"
+
+
+def test_streamed_chat_equals_the_whole_reply_and_reports_usage(client):
+    whole = client.chat.completions.create(model=ALIAS, messages=MESSAGES, temperature=0, max_tokens=24)
+    stream = client.chat.completions.create(
+        model=ALIAS,
+        messages=MESSAGES,
+        temperature=0,
+        max_tokens=24,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals == [whole.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_completion_equals_llama(client, llm):
+    got = client.completions.create(model=ALIAS, prompt="The capital of France is", temperature=0, max_tokens=12)
+    want = llm.create_completion("The capital of France is", temperature=0, max_tokens=12)
+    assert got.choices[0].text == want["choices"][0]["text"]
+    stream = client.completions.create(
+        model=ALIAS, prompt="The capital of France is", temperature=0, max_tokens=12, stream=True
+    )
+    assert "".join(c.choices[0].text for c in stream) == got.choices[0].text
+
+
+def test_n_choices_and_seeds(client):
+    out = client.chat.completions.create(model=ALIAS, messages=MESSAGES, temperature=1.0, max_tokens=12, n=3, seed=5)
+    again = client.chat.completions.create(model=ALIAS, messages=MESSAGES, temperature=1.0, max_tokens=12, n=3, seed=5)
+    texts = [c.message.content for c in out.choices]
+    assert [c.index for c in out.choices] == [0, 1, 2]
+    assert texts == [c.message.content for c in again.choices]  # same seed, same choices
+    assert len(set(texts)) > 1  # seed + i per choice
+
+
+def test_models_and_tokenize(server, client):
+    assert [m.id for m in client.models.list().data] == [ALIAS]
+    h = {"Authorization": f"Bearer {KEY}"}
+    toks = httpx.post(f"{server}/tokenize", json={"content": "Hello world"}, headers=h).json()["tokens"]
+    assert httpx.post(f"{server}/detokenize", json={"tokens": toks}, headers=h).json()["content"] == "Hello world"
+
+
+def test_sixteen_concurrent_streams_on_four_slots_get_what_they_get_alone(client):
+    prompts = [f"Count from {i} to {i + 5}, separated by commas." for i in range(16)]
+
+    def ask(prompt: str) -> str:
+        stream = client.chat.completions.create(
+            model=ALIAS, messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=20, stream=True
+        )
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    alone = [ask(p) for p in prompts[:4]]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(ask, prompts, timeout=600))
+    assert together[:4] == alone
+    assert all(together)
+
+
+def test_a_client_that_disconnects_frees_its_slot(server):
+    body = {
+        "model": ALIAS,
+        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+        "max_tokens": 400,
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST", f"{server}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
+    ) as r:
+        lines = r.iter_lines()
+        for _ in range(5):
+            next(lines)
+        assert _metric(server, "lamina_busy_slots") == 1
+    deadline = time.monotonic() + 30
+    while _metric(server, "lamina_busy_slots") != 0:
+        assert time.monotonic() < deadline, "the slot of a disconnected client was not freed"
+        time.sleep(0.1)
+
+
+def _post(server: str, path: str, body, key: str | None = KEY, raw: bytes | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if raw is not None:
+        headers["Content-Type"] = "application/json"
+        return httpx.post(f"{server}{path}", content=raw, headers=headers, timeout=60)
+    return httpx.post(f"{server}{path}", json=body, headers=headers, timeout=60)
+
+
+CHAT = "/v1/chat/completions"
+OK = {"model": ALIAS, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0}
+
+
+@pytest.mark.parametrize(
+    "case, status, param",
+    [
+        ("malformed json", 400, None),
+        ({"messages": "hello"}, 400, "messages"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),
+        ({**OK, "max_tokens": -1}, 400, "max_tokens"),
+        ({**OK, "max_tokens": 10**9}, 400, "max_tokens"),
+        ({**OK, "temperature": 1e9}, 400, "temperature"),
+        ({**OK, "top_p": -1}, 400, "top_p"),
+        ({**OK, "top_k": "many"}, 400, "top_k"),
+        ({**OK, "n": 1000}, 400, "n"),
+        ({**OK, "seed": 2**40}, 400, "seed"),
+        ({**OK, "stop": ["x"] * 100}, 400, "stop"),
+        ({**OK, "messages": [{"role": "user", "content": "word " * 100_000}]}, 400, None),
+        ({**OK, "model": "gpt-4"}, 404, "model"),
+        ({**OK, "logit_bias": {"5": 10}}, 400, "logit_bias"),
+        ({**OK, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_bad_requests_get_the_right_status(server, case, status, param):
+    r = (
+        _post(server, CHAT, None, raw=b'{"model": "x", "messages": [')
+        if case == "malformed json"
+        else _post(server, CHAT, case)
+    )
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["message"] and err["type"]
+    if param is not None:
+        assert err["param"] == param, err
+
+
+def test_a_huge_body_is_refused_before_it_is_read(server):
+    r = _post(server, CHAT, None, raw=b'{"messages": "' + b"x" * (20 << 20) + b'"}')
+    assert r.status_code == 413, r.text
+
+
+def test_the_api_key_guards_every_endpoint_but_health(server):
+    assert httpx.get(f"{server}/health").status_code == 200
+    for key in (None, "wrong"):
+        assert _post(server, CHAT, OK, key=key).status_code == 401
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        assert httpx.get(f"{server}/v1/models", headers=headers).status_code == 401
+        assert httpx.get(f"{server}/metrics", headers=headers).status_code == 401
+
+
+def test_after_the_bad_requests_the_server_still_serves(server, client):
+    out = client.chat.completions.create(model=ALIAS, messages=MESSAGES, temperature=0, max_tokens=8)
+    assert out.choices[0].message.content
+    assert _metric(server, "lamina_busy_slots") == 0
+    assert _metric(server, "lamina_queue_depth") == 0
+    assert _metric(server, "lamina_completion_tokens_total") > 0
+    assert _metric(server, 'lamina_requests_total{endpoint="chat",status="200"}') > 0
+
+
+def test_serve_refuses_bad_flags():
+    r = subprocess.run(
+        [sys.executable, "-m", "lamina", "serve", "-np", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
+    assert r.returncode == 1 and "-np must be in [1, 256]" in r.stderr and "Traceback" not in r.stderr
