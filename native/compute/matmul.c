@@ -4,10 +4,11 @@
  * (Q8_0/Q8_1/Q8_K/F16...), as ggml does. Phase 2 splits weight rows across
  * threads and walks tiles of TILE_R rows x TILE_C columns, so in prefill a
  * weight row is loaded once per tile of columns instead of once per column.
- * Where the type has a four-column kernel (lm_select_vec_dot_x4), a row's
- * columns go through it 4 at a time, each weight block unpacked once per 4
- * columns; it gives the single-column kernel's bits, so grouping never
- * changes a result. */
+ * Where the type has a few-column kernel (lm_select_vec_dot_x4), a row's
+ * columns go through it up to 4 at a time (2 or 3 for what is left, so decode
+ * of 2 or 3 sequences gains too), each weight block unpacked once per group;
+ * it gives the single-column kernel's bits, so grouping never changes a
+ * result. */
 #include <stdlib.h>
 
 #include "compute/matmul.h"
@@ -20,7 +21,7 @@ enum { TILE_R = 16, TILE_C = 16 };
 typedef struct {
     const lm_type_traits *wt, *at;   /* weight type, activation (partner) type */
     lm_vec_dot_fn dot;
-    lm_vec_dot_x4_fn dot4;   /* four columns at once, bit-identical to dot; may be NULL */
+    lm_vec_dot_x4_fn dot4;   /* 2..4 columns at once, bit-identical to dot; may be NULL */
     const char *w;
     size_t w_row_bytes;
     int64_t rows, n, ncols;
@@ -50,10 +51,12 @@ static void multiply_rows(void *p, int ith, int nth) {
             for (int64_t r = r0; r < r1; r++) {
                 const char *wrow = job->w + (size_t)r * job->w_row_bytes;
                 int64_t c = c0;
-                if (job->dot4)
-                    for (; c + 4 <= c1; c += 4)
-                        job->dot4(job->n, &job->y[c * job->ldy + r], (size_t)job->ldy, wrow,
-                                  job->xq + (size_t)c * job->xq_row_bytes, job->xq_row_bytes);
+                while (job->dot4 && c1 - c >= 2) {
+                    const int k = c1 - c < 4 ? (int)(c1 - c) : 4;
+                    job->dot4(job->n, k, &job->y[c * job->ldy + r], (size_t)job->ldy, wrow,
+                              job->xq + (size_t)c * job->xq_row_bytes, job->xq_row_bytes);
+                    c += k;
+                }
                 for (; c < c1; c++)
                     job->dot(job->n, &job->y[c * job->ldy + r], wrow, job->xq + (size_t)c * job->xq_row_bytes);
             }
