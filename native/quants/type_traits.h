@@ -23,6 +23,18 @@ typedef void (*lm_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y)
  * a few activation columns, each result bit-identical to the single-column
  * kernel of the same impl on that column (matmul.c: prefill, and decode of
  * several sequences) */
+/* The few-column kernels of the 32-value formats (partners Q8_0, Q8_1) also
+ * read each column's block scales as floats, which matmul.c stores after
+ * the column's nb blocks, at this offset: d[nb], then s[nb] for Q8_1. One
+ * half-to-float conversion per column and block per matmul instead of one
+ * per weight row. */
+static inline size_t lm_x4_scales_offset(int64_t nb, size_t block_bytes) {
+    return ((size_t)nb * block_bytes + 3) & ~(size_t)3;
+}
+static inline int lm_x4_scale_count(int vec_dot_type) {
+    return vec_dot_type == LM_TYPE_Q8_1 ? 2 : vec_dot_type == LM_TYPE_Q8_0 ? 1 : 0;
+}
+
 typedef void (*lm_vec_dot_x4_fn)(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                                  size_t y_stride);
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "quants/blocks.h"
+#include "quants/type_traits.h"
 
 /* sum of the 8 floats of x */
 static inline float lm_hsum_f32_8(__m256 x) {
@@ -84,6 +85,13 @@ enum { NCOL = 4 };
 #define LM_X4_COLUMNS(block_t, y, vy, y_stride, ncol) \
     const block_t *y[NCOL];                           \
     for (int c = 0; c < (ncol); c++) y[c] = (const block_t *)((const char *)(vy) + (size_t)c * (y_stride))
+
+/* the columns' block scales as floats (type_traits.h, lm_x4_scales_offset),
+ * n_scales floats per block: d[nb], then s[nb] */
+#define LM_X4_SCALES(ys, y, nb, block_t, ncol) \
+    const float *ys[NCOL];                     \
+    for (int c = 0; c < (ncol); c++)           \
+    ys[c] = (const float *)((const char *)y[c] + lm_x4_scales_offset(nb, sizeof(block_t)))
 
 /* The exported kernel over a body written for `ncol` columns: each case
  * passes a constant, so the always-inline body is unrolled into a kernel of

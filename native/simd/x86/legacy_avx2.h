@@ -47,7 +47,8 @@
     }
 
 /* two to four columns (avx2.h) of LM_DEFINE_VEC_DOT_I8: per block acc +=
- * (dx * dy) * sum(qx * qy) with one FMA; |qx| is taken once per block */
+ * (dx * dy) * sum(qx * qy) with one FMA; |qx| is taken once per block, dy
+ * read as a float (LM_X4_SCALES): the same product as the one-column kernel's */
 #define LM_DEFINE_VEC_DOT_X4_I8(t, bytes)                                                                          \
     LM_X4_INLINE void x4_##t(int64_t n, const int ncol, float *s, size_t s_stride, const void *vx, const void *vy, \
                              size_t y_stride) {                                                                    \
