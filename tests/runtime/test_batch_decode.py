@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from lamina.engine.context import Context, Model
-from support.tiny_models import CONFIGS, GEMMA3, LLAMA, for_block
+from support.tiny_models import CONFIGS, GEMMA3, LLAMA, SPLIT_CASES, for_block
 
 # gemma3: windows of 5 positions on two of its three layers, shorter than every sequence below
 ARCHS = {"llama": LLAMA, "qwen2": CONFIGS["qwen2"], "gemma3": GEMMA3}
@@ -169,11 +169,7 @@ def script(ctx, seqs):
     return outs
 
 
-@pytest.mark.parametrize(
-    "cfg",
-    [LLAMA, CONFIGS["qwen2"], replace(GEMMA3, n_layer=4), replace(for_block(LLAMA, 256), qtype="Q4_K", n_layer=3)],
-    ids=["llama", "qwen2", "gemma3", "llama-q4_k"],
-)
+@pytest.mark.parametrize("cfg", SPLIT_CASES.values(), ids=SPLIT_CASES.keys())
 def test_every_split_equals_the_cpu_alone_for_mixed_batches(tiny, cfg):
     model = Model.load(tiny(cfg), n_threads=2)
     seqs = sequences(cfg, seed=4)
