@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from lamina.engine.context import Context, Model
+from lamina.engine.context import Context, ContextError, Model
 from support.tiny_models import CONFIGS, GEMMA3, LLAMA, SPLIT_CASES, for_block
 
 # gemma3: windows of 5 positions on two of its three layers, shorter than every sequence below
@@ -182,3 +182,28 @@ def test_every_split_equals_the_cpu_alone_for_mixed_batches(tiny, cfg):
         assert all(np.array_equal(g, a) for g, a in zip(got, alone)), f"gpu_layers={n}"
         assert ctx.kv_usage() == cpu.kv_usage()
         assert [ctx.seq_len(s) for s in range(4)] == [cpu.seq_len(s) for s in range(4)]
+
+
+@pytest.mark.gpu
+def test_cuda_runs_batches_of_one_sequence_and_refuses_the_rest(tiny):
+    """CUDA keeps its one-sequence path: a batch of sequence 0 at contiguous
+    positions (any rows of logits), suffix removal; several sequences, a shift
+    and a copy are refused before anything changes"""
+    model = Model.load(tiny(LLAMA), n_threads=2)
+    t = sequences(LLAMA, (14,), seed=7)[0]
+    cpu = Context(model, n_ctx=64).eval(t, all_logits=True)
+    ctx = Context(model, n_ctx=64, gpu_layers=LLAMA.n_layer + 1, device="cuda", require_gpu=True)
+    mask = np.zeros(10, dtype=bool)
+    mask[[2, 5, 9]] = True  # not a suffix: rows picked after the head
+    rows = [ctx.decode(t[:10], np.arange(10), np.zeros(10, dtype=int), mask)]
+    rows += [ctx.decode([t[p]], [p], [0]) for p in range(10, 14)]  # one token: the decode graph
+    got = np.concatenate(rows)
+    want = cpu[[2, 5, 9, 10, 11, 12, 13]]
+    assert float(((got - want) ** 2).mean() / (want**2).mean()) < 1e-3
+    ctx.seq_rm(0, 12)
+    assert ctx.n_past == 12
+    with pytest.raises(ContextError, match="not implemented yet"):
+        ctx.seq_rm(0, 2, 4)
+    assert ctx.n_past == 12
+    with pytest.raises(ContextError, match="multi-sequence decode on CUDA is not implemented yet"):
+        Context(model, n_ctx=64, gpu_layers=1, device="cuda", require_gpu=True, n_seq_max=2)
