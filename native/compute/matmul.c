@@ -4,10 +4,11 @@
  * (Q8_0/Q8_1/Q8_K/F16...), as ggml does. Phase 2 splits weight rows across
  * threads and walks tiles of TILE_R rows x TILE_C columns, so in prefill a
  * weight row is loaded once per tile of columns instead of once per column.
- * Where the type has a four-column kernel (lm_select_vec_dot_x4), a row's
- * columns go through it 4 at a time, each weight block unpacked once per 4
- * columns; it gives the single-column kernel's bits, so grouping never
- * changes a result. */
+ * Where the type has a few-column kernel (lm_select_vec_dot_x4), a row's
+ * columns go through it up to 4 at a time (2 or 3 for what is left, so decode
+ * of 2 or 3 sequences gains too), each weight block unpacked once per group;
+ * it gives the single-column kernel's bits, so grouping never changes a
+ * result. */
 #include <stdlib.h>
 
 #include "compute/matmul.h"
@@ -20,13 +21,14 @@ enum { TILE_R = 16, TILE_C = 16 };
 typedef struct {
     const lm_type_traits *wt, *at;   /* weight type, activation (partner) type */
     lm_vec_dot_fn dot;
-    lm_vec_dot_x4_fn dot4;   /* four columns at once, bit-identical to dot; may be NULL */
+    lm_vec_dot_x4_fn dot4;   /* 2..4 columns at once, bit-identical to dot; may be NULL */
     const char *w;
     size_t w_row_bytes;
     int64_t rows, n, ncols;
     const float *x;
     char *xq;
     size_t xq_row_bytes;
+    int n_scales;             /* floats per block stored after a column's blocks for dot4 (type_traits.h) */
     float *y;
     int64_t ldy;
 } matmul_job;
@@ -35,8 +37,20 @@ static void quantize_columns(void *p, int ith, int nth) {
     matmul_job *job = p;
     int64_t c0, c1;
     lm_split_range(job->ncols, ith, nth, &c0, &c1);
-    for (int64_t c = c0; c < c1; c++)
-        job->at->from_float(job->x + c * job->n, job->xq + (size_t)c * job->xq_row_bytes, job->n);
+    const int64_t nb = job->n / job->at->blck_size;
+    for (int64_t c = c0; c < c1; c++) {
+        char *col = job->xq + (size_t)c * job->xq_row_bytes;
+        job->at->from_float(job->x + c * job->n, col, job->n);
+        if (!job->n_scales) continue;
+        float *f = (float *)(col + lm_x4_scales_offset(nb, job->at->type_size));
+        if (job->n_scales == 2)
+            for (int64_t b = 0; b < nb; b++) {
+                f[b] = lm_half_to_f32(((const block_q8_1 *)col)[b].d);
+                f[nb + b] = lm_half_to_f32(((const block_q8_1 *)col)[b].s);
+            }
+        else
+            for (int64_t b = 0; b < nb; b++) f[b] = lm_half_to_f32(((const block_q8_0 *)col)[b].d);
+    }
 }
 
 static void multiply_rows(void *p, int ith, int nth) {
@@ -50,15 +64,24 @@ static void multiply_rows(void *p, int ith, int nth) {
             for (int64_t r = r0; r < r1; r++) {
                 const char *wrow = job->w + (size_t)r * job->w_row_bytes;
                 int64_t c = c0;
-                if (job->dot4)
-                    for (; c + 4 <= c1; c += 4)
-                        job->dot4(job->n, &job->y[c * job->ldy + r], (size_t)job->ldy, wrow,
-                                  job->xq + (size_t)c * job->xq_row_bytes, job->xq_row_bytes);
+                while (job->dot4 && c1 - c >= 2) {
+                    const int k = c1 - c < 4 ? (int)(c1 - c) : 4;
+                    job->dot4(job->n, k, &job->y[c * job->ldy + r], (size_t)job->ldy, wrow,
+                              job->xq + (size_t)c * job->xq_row_bytes, job->xq_row_bytes);
+                    c += k;
+                }
                 for (; c < c1; c++)
                     job->dot(job->n, &job->y[c * job->ldy + r], wrow, job->xq + (size_t)c * job->xq_row_bytes);
             }
         }
     }
+}
+
+/* one column of activations: its blocks, then its block scales as floats */
+static size_t column_bytes(const lm_type_traits *at, int64_t n, int n_scales) {
+    const int64_t nb = n / at->blck_size;
+    if (!n_scales) return (size_t)nb * at->type_size;
+    return lm_x4_scales_offset(nb, at->type_size) + (size_t)nb * sizeof(float) * (size_t)n_scales;
 }
 
 static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, int64_t ncols) {
@@ -75,7 +98,8 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
     job->wt = wt;
     job->at = at;
     job->w_row_bytes = (size_t)(n / wt->blck_size) * wt->type_size;
-    job->xq_row_bytes = (size_t)(n / at->blck_size) * at->type_size;
+    job->n_scales = job->dot4 ? lm_x4_scale_count(wt->vec_dot_type) : 0;
+    job->xq_row_bytes = column_bytes(at, n, job->n_scales);
     job->rows = rows;
     job->n = n;
     job->ncols = ncols;
@@ -86,7 +110,8 @@ size_t lm_matmul_scratch_bytes(int type, int64_t n, int64_t ncols) {
     const lm_type_traits *wt = lm_get_type_traits(type);
     if (!wt) return 0;
     const lm_type_traits *at = lm_get_type_traits(wt->vec_dot_type);
-    return (size_t)(n / at->blck_size) * at->type_size * (size_t)(ncols > 0 ? ncols : 1);
+    /* room for the scales whatever impl runs: a few bytes per block */
+    return column_bytes(at, n, lm_x4_scale_count(wt->vec_dot_type)) * (size_t)(ncols > 0 ? ncols : 1);
 }
 
 int lm_matmul_into(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n, const float *x,

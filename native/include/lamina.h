@@ -207,7 +207,9 @@ int lm_context_offload_info(const lm_context *ctx, int32_t *host_layers, int *he
  * is the residual stream entering layer il0 (ignored when il0 == 0: the
  * token embeddings) and receives the stream leaving layer il1 - 1. Other
  * layers' caches are not written: a context used this way serves one layer
- * range per sequence (truncate to 0 between sequences). */
+ * range per sequence (truncate to 0 between sequences). Sequence 0 of an
+ * offload device does not grow: eval after eval_layers on such a context is
+ * refused by the device (its positions do not continue), until truncate(0). */
 int lm_context_eval_layers(lm_context *ctx, const int32_t *tokens, int32_t n_tokens, int32_t il0, int32_t il1,
                            float *x_io);
 /* From now on every eval copies the matmul inputs of layer il into the

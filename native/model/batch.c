@@ -6,8 +6,9 @@
  * then its cells are reserved (a shared block the batch writes into is
  * copied first, new blocks are taken lowest first), the forward pass runs
  * (forward.c, the device's part through the backend table), and only then
- * do the sequences' lengths move. When the run fails, the reserved blocks go
- * back and the lengths stay: nothing a caller can see has changed. */
+ * do the sequences' lengths move. When the run fails (a device error: the
+ * checks come first), the new blocks go back and the lengths stay; a shared
+ * block copied for the batch stays copied, the same cells in one block more. */
 #include <string.h>
 
 #include "error.h"

@@ -7,7 +7,7 @@
  *   lm_vec_dot_<t>_ref(n, s, x, y)          scalar reference dot with the partner (weights)
  *   lm_vec_dot_<t>_avx2(n, s, x, y)         x86 AVX2/FMA/F16C, built on x86-64 only (weights)
  *   lm_from_float_<t>(x, y, k)              one row of activations into <t> (FROM_F32)
- *   lm_vec_dot_x4_<t>_avx2(...)             four activation columns at once (X4)
+ *   lm_vec_dot_x4_<t>_avx2(...)             two to four activation columns at once (X4)
  */
 #ifndef LAMINA_KERNELS_H
 #define LAMINA_KERNELS_H
@@ -18,15 +18,15 @@
 
 #include "quants/types.h"
 
-#define LM_DECLARE_KERNELS(ID, t, qk, block, PARTNER, KIND, FROM_F32, X4)                                       \
-    void lm_dequantize_row_##t(const void *x, float *y, int64_t k);                                             \
-    LM_IF_WEIGHT(KIND, size_t lm_quantize_##t(const float *src, void *dst, int64_t nrows, int64_t n_per_row,    \
-                                              const float *imatrix);                                            \
-                 void lm_vec_dot_##t##_ref(int64_t n, float *s, const void *x, const void *y);                  \
-                 void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *x, const void *y);)                \
-    LM_IF(FROM_F32, void lm_from_float_##t(const float *x, void *y, int64_t k);)                                \
-    LM_IF(X4, void lm_vec_dot_x4_##t##_avx2(int64_t n, float *s, size_t s_stride, const void *x, const void *y, \
-                                            size_t y_stride);)
+#define LM_DECLARE_KERNELS(ID, t, qk, block, PARTNER, KIND, FROM_F32, X4)                                    \
+    void lm_dequantize_row_##t(const void *x, float *y, int64_t k);                                          \
+    LM_IF_WEIGHT(KIND, size_t lm_quantize_##t(const float *src, void *dst, int64_t nrows, int64_t n_per_row, \
+                                              const float *imatrix);                                         \
+                 void lm_vec_dot_##t##_ref(int64_t n, float *s, const void *x, const void *y);               \
+                 void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *x, const void *y);)             \
+    LM_IF(FROM_F32, void lm_from_float_##t(const float *x, void *y, int64_t k);)                             \
+    LM_IF(X4, void lm_vec_dot_x4_##t##_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x,   \
+                                            const void *y, size_t y_stride);)
 
 LM_BLOCK_TYPES(LM_DECLARE_KERNELS)
 

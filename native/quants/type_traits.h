@@ -19,10 +19,24 @@ typedef void (*lm_from_float_fn)(const float *x, void *y, int64_t k);
 /* *s = dot(x, y) over n values; x in this type, y in its vec_dot_type */
 typedef void (*lm_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
 /* s[c * s_stride] = dot(x, the activations y_stride * c bytes after y) for
- * c = 0..3 (s_stride counts floats): one weight row with four activation
- * columns, each result bit-identical to the single-column kernel of the same
- * impl on that column (matmul.c's prefill path) */
-typedef void (*lm_vec_dot_x4_fn)(int64_t n, float *s, size_t s_stride, const void *x, const void *y, size_t y_stride);
+ * c = 0..ncol-1, 2 <= ncol <= 4 (s_stride counts floats): one weight row with
+ * a few activation columns, each result bit-identical to the single-column
+ * kernel of the same impl on that column (matmul.c: prefill, and decode of
+ * several sequences) */
+/* The few-column kernels of the 32-value formats (partners Q8_0, Q8_1) also
+ * read each column's block scales as floats, which matmul.c stores after
+ * the column's nb blocks, at this offset: d[nb], then s[nb] for Q8_1. One
+ * half-to-float conversion per column and block per matmul instead of one
+ * per weight row. */
+static inline size_t lm_x4_scales_offset(int64_t nb, size_t block_bytes) {
+    return ((size_t)nb * block_bytes + 3) & ~(size_t)3;
+}
+static inline int lm_x4_scale_count(int vec_dot_type) {
+    return vec_dot_type == LM_TYPE_Q8_1 ? 2 : vec_dot_type == LM_TYPE_Q8_0 ? 1 : 0;
+}
+
+typedef void (*lm_vec_dot_x4_fn)(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                                 size_t y_stride);
 
 typedef struct {
     const char *name;
@@ -34,14 +48,14 @@ typedef struct {
     lm_from_float_fn from_float;
     lm_vec_dot_fn vec_dot_ref;    /* scalar reference: the oracle for SIMD paths */
     lm_vec_dot_fn vec_dot_avx2;   /* NULL when not built or not written */
-    lm_vec_dot_x4_fn vec_dot_x4_avx2;   /* four columns of vec_dot_avx2; NULL when not built or not written */
+    lm_vec_dot_x4_fn vec_dot_x4_avx2;   /* 2..4 columns of vec_dot_avx2; NULL when not built or not written */
 } lm_type_traits;
 
 /* NULL for ids outside the table */
 const lm_type_traits *lm_get_type_traits(int type);
 /* the dot kernel for impl (LM_IMPL_*), or NULL if that impl is unavailable */
 lm_vec_dot_fn lm_select_vec_dot(const lm_type_traits *t, int impl);
-/* the four-column kernel matching lm_select_vec_dot(t, impl), or NULL when
+/* the few-column kernel matching lm_select_vec_dot(t, impl), or NULL when
  * there is none (then multiply one column at a time) */
 lm_vec_dot_x4_fn lm_select_vec_dot_x4(const lm_type_traits *t, int impl);
 

@@ -11,7 +11,7 @@
  *                            splits that dot (LMC_PARTS_<T>, lmc_ints_<t>,
  *                            lmc_term_<t>: cuda/matmul.cu's mmvq_kernel)
  *   quants/<t>.c             CPU: quantizer, row dequantizer, scalar reference dot
- *   simd/x86/<t>_avx2.c      AVX2 dot (and the four-column one where X4 is 1)
+ *   simd/x86/<t>_avx2.c      AVX2 dot (and the two-to-four-column one where X4 is 1)
  *
  * F32, F16 and BF16 share quants/float.{h,c} and simd/x86/float_avx2.c, IQ4_NL
  * and IQ4_XS quants/iq4.{h,c} and simd/x86/iq4_avx2.c.
@@ -28,7 +28,7 @@
  *                    lm_vec_dot_<t>_ref and _avx2, CUDA mat-vec and dequantizer
  *             ACT    an activation format only: lm_dequantize_row_<t>
  *   FROM_F32  1 where activations are quantized into it (lm_from_float_<t>)
- *   X4        1 where lm_vec_dot_x4_<t>_avx2 exists (four activation columns)
+ *   X4        1 where lm_vec_dot_x4_<t>_avx2 exists (two to four activation columns)
  */
 #ifndef LAMINA_TYPES_H
 #define LAMINA_TYPES_H

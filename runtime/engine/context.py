@@ -364,9 +364,10 @@ class Context:
         return k, v
 
     def _seq(self, seq: object, what: str) -> int:
-        if not _is_int(seq) or not 0 <= seq < self.n_seq_max:  # type: ignore[operator]
+        s = _as_int(seq)
+        if s is None or not 0 <= s < self.n_seq_max:
             raise ContextError(f"{what}: sequence {seq!r} is not an id in [0, n_seq_max={self.n_seq_max})")
-        return int(seq)  # type: ignore[call-overload]
+        return s
 
     def _validate_batch(self, tokens, pos, seq_ids, logits_mask) -> tuple[np.ndarray, ...]:
         toks = self._tokens(tokens)
@@ -527,7 +528,12 @@ class Context:
 
 
 def _is_int(x: object) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+    return _as_int(x) is not None
+
+
+def _as_int(x: object) -> int | None:
+    """x as an int when it is one (numpy integers too, bools not), else None"""
+    return int(x) if isinstance(x, (int, np.integer)) and not isinstance(x, bool) else None
 
 
 def _int_array(name: str, values: object, n: int) -> np.ndarray:
@@ -542,12 +548,12 @@ def _int_array(name: str, values: object, n: int) -> np.ndarray:
 def _sequences(n_ctx: int, n_seq_max: object, n_ctx_seq: object) -> tuple[int, int]:
     """(n_seq_max, n_ctx_seq) checked against n_ctx; n_ctx_seq None: n_ctx // n_seq_max."""
     limit = min(int(lib.LM_SEQ_MAX), n_ctx)
-    if not _is_int(n_seq_max) or not 1 <= n_seq_max <= limit:  # type: ignore[operator]
+    seqs = _as_int(n_seq_max)
+    if seqs is None or not 1 <= seqs <= limit:
         raise ContextError(f"n_seq_max must be an integer in [1, {limit}] (at most n_ctx={n_ctx}), got {n_seq_max!r}")
-    seqs = int(n_seq_max)  # type: ignore[call-overload]
-    per_seq = n_ctx // seqs if n_ctx_seq is None else n_ctx_seq
-    if not _is_int(per_seq) or not 1 <= per_seq <= n_ctx:  # type: ignore[operator]
+    per_seq = n_ctx // seqs if n_ctx_seq is None else _as_int(n_ctx_seq)
+    if per_seq is None or not 1 <= per_seq <= n_ctx:
         raise ContextError(
             f"n_ctx_seq must be an integer in [1, n_ctx={n_ctx}] (or None: n_ctx // n_seq_max), got {n_ctx_seq!r}"
         )
-    return seqs, int(per_seq)  # type: ignore[call-overload]
+    return seqs, per_seq

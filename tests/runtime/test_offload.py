@@ -20,7 +20,7 @@ from lamina.gguf.reader import GGUFFile
 from lamina.model_cache import fetch_model
 from lamina.tokenizer import Tokenizer
 from support.paths import REPO
-from support.tiny_models import CONFIGS, GEMMA3, LLAMA, for_block
+from support.tiny_models import CONFIGS, GEMMA3, LLAMA, SPLIT_CASES, for_block
 
 ROOT = REPO
 
@@ -35,11 +35,7 @@ def run_split(model, toks, gpu_layers, n_batch=4, kv_type="f16"):
 
 
 # the gemma3 model slides a 5-token window over 3 layers (two local, one global)
-@pytest.mark.parametrize(
-    "cfg",
-    [LLAMA, CONFIGS["qwen2"], replace(GEMMA3, n_layer=4), replace(for_block(LLAMA, 256), qtype="Q4_K", n_layer=3)],
-    ids=["llama", "qwen2", "gemma3", "llama-q4_k"],
-)
+@pytest.mark.parametrize("cfg", SPLIT_CASES.values(), ids=SPLIT_CASES.keys())
 def test_every_split_equals_the_cpu_alone(tiny, cfg):
     model = Model.load(tiny(cfg), n_threads=2)
     toks = np.random.default_rng(5).integers(0, cfg.n_vocab, 14)

@@ -87,6 +87,16 @@ def for_block(cfg: TinyConfig, block: int) -> TinyConfig:
     return replace(cfg, n_embd=n_embd, n_ff=max(cfg.n_ff * scale, block), head_dim=head_dim)
 
 
+# the models every offload split is checked on: one per architecture shape,
+# gemma3 with one more global layer, and a k-quant llama
+SPLIT_CASES = {
+    "llama": LLAMA,
+    "qwen2": QWEN2,
+    "gemma3": replace(GEMMA3, n_layer=4),
+    "llama-q4_k": replace(for_block(LLAMA, 256), qtype="Q4_K", n_layer=3),
+}
+
+
 def _matrix(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     return (rng.standard_normal((rows, cols)) / math.sqrt(cols)).astype(np.float32)
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "quants/blocks.h"
+#include "quants/type_traits.h"
 
 /* sum of the 8 floats of x */
 static inline float lm_hsum_f32_8(__m256 x) {
@@ -66,22 +67,44 @@ static inline __m256 lm_mul_sum_i8_pairs_f32(__m256i x, __m256i y) {
 static inline float lm_half_f32(lm_half h) { return _cvtsh_ss(h); }
 
 /* ------------------------------------------------- four-column kernels */
-/* lm_vec_dot_x4_<t>_avx2(n, s, s_stride, x, y, y_stride) sets
- * s[c * s_stride] = dot(x, y + c * y_stride) for c = 0..3. Each weight block is
- * unpacked once and multiplied with the four columns' blocks, which is where
- * prefill spends its time (compute/matmul.c calls these while 4 columns remain).
+/* lm_vec_dot_x4_<t>_avx2(n, ncol, s, s_stride, x, y, y_stride) sets
+ * s[c * s_stride] = dot(x, y + c * y_stride) for c = 0..ncol-1, 2 <= ncol <= 4.
+ * Each weight block is unpacked once and multiplied with the columns'
+ * blocks, which is where prefill, and decode of several sequences, spend
+ * their time (compute/matmul.c calls these while 2 or more columns remain).
  *
  * Every column is computed with the per-block arithmetic and the accumulation
  * order of the single-column kernel lm_vec_dot_<t>_avx2 beside it in
  * simd/x86/<t>_avx2.c (the k-quant blocks are the very same *_block_n
  * functions, the legacy blocks the same byte unpacking and FMA chain), just
- * with four accumulators, so each result is bit-identical to that kernel's:
- * matmul output does not depend on how columns are grouped. */
+ * with one accumulator per column, so each result is bit-identical to that
+ * kernel's: matmul output does not depend on how columns are grouped. */
 enum { NCOL = 4 };
 
-/* the four columns' rows of activation blocks */
-#define LM_X4_COLUMNS(block_t, y, vy, y_stride) \
-    const block_t *y[NCOL];                     \
-    for (int c = 0; c < NCOL; c++) y[c] = (const block_t *)((const char *)(vy) + (size_t)c * (y_stride))
+/* the columns' rows of activation blocks */
+#define LM_X4_COLUMNS(block_t, y, vy, y_stride, ncol) \
+    const block_t *y[NCOL];                           \
+    for (int c = 0; c < (ncol); c++) y[c] = (const block_t *)((const char *)(vy) + (size_t)c * (y_stride))
+
+/* the columns' block scales as floats (type_traits.h, lm_x4_scales_offset),
+ * n_scales floats per block: d[nb], then s[nb] */
+#define LM_X4_SCALES(ys, y, nb, block_t, ncol) \
+    const float *ys[NCOL];                     \
+    for (int c = 0; c < (ncol); c++)           \
+    ys[c] = (const float *)((const char *)y[c] + lm_x4_scales_offset(nb, sizeof(block_t)))
+
+/* The exported kernel over a body written for `ncol` columns: each case
+ * passes a constant, so the always-inline body is unrolled into a kernel of
+ * its own for 2, 3 and 4 columns. */
+#define LM_X4_INLINE static inline __attribute__((always_inline))
+#define LM_DEFINE_X4(t, body)                                                                                     \
+    void lm_vec_dot_x4_##t##_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *vx, const void *vy, \
+                                  size_t y_stride) {                                                              \
+        switch (ncol) {                                                                                           \
+        case 2: body(n, 2, s, s_stride, vx, vy, y_stride); break;                                                 \
+        case 3: body(n, 3, s, s_stride, vx, vy, y_stride); break;                                                 \
+        default: body(n, NCOL, s, s_stride, vx, vy, y_stride); break;                                             \
+        }                                                                                                         \
+    }
 
 #endif /* LAMINA_AVX2_H */

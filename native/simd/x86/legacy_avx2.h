@@ -46,26 +46,28 @@
         *s = lm_hsum_f32_8(acc) + summs;                                                \
     }
 
-/* four columns (avx2.h) of LM_DEFINE_VEC_DOT_I8: per block acc += (dx * dy) *
- * sum(qx * qy) with one FMA; |qx| is taken once per block */
-#define LM_DEFINE_VEC_DOT_X4_I8(t, bytes)                                                                 \
-    void lm_vec_dot_x4_##t##_avx2(int64_t n, float *s, size_t s_stride, const void *vx, const void *vy,   \
-                                  size_t y_stride) {                                                      \
-        const block_##t *x = vx;                                                                          \
-        LM_X4_COLUMNS(block_q8_0, y, vy, y_stride);                                                       \
-        __m256 acc[NCOL];                                                                                 \
-        for (int c = 0; c < NCOL; c++) acc[c] = _mm256_setzero_ps();                                      \
-        for (int64_t i = 0; i < n / QK8_0; i++) {                                                         \
-            const float xd = lm_half_f32(x[i].d);                                                         \
-            const __m256i qx = bytes(&x[i]);                                                              \
-            const __m256i ax = _mm256_sign_epi8(qx, qx);                                                  \
-            for (int c = 0; c < NCOL; c++) {                                                              \
-                const __m256 d = _mm256_set1_ps(xd * lm_half_f32(y[c][i].d));                             \
-                const __m256i sy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[c][i].qs), qx); \
-                acc[c] = _mm256_fmadd_ps(d, lm_mul_sum_us8_pairs_f32(ax, sy), acc[c]);                    \
-            }                                                                                             \
-        }                                                                                                 \
-        for (int c = 0; c < NCOL; c++) s[c * s_stride] = lm_hsum_f32_8(acc[c]);                           \
-    }
+/* two to four columns (avx2.h) of LM_DEFINE_VEC_DOT_I8: per block acc +=
+ * (dx * dy) * sum(qx * qy) with one FMA; |qx| is taken once per block, dy
+ * read as a float (LM_X4_SCALES): the same product as the one-column kernel's */
+#define LM_DEFINE_VEC_DOT_X4_I8(t, bytes)                                                                          \
+    LM_X4_INLINE void x4_##t(int64_t n, const int ncol, float *s, size_t s_stride, const void *vx, const void *vy, \
+                             size_t y_stride) {                                                                    \
+        const block_##t *x = vx;                                                                                   \
+        LM_X4_COLUMNS(block_q8_0, y, vy, y_stride, ncol);                                                          \
+        __m256 acc[NCOL];                                                                                          \
+        for (int c = 0; c < ncol; c++) acc[c] = _mm256_setzero_ps();                                               \
+        for (int64_t i = 0; i < n / QK8_0; i++) {                                                                  \
+            const float xd = lm_half_f32(x[i].d);                                                                  \
+            const __m256i qx = bytes(&x[i]);                                                                       \
+            const __m256i ax = _mm256_sign_epi8(qx, qx);                                                           \
+            for (int c = 0; c < ncol; c++) {                                                                       \
+                const __m256 d = _mm256_set1_ps(xd * lm_half_f32(y[c][i].d));                                      \
+                const __m256i sy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[c][i].qs), qx);          \
+                acc[c] = _mm256_fmadd_ps(d, lm_mul_sum_us8_pairs_f32(ax, sy), acc[c]);                             \
+            }                                                                                                      \
+        }                                                                                                          \
+        for (int c = 0; c < ncol; c++) s[c * s_stride] = lm_hsum_f32_8(acc[c]);                                    \
+    }                                                                                                              \
+    LM_DEFINE_X4(t, x4_##t)
 
 #endif /* LAMINA_LEGACY_AVX2_H */

@@ -1,5 +1,5 @@
 /* q8_0_avx2.c — AVX2 dots of Q8_0 weights with Q8_0 activations (legacy_avx2.h):
- * one activation column, and four. */
+ * one activation column, and two to four. */
 #include "quants/kernels.h"
 #include "quants/q8_0.h"
 #include "simd/x86/legacy_avx2.h"
