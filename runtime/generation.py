@@ -6,11 +6,16 @@ Session's engine, so concurrent callers share each forward pass."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from lamina.chat_template import ChatTemplate
-from lamina.engine.context import Context, Model
+from lamina.engine.context import Context, ContextError, Model
+from lamina.engine.embeddings import check_pooling, embed_tokens, pooling_from_metadata
 from lamina.engine.engine import DEFAULT_MAX_QUEUE, DEFAULT_PREFILL_CHUNK, Engine
+from lamina.engine.offload import OffloadWarning, cuda_offload_planned
 from lamina.engine.request import Request
 from lamina.sampling import Sampler
 from lamina.tokenizer import Tokenizer
@@ -60,6 +65,35 @@ class Session:
         """Queue a generation on the engine; read it with request.pieces()."""
         return self.engine.submit(prompt, sampler, max_tokens=max_tokens, stops=stops)
 
+    @property
+    def spare_seq(self) -> int | None:
+        """The first sequence the engine does not schedule (embeddings and
+        Llama's low-level eval run there), or None when the context has none."""
+        n = len(self.engine.slots.slots)
+        return n if n < self.context.n_seq_max else None
+
+    @property
+    def pooling(self) -> str:
+        """The model's pooling for embeddings (its `{arch}.pooling_type`, else mean)."""
+        return pooling_from_metadata(self.model.native.gguf.metadata, self.model.hparams.arch)
+
+    def embed_many(
+        self, token_lists: Sequence[Sequence[int]], pooling: str | None = None, normalize: bool = True
+    ) -> list[np.ndarray]:
+        """One embedding per input ([n_embd] float32, L2-normalized unless
+        normalize=False; [n_tokens, n_embd] for pooling "none"). Each input
+        runs alone in the spare sequence between two engine steps, so
+        generations keep streaming while a long list is embedded."""
+        seq = self.spare_seq
+        if seq is None:
+            raise ContextError("this session has no spare sequence for embeddings (open it with extra_sequences=1)")
+        pooling = check_pooling(pooling or self.pooling)
+        out = []
+        for tokens in token_lists:
+            with self.engine.exclusive() as ctx:
+                out.append(embed_tokens(ctx, seq, tokens, pooling, normalize))
+        return out
+
     def cached_tokens(self, request: Request) -> int:
         """Positions the request's sequence holds now (its prompt and reply so far)."""
         return 0 if request.slot is None else len(self.engine.slots.slots[request.slot].tokens)
@@ -101,6 +135,14 @@ def open_session(
     sequences of the context the engine leaves to the caller. kv_unified: each
     sequence may use the whole n_ctx of the shared cache (llama.cpp's
     --kv-unified), else n_ctx / n_slots each (llama-server's -np split)."""
+    if n_slots + extra_sequences > 1 and cuda_offload_planned(gpu_layers):
+        warnings.warn(
+            f"CUDA offload decodes one sequence per context: {n_slots} slot(s) + {extra_sequences} spare become "
+            "one sequence (concurrent requests wait in the queue; embeddings need a CPU context)",
+            OffloadWarning,
+            stacklevel=2,
+        )
+        n_slots, extra_sequences = 1, 0
     model = Model.load(path, n_threads=n_threads)
     meta = model.native.gguf.metadata
     tokenizer = Tokenizer.from_metadata(meta)

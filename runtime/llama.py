@@ -25,8 +25,10 @@ from typing import Any, NoReturn
 import numpy as np
 
 from lamina import options
+from lamina.engine.embeddings import POOLING_BY_ID
 from lamina.engine.engine import DEFAULT_MAX_QUEUE
 from lamina.engine.request import Piece
+from lamina.engine.slots import common_prefix
 from lamina.generation import open_session
 from lamina.llama_params import DEFAULTS_CHAT, DEFAULTS_COMPLETION, DEFAULTS_INIT, HARMLESS_INIT, check_extra
 from lamina.model_cache import fetch_model, known_models
@@ -35,6 +37,18 @@ from lamina.system import available_memory
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama-cpp-python's "pick a random seed"
 DEFAULT_N_SEQ_MAX = 4  # completions decoded together; more wait in the queue
+
+
+def _pooling_name(pooling_type: int) -> str | None:
+    """llama.cpp's pooling ids as lamina's names; -1 (unspecified): None, the model's."""
+    if pooling_type == -1:
+        return None
+    if isinstance(pooling_type, bool) or pooling_type not in POOLING_BY_ID:
+        raise ValueError(
+            f"pooling_type={pooling_type!r}: expected -1 (the model's), 0 none, 1 mean, 2 cls or 3 last "
+            "(4, rank, needs a reranker head lamina does not run)"
+        )
+    return POOLING_BY_ID[pooling_type]
 
 
 class LlamaClosedError(RuntimeError):
@@ -57,6 +71,8 @@ class Llama:
         kv_type: str = "f16",
         n_seq_max: int = DEFAULT_N_SEQ_MAX,
         kv_unified: bool = True,
+        embedding: bool = False,
+        pooling_type: int = -1,
         max_queue: int = DEFAULT_MAX_QUEUE,
         **extra: Any,
     ):
@@ -71,6 +87,8 @@ class Llama:
         QueueFullError. Every value is checked by lamina.options, as `lamina
         run`'s flags are."""
         check_extra("Llama", extra, DEFAULTS_INIT, HARMLESS_INIT)
+        self.embedding = bool(embedding)
+        self._pooling = _pooling_name(pooling_type)
         path = options.model_file(model_path)
         self.model_path = str(path)
         self.verbose = verbose
@@ -101,7 +119,11 @@ class Llama:
                 print(f"lamina: {w.message}", file=sys.stderr)
         s = self._session
         self._model, self._ctx, self.tokenizer_, self._engine = s.model, s.context, s.tokenizer, s.engine
-        self._raw_seq = self._ctx.n_seq_max - 1  # eval()'s sequence: the engine never schedules it
+        # eval()'s sequence: the spare one the engine never schedules, or (CUDA
+        # offload: one sequence in all) slot 0's, kept in step with its mirror
+        spare = s.spare_seq
+        self._shared_slot = None if spare is not None else self._engine.slots.slots[0]
+        self._raw_seq = spare if spare is not None else 0
         self._raw: list[int] = []  # what eval() has put in it
         n_ctx = self._ctx.n_ctx_seq
         self.logits_all = logits_all
@@ -204,6 +226,8 @@ class Llama:
         with self._engine.exclusive() as ctx:
             ctx.seq_rm(self._raw_seq, 0)
             self._raw = []
+            if self._shared_slot is not None:
+                self._shared_slot.tokens = []
 
     def set_seed(self, seed: int) -> None:
         self._rng_seed = options.seed(seed)
@@ -218,6 +242,7 @@ class Llama:
             return
         n = self._ctx.n_batch
         with self._engine.exclusive() as ctx:
+            self._restore_shared(ctx)
             if len(self._raw) + toks.size > ctx.n_ctx_seq:
                 raise ValueError(
                     f"Requested tokens ({len(self._raw) + toks.size}) exceed context window of {ctx.n_ctx_seq}"
@@ -234,6 +259,68 @@ class Llama:
                     self.scores[first : first + chunk.size] = logits
                 else:
                     self.scores[0] = logits[-1]
+            if self._shared_slot is not None:
+                self._shared_slot.tokens = list(self._raw)
+
+    def _restore_shared(self, ctx: Any) -> None:
+        """When eval() shares slot 0's sequence and a completion ran there since,
+        bring the sequence back to eval()'s tokens: keep the common prefix,
+        evaluate the rest again (its scores are already kept)."""
+        slot = self._shared_slot
+        if slot is None or slot.tokens == self._raw:
+            return
+        keep = common_prefix(slot.tokens, self._raw)
+        ctx.seq_rm(self._raw_seq, keep)
+        for start in range(keep, len(self._raw), ctx.n_batch):
+            chunk = np.asarray(self._raw[start : start + ctx.n_batch], dtype=np.int32)
+            pos = np.arange(start, start + chunk.size, dtype=np.int32)
+            ctx.decode(chunk, pos, np.full(chunk.size, self._raw_seq, np.int32), np.zeros(chunk.size, np.bool_))
+        slot.tokens = list(self._raw)
+
+    # ----------------------------------------------------------- embeddings
+    def embed(
+        self,
+        input: str | Sequence[str],
+        normalize: bool = False,
+        truncate: bool = True,
+        return_count: bool = False,
+    ):
+        """llama-cpp-python's embed: one vector per input (a list of floats for
+        a str, a list of them for a list), pooled as pooling_type says (-1:
+        the model's `{arch}.pooling_type`, else mean; 0: one vector per token),
+        L2-normalized when normalize. truncate: inputs longer than n_ctx keep
+        their first n_ctx tokens, else ValueError. return_count: also the
+        number of tokens evaluated."""
+        self._check_open()
+        if not self.embedding:
+            raise RuntimeError("Llama model must be created with embedding=True to call this method")
+        inputs = [input] if isinstance(input, str) else list(input)
+        limit = self._ctx.n_ctx_seq
+        token_lists = []
+        for text in inputs:
+            tokens = self.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+            if len(tokens) > limit:
+                if not truncate:
+                    raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {limit}")
+                tokens = tokens[:limit]
+            token_lists.append(tokens)
+        vectors = self._session.embed_many(token_lists, self._pooling, normalize)
+        # eval()'s sequence served the embeddings when it is the only spare: start afresh, as llama-cpp-python does
+        self._raw = []
+        out = [v.tolist() for v in vectors]
+        result = out[0] if isinstance(input, str) else out
+        return (result, sum(len(t) for t in token_lists)) if return_count else result
+
+    def create_embedding(self, input: str | Sequence[str], model: str | None = None) -> dict[str, Any]:
+        """The OpenAI embeddings response of llama-cpp-python (vectors not normalized)."""
+        data, n = self.embed(input, return_count=True)
+        rows = [data] if isinstance(input, str) else data
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(rows)],
+            "model": model if model is not None else self.model_path,
+            "usage": {"prompt_tokens": n, "total_tokens": n},
+        }
 
     # ----------------------------------------------------------- completion
     def _sampler(

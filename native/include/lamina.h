@@ -261,6 +261,11 @@ lm_context *lm_context_create_params(lm_model *model, const lm_context_params *p
  * is taken and no length moves. logits: [n_outputs][n_vocab], the rows
  * asked for in batch order (may be NULL when none is asked for). */
 int lm_context_decode(lm_context *ctx, const lm_batch *batch, float *logits);
+/* lm_context_decode without the output head (llama.cpp's embeddings mode):
+ * embd [n_outputs][n_embd] receives output_norm(x) of the tokens whose
+ * logits flag is set, in batch order; the batch is cached as decode caches
+ * it. Host contexts only (LM_ERR_ARG with offloaded layers). */
+int lm_context_decode_embd(lm_context *ctx, const lm_batch *batch, float *embd);
 /* positions held by a sequence, or LM_ERR_ARG for an id outside [0, n_seq_max) */
 int32_t lm_context_seq_len(const lm_context *ctx, int32_t seq_id);
 /* Remove positions [p0, p1) of a sequence (p1 < 0 or past its end: to its

@@ -126,7 +126,8 @@ static int prepare(lm_context *c, const lm_batch *b, const float *logits, const 
     int rc = check_tokens(c, b);
     if (!rc) rc = check_room(c);
     if (!rc && c->b_n_out > 0 && !logits)
-        rc = lm_set_error(LM_ERR_ARG, "%s: %d tokens ask for logits and the logits buffer is NULL", fn, c->b_n_out);
+        rc = lm_set_error(LM_ERR_ARG, "%s: %d tokens ask for an output row and the output buffer is NULL", fn,
+                          c->b_n_out);
     if (rc) {
         clear_counts(c);
         return rc;
@@ -151,6 +152,17 @@ int lm_context_decode(lm_context *c, const lm_batch *b, float *logits) {
      * device once per batch; the device reserves its own cells */
     rc = lm_forward(c, b, 0, c->kv_il1, NULL, NULL);
     if (!rc) rc = c->backend->decode(c->dev, b, c->x, logits);
+    return finish(c, rc);
+}
+
+int lm_context_decode_embd(lm_context *c, const lm_batch *b, float *embd) {
+    if (c && c->dev)
+        return lm_set_error(LM_ERR_ARG, "lm_context_decode_embd: a context with offloaded layers returns logits only "
+                                        "(create it with gpu_layers = 0 for embeddings)");
+    int rc = prepare(c, b, embd, "lm_context_decode_embd");
+    if (rc) return rc;
+    rc = lm_forward(c, b, 0, c->model->p.n_layer, NULL, NULL);
+    if (!rc && c->b_n_out > 0) lm_forward_embd_rows(c, embd);
     return finish(c, rc);
 }
 

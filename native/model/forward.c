@@ -390,3 +390,10 @@ int lm_forward(lm_context *c, const lm_batch *b, int32_t il0, int32_t il1, const
     const mm_out head[1] = { { &p->output, p->n_vocab, logits } };
     return matmuls(c, c->xb, p->n_embd, c->b_n_out, head, 1);
 }
+
+/* After lm_forward ran the last layer, xb holds output_norm(x) of every
+ * token; the rows asked for go to embd [b_n_out][n_embd] in batch order. */
+void lm_forward_embd_rows(lm_context *c, float *embd) {
+    gather_out_rows(c);
+    memcpy(embd, c->xb, sizeof(float) * (size_t)c->b_n_out * (size_t)c->model->p.n_embd);
+}

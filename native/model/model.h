@@ -95,6 +95,7 @@ int lm_context_decode_from(lm_context *c, const lm_batch *b, int32_t il0, const 
  * il1 == n_layer and logits not NULL, then the output norm and the head of
  * the rows in c->b_out into logits. Moves no length. */
 int lm_forward(lm_context *c, const lm_batch *b, int32_t il0, int32_t il1, const float *x_in, float *logits);
+void lm_forward_embd_rows(lm_context *c, float *embd);
 
 /* --------------------------------------------------------- kv_seq.c */
 

@@ -25,6 +25,7 @@ import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 from gguf import GGMLQuantizationType
@@ -292,15 +293,31 @@ class Context:
         [n_out, n_vocab] of the tokens whose logits_mask is set, in batch order
         (None: the last token of each sequence in the batch). On any error
         nothing is cached and no length moves."""
+        return self._run_batch(lib.lm_context_decode, self.model.n_vocab, tokens, pos, seq_ids, logits_mask)
+
+    def decode_embd(
+        self,
+        tokens: Sequence[int] | np.ndarray,
+        pos: Sequence[int] | np.ndarray,
+        seq_ids: Sequence[int] | np.ndarray,
+        output_mask: Sequence[bool] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """decode without the output head: returns output_norm(x) [n_out, n_embd]
+        of the tokens whose output_mask is set (None: the last token of each
+        sequence), the hidden states an embedding is pooled from. The batch is
+        cached as decode caches it. Host contexts only (no offloaded layers)."""
+        return self._run_batch(lib.lm_context_decode_embd, self.model.hparams.n_embd, tokens, pos, seq_ids, output_mask)
+
+    def _run_batch(self, fn: Any, width: int, tokens: Any, pos: Any, seq_ids: Any, mask_in: Any) -> np.ndarray:
         with self._lock:
-            toks, p, s, mask = self._validate_batch(tokens, pos, seq_ids, logits_mask)
-            out = np.empty((int(np.count_nonzero(mask)), self.model.n_vocab), dtype=np.float32)
+            toks, p, s, mask = self._validate_batch(tokens, pos, seq_ids, mask_in)
+            out = np.empty((int(np.count_nonzero(mask)), width), dtype=np.float32)
             arrays = [ffi.from_buffer("int32_t[]", a) for a in (toks, p, s)]
             flags = ffi.from_buffer("int8_t[]", mask)
             fields = {"n_tokens": len(toks), "token": arrays[0], "pos": arrays[1], "seq_id": arrays[2], "logits": flags}
             batch = ffi.new("lm_batch *", fields)
             dest = ffi.from_buffer("float[]", out) if len(out) else ffi.NULL
-            self._check(lib.lm_context_decode(self._live, batch, dest))
+            self._check(fn(self._live, batch, dest))
             self._collect(len(toks))
             return out
 

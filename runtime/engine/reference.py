@@ -110,8 +110,11 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window:
 # -- the model ---------------------------------------------------------------
 
 
-def forward(hp: HParams, weights: Mapping[str, np.ndarray], tokens, kv_type: str = "f32") -> np.ndarray:
-    """Logits [T, n_vocab] of every position of `tokens` (positions 0..T-1)."""
+def forward(
+    hp: HParams, weights: Mapping[str, np.ndarray], tokens, kv_type: str = "f32", hidden: bool = False
+) -> np.ndarray:
+    """Logits [T, n_vocab] of every position of `tokens` (positions 0..T-1);
+    hidden: output_norm(x) [T, n_embd] instead, what embeddings pool."""
     W = weights
     tokens = np.asarray(tokens, dtype=np.int64)
     T = len(tokens)
@@ -157,5 +160,7 @@ def forward(hp: HParams, weights: Mapping[str, np.ndarray], tokens, kv_type: str
         x = x + out
 
     x = norm(x, tensor_name(MODEL_TENSOR.OUTPUT_NORM))  # [T, E]
+    if hidden:
+        return x
     head = MODEL_TENSOR.TOKEN_EMBD if hp.tied_output else MODEL_TENSOR.OUTPUT
     return x @ W[tensor_name(head)].T  # [T, V]

@@ -6,6 +6,7 @@ on the shared engine; a client that goes away cancels them."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import uuid
@@ -81,9 +82,9 @@ def router(service: Service) -> APIRouter:
         service.check_model(body.model)
         if body.dimensions is not None:
             raise APIError(400, "dimensions is not supported: the vector has the model's width", param="dimensions")
-        inputs = body.input
-        if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
-            inputs = [inputs]  # type: ignore[list-item]
+        raw = body.input
+        # one text, one token list, or a list of either
+        inputs: list[Any] = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else list(raw)
         if not inputs:
             raise APIError(400, "input is empty", param="input")
         token_lists = []
@@ -100,8 +101,6 @@ def router(service: Service) -> APIRouter:
         for i, v in enumerate(vectors):
             emb: Any = v.astype(np.float32).tolist()
             if body.encoding_format == "base64":
-                import base64
-
                 emb = base64.b64encode(v.astype("<f4").tobytes()).decode()
             data.append({"object": "embedding", "index": i, "embedding": emb})
         n = sum(len(t) for t in token_lists)

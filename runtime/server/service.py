@@ -65,6 +65,7 @@ class Service:
                 chat_template=c.chat_template,
                 gpu_layers=c.gpu_layers,
                 n_slots=c.n_parallel,
+                extra_sequences=1,  # embeddings run there, beside the slots
                 kv_unified=c.kv_unified,
                 max_queue=c.max_queue,
             )

@@ -13,6 +13,7 @@ import sys
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 openai = pytest.importorskip("openai")
@@ -192,6 +193,24 @@ def test_a_client_that_disconnects_frees_its_slot(server):
     while _metric(server, "lamina_busy_slots") != 0:
         assert time.monotonic() < deadline, "the slot of a disconnected client was not freed"
         time.sleep(0.1)
+
+
+def test_embeddings_equal_llama_embed(server, client):
+    """The openai client asks for base64 by default and decodes it; float
+    format over plain HTTP gives the same vectors; both are Llama.embed's,
+    L2-normalized (llama-server's default)."""
+    texts = ["The cat sat on the mat.", "Paris is the capital of France."]
+    got = client.embeddings.create(model=ALIAS, input=texts)
+    with Llama("smollm2-135m-instruct", n_ctx=N_CTX, n_threads=2, embedding=True, verbose=False) as emb:
+        want, n = emb.embed(texts, normalize=True, return_count=True)
+    assert [d.index for d in got.data] == [0, 1] and got.usage.prompt_tokens == n
+    for d, w in zip(got.data, want):
+        assert np.allclose(d.embedding, w, atol=1e-5)
+    plain = _post(server, "/v1/embeddings", {"input": texts[0], "encoding_format": "float"}).json()
+    assert np.allclose(plain["data"][0]["embedding"], want[0], atol=1e-5)
+    for body, param in [({"input": []}, "input"), ({"input": "x", "dimensions": 8}, "dimensions")]:
+        r = _post(server, "/v1/embeddings", body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
 
 
 def _post(server: str, path: str, body, key: str | None = KEY, raw: bytes | None = None) -> httpx.Response:
