@@ -137,6 +137,15 @@ def load_cuda() -> bool:
     return lib.lm_cuda_load(str(path).encode()) == 0
 
 
+def cuda_offload_planned(gpu_layers: int | str | None) -> bool:
+    """Whether gpu_layers would put layers on a usable CUDA device, whose
+    backend decodes one sequence per context (multi-sequence batches on CUDA
+    are not implemented yet)."""
+    if parse_gpu_layers(gpu_layers) == 0:
+        return False
+    return load_cuda() and bool(lib.lm_device_available(DEVICES["cuda"]))
+
+
 def plan_offload(
     n_layer: int,
     gpu_layers: int | str | None,
