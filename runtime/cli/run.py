@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lamina import options
 from lamina.cli.errors import checked, one_line_errors
+from lamina.cli.model_flags import add_model_flags
 from lamina.sampling import SamplingParams
 
 HELP = """commands:
@@ -27,20 +28,7 @@ HELP = """commands:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lamina run", description="Chat with a GGUF model, or complete a prompt.")
-    ap.add_argument("model", nargs="?", help="GGUF path or a known model name (default: smollm2-135m-instruct)")
-    ap.add_argument("-m", "--model", dest="model_opt", help=argparse.SUPPRESS)
-    ap.add_argument("-t", "--threads", type=checked(options.n_threads), default=None, help="CPU threads (default: all)")
-    ap.add_argument(
-        "-c",
-        "--ctx-size",
-        type=checked(options.n_ctx),
-        default=0,
-        help="context size (default: the model's, capped by a 1 GiB KV-cache budget)",
-    )
-    ap.add_argument(
-        "-b", "--batch-size", type=checked(options.n_batch), default=512, help="prompt tokens per native call"
-    )
-    ap.add_argument("--cache-type", choices=["f16", "q8_0"], default="f16", help="KV cache format")
+    add_model_flags(ap, "context size (default: the model's, capped by a 1 GiB KV-cache budget)")
     ap.add_argument("--temp", type=checked(options.temperature), default=0.8, help="0: greedy")
     ap.add_argument("--top-k", type=checked(options.top_k), default=40, help="0: off")
     ap.add_argument("--top-p", type=checked(options.top_p), default=0.95, help="1: off")
@@ -53,16 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     ap.add_argument(
         "--context-shift", action="store_true", help="when the context fills, drop the oldest turns instead of stopping"
-    )
-    ap.add_argument(
-        "-ngl",
-        "--gpu-layers",
-        "--n-gpu-layers",
-        dest="gpu_layers",
-        type=checked(options.gpu_layers),
-        default=0,
-        help="layers to offload to the GPU, llama.cpp's meaning (the output head counts as one; -1: all), "
-        "or 'auto'; without a usable GPU: a warning and a CPU run",
     )
     ap.add_argument("--require-gpu", action="store_true", help="fail instead of running on the CPU without a GPU")
     prompt = ap.add_mutually_exclusive_group()

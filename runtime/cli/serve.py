@@ -17,30 +17,17 @@ import sys
 from pathlib import Path
 
 from lamina import options
-from lamina.cli.errors import checked, one_line_errors
+from lamina.cli.errors import one_line_errors
+from lamina.cli.model_flags import add_model_flags
 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lamina serve", description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", nargs="?", help="GGUF path or a known model name (default: smollm2-135m-instruct)")
-    ap.add_argument("-m", "--model", dest="model_opt", help=argparse.SUPPRESS)
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("-np", "--parallel", type=int, default=4, help="requests decoded together (slots)")
-    ap.add_argument(
-        "-c",
-        "--ctx-size",
-        type=checked(options.n_ctx),
-        default=0,
-        help="KV cells for all slots (default: the model's); each slot gets c / np unless --kv-unified",
-    )
+    add_model_flags(ap, "KV cells for all slots (default: the model's); each slot gets c / np unless --kv-unified")
     ap.add_argument("-kvu", "--kv-unified", action="store_true", help="every slot may use all of -c (one shared pool)")
-    ap.add_argument("-t", "--threads", type=checked(options.n_threads), default=None)
-    ap.add_argument("-b", "--batch-size", type=checked(options.n_batch), default=512)
-    ap.add_argument(
-        "-ngl", "--gpu-layers", "--n-gpu-layers", dest="gpu_layers", type=checked(options.gpu_layers), default=0
-    )
-    ap.add_argument("--cache-type", "-ctk", choices=["f16", "q8_0"], default="f16", help="KV cache format")
     keys = ap.add_mutually_exclusive_group()
     keys.add_argument("--api-key", action="append", default=[], help="required on every endpoint but /health")
     keys.add_argument("--api-key-file", type=Path, help="file with one API key per line")
