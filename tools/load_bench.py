@@ -173,11 +173,19 @@ def main() -> int:
     for r in results:
         ttft = [s.ttft for s in r.samples]
         gaps = [g for s in r.samples for g in s.gaps]
-        print(f"| {r.engine} | {r.clients} | {r.tokens_per_second:.1f} | {1e3 * statistics.median(ttft):.0f} | "
-              f"{1e3 * r.pct(ttft, 0.95):.0f} | {1e3 * statistics.median(gaps):.0f} | {1e3 * r.pct(gaps, 0.95):.0f} |")  # fmt: skip
+        cells = [
+            f"{r.tokens_per_second:.1f}",
+            f"{1e3 * statistics.median(ttft):.0f}",
+            f"{1e3 * r.pct(ttft, 0.95):.0f}",
+            f"{1e3 * statistics.median(gaps):.0f}",
+            f"{1e3 * r.pct(gaps, 0.95):.0f}",
+        ]
+        print(f"| {r.engine} | {r.clients} | " + " | ".join(cells) + " |")
     by = {(r.engine, r.clients): r for r in results}
-    ratios = [f"C={c}: {by['lamina', c].tokens_per_second / by['llama.cpp', c].tokens_per_second:.2f}x"
-              for c in levels if ("lamina", c) in by and ("llama.cpp", c) in by]  # fmt: skip
+    ratios = []
+    for c in levels:
+        if ("lamina", c) in by and ("llama.cpp", c) in by:
+            ratios.append(f"C={c}: {by['lamina', c].tokens_per_second / by['llama.cpp', c].tokens_per_second:.2f}x")
     if ratios:
         print("aggregate tok/s lamina / llama-server: " + ", ".join(ratios))
     return 0
