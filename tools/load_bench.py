@@ -82,8 +82,8 @@ def start(cmd: list[str], port: int, deadline_s: float = 300) -> subprocess.Pope
     raise TimeoutError(f"{cmd[0]} did not become healthy in {deadline_s} s")
 
 
-async def one(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int) -> Sample:
-    body = {"model": "m", "messages": [{"role": "user", "content": prompt}], "temperature": 0,
+async def one(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int) -> Sample:
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "temperature": 0,
             "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
     t0 = time.perf_counter()
     first, last, gaps, tokens = None, None, [], 0
@@ -107,6 +107,8 @@ async def one(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int)
 
 async def run_level(engine: str, port: int, clients: int, n_requests: int, max_tokens: int) -> Result:
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    # the name the server gives its model (lamina answers 404 for another, as OpenAI does)
+    model = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()["data"][0]["id"]
     queue: asyncio.Queue[str] = asyncio.Queue()
     for i in range(n_requests):
         queue.put_nowait(PROMPTS[i % len(PROMPTS)])
@@ -116,7 +118,7 @@ async def run_level(engine: str, port: int, clients: int, n_requests: int, max_t
         async def worker() -> None:
             while not queue.empty():
                 prompt = queue.get_nowait()
-                result.samples.append(await one(client, url, prompt, max_tokens))
+                result.samples.append(await one(client, url, model, prompt, max_tokens))
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
