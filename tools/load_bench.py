@@ -21,6 +21,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,11 +68,14 @@ def free_port() -> int:
 
 
 def start(cmd: list[str], port: int, deadline_s: float = 300) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # the server's log goes to a file: an unread pipe fills up and blocks the server
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (open as long as the server runs)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
+            log.seek(0)
+            raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {log.read()[-2000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                 return proc
@@ -113,7 +117,9 @@ async def run_level(engine: str, port: int, clients: int, n_requests: int, max_t
     for i in range(n_requests):
         queue.put_nowait(PROMPTS[i % len(PROMPTS)])
     result = Result(engine, clients, 0.0)
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients + 4)) as client:
+    # a fresh connection per request: llama-server may close a streamed one just as the next request reuses it
+    fresh = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=fresh) as client:
 
         async def worker() -> None:
             while not queue.empty():

@@ -48,20 +48,26 @@ class SlotTable:
 
     def place(self, prompt: Sequence[int]) -> Placement | None:
         """Where a prompt should run, or None when every slot is busy. At least
-        the last prompt token is always evaluated (its logits start the reply)."""
+        the last prompt token is always evaluated (its logits start the reply).
+
+        The prompt goes to the free slot whose cache it would destroy least
+        (the fewest cached tokens past the common prefix: its own previous
+        turn, else an empty or least recently used slot), and takes the
+        longest cached prefix of any slot there, copied when it is another
+        slot's (shared blocks: free). So prompts that share only a system
+        prompt each keep a slot of their own instead of overwriting one
+        another (llama-server's LRU with a similarity threshold)."""
         free = self.free()
         if not free:
             return None
         limit = len(prompt) - 1
-        own = max(free, key=lambda s: (min(common_prefix(s.tokens, prompt), limit), -s.last_used))
-        own_keep = min(common_prefix(own.tokens, prompt), limit)
-        donor = max(self.slots, key=lambda s: min(common_prefix(s.tokens, prompt), limit))
-        donor_keep = min(common_prefix(donor.tokens, prompt), limit)
-        if donor is not own and donor_keep >= own_keep + MIN_COPY_GAIN:
-            # overwrite the free slot worth least: the one with the shortest match, least recently used
-            target = min(free, key=lambda s: (min(common_prefix(s.tokens, prompt), limit), s.last_used))
+        match = {id(s): min(common_prefix(s.tokens, prompt), limit) for s in self.slots}
+        target = min(free, key=lambda s: (len(s.tokens) - match[id(s)], -match[id(s)], s.last_used))
+        donor = max(self.slots, key=lambda s: match[id(s)])
+        own_keep, donor_keep = match[id(target)], match[id(donor)]
+        if donor is not target and donor_keep >= own_keep + MIN_COPY_GAIN:
             return Placement(target, donor_keep, donor)
-        return Placement(own, own_keep, None)
+        return Placement(target, own_keep, None)
 
     def take(self, placement: Placement) -> Slot:
         slot = placement.slot
