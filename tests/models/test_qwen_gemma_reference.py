@@ -153,3 +153,20 @@ def test_long_prompt_matches_transformers(case):
         tail = slice(window, None)  # queries whose window excludes the first keys
         assert same[tail].mean() >= 0.95
         assert float(((got[tail] - ref[tail]) ** 2).mean() / (ref[tail] ** 2).mean()) < 5e-3
+
+
+def test_embeddings_match_transformers(case):
+    """Mean-pooled, normalized embeddings of each prompt: the native hidden
+    states (output_norm(x)) against transformers' last_hidden_state, which is
+    after the final norm in both architectures."""
+    from lamina.engine.embeddings import embed_tokens, l2_normalize
+
+    for name, ids in case.prompts().items():
+        ctx = Context(case.native, n_ctx=len(ids) + 8, n_batch=64)
+        got = embed_tokens(ctx, 0, ids, "mean")
+        with torch.no_grad():
+            hidden = case.hf.model(torch.tensor([ids])).last_hidden_state[0].double().numpy()  # [T, n_embd]
+        want = l2_normalize(hidden.mean(axis=0))
+        cos = float(np.dot(got, want))
+        print(f"\n{case.arch} {name}: cosine {cos:.6f}")
+        assert cos > 0.999, name
