@@ -235,30 +235,24 @@ class Llama:
     def eval(self, tokens: Sequence[int]) -> None:
         """Append tokens to eval()'s sequence, between two engine steps; with
         logits_all scores[i] holds the logits of position i, else scores[0]
-        those of the last token."""
+        those of the last token. All or nothing: after an error (Ctrl-C
+        included) n_tokens and the cache are as before the call."""
         self._check_open()
         toks = np.asarray([int(t) for t in tokens], dtype=np.int32)
         if toks.size == 0:
             return
-        n = self._ctx.n_batch
         with self._engine.exclusive() as ctx:
             self._restore_shared(ctx)
-            if len(self._raw) + toks.size > ctx.n_ctx_seq:
-                raise ValueError(
-                    f"Requested tokens ({len(self._raw) + toks.size}) exceed context window of {ctx.n_ctx_seq}"
-                )
-            for start in range(0, toks.size, n):
-                chunk = toks[start : start + n]
-                first = len(self._raw)
-                pos = np.arange(first, first + chunk.size, dtype=np.int32)
-                want = np.ones(chunk.size, np.bool_) if self.logits_all else np.arange(chunk.size) == chunk.size - 1
-                logits = ctx.decode(chunk, pos, np.full(chunk.size, self._raw_seq, np.int32), want)
-                self._raw.extend(int(t) for t in chunk)
-                self.input_ids[first : first + chunk.size] = chunk
-                if self.logits_all:
-                    self.scores[first : first + chunk.size] = logits
-                else:
-                    self.scores[0] = logits[-1]
+            first = len(self._raw)
+            if first + toks.size > ctx.n_ctx_seq:
+                raise ValueError(f"Requested tokens ({first + toks.size}) exceed context window of {ctx.n_ctx_seq}")
+            logits = ctx.decode_run(toks, self._raw_seq, "all" if self.logits_all else "last")
+            self._raw.extend(int(t) for t in toks)
+            self.input_ids[first : first + toks.size] = toks
+            if self.logits_all:
+                self.scores[first : first + toks.size] = logits
+            else:
+                self.scores[0] = logits[-1]
             if self._shared_slot is not None:
                 self._shared_slot.tokens = list(self._raw)
 
@@ -271,10 +265,8 @@ class Llama:
             return
         keep = common_prefix(slot.tokens, self._raw)
         ctx.seq_rm(self._raw_seq, keep)
-        for start in range(keep, len(self._raw), ctx.n_batch):
-            chunk = np.asarray(self._raw[start : start + ctx.n_batch], dtype=np.int32)
-            pos = np.arange(start, start + chunk.size, dtype=np.int32)
-            ctx.decode(chunk, pos, np.full(chunk.size, self._raw_seq, np.int32), np.zeros(chunk.size, np.bool_))
+        slot.tokens = self._raw[:keep]
+        ctx.decode_run(self._raw[keep:], self._raw_seq, "none")
         slot.tokens = list(self._raw)
 
     # ----------------------------------------------------------- embeddings

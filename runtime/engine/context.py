@@ -321,6 +321,35 @@ class Context:
             self._collect(len(toks))
             return out
 
+    def decode_run(
+        self, tokens: Sequence[int] | np.ndarray, seq: int, outputs: str = "last", embd: bool = False
+    ) -> np.ndarray:
+        """Append tokens to sequence seq (at positions seq_len(seq), ...) in
+        batches of n_batch. Returns the rows outputs asks for: "all" [n, width],
+        "last" [1, width], "none" [0, width]; width n_vocab (logits) or, with
+        embd, n_embd (decode_embd's hidden states). All or nothing: on any
+        error (Ctrl-C included) the sequence is cut back to where it began."""
+        if outputs not in ("all", "last", "none"):
+            raise ContextError(f"decode_run outputs={outputs!r}: expected 'all', 'last' or 'none'")
+        toks = np.asarray(tokens, dtype=np.int32).reshape(-1)
+        seq = self._seq(seq, "decode_run")
+        decode = self.decode_embd if embd else self.decode
+        width = self.model.hparams.n_embd if embd else self.model.n_vocab
+        start = self.seq_len(seq)
+        rows = [np.empty((0, width), np.float32)]
+        try:
+            for i in range(0, len(toks), self.n_batch):
+                chunk = toks[i : i + self.n_batch]
+                mask = np.full(len(chunk), outputs == "all")
+                if outputs == "last" and i + len(chunk) == len(toks):
+                    mask[-1] = True
+                pos = np.arange(start + i, start + i + len(chunk), dtype=np.int32)
+                rows.append(decode(chunk, pos, np.full(len(chunk), seq, np.int32), mask))
+        except BaseException:
+            self.seq_rm(seq, start)
+            raise
+        return np.concatenate(rows)
+
     def seq_len(self, seq: int) -> int:
         """Positions sequence seq holds (its next token's position)."""
         return int(lib.lm_context_seq_len(self._live, self._seq(seq, "seq_len")))

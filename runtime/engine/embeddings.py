@@ -6,8 +6,8 @@ default embd_normalize=2).
     vec = embed_tokens(ctx, seq, tokens, "mean")   # [n_embd] float32
 
 The input runs alone in one sequence of the context (cleared before and
-after), in chunks of the context's n_batch tokens: its tokens attend to each other causally,
-exactly as a generation's prompt would."""
+after), in batches of the context's n_batch tokens: its tokens attend to each
+other causally, exactly as a generation's prompt would."""
 
 from __future__ import annotations
 
@@ -71,14 +71,9 @@ def embed_tokens(ctx: Context, seq: int, tokens: Sequence[int], pooling: str, no
     if len(toks) > ctx.n_ctx_seq:
         raise ContextError(f"embedding input has {len(toks)} tokens, more than the context's {ctx.n_ctx_seq}")
     ctx.seq_rm(seq, 0)
-    rows: list[np.ndarray] = []
     try:
-        for start in range(0, len(toks), ctx.n_batch):
-            chunk = toks[start : start + ctx.n_batch]
-            pos = np.arange(start, start + len(chunk), dtype=np.int32)
-            # [len(chunk), n_embd]: every token's hidden state, pooling reads them all
-            rows.append(ctx.decode_embd(chunk, pos, np.full(len(chunk), seq, np.int32), np.ones(len(chunk), bool)))
+        hidden = ctx.decode_run(toks, seq, "all", embd=True)  # [n_tokens, n_embd]: pooling reads every row
     finally:
         ctx.seq_rm(seq, 0)
-    out = pool(np.concatenate(rows), pooling)
+    out = pool(hidden, pooling)
     return l2_normalize(out) if normalize else out

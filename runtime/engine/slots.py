@@ -1,9 +1,9 @@
 """Which sequence of the KV cache a request runs in, chosen to reuse what is
 cached: each slot remembers the tokens its sequence holds, and a new request
-takes the free slot sharing the longest prefix with its prompt (the previous
-turn of the same chat lands back in its own slot), or copies a longer prefix
-from any slot (a shared system prompt is computed once: the copy shares the
-cache blocks, it costs neither memory nor time)."""
+takes the free slot whose cache it would destroy least (the previous turn of
+the same chat lands back in its own slot) with the longest cached prefix of
+any slot, copied when it is another's (a shared system prompt is computed
+once: the copy shares the cache blocks, it costs neither memory nor time)."""
 
 from __future__ import annotations
 
