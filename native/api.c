@@ -83,13 +83,19 @@ int lm_dequantize(int type, const void *src, float *dst, int64_t n) {
 }
 
 int lm_quantize_activations(int type, const float *src, void *dst, int64_t n) {
+    return lm_quantize_activations_impl(type, LM_IMPL_AUTO, src, dst, n);
+}
+
+int lm_quantize_activations_impl(int type, int impl, const float *src, void *dst, int64_t n) {
     const lm_type_traits *t = traits_or_error(type);
     if (!t) return LM_ERR_TYPE;
     const lm_type_traits *p = lm_get_type_traits(t->vec_dot_type);
     int rc = check_count(p, n, "n");
     if (rc) return rc;
-    if (!p->from_float) return lm_set_error(LM_ERR_TYPE, "no activation quantizer for %s", p->name);
-    p->from_float(src, dst, n);
+    if (!lm_impl_available(impl)) return lm_set_error(LM_ERR_IMPL, "kernel implementation %d is not available", impl);
+    const lm_from_float_fn from_float = lm_select_from_float(p, impl);
+    if (!from_float) return lm_set_error(LM_ERR_TYPE, "no activation quantizer for %s", p->name);
+    from_float(src, dst, n);
     return LM_OK;
 }
 

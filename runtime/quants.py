@@ -135,15 +135,17 @@ def dequantize(data: np.ndarray, qtype: QType) -> np.ndarray:
     return out
 
 
-def quantize_activations(x: np.ndarray, qtype: QType) -> np.ndarray:
-    """f32 [n] -> bytes of x in the dot partner of qtype (Q8_0, Q8_1, Q8_K, F16...)."""
+def quantize_activations(x: np.ndarray, qtype: QType, impl: str | int = "auto") -> np.ndarray:
+    """f32 [n] -> bytes of x in the dot partner of qtype (Q8_0, Q8_1, Q8_K, F16...),
+    by the quantizer of impl (the same bytes from each; tests compare them)."""
     qt = as_qtype(qtype)
     x = _f32_matrix(x, "x")
     if x.shape[0] != 1:
         raise ValueError("quantize_activations takes one row")
     partner = vec_dot_type(qt)
     out = np.empty(row_bytes(partner, x.shape[1]), dtype=np.uint8)
-    _check(lib.lm_quantize_activations(int(qt), ffi.from_buffer("float[]", x), ffi.from_buffer(out), x.shape[1]))
+    src = ffi.from_buffer("float[]", x)
+    _check(lib.lm_quantize_activations_impl(int(qt), _impl(impl), src, ffi.from_buffer(out), x.shape[1]))
     return out
 
 

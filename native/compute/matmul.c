@@ -22,6 +22,7 @@ typedef struct {
     const lm_type_traits *wt, *at;   /* weight type, activation (partner) type */
     lm_vec_dot_fn dot;
     lm_vec_dot_x4_fn dot4;   /* 2..4 columns at once, bit-identical to dot; may be NULL */
+    lm_from_float_fn from_float;   /* the partner's quantizer for impl (same bytes whichever) */
     const char *w;
     size_t w_row_bytes;
     int64_t rows, n, ncols;
@@ -40,7 +41,7 @@ static void quantize_columns(void *p, int ith, int nth) {
     const int64_t nb = job->n / job->at->blck_size;
     for (int64_t c = c0; c < c1; c++) {
         char *col = job->xq + (size_t)c * job->xq_row_bytes;
-        job->at->from_float(job->x + c * job->n, col, job->n);
+        job->from_float(job->x + c * job->n, col, job->n);
         if (!job->n_scales) continue;
         float *f = (float *)(col + lm_x4_scales_offset(nb, job->at->type_size));
         if (job->n_scales == 2)
@@ -93,7 +94,8 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
                             (long long)n, (long long)ncols);
     job->dot = lm_select_vec_dot(wt, impl);
     job->dot4 = lm_select_vec_dot_x4(wt, impl);
-    if (!job->dot || !at->from_float)
+    job->from_float = lm_select_from_float(at, impl);
+    if (!job->dot || !job->from_float)
         return lm_set_error(LM_ERR_IMPL, "matmul %s: no kernel for impl %d", wt->name, impl);
     job->wt = wt;
     job->at = at;

@@ -55,6 +55,8 @@ int lm_quantize(int type, const float *src, void *dst, int64_t nrows, int64_t n_
 int lm_dequantize(int type, const void *src, float *dst, int64_t n);
 /* Quantize n activations into lm_type_vec_dot_type(type) blocks. */
 int lm_quantize_activations(int type, const float *src, void *dst, int64_t n);
+/* the same with the quantizer of impl (LM_IMPL_*): every impl writes the same bytes */
+int lm_quantize_activations_impl(int type, int impl, const float *src, void *dst, int64_t n);
 /* out = dot(x, y): x is n weights of `type`, y the same n already in its vec_dot_type. */
 int lm_vec_dot(int type, int impl, int64_t n, const void *x, const void *y, float *out);
 

@@ -32,6 +32,11 @@ LM_BLOCK_TYPES(LM_DECLARE_KERNELS)
 
 #undef LM_DECLARE_KERNELS
 
+/* AVX2 activation quantizers (simd/x86/act_quant_avx2.c), bit-identical with
+ * lm_from_float_q8_0 / lm_from_float_q8_1; lm_select_from_float picks them */
+void lm_from_float_q8_0_avx2(const float *x, void *y, int64_t k);
+void lm_from_float_q8_1_avx2(const float *x, void *y, int64_t k);
+
 /* lm_dequantize_row_<t> of a type whose block math has lm_dequant1_<t>:
  * value j of each block in turn (k a multiple of qk, checked by the caller).
  * Each block is read through a local copy, which the stores to y cannot

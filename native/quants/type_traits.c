@@ -54,6 +54,16 @@ lm_vec_dot_fn lm_select_vec_dot(const lm_type_traits *t, int impl) {
     }
 }
 
+lm_from_float_fn lm_select_from_float(const lm_type_traits *t, int impl) {
+#if defined(LM_BUILD_AVX2)
+    if (impl != LM_IMPL_SCALAR && lm_cpu_features_avx2()) {
+        if (t == &k_traits[LM_TYPE_Q8_0]) return lm_from_float_q8_0_avx2;
+        if (t == &k_traits[LM_TYPE_Q8_1]) return lm_from_float_q8_1_avx2;
+    }
+#endif
+    return t->from_float;
+}
+
 lm_vec_dot_x4_fn lm_select_vec_dot_x4(const lm_type_traits *t, int impl) {
     if (impl != LM_IMPL_AVX2 && impl != LM_IMPL_AUTO) return NULL;
     /* only alongside the single-column AVX2 kernel, whose bits it reproduces */

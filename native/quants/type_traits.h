@@ -55,6 +55,10 @@ typedef struct {
 const lm_type_traits *lm_get_type_traits(int type);
 /* the dot kernel for impl (LM_IMPL_*), or NULL if that impl is unavailable */
 lm_vec_dot_fn lm_select_vec_dot(const lm_type_traits *t, int impl);
+/* the activation quantizer of t (a dot partner) for impl: the AVX2 one where
+ * there is one and impl is not LM_IMPL_SCALAR, else t->from_float; the two
+ * write the same bytes */
+lm_from_float_fn lm_select_from_float(const lm_type_traits *t, int impl);
 /* the few-column kernel matching lm_select_vec_dot(t, impl), or NULL when
  * there is none (then multiply one column at a time) */
 lm_vec_dot_x4_fn lm_select_vec_dot_x4(const lm_type_traits *t, int impl);

@@ -229,14 +229,18 @@ def test_dequantize_random_bytes(qtype):
 ACT_PARTNERS = {T.Q8_0: T.Q4_0, T.Q8_1: T.Q4_1}  # partner -> a weight type that uses it
 
 
+IMPLS = ["scalar", pytest.param("avx2", marks=needs_avx2)]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dist", DISTS)
 @pytest.mark.parametrize("partner", list(ACT_PARTNERS), ids=ids(list(ACT_PARTNERS)))
-def test_activation_quantizer_matches_ggml(partner, dist):
+def test_activation_quantizer_matches_ggml(partner, dist, impl):
     a = make(dist, ROWS, N, seed=1)
     # the path matmul takes: activations quantized into a weight type's partner
     weight_type = ACT_PARTNERS[partner]
     assert quants.vec_dot_type(weight_type) == partner
-    q = np.stack([quants.quantize_activations(row, weight_type) for row in a])
+    q = np.stack([quants.quantize_activations(row, weight_type, impl) for row in a])
     np.testing.assert_array_equal(q, oracle_activations(partner, a))
     # values: qs * d (Q8_1's s only feeds the dot); gguf-py has no Q8_1, so spell it out
     blocks = q.reshape(-1, quants.block_bytes(partner))
@@ -246,14 +250,15 @@ def test_activation_quantizer_matches_ggml(partner, dist):
     assert_same_floats(quants.dequantize(q, partner), expect)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("partner", list(ACT_PARTNERS), ids=ids(list(ACT_PARTNERS)))
-def test_activation_ties(partner):
+def test_activation_ties(partner, impl):
     """amax 127 makes the scale exactly 1, so x.5 values are exact ties:
     activations round them half to even as ggml-cpu does on x86 (llama.cpp's
     logits depend on it), Q8_0 weights half away from zero as ggml's _ref"""
     x = np.zeros(32, np.float32)
     x[:8] = [127, 0.5, 1.5, 2.5, -2.5, -0.5, 3.5, 100.5]
-    got = quants.quantize_activations(x, ACT_PARTNERS[partner])
+    got = quants.quantize_activations(x, ACT_PARTNERS[partner], impl)
     np.testing.assert_array_equal(got, oracle_activations(partner, x[None])[0])
     hdr = 4 if partner == T.Q8_1 else 2
     assert got[hdr : hdr + 8].view(np.int8).tolist() == [127, 0, 2, 2, -2, 0, 4, 100]

@@ -54,14 +54,16 @@
                              size_t y_stride) {                                                                    \
         const block_##t *x = vx;                                                                                   \
         LM_X4_COLUMNS(block_q8_0, y, vy, y_stride, ncol);                                                          \
+        const int64_t nb = n / QK8_0;                                                                              \
+        LM_X4_SCALES(yd, y, nb, block_q8_0, ncol);                                                                 \
         __m256 acc[NCOL];                                                                                          \
         for (int c = 0; c < ncol; c++) acc[c] = _mm256_setzero_ps();                                               \
-        for (int64_t i = 0; i < n / QK8_0; i++) {                                                                  \
-            const float xd = lm_half_f32(x[i].d);                                                                  \
+        for (int64_t i = 0; i < nb; i++) {                                                                         \
+            const __m256 xd = _mm256_set1_ps(lm_half_f32(x[i].d));                                                 \
             const __m256i qx = bytes(&x[i]);                                                                       \
             const __m256i ax = _mm256_sign_epi8(qx, qx);                                                           \
             for (int c = 0; c < ncol; c++) {                                                                       \
-                const __m256 d = _mm256_set1_ps(xd * lm_half_f32(y[c][i].d));                                      \
+                const __m256 d = _mm256_mul_ps(xd, _mm256_broadcast_ss(&yd[c][i]));                                \
                 const __m256i sy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[c][i].qs), qx);          \
                 acc[c] = _mm256_fmadd_ps(d, lm_mul_sum_us8_pairs_f32(ax, sy), acc[c]);                             \
             }                                                                                                      \
