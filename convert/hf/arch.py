@@ -1,6 +1,6 @@
 """Architectures: HF config -> GGUF hyperparameters, HF tensor -> GGUF tensor.
 
-Mirrors what llama.cpp's converter does for llama, qwen2 and gemma3, so the
+Mirrors what llama.cpp's converter does for llama, qwen2, qwen3 and gemma3, so the
 file it writes (as f32) and ours carry the same keys in the same order and the
 same tensor values:
 - names come from gguf-py's TensorNameMap for the architecture;
@@ -61,6 +61,12 @@ ARCHES: tuple[Arch, ...] = (
         ("Qwen2ForCausalLM",),
         {"rms_norm_eps": 1e-6, "max_position_embeddings": 32768, "rope_theta": 10000.0},
         _CORE + (T.FFN_NORM,),
+    ),
+    Arch(
+        gguf.MODEL_ARCH.QWEN3,
+        ("Qwen3ForCausalLM",),
+        {"rms_norm_eps": 1e-6, "max_position_embeddings": 32768, "rope_theta": 10000.0, "head_dim": 128},
+        _CORE + (T.FFN_NORM, T.ATTN_Q_NORM, T.ATTN_K_NORM),
     ),
     Arch(
         gguf.MODEL_ARCH.GEMMA3,

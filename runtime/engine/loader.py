@@ -6,7 +6,7 @@
 
 `read_hparams` reads the `{arch}.*` metadata and the tensor table and fills
 one small dataclass that expresses every supported architecture (llama,
-qwen2, gemma3) as switches of the same decoder layer. `load_model` checks
+qwen2, qwen3, gemma3) as switches of the same decoder layer. `load_model` checks
 every tensor the layer needs (present, shape, type) and hands the native
 core pointers straight into the file's memory map; the NativeModel keeps the
 GGUFFile alive for as long as it lives. Every refusal is a typed error naming
@@ -33,7 +33,7 @@ from lamina.errors import (
 from lamina.gguf.reader import GGUFFile, TensorInfo
 from lamina.gptq.format import GPTQLinear, is_gptq_weight_name, read_gptq_linear
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "gemma3")
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
 
 
 class ModelConfigError(GGUFError):
@@ -101,6 +101,9 @@ class _ArchTraits:
 _ARCHS: dict[str, _ArchTraits] = {
     "llama": _ArchTraits(False, "silu", None, False, False, False, 0, 0.0),
     "qwen2": _ArchTraits(True, "silu", True, False, False, False, 0, 0.0),
+    # qwen3: qwen2 without the q/k/v biases (unless the file has them), an RMS
+    # norm over each query and key head before rope
+    "qwen3": _ArchTraits(True, "silu", None, True, False, False, 0, 0.0),
     # gemma3: 5 local (sliding, base 10k) layers then 1 global, as llama.cpp sets it
     # two_pass_down: GELU(gate) * up has outliers that one Q8_K pass rounds
     # away; with it the top-1 agreement with transformers goes from 91-96% to

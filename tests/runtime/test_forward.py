@@ -81,7 +81,7 @@ def test_hparams_from_metadata(tiny, name):
     assert (hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_rot) == (cfg.n_head, cfg.n_head_kv, cfg.hd, cfg.n_rot or cfg.hd)
     assert hp.tied_output == cfg.tied and hp.rope_freqs == cfg.rope_freqs
     assert hp.rope_neox == (cfg.arch != "llama") and hp.qkv_bias == (cfg.arch == "qwen2")
-    assert hp.qk_norm == hp.post_norms == (cfg.arch == "gemma3")
+    assert hp.qk_norm == (cfg.arch in ("gemma3", "qwen3")) and hp.post_norms == (cfg.arch == "gemma3")
     assert hp.activation == ("gelu_tanh" if cfg.arch == "gemma3" else "silu")
     assert hp.embd_scale == pytest.approx(np.sqrt(cfg.n_embd) if cfg.arch == "gemma3" else 1.0)
     assert hp.attn_scale == pytest.approx(1 / np.sqrt(cfg.hd))
@@ -109,7 +109,7 @@ def test_f32_weights_match_reference(tiny, name, n_tokens):
 
 
 @pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
-@pytest.mark.parametrize("name", ["llama", "qwen2", "gemma3"])
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "gemma3"])
 def test_kv_cache_types_match_reference(tiny, name, kv_type):
     # the reference rounds keys and values exactly as the cache stores them
     cfg = CONFIGS[name]
@@ -121,7 +121,7 @@ def test_kv_cache_types_match_reference(tiny, name, kv_type):
 
 
 @pytest.mark.parametrize("qtype", QTYPES)
-@pytest.mark.parametrize("name", ["llama", "llama_rope_scaled", "qwen2", "gemma3"])
+@pytest.mark.parametrize("name", ["llama", "llama_rope_scaled", "qwen2", "qwen3", "gemma3"])
 def test_quantized_weights_match_reference(tiny, name, qtype):
     """Reference on the dequantized weights; the native dots also quantize
     activations (Q8_0/Q8_1/Q8_K/F16), so compare by nmse and top-1."""

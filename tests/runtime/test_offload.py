@@ -194,8 +194,14 @@ def _assert_cuda_matches_the_cpu(model, toks, splits, max_nmse, min_top1):
 @pytest.mark.gpu
 @pytest.mark.parametrize(
     "cfg",
-    [LLAMA, CONFIGS["qwen2"], replace(GEMMA3, n_layer=4), replace(for_block(LLAMA, 256), qtype="Q4_K", n_layer=3)],
-    ids=["llama", "qwen2", "gemma3", "llama-q4_k"],
+    [
+        LLAMA,
+        CONFIGS["qwen2"],
+        CONFIGS["qwen3"],
+        replace(GEMMA3, n_layer=4),
+        replace(for_block(LLAMA, 256), qtype="Q4_K", n_layer=3),
+    ],
+    ids=["llama", "qwen2", "qwen3", "gemma3", "llama-q4_k"],
 )
 def test_cuda_offload_of_tiny_models_matches_the_cpu(tiny, cfg):
     model = Model.load(tiny(cfg), n_threads=2)

@@ -1,7 +1,8 @@
 """Tiny random decoder models written as real GGUF files (gguf-py's
 GGUFWriter), one per architecture shape the native forward must express:
 llama with or without GQA, tied or untied output, rope scaling and llama-3.1
-rope factors; qwen2 (q/k/v biases, NeoX rope); gemma3 (q/k norms, post
+rope factors; qwen2 (q/k/v biases, NeoX rope); qwen3 (q/k norms, head_dim
+wider than n_embd / n_head); gemma3 (q/k norms, post
 norms, GELU, sliding-window layers with their own rope base, scaled
 embeddings). Matrices are stored in any type lamina quantizes
 (runtime.quants.quantize); vectors stay F32 as converters write them."""
@@ -53,6 +54,7 @@ LLAMA_MHA_TIED = TinyConfig(n_head=4, n_head_kv=4, tied=True, seed=1)
 LLAMA_ROPE_SCALED = TinyConfig(rope_linear_factor=4.0, rope_freqs=True, n_head_kv=1, seed=2)
 LLAMA_PARTIAL_ROT = TinyConfig(n_rot=8, seed=3)
 QWEN2 = TinyConfig(arch="qwen2", n_head=4, n_head_kv=2, rope_base=1e6, seed=4)
+QWEN3 = TinyConfig(arch="qwen3", n_head=4, n_head_kv=2, head_dim=32, rope_base=1e6, norm_eps=1e-6, seed=6)
 GEMMA3 = TinyConfig(
     arch="gemma3",
     n_embd=64,
@@ -73,6 +75,7 @@ CONFIGS = {
     "llama_rope_scaled": LLAMA_ROPE_SCALED,
     "llama_partial_rot": LLAMA_PARTIAL_ROT,
     "qwen2": QWEN2,
+    "qwen3": QWEN3,
     "gemma3": GEMMA3,
 }
 
@@ -92,6 +95,7 @@ def for_block(cfg: TinyConfig, block: int) -> TinyConfig:
 SPLIT_CASES = {
     "llama": LLAMA,
     "qwen2": QWEN2,
+    "qwen3": QWEN3,
     "gemma3": replace(GEMMA3, n_layer=4),
     "llama-q4_k": replace(for_block(LLAMA, 256), qtype="Q4_K", n_layer=3),
 }
@@ -185,9 +189,10 @@ def write_tiny_model(
             vec(n(MODEL_TENSOR.ATTN_Q, "bias"), (0.5 * rng.standard_normal(q_dim)).astype(np.float32))
             vec(n(MODEL_TENSOR.ATTN_K, "bias"), (0.5 * rng.standard_normal(kv_dim)).astype(np.float32))
             vec(n(MODEL_TENSOR.ATTN_V, "bias"), (0.5 * rng.standard_normal(kv_dim)).astype(np.float32))
-        if arch == "gemma3":
+        if arch in ("gemma3", "qwen3"):
             vec(n(MODEL_TENSOR.ATTN_Q_NORM), _norm(rng, D))
             vec(n(MODEL_TENSOR.ATTN_K_NORM), _norm(rng, D))
+        if arch == "gemma3":
             vec(n(MODEL_TENSOR.ATTN_POST_NORM), _norm(rng, E))
             vec(n(MODEL_TENSOR.FFN_POST_NORM), _norm(rng, E))
         mat(n(MODEL_TENSOR.ATTN_OUT), E, q_dim)

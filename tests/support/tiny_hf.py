@@ -1,0 +1,89 @@
+"""Random tiny Hugging Face checkpoints of each architecture lamina converts,
+built by transformers from a config: the real module structure (4 layers,
+64 wide), random weights, and the tokenizer files of a real checkpoint of the
+same family (transformers 5 picks the tokenizer class by model type, and
+llama.cpp's converter recognizes the pre-tokenizer by its output). They are the input of
+the per-architecture tests: `lamina convert` against llama.cpp's
+convert_hf_to_gguf.py (+ llama-quantize), and lamina's logits against
+transformers' on the same weights.
+
+Weights are redrawn with scales that keep logits far from flat: matrices
+~N(0, 1/fan_in), embeddings ~N(0, 1), norm weights 1 + N(0, 0.2), biases
+N(0, 0.5); otherwise transformers' 0.02 init makes every logit ~0 and an
+error in the forward pass invisible.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from support.tiny_checkpoints import TOKENIZER_FILES
+
+# the config every case starts from (vocab_size: the tokenizer's checkpoint's);
+# head_dim 16 = hidden / heads
+COMMON: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+
+SMOL, QWEN = "smollm2-135m-instruct", "qwen2.5-coder-0.5b"  # support.hf_checkpoints names
+
+# model_type -> (whose tokenizer, what differs from COMMON); the HF class is
+# the model_type's *ForCausalLM
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "llama": (SMOL, {"rope_theta": 10000.0}),
+    "qwen2": (QWEN, {"rope_theta": 1e6, "tie_word_embeddings": True}),
+    # head_dim wider than hidden / heads, as Qwen3 checkpoints have it
+    "qwen3": (QWEN, {"rope_theta": 1e6, "head_dim": 32}),
+}
+
+
+def tiny_hf_checkpoint(model_type: str, directory: Path, seed: int = 0) -> Path:
+    """Write the case's checkpoint (config.json, model.safetensors, tokenizer) into directory."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from support.hf_checkpoints import hf_checkpoint
+
+    source_name, overrides = CASES[model_type]
+    source = hf_checkpoint(source_name)
+    n_vocab = json.loads((source / "config.json").read_text())["vocab_size"]
+    config = AutoConfig.for_model(model_type, **(COMMON | {"vocab_size": n_vocab} | overrides))
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(_draw(name, tuple(p.shape)))
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy(source / name, directory / name)
+    # a config that names its class, as every real checkpoint does
+    cfg = json.loads((directory / "config.json").read_text())
+    assert cfg["architectures"] == [type(model).__name__], cfg["architectures"]
+    return directory
+
+
+def _draw(name: str, shape: tuple[int, ...]):
+    import torch
+
+    if name.endswith("norm.weight"):
+        return 1.0 + 0.2 * torch.randn(shape)
+    if name.endswith(".bias"):
+        return 0.5 * torch.randn(shape)
+    if "embed_tokens" in name:
+        return torch.randn(shape)
+    return torch.randn(shape) / math.sqrt(shape[-1])
