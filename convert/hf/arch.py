@@ -1,13 +1,16 @@
 """Architectures: HF config -> GGUF hyperparameters, HF tensor -> GGUF tensor.
 
-Mirrors what llama.cpp's converter does for llama, qwen2, qwen3 and gemma3, so the
+Mirrors what llama.cpp's converter does for llama (and its kin granite and
+smollm3), qwen2, qwen3, gemma2 and gemma3, so the
 file it writes (as f32) and ours carry the same keys in the same order and the
 same tensor values:
 - names come from gguf-py's TensorNameMap for the architecture;
-- llama's q/k weights are permuted from HF's rotate-half layout back to the
-  interleaved pairs ggml's rope expects;
-- Gemma3 norms are stored as (1 + w), since Gemma's RMSNorm multiplies by it,
-  and token_embd loses rows past the real vocabulary;
+- llama's (granite's, smollm3's) q/k weights are permuted from HF's
+  rotate-half layout back to the interleaved pairs ggml's rope expects;
+- Gemma norms are stored as (1 + w), since Gemma's RMSNorm multiplies by it;
+  Gemma3's token_embd loses rows past the real vocabulary;
+- granite's four multipliers become {arch}.*_scale keys, gemma2's soft-caps
+  {arch}.*_logit_softcapping;
 - Llama 3's `llama3` rope scaling becomes a rope_freqs tensor.
 
 llama.cpp reads config.json through transformers' AutoConfig, which fills in
@@ -41,6 +44,7 @@ class Arch:
     defaults: dict[str, Any]  # AutoConfig defaults that reach the file
     required: tuple[gguf.MODEL_TENSOR, ...]  # per block
     skip_lm_head: bool = False
+    llama_family: bool = False  # llama.cpp's LlamaModel or a subclass: q/k permuted, vocab_size + rope dims written
 
     @property
     def name(self) -> str:
@@ -55,6 +59,30 @@ ARCHES: tuple[Arch, ...] = (
         ("LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM"),
         {"rms_norm_eps": 1e-6, "max_position_embeddings": 2048, "rope_theta": 10000.0},
         _CORE + (T.FFN_NORM,),
+        llama_family=True,
+    ),
+    Arch(
+        gguf.MODEL_ARCH.GRANITE,
+        ("GraniteForCausalLM",),
+        {
+            "rms_norm_eps": 1e-6,
+            "max_position_embeddings": 2048,
+            "rope_theta": 10000.0,
+            # llama.cpp writes each multiplier that is set, and AutoConfig sets them all
+            "embedding_multiplier": 1.0,
+            "residual_multiplier": 1.0,
+            "attention_multiplier": 1.0,
+            "logits_scaling": 1.0,
+        },
+        _CORE + (T.FFN_NORM,),
+        llama_family=True,
+    ),
+    Arch(
+        gguf.MODEL_ARCH.SMOLLM3,
+        ("SmolLM3ForCausalLM",),
+        {"rms_norm_eps": 1e-6, "max_position_embeddings": 32768, "rope_theta": 2_000_000.0},
+        _CORE + (T.FFN_NORM,),
+        llama_family=True,
     ),
     Arch(
         gguf.MODEL_ARCH.QWEN2,
@@ -67,6 +95,22 @@ ARCHES: tuple[Arch, ...] = (
         ("Qwen3ForCausalLM",),
         {"rms_norm_eps": 1e-6, "max_position_embeddings": 32768, "rope_theta": 10000.0, "head_dim": 128},
         _CORE + (T.FFN_NORM, T.ATTN_Q_NORM, T.ATTN_K_NORM),
+    ),
+    Arch(
+        gguf.MODEL_ARCH.GEMMA2,
+        ("Gemma2ForCausalLM",),
+        {
+            "rms_norm_eps": 1e-6,
+            "max_position_embeddings": 8192,
+            "head_dim": 256,
+            "num_key_value_heads": 4,
+            "sliding_window": 4096,
+            "attn_logit_softcapping": 50.0,
+            "final_logit_softcapping": 30.0,
+            "rope_theta": 10000.0,
+        },
+        _CORE + (T.ATTN_POST_NORM, T.FFN_PRE_NORM, T.FFN_POST_NORM),
+        skip_lm_head=True,
     ),
     Arch(
         gguf.MODEL_ARCH.GEMMA3,
@@ -164,7 +208,9 @@ def load_hparams(arch: Arch, config: dict[str, Any]) -> HFConfig:
         cfg["num_key_value_heads"] = cfg.get("num_attention_heads")
     hp = HFConfig(arch, cfg)
     if arch.model_arch == gguf.MODEL_ARCH.LLAMA and cfg.get("head_dim") is None:
-        cfg["head_dim"] = hp.n_embd // hp.n_head
+        cfg["head_dim"] = hp.n_embd // hp.n_head  # LlamaConfig always has one, so llama.cpp writes it
+    if arch.model_arch == gguf.MODEL_ARCH.GRANITE:
+        cfg.pop("head_dim", None)  # llama.cpp ignores granite's head_dim (and writes no key_length)
 
     # v5 configs carry rope_parameters (per layer type for Gemma3); older ones
     # rope_theta (+ rope_local_base_freq) and rope_scaling at the top level.
@@ -185,6 +231,9 @@ def load_hparams(arch: Arch, config: dict[str, Any]) -> HFConfig:
 
 def write_hparams(w: gguf.GGUFWriter, hp: HFConfig, file_type: int) -> None:
     """The model keys, in the order llama.cpp's converter adds them."""
+    if hp.arch.model_arch == gguf.MODEL_ARCH.GEMMA2:
+        _write_gemma2_hparams(w, hp, file_type)
+        return
     w.add_block_count(hp.n_layer)
     if (n_ctx := hp.find("max_position_embeddings", "n_ctx", "n_positions", "max_length")) is not None:
         w.add_context_length(n_ctx)
@@ -207,9 +256,19 @@ def write_hparams(w: gguf.GGUFWriter, hp: HFConfig, file_type: int) -> None:
         w.add_value_length(head_dim)
     w.add_file_type(file_type)
 
-    if hp.arch.model_arch == gguf.MODEL_ARCH.LLAMA:
+    if hp.arch.llama_family:
         w.add_vocab_size(hp.n_vocab)
         w.add_rope_dimension_count(hp.head_dim)
+    if hp.arch.model_arch == gguf.MODEL_ARCH.GRANITE:
+        # truthy values only, as llama.cpp's `if x := hparams.get(...)`
+        if v := hp.cfg.get("attention_multiplier"):
+            w.add_attention_scale(v)
+        if v := hp.cfg.get("embedding_multiplier"):
+            w.add_embedding_scale(v)
+        if v := hp.cfg.get("residual_multiplier"):
+            w.add_residual_scale(v)
+        if v := hp.cfg.get("logits_scaling"):
+            w.add_logit_scale(v)
     elif hp.arch.model_arch == gguf.MODEL_ARCH.GEMMA3:
         # Gemma3 re-adds some keys with its own defaults (same position, maybe new value)
         w.add_context_length(hp.cfg["max_position_embeddings"])
@@ -225,6 +284,24 @@ def write_hparams(w: gguf.GGUFWriter, hp: HFConfig, file_type: int) -> None:
         if hp.cfg.get("sliding_window_pattern") != 1:
             w.add_sliding_window(hp.cfg["sliding_window"])
         w.add_head_count_kv(hp.n_head_kv)
+
+
+def _write_gemma2_hparams(w: gguf.GGUFWriter, hp: HFConfig, file_type: int) -> None:
+    """Gemma2's own list (llama.cpp's Gemma2Model does not start from the common one)."""
+    cfg = hp.cfg
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(hp.n_embd)
+    w.add_block_count(hp.n_layer)
+    w.add_feed_forward_length(hp.n_ff)
+    w.add_head_count(hp.n_head)
+    w.add_head_count_kv(hp.n_head_kv)
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_key_length(hp.head_dim)
+    w.add_value_length(hp.head_dim)
+    w.add_file_type(file_type)
+    w.add_attn_logit_softcapping(cfg["attn_logit_softcapping"])
+    w.add_final_logit_softcapping(cfg["final_logit_softcapping"])
+    w.add_sliding_window(cfg["sliding_window"])
 
 
 def _write_rope_scaling(w: gguf.GGUFWriter, rope: dict[str, Any]) -> None:
@@ -273,7 +350,7 @@ def plan_tensors(hp: HFConfig, hf_shapes: dict[str, tuple[int, ...]], n_vocab_re
     name_map = gguf.get_tensor_name_map(arch.model_arch, hp.n_layer)
     expected = _expected_shapes(hp)
     out: list[SourceTensor] = []
-    if arch.model_arch == gguf.MODEL_ARCH.LLAMA and (t := _llama3_rope_freqs(hp)) is not None:
+    if arch.llama_family and (t := _llama3_rope_freqs(hp)) is not None:
         out.append(t)
     for hf_name, shape in hf_shapes.items():
         if hf_name.endswith(_SKIPPED_SUFFIXES) or (arch.skip_lm_head and hf_name == "lm_head.weight"):
@@ -297,11 +374,11 @@ def plan_tensors(hp: HFConfig, hf_shapes: dict[str, tuple[int, ...]], n_vocab_re
 
 def _transform(hp: HFConfig, hf_name: str, kind: gguf.MODEL_TENSOR) -> Callable[[np.ndarray], np.ndarray] | None:
     arch = hp.arch.model_arch
-    if arch == gguf.MODEL_ARCH.LLAMA and kind == T.ATTN_Q:
+    if hp.arch.llama_family and kind == T.ATTN_Q:
         return lambda w: permute_rope(w, hp.n_head)
-    if arch == gguf.MODEL_ARCH.LLAMA and kind == T.ATTN_K:
+    if hp.arch.llama_family and kind == T.ATTN_K:
         return lambda w: permute_rope(w, hp.n_head_kv)
-    if arch == gguf.MODEL_ARCH.GEMMA3 and hf_name.endswith("norm.weight"):
+    if arch in (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3) and hf_name.endswith("norm.weight"):
         return lambda w: w + np.float32(1.0)
     return None
 

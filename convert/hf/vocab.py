@@ -97,7 +97,7 @@ def load_vocab(directory: Path, hp: HFConfig) -> Vocab:
     has_spm = (directory / "tokenizer.model").is_file()
     if not has_spm and not (directory / "tokenizer.json").is_file():
         raise VocabError(f"{directory}: no tokenizer.model or tokenizer.json")
-    if arch == gguf.MODEL_ARCH.LLAMA:
+    if hp.arch.llama_family:
         prefix = _tokenizer_config(directory).get("add_prefix_space")
         vocab = _spm_vocab(directory, hp) if has_spm else _llama_hf_vocab(directory) or _bpe_vocab(directory, hp)
         vocab.add_space_prefix_before = prefix
@@ -106,7 +106,7 @@ def load_vocab(directory: Path, hp: HFConfig) -> Vocab:
         return vocab
     if has_spm:
         vocab = _spm_vocab(directory, hp)
-        if arch == gguf.MODEL_ARCH.GEMMA3:
+        if arch in (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3):
             vocab.add_space_prefix_after = False
         return vocab
     return _bpe_vocab(directory, hp)

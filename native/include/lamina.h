@@ -128,7 +128,7 @@ typedef struct {
     lm_matrix w_down;             /* [n_embd, n_ff] */
     const float *ffn_post_norm;   /* [n_embd] norm of the FFN output, or NULL */
     float rope_base;              /* theta base of this layer */
-    float rope_scale;             /* position multiplier: 1 / linear scaling factor */
+    float rope_scale;             /* position multiplier: 1 / linear scaling factor; 0: no rotation (NoPE) */
     int32_t sliding_window;       /* attend to the last this-many positions; 0 = all */
 } lm_layer_weights;
 
@@ -157,6 +157,15 @@ typedef struct {
      * over the (small) down matrix restores ~16-bit activations. 0 = once,
      * as llama.cpp does. */
     int32_t two_pass_down;
+    /* granite: each sublayer's output times residual_scale before the
+     * residual add, and the logits divided by logit_scale; 0 means 1, so
+     * zeroed parameters keep llama's math */
+    float residual_scale;
+    float logit_scale;
+    /* gemma2: attention scores and logits squashed into (-cap, cap) by
+     * cap * tanh(x / cap); 0 = off */
+    float attn_softcap;
+    float final_softcap;
 } lm_model_params;
 
 /* Copies the parameters and the layers array (not the weights). NULL on error. */

@@ -6,10 +6,10 @@
  *     h = norm(x)
  *     q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv)
  *     q, k = rope(qk_norm(q)), rope(qk_norm(k));  cache[cell of (seq, pos)] = k, v
- *     x = x + post_norm(attention(q, cache) Wo)
+ *     x = x + post_norm(attention(q, cache) Wo) * residual_scale
  *     h = norm(x)
- *     x = x + post_norm((act(h Wgate) * (h Wup)) Wdown)
- *   logits = norm(x) Wout
+ *     x = x + post_norm((act(h Wgate) * (h Wup)) Wdown) * residual_scale
+ *   logits = softcap(norm(x) Wout / logit_scale)
  *
  * Every step is a job over the context's thread pool: matmuls split weight
  * rows (lm_matmul_into; in decode the matrices that share an input go out
@@ -162,6 +162,7 @@ static void attention(void *arg, int ith, int nth) {
             n = lm_kv_run(&c->pool, seq, j, pos, &cell);
             c->kv.scores(s + (j - lo), q, c->k_cache + head_off + (size_t)cell * stride, stride, n, hd, p->attn_scale);
         }
+        if (p->attn_softcap > 0.0f) lm_softcap(s, pos - lo + 1, p->attn_softcap);
         lm_softmax(s, pos - lo + 1);
         memset(out, 0, sizeof(float) * (size_t)hd);
         for (int32_t j = lo; j <= pos; j += n) {
@@ -183,6 +184,8 @@ static void residual_rows(void *arg, int ith, int nth) {
     for (int64_t r = r0; r < r1; r++) {
         float *x = job->c->x + r * n, *xb = job->c->xb + r * n;
         if (job->post_norm) lm_rms_norm(xb, xb, job->post_norm, n, p->norm_eps, norm_add_one(p));
+        if (p->residual_scale != 0.0f && p->residual_scale != 1.0f)
+            for (int i = 0; i < n; i++) xb[i] *= p->residual_scale;
         for (int i = 0; i < n; i++) x[i] += xb[i];
         lm_rms_norm(xb, x, job->next_norm, n, p->norm_eps, norm_add_one(p));
     }
@@ -388,7 +391,15 @@ int lm_forward(lm_context *c, const lm_batch *b, int32_t il0, int32_t il1, const
     /* xb now holds output_norm(x) */
     gather_out_rows(c);
     const mm_out head[1] = { { &p->output, p->n_vocab, logits } };
-    return matmuls(c, c->xb, p->n_embd, c->b_n_out, head, 1);
+    int rc = matmuls(c, c->xb, p->n_embd, c->b_n_out, head, 1);
+    if (rc) return rc;
+    const int64_t n_logits = (int64_t)c->b_n_out * p->n_vocab;
+    if (p->logit_scale != 0.0f && p->logit_scale != 1.0f) {
+        const float inv = 1.0f / p->logit_scale;   /* llama.cpp multiplies by the reciprocal */
+        for (int64_t i = 0; i < n_logits; i++) logits[i] *= inv;
+    }
+    if (p->final_softcap > 0.0f) lm_softcap(logits, n_logits, p->final_softcap);
+    return LM_OK;
 }
 
 /* After lm_forward ran the last layer, xb holds output_norm(x) of every

@@ -30,6 +30,11 @@ void lm_gelu_tanh_mul(float *x, const float *up, int64_t n) {
     }
 }
 
+void lm_softcap(float *x, int64_t n, float cap) {
+    const float inv = 1.0f / cap;   /* as ggml: scale, tanh, scale back */
+    for (int64_t i = 0; i < n; i++) x[i] = tanhf(x[i] * inv) * cap;
+}
+
 void lm_softmax(float *x, int64_t n) {
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;

@@ -18,6 +18,9 @@ void lm_rms_norm(float *out, const float *x, const float *w, int64_t n, float ep
 void lm_silu_mul(float *x, const float *up, int64_t n);
 void lm_gelu_tanh_mul(float *x, const float *up, int64_t n);
 
+/* x[i] = cap * tanh(x[i] / cap) in place (gemma2's soft-capping) */
+void lm_softcap(float *x, int64_t n, float cap);
+
 /* x[0..n) = softmax(x[0..n)) in place */
 void lm_softmax(float *x, int64_t n);
 

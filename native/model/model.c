@@ -61,6 +61,12 @@ static int check_params(const lm_model_params *p) {
         return lm_set_error(LM_ERR_TYPE, "model: token embedding of type %s cannot be read by rows of %d",
                             lm_type_name(p->tok_embd.type), p->n_embd);
     if (!p->output_norm) return lm_set_error(LM_ERR_ARG, "model: output_norm is NULL");
+    const float scales[4] = { p->residual_scale, p->logit_scale, p->attn_softcap, p->final_softcap };
+    static const char *const scale_names[4] = { "residual_scale", "logit_scale", "attn_softcap", "final_softcap" };
+    for (int i = 0; i < 4; i++)
+        if (!(scales[i] >= 0.0f) || !isfinite(scales[i]))
+            return lm_set_error(LM_ERR_ARG, "model: %s = %g is not a finite number >= 0", scale_names[i],
+                                (double)scales[i]);
     for (int i = 0; p->rope_freqs && i < p->n_rot / 2; i++)
         if (!(p->rope_freqs[i] > 0.0f) || !isfinite(p->rope_freqs[i]))
             return lm_set_error(LM_ERR_ARG, "model: rope_freqs[%d] = %g is not a positive number", i,
@@ -73,8 +79,9 @@ static int check_layer(const lm_model_params *p, const lm_layer_weights *l, int 
     if (!l->attn_norm || !l->ffn_norm) return lm_set_error(LM_ERR_ARG, "layer %d: a norm weight is NULL", il);
     if ((l->q_norm == NULL) != (l->k_norm == NULL))
         return lm_set_error(LM_ERR_ARG, "layer %d: q_norm and k_norm must both be set or both NULL", il);
-    if (!(l->rope_base > 0.0f) || !(l->rope_scale > 0.0f) || !isfinite(l->rope_base) || !isfinite(l->rope_scale))
-        return lm_set_error(LM_ERR_ARG, "layer %d: rope base and scale must be positive", il);
+    /* scale 0 makes every angle 0: cos 1, sin 0, an exact identity (smollm3's NoPE layers) */
+    if (!(l->rope_base > 0.0f) || !(l->rope_scale >= 0.0f) || !isfinite(l->rope_base) || !isfinite(l->rope_scale))
+        return lm_set_error(LM_ERR_ARG, "layer %d: rope base must be positive and scale positive or 0", il);
     if (l->sliding_window < 0) return lm_set_error(LM_ERR_ARG, "layer %d: negative sliding window", il);
     int rc;
     const int64_t E = p->n_embd, kv_dim = (int64_t)p->n_head_kv * p->head_dim;

@@ -6,7 +6,7 @@
 
 `read_hparams` reads the `{arch}.*` metadata and the tensor table and fills
 one small dataclass that expresses every supported architecture (llama,
-qwen2, qwen3, gemma3) as switches of the same decoder layer. `load_model` checks
+granite, smollm3, qwen2, qwen3, gemma2, gemma3) as switches of the same decoder layer. `load_model` checks
 every tensor the layer needs (present, shape, type) and hands the native
 core pointers straight into the file's memory map; the NativeModel keeps the
 GGUFFile alive for as long as it lives. Every refusal is a typed error naming
@@ -33,7 +33,7 @@ from lamina.errors import (
 from lamina.gguf.reader import GGUFFile, TensorInfo
 from lamina.gptq.format import GPTQLinear, is_gptq_weight_name, read_gptq_linear
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
+SUPPORTED_ARCHITECTURES = ("llama", "granite", "smollm3", "qwen2", "qwen3", "gemma2", "gemma3")
 
 
 class ModelConfigError(GGUFError):
@@ -46,7 +46,7 @@ class ModelConfigError(GGUFError):
 @dataclass(frozen=True)
 class LayerConfig:
     rope_base: float
-    rope_scale: float  # position multiplier: 1 / linear scaling factor
+    rope_scale: float  # position multiplier: 1 / linear scaling factor; 0: no rope (NoPE layer)
     sliding_window: int  # attend to the last this-many positions; 0 = all
 
 
@@ -75,6 +75,10 @@ class HParams:
     rope_freqs: bool  # llama 3.1: per-frequency divisors in rope_freqs.weight
     layers: tuple[LayerConfig, ...] = field(repr=False)
     two_pass_down: bool = False  # ffn_down input quantized twice (value + residual), see lamina.h
+    residual_scale: float = 1.0  # granite: sublayer outputs scaled before the residual add
+    logit_scale: float = 1.0  # granite: logits divided by this
+    attn_softcap: float = 0.0  # gemma2: scores squashed by cap * tanh(s / cap); 0 = off
+    final_softcap: float = 0.0  # gemma2: the same on the logits
 
     @property
     def q_dim(self) -> int:
@@ -94,12 +98,20 @@ class _ArchTraits:
     post_norms: bool
     scaled_embd: bool  # embeddings * sqrt(n_embd)
     swa_pattern: int  # every swa_pattern-th layer is global, the rest slide; 0 = no sliding layers
-    swa_rope_base: float  # rope base of the sliding layers unless the file says otherwise
+    swa_rope_base: float  # rope base of the sliding layers unless the file says otherwise; 0: the global one
     two_pass_down: bool = False
+    no_rope_period: int = 0  # smollm3: every no_rope_period-th layer has no rope (llama.cpp fixes it at 4)
+    multipliers: bool = False  # granite: {arch}.embedding_scale, residual_scale, logit_scale
+    softcaps: tuple[float, float] | None = None  # gemma2: (attention, final) defaults when the file has none
+    big_layers: int = 0  # the 27B's layer count, whose attention scale is 1/sqrt(n_embd / n_head)
 
 
 _ARCHS: dict[str, _ArchTraits] = {
     "llama": _ArchTraits(False, "silu", None, False, False, False, 0, 0.0),
+    # granite: llama with multipliers on the embeddings, attention, residual adds and logits
+    "granite": _ArchTraits(False, "silu", None, False, False, False, 0, 0.0, multipliers=True),
+    # smollm3: llama whose every 4th layer attends without rope (NoPE)
+    "smollm3": _ArchTraits(False, "silu", None, False, False, False, 0, 0.0, no_rope_period=4),
     "qwen2": _ArchTraits(True, "silu", True, False, False, False, 0, 0.0),
     # qwen3: qwen2 without the q/k/v biases (unless the file has them), an RMS
     # norm over each query and key head before rope
@@ -109,7 +121,11 @@ _ARCHS: dict[str, _ArchTraits] = {
     # away; with it the top-1 agreement with transformers goes from 91-96% to
     # 97-100% on short prompts. Decode does not notice (the 262k-row output
     # head dominates); prefill loses 10-25% (Model.load(two_pass_down=False))
-    "gemma3": _ArchTraits(True, "gelu_tanh", False, True, True, True, 6, 10000.0, two_pass_down=True),
+    "gemma3": _ArchTraits(True, "gelu_tanh", False, True, True, True, 6, 10000.0, two_pass_down=True, big_layers=62),
+    # gemma2: every other layer slides (same rope base), soft-capped scores and logits, no q/k norms
+    "gemma2": _ArchTraits(
+        True, "gelu_tanh", False, False, True, True, 2, 0.0, two_pass_down=True, softcaps=(50.0, 30.0), big_layers=46
+    ),
 }
 assert set(_ARCHS) == set(SUPPORTED_ARCHITECTURES)
 
@@ -260,15 +276,32 @@ def read_hparams(gguf: GGUFFile) -> HParams:
     rope_scale = _rope_scale(meta)
     window = meta.int(Keys.Attention.SLIDING_WINDOW, minimum=0) if traits.swa_pattern else 0
     sliding = _sliding_layers(meta, traits, n_layer) if traits.swa_pattern else [False] * n_layer
-    swa_base = meta.float(Keys.Rope.FREQ_BASE_SWA, traits.swa_rope_base) if traits.swa_pattern else rope_base
+    swa_default = traits.swa_rope_base or rope_base
+    swa_base = meta.float(Keys.Rope.FREQ_BASE_SWA, swa_default) if traits.swa_pattern else rope_base
     layers = tuple(
         LayerConfig(swa_base, 1.0, window) if slides else LayerConfig(rope_base, rope_scale, 0) for slides in sliding
     )
+    if traits.no_rope_period:
+        period = traits.no_rope_period  # layers il with (il + 1) % period == 0, as llama.cpp
+        layers = tuple(
+            LayerConfig(lc.rope_base, 0.0, lc.sliding_window) if (il + 1) % period == 0 else lc
+            for il, lc in enumerate(layers)
+        )
 
     default_scale = 1.0 / math.sqrt(head_dim)
-    if arch == "gemma3" and n_layer == 62:
-        default_scale = 1.0 / math.sqrt(n_embd / n_head)  # gemma3 27B: query_pre_attn_scalar = n_embd / n_head
+    if traits.big_layers and n_layer == traits.big_layers:
+        default_scale = 1.0 / math.sqrt(n_embd / n_head)  # the 27B: query_pre_attn_scalar = n_embd / n_head
     attn_scale = meta.float(Keys.Attention.SCALE, default_scale)
+    embd_scale = math.sqrt(n_embd) if traits.scaled_embd else 1.0
+    residual_scale = logit_scale = 1.0
+    if traits.multipliers:
+        embd_scale = meta.float(Keys.LLM.EMBEDDING_SCALE, 1.0)
+        residual_scale = meta.float(Keys.LLM.RESIDUAL_SCALE, 1.0)
+        logit_scale = meta.float(Keys.LLM.LOGIT_SCALE, 1.0)
+    attn_softcap = final_softcap = 0.0
+    if traits.softcaps:
+        attn_softcap = meta.float(Keys.LLM.ATTN_LOGIT_SOFTCAPPING, traits.softcaps[0])
+        final_softcap = meta.float(Keys.LLM.FINAL_LOGIT_SOFTCAPPING, traits.softcaps[1])
 
     bias_name = tensor_name(MODEL_TENSOR.ATTN_Q, 0, "bias")
     return HParams(
@@ -286,7 +319,7 @@ def read_hparams(gguf: GGUFFile) -> HParams:
         rope_neox=traits.rope_neox,
         norm_plus_one=False,
         activation=traits.activation,
-        embd_scale=math.sqrt(n_embd) if traits.scaled_embd else 1.0,
+        embd_scale=embd_scale,
         attn_scale=attn_scale,
         qkv_bias=traits.qkv_bias if traits.qkv_bias is not None else bias_name in names,
         qk_norm=traits.qk_norm,
@@ -295,6 +328,10 @@ def read_hparams(gguf: GGUFFile) -> HParams:
         rope_freqs=tensor_name(MODEL_TENSOR.ROPE_FREQS) in names,
         layers=layers,
         two_pass_down=traits.two_pass_down,
+        residual_scale=residual_scale,
+        logit_scale=logit_scale,
+        attn_softcap=attn_softcap,
+        final_softcap=final_softcap,
     )
 
 
@@ -364,6 +401,8 @@ class NativeModel:
         params.activation = {"silu": lib.LM_ACT_SILU, "gelu_tanh": lib.LM_ACT_GELU_TANH}[hp.activation]
         params.norm_eps, params.embd_scale, params.attn_scale = hp.norm_eps, hp.embd_scale, hp.attn_scale
         params.two_pass_down = int(hp.two_pass_down)
+        params.residual_scale, params.logit_scale = hp.residual_scale, hp.logit_scale
+        params.attn_softcap, params.final_softcap = hp.attn_softcap, hp.final_softcap
         params.rope_freqs = (
             self._vector(tensor_name(MODEL_TENSOR.ROPE_FREQS), hp.n_rot // 2, positive=True)
             if hp.rope_freqs

@@ -88,14 +88,21 @@ def round_kv(x: np.ndarray, kv_type: str) -> np.ndarray:
     raise ValueError(f"kv_type must be f32, f16 or q8_0, got {kv_type!r}")
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window: int) -> np.ndarray:
-    """Causal grouped-query attention over positions 0..T-1.
+def softcap(x: np.ndarray, cap: float) -> np.ndarray:
+    """cap * tanh(x / cap); cap 0: x unchanged (gemma2's scores and logits)"""
+    return cap * np.tanh(x / cap) if cap > 0 else x
+
+
+def attention(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window: int, cap: float = 0.0
+) -> np.ndarray:
+    """Causal grouped-query attention over positions 0..T-1, scores soft-capped by cap.
     q: [T, H, D]; k, v: [T, Hkv, D] -> [T, H, D]"""
     T, H, D = q.shape
     group = H // k.shape[1]
     k = np.repeat(k, group, axis=1)  # [T, H, D]
     v = np.repeat(v, group, axis=1)  # [T, H, D]
-    scores = np.einsum("thd,shd->hts", q, k) * scale  # [H, T(query), T(key)]
+    scores = softcap(np.einsum("thd,shd->hts", q, k) * scale, cap)  # [H, T(query), T(key)]
     t_idx, s_idx = np.arange(T)[:, None], np.arange(T)[None, :]
     masked = s_idx > t_idx  # [T, T] future keys
     if window > 0:
@@ -145,11 +152,11 @@ def forward(
         q = apply_rope(q, cos, sin, hp.n_rot, hp.rope_neox)
         k = round_kv(apply_rope(k, cos, sin, hp.n_rot, hp.rope_neox), kv_type)
         v = round_kv(v, kv_type)
-        att = attention(q, k, v, hp.attn_scale, layer.sliding_window)  # [T, H, D]
+        att = attention(q, k, v, hp.attn_scale, layer.sliding_window, hp.attn_softcap)  # [T, H, D]
         out = att.reshape(T, hp.q_dim) @ W[name(MODEL_TENSOR.ATTN_OUT)].T  # [T, E]
         if hp.post_norms:
             out = norm(out, name(MODEL_TENSOR.ATTN_POST_NORM))
-        x = x + out
+        x = x + out * hp.residual_scale
         # feed-forward
         h = norm(x, name(MODEL_TENSOR.FFN_NORM))  # [T, E]
         gate = h @ W[name(MODEL_TENSOR.FFN_GATE)].T  # [T, F]
@@ -157,10 +164,10 @@ def forward(
         out = (act(gate) * up) @ W[name(MODEL_TENSOR.FFN_DOWN)].T  # [T, E]
         if hp.post_norms:
             out = norm(out, name(MODEL_TENSOR.FFN_POST_NORM))
-        x = x + out
+        x = x + out * hp.residual_scale
 
     x = norm(x, tensor_name(MODEL_TENSOR.OUTPUT_NORM))  # [T, E]
     if hidden:
         return x
     head = MODEL_TENSOR.TOKEN_EMBD if hp.tied_output else MODEL_TENSOR.OUTPUT
-    return x @ W[tensor_name(head)].T  # [T, V]
+    return softcap(x @ W[tensor_name(head)].T / hp.logit_scale, hp.final_softcap)  # [T, V]

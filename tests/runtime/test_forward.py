@@ -80,20 +80,26 @@ def test_hparams_from_metadata(tiny, name):
     )
     assert (hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_rot) == (cfg.n_head, cfg.n_head_kv, cfg.hd, cfg.n_rot or cfg.hd)
     assert hp.tied_output == cfg.tied and hp.rope_freqs == cfg.rope_freqs
-    assert hp.rope_neox == (cfg.arch != "llama") and hp.qkv_bias == (cfg.arch == "qwen2")
-    assert hp.qk_norm == (cfg.arch in ("gemma3", "qwen3")) and hp.post_norms == (cfg.arch == "gemma3")
-    assert hp.activation == ("gelu_tanh" if cfg.arch == "gemma3" else "silu")
-    assert hp.embd_scale == pytest.approx(np.sqrt(cfg.n_embd) if cfg.arch == "gemma3" else 1.0)
-    assert hp.attn_scale == pytest.approx(1 / np.sqrt(cfg.hd))
+    gemma = cfg.arch in ("gemma2", "gemma3")
+    assert hp.rope_neox == (cfg.arch not in ("llama", "granite", "smollm3")) and hp.qkv_bias == (cfg.arch == "qwen2")
+    assert hp.qk_norm == (cfg.arch in ("gemma3", "qwen3")) and hp.post_norms == gemma
+    assert hp.activation == ("gelu_tanh" if gemma else "silu")
+    embd, attn, residual, logit = cfg.multipliers or (np.sqrt(cfg.n_embd) if gemma else 1.0, 1 / np.sqrt(cfg.hd), 1, 1)
+    assert (hp.embd_scale, hp.attn_scale) == (pytest.approx(embd), pytest.approx(attn))
+    assert (hp.residual_scale, hp.logit_scale) == (pytest.approx(residual), pytest.approx(logit))
+    assert (hp.attn_softcap, hp.final_softcap) == (cfg.softcaps or (0.0, 0.0))
     if cfg.arch == "gemma3":
         # pattern 3: layers 0, 1 slide with the local rope base, layer 2 is global
         assert [(lc.sliding_window, lc.rope_base) for lc in hp.layers] == [(5, 1e4), (5, 1e4), (0, 1e6)]
+    elif cfg.arch == "gemma2":
+        # every other layer slides, all with the one rope base
+        b = cfg.rope_base
+        assert [(lc.sliding_window, lc.rope_base) for lc in hp.layers] == [(5, b), (0, b), (5, b)]
     else:
         scale = 1 / cfg.rope_linear_factor if cfg.rope_linear_factor else 1.0
-        assert all(
-            lc.sliding_window == 0 and lc.rope_base == cfg.rope_base and lc.rope_scale == pytest.approx(scale)
-            for lc in hp.layers
-        )
+        no_rope = [cfg.arch == "smollm3" and (il + 1) % 4 == 0 for il in range(cfg.n_layer)]
+        assert all(lc.sliding_window == 0 and lc.rope_base == cfg.rope_base for lc in hp.layers)
+        assert [lc.rope_scale for lc in hp.layers] == [0.0 if off else pytest.approx(scale) for off in no_rope]
 
 
 # -- native == reference -----------------------------------------------------
@@ -343,7 +349,7 @@ def test_native_side_refuses_bad_calls_without_python_checks(tiny):
 
 def test_unsupported_architecture(tmp_path):
     path = write_tiny_model(tmp_path / "gpt2.gguf", replace(LLAMA, arch="gpt2"))
-    with pytest.raises(UnsupportedArchitectureError, match="gpt2.*supported: llama, qwen2, gemma3"):
+    with pytest.raises(UnsupportedArchitectureError, match="gpt2.*supported: llama, granite, smollm3, qwen2, qwen3, gemma2, gemma3"):
         Model.load(path)
 
 

@@ -198,15 +198,25 @@ def _assert_cuda_matches_the_cpu(model, toks, splits, max_nmse, min_top1):
         LLAMA,
         CONFIGS["qwen2"],
         CONFIGS["qwen3"],
+        CONFIGS["smollm3"],
         replace(GEMMA3, n_layer=4),
         replace(for_block(LLAMA, 256), qtype="Q4_K", n_layer=3),
     ],
-    ids=["llama", "qwen2", "qwen3", "gemma3", "llama-q4_k"],
+    ids=["llama", "qwen2", "qwen3", "smollm3", "gemma3", "llama-q4_k"],
 )
 def test_cuda_offload_of_tiny_models_matches_the_cpu(tiny, cfg):
     model = Model.load(tiny(cfg), n_threads=2)
     toks = np.random.default_rng(6).integers(0, cfg.n_vocab, 24)
     _assert_cuda_matches_the_cpu(model, toks, (1, 2, cfg.n_layer + 1), max_nmse=1e-3, min_top1=0.9)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["granite", "gemma2"])
+def test_cuda_refuses_what_its_kernels_lack(tiny, name):
+    """granite's multipliers and gemma2's soft-caps run on the CPU only: offload says so, it does not drop them"""
+    model = Model.load(tiny(CONFIGS[name]), n_threads=2)
+    with pytest.raises(ContextError, match="not implemented on the GPU"):
+        Context(model, n_ctx=64, gpu_layers=1, device="cuda", require_gpu=True)
 
 
 @pytest.mark.gpu

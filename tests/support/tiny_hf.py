@@ -36,9 +36,10 @@ COMMON: dict[str, Any] = {
     "tie_word_embeddings": False,
     "bos_token_id": 1,
     "eos_token_id": 2,
+    "pad_token_id": None,  # SmolLM3's default (128004) lies outside a small vocabulary
 }
 
-SMOL, QWEN = "smollm2-135m-instruct", "qwen2.5-coder-0.5b"  # support.hf_checkpoints names
+SMOL, QWEN, GEMMA = "smollm2-135m-instruct", "qwen2.5-coder-0.5b", "gemma-3-270m"  # support.hf_checkpoints names
 
 # model_type -> (whose tokenizer, what differs from COMMON); the HF class is
 # the model_type's *ForCausalLM
@@ -47,6 +48,25 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen2": (QWEN, {"rope_theta": 1e6, "tie_word_embeddings": True}),
     # head_dim wider than hidden / heads, as Qwen3 checkpoints have it
     "qwen3": (QWEN, {"rope_theta": 1e6, "head_dim": 32}),
+    # every multiplier away from 1, so each one shows if it is dropped
+    "granite": (
+        SMOL,
+        {"embedding_multiplier": 4.0, "attention_multiplier": 0.05, "residual_multiplier": 0.3, "logits_scaling": 2.5},
+    ),
+    # 4 layers: the last one has no rope
+    "smollm3": (SMOL, {"rope_theta": 2e6}),
+    # a window shorter than the test's 40 tokens, and soft-caps tight enough to bend
+    "gemma2": (
+        GEMMA,
+        {
+            "head_dim": 32,
+            "query_pre_attn_scalar": 32,  # llama.cpp scales by 1/sqrt(head_dim) below 27B
+            "sliding_window": 8,
+            "attn_logit_softcapping": 5.0,
+            "final_logit_softcapping": 10.0,
+            "tie_word_embeddings": True,
+        },
+    ),
 }
 
 
@@ -68,7 +88,7 @@ def tiny_hf_checkpoint(model_type: str, directory: Path, seed: int = 0) -> Path:
             p.copy_(_draw(name, tuple(p.shape)))
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
-    for name in TOKENIZER_FILES:
+    for name in (*TOKENIZER_FILES, "tokenizer.model"):
         if (source / name).is_file():
             shutil.copy(source / name, directory / name)
     # a config that names its class, as every real checkpoint does

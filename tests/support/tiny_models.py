@@ -1,8 +1,10 @@
 """Tiny random decoder models written as real GGUF files (gguf-py's
 GGUFWriter), one per architecture shape the native forward must express:
 llama with or without GQA, tied or untied output, rope scaling and llama-3.1
-rope factors; qwen2 (q/k/v biases, NeoX rope); qwen3 (q/k norms, head_dim
-wider than n_embd / n_head); gemma3 (q/k norms, post
+rope factors; granite (llama with embedding, attention, residual and logit
+multipliers); smollm3 (llama whose every 4th layer has no rope); qwen2 (q/k/v
+biases, NeoX rope); qwen3 (q/k norms, head_dim wider than n_embd / n_head);
+gemma2 (alternating sliding layers, soft-capped scores and logits); gemma3 (q/k norms, post
 norms, GELU, sliding-window layers with their own rope base, scaled
 embeddings). Matrices are stored in any type lamina quantizes
 (runtime.quants.quantize); vectors stay F32 as converters write them."""
@@ -43,6 +45,9 @@ class TinyConfig:
     embd_qtype: str | None = None  # token_embd (default: qtype)
     norm_eps: float = 1e-5
     seed: int = 0
+    # granite: (embedding, attention, residual, logit) scales written as metadata
+    multipliers: tuple[float, float, float, float] | None = None
+    softcaps: tuple[float, float] | None = None  # gemma2: (attention, final) written as metadata
 
     @property
     def hd(self) -> int:
@@ -69,6 +74,21 @@ GEMMA3 = TinyConfig(
     norm_eps=1e-6,
     seed=5,
 )
+GRANITE = TinyConfig(arch="granite", multipliers=(4.0, 0.05, 0.3, 2.5), seed=7)
+SMOLLM3 = TinyConfig(arch="smollm3", n_layer=4, rope_base=2e6, seed=8)  # layer 3 has no rope
+GEMMA2 = TinyConfig(
+    arch="gemma2",
+    n_embd=64,
+    n_head=2,
+    n_head_kv=1,
+    head_dim=32,
+    n_layer=3,
+    sliding_window=5,
+    tied=True,
+    softcaps=(2.0, 3.0),  # tight, so tanh bends the scores and logits of a tiny model
+    norm_eps=1e-6,
+    seed=9,
+)
 CONFIGS = {
     "llama": LLAMA,
     "llama_mha_tied": LLAMA_MHA_TIED,
@@ -77,6 +97,9 @@ CONFIGS = {
     "qwen2": QWEN2,
     "qwen3": QWEN3,
     "gemma3": GEMMA3,
+    "granite": GRANITE,
+    "smollm3": SMOLLM3,
+    "gemma2": GEMMA2,
 }
 
 
@@ -96,6 +119,9 @@ SPLIT_CASES = {
     "llama": LLAMA,
     "qwen2": QWEN2,
     "qwen3": QWEN3,
+    "granite": GRANITE,
+    "smollm3": SMOLLM3,
+    "gemma2": replace(GEMMA2, n_layer=4),
     "gemma3": replace(GEMMA3, n_layer=4),
     "llama-q4_k": replace(for_block(LLAMA, 256), qtype="Q4_K", n_layer=3),
 }
@@ -152,8 +178,17 @@ def write_tiny_model(
     if cfg.rope_linear_factor is not None:
         w.add_rope_scaling_type(RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(cfg.rope_linear_factor)
-    if arch == MODEL_ARCH_NAMES[MODEL_ARCH.GEMMA3]:
+    if arch in (MODEL_ARCH_NAMES[MODEL_ARCH.GEMMA3], MODEL_ARCH_NAMES[MODEL_ARCH.GEMMA2]):
         w.add_sliding_window(cfg.sliding_window)
+    if cfg.multipliers is not None:
+        embedding, attention, residual, logit = cfg.multipliers
+        w.add_embedding_scale(embedding)
+        w.add_attention_scale(attention)
+        w.add_residual_scale(residual)
+        w.add_logit_scale(logit)
+    if cfg.softcaps is not None:
+        w.add_attn_logit_softcapping(cfg.softcaps[0])
+        w.add_final_logit_softcapping(cfg.softcaps[1])
     if cfg.swa_pattern is not None:
         w.add_sliding_window_pattern(cfg.swa_pattern)
 
@@ -192,7 +227,7 @@ def write_tiny_model(
         if arch in ("gemma3", "qwen3"):
             vec(n(MODEL_TENSOR.ATTN_Q_NORM), _norm(rng, D))
             vec(n(MODEL_TENSOR.ATTN_K_NORM), _norm(rng, D))
-        if arch == "gemma3":
+        if arch in ("gemma3", "gemma2"):
             vec(n(MODEL_TENSOR.ATTN_POST_NORM), _norm(rng, E))
             vec(n(MODEL_TENSOR.FFN_POST_NORM), _norm(rng, E))
         mat(n(MODEL_TENSOR.ATTN_OUT), E, q_dim)
