@@ -1,7 +1,7 @@
 """Architectures: HF config -> GGUF hyperparameters, HF tensor -> GGUF tensor.
 
 Mirrors what llama.cpp's converter does for llama (and its kin granite and
-smollm3), qwen2, qwen3, gemma2 and gemma3, so the
+smollm3), qwen2, qwen3, gemma2, gemma3 and olmo2, so the
 file it writes (as f32) and ours carry the same keys in the same order and the
 same tensor values:
 - names come from gguf-py's TensorNameMap for the architecture;
@@ -113,6 +113,14 @@ ARCHES: tuple[Arch, ...] = (
         skip_lm_head=True,
     ),
     Arch(
+        gguf.MODEL_ARCH.OLMO2,
+        ("Olmo2ForCausalLM",),
+        {"rms_norm_eps": 1e-5, "max_position_embeddings": 2048, "rope_theta": 10000.0},
+        # no pre-norms: a norm after each sublayer, q/k norms over the whole projections
+        (T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.ATTN_OUT, T.FFN_GATE, T.FFN_UP, T.FFN_DOWN)
+        + (T.ATTN_Q_NORM, T.ATTN_K_NORM, T.ATTN_POST_NORM, T.FFN_POST_NORM),
+    ),
+    Arch(
         gguf.MODEL_ARCH.GEMMA3,
         ("Gemma3ForCausalLM",),
         {
@@ -210,7 +218,9 @@ def load_hparams(arch: Arch, config: dict[str, Any]) -> HFConfig:
     if arch.model_arch == gguf.MODEL_ARCH.LLAMA and cfg.get("head_dim") is None:
         cfg["head_dim"] = hp.n_embd // hp.n_head  # LlamaConfig always has one, so llama.cpp writes it
     if arch.model_arch == gguf.MODEL_ARCH.GRANITE:
-        cfg.pop("head_dim", None)  # llama.cpp ignores granite's head_dim (and writes no key_length)
+        cfg.pop("head_dim", None)
+    if arch.model_arch == gguf.MODEL_ARCH.OLMO2 and cfg.get("sliding_window") is not None:
+        raise CheckpointError("config.json: sliding_window is set (OLMo 3); sliding-window olmo2 is not supported yet")  # llama.cpp ignores granite's head_dim (and writes no key_length)
 
     # v5 configs carry rope_parameters (per layer type for Gemma3); older ones
     # rope_theta (+ rope_local_base_freq) and rope_scaling at the top level.
@@ -401,6 +411,8 @@ def _expected_shapes(hp: HFConfig) -> dict[tuple[gguf.MODEL_TENSOR, bool], tuple
         (T.ATTN_Q_NORM, False): (hp.head_dim,),
         (T.ATTN_K_NORM, False): (hp.head_dim,),
     }
+    if hp.arch.model_arch == gguf.MODEL_ARCH.OLMO2:  # over the whole projections
+        shapes[(T.ATTN_Q_NORM, False)], shapes[(T.ATTN_K_NORM, False)] = (q,), (kv,)
     for norm in (T.OUTPUT_NORM, T.ATTN_NORM, T.FFN_NORM, T.ATTN_POST_NORM, T.FFN_PRE_NORM, T.FFN_POST_NORM):
         shapes[(norm, False)] = (e,)
     return shapes

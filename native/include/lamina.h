@@ -111,18 +111,19 @@ typedef struct {
 /* One decoder layer: its weights ([rows, cols], i.e. ggml's ne reversed) and
  * its attention settings. Vectors are f32; optional ones are NULL. */
 typedef struct {
-    const float *attn_norm;       /* [n_embd] */
+    const float *attn_norm;       /* [n_embd], or NULL: attention reads x itself (olmo2) */
     lm_matrix wq;                 /* [n_head * head_dim, n_embd] */
     lm_matrix wk;                 /* [n_head_kv * head_dim, n_embd] */
     lm_matrix wv;                 /* [n_head_kv * head_dim, n_embd] */
     const float *bq;              /* [n_head * head_dim] or NULL */
     const float *bk;              /* [n_head_kv * head_dim] or NULL */
     const float *bv;              /* [n_head_kv * head_dim] or NULL */
-    const float *q_norm;          /* [head_dim] RMS norm of each query head, or NULL */
-    const float *k_norm;          /* [head_dim] RMS norm of each key head, or NULL */
+    const float *q_norm;          /* [head_dim] RMS norm of each query head ([n_head * head_dim]
+                                   * over the whole projection with qk_norm_whole), or NULL */
+    const float *k_norm;          /* [head_dim] the same for each key head ([n_head_kv * head_dim]) */
     lm_matrix wo;                 /* [n_embd, n_head * head_dim] */
     const float *attn_post_norm;  /* [n_embd] norm of the attention output, or NULL */
-    const float *ffn_norm;        /* [n_embd] */
+    const float *ffn_norm;        /* [n_embd], or NULL: the FFN reads x itself (olmo2) */
     lm_matrix w_gate;             /* [n_ff, n_embd] */
     lm_matrix w_up;               /* [n_ff, n_embd] */
     lm_matrix w_down;             /* [n_embd, n_ff] */
@@ -166,6 +167,9 @@ typedef struct {
      * cap * tanh(x / cap); 0 = off */
     float attn_softcap;
     float final_softcap;
+    /* olmo2: q_norm and k_norm normalize the whole q and k projections,
+     * before they are split into heads; 0 = each head alone */
+    int32_t qk_norm_whole;
 } lm_model_params;
 
 /* Copies the parameters and the layers array (not the weights). NULL on error. */

@@ -3,9 +3,10 @@
  *
  *   x = embed(tokens) * embd_scale
  *   for each layer:
- *     h = norm(x)
+ *     h = norm(x)                (x itself where the layer has no pre-norm)
  *     q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv)
  *     q, k = rope(qk_norm(q)), rope(qk_norm(k));  cache[cell of (seq, pos)] = k, v
+ *       (qk_norm: per head, or over the whole projection)
  *     x = x + post_norm(attention(q, cache) Wo) * residual_scale
  *     h = norm(x)
  *     x = x + post_norm((act(h Wgate) * (h Wup)) Wdown) * residual_scale
@@ -57,6 +58,15 @@ static void run(lm_context *c, lm_task_fn fn, fwd_job *job, int64_t work) {
 
 static float norm_add_one(const lm_model_params *p) { return p->norm_kind == LM_NORM_RMS_PLUS_ONE ? 1.0f : 0.0f; }
 
+/* out = the input of a sublayer: w's RMS norm of x, or x itself when w is
+ * NULL (olmo2 norms sublayer outputs only) */
+static void pre_norm(float *out, const float *x, const float *w, const lm_model_params *p) {
+    if (w)
+        lm_rms_norm(out, x, w, p->n_embd, p->norm_eps, norm_add_one(p));
+    else
+        memcpy(out, x, sizeof(float) * (size_t)p->n_embd);
+}
+
 /* ---------------------------------------------------------- embedding */
 
 /* x[t] = tok_embd[tokens[t]] * embd_scale;  xb[t] = attn_norm_0(x[t]) */
@@ -72,7 +82,7 @@ static void embed_rows(void *arg, int ith, int nth) {
         t->to_float((const char *)p->tok_embd.data + (size_t)job->tokens[r] * row_bytes, x, p->n_embd);
         if (p->embd_scale != 1.0f)
             for (int i = 0; i < p->n_embd; i++) x[i] *= p->embd_scale;
-        lm_rms_norm(job->c->xb + r * p->n_embd, x, job->next_norm, p->n_embd, p->norm_eps, norm_add_one(p));
+        pre_norm(job->c->xb + r * p->n_embd, x, job->next_norm, p);
     }
 }
 
@@ -116,12 +126,17 @@ static void qkv_rows(void *arg, int ith, int nth) {
         if (l->bv)
             for (int i = 0; i < kv_dim; i++) v[i] += l->bv[i];
         const float *cs = cs_group + r * p->n_rot;
+        const int whole = p->qk_norm_whole && l->q_norm;
+        if (whole) {
+            lm_rms_norm(q, q, l->q_norm, q_dim, p->norm_eps, norm_add_one(p));
+            lm_rms_norm(k, k, l->k_norm, kv_dim, p->norm_eps, norm_add_one(p));
+        }
         for (int h = 0; h < p->n_head; h++) {
-            if (l->q_norm) lm_rms_norm(q + h * hd, q + h * hd, l->q_norm, hd, p->norm_eps, norm_add_one(p));
+            if (l->q_norm && !whole) lm_rms_norm(q + h * hd, q + h * hd, l->q_norm, hd, p->norm_eps, norm_add_one(p));
             lm_rope_head(q + h * hd, cs, p->n_rot, p->rope_layout == LM_ROPE_NEOX);
         }
         for (int h = 0; h < p->n_head_kv; h++) {
-            if (l->k_norm) lm_rms_norm(k + h * hd, k + h * hd, l->k_norm, hd, p->norm_eps, norm_add_one(p));
+            if (l->k_norm && !whole) lm_rms_norm(k + h * hd, k + h * hd, l->k_norm, hd, p->norm_eps, norm_add_one(p));
             lm_rope_head(k + h * hd, cs, p->n_rot, p->rope_layout == LM_ROPE_NEOX);
         }
         const size_t at = layer_off + (size_t)job->cell[r] * c->kv_row_bytes;
@@ -187,7 +202,7 @@ static void residual_rows(void *arg, int ith, int nth) {
         if (p->residual_scale != 0.0f && p->residual_scale != 1.0f)
             for (int i = 0; i < n; i++) xb[i] *= p->residual_scale;
         for (int i = 0; i < n; i++) x[i] += xb[i];
-        lm_rms_norm(xb, x, job->next_norm, n, p->norm_eps, norm_add_one(p));
+        pre_norm(xb, x, job->next_norm, p);
     }
 }
 
@@ -352,8 +367,7 @@ static void load_rows(void *arg, int ith, int nth) {
     int64_t r0, r1;
     lm_split_range(job->n_tokens, ith, nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++)
-        lm_rms_norm(job->c->xb + r * p->n_embd, job->c->x + r * p->n_embd, job->next_norm, p->n_embd, p->norm_eps,
-                    norm_add_one(p));
+        pre_norm(job->c->xb + r * p->n_embd, job->c->x + r * p->n_embd, job->next_norm, p);
 }
 
 /* Rows c->b_out of xb (output_norm(x)) to the front, in order, so the head

@@ -76,7 +76,6 @@ static int check_params(const lm_model_params *p) {
 
 static int check_layer(const lm_model_params *p, const lm_layer_weights *l, int il) {
     const int64_t q_dim = (int64_t)p->n_head * p->head_dim;
-    if (!l->attn_norm || !l->ffn_norm) return lm_set_error(LM_ERR_ARG, "layer %d: a norm weight is NULL", il);
     if ((l->q_norm == NULL) != (l->k_norm == NULL))
         return lm_set_error(LM_ERR_ARG, "layer %d: q_norm and k_norm must both be set or both NULL", il);
     /* scale 0 makes every angle 0: cos 1, sin 0, an exact identity (smollm3's NoPE layers) */

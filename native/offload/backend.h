@@ -43,16 +43,16 @@ typedef struct lm_backend {
 } lm_backend;
 
 /* A block's weights as every device copies them: float vectors X(field,
- * length) and matrices X(field, rows, cols), with E, F, hd, q_dim and kv_dim
- * in scope. One list, so a weight added to lm_layer_weights cannot be
+ * length) and matrices X(field, rows, cols), with E, F, q_dim, kv_dim and the
+ * q/k norm lengths qn, kn (lm_qk_norm_lengths) in scope. One list, so a weight added to lm_layer_weights cannot be
  * forgotten by one backend. */
 #define LM_LAYER_VECTORS(X) \
     X(attn_norm, E)         \
     X(bq, q_dim)            \
     X(bk, kv_dim)           \
     X(bv, kv_dim)           \
-    X(q_norm, hd)           \
-    X(k_norm, hd)           \
+    X(q_norm, qn)           \
+    X(k_norm, kn)           \
     X(attn_post_norm, E)    \
     X(ffn_norm, E)          \
     X(ffn_post_norm, E)
@@ -64,6 +64,12 @@ typedef struct lm_backend {
     X(w_gate, F, E)          \
     X(w_up, F, E)            \
     X(w_down, E, F)
+
+/* the lengths of q_norm and k_norm: one head, or the whole projection */
+static inline void lm_qk_norm_lengths(const lm_model_params *p, int64_t *qn, int64_t *kn) {
+    *qn = p->qk_norm_whole ? (int64_t)p->n_head * p->head_dim : p->head_dim;
+    *kn = p->qk_norm_whole ? (int64_t)p->n_head_kv * p->head_dim : p->head_dim;
+}
 
 extern const lm_backend lm_backend_cpu_standin;
 extern const lm_backend lm_backend_cuda;       /* cuda_backend.c, over the dlopened liblamina_cuda */

@@ -88,6 +88,8 @@ static void *standin_create(const lm_model *m, int32_t il0, const lm_context_par
     const lm_model_params *hp = &m->p;
     const int64_t E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim;
     const int64_t q_dim = (int64_t)hp->n_head * hd, kv_dim = (int64_t)hp->n_head_kv * hd;
+    int64_t qn, kn;
+    lm_qk_norm_lengths(hp, &qn, &kn);
     int ok = 1;
     lm_model_params p = *hp;
     /* tok_embd stays the host's: the device never reads it (x arrives embedded) */

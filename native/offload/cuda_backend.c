@@ -318,6 +318,8 @@ static void *cuda_create(const lm_model *m, int32_t il0, const lm_context_params
     const lm_model_params *p = &m->p;
     const int64_t E = p->n_embd, F = p->n_ff, hd = p->head_dim, V = p->n_vocab;
     const int64_t q_dim = (int64_t)p->n_head * hd, kv_dim = (int64_t)p->n_head_kv * hd;
+    int64_t qn, kn;
+    lm_qk_norm_lengths(p, &qn, &kn);
     const int32_t L = p->n_layer;
     cuda_dev *d = calloc(1, sizeof *d);
     if (!d || !(d->layers = calloc((size_t)(L - il0 > 0 ? L - il0 : 1), sizeof *d->layers))) {
@@ -417,16 +419,20 @@ static int cuda_block(cuda_dev *d, int32_t il, int32_t T, int32_t pos0, const in
     const int layout = p->rope_layout == LM_ROPE_NEOX ? LMC_ROPE_NEOX : LMC_ROPE_NORMAL;
     int rc;
 
-    TRY(lmc.lmc_rms_norm(d->xb, d->x, l->attn_norm, T, E, eps, one), "rms_norm");
+    /* a layer without pre-norms (olmo2) feeds x itself to its matmuls */
+    if (l->attn_norm) TRY(lmc.lmc_rms_norm(d->xb, d->x, l->attn_norm, T, E, eps, one), "rms_norm");
     const dmatrix *qkv[3] = { &l->wq, &l->wk, &l->wv };
     float *const qkv_out[3] = { d->q, d->k, d->v };
-    if ((rc = matmuls_shared(d, qkv, qkv_out, 3, d->xb, T))) return rc;
+    if ((rc = matmuls_shared(d, qkv, qkv_out, 3, l->attn_norm ? d->xb : d->x, T))) return rc;
     if (l->bq) {
         TRY(lmc.lmc_add_bias(d->q, l->bq, T, q_dim), "bias");
         TRY(lmc.lmc_add_bias(d->k, l->bk, T, kv_dim), "bias");
         TRY(lmc.lmc_add_bias(d->v, l->bv, T, kv_dim), "bias");
     }
-    if (l->q_norm) {
+    if (l->q_norm && p->qk_norm_whole) {
+        TRY(lmc.lmc_rms_norm(d->q, d->q, l->q_norm, T, q_dim, eps, one), "q norm");
+        TRY(lmc.lmc_rms_norm(d->k, d->k, l->k_norm, T, kv_dim, eps, one), "k norm");
+    } else if (l->q_norm) {
         TRY(lmc.lmc_rms_norm(d->q, d->q, l->q_norm, (int64_t)T * p->n_head, hd, eps, one), "q norm");
         TRY(lmc.lmc_rms_norm(d->k, d->k, l->k_norm, (int64_t)T * p->n_head_kv, hd, eps, one), "k norm");
     }
@@ -439,10 +445,10 @@ static int cuda_block(cuda_dev *d, int32_t il, int32_t T, int32_t pos0, const in
     if (l->attn_post_norm) TRY(lmc.lmc_rms_norm(d->xb, d->xb, l->attn_post_norm, T, E, eps, one), "post norm");
     TRY(lmc.lmc_add(d->x, d->xb, (int64_t)T * E), "residual");
 
-    TRY(lmc.lmc_rms_norm(d->xb, d->x, l->ffn_norm, T, E, eps, one), "rms_norm");
+    if (l->ffn_norm) TRY(lmc.lmc_rms_norm(d->xb, d->x, l->ffn_norm, T, E, eps, one), "rms_norm");
     const dmatrix *gate_up[2] = { &l->w_gate, &l->w_up };
     float *const gate_up_out[2] = { d->hb, d->hb2 };
-    if ((rc = matmuls_shared(d, gate_up, gate_up_out, 2, d->xb, T))) return rc;
+    if ((rc = matmuls_shared(d, gate_up, gate_up_out, 2, l->ffn_norm ? d->xb : d->x, T))) return rc;
     TRY(lmc.lmc_act_mul(d->hb, d->hb2, (int64_t)T * F,
                         p->activation == LM_ACT_GELU_TANH ? LMC_ACT_GELU_TANH : LMC_ACT_SILU),
         "activation");

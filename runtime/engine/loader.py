@@ -6,7 +6,7 @@
 
 `read_hparams` reads the `{arch}.*` metadata and the tensor table and fills
 one small dataclass that expresses every supported architecture (llama,
-granite, smollm3, qwen2, qwen3, gemma2, gemma3) as switches of the same decoder layer. `load_model` checks
+granite, smollm3, qwen2, qwen3, gemma2, gemma3, olmo2) as switches of the same decoder layer. `load_model` checks
 every tensor the layer needs (present, shape, type) and hands the native
 core pointers straight into the file's memory map; the NativeModel keeps the
 GGUFFile alive for as long as it lives. Every refusal is a typed error naming
@@ -33,7 +33,7 @@ from lamina.errors import (
 from lamina.gguf.reader import GGUFFile, TensorInfo
 from lamina.gptq.format import GPTQLinear, is_gptq_weight_name, read_gptq_linear
 
-SUPPORTED_ARCHITECTURES = ("llama", "granite", "smollm3", "qwen2", "qwen3", "gemma2", "gemma3")
+SUPPORTED_ARCHITECTURES = ("llama", "granite", "smollm3", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2")
 
 
 class ModelConfigError(GGUFError):
@@ -79,6 +79,8 @@ class HParams:
     logit_scale: float = 1.0  # granite: logits divided by this
     attn_softcap: float = 0.0  # gemma2: scores squashed by cap * tanh(s / cap); 0 = off
     final_softcap: float = 0.0  # gemma2: the same on the logits
+    pre_norms: bool = True  # olmo2: False, sublayers read x itself (no attn_norm / ffn_norm)
+    qk_norm_whole: bool = False  # olmo2: q/k norms span the whole projection, not one head
 
     @property
     def q_dim(self) -> int:
@@ -104,6 +106,8 @@ class _ArchTraits:
     multipliers: bool = False  # granite: {arch}.embedding_scale, residual_scale, logit_scale
     softcaps: tuple[float, float] | None = None  # gemma2: (attention, final) defaults when the file has none
     big_layers: int = 0  # the 27B's layer count, whose attention scale is 1/sqrt(n_embd / n_head)
+    pre_norms: bool = True
+    qk_norm_whole: bool = False
 
 
 _ARCHS: dict[str, _ArchTraits] = {
@@ -126,6 +130,8 @@ _ARCHS: dict[str, _ArchTraits] = {
     "gemma2": _ArchTraits(
         True, "gelu_tanh", False, False, True, True, 2, 0.0, two_pass_down=True, softcaps=(50.0, 30.0), big_layers=46
     ),
+    # olmo2: norms after each sublayer only, q/k norms over the whole projections
+    "olmo2": _ArchTraits(True, "silu", None, True, True, False, 0, 0.0, pre_norms=False, qk_norm_whole=True),
 }
 assert set(_ARCHS) == set(SUPPORTED_ARCHITECTURES)
 
@@ -272,6 +278,12 @@ def read_hparams(gguf: GGUFFile) -> HParams:
             gguf.path, f"vocab_size {declared} != {n_vocab} rows of {embd_name}", key=meta.key(Keys.LLM.VOCAB_SIZE)
         )
 
+    if arch == "olmo2" and meta.key(Keys.Attention.SLIDING_WINDOW) in gguf.metadata:
+        raise ModelConfigError(
+            gguf.path,
+            "sliding-window olmo2 files (OLMo 3) are not supported yet",
+            key=meta.key(Keys.Attention.SLIDING_WINDOW),
+        )
     rope_base = meta.float(Keys.Rope.FREQ_BASE, 10000.0)
     rope_scale = _rope_scale(meta)
     window = meta.int(Keys.Attention.SLIDING_WINDOW, minimum=0) if traits.swa_pattern else 0
@@ -332,6 +344,8 @@ def read_hparams(gguf: GGUFFile) -> HParams:
         logit_scale=logit_scale,
         attn_softcap=attn_softcap,
         final_softcap=final_softcap,
+        pre_norms=traits.pre_norms,
+        qk_norm_whole=traits.qk_norm_whole,
     )
 
 
@@ -403,6 +417,7 @@ class NativeModel:
         params.two_pass_down = int(hp.two_pass_down)
         params.residual_scale, params.logit_scale = hp.residual_scale, hp.logit_scale
         params.attn_softcap, params.final_softcap = hp.attn_softcap, hp.final_softcap
+        params.qk_norm_whole = int(hp.qk_norm_whole)
         params.rope_freqs = (
             self._vector(tensor_name(MODEL_TENSOR.ROPE_FREQS), hp.n_rot // 2, positive=True)
             if hp.rope_freqs
@@ -414,7 +429,8 @@ class NativeModel:
 
         for il in range(hp.n_layer):
             L, cfg = layers[il], hp.layers[il]
-            L.attn_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_NORM, il), E)
+            if hp.pre_norms:
+                L.attn_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_NORM, il), E)
             L.wq = self._matrix(tensor_name(MODEL_TENSOR.ATTN_Q, il), (E, hp.q_dim))
             L.wk = self._matrix(tensor_name(MODEL_TENSOR.ATTN_K, il), (E, hp.kv_dim))
             L.wv = self._matrix(tensor_name(MODEL_TENSOR.ATTN_V, il), (E, hp.kv_dim))
@@ -423,10 +439,12 @@ class NativeModel:
                 L.bk = self._vector(tensor_name(MODEL_TENSOR.ATTN_K, il, "bias"), hp.kv_dim)
                 L.bv = self._vector(tensor_name(MODEL_TENSOR.ATTN_V, il, "bias"), hp.kv_dim)
             if hp.qk_norm:
-                L.q_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_Q_NORM, il), hp.head_dim)
-                L.k_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_K_NORM, il), hp.head_dim)
+                q_n, k_n = (hp.q_dim, hp.kv_dim) if hp.qk_norm_whole else (hp.head_dim, hp.head_dim)
+                L.q_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_Q_NORM, il), q_n)
+                L.k_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_K_NORM, il), k_n)
             L.wo = self._matrix(tensor_name(MODEL_TENSOR.ATTN_OUT, il), (hp.q_dim, E))
-            L.ffn_norm = self._vector(tensor_name(MODEL_TENSOR.FFN_NORM, il), E)
+            if hp.pre_norms:
+                L.ffn_norm = self._vector(tensor_name(MODEL_TENSOR.FFN_NORM, il), E)
             L.w_gate = self._matrix(tensor_name(MODEL_TENSOR.FFN_GATE, il), (E, hp.n_ff))
             L.w_up = self._matrix(tensor_name(MODEL_TENSOR.FFN_UP, il), (E, hp.n_ff))
             L.w_down = self._matrix(tensor_name(MODEL_TENSOR.FFN_DOWN, il), (hp.n_ff, E))

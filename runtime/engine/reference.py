@@ -134,7 +134,7 @@ def forward(
     for il, layer in enumerate(hp.layers):
         name = lambda kind, suffix="weight", il=il: tensor_name(kind, il, suffix)
         # attention
-        h = norm(x, name(MODEL_TENSOR.ATTN_NORM))  # [T, E]
+        h = norm(x, name(MODEL_TENSOR.ATTN_NORM)) if hp.pre_norms else x  # [T, E]
         q = h @ W[name(MODEL_TENSOR.ATTN_Q)].T  # [T, H*D]
         k = h @ W[name(MODEL_TENSOR.ATTN_K)].T  # [T, Hkv*D]
         v = h @ W[name(MODEL_TENSOR.ATTN_V)].T  # [T, Hkv*D]
@@ -142,10 +142,13 @@ def forward(
             q = q + W[name(MODEL_TENSOR.ATTN_Q, "bias")]
             k = k + W[name(MODEL_TENSOR.ATTN_K, "bias")]
             v = v + W[name(MODEL_TENSOR.ATTN_V, "bias")]
+        if hp.qk_norm and hp.qk_norm_whole:  # olmo2: over the whole projection
+            q = norm(q, name(MODEL_TENSOR.ATTN_Q_NORM))
+            k = norm(k, name(MODEL_TENSOR.ATTN_K_NORM))
         q = q.reshape(T, hp.n_head, hp.head_dim)  # [T, H, D]
         k = k.reshape(T, hp.n_head_kv, hp.head_dim)  # [T, Hkv, D]
         v = v.reshape(T, hp.n_head_kv, hp.head_dim)  # [T, Hkv, D]
-        if hp.qk_norm:
+        if hp.qk_norm and not hp.qk_norm_whole:
             q = norm(q, name(MODEL_TENSOR.ATTN_Q_NORM))
             k = norm(k, name(MODEL_TENSOR.ATTN_K_NORM))
         cos, sin = rope_angles(hp, layer, positions, freq_factors)  # [T, n_rot/2]
@@ -158,7 +161,7 @@ def forward(
             out = norm(out, name(MODEL_TENSOR.ATTN_POST_NORM))
         x = x + out * hp.residual_scale
         # feed-forward
-        h = norm(x, name(MODEL_TENSOR.FFN_NORM))  # [T, E]
+        h = norm(x, name(MODEL_TENSOR.FFN_NORM)) if hp.pre_norms else x  # [T, E]
         gate = h @ W[name(MODEL_TENSOR.FFN_GATE)].T  # [T, F]
         up = h @ W[name(MODEL_TENSOR.FFN_UP)].T  # [T, F]
         out = (act(gate) * up) @ W[name(MODEL_TENSOR.FFN_DOWN)].T  # [T, E]

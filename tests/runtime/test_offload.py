@@ -199,10 +199,11 @@ def _assert_cuda_matches_the_cpu(model, toks, splits, max_nmse, min_top1):
         CONFIGS["qwen2"],
         CONFIGS["qwen3"],
         CONFIGS["smollm3"],
+        CONFIGS["olmo2"],
         replace(GEMMA3, n_layer=4),
         replace(for_block(LLAMA, 256), qtype="Q4_K", n_layer=3),
     ],
-    ids=["llama", "qwen2", "qwen3", "smollm3", "gemma3", "llama-q4_k"],
+    ids=["llama", "qwen2", "qwen3", "smollm3", "olmo2", "gemma3", "llama-q4_k"],
 )
 def test_cuda_offload_of_tiny_models_matches_the_cpu(tiny, cfg):
     model = Model.load(tiny(cfg), n_threads=2)

@@ -55,6 +55,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     # 4 layers: the last one has no rope
     "smollm3": (SMOL, {"rope_theta": 2e6}),
+    "olmo2": (SMOL, {"rope_theta": 5e5}),
     # a window shorter than the test's 40 tokens, and soft-caps tight enough to bend
     "gemma2": (
         GEMMA,

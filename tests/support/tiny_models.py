@@ -4,7 +4,8 @@ llama with or without GQA, tied or untied output, rope scaling and llama-3.1
 rope factors; granite (llama with embedding, attention, residual and logit
 multipliers); smollm3 (llama whose every 4th layer has no rope); qwen2 (q/k/v
 biases, NeoX rope); qwen3 (q/k norms, head_dim wider than n_embd / n_head);
-gemma2 (alternating sliding layers, soft-capped scores and logits); gemma3 (q/k norms, post
+gemma2 (alternating sliding layers, soft-capped scores and logits); olmo2
+(post-norms only, q/k norms over whole projections); gemma3 (q/k norms, post
 norms, GELU, sliding-window layers with their own rope base, scaled
 embeddings). Matrices are stored in any type lamina quantizes
 (runtime.quants.quantize); vectors stay F32 as converters write them."""
@@ -89,6 +90,7 @@ GEMMA2 = TinyConfig(
     norm_eps=1e-6,
     seed=9,
 )
+OLMO2 = TinyConfig(arch="olmo2", n_head=4, n_head_kv=2, rope_base=5e5, seed=10)
 CONFIGS = {
     "llama": LLAMA,
     "llama_mha_tied": LLAMA_MHA_TIED,
@@ -100,6 +102,7 @@ CONFIGS = {
     "granite": GRANITE,
     "smollm3": SMOLLM3,
     "gemma2": GEMMA2,
+    "olmo2": OLMO2,
 }
 
 
@@ -123,6 +126,7 @@ SPLIT_CASES = {
     "smollm3": SMOLLM3,
     "gemma2": replace(GEMMA2, n_layer=4),
     "gemma3": replace(GEMMA3, n_layer=4),
+    "olmo2": OLMO2,
     "llama-q4_k": replace(for_block(LLAMA, 256), qtype="Q4_K", n_layer=3),
 }
 
@@ -216,7 +220,8 @@ def write_tiny_model(
     q_dim, kv_dim = cfg.n_head * D, cfg.n_head_kv * D
     for il in range(cfg.n_layer):
         n = lambda kind, suffix="weight", il=il: tensor_name(kind, il, suffix)
-        vec(n(MODEL_TENSOR.ATTN_NORM), _norm(rng, E))
+        if arch != "olmo2":  # olmo2 norms sublayer outputs only
+            vec(n(MODEL_TENSOR.ATTN_NORM), _norm(rng, E))
         mat(n(MODEL_TENSOR.ATTN_Q), q_dim, E)
         mat(n(MODEL_TENSOR.ATTN_K), kv_dim, E)
         mat(n(MODEL_TENSOR.ATTN_V), kv_dim, E)
@@ -227,11 +232,15 @@ def write_tiny_model(
         if arch in ("gemma3", "qwen3"):
             vec(n(MODEL_TENSOR.ATTN_Q_NORM), _norm(rng, D))
             vec(n(MODEL_TENSOR.ATTN_K_NORM), _norm(rng, D))
-        if arch in ("gemma3", "gemma2"):
+        if arch == "olmo2":  # over the whole projections
+            vec(n(MODEL_TENSOR.ATTN_Q_NORM), _norm(rng, q_dim))
+            vec(n(MODEL_TENSOR.ATTN_K_NORM), _norm(rng, kv_dim))
+        if arch in ("gemma3", "gemma2", "olmo2"):
             vec(n(MODEL_TENSOR.ATTN_POST_NORM), _norm(rng, E))
             vec(n(MODEL_TENSOR.FFN_POST_NORM), _norm(rng, E))
         mat(n(MODEL_TENSOR.ATTN_OUT), E, q_dim)
-        vec(n(MODEL_TENSOR.FFN_NORM), _norm(rng, E))
+        if arch != "olmo2":
+            vec(n(MODEL_TENSOR.FFN_NORM), _norm(rng, E))
         mat(n(MODEL_TENSOR.FFN_GATE), F, E)
         mat(n(MODEL_TENSOR.FFN_UP), F, E)
         mat(n(MODEL_TENSOR.FFN_DOWN), E, F)
