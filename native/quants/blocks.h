@@ -50,6 +50,7 @@ enum {
     LM_TYPE_BF16 = 30,
     LM_TYPE_TQ1_0 = 34,
     LM_TYPE_TQ2_0 = 35,
+    LM_TYPE_MXFP4 = 39,
     LM_TYPE_COUNT = 43
 };
 
@@ -194,6 +195,16 @@ typedef struct {
     lm_half d;
 } block_tq2_0;
 LM_STATIC_ASSERT(sizeof(block_tq2_0) == 2 + QK_K / 4, "block_tq2_0 size");
+
+/* ------------------------------------------------------------------ MXFP4 */
+/* OCP microscaling FP4: 32 E2M1 values sharing one E8M0 (power of two)
+ * scale byte, dotted with Q8_0 */
+#define QK_MXFP4 32
+typedef struct {
+    uint8_t e;
+    uint8_t qs[QK_MXFP4 / 2];
+} block_mxfp4;
+LM_STATIC_ASSERT(sizeof(block_mxfp4) == 1 + QK_MXFP4 / 2, "block_mxfp4 size");
 
 /* --------------------------------------------------- half / bf16 (scalar) */
 LM_HD float lm_bits_to_f32(uint32_t u) {
