@@ -1,6 +1,6 @@
 /* tq1_0_avx2.c — AVX2 dots of TQ1_0 weights with Q8_K activations (the
- * scheme of kquant_avx2.h): one activation column, and two to four. Results
- * are bit-identical to lm_vec_dot_tq1_0_ref.
+ * scheme of kquant_avx2.h, ternary_avx2.h): one activation column, and two
+ * to four. Results are bit-identical to lm_vec_dot_tq1_0_ref.
  *
  * Unpacking (tq1_0.h): trit n of a byte is the top trit of q = byte * 3^n
  * (mod 256), i.e. (q * 3) >> 8, which is (q >= 86) + (q >= 171). Bytes wrap
@@ -8,7 +8,7 @@
  * needed; the comparisons are unsigned (max_epu8 then cmpeq). */
 #include "quants/kernels.h"
 #include "quants/tq1_0.h"
-#include "simd/x86/kquant_avx2.h"
+#include "simd/x86/ternary_avx2.h"
 
 /* each byte times 3, mod 256 */
 static inline __m256i times3(__m256i q) { return _mm256_add_epi8(q, _mm256_add_epi8(q, q)); }
@@ -41,28 +41,11 @@ static inline void tq1_0_runs(const block_tq1_0 *x, __m256i run[8]) {
     run[7] = _mm256_set_m128i(h, s81);
 }
 
-/* for each column c < ncol: 8 int32 lanes totalling sum (trit - 1) * q8; the
- * -1 is taken from the bsums and the levels (0..2) multiplied as unsigned
- * bytes, eight maddubs results adding up in int16 without overflow */
 static inline void tq1_0_block_n(const block_tq1_0 *x, const block_q8_K *const *y, int ncol, __m256i *sumi) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i run[8];
-    tq1_0_runs(x, run);
-    __m256i p16[NCOL];
-    for (int c = 0; c < ncol; c++) p16[c] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-    for (int r = 0; r < 8; r++) {
-        const __m256i t = top_trit(run[r]);
-#pragma GCC unroll 4
-        for (int c = 0; c < ncol; c++) {
-            const __m256i q8 = _mm256_loadu_si256((const __m256i *)(y[c]->qs + 32 * r));
-            p16[c] = _mm256_add_epi16(p16[c], _mm256_maddubs_epi16(t, q8));
-        }
-    }
-    for (int c = 0; c < ncol; c++) {
-        const __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y[c]->bsums), ones);
-        sumi[c] = _mm256_sub_epi32(_mm256_madd_epi16(p16[c], ones), offset);
-    }
+    __m256i level[8];
+    tq1_0_runs(x, level);
+    for (int r = 0; r < 8; r++) level[r] = top_trit(level[r]);
+    lm_ternary_dot_n(level, y, ncol, sumi);
 }
 
 static inline __m256i tq1_0_block(const block_tq1_0 *x, const block_q8_K *y) {
