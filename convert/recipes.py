@@ -7,9 +7,12 @@ mixes lamina writes and for dense (non-MoE) models without an imatrix:
   or Q8_0 when its rows are not a multiple of the mix's block size;
 - attn_v and ffn_down get more bits in some layers (`use_more_bits`: the
   first and last eighth of the layers and every third layer between);
+- TQ1_0/TQ2_0 give an untied token_embd.weight Q4_K; MXFP4_MOE (llama-quantize's
+  name for its MXFP4 mix) gives MXFP4 only to stacked expert tensors (ne[2] > 1)
+  and Q8_0 to every other quantized tensor, the output head included;
 - a type whose block does not divide the row length falls back to a smaller
-  block (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> Q4_0) and then
-  to F16.
+  block (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K/TQ1_0/TQ2_0 ->
+  Q4_0) and then to F16.
 Layer counters run in llama-quantize's tensor order (`tensor_order`).
 """
 
@@ -52,6 +55,9 @@ MIXES: dict[str, Mix] = {
         Mix("q5_k_s", F.MOSTLY_Q5_K_S, Q.Q5_K),
         Mix("q5_k_m", F.MOSTLY_Q5_K_M, Q.Q5_K),
         Mix("q6_k", F.MOSTLY_Q6_K, Q.Q6_K),
+        Mix("tq1_0", F.MOSTLY_TQ1_0, Q.TQ1_0),
+        Mix("tq2_0", F.MOSTLY_TQ2_0, Q.TQ2_0),
+        Mix("mxfp4_moe", F.MOSTLY_MXFP4_MOE, Q.MXFP4),
     )
 }
 # shorthands: --q4_k means the mix llama.cpp recommends
@@ -161,9 +167,14 @@ def _use_more_bits(i: int, n: int) -> bool:
 def _mix_rule(s: _Counters, t: TensorSpec, mix: Mix, shape: ModelShape, new: Q) -> Q:
     cat, f = _category(t.name), mix.ftype
     if cat == "output" or (s.tied and cat == "token_embd"):
-        if t.ne[0] % _block(new) != 0:
+        if f == F.MOSTLY_MXFP4_MOE or t.ne[0] % _block(new) != 0:
             return Q.Q8_0
         return new if new == Q.Q8_0 else Q.Q6_K
+    if f == F.MOSTLY_MXFP4_MOE:
+        # MXFP4 for the stacked expert tensors (ne[2] experts), Q8_0 for the rest
+        return Q.MXFP4 if len(t.ne) > 2 and t.ne[2] > 1 else Q.Q8_0
+    if cat == "token_embd":
+        return Q.Q4_K if f in (F.MOSTLY_TQ1_0, F.MOSTLY_TQ2_0) else new
     if cat == "attn_v":
         if f == F.MOSTLY_Q2_K:
             new = Q.Q4_K if shape.n_gqa >= 4 else Q.Q3_K
@@ -204,7 +215,15 @@ def _mix_rule(s: _Counters, t: TensorSpec, mix: Mix, shape: ModelShape, new: Q) 
     return new
 
 
-_FALLBACK = {Q.Q2_K: Q.Q4_0, Q.Q3_K: Q.Q4_0, Q.Q4_K: Q.Q5_0, Q.Q5_K: Q.Q5_1, Q.Q6_K: Q.Q8_0}
+_FALLBACK = {
+    Q.Q2_K: Q.Q4_0,
+    Q.Q3_K: Q.Q4_0,
+    Q.Q4_K: Q.Q5_0,
+    Q.Q5_K: Q.Q5_1,
+    Q.Q6_K: Q.Q8_0,
+    Q.TQ1_0: Q.Q4_0,
+    Q.TQ2_0: Q.Q4_0,
+}
 
 
 def _fallback(t: TensorSpec, new: Q) -> Q:

@@ -48,6 +48,9 @@ enum {
     LM_TYPE_IQ4_XS = 23,
     LM_TYPE_I32 = 26,
     LM_TYPE_BF16 = 30,
+    LM_TYPE_TQ1_0 = 34,
+    LM_TYPE_TQ2_0 = 35,
+    LM_TYPE_MXFP4 = 39,
     LM_TYPE_COUNT = 43
 };
 
@@ -174,6 +177,34 @@ typedef struct {
     uint8_t qs[QK_K / 2];
 } block_iq4_xs;
 LM_STATIC_ASSERT(sizeof(block_iq4_xs) == 2 + 2 + QK_K / 64 + QK_K / 2, "block_iq4_xs size");
+
+/* ------------------------------------------------ ternary (BitNet b1.58) */
+/* 256 weights in {-1, 0, 1} times one f16 scale, dotted with Q8_K. TQ1_0
+ * packs five trits per byte (base 3, scaled to 0..255) in qs and four per
+ * byte in qh: 1.6875 bits per weight. */
+typedef struct {
+    uint8_t qs[(QK_K - 4 * QK_K / 64) / 5];
+    uint8_t qh[QK_K / 64];
+    lm_half d;
+} block_tq1_0;
+LM_STATIC_ASSERT(sizeof(block_tq1_0) == 2 + (QK_K - 4 * QK_K / 64) / 5 + QK_K / 64, "block_tq1_0 size");
+
+/* TQ2_0: four 2-bit fields per byte holding trit + 1 (0..2), 2.0625 bits per weight */
+typedef struct {
+    uint8_t qs[QK_K / 4];
+    lm_half d;
+} block_tq2_0;
+LM_STATIC_ASSERT(sizeof(block_tq2_0) == 2 + QK_K / 4, "block_tq2_0 size");
+
+/* ------------------------------------------------------------------ MXFP4 */
+/* OCP microscaling FP4: 32 E2M1 values sharing one E8M0 (power of two)
+ * scale byte, dotted with Q8_0 */
+#define QK_MXFP4 32
+typedef struct {
+    uint8_t e;
+    uint8_t qs[QK_MXFP4 / 2];
+} block_mxfp4;
+LM_STATIC_ASSERT(sizeof(block_mxfp4) == 1 + QK_MXFP4 / 2, "block_mxfp4 size");
 
 /* --------------------------------------------------- half / bf16 (scalar) */
 LM_HD float lm_bits_to_f32(uint32_t u) {

@@ -54,7 +54,10 @@
     X(Q6_K,   q6_K,   QK_K,   block_q6_K,    Q8_K,   QUANT, 0,       1)     \
     X(Q8_K,   q8_K,   QK_K,   block_q8_K,    Q8_K,   ACT,   1,       0)     \
     X(IQ4_NL, iq4_nl, QK4_NL, block_iq4_nl,  Q8_0,   QUANT, 0,       0)     \
-    X(IQ4_XS, iq4_xs, QK_K,   block_iq4_xs,  Q8_K,   QUANT, 0,       0)
+    X(IQ4_XS, iq4_xs, QK_K,   block_iq4_xs,  Q8_K,   QUANT, 0,       0)     \
+    X(TQ1_0,  tq1_0,  QK_K,   block_tq1_0,   Q8_K,   QUANT, 0,       1)     \
+    X(TQ2_0,  tq2_0,  QK_K,   block_tq2_0,   Q8_K,   QUANT, 0,       1)     \
+    X(MXFP4,  mxfp4,  QK_MXFP4, block_mxfp4, Q8_0,   QUANT, 0,       1)
 // clang-format on
 
 /* a type's KIND as a value (cuda/runtime.cu's table) */
@@ -84,6 +87,7 @@ enum { LM_KIND_FLOAT, LM_KIND_QUANT, LM_KIND_ACT };
 /* the block math of every type (quants/<type>.h) */
 #include "quants/float.h"
 #include "quants/iq4.h"
+#include "quants/mxfp4.h"
 #include "quants/q2_K.h"
 #include "quants/q3_K.h"
 #include "quants/q4_0.h"
@@ -96,5 +100,7 @@ enum { LM_KIND_FLOAT, LM_KIND_QUANT, LM_KIND_ACT };
 #include "quants/q8_0.h"
 #include "quants/q8_1.h"
 #include "quants/q8_K.h"
+#include "quants/tq1_0.h"
+#include "quants/tq2_0.h"
 
 #endif /* LAMINA_TYPES_H */

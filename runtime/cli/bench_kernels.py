@@ -40,6 +40,9 @@ DEFAULT_TYPES = [
     "q6_k",
     "iq4_nl",
     "iq4_xs",
+    "tq1_0",
+    "tq2_0",
+    "mxfp4",
     "gptq_int4",
     "gptq_int4_act",
 ]

@@ -104,3 +104,54 @@ def test_pure_and_float_mixes() -> None:
 
 def test_aliases_and_file_types() -> None:
     assert get_mix("q4_k").name == "q4_k_m" and get_mix("Q4_K_M").ftype == LlamaFileType.MOSTLY_Q4_K_M
+
+
+def _untied(n_layer: int, n_embd: int, n_ff: int) -> list[TensorSpec]:
+    specs = _layered(n_layer, n_embd, n_ff) + [TensorSpec("output.weight", (n_embd, 1000), Q.F32)]
+    return [s for n in tensor_order([s.name for s in specs]) for s in specs if s.name == n]
+
+
+@pytest.mark.parametrize("mix,want", [("tq1_0", Q.TQ1_0), ("tq2_0", Q.TQ2_0)])
+def test_ternary_mixes(mix: str, want: Q) -> None:
+    # llama_tensor_get_type: output head Q6_K, an untied embedding Q4_K, the
+    # rest ternary (no attn_v / ffn_down rule names these ftypes)
+    shape = ModelShape(8, 8, 2, False)
+    types = choose_types(_untied(8, 256, 512), get_mix(mix), shape)
+    assert types["output.weight"] == Q.Q6_K
+    assert types["token_embd.weight"] == Q.Q4_K
+    assert {types[f"blk.{i}.{w}.weight"] for i in range(8) for w in ("attn_v", "ffn_down")} == {want}
+    tied = choose_types(_layered(8, 256, 512), get_mix(mix), shape)
+    assert tied["token_embd.weight"] == Q.Q6_K  # tied: the embedding is the output head
+    # rows that are not a multiple of 256: Q4_0 (llama.cpp's TODO: a symmetric type), then F16
+    for n_embd, fallback in ((576, Q.Q4_0), (48, Q.F16)):
+        specs = [TensorSpec("blk.0.attn_q.weight", (n_embd, n_embd), Q.F32)]
+        assert choose_types(specs, get_mix(mix), shape)["blk.0.attn_q.weight"] == fallback
+
+
+def test_mxfp4_moe_mix() -> None:
+    # MXFP4 only for stacked experts (ne[2] > 1); everything else, the output
+    # head and the embedding included, Q8_0
+    specs = _untied(2, 256, 512) + [
+        TensorSpec(f"blk.{i}.ffn_{w}_exps.weight", (256, 512, 8), Q.F32) for i in range(2) for w in ("gate", "up")
+    ]
+    specs = [s for n in tensor_order([s.name for s in specs]) for s in specs if s.name == n]
+    types = choose_types(specs, get_mix("MXFP4_MOE"), ModelShape(2, 8, 2, False))
+    for s in specs:
+        if len(s.ne) == 1:
+            assert types[s.name] == Q.F32
+        else:
+            assert types[s.name] == (Q.MXFP4 if s.name.endswith("_exps.weight") else Q.Q8_0), s.name
+    pure = choose_types(specs, get_mix("mxfp4_moe"), ModelShape(2, 8, 2, False), pure=True)
+    assert {pure[s.name] for s in specs if len(s.ne) > 1} == {Q.MXFP4}
+
+
+def test_llama_quantize_spellings() -> None:
+    from lamina.convert.cli.quantize import parser
+
+    for name, ftype in (
+        ("TQ1_0", LlamaFileType.MOSTLY_TQ1_0),
+        ("TQ2_0", LlamaFileType.MOSTLY_TQ2_0),
+        ("MXFP4_MOE", LlamaFileType.MOSTLY_MXFP4_MOE),
+    ):
+        assert get_mix(name).ftype == ftype
+        assert get_mix(parser().parse_args(["in.gguf", "out.gguf", name]).type).ftype == ftype

@@ -50,8 +50,12 @@ QTYPES = {
     T.Q5_K: ("block_q5_K", "block_q8_K", "q5_K"),
     T.Q6_K: ("block_q6_K", "block_q8_K", "q6_K"),
     T.IQ4_XS: ("block_iq4_xs", "block_q8_K", "iq4_xs"),
+    T.TQ1_0: ("block_tq1_0", "block_q8_K", "tq1_0"),
+    T.TQ2_0: ("block_tq2_0", "block_q8_K", "tq2_0"),
+    T.MXFP4: ("block_mxfp4", "block_q8_0", "mxfp4"),
 }
-KQUANTS = {T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K}
+# the types whose reference dot sums block terms in the k-quants' lanes (kquant.h)
+KQUANTS = {T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.TQ1_0, T.TQ2_0}
 # the CPU reference's integer result of one block, through the shared header
 REF_INTS = {
     T.Q4_0: "*is = lm_idot_q4_0_q8_0(x, y);",
@@ -66,6 +70,9 @@ REF_INTS = {
     T.Q5_K: "lm_kdot_q5_K(x, y, is, im);",
     T.Q6_K: "*is = lm_kdot_q6_K(x, y);",
     T.IQ4_XS: "for (int ib = 0; ib < QK_K / 32; ib++) *is += lm_idot_iq4_xs_sub_q8_K(x, y, ib);",
+    T.TQ1_0: "*is = lm_kdot_tq1_0(x, y);",
+    T.TQ2_0: "*is = lm_kdot_tq2_0(x, y);",
+    T.MXFP4: "*is = lm_idot_mxfp4_q8_0(x, y);",
 }
 
 N = 2304  # 9 super-blocks, 72 legacy blocks: neither fills whole warp passes
@@ -381,6 +388,42 @@ def test_legacy_integer_dots_against_an_independent_oracle(hx, qt):
                 int(qt), _ptr(hx, wq[r]), _ptr(hx, xq[r]), nb, *[hx.ffi.from_buffer("int32_t[]", o) for o in got]
             )
             np.testing.assert_array_equal(got[0], want)
+
+
+def _scale_and_activations(qt, wq_row, xq_row):
+    """per block: the float scale of the weights (TQ: the f16 d, MXFP4: 2^(e-128)),
+    and the int8 activations (Q8_K or Q8_0 qs), read straight from the bytes"""
+    blocks = wq_row.reshape(-1, quants.block_bytes(qt))
+    if qt == T.MXFP4:
+        scale = np.ldexp(1.0, blocks[:, 0].astype(np.int64) - 128)
+        a = xq_row.reshape(-1, 34)[:, 2:]
+    else:
+        scale = blocks[:, -2:].copy().view(np.float16).astype(np.float64).ravel()
+        a = xq_row.reshape(-1, 292)[:, 4:260]
+    return scale, a.copy().view(np.int8).astype(np.int64)
+
+
+@pytest.mark.parametrize("qt", [T.TQ1_0, T.TQ2_0, T.MXFP4], ids=lambda q: q.name)
+def test_ternary_and_mxfp4_integer_dots_against_gguf_levels(hx, qt):
+    """isum from the levels gguf-py's dequantizer unpacks (value / scale is
+    exact: trits - 1, or doubled E2M1 values), not from the shared header"""
+    from gguf.quants import dequantize as gguf_dequantize
+
+    qk = quants.block_size(qt)
+    nb = N // qk
+    for dist in ("normal", "outliers", "weights_like", "sparse"):
+        wq, xq, _ = _case(qt, dist)
+        for r in range(ROWS):
+            scale, a = _scale_and_activations(qt, wq[r], xq[r])
+            vals = gguf_dequantize(wq[r], qt).reshape(nb, qk).astype(np.float64)
+            safe = np.where(scale == 0, 1, scale)[:, None]
+            levels = np.where(scale[:, None] == 0, 0, np.rint(vals / safe)).astype(np.int64)
+            assert np.array_equal(levels * safe, np.where(scale[:, None] == 0, 0, vals)), f"{qt.name}: not exact"
+            got = [np.zeros(nb, np.int32) for _ in range(4)]
+            hx.lib.hx_block_ints(
+                int(qt), _ptr(hx, wq[r]), _ptr(hx, xq[r]), nb, *[hx.ffi.from_buffer("int32_t[]", o) for o in got]
+            )
+            np.testing.assert_array_equal(got[2], (levels * a).sum(axis=1), err_msg=f"{qt.name} {dist} row {r}")
 
 
 @pytest.mark.parametrize("qt", list(QTYPES), ids=lambda q: q.name)

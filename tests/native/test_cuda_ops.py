@@ -188,6 +188,9 @@ def test_type_table_matches_the_cpu_core():
         T.Q6_K,
         T.IQ4_NL,
         T.IQ4_XS,
+        T.TQ1_0,
+        T.TQ2_0,
+        T.MXFP4,
     ]
     for qt in supported:
         assert LIB.lmc_type_supported(int(qt)) == 1, qt.name
@@ -535,6 +538,9 @@ WEIGHT_TYPES = [
     T.Q6_K,
     T.IQ4_NL,
     T.IQ4_XS,
+    T.TQ1_0,
+    T.TQ2_0,
+    T.MXFP4,
 ]
 QUANT_TYPES = [t for t in WEIGHT_TYPES if t not in (T.F32, T.F16, T.BF16)]
 ROWS, N = 83, 768  # a ragged last thread block; 3 super-blocks: warps end mid-pass
@@ -618,7 +624,15 @@ def test_matmul_gemm_path(qt, ncols):
     assert nmse(got, quants.matmul(wq, qt, x)) <= 5e-4
 
 
-PARTNER = {T.Q4_0: T.Q8_0, T.Q5_0: T.Q8_0, T.Q8_0: T.Q8_0, T.IQ4_NL: T.Q8_0, T.Q4_1: T.Q8_1, T.Q5_1: T.Q8_1}
+PARTNER = {
+    T.Q4_0: T.Q8_0,
+    T.Q5_0: T.Q8_0,
+    T.Q8_0: T.Q8_0,
+    T.IQ4_NL: T.Q8_0,
+    T.MXFP4: T.Q8_0,
+    T.Q4_1: T.Q8_1,
+    T.Q5_1: T.Q8_1,
+}
 
 
 @pytest.mark.gpu

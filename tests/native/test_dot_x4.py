@@ -19,9 +19,19 @@ from support.distributions import make
 
 needs_avx2 = pytest.mark.skipif(not lib.lm_cpu_has_avx2(), reason="CPU lacks AVX2/FMA/F16C: no x4 kernels")
 
-# n per type: k-quants take 8 super-blocks at a time, then the rest alone, so
-# 10 super-blocks cover both; the legacy types have no batching
-X4_TYPES = {T.Q4_K: 2560, T.Q6_K: 2560, T.Q5_0: 544, T.Q8_0: 544, T.Q4_0: 544, T.Q4_1: 544}
+# n per type: the 256-weight types take 8 super-blocks at a time, then the
+# rest alone, so 10 super-blocks cover both; the 32-weight types have no batching
+X4_TYPES = {
+    T.Q4_K: 2560,
+    T.Q6_K: 2560,
+    T.TQ1_0: 2560,
+    T.TQ2_0: 2560,
+    T.Q5_0: 544,
+    T.Q8_0: 544,
+    T.Q4_0: 544,
+    T.Q4_1: 544,
+    T.MXFP4: 544,
+}
 ROWS = 19  # not a multiple of matmul's 16-row tiles
 NCOLS = [1, 2, 3, 4, 5, 6, 7, 8, 17]
 DISTS = ["normal", "outliers", "heavy_tails", "all_zero", "tiny", "large", "sparse"]

@@ -51,42 +51,5 @@ static inline __m256i q6_K_block(const block_q6_K *x, const block_q8_K *y) {
 
 LM_DEFINE_VEC_DOT_SCALES_ONLY(q6_K)
 
-/* two to four columns (avx2.h): LM_DEFINE_VEC_DOT_SCALES_ONLY per column */
-LM_X4_INLINE void x4_q6_K(int64_t n, const int ncol, float *s, size_t s_stride, const void *vx, const void *vy,
-                          size_t y_stride) {
-    const block_q6_K *x = vx;
-    LM_X4_COLUMNS(block_q8_K, y, vy, y_stride, ncol);
-    const int64_t nb = n / QK_K;
-    __m256 acc[NCOL];
-    for (int c = 0; c < ncol; c++) acc[c] = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= nb; i += 8) {
-        __m256i sumi[NCOL][8];
-        for (int b = 0; b < 8; b++) {
-            const block_q8_K *yb[NCOL];
-            for (int c = 0; c < ncol; c++) yb[c] = &y[c][i + b];
-            __m256i bsumi[NCOL];
-            q6_K_block_n(&x[i + b], yb, ncol, bsumi);
-            for (int c = 0; c < ncol; c++) sumi[c][b] = bsumi[c];
-        }
-        /* d is the block's last field: its dword is gathered from 2 bytes earlier */
-        const __m256 xd = lm_half_high8(lm_gather8((const char *)&x[i].d - 2, (int)sizeof *x));
-        for (int c = 0; c < ncol; c++) {
-            const __m256 d = _mm256_mul_ps(xd, lm_y_scales8(&y[c][i]));
-            acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(d, _mm256_cvtepi32_ps(lm_totals8(sumi[c]))));
-        }
-    }
-    float lanes[NCOL][LM_KDOT_LANES];
-    for (int c = 0; c < ncol; c++) _mm256_storeu_ps(lanes[c], acc[c]);
-    for (; i < nb; i++) {
-        const block_q8_K *yb[NCOL];
-        for (int c = 0; c < ncol; c++) yb[c] = &y[c][i];
-        __m256i bsumi[NCOL];
-        q6_K_block_n(&x[i], yb, ncol, bsumi);
-        const float xd = lm_half_f32(x[i].d);
-        for (int c = 0; c < ncol; c++) lanes[c][i % LM_KDOT_LANES] += xd * y[c][i].d * lm_hsum_i32_8(bsumi[c]);
-    }
-    for (int c = 0; c < ncol; c++) s[c * s_stride] = lm_kdot_sum_lanes(lanes[c]);
-}
-
-LM_DEFINE_X4(q6_K, x4_q6_K)
+/* two to four columns (avx2.h) */
+LM_DEFINE_X4_SCALES_ONLY(q6_K)
