@@ -17,7 +17,9 @@ if [ ! -f "$src/CMakeLists.txt" ]; then
   [ -f "$sdist" ] || { echo "tools/build_llama_cpp.sh: $sdist is missing (tools/test.sh downloads it)" >&2; exit 1; }
   mkdir -p "$root" && tar xzf "$sdist" -C "$root" "llama_cpp_python-$version/vendor/llama.cpp"
 fi
+# this CPU's extensions but AMX (tools/llama_cpp_cpu_flags.sh); cmake rebuilds what they change
+read -r -a cpu_flags <<<"$("$(dirname "$0")/llama_cpp_cpu_flags.sh")"
 cmake -S "$src" -B "$root/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-  -DGGML_NATIVE=ON >/dev/null
+  "${cpu_flags[@]}" >/dev/null
 cmake --build "$root/build" -j"${CMAKE_BUILD_PARALLEL_LEVEL:-2}" --target "${targets[@]}" >&2
 echo "$root/build/bin"

@@ -10,7 +10,11 @@ cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
 py=${PYTHON:-python}
 cache=${LAMINA_CACHE:-$HOME/.cache/lamina}
-mkdir -p "$cache/wheels" "$cache/sdist"
+# the wheel is built for this CPU's extensions (AMX left out: tools/llama_cpp_cpu_flags.sh)
+# and cached under a key of them, so a wheel from another CPU is never reused
+llcpp_flags=$(tools/llama_cpp_cpu_flags.sh)
+wheels="$cache/wheels/llama-cpp-$(echo "$llcpp_flags" | md5sum | cut -c1-12)"
+mkdir -p "$wheels" "$cache/sdist"
 pip_q() { "$py" -m pip install -q "$@" 2>&1 | grep -v -e "^WARNING: Location" -e "^WARNING: Running pip as" || true; }
 
 # torch first, and the CPU build: the test extra's transformers/accelerate take
@@ -26,11 +30,11 @@ if ! ls "$cache"/sdist/llama_cpp_python-$llcpp.tar.gz >/dev/null 2>&1; then
   "$py" -m pip download -q --no-deps --no-binary :all: --no-build-isolation "llama-cpp-python==$llcpp" \
     -d "$cache/sdist" 2>&1 | grep -v "^WARNING: Location" || true
 fi
-if ! ls "$cache"/wheels/llama_cpp_python-$llcpp-*.whl >/dev/null 2>&1; then
-  CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
-    "$py" -m pip wheel -q --no-deps "$cache/sdist/llama_cpp_python-$llcpp.tar.gz" -w "$cache/wheels"
+if ! ls "$wheels"/llama_cpp_python-$llcpp-*.whl >/dev/null 2>&1; then
+  CMAKE_ARGS="$llcpp_flags" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
+    "$py" -m pip wheel -q --no-deps "$cache/sdist/llama_cpp_python-$llcpp.tar.gz" -w "$wheels"
 fi
-pip_q "$cache"/wheels/llama_cpp_python-$llcpp-*.whl
+pip_q --force-reinstall --no-deps "$wheels"/llama_cpp_python-$llcpp-*.whl
 
 # lamina with its test and server extras (builds the native core; liblamina_cuda too where nvcc is)
 pip_q ".[test,server]"

@@ -392,7 +392,7 @@ def plan_gptq_import(
     sources = {s.name: s for s in plan_tensors(hp, hf_shapes, vocab.n_real)}
     gptq_src = {s.name: s for s in sources.values() if s.hf_name in linears}
 
-    meta = model_metadata(hf_dir, sum(int(np.prod(s.shape)) for s in sources.values()))
+    meta = model_metadata(hf_dir, {n: s.shape for n, s in sources.items()})
     ftype = gguf.LlamaFileType.MOSTLY_Q4_0 if repack else mix.ftype
     out = output_path(out, hf_dir, meta, mix_label(ftype) if repack else FILE_LABEL, force)
 

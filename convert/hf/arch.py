@@ -1,7 +1,7 @@
 """Architectures: HF config -> GGUF hyperparameters, HF tensor -> GGUF tensor.
 
 Mirrors what llama.cpp's converter does for llama (and its kin granite and
-smollm3), qwen2, qwen3, gemma2, gemma3 and olmo2, so the
+smollm3), qwen2, qwen3, qwen3moe, gemma2, gemma3 and olmo2, so the
 file it writes (as f32) and ours carry the same keys in the same order and the
 same tensor values:
 - names come from gguf-py's TensorNameMap for the architecture;
@@ -11,6 +11,8 @@ same tensor values:
   Gemma3's token_embd loses rows past the real vocabulary;
 - granite's four multipliers become {arch}.*_scale keys, gemma2's soft-caps
   {arch}.*_logit_softcapping;
+- qwen3moe's per-expert gate/up/down matrices are stacked into one 3-D
+  tensor per layer each (ffn_{gate,up,down}_exps), expert 0 first;
 - Llama 3's `llama3` rope scaling becomes a rope_freqs tensor.
 
 llama.cpp reads config.json through transformers' AutoConfig, which fills in
@@ -21,6 +23,7 @@ config that omits them converts the same without transformers.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +98,19 @@ ARCHES: tuple[Arch, ...] = (
         ("Qwen3ForCausalLM",),
         {"rms_norm_eps": 1e-6, "max_position_embeddings": 32768, "rope_theta": 10000.0, "head_dim": 128},
         _CORE + (T.FFN_NORM, T.ATTN_Q_NORM, T.ATTN_K_NORM),
+    ),
+    Arch(
+        gguf.MODEL_ARCH.QWEN3MOE,
+        ("Qwen3MoeForCausalLM",),
+        {
+            "rms_norm_eps": 1e-6,
+            "max_position_embeddings": 32768,
+            "rope_theta": 10000.0,
+            "num_experts_per_tok": 8,
+            "moe_intermediate_size": 768,
+        },
+        (T.ATTN_NORM, T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.ATTN_OUT, T.FFN_NORM, T.ATTN_Q_NORM, T.ATTN_K_NORM)
+        + (T.FFN_GATE_INP, T.FFN_GATE_EXP, T.FFN_UP_EXP, T.FFN_DOWN_EXP),
     ),
     Arch(
         gguf.MODEL_ARCH.GEMMA2,
@@ -261,6 +277,10 @@ def write_hparams(w: gguf.GGUFWriter, hp: HFConfig, file_type: int) -> None:
         w.add_rope_freq_base_swa(local)
     if (eps := hp.find("rms_norm_eps", "norm_eps")) is not None:
         w.add_layer_norm_rms_eps(eps)
+    if (n_expert := hp.find("num_local_experts", "num_experts", "n_routed_experts")) is not None:
+        w.add_expert_count(n_expert)
+    if (n_used := hp.find("num_experts_per_tok", "num_experts_per_token", "top_k_experts")) is not None:
+        w.add_expert_used_count(n_used)
     if (head_dim := hp.cfg.get("head_dim")) is not None:
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)
@@ -269,6 +289,10 @@ def write_hparams(w: gguf.GGUFWriter, hp: HFConfig, file_type: int) -> None:
     if hp.arch.llama_family:
         w.add_vocab_size(hp.n_vocab)
         w.add_rope_dimension_count(hp.head_dim)
+    if hp.arch.model_arch == gguf.MODEL_ARCH.QWEN3MOE:
+        w.add_expert_feed_forward_length(hp.cfg["moe_intermediate_size"])
+        if (shared := hp.cfg.get("shared_expert_intermediate_size")) is not None:
+            w.add_expert_shared_feed_forward_length(shared)
     if hp.arch.model_arch == gguf.MODEL_ARCH.GRANITE:
         # truthy values only, as llama.cpp's `if x := hparams.get(...)`
         if v := hp.cfg.get("attention_multiplier"):
@@ -344,9 +368,10 @@ class SourceTensor:
     name: str  # GGUF name
     shape: tuple[int, ...]  # numpy order, after the transform
     kind: gguf.MODEL_TENSOR
-    hf_name: str | None  # None for generated tensors
+    hf_name: str | None  # None for generated and stacked tensors
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     generate: Callable[[], np.ndarray] | None = None
+    stack: tuple[str, ...] = ()  # HF tensors stacked on a new first axis (experts), in order
 
 
 def permute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -362,8 +387,12 @@ def plan_tensors(hp: HFConfig, hf_shapes: dict[str, tuple[int, ...]], n_vocab_re
     out: list[SourceTensor] = []
     if arch.llama_family and (t := _llama3_rope_freqs(hp)) is not None:
         out.append(t)
+    experts: dict[tuple[int, str], dict[int, tuple[str, tuple[int, ...]]]] = {}
     for hf_name, shape in hf_shapes.items():
         if hf_name.endswith(_SKIPPED_SUFFIXES) or (arch.skip_lm_head and hf_name == "lm_head.weight"):
+            continue
+        if m := _EXPERT.match(hf_name):
+            experts.setdefault((int(m["layer"]), m["proj"]), {})[int(m["expert"])] = (hf_name, tuple(shape))
             continue
         mapped = name_map.get_type_and_name(hf_name, try_suffixes=(".weight", ".bias"))
         if mapped is None:
@@ -378,7 +407,39 @@ def plan_tensors(hp: HFConfig, hf_shapes: dict[str, tuple[int, ...]], n_vocab_re
             shape = (min(shape[0], n_vocab_real), *shape[1:])
             transform = lambda w, rows=shape[0]: w[:rows]
         out.append(SourceTensor(name, tuple(shape), kind, hf_name, transform))
+    out += _expert_stacks(hp, experts)
     _check_complete(hp, out)
+    return out
+
+
+_EXPERT = re.compile(r"^model\.layers\.(?P<layer>\d+)\.mlp\.experts\.(?P<expert>\d+)\.(?P<proj>gate|up|down)_proj\.weight$")
+_EXPERT_KINDS = {"gate": T.FFN_GATE_EXP, "up": T.FFN_UP_EXP, "down": T.FFN_DOWN_EXP}
+
+
+def _expert_stacks(
+    hp: HFConfig, experts: dict[tuple[int, str], dict[int, tuple[str, tuple[int, ...]]]]
+) -> list[SourceTensor]:
+    """One [n_expert, rows, cols] tensor per layer and projection, as llama.cpp merges them."""
+    if not experts:
+        return []
+    n_expert = hp.find("num_local_experts", "num_experts", "n_routed_experts")
+    n_ff = hp.cfg.get("moe_intermediate_size")
+    if not isinstance(n_expert, int) or n_expert <= 0 or not isinstance(n_ff, int) or n_ff <= 0:
+        raise CheckpointError("config.json: expert tensors need num_experts and moe_intermediate_size")
+    out = []
+    for (layer, proj), found in sorted(experts.items()):
+        if sorted(found) != list(range(n_expert)):
+            missing = sorted(set(range(n_expert)) - set(found))
+            raise CheckpointError(
+                f"layer {layer}: {proj}_proj of experts {missing[:5]} missing (config.json: {n_expert} experts)"
+            )
+        want = (hp.n_embd, n_ff) if proj == "down" else (n_ff, hp.n_embd)
+        for name, shape in found.values():
+            if shape != want:
+                raise TensorShapeError(f"tensor {name!r} has shape {shape}; config.json implies {want}")
+        kind = _EXPERT_KINDS[proj]
+        stack = tuple(found[e][0] for e in range(n_expert))
+        out.append(SourceTensor(gguf.TENSOR_NAMES[kind].format(bid=layer) + ".weight", (n_expert, *want), kind, None, stack=stack))
     return out
 
 
@@ -411,6 +472,8 @@ def _expected_shapes(hp: HFConfig) -> dict[tuple[gguf.MODEL_TENSOR, bool], tuple
         (T.ATTN_Q_NORM, False): (hp.head_dim,),
         (T.ATTN_K_NORM, False): (hp.head_dim,),
     }
+    if (n_expert := hp.find("num_local_experts", "num_experts", "n_routed_experts")) is not None:
+        shapes[(T.FFN_GATE_INP, False)] = (n_expert, e)
     if hp.arch.model_arch == gguf.MODEL_ARCH.OLMO2:  # over the whole projections
         shapes[(T.ATTN_Q_NORM, False)], shapes[(T.ATTN_K_NORM, False)] = (q,), (kv,)
     for norm in (T.OUTPUT_NORM, T.ATTN_NORM, T.FFN_NORM, T.ATTN_POST_NORM, T.FFN_PRE_NORM, T.FFN_POST_NORM):

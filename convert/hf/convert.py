@@ -43,7 +43,7 @@ def plan_hf(
     vocab = load_vocab(hf_dir, hp)
     sources = {s.name: s for s in plan_tensors(hp, {n: t.shape for n, t in ckpt.tensors.items()}, vocab.n_real)}
 
-    meta = model_metadata(hf_dir, sum(int(np.prod(s.shape)) for s in sources.values()))
+    meta = model_metadata(hf_dir, {n: s.shape for n, s in sources.items()})
     out = output_path(out, hf_dir, meta, label or mix_label(mix.ftype), force)
 
     order = tensor_order(list(sources))
@@ -60,14 +60,26 @@ def plan_hf(
     return Job(out, arch.name, metadata, tensors)
 
 
-def model_metadata(hf_dir: Path, n_params: int) -> gguf.Metadata:
-    """gguf-py's model metadata of a checkpoint, name and size label filled in
-    as llama.cpp's converter fills them."""
-    meta = gguf.Metadata.load(None, hf_dir, None, n_params)
+def model_metadata(hf_dir: Path, shapes: dict[str, tuple[int, ...]]) -> gguf.Metadata:
+    """gguf-py's model metadata of a checkpoint (GGUF tensor name -> numpy
+    shape), name and size label filled in as llama.cpp's converter fills them:
+    a mixture of experts is labelled "8x20M" from its *_exps tensors."""
+    total = shared = expert = expert_sum = n_expert_tensors = 0
+    for name, shape in shapes.items():
+        size = int(np.prod(shape))
+        total += size
+        if "_exps." in name and len(shape) >= 3:
+            expert += size // shape[0]
+            expert_sum += shape[0]
+            n_expert_tensors += 1
+        else:
+            shared += size
+    meta = gguf.Metadata.load(None, hf_dir, None, total)
     if meta.name is None:
         meta.name = hf_dir.name
-    if meta.size_label is None and n_params > 0:
-        meta.size_label = gguf.size_label(n_params, n_params, 0, 0)
+    if meta.size_label is None and total > 0:
+        n_expert = expert_sum // n_expert_tensors if n_expert_tensors else 0
+        meta.size_label = gguf.size_label(total, shared, expert, n_expert)
     return meta
 
 
@@ -110,6 +122,8 @@ def model_shape(hp: HFConfig) -> ModelShape:
 def _produce(ckpt: HFCheckpoint, src: SourceTensor, qtype: Q, encoder: Encoder) -> np.ndarray:
     if src.generate is not None:
         x = src.generate()
+    elif src.stack:
+        x = np.stack([ckpt.load_f32(name) for name in src.stack])  # [n_expert, rows, cols]
     else:
         assert src.hf_name is not None, f"{src.name}: neither generated nor read from the checkpoint"
         x = ckpt.load_f32(src.hf_name)

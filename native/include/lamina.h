@@ -102,6 +102,8 @@ enum lm_norm_kind { LM_NORM_RMS = 0, LM_NORM_RMS_PLUS_ONE = 1 };   /* gemma chec
 enum lm_activation { LM_ACT_SILU = 0, LM_ACT_GELU_TANH = 1 };      /* gated FFN: act(gate) * up */
 enum lm_rope_layout { LM_ROPE_NORMAL = 0, LM_ROPE_NEOX = 1 };      /* pairs (2i,2i+1) | (i,i+n_rot/2) */
 
+enum lm_model_limits { LM_EXPERT_MAX = 512 };   /* most experts of a mixture-of-experts layer */
+
 /* a weight matrix: rows of a whole number of blocks of `type` */
 typedef struct {
     const void *data;
@@ -124,9 +126,16 @@ typedef struct {
     lm_matrix wo;                 /* [n_embd, n_head * head_dim] */
     const float *attn_post_norm;  /* [n_embd] norm of the attention output, or NULL */
     const float *ffn_norm;        /* [n_embd], or NULL: the FFN reads x itself (olmo2) */
-    lm_matrix w_gate;             /* [n_ff, n_embd] */
+    lm_matrix w_gate;             /* [n_ff, n_embd]; unused (data NULL) in a mixture-of-experts model */
     lm_matrix w_up;               /* [n_ff, n_embd] */
     lm_matrix w_down;             /* [n_embd, n_ff] */
+    /* mixture of experts (n_expert > 0) instead of w_gate/w_up/w_down: the
+     * router and n_expert matrices stored one after another (ggml's 3-D
+     * ffn_{gate,up,down}_exps) */
+    lm_matrix moe_router;         /* [n_expert, n_embd] */
+    lm_matrix moe_gate;           /* [n_expert][n_ff_exp, n_embd] */
+    lm_matrix moe_up;             /* [n_expert][n_ff_exp, n_embd] */
+    lm_matrix moe_down;           /* [n_expert][n_embd, n_ff_exp] */
     const float *ffn_post_norm;   /* [n_embd] norm of the FFN output, or NULL */
     float rope_base;              /* theta base of this layer */
     float rope_scale;             /* position multiplier: 1 / linear scaling factor; 0: no rotation (NoPE) */
@@ -170,6 +179,14 @@ typedef struct {
     /* olmo2: q_norm and k_norm normalize the whole q and k projections,
      * before they are split into heads; 0 = each head alone */
     int32_t qk_norm_whole;
+    /* mixture of experts (qwen3moe): each token's FFN is the mix of the
+     * n_expert_used experts the router's softmax ranks first, weighted by
+     * their probabilities (divided by their sum with expert_norm); 0 experts
+     * = the dense FFN. At most LM_EXPERT_MAX experts. */
+    int32_t n_expert;
+    int32_t n_expert_used;
+    int32_t n_ff_exp;             /* rows of one expert's gate and up */
+    int32_t expert_norm;
 } lm_model_params;
 
 /* Copies the parameters and the layers array (not the weights). NULL on error. */

@@ -10,6 +10,7 @@
  *     x = x + post_norm(attention(q, cache) Wo) * residual_scale
  *     h = norm(x)
  *     x = x + post_norm((act(h Wgate) * (h Wup)) Wdown) * residual_scale
+ *       (or the mix of the experts the router picks: moe.c)
  *   logits = softcap(norm(x) Wout / logit_scale)
  *
  * Every step is a job over the context's thread pool: matmuls split weight
@@ -254,18 +255,12 @@ static void capture(const fwd_job *job, int which, const float *src, int64_t wid
 
 /* ------------------------------------------------------------ matmuls */
 
-/* y = x W for up to three matrices W that read the same activations x */
-typedef struct {
-    const lm_matrix *w;
-    int64_t rows;
-    float *y;                     /* [ncols][rows] */
-} mm_out;
 
 typedef struct {
     lm_context *c;
     const float *x;               /* [ncols][n] */
     int64_t n, ncols;
-    const mm_out *out;
+    const lm_mm_out *out;
     int n_out;
     int rc;                       /* a failure on any thread */
 } mm_job;
@@ -277,7 +272,7 @@ static void mm_slices(void *arg, int ith, int nth) {
     mm_job *job = arg;
     void *scratch = (char *)job->c->mm_scratch + (size_t)ith * job->c->mm_slice_bytes;
     for (int i = 0; i < job->n_out; i++) {
-        const mm_out *o = &job->out[i];
+        const lm_mm_out *o = &job->out[i];
         int64_t r0, r1;
         lm_split_range(o->rows, ith, nth, &r0, &r1);
         if (r1 == r0) continue;
@@ -295,7 +290,7 @@ static void mm_slices(void *arg, int ith, int nth) {
     }
 }
 
-static int matmuls(lm_context *c, const float *x, int64_t n, int64_t ncols, const mm_out *out, int n_out) {
+int lm_matmuls(lm_context *c, const float *x, int64_t n, int64_t ncols, const lm_mm_out *out, int n_out) {
     if (ncols <= LM_SLICED_MATMUL_COLS && lm_threadpool_size(c->tp) > 1) {
         mm_job job = { .c = c, .x = x, .n = n, .ncols = ncols, .out = out, .n_out = n_out };
         lm_threadpool_run(c->tp, mm_slices, &job);
@@ -324,34 +319,41 @@ static int layer_forward(fwd_job *job) {
 
     /* attention: xb holds attn_norm(x) */
     capture(job, 0, c->xb, p->n_embd);
-    const mm_out qkv[3] = { { &l->wq, q_dim, c->q }, { &l->wk, kv_dim, c->k }, { &l->wv, kv_dim, c->v } };
-    if ((rc = matmuls(c, c->xb, p->n_embd, T, qkv, 3))) return rc;
+    const lm_mm_out qkv[3] = { { &l->wq, q_dim, c->q }, { &l->wk, kv_dim, c->k }, { &l->wv, kv_dim, c->v } };
+    if ((rc = lm_matmuls(c, c->xb, p->n_embd, T, qkv, 3))) return rc;
     run(c, qkv_rows, job, T * (q_dim + kv_dim) * 8);
     const int64_t keys =
         l->sliding_window > 0 && l->sliding_window <= job->max_pos ? l->sliding_window : job->max_pos + 1;
     run(c, attention, job, T * p->n_head * hd * 4 * keys);
     capture(job, 1, c->att, q_dim);
-    const mm_out o[1] = { { &l->wo, p->n_embd, c->xb } };
-    if ((rc = matmuls(c, c->att, q_dim, T, o, 1))) return rc;
+    const lm_mm_out o[1] = { { &l->wo, p->n_embd, c->xb } };
+    if ((rc = lm_matmuls(c, c->att, q_dim, T, o, 1))) return rc;
     job->post_norm = l->attn_post_norm;
     job->next_norm = l->ffn_norm;
     run(c, residual_rows, job, T * p->n_embd * 8);
 
     /* feed-forward: xb holds ffn_norm(x) */
     capture(job, 2, c->xb, p->n_embd);
-    const mm_out gate_up[2] = { { &l->w_gate, p->n_ff, c->hb }, { &l->w_up, p->n_ff, c->hb2 } };
-    if ((rc = matmuls(c, c->xb, p->n_embd, T, gate_up, 2))) return rc;
+    if (p->n_expert > 0) {
+        if ((rc = lm_moe_ffn(c, l, T))) return rc;
+        job->post_norm = l->ffn_post_norm;
+        job->next_norm = job->il + 1 < p->n_layer ? c->model->layers[job->il + 1].attn_norm : p->output_norm;
+        run(c, residual_rows, job, T * p->n_embd * 8);
+        return LM_OK;
+    }
+    const lm_mm_out gate_up[2] = { { &l->w_gate, p->n_ff, c->hb }, { &l->w_up, p->n_ff, c->hb2 } };
+    if ((rc = lm_matmuls(c, c->xb, p->n_embd, T, gate_up, 2))) return rc;
     run(c, ffn_act, job, T * p->n_ff * 16);
     capture(job, 3, c->hb, p->n_ff);
-    const mm_out down[1] = { { &l->w_down, p->n_embd, c->xb } };
-    if ((rc = matmuls(c, c->hb, p->n_ff, T, down, 1))) return rc;
+    const lm_mm_out down[1] = { { &l->w_down, p->n_embd, c->xb } };
+    if ((rc = lm_matmuls(c, c->hb, p->n_ff, T, down, 1))) return rc;
     /* only for Q8_K partners: their f32 block scale keeps the residual's
      * small magnitudes, where Q8_0/Q8_1's f16 scale would go subnormal */
     const lm_type_traits *down_t = lm_get_type_traits(l->w_down.type);   /* NULL for GPTQ: f32 activations */
     if (c->xb2 && down_t && down_t->vec_dot_type == LM_TYPE_Q8_K) {
         run(c, down_residual_rows, job, T * p->n_ff * 8);
-        const mm_out second[1] = { { &l->w_down, p->n_embd, c->xb2 } };
-        if ((rc = matmuls(c, c->hb2, p->n_ff, T, second, 1))) return rc;
+        const lm_mm_out second[1] = { { &l->w_down, p->n_embd, c->xb2 } };
+        if ((rc = lm_matmuls(c, c->hb2, p->n_ff, T, second, 1))) return rc;
         run(c, add_second_pass, job, T * p->n_embd);
     }
     job->post_norm = l->ffn_post_norm;
@@ -404,8 +406,8 @@ int lm_forward(lm_context *c, const lm_batch *b, int32_t il0, int32_t il1, const
     if (il1 < p->n_layer || !logits || c->b_n_out == 0) return LM_OK;
     /* xb now holds output_norm(x) */
     gather_out_rows(c);
-    const mm_out head[1] = { { &p->output, p->n_vocab, logits } };
-    int rc = matmuls(c, c->xb, p->n_embd, c->b_n_out, head, 1);
+    const lm_mm_out head[1] = { { &p->output, p->n_vocab, logits } };
+    int rc = lm_matmuls(c, c->xb, p->n_embd, c->b_n_out, head, 1);
     if (rc) return rc;
     const int64_t n_logits = (int64_t)c->b_n_out * p->n_vocab;
     if (p->logit_scale != 0.0f && p->logit_scale != 1.0f) {

@@ -61,6 +61,10 @@ static int check_params(const lm_model_params *p) {
         return lm_set_error(LM_ERR_TYPE, "model: token embedding of type %s cannot be read by rows of %d",
                             lm_type_name(p->tok_embd.type), p->n_embd);
     if (!p->output_norm) return lm_set_error(LM_ERR_ARG, "model: output_norm is NULL");
+    if (p->n_expert < 0 || p->n_expert > LM_EXPERT_MAX ||
+        (p->n_expert > 0 && (p->n_expert_used < 1 || p->n_expert_used > p->n_expert || p->n_ff_exp <= 0)))
+        return lm_set_error(LM_ERR_ARG, "model: n_expert=%d (at most %d), n_expert_used=%d, n_ff_exp=%d do not fit",
+                            p->n_expert, LM_EXPERT_MAX, p->n_expert_used, p->n_ff_exp);
     const float scales[4] = { p->residual_scale, p->logit_scale, p->attn_softcap, p->final_softcap };
     static const char *const scale_names[4] = { "residual_scale", "logit_scale", "attn_softcap", "final_softcap" };
     for (int i = 0; i < 4; i++)
@@ -85,8 +89,23 @@ static int check_layer(const lm_model_params *p, const lm_layer_weights *l, int 
     int rc;
     const int64_t E = p->n_embd, kv_dim = (int64_t)p->n_head_kv * p->head_dim;
     if ((rc = check_matrix(&l->wq, q_dim, E, "wq", il)) || (rc = check_matrix(&l->wk, kv_dim, E, "wk", il)) ||
-        (rc = check_matrix(&l->wv, kv_dim, E, "wv", il)) || (rc = check_matrix(&l->wo, E, q_dim, "wo", il)) ||
-        (rc = check_matrix(&l->w_gate, p->n_ff, E, "w_gate", il)) ||
+        (rc = check_matrix(&l->wv, kv_dim, E, "wv", il)) || (rc = check_matrix(&l->wo, E, q_dim, "wo", il)))
+        return rc;
+    if (p->n_expert > 0) {
+        /* one check of a whole stack: the experts' matrices follow one another */
+        const int64_t n_exp = p->n_expert, F = p->n_ff_exp;
+        const lm_matrix *stacks[3] = { &l->moe_gate, &l->moe_up, &l->moe_down };
+        for (int i = 0; i < 3; i++)
+            if (stacks[i]->type == LM_TYPE_GPTQ_INT4)
+                return lm_set_error(LM_ERR_TYPE, "layer %d: GPTQ experts are not supported", il);
+        if ((rc = check_matrix(&l->moe_router, n_exp, E, "moe_router", il)) ||
+            (rc = check_matrix(&l->moe_gate, n_exp * F, E, "moe_gate", il)) ||
+            (rc = check_matrix(&l->moe_up, n_exp * F, E, "moe_up", il)) ||
+            (rc = check_matrix(&l->moe_down, n_exp * E, F, "moe_down", il)))
+            return rc;
+        return LM_OK;
+    }
+    if ((rc = check_matrix(&l->w_gate, p->n_ff, E, "w_gate", il)) ||
         (rc = check_matrix(&l->w_up, p->n_ff, E, "w_up", il)) ||
         (rc = check_matrix(&l->w_down, E, p->n_ff, "w_down", il)))
         return rc;
@@ -201,6 +220,11 @@ static size_t matmul_scratch_bytes(const lm_model *m, int64_t n_batch) {
         s = max_size(s, matrix_scratch_bytes(&l->w_gate, p->n_embd, n_batch));
         s = max_size(s, matrix_scratch_bytes(&l->w_up, p->n_embd, n_batch));
         s = max_size(s, matrix_scratch_bytes(&l->w_down, p->n_ff, n_batch));
+        if (p->n_expert > 0) {
+            s = max_size(s, matrix_scratch_bytes(&l->moe_router, p->n_embd, n_batch));
+            s = max_size(s, matrix_scratch_bytes(&l->moe_gate, p->n_embd, n_batch));
+            s = max_size(s, matrix_scratch_bytes(&l->moe_down, p->n_ff_exp, n_batch));
+        }
     }
     return s;
 }
@@ -270,6 +294,21 @@ lm_context *lm_context_create_range(lm_model *m, lm_context_params *cp, int32_t 
     c->hb = alloc_floats(B * p->n_ff);
     c->hb2 = alloc_floats(B * p->n_ff);
     if (p->two_pass_down && !(c->xb2 = alloc_floats(B * p->n_embd))) goto nomem;
+    if (p->n_expert > 0) {
+        const size_t k = (size_t)p->n_expert_used;
+        c->moe_logits = alloc_floats(B * (size_t)p->n_expert);
+        c->moe_sel = malloc(B * k * sizeof *c->moe_sel);
+        c->moe_w = alloc_floats(B * k);
+        c->moe_rows = malloc(B * sizeof *c->moe_rows);
+        c->moe_row_w = alloc_floats(B);
+        c->moe_x = alloc_floats(B * p->n_embd);
+        c->moe_g = alloc_floats(B * (size_t)p->n_ff_exp);
+        c->moe_u = alloc_floats(B * (size_t)p->n_ff_exp);
+        c->moe_acc = alloc_floats(B * p->n_embd);
+        if (!c->moe_logits || !c->moe_sel || !c->moe_w || !c->moe_rows || !c->moe_row_w || !c->moe_x || !c->moe_g ||
+            !c->moe_u || !c->moe_acc)
+            goto nomem;
+    }
     c->capture_il = -1;
     c->rope_cs = alloc_floats((size_t)m->n_rope_groups * B * (size_t)p->n_rot);
     c->scores = alloc_floats((size_t)n_threads * (size_t)n_ctx);
@@ -318,6 +357,15 @@ void lm_context_free(lm_context *c) {
     free(c->hb);
     free(c->hb2);
     free(c->xb2);
+    free(c->moe_logits);
+    free(c->moe_sel);
+    free(c->moe_w);
+    free(c->moe_rows);
+    free(c->moe_row_w);
+    free(c->moe_x);
+    free(c->moe_g);
+    free(c->moe_u);
+    free(c->moe_acc);
     free(c->rope_cs);
     free(c->scores);
     free(c->kv_row);

@@ -56,6 +56,16 @@ struct lm_context {
     float *scores;                /* [n_threads][n_ctx] attention weights of one query */
     float *kv_row;                /* [n_head_kv * head_dim] one key as floats (kv_seq.c: the shift) */
     float *xb2;                   /* [B][n_embd] second pass of ffn_down (two_pass_down), else NULL */
+    /* mixture of experts (moe.c), NULL in a dense model */
+    float *moe_logits;            /* [B][n_expert] router logits, then probabilities */
+    int32_t *moe_sel;             /* [B][n_expert_used] each row's experts, ascending */
+    float *moe_w;                 /* [B][n_expert_used] their weights */
+    int32_t *moe_rows;            /* [B] the rows routed to the expert being run */
+    float *moe_row_w;             /* [B] and their weights for it */
+    float *moe_x;                 /* [B][n_embd] those rows' inputs, then the expert's outputs */
+    float *moe_g;                 /* [B][n_ff_exp] gate, then act(gate) * up */
+    float *moe_u;                 /* [B][n_ff_exp] up */
+    float *moe_acc;               /* [B][n_embd] the mix */
     void *mm_scratch;             /* quantized activations for lm_matmul_into */
     size_t mm_slice_bytes;        /* per-thread part of mm_scratch for sliced matmuls */
 
@@ -90,12 +100,29 @@ int lm_context_decode_from(lm_context *c, const lm_batch *b, int32_t il0, const 
 
 /* -------------------------------------------------------- forward.c */
 
+/* y = x W for matrices W that read the same activations x */
+typedef struct {
+    const lm_matrix *w;
+    int64_t rows;
+    float *y;                     /* [ncols][rows] */
+} lm_mm_out;
+
+/* the n_out products of x [ncols][n] on the context's pool: few columns as
+ * row slices of every matrix in one wake-up, else one threaded matmul each */
+int lm_matmuls(lm_context *c, const float *x, int64_t n, int64_t ncols, const lm_mm_out *out, int n_out);
+
 /* Layers [il0, il1) of a batch whose cells batch.c reserved: x from x_in, or
  * the embeddings when x_in is NULL (il0 == 0); il0 == il1 only fills x. With
  * il1 == n_layer and logits not NULL, then the output norm and the head of
  * the rows in c->b_out into logits. Moves no length. */
 int lm_forward(lm_context *c, const lm_batch *b, int32_t il0, int32_t il1, const float *x_in, float *logits);
 void lm_forward_embd_rows(lm_context *c, float *embd);
+
+/* ------------------------------------------------------------ moe.c */
+
+/* The mixture-of-experts FFN of layer l over T rows: xb holds ffn_norm(x)
+ * on entry and the FFN output on return. */
+int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T);
 
 /* --------------------------------------------------------- kv_seq.c */
 

@@ -52,6 +52,7 @@ static const float *copy_vec(standin *d, const float *v, int64_t n, int *ok) {
 /* the rows x n matrix m, data and (for GPTQ) its descriptor */
 static lm_matrix copy_matrix(standin *d, lm_matrix m, int64_t rows, int64_t n, int *ok) {
     lm_matrix out = { NULL, m.type };
+    if (!m.data) return out;   /* a matrix this layer does not have (a MoE layer's dense FFN) */
     if (m.type == LM_TYPE_GPTQ_INT4) {
         lm_gptq_matrix g = *(const lm_gptq_matrix *)m.data;
         const size_t G = (size_t)g.n_groups, O = (size_t)g.n_out, I = (size_t)g.n_in;
@@ -106,6 +107,13 @@ static void *standin_create(const lm_model *m, int32_t il0, const lm_context_par
         LM_LAYER_MATRICES(COPY_MATRIX)
 #undef COPY_VEC
 #undef COPY_MATRIX
+        if (hp->n_expert > 0) {
+            const int64_t n_exp = hp->n_expert, Fe = hp->n_ff_exp;
+            l->moe_router = copy_matrix(d, s->moe_router, n_exp, E, &ok);
+            l->moe_gate = copy_matrix(d, s->moe_gate, n_exp * Fe, E, &ok);
+            l->moe_up = copy_matrix(d, s->moe_up, n_exp * Fe, E, &ok);
+            l->moe_down = copy_matrix(d, s->moe_down, n_exp * E, Fe, &ok);
+        }
     }
     if (!ok) goto nomem;
     if (!(d->model = lm_model_create(&p, layers))) goto fail;

@@ -306,6 +306,11 @@ static void *cuda_create(const lm_model *m, int32_t il0, const lm_context_params
         return NULL;
     }
     const lm_model_params *mp = &m->p;
+    if (mp->n_expert > 0) {
+        lm_set_error(LM_ERR_ARG, "CUDA backend: mixture-of-experts layers are not implemented on the GPU yet; run "
+                                 "this model on the CPU (0 GPU layers)");
+        return NULL;
+    }
     if ((mp->residual_scale != 0.0f && mp->residual_scale != 1.0f) ||
         (mp->logit_scale != 0.0f && mp->logit_scale != 1.0f) || mp->attn_softcap > 0.0f || mp->final_softcap > 0.0f) {
         lm_set_error(LM_ERR_ARG, "CUDA backend: residual/logit scales (granite) and soft-capping (gemma2) are not "

@@ -6,7 +6,7 @@
 
 `read_hparams` reads the `{arch}.*` metadata and the tensor table and fills
 one small dataclass that expresses every supported architecture (llama,
-granite, smollm3, qwen2, qwen3, gemma2, gemma3, olmo2) as switches of the same decoder layer. `load_model` checks
+granite, smollm3, qwen2, qwen3, qwen3moe, gemma2, gemma3, olmo2) as switches of the same decoder layer. `load_model` checks
 every tensor the layer needs (present, shape, type) and hands the native
 core pointers straight into the file's memory map; the NativeModel keeps the
 GGUFFile alive for as long as it lives. Every refusal is a typed error naming
@@ -33,7 +33,17 @@ from lamina.errors import (
 from lamina.gguf.reader import GGUFFile, TensorInfo
 from lamina.gptq.format import GPTQLinear, is_gptq_weight_name, read_gptq_linear
 
-SUPPORTED_ARCHITECTURES = ("llama", "granite", "smollm3", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2")
+SUPPORTED_ARCHITECTURES = (
+    "llama",
+    "granite",
+    "smollm3",
+    "qwen2",
+    "qwen3",
+    "qwen3moe",
+    "gemma2",
+    "gemma3",
+    "olmo2",
+)
 
 
 class ModelConfigError(GGUFError):
@@ -81,6 +91,10 @@ class HParams:
     final_softcap: float = 0.0  # gemma2: the same on the logits
     pre_norms: bool = True  # olmo2: False, sublayers read x itself (no attn_norm / ffn_norm)
     qk_norm_whole: bool = False  # olmo2: q/k norms span the whole projection, not one head
+    n_expert: int = 0  # mixture of experts (qwen3moe): experts per layer; 0 = a dense FFN
+    n_expert_used: int = 0  # experts mixed per token
+    n_ff_exp: int = 0  # rows of one expert's gate and up
+    expert_norm: bool = False  # the picked experts' weights divided by their sum
 
     @property
     def q_dim(self) -> int:
@@ -108,6 +122,7 @@ class _ArchTraits:
     big_layers: int = 0  # the 27B's layer count, whose attention scale is 1/sqrt(n_embd / n_head)
     pre_norms: bool = True
     qk_norm_whole: bool = False
+    moe: bool = False  # every layer's FFN a mixture of experts ({arch}.expert_count, ...), weights normalized
 
 
 _ARCHS: dict[str, _ArchTraits] = {
@@ -120,6 +135,8 @@ _ARCHS: dict[str, _ArchTraits] = {
     # qwen3: qwen2 without the q/k/v biases (unless the file has them), an RMS
     # norm over each query and key head before rope
     "qwen3": _ArchTraits(True, "silu", None, True, False, False, 0, 0.0),
+    # qwen3moe: qwen3 whose FFNs are mixtures of experts (llama.cpp normalizes the top-k weights)
+    "qwen3moe": _ArchTraits(True, "silu", None, True, False, False, 0, 0.0, moe=True),
     # gemma3: 5 local (sliding, base 10k) layers then 1 global, as llama.cpp sets it
     # two_pass_down: GELU(gate) * up has outliers that one Q8_K pass rounds
     # away; with it the top-1 agreement with transformers goes from 91-96% to
@@ -310,6 +327,18 @@ def read_hparams(gguf: GGUFFile) -> HParams:
         embd_scale = meta.float(Keys.LLM.EMBEDDING_SCALE, 1.0)
         residual_scale = meta.float(Keys.LLM.RESIDUAL_SCALE, 1.0)
         logit_scale = meta.float(Keys.LLM.LOGIT_SCALE, 1.0)
+    n_expert = n_expert_used = n_ff_exp = 0
+    if traits.moe:
+        n_expert = meta.int(Keys.LLM.EXPERT_COUNT)
+        n_expert_used = meta.int(Keys.LLM.EXPERT_USED_COUNT)
+        n_ff_exp = meta.int(Keys.LLM.EXPERT_FEED_FORWARD_LENGTH)
+        if n_expert > 512 or n_expert_used > n_expert:
+            raise ModelConfigError(
+                gguf.path,
+                f"expert_used_count {n_expert_used} of expert_count {n_expert}: expected at most 512 experts, "
+                "and no more used than there are",
+                key=meta.key(Keys.LLM.EXPERT_USED_COUNT),
+            )
     attn_softcap = final_softcap = 0.0
     if traits.softcaps:
         attn_softcap = meta.float(Keys.LLM.ATTN_LOGIT_SOFTCAPPING, traits.softcaps[0])
@@ -346,6 +375,10 @@ def read_hparams(gguf: GGUFFile) -> HParams:
         final_softcap=final_softcap,
         pre_norms=traits.pre_norms,
         qk_norm_whole=traits.qk_norm_whole,
+        n_expert=n_expert,
+        n_expert_used=n_expert_used,
+        n_ff_exp=n_ff_exp,
+        expert_norm=traits.moe,
     )
 
 
@@ -418,6 +451,8 @@ class NativeModel:
         params.residual_scale, params.logit_scale = hp.residual_scale, hp.logit_scale
         params.attn_softcap, params.final_softcap = hp.attn_softcap, hp.final_softcap
         params.qk_norm_whole = int(hp.qk_norm_whole)
+        params.n_expert, params.n_expert_used, params.n_ff_exp = hp.n_expert, hp.n_expert_used, hp.n_ff_exp
+        params.expert_norm = int(hp.expert_norm)
         params.rope_freqs = (
             self._vector(tensor_name(MODEL_TENSOR.ROPE_FREQS), hp.n_rot // 2, positive=True)
             if hp.rope_freqs
@@ -445,9 +480,16 @@ class NativeModel:
             L.wo = self._matrix(tensor_name(MODEL_TENSOR.ATTN_OUT, il), (hp.q_dim, E))
             if hp.pre_norms:
                 L.ffn_norm = self._vector(tensor_name(MODEL_TENSOR.FFN_NORM, il), E)
-            L.w_gate = self._matrix(tensor_name(MODEL_TENSOR.FFN_GATE, il), (E, hp.n_ff))
-            L.w_up = self._matrix(tensor_name(MODEL_TENSOR.FFN_UP, il), (E, hp.n_ff))
-            L.w_down = self._matrix(tensor_name(MODEL_TENSOR.FFN_DOWN, il), (hp.n_ff, E))
+            if hp.n_expert:
+                X, Fe = hp.n_expert, hp.n_ff_exp
+                L.moe_router = self._matrix(tensor_name(MODEL_TENSOR.FFN_GATE_INP, il), (E, X))
+                L.moe_gate = self._matrix(tensor_name(MODEL_TENSOR.FFN_GATE_EXP, il), (E, Fe, X))
+                L.moe_up = self._matrix(tensor_name(MODEL_TENSOR.FFN_UP_EXP, il), (E, Fe, X))
+                L.moe_down = self._matrix(tensor_name(MODEL_TENSOR.FFN_DOWN_EXP, il), (Fe, E, X))
+            else:
+                L.w_gate = self._matrix(tensor_name(MODEL_TENSOR.FFN_GATE, il), (E, hp.n_ff))
+                L.w_up = self._matrix(tensor_name(MODEL_TENSOR.FFN_UP, il), (E, hp.n_ff))
+                L.w_down = self._matrix(tensor_name(MODEL_TENSOR.FFN_DOWN, il), (hp.n_ff, E))
             if hp.post_norms:
                 L.attn_post_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_POST_NORM, il), E)
                 L.ffn_post_norm = self._vector(tensor_name(MODEL_TENSOR.FFN_POST_NORM, il), E)
@@ -476,14 +518,15 @@ class NativeModel:
             self._keep = []
             self.gguf.close()
 
-    def _matrix(self, name: str, ne: tuple[int, int]) -> Any:
+    def _matrix(self, name: str, ne: tuple[int, ...]) -> Any:
+        """ne: ggml's (cols, rows), or (cols, rows, n_expert) for a stack of experts"""
         if name not in self._overrides and is_gptq_weight_name(name):
             gptq = read_gptq_linear(self.gguf, name)
             if gptq is not None:
-                return self._gptq_matrix(gptq, ne)
+                return self._gptq_matrix(gptq, (ne[0], ne[1]))
         info = _check_tensor(self.gguf, name, ne, self.hparams.arch)
         if name in self._overrides:
-            data, ggml_type = self._override(name, ne), GGMLQuantizationType.F32
+            data, ggml_type = self._override(name, (ne[0], ne[1])), GGMLQuantizationType.F32
         else:
             data, ggml_type = self.gguf.tensor_bytes(name), info.ggml_type
         buf = self._ffi.from_buffer(data)

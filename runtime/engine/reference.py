@@ -88,6 +88,26 @@ def round_kv(x: np.ndarray, kv_type: str) -> np.ndarray:
     raise ValueError(f"kv_type must be f32, f16 or q8_0, got {kv_type!r}")
 
 
+def moe_ffn(hp: HParams, W: Mapping[str, np.ndarray], il: int, h: np.ndarray, act) -> np.ndarray:
+    """The mixture of experts of layer il: h [T, E] -> [T, E]. Each row mixes the
+    n_expert_used experts of highest router probability, in id order."""
+    name = lambda kind: tensor_name(kind, il)
+    logits = h @ W[name(MODEL_TENSOR.FFN_GATE_INP)].T  # [T, n_expert]
+    p = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    gate, up = W[name(MODEL_TENSOR.FFN_GATE_EXP)], W[name(MODEL_TENSOR.FFN_UP_EXP)]  # [n_expert, F, E]
+    down = W[name(MODEL_TENSOR.FFN_DOWN_EXP)]  # [n_expert, E, F]
+    out = np.zeros_like(h)
+    for t in range(h.shape[0]):
+        picked = np.sort(np.argsort(-p[t], kind="stable")[: hp.n_expert_used])
+        w = p[t][picked]
+        if hp.expert_norm:
+            w = w / max(w.sum(), 6.103515625e-5)
+        for e, we in zip(picked, w):
+            out[t] += we * ((act(gate[e] @ h[t]) * (up[e] @ h[t])) @ down[e].T)
+    return out
+
+
 def softcap(x: np.ndarray, cap: float) -> np.ndarray:
     """cap * tanh(x / cap); cap 0: x unchanged (gemma2's scores and logits)"""
     return cap * np.tanh(x / cap) if cap > 0 else x
@@ -162,9 +182,12 @@ def forward(
         x = x + out * hp.residual_scale
         # feed-forward
         h = norm(x, name(MODEL_TENSOR.FFN_NORM)) if hp.pre_norms else x  # [T, E]
-        gate = h @ W[name(MODEL_TENSOR.FFN_GATE)].T  # [T, F]
-        up = h @ W[name(MODEL_TENSOR.FFN_UP)].T  # [T, F]
-        out = (act(gate) * up) @ W[name(MODEL_TENSOR.FFN_DOWN)].T  # [T, E]
+        if hp.n_expert:
+            out = moe_ffn(hp, W, il, h, act)  # [T, E]
+        else:
+            gate = h @ W[name(MODEL_TENSOR.FFN_GATE)].T  # [T, F]
+            up = h @ W[name(MODEL_TENSOR.FFN_UP)].T  # [T, F]
+            out = (act(gate) * up) @ W[name(MODEL_TENSOR.FFN_DOWN)].T  # [T, E]
         if hp.post_norms:
             out = norm(out, name(MODEL_TENSOR.FFN_POST_NORM))
         x = x + out * hp.residual_scale

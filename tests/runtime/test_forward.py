@@ -82,7 +82,7 @@ def test_hparams_from_metadata(tiny, name):
     assert hp.tied_output == cfg.tied and hp.rope_freqs == cfg.rope_freqs
     gemma = cfg.arch in ("gemma2", "gemma3")
     assert hp.rope_neox == (cfg.arch not in ("llama", "granite", "smollm3")) and hp.qkv_bias == (cfg.arch == "qwen2")
-    assert hp.qk_norm == (cfg.arch in ("gemma3", "qwen3", "olmo2")) and hp.post_norms == (gemma or cfg.arch == "olmo2")
+    assert hp.qk_norm == (cfg.arch in ("gemma3", "qwen3", "qwen3moe", "olmo2")) and hp.post_norms == (gemma or cfg.arch == "olmo2")
     assert (hp.pre_norms, hp.qk_norm_whole) == ((False, True) if cfg.arch == "olmo2" else (True, False))
     assert hp.activation == ("gelu_tanh" if gemma else "silu")
     embd, attn, residual, logit = cfg.multipliers or (np.sqrt(cfg.n_embd) if gemma else 1.0, 1 / np.sqrt(cfg.hd), 1, 1)
@@ -138,6 +138,53 @@ def test_quantized_weights_match_reference(tiny, name, qtype):
     ref = reference_logits(tiny(cfg), toks, kv_type="f16")
     assert nmse(got, ref) < (1e-5 if qtype == "F16" else 2e-3)
     assert_same_choices(got, ref)
+
+
+def _expert_hits(path: Path, toks) -> np.ndarray:
+    """[n_layer, n_expert] how often the reference's router picks each expert"""
+    from lamina.engine import reference
+
+    with GGUFFile(path) as g:
+        hp, W = read_hparams(g), load_reference_weights(g)
+    hits = np.zeros((hp.n_layer, hp.n_expert), int)
+    real = reference.moe_ffn
+
+    def counting(hp, W, il, h, act):
+        logits = h @ W[tensor_name(MODEL_TENSOR.FFN_GATE_INP, il)].T
+        for row in logits:
+            hits[il, np.argsort(-row, kind="stable")[: hp.n_expert_used]] += 1
+        return real(hp, W, il, h, act)
+
+    reference.moe_ffn = counting
+    try:
+        forward(hp, W, toks)
+    finally:
+        reference.moe_ffn = real
+    return hits
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_mixture_of_experts_matches_reference(tiny, qtype):
+    """qwen3moe: each token mixes its 2 of 8 experts, unevenly picked. With
+    quantized activations a router near-tie can pick another expert for a
+    token than the float64 reference does (llama.cpp would too), so the
+    bound holds for 90% of the tokens and for the median; f32 weights: all."""
+    cfg = replace(for_block(CONFIGS["qwen3moe"], 256 if qtype.endswith("_K") else 32), qtype=qtype)
+    toks = tokens_for(cfg, 24)
+    hits = _expert_hits(tiny(cfg), toks)
+    assert hits.sum(axis=1).tolist() == [24 * cfg.n_expert_used] * cfg.n_layer
+    assert (hits.max(axis=1) >= 2 * np.maximum(hits.min(axis=1), 1)).all(), f"experts hit evenly: {hits}"
+    got = native_logits(tiny(cfg), toks, kv_type="f16")
+    ref = reference_logits(tiny(cfg), toks, kv_type="f16")
+    per_token = ((got - ref) ** 2).mean(axis=1) / (ref**2).mean()  # [T]
+    bound = 1e-5 if qtype == "F16" else 2e-3
+    assert np.median(per_token) < bound and (per_token < bound).mean() >= 0.9, per_token
+
+
+def test_mixture_of_experts_f32_exact_routing(tiny):
+    cfg = CONFIGS["qwen3moe"]
+    toks = tokens_for(cfg, 24)
+    assert rel_err(native_logits(tiny(cfg), toks), reference_logits(tiny(cfg), toks)) < 1e-4
 
 
 def test_quantized_embedding_and_tied_head(tiny):
@@ -350,7 +397,7 @@ def test_native_side_refuses_bad_calls_without_python_checks(tiny):
 
 def test_unsupported_architecture(tmp_path):
     path = write_tiny_model(tmp_path / "gpt2.gguf", replace(LLAMA, arch="gpt2"))
-    with pytest.raises(UnsupportedArchitectureError, match="gpt2.*supported: llama, granite, smollm3, qwen2, qwen3, gemma2, gemma3, olmo2"):
+    with pytest.raises(UnsupportedArchitectureError, match="gpt2.*supported: llama, granite, smollm3, qwen2, qwen3, qwen3moe, gemma2, gemma3, olmo2"):
         Model.load(path)
 
 

@@ -56,6 +56,11 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     # 4 layers: the last one has no rope
     "smollm3": (SMOL, {"rope_theta": 2e6}),
     "olmo2": (SMOL, {"rope_theta": 5e5}),
+    # 8 experts, 2 a token; llama.cpp always renormalizes the 2 weights, as norm_topk_prob does
+    "qwen3_moe": (
+        QWEN,
+        {"head_dim": 32, "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "norm_topk_prob": True},
+    ),
     # a window shorter than the test's 40 tokens, and soft-caps tight enough to bend
     "gemma2": (
         GEMMA,

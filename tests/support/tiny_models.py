@@ -49,6 +49,9 @@ class TinyConfig:
     # granite: (embedding, attention, residual, logit) scales written as metadata
     multipliers: tuple[float, float, float, float] | None = None
     softcaps: tuple[float, float] | None = None  # gemma2: (attention, final) written as metadata
+    n_expert: int = 0  # qwen3moe: experts per layer (n_ff_exp rows each), n_expert_used per token
+    n_expert_used: int = 0
+    n_ff_exp: int = 0
 
     @property
     def hd(self) -> int:
@@ -90,6 +93,9 @@ GEMMA2 = TinyConfig(
     norm_eps=1e-6,
     seed=9,
 )
+QWEN3MOE = TinyConfig(
+    arch="qwen3moe", n_head=4, n_head_kv=2, head_dim=32, n_expert=8, n_expert_used=2, n_ff_exp=64, seed=11
+)
 OLMO2 = TinyConfig(arch="olmo2", n_head=4, n_head_kv=2, rope_base=5e5, seed=10)
 CONFIGS = {
     "llama": LLAMA,
@@ -103,6 +109,7 @@ CONFIGS = {
     "smollm3": SMOLLM3,
     "gemma2": GEMMA2,
     "olmo2": OLMO2,
+    "qwen3moe": QWEN3MOE,
 }
 
 
@@ -113,7 +120,8 @@ def for_block(cfg: TinyConfig, block: int) -> TinyConfig:
     scale = block // math.gcd(block, cfg.n_embd)
     n_embd = cfg.n_embd * scale
     head_dim = cfg.head_dim * scale if cfg.head_dim else None
-    return replace(cfg, n_embd=n_embd, n_ff=max(cfg.n_ff * scale, block), head_dim=head_dim)
+    n_ff_exp = max(cfg.n_ff_exp * scale, block) if cfg.n_expert else 0
+    return replace(cfg, n_embd=n_embd, n_ff=max(cfg.n_ff * scale, block), head_dim=head_dim, n_ff_exp=n_ff_exp)
 
 
 # the models every offload split is checked on: one per architecture shape,
@@ -127,6 +135,7 @@ SPLIT_CASES = {
     "gemma2": replace(GEMMA2, n_layer=4),
     "gemma3": replace(GEMMA3, n_layer=4),
     "olmo2": OLMO2,
+    "qwen3moe": QWEN3MOE,
     "llama-q4_k": replace(for_block(LLAMA, 256), qtype="Q4_K", n_layer=3),
 }
 
@@ -140,13 +149,15 @@ def _norm(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _add_matrix(w: GGUFWriter, name: str, x: np.ndarray, qtype: str) -> None:
+    """x: [rows, cols], or [n_expert, rows, cols] for a stack of experts"""
     qt = GGMLQuantizationType[qtype]
     if qt == GGMLQuantizationType.F32:
         w.add_tensor(name, x)
     elif qt == GGMLQuantizationType.F16:
         w.add_tensor(name, x.astype(np.float16))
     else:
-        w.add_tensor(name, quantize(x, qt), raw_dtype=qt)
+        rows = quantize(x.reshape(-1, x.shape[-1]), qt)  # [all rows, row bytes]
+        w.add_tensor(name, rows.reshape(*x.shape[:-1], -1), raw_dtype=qt)
 
 
 def write_tiny_model(
@@ -190,6 +201,10 @@ def write_tiny_model(
         w.add_attention_scale(attention)
         w.add_residual_scale(residual)
         w.add_logit_scale(logit)
+    if cfg.n_expert:
+        w.add_expert_count(cfg.n_expert)
+        w.add_expert_used_count(cfg.n_expert_used)
+        w.add_expert_feed_forward_length(cfg.n_ff_exp)
     if cfg.softcaps is not None:
         w.add_attn_logit_softcapping(cfg.softcaps[0])
         w.add_final_logit_softcapping(cfg.softcaps[1])
@@ -229,7 +244,7 @@ def write_tiny_model(
             vec(n(MODEL_TENSOR.ATTN_Q, "bias"), (0.5 * rng.standard_normal(q_dim)).astype(np.float32))
             vec(n(MODEL_TENSOR.ATTN_K, "bias"), (0.5 * rng.standard_normal(kv_dim)).astype(np.float32))
             vec(n(MODEL_TENSOR.ATTN_V, "bias"), (0.5 * rng.standard_normal(kv_dim)).astype(np.float32))
-        if arch in ("gemma3", "qwen3"):
+        if arch in ("gemma3", "qwen3", "qwen3moe"):
             vec(n(MODEL_TENSOR.ATTN_Q_NORM), _norm(rng, D))
             vec(n(MODEL_TENSOR.ATTN_K_NORM), _norm(rng, D))
         if arch == "olmo2":  # over the whole projections
@@ -241,6 +256,15 @@ def write_tiny_model(
         mat(n(MODEL_TENSOR.ATTN_OUT), E, q_dim)
         if arch != "olmo2":
             vec(n(MODEL_TENSOR.FFN_NORM), _norm(rng, E))
+        if cfg.n_expert:
+            X, Fe = cfg.n_expert, cfg.n_ff_exp
+            # the router stays F32 as llama-quantize leaves it; scaled up so it has favourites
+            add(n(MODEL_TENSOR.FFN_GATE_INP), 3.0 * _matrix(rng, X, E), "F32")
+            stack = lambda rows, cols: np.stack([_matrix(rng, rows, cols) for _ in range(X)])
+            add(n(MODEL_TENSOR.FFN_GATE_EXP), stack(Fe, E), cfg.qtype)
+            add(n(MODEL_TENSOR.FFN_UP_EXP), stack(Fe, E), cfg.qtype)
+            add(n(MODEL_TENSOR.FFN_DOWN_EXP), stack(E, Fe), cfg.qtype)
+            continue
         mat(n(MODEL_TENSOR.FFN_GATE), F, E)
         mat(n(MODEL_TENSOR.FFN_UP), F, E)
         mat(n(MODEL_TENSOR.FFN_DOWN), E, F)
