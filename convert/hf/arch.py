@@ -1,7 +1,7 @@
 """Architectures: HF config -> GGUF hyperparameters, HF tensor -> GGUF tensor.
 
 Mirrors what llama.cpp's converter does for llama (and its kin granite and
-smollm3), qwen2, qwen3, qwen3moe, gemma2, gemma3 and olmo2, so the
+smollm3), qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3 and olmo2, so the
 file it writes (as f32) and ours carry the same keys in the same order and the
 same tensor values:
 - names come from gguf-py's TensorNameMap for the architecture;
@@ -11,6 +11,8 @@ same tensor values:
   Gemma3's token_embd loses rows past the real vocabulary;
 - granite's four multipliers become {arch}.*_scale keys, gemma2's soft-caps
   {arch}.*_logit_softcapping;
+- phi3's LongRoPE factor lists become rope_factors_{short,long} tensors and
+  an attention factor key (right after general.architecture, as llama.cpp writes it);
 - qwen3moe's per-expert gate/up/down matrices are stacked into one 3-D
   tensor per layer each (ffn_{gate,up,down}_exps), expert 0 first;
 - Llama 3's `llama3` rope scaling becomes a rope_freqs tensor.
@@ -111,6 +113,12 @@ ARCHES: tuple[Arch, ...] = (
         },
         (T.ATTN_NORM, T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.ATTN_OUT, T.FFN_NORM, T.ATTN_Q_NORM, T.ATTN_K_NORM)
         + (T.FFN_GATE_INP, T.FFN_GATE_EXP, T.FFN_UP_EXP, T.FFN_DOWN_EXP),
+    ),
+    Arch(
+        gguf.MODEL_ARCH.PHI3,
+        ("Phi3ForCausalLM",),
+        {"rms_norm_eps": 1e-5, "max_position_embeddings": 4096, "rope_theta": 10000.0},
+        (T.ATTN_NORM, T.ATTN_QKV, T.ATTN_OUT, T.FFN_NORM, T.FFN_UP, T.FFN_DOWN),
     ),
     Arch(
         gguf.MODEL_ARCH.GEMMA2,
@@ -260,6 +268,9 @@ def write_hparams(w: gguf.GGUFWriter, hp: HFConfig, file_type: int) -> None:
     if hp.arch.model_arch == gguf.MODEL_ARCH.GEMMA2:
         _write_gemma2_hparams(w, hp, file_type)
         return
+    if hp.arch.model_arch == gguf.MODEL_ARCH.PHI3:
+        _write_phi3_hparams(w, hp, file_type)
+        return
     w.add_block_count(hp.n_layer)
     if (n_ctx := hp.find("max_position_embeddings", "n_ctx", "n_positions", "max_length")) is not None:
         w.add_context_length(n_ctx)
@@ -338,6 +349,61 @@ def _write_gemma2_hparams(w: gguf.GGUFWriter, hp: HFConfig, file_type: int) -> N
     w.add_sliding_window(cfg["sliding_window"])
 
 
+def _phi3_rope(hp: HFConfig) -> tuple[int, int, int]:
+    """(rope dims, context length, original context length) as llama.cpp's Phi3MiniModel reads them"""
+    rope = hp.rope.get("full_attention", hp.rope)
+    n_ctx = hp.find("n_positions", "max_position_embeddings")
+    orig = rope.get("original_max_position_embeddings", hp.cfg.get("original_max_position_embeddings"))
+    if not isinstance(orig, int) or not isinstance(n_ctx, int):
+        raise CheckpointError("config.json: phi3 needs max_position_embeddings and original_max_position_embeddings")
+    rot = rope.get("partial_rotary_factor", hp.cfg.get("partial_rotary_factor", 1.0))
+    return int(rot * hp.n_embd) // hp.n_head, n_ctx, orig
+
+
+def _write_phi3_hparams(w: gguf.GGUFWriter, hp: HFConfig, file_type: int) -> None:
+    """Phi3's own list (llama.cpp's Phi3MiniModel does not start from the common one)."""
+    rope_dims, n_ctx, orig = _phi3_rope(hp)
+    w.add_context_length(n_ctx)
+    w.add_rope_scaling_orig_ctx_len(orig)
+    w.add_embedding_length(hp.n_embd)
+    w.add_feed_forward_length(hp.n_ff)
+    w.add_block_count(hp.n_layer)
+    w.add_head_count(hp.n_head)
+    w.add_head_count_kv(hp.n_head_kv)
+    w.add_layer_norm_rms_eps(hp.cfg["rms_norm_eps"])
+    w.add_rope_dimension_count(rope_dims)
+    w.add_rope_freq_base(hp.rope.get("full_attention", hp.rope)["rope_theta"])
+    w.add_file_type(file_type)
+    w.add_sliding_window(hp.cfg.get("sliding_window") or 0)  # 0: llama.cpp's mark of a Phi-4
+
+
+def write_early_hparams(w: gguf.GGUFWriter, hp: HFConfig) -> None:
+    """Keys llama.cpp's converter adds while it prepares tensors, which it does
+    before the metadata: they follow general.architecture."""
+    if hp.arch.model_arch == gguf.MODEL_ARCH.PHI3 and (factors := _longrope(hp)) is not None:
+        w.add_rope_scaling_attn_factors(factors[2])
+
+
+def _longrope(hp: HFConfig) -> tuple[list[float], list[float], float] | None:
+    """phi3's (long factors, short factors, attention factor), or None without LongRoPE"""
+    rope = hp.rope.get("full_attention", hp.rope)
+    long, short = rope.get("long_factor"), rope.get("short_factor")
+    if not long:
+        return None
+    rope_dims, n_ctx, orig = _phi3_rope(hp)
+    kind = str(rope.get("rope_type", "")).lower()
+    scale = n_ctx / orig
+    if kind in ("su", "longrope"):
+        attn_factor = math.sqrt(1 + math.log(scale) / math.log(orig)) if scale > 1.0 else 1.0
+    elif kind == "yarn":
+        attn_factor = 0.1 * math.log(scale) + 1.0 if scale > 1.0 else 1.0
+    else:
+        raise CheckpointError(f"config.json: rope scaling {kind!r} with long/short factors is not supported")
+    if short is None or len(long) != len(short) or len(long) != rope_dims / 2:
+        raise CheckpointError(f"config.json: rope long_factor and short_factor must both have {rope_dims // 2} values")
+    return list(long), list(short), attn_factor
+
+
 def _write_rope_scaling(w: gguf.GGUFWriter, rope: dict[str, Any]) -> None:
     rope_type = rope.get("rope_type")
     factor = rope.get("factor")
@@ -387,6 +453,10 @@ def plan_tensors(hp: HFConfig, hf_shapes: dict[str, tuple[int, ...]], n_vocab_re
     out: list[SourceTensor] = []
     if arch.llama_family and (t := _llama3_rope_freqs(hp)) is not None:
         out.append(t)
+    if arch.model_arch == gguf.MODEL_ARCH.PHI3 and (factors := _longrope(hp)) is not None:
+        for kind, values in ((T.ROPE_FACTORS_LONG, factors[0]), (T.ROPE_FACTORS_SHORT, factors[1])):
+            vec = np.asarray(values, dtype=np.float32)
+            out.append(SourceTensor(gguf.TENSOR_NAMES[kind] + ".weight", vec.shape, kind, None, generate=lambda v=vec: v))
     experts: dict[tuple[int, str], dict[int, tuple[str, tuple[int, ...]]]] = {}
     for hf_name, shape in hf_shapes.items():
         if hf_name.endswith(_SKIPPED_SUFFIXES) or (arch.skip_lm_head and hf_name == "lm_head.weight"):
@@ -474,6 +544,9 @@ def _expected_shapes(hp: HFConfig) -> dict[tuple[gguf.MODEL_TENSOR, bool], tuple
     }
     if (n_expert := hp.find("num_local_experts", "num_experts", "n_routed_experts")) is not None:
         shapes[(T.FFN_GATE_INP, False)] = (n_expert, e)
+    if hp.arch.model_arch == gguf.MODEL_ARCH.PHI3:  # fused q/k/v and gate/up
+        shapes[(T.ATTN_QKV, False)] = (q + 2 * kv, e)
+        shapes[(T.FFN_UP, False)] = (2 * ff, e)
     if hp.arch.model_arch == gguf.MODEL_ARCH.OLMO2:  # over the whole projections
         shapes[(T.ATTN_Q_NORM, False)], shapes[(T.ATTN_K_NORM, False)] = (q,), (kv,)
     for norm in (T.OUTPUT_NORM, T.ATTN_NORM, T.FFN_NORM, T.ATTN_POST_NORM, T.FFN_PRE_NORM, T.FFN_POST_NORM):

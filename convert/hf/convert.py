@@ -16,7 +16,15 @@ import numpy as np
 from gguf import GGMLQuantizationType as Q
 
 from lamina.convert.encode import Encoder
-from lamina.convert.hf.arch import HFConfig, SourceTensor, detect, load_hparams, plan_tensors, write_hparams
+from lamina.convert.hf.arch import (
+    HFConfig,
+    SourceTensor,
+    detect,
+    load_hparams,
+    plan_tensors,
+    write_hparams,
+    write_early_hparams,
+)
 from lamina.convert.hf.checkpoint import HFCheckpoint
 from lamina.convert.hf.vocab import load_vocab
 from lamina.convert.pipeline import Job
@@ -101,6 +109,7 @@ def output_path(out: Path | None, hf_dir: Path, meta: gguf.Metadata, label: str,
 
 def write_model_metadata(w: gguf.GGUFWriter, meta: gguf.Metadata, hp: HFConfig, vocab, ftype) -> None:
     """The keys every converted file starts with, in llama.cpp's order."""
+    write_early_hparams(w, hp)
     w.add_type(gguf.GGUFType.MODEL)
     meta.set_gguf_meta_model(w)
     write_hparams(w, hp, int(ftype))

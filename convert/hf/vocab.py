@@ -104,6 +104,15 @@ def load_vocab(directory: Path, hp: HFConfig) -> Vocab:
         if hp.cfg.get("vocab_size", 32000) == 49152:  # llama.cpp: granite-small vocabularies never add BOS
             vocab.add_bos_after = False
         return vocab
+    if arch == gguf.MODEL_ARCH.PHI3:
+        # llama.cpp: a GPT2Tokenizer (Phi-4) is BPE; else its own SentencePiece
+        # reading (padding, added-token files), which lamina does not mirror yet
+        if _tokenizer_config(directory).get("tokenizer_class") == "GPT2Tokenizer":
+            return _bpe_vocab(directory, hp)
+        raise VocabError(
+            f"{directory}: phi3 SentencePiece vocabularies are not converted yet (only GPT2Tokenizer ones); "
+            "llama.cpp's convert_hf_to_gguf.py converts it, and lamina runs the file"
+        )
     if has_spm:
         vocab = _spm_vocab(directory, hp)
         if arch in (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3):

@@ -187,6 +187,13 @@ typedef struct {
     int32_t n_expert_used;
     int32_t n_ff_exp;             /* rows of one expert's gate and up */
     int32_t expert_norm;
+    /* LongRoPE (phi3): divisors used instead of rope_freqs by contexts whose
+     * n_ctx_seq exceeds rope_long_ctx (llama.cpp's choice); NULL = none */
+    const float *rope_freqs_long; /* [n_rot/2] */
+    int32_t rope_long_ctx;
+    /* cos and sin of every rotation times this (LongRoPE's attention
+     * factor); 0 means 1 */
+    float rope_attn_factor;
 } lm_model_params;
 
 /* Copies the parameters and the layers array (not the weights). NULL on error. */

@@ -94,13 +94,14 @@ static void rope_tables(lm_context *c, const int32_t *pos, int32_t n_tokens) {
     const lm_model *m = c->model;
     const int half = m->p.n_rot / 2;
     for (int g = 0; g < m->n_rope_groups; g++) {
-        const double *inv_freq = m->rope_inv_freq + (size_t)g * half;
+        const double *inv_freq = c->rope_inv_freq + (size_t)g * half;
+        const float ms = c->rope_mscale;   /* 1 but for LongRoPE, and then as ggml: cos * ms, sin * ms */
         for (int32_t t = 0; t < n_tokens; t++) {
             float *cs = c->rope_cs + ((size_t)g * c->n_batch + t) * 2 * half;
             for (int i = 0; i < half; i++) {
                 const double theta = (double)pos[t] * inv_freq[i];
-                cs[2 * i] = (float)cos(theta);
-                cs[2 * i + 1] = (float)sin(theta);
+                cs[2 * i] = (float)cos(theta) * ms;
+                cs[2 * i + 1] = (float)sin(theta) * ms;
             }
         }
     }

@@ -106,7 +106,7 @@ static int32_t shared_blocks_written(const lm_context *c, int32_t seq, int32_t p
 static const float *shift_angles(lm_context *c, int32_t group, int32_t delta) {
     const lm_model *m = c->model;
     const int half = m->p.n_rot / 2;
-    const double *inv_freq = m->rope_inv_freq + (size_t)group * half;
+    const double *inv_freq = c->rope_inv_freq + (size_t)group * half;   /* a pure rotation: no mscale */
     float *cs = c->rope_cs + (size_t)group * c->n_batch * m->p.n_rot;
     for (int i = 0; i < half; i++) {
         const double theta = -(double)delta * inv_freq[i];

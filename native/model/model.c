@@ -75,6 +75,13 @@ static int check_params(const lm_model_params *p) {
         if (!(p->rope_freqs[i] > 0.0f) || !isfinite(p->rope_freqs[i]))
             return lm_set_error(LM_ERR_ARG, "model: rope_freqs[%d] = %g is not a positive number", i,
                                 (double)p->rope_freqs[i]);
+    for (int i = 0; p->rope_freqs_long && i < p->n_rot / 2; i++)
+        if (!(p->rope_freqs_long[i] > 0.0f) || !isfinite(p->rope_freqs_long[i]))
+            return lm_set_error(LM_ERR_ARG, "model: rope_freqs_long[%d] = %g is not a positive number", i,
+                                (double)p->rope_freqs_long[i]);
+    if (!(p->rope_attn_factor >= 0.0f) || !isfinite(p->rope_attn_factor) || p->rope_long_ctx < 0)
+        return lm_set_error(LM_ERR_ARG, "model: rope_attn_factor %g / rope_long_ctx %d out of range",
+                            (double)p->rope_attn_factor, p->rope_long_ctx);
     return check_matrix(&p->output, p->n_vocab, p->n_embd, "output", -1);
 }
 
@@ -118,9 +125,11 @@ static int check_layer(const lm_model_params *p, const lm_layer_weights *l, int 
  * (base, scale): theta_i = pos * scale * base^(-2i/n_rot) / freq_factor_i. */
 static int build_rope_groups(lm_model *m) {
     const int half = m->p.n_rot / 2, n_layer = m->p.n_layer;
+    const size_t table = (size_t)n_layer * (size_t)(half > 0 ? half : 1);
     m->rope_group = calloc((size_t)n_layer, sizeof(int32_t));
-    m->rope_inv_freq = calloc((size_t)n_layer * (size_t)(half > 0 ? half : 1), sizeof(double));
-    if (!m->rope_group || !m->rope_inv_freq) return LM_ERR_NOMEM;
+    m->rope_inv_freq = calloc(table, sizeof(double));
+    if (m->p.rope_freqs_long) m->rope_inv_freq_long = calloc(table, sizeof(double));
+    if (!m->rope_group || !m->rope_inv_freq || (m->p.rope_freqs_long && !m->rope_inv_freq_long)) return LM_ERR_NOMEM;
     for (int il = 0; il < n_layer; il++) {
         const lm_layer_weights *l = &m->layers[il];
         int same = 0;
@@ -133,6 +142,7 @@ static int build_rope_groups(lm_model *m) {
         const int g = m->rope_group[il] = m->n_rope_groups++;
         for (int i = 0; i < half; i++) {
             double f = (double)l->rope_scale * pow((double)l->rope_base, -2.0 * i / m->p.n_rot);
+            if (m->p.rope_freqs_long) m->rope_inv_freq_long[(size_t)g * half + i] = f / (double)m->p.rope_freqs_long[i];
             if (m->p.rope_freqs) f /= (double)m->p.rope_freqs[i];
             m->rope_inv_freq[(size_t)g * half + i] = f;
         }
@@ -167,6 +177,7 @@ void lm_model_free(lm_model *m) {
     free(m->layers);
     free(m->rope_group);
     free(m->rope_inv_freq);
+    free(m->rope_inv_freq_long);
     free(m);
 }
 
@@ -276,6 +287,9 @@ lm_context *lm_context_create_range(lm_model *m, lm_context_params *cp, int32_t 
     c->n_batch = n_batch;
     c->kv_type = kv_type;
     lm_kv_kernels_for(kv_type, lm_cpu_features_avx2(), &c->kv);
+    const int long_rope = m->rope_inv_freq_long && cp->n_ctx_seq > m->p.rope_long_ctx;
+    c->rope_inv_freq = long_rope ? m->rope_inv_freq_long : m->rope_inv_freq;
+    c->rope_mscale = m->p.rope_attn_factor != 0.0f ? m->p.rope_attn_factor : 1.0f;
     c->kv_row_bytes = kv_row_bytes(m, kv_type);
     c->kv_bytes = kv_bytes;
     c->kv_il0 = kv_il0;

@@ -22,6 +22,7 @@ struct lm_model {
     int32_t n_rope_groups;
     int32_t *rope_group;          /* [n_layer] group of each layer */
     double *rope_inv_freq;        /* [n_rope_groups][n_rot/2] angle per position */
+    double *rope_inv_freq_long;   /* the same with rope_freqs_long, or NULL */
 };
 
 struct lm_backend;
@@ -36,6 +37,8 @@ struct lm_context {
     const struct lm_backend *backend;
     void *dev;                    /* NULL: everything runs here */
     lm_kv_kernels kv;             /* attention inner loops for kv_type */
+    const double *rope_inv_freq;  /* the model's table this context rotates by (LongRoPE: short or long) */
+    float rope_mscale;            /* cos and sin of a token's rotation times this */
     lm_kv_pool pool;              /* who holds which cells (kv_pool.h) */
     size_t kv_row_bytes;          /* one position of one layer: n_head_kv * head_dim values */
     size_t kv_bytes;

@@ -97,6 +97,7 @@ static void *standin_create(const lm_model *m, int32_t il0, const lm_context_par
     p.output_norm = copy_vec(d, hp->output_norm, E, &ok);
     p.output = copy_matrix(d, hp->output, hp->n_vocab, E, &ok);
     p.rope_freqs = copy_vec(d, hp->rope_freqs, hp->n_rot / 2, &ok);
+    p.rope_freqs_long = copy_vec(d, hp->rope_freqs_long, hp->n_rot / 2, &ok);
     memcpy(layers, m->layers, (size_t)L * sizeof *layers);
     for (int32_t il = il0; il < L; il++) {   /* blocks below il0 are never run here */
         const lm_layer_weights *s = &m->layers[il];

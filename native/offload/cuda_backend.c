@@ -306,6 +306,11 @@ static void *cuda_create(const lm_model *m, int32_t il0, const lm_context_params
         return NULL;
     }
     const lm_model_params *mp = &m->p;
+    if (mp->rope_freqs_long || (mp->rope_attn_factor != 0.0f && mp->rope_attn_factor != 1.0f)) {
+        lm_set_error(LM_ERR_ARG, "CUDA backend: LongRoPE (phi3's rope factors and attention factor) is not "
+                                 "implemented on the GPU yet; run this model on the CPU (0 GPU layers)");
+        return NULL;
+    }
     if (mp->n_expert > 0) {
         lm_set_error(LM_ERR_ARG, "CUDA backend: mixture-of-experts layers are not implemented on the GPU yet; run "
                                  "this model on the CPU (0 GPU layers)");

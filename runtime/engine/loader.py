@@ -6,7 +6,7 @@
 
 `read_hparams` reads the `{arch}.*` metadata and the tensor table and fills
 one small dataclass that expresses every supported architecture (llama,
-granite, smollm3, qwen2, qwen3, qwen3moe, gemma2, gemma3, olmo2) as switches of the same decoder layer. `load_model` checks
+granite, smollm3, qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3, olmo2) as switches of the same decoder layer. `load_model` checks
 every tensor the layer needs (present, shape, type) and hands the native
 core pointers straight into the file's memory map; the NativeModel keeps the
 GGUFFile alive for as long as it lives. Every refusal is a typed error naming
@@ -40,6 +40,7 @@ SUPPORTED_ARCHITECTURES = (
     "qwen2",
     "qwen3",
     "qwen3moe",
+    "phi3",
     "gemma2",
     "gemma3",
     "olmo2",
@@ -95,6 +96,11 @@ class HParams:
     n_expert_used: int = 0  # experts mixed per token
     n_ff_exp: int = 0  # rows of one expert's gate and up
     expert_norm: bool = False  # the picked experts' weights divided by their sum
+    fused_qkv: bool = False  # phi3: q, k, v are row ranges of one attn_qkv matrix
+    fused_gate_up: bool = False  # phi3: gate and up are the two halves of ffn_up's rows
+    long_rope: bool = False  # LongRoPE: rope_factors_short (rope_freqs' place) and rope_factors_long
+    rope_long_ctx: int = 0  # contexts of more positions per sequence than this use the long factors
+    rope_attn_factor: float = 1.0  # cos and sin times this (LongRoPE's attention factor)
 
     @property
     def q_dim(self) -> int:
@@ -123,6 +129,7 @@ class _ArchTraits:
     pre_norms: bool = True
     qk_norm_whole: bool = False
     moe: bool = False  # every layer's FFN a mixture of experts ({arch}.expert_count, ...), weights normalized
+    fused_ffn: bool = False  # phi3: ffn_up holds gate then up ([2 * n_ff] rows), no ffn_gate
 
 
 _ARCHS: dict[str, _ArchTraits] = {
@@ -135,6 +142,9 @@ _ARCHS: dict[str, _ArchTraits] = {
     # qwen3: qwen2 without the q/k/v biases (unless the file has them), an RMS
     # norm over each query and key head before rope
     "qwen3": _ArchTraits(True, "silu", None, True, False, False, 0, 0.0),
+    # phi3: fused q/k/v (or separate) and gate/up matrices, LongRoPE when the file has its factors;
+    # its sliding window is ignored, as llama.cpp does
+    "phi3": _ArchTraits(True, "silu", False, False, False, False, 0, 0.0, fused_ffn=True),
     # qwen3moe: qwen3 whose FFNs are mixtures of experts (llama.cpp normalizes the top-k weights)
     "qwen3moe": _ArchTraits(True, "silu", None, True, False, False, 0, 0.0, moe=True),
     # gemma3: 5 local (sliding, base 10k) layers then 1 global, as llama.cpp sets it
@@ -339,6 +349,18 @@ def read_hparams(gguf: GGUFFile) -> HParams:
                 "and no more used than there are",
                 key=meta.key(Keys.LLM.EXPERT_USED_COUNT),
             )
+    long_rope = tensor_name(MODEL_TENSOR.ROPE_FACTORS_LONG) in names
+    if long_rope != (tensor_name(MODEL_TENSOR.ROPE_FACTORS_SHORT) in names):
+        raise GGUFMissingTensorError(
+            gguf.path, "LongRoPE needs both factor tensors", tensor=tensor_name(MODEL_TENSOR.ROPE_FACTORS_SHORT)
+        )
+    if long_rope and tensor_name(MODEL_TENSOR.ROPE_FREQS) in names:
+        raise GGUFTensorError(
+            gguf.path, "rope_freqs and LongRoPE factors together", tensor=tensor_name(MODEL_TENSOR.ROPE_FREQS)
+        )
+    n_ctx_train = meta.int(Keys.LLM.CONTEXT_LENGTH)
+    rope_long_ctx = meta.int(Keys.Rope.SCALING_ORIG_CTX_LEN, n_ctx_train) if long_rope else 0
+    rope_attn_factor = meta.float(Keys.Rope.SCALING_ATTN_FACTOR, 1.0)
     attn_softcap = final_softcap = 0.0
     if traits.softcaps:
         attn_softcap = meta.float(Keys.LLM.ATTN_LOGIT_SOFTCAPPING, traits.softcaps[0])
@@ -355,7 +377,7 @@ def read_hparams(gguf: GGUFFile) -> HParams:
         n_head_kv=n_head_kv,
         head_dim=head_dim,
         n_rot=n_rot,
-        n_ctx_train=meta.int(Keys.LLM.CONTEXT_LENGTH),
+        n_ctx_train=n_ctx_train,
         norm_eps=meta.float(Keys.Attention.LAYERNORM_RMS_EPS),
         rope_neox=traits.rope_neox,
         norm_plus_one=False,
@@ -379,6 +401,11 @@ def read_hparams(gguf: GGUFFile) -> HParams:
         n_expert_used=n_expert_used,
         n_ff_exp=n_ff_exp,
         expert_norm=traits.moe,
+        fused_qkv=tensor_name(MODEL_TENSOR.ATTN_QKV, 0) in names,
+        fused_gate_up=traits.fused_ffn,
+        long_rope=long_rope,
+        rope_long_ctx=rope_long_ctx,
+        rope_attn_factor=rope_attn_factor,
     )
 
 
@@ -458,6 +485,12 @@ class NativeModel:
             if hp.rope_freqs
             else ffi.NULL
         )
+        if hp.long_rope:
+            half = hp.n_rot // 2
+            params.rope_freqs = self._vector(tensor_name(MODEL_TENSOR.ROPE_FACTORS_SHORT), half, positive=True)
+            params.rope_freqs_long = self._vector(tensor_name(MODEL_TENSOR.ROPE_FACTORS_LONG), half, positive=True)
+            params.rope_long_ctx = hp.rope_long_ctx
+        params.rope_attn_factor = hp.rope_attn_factor
         params.tok_embd = self._matrix(tensor_name(MODEL_TENSOR.TOKEN_EMBD), (E, V))
         params.output_norm = self._vector(tensor_name(MODEL_TENSOR.OUTPUT_NORM), E)
         params.output = params.tok_embd if hp.tied_output else self._matrix(tensor_name(MODEL_TENSOR.OUTPUT), (E, V))
@@ -466,9 +499,15 @@ class NativeModel:
             L, cfg = layers[il], hp.layers[il]
             if hp.pre_norms:
                 L.attn_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_NORM, il), E)
-            L.wq = self._matrix(tensor_name(MODEL_TENSOR.ATTN_Q, il), (E, hp.q_dim))
-            L.wk = self._matrix(tensor_name(MODEL_TENSOR.ATTN_K, il), (E, hp.kv_dim))
-            L.wv = self._matrix(tensor_name(MODEL_TENSOR.ATTN_V, il), (E, hp.kv_dim))
+            if hp.fused_qkv:  # [q_dim + 2 kv_dim] rows: q, then k, then v
+                qkv, rows = tensor_name(MODEL_TENSOR.ATTN_QKV, il), hp.q_dim + 2 * hp.kv_dim
+                L.wq = self._rows(qkv, (E, rows), 0, hp.q_dim)
+                L.wk = self._rows(qkv, (E, rows), hp.q_dim, hp.kv_dim)
+                L.wv = self._rows(qkv, (E, rows), hp.q_dim + hp.kv_dim, hp.kv_dim)
+            else:
+                L.wq = self._matrix(tensor_name(MODEL_TENSOR.ATTN_Q, il), (E, hp.q_dim))
+                L.wk = self._matrix(tensor_name(MODEL_TENSOR.ATTN_K, il), (E, hp.kv_dim))
+                L.wv = self._matrix(tensor_name(MODEL_TENSOR.ATTN_V, il), (E, hp.kv_dim))
             if hp.qkv_bias:
                 L.bq = self._vector(tensor_name(MODEL_TENSOR.ATTN_Q, il, "bias"), hp.q_dim)
                 L.bk = self._vector(tensor_name(MODEL_TENSOR.ATTN_K, il, "bias"), hp.kv_dim)
@@ -486,6 +525,11 @@ class NativeModel:
                 L.moe_gate = self._matrix(tensor_name(MODEL_TENSOR.FFN_GATE_EXP, il), (E, Fe, X))
                 L.moe_up = self._matrix(tensor_name(MODEL_TENSOR.FFN_UP_EXP, il), (E, Fe, X))
                 L.moe_down = self._matrix(tensor_name(MODEL_TENSOR.FFN_DOWN_EXP, il), (Fe, E, X))
+            elif hp.fused_gate_up:  # [2 n_ff] rows: gate, then up
+                up = tensor_name(MODEL_TENSOR.FFN_UP, il)
+                L.w_gate = self._rows(up, (E, 2 * hp.n_ff), 0, hp.n_ff)
+                L.w_up = self._rows(up, (E, 2 * hp.n_ff), hp.n_ff, hp.n_ff)
+                L.w_down = self._matrix(tensor_name(MODEL_TENSOR.FFN_DOWN, il), (hp.n_ff, E))
             else:
                 L.w_gate = self._matrix(tensor_name(MODEL_TENSOR.FFN_GATE, il), (E, hp.n_ff))
                 L.w_up = self._matrix(tensor_name(MODEL_TENSOR.FFN_UP, il), (E, hp.n_ff))
@@ -532,6 +576,17 @@ class NativeModel:
         buf = self._ffi.from_buffer(data)
         self._keep += [data, buf]
         m = self._ffi.new("lm_matrix *", {"data": buf, "type": int(ggml_type)})
+        self._keep.append(m)
+        return m[0]
+
+    def _rows(self, name: str, ne: tuple[int, int], row0: int, n_rows: int) -> Any:
+        """Rows [row0, row0 + n_rows) of a fused matrix of shape ne, as a matrix of its own (no copy)."""
+        info = _check_tensor(self.gguf, name, ne, self.hparams.arch)
+        data = self.gguf.tensor_bytes(name).reshape(ne[1], -1)  # [rows, row bytes]
+        part = data[row0 : row0 + n_rows]
+        buf = self._ffi.from_buffer(part)
+        self._keep += [part, buf]
+        m = self._ffi.new("lm_matrix *", {"data": buf, "type": int(info.ggml_type)})
         self._keep.append(m)
         return m[0]
 

@@ -53,13 +53,14 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
 def rope_angles(
     hp: HParams, layer: LayerConfig, positions: np.ndarray, freq_factors: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """cos, sin: [T, n_rot/2] of theta[t, i] = pos_t * scale * base^(-2i/n_rot) / factor_i"""
+    """cos, sin: [T, n_rot/2] of theta[t, i] = pos_t * scale * base^(-2i/n_rot) / factor_i,
+    times LongRoPE's attention factor"""
     i = np.arange(hp.n_rot // 2)
     inv_freq = layer.rope_scale * layer.rope_base ** (-2.0 * i / hp.n_rot)  # [n_rot/2]
     if freq_factors is not None:
         inv_freq = inv_freq / freq_factors
     theta = positions[:, None].astype(np.float64) * inv_freq[None, :]  # [T, n_rot/2]
-    return np.cos(theta), np.sin(theta)
+    return np.cos(theta) * hp.rope_attn_factor, np.sin(theta) * hp.rope_attn_factor
 
 
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int, neox: bool) -> np.ndarray:
@@ -138,10 +139,16 @@ def attention(
 
 
 def forward(
-    hp: HParams, weights: Mapping[str, np.ndarray], tokens, kv_type: str = "f32", hidden: bool = False
+    hp: HParams,
+    weights: Mapping[str, np.ndarray],
+    tokens,
+    kv_type: str = "f32",
+    hidden: bool = False,
+    long_rope: bool = False,
 ) -> np.ndarray:
     """Logits [T, n_vocab] of every position of `tokens` (positions 0..T-1);
-    hidden: output_norm(x) [T, n_embd] instead, what embeddings pool."""
+    hidden: output_norm(x) [T, n_embd] instead, what embeddings pool;
+    long_rope: LongRoPE's long factors (a context past rope_long_ctx), else the short ones."""
     W = weights
     tokens = np.asarray(tokens, dtype=np.int64)
     T = len(tokens)
@@ -149,15 +156,20 @@ def forward(
     norm = lambda x, name: rms_norm(x, W[name], hp.norm_eps, hp.norm_plus_one)
     act = gelu_tanh if hp.activation == "gelu_tanh" else silu
     freq_factors = W[tensor_name(MODEL_TENSOR.ROPE_FREQS)] if hp.rope_freqs else None
+    if hp.long_rope:
+        freq_factors = W[tensor_name(MODEL_TENSOR.ROPE_FACTORS_LONG if long_rope else MODEL_TENSOR.ROPE_FACTORS_SHORT)]
 
     x = W[tensor_name(MODEL_TENSOR.TOKEN_EMBD)][tokens] * hp.embd_scale  # [T, E]
     for il, layer in enumerate(hp.layers):
         name = lambda kind, suffix="weight", il=il: tensor_name(kind, il, suffix)
         # attention
         h = norm(x, name(MODEL_TENSOR.ATTN_NORM)) if hp.pre_norms else x  # [T, E]
-        q = h @ W[name(MODEL_TENSOR.ATTN_Q)].T  # [T, H*D]
-        k = h @ W[name(MODEL_TENSOR.ATTN_K)].T  # [T, Hkv*D]
-        v = h @ W[name(MODEL_TENSOR.ATTN_V)].T  # [T, Hkv*D]
+        if hp.fused_qkv:  # phi3: one [H*D + 2*Hkv*D, E] matrix
+            q, k, v = np.split(h @ W[name(MODEL_TENSOR.ATTN_QKV)].T, [hp.q_dim, hp.q_dim + hp.kv_dim], axis=-1)
+        else:
+            q = h @ W[name(MODEL_TENSOR.ATTN_Q)].T  # [T, H*D]
+            k = h @ W[name(MODEL_TENSOR.ATTN_K)].T  # [T, Hkv*D]
+            v = h @ W[name(MODEL_TENSOR.ATTN_V)].T  # [T, Hkv*D]
         if hp.qkv_bias:
             q = q + W[name(MODEL_TENSOR.ATTN_Q, "bias")]
             k = k + W[name(MODEL_TENSOR.ATTN_K, "bias")]
@@ -184,6 +196,9 @@ def forward(
         h = norm(x, name(MODEL_TENSOR.FFN_NORM)) if hp.pre_norms else x  # [T, E]
         if hp.n_expert:
             out = moe_ffn(hp, W, il, h, act)  # [T, E]
+        elif hp.fused_gate_up:  # phi3: ffn_up rows are gate, then up
+            gate, up = np.split(h @ W[name(MODEL_TENSOR.FFN_UP)].T, 2, axis=-1)  # [T, F] each
+            out = (act(gate) * up) @ W[name(MODEL_TENSOR.FFN_DOWN)].T  # [T, E]
         else:
             gate = h @ W[name(MODEL_TENSOR.FFN_GATE)].T  # [T, F]
             up = h @ W[name(MODEL_TENSOR.FFN_UP)].T  # [T, F]

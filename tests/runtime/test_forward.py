@@ -187,6 +187,22 @@ def test_mixture_of_experts_f32_exact_routing(tiny):
     assert rel_err(native_logits(tiny(cfg), toks), reference_logits(tiny(cfg), toks)) < 1e-4
 
 
+@pytest.mark.parametrize("n_ctx", [64, 128])
+def test_long_rope_factors_follow_the_context_size(tiny, n_ctx):
+    """phi3 LongRoPE: a context of up to 64 positions per sequence rotates by
+    the short factors, a longer one by the long factors (llama.cpp's rule);
+    both scale cos and sin by the attention factor"""
+    cfg = CONFIGS["phi3"]
+    toks = tokens_for(cfg, 24)
+    with GGUFFile(tiny(cfg)) as g:
+        hp, W = read_hparams(g), load_reference_weights(g)
+    assert (hp.long_rope, hp.rope_long_ctx, hp.rope_attn_factor) == (True, 64, pytest.approx(1.19))
+    want = forward(hp, W, toks, long_rope=n_ctx > 64)
+    other = forward(hp, W, toks, long_rope=n_ctx <= 64)
+    got = Context(Model.load(tiny(cfg), n_threads=2), n_ctx=n_ctx, kv_type="f32").eval(toks, all_logits=True)
+    assert rel_err(got, want) < 1e-4 and rel_err(got, other) > 1e-2
+
+
 def test_quantized_embedding_and_tied_head(tiny):
     cfg = replace(LLAMA, tied=True, embd_qtype="Q8_0", qtype="Q4_1")
     toks = tokens_for(cfg, 16)
@@ -397,7 +413,7 @@ def test_native_side_refuses_bad_calls_without_python_checks(tiny):
 
 def test_unsupported_architecture(tmp_path):
     path = write_tiny_model(tmp_path / "gpt2.gguf", replace(LLAMA, arch="gpt2"))
-    with pytest.raises(UnsupportedArchitectureError, match="gpt2.*supported: llama, granite, smollm3, qwen2, qwen3, qwen3moe, gemma2, gemma3, olmo2"):
+    with pytest.raises(UnsupportedArchitectureError, match="gpt2.*supported: llama, granite, smollm3, qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3, olmo2"):
         Model.load(path)
 
 

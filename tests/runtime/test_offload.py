@@ -212,9 +212,10 @@ def test_cuda_offload_of_tiny_models_matches_the_cpu(tiny, cfg):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", ["granite", "gemma2"])
+@pytest.mark.parametrize("name", ["granite", "gemma2", "qwen3moe", "phi3"])
 def test_cuda_refuses_what_its_kernels_lack(tiny, name):
-    """granite's multipliers and gemma2's soft-caps run on the CPU only: offload says so, it does not drop them"""
+    """granite's multipliers, gemma2's soft-caps, experts and LongRoPE run on
+    the CPU only: offload says so, it does not drop them"""
     model = Model.load(tiny(CONFIGS[name]), n_threads=2)
     with pytest.raises(ContextError, match="not implemented on the GPU"):
         Context(model, n_ctx=64, gpu_layers=1, device="cuda", require_gpu=True)

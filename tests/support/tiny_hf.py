@@ -56,6 +56,21 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     # 4 layers: the last one has no rope
     "smollm3": (SMOL, {"rope_theta": 2e6}),
     "olmo2": (SMOL, {"rope_theta": 5e5}),
+    # LongRoPE: a 512-position model trained at 64 (attention factor sqrt(1.5)); the tests'
+    # contexts stay at 64, where llama.cpp and transformers both take the short factors
+    "phi3": (
+        SMOL,
+        {
+            "original_max_position_embeddings": 64,
+            "rope_parameters": {
+                "rope_type": "longrope",
+                "rope_theta": 10000.0,
+                "original_max_position_embeddings": 64,
+                "short_factor": [1.0, 1.1, 1.3, 1.0, 1.6, 2.0, 1.2, 1.05],
+                "long_factor": [1.0, 2.0, 3.5, 5.0, 8.0, 12.0, 20.0, 30.0],
+            },
+        },
+    ),
     # 8 experts, 2 a token; llama.cpp always renormalizes the 2 weights, as norm_topk_prob does
     "qwen3_moe": (
         QWEN,
@@ -74,6 +89,10 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
 }
+
+
+# llama.cpp's phi3 converter reads a GPT2Tokenizer (Phi-4's) as BPE
+TOKENIZER_CLASS = {"phi3": "GPT2Tokenizer"}
 
 
 def tiny_hf_checkpoint(model_type: str, directory: Path, seed: int = 0) -> Path:
@@ -97,6 +116,10 @@ def tiny_hf_checkpoint(model_type: str, directory: Path, seed: int = 0) -> Path:
     for name in (*TOKENIZER_FILES, "tokenizer.model"):
         if (source / name).is_file():
             shutil.copy(source / name, directory / name)
+    if model_type in TOKENIZER_CLASS:
+        tok_cfg = json.loads((directory / "tokenizer_config.json").read_text())
+        tok_cfg["tokenizer_class"] = TOKENIZER_CLASS[model_type]
+        (directory / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
     # a config that names its class, as every real checkpoint does
     cfg = json.loads((directory / "config.json").read_text())
     assert cfg["architectures"] == [type(model).__name__], cfg["architectures"]

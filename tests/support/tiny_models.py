@@ -52,6 +52,8 @@ class TinyConfig:
     n_expert: int = 0  # qwen3moe: experts per layer (n_ff_exp rows each), n_expert_used per token
     n_expert_used: int = 0
     n_ff_exp: int = 0
+    fused: bool = False  # phi3: attn_qkv and a [2 * n_ff] ffn_up instead of separate matrices
+    long_rope: tuple[int, float] | None = None  # phi3 LongRoPE: (original context, attention factor)
 
     @property
     def hd(self) -> int:
@@ -96,6 +98,8 @@ GEMMA2 = TinyConfig(
 QWEN3MOE = TinyConfig(
     arch="qwen3moe", n_head=4, n_head_kv=2, head_dim=32, n_expert=8, n_expert_used=2, n_ff_exp=64, seed=11
 )
+# contexts of more than 64 positions a sequence rotate by the long factors
+PHI3 = TinyConfig(arch="phi3", n_head=4, n_head_kv=2, fused=True, long_rope=(64, 1.19), seed=12)
 OLMO2 = TinyConfig(arch="olmo2", n_head=4, n_head_kv=2, rope_base=5e5, seed=10)
 CONFIGS = {
     "llama": LLAMA,
@@ -110,6 +114,7 @@ CONFIGS = {
     "gemma2": GEMMA2,
     "olmo2": OLMO2,
     "qwen3moe": QWEN3MOE,
+    "phi3": PHI3,
 }
 
 
@@ -136,6 +141,7 @@ SPLIT_CASES = {
     "gemma3": replace(GEMMA3, n_layer=4),
     "olmo2": OLMO2,
     "qwen3moe": QWEN3MOE,
+    "phi3": PHI3,
     "llama-q4_k": replace(for_block(LLAMA, 256), qtype="Q4_K", n_layer=3),
 }
 
@@ -201,6 +207,9 @@ def write_tiny_model(
         w.add_attention_scale(attention)
         w.add_residual_scale(residual)
         w.add_logit_scale(logit)
+    if cfg.long_rope is not None:
+        w.add_rope_scaling_orig_ctx_len(cfg.long_rope[0])
+        w.add_rope_scaling_attn_factors(cfg.long_rope[1])
     if cfg.n_expert:
         w.add_expert_count(cfg.n_expert)
         w.add_expert_used_count(cfg.n_expert_used)
@@ -232,14 +241,21 @@ def write_tiny_model(
         mat(tensor_name(MODEL_TENSOR.OUTPUT), V, E)
     if cfg.rope_freqs:
         vec(tensor_name(MODEL_TENSOR.ROPE_FREQS), (1.0 + 3.0 * rng.random((cfg.n_rot or D) // 2)).astype(np.float32))
+    if cfg.long_rope is not None:
+        half = (cfg.n_rot or D) // 2
+        vec(tensor_name(MODEL_TENSOR.ROPE_FACTORS_SHORT), (1.0 + 0.5 * rng.random(half)).astype(np.float32))
+        vec(tensor_name(MODEL_TENSOR.ROPE_FACTORS_LONG), (1.0 + 8.0 * rng.random(half)).astype(np.float32))
     q_dim, kv_dim = cfg.n_head * D, cfg.n_head_kv * D
     for il in range(cfg.n_layer):
         n = lambda kind, suffix="weight", il=il: tensor_name(kind, il, suffix)
         if arch != "olmo2":  # olmo2 norms sublayer outputs only
             vec(n(MODEL_TENSOR.ATTN_NORM), _norm(rng, E))
-        mat(n(MODEL_TENSOR.ATTN_Q), q_dim, E)
-        mat(n(MODEL_TENSOR.ATTN_K), kv_dim, E)
-        mat(n(MODEL_TENSOR.ATTN_V), kv_dim, E)
+        if cfg.fused:
+            mat(n(MODEL_TENSOR.ATTN_QKV), q_dim + 2 * kv_dim, E)
+        else:
+            mat(n(MODEL_TENSOR.ATTN_Q), q_dim, E)
+            mat(n(MODEL_TENSOR.ATTN_K), kv_dim, E)
+            mat(n(MODEL_TENSOR.ATTN_V), kv_dim, E)
         if arch == "qwen2":
             vec(n(MODEL_TENSOR.ATTN_Q, "bias"), (0.5 * rng.standard_normal(q_dim)).astype(np.float32))
             vec(n(MODEL_TENSOR.ATTN_K, "bias"), (0.5 * rng.standard_normal(kv_dim)).astype(np.float32))
@@ -264,6 +280,10 @@ def write_tiny_model(
             add(n(MODEL_TENSOR.FFN_GATE_EXP), stack(Fe, E), cfg.qtype)
             add(n(MODEL_TENSOR.FFN_UP_EXP), stack(Fe, E), cfg.qtype)
             add(n(MODEL_TENSOR.FFN_DOWN_EXP), stack(E, Fe), cfg.qtype)
+            continue
+        if cfg.fused:
+            mat(n(MODEL_TENSOR.FFN_UP), 2 * F, E)
+            mat(n(MODEL_TENSOR.FFN_DOWN), E, F)
             continue
         mat(n(MODEL_TENSOR.FFN_GATE), F, E)
         mat(n(MODEL_TENSOR.FFN_UP), F, E)
