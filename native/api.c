@@ -27,9 +27,22 @@ int lm_impl_available(int impl) {
     return 0;
 }
 
+/* what a model's weight needs: its rows to float, a dot, and a quantizer for
+ * the dot's activations. Whether lamina can also write the type is
+ * lm_type_quantizable: files of a few types (the lattice i-quants) run here
+ * but are made by llama-quantize. */
 int lm_type_supported(int type) {
     const lm_type_traits *t = lm_get_type_traits(type);
-    return t && t->to_float && t->quantize && t->vec_dot_ref;
+    if (!t || !t->to_float || !t->vec_dot_ref) return 0;
+    const lm_type_traits *a = lm_get_type_traits(t->vec_dot_type);
+    return a && a->from_float;
+}
+
+/* lm_quantize can write it: a weight quantizer, or an activation format's
+ * row quantizer (without an importance matrix) */
+int lm_type_quantizable(int type) {
+    const lm_type_traits *t = lm_get_type_traits(type);
+    return t && (t->quantize || t->from_float);
 }
 
 const char *lm_type_name(int type) {
@@ -68,6 +81,11 @@ int lm_quantize(int type, const float *src, void *dst, int64_t nrows, int64_t n_
             t->from_float(src + r * n_per_row, (char *)dst + (size_t)r * row_bytes, n_per_row);
         return LM_OK;
     }
+    if (t->vec_dot_ref)   /* a weight type lamina runs but does not write */
+        return lm_set_error(LM_ERR_TYPE,
+                            "quantize to %s is not implemented: lamina runs %s files but has no quantizer for it "
+                            "(llama-quantize makes them)",
+                            t->name, t->name);
     return lm_set_error(LM_ERR_TYPE, "quantize to %s is not implemented%s", t->name,
                         imatrix ? " with an importance matrix" : "");
 }

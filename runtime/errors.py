@@ -19,6 +19,19 @@ class UnsupportedArchitectureError(LaminaError, ValueError):
     the file, the architecture and the supported ones."""
 
 
+class QuantizerUnavailableError(LaminaError, ValueError):
+    """A request to write a ggml type lamina runs but cannot produce: the
+    lattice i-quants (IQ1_S .. IQ3_S), whose ggml quantizers need an importance
+    matrix and neighbour searches lamina does not port. `qtype` is the type."""
+
+    def __init__(self, qtype_name: str) -> None:
+        self.qtype = qtype_name
+        super().__init__(
+            f"lamina has no quantizer for {qtype_name}: it runs {qtype_name} files "
+            "(made by llama-quantize with an importance matrix) but cannot write them"
+        )
+
+
 class GGUFError(LaminaError, ValueError):
     """Something is wrong with a GGUF file (or with a request against one)."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType
 
+from lamina.errors import QuantizerUnavailableError
 from lamina.native import ffi, last_error, lib
 
 QType = GGMLQuantizationType | str | int
@@ -35,6 +36,17 @@ def as_qtype(qtype: QType) -> GGMLQuantizationType:
         return GGMLQuantizationType(int(qtype))
     except ValueError:
         raise ValueError(f"unknown ggml type id {qtype!r}") from None
+
+
+def can_run(qtype: QType) -> bool:
+    """Weights of this type run: they dequantize and dot (lm_type_supported)."""
+    return bool(lib.lm_type_supported(int(as_qtype(qtype))))
+
+
+def can_quantize(qtype: QType) -> bool:
+    """quantize() can write this type (lm_type_quantizable); the types lamina
+    runs but cannot write are can_run and not can_quantize."""
+    return bool(lib.lm_type_quantizable(int(as_qtype(qtype))))
 
 
 def block_size(qtype: QType) -> int:
@@ -85,8 +97,12 @@ def _impl(impl: str | int) -> int:
 
 
 def quantize(x: np.ndarray, qtype: QType, imatrix: np.ndarray | None = None) -> np.ndarray:
-    """f32 [rows, n] -> u8 [rows, row_bytes], byte-identical to ggml_quantize_chunk."""
+    """f32 [rows, n] -> u8 [rows, row_bytes], byte-identical to ggml_quantize_chunk.
+
+    QuantizerUnavailableError for a type lamina only runs (can_quantize)."""
     qt = as_qtype(qtype)
+    if not can_quantize(qt) and lib.lm_type_supported(int(qt)):
+        raise QuantizerUnavailableError(qt.name)
     x = _f32_matrix(x, "x")
     rows, n = x.shape
     rb = row_bytes(qt, n)

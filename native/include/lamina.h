@@ -42,7 +42,8 @@ int lm_cpu_has_avx2(void);            /* AVX2 + FMA + F16C all present */
 int lm_impl_available(int impl);
 
 /* type traits */
-int lm_type_supported(int type);      /* quantize, dequantize and dot all exist */
+int lm_type_supported(int type);      /* runs as a weight: dequantize, dot, activation quantizer */
+int lm_type_quantizable(int type);    /* lm_quantize can write it */
 const char *lm_type_name(int type);
 int64_t lm_type_block_size(int type);
 size_t lm_type_block_bytes(int type);

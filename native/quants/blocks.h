@@ -44,9 +44,16 @@ enum {
     LM_TYPE_Q5_K = 13,
     LM_TYPE_Q6_K = 14,
     LM_TYPE_Q8_K = 15,
+    LM_TYPE_IQ2_XXS = 16,
+    LM_TYPE_IQ2_XS = 17,
+    LM_TYPE_IQ3_XXS = 18,
+    LM_TYPE_IQ1_S = 19,
     LM_TYPE_IQ4_NL = 20,
+    LM_TYPE_IQ3_S = 21,
+    LM_TYPE_IQ2_S = 22,
     LM_TYPE_IQ4_XS = 23,
     LM_TYPE_I32 = 26,
+    LM_TYPE_IQ1_M = 29,
     LM_TYPE_BF16 = 30,
     LM_TYPE_TQ1_0 = 34,
     LM_TYPE_TQ2_0 = 35,
@@ -177,6 +184,83 @@ typedef struct {
     uint8_t qs[QK_K / 2];
 } block_iq4_xs;
 LM_STATIC_ASSERT(sizeof(block_iq4_xs) == 2 + 2 + QK_K / 64 + QK_K / 2, "block_iq4_xs size");
+
+/* ----------------------------------------- lattice i-quants (IQ1..IQ3) */
+/* 256-weight super-blocks dotted with Q8_K. Each group of 8 (IQ3: 4)
+ * weights is an index into a grid of magnitude patterns (quants/iq_grids.h),
+ * with the signs stored apart; sub-blocks of 32 weights carry 3- or 4-bit
+ * scales. The math is in quants/iq2.h, iq3.h, iq1.h. */
+
+/* IQ2_XXS, 2.0625 bits/weight: per 32 weights two 32-bit words, the first
+ * four 8-bit iq2xxs_grid indices, the second four 7-bit ksigns indices and a
+ * 4-bit scale in the top bits */
+typedef struct {
+    lm_half d;
+    uint16_t qs[QK_K / 8];
+} block_iq2_xxs;
+LM_STATIC_ASSERT(sizeof(block_iq2_xxs) == 2 + QK_K / 4, "block_iq2_xxs size");
+
+/* IQ2_XS, 2.3125 bits/weight: per 8 weights a 9-bit iq2xs_grid index and a
+ * 7-bit ksigns index; two 4-bit scales per 32 weights (one per 16) */
+typedef struct {
+    lm_half d;
+    uint16_t qs[QK_K / 8];
+    uint8_t scales[QK_K / 32];
+} block_iq2_xs;
+LM_STATIC_ASSERT(sizeof(block_iq2_xs) == 2 + QK_K / 4 + QK_K / 32, "block_iq2_xs size");
+
+/* IQ2_S, 2.5625 bits/weight: qs holds the low 8 bits of the 10-bit
+ * iq2s_grid indices (first QK_K/8 bytes) then one explicit sign byte per 8
+ * weights; qh the top 2 bits of each index, 4 per byte; scales as IQ2_XS */
+typedef struct {
+    lm_half d;
+    uint8_t qs[QK_K / 4];
+    uint8_t qh[QK_K / 32];
+    uint8_t scales[QK_K / 32];
+} block_iq2_s;
+LM_STATIC_ASSERT(sizeof(block_iq2_s) == 2 + QK_K / 4 + QK_K / 16, "block_iq2_s size");
+
+/* IQ3_XXS, 3.0625 bits/weight: QK_K/4 8-bit iq3xxs_grid indices (4 weights
+ * each), then per 32 weights a 32-bit word of four 7-bit ksigns indices and a
+ * 4-bit scale */
+typedef struct {
+    lm_half d;
+    uint8_t qs[3 * QK_K / 8];
+} block_iq3_xxs;
+LM_STATIC_ASSERT(sizeof(block_iq3_xxs) == 2 + 3 * (QK_K / 8), "block_iq3_xxs size");
+
+/* IQ3_S, 3.4375 bits/weight: 9-bit iq3s_grid indices (low 8 bits in qs, the
+ * 9th in qh, 8 per byte), explicit sign bytes, a 4-bit scale per 32 weights */
+#define IQ3S_N_SCALE (QK_K / 64)
+typedef struct {
+    lm_half d;
+    uint8_t qs[QK_K / 4];
+    uint8_t qh[QK_K / 32];
+    uint8_t signs[QK_K / 8];
+    uint8_t scales[IQ3S_N_SCALE];
+} block_iq3_s;
+LM_STATIC_ASSERT(sizeof(block_iq3_s) == 2 + 13 * (QK_K / 32) + IQ3S_N_SCALE, "block_iq3_s size");
+
+/* IQ1_S, 1.5625 bits/weight: 11-bit iq1s_grid indices (low 8 bits in qs);
+ * per 32 weights a 16-bit qh with the four top-3-bit fields, a 3-bit scale
+ * and the sign of the +-1/8 shift every weight of the 32 gets */
+typedef struct {
+    lm_half d;
+    uint8_t qs[QK_K / 8];
+    uint16_t qh[QK_K / 32];
+} block_iq1_s;
+LM_STATIC_ASSERT(sizeof(block_iq1_s) == 2 + QK_K / 8 + QK_K / 16, "block_iq1_s size");
+
+/* IQ1_M, 1.75 bits/weight: 11-bit iq1s_grid indices (qs + a 3-bit field and
+ * a shift sign per 8 weights in qh nibbles), 3-bit scales per 16 weights;
+ * no d field: the f16 super-block scale is the top nibbles of the four
+ * 16-bit words of scales */
+typedef struct {
+    uint8_t qs[QK_K / 8];
+    uint8_t qh[QK_K / 16];
+    uint8_t scales[QK_K / 32];
+} block_iq1_m;
+LM_STATIC_ASSERT(sizeof(block_iq1_m) == QK_K / 8 + QK_K / 16 + QK_K / 32, "block_iq1_m size");
 
 /* ------------------------------------------------ ternary (BitNet b1.58) */
 /* 256 weights in {-1, 0, 1} times one f16 scale, dotted with Q8_K. TQ1_0

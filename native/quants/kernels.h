@@ -3,7 +3,7 @@
  *
  * For each type <t>, as its KIND and flags say:
  *   lm_dequantize_row_<t>(x, y, k)         k values of x to float (every type)
- *   lm_quantize_<t>(src, dst, nrows, n, im) ggml_quantize_chunk semantics (weights)
+ *   lm_quantize_<t>(src, dst, nrows, n, im) ggml_quantize_chunk semantics (QUANTIZE)
  *   lm_vec_dot_<t>_ref(n, s, x, y)          scalar reference dot with the partner (weights)
  *   lm_vec_dot_<t>_avx2(n, s, x, y)         x86 AVX2/FMA/F16C, built on x86-64 only (weights)
  *   lm_from_float_<t>(x, y, k)              one row of activations into <t> (FROM_F32)
@@ -18,14 +18,14 @@
 
 #include "quants/types.h"
 
-#define LM_DECLARE_KERNELS(ID, t, qk, block, PARTNER, KIND, FROM_F32, X4)                                    \
-    void lm_dequantize_row_##t(const void *x, float *y, int64_t k);                                          \
-    LM_IF_WEIGHT(KIND, size_t lm_quantize_##t(const float *src, void *dst, int64_t nrows, int64_t n_per_row, \
-                                              const float *imatrix);                                         \
-                 void lm_vec_dot_##t##_ref(int64_t n, float *s, const void *x, const void *y);               \
-                 void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *x, const void *y);)             \
-    LM_IF(FROM_F32, void lm_from_float_##t(const float *x, void *y, int64_t k);)                             \
-    LM_IF(X4, void lm_vec_dot_x4_##t##_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x,   \
+#define LM_DECLARE_KERNELS(ID, t, qk, block, PARTNER, KIND, FROM_F32, X4, QUANTIZE)                        \
+    void lm_dequantize_row_##t(const void *x, float *y, int64_t k);                                        \
+    LM_IF(QUANTIZE, size_t lm_quantize_##t(const float *src, void *dst, int64_t nrows, int64_t n_per_row,  \
+                                           const float *imatrix);)                                         \
+    LM_IF_WEIGHT(KIND, void lm_vec_dot_##t##_ref(int64_t n, float *s, const void *x, const void *y);       \
+                 void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *x, const void *y);)           \
+    LM_IF(FROM_F32, void lm_from_float_##t(const float *x, void *y, int64_t k);)                           \
+    LM_IF(X4, void lm_vec_dot_x4_##t##_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, \
                                             const void *y, size_t y_stride);)
 
 LM_BLOCK_TYPES(LM_DECLARE_KERNELS)

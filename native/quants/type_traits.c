@@ -22,18 +22,18 @@
 #define LM_WEIGHT_FN_QUANT(fn) fn
 #define LM_WEIGHT_FN_ACT(fn) NULL
 
-#define LM_TRAITS_ROW(ID, t, qk, block, PARTNER, KIND, FROM_F32, X4)        \
-    [LM_TYPE_##ID] = {                                                      \
-        .name = #t,                                                         \
-        .blck_size = qk,                                                    \
-        .type_size = sizeof(block),                                         \
-        .vec_dot_type = LM_TYPE_##PARTNER,                                  \
-        .to_float = lm_dequantize_row_##t,                                  \
-        .quantize = LM_WEIGHT_FN(KIND, lm_quantize_##t),                    \
-        .from_float = LM_FN(FROM_F32, lm_from_float_##t),                   \
-        .vec_dot_ref = LM_WEIGHT_FN(KIND, lm_vec_dot_##t##_ref),            \
-        .vec_dot_avx2 = LM_WEIGHT_FN(KIND, LM_AVX2(lm_vec_dot_##t##_avx2)), \
-        .vec_dot_x4_avx2 = LM_FN(X4, LM_AVX2(lm_vec_dot_x4_##t##_avx2)),    \
+#define LM_TRAITS_ROW(ID, t, qk, block, PARTNER, KIND, FROM_F32, X4, QUANTIZE) \
+    [LM_TYPE_##ID] = {                                                         \
+        .name = #t,                                                            \
+        .blck_size = qk,                                                       \
+        .type_size = sizeof(block),                                            \
+        .vec_dot_type = LM_TYPE_##PARTNER,                                     \
+        .to_float = lm_dequantize_row_##t,                                     \
+        .quantize = LM_FN(QUANTIZE, lm_quantize_##t),                          \
+        .from_float = LM_FN(FROM_F32, lm_from_float_##t),                      \
+        .vec_dot_ref = LM_WEIGHT_FN(KIND, lm_vec_dot_##t##_ref),               \
+        .vec_dot_avx2 = LM_WEIGHT_FN(KIND, LM_AVX2(lm_vec_dot_##t##_avx2)),    \
+        .vec_dot_x4_avx2 = LM_FN(X4, LM_AVX2(lm_vec_dot_x4_##t##_avx2)),       \
     },
 
 static const lm_type_traits k_traits[LM_TYPE_COUNT] = { LM_BLOCK_TYPES(LM_TRAITS_ROW) };

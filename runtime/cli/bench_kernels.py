@@ -38,6 +38,13 @@ DEFAULT_TYPES = [
     "q4_k",
     "q5_k",
     "q6_k",
+    "iq1_s",
+    "iq1_m",
+    "iq2_xxs",
+    "iq2_xs",
+    "iq2_s",
+    "iq3_xxs",
+    "iq3_s",
     "iq4_nl",
     "iq4_xs",
     "tq1_0",
@@ -61,6 +68,12 @@ def _median_seconds(fn, reps: int) -> float:
 
 
 def _random_weights(quants, qtype: str, rows: int, n: int, rng) -> np.ndarray:
+    if not quants.can_quantize(qtype):
+        # a type lamina runs but cannot write (the lattice i-quants): random
+        # bytes are valid blocks of it, and its kernels do the same work for any
+        # values (table lookups per 8 weights; a NaN or subnormal fp16 scale
+        # costs one float product per 256 weights)
+        return rng.integers(0, 256, (rows, quants.row_bytes(qtype, n)), dtype=np.uint8)
     # quantize a modest block of rows and tile it: the kernels' speed does not
     # depend on the values, and quantizing 64 MB of K-quants would dominate the run
     base = quants.quantize(rng.standard_normal((min(rows, 256), n)).astype(np.float32), qtype)

@@ -29,12 +29,17 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 from lamina import quants
-from support.distributions import make, nmse
+from support.distributions import make, make_imatrix, nmse
+from support.ggml_oracle import oracle
 from support.gptq_cases import random_gptq
 from support.paths import REPO
 
 ROOT = REPO
 NATIVE = ROOT / "native"
+
+# the lattice i-quants: lamina runs them but has no quantizer, so their
+# blocks come from ggml's (with an importance matrix, which some require)
+IQ_LATTICE = [T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M]
 
 # weight type -> (block C type, partner C type, parts macro name, lmc_ function suffix)
 QTYPES = {
@@ -53,9 +58,12 @@ QTYPES = {
     T.TQ1_0: ("block_tq1_0", "block_q8_K", "tq1_0"),
     T.TQ2_0: ("block_tq2_0", "block_q8_K", "tq2_0"),
     T.MXFP4: ("block_mxfp4", "block_q8_0", "mxfp4"),
+    **{t: (f"block_{t.name.lower()}", "block_q8_K", t.name.lower()) for t in IQ_LATTICE},
 }
 # the types whose reference dot sums block terms in the k-quants' lanes (kquant.h)
-KQUANTS = {T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.TQ1_0, T.TQ2_0}
+# (the lattice i-quants' reference multiplies the lanes' sum by a power of two,
+# which their CUDA term applies per block: the same float either way)
+KQUANTS = {T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.TQ1_0, T.TQ2_0, *IQ_LATTICE}
 # the CPU reference's integer result of one block, through the shared header
 REF_INTS = {
     T.Q4_0: "*is = lm_idot_q4_0_q8_0(x, y);",
@@ -73,6 +81,7 @@ REF_INTS = {
     T.TQ1_0: "*is = lm_kdot_tq1_0(x, y);",
     T.TQ2_0: "*is = lm_kdot_tq2_0(x, y);",
     T.MXFP4: "*is = lm_idot_mxfp4_q8_0(x, y);",
+    **{t: f"*is = lm_kdot_{t.name.lower()}(x, y);" for t in IQ_LATTICE},
 }
 
 N = 2304  # 9 super-blocks, 72 legacy blocks: neither fills whole warp passes
@@ -336,7 +345,10 @@ def test_shared_headers_compile_as_strict_c(tmp_path):
 def _case(qt, dist, seed=0):
     w = make(dist, ROWS, N, seed)
     x = make("normal" if dist in ("all_zero",) else dist, ROWS, N, seed + 1)
-    wq = quants.quantize(w, qt)
+    if quants.can_quantize(qt):
+        wq = quants.quantize(w, qt)
+    else:
+        wq = oracle().quantize_chunk(qt, w, make_imatrix(N, seed))
     xq = np.stack([quants.quantize_activations(x[r], qt) for r in range(ROWS)])
     return wq, xq, x
 

@@ -31,9 +31,13 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 
-from support.distributions import make, nmse
+from support.distributions import make, make_imatrix, nmse
+from support.ggml_oracle import oracle
 from support.gptq_cases import random_gptq
 from support.paths import REPO
+
+# the lattice i-quants (lamina runs them, ggml's quantizer makes their blocks)
+IQ_LATTICE = [T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M]
 
 ROOT = REPO
 HEADER = ROOT / "native" / "cuda" / "lamina_cuda.h"
@@ -191,6 +195,7 @@ def test_type_table_matches_the_cpu_core():
         T.TQ1_0,
         T.TQ2_0,
         T.MXFP4,
+        *IQ_LATTICE,
     ]
     for qt in supported:
         assert LIB.lmc_type_supported(int(qt)) == 1, qt.name
@@ -541,6 +546,7 @@ WEIGHT_TYPES = [
     T.TQ1_0,
     T.TQ2_0,
     T.MXFP4,
+    *IQ_LATTICE,
 ]
 QUANT_TYPES = [t for t in WEIGHT_TYPES if t not in (T.F32, T.F16, T.BF16)]
 ROWS, N = 83, 768  # a ragged last thread block; 3 super-blocks: warps end mid-pass
@@ -551,7 +557,11 @@ MMVQ_BOUND = {T.F32: 1e-10, T.F16: 1e-6, T.BF16: 2e-5}
 def _weights(qt, rows=ROWS, n=N, seed=0):
     from lamina import quants
 
-    wq = quants.quantize(make("weights_like", rows, n, seed), qt)
+    w = make("weights_like", rows, n, seed)
+    if quants.can_quantize(qt):
+        wq = quants.quantize(w, qt)
+    else:  # the lattice i-quants: ggml's quantizer, which needs an importance matrix
+        wq = oracle().quantize_chunk(qt, w, make_imatrix(n, seed))
     return wq, quants.dequantize(wq, qt)
 
 

@@ -203,6 +203,22 @@ def test_long_rope_factors_follow_the_context_size(tiny, n_ctx):
     assert rel_err(got, want) < 1e-4 and rel_err(got, other) > 1e-2
 
 
+IQ_QTYPES = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]
+
+
+@pytest.mark.parametrize("qtype", IQ_QTYPES)
+def test_lattice_iquant_weights_run(tiny, qtype):
+    """A file whose matrices (token embedding included) hold a lattice i-quant,
+    written by ggml's quantizer (lamina has none): it loads and runs, and
+    matches the reference on the dequantized weights as the other types do."""
+    cfg = replace(for_block(LLAMA, 256), qtype=qtype, n_layer=2)
+    toks = tokens_for(cfg, 24)
+    got = native_logits(tiny(cfg), toks, kv_type="f16")
+    ref = reference_logits(tiny(cfg), toks, kv_type="f16")
+    assert nmse(got, ref) < 2e-3
+    assert_same_choices(got, ref)
+
+
 def test_quantized_embedding_and_tied_head(tiny):
     cfg = replace(LLAMA, tied=True, embd_qtype="Q8_0", qtype="Q4_1")
     toks = tokens_for(cfg, 16)

@@ -8,7 +8,8 @@ gemma2 (alternating sliding layers, soft-capped scores and logits); olmo2
 (post-norms only, q/k norms over whole projections); gemma3 (q/k norms, post
 norms, GELU, sliding-window layers with their own rope base, scaled
 embeddings). Matrices are stored in any type lamina quantizes
-(runtime.quants.quantize); vectors stay F32 as converters write them."""
+(runtime.quants.quantize, or ggml's quantizer through libggml-python for the
+types lamina runs but does not write); vectors stay F32 as converters write them."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 from gguf import MODEL_ARCH, MODEL_ARCH_NAMES, MODEL_TENSOR, GGMLQuantizationType, GGUFWriter, RopeScalingType
 
 from lamina.engine.loader import tensor_name
-from lamina.quants import quantize
+from lamina.quants import can_quantize, quantize
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,14 @@ def _add_matrix(w: GGUFWriter, name: str, x: np.ndarray, qtype: str) -> None:
         w.add_tensor(name, x)
     elif qt == GGMLQuantizationType.F16:
         w.add_tensor(name, x.astype(np.float16))
+    elif not can_quantize(qt):
+        # a type lamina runs but cannot write (the lattice i-quants): ggml's
+        # own quantizer makes the bytes, with the importance matrix it needs
+        from support.ggml_oracle import oracle
+
+        rows = x.reshape(-1, x.shape[-1])
+        imatrix = (np.mean(rows.astype(np.float64) ** 2, axis=0) + 1e-3).astype(np.float32)
+        w.add_tensor(name, oracle().quantize_chunk(qt, rows, imatrix).reshape(*x.shape[:-1], -1), raw_dtype=qt)
     else:
         rows = quantize(x.reshape(-1, x.shape[-1]), qt)  # [all rows, row bytes]
         w.add_tensor(name, rows.reshape(*x.shape[:-1], -1), raw_dtype=qt)
