@@ -28,6 +28,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import gguf
@@ -244,7 +245,9 @@ def load_hparams(arch: Arch, config: dict[str, Any]) -> HFConfig:
     if arch.model_arch == gguf.MODEL_ARCH.GRANITE:
         cfg.pop("head_dim", None)
     if arch.model_arch == gguf.MODEL_ARCH.OLMO2 and cfg.get("sliding_window") is not None:
-        raise CheckpointError("config.json: sliding_window is set (OLMo 3); sliding-window olmo2 is not supported yet")  # llama.cpp ignores granite's head_dim (and writes no key_length)
+        raise CheckpointError(
+            "config.json: sliding_window is set (OLMo 3); sliding-window olmo2 is not supported yet"
+        )  # llama.cpp ignores granite's head_dim (and writes no key_length)
 
     # v5 configs carry rope_parameters (per layer type for Gemma3); older ones
     # rope_theta (+ rope_local_base_freq) and rope_scaling at the top level.
@@ -456,7 +459,9 @@ def plan_tensors(hp: HFConfig, hf_shapes: dict[str, tuple[int, ...]], n_vocab_re
     if arch.model_arch == gguf.MODEL_ARCH.PHI3 and (factors := _longrope(hp)) is not None:
         for kind, values in ((T.ROPE_FACTORS_LONG, factors[0]), (T.ROPE_FACTORS_SHORT, factors[1])):
             vec = np.asarray(values, dtype=np.float32)
-            out.append(SourceTensor(gguf.TENSOR_NAMES[kind] + ".weight", vec.shape, kind, None, generate=lambda v=vec: v))
+            out.append(
+                SourceTensor(gguf.TENSOR_NAMES[kind] + ".weight", vec.shape, kind, None, generate=partial(_same, vec))
+            )
     experts: dict[tuple[int, str], dict[int, tuple[str, tuple[int, ...]]]] = {}
     for hf_name, shape in hf_shapes.items():
         if hf_name.endswith(_SKIPPED_SUFFIXES) or (arch.skip_lm_head and hf_name == "lm_head.weight"):
@@ -482,8 +487,14 @@ def plan_tensors(hp: HFConfig, hf_shapes: dict[str, tuple[int, ...]], n_vocab_re
     return out
 
 
-_EXPERT = re.compile(r"^model\.layers\.(?P<layer>\d+)\.mlp\.experts\.(?P<expert>\d+)\.(?P<proj>gate|up|down)_proj\.weight$")
+_EXPERT = re.compile(
+    r"^model\.layers\.(?P<layer>\d+)\.mlp\.experts\.(?P<expert>\d+)\.(?P<proj>gate|up|down)_proj\.weight$"
+)
 _EXPERT_KINDS = {"gate": T.FFN_GATE_EXP, "up": T.FFN_UP_EXP, "down": T.FFN_DOWN_EXP}
+
+
+def _same(x: np.ndarray) -> np.ndarray:
+    return x
 
 
 def _expert_stacks(
@@ -509,7 +520,11 @@ def _expert_stacks(
                 raise TensorShapeError(f"tensor {name!r} has shape {shape}; config.json implies {want}")
         kind = _EXPERT_KINDS[proj]
         stack = tuple(found[e][0] for e in range(n_expert))
-        out.append(SourceTensor(gguf.TENSOR_NAMES[kind].format(bid=layer) + ".weight", (n_expert, *want), kind, None, stack=stack))
+        out.append(
+            SourceTensor(
+                gguf.TENSOR_NAMES[kind].format(bid=layer) + ".weight", (n_expert, *want), kind, None, stack=stack
+            )
+        )
     return out
 
 

@@ -22,8 +22,8 @@ from lamina.convert.hf.arch import (
     detect,
     load_hparams,
     plan_tensors,
-    write_hparams,
     write_early_hparams,
+    write_hparams,
 )
 from lamina.convert.hf.checkpoint import HFCheckpoint
 from lamina.convert.hf.vocab import load_vocab

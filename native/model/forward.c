@@ -256,7 +256,6 @@ static void capture(const fwd_job *job, int which, const float *src, int64_t wid
 
 /* ------------------------------------------------------------ matmuls */
 
-
 typedef struct {
     lm_context *c;
     const float *x;               /* [ncols][n] */

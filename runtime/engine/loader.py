@@ -6,10 +6,11 @@
 
 `read_hparams` reads the `{arch}.*` metadata and the tensor table and fills
 one small dataclass that expresses every supported architecture (llama,
-granite, smollm3, qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3, olmo2) as switches of the same decoder layer. `load_model` checks
-every tensor the layer needs (present, shape, type) and hands the native
-core pointers straight into the file's memory map; the NativeModel keeps the
-GGUFFile alive for as long as it lives. Every refusal is a typed error naming
+granite, smollm3, qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3, olmo2) as
+switches of the same decoder layer. `load_model` checks every tensor the
+layer needs (present, shape, type) and hands the native core pointers
+straight into the file's memory map; the NativeModel keeps the GGUFFile
+alive for as long as it lives. Every refusal is a typed error naming
 the file, key or tensor, and what was expected versus found.
 """
 

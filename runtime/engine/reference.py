@@ -114,9 +114,7 @@ def softcap(x: np.ndarray, cap: float) -> np.ndarray:
     return cap * np.tanh(x / cap) if cap > 0 else x
 
 
-def attention(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window: int, cap: float = 0.0
-) -> np.ndarray:
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window: int, cap: float = 0.0) -> np.ndarray:
     """Causal grouped-query attention over positions 0..T-1, scores soft-capped by cap.
     q: [T, H, D]; k, v: [T, Hkv, D] -> [T, H, D]"""
     T, H, D = q.shape

@@ -19,10 +19,13 @@ import numpy as np
 import pytest
 
 from lamina.engine.context import Context, ContextError, Model
-from support.tiny_models import CONFIGS, GEMMA3, LLAMA, SPLIT_CASES, for_block
+from support.tiny_models import CONFIGS, LLAMA, SPLIT_CASES, for_block
 
 # gemma3: windows of 5 positions on two of its three layers, shorter than every sequence below
-ARCHS = {name: CONFIGS[name] for name in ("llama", "qwen2", "qwen3", "granite", "smollm3", "gemma2", "gemma3", "olmo2", "qwen3moe", "phi3")}
+ARCHS = {
+    name: CONFIGS[name]
+    for name in ("llama", "qwen2", "qwen3", "granite", "smollm3", "gemma2", "gemma3", "olmo2", "qwen3moe", "phi3")
+}
 # prompt lengths, long enough for several 16-position blocks each
 LENGTHS = (37, 12, 29, 44)
 # tokens a sequence gets per batch, cycled: prefill chunks and single decode steps mixed

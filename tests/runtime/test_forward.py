@@ -82,7 +82,9 @@ def test_hparams_from_metadata(tiny, name):
     assert hp.tied_output == cfg.tied and hp.rope_freqs == cfg.rope_freqs
     gemma = cfg.arch in ("gemma2", "gemma3")
     assert hp.rope_neox == (cfg.arch not in ("llama", "granite", "smollm3")) and hp.qkv_bias == (cfg.arch == "qwen2")
-    assert hp.qk_norm == (cfg.arch in ("gemma3", "qwen3", "qwen3moe", "olmo2")) and hp.post_norms == (gemma or cfg.arch == "olmo2")
+    assert hp.qk_norm == (cfg.arch in ("gemma3", "qwen3", "qwen3moe", "olmo2")) and hp.post_norms == (
+        gemma or cfg.arch == "olmo2"
+    )
     assert (hp.pre_norms, hp.qk_norm_whole) == ((False, True) if cfg.arch == "olmo2" else (True, False))
     assert hp.activation == ("gelu_tanh" if gemma else "silu")
     embd, attn, residual, logit = cfg.multipliers or (np.sqrt(cfg.n_embd) if gemma else 1.0, 1 / np.sqrt(cfg.hd), 1, 1)
@@ -429,7 +431,10 @@ def test_native_side_refuses_bad_calls_without_python_checks(tiny):
 
 def test_unsupported_architecture(tmp_path):
     path = write_tiny_model(tmp_path / "gpt2.gguf", replace(LLAMA, arch="gpt2"))
-    with pytest.raises(UnsupportedArchitectureError, match="gpt2.*supported: llama, granite, smollm3, qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3, olmo2"):
+    with pytest.raises(
+        UnsupportedArchitectureError,
+        match="gpt2.*supported: llama, granite, smollm3, qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3, olmo2",
+    ):
         Model.load(path)
 
 

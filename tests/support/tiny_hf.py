@@ -74,7 +74,13 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     # 8 experts, 2 a token; llama.cpp always renormalizes the 2 weights, as norm_topk_prob does
     "qwen3_moe": (
         QWEN,
-        {"head_dim": 32, "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "norm_topk_prob": True},
+        {
+            "head_dim": 32,
+            "num_experts": 8,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 32,
+            "norm_topk_prob": True,
+        },
     ),
     # a window shorter than the test's 40 tokens, and soft-caps tight enough to bend
     "gemma2": (

@@ -285,7 +285,7 @@ def write_tiny_model(
             X, Fe = cfg.n_expert, cfg.n_ff_exp
             # the router stays F32 as llama-quantize leaves it; scaled up so it has favourites
             add(n(MODEL_TENSOR.FFN_GATE_INP), 3.0 * _matrix(rng, X, E), "F32")
-            stack = lambda rows, cols: np.stack([_matrix(rng, rows, cols) for _ in range(X)])
+            stack = lambda rows, cols, X=X: np.stack([_matrix(rng, rows, cols) for _ in range(X)])
             add(n(MODEL_TENSOR.FFN_GATE_EXP), stack(Fe, E), cfg.qtype)
             add(n(MODEL_TENSOR.FFN_UP_EXP), stack(Fe, E), cfg.qtype)
             add(n(MODEL_TENSOR.FFN_DOWN_EXP), stack(E, Fe), cfg.qtype)
