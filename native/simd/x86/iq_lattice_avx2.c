@@ -144,54 +144,23 @@ static inline void iq1_m_sub(const block_iq1_m *x, int ib, __m256i *g, __m256i *
         }                                                                                                     \
     }
 
-/* the fp16 d of 8 consecutive blocks as floats (IQ1_M assembles its own) */
-#define IQ_D8(t, x, d8) \
-    float d8[8];        \
-    for (int b = 0; b < 8; b++) d8[b] = lm_iq_##t##_d(&(x)[b])
+/* the d of 8 consecutive blocks, and of one (IQ1_M assembles its own) */
+#define IQ_D8(t, x) iq_d8_##t(x)
+#define IQ_D1(t, x) lm_iq_##t##_d(x)
 
-/* one column and two to four: 8 blocks at a time, d * isum per block into
- * lane i % 8 with the reference's roundings, then the lanes' sum times factor */
-#define IQ_DEFINE_DOTS(t, factor)                                                                                      \
-    IQ_BLOCK_N(t)                                                                                                      \
-    LM_X4_INLINE void iq_dot_##t(int64_t n, const int ncol, float *s, size_t s_stride, const void *vx, const void *vy, \
-                                 size_t y_stride) {                                                                    \
-        const block_##t *x = vx;                                                                                       \
-        LM_X4_COLUMNS(block_q8_K, y, vy, y_stride, ncol);                                                              \
-        const int64_t nb = n / QK_K;                                                                                   \
-        __m256 acc[NCOL];                                                                                              \
-        for (int c = 0; c < ncol; c++) acc[c] = _mm256_setzero_ps();                                                   \
-        int64_t i = 0;                                                                                                 \
-        for (; i + 8 <= nb; i += 8) {                                                                                  \
-            __m256i sumi[NCOL][8];                                                                                     \
-            for (int b = 0; b < 8; b++) {                                                                              \
-                const block_q8_K *yb[NCOL];                                                                            \
-                for (int c = 0; c < ncol; c++) yb[c] = &y[c][i + b];                                                   \
-                __m256i bsumi[NCOL];                                                                                   \
-                t##_block_n(&x[i + b], yb, ncol, bsumi);                                                               \
-                for (int c = 0; c < ncol; c++) sumi[c][b] = bsumi[c];                                                  \
-            }                                                                                                          \
-            IQ_D8(t, x + i, d8);                                                                                       \
-            const __m256 xd = _mm256_loadu_ps(d8);                                                                     \
-            for (int c = 0; c < ncol; c++) {                                                                           \
-                const __m256 d = _mm256_mul_ps(xd, lm_y_scales8(&y[c][i]));                                            \
-                acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(d, _mm256_cvtepi32_ps(lm_totals8(sumi[c]))));             \
-            }                                                                                                          \
-        }                                                                                                              \
-        float lanes[NCOL][LM_KDOT_LANES];                                                                              \
-        for (int c = 0; c < ncol; c++) _mm256_storeu_ps(lanes[c], acc[c]);                                             \
-        for (; i < nb; i++) {                                                                                          \
-            const block_q8_K *yb[NCOL];                                                                                \
-            for (int c = 0; c < ncol; c++) yb[c] = &y[c][i];                                                           \
-            __m256i bsumi[NCOL];                                                                                       \
-            t##_block_n(&x[i], yb, ncol, bsumi);                                                                       \
-            const float xd = lm_iq_##t##_d(&x[i]);                                                                     \
-            for (int c = 0; c < ncol; c++) lanes[c][i % LM_KDOT_LANES] += xd * y[c][i].d * lm_hsum_i32_8(bsumi[c]);    \
-        }                                                                                                              \
-        for (int c = 0; c < ncol; c++) s[c * s_stride] = (factor) * lm_kdot_sum_lanes(lanes[c]);                       \
-    }                                                                                                                  \
-    void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *vx, const void *vy) {                                  \
-        iq_dot_##t(n, 1, s, 0, vx, vy, 0);                                                                             \
-    }                                                                                                                  \
+/* one column and two to four, the k-quants' driver (kquant_avx2.h) with the
+ * type's constant factor applied once to the sum */
+#define IQ_DEFINE_DOTS(t, factor)                                                     \
+    IQ_BLOCK_N(t)                                                                     \
+    static inline __m256 iq_d8_##t(const block_##t *x) {                              \
+        float d8[8];                                                                  \
+        for (int b = 0; b < 8; b++) d8[b] = lm_iq_##t##_d(&x[b]);                     \
+        return _mm256_loadu_ps(d8);                                                   \
+    }                                                                                 \
+    LM_DEFINE_X4_DRIVER(t, iq_dot_##t, IQ_D8, IQ_D1, factor)                          \
+    void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *vx, const void *vy) { \
+        iq_dot_##t(n, 1, s, 0, vx, vy, 0);                                            \
+    }                                                                                 \
     LM_DEFINE_X4(t, iq_dot_##t)
 
 IQ_DEFINE_DOTS(iq2_xxs, LM_IQ_DOT_FACTOR_IQ2)

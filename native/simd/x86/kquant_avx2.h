@@ -181,11 +181,15 @@ static inline __m128i lm_q4_K_summ(__m128i mins, const block_q8_K *y) {
         *s = lm_kdot_sum_lanes(lanes);                                                                         \
     }
 
-/* two to four columns (avx2.h) of LM_DEFINE_VEC_DOT_SCALES_ONLY, over
- * <t>_block_n(x, y[ncol], ncol, sumi[ncol]): each weight block unpacked once */
-#define LM_DEFINE_X4_SCALES_ONLY(t)                                                                                 \
-    LM_X4_INLINE void x4_##t(int64_t n, const int ncol, float *s, size_t s_stride, const void *vx, const void *vy,  \
-                             size_t y_stride) {                                                                     \
+/* The 2..4-column driver (avx2.h) over <t>_block_n(x, y[ncol], ncol,
+ * sumi[ncol]), each weight block unpacked once: 8 blocks at a time, d * isum
+ * per block into lane i % 8 with the reference's roundings, then the lanes'
+ * sum times factor. XD8(t, x) gives the d of 8 consecutive blocks as a
+ * __m256, XD1(t, x) one block's as a float (a type whose d is not an fp16
+ * field brings its own). */
+#define LM_DEFINE_X4_DRIVER(t, name, XD8, XD1, factor)                                                              \
+    LM_X4_INLINE void name(int64_t n, const int ncol, float *s, size_t s_stride, const void *vx, const void *vy,    \
+                           size_t y_stride) {                                                                       \
         const block_##t *x = vx;                                                                                    \
         LM_X4_COLUMNS(block_q8_K, y, vy, y_stride, ncol);                                                           \
         const int64_t nb = n / QK_K;                                                                                \
@@ -201,8 +205,7 @@ static inline __m128i lm_q4_K_summ(__m128i mins, const block_q8_K *y) {
                 t##_block_n(&x[i + b], yb, ncol, bsumi);                                                            \
                 for (int c = 0; c < ncol; c++) sumi[c][b] = bsumi[c];                                               \
             }                                                                                                       \
-            /* d is the block's last field: its dword is gathered from 2 bytes earlier */                           \
-            const __m256 xd = lm_half_high8(lm_gather8((const char *)&x[i].d - 2, (int)sizeof *x));                 \
+            const __m256 xd = XD8(t, &x[i]);                                                                        \
             for (int c = 0; c < ncol; c++) {                                                                        \
                 const __m256 d = _mm256_mul_ps(xd, lm_y_scales8(&y[c][i]));                                         \
                 acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(d, _mm256_cvtepi32_ps(lm_totals8(sumi[c]))));          \
@@ -215,11 +218,19 @@ static inline __m128i lm_q4_K_summ(__m128i mins, const block_q8_K *y) {
             for (int c = 0; c < ncol; c++) yb[c] = &y[c][i];                                                        \
             __m256i bsumi[NCOL];                                                                                    \
             t##_block_n(&x[i], yb, ncol, bsumi);                                                                    \
-            const float xd = lm_half_f32(x[i].d);                                                                   \
+            const float xd = XD1(t, &x[i]);                                                                         \
             for (int c = 0; c < ncol; c++) lanes[c][i % LM_KDOT_LANES] += xd * y[c][i].d * lm_hsum_i32_8(bsumi[c]); \
         }                                                                                                           \
-        for (int c = 0; c < ncol; c++) s[c * s_stride] = lm_kdot_sum_lanes(lanes[c]);                               \
-    }                                                                                                               \
+        for (int c = 0; c < ncol; c++) s[c * s_stride] = (factor) * lm_kdot_sum_lanes(lanes[c]);                    \
+    }
+
+/* d is the block's last field: its dword is gathered from 2 bytes earlier */
+#define LM_X4_HALF_D8(t, x) lm_half_high8(lm_gather8((const char *)&(x)->d - 2, (int)sizeof *(x)))
+#define LM_X4_HALF_D1(t, x) lm_half_f32((x)->d)
+
+/* the two to four columns of LM_DEFINE_VEC_DOT_SCALES_ONLY */
+#define LM_DEFINE_X4_SCALES_ONLY(t)                                    \
+    LM_DEFINE_X4_DRIVER(t, x4_##t, LM_X4_HALF_D8, LM_X4_HALF_D1, 1.0f) \
     LM_DEFINE_X4(t, x4_##t)
 
 /* The driver Q4_K and Q5_K share (their blocks differ only in the 5th bit):
