@@ -273,35 +273,41 @@ static void mm_slices(void *arg, int ith, int nth) {
     void *scratch = (char *)job->c->mm_scratch + (size_t)ith * job->c->mm_slice_bytes;
     for (int i = 0; i < job->n_out; i++) {
         const lm_mm_out *o = &job->out[i];
+        const float *x = o->x ? o->x : job->x;
+        const int64_t ncols = o->x ? o->ncols : job->ncols;
         int64_t r0, r1;
         lm_split_range(o->rows, ith, nth, &r0, &r1);
         if (r1 == r0) continue;
         int rc;
         if (o->w->type == LM_TYPE_GPTQ_INT4) {
-            rc = lm_gptq_matmul_into(NULL, LM_IMPL_AUTO, o->w->data, r0, r1, job->x, job->ncols, o->y + r0, o->rows,
-                                     scratch);
+            rc = lm_gptq_matmul_into(NULL, LM_IMPL_AUTO, o->w->data, r0, r1, x, ncols, o->y + r0, o->rows, scratch);
         } else {
             const lm_type_traits *t = lm_get_type_traits(o->w->type);
             const size_t row_bytes = (size_t)(job->n / t->blck_size) * t->type_size;
             rc = lm_matmul_into(NULL, LM_IMPL_AUTO, o->w->type, (const char *)o->w->data + r0 * row_bytes, r1 - r0,
-                                job->n, job->x, job->ncols, o->y + r0, o->rows, scratch);
+                                job->n, x, ncols, o->y + r0, o->rows, scratch);
         }
         if (rc) job->rc = rc;
     }
 }
 
 int lm_matmuls(lm_context *c, const float *x, int64_t n, int64_t ncols, const lm_mm_out *out, int n_out) {
-    if (ncols <= LM_SLICED_MATMUL_COLS && lm_threadpool_size(c->tp) > 1) {
+    int64_t most_cols = ncols;
+    for (int i = 0; i < n_out; i++)
+        if (out[i].x && out[i].ncols > most_cols) most_cols = out[i].ncols;
+    if (most_cols <= LM_SLICED_MATMUL_COLS && lm_threadpool_size(c->tp) > 1) {
         mm_job job = { .c = c, .x = x, .n = n, .ncols = ncols, .out = out, .n_out = n_out };
         lm_threadpool_run(c->tp, mm_slices, &job);
         return job.rc ? lm_set_error(job.rc, "matmul failed on a worker thread") : LM_OK;
     }
     for (int i = 0; i < n_out; i++) {
         const lm_matrix *w = out[i].w;
-        int rc = w->type == LM_TYPE_GPTQ_INT4 ? lm_gptq_matmul_into(c->tp, LM_IMPL_AUTO, w->data, 0, out[i].rows, x,
-                                                                    ncols, out[i].y, out[i].rows, c->mm_scratch)
-                                              : lm_matmul_into(c->tp, LM_IMPL_AUTO, w->type, w->data, out[i].rows, n, x,
-                                                               ncols, out[i].y, out[i].rows, c->mm_scratch);
+        const float *xi = out[i].x ? out[i].x : x;
+        const int64_t ci = out[i].x ? out[i].ncols : ncols;
+        int rc = w->type == LM_TYPE_GPTQ_INT4 ? lm_gptq_matmul_into(c->tp, LM_IMPL_AUTO, w->data, 0, out[i].rows, xi,
+                                                                    ci, out[i].y, out[i].rows, c->mm_scratch)
+                                              : lm_matmul_into(c->tp, LM_IMPL_AUTO, w->type, w->data, out[i].rows, n,
+                                                               xi, ci, out[i].y, out[i].rows, c->mm_scratch);
         if (rc) return rc;
     }
     return LM_OK;
@@ -319,14 +325,16 @@ static int layer_forward(fwd_job *job) {
 
     /* attention: xb holds attn_norm(x) */
     capture(job, 0, c->xb, p->n_embd);
-    const lm_mm_out qkv[3] = { { &l->wq, q_dim, c->q }, { &l->wk, kv_dim, c->k }, { &l->wv, kv_dim, c->v } };
+    const lm_mm_out qkv[3] = { { .w = &l->wq, .rows = q_dim, .y = c->q },
+                               { .w = &l->wk, .rows = kv_dim, .y = c->k },
+                               { .w = &l->wv, .rows = kv_dim, .y = c->v } };
     if ((rc = lm_matmuls(c, c->xb, p->n_embd, T, qkv, 3))) return rc;
     run(c, qkv_rows, job, T * (q_dim + kv_dim) * 8);
     const int64_t keys =
         l->sliding_window > 0 && l->sliding_window <= job->max_pos ? l->sliding_window : job->max_pos + 1;
     run(c, attention, job, T * p->n_head * hd * 4 * keys);
     capture(job, 1, c->att, q_dim);
-    const lm_mm_out o[1] = { { &l->wo, p->n_embd, c->xb } };
+    const lm_mm_out o[1] = { { .w = &l->wo, .rows = p->n_embd, .y = c->xb } };
     if ((rc = lm_matmuls(c, c->att, q_dim, T, o, 1))) return rc;
     job->post_norm = l->attn_post_norm;
     job->next_norm = l->ffn_norm;
@@ -341,18 +349,19 @@ static int layer_forward(fwd_job *job) {
         run(c, residual_rows, job, T * p->n_embd * 8);
         return LM_OK;
     }
-    const lm_mm_out gate_up[2] = { { &l->w_gate, p->n_ff, c->hb }, { &l->w_up, p->n_ff, c->hb2 } };
+    const lm_mm_out gate_up[2] = { { .w = &l->w_gate, .rows = p->n_ff, .y = c->hb },
+                                   { .w = &l->w_up, .rows = p->n_ff, .y = c->hb2 } };
     if ((rc = lm_matmuls(c, c->xb, p->n_embd, T, gate_up, 2))) return rc;
     run(c, ffn_act, job, T * p->n_ff * 16);
     capture(job, 3, c->hb, p->n_ff);
-    const lm_mm_out down[1] = { { &l->w_down, p->n_embd, c->xb } };
+    const lm_mm_out down[1] = { { .w = &l->w_down, .rows = p->n_embd, .y = c->xb } };
     if ((rc = lm_matmuls(c, c->hb, p->n_ff, T, down, 1))) return rc;
     /* only for Q8_K partners: their f32 block scale keeps the residual's
      * small magnitudes, where Q8_0/Q8_1's f16 scale would go subnormal */
     const lm_type_traits *down_t = lm_get_type_traits(l->w_down.type);   /* NULL for GPTQ: f32 activations */
     if (c->xb2 && down_t && down_t->vec_dot_type == LM_TYPE_Q8_K) {
         run(c, down_residual_rows, job, T * p->n_ff * 8);
-        const lm_mm_out second[1] = { { &l->w_down, p->n_embd, c->xb2 } };
+        const lm_mm_out second[1] = { { .w = &l->w_down, .rows = p->n_embd, .y = c->xb2 } };
         if ((rc = lm_matmuls(c, c->hb2, p->n_ff, T, second, 1))) return rc;
         run(c, add_second_pass, job, T * p->n_embd);
     }
@@ -406,7 +415,7 @@ int lm_forward(lm_context *c, const lm_batch *b, int32_t il0, int32_t il1, const
     if (il1 < p->n_layer || !logits || c->b_n_out == 0) return LM_OK;
     /* xb now holds output_norm(x) */
     gather_out_rows(c);
-    const lm_mm_out head[1] = { { &p->output, p->n_vocab, logits } };
+    const lm_mm_out head[1] = { { .w = &p->output, .rows = p->n_vocab, .y = logits } };
     int rc = lm_matmuls(c, c->xb, p->n_embd, c->b_n_out, head, 1);
     if (rc) return rc;
     const int64_t n_logits = (int64_t)c->b_n_out * p->n_vocab;

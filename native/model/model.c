@@ -309,18 +309,19 @@ lm_context *lm_context_create_range(lm_model *m, lm_context_params *cp, int32_t 
     c->hb2 = alloc_floats(B * p->n_ff);
     if (p->two_pass_down && !(c->xb2 = alloc_floats(B * p->n_embd))) goto nomem;
     if (p->n_expert > 0) {
-        const size_t k = (size_t)p->n_expert_used;
-        c->moe_logits = alloc_floats(B * (size_t)p->n_expert);
+        const size_t k = (size_t)p->n_expert_used, X = (size_t)p->n_expert;
+        c->moe_logits = alloc_floats(B * X);
         c->moe_sel = malloc(B * k * sizeof *c->moe_sel);
         c->moe_w = alloc_floats(B * k);
-        c->moe_rows = malloc(B * sizeof *c->moe_rows);
-        c->moe_row_w = alloc_floats(B);
-        c->moe_x = alloc_floats(B * p->n_embd);
-        c->moe_g = alloc_floats(B * (size_t)p->n_ff_exp);
-        c->moe_u = alloc_floats(B * (size_t)p->n_ff_exp);
-        c->moe_acc = alloc_floats(B * p->n_embd);
+        c->moe_rows = malloc(B * k * sizeof *c->moe_rows);
+        c->moe_row_w = alloc_floats(B * k);
+        c->moe_x = alloc_floats(B * k * p->n_embd);
+        c->moe_g = alloc_floats(B * k * (size_t)p->n_ff_exp);
+        c->moe_u = alloc_floats(B * k * (size_t)p->n_ff_exp);
+        c->moe_mm = malloc(2 * X * sizeof *c->moe_mm);
+        c->moe_first = malloc((X + 1) * sizeof *c->moe_first);
         if (!c->moe_logits || !c->moe_sel || !c->moe_w || !c->moe_rows || !c->moe_row_w || !c->moe_x || !c->moe_g ||
-            !c->moe_u || !c->moe_acc)
+            !c->moe_u || !c->moe_mm || !c->moe_first)
             goto nomem;
     }
     c->capture_il = -1;
@@ -379,7 +380,8 @@ void lm_context_free(lm_context *c) {
     free(c->moe_x);
     free(c->moe_g);
     free(c->moe_u);
-    free(c->moe_acc);
+    free(c->moe_mm);
+    free(c->moe_first);
     free(c->rope_cs);
     free(c->scores);
     free(c->kv_row);

@@ -25,6 +25,15 @@ struct lm_model {
     double *rope_inv_freq_long;   /* the same with rope_freqs_long, or NULL */
 };
 
+/* y = x W for matrices W that read the same activations x, or each its own */
+typedef struct {
+    const lm_matrix *w;
+    int64_t rows;
+    float *y;                     /* [ncols][rows] */
+    const float *x;               /* [ncols][n] this matrix's own input, or NULL: the shared one */
+    int64_t ncols;                /* with x: its columns */
+} lm_mm_out;
+
 struct lm_backend;
 
 struct lm_context {
@@ -63,12 +72,13 @@ struct lm_context {
     float *moe_logits;            /* [B][n_expert] router logits, then probabilities */
     int32_t *moe_sel;             /* [B][n_expert_used] each row's experts, ascending */
     float *moe_w;                 /* [B][n_expert_used] their weights */
-    int32_t *moe_rows;            /* [B] the rows routed to the expert being run */
-    float *moe_row_w;             /* [B] and their weights for it */
-    float *moe_x;                 /* [B][n_embd] those rows' inputs, then the expert's outputs */
-    float *moe_g;                 /* [B][n_ff_exp] gate, then act(gate) * up */
-    float *moe_u;                 /* [B][n_ff_exp] up */
-    float *moe_acc;               /* [B][n_embd] the mix */
+    int32_t *moe_rows;            /* [B * n_expert_used] the batch row of each row of moe_x */
+    float *moe_row_w;             /* [B * n_expert_used] and its weight for that expert */
+    float *moe_x;                 /* [B * n_expert_used][n_embd] rows by expert: inputs, then outputs */
+    float *moe_g;                 /* [B * n_expert_used][n_ff_exp] gate, then act(gate) * up */
+    float *moe_u;                 /* [B * n_expert_used][n_ff_exp] up */
+    lm_mm_out *moe_mm;            /* [2 * n_expert] the picked experts' matmuls of one step */
+    int32_t *moe_first;           /* [n_expert + 1] each expert's first row in moe_x */
     void *mm_scratch;             /* quantized activations for lm_matmul_into */
     size_t mm_slice_bytes;        /* per-thread part of mm_scratch for sliced matmuls */
 
@@ -103,15 +113,9 @@ int lm_context_decode_from(lm_context *c, const lm_batch *b, int32_t il0, const 
 
 /* -------------------------------------------------------- forward.c */
 
-/* y = x W for matrices W that read the same activations x */
-typedef struct {
-    const lm_matrix *w;
-    int64_t rows;
-    float *y;                     /* [ncols][rows] */
-} lm_mm_out;
-
-/* the n_out products of x [ncols][n] on the context's pool: few columns as
- * row slices of every matrix in one wake-up, else one threaded matmul each */
+/* the n_out products of x [ncols][n] (or each output's own x) on the
+ * context's pool: few columns as row slices of every matrix in one wake-up,
+ * else one threaded matmul each */
 int lm_matmuls(lm_context *c, const float *x, int64_t n, int64_t ncols, const lm_mm_out *out, int n_out);
 
 /* Layers [il0, il1) of a batch whose cells batch.c reserved: x from x_in, or

@@ -63,38 +63,59 @@ int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T) {
     const int64_t E = p->n_embd, F = p->n_ff_exp;
     const int k = p->n_expert_used;
     int rc;
-    const lm_mm_out router[1] = { { &l->moe_router, p->n_expert, c->moe_logits } };
+    const lm_mm_out router[1] = { { .w = &l->moe_router, .rows = p->n_expert, .y = c->moe_logits } };
     if ((rc = lm_matmuls(c, c->xb, E, T, router, 1))) return rc;
     route(c, T);
-    memset(c->moe_acc, 0, sizeof(float) * (size_t)(T * E));
+
+    /* the rows that picked each expert, gathered expert after expert */
+    int32_t n = 0;
     for (int e = 0; e < p->n_expert; e++) {
-        /* the rows that picked e, gathered, with their weights */
-        int64_t n_rows = 0;
+        c->moe_first[e] = n;
         for (int64_t t = 0; t < T; t++)
             for (int j = 0; j < k; j++)
                 if (c->moe_sel[t * k + j] == e) {
-                    c->moe_rows[n_rows] = (int32_t)t;
-                    c->moe_row_w[n_rows] = c->moe_w[t * k + j];
-                    memcpy(c->moe_x + n_rows * E, c->xb + t * E, sizeof(float) * (size_t)E);
-                    n_rows++;
+                    c->moe_rows[n] = (int32_t)t;
+                    c->moe_row_w[n] = c->moe_w[t * k + j];
+                    memcpy(c->moe_x + (int64_t)n * E, c->xb + t * E, sizeof(float) * (size_t)E);
+                    n++;
                 }
-        if (n_rows == 0) continue;
-        const lm_matrix gate = expert_matrix(&l->moe_gate, e, F, E), up = expert_matrix(&l->moe_up, e, F, E);
-        const lm_matrix down = expert_matrix(&l->moe_down, e, E, F);
-        const lm_mm_out gate_up[2] = { { &gate, F, c->moe_g }, { &up, F, c->moe_u } };
-        if ((rc = lm_matmuls(c, c->moe_x, E, n_rows, gate_up, 2))) return rc;
-        if (p->activation == LM_ACT_GELU_TANH)
-            lm_gelu_tanh_mul(c->moe_g, c->moe_u, n_rows * F);
-        else
-            lm_silu_mul(c->moe_g, c->moe_u, n_rows * F);
-        const lm_mm_out out[1] = { { &down, E, c->moe_x } };   /* the gathered input is spent */
-        if ((rc = lm_matmuls(c, c->moe_g, F, n_rows, out, 1))) return rc;
-        for (int64_t r = 0; r < n_rows; r++) {
-            float *acc = c->moe_acc + (int64_t)c->moe_rows[r] * E;
-            const float *y = c->moe_x + r * E, w = c->moe_row_w[r];
-            for (int64_t i = 0; i < E; i++) acc[i] += w * y[i];
-        }
     }
-    memcpy(c->xb, c->moe_acc, sizeof(float) * (size_t)(T * E));
+    c->moe_first[p->n_expert] = n;
+
+    /* every picked expert's gate and up in one call, then its down in one
+     * more: decode wakes the pool twice per layer, not three times per expert */
+    lm_matrix gate[LM_EXPERT_MAX], up[LM_EXPERT_MAX], down[LM_EXPERT_MAX];
+    int n_mm = 0;
+    for (int e = 0; e < p->n_expert; e++) {
+        const int32_t r0 = c->moe_first[e], rows = c->moe_first[e + 1] - r0;
+        if (rows == 0) continue;
+        gate[e] = expert_matrix(&l->moe_gate, e, F, E);
+        up[e] = expert_matrix(&l->moe_up, e, F, E);
+        const float *x = c->moe_x + (int64_t)r0 * E;
+        c->moe_mm[n_mm++] = (lm_mm_out){ &gate[e], F, c->moe_g + (int64_t)r0 * F, x, rows };
+        c->moe_mm[n_mm++] = (lm_mm_out){ &up[e], F, c->moe_u + (int64_t)r0 * F, x, rows };
+    }
+    if ((rc = lm_matmuls(c, NULL, E, 0, c->moe_mm, n_mm))) return rc;
+    if (p->activation == LM_ACT_GELU_TANH)
+        lm_gelu_tanh_mul(c->moe_g, c->moe_u, (int64_t)n * F);
+    else
+        lm_silu_mul(c->moe_g, c->moe_u, (int64_t)n * F);
+    n_mm = 0;
+    for (int e = 0; e < p->n_expert; e++) {
+        const int32_t r0 = c->moe_first[e], rows = c->moe_first[e + 1] - r0;
+        if (rows == 0) continue;
+        down[e] = expert_matrix(&l->moe_down, e, E, F);
+        /* the gathered inputs are spent: the outputs take their place */
+        c->moe_mm[n_mm++] = (lm_mm_out){ &down[e], E, c->moe_x + (int64_t)r0 * E, c->moe_g + (int64_t)r0 * F, rows };
+    }
+    if ((rc = lm_matmuls(c, NULL, F, 0, c->moe_mm, n_mm))) return rc;
+
+    /* each row's mix, its experts in id order */
+    memset(c->xb, 0, sizeof(float) * (size_t)(T * E));
+    for (int32_t r = 0; r < n; r++) {
+        float *acc = c->xb + (int64_t)c->moe_rows[r] * E;
+        const float *y = c->moe_x + (int64_t)r * E, w = c->moe_row_w[r];
+        for (int64_t i = 0; i < E; i++) acc[i] += w * y[i];
+    }
     return LM_OK;
 }
