@@ -66,6 +66,20 @@ static inline __m256 lm_mul_sum_i8_pairs_f32(__m256i x, __m256i y) {
 
 static inline float lm_half_f32(lm_half h) { return _cvtsh_ss(h); }
 
+/* lane b = total of the 8 lanes of v[b] */
+static inline __m256i lm_totals8(const __m256i v[8]) {
+    const __m256i t03 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i t47 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(t03, t47, 0x20), _mm256_permute2x128_si256(t03, t47, 0x31));
+}
+
+/* the dwords at `first` and every `stride` bytes after it, 8 of them */
+static inline __m256i lm_gather8(const void *first, int stride) {
+    const __m256i idx =
+        _mm256_setr_epi32(0, stride, 2 * stride, 3 * stride, 4 * stride, 5 * stride, 6 * stride, 7 * stride);
+    return _mm256_i32gather_epi32((const int *)first, idx, 1);
+}
+
 /* ------------------------------------------------- four-column kernels */
 /* lm_vec_dot_x4_<t>_avx2(n, ncol, s, s_stride, x, y, y_stride) sets
  * s[c * s_stride] = dot(x, y + c * y_stride) for c = 0..ncol-1, 2 <= ncol <= 4.

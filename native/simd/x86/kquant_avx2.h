@@ -57,13 +57,6 @@ static inline __m128i lm_add_halves(__m256i v) {
     return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
 }
 
-/* lane b = total of the 8 lanes of v[b] */
-static inline __m256i lm_totals8(const __m256i v[8]) {
-    const __m256i t03 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    const __m256i t47 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(t03, t47, 0x20), _mm256_permute2x128_si256(t03, t47, 0x31));
-}
-
 /* lane b = total of the 4 lanes of v[b] */
 static inline __m256i lm_totals8_x4(const __m128i v[8]) {
     const __m128i t03 = _mm_hadd_epi32(_mm_hadd_epi32(v[0], v[1]), _mm_hadd_epi32(v[2], v[3]));
@@ -72,13 +65,6 @@ static inline __m256i lm_totals8_x4(const __m128i v[8]) {
 }
 
 /* ------------------------------------------- k-quant float helpers */
-/* the dwords at `first` and every `stride` bytes after it, 8 of them */
-static inline __m256i lm_gather8(const void *first, int stride) {
-    const __m256i idx =
-        _mm256_setr_epi32(0, stride, 2 * stride, 3 * stride, 4 * stride, 5 * stride, 6 * stride, 7 * stride);
-    return _mm256_i32gather_epi32((const int *)first, idx, 1);
-}
-
 /* y.d of 8 consecutive Q8_K blocks */
 static inline __m256 lm_y_scales8(const block_q8_K *y) {
     return _mm256_castsi256_ps(lm_gather8(&y->d, (int)sizeof(block_q8_K)));
