@@ -13,13 +13,16 @@
 
 #include "simd/x86/avx2.h"
 
-/* Blocks fetched ahead by the one-column dots (only: with several columns
- * the kernel is compute-bound, and the prefetches cost prefill ~6%). In decode every weight is read
+/* Blocks fetched ahead by the dots, one prefetch a block. In decode every weight is read
  * once and a row is a few hundred bytes, so the loads of the next row wait on
  * memory; fetching 16 blocks ahead took one column of a large Q4_0/Q4_1/Q8_0
  * matrix from 12-16 to 18-19 (Q4) and 27-34 to 38 (Q8_0) GB/s on 2 threads of a
  * KVM Xeon guest (`lamina bench-kernels`, 64 MiB matrices). A prefetch never
- * faults, so running past the row's end is harmless. */
+ * faults, so running past the row's end is harmless. The few-column kernel
+ * prefetches too: decode of 4 sequences of Qwen2.5-0.5B 58 -> 73 t/s, at ~6%
+ * of prefill (pp512 142 -> 134), where the rows are read again for each
+ * group of columns; a prefetch a cache line (at each group of 8 blocks) kept
+ * neither. */
 #define LM_LEGACY_PREFETCH 16
 
 /* unsigned bytes ax times signed bytes sy, summed in fours: 8 int32 lanes */
@@ -64,7 +67,7 @@ static inline void lm_legacy_scales8(const void *first_d, int stride, __m256 *d,
     for (; i + 8 <= nb; i += 8) {                                                                                     \
         __m256i sumi[NCOL][8];                                                                                        \
         for (int b = 0; b < 8; b++) {                                                                                 \
-            if (ncol == 1) _mm_prefetch((const char *)&x[i + b + LM_LEGACY_PREFETCH], _MM_HINT_T0);                   \
+            _mm_prefetch((const char *)&x[i + b + LM_LEGACY_PREFETCH], _MM_HINT_T0);                                  \
             const __m256i qx = bytes(&x[i + b]);                                                                      \
             const __m256i ax = SIGNED ? _mm256_sign_epi8(qx, qx) : qx;                                                \
             for (int c = 0; c < ncol; c++) {                                                                          \
