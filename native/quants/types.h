@@ -52,7 +52,7 @@
     X(Q4_0,    q4_0,    QK4_0,    block_q4_0,    Q8_0,   QUANT, 0,       1, 1)          \
     X(Q4_1,    q4_1,    QK4_1,    block_q4_1,    Q8_1,   QUANT, 0,       1, 1)          \
     X(Q5_0,    q5_0,    QK5_0,    block_q5_0,    Q8_0,   QUANT, 0,       1, 1)          \
-    X(Q5_1,    q5_1,    QK5_1,    block_q5_1,    Q8_1,   QUANT, 0,       1, 1)          \
+    X(Q5_1,    q5_1,    QK5_1,    block_q5_1,    Q8_1,   QUANT, 0,       0, 1)          \
     X(Q8_0,    q8_0,    QK8_0,    block_q8_0,    Q8_0,   QUANT, 1,       1, 1)          \
     X(Q8_1,    q8_1,    QK8_1,    block_q8_1,    Q8_1,   ACT,   1,       0, 0)          \
     X(Q2_K,    q2_K,    QK_K,     block_q2_K,    Q8_K,   QUANT, 0,       0, 1)          \

@@ -30,7 +30,6 @@ X4_TYPES = {
     T.Q8_0: 544,
     T.Q4_0: 544,
     T.Q4_1: 544,
-    T.Q5_1: 544,
     T.MXFP4: 544,
 }
 ROWS = 19  # not a multiple of matmul's 16-row tiles

@@ -9,4 +9,5 @@ static inline __m256i q4_0_bytes(const block_q4_0 *x) {
     return _mm256_sub_epi8(lm_bytes_from_nibbles_32(x->qs), _mm256_set1_epi8(8));
 }
 
-LM_DEFINE_LEGACY_DOTS(q4_0, block_q8_0, q4_0_bytes, 1, 0)
+LM_DEFINE_VEC_DOT_I8(q4_0, q4_0_bytes)
+LM_DEFINE_VEC_DOT_X4_I8(q4_0, q4_0_bytes)

@@ -11,4 +11,5 @@ static inline __m256i q5_0_bytes(const block_q5_0 *x) {
     return _mm256_or_si256(lm_bytes_from_nibbles_32(x->qs), hi);
 }
 
-LM_DEFINE_LEGACY_DOTS(q5_0, block_q8_0, q5_0_bytes, 1, 0)
+LM_DEFINE_VEC_DOT_I8(q5_0, q5_0_bytes)
+LM_DEFINE_VEC_DOT_X4_I8(q5_0, q5_0_bytes)

@@ -9,4 +9,4 @@ static inline __m256i q5_1_bytes(const block_q5_1 *x) {
     return _mm256_or_si256(lm_bytes_from_nibbles_32(x->qs), hi);
 }
 
-LM_DEFINE_LEGACY_DOTS(q5_1, block_q8_1, q5_1_bytes, 0, 1)
+LM_DEFINE_VEC_DOT_U8_MIN(q5_1, q5_1_bytes)
