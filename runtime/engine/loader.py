@@ -574,20 +574,22 @@ class NativeModel:
             data, ggml_type = self._override(name, (ne[0], ne[1])), GGMLQuantizationType.F32
         else:
             data, ggml_type = self.gguf.tensor_bytes(name), info.ggml_type
-        buf = self._ffi.from_buffer(data)
-        self._keep += [data, buf]
-        m = self._ffi.new("lm_matrix *", {"data": buf, "type": int(ggml_type)})
-        self._keep.append(m)
-        return m[0]
+        return self._view_matrix(data, ggml_type)
 
     def _rows(self, name: str, ne: tuple[int, int], row0: int, n_rows: int) -> Any:
         """Rows [row0, row0 + n_rows) of a fused matrix of shape ne, as a matrix of its own (no copy)."""
         info = _check_tensor(self.gguf, name, ne, self.hparams.arch)
         data = self.gguf.tensor_bytes(name).reshape(ne[1], -1)  # [rows, row bytes]
-        part = data[row0 : row0 + n_rows]
-        buf = self._ffi.from_buffer(part)
-        self._keep += [part, buf]
-        m = self._ffi.new("lm_matrix *", {"data": buf, "type": int(info.ggml_type)})
+        return self._view_matrix(data[row0 : row0 + n_rows], info.ggml_type)
+
+    def _view_matrix(self, data: np.ndarray, ggml_type: int) -> Any:
+        """An lm_matrix over data (no copy); data is kept alive with the model."""
+        buf = self._ffi.from_buffer(data)
+        self._keep += [data, buf]
+        return self._lm_matrix(buf, ggml_type)
+
+    def _lm_matrix(self, ptr: Any, ggml_type: int) -> Any:
+        m = self._ffi.new("lm_matrix *", {"data": ptr, "type": int(ggml_type)})
         self._keep.append(m)
         return m[0]
 
@@ -604,9 +606,7 @@ class NativeModel:
             )
         packed = GPTQMatrix(gptq.qweight, gptq.scales, gptq.qzeros, gptq.g_idx, gptq.group_size, name=gptq.name)
         self._keep.append(packed)
-        m = self._ffi.new("lm_matrix *", {"data": packed.native, "type": int(lib.LM_TYPE_GPTQ_INT4)})
-        self._keep.append(m)
-        return m[0]
+        return self._lm_matrix(packed.native, lib.LM_TYPE_GPTQ_INT4)
 
     def _override(self, name: str, ne: tuple[int, int]) -> np.ndarray:
         """The caller's f32 [rows, cols] replacement of a weight matrix (GPTQ
