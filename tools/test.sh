@@ -34,6 +34,9 @@ if ! ls "$wheels"/llama_cpp_python-$llcpp-*.whl >/dev/null 2>&1; then
   CMAKE_ARGS="$llcpp_flags" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
     "$py" -m pip wheel -q --no-deps "$cache/sdist/llama_cpp_python-$llcpp.tar.gz" -w "$wheels"
 fi
+# with its dependencies; then again over any same-version build already installed
+# (one with AMX would crash here, and pip would keep it)
+pip_q "$wheels"/llama_cpp_python-$llcpp-*.whl
 pip_q --force-reinstall --no-deps "$wheels"/llama_cpp_python-$llcpp-*.whl
 
 # lamina with its test and server extras (builds the native core; liblamina_cuda too where nvcc is)
