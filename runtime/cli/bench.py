@@ -1,13 +1,17 @@
 """bench: prompt processing and generation speed, measured like llama-bench.
 
-pp<N>: N prompt tokens evaluated in batches from an empty cache; tg<N>: N
-tokens decoded one at a time from an empty cache. Each test runs once to
-warm up, then -r times; tokens/s is reported as mean ± sd over those runs,
-in llama-bench's table columns or (--json) its JSON record fields.
-With --llama-cpp the same tests run on llama.cpp (llama-cpp-python) in the
-same process, for a side-by-side ratio.
+pp<N>: N prompt tokens evaluated in batches; tg<N>: N tokens decoded one at
+a time; both from an empty cache, or with -d D ("pp512 @ d4096", as
+llama-bench's -d) after D cached tokens, which are computed once and kept
+(each run cuts the cache back to them). Each test runs once to warm up, then
+-r times; the table shows the median tokens/s (the machines are noisy) and
+the sd, the JSON records llama-bench's fields plus median_ts. With
+--llama-cpp the same tests run on llama.cpp (llama-cpp-python) in the same
+process, for a side-by-side ratio of the medians. For tg the table also
+shows the memory-bandwidth bound: weight and KV-cache bytes one token reads,
+over the read bandwidth measured in the same run (lamina bench-kernels').
 
-    bin/bench -m MODEL [-p 512] [-n 128] [-t 2] [-r 3] [--json] [--llama-cpp]
+    bin/bench -m MODEL [-p 512] [-n 128] [-d 0,4096] [-t 2] [-r 3] [--json] [--llama-cpp]
 """
 
 from __future__ import annotations
@@ -47,8 +51,8 @@ class LaminaRunner:
         self.gpu_layers = self.context.offload.gpu_layers
         self.backend = "CPU" if not self.gpu_layers else f"CPU+{self.context.offload.device}"
 
-    def reset(self) -> None:
-        self.context.truncate(0)
+    def truncate(self, n_keep: int) -> None:
+        self.context.truncate(n_keep)
 
     def eval(self, tokens: list[int]) -> None:
         self.context.eval(tokens)
@@ -77,19 +81,29 @@ class LlamaCppRunner:
         self.n_vocab = self.llm.n_vocab()
         self.backend = "CPU" if not llama_cpp.llama_supports_gpu_offload() or not self.gpu_layers else "GPU"
 
-    def reset(self) -> None:
-        self.llm.reset()
-        self.llm._ctx.kv_cache_clear()
+    def truncate(self, n_keep: int) -> None:
+        if n_keep == 0:
+            self.llm.reset()
+            self.llm._ctx.kv_cache_clear()
+        else:  # llama-cpp-python's eval drops every cached position from n_tokens on
+            self.llm.n_tokens = n_keep
 
     def eval(self, tokens: list[int]) -> None:
         self.llm.eval(tokens)
 
 
-def run_test(runner, n_prompt: int, n_gen: int, reps: int, rng) -> list[float]:
-    """Seconds per repetition (after one warm-up run)."""
+def fill_depth(runner, n_depth: int, rng) -> None:
+    """The -d tokens every test at that depth starts from (not timed)."""
+    runner.truncate(0)
+    if n_depth:
+        runner.eval(rng.integers(0, runner.n_vocab, n_depth).tolist())
+
+
+def run_test(runner, n_prompt: int, n_gen: int, n_depth: int, reps: int, rng) -> list[float]:
+    """Seconds per repetition (after one warm-up run), each from n_depth cached tokens."""
 
     def once() -> float:
-        runner.reset()
+        runner.truncate(n_depth)
         tokens = rng.integers(0, runner.n_vocab, n_prompt + n_gen).tolist()
         t0 = time.perf_counter()
         if n_prompt:
@@ -102,7 +116,9 @@ def run_test(runner, n_prompt: int, n_gen: int, reps: int, rng) -> list[float]:
     return [once() for _ in range(reps)]
 
 
-def record(runner, path: str, model_info: dict, args, n_prompt: int, n_gen: int, seconds: list[float]) -> dict:
+def record(
+    runner, path: str, model_info: dict, args, n_prompt: int, n_gen: int, n_depth: int, seconds: list[float]
+) -> dict:
     n = n_prompt + n_gen
     ts = [n / s for s in seconds]
     ns = [int(s * 1e9) for s in seconds]
@@ -122,11 +138,13 @@ def record(runner, path: str, model_info: dict, args, n_prompt: int, n_gen: int,
         "use_mmap": True,
         "n_prompt": n_prompt,
         "n_gen": n_gen,
+        "n_depth": n_depth,
         "test_time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "avg_ns": int(statistics.mean(ns)),
         "stddev_ns": int(statistics.stdev(ns)) if len(ns) > 1 else 0,
         "avg_ts": statistics.mean(ts),
         "stddev_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0,
+        "median_ts": statistics.median(ts),
         "samples_ns": ns,
         "samples_ts": ts,
     }
@@ -153,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", "--n-prompt", type=int, default=512)
     ap.add_argument("-n", "--n-gen", type=int, default=128)
     ap.add_argument("-t", "--threads", type=checked(options.n_threads), default=available_cpus())
+    ap.add_argument("-d", "--n-depth", default="0", help="cached tokens before each test, comma-separated (0,4096)")
     ap.add_argument("-b", "--batch-size", type=int, default=512)
     ap.add_argument("-r", "--repetitions", type=int, default=5)
     ap.add_argument("--json", action="store_true", help="print llama-bench's JSON records")
@@ -176,8 +195,9 @@ def _bench(args) -> int:
         raise ValueError("-r must be >= 1, -p and -n >= 0")
     path = str(resolve_model(args.model))
     info = model_info(path)
+    depths = _depths(args.n_depth)
     tests = [(args.n_prompt, 0)] * bool(args.n_prompt) + [(0, args.n_gen)] * bool(args.n_gen)
-    n_ctx = max(args.n_prompt, args.n_gen, 1)
+    n_ctx = max(depths) + max(args.n_prompt, args.n_gen, 1)
     runners: list[Callable] = [LaminaRunner] + ([LlamaCppRunner] if args.llama_cpp else [])
     from lamina.engine.offload import parse_gpu_layers
 
@@ -185,32 +205,64 @@ def _bench(args) -> int:
     records = []
     for make, ngl in ((m, n) for n in ngl_values for m in runners):
         runner = make(path, args.threads, n_ctx, args.batch_size, ngl)
-        for n_prompt, n_gen in tests:
-            secs = run_test(runner, n_prompt, n_gen, args.repetitions, np.random.default_rng(0))
-            records.append(record(runner, path, info, args, n_prompt, n_gen, secs))
+        for n_depth in depths:
+            fill_depth(runner, n_depth, np.random.default_rng(1))
+            for n_prompt, n_gen in tests:
+                secs = run_test(runner, n_prompt, n_gen, n_depth, args.repetitions, np.random.default_rng(0))
+                records.append(record(runner, path, info, args, n_prompt, n_gen, n_depth, secs))
         del runner
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
-    print_table(records, info)
+    bandwidth = None
+    if args.n_gen:
+        from lamina.cli.bench_kernels import measure_bandwidth
+
+        bandwidth = measure_bandwidth(args.threads, 3) * 1e9
+    print_table(records, info, bandwidth)
     return 0
 
 
-def print_table(records: list[dict], info: dict) -> None:
+def _depths(text: str) -> list[int]:
+    try:
+        depths = [int(v) for v in str(text).split(",")]
+    except ValueError:
+        raise ValueError(f"-d/--n-depth: expected comma-separated integers, got {text!r}") from None
+    if not depths or min(depths) < 0:
+        raise ValueError(f"-d/--n-depth: expected integers >= 0, got {text!r}")
+    return depths
+
+
+def test_name(r: dict) -> str:
+    """llama-bench's spelling: pp512, tg128, pp512 @ d4096."""
+    name = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+    return name + (f" @ d{r['n_depth']}" if r["n_depth"] else "")
+
+
+def print_table(records: list[dict], info: dict, bandwidth: float | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from lamina.cli.bench_bound import decode_bytes
+
     table = Table(box=None)
-    for col in ("engine", "model", "size", "params", "backend", "ngl", "threads", "test", "t/s"):
-        table.add_column(col, justify="right" if col in ("size", "params", "ngl", "threads", "t/s") else "left")
+    cols = ("engine", "model", "size", "params", "backend", "ngl", "threads", "test", "t/s (median)")
+    for col in cols + (("bandwidth bound",) if bandwidth else ()):
+        table.add_column(col, justify="left" if col in ("engine", "model", "backend", "test") else "right")
     base = {}
     for r in records:
-        test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
-        tps = f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f}"
+        test = test_name(r)
+        tps = f"{r['median_ts']:.2f} ± {r['stddev_ts']:.2f}"
         if r["build_commit"] == "lamina":
-            base[test] = r["avg_ts"]
+            base[test] = r["median_ts"]
         elif test in base:
-            tps += f"  (lamina {base[test] / r['avg_ts']:.2f}x)"
+            tps += f"  (lamina {base[test] / r['median_ts']:.2f}x)"
+        bound = []
+        if bandwidth:
+            bound = [""]
+            if r["n_gen"] and r["n_gpu_layers"] == 0:
+                limit = bandwidth / decode_bytes(r["model_filename"], r["n_depth"], r["n_gen"])
+                bound = [f"{limit:.1f} t/s, at {100 * r['median_ts'] / limit:.0f}%"]
         table.add_row(
             r["build_commit"],
             info["type"],
@@ -221,6 +273,7 @@ def print_table(records: list[dict], info: dict) -> None:
             str(r["n_threads"]),
             test,
             tps,
+            *bound,
         )
     console = Console()
     if not console.is_terminal:
