@@ -32,6 +32,7 @@ static void iq2_xxs_block(const lm_iq_lattice *g, const float *x, const float *q
         float scale = lm_make_qp_quants(32, IQ2_NMAX + 1, xval, Lqp, w);
         const float eff_max = scale * IQ2_NMAX;
         if (eff_max <= 0) continue;
+        memset(L, 0, sizeof L); /* ggml leaves L as it was; it is rewritten unless x holds NaN */
         scale = lm_iq_search_scale(&search, xval, w, waux, eff_max, scale, L);
         if (scale < 0) { /* only with negative importances: positive scales, flipped signs */
             scale = -scale;
