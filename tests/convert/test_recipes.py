@@ -38,16 +38,20 @@ def _mix_for(file_type: int):
     return next(m for m in MIXES.values() if int(m.ftype) == file_type)
 
 
-@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b"])
-def test_types_of_the_published_files(model: str) -> None:
-    g = GGUFFile(fetch_model(model))
+def _model_shape(g: GGUFFile) -> ModelShape:
     arch = g.architecture
-    shape = ModelShape(
+    return ModelShape(
         g.get(f"{arch}.block_count"),
         g.get(f"{arch}.attention.head_count"),
         g.get(f"{arch}.attention.head_count_kv"),
         is_70b=False,
     )
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b"])
+def test_types_of_the_published_files(model: str) -> None:
+    g = GGUFFile(fetch_model(model))
+    shape = _model_shape(g)
     # the converter wrote every tensor as f32 before llama-quantize saw it
     specs = [TensorSpec(t.name, t.ne, Q.F32) for t in g.tensors]
     types = choose_types(specs, _mix_for(g.get("general.file_type")), shape)
@@ -214,13 +218,7 @@ def test_iq_mixes_are_llama_quantize_s(model: str, mix: str, tmp_path: Path) -> 
         pytest.skip("llama.cpp's llama-quantize is not built (tools/build_llama_cpp.sh)")
     path = fetch_model(model)
     g = GGUFFile(path)
-    arch = g.architecture
-    shape = ModelShape(
-        g.get(f"{arch}.block_count"),
-        g.get(f"{arch}.attention.head_count"),
-        g.get(f"{arch}.attention.head_count_kv"),
-        is_70b=False,
-    )
+    shape = _model_shape(g)
     infos = {t.name: t for t in g.tensors}
     specs = [TensorSpec(n, infos[n].ne, infos[n].ggml_type) for n in tensor_order(list(infos))]
     assert choose_types(specs, get_mix(mix), shape) == _dry_run_types(exe, path, mix, tmp_path)
