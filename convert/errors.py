@@ -34,5 +34,10 @@ class OutputExistsError(ConvertError):
     """The output file exists and --force was not given."""
 
 
+class ImatrixRequiredError(ConvertError):
+    """The mix gives some tensor a type llama-quantize writes only with an
+    importance matrix (IQ1_S .. IQ2_S, IQ3_XXS), and none was given."""
+
+
 class QuantizeInputError(ConvertError):
     """A GGUF given to `quantize` cannot be requantized as asked."""

@@ -10,9 +10,14 @@ mixes lamina writes and for dense (non-MoE) models without an imatrix:
 - TQ1_0/TQ2_0 give an untied token_embd.weight Q4_K; MXFP4_MOE (llama-quantize's
   name for its MXFP4 mix) gives MXFP4 only to stacked expert tensors (ne[2] > 1)
   and Q8_0 to every other quantized tensor, the output head included;
+- the i-quant mixes (IQ1_S .. IQ3_M) mix lattice types with K-quants per
+  tensor role; IQ1_S, IQ1_M, IQ2_*, IQ3_XXS and IQ3_XS write tensors whose
+  type llama-quantize refuses to make without an importance matrix
+  (`imatrix_required`); `choose_types(has_imatrix=...)` changes IQ3_XXS's
+  attn_v and ffn_down as llama-quantize's has_imatrix does;
 - a type whose block does not divide the row length falls back to a smaller
   block (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K/TQ1_0/TQ2_0 ->
-  Q4_0) and then to F16.
+  Q4_0, the i-quants -> IQ4_NL) and then to F16.
 Layer counters run in llama-quantize's tensor order (`tensor_order`).
 """
 
@@ -25,7 +30,7 @@ from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as Q
 from gguf import LlamaFileType as F
 
-from lamina.convert.errors import ConvertError
+from lamina.convert.errors import ConvertError, ImatrixRequiredError
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,16 @@ MIXES: dict[str, Mix] = {
         Mix("tq1_0", F.MOSTLY_TQ1_0, Q.TQ1_0),
         Mix("tq2_0", F.MOSTLY_TQ2_0, Q.TQ2_0),
         Mix("mxfp4_moe", F.MOSTLY_MXFP4_MOE, Q.MXFP4),
+        Mix("iq2_xxs", F.MOSTLY_IQ2_XXS, Q.IQ2_XXS),
+        Mix("iq2_xs", F.MOSTLY_IQ2_XS, Q.IQ2_XS),
+        Mix("iq2_s", F.MOSTLY_IQ2_S, Q.IQ2_XS),  # sic: llama_ftype_get_default_type
+        Mix("iq2_m", F.MOSTLY_IQ2_M, Q.IQ2_S),
+        Mix("iq3_xxs", F.MOSTLY_IQ3_XXS, Q.IQ3_XXS),
+        Mix("iq3_xs", F.MOSTLY_IQ3_XS, Q.IQ3_S),
+        Mix("iq3_s", F.MOSTLY_IQ3_S, Q.IQ3_S),
+        Mix("iq3_m", F.MOSTLY_IQ3_M, Q.IQ3_S),
+        Mix("iq1_s", F.MOSTLY_IQ1_S, Q.IQ1_S),
+        Mix("iq1_m", F.MOSTLY_IQ1_M, Q.IQ1_M),
     )
 }
 # shorthands: --q4_k means the mix llama.cpp recommends
@@ -112,11 +127,16 @@ def allows_quantization(t: TensorSpec) -> bool:
     )
 
 
-def choose_types(tensors: list[TensorSpec], mix: Mix, shape: ModelShape, pure: bool = False) -> dict[str, Q]:
-    """Target type per tensor name; `tensors` must be in tensor_order."""
+def choose_types(
+    tensors: list[TensorSpec], mix: Mix, shape: ModelShape, pure: bool = False, has_imatrix: bool = False
+) -> dict[str, Q]:
+    """Target type per tensor name; `tensors` must be in tensor_order.
+    has_imatrix: an importance matrix will be given (llama-quantize's
+    has_imatrix); imatrix_required says which tensors then need one."""
     state = _Counters(
         n_attn_v=sum(_category(t.name) == "attn_v" for t in tensors),
         tied=not any(t.name == "output.weight" for t in tensors),
+        has_imatrix=has_imatrix,
     )
     out: dict[str, Q] = {}
     for t in tensors:
@@ -136,8 +156,11 @@ def choose_types(tensors: list[TensorSpec], mix: Mix, shape: ModelShape, pure: b
 class _Counters:
     n_attn_v: int
     tied: bool
+    has_imatrix: bool = False
     i_attn_v: int = 0
     i_ffn_down: int = 0
+    i_ffn_gate: int = 0
+    i_ffn_up: int = 0
 
 
 def _category(name: str) -> str:
@@ -164,20 +187,38 @@ def _use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
+# the 1- and 2-bit i-quant mixes, which llama_tensor_get_type treats as one family
+_IQ_LOW = (F.MOSTLY_IQ2_XXS, F.MOSTLY_IQ2_XS, F.MOSTLY_IQ1_S, F.MOSTLY_IQ2_S, F.MOSTLY_IQ2_M, F.MOSTLY_IQ1_M)
+# the output head gets Q5_K in these (Q6_K in the others)
+_OUTPUT_Q5_K = (*_IQ_LOW, F.MOSTLY_IQ3_XXS)
+
+
 def _mix_rule(s: _Counters, t: TensorSpec, mix: Mix, shape: ModelShape, new: Q) -> Q:
     cat, f = _category(t.name), mix.ftype
     if cat == "output" or (s.tied and cat == "token_embd"):
         if f == F.MOSTLY_MXFP4_MOE or t.ne[0] % _block(new) != 0:
             return Q.Q8_0
+        if f in _OUTPUT_Q5_K:
+            return Q.Q5_K
         return new if new == Q.Q8_0 else Q.Q6_K
     if f == F.MOSTLY_MXFP4_MOE:
         # MXFP4 for the stacked expert tensors (ne[2] experts), Q8_0 for the rest
         return Q.MXFP4 if len(t.ne) > 2 and t.ne[2] > 1 else Q.Q8_0
     if cat == "token_embd":
+        if f in (F.MOSTLY_IQ2_XXS, F.MOSTLY_IQ2_XS, F.MOSTLY_IQ1_S, F.MOSTLY_IQ1_M):
+            return Q.Q2_K
+        if f in (F.MOSTLY_IQ2_S, F.MOSTLY_IQ2_M, F.MOSTLY_IQ3_XXS):
+            return Q.IQ3_S
         return Q.Q4_K if f in (F.MOSTLY_TQ1_0, F.MOSTLY_TQ2_0) else new
+    if f in _IQ_LOW:
+        return _iq_low_rule(s, cat, f, shape, new)
     if cat == "attn_v":
         if f == F.MOSTLY_Q2_K:
             new = Q.Q4_K if shape.n_gqa >= 4 else Q.Q3_K
+        elif f == F.MOSTLY_IQ3_XXS:
+            new = Q.Q4_K if shape.n_gqa >= 4 else Q.IQ3_XXS if s.has_imatrix else Q.IQ3_S
+        elif f == F.MOSTLY_IQ3_M or (f in (F.MOSTLY_IQ3_XS, F.MOSTLY_IQ3_S) and shape.n_gqa >= 4):
+            new = Q.Q4_K
         elif f == F.MOSTLY_Q3_K_M:
             new = Q.Q5_K if s.i_attn_v < 2 else Q.Q4_K
         elif f == F.MOSTLY_Q3_K_L:
@@ -189,12 +230,21 @@ def _mix_rule(s: _Counters, t: TensorSpec, mix: Mix, shape: ModelShape, new: Q) 
         if shape.is_70b and new in (Q.Q3_K, Q.Q4_K):
             new = Q.Q5_K
         s.i_attn_v += 1
+    elif cat in ("attn_k", "attn_q"):
+        if f == F.MOSTLY_IQ3_XS:
+            new = Q.IQ3_XXS
+        elif f == F.MOSTLY_IQ3_XXS:
+            new = Q.IQ2_S
     elif cat == "ffn_down":
         i, n = s.i_ffn_down, shape.n_layer
         if f == F.MOSTLY_Q2_K:
             new = Q.Q3_K
+        elif f == F.MOSTLY_IQ3_XXS and not s.has_imatrix:
+            new = Q.Q4_K if i < n // 8 else Q.Q3_K
         elif f == F.MOSTLY_Q3_K_M:
             new = Q.Q5_K if i < n // 16 else Q.Q4_K
+        elif f == F.MOSTLY_IQ3_M and i < n // 8:
+            new = Q.Q4_K
         elif f == F.MOSTLY_Q3_K_L:
             new = Q.Q5_K
         elif f == F.MOSTLY_Q4_K_M:
@@ -208,11 +258,67 @@ def _mix_rule(s: _Counters, t: TensorSpec, mix: Mix, shape: ModelShape, new: Q) 
     elif cat == "attn_output":
         if f == F.MOSTLY_Q2_K:
             new = Q.Q3_K
-        elif f == F.MOSTLY_Q3_K_M:
+        elif f == F.MOSTLY_IQ3_XXS:
+            new = Q.IQ3_S
+        elif f in (F.MOSTLY_Q3_K_M, F.MOSTLY_IQ3_M):
             new = Q.Q4_K
         elif f == F.MOSTLY_Q3_K_L:
             new = Q.Q5_K
+    elif cat in ("ffn_gate", "ffn_up"):
+        i, n = s.i_ffn_gate if cat == "ffn_gate" else s.i_ffn_up, shape.n_layer
+        if f == F.MOSTLY_IQ3_XS and n // 8 <= i < 7 * n // 8:
+            new = Q.IQ3_XXS
+        if cat == "ffn_gate":
+            s.i_ffn_gate += 1
+        else:
+            s.i_ffn_up += 1
     return new
+
+
+def _iq_low_rule(s: _Counters, cat: str, f: F, shape: ModelShape, new: Q) -> Q:
+    """IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ2_M: more bits for attn_v, the
+    first eighth of ffn_down and attn_output (dense models)"""
+    more = Q.IQ3_S if f in (F.MOSTLY_IQ2_S, F.MOSTLY_IQ2_M) else Q.Q2_K
+    if cat == "attn_v":
+        new = Q.Q4_K if shape.n_gqa >= 4 else more
+        s.i_attn_v += 1
+    elif cat == "ffn_down":
+        if s.i_ffn_down < shape.n_layer // 8:
+            new = more
+        s.i_ffn_down += 1
+    elif cat == "attn_output":
+        if f in (F.MOSTLY_IQ1_S, F.MOSTLY_IQ1_M):
+            new = Q.IQ2_XXS
+        elif f in (F.MOSTLY_IQ2_S, F.MOSTLY_IQ2_M):
+            new = Q.IQ3_S
+    return new
+
+
+# the types llama-quantize makes only with an importance matrix
+# (tensor_requires_imatrix), except for the embedding and the output head
+_IMATRIX_TYPES = (Q.IQ3_XXS, Q.IQ2_XXS, Q.IQ2_XS, Q.IQ2_S, Q.IQ1_M, Q.IQ1_S)
+
+
+def imatrix_required(types: dict[str, Q]) -> list[str]:
+    """The tensors (of choose_types' answer) llama-quantize refuses to write
+    without an importance matrix, in order."""
+    return [
+        name
+        for name, q in types.items()
+        if q in _IMATRIX_TYPES and name not in ("token_embd.weight", "per_layer_token_embd.weight", "output.weight")
+    ]
+
+
+def check_imatrix(types: dict[str, Q], mix: Mix, has_imatrix: bool) -> None:
+    """ImatrixRequiredError naming the first tensor that needs an importance
+    matrix where none is given (llama-quantize: "this quantization requires
+    an imatrix!")."""
+    need = imatrix_required(types)
+    if need and not has_imatrix:
+        raise ImatrixRequiredError(
+            f"the {mix.name} mix requires an importance matrix: tensor {need[0]!r} would be "
+            f"{types[need[0]].name} ({len(need)} tensors need one); give one (llama-imatrix) or choose another mix"
+        )
 
 
 _FALLBACK = {
@@ -223,6 +329,7 @@ _FALLBACK = {
     Q.Q6_K: Q.Q8_0,
     Q.TQ1_0: Q.Q4_0,
     Q.TQ2_0: Q.Q4_0,
+    **{q: Q.IQ4_NL for q in (Q.IQ1_S, Q.IQ1_M, Q.IQ2_XXS, Q.IQ2_XS, Q.IQ2_S, Q.IQ3_XXS, Q.IQ3_S, Q.IQ4_XS)},
 }
 
 

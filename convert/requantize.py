@@ -19,7 +19,7 @@ from gguf import GGMLQuantizationType as Q
 from lamina.convert.encode import Encoder
 from lamina.convert.errors import QuantizeInputError
 from lamina.convert.pipeline import Job
-from lamina.convert.recipes import Mix, ModelShape, TensorSpec, choose_types, tensor_order
+from lamina.convert.recipes import Mix, ModelShape, TensorSpec, check_imatrix, choose_types, tensor_order
 from lamina.convert.writer import OutTensor, check_output, set_kv
 from lamina.gguf.reader import GGUFFile, TensorInfo
 from lamina.quants import dequantize
@@ -51,6 +51,7 @@ def plan_gguf(
     order = tensor_order(list(infos))
     specs = [TensorSpec(n, infos[n].ne, infos[n].ggml_type) for n in order]
     types = choose_types(specs, mix, _model_shape(g, arch), pure)
+    check_imatrix(types, mix, has_imatrix=False)  # no importance matrix reaches the encoder yet
 
     requantized = [n for n in order if types[n] != infos[n].ggml_type and infos[n].ggml_type not in _FLOAT_TYPES]
     if requantized and not allow_requantize:

@@ -45,6 +45,11 @@ int lm_type_quantizable(int type) {
     return t && (t->quantize || t->from_float);
 }
 
+/* ggml_quantize_requires_imatrix: ggml's quantizers of these abort without one */
+int lm_type_needs_imatrix(int type) {
+    return type == LM_TYPE_IQ2_XXS || type == LM_TYPE_IQ2_XS || type == LM_TYPE_IQ1_S;
+}
+
 const char *lm_type_name(int type) {
     const lm_type_traits *t = lm_get_type_traits(type);
     return t ? t->name : "unknown";
@@ -72,7 +77,10 @@ int lm_quantize(int type, const float *src, void *dst, int64_t nrows, int64_t n_
     if (rc) return rc;
     if (nrows < 0) return lm_set_error(LM_ERR_SHAPE, "nrows=%lld is negative", (long long)nrows);
     if (t->quantize) {
-        t->quantize(src, dst, nrows, n_per_row, imatrix);
+        if (!imatrix && lm_type_needs_imatrix(type))
+            return lm_set_error(LM_ERR_ARG, "quantize to %s needs an importance matrix (imatrix)", t->name);
+        if (nrows && n_per_row && !t->quantize(src, dst, nrows, n_per_row, imatrix))
+            return lm_set_error(LM_ERR_NOMEM, "quantize to %s: out of memory for its lattice tables", t->name);
         return LM_OK;
     }
     if (t->from_float && !imatrix) {   /* activation formats: plain row quantizer */

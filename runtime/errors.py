@@ -20,15 +20,29 @@ class UnsupportedArchitectureError(LaminaError, ValueError):
 
 
 class QuantizerUnavailableError(LaminaError, ValueError):
-    """A request to write a ggml type lamina runs but cannot produce: the
-    lattice i-quants (IQ1_S .. IQ3_S), whose ggml quantizers need an importance
-    matrix and neighbour searches lamina does not port. `qtype` is the type."""
+    """A request to write a ggml type lamina runs but has no quantizer for
+    (lm_type_supported but not lm_type_quantizable). `qtype` is the type."""
 
     def __init__(self, qtype_name: str) -> None:
         self.qtype = qtype_name
         super().__init__(
             f"lamina has no quantizer for {qtype_name}: it runs {qtype_name} files "
-            "(made by llama-quantize with an importance matrix) but cannot write them"
+            "(made by llama-quantize) but cannot write them"
+        )
+
+
+class ImatrixRequiredError(LaminaError, ValueError):
+    """A request to quantize to a type whose quantizer needs an importance
+    matrix (IQ1_S, IQ2_XXS, IQ2_XS: ggml_quantize_requires_imatrix; ggml
+    aborts without one) without giving one. `qtype` is the type, `tensor` the
+    tensor's name where one is known."""
+
+    def __init__(self, qtype_name: str, tensor: str | None = None) -> None:
+        self.qtype = qtype_name
+        self.tensor = tensor
+        what = f"tensor {tensor!r} to {qtype_name}" if tensor else qtype_name
+        super().__init__(
+            f"quantizing {what} needs an importance matrix (imatrix): pass imatrix=, e.g. from llama-imatrix"
         )
 
 

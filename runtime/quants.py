@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from lamina.errors import QuantizerUnavailableError
+from lamina.errors import ImatrixRequiredError, QuantizerUnavailableError
 from lamina.native import ffi, last_error, lib
 
 QType = GGMLQuantizationType | str | int
@@ -47,6 +47,12 @@ def can_quantize(qtype: QType) -> bool:
     """quantize() can write this type (lm_type_quantizable); the types lamina
     runs but cannot write are can_run and not can_quantize."""
     return bool(lib.lm_type_quantizable(int(as_qtype(qtype))))
+
+
+def needs_imatrix(qtype: QType) -> bool:
+    """quantize() writes this type only with an importance matrix (IQ1_S,
+    IQ2_XXS, IQ2_XS: ggml_quantize_requires_imatrix)."""
+    return bool(lib.lm_type_needs_imatrix(int(as_qtype(qtype))))
 
 
 def block_size(qtype: QType) -> int:
@@ -99,10 +105,15 @@ def _impl(impl: str | int) -> int:
 def quantize(x: np.ndarray, qtype: QType, imatrix: np.ndarray | None = None) -> np.ndarray:
     """f32 [rows, n] -> u8 [rows, row_bytes], byte-identical to ggml_quantize_chunk.
 
-    QuantizerUnavailableError for a type lamina only runs (can_quantize)."""
+    imatrix: f32 [n], the importance of each column (llama-imatrix's per-tensor
+    values), or None. QuantizerUnavailableError for a type lamina only runs
+    (can_quantize), ImatrixRequiredError without an imatrix where the type needs
+    one (needs_imatrix)."""
     qt = as_qtype(qtype)
     if not can_quantize(qt) and lib.lm_type_supported(int(qt)):
         raise QuantizerUnavailableError(qt.name)
+    if imatrix is None and needs_imatrix(qt):
+        raise ImatrixRequiredError(qt.name)
     x = _f32_matrix(x, "x")
     rows, n = x.shape
     rb = row_bytes(qt, n)

@@ -62,7 +62,7 @@ from lamina.convert.hf.convert import (
 )
 from lamina.convert.hf.vocab import load_vocab
 from lamina.convert.pipeline import Job
-from lamina.convert.recipes import Mix, TensorSpec, choose_types, tensor_order
+from lamina.convert.recipes import Mix, TensorSpec, check_imatrix, choose_types, tensor_order
 from lamina.convert.writer import OutTensor
 from lamina.gptq.format import is_gptq_weight_name
 from lamina.gptq.pack import PER_WORD, GPTQPacked, GPTQPackError, pack_qzeros, unpack_qzeros
@@ -399,6 +399,7 @@ def plan_gptq_import(
     order = tensor_order(list(sources))
     specs = [TensorSpec(n, tuple(reversed(sources[n].shape)), Q.F32) for n in order]
     types = choose_types(specs, mix, model_shape(hp), pure)
+    check_imatrix(types, mix, has_imatrix=False)  # no importance matrix reaches the encoder yet
 
     def metadata(w: gguf.GGUFWriter) -> None:
         write_model_metadata(w, meta, hp, vocab, ftype)

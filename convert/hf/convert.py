@@ -28,7 +28,7 @@ from lamina.convert.hf.arch import (
 from lamina.convert.hf.checkpoint import HFCheckpoint
 from lamina.convert.hf.vocab import load_vocab
 from lamina.convert.pipeline import Job
-from lamina.convert.recipes import Mix, ModelShape, TensorSpec, choose_types, tensor_order
+from lamina.convert.recipes import Mix, ModelShape, TensorSpec, check_imatrix, choose_types, tensor_order
 from lamina.convert.writer import OutTensor, check_output, move_to_end
 
 QUANT_VERSION_KEY = gguf.Keys.General.QUANTIZATION_VERSION
@@ -57,6 +57,7 @@ def plan_hf(
     order = tensor_order(list(sources))
     specs = [TensorSpec(n, tuple(reversed(sources[n].shape)), Q.F32) for n in order]
     types = choose_types(specs, mix, model_shape(hp), pure)
+    check_imatrix(types, mix, has_imatrix=False)  # no importance matrix reaches the encoder yet
 
     def metadata(w: gguf.GGUFWriter) -> None:
         write_model_metadata(w, meta, hp, vocab, mix.ftype)

@@ -44,13 +44,15 @@ int lm_impl_available(int impl);
 /* type traits */
 int lm_type_supported(int type);      /* runs as a weight: dequantize, dot, activation quantizer */
 int lm_type_quantizable(int type);    /* lm_quantize can write it */
+int lm_type_needs_imatrix(int type);  /* lm_quantize writes it only with an importance matrix */
 const char *lm_type_name(int type);
 int64_t lm_type_block_size(int type);
 size_t lm_type_block_bytes(int type);
 int lm_type_vec_dot_type(int type);   /* activation format the dot consumes */
 
 /* Quantize nrows rows of n_per_row floats, exactly as ggml_quantize_chunk does
- * (imatrix: n_per_row importance weights or NULL). */
+ * (imatrix: n_per_row importance weights or NULL; LM_ERR_ARG without one for
+ * the types of lm_type_needs_imatrix, where ggml aborts). */
 int lm_quantize(int type, const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix);
 /* Dequantize n values (a multiple of the block size). */
 int lm_dequantize(int type, const void *src, float *dst, int64_t n);

@@ -1,8 +1,7 @@
 /* iq_lattice.c — the lattice i-quants on the CPU: rows to float and the scalar
  * reference dots (quants/iq1.h, iq2.h, iq3.h; ggml's dequantize_row_<t> and
- * ggml_vec_dot_<t>_q8_K_generic). No quantizers: ggml's need an importance
- * matrix and neighbour searches over the grids, which lamina does not port
- * (types.h, QUANTIZE = 0). */
+ * ggml_vec_dot_<t>_q8_K_generic). The quantizers are quants/iq1_quantize.c,
+ * iq2_quantize.c and iq3_quantize.c. */
 #include "quants/kernels.h"
 
 LM_DEFINE_DEQUANTIZE_ROW(iq2_xxs, block_iq2_xxs, QK_K)

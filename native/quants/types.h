@@ -32,11 +32,10 @@
  *             ACT    an activation format only: lm_dequantize_row_<t>
  *   FROM_F32  1 where activations are quantized into it (lm_from_float_<t>)
  *   X4        1 where lm_vec_dot_x4_<t>_avx2 exists (two to four activation columns)
- *   QUANTIZE  1 where lm_quantize_<t> exists. The lattice i-quants (IQ1_S ..
- *             IQ3_S) are 0: lamina dequantizes and dots them (files made by
- *             llama-quantize run) but does not write them, since ggml's
- *             quantizers need an importance matrix and neighbour searches
- *             lamina does not port; lm_quantize refuses them by name.
+ *   QUANTIZE  1 where lm_quantize_<t> exists. The lattice i-quants' quantizers
+ *             (IQ1_S .. IQ3_S) are quants/iq1_quantize.c, iq2_quantize.c and
+ *             iq3_quantize.c over the lattices of quants/iq_neighbours.h; IQ1_S,
+ *             IQ2_XXS and IQ2_XS need an importance matrix (lm_type_needs_imatrix).
  */
 #ifndef LAMINA_TYPES_H
 #define LAMINA_TYPES_H
@@ -61,13 +60,13 @@
     X(Q5_K,    q5_K,    QK_K,     block_q5_K,    Q8_K,   QUANT, 0,       0, 1)          \
     X(Q6_K,    q6_K,    QK_K,     block_q6_K,    Q8_K,   QUANT, 0,       1, 1)          \
     X(Q8_K,    q8_K,    QK_K,     block_q8_K,    Q8_K,   ACT,   1,       0, 0)          \
-    X(IQ2_XXS, iq2_xxs, QK_K,     block_iq2_xxs, Q8_K,   QUANT, 0,       1, 0)          \
-    X(IQ2_XS,  iq2_xs,  QK_K,     block_iq2_xs,  Q8_K,   QUANT, 0,       1, 0)          \
-    X(IQ2_S,   iq2_s,   QK_K,     block_iq2_s,   Q8_K,   QUANT, 0,       1, 0)          \
-    X(IQ3_XXS, iq3_xxs, QK_K,     block_iq3_xxs, Q8_K,   QUANT, 0,       1, 0)          \
-    X(IQ3_S,   iq3_s,   QK_K,     block_iq3_s,   Q8_K,   QUANT, 0,       1, 0)          \
-    X(IQ1_S,   iq1_s,   QK_K,     block_iq1_s,   Q8_K,   QUANT, 0,       1, 0)          \
-    X(IQ1_M,   iq1_m,   QK_K,     block_iq1_m,   Q8_K,   QUANT, 0,       1, 0)          \
+    X(IQ2_XXS, iq2_xxs, QK_K,     block_iq2_xxs, Q8_K,   QUANT, 0,       1, 1)          \
+    X(IQ2_XS,  iq2_xs,  QK_K,     block_iq2_xs,  Q8_K,   QUANT, 0,       1, 1)          \
+    X(IQ2_S,   iq2_s,   QK_K,     block_iq2_s,   Q8_K,   QUANT, 0,       1, 1)          \
+    X(IQ3_XXS, iq3_xxs, QK_K,     block_iq3_xxs, Q8_K,   QUANT, 0,       1, 1)          \
+    X(IQ3_S,   iq3_s,   QK_K,     block_iq3_s,   Q8_K,   QUANT, 0,       1, 1)          \
+    X(IQ1_S,   iq1_s,   QK_K,     block_iq1_s,   Q8_K,   QUANT, 0,       1, 1)          \
+    X(IQ1_M,   iq1_m,   QK_K,     block_iq1_m,   Q8_K,   QUANT, 0,       1, 1)          \
     X(IQ4_NL,  iq4_nl,  QK4_NL,   block_iq4_nl,  Q8_0,   QUANT, 0,       0, 1)          \
     X(IQ4_XS,  iq4_xs,  QK_K,     block_iq4_xs,  Q8_K,   QUANT, 0,       0, 1)          \
     X(TQ1_0,   tq1_0,   QK_K,     block_tq1_0,   Q8_K,   QUANT, 0,       1, 1)          \

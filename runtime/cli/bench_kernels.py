@@ -69,14 +69,13 @@ def _median_seconds(fn, reps: int) -> float:
 
 def _random_weights(quants, qtype: str, rows: int, n: int, rng) -> np.ndarray:
     if not quants.can_quantize(qtype):
-        # a type lamina runs but cannot write (the lattice i-quants): random
-        # bytes are valid blocks of it, and its kernels do the same work for any
-        # values (table lookups per 8 weights; a NaN or subnormal fp16 scale
-        # costs one float product per 256 weights)
+        # a type lamina runs but cannot write: random bytes (valid blocks of
+        # the lattice i-quants, whose kernels do the same work for any values)
         return rng.integers(0, 256, (rows, quants.row_bytes(qtype, n)), dtype=np.uint8)
     # quantize a modest block of rows and tile it: the kernels' speed does not
     # depend on the values, and quantizing 64 MB of K-quants would dominate the run
-    base = quants.quantize(rng.standard_normal((min(rows, 256), n)).astype(np.float32), qtype)
+    imatrix = np.ones(n, np.float32) if quants.needs_imatrix(qtype) else None  # IQ1_S, IQ2_XXS, IQ2_XS
+    base = quants.quantize(rng.standard_normal((min(rows, 256), n)).astype(np.float32), qtype, imatrix=imatrix)
     reps = -(-rows // base.shape[0])
     return np.ascontiguousarray(np.tile(base, (reps, 1))[:rows])
 

@@ -9,11 +9,27 @@ types are reproduced by walking its tensors in its own order.
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 from gguf import GGMLQuantizationType as Q
 from gguf import LlamaFileType
 
-from lamina.convert.recipes import MIXES, ModelShape, TensorSpec, choose_types, get_mix, tensor_order
+from lamina.convert.errors import ImatrixRequiredError
+from lamina.convert.recipes import (
+    MIXES,
+    ModelShape,
+    TensorSpec,
+    check_imatrix,
+    choose_types,
+    get_mix,
+    imatrix_required,
+    tensor_order,
+)
 from lamina.gguf.reader import GGUFFile
 from lamina.model_cache import fetch_model
 
@@ -22,16 +38,20 @@ def _mix_for(file_type: int):
     return next(m for m in MIXES.values() if int(m.ftype) == file_type)
 
 
-@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b"])
-def test_types_of_the_published_files(model: str) -> None:
-    g = GGUFFile(fetch_model(model))
+def _model_shape(g: GGUFFile) -> ModelShape:
     arch = g.architecture
-    shape = ModelShape(
+    return ModelShape(
         g.get(f"{arch}.block_count"),
         g.get(f"{arch}.attention.head_count"),
         g.get(f"{arch}.attention.head_count_kv"),
         is_70b=False,
     )
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b"])
+def test_types_of_the_published_files(model: str) -> None:
+    g = GGUFFile(fetch_model(model))
+    shape = _model_shape(g)
     # the converter wrote every tensor as f32 before llama-quantize saw it
     specs = [TensorSpec(t.name, t.ne, Q.F32) for t in g.tensors]
     types = choose_types(specs, _mix_for(g.get("general.file_type")), shape)
@@ -155,3 +175,124 @@ def test_llama_quantize_spellings() -> None:
     ):
         assert get_mix(name).ftype == ftype
         assert get_mix(parser().parse_args(["in.gguf", "out.gguf", name]).type).ftype == ftype
+
+
+# ------------------------------------------------------------ i-quant mixes
+
+IQ_MIXES = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M", "IQ1_S", "IQ1_M"]
+_DRY_RUN_LINE = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(\S+)\s+- \[.*\], type =\s+(\w+),.*?(?:\((\w+)\))?\s*$")
+
+
+def _llama_quantize() -> Path | None:
+    cache = Path(os.environ.get("LAMINA_CACHE", Path.home() / ".cache" / "lamina"))
+    exe = cache / "llama.cpp" / "build" / "bin" / "llama-quantize"
+    found = exe if exe.is_file() else shutil.which("llama-quantize")
+    return Path(found) if found else None
+
+
+def _dry_run_types(exe: Path, model: Path, mix: str, tmp: Path) -> dict[str, Q]:
+    """llama-quantize --dry-run's target type of every tensor (no importance
+    matrix: it warns that the real run would need one)"""
+    r = subprocess.run(
+        [str(exe), "--dry-run", "--allow-requantize", str(model), str(tmp / "out.gguf"), mix, "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    types = {}
+    for line in (r.stdout + r.stderr).splitlines():
+        m = _DRY_RUN_LINE.match(line)
+        if m:
+            types[m.group(1)] = Q[(m.group(3) or m.group(2)).upper()]
+    return types
+
+
+@pytest.mark.parametrize("mix", IQ_MIXES)
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b"])
+def test_iq_mixes_are_llama_quantize_s(model: str, mix: str, tmp_path: Path) -> None:
+    """every tensor's type as llama-quantize --dry-run picks it (GQA 3, 4 and
+    7; rows of 576/640/896 that fall back to IQ4_NL, ffn_down rows that fit)"""
+    exe = _llama_quantize()
+    if exe is None:
+        pytest.skip("llama.cpp's llama-quantize is not built (tools/build_llama_cpp.sh)")
+    path = fetch_model(model)
+    g = GGUFFile(path)
+    shape = _model_shape(g)
+    infos = {t.name: t for t in g.tensors}
+    specs = [TensorSpec(n, infos[n].ne, infos[n].ggml_type) for n in tensor_order(list(infos))]
+    assert choose_types(specs, get_mix(mix), shape) == _dry_run_types(exe, path, mix, tmp_path)
+
+
+def _square(n_layer: int, n_embd: int, n_ff: int) -> list[TensorSpec]:
+    """an untied dense model whose rows all fit 256-weight blocks"""
+    specs = [TensorSpec("token_embd.weight", (n_embd, 1000), Q.F32), TensorSpec("output.weight", (n_embd, 1000), Q.F32)]
+    for i in range(n_layer):
+        for w, ne in (
+            ("attn_q", (n_embd, n_embd)),
+            ("attn_k", (n_embd, n_embd // 4)),
+            ("attn_v", (n_embd, n_embd // 4)),
+            ("attn_output", (n_embd, n_embd)),
+            ("ffn_gate", (n_embd, n_ff)),
+            ("ffn_up", (n_embd, n_ff)),
+            ("ffn_down", (n_ff, n_embd)),
+        ):
+            specs.append(TensorSpec(f"blk.{i}.{w}.weight", ne, Q.F32))
+    return [s for n in tensor_order([s.name for s in specs]) for s in specs if s.name == n]
+
+
+def test_iq_mix_roles() -> None:
+    """llama_tensor_get_type's i-quant rules on rows that fit (16 layers, GQA 2)"""
+    specs, shape = _square(16, 512, 1024), ModelShape(16, 8, 4, False)
+
+    def types(mix: str, **kw) -> dict[str, Q]:
+        return choose_types(specs, get_mix(mix), shape, **kw)
+
+    t = types("iq2_xxs")
+    assert (t["output.weight"], t["token_embd.weight"]) == (Q.Q5_K, Q.Q2_K)
+    assert t["blk.0.attn_v.weight"] == t["blk.1.ffn_down.weight"] == Q.Q2_K  # ffn_down: the first eighth
+    assert t["blk.2.ffn_down.weight"] == t["blk.5.attn_q.weight"] == Q.IQ2_XXS
+    t = types("iq1_m")
+    assert t["blk.3.attn_output.weight"] == Q.IQ2_XXS and t["blk.3.ffn_up.weight"] == Q.IQ1_M
+    t = types("iq2_s")  # the mix named IQ2_S writes mostly IQ2_XS
+    assert t["blk.0.attn_q.weight"] == Q.IQ2_XS and t["blk.0.attn_v.weight"] == Q.IQ3_S
+    assert t["token_embd.weight"] == Q.IQ3_S and t["blk.9.attn_output.weight"] == Q.IQ3_S
+    assert types("iq2_m")["blk.9.ffn_gate.weight"] == Q.IQ2_S
+    t = types("iq3_xs")  # IQ3_XXS for the middle ffn_gate/ffn_up and all attn_q/attn_k
+    assert [t[f"blk.{i}.ffn_up.weight"] for i in (1, 2, 13, 14)] == [Q.IQ3_S, Q.IQ3_XXS, Q.IQ3_XXS, Q.IQ3_S]
+    assert t["blk.0.attn_k.weight"] == Q.IQ3_XXS and t["output.weight"] == Q.Q6_K
+    t, ti = types("iq3_xxs"), types("iq3_xxs", has_imatrix=True)
+    assert t["blk.0.attn_v.weight"] == Q.IQ3_S and ti["blk.0.attn_v.weight"] == Q.IQ3_XXS
+    assert [t[f"blk.{i}.ffn_down.weight"] for i in (1, 2)] == [Q.Q4_K, Q.Q3_K]
+    assert ti["blk.1.ffn_down.weight"] == Q.IQ3_XXS and t["blk.0.attn_q.weight"] == Q.IQ2_S
+    t = types("iq3_m")
+    assert t["blk.0.attn_v.weight"] == t["blk.0.attn_output.weight"] == t["blk.1.ffn_down.weight"] == Q.Q4_K
+    assert t["blk.2.ffn_down.weight"] == t["blk.0.attn_q.weight"] == Q.IQ3_S
+    assert types("iq3_s")["blk.0.attn_v.weight"] == Q.IQ3_S
+    assert choose_types(specs, get_mix("iq3_s"), ModelShape(16, 8, 2, False))["blk.0.attn_v.weight"] == Q.Q4_K
+
+
+@pytest.mark.parametrize("mix", [m.lower() for m in IQ_MIXES])
+def test_iq_mixes_refuse_without_an_imatrix(mix: str) -> None:
+    """llama-quantize: "this quantization requires an imatrix!" wherever a
+    tensor but the embedding / output head gets IQ1_*, IQ2_* or IQ3_XXS"""
+    specs, shape = _square(8, 512, 1024), ModelShape(8, 8, 4, False)
+    types = choose_types(specs, get_mix(mix), shape)
+    need = imatrix_required(types)
+    if mix in ("iq3_s", "iq3_m"):
+        assert need == []
+        check_imatrix(types, get_mix(mix), has_imatrix=False)
+        return
+    assert need and "output.weight" not in need and "token_embd.weight" not in need
+    with pytest.raises(ImatrixRequiredError, match=rf"{mix} mix requires an importance matrix: tensor '{need[0]}'"):
+        check_imatrix(types, get_mix(mix), has_imatrix=False)
+    check_imatrix(types, get_mix(mix), has_imatrix=True)
+
+
+def test_iq_mix_fallback_and_spellings() -> None:
+    shape = ModelShape(8, 8, 4, False)
+    for n_embd, want in ((576, Q.IQ4_NL), (48, Q.F16)):
+        specs = [TensorSpec("blk.0.attn_q.weight", (n_embd, n_embd), Q.F32)]
+        assert choose_types(specs, get_mix("iq2_xxs"), shape)["blk.0.attn_q.weight"] == want
+    for name in IQ_MIXES:
+        assert get_mix(name).ftype == getattr(LlamaFileType, f"MOSTLY_{name}")

@@ -30,15 +30,14 @@ from gguf import GGMLQuantizationType as T
 
 from lamina import quants
 from support.distributions import make, make_imatrix, nmse
-from support.ggml_oracle import oracle
 from support.gptq_cases import random_gptq
 from support.paths import REPO
 
 ROOT = REPO
 NATIVE = ROOT / "native"
 
-# the lattice i-quants: lamina runs them but has no quantizer, so their
-# blocks come from ggml's (with an importance matrix, which some require)
+# the lattice i-quants: their blocks are quantized with an importance matrix
+# (which some require)
 IQ_LATTICE = [T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M]
 
 # weight type -> (block C type, partner C type, parts macro name, lmc_ function suffix)
@@ -345,10 +344,7 @@ def test_shared_headers_compile_as_strict_c(tmp_path):
 def _case(qt, dist, seed=0):
     w = make(dist, ROWS, N, seed)
     x = make("normal" if dist in ("all_zero",) else dist, ROWS, N, seed + 1)
-    if quants.can_quantize(qt):
-        wq = quants.quantize(w, qt)
-    else:
-        wq = oracle().quantize_chunk(qt, w, make_imatrix(N, seed))
+    wq = quants.quantize(w, qt, imatrix=make_imatrix(N, seed) if qt in IQ_LATTICE else None)
     xq = np.stack([quants.quantize_activations(x[r], qt) for r in range(ROWS)])
     return wq, xq, x
 

@@ -32,11 +32,10 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 from support.distributions import make, make_imatrix, nmse
-from support.ggml_oracle import oracle
 from support.gptq_cases import random_gptq
 from support.paths import REPO
 
-# the lattice i-quants (lamina runs them, ggml's quantizer makes their blocks)
+# the lattice i-quants (quantized with an importance matrix, which some need)
 IQ_LATTICE = [T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M]
 
 ROOT = REPO
@@ -558,10 +557,8 @@ def _weights(qt, rows=ROWS, n=N, seed=0):
     from lamina import quants
 
     w = make("weights_like", rows, n, seed)
-    if quants.can_quantize(qt):
-        wq = quants.quantize(w, qt)
-    else:  # the lattice i-quants: ggml's quantizer, which needs an importance matrix
-        wq = oracle().quantize_chunk(qt, w, make_imatrix(n, seed))
+    # the lattice i-quants with an importance matrix (some need one)
+    wq = quants.quantize(w, qt, imatrix=make_imatrix(n, seed) if qt in IQ_LATTICE else None)
     return wq, quants.dequantize(wq, qt)
 
 

@@ -1,21 +1,27 @@
-"""The lattice i-quants IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M:
-lamina runs files holding them (dequantize, dot, matmul) but does not write
-them, so every weight block here is ggml's: ggml_quantize_chunk with an
-importance matrix (libggml-python), or random bytes, where any byte pattern
-is a valid block (only the fp16 scale can be NaN/Inf).
+"""The lattice i-quants IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M.
+The blocks the run-time tests read are ggml's (ggml_quantize_chunk with an
+importance matrix, libggml-python) or random bytes, where any byte pattern is
+a valid block (only the fp16 scale can be NaN/Inf).
 
+  quantize     == ggml_quantize_chunk byte for byte, with and without an
+                  importance matrix (IQ1_S, IQ2_XXS, IQ2_XS need one:
+                  ImatrixRequiredError, LM_ERR_ARG natively); the same bytes
+                  from any number of threads, the lattices built once
   dequantize   == gguf.quants.dequantize and ggml's dequantize_row_<t>, bit for bit
   scalar dot   == the float64 dot of the dequantized weights and Q8_K
                   activations within float32 summation error; ~ ggml's _generic dot
   AVX2 dot     == the scalar dot, bit for bit (exact integer sums, same float order)
   x4 kernels   matmul of any number of columns == one column at a time, bit for bit
   matmul       ~ the float64 product of the dequantized weights (NMSE)
-  quantize     refused by name: QuantizerUnavailableError, LM_ERR_TYPE natively
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
+import zlib
 
 import gguf
 import numpy as np
@@ -23,9 +29,9 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 from lamina import quants
-from lamina.errors import QuantizerUnavailableError
+from lamina.errors import ImatrixRequiredError
 from lamina.native import ffi, last_error, lib
-from support.distributions import make, make_imatrix, nmse
+from support.distributions import DISTRIBUTIONS, make, make_imatrix, nmse
 from support.ggml_oracle import oracle
 
 IQ_TYPES = [T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M]
@@ -33,6 +39,7 @@ BLOCK_BYTES = {T.IQ2_XXS: 66, T.IQ2_XS: 74, T.IQ2_S: 82, T.IQ3_XXS: 98, T.IQ3_S:
 N = 2560  # 10 super-blocks: the SIMD dots take 8 at a time, then 2 alone
 ROWS = 8
 DISTS = ["normal", "outliers", "heavy_tails", "weights_like", "sparse", "all_zero", "large"]
+NEEDS_IMATRIX = {T.IQ2_XXS, T.IQ2_XS, T.IQ1_S}
 
 HAS_AVX2 = bool(lib.lm_cpu_has_avx2())
 needs_avx2 = pytest.mark.skipif(not HAS_AVX2, reason="CPU lacks AVX2/FMA/F16C")
@@ -94,18 +101,23 @@ def test_sizes_and_partner_are_ggml_s(qtype):
 
 
 @pytest.mark.parametrize("qtype", IQ_TYPES, ids=ids(IQ_TYPES))
-def test_runs_but_cannot_be_quantized(qtype):
+def test_runs_and_can_be_quantized(qtype):
     assert quants.can_run(qtype) and lib.lm_type_supported(int(qtype)) == 1
-    assert not quants.can_quantize(qtype) and lib.lm_type_quantizable(int(qtype)) == 0
-    x = np.ones((2, 256), np.float32)
-    with pytest.raises(QuantizerUnavailableError, match=qtype.name) as err:
+    assert quants.can_quantize(qtype) and lib.lm_type_quantizable(int(qtype)) == 1
+    assert quants.needs_imatrix(qtype) == (qtype in NEEDS_IMATRIX)
+
+
+@pytest.mark.parametrize("qtype", sorted(NEEDS_IMATRIX), ids=ids(sorted(NEEDS_IMATRIX)))
+def test_missing_imatrix_is_a_typed_error(qtype):
+    """ggml aborts without one (ggml_quantize_requires_imatrix); lamina refuses by name"""
+    x = make("normal", 2, 256, seed=1)
+    with pytest.raises(ImatrixRequiredError, match=qtype.name) as err:
         quants.quantize(x, qtype)
-    assert err.value.qtype == qtype.name
-    # the native entry point refuses too, naming the type
+    assert err.value.qtype == qtype.name and "importance matrix" in str(err.value)
     out = np.zeros(2 * BLOCK_BYTES[qtype], np.uint8)
     rc = lib.lm_quantize(int(qtype), ffi.from_buffer("float[]", x), ffi.from_buffer(out), 2, 256, ffi.NULL)
-    assert rc == lib.LM_ERR_TYPE
-    assert qtype.name.lower() in last_error() and "no quantizer" in last_error()
+    assert rc == lib.LM_ERR_ARG
+    assert qtype.name.lower() in last_error() and "importance matrix" in last_error()
     assert not out.any()
 
 
@@ -229,3 +241,131 @@ def test_matmul_matches_float_product(qtype, impl):
     y = quants.matmul(w, qtype, x, n_threads=2, impl=impl)
     ref = x.astype(np.float64) @ quants.dequantize(w, qtype).astype(np.float64).T
     assert nmse(y, ref) < 1e-4
+
+
+# ------------------------------------------------------------- quantize
+
+# every distribution of support.distributions, and rows built to reach the
+# quantizers' corners
+QUANT_DISTS = [*DISTRIBUTIONS, "zero_sub_blocks", "one_outlier", "tiny_and_normal"]
+# (rows, n): one super-block, a few rows of four, ten (the SIMD batch split)
+QUANT_SHAPES = [(3, 256), (4, 1024), (2, 2560)]
+
+
+def quant_input(dist: str, rows: int, n: int, seed: int) -> np.ndarray:
+    """f32 [rows, n]. zero_sub_blocks: whole 16- and 32-weight sub-blocks of
+    zeros between normal ones (IQ3_S's cursor quirk, the skipped sub-blocks
+    of every type); one_outlier: normal rows with one weight 1000x the rest;
+    tiny_and_normal: sub-blocks around every group-max epsilon (1e-15 .. 1e-7)
+    next to normal ones."""
+    rng = np.random.default_rng([seed, n, rows, zlib.crc32(dist.encode())])
+    if dist in DISTRIBUTIONS:
+        return make(dist, rows, n, seed=seed)
+    x = rng.standard_normal((rows, n)).astype(np.float32)
+    if dist == "zero_sub_blocks":
+        for r in range(rows):
+            for b in rng.choice(n // 16, size=n // 64, replace=False):
+                x[r, 16 * b : 16 * b + 16] = 0.0
+            x[r, :32] = 0.0  # the first sub-block of the row
+    elif dist == "one_outlier":
+        x[np.arange(rows), rng.integers(0, n, rows)] = rng.choice([-1000.0, 1000.0], rows)
+    elif dist == "tiny_and_normal":
+        scales = np.array([1e-16, 1e-13, 1e-11, 5e-9, 1e-8, 5e-8, 2e-7, 1.0], np.float32)
+        x *= scales[rng.integers(0, len(scales), (rows, n // 16))].repeat(16, axis=1)
+    return x
+
+
+def assert_same_blocks(qtype: T, ours: np.ndarray, ref: np.ndarray, what: str) -> None:
+    assert ours.shape == ref.shape
+    if np.array_equal(ours, ref):
+        return
+    bb = BLOCK_BYTES[qtype]
+    bad = np.nonzero((ours.reshape(-1, bb) != ref.reshape(-1, bb)).any(axis=1))[0]
+    i = int(bad[0])
+    pytest.fail(
+        f"{qtype.name} {what}: {len(bad)} of {ours.size // bb} blocks differ, first #{i}:\n"
+        f"  ours {ours.reshape(-1, bb)[i].tolist()}\n  ggml {ref.reshape(-1, bb)[i].tolist()}"
+    )
+
+
+def imatrix_cases(qtype: T, n: int, seed: int) -> dict[str, np.ndarray | None]:
+    some_zero = make_imatrix(n, seed=seed + 1)
+    some_zero[:: max(1, n // 37)] = 0.0
+    cases: dict[str, np.ndarray | None] = {"calibrated": make_imatrix(n, seed=seed), "some_zero": some_zero}
+    if qtype not in NEEDS_IMATRIX:
+        cases["none"] = None
+    return cases
+
+
+@pytest.mark.parametrize("dist", QUANT_DISTS)
+@pytest.mark.parametrize("qtype", IQ_TYPES, ids=ids(IQ_TYPES))
+def test_quantize_is_ggml_byte_for_byte(qtype, dist):
+    """lamina's quantizer == ggml_quantize_chunk for every shape, seed and
+    importance matrix (or none, where the type allows it)"""
+    for rows, n in QUANT_SHAPES:
+        for seed in (1, 2):
+            x = quant_input(dist, rows, n, seed)
+            for name, imatrix in imatrix_cases(qtype, n, seed).items():
+                ours = quants.quantize(x, qtype, imatrix=imatrix)
+                ref = oracle().quantize_chunk(qtype, x, imatrix)
+                assert_same_blocks(qtype, ours, ref, f"{dist} {rows}x{n} seed {seed} imatrix {name}")
+
+
+# NMSE of gaussian weights under a random importance matrix: ~1.25x what
+# ggml's bytes (the same bytes) give, a sanity bound by bits per weight
+ROUND_TRIP_NMSE = {
+    T.IQ1_S: 0.4,
+    T.IQ1_M: 0.36,
+    T.IQ2_XXS: 0.3,
+    T.IQ2_XS: 0.18,
+    T.IQ2_S: 0.11,
+    T.IQ3_XXS: 0.075,
+    T.IQ3_S: 0.035,
+}
+
+
+@pytest.mark.parametrize("qtype", IQ_TYPES, ids=ids(IQ_TYPES))
+def test_quantize_round_trip(qtype):
+    """lamina's blocks dequantize as gguf-py's do, and near the input"""
+    x = make("weights_like", 8, N, seed=21)
+    imatrix = make_imatrix(N, seed=22)
+    data = quants.quantize(x, qtype, imatrix=imatrix)
+    ours = quants.dequantize(data, qtype)
+    assert_same_floats(ours, gguf.quants.dequantize(data, qtype))
+    assert nmse(ours, x) < ROUND_TRIP_NMSE[qtype]
+
+
+THREADED_SCRIPT = """
+import sys, threading
+import numpy as np
+from lamina import quants
+qtype, rows, n = sys.argv[1], 48, 1024
+rng = np.random.default_rng(5)
+x = (rng.standard_normal((rows, n)) * 0.05).astype(np.float32)
+imatrix = (rng.exponential(1.0, n) ** 2 + 1e-3).astype(np.float32)
+out = [None] * 8
+barrier = threading.Barrier(8)
+def run(i):
+    barrier.wait()  # all threads meet the unbuilt lattice at once
+    out[i] = quants.quantize(x[6 * i : 6 * i + 6], qtype, imatrix=imatrix)
+threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+sys.stdout.buffer.write(np.concatenate(out).tobytes())
+sys.stdout.buffer.write(quants.quantize(x, qtype, imatrix=imatrix).tobytes())
+"""
+
+
+@pytest.mark.parametrize("qtype", IQ_TYPES, ids=ids(IQ_TYPES))
+def test_threads_write_the_same_bytes(qtype):
+    """a fresh process: eight threads quantize row chunks at once while the
+    lattice is built under its once-guard; their bytes == one thread's == ggml's"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, "-c", THREADED_SCRIPT, qtype.name], capture_output=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    threaded, single = np.frombuffer(r.stdout, np.uint8).reshape(2, 48, -1)
+    np.testing.assert_array_equal(threaded, single)
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((48, 1024)) * 0.05).astype(np.float32)
+    imatrix = (rng.exponential(1.0, 1024) ** 2 + 1e-3).astype(np.float32)
+    assert_same_blocks(qtype, single, oracle().quantize_chunk(qtype, x, imatrix), "threaded")

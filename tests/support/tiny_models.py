@@ -22,7 +22,7 @@ import numpy as np
 from gguf import MODEL_ARCH, MODEL_ARCH_NAMES, MODEL_TENSOR, GGMLQuantizationType, GGUFWriter, RopeScalingType
 
 from lamina.engine.loader import tensor_name
-from lamina.quants import can_quantize, quantize
+from lamina.quants import quantize
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,18 @@ def _norm(rng: np.random.Generator, n: int) -> np.ndarray:
     return (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
 
 
+# the lattice i-quants
+IQ_LATTICE = {
+    GGMLQuantizationType.IQ2_XXS,
+    GGMLQuantizationType.IQ2_XS,
+    GGMLQuantizationType.IQ2_S,
+    GGMLQuantizationType.IQ3_XXS,
+    GGMLQuantizationType.IQ3_S,
+    GGMLQuantizationType.IQ1_S,
+    GGMLQuantizationType.IQ1_M,
+}
+
+
 def _add_matrix(w: GGUFWriter, name: str, x: np.ndarray, qtype: str) -> None:
     """x: [rows, cols], or [n_expert, rows, cols] for a stack of experts"""
     qt = GGMLQuantizationType[qtype]
@@ -162,17 +174,12 @@ def _add_matrix(w: GGUFWriter, name: str, x: np.ndarray, qtype: str) -> None:
         w.add_tensor(name, x)
     elif qt == GGMLQuantizationType.F16:
         w.add_tensor(name, x.astype(np.float16))
-    elif not can_quantize(qt):
-        # a type lamina runs but cannot write (the lattice i-quants): ggml's
-        # own quantizer makes the bytes, with the importance matrix it needs
-        from support.ggml_oracle import oracle
-
-        rows = x.reshape(-1, x.shape[-1])
-        imatrix = (np.mean(rows.astype(np.float64) ** 2, axis=0) + 1e-3).astype(np.float32)
-        w.add_tensor(name, oracle().quantize_chunk(qt, rows, imatrix).reshape(*x.shape[:-1], -1), raw_dtype=qt)
     else:
-        rows = quantize(x.reshape(-1, x.shape[-1]), qt)  # [all rows, row bytes]
-        w.add_tensor(name, rows.reshape(*x.shape[:-1], -1), raw_dtype=qt)
+        rows = x.reshape(-1, x.shape[-1])
+        # the lattice i-quants with an importance matrix, which some need
+        imatrix = (np.mean(rows.astype(np.float64) ** 2, axis=0) + 1e-3).astype(np.float32)
+        q = quantize(rows, qt, imatrix=imatrix if qt in IQ_LATTICE else None)  # [all rows, row bytes]
+        w.add_tensor(name, q.reshape(*x.shape[:-1], -1), raw_dtype=qt)
 
 
 def write_tiny_model(
