@@ -3,6 +3,7 @@
  * and dispatches through the type-traits table. */
 #include "error.h"
 #include "include/lamina.h"
+#include "model/forward_ops.h"
 #include "quants/type_traits.h"
 #include "simd/cpu_features.h"
 
@@ -122,6 +123,16 @@ int lm_quantize_activations_impl(int type, int impl, const float *src, void *dst
     const lm_from_float_fn from_float = lm_select_from_float(p, impl);
     if (!from_float) return lm_set_error(LM_ERR_TYPE, "no activation quantizer for %s", p->name);
     from_float(src, dst, n);
+    return LM_OK;
+}
+
+int lm_softmax_row(int impl, float *x, int64_t n) {
+    if (!x || n < 1)
+        return lm_set_error(LM_ERR_ARG, "lm_softmax_row: need a row of n >= 1 floats, got n=%lld", (long long)n);
+    if (!lm_impl_available(impl)) return lm_set_error(LM_ERR_IMPL, "kernel implementation %d is not available", impl);
+    lm_kv_kernels k;
+    lm_kv_kernels_for(LM_TYPE_F32, impl != LM_IMPL_SCALAR && lm_cpu_features_avx2(), &k);
+    k.softmax(x, n);
     return LM_OK;
 }
 

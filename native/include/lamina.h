@@ -62,6 +62,9 @@ int lm_quantize_activations(int type, const float *src, void *dst, int64_t n);
 int lm_quantize_activations_impl(int type, int impl, const float *src, void *dst, int64_t n);
 /* out = dot(x, y): x is n weights of `type`, y the same n already in its vec_dot_type. */
 int lm_vec_dot(int type, int impl, int64_t n, const void *x, const void *y, float *out);
+/* x[0..n) = softmax(x) in place with attention's kernel of impl (every impl
+ * gives the same bits: the AVX2 one computes libm's expf itself) */
+int lm_softmax_row(int impl, float *x, int64_t n);
 
 /* A persistent pool of worker threads; the caller's thread is worker 0. */
 lm_threadpool *lm_threadpool_create(int n_threads);

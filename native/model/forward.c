@@ -48,6 +48,8 @@ typedef struct {
     const int32_t *cell;          /* [T] the cell its key and value go to */
     const float *post_norm;       /* residual step: norm of the sublayer output, or NULL */
     const float *next_norm;       /* residual step: norm for the next sublayer */
+    int heads_per_task;           /* attention: heads of one KV group a task takes */
+    int64_t next_task;            /* attention: the next task a thread takes */
 } fwd_job;
 
 static void run(lm_context *c, lm_task_fn fn, fwd_job *job, int64_t work) {
@@ -153,38 +155,61 @@ static void qkv_rows(void *arg, int ith, int nth) {
  * read run by run (lm_kv_run: blocks that follow each other in the pool, all
  * of them for one sequence alone); mix adds each run into the output, which
  * gives the bits of one pass over all rows, so a sequence's result does not
- * depend on where its blocks are. Tasks (t, h) are dealt out round-robin:
- * later tokens attend to more keys, so contiguous ranges of tokens would
- * leave the first threads idle. */
+ * depend on where its blocks are.
+ *
+ * A task is one token and up to LM_KV_MAX_HEADS heads of one KV group, which
+ * read the group's cached rows once between them (the kernels give each head
+ * the bits it gets alone). Fewer heads go together when whole groups would
+ * leave threads idle (decode of a model with few KV heads). Threads take the
+ * next task as they finish one, latest tokens first: later tokens attend to
+ * more keys, so the big tasks go out first and the small ones fill the gaps. */
+static int attention_heads_per_task(const lm_model_params *p, int32_t n_tokens, int nth) {
+    const int group = p->n_head / p->n_head_kv;
+    int heads = group < LM_KV_MAX_HEADS ? group : LM_KV_MAX_HEADS;
+    while (heads > 1 && (int64_t)n_tokens * p->n_head_kv * ((group + heads - 1) / heads) < 2 * nth) heads--;
+    return heads;
+}
+
 static void attention(void *arg, int ith, int nth) {
     fwd_job *job = arg;
     lm_context *c = job->c;
     const lm_model_params *p = job->p;
     const int hd = p->head_dim, q_dim = p->n_head * hd, group = p->n_head / p->n_head_kv;
+    const int heads = job->heads_per_task, per_group = (group + heads - 1) / heads;
     const lm_type_traits *kvt = lm_get_type_traits(c->kv_type);
     const size_t head_bytes = (size_t)(hd / kvt->blck_size) * kvt->type_size, stride = c->kv_row_bytes;
     const size_t layer_off = (size_t)(job->il - c->kv_il0) * c->n_ctx * stride;
+    const size_t s_stride = (size_t)c->n_ctx;
     const int32_t window = job->l->sliding_window;
-    float *s = c->scores + (size_t)ith * c->n_ctx;
-    const int64_t n_tasks = (int64_t)job->n_tokens * p->n_head;
-    for (int64_t task = ith; task < n_tasks; task += nth) {
-        const int t = (int)(task / p->n_head), h = (int)(task % p->n_head);
+    float *s = c->scores + (size_t)ith * LM_KV_MAX_HEADS * s_stride;
+    const int64_t per_token = (int64_t)p->n_head_kv * per_group, n_tasks = job->n_tokens * per_token;
+    (void)nth;
+    for (;;) {
+        const int64_t task = __atomic_fetch_add(&job->next_task, 1, __ATOMIC_RELAXED);
+        if (task >= n_tasks) break;
+        const int t = job->n_tokens - 1 - (int)(task / per_token);
+        const int g = (int)(task % per_token / per_group), h0 = g * group + (int)(task % per_group) * heads;
+        const int nh = h0 + heads <= (g + 1) * group ? heads : (g + 1) * group - h0;
         const int32_t pos = job->pos[t], seq = job->seq[t];
         const int32_t lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
-        const float *q = c->q + (size_t)t * q_dim + h * hd;
-        const size_t head_off = layer_off + (size_t)(h / group) * head_bytes;
-        float *out = c->att + (size_t)t * q_dim + h * hd;
+        const float *q = c->q + (size_t)t * q_dim + (size_t)h0 * hd;
+        const size_t head_off = layer_off + (size_t)g * head_bytes;
+        float *out = c->att + (size_t)t * q_dim + (size_t)h0 * hd;
         int32_t cell, n;
         for (int32_t j = lo; j <= pos; j += n) {
             n = lm_kv_run(&c->pool, seq, j, pos, &cell);
-            c->kv.scores(s + (j - lo), q, c->k_cache + head_off + (size_t)cell * stride, stride, n, hd, p->attn_scale);
+            c->kv.scores(s + (j - lo), s_stride, q, (size_t)hd, nh, c->k_cache + head_off + (size_t)cell * stride,
+                         stride, n, hd, p->attn_scale);
         }
-        if (p->attn_softcap > 0.0f) lm_softcap(s, pos - lo + 1, p->attn_softcap);
-        lm_softmax(s, pos - lo + 1);
-        memset(out, 0, sizeof(float) * (size_t)hd);
+        for (int h = 0; h < nh; h++) {
+            if (p->attn_softcap > 0.0f) lm_softcap(s + h * s_stride, pos - lo + 1, p->attn_softcap);
+            c->kv.softmax(s + h * s_stride, pos - lo + 1);
+        }
+        memset(out, 0, sizeof(float) * (size_t)hd * nh);
         for (int32_t j = lo; j <= pos; j += n) {
             n = lm_kv_run(&c->pool, seq, j, pos, &cell);
-            c->kv.mix(out, s + (j - lo), c->v_cache + head_off + (size_t)cell * stride, stride, n, hd);
+            c->kv.mix(out, (size_t)hd, s + (j - lo), s_stride, nh, c->v_cache + head_off + (size_t)cell * stride,
+                      stride, n, hd);
         }
     }
 }
@@ -332,6 +357,8 @@ static int layer_forward(fwd_job *job) {
     run(c, qkv_rows, job, T * (q_dim + kv_dim) * 8);
     const int64_t keys =
         l->sliding_window > 0 && l->sliding_window <= job->max_pos ? l->sliding_window : job->max_pos + 1;
+    job->heads_per_task = attention_heads_per_task(p, job->n_tokens, lm_threadpool_size(c->tp));
+    job->next_task = 0;
     run(c, attention, job, T * p->n_head * hd * 4 * keys);
     capture(job, 1, c->att, q_dim);
     const lm_mm_out o[1] = { { .w = &l->wo, .rows = p->n_embd, .y = c->xb } };

@@ -120,19 +120,36 @@ static void kv_mix_q8_0(float *out, const float *p, const void *v, size_t stride
     }
 }
 
+/* the heads of a group one after the other (the reference shares nothing) */
+#define LM_KV_PER_HEAD(t)                                                                                              \
+    static void kv_scores_heads_##t(float *s, size_t s_stride, const float *q, size_t q_stride, int nh, const void *k, \
+                                    size_t stride, int64_t n, int64_t hd, float scale) {                               \
+        for (int h = 0; h < nh; h++) kv_scores_##t(s + h * s_stride, q + h * q_stride, k, stride, n, hd, scale);       \
+    }                                                                                                                  \
+    static void kv_mix_heads_##t(float *out, size_t out_stride, const float *p, size_t p_stride, int nh,               \
+                                 const void *v, size_t stride, int64_t n, int64_t hd) {                                \
+        for (int h = 0; h < nh; h++) kv_mix_##t(out + h * out_stride, p + h * p_stride, v, stride, n, hd);             \
+    }
+
+LM_KV_PER_HEAD(f32)
+LM_KV_PER_HEAD(f16)
+LM_KV_PER_HEAD(q8_0)
+
 int lm_kv_kernels_for(int kv_type, int avx2, lm_kv_kernels *out) {
     switch (kv_type) {
-    case LM_TYPE_F32: *out = (lm_kv_kernels){ kv_scores_f32, kv_mix_f32 }; break;
-    case LM_TYPE_F16: *out = (lm_kv_kernels){ kv_scores_f16, kv_mix_f16 }; break;
-    case LM_TYPE_Q8_0: *out = (lm_kv_kernels){ kv_scores_q8_0, kv_mix_q8_0 }; break;
+    case LM_TYPE_F32: *out = (lm_kv_kernels){ kv_scores_heads_f32, kv_mix_heads_f32, lm_softmax }; break;
+    case LM_TYPE_F16: *out = (lm_kv_kernels){ kv_scores_heads_f16, kv_mix_heads_f16, lm_softmax }; break;
+    case LM_TYPE_Q8_0: *out = (lm_kv_kernels){ kv_scores_heads_q8_0, kv_mix_heads_q8_0, lm_softmax }; break;
     default: return 0;
     }
 #if defined(LM_BUILD_AVX2)
     if (avx2) {
         switch (kv_type) {
-        case LM_TYPE_F32: *out = (lm_kv_kernels){ lm_kv_scores_f32_avx2, lm_kv_mix_f32_avx2 }; break;
-        case LM_TYPE_F16: *out = (lm_kv_kernels){ lm_kv_scores_f16_avx2, lm_kv_mix_f16_avx2 }; break;
-        case LM_TYPE_Q8_0: *out = (lm_kv_kernels){ lm_kv_scores_q8_0_avx2, lm_kv_mix_q8_0_avx2 }; break;
+        case LM_TYPE_F32: *out = (lm_kv_kernels){ lm_kv_scores_f32_avx2, lm_kv_mix_f32_avx2, lm_softmax_avx2 }; break;
+        case LM_TYPE_F16: *out = (lm_kv_kernels){ lm_kv_scores_f16_avx2, lm_kv_mix_f16_avx2, lm_softmax_avx2 }; break;
+        case LM_TYPE_Q8_0:
+            *out = (lm_kv_kernels){ lm_kv_scores_q8_0_avx2, lm_kv_mix_q8_0_avx2, lm_softmax_avx2 };
+            break;
         }
     }
 #else

@@ -29,21 +29,28 @@ void lm_softmax(float *x, int64_t n);
  * GGUFs, whose q/k rows the converter permuted); neox = 1: pairs (i, i+n_rot/2). */
 void lm_rope_head(float *x, const float *cs, int n_rot, int neox);
 
-/* The attention inner loops over one head (hd values) of n cached rows,
- * row j at byte offset j * stride from k or v, in the cache type:
- *   scores: s[j] = scale * (q . k_j)
- *   mix   : out += sum_j p[j] * v_j, adding the rows in order to each value
- *           of out as it was (so n rows in one call, or in runs one after
- *           the other, give the same bits: a sequence's cache can be read
- *           block by block)
+/* The attention inner loops over nh heads of one KV group (1 <= nh <=
+ * LM_KV_MAX_HEADS) and n cached rows, row j at byte offset j * stride from k
+ * or v, in the cache type:
+ *   scores: s[h * s_stride + j] = scale * (q_h . k_j), q_h = q + h * q_stride
+ *   mix   : out_h += sum_j p_h[j] * v_j, out_h = out + h * out_stride and
+ *           p_h = p + h * p_stride, adding the rows in order to each value of
+ *           out_h as it was (so n rows in one call, or in runs one after the
+ *           other, give the same bits: a sequence's cache can be read block by
+ *           block)
+ * Each head's result has the bits of a call for that head alone (nh = 1): the
+ * heads of a group only share the reads and conversions of the cached rows.
  * hd is a multiple of 32 for Q8_0. */
-typedef void (*lm_kv_scores_fn)(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,
-                                float scale);
-typedef void (*lm_kv_mix_fn)(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
+enum { LM_KV_MAX_HEADS = 4 };
+typedef void (*lm_kv_scores_fn)(float *s, size_t s_stride, const float *q, size_t q_stride, int nh, const void *k,
+                                size_t stride, int64_t n, int64_t hd, float scale);
+typedef void (*lm_kv_mix_fn)(float *out, size_t out_stride, const float *p, size_t p_stride, int nh, const void *v,
+                             size_t stride, int64_t n, int64_t hd);
 
 typedef struct {
     lm_kv_scores_fn scores;
     lm_kv_mix_fn mix;
+    void (*softmax)(float *x, int64_t n); /* lm_softmax, or its AVX2 twin with the same bits */
 } lm_kv_kernels;
 
 /* the kernels for a cache of ggml type kv_type (F32, F16 or Q8_0), AVX2 when
@@ -51,12 +58,19 @@ typedef struct {
 int lm_kv_kernels_for(int kv_type, int avx2, lm_kv_kernels *out);
 
 #if defined(LM_BUILD_AVX2)
-void lm_kv_scores_f32_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale);
-void lm_kv_mix_f32_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
-void lm_kv_scores_f16_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale);
-void lm_kv_mix_f16_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
-void lm_kv_scores_q8_0_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd, float scale);
-void lm_kv_mix_q8_0_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd);
+void lm_softmax_avx2(float *x, int64_t n);
+void lm_kv_scores_f32_avx2(float *s, size_t s_stride, const float *q, size_t q_stride, int nh, const void *k,
+                           size_t stride, int64_t n, int64_t hd, float scale);
+void lm_kv_mix_f32_avx2(float *out, size_t out_stride, const float *p, size_t p_stride, int nh, const void *v,
+                        size_t stride, int64_t n, int64_t hd);
+void lm_kv_scores_f16_avx2(float *s, size_t s_stride, const float *q, size_t q_stride, int nh, const void *k,
+                           size_t stride, int64_t n, int64_t hd, float scale);
+void lm_kv_mix_f16_avx2(float *out, size_t out_stride, const float *p, size_t p_stride, int nh, const void *v,
+                        size_t stride, int64_t n, int64_t hd);
+void lm_kv_scores_q8_0_avx2(float *s, size_t s_stride, const float *q, size_t q_stride, int nh, const void *k,
+                            size_t stride, int64_t n, int64_t hd, float scale);
+void lm_kv_mix_q8_0_avx2(float *out, size_t out_stride, const float *p, size_t p_stride, int nh, const void *v,
+                         size_t stride, int64_t n, int64_t hd);
 #endif
 
 #endif

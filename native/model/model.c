@@ -326,7 +326,7 @@ lm_context *lm_context_create_range(lm_model *m, lm_context_params *cp, int32_t 
     }
     c->capture_il = -1;
     c->rope_cs = alloc_floats((size_t)m->n_rope_groups * B * (size_t)p->n_rot);
-    c->scores = alloc_floats((size_t)n_threads * (size_t)n_ctx);
+    c->scores = alloc_floats((size_t)n_threads * LM_KV_MAX_HEADS * (size_t)n_ctx);
     c->kv_row = alloc_floats(kv_dim);
     c->b_cell = malloc(B * sizeof *c->b_cell);
     c->b_out = malloc(B * sizeof *c->b_out);

@@ -316,6 +316,29 @@ def test_threads_do_not_change_results(tiny, n_threads):
     np.testing.assert_array_equal(run(1), run(n_threads))
 
 
+@pytest.mark.parametrize("kv_type", ["f32", "f16", "q8_0"])
+def test_heads_of_a_group_get_the_bits_they_get_alone(tiny, kv_type):
+    """Attention hands out up to four heads of a KV group per task (the
+    kernels take three at a time), fewer when threads would idle: one thread
+    keeps seven heads as 4 + 3, eight threads take them one by one when the
+    batch has two tokens or one. A head computed with others has the bits it
+    gets alone."""
+    cfg = replace(LLAMA, n_head=7, n_head_kv=1, head_dim=32, seed=5)
+    toks = tokens_for(cfg, 24)
+    model = Model.load(tiny(cfg))
+
+    def run(threads: int, chunk: int) -> np.ndarray:
+        ctx = Context(model, n_ctx=32, kv_type=kv_type, n_threads=threads)
+        rows = [ctx.eval(toks[i : min(i + chunk, 20)], all_logits=True) for i in range(0, 20, chunk)]
+        return np.concatenate(rows + [ctx.eval([t])[None] for t in toks[20:]])
+
+    alone = run(8, chunk=2)
+    np.testing.assert_array_equal(run(1, chunk=20), alone)
+    np.testing.assert_array_equal(run(3, chunk=20), alone)
+    ref_logits = forward(read_hparams(GGUFFile(tiny(cfg))), load_reference_weights(GGUFFile(tiny(cfg))), toks)
+    assert nmse(alone, ref_logits) < (1e-3 if kv_type == "q8_0" else 1e-5)
+
+
 def test_batches_larger_than_n_batch_are_split(tiny):
     toks = tokens_for(LLAMA, 23)
     model = Model.load(tiny(LLAMA))

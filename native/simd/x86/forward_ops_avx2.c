@@ -1,20 +1,29 @@
 /* forward_ops_avx2.c — AVX2/FMA/F16C versions of the attention inner loops
- * (scores of one query over cached key rows, the p-weighted sum of value
- * rows), one pair per KV-cache type. The scalar references are in
+ * (scores of a group's queries over cached key rows, the p-weighted sums of
+ * value rows), one pair per KV-cache type. The scalar references are in
  * model/forward_ops.c. */
 #include <immintrin.h>
 
 #include "model/forward_ops.h"
 #include "quants/blocks.h"
 #include "simd/x86/avx2.h"
+#include "simd/x86/expf_avx2.h"
 
 #define ROW(base, j, stride) ((const char *)(base) + (size_t)(j) * (stride))
 
 /* Both loops keep their running sums in registers: scores walks one key row
- * at a time with four accumulators; mix walks the head in 32-wide strips,
- * loads the strip of `out` into four registers and adds every row's strip
- * into them, so `out` is read and written once instead of once per row (and
- * a call per run of rows continues exactly where the last one stopped). */
+ * at a time with four accumulators per head; mix walks the head in 32-wide
+ * strips, loads the strip of `out` into four registers per head and adds
+ * every row's strip into them, so `out` is read and written once instead of
+ * once per row (and a call per run of rows continues exactly where the last
+ * one stopped). Up to HEADS heads of a group go together: each cached row is
+ * loaded and converted once for all of them (their 12 accumulators and the
+ * converted values fit the 16 registers; mix converts a strip in halves to
+ * make room). Every accumulator sees the same operations in the same order
+ * as for its head alone, so a head's bits do not depend on its company. */
+enum { HEADS = 3 };
+
+#define LM_ALWAYS_INLINE static inline __attribute__((always_inline))
 
 static inline __m256 load_half8(const lm_half *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
@@ -22,56 +31,103 @@ static inline __m256 load_i8x8(const int8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
+/* kernel(args, m) over the heads HEADS at a time, m a constant in each call
+ * so the inlined kernel keeps its accumulators in registers; the kernel's
+ * head offset is h0 */
+#define LM_BY_HEADS(nh, kernel, ...)                         \
+    for (int h0 = 0; h0 < (nh); h0 += HEADS) {               \
+        const int m = (nh) - h0 < HEADS ? (nh) - h0 : HEADS; \
+        if (m == 1)                                          \
+            kernel(h0, 1, __VA_ARGS__);                      \
+        else if (m == 2)                                     \
+            kernel(h0, 2, __VA_ARGS__);                      \
+        else                                                 \
+            kernel(h0, 3, __VA_ARGS__);                      \
+    }
+
 /* ----------------------------------------------------------- f32, f16 */
 /* One definition for both float caches: T is the element type, LOAD8 turns 8
  * of them into a vector and TO_F32 one of them into a float. */
 #define LM_LOAD_F32_8(p) _mm256_loadu_ps(p)
 #define LM_F32_TO_F32(v) (v)
 
-#define LM_DEFINE_KV_FLOAT(name, T, LOAD8, TO_F32)                                                                     \
-    static inline float dot_##name(const float *q, const T *k, int64_t hd) {                                           \
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps(); \
-        int64_t i = 0;                                                                                                 \
-        for (; i + 32 <= hd; i += 32) {                                                                                \
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), LOAD8(k + i), a0);                                            \
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), LOAD8(k + i + 8), a1);                                    \
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 16), LOAD8(k + i + 16), a2);                                  \
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 24), LOAD8(k + i + 24), a3);                                  \
-        }                                                                                                              \
-        for (; i + 8 <= hd; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), LOAD8(k + i), a0);                    \
-        float d = lm_hsum_f32_8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));                          \
-        for (; i < hd; i++) d += q[i] * TO_F32(k[i]);                                                                  \
-        return d;                                                                                                      \
-    }                                                                                                                  \
-                                                                                                                       \
-    void lm_kv_scores_##name##_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,     \
-                                    float scale) {                                                                     \
-        for (int64_t j = 0; j < n; j++) s[j] = scale * dot_##name(q, (const T *)ROW(k, j, stride), hd);                \
-    }                                                                                                                  \
-                                                                                                                       \
-    void lm_kv_mix_##name##_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {    \
-        int64_t c = 0;                                                                                                 \
-        for (; c + 32 <= hd; c += 32) {                                                                                \
-            __m256 a0 = _mm256_loadu_ps(out + c), a1 = _mm256_loadu_ps(out + c + 8),                                   \
-                   a2 = _mm256_loadu_ps(out + c + 16), a3 = _mm256_loadu_ps(out + c + 24);                             \
-            for (int64_t j = 0; j < n; j++) {                                                                          \
-                const T *vj = (const T *)ROW(v, j, stride) + c;                                                        \
-                const __m256 pj = _mm256_set1_ps(p[j]);                                                                \
-                a0 = _mm256_fmadd_ps(pj, LOAD8(vj), a0);                                                               \
-                a1 = _mm256_fmadd_ps(pj, LOAD8(vj + 8), a1);                                                           \
-                a2 = _mm256_fmadd_ps(pj, LOAD8(vj + 16), a2);                                                          \
-                a3 = _mm256_fmadd_ps(pj, LOAD8(vj + 24), a3);                                                          \
-            }                                                                                                          \
-            _mm256_storeu_ps(out + c, a0);                                                                             \
-            _mm256_storeu_ps(out + c + 8, a1);                                                                         \
-            _mm256_storeu_ps(out + c + 16, a2);                                                                        \
-            _mm256_storeu_ps(out + c + 24, a3);                                                                        \
-        }                                                                                                              \
-        for (; c < hd; c++) {                                                                                          \
-            float acc = out[c];                                                                                        \
-            for (int64_t j = 0; j < n; j++) acc += p[j] * TO_F32(((const T *)ROW(v, j, stride))[c]);                   \
-            out[c] = acc;                                                                                              \
-        }                                                                                                              \
+#define LM_DEFINE_KV_FLOAT(name, T, LOAD8, TO_F32)                                                                    \
+    LM_ALWAYS_INLINE void scores_##name(int h0, const int nh, float *s, size_t s_stride, const float *q,              \
+                                        size_t q_stride, const void *k, size_t stride, int64_t n, int64_t hd,         \
+                                        float scale) {                                                                \
+        s += h0 * s_stride;                                                                                           \
+        q += h0 * q_stride;                                                                                           \
+        for (int64_t j = 0; j < n; j++) {                                                                             \
+            const T *kj = (const T *)ROW(k, j, stride);                                                               \
+            __m256 a[HEADS][4];                                                                                       \
+            for (int h = 0; h < nh; h++) a[h][0] = a[h][1] = a[h][2] = a[h][3] = _mm256_setzero_ps();                 \
+            int64_t i = 0;                                                                                            \
+            for (; i + 32 <= hd; i += 32) {                                                                           \
+                const __m256 k0 = LOAD8(kj + i), k1 = LOAD8(kj + i + 8), k2 = LOAD8(kj + i + 16),                     \
+                             k3 = LOAD8(kj + i + 24);                                                                 \
+                for (int h = 0; h < nh; h++) {                                                                        \
+                    const float *qh = q + h * q_stride + i;                                                           \
+                    a[h][0] = _mm256_fmadd_ps(_mm256_loadu_ps(qh), k0, a[h][0]);                                      \
+                    a[h][1] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 8), k1, a[h][1]);                                  \
+                    a[h][2] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 16), k2, a[h][2]);                                 \
+                    a[h][3] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 24), k3, a[h][3]);                                 \
+                }                                                                                                     \
+            }                                                                                                         \
+            for (; i + 8 <= hd; i += 8) {                                                                             \
+                const __m256 k0 = LOAD8(kj + i);                                                                      \
+                for (int h = 0; h < nh; h++)                                                                          \
+                    a[h][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * q_stride + i), k0, a[h][0]);                    \
+            }                                                                                                         \
+            for (int h = 0; h < nh; h++) {                                                                            \
+                const float *qh = q + h * q_stride;                                                                   \
+                const __m256 sum = _mm256_add_ps(_mm256_add_ps(a[h][0], a[h][1]), _mm256_add_ps(a[h][2], a[h][3]));   \
+                float d = lm_hsum_f32_8(sum);                                                                         \
+                for (int64_t r = i; r < hd; r++) d += qh[r] * TO_F32(kj[r]);                                          \
+                s[h * s_stride + j] = scale * d;                                                                      \
+            }                                                                                                         \
+        }                                                                                                             \
+    }                                                                                                                 \
+                                                                                                                      \
+    void lm_kv_scores_##name##_avx2(                                                                                  \
+        float *s, size_t s_stride, const float *q, size_t q_stride, int nh, const void *k, size_t stride, int64_t n,  \
+        int64_t hd, float scale){ LM_BY_HEADS(nh, scores_##name, s, s_stride, q, q_stride, k, stride, n, hd, scale) } \
+                                                                                                                      \
+    LM_ALWAYS_INLINE void mix_##name(int h0, const int nh, float *out, size_t out_stride, const float *p,             \
+                                     size_t p_stride, const void *v, size_t stride, int64_t n, int64_t hd) {          \
+        out += h0 * out_stride;                                                                                       \
+        p += h0 * p_stride;                                                                                           \
+        int64_t c = 0;                                                                                                \
+        for (; c + 32 <= hd; c += 32) {                                                                               \
+            __m256 a[HEADS][4];                                                                                       \
+            for (int h = 0; h < nh; h++)                                                                              \
+                for (int x = 0; x < 4; x++) a[h][x] = _mm256_loadu_ps(out + h * out_stride + c + 8 * x);              \
+            for (int64_t j = 0; j < n; j++) {                                                                         \
+                const T *vj = (const T *)ROW(v, j, stride) + c;                                                       \
+                for (int x = 0; x < 4; x += 2) {                                                                      \
+                    const __m256 v0 = LOAD8(vj + 8 * x), v1 = LOAD8(vj + 8 * x + 8);                                  \
+                    for (int h = 0; h < nh; h++) {                                                                    \
+                        const __m256 pj = _mm256_set1_ps(p[h * p_stride + j]);                                        \
+                        a[h][x] = _mm256_fmadd_ps(pj, v0, a[h][x]);                                                   \
+                        a[h][x + 1] = _mm256_fmadd_ps(pj, v1, a[h][x + 1]);                                           \
+                    }                                                                                                 \
+                }                                                                                                     \
+            }                                                                                                         \
+            for (int h = 0; h < nh; h++)                                                                              \
+                for (int x = 0; x < 4; x++) _mm256_storeu_ps(out + h * out_stride + c + 8 * x, a[h][x]);              \
+        }                                                                                                             \
+        for (; c < hd; c++) {                                                                                         \
+            for (int h = 0; h < nh; h++) {                                                                            \
+                float acc = out[h * out_stride + c];                                                                  \
+                for (int64_t j = 0; j < n; j++)                                                                       \
+                    acc += p[h * p_stride + j] * TO_F32(((const T *)ROW(v, j, stride))[c]);                           \
+                out[h * out_stride + c] = acc;                                                                        \
+            }                                                                                                         \
+        }                                                                                                             \
+    }                                                                                                                 \
+                                                                                                                      \
+    void lm_kv_mix_##name##_avx2(float *out, size_t out_stride, const float *p, size_t p_stride, int nh,              \
+                                 const void *v, size_t stride, int64_t n, int64_t hd) {                               \
+        LM_BY_HEADS(nh, mix_##name, out, out_stride, p, p_stride, v, stride, n, hd)                                   \
     }
 
 LM_DEFINE_KV_FLOAT(f32, float, LM_LOAD_F32_8, LM_F32_TO_F32)
@@ -79,39 +135,93 @@ LM_DEFINE_KV_FLOAT(f16, lm_half, load_half8, lm_half_to_f32)
 
 /* --------------------------------------------------------------- q8_0 */
 
-void lm_kv_scores_q8_0_avx2(float *s, const float *q, const void *k, size_t stride, int64_t n, int64_t hd,
-                            float scale) {
+LM_ALWAYS_INLINE void scores_q8_0(int h0, const int nh, float *s, size_t s_stride, const float *q, size_t q_stride,
+                                  const void *k, size_t stride, int64_t n, int64_t hd, float scale) {
+    s += h0 * s_stride;
+    q += h0 * q_stride;
     for (int64_t j = 0; j < n; j++) {
         const block_q8_0 *kb = (const block_q8_0 *)ROW(k, j, stride);
-        __m256 acc = _mm256_setzero_ps();
+        __m256 acc[HEADS];
+        for (int h = 0; h < nh; h++) acc[h] = _mm256_setzero_ps();
         for (int64_t b = 0; b < hd / QK8_0; b++) {
-            const float *qb = q + b * QK8_0;
-            __m256 d = _mm256_mul_ps(_mm256_loadu_ps(qb), load_i8x8(kb[b].qs));
-            d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 8), load_i8x8(kb[b].qs + 8), d);
-            d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 16), load_i8x8(kb[b].qs + 16), d);
-            d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 24), load_i8x8(kb[b].qs + 24), d);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(lm_half_to_f32(kb[b].d)), d, acc);
+            const __m256 k0 = load_i8x8(kb[b].qs), k1 = load_i8x8(kb[b].qs + 8), k2 = load_i8x8(kb[b].qs + 16),
+                         k3 = load_i8x8(kb[b].qs + 24);
+            const __m256 kd = _mm256_set1_ps(lm_half_to_f32(kb[b].d));
+            for (int h = 0; h < nh; h++) {
+                const float *qb = q + h * q_stride + b * QK8_0;
+                __m256 d = _mm256_mul_ps(_mm256_loadu_ps(qb), k0);
+                d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 8), k1, d);
+                d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 16), k2, d);
+                d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 24), k3, d);
+                acc[h] = _mm256_fmadd_ps(kd, d, acc[h]);
+            }
         }
-        s[j] = scale * lm_hsum_f32_8(acc);
+        for (int h = 0; h < nh; h++) s[h * s_stride + j] = scale * lm_hsum_f32_8(acc[h]);
     }
 }
 
-void lm_kv_mix_q8_0_avx2(float *out, const float *p, const void *v, size_t stride, int64_t n, int64_t hd) {
+void lm_kv_scores_q8_0_avx2(float *s, size_t s_stride, const float *q, size_t q_stride, int nh, const void *k,
+                            size_t stride, int64_t n, int64_t hd, float scale){
+    LM_BY_HEADS(nh, scores_q8_0, s, s_stride, q, q_stride, k, stride, n, hd, scale)
+}
+
+LM_ALWAYS_INLINE void mix_q8_0(int h0, const int nh, float *out, size_t out_stride, const float *p, size_t p_stride,
+                               const void *v, size_t stride, int64_t n, int64_t hd) {
+    out += h0 * out_stride;
+    p += h0 * p_stride;
     for (int64_t b = 0; b < hd / QK8_0; b++) {
-        float *ob = out + b * QK8_0;
-        __m256 a0 = _mm256_loadu_ps(ob), a1 = _mm256_loadu_ps(ob + 8), a2 = _mm256_loadu_ps(ob + 16),
-               a3 = _mm256_loadu_ps(ob + 24);
+        __m256 a[HEADS][4];
+        for (int h = 0; h < nh; h++)
+            for (int x = 0; x < 4; x++) a[h][x] = _mm256_loadu_ps(out + h * out_stride + b * QK8_0 + 8 * x);
         for (int64_t j = 0; j < n; j++) {
             const block_q8_0 *vb = (const block_q8_0 *)ROW(v, j, stride) + b;
-            const __m256 pd = _mm256_set1_ps(p[j] * lm_half_to_f32(vb->d));
-            a0 = _mm256_fmadd_ps(pd, load_i8x8(vb->qs), a0);
-            a1 = _mm256_fmadd_ps(pd, load_i8x8(vb->qs + 8), a1);
-            a2 = _mm256_fmadd_ps(pd, load_i8x8(vb->qs + 16), a2);
-            a3 = _mm256_fmadd_ps(pd, load_i8x8(vb->qs + 24), a3);
+            const float vd = lm_half_to_f32(vb->d);
+            for (int x = 0; x < 4; x += 2) {
+                const __m256 v0 = load_i8x8(vb->qs + 8 * x), v1 = load_i8x8(vb->qs + 8 * x + 8);
+                for (int h = 0; h < nh; h++) {
+                    const __m256 pd = _mm256_set1_ps(p[h * p_stride + j] * vd);
+                    a[h][x] = _mm256_fmadd_ps(pd, v0, a[h][x]);
+                    a[h][x + 1] = _mm256_fmadd_ps(pd, v1, a[h][x + 1]);
+                }
+            }
         }
-        _mm256_storeu_ps(ob, a0);
-        _mm256_storeu_ps(ob + 8, a1);
-        _mm256_storeu_ps(ob + 16, a2);
-        _mm256_storeu_ps(ob + 24, a3);
+        for (int h = 0; h < nh; h++)
+            for (int x = 0; x < 4; x++) _mm256_storeu_ps(out + h * out_stride + b * QK8_0 + 8 * x, a[h][x]);
     }
+}
+
+void lm_kv_mix_q8_0_avx2(float *out, size_t out_stride, const float *p, size_t p_stride, int nh, const void *v,
+                         size_t stride, int64_t n, int64_t hd) {
+    LM_BY_HEADS(nh, mix_q8_0, out, out_stride, p, p_stride, v, stride, n, hd)
+}
+
+/* ------------------------------------------------------------ softmax */
+
+/* lm_softmax (forward_ops.c) with its bits: the maximum is the same in any
+ * order (max_ps keeps the running value over a NaN, as the scalar compare
+ * does), the exponentials are libm's (expf_avx2.h), and the sum runs in
+ * double through the values in order, as the scalar loop adds them. */
+void lm_softmax_avx2(float *x, int64_t n) {
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(_mm256_loadu_ps(x + i), mv);
+    float lanes[8], max = -INFINITY;
+    _mm256_storeu_ps(lanes, mv);
+    for (int k = 0; k < 8; k++) max = lanes[k] > max ? lanes[k] : max;
+    for (; i < n; i++) max = x[i] > max ? x[i] : max;
+
+    const __m256 vmax = _mm256_set1_ps(max);
+    double sum = 0.0;
+    for (i = 0; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(x + i, lm_expf8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax)));
+        for (int k = 0; k < 8; k++) sum += x[i + k];
+    }
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    const __m256 vinv = _mm256_set1_ps(inv);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
+    for (; i < n; i++) x[i] *= inv;
 }
