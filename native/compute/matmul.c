@@ -22,6 +22,7 @@ typedef struct {
     const lm_type_traits *wt, *at;   /* weight type, activation (partner) type */
     lm_vec_dot_fn dot;
     lm_vec_dot_x4_fn dot4;   /* 2..4 columns at once, bit-identical to dot; may be NULL */
+    lm_vec_dot_2r_fn dot2r;  /* 2 rows of one column at once, bit-identical to dot; may be NULL */
     lm_from_float_fn from_float;   /* the partner's quantizer for impl (same bytes whichever) */
     const char *w;
     size_t w_row_bytes;
@@ -62,17 +63,27 @@ static void multiply_rows(void *p, int ith, int nth) {
         const int64_t r1 = r0 + TILE_R < r_end ? r0 + TILE_R : r_end;
         for (int64_t c0 = 0; c0 < job->ncols; c0 += TILE_C) {
             const int64_t c1 = c0 + TILE_C < job->ncols ? c0 + TILE_C : job->ncols;
+            /* columns in groups of 4 (the last of 2..4) with dot4, row by
+             * row; a column left over (decode: the only one), or all of them
+             * without dot4, two rows at a time where dot2r is */
+            const int64_t c_single = job->dot4 ? c1 - ((c1 - c0) % 4 == 1) : c0;
             for (int64_t r = r0; r < r1; r++) {
                 const char *wrow = job->w + (size_t)r * job->w_row_bytes;
-                int64_t c = c0;
-                while (job->dot4 && c1 - c >= 2) {
-                    const int k = c1 - c < 4 ? (int)(c1 - c) : 4;
+                for (int64_t c = c0; c < c_single;) {
+                    const int k = c_single - c < 4 ? (int)(c_single - c) : 4;
                     job->dot4(job->n, k, &job->y[c * job->ldy + r], (size_t)job->ldy, wrow,
                               job->xq + (size_t)c * job->xq_row_bytes, job->xq_row_bytes);
                     c += k;
                 }
-                for (; c < c1; c++)
-                    job->dot(job->n, &job->y[c * job->ldy + r], wrow, job->xq + (size_t)c * job->xq_row_bytes);
+            }
+            for (int64_t c = c_single; c < c1; c++) {
+                const char *xq = job->xq + (size_t)c * job->xq_row_bytes;
+                float *yc = &job->y[c * job->ldy];
+                int64_t r = r0;
+                if (job->dot2r)
+                    for (; r + 2 <= r1; r += 2)
+                        job->dot2r(job->n, &yc[r], job->w + (size_t)r * job->w_row_bytes, job->w_row_bytes, xq);
+                for (; r < r1; r++) job->dot(job->n, &yc[r], job->w + (size_t)r * job->w_row_bytes, xq);
             }
         }
     }
@@ -94,6 +105,7 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
                             (long long)n, (long long)ncols);
     job->dot = lm_select_vec_dot(wt, impl);
     job->dot4 = lm_select_vec_dot_x4(wt, impl);
+    job->dot2r = lm_select_vec_dot_2r(wt, impl);
     job->from_float = lm_select_from_float(at, impl);
     if (!job->dot || !job->from_float)
         return lm_set_error(LM_ERR_IMPL, "matmul %s: no kernel for impl %d", wt->name, impl);

@@ -32,6 +32,15 @@ LM_BLOCK_TYPES(LM_DECLARE_KERNELS)
 
 #undef LM_DECLARE_KERNELS
 
+/* AVX2 two-row dots of the 32-value formats (simd/x86/legacy_avx2.h):
+ * rows x and x + x_stride bytes with one activation column, each with the
+ * bits of lm_vec_dot_<t>_avx2; lm_select_vec_dot_2r picks them */
+void lm_vec_dot_2r_q4_0_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
+void lm_vec_dot_2r_q4_1_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
+void lm_vec_dot_2r_q5_0_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
+void lm_vec_dot_2r_q5_1_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
+void lm_vec_dot_2r_q8_0_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
+
 /* AVX2 activation quantizers (simd/x86/act_quant_avx2.c), bit-identical with
  * lm_from_float_q8_0 / lm_from_float_q8_1; lm_select_from_float picks them */
 void lm_from_float_q8_0_avx2(const float *x, void *y, int64_t k);

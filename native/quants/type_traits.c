@@ -70,3 +70,16 @@ lm_vec_dot_x4_fn lm_select_vec_dot_x4(const lm_type_traits *t, int impl) {
     if (!t->vec_dot_avx2 || lm_select_vec_dot(t, impl) != t->vec_dot_avx2) return NULL;
     return t->vec_dot_x4_avx2;
 }
+
+lm_vec_dot_2r_fn lm_select_vec_dot_2r(const lm_type_traits *t, int impl) {
+    if (impl != LM_IMPL_AVX2 && impl != LM_IMPL_AUTO) return NULL;
+    if (!t->vec_dot_avx2 || lm_select_vec_dot(t, impl) != t->vec_dot_avx2) return NULL;
+#if defined(LM_BUILD_AVX2)
+    if (t == &k_traits[LM_TYPE_Q4_0]) return lm_vec_dot_2r_q4_0_avx2;
+    if (t == &k_traits[LM_TYPE_Q4_1]) return lm_vec_dot_2r_q4_1_avx2;
+    if (t == &k_traits[LM_TYPE_Q5_0]) return lm_vec_dot_2r_q5_0_avx2;
+    if (t == &k_traits[LM_TYPE_Q5_1]) return lm_vec_dot_2r_q5_1_avx2;
+    if (t == &k_traits[LM_TYPE_Q8_0]) return lm_vec_dot_2r_q8_0_avx2;
+#endif
+    return NULL;
+}

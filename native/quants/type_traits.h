@@ -38,6 +38,10 @@ static inline int lm_x4_scale_count(int vec_dot_type) {
 typedef void (*lm_vec_dot_x4_fn)(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                                  size_t y_stride);
 
+/* s[0], s[1] = dot(row x, y), dot(row x + x_stride bytes, y): two weight
+ * rows, one column, each bit-identical to the single-row kernel */
+typedef void (*lm_vec_dot_2r_fn)(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
+
 typedef struct {
     const char *name;
     int64_t blck_size;
@@ -62,5 +66,8 @@ lm_from_float_fn lm_select_from_float(const lm_type_traits *t, int impl);
 /* the few-column kernel matching lm_select_vec_dot(t, impl), or NULL when
  * there is none (then multiply one column at a time) */
 lm_vec_dot_x4_fn lm_select_vec_dot_x4(const lm_type_traits *t, int impl);
+/* the two-row kernel matching lm_select_vec_dot(t, impl), or NULL (the
+ * 32-value formats have one) */
+lm_vec_dot_2r_fn lm_select_vec_dot_2r(const lm_type_traits *t, int impl);
 
 #endif

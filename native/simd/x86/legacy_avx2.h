@@ -56,6 +56,53 @@
         *s = lm_hsum_f32_8(acc) + summs;                                                \
     }
 
+/* Two weight rows with one activation column: rows x and x + x_stride bytes
+ * to s[0] and s[1], each with the operations of the one-row kernel in the
+ * same order (so the same bits), interleaved. One row's dot is a chain of
+ * dependent FMAs (and for Q8_1 partners float adds into summs), one a block;
+ * two independent chains and two weight streams keep the core busy while
+ * either waits on its latency or on memory (decode: one column, every row). */
+#define LM_DEFINE_VEC_DOT_2R_I8(t, bytes)                                                                 \
+    void lm_vec_dot_2r_##t##_avx2(int64_t n, float *s, const void *vx, size_t x_stride, const void *vy) { \
+        const block_##t *x0 = vx, *x1 = (const block_##t *)((const char *)vx + x_stride);                 \
+        const block_q8_0 *y = vy;                                                                         \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                                    \
+        for (int64_t i = 0; i < n / QK8_0; i++) {                                                         \
+            _mm_prefetch((const char *)&x0[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);                         \
+            _mm_prefetch((const char *)&x1[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);                         \
+            const float yd = lm_half_f32(y[i].d);                                                         \
+            const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);                              \
+            const __m256 d0 = _mm256_set1_ps(lm_half_f32(x0[i].d) * yd);                                  \
+            const __m256 d1 = _mm256_set1_ps(lm_half_f32(x1[i].d) * yd);                                  \
+            acc0 = _mm256_fmadd_ps(d0, lm_mul_sum_i8_pairs_f32(bytes(&x0[i]), qy), acc0);                 \
+            acc1 = _mm256_fmadd_ps(d1, lm_mul_sum_i8_pairs_f32(bytes(&x1[i]), qy), acc1);                 \
+        }                                                                                                 \
+        s[0] = lm_hsum_f32_8(acc0);                                                                       \
+        s[1] = lm_hsum_f32_8(acc1);                                                                       \
+    }
+
+#define LM_DEFINE_VEC_DOT_2R_U8_MIN(t, bytes)                                                             \
+    void lm_vec_dot_2r_##t##_avx2(int64_t n, float *s, const void *vx, size_t x_stride, const void *vy) { \
+        const block_##t *x0 = vx, *x1 = (const block_##t *)((const char *)vx + x_stride);                 \
+        const block_q8_1 *y = vy;                                                                         \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                                    \
+        float summs0 = 0, summs1 = 0;                                                                     \
+        for (int64_t i = 0; i < n / QK8_1; i++) {                                                         \
+            _mm_prefetch((const char *)&x0[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);                         \
+            _mm_prefetch((const char *)&x1[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);                         \
+            const float yd = lm_half_f32(y[i].d), ys = lm_half_f32(y[i].s);                               \
+            const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);                              \
+            summs0 += lm_half_f32(x0[i].m) * ys;                                                          \
+            summs1 += lm_half_f32(x1[i].m) * ys;                                                          \
+            const __m256 d0 = _mm256_set1_ps(lm_half_f32(x0[i].d) * yd);                                  \
+            const __m256 d1 = _mm256_set1_ps(lm_half_f32(x1[i].d) * yd);                                  \
+            acc0 = _mm256_fmadd_ps(d0, lm_mul_sum_us8_pairs_f32(bytes(&x0[i]), qy), acc0);                \
+            acc1 = _mm256_fmadd_ps(d1, lm_mul_sum_us8_pairs_f32(bytes(&x1[i]), qy), acc1);                \
+        }                                                                                                 \
+        s[0] = lm_hsum_f32_8(acc0) + summs0;                                                              \
+        s[1] = lm_hsum_f32_8(acc1) + summs1;                                                              \
+    }
+
 /* two to four columns (avx2.h) of LM_DEFINE_VEC_DOT_I8: per block acc +=
  * (dx * dy) * sum(qx * qy) with one FMA; |qx| is taken once per block, dy
  * read as a float (LM_X4_SCALES): the same product as the one-column kernel's */

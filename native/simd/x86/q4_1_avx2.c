@@ -8,6 +8,7 @@
 static inline __m256i q4_1_bytes(const block_q4_1 *x) { return lm_bytes_from_nibbles_32(x->qs); }
 
 LM_DEFINE_VEC_DOT_U8_MIN(q4_1, q4_1_bytes)
+LM_DEFINE_VEC_DOT_2R_U8_MIN(q4_1, q4_1_bytes)
 
 /* two to four columns (avx2.h) of lm_vec_dot_q4_1_avx2: the min term from
  * Q8_1's dy*sum(qy), both scales read as floats (LM_X4_SCALES) */

@@ -10,3 +10,4 @@ static inline __m256i q5_1_bytes(const block_q5_1 *x) {
 }
 
 LM_DEFINE_VEC_DOT_U8_MIN(q5_1, q5_1_bytes)
+LM_DEFINE_VEC_DOT_2R_U8_MIN(q5_1, q5_1_bytes)
