@@ -23,6 +23,7 @@ typedef struct {
     lm_vec_dot_fn dot;
     lm_vec_dot_x4_fn dot4;   /* 2..4 columns at once, bit-identical to dot; may be NULL */
     lm_vec_dot_2r_fn dot2r;  /* 2 rows of one column at once, bit-identical to dot; may be NULL */
+    lm_vec_dot_2r2c_fn dot22;   /* 2 rows by 2 columns, bit-identical to dot4; may be NULL */
     lm_from_float_fn from_float;   /* the partner's quantizer for impl (same bytes whichever) */
     const char *w;
     size_t w_row_bytes;
@@ -67,10 +68,23 @@ static void multiply_rows(void *p, int ith, int nth) {
              * row; a column left over (decode: the only one), or all of them
              * without dot4, two rows at a time where dot2r is */
             const int64_t c_single = job->dot4 ? c1 - ((c1 - c0) % 4 == 1) : c0;
+            /* a group of two columns (decode of two sequences) two rows at a time too */
+            int64_t c_quads = c_single;
+            if (job->dot22 && (c_single - c0) % 4 == 2) {
+                c_quads = c_single - 2;
+                const char *xq = job->xq + (size_t)c_quads * job->xq_row_bytes;
+                int64_t r = r0;
+                for (; r + 2 <= r1; r += 2)
+                    job->dot22(job->n, &job->y[c_quads * job->ldy + r], (size_t)job->ldy,
+                               job->w + (size_t)r * job->w_row_bytes, job->w_row_bytes, xq, job->xq_row_bytes);
+                if (r < r1)
+                    job->dot4(job->n, 2, &job->y[c_quads * job->ldy + r], (size_t)job->ldy,
+                              job->w + (size_t)r * job->w_row_bytes, xq, job->xq_row_bytes);
+            }
             for (int64_t r = r0; r < r1; r++) {
                 const char *wrow = job->w + (size_t)r * job->w_row_bytes;
-                for (int64_t c = c0; c < c_single;) {
-                    const int k = c_single - c < 4 ? (int)(c_single - c) : 4;
+                for (int64_t c = c0; c < c_quads;) {
+                    const int k = c_quads - c < 4 ? (int)(c_quads - c) : 4;
                     job->dot4(job->n, k, &job->y[c * job->ldy + r], (size_t)job->ldy, wrow,
                               job->xq + (size_t)c * job->xq_row_bytes, job->xq_row_bytes);
                     c += k;
@@ -106,6 +120,7 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
     job->dot = lm_select_vec_dot(wt, impl);
     job->dot4 = lm_select_vec_dot_x4(wt, impl);
     job->dot2r = lm_select_vec_dot_2r(wt, impl);
+    job->dot22 = lm_select_vec_dot_2r2c(wt, impl);
     job->from_float = lm_select_from_float(at, impl);
     if (!job->dot || !job->from_float)
         return lm_set_error(LM_ERR_IMPL, "matmul %s: no kernel for impl %d", wt->name, impl);

@@ -40,6 +40,15 @@ void lm_vec_dot_2r_q4_1_avx2(int64_t n, float *s, const void *x, size_t x_stride
 void lm_vec_dot_2r_q5_0_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
 void lm_vec_dot_2r_q5_1_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
 void lm_vec_dot_2r_q8_0_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
+/* and two rows by two columns, each result with the bits of lm_vec_dot_x4_<t>_avx2 */
+void lm_vec_dot_2r2c_q4_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
+                               size_t y_stride);
+void lm_vec_dot_2r2c_q4_1_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
+                               size_t y_stride);
+void lm_vec_dot_2r2c_q5_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
+                               size_t y_stride);
+void lm_vec_dot_2r2c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
+                               size_t y_stride);
 
 /* AVX2 activation quantizers (simd/x86/act_quant_avx2.c), bit-identical with
  * lm_from_float_q8_0 / lm_from_float_q8_1; lm_select_from_float picks them */

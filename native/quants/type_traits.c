@@ -83,3 +83,14 @@ lm_vec_dot_2r_fn lm_select_vec_dot_2r(const lm_type_traits *t, int impl) {
 #endif
     return NULL;
 }
+
+lm_vec_dot_2r2c_fn lm_select_vec_dot_2r2c(const lm_type_traits *t, int impl) {
+    if (!lm_select_vec_dot_x4(t, impl)) return NULL;
+#if defined(LM_BUILD_AVX2)
+    if (t == &k_traits[LM_TYPE_Q4_0]) return lm_vec_dot_2r2c_q4_0_avx2;
+    if (t == &k_traits[LM_TYPE_Q4_1]) return lm_vec_dot_2r2c_q4_1_avx2;
+    if (t == &k_traits[LM_TYPE_Q5_0]) return lm_vec_dot_2r2c_q5_0_avx2;
+    if (t == &k_traits[LM_TYPE_Q8_0]) return lm_vec_dot_2r2c_q8_0_avx2;
+#endif
+    return NULL;
+}

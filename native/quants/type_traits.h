@@ -69,5 +69,11 @@ lm_vec_dot_x4_fn lm_select_vec_dot_x4(const lm_type_traits *t, int impl);
 /* the two-row kernel matching lm_select_vec_dot(t, impl), or NULL (the
  * 32-value formats have one) */
 lm_vec_dot_2r_fn lm_select_vec_dot_2r(const lm_type_traits *t, int impl);
+/* s[c * s_stride + r] for two rows (x, x + x_stride bytes) and two columns
+ * (y, y + y_stride bytes), each bit-identical to the few-column kernel */
+typedef void (*lm_vec_dot_2r2c_fn)(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
+                                   size_t y_stride);
+/* the two-by-two kernel matching lm_select_vec_dot_x4(t, impl), or NULL */
+lm_vec_dot_2r2c_fn lm_select_vec_dot_2r2c(const lm_type_traits *t, int impl);
 
 #endif

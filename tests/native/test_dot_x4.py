@@ -98,13 +98,15 @@ TWO_ROW_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
 
 @needs_avx2
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("ncols", [1, 5])
+@pytest.mark.parametrize("ncols", [1, 2, 5, 6])
 @pytest.mark.parametrize("dist", ["normal", "outliers", "all_zero"])
 @pytest.mark.parametrize("qtype", TWO_ROW_TYPES, ids=ids(TWO_ROW_TYPES))
 def test_two_row_kernel_matches_single_row_kernel(qtype, dist, ncols, threads):
     """A column left alone (decode's only one) goes two weight rows at a time
-    (lm_vec_dot_2r_<t>_avx2); each row keeps the one-row kernel's bits, with
-    an odd number of rows per thread, so pairs and a last row alone."""
+    (lm_vec_dot_2r_<t>_avx2), a group of two columns (decode of two
+    sequences) two rows by two columns (lm_vec_dot_2r2c_<t>_avx2); each row
+    keeps the one-row kernel's bits, with an odd number of rows per thread,
+    so pairs and a last row alone."""
     n = 544
     w = quants.quantize(make(dist, ROWS, n, seed=1), qtype)
     x = activations(dist, ncols, n)

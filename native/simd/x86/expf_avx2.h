@@ -39,7 +39,8 @@ static inline __m128 lm_expf4_pd(__m256d xd) {
     const __m256i ki = _mm256_castpd_si256(kd);
     kd = _mm256_sub_pd(kd, shift);
     const __m256d r = _mm256_sub_pd(z, kd);
-    __m256i t = _mm256_i64gather_epi64((const long long *)lm_exp2f_tab, _mm256_and_si256(ki, _mm256_set1_epi64x(31)), 8);
+    __m256i t =
+        _mm256_i64gather_epi64((const long long *)lm_exp2f_tab, _mm256_and_si256(ki, _mm256_set1_epi64x(31)), 8);
     t = _mm256_add_epi64(t, _mm256_slli_epi64(ki, 47));
     const __m256d s = _mm256_castsi256_pd(t);
     const __m256d c0 = _mm256_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32);

@@ -103,6 +103,35 @@
         s[1] = lm_hsum_f32_8(acc1) + summs1;                                                              \
     }
 
+/* Two rows by two columns (decode of two sequences): s[c * s_stride + r] for
+ * rows r = 0, 1 (x, x + x_stride bytes) and columns c = 0, 1, each with the
+ * operations of the few-column kernel below in the same order (its bits):
+ * four independent chains instead of two. */
+#define LM_DEFINE_VEC_DOT_2R2C_I8(t, bytes)                                                                   \
+    void lm_vec_dot_2r2c_##t##_avx2(int64_t n, float *s, size_t s_stride, const void *vx, size_t x_stride,    \
+                                    const void *vy, size_t y_stride) {                                        \
+        const block_##t *x[2] = { vx, (const block_##t *)((const char *)vx + x_stride) };                     \
+        LM_X4_COLUMNS(block_q8_0, y, vy, y_stride, 2);                                                        \
+        const int64_t nb = n / QK8_0;                                                                         \
+        LM_X4_SCALES(yd, y, nb, block_q8_0, 2);                                                               \
+        __m256 acc[2][2] = { { _mm256_setzero_ps(), _mm256_setzero_ps() },                                    \
+                             { _mm256_setzero_ps(), _mm256_setzero_ps() } };                                  \
+        for (int64_t i = 0; i < nb; i++) {                                                                    \
+            for (int r = 0; r < 2; r++) {                                                                     \
+                const __m256 xd = _mm256_set1_ps(lm_half_f32(x[r][i].d));                                     \
+                const __m256i qx = bytes(&x[r][i]);                                                           \
+                const __m256i ax = _mm256_sign_epi8(qx, qx);                                                  \
+                for (int c = 0; c < 2; c++) {                                                                 \
+                    const __m256 d = _mm256_mul_ps(xd, _mm256_broadcast_ss(&yd[c][i]));                       \
+                    const __m256i sy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[c][i].qs), qx); \
+                    acc[r][c] = _mm256_fmadd_ps(d, lm_mul_sum_us8_pairs_f32(ax, sy), acc[r][c]);              \
+                }                                                                                             \
+            }                                                                                                 \
+        }                                                                                                     \
+        for (int r = 0; r < 2; r++)                                                                           \
+            for (int c = 0; c < 2; c++) s[c * s_stride + r] = lm_hsum_f32_8(acc[r][c]);                       \
+    }
+
 /* two to four columns (avx2.h) of LM_DEFINE_VEC_DOT_I8: per block acc +=
  * (dx * dy) * sum(qx * qy) with one FMA; |qx| is taken once per block, dy
  * read as a float (LM_X4_SCALES): the same product as the one-column kernel's */

@@ -14,3 +14,4 @@ static inline __m256i q5_0_bytes(const block_q5_0 *x) {
 LM_DEFINE_VEC_DOT_I8(q5_0, q5_0_bytes)
 LM_DEFINE_VEC_DOT_2R_I8(q5_0, q5_0_bytes)
 LM_DEFINE_VEC_DOT_X4_I8(q5_0, q5_0_bytes)
+LM_DEFINE_VEC_DOT_2R2C_I8(q5_0, q5_0_bytes)

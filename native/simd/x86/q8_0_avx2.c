@@ -9,3 +9,4 @@ static inline __m256i q8_0_bytes(const block_q8_0 *x) { return _mm256_loadu_si25
 LM_DEFINE_VEC_DOT_I8(q8_0, q8_0_bytes)
 LM_DEFINE_VEC_DOT_2R_I8(q8_0, q8_0_bytes)
 LM_DEFINE_VEC_DOT_X4_I8(q8_0, q8_0_bytes)
+LM_DEFINE_VEC_DOT_2R2C_I8(q8_0, q8_0_bytes)
