@@ -48,7 +48,7 @@ def save_state(llm: Llama) -> LlamaState:
         data = ctx.save_seq(
             llm._raw_seq,
             tokens=raw,
-            extra={"seed": int(llm._seed), "rng_seed": int(llm._rng_seed), "logits_all": llm.logits_all},
+            extra={"seed": int(llm._seed), "rng_seed": llm._rng_seed, "logits_all": llm.logits_all},
             arrays={"last_logits": last},
         )
     return LlamaState(
@@ -97,4 +97,5 @@ def load_state(llm: Llama, state: LlamaState) -> None:
     elif last is not None and last.size:
         llm.scores[0] = last
     llm._seed = state.seed
-    llm._rng_seed = int(saved.extra.get("rng_seed", llm._rng_seed))
+    if "rng_seed" in saved.extra:  # None: a random seed per completion
+        llm._rng_seed = saved.extra["rng_seed"]
