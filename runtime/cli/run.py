@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens per reply (-1: until the model stops)",
     )
     ap.add_argument("--chat", action="store_true", help="one-shot: send the prompt through the chat template")
+    ap.add_argument(
+        "--prompt-cache",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="one-shot: save the evaluated prompt's state in FILE and reuse it when a later prompt starts the same",
+    )
+    ap.add_argument("--prompt-cache-all", action="store_true", help="with --prompt-cache: save the reply's tokens too")
     return ap
 
 
@@ -109,6 +117,8 @@ def _run(args: argparse.Namespace) -> int:
             "with -p",
             file=sys.stderr,
         )
+    if args.prompt_cache is not None and prompt is None:
+        raise ValueError("--prompt-cache needs a one-shot prompt (-p or -f)")
     if prompt is not None:
         from lamina.cli.oneshot import complete
 
