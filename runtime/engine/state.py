@@ -10,6 +10,7 @@ Format, version 1 (integers little-endian):
     header     JSON     {"model": {"arch", "identity", "n_layer", "n_head_kv", "head_dim",
                                    "n_vocab", "file"},
                          "kv_type": "f16", "row_bytes": int, "n_ctx": int, "n_ctx_seq": int,
+                         "rope_long": bool (LongRoPE's long factors in use),
                          "sequences": [{"seq": int, "n_pos": int, "n_tokens": int,
                                         "kv_bytes": int}, ...],
                          "arrays": [{"name", "dtype", "shape"}, ...],
@@ -157,6 +158,7 @@ def pack(
         "row_bytes": row,
         "n_ctx": ctx.n_ctx,
         "n_ctx_seq": ctx.n_ctx_seq,
+        "rope_long": _rope_long(ctx),
         "sequences": seq_headers,
         "arrays": array_headers,
         "extra": extra or {},
@@ -251,6 +253,14 @@ def _check_binding(ctx: Any, header: dict[str, Any], what: str) -> None:
         raise StateMismatchError(f"{what} has another KV cache type", "kv_type", ctx.kv_type, header.get("kv_type"))
     if header.get("row_bytes") != ctx.kv_row_bytes:
         raise StateMismatchError(f"{what} has other KV rows", "row_bytes", ctx.kv_row_bytes, header.get("row_bytes"))
+    if header.get("rope_long", False) != _rope_long(ctx):
+        raise StateMismatchError(
+            f"{what} was rotated by other LongRoPE factors (n_ctx_seq on the other side of the model's "
+            f"rope_long_ctx={ctx.model.hparams.rope_long_ctx})",
+            "rope_long",
+            _rope_long(ctx),
+            header.get("rope_long"),
+        )
     for s in header["sequences"]:
         if s["n_pos"] > ctx.n_ctx_seq:
             raise StateMismatchError(
@@ -260,6 +270,13 @@ def _check_binding(ctx: Any, header: dict[str, Any], what: str) -> None:
             raise StateMismatchError(
                 f"{what}: sequence {s['seq']}'s cache rows", "kv_bytes", ctx.seq_state_bytes(s["n_pos"]), s["kv_bytes"]
             )
+
+
+def _rope_long(ctx: Any) -> bool:
+    """whether ctx rotates by LongRoPE's long factors (n_ctx_seq past rope_long_ctx): keys
+    cached with one set of angles do not continue with the other"""
+    hp = ctx.model.hparams
+    return bool(hp.long_rope and ctx.n_ctx_seq > hp.rope_long_ctx)
 
 
 def write_file(path: str | os.PathLike[str], data: bytes) -> None:

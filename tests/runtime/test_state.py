@@ -223,3 +223,18 @@ def test_state_files_are_written_whole(tmp_path, saved):
     state.write_file(path, data[:100])  # overwritten by a rename, not in place
     assert path.read_bytes() == data[:100]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.state"]
+
+
+def test_a_longrope_state_needs_the_same_factors(tiny):
+    """phi3: contexts past its original 64 positions per sequence rotate keys by the long
+    factors; a state does not move between the two kinds, and does within one"""
+    model = Model.load(tiny(CONFIGS["phi3"]), n_threads=2)
+    long_ctx = Context(model, n_ctx=128)
+    long_ctx.eval(toks_for(CONFIGS["phi3"], 20))
+    data = long_ctx.save_seq(0)
+    with pytest.raises(state.StateMismatchError, match="LongRoPE") as e:
+        Context(model, n_ctx=64).load_seq(data, 0)
+    assert e.value.field == "rope_long"
+    again = Context(model, n_ctx=256, n_seq_max=2)  # 128 per sequence: long factors too
+    again.load_seq(data, 1)
+    assert again.seq_len(1) == 20
