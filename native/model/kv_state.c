@@ -51,8 +51,8 @@ static void copy_layer(const lm_context *c, int32_t seq, int32_t n, char *cache,
 static void copy_host(const lm_context *c, int32_t seq, int32_t n, char *buf, int into_cache) {
     const size_t layer = (size_t)c->n_ctx * c->kv_row_bytes, rows = (size_t)n * c->kv_row_bytes;
     for (int32_t il = 0; il < c->kv_il1 - c->kv_il0; il++) {
-        copy_layer(c, seq, n, c->k_cache + il * layer, buf + (2 * (size_t)il) * rows, into_cache);
-        copy_layer(c, seq, n, c->v_cache + il * layer, buf + (2 * (size_t)il + 1) * rows, into_cache);
+        copy_layer(c, seq, n, c->k_cache + (size_t)il * layer, buf + (2 * (size_t)il) * rows, into_cache);
+        copy_layer(c, seq, n, c->v_cache + (size_t)il * layer, buf + (2 * (size_t)il + 1) * rows, into_cache);
     }
 }
 
