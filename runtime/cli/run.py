@@ -89,6 +89,10 @@ def _run(args: argparse.Namespace) -> int:
     params = sampling_params(args)  # everything is checked before the (slow) model load
     template = args.chat_template_file.read_text() if args.chat_template_file else None
     prompt = args.file.read_text(encoding="utf-8") if args.file is not None else args.prompt
+    if (args.prompt_cache is not None or args.prompt_cache_all) and prompt is None:
+        raise ValueError("--prompt-cache and --prompt-cache-all need a one-shot prompt (-p or -f)")
+    if args.prompt_cache_all and args.prompt_cache is None:
+        raise ValueError("--prompt-cache-all needs --prompt-cache FILE")
     path = options.model_file(args.model_opt or args.model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -117,8 +121,6 @@ def _run(args: argparse.Namespace) -> int:
             "with -p",
             file=sys.stderr,
         )
-    if args.prompt_cache is not None and prompt is None:
-        raise ValueError("--prompt-cache needs a one-shot prompt (-p or -f)")
     if prompt is not None:
         from lamina.cli.oneshot import complete
 

@@ -82,3 +82,9 @@ def test_a_damaged_prompt_cache_is_a_one_line_error(smollm2, tmp_path):
     (tmp_path / "junk.state").write_bytes(b"not a state at all")
     r = run(smollm2, tmp_path / "junk.state", PROMPT)
     assert r.returncode == 1 and "not a lamina state" in r.stderr
+
+
+def test_prompt_cache_flags_need_a_one_shot_prompt(smollm2, tmp_path):
+    for flags in (["--prompt-cache", str(tmp_path / "x")], ["-p", "Hi", "--prompt-cache-all"]):
+        r = subprocess.run([*LAMINA, smollm2, *flags], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "--prompt-cache" in r.stderr and "Traceback" not in r.stderr

@@ -238,3 +238,17 @@ def test_a_longrope_state_needs_the_same_factors(tiny):
     again = Context(model, n_ctx=256, n_seq_max=2)  # 128 per sequence: long factors too
     again.load_seq(data, 1)
     assert again.seq_len(1) == 20
+
+
+@pytest.mark.gpu
+def test_cuda_offload_refuses_to_save_or_load_by_name(tiny):
+    """the CUDA backend cannot copy its cache out yet: saving and loading say so, and change nothing"""
+    model = Model.load(tiny(LLAMA), n_threads=2)
+    ctx = Context(model, n_ctx=64, gpu_layers=2, device="cuda", require_gpu=True)
+    ctx.eval(toks_for(LLAMA, 10))
+    with pytest.raises(ContextError, match="cuda offload device cannot save or restore"):
+        ctx.save_seq(0)
+    data = Context(model, n_ctx=64).save_seq(0)
+    with pytest.raises(ContextError, match="cuda offload device cannot save or restore"):
+        ctx.load_seq(data, 0)
+    assert ctx.n_past == 10
