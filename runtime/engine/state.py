@@ -224,19 +224,24 @@ def _parse_header(raw: memoryview, what: str) -> dict[str, Any] | None:
 
 def _total_len(header: dict[str, Any], start: int, what: str) -> int | None:
     """bytes the header announces in all, or None when its fields are not well-formed"""
+
+    def count(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
     try:
+        if not isinstance(header["model"], dict) or not isinstance(header["extra"], dict):
+            return None
         total = start + _DIGEST
         for s in header["sequences"]:
-            if min(s["seq"], s["n_pos"], s["n_tokens"], s["kv_bytes"]) < 0 or s["n_tokens"] not in (0, s["n_pos"]):
+            fields = (s["seq"], s["n_pos"], s["n_tokens"], s["kv_bytes"])
+            if not all(count(v) for v in fields) or s["n_tokens"] not in (0, s["n_pos"]):
                 return None
             total += 4 * s["n_tokens"] + s["kv_bytes"]
         for a in header["arrays"]:
             dt = np.dtype(a["dtype"])
-            if dt.kind not in "biuf" or any(d < 0 for d in a["shape"]):
+            if dt.kind not in "biuf" or not isinstance(a["name"], str) or not all(count(d) for d in a["shape"]):
                 return None
             total += int(np.prod(a["shape"], dtype=np.int64)) * dt.itemsize
-        if not isinstance(header["extra"], dict):
-            return None
         return int(total)
     except (KeyError, TypeError, ValueError):
         return None
@@ -244,7 +249,7 @@ def _total_len(header: dict[str, Any], start: int, what: str) -> int | None:
 
 def _check_binding(ctx: Any, header: dict[str, Any], what: str) -> None:
     mine = _model_header(ctx.model)
-    theirs = header.get("model") or {}
+    theirs = header["model"]
     for key in ("arch", "n_layer", "n_head_kv", "head_dim", "n_vocab", "identity"):
         if theirs.get(key) != mine[key]:
             source = f" (saved from {theirs.get('file')!r})" if theirs.get("file") else ""

@@ -252,3 +252,31 @@ def test_cuda_offload_refuses_to_save_or_load_by_name(tiny):
     with pytest.raises(ContextError, match="cuda offload device cannot save or restore"):
         ctx.load_seq(data, 0)
     assert ctx.n_past == 10
+
+
+def test_a_well_checksummed_state_with_a_malformed_header_is_refused(saved):
+    """a header that parses but lies (wrong types, negative sizes) is refused even
+    when its checksum was recomputed: no field reaches numpy or the cache unchecked"""
+    import hashlib
+    import json
+
+    model, data = saved
+    head_len = int.from_bytes(data[12:16], "little")
+    header = json.loads(data[16 : 16 + head_len])
+    body = data[16 + head_len : -32]
+    ctx = fresh(model)
+    for change in [
+        lambda h: h["sequences"][0].update(n_pos=40.5),
+        lambda h: h["sequences"][0].update(n_tokens="40"),
+        lambda h: h["sequences"][0].update(kv_bytes=-1),
+        lambda h: h.update(model=[]),
+        lambda h: h.update(extra=None),
+        lambda h: h["sequences"][0].update(kv_bytes=h["sequences"][0]["kv_bytes"] - 8, n_tokens=0),
+    ]:
+        h = json.loads(json.dumps(header))
+        change(h)
+        head = json.dumps(h).encode()
+        forged = data[:12] + len(head).to_bytes(4, "little") + head + body
+        with pytest.raises(state.StateError):
+            ctx.load_seq(forged + hashlib.sha256(forged).digest(), 0)
+    assert_unchanged(ctx)
