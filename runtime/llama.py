@@ -24,13 +24,14 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from lamina import options
+from lamina import llama_state, options
 from lamina.engine.embeddings import POOLING_BY_ID
 from lamina.engine.engine import DEFAULT_MAX_QUEUE
 from lamina.engine.request import Piece
 from lamina.engine.slots import common_prefix
 from lamina.generation import open_session
 from lamina.llama_params import DEFAULTS_CHAT, DEFAULTS_COMPLETION, DEFAULTS_INIT, HARMLESS_INIT, check_extra
+from lamina.llama_state import LlamaState
 from lamina.model_cache import fetch_model, known_models
 from lamina.sampling import Sampler, SamplingParams
 from lamina.system import available_memory
@@ -231,6 +232,18 @@ class Llama:
 
     def set_seed(self, seed: int) -> None:
         self._rng_seed = options.seed(seed)
+
+    def save_state(self) -> LlamaState:
+        """What eval() has evaluated (KV cache, tokens, scores) and the seed, as
+        llama-cpp-python's LlamaState (lamina.llama_state)."""
+        self._check_open()
+        return llama_state.save_state(self)
+
+    def load_state(self, state: LlamaState) -> None:
+        """Back to a save_state(), of this Llama or another of the same model
+        and KV type; a foreign or damaged state raises a StateError, changing nothing."""
+        self._check_open()
+        llama_state.load_state(self, state)
 
     def eval(self, tokens: Sequence[int]) -> None:
         """Append tokens to eval()'s sequence, between two engine steps; with

@@ -334,6 +334,24 @@ int lm_context_kv_usage(const lm_context *ctx, lm_kv_usage *out);
 /* one cached position as floats (tests, debugging): k, v [n_head_kv * head_dim]
  * of layer il (one of this context's host layers) */
 int lm_context_kv_read(const lm_context *ctx, int32_t seq_id, int32_t il, int32_t pos, float *k, float *v);
+/* One sequence's cache as bytes (the KV part of llama.cpp's
+ * llama_state_seq_get_data / set_data): for each layer, this context's and
+ * then its device's, the keys of positions 0..n_pos-1 [n_pos][row bytes] then
+ * the values, rows in the cache's kv_type. Only positions are saved, not
+ * cells: a state may be set into any sequence of any context of the same
+ * model, kv_type and layer split. The caller validates the bytes (the file
+ * format's checksum); these check sizes only. Offload devices that cannot
+ * copy their cache (CUDA for now) are refused with LM_ERR_ARG. */
+/* bytes of a state of n_pos positions (0 when n_pos is outside [0, n_ctx_seq]) */
+size_t lm_context_seq_state_bytes(const lm_context *ctx, int32_t n_pos);
+/* sequence seq_id's rows into dst, whose size must be
+ * lm_context_seq_state_bytes(ctx, seq_len(seq_id)) */
+int lm_context_seq_state_get(const lm_context *ctx, int32_t seq_id, void *dst, size_t size);
+/* seq_id drops its positions and holds the n_pos positions of src (size
+ * bytes, exactly lm_context_seq_state_bytes(ctx, n_pos)). Checked first
+ * (sizes, n_ctx_seq, free blocks: LM_ERR_CONTEXT_FULL): on error the
+ * sequence is as it was. */
+int lm_context_seq_state_set(lm_context *ctx, int32_t seq_id, int32_t n_pos, const void *src, size_t size);
 /* ============================================================ end model === */
 /* LM_CDEF_END */
 

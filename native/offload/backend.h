@@ -37,6 +37,12 @@ typedef struct lm_backend {
      * "to the end"; any other p1 shifts the later positions down. */
     int (*seq_rm)(void *dev, int32_t seq, int32_t p0, int32_t p1);
     int (*seq_cp)(void *dev, int32_t src, int32_t dst, int32_t n);
+    /* one sequence's rows of the device's layers, laid out as
+     * lm_context_seq_state_get / _set do (sizes checked by the host); set is
+     * all or nothing and takes the blocks the host's pool takes. NULL: the
+     * device cannot, and the host refuses a state with its layers. */
+    int (*seq_state_get)(void *dev, int32_t seq, void *dst, size_t size);
+    int (*seq_state_set)(void *dev, int32_t seq, int32_t n_pos, const void *src, size_t size);
     /* bytes of device memory held: weights, KV cache */
     void (*usage)(const void *dev, size_t *weight_bytes, size_t *kv_bytes);
     void (*free)(void *dev);

@@ -147,6 +147,14 @@ static int standin_seq_cp(void *dev, int32_t src, int32_t dst, int32_t n) {
     return lm_context_seq_cp(((standin *)dev)->ctx, src, dst, n);
 }
 
+static int standin_seq_state_get(void *dev, int32_t seq, void *dst, size_t size) {
+    return lm_context_seq_state_get(((standin *)dev)->ctx, seq, dst, size);
+}
+
+static int standin_seq_state_set(void *dev, int32_t seq, int32_t n_pos, const void *src, size_t size) {
+    return lm_context_seq_state_set(((standin *)dev)->ctx, seq, n_pos, src, size);
+}
+
 static void standin_usage(const void *dev, size_t *weight_bytes, size_t *kv_bytes) {
     const standin *d = dev;
     *weight_bytes = d->weight_bytes;
@@ -159,6 +167,8 @@ const lm_backend lm_backend_cpu_standin = {
     .decode = standin_decode,
     .seq_rm = standin_seq_rm,
     .seq_cp = standin_seq_cp,
+    .seq_state_get = standin_seq_state_get,
+    .seq_state_set = standin_seq_state_set,
     .usage = standin_usage,
     .free = standin_free,
 };

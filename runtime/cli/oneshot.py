@@ -17,6 +17,12 @@ def complete(gen: Session, args: argparse.Namespace, params: SamplingParams, pro
         tokens = gen.tokenizer.encode(prompt)
     if len(tokens) >= gen.n_ctx:
         raise ValueError(f"the prompt is {len(tokens)} tokens, the context holds {gen.n_ctx} (raise -c)")
+    cache = getattr(args, "prompt_cache", None)
+    if cache is not None:
+        from lamina.cli import prompt_cache
+
+        reused = prompt_cache.restore(gen, cache, tokens)
+        print(f"lamina run: prompt cache {cache}: {reused} of {len(tokens)} prompt tokens cached", file=sys.stderr)
     out = sys.stdout
     request = gen.generate(tokens, Sampler(params, args.seed), args.n_predict, args.stop)
     for piece in request.pieces():
@@ -27,6 +33,10 @@ def complete(gen: Session, args: argparse.Namespace, params: SamplingParams, pro
     out.write("\n")
     out.flush()
     t = request.timings
+    save_all = bool(getattr(args, "prompt_cache_all", False))
+    if cache is not None and (t.prompt_tokens > 1 or save_all):  # else the file holds this prompt already
+        n = prompt_cache.save(gen, cache, len(tokens), save_all)
+        print(f"lamina run: prompt cache {cache}: saved {n} tokens", file=sys.stderr)
     print(
         f"prompt {t.prompt_tokens} tok, {t.prompt_tps:.1f} tok/s | generation {t.sampled} tok, {t.gen_tps:.1f} tok/s",
         file=sys.stderr,

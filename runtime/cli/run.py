@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens per reply (-1: until the model stops)",
     )
     ap.add_argument("--chat", action="store_true", help="one-shot: send the prompt through the chat template")
+    ap.add_argument(
+        "--prompt-cache",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="one-shot: save the evaluated prompt's state in FILE and reuse it when a later prompt starts the same",
+    )
+    ap.add_argument("--prompt-cache-all", action="store_true", help="with --prompt-cache: save the reply's tokens too")
     return ap
 
 
@@ -81,6 +89,10 @@ def _run(args: argparse.Namespace) -> int:
     params = sampling_params(args)  # everything is checked before the (slow) model load
     template = args.chat_template_file.read_text() if args.chat_template_file else None
     prompt = args.file.read_text(encoding="utf-8") if args.file is not None else args.prompt
+    if (args.prompt_cache is not None or args.prompt_cache_all) and prompt is None:
+        raise ValueError("--prompt-cache and --prompt-cache-all need a one-shot prompt (-p or -f)")
+    if args.prompt_cache_all and args.prompt_cache is None:
+        raise ValueError("--prompt-cache-all needs --prompt-cache FILE")
     path = options.model_file(args.model_opt or args.model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -3,7 +3,7 @@
     lamina serve MODEL [--host 127.0.0.1] [--port 8080] [-np 4] [-c N] [-t N] [-ngl N]
                  [--api-key KEY | --api-key-file F] [--alias NAME] [--cache-type f16|q8_0]
                  [--chat-template-file F] [--kv-unified] [--queue N] [--timeout S] [--max-body BYTES]
-                 [--cors-origin URL ...]
+                 [--cors-origin URL ...] [--slot-save-path DIR]
 
 llama-server's flag names and meanings where it has them. Binds to
 127.0.0.1 unless told otherwise; prints the URL and the plan (slots, context
@@ -36,6 +36,13 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--queue", type=int, default=64, help="requests waiting for a slot before 503 (default 64)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds a request may take (default 600)")
     ap.add_argument("--max-body", type=int, default=8 << 20, help="largest request body in bytes (default 8 MiB)")
+    ap.add_argument(
+        "--slot-save-path",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="enable POST /slots/{id}?action=save|restore|erase, with files in DIR (created if missing)",
+    )
     ap.add_argument("--cors-origin", action="append", default=[], help="allow browsers from this origin (repeatable)")
     return ap
 
@@ -66,6 +73,8 @@ def _serve(args: argparse.Namespace) -> int:
         keys = [line.strip() for line in args.api_key_file.read_text().splitlines() if line.strip()]
         if not keys:
             raise ValueError(f"{args.api_key_file}: no API key in it")
+    if args.slot_save_path is not None:
+        args.slot_save_path.mkdir(parents=True, exist_ok=True)
     config = ServerConfig(
         model=options.model_file(args.model_opt or args.model),
         alias=args.alias,
@@ -84,6 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_queue=args.queue,
         timeout=args.timeout,
         max_body=args.max_body,
+        slot_save_path=args.slot_save_path,
     )
     service = Service(config)
     app = create_app(service)

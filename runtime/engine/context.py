@@ -409,6 +409,102 @@ class Context:
         )
         return k, v
 
+    # -- saved state (runtime/engine/state.py) ---------------------------------
+
+    @property
+    def kv_row_bytes(self) -> int:
+        """Bytes of one cached key (or value) row of one layer, in kv_type."""
+        return int(lib.lm_context_seq_state_bytes(self._live, 1)) // (2 * self.model.hparams.n_layer)
+
+    def seq_state_bytes(self, n_pos: int) -> int:
+        """Bytes of the cache rows of n_pos positions of one sequence, every layer (device ones too)."""
+        return int(lib.lm_context_seq_state_bytes(self._live, int(n_pos)))
+
+    def seq_state_kv(self, seq: int) -> bytes:
+        """The cache rows of sequence seq's positions (lamina.h lm_context_seq_state_get)."""
+        with self._lock:
+            return self._seq_kv(self._seq(seq, "seq_state_kv"))
+
+    def _seq_kv(self, seq: int) -> bytes:
+        out = bytearray(self.seq_state_bytes(int(lib.lm_context_seq_len(self._live, seq))))
+        dest = ffi.from_buffer("char[]", out) if out else ffi.NULL
+        self._check(lib.lm_context_seq_state_get(self._live, seq, dest, len(out)))
+        return bytes(out)
+
+    def _set_seq_kv(self, seq: int, n_pos: int, kv: Any) -> None:
+        src = ffi.from_buffer("char[]", kv) if len(kv) else ffi.NULL
+        self._check(lib.lm_context_seq_state_set(self._live, seq, int(n_pos), src, len(kv)))
+
+    def save_seq(
+        self,
+        seq: int,
+        tokens: Sequence[int] | np.ndarray | None = None,
+        extra: dict[str, Any] | None = None,
+        arrays: dict[str, np.ndarray] | None = None,
+    ) -> bytes:
+        """Sequence seq's cache as a state (llama.cpp's llama_state_seq_get_data),
+        bound to this model and kv_type; tokens (its seq_len tokens, or None)
+        and extra / arrays are kept with it for the caller."""
+        from lamina.engine import state
+
+        with self._lock:
+            seq = self._seq(seq, "save_seq")
+            n = int(lib.lm_context_seq_len(self._live, seq))
+            return state.pack(self, [(seq, n, tokens, self._seq_kv(seq))], arrays, extra)
+
+    def load_seq(self, data: bytes | bytearray | memoryview, seq: int, what: str = "state") -> Any:
+        """Sequence seq becomes the one sequence saved in data (any id it was
+        saved from); returns the SavedState (its tokens, extra, arrays). Bad,
+        foreign or corrupted data raises a StateError and changes nothing."""
+        from lamina.engine import state
+
+        with self._lock:
+            seq = self._seq(seq, "load_seq")
+            saved = state.unpack(self, data, what)
+            if len(saved.sequences) != 1:
+                raise state.StateError(f"{what} holds {len(saved.sequences)} sequences; load_seq takes one")
+            s = saved.sequences[0]
+            self._set_seq_kv(seq, s.n_pos, s.kv)
+            return saved
+
+    def save_state(
+        self,
+        tokens: Mapping[int, Sequence[int] | np.ndarray] | None = None,
+        extra: dict[str, Any] | None = None,
+        arrays: dict[str, np.ndarray] | None = None,
+    ) -> bytes:
+        """Every sequence that holds positions (llama.cpp's llama_state_get_data);
+        tokens maps sequence ids to their tokens where the caller has them."""
+        from lamina.engine import state
+
+        with self._lock:
+            seqs = []
+            for q in range(self.n_seq_max):
+                n = int(lib.lm_context_seq_len(self._live, q))
+                if n:
+                    seqs.append((q, n, (tokens or {}).get(q), self._seq_kv(q)))
+            return state.pack(self, seqs, arrays, extra)
+
+    def load_state(self, data: bytes | bytearray | memoryview, what: str = "state") -> Any:
+        """The whole cache becomes data's: every sequence it holds at its id,
+        the others empty. Checked whole first: on a StateError nothing changes."""
+        from lamina.engine import state
+
+        with self._lock:
+            saved = state.unpack(self, data, what)
+            ids = [s.seq for s in saved.sequences]
+            if len(set(ids)) != len(ids) or any(not 0 <= q < self.n_seq_max for q in ids):
+                raise state.StateMismatchError(f"{what}: its sequence ids", "sequences", f"< {self.n_seq_max}", ids)
+            blocks = self.kv_usage()["block_size"]
+            need = sum(-(-s.n_pos // blocks) * blocks for s in saved.sequences)
+            if need > self.n_ctx:
+                raise ContextFullError(f"{what}: its sequences need {need} cells, the context has {self.n_ctx}")
+            for q in range(self.n_seq_max):
+                self._check(lib.lm_context_seq_rm(self._live, q, 0, -1))
+            for s in saved.sequences:
+                self._set_seq_kv(s.seq, s.n_pos, s.kv)
+            return saved
+
     def _seq(self, seq: object, what: str) -> int:
         s = _as_int(seq)
         if s is None or not 0 <= s < self.n_seq_max:

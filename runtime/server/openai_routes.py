@@ -175,10 +175,17 @@ async def _generate(service: Service, body, request: Request, prompt: list[int],
     return {**meta, "object": "text_completion", "choices": choices, "usage": usage}
 
 
-def _usage(gens) -> dict[str, int]:
+def _usage(gens) -> dict[str, Any]:
     prompt = gens[0].n_prompt * len(gens)
     completion = sum(g.n_generated for g in gens)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    # OpenAI's field: prompt tokens whose cache was reused (a slot's prefix, a restored slot)
+    cached = sum(g.n_prompt - g.request.timings.prompt_tokens for g in gens)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
 
 
 async def _collect(gen: bridge.Generation, deadline: float, request: Request) -> str:

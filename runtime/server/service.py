@@ -36,6 +36,7 @@ class ServerConfig:
     max_queue: int = 64
     timeout: float = 600.0  # seconds a request may take in all
     max_body: int = 8 << 20
+    slot_save_path: Path | None = None  # --slot-save-path: where POST /slots/{id} saves and restores
 
     @property
     def model_name(self) -> str:
