@@ -1,0 +1,258 @@
+"""Constrained output: a grammar (GBNF), a JSON schema or a regex, turned
+into a per-step mask of the tokens that may come next.
+
+    g = Grammar.from_json_schema({"type": "object", ...})   # checked here: GrammarError names the problem
+    m = g.matcher(tokenizer)                                 # one per sequence (it holds the parse state)
+    logits = m.mask(logits)                                  # disallowed tokens -> -inf, before any sampling
+    m.accept(token)                                          # advance; m.done: nothing more may follow
+
+The engine is llguidance (Microsoft's, also behind llama.cpp's
+LLAMA_LLGUIDANCE): a Rust matcher with no Python dependencies, ~20 us of mask
+a token at 49k and 152k vocabularies (tools/grammar_engines.py has the
+comparison with xgrammar). Its tokenizer view is built once per vocabulary
+from lamina's token pieces; control tokens are marked with a 0xff byte, the
+way llguidance's llama.cpp binding does, so grammar text never produces them,
+and every end-of-generation id is an EOS the grammar allows once it accepts.
+
+GBNF is llama.cpp's grammar language. llguidance's own GBNF conversion turns
+rules made only of terminals into greedy lexemes, which changes what the
+grammar means (llama.cpp's arithmetic.gbnf ends a term with `ws ::= [ \\t\\n]*`
+and then needs "\\n": a greedy lexeme eats the newline and no line can ever
+end). `gbnf_to_lark` keeps every rule a parser rule, so only literals and
+single character classes are lexemes and the grammar means what llama.cpp
+makes of it."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lamina.errors import LaminaError
+from lamina.tokenizer import Tokenizer
+
+
+class GrammarError(LaminaError, ValueError):
+    """An invalid grammar, JSON schema or regex; the message says which and what is wrong."""
+
+
+def _llg() -> Any:
+    try:
+        import llguidance
+    except ImportError as e:  # a dependency of lamina: only a broken install lacks it
+        raise GrammarError(f"constrained output needs the llguidance package ({e}); pip install llguidance") from None
+    return llguidance
+
+
+# ------------------------------------------------------------------ GBNF
+def gbnf_to_lark(text: str) -> str:
+    """llama.cpp's GBNF as an llguidance Lark grammar of the same language:
+    llguidance's GBNF parser, then every rule kept a parser rule (see the
+    module's note), `root` renamed `start`."""
+    from llguidance import gbnf_to_lark as g2l
+
+    try:
+        rules = g2l.GrammarParser().parse(text)
+    except Exception as e:  # its parse errors carry the line and the text around the error
+        raise GrammarError(f"invalid GBNF grammar: {e}") from None
+    if "root" not in rules:
+        raise GrammarError("invalid GBNF grammar: no 'root' rule (the rule generation starts from)")
+    for i, rule in enumerate(rules.values()):
+        rule.order = i
+        rule.alternatives = rule.alternatives.simplify()
+
+    def nodes(node: Any) -> Any:
+        for child in node.children():
+            yield child
+            yield from nodes(child)
+
+    names: dict[str, str] = {}
+    for name in rules:
+        new = "start" if name == "root" else "r_" + re.sub(r"[^a-z0-9_]", "_", name.lower())
+        if new in names.values():
+            raise GrammarError(f"invalid GBNF grammar: rule names {name!r} and another one collide as {new!r}")
+        names[name] = new
+    for rule in rules.values():
+        for node in nodes(rule):
+            if isinstance(node, g2l.RuleRefNode):
+                if node.name not in rules:
+                    raise GrammarError(f"invalid GBNF grammar: rule {node.name!r} is used but never defined")
+                node.target = rules[node.name]
+    for name, rule in rules.items():
+        rule.name = names[name]
+    body = "\n".join(str(r) for r in sorted(rules.values(), key=lambda r: r.order))
+    return "%llguidance {}\n\n" + body + "\n"
+
+
+# --------------------------------------------------------------- grammars
+@dataclass(frozen=True)
+class Grammar:
+    """A checked constraint, independent of any model: kind ("gbnf",
+    "json_schema", "regex", "lark"), the text the user gave, and the
+    llguidance grammar it compiles to."""
+
+    kind: str
+    source: str
+    compiled: str
+
+    @classmethod
+    def _make(cls, kind: str, source: str, compiled: str) -> Grammar:
+        error = _llg().LLMatcher.validate_grammar(compiled)
+        if error:
+            raise GrammarError(f"invalid {_LABEL[kind]}: {error}")
+        return cls(kind, source, compiled)
+
+    @classmethod
+    def from_gbnf(cls, text: str) -> Grammar:
+        if not isinstance(text, str) or not text.strip():
+            raise GrammarError(f"invalid GBNF grammar: expected the grammar's text, got {text!r}")
+        return cls._make("gbnf", text, _llg().LLMatcher.grammar_from_lark(gbnf_to_lark(text)))
+
+    @classmethod
+    def from_lark(cls, text: str) -> Grammar:
+        return cls._make("lark", text, _llg().LLMatcher.grammar_from_lark(text))
+
+    @classmethod
+    def from_json_schema(cls, schema: Mapping[str, Any] | str | bool) -> Grammar:
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
+            except json.JSONDecodeError as e:
+                raise GrammarError(f"invalid JSON schema: not valid JSON ({e})") from None
+        if isinstance(schema, bool):  # JSON Schema's true (anything) / false (nothing)
+            schema = {} if schema else {"not": {}}
+        if not isinstance(schema, Mapping):
+            raise GrammarError(f"invalid JSON schema: expected an object, got {type(schema).__name__}")
+        text = json.dumps(schema)
+        try:
+            compiled = _llg().LLMatcher.grammar_from_json_schema(text)
+        except ValueError as e:
+            raise GrammarError(f"invalid JSON schema: {e}") from None
+        return cls._make("json_schema", text, compiled)
+
+    @classmethod
+    def json_object(cls) -> Grammar:
+        """Any JSON object (OpenAI's response_format {"type": "json_object"})."""
+        return cls.from_json_schema({"type": "object"})
+
+    @classmethod
+    def from_regex(cls, pattern: str) -> Grammar:
+        return cls._make("regex", pattern, _llg().LLMatcher.grammar_from_regex(pattern))
+
+    def matcher(self, tokenizer: Tokenizer) -> Matcher:
+        return Matcher(self, vocabulary(tokenizer))
+
+
+_LABEL = {"gbnf": "GBNF grammar", "json_schema": "JSON schema", "regex": "regex", "lark": "Lark grammar"}
+
+
+# -------------------------------------------------------------- vocabulary
+@dataclass(frozen=True)
+class Vocabulary:
+    """llguidance's view of one tokenizer, built once (0.2 s at 49k tokens)."""
+
+    ll: Any  # llguidance.LLTokenizer
+    n_vocab: int
+    eog: frozenset[int]
+
+
+_vocab_lock = threading.Lock()
+_vocabularies: dict[int, tuple[Tokenizer, Vocabulary]] = {}
+
+
+def vocabulary(tokenizer: Tokenizer) -> Vocabulary:
+    """The tokenizer's Vocabulary, cached for as long as the tokenizer lives."""
+    with _vocab_lock:
+        hit = _vocabularies.get(id(tokenizer))
+        if hit is not None and hit[0] is tokenizer:
+            return hit[1]
+        vocab = _build_vocabulary(tokenizer)
+        _vocabularies[id(tokenizer)] = (tokenizer, vocab)
+        return vocab
+
+
+def _build_vocabulary(tok: Tokenizer) -> Vocabulary:
+    llg = _llg()
+    eog = sorted(tok.eot_ids)
+    if not eog:
+        raise GrammarError("constrained output needs an end-of-generation token; this vocabulary has none")
+    special = [i for i in range(tok.n_vocab) if tok.is_special(i)]
+    pieces = [tok.token_to_piece(i, special=True) for i in range(tok.n_vocab)]
+    for i in special:  # llguidance's mark of a special token: never produced by grammar text
+        pieces[i] = b"\xff" + pieces[i]
+
+    class View:  # what llguidance.TokenizerWrapper reads
+        eos_token_id = eog[0]
+        bos_token_id = tok.bos_id
+        tokens = pieces
+        special_token_ids = special
+
+        def __call__(self, text: bytes) -> list[int]:
+            return tok.encode(text, add_bos=False)
+
+    ll = llg.LLTokenizer(llg.TokenizerWrapper(View()), eos_token=eog)
+    return Vocabulary(ll, tok.n_vocab, frozenset(eog))
+
+
+# ----------------------------------------------------------------- matcher
+class Matcher:
+    """The parse state of one sequence: the mask of what may come next,
+    advanced by each sampled token. Not shared between sequences."""
+
+    def __init__(self, grammar: Grammar, vocab: Vocabulary) -> None:
+        self.grammar, self.vocab = grammar, vocab
+        self._m = _llg().LLMatcher(vocab.ll, grammar.compiled, log_level=0)
+        self._check()
+        self._bits = np.zeros((vocab.n_vocab + 31) // 32, dtype=np.int32)
+
+    def _check(self) -> None:
+        if self._m.is_error():
+            raise GrammarError(f"{_LABEL[self.grammar.kind]}: {self._m.get_error()}")
+
+    def allowed(self) -> np.ndarray:
+        """bool [n_vocab]: the tokens the grammar allows next (EOS only once it accepts)."""
+        self._m.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
+        self._check()
+        bits = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: self.vocab.n_vocab]
+        return bits.view(np.bool_)
+
+    def mask(self, logits: np.ndarray) -> np.ndarray:
+        """logits f32 [n_vocab] with every disallowed token at -inf (a new array)."""
+        allowed = self.allowed()
+        if not allowed.any():  # a matcher gone wrong must not hand the sampler all -inf
+            raise GrammarError(f"{_LABEL[self.grammar.kind]}: no token can continue the output")
+        return np.where(allowed, np.asarray(logits, dtype=np.float32), np.float32(-np.inf))
+
+    def accept(self, token: int) -> None:
+        """Advance by a sampled token (one the mask allowed)."""
+        if not self._m.consume_token(int(token)):
+            raise GrammarError(f"{_LABEL[self.grammar.kind]}: token {token} does not continue the output")
+
+    @property
+    def done(self) -> bool:
+        """The output is complete and nothing may follow it (stop here)."""
+        return bool(self._m.is_stopped())
+
+    @property
+    def accepting(self) -> bool:
+        """The output so far is complete (it may still go on)."""
+        return bool(self._m.is_accepting())
+
+    def matches(self, tokens: list[int]) -> bool:
+        """Whether these tokens, from the start, form a complete output (a
+        check independent of sampling, on a fresh copy of the start state)."""
+        m = _llg().LLMatcher(self.vocab.ll, self.grammar.compiled, log_level=0)
+        return bool(m.consume_tokens([int(t) for t in tokens]) and m.is_accepting())
+
+
+def load_grammar_file(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise GrammarError(f"{path}: cannot read the grammar file ({e})") from None
