@@ -91,6 +91,11 @@ def gbnf_to_lark(text: str) -> str:
 
 
 # --------------------------------------------------------------- grammars
+# JSON between tokens: llama.cpp's json-schema-to-grammar `space` rule. Bounded,
+# so a small model cannot stall in whitespace forever (the unbounded default can).
+JSON_OPTIONS = {"whitespace_pattern": r"( |\n{1,2}[ \t]{0,20})?"}
+
+
 @dataclass(frozen=True)
 class Grammar:
     """A checked constraint, independent of any model: kind ("gbnf",
@@ -131,7 +136,7 @@ class Grammar:
             raise GrammarError(f"invalid JSON schema: expected an object, got {type(schema).__name__}")
         text = json.dumps(schema)
         try:
-            compiled = _llg().LLMatcher.grammar_from_json_schema(text)
+            compiled = _llg().LLMatcher.grammar_from_json_schema(text, defaults=JSON_OPTIONS)
         except ValueError as e:
             raise GrammarError(f"invalid JSON schema: {e}") from None
         return cls._make("json_schema", text, compiled)
@@ -256,3 +261,101 @@ def load_grammar_file(path: str | Path) -> str:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise GrammarError(f"{path}: cannot read the grammar file ({e})") from None
+
+
+# ------------------------------------------------------- the API's shapes
+class LlamaGrammar:
+    """llama-cpp-python's LlamaGrammar: a checked grammar to pass as
+    `grammar=` to Llama's completions. `_grammar` is the text given (GBNF, or
+    the JSON schema)."""
+
+    def __init__(self, *, _grammar: str, _root: str = "root", _constraint: Grammar | None = None) -> None:
+        if _root != "root":
+            raise GrammarError(f"LlamaGrammar(_root={_root!r}): generation starts at the rule 'root'")
+        self._grammar = _grammar
+        self._root = _root
+        self.constraint = _constraint if _constraint is not None else Grammar.from_gbnf(_grammar)
+
+    @classmethod
+    def from_string(cls, grammar: str, verbose: bool = True) -> LlamaGrammar:
+        """GBNF text (llama.cpp's grammar language)."""
+        return cls(_grammar=grammar)
+
+    @classmethod
+    def from_file(cls, file: str | Path, verbose: bool = True) -> LlamaGrammar:
+        """A GBNF file."""
+        text = load_grammar_file(file)
+        try:
+            return cls(_grammar=text)
+        except GrammarError as e:
+            raise GrammarError(f"{file}: {e}") from None
+
+    @classmethod
+    def from_json_schema(cls, json_schema: str | Mapping[str, Any], verbose: bool = True) -> LlamaGrammar:
+        """A JSON schema (text or dict): the output is a JSON value it validates."""
+        constraint = Grammar.from_json_schema(json_schema)
+        return cls(_grammar=constraint.source, _constraint=constraint)
+
+    def __repr__(self) -> str:
+        return f"LlamaGrammar({self.constraint.kind}, {len(self._grammar)} chars)"
+
+
+def response_format_grammar(response_format: Any) -> Grammar | None:
+    """OpenAI's response_format as a Grammar (None for plain text):
+    {"type": "json_object"} any JSON object, with llama-cpp-python's
+    "schema" key one that validates; {"type": "json_schema", "json_schema":
+    {"name": ..., "schema": {...}, "strict": ...}} one that validates the schema."""
+    if response_format is None:
+        return None
+    if not isinstance(response_format, Mapping):
+        raise GrammarError(f"response_format: expected an object with a 'type', got {response_format!r}")
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema = response_format.get("schema")
+        return Grammar.json_object() if schema is None else _schema(schema, "response_format.schema")
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, Mapping):
+            raise GrammarError("response_format.json_schema: expected {'name': ..., 'schema': {...}}")
+        if spec.get("schema") is None:
+            # OpenAI: the schema is optional; without one any JSON object answers
+            return Grammar.json_object()
+        return _schema(spec["schema"], "response_format.json_schema.schema")
+    raise GrammarError(f"response_format.type: expected 'text', 'json_object' or 'json_schema', got {kind!r}")
+
+
+def _schema(schema: Any, where: str) -> Grammar:
+    try:
+        return Grammar.from_json_schema(schema)
+    except GrammarError as e:
+        raise GrammarError(f"{where}: {e}") from None
+
+
+def request_grammar(
+    grammar: LlamaGrammar | Grammar | str | None = None,
+    response_format: Any = None,
+    json_schema: Any = None,
+) -> Grammar | None:
+    """The one constraint of a request from whichever way it was given:
+    grammar (a LlamaGrammar, a Grammar or GBNF text), response_format
+    (OpenAI's), json_schema (llama-server's field). More than one is an error."""
+    given = [
+        n
+        for n, v in (("grammar", grammar), ("response_format", response_format), ("json_schema", json_schema))
+        if v is not None and not (n == "response_format" and isinstance(v, Mapping) and v.get("type") == "text")
+    ]
+    if len(given) > 1:
+        raise GrammarError(f"{' and '.join(given)} both constrain the output: give one of them")
+    if isinstance(grammar, LlamaGrammar):
+        return grammar.constraint
+    if isinstance(grammar, Grammar):
+        return grammar
+    if grammar is not None:
+        if not isinstance(grammar, str):
+            raise GrammarError(f"grammar: expected GBNF text or a LlamaGrammar, got {type(grammar).__name__}")
+        return Grammar.from_gbnf(grammar)
+    if json_schema is not None:
+        return _schema(json_schema, "json_schema")
+    return response_format_grammar(response_format)

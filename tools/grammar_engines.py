@@ -27,7 +27,7 @@ from lamina.grammar import Grammar, vocabulary
 from lamina.model_cache import fetch_model
 from lamina.tokenizer import Tokenizer
 
-DATA = Path(__file__).resolve().parent.parent / "tests" / "runtime" / "data" / "grammars"
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "grammars"
 DEFAULT_MODELS = ["smollm2-135m-instruct", "qwen2.5-coder-0.5b"]
 
 SCHEMA = {
