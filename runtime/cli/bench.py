@@ -7,7 +7,14 @@ in llama-bench's table columns or (--json) its JSON record fields.
 With --llama-cpp the same tests run on llama.cpp (llama-cpp-python) in the
 same process, for a side-by-side ratio.
 
-    bin/bench -m MODEL [-p 512] [-n 128] [-t 2] [-r 3] [--json] [--llama-cpp]
+The cost of constrained output: --json-schema FILE (or --grammar FILE, GBNF)
+adds two lamina tests of tg<N> that sample every token (temperature 0.8,
+seeded) instead of feeding random ones: "tg<N> sampled" without the
+constraint and "tg<N> json-schema" (or "grammar") with it, which masks the
+logits before sampling and advances the matcher (a new document starts
+whenever one is complete). Their ratio is the constraint's overhead.
+
+    bin/bench -m MODEL [-p 512] [-n 128] [-t 2] [-r 3] [--json] [--llama-cpp] [--json-schema FILE]
 """
 
 from __future__ import annotations
@@ -50,8 +57,8 @@ class LaminaRunner:
     def reset(self) -> None:
         self.context.truncate(0)
 
-    def eval(self, tokens: list[int]) -> None:
-        self.context.eval(tokens)
+    def eval(self, tokens: list[int]) -> np.ndarray:
+        return self.context.eval(tokens)
 
 
 class LlamaCppRunner:
@@ -100,6 +107,42 @@ def run_test(runner, n_prompt: int, n_gen: int, reps: int, rng) -> list[float]:
 
     once()
     return [once() for _ in range(reps)]
+
+
+def run_sampled(runner, n_gen: int, reps: int, grammar) -> tuple[list[float], list[float]]:
+    """Seconds per repetition of n_gen decode steps that each sample the next
+    token, without and with the grammar (masked and matched), after one
+    warm-up run of each. The two alternate, so a machine whose load changes
+    slows both alike."""
+    from lamina.sampling import Sampler, SamplingParams
+    from lamina.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_metadata(runner.model.native.gguf.metadata)
+    grammar.matcher(tok)  # the vocabulary's one-time setup, outside the timing
+
+    def once(g) -> float:
+        runner.reset()
+        sampler = Sampler(SamplingParams(temperature=0.8), seed=0)
+        matcher = g.matcher(tok) if g is not None else None
+        logits = runner.eval(tok.encode("JSON:"))
+        t0 = time.perf_counter()
+        for _ in range(n_gen):
+            if matcher is not None:
+                token = sampler(matcher.mask(logits))
+                matcher.accept(token)
+                if matcher.done or token in tok.eot_ids:
+                    matcher = g.matcher(tok)  # a new document (its compile is part of the cost)
+            else:
+                token = sampler(logits)
+            logits = runner.eval([token])
+        return time.perf_counter() - t0
+
+    once(None), once(grammar)
+    plain, constrained = [], []
+    for _ in range(reps):
+        plain.append(once(None))
+        constrained.append(once(grammar))
+    return plain, constrained
 
 
 def record(runner, path: str, model_info: dict, args, n_prompt: int, n_gen: int, seconds: list[float]) -> dict:
@@ -157,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-r", "--repetitions", type=int, default=5)
     ap.add_argument("--json", action="store_true", help="print llama-bench's JSON records")
     ap.add_argument("--llama-cpp", action="store_true", help="also run llama.cpp (llama-cpp-python) for a ratio")
+    constraint = ap.add_mutually_exclusive_group()
+    constraint.add_argument("--json-schema", metavar="FILE", help="also time tg sampled under this JSON schema")
+    constraint.add_argument("--grammar", metavar="FILE", help="also time tg sampled under this GBNF grammar")
     ap.add_argument(
         "-ngl",
         "--gpu-layers",
@@ -176,8 +222,9 @@ def _bench(args) -> int:
         raise ValueError("-r must be >= 1, -p and -n >= 0")
     path = str(resolve_model(args.model))
     info = model_info(path)
+    grammar, label = _constraint(args)
     tests = [(args.n_prompt, 0)] * bool(args.n_prompt) + [(0, args.n_gen)] * bool(args.n_gen)
-    n_ctx = max(args.n_prompt, args.n_gen, 1)
+    n_ctx = max(args.n_prompt, args.n_gen + 16 * (grammar is not None), 1)  # + the sampled tests' prompt
     runners: list[Callable] = [LaminaRunner] + ([LlamaCppRunner] if args.llama_cpp else [])
     from lamina.engine.offload import parse_gpu_layers
 
@@ -188,12 +235,27 @@ def _bench(args) -> int:
         for n_prompt, n_gen in tests:
             secs = run_test(runner, n_prompt, n_gen, args.repetitions, np.random.default_rng(0))
             records.append(record(runner, path, info, args, n_prompt, n_gen, secs))
+        if grammar is not None and args.n_gen and isinstance(runner, LaminaRunner):
+            plain, constrained = run_sampled(runner, args.n_gen, args.repetitions, grammar)
+            for secs, name in ((plain, "sampled"), (constrained, label)):
+                records.append({**record(runner, path, info, args, 0, args.n_gen, secs), "test_name": name})
         del runner
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
     print_table(records, info)
     return 0
+
+
+def _constraint(args):
+    """(Grammar, its label) from --json-schema / --grammar, else (None, None)."""
+    from lamina.grammar import Grammar, load_grammar_file
+
+    if args.json_schema:
+        return Grammar.from_json_schema(load_grammar_file(args.json_schema)), "json-schema"
+    if args.grammar:
+        return Grammar.from_gbnf(load_grammar_file(args.grammar)), "grammar"
+    return None, None
 
 
 def print_table(records: list[dict], info: dict) -> None:
@@ -206,6 +268,8 @@ def print_table(records: list[dict], info: dict) -> None:
     base = {}
     for r in records:
         test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+        if "test_name" in r:
+            test += " " + r["test_name"]
         tps = f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f}"
         if r["build_commit"] == "lamina":
             base[test] = r["avg_ts"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -294,3 +296,17 @@ def test_invalid_grammar_in_llama_is_an_error_before_anything_runs(small):
             stream=True,
         )
     assert small.create_completion("Hi", max_tokens=2)["choices"]  # and the instance still serves
+
+
+# --------------------------------------------------------------- bench
+def test_bench_times_tg_with_and_without_a_schema(tmp_path):
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(SCHEMAS["enum"]))
+    cmd = [sys.executable, "-m", "lamina", "bench", "-m", "smollm2-135m-instruct", "-p", "0", "-n", "8", "-r", "1"]
+    out = subprocess.run([*cmd, "-t", "2", "--json", "--json-schema", str(schema)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    names = [r.get("test_name") for r in json.loads(out.stdout)]
+    assert names == [None, "sampled", "json-schema"]
+    schema.write_text('{"type": "objekt"}')
+    bad = subprocess.run([*cmd, "--json-schema", str(schema)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "invalid JSON schema" in bad.stderr and "Traceback" not in bad.stderr
