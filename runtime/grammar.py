@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,17 +169,15 @@ class Vocabulary:
 
 
 _vocab_lock = threading.Lock()
-_vocabularies: dict[int, tuple[Tokenizer, Vocabulary]] = {}
+_vocabularies: weakref.WeakKeyDictionary[Tokenizer, Vocabulary] = weakref.WeakKeyDictionary()
 
 
 def vocabulary(tokenizer: Tokenizer) -> Vocabulary:
-    """The tokenizer's Vocabulary, cached for as long as the tokenizer lives."""
+    """The tokenizer's Vocabulary, built on first use and kept as long as the tokenizer lives."""
     with _vocab_lock:
-        hit = _vocabularies.get(id(tokenizer))
-        if hit is not None and hit[0] is tokenizer:
-            return hit[1]
-        vocab = _build_vocabulary(tokenizer)
-        _vocabularies[id(tokenizer)] = (tokenizer, vocab)
+        vocab = _vocabularies.get(tokenizer)
+        if vocab is None:
+            vocab = _vocabularies[tokenizer] = _build_vocabulary(tokenizer)
         return vocab
 
 
@@ -249,11 +248,12 @@ class Matcher:
         """The output so far is complete (it may still go on)."""
         return bool(self._m.is_accepting())
 
-    def matches(self, tokens: list[int]) -> bool:
-        """Whether these tokens, from the start, form a complete output (a
-        check independent of sampling, on a fresh copy of the start state)."""
+    def matches(self, tokens: list[int], complete: bool = True) -> bool:
+        """Whether these tokens, from the start, form a complete output (or,
+        complete=False, the start of one): a check independent of sampling,
+        from a fresh start state (this matcher's own state is untouched)."""
         m = _llg().LLMatcher(self.vocab.ll, self.grammar.compiled, log_level=0)
-        return bool(m.consume_tokens([int(t) for t in tokens]) and m.is_accepting())
+        return bool(m.consume_tokens([int(t) for t in tokens]) and (m.is_accepting() or not complete))
 
 
 def load_grammar_file(path: str | Path) -> str:

@@ -242,9 +242,10 @@ def test_llama_cpp_arithmetic_gbnf(small, smol_tokenizer):
             "Simple equations, one a line:\n1+1=2\n", max_tokens=48, grammar=grammar, temperature=0.8, seed=seed
         )["choices"][0]
         out = choice["text"]
-        assert arithmetic_ok(out, complete=choice["finish_reason"] == "stop"), out
-        if choice["finish_reason"] == "stop":  # and by the engine's own matcher, independent of sampling
-            assert matcher.matches(smol_tokenizer.encode(out, add_bos=False)), out
+        complete = choice["finish_reason"] == "stop"
+        assert arithmetic_ok(out, complete), out
+        # and by the engine's own matcher, independent of sampling
+        assert matcher.matches(smol_tokenizer.encode(out, add_bos=False), complete), out
 
 
 def test_arithmetic_accepts_what_llama_cpp_accepts(smol_tokenizer):
@@ -256,6 +257,8 @@ def test_arithmetic_accepts_what_llama_cpp_accepts(smol_tokenizer):
         assert arithmetic_ok(good, complete=True)
         assert m.matches(smol_tokenizer.encode(good, add_bos=False)), good
     assert arithmetic_ok("2+1=3\n\n(2+1) +(2", complete=False)
+    assert m.matches(smol_tokenizer.encode("2+1=3\n\n(2+1) +(2", add_bos=False), complete=False)
+    assert not m.matches(smol_tokenizer.encode("2+1=3\n\n(2+1) +(2", add_bos=False))
     for bad in ["1+2=\n", "(a+b=c\n", "x=1"]:
         assert not arithmetic_ok(bad, complete=True)
         assert not m.matches(smol_tokenizer.encode(bad, add_bos=False)), bad
