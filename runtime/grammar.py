@@ -14,18 +14,13 @@ from lamina's token pieces; control tokens are marked with a 0xff byte, the
 way llguidance's llama.cpp binding does, so grammar text never produces them,
 and every end-of-generation id is an EOS the grammar allows once it accepts.
 
-GBNF is llama.cpp's grammar language. llguidance's own GBNF conversion turns
-rules made only of terminals into greedy lexemes, which changes what the
-grammar means (llama.cpp's arithmetic.gbnf ends a term with `ws ::= [ \\t\\n]*`
-and then needs "\\n": a greedy lexeme eats the newline and no line can ever
-end). `gbnf_to_lark` keeps every rule a parser rule, so only literals and
-single character classes are lexemes and the grammar means what llama.cpp
-makes of it."""
+GBNF is llama.cpp's grammar language; lamina.gbnf converts it to llguidance's
+Lark so that it means what llama.cpp makes of it (llguidance's own
+conversion does not always: see there)."""
 
 from __future__ import annotations
 
 import json
-import re
 import threading
 import weakref
 from collections.abc import Mapping
@@ -36,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from lamina.errors import LaminaError
+from lamina.gbnf import GBNFError, gbnf_to_lark
 from lamina.tokenizer import Tokenizer
 
 
@@ -49,46 +45,6 @@ def _llg() -> Any:
     except ImportError as e:  # a dependency of lamina: only a broken install lacks it
         raise GrammarError(f"constrained output needs the llguidance package ({e}); pip install llguidance") from None
     return llguidance
-
-
-# ------------------------------------------------------------------ GBNF
-def gbnf_to_lark(text: str) -> str:
-    """llama.cpp's GBNF as an llguidance Lark grammar of the same language:
-    llguidance's GBNF parser, then every rule kept a parser rule (see the
-    module's note), `root` renamed `start`."""
-    from llguidance import gbnf_to_lark as g2l
-
-    try:
-        rules = g2l.GrammarParser().parse(text)
-    except Exception as e:  # its parse errors carry the line and the text around the error
-        raise GrammarError(f"invalid GBNF grammar: {e}") from None
-    if "root" not in rules:
-        raise GrammarError("invalid GBNF grammar: no 'root' rule (the rule generation starts from)")
-    for i, rule in enumerate(rules.values()):
-        rule.order = i
-        rule.alternatives = rule.alternatives.simplify()
-
-    def nodes(node: Any) -> Any:
-        for child in node.children():
-            yield child
-            yield from nodes(child)
-
-    names: dict[str, str] = {}
-    for name in rules:
-        new = "start" if name == "root" else "r_" + re.sub(r"[^a-z0-9_]", "_", name.lower())
-        if new in names.values():
-            raise GrammarError(f"invalid GBNF grammar: rule names {name!r} and another one collide as {new!r}")
-        names[name] = new
-    for rule in rules.values():
-        for node in nodes(rule):
-            if isinstance(node, g2l.RuleRefNode):
-                if node.name not in rules:
-                    raise GrammarError(f"invalid GBNF grammar: rule {node.name!r} is used but never defined")
-                node.target = rules[node.name]
-    for name, rule in rules.items():
-        rule.name = names[name]
-    body = "\n".join(str(r) for r in sorted(rules.values(), key=lambda r: r.order))
-    return "%llguidance {}\n\n" + body + "\n"
 
 
 # --------------------------------------------------------------- grammars
@@ -118,7 +74,11 @@ class Grammar:
     def from_gbnf(cls, text: str) -> Grammar:
         if not isinstance(text, str) or not text.strip():
             raise GrammarError(f"invalid GBNF grammar: expected the grammar's text, got {text!r}")
-        return cls._make("gbnf", text, _llg().LLMatcher.grammar_from_lark(gbnf_to_lark(text)))
+        try:
+            lark = gbnf_to_lark(text)
+        except GBNFError as e:
+            raise GrammarError(str(e)) from None
+        return cls._make("gbnf", text, _llg().LLMatcher.grammar_from_lark(lark))
 
     @classmethod
     def from_lark(cls, text: str) -> Grammar:

@@ -262,7 +262,57 @@ def test_arithmetic_accepts_what_llama_cpp_accepts(smol_tokenizer):
     for bad in ["1+2=\n", "(a+b=c\n", "x=1"]:
         assert not arithmetic_ok(bad, complete=True)
         assert not m.matches(smol_tokenizer.encode(bad, add_bos=False)), bad
-    assert "start:" in gbnf_to_lark('root ::= "a"')
+
+
+# ------------------------------------------------- GBNF lexemes (lamina.gbnf)
+def _lexemes(text: str) -> set[str]:
+    return set(re.findall(r"^(R_[A-Z0-9_]+):", gbnf_to_lark(text), re.M))
+
+
+def test_gbnf_rules_become_lexemes_only_where_greedy_lexing_is_exact():
+    assert _lexemes((GRAMMARS / "json.gbnf").read_text()) == {"R_STRING", "R_NUMBER", "R_WS"}
+    assert _lexemes((GRAMMARS / "arithmetic.gbnf").read_text()) == set()  # ws may eat the "\n" that follows
+    assert _lexemes('root ::= word "1"\nword ::= [a-z]+') == {"R_WORD"}
+    assert _lexemes('root ::= word "s"\nword ::= [a-z]+') == set()  # "cats": the word is "cat"
+    assert _lexemes("root ::= word [^0-9]\nword ::= [a-z]+") == set()
+    assert _lexemes('root ::= kw "x"\nkw ::= "a" | "ab"') == {"R_KW"}  # nothing that follows starts with "b"
+    assert _lexemes('root ::= kw "b"\nkw ::= "a" | "ab"') == set()  # "ab" + "b": greedy takes "ab", then "b"
+    assert _lexemes('root ::= (word " ")+\nword ::= [a-z]+') == {"R_WORD"}
+    assert _lexemes('root ::= word\nword ::= "a" word | "b"') == set()  # recursive: stays a parser rule
+
+
+DIFF_TEXTS = [
+    '{"a": 1}',
+    '{"a": [1, 2.5e3, -0, "x\\n"], "b": {"c": null}}',
+    '{ "k" : true }',
+    '{"a":1}\n',
+    '{"a": 01}',
+    '{"a": "unterminated}',
+    '{"a" 1}',
+    '{"s": "tab\there"}',
+    '{"u": "\\u00e9"}',
+    "[1]",
+    "{}",
+    '{"a": 1e5}',
+    '{"n": -12.0E-3 }',
+]
+
+
+def test_json_gbnf_lexemes_accept_exactly_what_the_exact_conversion_accepts(smol_tokenizer):
+    """json.gbnf with lexemes vs with every rule a parser rule (plainly
+    llama.cpp's meaning): the same verdict on every text and every prefix."""
+    import llguidance
+
+    text = (GRAMMARS / "json.gbnf").read_text()
+    fast = Grammar.from_gbnf(text).matcher(smol_tokenizer)
+    exact = Grammar.from_lark(gbnf_to_lark(text, lexemes=False)).matcher(smol_tokenizer)
+    assert fast.grammar.compiled != exact.grammar.compiled
+    assert llguidance  # the engine both run on
+    for doc in DIFF_TEXTS:
+        for cut in range(1, len(doc) + 1):
+            tokens = smol_tokenizer.encode(doc[:cut], add_bos=False)
+            for complete in (True, False):
+                assert fast.matches(tokens, complete) == exact.matches(tokens, complete), (doc[:cut], complete)
 
 
 # -------------------------------------------------------------- errors
