@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lamina.generation import Session, open_session
-from lamina.grammar import Grammar, GrammarError, request_grammar
+from lamina.grammar import Grammar, GrammarError, request_grammar, vocabulary
 from lamina.sampling import Sampler, SamplingParams
 from lamina.server.errors import APIError
 from lamina.server.metrics import Metrics
@@ -72,6 +72,7 @@ class Service:
             )
             tok = self.session.tokenizer
             self._max_token_bytes = max(1, max(len(tok.token_to_piece(i, special=True)) for i in range(tok.n_vocab)))
+            vocabulary(tok)  # constrained output's view of the vocabulary, built now rather than on a request's time
             m = self.metrics
             engine = self.session.engine
             m.queue_depth.set_function(lambda: engine.n_waiting)
