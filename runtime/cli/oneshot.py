@@ -18,7 +18,8 @@ def complete(gen: Session, args: argparse.Namespace, params: SamplingParams, pro
     if len(tokens) >= gen.n_ctx:
         raise ValueError(f"the prompt is {len(tokens)} tokens, the context holds {gen.n_ctx} (raise -c)")
     out = sys.stdout
-    request = gen.generate(tokens, Sampler(params, args.seed), args.n_predict, args.stop)
+    grammar = getattr(args, "constraint", None)  # --grammar / --json-schema
+    request = gen.generate(tokens, Sampler(params, args.seed), args.n_predict, args.stop, grammar)
     for piece in request.pieces():
         if piece.finish_reason == "error":
             raise RuntimeError(f"the generation failed: {piece.error}")

@@ -363,3 +363,20 @@ def test_bench_times_tg_with_and_without_a_schema(tmp_path):
     schema.write_text('{"type": "objekt"}')
     bad = subprocess.run([*cmd, "--json-schema", str(schema)], capture_output=True, text=True)
     assert bad.returncode == 1 and "invalid JSON schema" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------- run
+def test_lamina_run_grammar_and_json_schema_flags(tmp_path):
+    run = [sys.executable, "-m", "lamina", "run", "smollm2-135m-instruct", "-t", "2", "--seed", "1"]
+    out = subprocess.run([*run, "-p", "Is it?", "--grammar", 'root ::= " yes" | " no"'], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout in (" yes\n", " no\n"), out.stderr
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps(SCHEMAS["enum"]))
+    out = subprocess.run([*run, "-p", "A shirt:", "-jf", str(schema), "-n", "100"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    validate(out.stdout, SCHEMAS["enum"])
+    grammar = tmp_path / "g.gbnf"
+    grammar.write_text("root ::= missing")
+    bad = subprocess.run([*run, "-p", "x", "--grammar-file", str(grammar)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "rule 'missing' is used but never defined" in bad.stderr
+    assert "Traceback" not in bad.stderr
