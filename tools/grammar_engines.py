@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -122,7 +123,8 @@ class XGR:
     def compile(self, kind: str, text: str):
         if kind == "schema":
             return self.compiler.compile_json_schema(text, any_whitespace=False)
-        return self.compiler.compile_grammar(text)
+        # xgrammar refuses GBNF's empty alternative (json.gbnf's `ws ::= | " " | ...`): spell it ""
+        return self.compiler.compile_grammar(re.sub(r"::=(\s*)\|", r'::=\1"" |', text))
 
     def matcher(self, compiled):
         return self.xgr.GrammarMatcher(compiled)
