@@ -316,9 +316,10 @@ def request_grammar(
     if isinstance(grammar, Grammar):
         return grammar
     if grammar is not None:
-        if not isinstance(grammar, str):
+        text = getattr(grammar, "_grammar", grammar)  # llama_cpp.LlamaGrammar keeps its GBNF text there
+        if not isinstance(text, str):
             raise GrammarError(f"grammar: expected GBNF text or a LlamaGrammar, got {type(grammar).__name__}")
-        return Grammar.from_gbnf(grammar)
+        return Grammar.from_gbnf(text)
     if json_schema is not None:
         return _schema(json_schema, "json_schema")
     return response_format_grammar(response_format)

@@ -218,6 +218,15 @@ def test_yes_or_no(small):
     assert "".join(c["choices"][0]["text"] for c in streamed) in (" yes", " no")
 
 
+def test_a_llama_cpp_python_grammar_object_is_taken_for_its_gbnf():
+    class Theirs:  # llama_cpp.LlamaGrammar keeps the GBNF text in _grammar
+        _grammar = 'root ::= " yes" | " no"'
+
+    assert request_grammar(Theirs()) == Grammar.from_gbnf(Theirs._grammar)
+    with pytest.raises(GrammarError, match="expected GBNF text or a LlamaGrammar, got int"):
+        request_grammar(5)
+
+
 def test_llama_cpp_json_gbnf(small):
     grammar = LlamaGrammar.from_file(GRAMMARS / "json.gbnf")
     msgs = [{"role": "user", "content": "Give me a small JSON object about a book."}]
