@@ -228,8 +228,17 @@ class _Analysis:
                     if len(b) > len(a) and b[: len(a)] == a:
                         out = out | Chars(frozenset(b[len(a)]))
             return out
-        for c in alts:  # otherwise: anything a longer alternative may hold
-            out = out | self.chars(c, seen)
+        # otherwise a complete match of a continues as a longer match of b only if
+        # a matched nothing (next: b's first character) or both start alike
+        # (next: any of b's characters)
+        for a in alts:
+            for b in alts:
+                if a is b:
+                    continue
+                if self.nullable(a):
+                    out = out | self.first(b)
+                if self.first(a).meets(self.first(b)):
+                    out = out | self.chars(b, seen)
         return out
 
     def _walk(self, node: Any, after: Chars) -> None:

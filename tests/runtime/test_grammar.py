@@ -288,6 +288,9 @@ def test_gbnf_rules_become_lexemes_only_where_greedy_lexing_is_exact():
     assert _lexemes('root ::= kw "b"\nkw ::= "a" | "ab"') == set()  # "ab" + "b": greedy takes "ab", then "b"
     assert _lexemes('root ::= (word " ")+\nword ::= [a-z]+') == {"R_WORD"}
     assert _lexemes('root ::= word\nword ::= "a" word | "b"') == set()  # recursive: stays a parser rule
+    assert _lexemes('root ::= "<" s ">"\ns ::= (c)*\nc ::= [^>\\\\] | "\\\\" [a-z]') == {"R_S", "R_C"}
+    assert _lexemes('root ::= "<" c ">"\nc ::= [a-z] | [a-z] "x"') == {"R_C"}
+    assert _lexemes('root ::= c "x"\nc ::= [a-z] | [a-z] "x"') == set()  # "ax" + "x"
 
 
 DIFF_TEXTS = [
@@ -322,6 +325,42 @@ def test_json_gbnf_lexemes_accept_exactly_what_the_exact_conversion_accepts(smol
             tokens = smol_tokenizer.encode(doc[:cut], add_bos=False)
             for complete in (True, False):
                 assert fast.matches(tokens, complete) == exact.matches(tokens, complete), (doc[:cut], complete)
+
+
+SCHEMA_DOCS = {
+    "nested": '{"name": "Ada", "address": {"city": "Paris", "zip": "75001"}}',
+    "enum": '{"color": "red", "size": "M", "in_stock": true}',
+    "array": '{"tags": ["a", "b\\"c"], "scores": [1, 100]}',
+    "pattern": '{"email": "ada@lovelace.org", "date": "2024-12-31", "code": "ABC-123"}',
+}
+
+
+# llama-cpp-python's converter (a Python port) drops integer bounds ("array")
+# and writes the escape "\." for a pattern's dot ("pattern"), which llama.cpp's
+# own GBNF parser refuses as lamina's does
+@pytest.mark.parametrize("name", ["nested", "enum"])
+def test_llama_cpp_schema_grammars_through_gbnf(small, smol_tokenizer, name):
+    """llama.cpp's own JSON-schema-to-GBNF converter (llama-cpp-python's
+    LlamaGrammar.from_json_schema) as the grammar: its lexemes agree with the
+    exact conversion on every prefix of a valid document, and what the model
+    writes under it validates against the schema."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    gbnf = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(SCHEMAS[name]), verbose=False)
+    fast = request_grammar(gbnf).matcher(smol_tokenizer)
+    exact = Grammar.from_lark(gbnf_to_lark(gbnf._grammar, lexemes=False)).matcher(smol_tokenizer)
+    doc = SCHEMA_DOCS[name]
+    validate(doc, SCHEMAS[name])
+    for cut in range(1, len(doc) + 1):
+        tokens = smol_tokenizer.encode(doc[:cut], add_bos=False)
+        for complete in (True, False):
+            assert fast.matches(tokens, complete) == exact.matches(tokens, complete), (doc[:cut], complete)
+    assert fast.matches(smol_tokenizer.encode(doc, add_bos=False))
+    prompt = f"Reply with one {name} as a JSON object with the keys {', '.join(SCHEMAS[name]['properties'])}."
+    out = small.create_chat_completion(
+        [{"role": "user", "content": prompt}], max_tokens=MAX_TOKENS, temperature=0.8, seed=1, grammar=gbnf
+    )["choices"][0]
+    assert out["finish_reason"] == "stop"
+    validate(out["message"]["content"], SCHEMAS[name])
 
 
 # -------------------------------------------------------------- errors
