@@ -9,6 +9,7 @@ bitmask, then accept the token. Reported: the grammar's compile time (per
 request: a server compiles every request's schema) and the mask time per token
 (mean and p99), which is what each decode step pays. A measurement, not a test.
 
+    pip install xgrammar                                 # the peer (not a lamina dependency)
     python tools/grammar_engines.py                      # both models
     python tools/grammar_engines.py -m smollm2-135m-instruct --repeat 5
 """
@@ -178,7 +179,11 @@ def main(argv: list[str] | None = None) -> None:
             if cls.name not in args.engines:
                 continue
             t0 = time.perf_counter()
-            engine = cls(tok)
+            try:
+                engine = cls(tok)
+            except ImportError as e:  # xgrammar is not a lamina dependency: pip install xgrammar
+                print(f"{cls.name}: not installed ({e})", flush=True)
+                continue
             setup = time.perf_counter() - t0
             for label, kind, text, doc in cases:
                 head = f"{name + f' ({tok.n_vocab})':<30} {cls.name:<11} {label:<16} {setup:8.2f}"
