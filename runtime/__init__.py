@@ -20,4 +20,8 @@ def __getattr__(name: str) -> Any:
         from lamina.llama import Llama
 
         return Llama
+    if name == "LlamaGrammar":
+        from lamina.grammar import LlamaGrammar
+
+        return LlamaGrammar
     raise AttributeError(f"module 'lamina' has no attribute {name!r}")

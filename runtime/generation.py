@@ -17,6 +17,7 @@ from lamina.engine.embeddings import check_pooling, embed_tokens, pooling_from_m
 from lamina.engine.engine import DEFAULT_MAX_QUEUE, DEFAULT_PREFILL_CHUNK, Engine
 from lamina.engine.offload import OffloadWarning, cuda_offload_planned
 from lamina.engine.request import Request
+from lamina.grammar import Grammar
 from lamina.sampling import Sampler
 from lamina.tokenizer import Tokenizer
 
@@ -60,10 +61,16 @@ class Session:
         return tokens
 
     def generate(
-        self, prompt: Sequence[int], sampler: Sampler, max_tokens: int | None = None, stops: Sequence[str] = ()
+        self,
+        prompt: Sequence[int],
+        sampler: Sampler,
+        max_tokens: int | None = None,
+        stops: Sequence[str] = (),
+        grammar: Grammar | None = None,
     ) -> Request:
-        """Queue a generation on the engine; read it with request.pieces()."""
-        return self.engine.submit(prompt, sampler, max_tokens=max_tokens, stops=stops)
+        """Queue a generation on the engine; read it with request.pieces().
+        grammar: the output must match it (lamina.grammar)."""
+        return self.engine.submit(prompt, sampler, max_tokens=max_tokens, stops=stops, grammar=grammar)
 
     @property
     def spare_seq(self) -> int | None:

@@ -30,6 +30,7 @@ from lamina.engine.engine import DEFAULT_MAX_QUEUE
 from lamina.engine.request import Piece
 from lamina.engine.slots import common_prefix
 from lamina.generation import open_session
+from lamina.grammar import Grammar, LlamaGrammar, request_grammar
 from lamina.llama_params import DEFAULTS_CHAT, DEFAULTS_COMPLETION, DEFAULTS_INIT, HARMLESS_INIT, check_extra
 from lamina.llama_state import LlamaState
 from lamina.model_cache import fetch_model, known_models
@@ -376,8 +377,11 @@ class Llama:
         stream: bool = False,
         seed: int | None = None,
         model: str | None = None,
+        grammar: LlamaGrammar | str | None = None,
         **extra: Any,
     ) -> dict | Iterator[dict]:
+        """grammar: the output matches it (a LlamaGrammar, or GBNF text); the
+        completion stops with finish_reason "stop" once it is complete."""
         check_extra("create_completion", extra, DEFAULTS_COMPLETION)
         return self._completion(
             prompt,
@@ -397,6 +401,7 @@ class Llama:
             stream,
             seed,
             chat=False,
+            grammar=request_grammar(grammar),
         )
 
     __call__ = create_completion
@@ -420,6 +425,7 @@ class Llama:
         stream,
         seed,
         chat,
+        grammar: Grammar | None = None,
     ):
         if suffix is not None:
             raise ValueError("suffix (fill-in-the-middle) is not supported")
@@ -442,7 +448,7 @@ class Llama:
             "model": self.model_path,
         }
         prefix = prompt if echo and isinstance(prompt, str) else ""
-        events = self._stream(tokens, sampler, limit, stops)
+        events = self._stream(tokens, sampler, limit, stops, grammar)
         if stream:
             return self._stream_chunks(events, meta, len(tokens), prefix)
         text, finish, n_gen = prefix, None, 0
@@ -458,10 +464,10 @@ class Llama:
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": n_gen, "total_tokens": len(tokens) + n_gen},
         }
 
-    def _stream(self, tokens, sampler, limit, stops):
+    def _stream(self, tokens, sampler, limit, stops, grammar=None):
         """The generation's pieces, as the engine produces them; a request is
         queued at once (a full queue raises here, not at the first read)."""
-        request = self._engine.submit(tokens, sampler, max_tokens=limit, stops=stops)
+        request = self._engine.submit(tokens, sampler, max_tokens=limit, stops=stops, grammar=grammar)
         return request.pieces()
 
     @staticmethod
@@ -504,9 +510,16 @@ class Llama:
         presence_penalty: float = 0.0,
         repeat_penalty: float = 1.0,
         model: str | None = None,
+        response_format: dict[str, Any] | None = None,
+        grammar: LlamaGrammar | str | None = None,
         **extra: Any,
     ) -> dict | Iterator[dict]:
+        """response_format: OpenAI's {"type": "json_object"} (llama-cpp-python's
+        "schema" key too) or {"type": "json_schema", "json_schema": {"name":
+        ..., "schema": {...}}}; grammar: a LlamaGrammar or GBNF text. Either
+        constrains the reply, which stops once it is complete."""
         check_extra("create_chat_completion", extra, DEFAULTS_CHAT)
+        constraint = request_grammar(grammar, response_format)
         result = self._completion(
             self._session.chat_tokens(messages),
             None,
@@ -525,6 +538,7 @@ class Llama:
             stream,
             seed,
             chat=True,
+            grammar=constraint,
         )
         if stream:
             return _chat_chunks(result)

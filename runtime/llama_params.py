@@ -67,7 +67,6 @@ DEFAULTS_COMPLETION: dict[str, Any] = {
     "mirostat_eta": 0.1,
     "stopping_criteria": None,
     "logits_processor": None,
-    "grammar": None,
     "logit_bias": None,
 }
 
@@ -78,7 +77,6 @@ DEFAULTS_CHAT: dict[str, Any] = {
     "function_call": None,
     "tools": None,
     "tool_choice": None,
-    "response_format": None,
     "logprobs": False,
     "top_logprobs": None,
 }

@@ -11,7 +11,14 @@ process, for a side-by-side ratio of the medians. For tg the table also
 shows the memory-bandwidth bound: weight and KV-cache bytes one token reads,
 over the read bandwidth measured in the same run (lamina bench-kernels').
 
-    bin/bench -m MODEL [-p 512] [-n 128] [-d 0,4096] [-t 2] [-r 3] [--json] [--llama-cpp]
+The cost of constrained output: --json-schema FILE (or --grammar FILE, GBNF)
+adds two lamina tests of tg<N> that sample every token (temperature 0.8,
+seeded) instead of feeding random ones: "tg<N> sampled" without the
+constraint and "tg<N> json-schema" (or "grammar") with it, which masks the
+logits before sampling and advances the matcher (a new document starts
+whenever one is complete). Their ratio is the constraint's overhead.
+
+    bin/bench -m MODEL [-p 512] [-n 128] [-d 0,4096] [-t 2] [-r 3] [--json] [--llama-cpp] [--json-schema FILE]
 """
 
 from __future__ import annotations
@@ -54,8 +61,8 @@ class LaminaRunner:
     def truncate(self, n_keep: int) -> None:
         self.context.truncate(n_keep)
 
-    def eval(self, tokens: list[int]) -> None:
-        self.context.eval(tokens)
+    def eval(self, tokens: list[int]) -> np.ndarray:
+        return self.context.eval(tokens)
 
 
 class LlamaCppRunner:
@@ -114,6 +121,42 @@ def run_test(runner, n_prompt: int, n_gen: int, n_depth: int, reps: int, rng) ->
 
     once()
     return [once() for _ in range(reps)]
+
+
+def run_sampled(runner, n_gen: int, reps: int, grammar) -> tuple[list[float], list[float]]:
+    """Seconds per repetition of n_gen decode steps that each sample the next
+    token, without and with the grammar (masked and matched), after one
+    warm-up run of each. The two alternate, so a machine whose load changes
+    slows both alike."""
+    from lamina.sampling import Sampler, SamplingParams
+    from lamina.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_metadata(runner.model.native.gguf.metadata)
+    grammar.matcher(tok)  # the vocabulary's one-time setup, outside the timing
+
+    def once(g) -> float:
+        runner.truncate(0)
+        sampler = Sampler(SamplingParams(temperature=0.8), seed=0)
+        matcher = g.matcher(tok) if g is not None else None
+        logits = runner.eval(tok.encode("JSON:"))
+        t0 = time.perf_counter()
+        for _ in range(n_gen):
+            if matcher is not None:
+                token = sampler(matcher.mask(logits))
+                matcher.accept(token)
+                if matcher.done or token in tok.eot_ids:
+                    matcher = g.matcher(tok)  # a new document (its compile is part of the cost)
+            else:
+                token = sampler(logits)
+            logits = runner.eval([token])
+        return time.perf_counter() - t0
+
+    once(None), once(grammar)
+    plain, constrained = [], []
+    for _ in range(reps):
+        plain.append(once(None))
+        constrained.append(once(grammar))
+    return plain, constrained
 
 
 def record(
@@ -176,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-r", "--repetitions", type=int, default=5)
     ap.add_argument("--json", action="store_true", help="print llama-bench's JSON records")
     ap.add_argument("--llama-cpp", action="store_true", help="also run llama.cpp (llama-cpp-python) for a ratio")
+    constraint = ap.add_mutually_exclusive_group()
+    constraint.add_argument("--json-schema", metavar="FILE", help="also time tg sampled under this JSON schema")
+    constraint.add_argument("--grammar", metavar="FILE", help="also time tg sampled under this GBNF grammar")
     ap.add_argument(
         "-ngl",
         "--gpu-layers",
@@ -196,8 +242,10 @@ def _bench(args) -> int:
     path = str(resolve_model(args.model))
     info = model_info(path)
     depths = _depths(args.n_depth)
+    grammar, label = _constraint(args)
     tests = [(args.n_prompt, 0)] * bool(args.n_prompt) + [(0, args.n_gen)] * bool(args.n_gen)
-    n_ctx = max(depths) + max(args.n_prompt, args.n_gen, 1)
+    # + the sampled tests' prompt
+    n_ctx = max(depths) + max(args.n_prompt, args.n_gen + 16 * (grammar is not None), 1)
     runners: list[Callable] = [LaminaRunner] + ([LlamaCppRunner] if args.llama_cpp else [])
     from lamina.engine.offload import parse_gpu_layers
 
@@ -210,6 +258,10 @@ def _bench(args) -> int:
             for n_prompt, n_gen in tests:
                 secs = run_test(runner, n_prompt, n_gen, n_depth, args.repetitions, np.random.default_rng(0))
                 records.append(record(runner, path, info, args, n_prompt, n_gen, n_depth, secs))
+        if grammar is not None and args.n_gen and isinstance(runner, LaminaRunner):
+            plain, constrained = run_sampled(runner, args.n_gen, args.repetitions, grammar)
+            for secs, name in ((plain, "sampled"), (constrained, label)):
+                records.append({**record(runner, path, info, args, 0, args.n_gen, 0, secs), "test_name": name})
         del runner
     if args.json:
         print(json.dumps(records, indent=2))
@@ -221,6 +273,17 @@ def _bench(args) -> int:
         bandwidth = measure_bandwidth(args.threads, 3) * 1e9
     print_table(records, info, bandwidth)
     return 0
+
+
+def _constraint(args):
+    """(Grammar, its label) from --json-schema / --grammar, else (None, None)."""
+    from lamina.grammar import Grammar, load_grammar_file
+
+    if args.json_schema:
+        return Grammar.from_json_schema(load_grammar_file(args.json_schema)), "json-schema"
+    if args.grammar:
+        return Grammar.from_gbnf(load_grammar_file(args.grammar)), "grammar"
+    return None, None
 
 
 def _depths(text: str) -> list[int]:
@@ -236,6 +299,8 @@ def _depths(text: str) -> list[int]:
 def test_name(r: dict) -> str:
     """llama-bench's spelling: pp512, tg128, pp512 @ d4096."""
     name = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+    if "test_name" in r:  # the sampled tests of --json-schema / --grammar
+        name += " " + r["test_name"]
     return name + (f" @ d{r['n_depth']}" if r["n_depth"] else "")
 
 

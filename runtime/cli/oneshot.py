@@ -24,7 +24,8 @@ def complete(gen: Session, args: argparse.Namespace, params: SamplingParams, pro
         reused = prompt_cache.restore(gen, cache, tokens)
         print(f"lamina run: prompt cache {cache}: {reused} of {len(tokens)} prompt tokens cached", file=sys.stderr)
     out = sys.stdout
-    request = gen.generate(tokens, Sampler(params, args.seed), args.n_predict, args.stop)
+    grammar = getattr(args, "constraint", None)  # --grammar / --json-schema
+    request = gen.generate(tokens, Sampler(params, args.seed), args.n_predict, args.stop, grammar)
     for piece in request.pieces():
         if piece.finish_reason == "error":
             raise RuntimeError(f"the generation failed: {piece.error}")

@@ -28,6 +28,7 @@ class Repl:
         self.stops: list[str] = args.stop
         self.context_shift: bool = args.context_shift
         self.max_tokens: int | None = args.n_predict  # -n: tokens per reply
+        self.grammar = getattr(args, "constraint", None)  # --grammar / --json-schema: every reply matches it
         self.messages: list[dict[str, str]] = []
         self.total = RequestTimings()
         self.gen_seconds = 0.0
@@ -121,7 +122,7 @@ class Repl:
             return
         reply, finish = "", None
         out = self.console.file
-        request = self.gen.generate(tokens, self.sampler, self.max_tokens, self.stops)
+        request = self.gen.generate(tokens, self.sampler, self.max_tokens, self.stops, self.grammar)
         try:
             for piece in request.pieces():
                 out.write(piece.text)

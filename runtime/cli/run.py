@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="one-shot: save the evaluated prompt's state in FILE and reuse it when a later prompt starts the same",
     )
     ap.add_argument("--prompt-cache-all", action="store_true", help="with --prompt-cache: save the reply's tokens too")
+    # llama.cpp's flags for constrained output
+    constraint = ap.add_mutually_exclusive_group()
+    constraint.add_argument("--grammar", default=None, help="GBNF grammar every reply must match")
+    constraint.add_argument("--grammar-file", type=Path, default=None, help="file of a GBNF grammar")
+    constraint.add_argument("-j", "--json-schema", default=None, help="JSON schema every reply must validate against")
+    constraint.add_argument("-jf", "--json-schema-file", type=Path, default=None, help="file of a JSON schema")
     return ap
 
 
@@ -76,6 +82,21 @@ def sampling_params(args: argparse.Namespace) -> SamplingParams:
     )
 
 
+def constraint(args: argparse.Namespace):
+    """The Grammar of --grammar / --grammar-file / --json-schema / --json-schema-file, or None."""
+    from lamina.grammar import Grammar, load_grammar_file
+
+    if args.grammar is not None:
+        return Grammar.from_gbnf(args.grammar)
+    if args.grammar_file is not None:
+        return Grammar.from_gbnf(load_grammar_file(args.grammar_file))
+    if args.json_schema is not None:
+        return Grammar.from_json_schema(args.json_schema)
+    if args.json_schema_file is not None:
+        return Grammar.from_json_schema(load_grammar_file(args.json_schema_file))
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     return _run(build_parser().parse_args(argv))
 
@@ -87,6 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     from lamina.generation import open_session
 
     params = sampling_params(args)  # everything is checked before the (slow) model load
+    args.constraint = constraint(args)
     template = args.chat_template_file.read_text() if args.chat_template_file else None
     prompt = args.file.read_text(encoding="utf-8") if args.file is not None else args.prompt
     if (args.prompt_cache is not None or args.prompt_cache_all) and prompt is None:

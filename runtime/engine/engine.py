@@ -29,6 +29,7 @@ from lamina.engine.scheduler import Scheduler, StepPlan
 from lamina.engine.slots import Slot, SlotTable
 from lamina.engine.text_stream import TextStream
 from lamina.errors import LaminaError
+from lamina.grammar import Grammar
 from lamina.sampling import Sampler
 from lamina.tokenizer import Tokenizer
 
@@ -81,9 +82,12 @@ class Engine:
         stops: Sequence[str] = (),
         stop_at_eog: bool = True,
         listener: Callable[[Piece], None] | None = None,
+        grammar: Grammar | None = None,
     ) -> Request:
         """Queue a generation; its Pieces arrive on request.pieces(), or are
-        handed to listener (called from the engine's thread) when given."""
+        handed to listener (called from the engine's thread) when given.
+        grammar: the output must match it (a matcher of its own masks each
+        step's logits); the request stops once the grammar is complete."""
         tokens = [int(t) for t in prompt]
         if not tokens:
             raise ContextError("empty prompt: nothing to evaluate")
@@ -96,7 +100,8 @@ class Engine:
         if max_tokens is not None and max_tokens < 1:
             raise ContextError(f"max_tokens must be None or >= 1, got {max_tokens}")
         eog = self.tokenizer.eot_ids if stop_at_eog else frozenset()
-        request = Request(tokens, sampler, TextStream(self.tokenizer, stops), max_tokens, eog, listener)
+        matcher = grammar.matcher(self.tokenizer) if grammar is not None else None  # GrammarError here, not later
+        request = Request(tokens, sampler, TextStream(self.tokenizer, stops), max_tokens, eog, listener, matcher)
         with self._cond:
             if self._closed:
                 raise ContextError("the engine is closed")
@@ -241,7 +246,15 @@ class Engine:
         if r.cancelled:
             self._end(r, "cancelled")
             return
-        token = r.sampler(logits, r.history)
+        if r.grammar is not None:
+            try:  # the mask comes first: penalties, top-k/p and temperature see only allowed tokens
+                token = r.sampler(r.grammar.mask(logits), r.history)
+                r.grammar.accept(token)
+            except LaminaError as e:
+                self._end(r, "error", e)
+                return
+        else:
+            token = r.sampler(logits, r.history)
         now = time.perf_counter()
         if token in r.eog:
             self._end(r, "stop")
@@ -253,7 +266,7 @@ class Engine:
         t.last_token = now
         text, stopped = r.text.feed(token)
         r.emit(Piece(token, text))
-        if stopped:
+        if stopped or (r.grammar is not None and r.grammar.done):
             self._end(r, "stop")
         elif r.max_tokens is not None and len(r.output) >= r.max_tokens:
             self._end(r, "length")

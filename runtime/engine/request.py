@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from lamina.engine.text_stream import TextStream
+from lamina.grammar import Matcher
 from lamina.sampling import Sampler
 
 _ids = itertools.count()
@@ -67,15 +68,18 @@ class Request:
         max_tokens: int | None,
         eog: frozenset[int],
         listener: Callable[[Piece], None] | None = None,
+        grammar: Matcher | None = None,
     ) -> None:
         """listener: called with each Piece from the engine's thread instead of
-        queueing it on `events` (the server hands pieces to its event loop)."""
+        queueing it on `events` (the server hands pieces to its event loop).
+        grammar: this sequence's own matcher of a constraint on the output."""
         self.id = next(_ids)
         self.prompt = prompt
         self.sampler = sampler
         self.text = stream
         self.max_tokens = max_tokens
         self.eog = eog
+        self.grammar = grammar
         self.state = RequestState.WAITING
         self.slot: int | None = None
         self.n_cached = 0  # prompt tokens whose KV is in the slot (reused or evaluated)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from lamina.engine.engine import Engine, QueueFullError
 from lamina.engine.request import Piece, Request
+from lamina.grammar import Grammar
 from lamina.sampling import Sampler
 from lamina.server.errors import APIError
 from lamina.server.metrics import Metrics
@@ -70,6 +71,7 @@ def start(
     max_tokens: int | None,
     stops: Sequence[str],
     metrics: Metrics,
+    grammar: Grammar | None = None,
 ) -> Generation:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Piece] = asyncio.Queue()
@@ -80,7 +82,7 @@ def start(
             loop.call_soon_threadsafe(queue.put_nowait, piece)
 
     try:
-        request = engine.submit(prompt, sampler, max_tokens=max_tokens, stops=stops, listener=listener)
+        request = engine.submit(prompt, sampler, max_tokens=max_tokens, stops=stops, listener=listener, grammar=grammar)
     except QueueFullError as e:
         raise APIError(503, str(e), code="queue_full", headers={"Retry-After": "1"}) from None
     return Generation(request, queue, metrics)

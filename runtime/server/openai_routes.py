@@ -130,8 +130,11 @@ async def _generate(service: Service, body, request: Request, prompt: list[int],
     service.check_prompt(prompt, limit, "messages" if chat else "prompt")
     session = service.require()
     stops = body.stops()
+    grammar = service.grammar(body)  # checked before anything starts: a bad one is a 400
     gens = [
-        bridge.start(session.engine, prompt, service.sampler(body, i, SERVER_DEFAULTS), limit, stops, service.metrics)
+        bridge.start(
+            session.engine, prompt, service.sampler(body, i, SERVER_DEFAULTS), limit, stops, service.metrics, grammar
+        )
         for i in range(body.n)
     ]
     deadline = time.monotonic() + service.config.timeout

@@ -44,13 +44,14 @@ class Sampling(_Body):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    # constrained output (lamina.grammar checks them: a bad one is a 400 naming it)
+    response_format: dict[str, Any] | None = None  # OpenAI's
+    grammar: str | None = Field(None, max_length=1 << 20)  # llama-server's: GBNF text
+    json_schema: dict[str, Any] | bool | None = None  # llama-server's
     # OpenAI's / llama-server's fields lamina does not implement yet
     logprobs: Any = None
     top_logprobs: Any = None
     logit_bias: Any = None
-    response_format: Any = None
-    grammar: Any = None
-    json_schema: Any = None
     typical_p: Any = None
     mirostat: Any = None
     tfs_z: Any = None
@@ -70,15 +71,11 @@ class Sampling(_Body):
             "tfs_z": (None, 1.0),
             "n_probs": (None, 0),
             "best_of": (None, 1),
-            "response_format": (None, {"type": "text"}),
         }
         names = [
             "logprobs",
             "top_logprobs",
             "logit_bias",
-            "response_format",
-            "grammar",
-            "json_schema",
             "typical_p",
             "mirostat",
             "tfs_z",

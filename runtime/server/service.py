@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lamina.generation import Session, open_session
+from lamina.grammar import Grammar, GrammarError, request_grammar, vocabulary
 from lamina.sampling import Sampler, SamplingParams
 from lamina.server.errors import APIError
 from lamina.server.metrics import Metrics
@@ -72,6 +73,7 @@ class Service:
             )
             tok = self.session.tokenizer
             self._max_token_bytes = max(1, max(len(tok.token_to_piece(i, special=True)) for i in range(tok.n_vocab)))
+            vocabulary(tok)  # constrained output's view of the vocabulary, built now rather than on a request's time
             m = self.metrics
             engine = self.session.engine
             m.queue_depth.set_function(lambda: engine.n_waiting)
@@ -158,6 +160,16 @@ class Service:
         bad = next((t for t in tokens if not 0 <= t < s.model.n_vocab), None)
         if bad is not None:
             raise APIError(400, f"token {bad} is outside the vocabulary [0, {s.model.n_vocab})", param=field_name)
+
+    def grammar(self, body: Sampling) -> Grammar | None:
+        """The request's constraint on its output (response_format, or
+        llama-server's grammar / json_schema); an invalid one is a 400."""
+        try:
+            return request_grammar(body.grammar, body.response_format, body.json_schema)
+        except GrammarError as e:
+            given = [n for n in ("response_format", "grammar", "json_schema") if getattr(body, n) is not None]
+            param = next((n for n in given if str(e).startswith(n)), given[0] if given else None)
+            raise APIError(400, str(e), param=param, code="invalid_grammar") from None
 
     def sampler(self, body: Sampling, choice: int, defaults: SamplingParams) -> Sampler:
         """The request's sampler; choice i of n gets seed + i, so n choices differ but replay."""

@@ -223,10 +223,10 @@ def test_parameters_that_would_be_ignored_are_refused(small):
         Llama("smollm2-135m-instruct", lora_path="a.gguf", verbose=False)
     with pytest.raises(TypeError, match="unexpected keyword argument 'n_ctxx'"):
         Llama("smollm2-135m-instruct", n_ctxx=64, verbose=False)
-    with pytest.raises(UnsupportedParameterError, match="grammar="):
-        small.create_completion("Is it?", max_tokens=2, grammar='root ::= " yes" | " no"')
-    with pytest.raises(UnsupportedParameterError, match="response_format="):
-        small.create_chat_completion([{"role": "user", "content": "Hi"}], response_format={"type": "json_object"})
+    with pytest.raises(UnsupportedParameterError, match="logit_bias="):
+        small.create_completion("Is it?", max_tokens=2, logit_bias={1: 5.0})
+    with pytest.raises(UnsupportedParameterError, match="tools="):
+        small.create_chat_completion([{"role": "user", "content": "Hi"}], tools=[{"type": "function"}])
     with pytest.raises(UnsupportedParameterError, match="mirostat_mode=2"):
         small.create_completion("Hi", max_tokens=1, mirostat_mode=2)
     # defaults spelled out, and speed-only settings, are fine

@@ -6,6 +6,7 @@ and a suite of bad requests after which the server still serves."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import socket
 import subprocess
@@ -243,6 +244,20 @@ OK = {"model": ALIAS, "messages": [{"role": "user", "content": "Hi"}], "max_toke
         ({**OK, "model": "gpt-4"}, 404, "model"),
         ({**OK, "logit_bias": {"5": 10}}, 400, "logit_bias"),
         ({**OK, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
+        ({**OK, "grammar": "root ::= missing"}, 400, "grammar"),
+        ({**OK, "json_schema": {"type": "objekt"}}, 400, "json_schema"),
+        ({**OK, "response_format": {"type": "yaml"}}, 400, "response_format"),
+        ({**OK, "response_format": "json"}, 400, "response_format"),
+        (
+            {
+                **OK,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"minimum": "a"}}},
+            },
+            400,
+            "response_format",
+        ),
+        ({**OK, "stream": True, "grammar": "root ::= [a-"}, 400, "grammar"),
+        ({**OK, "grammar": 'root ::= "a"', "response_format": {"type": "json_object"}}, 400, "grammar"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -280,6 +295,122 @@ def test_after_the_bad_requests_the_server_still_serves(server, client):
     assert _metric(server, "lamina_queue_depth") == 0
     assert _metric(server, "lamina_completion_tokens_total") > 0
     assert _metric(server, 'lamina_requests_total{endpoint="chat",status="200"}') > 0
+
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "pets": {"type": "array", "items": {"enum": ["cat", "dog", "fish"]}, "minItems": 1, "maxItems": 3},
+    },
+    "required": ["name", "age", "pets"],
+    "additionalProperties": False,
+}
+POINT = {
+    "type": "object",
+    "properties": {"x": {"type": "integer"}, "label": {"type": "string", "pattern": "^[A-Z][a-z]{1,8}$"}},
+    "required": ["x", "label"],
+    "additionalProperties": False,
+}
+
+
+def _schema_format(schema: dict) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+
+
+def test_response_format_json_schema(client):
+    jsonschema = pytest.importorskip("jsonschema")
+    msgs = [{"role": "user", "content": "Describe a person and their pets as JSON."}]
+    for seed in (1, 2):
+        out = client.chat.completions.create(
+            model=ALIAS,
+            messages=msgs,
+            temperature=0.8,
+            seed=seed,
+            max_tokens=120,
+            response_format=_schema_format(PERSON),
+        )
+        assert out.choices[0].finish_reason == "stop"
+        jsonschema.validate(json.loads(out.choices[0].message.content), PERSON)
+    stream = client.chat.completions.create(
+        model=ALIAS,
+        messages=msgs,
+        temperature=0.8,
+        seed=1,
+        max_tokens=120,
+        stream=True,
+        response_format=_schema_format(PERSON),
+    )
+    chunks = [c for c in stream if c.choices]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(text), PERSON)
+
+
+def test_llama_server_grammar_and_json_schema_fields(client):
+    jsonschema = pytest.importorskip("jsonschema")
+    out = client.completions.create(
+        model=ALIAS,
+        prompt="Q: Is the sea salty? A:",
+        max_tokens=8,
+        temperature=0.8,
+        seed=3,
+        extra_body={"grammar": 'root ::= " yes" | " no"'},
+    )
+    assert out.choices[0].text in (" yes", " no") and out.choices[0].finish_reason == "stop"
+    out = client.completions.create(
+        model=ALIAS,
+        prompt="A point as JSON:",
+        max_tokens=60,
+        temperature=0.8,
+        seed=3,
+        extra_body={"json_schema": POINT},
+    )
+    jsonschema.validate(json.loads(out.choices[0].text), POINT)
+    out = client.chat.completions.create(
+        model=ALIAS, messages=MESSAGES, max_tokens=60, temperature=0.8, seed=3, response_format={"type": "json_object"}
+    )
+    if out.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(out.choices[0].message.content), dict)
+
+
+def test_concurrent_requests_with_different_schemas_both_validate(client):
+    jsonschema = pytest.importorskip("jsonschema")
+    jobs = [(PERSON, "a person"), (POINT, "a labelled point")] * 2
+
+    def ask(job):
+        schema, what = job
+        out = client.chat.completions.create(
+            model=ALIAS,
+            messages=[{"role": "user", "content": f"Give {what} as JSON."}],
+            temperature=0.8,
+            seed=11,
+            max_tokens=120,
+            response_format=_schema_format(schema),
+        )
+        return out.choices[0].message.content
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        texts = list(pool.map(ask, jobs, timeout=300))
+    for (schema, _), text in zip(jobs, texts):
+        jsonschema.validate(json.loads(text), schema)
+
+
+def test_an_invalid_grammar_is_a_400_for_the_openai_client(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model=ALIAS, messages=MESSAGES, max_tokens=4, extra_body={"grammar": "root ::= value"}
+        )
+    assert "rule 'value' is used but never defined" in str(e.value)
+    with pytest.raises(openai.BadRequestError, match="invalid JSON schema"):
+        client.chat.completions.create(
+            model=ALIAS,
+            messages=MESSAGES,
+            max_tokens=4,
+            stream=True,
+            response_format=_schema_format({"type": "array", "minItems": 3, "maxItems": 1}),
+        )
 
 
 def test_serve_refuses_bad_flags():
