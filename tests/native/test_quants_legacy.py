@@ -1,5 +1,5 @@
 """Float (F32, F16, BF16), legacy (Q4_0 .. Q8_0), IQ4 (IQ4_NL, IQ4_XS), ternary
-(TQ1_0, TQ2_0) and MXFP4 block formats, and the activation formats Q8_0 /
+(TQ1_0, TQ2_0), MXFP4 and NVFP4 block formats, and the activation formats Q8_0 /
 Q8_1, against ggml and gguf-py.
 
   quantize     bytes == ggml_quantize_chunk, without and with an importance matrix
@@ -39,11 +39,12 @@ PARTNER = {
     T.TQ1_0: T.Q8_K,
     T.TQ2_0: T.Q8_K,
     T.MXFP4: T.Q8_0,
+    T.NVFP4: T.Q8_0,  # two Q8_0 blocks per 64-weight block
 }
 WEIGHT_TYPES = list(PARTNER)
 FLOAT_TYPES = {T.F32, T.F16, T.BF16}
 # ggml_quantize_chunk ignores the importance matrix for these
-IMATRIX_IGNORED = FLOAT_TYPES | {T.Q8_0, T.TQ1_0, T.TQ2_0, T.MXFP4}
+IMATRIX_IGNORED = FLOAT_TYPES | {T.Q8_0, T.TQ1_0, T.TQ2_0, T.MXFP4, T.NVFP4}
 
 ROWS, N = 256, 512
 DISTS = list(DISTRIBUTIONS)
@@ -58,8 +59,8 @@ needs_avx2 = pytest.mark.skipif(not HAS_AVX2, reason="CPU lacks AVX2/FMA/F16C: n
 GGML_MAX_QUANTIZATION_TOTAL_ERROR = 0.002
 GGML_MAX_DOT_PRODUCT_ERROR = 0.02
 # its looser bounds for ternary weights (MAX_*_TERNARY) and 4-bit floats (MAX_*_FP4)
-GGML_MAX_QUANTIZATION_TOTAL_ERROR_BY_TYPE = {T.TQ1_0: 0.01, T.TQ2_0: 0.01, T.MXFP4: 0.003}
-GGML_MAX_DOT_PRODUCT_ERROR_BY_TYPE = {T.TQ1_0: 0.15, T.TQ2_0: 0.15, T.MXFP4: 0.03}
+GGML_MAX_QUANTIZATION_TOTAL_ERROR_BY_TYPE = {T.TQ1_0: 0.01, T.TQ2_0: 0.01, T.MXFP4: 0.003, T.NVFP4: 0.003}
+GGML_MAX_DOT_PRODUCT_ERROR_BY_TYPE = {T.TQ1_0: 0.15, T.TQ2_0: 0.15, T.MXFP4: 0.03, T.NVFP4: 0.03}
 GGML_SYNTHETIC_RMS_PRODUCT = 2.0
 # scalar kernel vs ggml's own: float sums of the same terms, maybe FMA-fused
 # there, differ by a few ulps of sum |w_i a_i| <= |w| |a|
