@@ -205,6 +205,24 @@ def test_long_rope_factors_follow_the_context_size(tiny, n_ctx):
     assert rel_err(got, want) < 1e-4 and rel_err(got, other) > 1e-2
 
 
+@pytest.mark.parametrize("qtype", ["MXFP4", "NVFP4"])
+@pytest.mark.parametrize("name", ["llama", "gemma3", "qwen3moe"])
+def test_fp4_weights_match_reference(tiny, name, qtype):
+    """4-bit float weights (NVFP4's 64-weight blocks each dot two Q8_0 blocks
+    of activations), token embedding and experts included: the reference on
+    the dequantized weights, as the other types"""
+    cfg = replace(for_block(CONFIGS[name], 64), qtype=qtype)
+    toks = tokens_for(cfg, 24)
+    got = native_logits(tiny(cfg), toks, kv_type="f16")
+    ref = reference_logits(tiny(cfg), toks, kv_type="f16")
+    per_token = ((got - ref) ** 2).mean(axis=1) / (ref**2).mean()  # [T]
+    if cfg.n_expert:  # a router near-tie may pick another expert (see the MoE test)
+        assert np.median(per_token) < 2e-3 and (per_token < 2e-3).mean() >= 0.9, per_token
+    else:
+        assert nmse(got, ref) < 2e-3
+        assert_same_choices(got, ref)
+
+
 IQ_QTYPES = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]
 
 
