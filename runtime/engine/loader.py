@@ -428,6 +428,15 @@ def _check_tensor(gguf: GGUFFile, name: str, ne: tuple[int, ...], arch: str) -> 
         ) from None
     if tuple(info.ne) != ne:
         raise GGUFTensorError(gguf.path, f"shape (ggml ne) {tuple(info.ne)}: expected {ne}", tensor=name)
+    scale = name.removesuffix(".weight") + ".scale"
+    if name.endswith(".weight") and gguf.has_tensor(scale):
+        # llama.cpp's converter writes NVFP4 checkpoints' per-tensor scale_2
+        # there, and llama.cpp multiplies the matmul's output by it
+        raise GGUFTensorError(
+            gguf.path,
+            f"has a per-tensor output scale {scale} (NVFP4's scale_2), which lamina does not apply",
+            tensor=name,
+        )
     from lamina.native import lib
 
     t = info.ggml_type

@@ -223,6 +223,21 @@ def test_fp4_weights_match_reference(tiny, name, qtype):
         assert_same_choices(got, ref)
 
 
+def test_nvfp4_per_tensor_scale_is_refused(tmp_path):
+    """llama.cpp's converter keeps an NVFP4 checkpoint's scale_2 as
+    <name>.scale, which llama.cpp multiplies into the matmul's output; lamina
+    does not, so it refuses the file rather than run it wrong"""
+    cfg = replace(for_block(LLAMA, 64), qtype="NVFP4")
+    path = write_tiny_model(
+        tmp_path / "scaled.gguf",
+        cfg,
+        extra=lambda w: w.add_tensor("blk.1.ffn_down.scale", np.array([0.5], np.float32)),
+    )
+    with pytest.raises(GGUFTensorError, match="scale_2") as e:
+        Model.load(path, n_threads=1)
+    assert e.value.tensor == "blk.1.ffn_down.weight"
+
+
 IQ_QTYPES = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]
 
 
