@@ -211,6 +211,21 @@ def test_float_conversion_special_values(qtype):
     np.testing.assert_array_equal(quants.quantize(x, qtype), oracle().quantize_chunk(qtype, x))
 
 
+@pytest.mark.parametrize("qtype", [T.MXFP4, T.NVFP4], ids=ids([T.MXFP4, T.NVFP4]))
+def test_fp4_quantize_special_values(qtype):
+    """the shared scale across its whole range (NVFP4: UE4M3 subnormals, the
+    round-up carry into the exponent, the clamp at 448; MXFP4: E8M0 from
+    2^-127 up), and NaN, Inf and huge values in a block"""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 1024)) * 10.0 ** rng.uniform(-9, 5, (64, 1))
+    x[:, ::7] *= 10.0 ** rng.uniform(-3, 3, (64, 147))  # sub-blocks of different ranges
+    x = x.astype(np.float32)
+    special = [np.nan, np.inf, -np.inf, 3e38, -0.0, 1e-45, 2688.0, 2700.0, 0.0117, 0.01171875]
+    for r, v in enumerate(special):
+        x[r, r * 64 + 3] = v
+    np.testing.assert_array_equal(quants.quantize(x, qtype), oracle().quantize_chunk(qtype, x))
+
+
 # ------------------------------------------------------------------ dequantize
 
 
