@@ -372,6 +372,21 @@ def test_ggml_quantize_fns_bounds(qtype, impl):
 # ------------------------------------------------------------------- bad input
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_nvfp4_dot_random_bytes(impl):
+    """every UE4M3 scale byte (0x7F, E4M3's NaN, reads as 0; bit 7 is
+    ignored), which ggml's quantizer never writes but a file may hold: the
+    scalar dot is ggml's _generic one, the AVX2 dot within NMSE of it"""
+    rng = np.random.default_rng(12)
+    q = rng.integers(0, 256, size=(ROWS, quants.row_bytes(T.NVFP4, N)), dtype=np.uint8)
+    _, aq = activations(T.NVFP4, "normal")
+    got, ref = dots(T.NVFP4, q, aq, impl), ggml_dots(T.NVFP4, q, aq, N)
+    if impl == "scalar":
+        np.testing.assert_array_equal(got.astype(np.float32), ref.astype(np.float32))
+    else:
+        assert nmse(got, ref) <= AVX2_MAX_NMSE
+
+
 def test_bad_inputs_raise_value_error():
     x = np.zeros((2, 64), np.float32)
     with pytest.raises(ValueError, match="block size"):

@@ -23,10 +23,27 @@ static inline __m256i nvfp4_half_bytes(const uint8_t *qs, __m128i values) {
     return _mm256_set_m128i(_mm_unpackhi_epi64(lo, hi), _mm_unpacklo_epi64(lo, hi));
 }
 
+/* the four sub-block scales of a block, lm_ue4m3_to_f32_half's values (all
+ * exact): (8 + m) * 2^(e - 11) built as float bits, m * 2^-10 for e = 0,
+ * 0 for 0x7F */
+static inline __m128 nvfp4_scales(const block_nvfp4 *x) {
+    uint32_t w;
+    memcpy(&w, x->d, sizeof w);
+    const __m128i u = _mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)w));
+    const __m128i e = _mm_and_si128(_mm_srli_epi32(u, 3), _mm_set1_epi32(0xF));
+    const __m128i m = _mm_and_si128(u, _mm_set1_epi32(0x7));
+    const __m128i normal =
+        _mm_or_si128(_mm_slli_epi32(_mm_add_epi32(e, _mm_set1_epi32(119)), 23), _mm_slli_epi32(m, 20));
+    const __m128 sub = _mm_mul_ps(_mm_cvtepi32_ps(m), _mm_set1_ps(1.0f / 1024.0f));
+    const __m128 is_sub = _mm_castsi128_ps(_mm_cmpeq_epi32(e, _mm_setzero_si128()));
+    const __m128 v = _mm_blendv_ps(_mm_castsi128_ps(normal), sub, is_sub);
+    return _mm_andnot_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(u, _mm_set1_epi32(0x7F))), v);
+}
+
 /* the scales of sub-blocks 2h and 2h+1, four lanes each */
-static inline __m256 nvfp4_half_scales(const block_nvfp4 *x, int h) {
-    return _mm256_set_m128(_mm_set1_ps(lm_ue4m3_to_f32_half(x->d[2 * h + 1])),
-                           _mm_set1_ps(lm_ue4m3_to_f32_half(x->d[2 * h])));
+static inline __m256 nvfp4_half_scales(__m128 scales, int h) {
+    const __m256i idx = h ? _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3) : _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(scales), idx);
 }
 
 void lm_vec_dot_nvfp4_avx2(int64_t n, float *s, const void *vx, const void *vy) {
@@ -35,9 +52,10 @@ void lm_vec_dot_nvfp4_avx2(int64_t n, float *s, const void *vx, const void *vy) 
     const __m128i values = _mm_loadu_si128((const __m128i *)lm_kvalues_mxfp4);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_NVFP4; i++) {
+        const __m128 xs = nvfp4_scales(&x[i]);
         for (int h = 0; h < 2; h++) {
             const block_q8_0 *yb = &y[2 * i + h];
-            const __m256 d = _mm256_mul_ps(nvfp4_half_scales(&x[i], h), _mm256_set1_ps(lm_half_f32(yb->d)));
+            const __m256 d = _mm256_mul_ps(nvfp4_half_scales(xs, h), _mm256_set1_ps(lm_half_f32(yb->d)));
             const __m256i qx = nvfp4_half_bytes(x[i].qs + 16 * h, values);
             const __m256i qy = _mm256_loadu_si256((const __m256i *)yb->qs);
             acc = _mm256_fmadd_ps(d, lm_mul_sum_i8_pairs_f32(qx, qy), acc);
@@ -58,8 +76,9 @@ LM_X4_INLINE void x4_nvfp4(int64_t n, const int ncol, float *s, size_t s_stride,
     __m256 acc[NCOL];
     for (int c = 0; c < ncol; c++) acc[c] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
+        const __m128 xs = nvfp4_scales(&x[i]);
         for (int h = 0; h < 2; h++) {
-            const __m256 xd = nvfp4_half_scales(&x[i], h);
+            const __m256 xd = nvfp4_half_scales(xs, h);
             const __m256i qx = nvfp4_half_bytes(x[i].qs + 16 * h, values);
             const __m256i ax = _mm256_sign_epi8(qx, qx);
             for (int c = 0; c < ncol; c++) {
