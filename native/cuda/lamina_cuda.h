@@ -107,7 +107,7 @@ int lmc_graph_free(void *graph_exec);
 
 /* ----------------------------------------------------- types, matmul */
 /* 1 when lmc_matmul runs weights of this ggml type id: F32 F16 BF16 Q4_0
- * Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS TQ1_0 TQ2_0 MXFP4 */
+ * Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS TQ1_0 TQ2_0 MXFP4 NVFP4 */
 int lmc_type_supported(int type);
 /* bytes of one row of n values of type (0 when unsupported or n is ragged) */
 size_t lmc_row_bytes(int type, int64_t n);

@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(32 * MV_WARPS)
         const bool ok = b < nb;
 #pragma unroll
         for (int c = 0; c < NC; c++) {
-            const typename tr::A *ya = (const typename tr::A *)(xq + c * xq_row_bytes) + b;
+            const typename tr::A *ya = (const typename tr::A *)(xq + c * xq_row_bytes) + b * tr::A_PER_W;
             int32_t is = 0, im = 0;
             if (ok) tr::ints(wr + b, ya, part, &is, &im);
             if (tr::INT_REDUCE && tr::PARTS > 1) {

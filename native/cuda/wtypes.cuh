@@ -9,17 +9,20 @@
 #include "common.cuh"
 #include "quants/types.h"
 
-/* the block struct of a type id (the partner's blocks in lmc_qt) */
+/* the block struct of a type id and its values per block (the partner's
+ * blocks in lmc_qt) */
 template <int T> struct lmc_block;
 #define LMC_BLOCK(ID, t, qk, block, ...)         \
     template <> struct lmc_block<LM_TYPE_##ID> { \
         typedef block type;                      \
+        static constexpr int QK = qk;            \
     };
 LM_BLOCK_TYPES(LMC_BLOCK)
 #undef LMC_BLOCK
 
 /* the quantized weight types: W blocks dotted with A blocks, QK weights per
- * block cut into PARTS lanes (quants/<type>.h, LMC_PARTS_<T>) */
+ * block cut into PARTS lanes (quants/<type>.h, LMC_PARTS_<T>); a W block
+ * meets A_PER_W partner blocks (1, but 2 for NVFP4's 64 weights with Q8_0) */
 template <int T> struct lmc_qt;
 #define LMC_QTYPE(ID, t, qk, block, PARTNER, KIND, ...)                                                            \
     LM_IF_KIND(                                                                                                    \
@@ -27,6 +30,8 @@ template <int T> struct lmc_qt;
             typedef block W;                                                                                       \
             typedef lmc_block<LM_TYPE_##PARTNER>::type A;                                                          \
             static constexpr int QK = qk, PARTS = LMC_PARTS_##ID, INT_REDUCE = LMC_INT_REDUCE_##ID;                \
+            static constexpr int A_PER_W = qk / lmc_block<LM_TYPE_##PARTNER>::QK;                                  \
+            static_assert(A_PER_W * lmc_block<LM_TYPE_##PARTNER>::QK == qk, #ID ": whole partner blocks");         \
             static __device__ __forceinline__ void ints(const W *x, const A *y, int p, int32_t *is, int32_t *im) { \
                 lmc_ints_##t(x, y, p, is, im);                                                                     \
             }                                                                                                      \

@@ -114,6 +114,9 @@ enum lm_model_limits { LM_EXPERT_MAX = 512 };   /* most experts of a mixture-of-
 typedef struct {
     const void *data;
     int32_t type;                 /* ggml type id; must be lm_type_supported */
+    const float *scale;           /* NULL, or the matmul's output is multiplied by scale[0] (a 3-D
+                                   * stack of experts: by scale[e] for expert e): the per-tensor
+                                   * scale_2 of NVFP4 checkpoints, as llama.cpp applies it */
 } lm_matrix;
 
 /* One decoder layer: its weights ([rows, cols], i.e. ggml's ne reversed) and

@@ -290,6 +290,14 @@ typedef struct {
     int rc;                       /* a failure on any thread */
 } mm_job;
 
+/* rows [r0, r1) of every column of o's output times the matrix's scale */
+static void scale_rows(const lm_mm_out *o, int64_t r0, int64_t r1, int64_t ncols) {
+    if (!o->w->scale) return;
+    const float s = o->w->scale[0];
+    for (int64_t c = 0; c < ncols; c++)
+        for (int64_t r = r0; r < r1; r++) o->y[c * o->rows + r] *= s;
+}
+
 /* A few columns (decode): each thread takes a slice of every matrix's rows
  * and quantizes the few activation rows itself into its own scratch, so the
  * matrices cost one wake-up of the pool instead of two each. */
@@ -312,7 +320,10 @@ static void mm_slices(void *arg, int ith, int nth) {
             rc = lm_matmul_into(NULL, LM_IMPL_AUTO, o->w->type, (const char *)o->w->data + r0 * row_bytes, r1 - r0,
                                 job->n, x, ncols, o->y + r0, o->rows, scratch);
         }
-        if (rc) job->rc = rc;
+        if (rc)
+            job->rc = rc;
+        else
+            scale_rows(o, r0, r1, ncols);
     }
 }
 
@@ -334,6 +345,7 @@ int lm_matmuls(lm_context *c, const float *x, int64_t n, int64_t ncols, const lm
                                               : lm_matmul_into(c->tp, LM_IMPL_AUTO, w->type, w->data, out[i].rows, n,
                                                                xi, ci, out[i].y, out[i].rows, c->mm_scratch);
         if (rc) return rc;
+        scale_rows(&out[i], 0, out[i].rows, ci);
     }
     return LM_OK;
 }

@@ -55,7 +55,9 @@ static void route(lm_context *c, int64_t T) {
 static lm_matrix expert_matrix(const lm_matrix *stack, int e, int64_t rows, int64_t n) {
     const lm_type_traits *t = lm_get_type_traits(stack->type);
     const size_t bytes = (size_t)rows * (size_t)(n / t->blck_size) * t->type_size;
-    return (lm_matrix){ .data = (const char *)stack->data + (size_t)e * bytes, .type = stack->type };
+    return (lm_matrix){ .data = (const char *)stack->data + (size_t)e * bytes,
+                        .type = stack->type,
+                        .scale = stack->scale ? stack->scale + e : NULL };
 }
 
 int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T) {

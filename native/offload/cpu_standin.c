@@ -49,9 +49,10 @@ static const float *copy_vec(standin *d, const float *v, int64_t n, int *ok) {
     return c;
 }
 
-/* the rows x n matrix m, data and (for GPTQ) its descriptor */
-static lm_matrix copy_matrix(standin *d, lm_matrix m, int64_t rows, int64_t n, int *ok) {
-    lm_matrix out = { NULL, m.type };
+/* the rows x n matrix m, data and (for GPTQ) its descriptor; n_scale:
+ * the entries of its scale (1, or n_expert for a stack) */
+static lm_matrix copy_matrix(standin *d, lm_matrix m, int64_t rows, int64_t n, int64_t n_scale, int *ok) {
+    lm_matrix out = { NULL, m.type, copy_vec(d, m.scale, n_scale, ok) };
     if (!m.data) return out;   /* a matrix this layer does not have (a MoE layer's dense FFN) */
     if (m.type == LM_TYPE_GPTQ_INT4) {
         lm_gptq_matrix g = *(const lm_gptq_matrix *)m.data;
@@ -95,7 +96,7 @@ static void *standin_create(const lm_model *m, int32_t il0, const lm_context_par
     lm_model_params p = *hp;
     /* tok_embd stays the host's: the device never reads it (x arrives embedded) */
     p.output_norm = copy_vec(d, hp->output_norm, E, &ok);
-    p.output = copy_matrix(d, hp->output, hp->n_vocab, E, &ok);
+    p.output = copy_matrix(d, hp->output, hp->n_vocab, E, 1, &ok);
     p.rope_freqs = copy_vec(d, hp->rope_freqs, hp->n_rot / 2, &ok);
     p.rope_freqs_long = copy_vec(d, hp->rope_freqs_long, hp->n_rot / 2, &ok);
     memcpy(layers, m->layers, (size_t)L * sizeof *layers);
@@ -103,17 +104,17 @@ static void *standin_create(const lm_model *m, int32_t il0, const lm_context_par
         const lm_layer_weights *s = &m->layers[il];
         lm_layer_weights *l = &layers[il];
 #define COPY_VEC(f, n) l->f = copy_vec(d, s->f, n, &ok);
-#define COPY_MATRIX(f, rows, cols) l->f = copy_matrix(d, s->f, rows, cols, &ok);
+#define COPY_MATRIX(f, rows, cols) l->f = copy_matrix(d, s->f, rows, cols, 1, &ok);
         LM_LAYER_VECTORS(COPY_VEC)
         LM_LAYER_MATRICES(COPY_MATRIX)
 #undef COPY_VEC
 #undef COPY_MATRIX
         if (hp->n_expert > 0) {
             const int64_t n_exp = hp->n_expert, Fe = hp->n_ff_exp;
-            l->moe_router = copy_matrix(d, s->moe_router, n_exp, E, &ok);
-            l->moe_gate = copy_matrix(d, s->moe_gate, n_exp * Fe, E, &ok);
-            l->moe_up = copy_matrix(d, s->moe_up, n_exp * Fe, E, &ok);
-            l->moe_down = copy_matrix(d, s->moe_down, n_exp * E, Fe, &ok);
+            l->moe_router = copy_matrix(d, s->moe_router, n_exp, E, 1, &ok);
+            l->moe_gate = copy_matrix(d, s->moe_gate, n_exp * Fe, E, n_exp, &ok);
+            l->moe_up = copy_matrix(d, s->moe_up, n_exp * Fe, E, n_exp, &ok);
+            l->moe_down = copy_matrix(d, s->moe_down, n_exp * E, Fe, n_exp, &ok);
         }
     }
     if (!ok) goto nomem;

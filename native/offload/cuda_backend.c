@@ -203,6 +203,18 @@ static size_t matrix_scratch(const dmatrix *w, int64_t ncols) {
                                         : lmc.lmc_matmul_scratch_bytes(w->type, w->rows, w->n, ncols);
 }
 
+/* whether any matrix a device layer or the head would run has an output scale */
+static int has_output_scales(const lm_model *m) {
+    if (m->p.output.scale) return 1;
+    for (int il = 0; il < m->p.n_layer; il++) {
+        const lm_layer_weights *l = &m->layers[il];
+        const lm_matrix *w[] = { &l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down };
+        for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+            if (w[i]->scale) return 1;
+    }
+    return 0;
+}
+
 static dmatrix upload_matrix(cuda_dev *d, lm_matrix m, int64_t rows, int64_t n) {
     dmatrix out = { .type = m.type, .rows = rows, .n = n };
     if (m.type == LM_TYPE_GPTQ_INT4) {
@@ -314,6 +326,11 @@ static void *cuda_create(const lm_model *m, int32_t il0, const lm_context_params
     if (mp->n_expert > 0) {
         lm_set_error(LM_ERR_ARG, "CUDA backend: mixture-of-experts layers are not implemented on the GPU yet; run "
                                  "this model on the CPU (0 GPU layers)");
+        return NULL;
+    }
+    if (has_output_scales(m)) {
+        lm_set_error(LM_ERR_ARG, "CUDA backend: per-tensor output scales of weights (NVFP4 checkpoints' scale_2) are "
+                                 "not implemented on the GPU yet; run this model on the CPU (0 GPU layers)");
         return NULL;
     }
     if ((mp->residual_scale != 0.0f && mp->residual_scale != 1.0f) ||

@@ -58,6 +58,7 @@ enum {
     LM_TYPE_TQ1_0 = 34,
     LM_TYPE_TQ2_0 = 35,
     LM_TYPE_MXFP4 = 39,
+    LM_TYPE_NVFP4 = 40,
     LM_TYPE_COUNT = 43
 };
 
@@ -289,6 +290,19 @@ typedef struct {
     uint8_t qs[QK_MXFP4 / 2];
 } block_mxfp4;
 LM_STATIC_ASSERT(sizeof(block_mxfp4) == 1 + QK_MXFP4 / 2, "block_mxfp4 size");
+
+/* ------------------------------------------------------------------ NVFP4 */
+/* NVIDIA's FP4: 64 E2M1 values in four sub-blocks of 16, each with its own
+ * UE4M3 (unsigned 4-bit exponent, 3-bit mantissa) scale byte; dotted with
+ * two Q8_0 blocks. Sub-block s packs its 16 values in qs[8s .. 8s+7]: byte j
+ * holds value j (low nibble) and value j+8 (high nibble). */
+#define QK_NVFP4 64
+#define QK_NVFP4_SUB 16
+typedef struct {
+    uint8_t d[QK_NVFP4 / QK_NVFP4_SUB];
+    uint8_t qs[QK_NVFP4 / 2];
+} block_nvfp4;
+LM_STATIC_ASSERT(sizeof(block_nvfp4) == QK_NVFP4 / QK_NVFP4_SUB + QK_NVFP4 / 2, "block_nvfp4 size");
 
 /* --------------------------------------------------- half / bf16 (scalar) */
 LM_HD float lm_bits_to_f32(uint32_t u) {

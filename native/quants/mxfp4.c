@@ -19,9 +19,9 @@ static uint8_t mxfp4_exponent(float amax) {
     return (uint8_t)(i & 0xFF);
 }
 
-/* mirrors ggml's best_index_mxfp4: the level nearest x at scale d, the first
- * of equally near ones (so +0, never -0) */
-static int mxfp4_best_index(float x, float d) {
+/* mirrors ggml's best_index_mxfp4 (NVFP4's quantizer uses it too): the level
+ * nearest x at scale d, the first of equally near ones (so +0, never -0) */
+int lm_e2m1_best_index(float x, float d) {
     int best = 0;
     float best_err = fabsf(lm_kvalues_mxfp4[0] * d - x);
     for (int i = 1; i < 16; i++) {
@@ -42,7 +42,7 @@ static void quantize_block_mxfp4(const float *x, block_mxfp4 *y) {
     y->e = mxfp4_exponent(amax);
     const float d = lm_e8m0_to_f32_half(y->e);
     for (int j = 0; j < QK_MXFP4 / 2; j++)
-        y->qs[j] = (uint8_t)(mxfp4_best_index(x[j], d) | (mxfp4_best_index(x[j + QK_MXFP4 / 2], d) << 4));
+        y->qs[j] = (uint8_t)(lm_e2m1_best_index(x[j], d) | (lm_e2m1_best_index(x[j + QK_MXFP4 / 2], d) << 4));
 }
 
 size_t lm_quantize_mxfp4(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix) {

@@ -26,6 +26,12 @@ static const int8_t lm_kvalues_mxfp4_host[16] = LM_KVALUES_MXFP4;
 static const int8_t lm_kvalues_mxfp4[16] = LM_KVALUES_MXFP4;
 #endif
 
+#if !defined(__CUDACC__)
+/* the quantizers' nearest doubled E2M1 level to x at scale d (mxfp4.c),
+ * shared by MXFP4 and NVFP4 as ggml's best_index_mxfp4 is */
+int lm_e2m1_best_index(float x, float d);
+#endif
+
 /* 2^(e - 128), ggml's ggml_e8m0_to_fp32_half: e = 0 and 1 give the
  * subnormals 2^-128 and 2^-127; e = 255 (E8M0's NaN) gives 2^127, as in ggml */
 LM_HD float lm_e8m0_to_f32_half(uint8_t e) {

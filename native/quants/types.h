@@ -71,7 +71,8 @@
     X(IQ4_XS,  iq4_xs,  QK_K,     block_iq4_xs,  Q8_K,   QUANT, 0,       0, 1)          \
     X(TQ1_0,   tq1_0,   QK_K,     block_tq1_0,   Q8_K,   QUANT, 0,       1, 1)          \
     X(TQ2_0,   tq2_0,   QK_K,     block_tq2_0,   Q8_K,   QUANT, 0,       1, 1)          \
-    X(MXFP4,   mxfp4,   QK_MXFP4, block_mxfp4,   Q8_0,   QUANT, 0,       1, 1)
+    X(MXFP4,   mxfp4,   QK_MXFP4, block_mxfp4,   Q8_0,   QUANT, 0,       1, 1)          \
+    X(NVFP4,   nvfp4,   QK_NVFP4, block_nvfp4,   Q8_0,   QUANT, 0,       1, 1)
 // clang-format on
 
 /* a type's KIND as a value (cuda/runtime.cu's table) */
@@ -105,6 +106,7 @@ enum { LM_KIND_FLOAT, LM_KIND_QUANT, LM_KIND_ACT };
 #include "quants/iq3.h"
 #include "quants/iq4.h"
 #include "quants/mxfp4.h"
+#include "quants/nvfp4.h"
 #include "quants/q2_K.h"
 #include "quants/q3_K.h"
 #include "quants/q4_0.h"

@@ -50,6 +50,7 @@ DEFAULT_TYPES = [
     "tq1_0",
     "tq2_0",
     "mxfp4",
+    "nvfp4",
     "gptq_int4",
     "gptq_int4_act",
 ]

@@ -574,13 +574,32 @@ class NativeModel:
             data, ggml_type = self._override(name, (ne[0], ne[1])), GGMLQuantizationType.F32
         else:
             data, ggml_type = self.gguf.tensor_bytes(name), info.ggml_type
-        return self._view_matrix(data, ggml_type)
+        m = self._view_matrix(data, ggml_type)
+        m.scale = self._output_scale(name, ne[2] if len(ne) > 2 else 1)
+        return m
 
     def _rows(self, name: str, ne: tuple[int, int], row0: int, n_rows: int) -> Any:
         """Rows [row0, row0 + n_rows) of a fused matrix of shape ne, as a matrix of its own (no copy)."""
         info = _check_tensor(self.gguf, name, ne, self.hparams.arch)
         data = self.gguf.tensor_bytes(name).reshape(ne[1], -1)  # [rows, row bytes]
-        return self._view_matrix(data[row0 : row0 + n_rows], info.ggml_type)
+        m = self._view_matrix(data[row0 : row0 + n_rows], info.ggml_type)
+        m.scale = self._output_scale(name, 1)
+        return m
+
+    def _output_scale(self, name: str, n: int) -> Any:
+        """NULL, or the matrix's output scale: llama.cpp's converter keeps an
+        NVFP4 checkpoint's per-tensor scale_2 as <name>.scale (f32 [1], or
+        [n_expert] for a stack of experts), which llama.cpp multiplies into
+        the matmul's output"""
+        scale = name.removesuffix(".weight") + ".scale"
+        if not self.gguf.has_tensor(scale):
+            return self._ffi.NULL
+        if name == tensor_name(MODEL_TENSOR.TOKEN_EMBD) or name in self._overrides:
+            # llama.cpp applies none to embedding rows, and refuses a tied head with one
+            raise GGUFTensorError(
+                self.gguf.path, f"has an output scale {scale}, which an embedding or override cannot take", tensor=name
+            )
+        return self._vector(scale, n)
 
     def _view_matrix(self, data: np.ndarray, ggml_type: int) -> Any:
         """An lm_matrix over data (no copy); data is kept alive with the model."""

@@ -30,6 +30,12 @@ def load_reference_weights(gguf: GGUFFile) -> dict[str, np.ndarray]:
     for info in gguf.tensors:
         values = gguf_dequantize(gguf.tensor_bytes(info.name), info.ggml_type)  # [rows, ne[0]]
         out[info.name] = values.astype(np.float64).reshape(info.np_shape)
+    # <name>.scale (NVFP4's per-tensor scale_2): W's output times it, per expert for a stack
+    for name in [n for n in out if n.endswith(".scale")]:
+        weight = name.removesuffix(".scale") + ".weight"
+        if weight in out:
+            w = out[weight]
+            out[weight] = w * out[name].reshape((-1,) + (1,) * (w.ndim - 1))
     return out
 
 

@@ -57,8 +57,13 @@ QTYPES = {
     T.TQ1_0: ("block_tq1_0", "block_q8_K", "tq1_0"),
     T.TQ2_0: ("block_tq2_0", "block_q8_K", "tq2_0"),
     T.MXFP4: ("block_mxfp4", "block_q8_0", "mxfp4"),
+    T.NVFP4: ("block_nvfp4", "block_q8_0", "nvfp4"),
     **{t: (f"block_{t.name.lower()}", "block_q8_K", t.name.lower()) for t in IQ_LATTICE},
 }
+# the types whose sub-blocks each make a float term (no integer reduction)
+FLOAT_PARTS = {T.IQ4_XS, T.NVFP4}
+# partner blocks per weight block (NVFP4: 64 weights, two Q8_0 blocks)
+A_PER_W = {T.NVFP4: 2}
 # the types whose reference dot sums block terms in the k-quants' lanes (kquant.h)
 # (the lattice i-quants' reference multiplies the lanes' sum by a power of two,
 # which their CUDA term applies per block: the same float either way)
@@ -80,6 +85,7 @@ REF_INTS = {
     T.TQ1_0: "*is = lm_kdot_tq1_0(x, y);",
     T.TQ2_0: "*is = lm_kdot_tq2_0(x, y);",
     T.MXFP4: "*is = lm_idot_mxfp4_q8_0(x, y);",
+    T.NVFP4: "for (int sb = 0; sb < 4; sb++) *is += lm_idot_nvfp4_sub_q8_0(x, y, sb);",
     **{t: f"*is = lm_kdot_{t.name.lower()}(x, y);" for t in IQ_LATTICE},
 }
 
@@ -108,8 +114,9 @@ def _harness_source() -> str:
     cases = {name: [] for name in ("parts", "red", "ints", "cpu", "warp", "deq")}
     for qt, (W, A, t) in QTYPES.items():
         id_ = int(qt)
+        ap = A_PER_W.get(qt, 1)
         parts = f"LMC_PARTS_{t.upper()}"
-        red = "LMC_INT_REDUCE_IQ4_XS" if qt == T.IQ4_XS else "1"
+        red = f"LMC_INT_REDUCE_{t.upper()}" if qt in FLOAT_PARTS else "1"
         cases["parts"].append(f"case {id_}: return {parts};")
         cases["red"].append(f"case {id_}: return {red};")
         cases["ints"].append(f"""case {id_}: {{
@@ -118,11 +125,11 @@ def _harness_source() -> str:
                 int32_t s = 0, m = 0;
                 for (int p = 0; p < {parts}; p++) {{
                     int32_t a = 0, c = 0;
-                    lmc_ints_{t}(&xb[b], &yb[b], p, &a, &c);
+                    lmc_ints_{t}(&xb[b], &yb[b * {ap}], p, &a, &c);
                     s += a; m += c;
                 }}
                 is_parts[b] = s; im_parts[b] = m;
-                const {W} *x = &xb[b]; const {A} *y = &yb[b];
+                const {W} *x = &xb[b]; const {A} *y = &yb[b * {ap}];
                 int32_t *is = &is_ref[b], *im = &im_ref[b];
                 *is = 0; *im = 0;
                 {REF_INTS[qt]}
@@ -133,20 +140,20 @@ def _harness_source() -> str:
             cpu = f"""float lanes[LM_KDOT_LANES] = {{0}};
                 for (int64_t b = 0; b < nb; b++) {{
                     int32_t s = 0, m = 0;
-                    for (int p = 0; p < {parts}; p++) {{ int32_t a, c; lmc_ints_{t}(&xb[b], &yb[b], p, &a, &c); s += a; m += c; }}
-                    lanes[b % LM_KDOT_LANES] += lmc_term_{t}(&xb[b], &yb[b], 0, s, m);
+                    for (int p = 0; p < {parts}; p++) {{ int32_t a, c; lmc_ints_{t}(&xb[b], &yb[b * {ap}], p, &a, &c); s += a; m += c; }}
+                    lanes[b % LM_KDOT_LANES] += lmc_term_{t}(&xb[b], &yb[b * {ap}], 0, s, m);
                 }}
                 return lm_kdot_sum_lanes(lanes);"""
-        elif qt == T.IQ4_XS:
+        elif qt in FLOAT_PARTS:
             cpu = f"""float sum = 0;
                 for (int64_t b = 0; b < nb; b++)
-                    for (int p = 0; p < {parts}; p++) {{ int32_t a, c; lmc_ints_{t}(&xb[b], &yb[b], p, &a, &c);
-                        sum += lmc_term_{t}(&xb[b], &yb[b], p, a, c); }}
+                    for (int p = 0; p < {parts}; p++) {{ int32_t a, c; lmc_ints_{t}(&xb[b], &yb[b * {ap}], p, &a, &c);
+                        sum += lmc_term_{t}(&xb[b], &yb[b * {ap}], p, a, c); }}
                 return sum;"""
         else:
             cpu = f"""float sum = 0;
-                for (int64_t b = 0; b < nb; b++) {{ int32_t a, c; lmc_ints_{t}(&xb[b], &yb[b], 0, &a, &c);
-                    sum += lmc_term_{t}(&xb[b], &yb[b], 0, a, c); }}
+                for (int64_t b = 0; b < nb; b++) {{ int32_t a, c; lmc_ints_{t}(&xb[b], &yb[b * {ap}], 0, &a, &c);
+                    sum += lmc_term_{t}(&xb[b], &yb[b * {ap}], 0, a, c); }}
                 return sum;"""
         cases["cpu"].append(f"case {id_}: {{ const {W} *xb = vx; const {A} *yb = vy; {cpu} }}")
         # the order of mmvq_kernel in matmul.cu: lane l takes part l % P of
@@ -164,16 +171,16 @@ def _harness_source() -> str:
                     if (R) {{
                         if (part != 0) continue;
                         int32_t s = 0, m = 0;
-                        for (int p = 0; p < P; p++) {{ int32_t a, c; lmc_ints_{t}(&xb[b], &yb[b], p, &a, &c); s += a; m += c; }}
-                        lane[l] += lmc_term_{t}(&xb[b], &yb[b], part, s, m);
+                        for (int p = 0; p < P; p++) {{ int32_t a, c; lmc_ints_{t}(&xb[b], &yb[b * {ap}], p, &a, &c); s += a; m += c; }}
+                        lane[l] += lmc_term_{t}(&xb[b], &yb[b * {ap}], part, s, m);
                     }} else {{
                         int32_t a, c;
-                        lmc_ints_{t}(&xb[b], &yb[b], part, &a, &c);
-                        lane[l] += lmc_term_{t}(&xb[b], &yb[b], part, a, c);
+                        lmc_ints_{t}(&xb[b], &yb[b * {ap}], part, &a, &c);
+                        lane[l] += lmc_term_{t}(&xb[b], &yb[b * {ap}], part, a, c);
                     }}
                 }}
             return butterfly(lane); }}""")
-        qk = "QK_K" if qt in KQUANTS or qt == T.IQ4_XS else "32"
+        qk = "QK_NVFP4" if qt == T.NVFP4 else "QK_K" if qt in KQUANTS or qt == T.IQ4_XS else "32"
         cases["deq"].append(f"""case {id_}: {{ const {W} *xb = vx;
             for (int64_t b = 0; b < nb; b++) for (int i = 0; i < {qk}; i++) out[b * {qk} + i] = lm_dequant1_{t}(&xb[b], i);
             break; }}""")
@@ -399,20 +406,29 @@ def test_legacy_integer_dots_against_an_independent_oracle(hx, qt):
 
 
 def _scale_and_activations(qt, wq_row, xq_row):
-    """per block: the float scale of the weights (TQ: the f16 d, MXFP4: 2^(e-128)),
-    and the int8 activations (Q8_K or Q8_0 qs), read straight from the bytes"""
+    """per block and weight: the float scale of the weights (TQ: the f16 d,
+    MXFP4: 2^(e-128), NVFP4: its sub-block's UE4M3 scale / 2, decoded here by
+    its definition), and the int8 activations (Q8_K or Q8_0 qs), read straight
+    from the bytes"""
+    qk = quants.block_size(qt)
     blocks = wq_row.reshape(-1, quants.block_bytes(qt))
     if qt == T.MXFP4:
-        scale = np.ldexp(1.0, blocks[:, 0].astype(np.int64) - 128)
+        scale = np.ldexp(1.0, blocks[:, 0].astype(np.int64) - 128)[:, None]
+        a = xq_row.reshape(-1, 34)[:, 2:]
+    elif qt == T.NVFP4:
+        u = blocks[:, :4].astype(np.int64)
+        e, m = (u >> 3) & 0xF, u & 7
+        ue4m3 = np.where(e == 0, np.ldexp(m.astype(np.float64), -9), np.ldexp(1 + m / 8, e - 7))
+        scale = np.repeat(np.where(u == 0x7F, 0, ue4m3 / 2), 16, axis=1)
         a = xq_row.reshape(-1, 34)[:, 2:]
     else:
-        scale = blocks[:, -2:].copy().view(np.float16).astype(np.float64).ravel()
+        scale = blocks[:, -2:].copy().view(np.float16).astype(np.float64).ravel()[:, None]
         a = xq_row.reshape(-1, 292)[:, 4:260]
-    return scale, a.copy().view(np.int8).astype(np.int64)
+    return scale, a.copy().view(np.int8).astype(np.int64).reshape(-1, qk)
 
 
-@pytest.mark.parametrize("qt", [T.TQ1_0, T.TQ2_0, T.MXFP4], ids=lambda q: q.name)
-def test_ternary_and_mxfp4_integer_dots_against_gguf_levels(hx, qt):
+@pytest.mark.parametrize("qt", [T.TQ1_0, T.TQ2_0, T.MXFP4, T.NVFP4], ids=lambda q: q.name)
+def test_ternary_and_fp4_integer_dots_against_gguf_levels(hx, qt):
     """isum from the levels gguf-py's dequantizer unpacks (value / scale is
     exact: trits - 1, or doubled E2M1 values), not from the shared header"""
     from gguf.quants import dequantize as gguf_dequantize
@@ -424,9 +440,9 @@ def test_ternary_and_mxfp4_integer_dots_against_gguf_levels(hx, qt):
         for r in range(ROWS):
             scale, a = _scale_and_activations(qt, wq[r], xq[r])
             vals = gguf_dequantize(wq[r], qt).reshape(nb, qk).astype(np.float64)
-            safe = np.where(scale == 0, 1, scale)[:, None]
-            levels = np.where(scale[:, None] == 0, 0, np.rint(vals / safe)).astype(np.int64)
-            assert np.array_equal(levels * safe, np.where(scale[:, None] == 0, 0, vals)), f"{qt.name}: not exact"
+            safe = np.where(scale == 0, 1, scale)
+            levels = np.where(scale == 0, 0, np.rint(vals / safe)).astype(np.int64)
+            assert np.array_equal(levels * safe, np.where(scale == 0, 0, vals)), f"{qt.name}: not exact"
             got = [np.zeros(nb, np.int32) for _ in range(4)]
             hx.lib.hx_block_ints(
                 int(qt), _ptr(hx, wq[r]), _ptr(hx, xq[r]), nb, *[hx.ffi.from_buffer("int32_t[]", o) for o in got]

@@ -194,6 +194,7 @@ def test_type_table_matches_the_cpu_core():
         T.TQ1_0,
         T.TQ2_0,
         T.MXFP4,
+        T.NVFP4,
         *IQ_LATTICE,
     ]
     for qt in supported:
@@ -545,6 +546,7 @@ WEIGHT_TYPES = [
     T.TQ1_0,
     T.TQ2_0,
     T.MXFP4,
+    T.NVFP4,
     *IQ_LATTICE,
 ]
 QUANT_TYPES = [t for t in WEIGHT_TYPES if t not in (T.F32, T.F16, T.BF16)]
@@ -637,6 +639,7 @@ PARTNER = {
     T.Q8_0: T.Q8_0,
     T.IQ4_NL: T.Q8_0,
     T.MXFP4: T.Q8_0,
+    T.NVFP4: T.Q8_0,
     T.Q4_1: T.Q8_1,
     T.Q5_1: T.Q8_1,
 }

@@ -31,6 +31,7 @@ X4_TYPES = {
     T.Q4_0: 544,
     T.Q4_1: 544,
     T.MXFP4: 544,
+    T.NVFP4: 576,  # 64-weight blocks
 }
 ROWS = 19  # not a multiple of matmul's 16-row tiles
 NCOLS = [1, 2, 3, 4, 5, 6, 7, 8, 17]

@@ -25,6 +25,8 @@ TYPES = [
     "Q6_K",
     "IQ4_NL",
     "IQ4_XS",
+    "MXFP4",
+    "NVFP4",
 ]
 # error of each output against the float product of the dequantized weights,
 # relative to sum |w||x| (a single output can cancel to ~0, so relative error

@@ -122,7 +122,7 @@ def test_missing_imatrix_is_a_typed_error(qtype):
 
 
 def test_quantizable_types_are_unchanged():
-    for t in (T.F32, T.F16, T.Q4_0, T.Q8_0, T.Q4_K, T.Q6_K, T.IQ4_XS, T.TQ2_0, T.MXFP4, T.Q8_K):
+    for t in (T.F32, T.F16, T.Q4_0, T.Q8_0, T.Q4_K, T.Q6_K, T.IQ4_XS, T.TQ2_0, T.MXFP4, T.NVFP4, T.Q8_K):
         assert quants.can_quantize(t), t.name
     assert not quants.can_run(T.Q8_K) and not quants.can_run(T.Q8_1)  # activation formats only
 

@@ -1,5 +1,5 @@
 """Float (F32, F16, BF16), legacy (Q4_0 .. Q8_0), IQ4 (IQ4_NL, IQ4_XS), ternary
-(TQ1_0, TQ2_0) and MXFP4 block formats, and the activation formats Q8_0 /
+(TQ1_0, TQ2_0), MXFP4 and NVFP4 block formats, and the activation formats Q8_0 /
 Q8_1, against ggml and gguf-py.
 
   quantize     bytes == ggml_quantize_chunk, without and with an importance matrix
@@ -39,11 +39,12 @@ PARTNER = {
     T.TQ1_0: T.Q8_K,
     T.TQ2_0: T.Q8_K,
     T.MXFP4: T.Q8_0,
+    T.NVFP4: T.Q8_0,  # two Q8_0 blocks per 64-weight block
 }
 WEIGHT_TYPES = list(PARTNER)
 FLOAT_TYPES = {T.F32, T.F16, T.BF16}
 # ggml_quantize_chunk ignores the importance matrix for these
-IMATRIX_IGNORED = FLOAT_TYPES | {T.Q8_0, T.TQ1_0, T.TQ2_0, T.MXFP4}
+IMATRIX_IGNORED = FLOAT_TYPES | {T.Q8_0, T.TQ1_0, T.TQ2_0, T.MXFP4, T.NVFP4}
 
 ROWS, N = 256, 512
 DISTS = list(DISTRIBUTIONS)
@@ -58,8 +59,8 @@ needs_avx2 = pytest.mark.skipif(not HAS_AVX2, reason="CPU lacks AVX2/FMA/F16C: n
 GGML_MAX_QUANTIZATION_TOTAL_ERROR = 0.002
 GGML_MAX_DOT_PRODUCT_ERROR = 0.02
 # its looser bounds for ternary weights (MAX_*_TERNARY) and 4-bit floats (MAX_*_FP4)
-GGML_MAX_QUANTIZATION_TOTAL_ERROR_BY_TYPE = {T.TQ1_0: 0.01, T.TQ2_0: 0.01, T.MXFP4: 0.003}
-GGML_MAX_DOT_PRODUCT_ERROR_BY_TYPE = {T.TQ1_0: 0.15, T.TQ2_0: 0.15, T.MXFP4: 0.03}
+GGML_MAX_QUANTIZATION_TOTAL_ERROR_BY_TYPE = {T.TQ1_0: 0.01, T.TQ2_0: 0.01, T.MXFP4: 0.003, T.NVFP4: 0.003}
+GGML_MAX_DOT_PRODUCT_ERROR_BY_TYPE = {T.TQ1_0: 0.15, T.TQ2_0: 0.15, T.MXFP4: 0.03, T.NVFP4: 0.03}
 GGML_SYNTHETIC_RMS_PRODUCT = 2.0
 # scalar kernel vs ggml's own: float sums of the same terms, maybe FMA-fused
 # there, differ by a few ulps of sum |w_i a_i| <= |w| |a|
@@ -210,6 +211,21 @@ def test_float_conversion_special_values(qtype):
     np.testing.assert_array_equal(quants.quantize(x, qtype), oracle().quantize_chunk(qtype, x))
 
 
+@pytest.mark.parametrize("qtype", [T.MXFP4, T.NVFP4], ids=ids([T.MXFP4, T.NVFP4]))
+def test_fp4_quantize_special_values(qtype):
+    """the shared scale across its whole range (NVFP4: UE4M3 subnormals, the
+    round-up carry into the exponent, the clamp at 448; MXFP4: E8M0 from
+    2^-127 up), and NaN, Inf and huge values in a block"""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 1024)) * 10.0 ** rng.uniform(-9, 5, (64, 1))
+    x[:, ::7] *= 10.0 ** rng.uniform(-3, 3, (64, 147))  # sub-blocks of different ranges
+    x = x.astype(np.float32)
+    special = [np.nan, np.inf, -np.inf, 3e38, -0.0, 1e-45, 2688.0, 2700.0, 0.0117, 0.01171875]
+    for r, v in enumerate(special):
+        x[r, r * 64 + 3] = v
+    np.testing.assert_array_equal(quants.quantize(x, qtype), oracle().quantize_chunk(qtype, x))
+
+
 # ------------------------------------------------------------------ dequantize
 
 
@@ -354,6 +370,21 @@ def test_ggml_quantize_fns_bounds(qtype, impl):
 
 
 # ------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_nvfp4_dot_random_bytes(impl):
+    """every UE4M3 scale byte (0x7F, E4M3's NaN, reads as 0; bit 7 is
+    ignored), which ggml's quantizer never writes but a file may hold: the
+    scalar dot is ggml's _generic one, the AVX2 dot within NMSE of it"""
+    rng = np.random.default_rng(12)
+    q = rng.integers(0, 256, size=(ROWS, quants.row_bytes(T.NVFP4, N)), dtype=np.uint8)
+    _, aq = activations(T.NVFP4, "normal")
+    got, ref = dots(T.NVFP4, q, aq, impl), ggml_dots(T.NVFP4, q, aq, N)
+    if impl == "scalar":
+        np.testing.assert_array_equal(got.astype(np.float32), ref.astype(np.float32))
+    else:
+        assert nmse(got, ref) <= AVX2_MAX_NMSE
 
 
 def test_bad_inputs_raise_value_error():

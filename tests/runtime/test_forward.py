@@ -205,6 +205,80 @@ def test_long_rope_factors_follow_the_context_size(tiny, n_ctx):
     assert rel_err(got, want) < 1e-4 and rel_err(got, other) > 1e-2
 
 
+@pytest.mark.parametrize("qtype", ["MXFP4", "NVFP4"])
+@pytest.mark.parametrize("name", ["llama", "gemma3", "qwen3moe"])
+def test_fp4_weights_match_reference(tiny, name, qtype):
+    """4-bit float weights (NVFP4's 64-weight blocks each dot two Q8_0 blocks
+    of activations), token embedding and experts included: the reference on
+    the dequantized weights, as the other types"""
+    cfg = replace(for_block(CONFIGS[name], 64), qtype=qtype)
+    toks = tokens_for(cfg, 24)
+    got = native_logits(tiny(cfg), toks, kv_type="f16")
+    ref = reference_logits(tiny(cfg), toks, kv_type="f16")
+    per_token = ((got - ref) ** 2).mean(axis=1) / (ref**2).mean()  # [T]
+    if cfg.n_expert:  # a router near-tie may pick another expert (see the MoE test)
+        assert np.median(per_token) < 2e-3 and (per_token < 2e-3).mean() >= 0.9, per_token
+    else:
+        assert nmse(got, ref) < 2e-3
+        assert_same_choices(got, ref)
+
+
+def _scale_tensors(cfg: TinyConfig, names: list[str]):
+    """extra=: <name>.scale for each weight name, f32 [1] or [n_expert] for
+    an expert stack, as llama.cpp's converter writes NVFP4's scale_2"""
+    rng = np.random.default_rng(3)
+
+    def add(w):
+        for name in names:
+            n = cfg.n_expert if "_exps" in name else 1
+            w.add_tensor(name.removesuffix(".weight") + ".scale", rng.uniform(0.25, 4.0, n).astype(np.float32))
+
+    return add
+
+
+SCALED = {
+    "llama": [
+        "blk.0.attn_q.weight",
+        "blk.1.attn_v.weight",
+        "blk.0.ffn_gate.weight",
+        "blk.1.ffn_down.weight",
+        "output.weight",
+    ],
+    "qwen3moe": [
+        "blk.0.attn_k.weight",
+        "blk.0.ffn_gate_exps.weight",
+        "blk.1.ffn_down_exps.weight",
+        "blk.1.ffn_up_exps.weight",
+    ],
+    "phi3": ["blk.0.attn_qkv.weight", "blk.1.attn_output.weight"],
+}
+
+
+@pytest.mark.parametrize("name", list(SCALED))
+def test_nvfp4_per_tensor_scales_match_reference(tmp_path, name):
+    """llama.cpp's converter keeps an NVFP4 checkpoint's scale_2 as
+    <name>.scale, which llama.cpp multiplies into the matmul's output (per
+    expert for a stack); lamina does the same, in decode and prefill"""
+    cfg = replace(for_block(CONFIGS[name], 64), qtype="NVFP4")
+    path = write_tiny_model(tmp_path / "scaled.gguf", cfg, extra=_scale_tensors(cfg, SCALED[name]))
+    plain = write_tiny_model(tmp_path / "plain.gguf", cfg)
+    toks = tokens_for(cfg, 24)
+    ref = reference_logits(path, toks, kv_type="f16")
+    assert rel_err(reference_logits(plain, toks, kv_type="f16"), ref) > 1e-2  # the scales matter
+    for got in (native_logits(path, toks, kv_type="f16"), native_logits(path, toks[:1], kv_type="f16")):
+        want = ref[: len(got)]
+        per_token = ((got - want) ** 2).mean(axis=1) / (want**2).mean()
+        assert np.median(per_token) < 2e-3 and (per_token < 2e-3).mean() >= 0.9, per_token
+
+
+def test_nvfp4_scale_on_the_token_embedding_is_refused(tmp_path):
+    cfg = replace(for_block(LLAMA, 64), qtype="NVFP4")
+    path = write_tiny_model(tmp_path / "bad.gguf", cfg, extra=_scale_tensors(cfg, ["token_embd.weight"]))
+    with pytest.raises(GGUFTensorError, match="token_embd.scale") as e:
+        Model.load(path, n_threads=1)
+    assert e.value.tensor == "token_embd.weight"
+
+
 IQ_QTYPES = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]
 
 

@@ -53,6 +53,26 @@ def test_every_split_equals_the_cpu_alone(tiny, cfg):
         assert (use["device_weight_bytes"] > 0) == (n > 0)
 
 
+def test_splits_keep_nvfp4_output_scales(tmp_path):
+    """weights with per-tensor output scales (NVFP4's scale_2, per expert for
+    a stack): the stand-in device takes them with the layers and the head"""
+    from support.tiny_models import write_tiny_model
+
+    cfg = replace(for_block(CONFIGS["qwen3moe"], 64), qtype="NVFP4")
+    names = ["blk.0.attn_q", "blk.1.ffn_down_exps", "blk.0.ffn_up_exps", "output"]
+
+    def scales(w):
+        for name in names:
+            n = cfg.n_expert if "_exps" in name else 1
+            w.add_tensor(f"{name}.scale", np.linspace(0.5, 2.0, n, dtype=np.float32) + 0.25)
+
+    model = Model.load(write_tiny_model(tmp_path / "scaled.gguf", cfg, extra=scales), n_threads=2)
+    toks = np.random.default_rng(5).integers(0, cfg.n_vocab, 14)
+    alone, _ = run_split(model, toks, 0)
+    for n in (1, 2, cfg.n_layer + 1):
+        assert np.array_equal(run_split(model, toks, n)[0], alone), f"gpu_layers={n}"
+
+
 def test_split_context_truncates_and_continues(tiny):
     model = Model.load(tiny(LLAMA), n_threads=2)
     toks = np.random.default_rng(2).integers(0, LLAMA.n_vocab, 12)
@@ -217,6 +237,18 @@ def test_cuda_refuses_what_its_kernels_lack(tiny, name):
     """granite's multipliers, gemma2's soft-caps, experts and LongRoPE run on
     the CPU only: offload says so, it does not drop them"""
     model = Model.load(tiny(CONFIGS[name]), n_threads=2)
+    with pytest.raises(ContextError, match="not implemented on the GPU"):
+        Context(model, n_ctx=64, gpu_layers=1, device="cuda", require_gpu=True)
+
+
+@pytest.mark.gpu
+def test_cuda_refuses_nvfp4_output_scales(tmp_path):
+    """per-tensor output scales (NVFP4's scale_2) run on the CPU only"""
+    from support.tiny_models import write_tiny_model
+
+    cfg = replace(for_block(LLAMA, 64), qtype="NVFP4")
+    extra = lambda w: w.add_tensor("blk.0.attn_q.scale", np.array([2.0], np.float32))
+    model = Model.load(write_tiny_model(tmp_path / "scaled.gguf", cfg, extra=extra), n_threads=2)
     with pytest.raises(ContextError, match="not implemented on the GPU"):
         Context(model, n_ctx=64, gpu_layers=1, device="cuda", require_gpu=True)
 
