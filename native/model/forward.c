@@ -49,6 +49,7 @@ typedef struct {
     const float *post_norm;       /* residual step: norm of the sublayer output, or NULL */
     const float *next_norm;       /* residual step: norm for the next sublayer */
     int heads_per_task;           /* attention: heads of one KV group a task takes */
+    int split_parts;              /* attention split by keys: the shares of a group's keys */
     int64_t next_task;            /* attention: the next task a thread takes */
 } fwd_job;
 
@@ -214,6 +215,99 @@ static void attention(void *arg, int ith, int nth) {
     }
 }
 
+/* One token and many keys (decode of one sequence at long context): split
+ * by keys instead of heads, so every thread has work and each cached row is
+ * read once, by one thread, for all heads of its group. Three steps: the
+ * scores of a group's heads over a share of the keys; each head's softmax;
+ * each 32-wide strip of a group's outputs over all the keys. Every value
+ * comes from the same kernels in the same order as in attention(): the same
+ * bits. */
+enum { SPLIT_MIN_KEYS = 1024, SPLIT_MIN_PART = 256, STRIP = 32 };
+
+static int attention_split(const fwd_job *job, int64_t keys, int nth) {
+    return job->n_tokens == 1 && nth > 1 && keys >= SPLIT_MIN_KEYS;
+}
+
+static int32_t split_lo(const fwd_job *job) {
+    const int32_t window = job->l->sliding_window, pos = job->pos[0];
+    return window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+}
+
+/* row h of the scores: [n_head][n_ctx] for the one token */
+static float *split_scores(const fwd_job *job, int h) { return job->c->scores + (size_t)h * job->c->n_ctx; }
+
+static void attention_split_scores(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    lm_context *c = job->c;
+    const lm_model_params *p = job->p;
+    const int hd = p->head_dim, group = p->n_head / p->n_head_kv;
+    const lm_type_traits *kvt = lm_get_type_traits(c->kv_type);
+    const size_t head_bytes = (size_t)(hd / kvt->blck_size) * kvt->type_size, stride = c->kv_row_bytes;
+    const size_t layer_off = (size_t)(job->il - c->kv_il0) * c->n_ctx * stride;
+    const int32_t pos = job->pos[0], seq = job->seq[0], lo = split_lo(job), n_keys = pos - lo + 1;
+    const int parts = job->split_parts;
+    (void)ith, (void)nth;
+    for (;;) {
+        const int64_t task = __atomic_fetch_add(&job->next_task, 1, __ATOMIC_RELAXED);
+        if (task >= (int64_t)p->n_head_kv * parts) break;
+        const int g = (int)(task / parts), part = (int)(task % parts);
+        const int32_t a = lo + (int32_t)((int64_t)n_keys * part / parts);
+        const int32_t b = lo + (int32_t)((int64_t)n_keys * (part + 1) / parts) - 1;
+        for (int h0 = g * group; h0 < (g + 1) * group; h0 += LM_KV_MAX_HEADS) {
+            const int nh = (g + 1) * group - h0 < LM_KV_MAX_HEADS ? (g + 1) * group - h0 : LM_KV_MAX_HEADS;
+            const float *q = c->q + (size_t)h0 * hd;
+            int32_t cell, n;
+            for (int32_t j = a; j <= b; j += n) {
+                n = lm_kv_run(&c->pool, seq, j, b, &cell);
+                c->kv.scores(split_scores(job, h0) + (j - lo), (size_t)c->n_ctx, q, (size_t)hd, nh,
+                             c->k_cache + layer_off + (size_t)g * head_bytes + (size_t)cell * stride, stride, n, hd,
+                             p->attn_scale);
+            }
+        }
+    }
+}
+
+static void attention_split_softmax(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    const lm_model_params *p = job->p;
+    const int32_t n_keys = job->pos[0] - split_lo(job) + 1;
+    for (int h = ith; h < p->n_head; h += nth) {
+        if (p->attn_softcap > 0.0f) lm_softcap(split_scores(job, h), n_keys, p->attn_softcap);
+        job->c->kv.softmax(split_scores(job, h), n_keys);
+    }
+}
+
+static void attention_split_mix(void *arg, int ith, int nth) {
+    fwd_job *job = arg;
+    lm_context *c = job->c;
+    const lm_model_params *p = job->p;
+    const int hd = p->head_dim, group = p->n_head / p->n_head_kv;
+    const lm_type_traits *kvt = lm_get_type_traits(c->kv_type);
+    const size_t head_bytes = (size_t)(hd / kvt->blck_size) * kvt->type_size, stride = c->kv_row_bytes;
+    const size_t layer_off = (size_t)(job->il - c->kv_il0) * c->n_ctx * stride;
+    const int32_t pos = job->pos[0], seq = job->seq[0], lo = split_lo(job);
+    const int strips = hd % STRIP ? 1 : hd / STRIP, width = strips == 1 ? hd : STRIP;
+    const size_t strip_bytes = (size_t)(width / kvt->blck_size) * kvt->type_size;
+    (void)ith, (void)nth;
+    for (;;) {
+        const int64_t task = __atomic_fetch_add(&job->next_task, 1, __ATOMIC_RELAXED);
+        if (task >= (int64_t)p->n_head_kv * strips) break;
+        const int g = (int)(task / strips), strip = (int)(task % strips);
+        for (int h0 = g * group; h0 < (g + 1) * group; h0 += LM_KV_MAX_HEADS) {
+            const int nh = (g + 1) * group - h0 < LM_KV_MAX_HEADS ? (g + 1) * group - h0 : LM_KV_MAX_HEADS;
+            float *out = c->att + (size_t)h0 * hd + (size_t)strip * width;
+            for (int h = 0; h < nh; h++) memset(out + (size_t)h * hd, 0, sizeof(float) * (size_t)width);
+            int32_t cell, n;
+            for (int32_t j = lo; j <= pos; j += n) {
+                n = lm_kv_run(&c->pool, seq, j, pos, &cell);
+                c->kv.mix(out, (size_t)hd, split_scores(job, h0) + (j - lo), (size_t)c->n_ctx, nh,
+                          c->v_cache + layer_off + (size_t)g * head_bytes + (size_t)cell * stride + strip * strip_bytes,
+                          stride, n, width);
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------- residual, ffn, norm */
 
 /* x += post_norm(xb);  xb = next_norm(x)  — the seam between two sublayers */
@@ -369,9 +463,21 @@ static int layer_forward(fwd_job *job) {
     run(c, qkv_rows, job, T * (q_dim + kv_dim) * 8);
     const int64_t keys =
         l->sliding_window > 0 && l->sliding_window <= job->max_pos ? l->sliding_window : job->max_pos + 1;
-    job->heads_per_task = attention_heads_per_task(p, job->n_tokens, lm_threadpool_size(c->tp));
-    job->next_task = 0;
-    run(c, attention, job, T * p->n_head * hd * 4 * keys);
+    const int nth = lm_threadpool_size(c->tp);
+    if (attention_split(job, keys, nth)) {
+        int parts = (2 * nth + p->n_head_kv - 1) / p->n_head_kv;
+        while (parts > 1 && keys / parts < SPLIT_MIN_PART) parts--;
+        job->split_parts = parts;
+        job->next_task = 0;
+        lm_threadpool_run(c->tp, attention_split_scores, job);
+        lm_threadpool_run(c->tp, attention_split_softmax, job);
+        job->next_task = 0;
+        lm_threadpool_run(c->tp, attention_split_mix, job);
+    } else {
+        job->heads_per_task = attention_heads_per_task(p, job->n_tokens, nth);
+        job->next_task = 0;
+        run(c, attention, job, T * p->n_head * hd * 4 * keys);
+    }
     capture(job, 1, c->att, q_dim);
     const lm_mm_out o[1] = { { .w = &l->wo, .rows = p->n_embd, .y = c->xb } };
     if ((rc = lm_matmuls(c, c->att, q_dim, T, o, 1))) return rc;

@@ -326,7 +326,9 @@ lm_context *lm_context_create_range(lm_model *m, lm_context_params *cp, int32_t 
     }
     c->capture_il = -1;
     c->rope_cs = alloc_floats((size_t)m->n_rope_groups * B * (size_t)p->n_rot);
-    c->scores = alloc_floats((size_t)n_threads * LM_KV_MAX_HEADS * (size_t)n_ctx);
+    /* a task's heads per thread, or every head of one token (forward.c's split by keys) */
+    const int score_rows = n_threads * LM_KV_MAX_HEADS > m->p.n_head ? n_threads * LM_KV_MAX_HEADS : m->p.n_head;
+    c->scores = alloc_floats((size_t)score_rows * (size_t)n_ctx);
     c->kv_row = alloc_floats(kv_dim);
     c->b_cell = malloc(B * sizeof *c->b_cell);
     c->b_out = malloc(B * sizeof *c->b_out);

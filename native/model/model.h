@@ -65,7 +65,7 @@ struct lm_context {
     float *hb;                    /* [B][n_ff] gate, then act(gate) * up */
     float *hb2;                   /* [B][n_ff] up */
     float *rope_cs;               /* [n_rope_groups][B][n_rot/2][2] cos, sin */
-    float *scores;                /* [n_threads][LM_KV_MAX_HEADS][n_ctx] attention weights of a task's queries */
+    float *scores;                /* [max(n_threads * LM_KV_MAX_HEADS, n_head)][n_ctx] attention weights */
     float *kv_row;                /* [n_head_kv * head_dim] one key as floats (kv_seq.c: the shift) */
     float *xb2;                   /* [B][n_embd] second pass of ffn_down (two_pass_down), else NULL */
     /* mixture of experts (moe.c), NULL in a dense model */

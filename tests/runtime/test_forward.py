@@ -390,6 +390,34 @@ def test_threads_do_not_change_results(tiny, n_threads):
     np.testing.assert_array_equal(run(1), run(n_threads))
 
 
+@pytest.mark.parametrize(
+    ("cfg", "kv_type"),
+    [
+        (replace(LLAMA, n_ctx_train=2048), "f16"),  # head_dim 16: one strip of 16
+        (replace(LLAMA, n_ctx_train=2048), "f32"),
+        (replace(GEMMA3, n_ctx_train=2048), "f16"),  # head_dim 64: two strips; sliding layers stay unsplit
+        (replace(GEMMA3, n_ctx_train=2048), "q8_0"),
+        (replace(LLAMA, n_head=7, n_head_kv=1, head_dim=32, n_ctx_train=2048, seed=5), "f16"),  # 7 heads a group
+    ],
+    ids=["llama-f16", "llama-f32", "gemma3-f16", "gemma3-q8_0", "group7-f16"],
+)
+def test_decode_split_by_keys_has_the_bits_of_one_thread(tiny, cfg, kv_type):
+    """Decode with 1024+ keys splits attention by keys over the threads
+    (scores of a share of keys, softmax per head, mix per 32-wide strip); one
+    thread never splits. Same bits either way."""
+    toks = tokens_for(cfg, 1100)
+    model = Model.load(tiny(cfg))
+
+    def run(threads: int) -> np.ndarray:
+        ctx = Context(model, n_ctx=1104, n_batch=512, kv_type=kv_type, n_threads=threads)
+        ctx.eval(toks[:1096])
+        return np.stack([ctx.eval([t]) for t in toks[1096:]])
+
+    one = run(1)
+    np.testing.assert_array_equal(run(2), one)
+    np.testing.assert_array_equal(run(3), one)
+
+
 @pytest.mark.parametrize("kv_type", ["f32", "f16", "q8_0"])
 def test_heads_of_a_group_get_the_bits_they_get_alone(tiny, kv_type):
     """Attention hands out up to four heads of a KV group per task (the
