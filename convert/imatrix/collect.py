@@ -1,0 +1,133 @@
+"""Computing an importance matrix the way llama-imatrix does
+(tools/imatrix/imatrix.cpp, `compute_imatrix` and `collect_imatrix`):
+
+- The text is tokenized once, with BOS when the vocabulary adds one
+  (`common_tokenize(ctx, text, true)`); it needs at least 2 * n_ctx tokens and
+  is cut into n_ctx-token chunks (the tail dropped), or the first --chunks.
+- Each chunk runs from an empty KV cache, its first token replaced by BOS when
+  the vocabulary adds one. Every token of the chunk counts (all of them are
+  outputs), in batches of at most 512 (llama.cpp's micro-batch).
+- Every matmul whose weight is `blk.*` adds the sum over its batch's tokens of
+  x*x of its input, and the tokens to its count; a dense matmul of fewer than
+  16 tokens is skipped. The output head is not collected (llama-imatrix only
+  does with --process-output). q, k and v share one input, so their sums are
+  the same numbers, as in llama-imatrix.
+- Mixture-of-experts weights (`ffn_*_exps`) get one row of sums and one count
+  per expert: each token adds to the experts the router picked for it (the
+  router `ffn_gate_inp` itself is a dense matmul of the FFN input).
+- chunk_count is the largest count over chunk_size; chunk_size is n_ctx;
+  datasets is the text file's name as given.
+
+The sums come from the native forward pass (lm_context_imatrix), which adds
+them in float, token after token, as collect_imatrix does; only the
+activations' own float rounding differs between the two engines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from lamina.convert.errors import ConvertError
+from lamina.convert.imatrix.format import Imatrix, ImatrixEntry
+from lamina.engine.context import Context, Model
+
+UBATCH = 512  # llama.cpp's default n_ubatch: the most tokens one forward pass sees
+
+# the parts of lm_context_imatrix's per-layer sums (lamina.h) -> the weights reading them
+_DENSE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("attn_in", ("attn_q", "attn_k", "attn_v", "attn_qkv")),
+    ("wo_in", ("attn_output",)),
+    ("ffn_in", ("ffn_gate", "ffn_up", "ffn_gate_inp")),
+    ("down_in", ("ffn_down",)),
+)
+_EXPERT_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("exp_in", ("ffn_gate_exps", "ffn_up_exps")),
+    ("exp_down", ("ffn_down_exps",)),
+)
+
+
+class ImatrixInputError(ConvertError, ValueError):
+    """The text or the options cannot give an importance matrix."""
+
+
+def plan_chunks(n_tokens: int, n_ctx: int, n_chunks: int | None) -> int:
+    if n_ctx < 16:
+        raise ImatrixInputError(f"-c must be >= 16 (llama-imatrix skips batches of fewer tokens), got {n_ctx}")
+    if n_chunks is not None and n_chunks < 1:
+        raise ImatrixInputError(f"--chunks must be >= 1, got {n_chunks}")
+    if n_tokens < 2 * n_ctx:
+        raise ImatrixInputError(
+            f"you need at least {2 * n_ctx} tokens for a context of {n_ctx} tokens; the text tokenizes to only "
+            f"{n_tokens} (use a longer text or a smaller -c)"
+        )
+    n_max = n_tokens // n_ctx
+    return n_max if n_chunks is None else min(n_chunks, n_max)
+
+
+def compute_imatrix(
+    model: Model,
+    tokens: Sequence[int] | np.ndarray,
+    n_ctx: int,
+    n_chunks: int | None = None,
+    bos_id: int | None = None,
+    dataset: str = "",
+    n_threads: int | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> Imatrix:
+    """The importance matrix of `model` over `tokens` (BOS included as the
+    vocabulary adds it); bos_id replaces each chunk's first token when set."""
+    toks = np.asarray(tokens, dtype=np.int32)
+    n_chunk = plan_chunks(len(toks), n_ctx, n_chunks)
+    ctx = Context(model, n_ctx=n_ctx, n_batch=min(n_ctx, UBATCH), n_threads=n_threads)
+    try:
+        ctx.collect_imatrix(True)
+        for i in range(n_chunk):
+            chunk = toks[i * n_ctx : (i + 1) * n_ctx].copy()
+            if bos_id is not None:
+                chunk[0] = bos_id
+            ctx.truncate(0)
+            ctx.eval(chunk)
+            if on_chunk is not None:
+                on_chunk(i + 1, n_chunk)
+        got = ctx.collect_imatrix(False)
+    finally:
+        ctx.close()
+    assert got is not None
+    sums, counts = got
+    entries = name_entries(model, sums, counts)
+    most = max((int(e.counts.max()) for e in entries.values()), default=0)
+    return Imatrix(entries, [dataset] if dataset else [], most // n_ctx, n_ctx)
+
+
+def name_entries(model: Model, sums: np.ndarray, counts: np.ndarray) -> dict[str, ImatrixEntry]:
+    """lm_context_imatrix's buffers -> one entry per weight of the file that reads them."""
+    hp = model.hparams
+    names = {t.name for t in model.native.gguf.tensors}
+    E, F, X, Fe = hp.n_embd, hp.n_ff, max(hp.n_expert, 0), hp.n_ff_exp
+    widths = {"attn_in": E, "wo_in": hp.q_dim, "ffn_in": E, "down_in": F, "exp_in": X * E, "exp_down": X * Fe}
+    starts, at = {}, 0
+    for part, width in widths.items():
+        starts[part] = at
+        at += width
+    if at != sums.shape[1]:
+        raise AssertionError(f"imatrix layout: {at} floats per layer here, the native core has {sums.shape[1]}")
+    out: dict[str, ImatrixEntry] = {}
+    for il in range(hp.n_layer):
+        row, dense = sums[il], counts[il, :1]
+        if dense[0] > 0:  # llama-imatrix has no entry for a matmul it never counted
+            for part, kinds in _DENSE_PARTS:
+                s = row[starts[part] : starts[part] + widths[part]].reshape(1, -1)
+                for kind in kinds:
+                    name = f"blk.{il}.{kind}.weight"
+                    if name in names:
+                        out[name] = ImatrixEntry(s.copy(), dense.copy())
+        if X and counts[il, 1:].any():
+            for part, kinds in _EXPERT_PARTS:
+                s = row[starts[part] : starts[part] + widths[part]].reshape(X, -1)
+                for kind in kinds:
+                    name = f"blk.{il}.{kind}.weight"
+                    if name in names:
+                        out[name] = ImatrixEntry(s.copy(), counts[il, 1:].copy())
+    return out
