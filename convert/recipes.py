@@ -112,11 +112,14 @@ def allows_quantization(t: TensorSpec) -> bool:
     )
 
 
-def choose_types(tensors: list[TensorSpec], mix: Mix, shape: ModelShape, pure: bool = False) -> dict[str, Q]:
+def choose_types(
+    tensors: list[TensorSpec], mix: Mix, shape: ModelShape, pure: bool = False, has_imatrix: bool = False
+) -> dict[str, Q]:
     """Target type per tensor name; `tensors` must be in tensor_order."""
     state = _Counters(
         n_attn_v=sum(_category(t.name) == "attn_v" for t in tensors),
         tied=not any(t.name == "output.weight" for t in tensors),
+        has_imatrix=has_imatrix,
     )
     out: dict[str, Q] = {}
     for t in tensors:
@@ -136,6 +139,7 @@ def choose_types(tensors: list[TensorSpec], mix: Mix, shape: ModelShape, pure: b
 class _Counters:
     n_attn_v: int
     tied: bool
+    has_imatrix: bool = False  # llama-quantize's qs.has_imatrix
     i_attn_v: int = 0
     i_ffn_down: int = 0
 
@@ -204,6 +208,9 @@ def _mix_rule(s: _Counters, t: TensorSpec, mix: Mix, shape: ModelShape, new: Q) 
             new = Q.Q6_K
         elif f == F.MOSTLY_Q4_K_S and i < n // 8:
             new = Q.Q5_K
+        elif f in (F.MOSTLY_Q4_0, F.MOSTLY_Q5_0) and s.has_imatrix and i < n // 8:
+            # llama-quantize's guard for the first ffn_down layers, with an imatrix only
+            new = Q.Q4_1 if f == F.MOSTLY_Q4_0 else Q.Q5_1
         s.i_ffn_down += 1
     elif cat == "attn_output":
         if f == F.MOSTLY_Q2_K:
