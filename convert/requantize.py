@@ -75,18 +75,15 @@ def plan_gguf(
     new_keys = imatrix_apply.quantize_keys(imatrix, imatrix_arg) if imatrix is not None else {}
 
     def metadata(w: gguf.GGUFWriter) -> None:
-        pending = dict(new_keys)
         for key, value in g.metadata.items():
-            if key in (gguf.Keys.General.ARCHITECTURE, *_SPLIT_KEYS, *_RESET_KEYS):
-                continue
-            if key in pending:  # a file quantized before with an imatrix: updated in place
-                w.add_key_value(key, *pending.pop(key))
+            # re-set keys move last (ggml's gguf_set_val_* removes, then appends)
+            if key in (gguf.Keys.General.ARCHITECTURE, *_SPLIT_KEYS, *_RESET_KEYS, *new_keys):
                 continue
             t = g.metadata_types[key]
             set_kv(w, key, value, t.type, t.element)
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         w.add_file_type(int(mix.ftype))
-        for key, (value, vtype) in pending.items():
+        for key, (value, vtype) in new_keys.items():
             w.add_key_value(key, value, vtype)
 
     tensors = [

@@ -97,8 +97,8 @@ def plan_importance(
 
 
 def quantize_keys(im: Imatrix, imatrix_arg: str) -> dict[str, tuple[str | int, gguf.GGUFValueType]]:
-    """llama-quantize's quantize.imatrix.* keys: (value, GGUF type) by key. Its
-    gguf_set_val_* keeps a key the input has already in place, new keys go last."""
+    """llama-quantize's quantize.imatrix.* keys, (value, GGUF type) by key, in
+    the order it sets them (each after the keys copied from its input)."""
     out: dict[str, tuple[str | int, gguf.GGUFValueType]] = {}
     out[KEY_FILE] = (_c_str127(imatrix_arg), gguf.GGUFValueType.STRING)
     if im.datasets:
