@@ -118,8 +118,8 @@ def _read_gguf(p: Path) -> Imatrix:
         for t in (sums_t, counts_t):
             if t.ggml_type != gguf.GGMLQuantizationType.F32:
                 raise ImatrixError(p, f"must be F32, got {t.ggml_type.name}", field=t.name)
-        sums = g.tensor_bytes(sums_t.name).view(np.float32)
-        counts = g.tensor_bytes(counts_t.name).view(np.float32)
+        sums = g.tensor_bytes(sums_t.name).view(np.float32).ravel()
+        counts = g.tensor_bytes(counts_t.name).view(np.float32).ravel()
         if counts.size < 1 or sums.size % counts.size:
             raise ImatrixError(p, f"{sums.size} sums do not split into {counts.size} experts", field=name + _COUNTS)
         if not np.isfinite(counts).all() or (counts < 0).any():
