@@ -97,7 +97,7 @@ def test_hook_per_expert_sums(tiny) -> None:
         ctx.close()
         im = name_entries(model, sums, counts)
 
-        def w(name: str) -> np.ndarray:
+        def w(name: str, il: int = il) -> np.ndarray:
             t = g.tensor(f"blk.{il}.{name}.weight")
             return g.tensor_bytes(t.name).view(np.float32).reshape(t.np_shape).astype(np.float64)
 
