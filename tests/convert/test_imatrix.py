@@ -163,9 +163,7 @@ def _sample() -> Imatrix:
     return Imatrix(
         {
             "blk.0.attn_q.weight": ImatrixEntry(rng.random((1, 256), dtype=np.float32), np.array([512])),
-            "blk.0.ffn_down_exps.weight": ImatrixEntry(
-                rng.random((4, 256), dtype=np.float32), np.array([10, 0, 7, 3])
-            ),
+            "blk.0.ffn_down_exps.weight": ImatrixEntry(rng.random((4, 256), dtype=np.float32), np.array([10, 0, 7, 3])),
         },
         ["calib.txt"],
         chunk_count=4,
