@@ -22,6 +22,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -179,26 +180,42 @@ def _read_legacy(p: Path) -> Imatrix:
 # writing
 
 
+class _Writer(gguf.GGUFWriter):
+    """gguf-py refuses an empty array; llama-imatrix writes imatrix.datasets
+    empty when it had no text file (a merge of other files)."""
+
+    def _pack_val(self, val: Any, vtype: gguf.GGUFValueType, add_vtype: bool, sub_type: Any = None) -> bytes:
+        if vtype == gguf.GGUFValueType.ARRAY and len(val) == 0:
+            head = self._pack("I", vtype) if add_vtype else b""
+            return head + self._pack("I", sub_type or gguf.GGUFValueType.STRING) + self._pack("Q", 0)
+        return super()._pack_val(val, vtype, add_vtype, sub_type)
+
+
 def write_imatrix(path: str | os.PathLike[str], im: Imatrix) -> None:
     """llama-imatrix's GGUF layout, through gguf-py, to a temp file renamed onto path."""
     out = Path(path)
     with atomic_output(out) as tmp:
-        w = gguf.GGUFWriter(tmp, arch="")
-        w.kv_data[0].pop(gguf.Keys.General.ARCHITECTURE, None)  # llama-imatrix writes none
-        w.add_type(gguf.GGUFType.IMATRIX)
-        w.add_key_value(
-            gguf.Keys.IMatrix.DATASETS, list(im.datasets), gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.STRING
-        )
-        w.add_uint32(gguf.Keys.IMatrix.CHUNK_COUNT, im.chunk_count)
-        w.add_uint32(gguf.Keys.IMatrix.CHUNK_SIZE, im.chunk_size)
-        for name in sorted(im.entries):
-            e = im.entries[name]
-            sums, counts = np.ascontiguousarray(e.sums, dtype=np.float32), e.counts.astype(np.float32)
-            # ggml drops trailing dims of 1: one matrix gives 1-D tensors, n experts [n_exp][n] and [n_exp][1]
-            one = sums.shape[0] == 1
-            w.add_tensor(name + _SUM2, sums.ravel() if one else sums)
-            w.add_tensor(name + _COUNTS, counts if one else counts.reshape(-1, 1))
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
+        w = _Writer(tmp, arch="")
+        try:
+            w.kv_data[0].pop(gguf.Keys.General.ARCHITECTURE, None)  # llama-imatrix writes none
+            w.add_type(gguf.GGUFType.IMATRIX)
+            w.add_key_value(
+                gguf.Keys.IMatrix.DATASETS,
+                list(im.datasets),
+                gguf.GGUFValueType.ARRAY,
+                sub_type=gguf.GGUFValueType.STRING,
+            )
+            w.add_uint32(gguf.Keys.IMatrix.CHUNK_COUNT, im.chunk_count)
+            w.add_uint32(gguf.Keys.IMatrix.CHUNK_SIZE, im.chunk_size)
+            for name in sorted(im.entries):
+                e = im.entries[name]
+                sums, counts = np.ascontiguousarray(e.sums, dtype=np.float32), e.counts.astype(np.float32)
+                # ggml drops trailing dims of 1: one matrix gives 1-D tensors, n experts [n_exp][n] and [n_exp][1]
+                one = sums.shape[0] == 1
+                w.add_tensor(name + _SUM2, sums.ravel() if one else sums)
+                w.add_tensor(name + _COUNTS, counts if one else counts.reshape(-1, 1))
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_tensors_to_file()
+        finally:
+            w.close()

@@ -200,6 +200,15 @@ def test_gguf_round_trip_and_layout(tmp_path: Path) -> None:
     assert shapes["blk.0.ffn_down_exps.weight.counts"] == [1, 4]
 
 
+def test_empty_datasets_round_trip(tmp_path: Path) -> None:
+    """llama-imatrix writes an empty imatrix.datasets when it merged files only."""
+    im = _sample()
+    im.datasets = []
+    write_imatrix(tmp_path / "im.gguf", im)
+    assert read_imatrix(tmp_path / "im.gguf").datasets == []
+    assert gguf.GGUFReader(tmp_path / "im.gguf").fields["imatrix.datasets"].types[0] == gguf.GGUFValueType.ARRAY
+
+
 def test_importance_as_llama_quantize() -> None:
     im = _sample()
     q = im.importance("blk.0.attn_q.weight")
@@ -380,3 +389,28 @@ def test_quantize_cli_refuses_a_mismatched_imatrix(tiny, tmp_path: Path, capsys)
     bad.write_bytes(b"\x01\x00")
     assert quantize_cli.main([str(tiny(LLAMA)), str(out), "q8_0", "--imatrix", str(bad), "--quiet"]) == 1
     assert "bad.dat" in capsys.readouterr().err and not out.exists()
+
+
+def test_quantize_cli_warns_about_missing_entries(tiny, tmp_path: Path, capsys) -> None:
+    from lamina.convert.cli import quantize as quantize_cli
+
+    model = tiny(LLAMA)
+    im = compute_imatrix(Model.load(model, n_threads=2), np.arange(64) % 96, n_ctx=32)
+    del im.entries["blk.1.ffn_up.weight"]
+    write_imatrix(tmp_path / "im.gguf", im)
+    out = tmp_path / "out.gguf"
+    assert quantize_cli.main([str(model), str(out), "q8_0", "--imatrix", str(tmp_path / "im.gguf"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "no importance data for 1 quantized tensors (blk.1.ffn_up.weight)" in err
+    from lamina.gguf.reader import GGUFFile
+
+    g = GGUFFile(out)
+    assert g.metadata["quantize.imatrix.entries_count"] == len(im.entries)
+    assert g.metadata["quantize.imatrix.chunks_count"] == 2
+    # after general.file_type, in llama-quantize's order (no dataset: computed without a file name)
+    assert list(g.metadata)[-4:] == [
+        "general.file_type",
+        "quantize.imatrix.file",
+        "quantize.imatrix.entries_count",
+        "quantize.imatrix.chunks_count",
+    ]
