@@ -132,6 +132,14 @@ def test_compute_imatrix_chunks_and_bos(tiny) -> None:
     assert set(im.entries) == names  # no output head, no token_embd
     # all chunks (3 of 100 tokens at 32) when --chunks is not given
     assert compute_imatrix(model, toks, n_ctx=32).chunk_count == 3
+    # bos_id: each chunk's first token replaced, as llama-imatrix evaluates them
+    replaced = toks.copy()
+    replaced[[0, 32]] = 1
+    plain = compute_imatrix(model, replaced, n_ctx=32, n_chunks=2)
+    other = compute_imatrix(model, toks, n_ctx=32, n_chunks=2)
+    for n, e in im.entries.items():
+        assert np.array_equal(e.sums, plain.entries[n].sums), n
+    assert not all(np.array_equal(e.sums, other.entries[n].sums) for n, e in im.entries.items())
 
 
 def test_plan_chunks_refusals() -> None:

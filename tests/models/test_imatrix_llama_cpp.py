@@ -36,6 +36,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from lamina.convert.cli import convert as convert_cli
 from lamina.convert.cli import imatrix as imatrix_cli
 from lamina.convert.cli import quantize as quantize_cli
 from lamina.convert.imatrix.format import read_imatrix
@@ -122,7 +123,7 @@ def moe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     exe = _tool("llama-imatrix")
     d = tmp_path_factory.mktemp("moe")
     model = reference_gguf("tiny-qwen3_moe", tiny_hf_checkpoint("qwen3_moe", d / "hf"), "f32")
-    out = {"model": model, "llama": d / "llama.gguf", "lamina": d / "lamina.gguf"}
+    out = {"model": model, "hf": d / "hf", "llama": d / "llama.gguf", "lamina": d / "lamina.gguf"}
     _run([exe, "-m", model, "-f", TEXT, *ARGS, "--no-ppl", "-o", out["llama"]])
     assert imatrix_cli.main(["-m", str(model), "-f", str(TEXT), *ARGS, "-o", str(out["lamina"])]) == 0
     return out
@@ -150,3 +151,8 @@ def test_moe_quantize_pure_with_imatrix_byte_equal(moe, tmp_path: Path) -> None:
     assert ours.read_bytes() == theirs.read_bytes()
     assert quantize_cli.main([str(moe["model"]), str(plain), "q4_0", "--pure", "--threads", "2", "--quiet"]) == 0
     assert plain.stat().st_size != ours.stat().st_size or plain.read_bytes() != ours.read_bytes()
+    # and straight from the checkpoint: llama.cpp's converter + llama-quantize --imatrix in one step
+    converted = tmp_path / "converted.gguf"
+    args = [str(moe["hf"]), "-o", str(converted), "--q4_0", "--pure", "--imatrix", im, "--threads", "2", "--quiet"]
+    assert convert_cli.main(args) == 0
+    assert converted.read_bytes() == theirs.read_bytes()
