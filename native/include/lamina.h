@@ -271,7 +271,9 @@ int lm_context_capture(lm_context *ctx, int32_t il, float *attn_in, float *wo_in
  *   exp_in  [n_expert][n_embd]    input of each expert's gate and up
  *   exp_down [n_expert][n_ff_exp] input of each expert's down
  * and counts holds 1 + n_expert int64: the rows of the dense matmuls, then
- * the rows routed to each expert. Both NULL stops; the caller owns them. */
+ * the rows routed to each expert. Both NULL stops; the caller owns them.
+ * Only layers run on this host are seen (not those on an offload device);
+ * when off, the forward pass pays one NULL check per layer. */
 int64_t lm_imatrix_layer_floats(const lm_model *model);
 int lm_context_imatrix(lm_context *ctx, float *sums, int64_t *counts);
 /* ========================================================== sequences ===
