@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         on_chunk=tick,
     )
     write_imatrix(args.output, im)
-    err.print(f"\nimatrix: {len(im.entries)} entries over {im.chunk_count} chunks -> {args.output}")
+    err.print(f"\nimatrix: {len(im.entries)} entries from {n_chunk} chunks -> {args.output}")
     return 0
 
 

@@ -5,13 +5,22 @@
   (`common_tokenize(ctx, text, true)`); it needs at least 2 * n_ctx tokens and
   is cut into n_ctx-token chunks (the tail dropped), or the first --chunks.
 - Each chunk runs from an empty KV cache, its first token replaced by BOS when
-  the vocabulary adds one. Every token of the chunk counts (all of them are
-  outputs), in batches of at most 512 (llama.cpp's micro-batch).
-- Every matmul whose weight is `blk.*` adds the sum over its batch's tokens of
-  x*x of its input, and the tokens to its count; a dense matmul of fewer than
-  16 tokens is skipped. The output head is not collected (llama-imatrix only
-  does with --process-output). q, k and v share one input, so their sums are
-  the same numbers, as in llama-imatrix.
+  the vocabulary adds one. Every token of the chunk is an output, so every
+  token runs through every layer.
+- Every matmul whose weight is `blk.*` adds the sum over its micro-batch's
+  tokens of x*x of its input, and the tokens to its count; a dense matmul of
+  a micro-batch of fewer than 16 tokens is skipped. So which tokens count
+  depends on how llama_decode cuts the batches (`micro_batches`):
+  llama-imatrix puts n_seq = 2048 // n_ctx chunks side by side in one batch
+  (-b 2048), and llama.cpp cuts it into micro-batches of at most 512 tokens
+  (-ub 512): one sequence in order (split_simple), or several side by side,
+  512 // n_seqs tokens of each (split_equal), which can leave a last
+  micro-batch under 16 tokens (3 chunks of 512: 2 tokens of each, 6 rows,
+  skipped). lamina evaluates each chunk alone and leaves the dense matmuls
+  out of the same tokens.
+- The output head is not collected (llama-imatrix only does with
+  --process-output). q, k and v share one input, so their sums are the same
+  numbers, as in llama-imatrix.
 - Mixture-of-experts weights (`ffn_*_exps`) get one row of sums and one count
   per expert: each token adds to the experts the router picked for it (the
   router `ffn_gate_inp` itself is a dense matmul of the FFN input).
@@ -33,7 +42,8 @@ from lamina.convert.errors import ConvertError
 from lamina.convert.imatrix.format import Imatrix, ImatrixEntry
 from lamina.engine.context import Context, Model
 
-UBATCH = 512  # llama.cpp's default n_ubatch: the most tokens one forward pass sees
+N_BATCH, N_UBATCH = 2048, 512  # llama-imatrix's defaults (-b, -ub)
+MIN_ROWS = 16  # collect_imatrix: "why are small batches ignored (<16 tokens)?"
 
 # the parts of lm_context_imatrix's per-layer sums (lamina.h) -> the weights reading them
 _DENSE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -53,8 +63,8 @@ class ImatrixInputError(ConvertError, ValueError):
 
 
 def plan_chunks(n_tokens: int, n_ctx: int, n_chunks: int | None) -> int:
-    if n_ctx < 16:
-        raise ImatrixInputError(f"-c must be >= 16 (llama-imatrix skips batches of fewer tokens), got {n_ctx}")
+    if n_ctx < MIN_ROWS:
+        raise ImatrixInputError(f"-c must be >= {MIN_ROWS} (llama-imatrix skips batches of fewer tokens), got {n_ctx}")
     if n_chunks is not None and n_chunks < 1:
         raise ImatrixInputError(f"--chunks must be >= 1, got {n_chunks}")
     if n_tokens < 2 * n_ctx:
@@ -64,6 +74,21 @@ def plan_chunks(n_tokens: int, n_ctx: int, n_chunks: int | None) -> int:
         )
     n_max = n_tokens // n_ctx
     return n_max if n_chunks is None else min(n_chunks, n_max)
+
+
+def micro_batches(n_ctx: int, n_seqs: int, side_by_side: bool) -> list[tuple[int, int, bool]]:
+    """How llama_decode cuts each of n_seqs chunks of n_ctx tokens evaluated
+    in one batch: (start, length, dense) per piece of a chunk, dense when the
+    piece's micro-batch has >= MIN_ROWS rows. side_by_side: the KV cache has
+    one stream per sequence (llama-imatrix with n_seq > 1: split_equal), else
+    split_simple."""
+    if not side_by_side:
+        # batches of N_BATCH tokens of the one sequence, each cut into N_UBATCH pieces
+        starts = [(b, min(b + N_BATCH, n_ctx)) for b in range(0, n_ctx, N_BATCH)]
+        pieces = [(a, min(N_UBATCH, b1 - a)) for b0, b1 in starts for a in range(b0, b1, N_UBATCH)]
+        return [(a, n, n >= MIN_ROWS) for a, n in pieces]
+    k = max(1, N_UBATCH // n_seqs)
+    return [(a, min(k, n_ctx - a), min(k, n_ctx - a) * n_seqs >= MIN_ROWS) for a in range(0, n_ctx, k)]
 
 
 def compute_imatrix(
@@ -80,15 +105,20 @@ def compute_imatrix(
     vocabulary adds it); bos_id replaces each chunk's first token when set."""
     toks = np.asarray(tokens, dtype=np.int32)
     n_chunk = plan_chunks(len(toks), n_ctx, n_chunks)
-    ctx = Context(model, n_ctx=n_ctx, n_batch=min(n_ctx, UBATCH), n_threads=n_threads)
+    n_seq = max(1, N_BATCH // n_ctx)  # chunks llama-imatrix evaluates side by side
+    ctx = Context(model, n_ctx=n_ctx, n_batch=min(n_ctx, N_UBATCH), n_threads=n_threads)
     try:
         ctx.collect_imatrix(True)
         for i in range(n_chunk):
+            group = i - i % n_seq
+            pieces = _merged(micro_batches(n_ctx, min(n_seq, n_chunk - group), n_seq > 1))
             chunk = toks[i * n_ctx : (i + 1) * n_ctx].copy()
             if bos_id is not None:
                 chunk[0] = bos_id
             ctx.truncate(0)
-            ctx.eval(chunk)
+            for a, n, dense in pieces:
+                ctx.imatrix_dense(dense)
+                ctx.eval(chunk[a : a + n])
             if on_chunk is not None:
                 on_chunk(i + 1, n_chunk)
         got = ctx.collect_imatrix(False)
@@ -99,6 +129,18 @@ def compute_imatrix(
     entries = name_entries(model, sums, counts)
     most = max((int(e.counts.max()) for e in entries.values()), default=0)
     return Imatrix(entries, [dataset] if dataset else [], most // n_ctx, n_ctx)
+
+
+def _merged(pieces: list[tuple[int, int, bool]]) -> list[tuple[int, int, bool]]:
+    """Neighbouring pieces with the same flag as one eval (the sums run token
+    after token either way)."""
+    out: list[tuple[int, int, bool]] = []
+    for a, n, dense in pieces:
+        if out and out[-1][2] == dense:
+            out[-1] = (out[-1][0], out[-1][1] + n, dense)
+        else:
+            out.append((a, n, dense))
+    return out
 
 
 def name_entries(model: Model, sums: np.ndarray, counts: np.ndarray) -> dict[str, ImatrixEntry]:

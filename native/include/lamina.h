@@ -261,8 +261,9 @@ int lm_context_capture(lm_context *ctx, int32_t il, float *attn_in, float *wo_in
 /* Importance matrix (lamina imatrix; llama-imatrix's statistics): from now
  * on every batch run on this host adds, for each layer, x * x of every
  * matmul input, summed over the batch's rows in row order in float, into
- * sums, and the number of rows into counts. As llama-imatrix, a dense
- * matmul of fewer than 16 rows adds nothing. Per layer il, sums holds
+ * sums, and the number of rows into counts; with dense 0 only the experts'
+ * matmuls add (llama-imatrix skips dense matmuls of micro-batches under 16
+ * rows: the caller, which knows llama.cpp's split, says). Per layer il, sums holds
  * lm_imatrix_layer_floats(model) floats:
  *   attn_in [n_embd]     input of q, k, v (attn_qkv)
  *   wo_in   [q_dim]      input of attn_output
@@ -275,7 +276,7 @@ int lm_context_capture(lm_context *ctx, int32_t il, float *attn_in, float *wo_in
  * Only layers run on this host are seen (not those on an offload device);
  * when off, the forward pass pays one NULL check per layer. */
 int64_t lm_imatrix_layer_floats(const lm_model *model);
-int lm_context_imatrix(lm_context *ctx, float *sums, int64_t *counts);
+int lm_context_imatrix(lm_context *ctx, float *sums, int64_t *counts, int dense);
 /* ========================================================== sequences ===
  * llama.cpp's model: a batch is a list of tokens, each with its sequence, its
  * position in that sequence and a flag "return my logits"; one KV cache holds

@@ -254,11 +254,8 @@ static void capture(const fwd_job *job, int which, const float *src, int64_t wid
     if (job->c->capture_il == job->il && dst) memcpy(dst, src, sizeof(float) * (size_t)(job->n_tokens * width));
 }
 
-/* lm_context_imatrix: x * x of a dense matmul input into its sums; as
- * llama-imatrix, batches under 16 rows are not counted */
-enum { IMX_MIN_ROWS = 16 };
-
-static int imx_on(const fwd_job *job) { return job->c->imx_sums && job->n_tokens >= IMX_MIN_ROWS; }
+/* lm_context_imatrix: x * x of a dense matmul input into its sums */
+static int imx_on(const fwd_job *job) { return job->c->imx_sums && job->c->imx_dense; }
 
 static void imx(const fwd_job *job, int part, const float *src, int64_t width) {
     if (imx_on(job)) lm_imx_add(job->c, lm_imx_part(job->c, job->il, part), src, job->n_tokens, width);

@@ -100,6 +100,7 @@ struct lm_context {
     /* lm_context_imatrix: running sums of x * x of the matmul inputs, or NULL */
     float *imx_sums;              /* [n_layer][lm_imatrix_layer_floats] */
     int64_t *imx_counts;          /* [n_layer][1 + n_expert] */
+    int imx_dense;                /* 0: only the experts' matmuls add */
 };
 
 /* a context whose cache holds layers [kv_il0, kv_il1) only (the others run

@@ -537,13 +537,14 @@ class Context:
         from zero and every later batch run here adds x*x of each matmul input;
         on=False stops and returns (sums f32 [n_layer, lm_imatrix_layer_floats],
         counts i64 [n_layer, 1 + n_expert]); None if it was not on. Layers on an
-        offload device are not seen, so an offloaded context refuses."""
+        offload device are not seen, so an offloaded context refuses.
+        imatrix_dense(False) leaves the dense matmuls out of the next batches."""
         hp = self.model.hparams
         with self._lock:
             if not on:
                 if self._imatrix is None:
                     return None
-                self._check(lib.lm_context_imatrix(self._live, ffi.NULL, ffi.NULL))
+                self._check(lib.lm_context_imatrix(self._live, ffi.NULL, ffi.NULL, 0))
                 out, self._imatrix = self._imatrix, None
                 return out
             if self.offload.gpu_layers:
@@ -552,9 +553,19 @@ class Context:
             sums = np.zeros((hp.n_layer, width), dtype=np.float32)
             counts = np.zeros((hp.n_layer, 1 + max(hp.n_expert, 0)), dtype=np.int64)
             ptrs = ffi.from_buffer("float[]", sums), ffi.from_buffer("int64_t[]", counts)
-            self._check(lib.lm_context_imatrix(self._live, *ptrs))
+            self._check(lib.lm_context_imatrix(self._live, *ptrs, 1))
             self._imatrix = (sums, counts)
             return None
+
+    def imatrix_dense(self, on: bool) -> None:
+        """While collecting: whether the dense matmuls of the next batches add
+        (the experts' always do)."""
+        with self._lock:
+            if self._imatrix is None:
+                raise ContextError("imatrix_dense: no importance-matrix collection is on")
+            sums, counts = self._imatrix
+            ptrs = ffi.from_buffer("float[]", sums), ffi.from_buffer("int64_t[]", counts)
+            self._check(lib.lm_context_imatrix(self._live, *ptrs, int(bool(on))))
 
     def _collect(self, T: int) -> None:
         self.captured = {k: buf[:T].copy() for k, buf in self._capture.items()}

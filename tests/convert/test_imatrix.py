@@ -24,7 +24,13 @@ from gguf import LlamaFileType as F
 from lamina.convert.encode import Encoder
 from lamina.convert.errors import ImatrixError
 from lamina.convert.imatrix.apply import ImatrixMissingWarning, plan_importance, requires_imatrix
-from lamina.convert.imatrix.collect import ImatrixInputError, compute_imatrix, name_entries, plan_chunks
+from lamina.convert.imatrix.collect import (
+    ImatrixInputError,
+    compute_imatrix,
+    micro_batches,
+    name_entries,
+    plan_chunks,
+)
 from lamina.convert.imatrix.format import Imatrix, ImatrixEntry, read_imatrix, write_imatrix
 from lamina.engine.context import Context, Model
 from support.ggml_oracle import oracle
@@ -49,7 +55,9 @@ def test_hook_sums_the_matmul_inputs(tiny, cfg) -> None:
         ctx.collect_imatrix(True)
         ctx.eval(toks[:24])
         cap1 = ctx.captured
-        ctx.eval(toks[24:30])  # 6 rows: a dense matmul under 16 rows is not counted (llama-imatrix)
+        ctx.imatrix_dense(False)  # as llama-imatrix leaves out a micro-batch under 16 rows
+        ctx.eval(toks[24:30])
+        ctx.imatrix_dense(True)
         ctx.eval(toks[30:])
         cap2 = ctx.captured
         sums, counts = ctx.collect_imatrix(False)
@@ -140,6 +148,17 @@ def test_compute_imatrix_chunks_and_bos(tiny) -> None:
     for n, e in im.entries.items():
         assert np.array_equal(e.sums, plain.entries[n].sums), n
     assert not all(np.array_equal(e.sums, other.entries[n].sums) for n, e in im.entries.items())
+
+
+def test_micro_batches_as_llama_decode_cuts_them() -> None:
+    # one chunk per batch: split_simple, 512 at a time (a tail under 16 left out)
+    assert micro_batches(1030, 1, False) == [(0, 512, True), (512, 512, True), (1024, 6, False)]
+    assert micro_batches(3000, 1, False)[-2:] == [(2048, 512, True), (2560, 440, True)]
+    # chunks side by side (split_equal): 512 // n_seqs tokens of each per micro-batch
+    assert micro_batches(128, 4, True) == [(0, 128, True)]
+    assert micro_batches(512, 3, True) == [(0, 170, True), (170, 170, True), (340, 170, True), (510, 2, False)]
+    assert micro_batches(206, 5, True) == [(0, 102, True), (102, 102, True), (204, 2, False)]
+    assert micro_batches(40, 1, True) == [(0, 40, True)]
 
 
 def test_plan_chunks_refusals() -> None:

@@ -98,6 +98,22 @@ def test_sums_close_to_llama_imatrix(files) -> None:
     assert float(np.median(list(errors.values()))) <= 4e-3
 
 
+def test_micro_batch_rule_as_llama_imatrix(tmp_path: Path) -> None:
+    """5 chunks of 206 side by side: llama.cpp cuts 102 + 102 + 2 tokens of
+    each, and the last micro-batch (10 rows) is left out of the dense sums:
+    counts 5 * 204, chunk_count 1020 // 206 = 4, on both sides."""
+    exe, model = _tool("llama-imatrix"), fetch_model(SMOL)
+    args = ["-c", "206", "--chunks", "5", "-t", "2"]
+    _run([exe, "-m", model, "-f", TEXT, *args, "--no-ppl", "-o", tmp_path / "llama.gguf"])
+    assert imatrix_cli.main(["-m", str(model), "-f", str(TEXT), *args, "-o", str(tmp_path / "lamina.gguf")]) == 0
+    ours, theirs = read_imatrix(tmp_path / "lamina.gguf"), read_imatrix(tmp_path / "llama.gguf")
+    assert list(ours.entries) == list(theirs.entries) and (ours.chunk_count, theirs.chunk_count) == (4, 4)
+    for name, e in theirs.entries.items():
+        assert ours.entries[name].counts.tolist() == e.counts.tolist() == [5 * 204], name
+        a, b = ours.entries[name].sums.astype(np.float64), e.sums.astype(np.float64)
+        assert np.abs(a - b).sum() <= 3e-2 * np.abs(b).sum(), name
+
+
 def test_legacy_dat_gives_the_same_importance(files) -> None:
     dat, ref = read_imatrix(files["dat"]), read_imatrix(files["llama"])
     assert dat.legacy and set(dat.entries) == set(ref.entries) and dat.chunk_count == 4
