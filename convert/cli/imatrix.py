@@ -1,6 +1,7 @@
 """`lamina imatrix`: an importance matrix over calibration text, as llama-imatrix computes it.
 
-    lamina imatrix -m MODEL -f TEXT [-c 512] [--chunks N] [-t N] [-o imatrix.gguf] [--parse-special]
+    lamina imatrix -m MODEL -f TEXT [-c 512] [--chunks N] [-b 2048] [-ub 512] [-t N] [-o imatrix.gguf]
+                   [--parse-special]
 
 The output is llama.cpp's GGUF imatrix (llama-quantize --imatrix reads it, and
 so do `lamina quantize --imatrix` and `lamina convert --imatrix`). See
@@ -27,6 +28,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="imatrix.gguf", help="output file (default imatrix.gguf)")
     p.add_argument("-c", "--ctx-size", type=int, default=512, help="tokens per chunk (default 512)")
     p.add_argument("--chunks", type=int, default=None, help="use only the first N chunks")
+    p.add_argument(
+        "-b", "--batch-size", type=int, default=2048, help="llama-imatrix's -b: chunks run side by side (default 2048)"
+    )
+    p.add_argument(
+        "-ub", "--ubatch-size", type=int, default=512, help="llama-imatrix's -ub: micro-batch size (default 512)"
+    )
     p.add_argument("-t", "--threads", type=checked(options.n_threads), default=None, help="threads (default: all)")
     p.add_argument(
         "--parse-special", action="store_true", help="recognise control tokens written in the text (llama.cpp's flag)"
@@ -73,6 +80,8 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         dataset=args.file,
         n_threads=args.threads,
         on_chunk=tick,
+        n_batch=args.batch_size,
+        n_ubatch=args.ubatch_size,
     )
     write_imatrix(args.output, im)
     err.print(f"\nimatrix: {len(im.entries)} entries from {n_chunk} chunks -> {args.output}")

@@ -76,18 +76,20 @@ def plan_chunks(n_tokens: int, n_ctx: int, n_chunks: int | None) -> int:
     return n_max if n_chunks is None else min(n_chunks, n_max)
 
 
-def micro_batches(n_ctx: int, n_seqs: int, side_by_side: bool) -> list[tuple[int, int, bool]]:
+def micro_batches(
+    n_ctx: int, n_seqs: int, side_by_side: bool, n_batch: int = N_BATCH, n_ubatch: int = N_UBATCH
+) -> list[tuple[int, int, bool]]:
     """How llama_decode cuts each of n_seqs chunks of n_ctx tokens evaluated
     in one batch: (start, length, dense) per piece of a chunk, dense when the
     piece's micro-batch has >= MIN_ROWS rows. side_by_side: the KV cache has
     one stream per sequence (llama-imatrix with n_seq > 1: split_equal), else
-    split_simple."""
+    split_simple. n_batch, n_ubatch: as llama-imatrix's context has them."""
     if not side_by_side:
-        # batches of N_BATCH tokens of the one sequence, each cut into N_UBATCH pieces
-        starts = [(b, min(b + N_BATCH, n_ctx)) for b in range(0, n_ctx, N_BATCH)]
-        pieces = [(a, min(N_UBATCH, b1 - a)) for b0, b1 in starts for a in range(b0, b1, N_UBATCH)]
+        # batches of n_batch tokens of the one sequence, each cut into n_ubatch pieces
+        starts = [(b, min(b + n_batch, n_ctx)) for b in range(0, n_ctx, n_batch)]
+        pieces = [(a, min(n_ubatch, b1 - a)) for b0, b1 in starts for a in range(b0, b1, n_ubatch)]
         return [(a, n, n >= MIN_ROWS) for a, n in pieces]
-    k = max(1, N_UBATCH // n_seqs)
+    k = max(1, n_ubatch // n_seqs)
     return [(a, min(k, n_ctx - a), min(k, n_ctx - a) * n_seqs >= MIN_ROWS) for a in range(0, n_ctx, k)]
 
 
@@ -100,18 +102,28 @@ def compute_imatrix(
     dataset: str = "",
     n_threads: int | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
+    n_batch: int = N_BATCH,
+    n_ubatch: int = N_UBATCH,
 ) -> Imatrix:
     """The importance matrix of `model` over `tokens` (BOS included as the
-    vocabulary adds it); bos_id replaces each chunk's first token when set."""
+    vocabulary adds it); bos_id replaces each chunk's first token when set.
+    n_batch, n_ubatch: llama-imatrix's -b and -ub, which decide the tokens that count."""
     toks = np.asarray(tokens, dtype=np.int32)
     n_chunk = plan_chunks(len(toks), n_ctx, n_chunks)
-    n_seq = max(1, N_BATCH // n_ctx)  # chunks llama-imatrix evaluates side by side
+    if n_batch < 1 or n_ubatch < 1 or not (n_batch < n_ctx or n_batch % n_ctx == 0):
+        raise ImatrixInputError(
+            f"-b {n_batch} -ub {n_ubatch}: expected both >= 1 and -b below -c or a multiple of it ({n_ctx}), "
+            "as llama-imatrix requires"
+        )
+    n_seq = max(1, n_batch // n_ctx)  # chunks llama-imatrix evaluates side by side
+    n_batch = min(n_batch, n_seq * n_ctx)  # llama-imatrix's, then its context's clamps
+    n_ubatch = min(n_ubatch, n_batch)
     ctx = Context(model, n_ctx=n_ctx, n_batch=min(n_ctx, N_UBATCH), n_threads=n_threads)
     try:
         ctx.collect_imatrix(True)
         for i in range(n_chunk):
             group = i - i % n_seq
-            pieces = _merged(micro_batches(n_ctx, min(n_seq, n_chunk - group), n_seq > 1))
+            pieces = _merged(micro_batches(n_ctx, min(n_seq, n_chunk - group), n_seq > 1, n_batch, n_ubatch))
             chunk = toks[i * n_ctx : (i + 1) * n_ctx].copy()
             if bos_id is not None:
                 chunk[0] = bos_id

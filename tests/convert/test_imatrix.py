@@ -159,6 +159,9 @@ def test_micro_batches_as_llama_decode_cuts_them() -> None:
     assert micro_batches(512, 3, True) == [(0, 170, True), (170, 170, True), (340, 170, True), (510, 2, False)]
     assert micro_batches(206, 5, True) == [(0, 102, True), (102, 102, True), (204, 2, False)]
     assert micro_batches(40, 1, True) == [(0, 40, True)]
+    # -b 256 -ub 100 on one chunk of 300: batches 256 + 44, micro-batches 100, 100, 56 | 44
+    want = [(0, 100, True), (100, 100, True), (200, 56, True), (256, 44, True)]
+    assert micro_batches(300, 1, False, 256, 100) == want
 
 
 def test_plan_chunks_refusals() -> None:
@@ -170,6 +173,8 @@ def test_plan_chunks_refusals() -> None:
         plan_chunks(1000, 8, None)
     with pytest.raises(ImatrixInputError, match="--chunks"):
         plan_chunks(1000, 128, 0)
+    with pytest.raises(ImatrixInputError, match="-b 200"):
+        compute_imatrix(None, np.zeros(1000, np.int32), 128, n_batch=200)  # type: ignore[arg-type]
 
 
 def test_offloaded_context_refuses(tiny) -> None:
