@@ -1,7 +1,7 @@
 """`lamina imatrix`: an importance matrix over calibration text, as llama-imatrix computes it.
 
     lamina imatrix -m MODEL -f TEXT [-c 512] [--chunks N] [-b 2048] [-ub 512] [-t N] [-o imatrix.gguf]
-                   [--parse-special]
+                   [--output-format gguf|dat] [--parse-special]
 
 The output is llama.cpp's GGUF imatrix (llama-quantize --imatrix reads it, and
 so do `lamina quantize --imatrix` and `lamina convert --imatrix`). See
@@ -26,6 +26,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", required=True, help="GGUF path or known model name")
     p.add_argument("-f", "--file", required=True, help="calibration text file")
     p.add_argument("-o", "--output", default="imatrix.gguf", help="output file (default imatrix.gguf)")
+    p.add_argument(
+        "--output-format",
+        choices=["gguf", "dat"],
+        default="gguf",
+        help="gguf (default) or llama-imatrix's legacy dat, for tools that read only that",
+    )
     p.add_argument("-c", "--ctx-size", type=int, default=512, help="tokens per chunk (default 512)")
     p.add_argument("--chunks", type=int, default=None, help="use only the first N chunks")
     p.add_argument(
@@ -48,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, err: Console) -> int:
     from lamina.convert.imatrix.collect import compute_imatrix, plan_chunks
-    from lamina.convert.imatrix.format import write_imatrix
+    from lamina.convert.imatrix.format import write_imatrix, write_imatrix_legacy
     from lamina.engine.context import Model
     from lamina.model_cache import fetch_model
     from lamina.tokenizer import Tokenizer
@@ -83,7 +89,7 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         n_batch=args.batch_size,
         n_ubatch=args.ubatch_size,
     )
-    write_imatrix(args.output, im)
+    (write_imatrix_legacy if args.output_format == "dat" else write_imatrix)(args.output, im)
     err.print(f"\nimatrix: {len(im.entries)} entries from {n_chunk} chunks -> {args.output}")
     return 0
 

@@ -219,3 +219,28 @@ def write_imatrix(path: str | os.PathLike[str], im: Imatrix) -> None:
             w.write_tensors_to_file()
         finally:
             w.close()
+
+
+def write_imatrix_legacy(path: str | os.PathLike[str], im: Imatrix) -> None:
+    """llama-imatrix's `--output-format dat` (save_imatrix_legacy), for tools
+    that read only that: per entry (sum / count) * ncall with ncall = its
+    largest count over chunk_size, rounded up (an expert that saw no token
+    stores 1 * ncall); entries without any count are left out."""
+    if im.legacy or im.chunk_size < 1:
+        raise ImatrixError(path, "a legacy file is written from sums and counts with a chunk size (a GGUF imatrix)")
+    names = sorted(n for n, e in im.entries.items() if e.counts.size and e.counts.any())
+    out = [struct.pack("<i", len(names))]
+    for name in names:
+        e = im.entries[name]
+        raw = name.encode("utf-8")
+        ncall = (int(e.counts.max()) + im.chunk_size - 1) // im.chunk_size
+        sums = np.ascontiguousarray(e.sums, dtype=np.float32).reshape(e.counts.size, -1)
+        counts = e.counts.astype(np.float32)[:, None]
+        vals = np.where(counts == 0, np.float32(1), sums / np.where(counts == 0, np.float32(1), counts))
+        vals = (vals * np.float32(ncall)).astype("<f4")
+        out += [struct.pack("<i", len(raw)), raw, struct.pack("<ii", ncall, vals.size), vals.tobytes()]
+    dataset = (im.datasets[-1] if im.datasets else "").encode("utf-8")
+    most = max((int(e.counts.max()) for e in im.entries.values() if e.counts.size), default=0)
+    out += [struct.pack("<ii", most // im.chunk_size, len(dataset)), dataset]
+    with atomic_output(Path(path)) as tmp:
+        tmp.write_bytes(b"".join(out))

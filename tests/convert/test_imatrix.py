@@ -446,3 +446,16 @@ def test_quantize_cli_warns_about_missing_entries(tiny, tmp_path: Path, capsys) 
         "quantize.imatrix.entries_count",
         "quantize.imatrix.chunks_count",
     ]
+
+
+def test_legacy_write_round_trip(tmp_path: Path) -> None:
+    from lamina.convert.imatrix.format import write_imatrix_legacy
+
+    im = _sample()
+    write_imatrix_legacy(tmp_path / "im.dat", im)
+    back = read_imatrix(tmp_path / "im.dat")
+    assert back.legacy and back.datasets == ["calib.txt"] and back.chunk_count == 512 // 128
+    for name in im.entries:  # ncall = ceil(512 / 128) = 4: (sum / count) * 4 / 4
+        np.testing.assert_allclose(back.importance(name), im.importance(name), rtol=1e-6)
+    with pytest.raises(ImatrixError, match="legacy file is written from sums"):
+        write_imatrix_legacy(tmp_path / "again.dat", back)

@@ -39,7 +39,7 @@ pytest.importorskip("transformers")
 from lamina.convert.cli import convert as convert_cli
 from lamina.convert.cli import imatrix as imatrix_cli
 from lamina.convert.cli import quantize as quantize_cli
-from lamina.convert.imatrix.format import read_imatrix
+from lamina.convert.imatrix.format import read_imatrix, write_imatrix_legacy
 from lamina.model_cache import fetch_model
 from support.hf_checkpoints import hf_checkpoint
 from support.llama_cpp_ref import llama_cpp_tool, reference_gguf
@@ -96,6 +96,12 @@ def test_sums_close_to_llama_imatrix(files) -> None:
     worst = max(errors, key=errors.__getitem__)
     assert errors[worst] <= 3e-2, f"{worst}: relative L1 error {errors[worst]:.3g}"
     assert float(np.median(list(errors.values()))) <= 4e-3
+
+
+def test_legacy_dat_written_as_llama_imatrix_writes_it(files, tmp_path: Path) -> None:
+    """llama-imatrix's --output-format dat of its own GGUF, byte for byte."""
+    write_imatrix_legacy(tmp_path / "ours.dat", read_imatrix(files["llama"]))
+    assert (tmp_path / "ours.dat").read_bytes() == files["dat"].read_bytes()
 
 
 def test_micro_batch_rule_as_llama_imatrix(tmp_path: Path) -> None:
