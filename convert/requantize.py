@@ -70,7 +70,8 @@ def plan_gguf(
         )
 
     quantized = [(n, infos[n].ne, types[n]) for n in order if types[n] != infos[n].ggml_type]
-    importance = imatrix_apply.plan_importance(imatrix, quantized, mix.ftype, str(src)) if imatrix else {}
+    # without an imatrix too: the types that need one refuse here, as llama-quantize does
+    importance = imatrix_apply.plan_importance(imatrix, quantized, mix.ftype, str(src))
 
     new_keys = imatrix_apply.quantize_keys(imatrix, imatrix_arg) if imatrix is not None else {}
 

@@ -64,7 +64,7 @@ def plan_hf(
     specs = [TensorSpec(n, tuple(reversed(sources[n].shape)), Q.F32) for n in order]
     types = choose_types(specs, mix, model_shape(hp), pure, has_imatrix=imatrix is not None)
     quantized = [(n, spec.ne, types[n]) for n, spec in zip(order, specs) if types[n] != Q.F32]
-    importance = imatrix_apply.plan_importance(imatrix, quantized, mix.ftype, str(hf_dir)) if imatrix else {}
+    importance = imatrix_apply.plan_importance(imatrix, quantized, mix.ftype, str(hf_dir))
 
     def metadata(w: gguf.GGUFWriter) -> None:
         write_model_metadata(w, meta, hp, vocab, mix.ftype)
