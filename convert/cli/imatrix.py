@@ -1,7 +1,7 @@
 """`lamina imatrix`: an importance matrix over calibration text, as llama-imatrix computes it.
 
     lamina imatrix -m MODEL -f TEXT [-c 512] [--chunks N] [-b 2048] [-ub 512] [-t N] [-o imatrix.gguf]
-                   [--output-format gguf|dat] [--parse-special]
+                   [--output-format gguf|dat] [--process-output] [--parse-special]
 
 The output is llama.cpp's GGUF imatrix (llama-quantize --imatrix reads it, and
 so do `lamina quantize --imatrix` and `lamina convert --imatrix`). See
@@ -41,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
         "-ub", "--ubatch-size", type=int, default=512, help="llama-imatrix's -ub: micro-batch size (default 512)"
     )
     p.add_argument("-t", "--threads", type=checked(options.n_threads), default=None, help="threads (default: all)")
+    p.add_argument(
+        "--process-output", action="store_true", help="collect the output head too (output.weight), as llama-imatrix's"
+    )
     p.add_argument(
         "--parse-special", action="store_true", help="recognise control tokens written in the text (llama.cpp's flag)"
     )
@@ -88,6 +91,7 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         on_chunk=tick,
         n_batch=args.batch_size,
         n_ubatch=args.ubatch_size,
+        process_output=args.process_output,
     )
     (write_imatrix_legacy if args.output_format == "dat" else write_imatrix)(args.output, im)
     err.print(f"\nimatrix: {len(im.entries)} entries from {n_chunk} chunks -> {args.output}")

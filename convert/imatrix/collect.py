@@ -18,9 +18,11 @@
   micro-batch under 16 tokens (3 chunks of 512: 2 tokens of each, 6 rows,
   skipped). lamina evaluates each chunk alone and leaves the dense matmuls
   out of the same tokens.
-- The output head is not collected (llama-imatrix only does with
-  --process-output). q, k and v share one input, so their sums are the same
-  numbers, as in llama-imatrix.
+- The output head is collected only with process_output (--process-output),
+  and only when the file has an `output.weight` (a model whose head is its
+  token embedding has none, and llama-imatrix collects nothing for it
+  either). q, k and v share one input, so their sums are the same numbers,
+  as in llama-imatrix.
 - Mixture-of-experts weights (`ffn_*_exps`) get one row of sums and one count
   per expert: each token adds to the experts the router picked for it (the
   router `ffn_gate_inp` itself is a dense matmul of the FFN input).
@@ -104,23 +106,21 @@ def compute_imatrix(
     on_chunk: Callable[[int, int], None] | None = None,
     n_batch: int = N_BATCH,
     n_ubatch: int = N_UBATCH,
+    process_output: bool = False,
 ) -> Imatrix:
     """The importance matrix of `model` over `tokens` (BOS included as the
     vocabulary adds it); bos_id replaces each chunk's first token when set.
     n_batch, n_ubatch: llama-imatrix's -b and -ub, which decide the tokens that count."""
     toks = np.asarray(tokens, dtype=np.int32)
     n_chunk = plan_chunks(len(toks), n_ctx, n_chunks)
-    if n_batch < 1 or n_ubatch < 1 or not (n_batch < n_ctx or n_batch % n_ctx == 0):
-        raise ImatrixInputError(
-            f"-b {n_batch} -ub {n_ubatch}: expected both >= 1 and -b below -c or a multiple of it ({n_ctx}), "
-            "as llama-imatrix requires"
-        )
+    if n_batch < 1 or n_ubatch < 1:
+        raise ImatrixInputError(f"-b {n_batch} -ub {n_ubatch}: expected both >= 1")
     n_seq = max(1, n_batch // n_ctx)  # chunks llama-imatrix evaluates side by side
     n_batch = min(n_batch, n_seq * n_ctx)  # llama-imatrix's, then its context's clamps
     n_ubatch = min(n_ubatch, n_batch)
     ctx = Context(model, n_ctx=n_ctx, n_batch=min(n_ctx, N_UBATCH), n_threads=n_threads)
     try:
-        ctx.collect_imatrix(True)
+        ctx.collect_imatrix(True, head=process_output)
         for i in range(n_chunk):
             group = i - i % n_seq
             pieces = _merged(micro_batches(n_ctx, min(n_seq, n_chunk - group), n_seq > 1, n_batch, n_ubatch))
@@ -130,15 +130,18 @@ def compute_imatrix(
             ctx.truncate(0)
             for a, n, dense in pieces:
                 ctx.imatrix_dense(dense)
-                ctx.eval(chunk[a : a + n])
+                ctx.eval(chunk[a : a + n], all_logits=process_output)
             if on_chunk is not None:
                 on_chunk(i + 1, n_chunk)
         got = ctx.collect_imatrix(False)
     finally:
         ctx.close()
     assert got is not None
-    sums, counts = got
+    sums, counts, *head = got
     entries = name_entries(model, sums, counts)
+    if head and head[1][0] > 0 and any(t.name == "output.weight" for t in model.native.gguf.tensors):
+        entries["output.weight"] = ImatrixEntry(head[0].reshape(1, -1).copy(), head[1].copy())
+        entries = dict(sorted(entries.items()))
     most = max((int(e.counts.max()) for e in entries.values()), default=0)
     return Imatrix(entries, [dataset] if dataset else [], most // n_ctx, n_ctx)
 

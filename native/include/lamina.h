@@ -273,10 +273,13 @@ int lm_context_capture(lm_context *ctx, int32_t il, float *attn_in, float *wo_in
  *   exp_down [n_expert][n_ff_exp] input of each expert's down
  * and counts holds 1 + n_expert int64: the rows of the dense matmuls, then
  * the rows routed to each expert. Both NULL stops; the caller owns them.
+ * head_sums [n_embd] and *head_count, when not NULL, get the output head's
+ * input (the rows whose logits are asked for), as llama-imatrix
+ * --process-output, under the dense flag too.
  * Only layers run on this host are seen (not those on an offload device);
  * when off, the forward pass pays one NULL check per layer. */
 int64_t lm_imatrix_layer_floats(const lm_model *model);
-int lm_context_imatrix(lm_context *ctx, float *sums, int64_t *counts, int dense);
+int lm_context_imatrix(lm_context *ctx, float *sums, int64_t *counts, int dense, float *head_sums, int64_t *head_count);
 /* ========================================================== sequences ===
  * llama.cpp's model: a batch is a list of tokens, each with its sequence, its
  * position in that sequence and a flag "return my logits"; one KV cache holds

@@ -427,6 +427,10 @@ int lm_forward(lm_context *c, const lm_batch *b, int32_t il0, int32_t il1, const
     if (il1 < p->n_layer || !logits || c->b_n_out == 0) return LM_OK;
     /* xb now holds output_norm(x) */
     gather_out_rows(c);
+    if (c->imx_head && c->imx_dense) {
+        lm_imx_add(c, c->imx_head, c->xb, c->b_n_out, p->n_embd);
+        *c->imx_head_count += c->b_n_out;
+    }
     const lm_mm_out head[1] = { { .w = &p->output, .rows = p->n_vocab, .y = logits } };
     int rc = lm_matmuls(c, c->xb, p->n_embd, c->b_n_out, head, 1);
     if (rc) return rc;

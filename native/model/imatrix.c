@@ -18,12 +18,16 @@ int64_t lm_imatrix_layer_floats(const lm_model *m) {
     return 2 * E + (int64_t)p->n_head * p->head_dim + p->n_ff + X * (E + p->n_ff_exp);
 }
 
-int lm_context_imatrix(lm_context *c, float *sums, int64_t *counts, int dense) {
+int lm_context_imatrix(lm_context *c, float *sums, int64_t *counts, int dense, float *head_sums, int64_t *head_count) {
     if (!c) return lm_set_error(LM_ERR_ARG, "lm_context_imatrix: context is NULL");
-    if (!sums != !counts) return lm_set_error(LM_ERR_ARG, "lm_context_imatrix: sums and counts go together");
+    if (!sums != !counts || !head_sums != !head_count || (head_sums && !sums))
+        return lm_set_error(LM_ERR_ARG,
+                            "lm_context_imatrix: sums and counts (and head_sums and head_count) go together");
     c->imx_sums = sums;
     c->imx_counts = counts;
     c->imx_dense = dense != 0;
+    c->imx_head = head_sums;
+    c->imx_head_count = head_count;
     return LM_OK;
 }
 

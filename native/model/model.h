@@ -101,6 +101,8 @@ struct lm_context {
     float *imx_sums;              /* [n_layer][lm_imatrix_layer_floats] */
     int64_t *imx_counts;          /* [n_layer][1 + n_expert] */
     int imx_dense;                /* 0: only the experts' matmuls add */
+    float *imx_head;              /* [n_embd] the output head's input, or NULL */
+    int64_t *imx_head_count;
 };
 
 /* a context whose cache holds layers [kv_il0, kv_il1) only (the others run

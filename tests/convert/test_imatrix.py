@@ -173,8 +173,8 @@ def test_plan_chunks_refusals() -> None:
         plan_chunks(1000, 8, None)
     with pytest.raises(ImatrixInputError, match="--chunks"):
         plan_chunks(1000, 128, 0)
-    with pytest.raises(ImatrixInputError, match="-b 200"):
-        compute_imatrix(None, np.zeros(1000, np.int32), 128, n_batch=200)  # type: ignore[arg-type]
+    with pytest.raises(ImatrixInputError, match="-b 0"):
+        compute_imatrix(None, np.zeros(1000, np.int32), 128, n_batch=0)  # type: ignore[arg-type]
 
 
 def test_offloaded_context_refuses(tiny) -> None:

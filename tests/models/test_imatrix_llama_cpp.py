@@ -178,3 +178,17 @@ def test_moe_quantize_pure_with_imatrix_byte_equal(moe, tmp_path: Path) -> None:
     args = [str(moe["hf"]), "-o", str(converted), "--q4_0", "--pure", "--imatrix", im, "--threads", "2", "--quiet"]
     assert convert_cli.main(args) == 0
     assert converted.read_bytes() == theirs.read_bytes()
+
+
+def test_moe_process_output(moe, tmp_path: Path) -> None:
+    """--process-output adds output.weight (this model's head is its own
+    tensor; SmolLM2's is its token embedding, and neither tool collects it)."""
+    exe = _tool("llama-imatrix")
+    args = ["-c", "128", "--chunks", "2", "-t", "2", "--process-output"]
+    _run([exe, "-m", moe["model"], "-f", TEXT, *args, "--no-ppl", "-o", tmp_path / "llama.gguf"])
+    assert imatrix_cli.main(["-m", str(moe["model"]), "-f", str(TEXT), *args, "-o", str(tmp_path / "lamina.gguf")]) == 0
+    ours, theirs = read_imatrix(tmp_path / "lamina.gguf"), read_imatrix(tmp_path / "llama.gguf")
+    assert list(ours.entries) == list(theirs.entries) and "output.weight" in theirs.entries
+    a, b = ours.entries["output.weight"], theirs.entries["output.weight"]
+    assert a.counts.tolist() == b.counts.tolist() == [256]
+    assert np.abs(a.sums - b.sums).sum() <= 1e-4 * np.abs(b.sums).sum()
