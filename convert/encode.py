@@ -29,19 +29,32 @@ class Encoder:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
-    def encode(self, name: str, x: np.ndarray, qtype: Q) -> np.ndarray:
-        """x: f32 in numpy order (last axis contiguous) -> u8 [rows, row_bytes]."""
+    def encode(self, name: str, x: np.ndarray, qtype: Q, importance: np.ndarray | None = None) -> np.ndarray:
+        """x: f32 in numpy order (last axis contiguous) -> u8 [rows, row_bytes].
+        importance: f32 [n_mat * n], the quantizer's weights (an importance
+        matrix), row j for the j-th of n_mat equal runs of rows (the experts
+        of a 3-D stack)."""
         rows = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, x.shape[-1])
         check_finite(name, rows)
         if qtype == Q.F32:
             return rows.view(np.uint8)
         n_rows, n = rows.shape
         out = np.empty((n_rows, row_bytes(qtype, n)), dtype=np.uint8)
+        if n_rows == 0:
+            return out
         step = max(1, _CHUNK_WEIGHTS // n)
-        starts = range(0, n_rows, step)
+        per_mat, weights = n_rows, None
+        if importance is not None:
+            weights = np.ascontiguousarray(importance, dtype=np.float32).reshape(-1, n)
+            if n_rows % len(weights):
+                raise ValueError(f"tensor {name!r}: {n_rows} rows do not split into {len(weights)} experts")
+            per_mat = n_rows // len(weights)
+        # chunks never cross an expert: each has its own importance row
+        starts = [m + a for m in range(0, n_rows, per_mat) for a in range(0, per_mat, step)]
 
         def run(a: int) -> None:
-            out[a : a + step] = quantize(rows[a : a + step], qtype)
+            b = min(a + step, (a // per_mat + 1) * per_mat)
+            out[a:b] = quantize(rows[a:b], qtype, None if weights is None else weights[a // per_mat])
 
         if self._pool is None or len(starts) == 1:
             for a in starts:

@@ -41,3 +41,12 @@ class ImatrixRequiredError(ConvertError):
 
 class QuantizeInputError(ConvertError):
     """A GGUF given to `quantize` cannot be requantized as asked."""
+
+
+class ImatrixError(ConvertError, ValueError):
+    """An importance-matrix file is unreadable, malformed, or does not fit the model."""
+
+    def __init__(self, path: object, message: str, *, field: str | None = None) -> None:
+        self.path = str(path)
+        self.field = field
+        super().__init__(f"{self.path}: {field + ': ' if field else ''}{message}")

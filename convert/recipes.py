@@ -254,6 +254,9 @@ def _mix_rule(s: _Counters, t: TensorSpec, mix: Mix, shape: ModelShape, new: Q) 
             new = Q.Q6_K
         elif f == F.MOSTLY_Q4_K_S and i < n // 8:
             new = Q.Q5_K
+        elif f in (F.MOSTLY_Q4_0, F.MOSTLY_Q5_0) and s.has_imatrix and i < n // 8:
+            # llama-quantize's guard for the first ffn_down layers, with an imatrix only
+            new = Q.Q4_1 if f == F.MOSTLY_Q4_0 else Q.Q5_1
         s.i_ffn_down += 1
     elif cat == "attn_output":
         if f == F.MOSTLY_Q2_K:
@@ -295,25 +298,30 @@ def _iq_low_rule(s: _Counters, cat: str, f: F, shape: ModelShape, new: Q) -> Q:
 
 
 # the types llama-quantize makes only with an importance matrix
-# (tensor_requires_imatrix), except for the embedding and the output head
+# (tensor_requires_imatrix), except for the embeddings and the output head
 _IMATRIX_TYPES = (Q.IQ3_XXS, Q.IQ2_XXS, Q.IQ2_XS, Q.IQ2_S, Q.IQ1_M, Q.IQ1_S)
+_NO_IMATRIX_NEEDED = ("token_embd.weight", "per_layer_token_embd.weight", "output.weight")
 
 
-def imatrix_required(types: dict[str, Q]) -> list[str]:
+def requires_imatrix(name: str, qtype: Q, ftype: F) -> bool:
+    """llama-quant.cpp's tensor_requires_imatrix: tensor `name` quantized to
+    `qtype` in a file of `ftype` needs an importance matrix."""
+    if name in _NO_IMATRIX_NEEDED:
+        return False
+    return qtype in _IMATRIX_TYPES or (qtype == Q.Q2_K and ftype == F.MOSTLY_Q2_K_S)
+
+
+def imatrix_required(types: dict[str, Q], ftype: F) -> list[str]:
     """The tensors (of choose_types' answer) llama-quantize refuses to write
     without an importance matrix, in order."""
-    return [
-        name
-        for name, q in types.items()
-        if q in _IMATRIX_TYPES and name not in ("token_embd.weight", "per_layer_token_embd.weight", "output.weight")
-    ]
+    return [name for name, q in types.items() if requires_imatrix(name, q, ftype)]
 
 
 def check_imatrix(types: dict[str, Q], mix: Mix, has_imatrix: bool) -> None:
     """ImatrixRequiredError naming the first tensor that needs an importance
     matrix where none is given (llama-quantize: "this quantization requires
     an imatrix!")."""
-    need = imatrix_required(types)
+    need = imatrix_required(types, mix.ftype)
     if need and not has_imatrix:
         raise ImatrixRequiredError(
             f"the {mix.name} mix requires an importance matrix: tensor {need[0]!r} would be "

@@ -4,7 +4,10 @@ Metadata is copied key by key with its GGUF type; general.quantization_version
 and general.file_type are re-set (and so move last), split keys dropped.
 Tensors that keep their type are copied byte for byte; the rest are widened to
 f32 and quantized. Requantizing an already-quantized tensor loses quality
-twice, so it is refused unless asked for, before anything is written.
+twice, so it is refused unless asked for, before anything is written. With an
+importance matrix, each quantized tensor gets its entry as llama-quantize
+gives it (lamina.convert.imatrix.apply), and the quantize.imatrix.* keys go
+after general.file_type.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from gguf import GGMLQuantizationType as Q
 
 from lamina.convert.encode import Encoder
 from lamina.convert.errors import QuantizeInputError
+from lamina.convert.imatrix import apply as imatrix_apply
+from lamina.convert.imatrix.format import Imatrix
 from lamina.convert.pipeline import Job
-from lamina.convert.recipes import Mix, ModelShape, TensorSpec, check_imatrix, choose_types, tensor_order
+from lamina.convert.recipes import Mix, ModelShape, TensorSpec, choose_types, tensor_order
 from lamina.convert.writer import OutTensor, check_output, set_kv
 from lamina.gguf.reader import GGUFFile, TensorInfo
 from lamina.quants import dequantize
@@ -41,7 +46,11 @@ def plan_gguf(
     force: bool = False,
     pure: bool = False,
     allow_requantize: bool = False,
+    imatrix: Imatrix | None = None,
+    imatrix_arg: str = "",
 ) -> Job:
+    """imatrix: importance data for the quantizers; imatrix_arg: the file name as
+    given, recorded in quantize.imatrix.file as llama-quantize records it."""
     g = GGUFFile(src)
     if out.resolve() == src.resolve():
         raise QuantizeInputError(f"{out}: the output would overwrite the input")
@@ -50,8 +59,7 @@ def plan_gguf(
     infos = {t.name: t for t in g.tensors}
     order = tensor_order(list(infos))
     specs = [TensorSpec(n, infos[n].ne, infos[n].ggml_type) for n in order]
-    types = choose_types(specs, mix, _model_shape(g, arch), pure)
-    check_imatrix(types, mix, has_imatrix=False)  # no importance matrix reaches the encoder yet
+    types = choose_types(specs, mix, _model_shape(g, arch), pure, has_imatrix=imatrix is not None)
 
     requantized = [n for n in order if types[n] != infos[n].ggml_type and infos[n].ggml_type not in _FLOAT_TYPES]
     if requantized and not allow_requantize:
@@ -61,17 +69,30 @@ def plan_gguf(
             f"be requantized, losing quality twice); pass --allow-requantize to do it anyway"
         )
 
+    quantized = [(n, infos[n].ne, types[n]) for n in order if types[n] != infos[n].ggml_type]
+    # without an imatrix too: the types that need one refuse here, as llama-quantize does
+    importance = imatrix_apply.plan_importance(imatrix, quantized, mix.ftype, str(src))
+
+    new_keys = imatrix_apply.quantize_keys(imatrix, imatrix_arg) if imatrix is not None else {}
+
     def metadata(w: gguf.GGUFWriter) -> None:
         for key, value in g.metadata.items():
-            if key in (gguf.Keys.General.ARCHITECTURE, *_SPLIT_KEYS, *_RESET_KEYS):
+            # re-set keys move last (ggml's gguf_set_val_* removes, then appends)
+            if key in (gguf.Keys.General.ARCHITECTURE, *_SPLIT_KEYS, *_RESET_KEYS, *new_keys):
                 continue
             t = g.metadata_types[key]
             set_kv(w, key, value, t.type, t.element)
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         w.add_file_type(int(mix.ftype))
+        for key, (value, vtype) in new_keys.items():
+            w.add_key_value(key, value, vtype)
 
     tensors = [
-        (OutTensor(n, infos[n].np_shape, types[n]), partial(_produce, g, infos[n], types[n], encoder)) for n in order
+        (
+            OutTensor(n, infos[n].np_shape, types[n]),
+            partial(_produce, g, infos[n], types[n], encoder, importance.get(n)),
+        )
+        for n in order
     ]
     return Job(out, arch, metadata, tensors)
 
@@ -90,9 +111,11 @@ def _model_shape(g: GGUFFile, arch: str) -> ModelShape:
     return ModelShape(n_layer, n_head, n_head_kv, is_70b)
 
 
-def _produce(g: GGUFFile, info: TensorInfo, qtype: Q, encoder: Encoder) -> np.ndarray:
+def _produce(
+    g: GGUFFile, info: TensorInfo, qtype: Q, encoder: Encoder, importance: np.ndarray | None = None
+) -> np.ndarray:
     raw = g.tensor_bytes(info.name)
     if qtype == info.ggml_type:
         return raw
     x = raw.view(np.float32) if info.ggml_type == Q.F32 else dequantize(raw, info.ggml_type)
-    return encoder.encode(info.name, x.reshape(info.np_shape), qtype)
+    return encoder.encode(info.name, x.reshape(info.np_shape), qtype, importance)

@@ -45,5 +45,12 @@ pip_q ".[test,server]"
 # the real models, once: oracle tests compare against them and must not skip
 "$py" -m lamina models fetch smollm2-135m-instruct gemma-3-270m qwen2.5-coder-0.5b
 
+# llama-imatrix and llama-quantize, the oracles of tests/models/test_imatrix_llama_cpp.py:
+# built once from the same sdist into the cache (minutes the first time, nothing after)
+bin="$cache/llama.cpp/build/bin"
+if [ ! -x "$bin/llama-imatrix" ] || [ ! -x "$bin/llama-quantize" ]; then
+  tools/build_llama_cpp.sh llama-imatrix llama-quantize >/dev/null
+fi
+
 if [ $# -eq 0 ]; then set -- -q tests; fi
 exec "$py" -m pytest "$@"

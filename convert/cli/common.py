@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 import signal
+import warnings
 from collections.abc import Callable
 
 from rich.console import Console
 from rich.markup import escape
 
 from lamina.convert.encode import Encoder
+from lamina.convert.imatrix.apply import ImatrixMissingWarning
 from lamina.convert.pipeline import Job, run_job
 from lamina.convert.report import TensorProgress, summary_table
 from lamina.errors import LaminaError
@@ -31,7 +33,14 @@ def execute(plan: Callable[[Encoder], Job], threads: int, quiet: bool) -> int:
     encoder = Encoder(threads)
     progress = None if quiet else TensorProgress(console)
     try:
-        job = plan(encoder)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            job = plan(encoder)
+        for w in caught:  # ours as one line, anything else as Python shows it
+            if issubclass(w.category, ImatrixMissingWarning):
+                console.print(f"[bold yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         summary = run_job(job, progress)
     except LaminaError as e:
         return _fail(console, str(e))

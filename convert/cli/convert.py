@@ -1,13 +1,13 @@
 """`lamina convert HF_DIR`: a Hugging Face checkpoint to GGUF in one step.
 
     lamina convert HF_DIR [-o OUT.gguf] [--outtype TYPE | --q4_k | --q8_0 | ...]
-                   [--pure] [--threads N] [--force] [--quiet]
+                   [--imatrix FILE] [--pure] [--threads N] [--force] [--quiet]
     lamina convert HF_DIR --gptq [--q4_0 | --q4_k] [--bits 4] [--group-size 128]
                    [--act-order] [--sym | --asym] [--damp 0.01]
                    [--calibration FILE] [--nsamples 128] [--seqlen 512]
 
 The output is byte-for-byte what llama.cpp's converter (to f32) followed by
-llama-quantize TYPE writes. Without -o the file goes into HF_DIR, named as
+llama-quantize TYPE (--imatrix FILE) writes. Without -o the file goes into HF_DIR, named as
 llama.cpp names it (model name, size, type).
 
 --gptq quantizes with GPTQ, calibrated layer by layer on lamina's own engine
@@ -46,6 +46,7 @@ from lamina.convert.gptq.calibrate import LayerStats
 from lamina.convert.gptq.convert import GPTQOptions, GPTQOptionsError, plan_gptq
 from lamina.convert.gptq.importer import gptq_checkpoint_config, plan_gptq_import
 from lamina.convert.hf.convert import plan_hf
+from lamina.convert.imatrix.format import read_imatrix
 from lamina.convert.recipes import ALIASES, MIXES, get_mix
 
 DEFAULT_TYPE = "f16"  # llama.cpp's converter default
@@ -72,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
     types.add_argument("--outtype", choices=[*MIXES, *ALIASES], help=f"output type / mix (default {DEFAULT_TYPE})")
     for name in [*MIXES, *ALIASES]:
         types.add_argument(f"--{name}", dest="outtype", action="store_const", const=name, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--imatrix", metavar="FILE", help="importance matrix (GGUF or legacy .dat), as llama-quantize --imatrix"
+    )
     p.add_argument("--pure", action="store_true", help="no mix: every quantizable tensor gets the type itself")
     threads = checked(options.n_threads)
     p.add_argument("--threads", type=threads, default=default_threads(), help="quantization threads (default: all)")
@@ -190,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def plan(enc):
         if args.gptq or any(getattr(args, dest) is not None for dest, _ in GPTQ_FLAGS):
+            if args.imatrix:
+                raise GPTQOptionsError("--imatrix and --gptq do not go together (GPTQ calibrates on its own)")
             opts = gptq_options(args)
             if gptq_checkpoint_config(args.hf_dir) is not None:
                 raise GPTQOptionsError(
@@ -203,8 +209,12 @@ def main(argv: list[str] | None = None) -> int:
                     progress.stop()
         mix = get_mix(args.outtype or DEFAULT_TYPE)
         if gptq_checkpoint_config(args.hf_dir) is not None:
+            if args.imatrix:
+                raise GPTQOptionsError("--imatrix applies to ggml quantization, not to importing a GPTQ checkpoint")
             return plan_gptq_import(args.hf_dir, mix, enc, args.output, args.force, args.pure)
-        return plan_hf(args.hf_dir, mix, enc, args.output, args.force, args.pure)
+        im = read_imatrix(args.imatrix) if args.imatrix else None
+        src = args.imatrix or ""
+        return plan_hf(args.hf_dir, mix, enc, args.output, args.force, args.pure, imatrix=im, imatrix_arg=src)
 
     return execute(plan, args.threads, args.quiet)
 

@@ -1,10 +1,12 @@
 """`lamina quantize IN.gguf OUT.gguf TYPE`: apply a quantization mix to a GGUF.
 
-    lamina quantize IN.gguf OUT.gguf TYPE [--pure] [--allow-requantize]
+    lamina quantize IN.gguf OUT.gguf TYPE [--imatrix FILE] [--pure] [--allow-requantize]
                     [--threads N] [--force] [--quiet]
 
 The same recipes as `convert` and llama-quantize; an already-quantized input
-is refused unless --allow-requantize.
+is refused unless --allow-requantize. --imatrix takes an importance matrix
+(`lamina imatrix`'s or llama-imatrix's, GGUF or legacy .dat) and uses it as
+llama-quantize does.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from pathlib import Path
 from lamina import options
 from lamina.cli.errors import checked
 from lamina.convert.cli.common import default_threads, execute
+from lamina.convert.encode import Encoder
+from lamina.convert.imatrix.format import read_imatrix
+from lamina.convert.pipeline import Job
 from lamina.convert.recipes import ALIASES, MIXES, get_mix
 from lamina.convert.requantize import plan_gguf
 
@@ -30,6 +35,9 @@ def parser() -> argparse.ArgumentParser:
         choices=[*MIXES, *ALIASES],
         metavar="TYPE",
         help=f"one of: {', '.join([*MIXES, *ALIASES])}",
+    )
+    p.add_argument(
+        "--imatrix", metavar="FILE", help="importance matrix (GGUF or legacy .dat) the quantizers weight errors by"
     )
     p.add_argument("--pure", action="store_true", help="no mix: every quantizable tensor gets TYPE itself")
     p.add_argument("--allow-requantize", action="store_true", help="requantize tensors that are already quantized")
@@ -47,11 +55,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     mix = get_mix(args.type)
-    return execute(
-        lambda enc: plan_gguf(args.input, args.output, mix, enc, args.force, args.pure, args.allow_requantize),
-        args.threads,
-        args.quiet,
-    )
+
+    def plan(enc: Encoder) -> Job:
+        im = read_imatrix(args.imatrix) if args.imatrix else None
+        return plan_gguf(
+            args.input, args.output, mix, enc, args.force, args.pure, args.allow_requantize, im, args.imatrix or ""
+        )
+
+    return execute(plan, args.threads, args.quiet)
 
 
 if __name__ == "__main__":

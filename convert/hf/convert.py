@@ -27,8 +27,10 @@ from lamina.convert.hf.arch import (
 )
 from lamina.convert.hf.checkpoint import HFCheckpoint
 from lamina.convert.hf.vocab import load_vocab
+from lamina.convert.imatrix import apply as imatrix_apply
+from lamina.convert.imatrix.format import Imatrix
 from lamina.convert.pipeline import Job
-from lamina.convert.recipes import Mix, ModelShape, TensorSpec, check_imatrix, choose_types, tensor_order
+from lamina.convert.recipes import Mix, ModelShape, TensorSpec, choose_types, tensor_order
 from lamina.convert.writer import OutTensor, check_output, move_to_end
 
 QUANT_VERSION_KEY = gguf.Keys.General.QUANTIZATION_VERSION
@@ -43,8 +45,12 @@ def plan_hf(
     force: bool = False,
     pure: bool = False,
     label: str | None = None,
+    imatrix: Imatrix | None = None,
+    imatrix_arg: str = "",
 ) -> Job:
-    """label: the last part of the default file name (the mix's, e.g. Q4_K_M, by default)."""
+    """label: the last part of the default file name (the mix's, e.g. Q4_K_M, by default);
+    imatrix: importance data as llama-quantize --imatrix uses it (imatrix_arg: the
+    file name as given, which the output records)."""
     ckpt = HFCheckpoint(hf_dir)
     arch = detect(ckpt.config, str(hf_dir / "config.json"))
     hp = load_hparams(arch, ckpt.config)
@@ -56,14 +62,21 @@ def plan_hf(
 
     order = tensor_order(list(sources))
     specs = [TensorSpec(n, tuple(reversed(sources[n].shape)), Q.F32) for n in order]
-    types = choose_types(specs, mix, model_shape(hp), pure)
-    check_imatrix(types, mix, has_imatrix=False)  # no importance matrix reaches the encoder yet
+    types = choose_types(specs, mix, model_shape(hp), pure, has_imatrix=imatrix is not None)
+    quantized = [(n, spec.ne, types[n]) for n, spec in zip(order, specs) if types[n] != Q.F32]
+    importance = imatrix_apply.plan_importance(imatrix, quantized, mix.ftype, str(hf_dir))
 
     def metadata(w: gguf.GGUFWriter) -> None:
         write_model_metadata(w, meta, hp, vocab, mix.ftype)
+        if imatrix is not None:
+            for key, (value, vtype) in imatrix_apply.quantize_keys(imatrix, imatrix_arg).items():
+                w.add_key_value(key, value, vtype)
 
     tensors = [
-        (OutTensor(n, sources[n].shape, types[n]), partial(_produce, ckpt, sources[n], types[n], encoder))
+        (
+            OutTensor(n, sources[n].shape, types[n]),
+            partial(_produce, ckpt, sources[n], types[n], encoder, importance.get(n)),
+        )
         for n in order
     ]
     return Job(out, arch.name, metadata, tensors)
@@ -129,7 +142,9 @@ def model_shape(hp: HFConfig) -> ModelShape:
     return ModelShape(hp.n_layer, hp.n_head, hp.n_head_kv, is_70b)
 
 
-def _produce(ckpt: HFCheckpoint, src: SourceTensor, qtype: Q, encoder: Encoder) -> np.ndarray:
+def _produce(
+    ckpt: HFCheckpoint, src: SourceTensor, qtype: Q, encoder: Encoder, importance: np.ndarray | None = None
+) -> np.ndarray:
     if src.generate is not None:
         x = src.generate()
     elif src.stack:
@@ -139,4 +154,4 @@ def _produce(ckpt: HFCheckpoint, src: SourceTensor, qtype: Q, encoder: Encoder) 
         x = ckpt.load_f32(src.hf_name)
         if src.transform is not None:
             x = src.transform(x)
-    return encoder.encode(src.name, x, qtype)
+    return encoder.encode(src.name, x, qtype, importance)

@@ -266,6 +266,28 @@ int lm_context_eval_layers(lm_context *ctx, const int32_t *tokens, int32_t n_tok
  * n_head * head_dim), ffn_in (normed input of gate/up, n_embd), down_in
  * (act(gate) * up, n_ff). Buffers hold n_batch rows. il = -1 stops. */
 int lm_context_capture(lm_context *ctx, int32_t il, float *attn_in, float *wo_in, float *ffn_in, float *down_in);
+/* Importance matrix (lamina imatrix; llama-imatrix's statistics): from now
+ * on every batch run on this host adds, for each layer, x * x of every
+ * matmul input, summed over the batch's rows in row order in float, into
+ * sums, and the number of rows into counts; with dense 0 only the experts'
+ * matmuls add (llama-imatrix skips dense matmuls of micro-batches under 16
+ * rows: the caller, which knows llama.cpp's split, says). Per layer il, sums holds
+ * lm_imatrix_layer_floats(model) floats:
+ *   attn_in [n_embd]     input of q, k, v (attn_qkv)
+ *   wo_in   [q_dim]      input of attn_output
+ *   ffn_in  [n_embd]     input of gate, up (the router in a MoE layer)
+ *   down_in [n_ff]       input of ffn_down
+ *   exp_in  [n_expert][n_embd]    input of each expert's gate and up
+ *   exp_down [n_expert][n_ff_exp] input of each expert's down
+ * and counts holds 1 + n_expert int64: the rows of the dense matmuls, then
+ * the rows routed to each expert. Both NULL stops; the caller owns them.
+ * head_sums [n_embd] and *head_count, when not NULL, get the output head's
+ * input (the rows whose logits are asked for), as llama-imatrix
+ * --process-output, under the dense flag too.
+ * Only layers run on this host are seen (not those on an offload device);
+ * when off, the forward pass pays one NULL check per layer. */
+int64_t lm_imatrix_layer_floats(const lm_model *model);
+int lm_context_imatrix(lm_context *ctx, float *sums, int64_t *counts, int dense, float *head_sums, int64_t *head_count);
 /* ========================================================== sequences ===
  * llama.cpp's model: a batch is a list of tokens, each with its sequence, its
  * position in that sequence and a flag "return my logits"; one KV cache holds

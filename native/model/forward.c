@@ -373,6 +373,13 @@ static void capture(const fwd_job *job, int which, const float *src, int64_t wid
     if (job->c->capture_il == job->il && dst) memcpy(dst, src, sizeof(float) * (size_t)(job->n_tokens * width));
 }
 
+/* lm_context_imatrix: x * x of a dense matmul input into its sums */
+static int imx_on(const fwd_job *job) { return job->c->imx_sums && job->c->imx_dense; }
+
+static void imx(const fwd_job *job, int part, const float *src, int64_t width) {
+    if (imx_on(job)) lm_imx_add(job->c, lm_imx_part(job->c, job->il, part), src, job->n_tokens, width);
+}
+
 /* ------------------------------------------------------------ matmuls */
 
 typedef struct {
@@ -456,6 +463,8 @@ static int layer_forward(fwd_job *job) {
 
     /* attention: xb holds attn_norm(x) */
     capture(job, 0, c->xb, p->n_embd);
+    if (imx_on(job)) c->imx_counts[(size_t)job->il * (size_t)(1 + p->n_expert)] += T;
+    imx(job, LM_IMX_ATTN_IN, c->xb, p->n_embd);
     const lm_mm_out qkv[3] = { { .w = &l->wq, .rows = q_dim, .y = c->q },
                                { .w = &l->wk, .rows = kv_dim, .y = c->k },
                                { .w = &l->wv, .rows = kv_dim, .y = c->v } };
@@ -479,6 +488,7 @@ static int layer_forward(fwd_job *job) {
         run(c, attention, job, T * p->n_head * hd * 4 * keys);
     }
     capture(job, 1, c->att, q_dim);
+    imx(job, LM_IMX_WO_IN, c->att, q_dim);
     const lm_mm_out o[1] = { { .w = &l->wo, .rows = p->n_embd, .y = c->xb } };
     if ((rc = lm_matmuls(c, c->att, q_dim, T, o, 1))) return rc;
     job->post_norm = l->attn_post_norm;
@@ -487,8 +497,9 @@ static int layer_forward(fwd_job *job) {
 
     /* feed-forward: xb holds ffn_norm(x) */
     capture(job, 2, c->xb, p->n_embd);
+    imx(job, LM_IMX_FFN_IN, c->xb, p->n_embd);
     if (p->n_expert > 0) {
-        if ((rc = lm_moe_ffn(c, l, T))) return rc;
+        if ((rc = lm_moe_ffn(c, l, T, job->il))) return rc;
         job->post_norm = l->ffn_post_norm;
         job->next_norm = job->il + 1 < p->n_layer ? c->model->layers[job->il + 1].attn_norm : p->output_norm;
         run(c, residual_rows, job, T * p->n_embd * 8);
@@ -499,6 +510,7 @@ static int layer_forward(fwd_job *job) {
     if ((rc = lm_matmuls(c, c->xb, p->n_embd, T, gate_up, 2))) return rc;
     run(c, ffn_act, job, T * p->n_ff * 16);
     capture(job, 3, c->hb, p->n_ff);
+    imx(job, LM_IMX_DOWN_IN, c->hb, p->n_ff);
     const lm_mm_out down[1] = { { .w = &l->w_down, .rows = p->n_embd, .y = c->xb } };
     if ((rc = lm_matmuls(c, c->hb, p->n_ff, T, down, 1))) return rc;
     /* only for Q8_K partners: their f32 block scale keeps the residual's
@@ -560,6 +572,10 @@ int lm_forward(lm_context *c, const lm_batch *b, int32_t il0, int32_t il1, const
     if (il1 < p->n_layer || !logits || c->b_n_out == 0) return LM_OK;
     /* xb now holds output_norm(x) */
     gather_out_rows(c);
+    if (c->imx_head && c->imx_dense) {
+        lm_imx_add(c, c->imx_head, c->xb, c->b_n_out, p->n_embd);
+        *c->imx_head_count += c->b_n_out;
+    }
     const lm_mm_out head[1] = { { .w = &p->output, .rows = p->n_vocab, .y = logits } };
     int rc = lm_matmuls(c, c->xb, p->n_embd, c->b_n_out, head, 1);
     if (rc) return rc;

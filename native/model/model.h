@@ -96,6 +96,13 @@ struct lm_context {
     /* lm_context_capture: copies of one layer's matmul inputs, or NULL */
     int32_t capture_il;           /* -1: off */
     float *capture[4];            /* attn_in, wo_in, ffn_in, down_in */
+
+    /* lm_context_imatrix: running sums of x * x of the matmul inputs, or NULL */
+    float *imx_sums;              /* [n_layer][lm_imatrix_layer_floats] */
+    int64_t *imx_counts;          /* [n_layer][1 + n_expert] */
+    int imx_dense;                /* 0: only the experts' matmuls add */
+    float *imx_head;              /* [n_embd] the output head's input, or NULL */
+    int64_t *imx_head_count;
 };
 
 /* a context whose cache holds layers [kv_il0, kv_il1) only (the others run
@@ -129,7 +136,15 @@ void lm_forward_embd_rows(lm_context *c, float *embd);
 
 /* The mixture-of-experts FFN of layer l over T rows: xb holds ffn_norm(x)
  * on entry and the FFN output on return. */
-int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T);
+int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T, int il);
+
+/* ------------------------------------------------------- imatrix.c */
+
+/* offsets of layer il's parts in c->imx_sums (lamina.h, lm_context_imatrix) */
+enum { LM_IMX_ATTN_IN, LM_IMX_WO_IN, LM_IMX_FFN_IN, LM_IMX_DOWN_IN, LM_IMX_EXP_IN, LM_IMX_EXP_DOWN };
+float *lm_imx_part(lm_context *c, int il, int part);
+/* part += x * x of rows [0, T) of x [T][width], rows in order, columns split over the pool */
+void lm_imx_add(lm_context *c, float *part, const float *x, int64_t T, int64_t width);
 
 /* --------------------------------------------------------- kv_seq.c */
 

@@ -60,7 +60,22 @@ static lm_matrix expert_matrix(const lm_matrix *stack, int e, int64_t rows, int6
                         .scale = stack->scale ? stack->scale + e : NULL };
 }
 
-int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T) {
+/* lm_context_imatrix: x * x of each picked expert's rows of x [n][width]
+ * (rows by expert, moe_first) into that expert's sums; as llama-imatrix's
+ * MUL_MAT_ID, at any batch size, one count per (token, expert) */
+static void imx_experts(lm_context *c, int il, int part, const float *x, int64_t width, int count) {
+    const lm_model_params *p = &c->model->p;
+    float *sums = lm_imx_part(c, il, part);
+    int64_t *counts = c->imx_counts + (size_t)il * (size_t)(1 + p->n_expert) + 1;
+    for (int e = 0; e < p->n_expert; e++) {
+        const int32_t r0 = c->moe_first[e], rows = c->moe_first[e + 1] - r0;
+        if (rows == 0) continue;
+        lm_imx_add(c, sums + (int64_t)e * width, x + (int64_t)r0 * width, rows, width);
+        if (count) counts[e] += rows;
+    }
+}
+
+int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T, int il) {
     const lm_model_params *p = &c->model->p;
     const int64_t E = p->n_embd, F = p->n_ff_exp;
     const int k = p->n_expert_used;
@@ -83,6 +98,7 @@ int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T) {
                 }
     }
     c->moe_first[p->n_expert] = n;
+    if (c->imx_sums) imx_experts(c, il, LM_IMX_EXP_IN, c->moe_x, E, 1);
 
     /* every picked expert's gate and up in one call, then its down in one
      * more: decode wakes the pool twice per layer, not three times per expert */
@@ -102,6 +118,7 @@ int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T) {
         lm_gelu_tanh_mul(c->moe_g, c->moe_u, (int64_t)n * F);
     else
         lm_silu_mul(c->moe_g, c->moe_u, (int64_t)n * F);
+    if (c->imx_sums) imx_experts(c, il, LM_IMX_EXP_DOWN, c->moe_g, F, 0);
     n_mm = 0;
     for (int e = 0; e < p->n_expert; e++) {
         const int32_t r0 = c->moe_first[e], rows = c->moe_first[e + 1] - r0;

@@ -205,6 +205,7 @@ class Context:
         self._lock = threading.Lock()  # the native call releases the GIL; one eval at a time
         self._capture: dict[str, np.ndarray] = {}
         self.captured: dict[str, np.ndarray] = {}
+        self._imatrix: tuple[np.ndarray, ...] | None = None  # buffers the native side writes into
 
     def _check_memory(self, hp: HParams) -> None:
         """Refuse a KV cache the host cannot hold, before allocating it (a calloc
@@ -626,6 +627,52 @@ class Context:
             ptrs = [ffi.from_buffer("float[]", bufs[k]) if k in bufs else ffi.NULL for k in widths]
             self._check(lib.lm_context_capture(self._live, int(il), *ptrs))
             self._capture, self.captured = bufs, {}
+
+    def collect_imatrix(self, on: bool, head: bool = False) -> tuple[np.ndarray, ...] | None:
+        """Importance-matrix statistics (lm_context_imatrix): on=True starts
+        from zero and every later batch run here adds x*x of each matmul input;
+        on=False stops and returns (sums f32 [n_layer, lm_imatrix_layer_floats],
+        counts i64 [n_layer, 1 + n_expert]), and with head=True (the output
+        head's input, of the rows whose logits are asked for) head_sums f32
+        [n_embd] and head_count i64 [1]; None if it was not on. Layers on an
+        offload device are not seen, so an offloaded context refuses.
+        imatrix_dense(False) leaves the dense matmuls out of the next batches."""
+        hp = self.model.hparams
+        with self._lock:
+            if not on:
+                if self._imatrix is None:
+                    return None
+                self._check(lib.lm_context_imatrix(self._live, ffi.NULL, ffi.NULL, 0, ffi.NULL, ffi.NULL))
+                out, self._imatrix = self._imatrix, None
+                return out
+            if self.offload.gpu_layers:
+                raise ContextError("importance-matrix collection runs on the CPU only: use gpu_layers=0")
+            width = int(lib.lm_imatrix_layer_floats(self.model.native.ptr))
+            sums = np.zeros((hp.n_layer, width), dtype=np.float32)
+            counts = np.zeros((hp.n_layer, 1 + max(hp.n_expert, 0)), dtype=np.int64)
+            bufs: tuple[np.ndarray, ...] = (sums, counts)
+            if head:
+                bufs += (np.zeros(hp.n_embd, dtype=np.float32), np.zeros(1, dtype=np.int64))
+            self._imatrix = bufs
+            self._register_imatrix(True)
+            return None
+
+    def imatrix_dense(self, on: bool) -> None:
+        """While collecting: whether the dense matmuls of the next batches add
+        (the experts' always do)."""
+        with self._lock:
+            if self._imatrix is None:
+                raise ContextError("imatrix_dense: no importance-matrix collection is on")
+            self._register_imatrix(on)
+
+    def _register_imatrix(self, dense: bool) -> None:
+        assert self._imatrix is not None
+        sums, counts, *head = self._imatrix
+        hs, hc = ffi.NULL, ffi.NULL
+        if head:
+            hs, hc = ffi.from_buffer("float[]", head[0]), ffi.from_buffer("int64_t[]", head[1])
+        ptrs = ffi.from_buffer("float[]", sums), ffi.from_buffer("int64_t[]", counts)
+        self._check(lib.lm_context_imatrix(self._live, *ptrs, int(bool(dense)), hs, hc))
 
     def _collect(self, T: int) -> None:
         self.captured = {k: buf[:T].copy() for k, buf in self._capture.items()}

@@ -144,11 +144,11 @@ def test_interrupted_run_leaves_nothing(
     calls = []
     real = Encoder.encode
 
-    def flaky(self: Encoder, name: str, x: np.ndarray, qtype):
+    def flaky(self: Encoder, name: str, x: np.ndarray, qtype, importance=None):
         calls.append(name)
         if len(calls) == 5:
             raise KeyboardInterrupt
-        return real(self, name, x, qtype)
+        return real(self, name, x, qtype, importance)
 
     monkeypatch.setattr(Encoder, "encode", flaky)
     with pytest.raises(KeyboardInterrupt):

@@ -278,7 +278,7 @@ def test_iq_mixes_refuse_without_an_imatrix(mix: str) -> None:
     tensor but the embedding / output head gets IQ1_*, IQ2_* or IQ3_XXS"""
     specs, shape = _square(8, 512, 1024), ModelShape(8, 8, 4, False)
     types = choose_types(specs, get_mix(mix), shape)
-    need = imatrix_required(types)
+    need = imatrix_required(types, get_mix(mix).ftype)
     if mix in ("iq3_s", "iq3_m"):
         assert need == []
         check_imatrix(types, get_mix(mix), has_imatrix=False)

@@ -203,7 +203,8 @@ def _repl(*args):
 def test_the_lamina_command_and_its_subcommands():
     top = subprocess.run([*LAMINA, "--help"], capture_output=True, text=True, timeout=60)
     assert top.returncode == 0
-    for name in ("run", "convert", "quantize", "bench", "bench-kernels", "perplexity", "inspect", "quant-report"):
+    names = ("run", "convert", "quantize", "imatrix", "bench", "bench-kernels", "perplexity", "inspect", "quant-report")
+    for name in names:
         assert f"  {name} " in top.stdout
         sub = subprocess.run([*LAMINA, name, "--help"], capture_output=True, text=True, timeout=60)
         assert sub.returncode == 0 and f"usage: lamina {name}" in sub.stdout, (name, sub.stderr)

@@ -84,6 +84,13 @@ np.savez(job["out"], tokens=np.asarray(ids, np.int32), logits=np.asarray(llm.sco
 """
 
 
+def llama_cpp_tool(name: str) -> Path | None:
+    """A tool tools/build_llama_cpp.sh built (tools/test.sh builds llama-imatrix and
+    llama-quantize), from the same vendored llama.cpp as the sdist; None if absent."""
+    exe = cache_dir() / "llama.cpp" / "build" / "bin" / name
+    return exe if exe.is_file() else None
+
+
 def have_llama_cpp() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
