@@ -164,6 +164,21 @@ static void qkv_rows(void *arg, int ith, int nth) {
  * leave threads idle (decode of a model with few KV heads). Threads take the
  * next task as they finish one, latest tokens first: later tokens attend to
  * more keys, so the big tasks go out first and the small ones fill the gaps. */
+/* where a layer's cached rows are: row `cell` of KV head g starts at
+ * base + layer + g * head_bytes + cell * stride */
+typedef struct {
+    size_t head_bytes, stride, layer;
+} kv_layout;
+
+static kv_layout layer_kv(const fwd_job *job) {
+    const lm_context *c = job->c;
+    const lm_type_traits *kvt = lm_get_type_traits(c->kv_type);
+    const size_t stride = c->kv_row_bytes;
+    return (kv_layout){ .head_bytes = (size_t)(job->p->head_dim / kvt->blck_size) * kvt->type_size,
+                        .stride = stride,
+                        .layer = (size_t)(job->il - c->kv_il0) * c->n_ctx * stride };
+}
+
 static int attention_heads_per_task(const lm_model_params *p, int32_t n_tokens, int nth) {
     const int group = p->n_head / p->n_head_kv;
     int heads = group < LM_KV_MAX_HEADS ? group : LM_KV_MAX_HEADS;
@@ -177,9 +192,8 @@ static void attention(void *arg, int ith, int nth) {
     const lm_model_params *p = job->p;
     const int hd = p->head_dim, q_dim = p->n_head * hd, group = p->n_head / p->n_head_kv;
     const int heads = job->heads_per_task, per_group = (group + heads - 1) / heads;
-    const lm_type_traits *kvt = lm_get_type_traits(c->kv_type);
-    const size_t head_bytes = (size_t)(hd / kvt->blck_size) * kvt->type_size, stride = c->kv_row_bytes;
-    const size_t layer_off = (size_t)(job->il - c->kv_il0) * c->n_ctx * stride;
+    const kv_layout kv = layer_kv(job);
+    const size_t stride = kv.stride;
     const size_t s_stride = (size_t)c->n_ctx;
     const int32_t window = job->l->sliding_window;
     float *s = c->scores + (size_t)ith * LM_KV_MAX_HEADS * s_stride;
@@ -194,7 +208,7 @@ static void attention(void *arg, int ith, int nth) {
         const int32_t pos = job->pos[t], seq = job->seq[t];
         const int32_t lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
         const float *q = c->q + (size_t)t * q_dim + (size_t)h0 * hd;
-        const size_t head_off = layer_off + (size_t)g * head_bytes;
+        const size_t head_off = kv.layer + (size_t)g * kv.head_bytes;
         float *out = c->att + (size_t)t * q_dim + (size_t)h0 * hd;
         int32_t cell, n;
         for (int32_t j = lo; j <= pos; j += n) {
@@ -241,9 +255,7 @@ static void attention_split_scores(void *arg, int ith, int nth) {
     lm_context *c = job->c;
     const lm_model_params *p = job->p;
     const int hd = p->head_dim, group = p->n_head / p->n_head_kv;
-    const lm_type_traits *kvt = lm_get_type_traits(c->kv_type);
-    const size_t head_bytes = (size_t)(hd / kvt->blck_size) * kvt->type_size, stride = c->kv_row_bytes;
-    const size_t layer_off = (size_t)(job->il - c->kv_il0) * c->n_ctx * stride;
+    const kv_layout kv = layer_kv(job);
     const int32_t pos = job->pos[0], seq = job->seq[0], lo = split_lo(job), n_keys = pos - lo + 1;
     const int parts = job->split_parts;
     (void)ith, (void)nth;
@@ -260,8 +272,8 @@ static void attention_split_scores(void *arg, int ith, int nth) {
             for (int32_t j = a; j <= b; j += n) {
                 n = lm_kv_run(&c->pool, seq, j, b, &cell);
                 c->kv.scores(split_scores(job, h0) + (j - lo), (size_t)c->n_ctx, q, (size_t)hd, nh,
-                             c->k_cache + layer_off + (size_t)g * head_bytes + (size_t)cell * stride, stride, n, hd,
-                             p->attn_scale);
+                             c->k_cache + kv.layer + (size_t)g * kv.head_bytes + (size_t)cell * kv.stride, kv.stride, n,
+                             hd, p->attn_scale);
             }
         }
     }
@@ -282,12 +294,10 @@ static void attention_split_mix(void *arg, int ith, int nth) {
     lm_context *c = job->c;
     const lm_model_params *p = job->p;
     const int hd = p->head_dim, group = p->n_head / p->n_head_kv;
-    const lm_type_traits *kvt = lm_get_type_traits(c->kv_type);
-    const size_t head_bytes = (size_t)(hd / kvt->blck_size) * kvt->type_size, stride = c->kv_row_bytes;
-    const size_t layer_off = (size_t)(job->il - c->kv_il0) * c->n_ctx * stride;
+    const kv_layout kv = layer_kv(job);
     const int32_t pos = job->pos[0], seq = job->seq[0], lo = split_lo(job);
     const int strips = hd % STRIP ? 1 : hd / STRIP, width = strips == 1 ? hd : STRIP;
-    const size_t strip_bytes = (size_t)(width / kvt->blck_size) * kvt->type_size;
+    const size_t strip_bytes = kv.head_bytes / (size_t)strips;
     (void)ith, (void)nth;
     for (;;) {
         const int64_t task = __atomic_fetch_add(&job->next_task, 1, __ATOMIC_RELAXED);
@@ -301,8 +311,9 @@ static void attention_split_mix(void *arg, int ith, int nth) {
             for (int32_t j = lo; j <= pos; j += n) {
                 n = lm_kv_run(&c->pool, seq, j, pos, &cell);
                 c->kv.mix(out, (size_t)hd, split_scores(job, h0) + (j - lo), (size_t)c->n_ctx, nh,
-                          c->v_cache + layer_off + (size_t)g * head_bytes + (size_t)cell * stride + strip * strip_bytes,
-                          stride, n, width);
+                          c->v_cache + kv.layer + (size_t)g * kv.head_bytes + (size_t)cell * kv.stride +
+                              strip * strip_bytes,
+                          kv.stride, n, width);
             }
         }
     }
