@@ -72,6 +72,9 @@ import json, sys
 import numpy as np
 import llama_cpp
 job = json.loads(sys.argv[1])
+if job["op"] == "schema_gbnf":
+    print(llama_cpp.LlamaGrammar.from_json_schema(job["schema"], verbose=False)._grammar, end="")
+    sys.exit(0)
 if job["op"] == "quantize":
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = job["ftype"]
@@ -97,6 +100,15 @@ def have_llama_cpp() -> bool:
 
 def _child(job: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", _CHILD, json.dumps(job)], capture_output=True, text=True, timeout=900)
+
+
+def llama_cpp_schema_gbnf(schema: dict) -> str:
+    """llama.cpp's JSON-schema-to-GBNF conversion (llama-cpp-python's
+    LlamaGrammar.from_json_schema), as GBNF text."""
+    r = _child({"op": "schema_gbnf", "schema": json.dumps(schema)})
+    if r.returncode != 0:
+        raise RuntimeError(f"LlamaGrammar.from_json_schema failed with {r.returncode}: {r.stderr[-2000:]}")
+    return r.stdout
 
 
 def llama_quantize(src: Path, dst: Path, ftype: int, threads: int = 2) -> None:
