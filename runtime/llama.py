@@ -339,6 +339,7 @@ class Llama:
         frequency_penalty: float,
         presence_penalty: float,
         seed: int | None,
+        logit_bias: dict | None = None,
     ) -> Sampler:
         params = SamplingParams(
             temperature=temperature,
@@ -348,7 +349,11 @@ class Llama:
             repeat_penalty=repeat_penalty,
             frequency_penalty=frequency_penalty,
             presence_penalty=presence_penalty,
+            logit_bias=options.logit_bias(logit_bias),
         )
+        bad = next((t for t, _ in params.logit_bias if t >= self.n_vocab()), None)
+        if bad is not None:
+            raise options.OptionError(f"logit_bias token id {bad} is outside the vocabulary [0, {self.n_vocab()})")
         return Sampler(params, seed=self._rng_seed if seed is None else options.seed(seed))
 
     def _prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
@@ -378,10 +383,12 @@ class Llama:
         seed: int | None = None,
         model: str | None = None,
         grammar: LlamaGrammar | str | None = None,
+        logit_bias: dict[int, float] | None = None,
         **extra: Any,
     ) -> dict | Iterator[dict]:
         """grammar: the output matches it (a LlamaGrammar, or GBNF text); the
-        completion stops with finish_reason "stop" once it is complete."""
+        completion stops with finish_reason "stop" once it is complete.
+        logit_bias: {token id: bias} added to those logits before sampling."""
         check_extra("create_completion", extra, DEFAULTS_COMPLETION)
         return self._completion(
             prompt,
@@ -402,6 +409,7 @@ class Llama:
             seed,
             chat=False,
             grammar=request_grammar(grammar),
+            logit_bias=logit_bias,
         )
 
     __call__ = create_completion
@@ -426,6 +434,7 @@ class Llama:
         seed,
         chat,
         grammar: Grammar | None = None,
+        logit_bias: dict | None = None,
     ):
         if suffix is not None:
             raise ValueError("suffix (fill-in-the-middle) is not supported")
@@ -439,7 +448,7 @@ class Llama:
             raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {self._ctx.n_ctx_seq}")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         sampler = self._sampler(
-            temperature, top_k, top_p, min_p, repeat_penalty, frequency_penalty, presence_penalty, seed
+            temperature, top_k, top_p, min_p, repeat_penalty, frequency_penalty, presence_penalty, seed, logit_bias
         )
         limit = None if max_tokens is None or max_tokens <= 0 else max_tokens
         meta = {
@@ -512,6 +521,7 @@ class Llama:
         model: str | None = None,
         response_format: dict[str, Any] | None = None,
         grammar: LlamaGrammar | str | None = None,
+        logit_bias: dict[int, float] | None = None,
         **extra: Any,
     ) -> dict | Iterator[dict]:
         """response_format: OpenAI's {"type": "json_object"} (llama-cpp-python's
@@ -539,6 +549,7 @@ class Llama:
             seed,
             chat=True,
             grammar=constraint,
+            logit_bias=logit_bias,
         )
         if stream:
             return _chat_chunks(result)

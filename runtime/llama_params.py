@@ -67,7 +67,6 @@ DEFAULTS_COMPLETION: dict[str, Any] = {
     "mirostat_eta": 0.1,
     "stopping_criteria": None,
     "logits_processor": None,
-    "logit_bias": None,
 }
 
 DEFAULTS_CHAT: dict[str, Any] = {

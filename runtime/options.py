@@ -162,6 +162,24 @@ def penalty(value: object, name: str) -> float:
     return _float(name, value)
 
 
+def logit_bias(value: object, name: str = "logit_bias") -> tuple[tuple[int, float], ...]:
+    """OpenAI's / llama-cpp-python's {token id: bias} (ids as ints or, as JSON
+    sends them, decimal strings): added to the token's logit before sampling;
+    -inf bans it. Returns ((id, bias), ...) sorted by id; None or {}: ()."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise OptionError(f"{name} must be a mapping of token id to bias, got {type(value).__name__}")
+    out = {}
+    for key, bias in value.items():
+        token = _int(f"{name} token id", key)
+        if token < 0:
+            raise OptionError(f"{name} token id must be >= 0, got {token}")
+        banned = isinstance(bias, (int, float)) and bias == -math.inf
+        out[token] = -math.inf if banned else _float(f"{name}[{token}]", bias)
+    return tuple(sorted(out.items()))
+
+
 def repeat_last_n(value: object, name: str = "repeat_last_n") -> int:
     n = _int(name, value)
     if n < -1:

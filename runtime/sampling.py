@@ -1,5 +1,5 @@
-"""Token sampling, in llama.cpp's order: penalties -> top-k -> top-p -> min-p
--> temperature -> draw. Greedy when temperature <= 0. A seeded sampler draws
+"""Token sampling, in llama.cpp's order: logit bias -> penalties -> top-k ->
+top-p -> min-p -> temperature -> draw. Greedy when temperature <= 0. A seeded sampler draws
 the same tokens for the same logits, run after run."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class SamplingParams:
     repeat_last_n: int = 64  # how many recent tokens the penalties look at; -1: all
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) added before everything else; -inf bans
 
     def __post_init__(self) -> None:
         # the one validation of every front end (lamina.options); normalizes types too
@@ -35,6 +36,20 @@ class SamplingParams:
         set_(self, "repeat_last_n", options.repeat_last_n(self.repeat_last_n))
         set_(self, "frequency_penalty", options.penalty(self.frequency_penalty, "frequency_penalty"))
         set_(self, "presence_penalty", options.penalty(self.presence_penalty, "presence_penalty"))
+        bias = self.logit_bias
+        set_(self, "logit_bias", options.logit_bias(dict(bias) if isinstance(bias, tuple) else bias))
+
+
+def apply_logit_bias(logits: np.ndarray, p: SamplingParams) -> np.ndarray:
+    """logits + bias for each biased token (llama.cpp's first sampler step)."""
+    if not p.logit_bias:
+        return logits
+    ids = np.fromiter((t for t, _ in p.logit_bias), dtype=np.int64, count=len(p.logit_bias))
+    if ids[-1] >= logits.size:
+        raise options.OptionError(f"logit_bias token id {int(ids[-1])} is outside the vocabulary [0, {logits.size})")
+    out = logits.copy()
+    out[ids] += np.fromiter((b for _, b in p.logit_bias), dtype=np.float32, count=len(p.logit_bias))
+    return out
 
 
 def apply_penalties(logits: np.ndarray, history: Sequence[int], p: SamplingParams) -> np.ndarray:
@@ -93,7 +108,7 @@ class Sampler:
 
     def __call__(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
         p = self.params
-        logits = apply_penalties(np.asarray(logits, dtype=np.float32), history, p)
+        logits = apply_penalties(apply_logit_bias(np.asarray(logits, dtype=np.float32), p), history, p)
         if p.temperature <= 0.0:
             return int(np.argmax(logits))
         ids, vals = candidates(logits, p)

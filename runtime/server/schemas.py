@@ -48,10 +48,10 @@ class Sampling(_Body):
     response_format: dict[str, Any] | None = None  # OpenAI's
     grammar: str | None = Field(None, max_length=1 << 20)  # llama-server's: GBNF text
     json_schema: dict[str, Any] | bool | None = None  # llama-server's
+    logit_bias: dict[str, float] | None = Field(None, max_length=1 << 16)  # OpenAI's: token id (a string) -> bias
     # OpenAI's / llama-server's fields lamina does not implement yet
     logprobs: Any = None
     top_logprobs: Any = None
-    logit_bias: Any = None
     typical_p: Any = None
     mirostat: Any = None
     tfs_z: Any = None
@@ -75,7 +75,6 @@ class Sampling(_Body):
         names = [
             "logprobs",
             "top_logprobs",
-            "logit_bias",
             "typical_p",
             "mirostat",
             "tfs_z",

@@ -10,8 +10,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lamina import options
 from lamina.generation import Session, open_session
 from lamina.grammar import Grammar, GrammarError, request_grammar, vocabulary
+from lamina.options import OptionError
 from lamina.sampling import Sampler, SamplingParams
 from lamina.server.errors import APIError
 from lamina.server.metrics import Metrics
@@ -177,6 +179,17 @@ class Service:
         def pick(value, default):
             return default if value is None else value
 
+        try:
+            bias = options.logit_bias(body.logit_bias)
+        except OptionError as e:
+            raise APIError(400, str(e), param="logit_bias") from None
+        bad = next((t for t, _ in bias if t >= self.require().model.n_vocab), None)
+        if bad is not None:
+            raise APIError(
+                400,
+                f"logit_bias token id {bad} is outside the vocabulary [0, {self.require().model.n_vocab})",
+                param="logit_bias",
+            )
         params = SamplingParams(
             temperature=pick(body.temperature, defaults.temperature),
             top_k=pick(body.top_k, defaults.top_k),
@@ -186,6 +199,7 @@ class Service:
             repeat_last_n=pick(body.repeat_last_n, defaults.repeat_last_n),
             frequency_penalty=pick(body.frequency_penalty, defaults.frequency_penalty),
             presence_penalty=pick(body.presence_penalty, defaults.presence_penalty),
+            logit_bias=bias,
         )
         seed = None if body.seed is None or body.seed in (-1, 2**32 - 1) else (body.seed + choice) % (2**32 - 1)
         return Sampler(params, seed)

@@ -1,5 +1,6 @@
 """The Llama class as an app developer uses it, with llama-cpp-python's shapes."""
 
+import math
 import threading
 
 import numpy as np
@@ -223,8 +224,6 @@ def test_parameters_that_would_be_ignored_are_refused(small):
         Llama("smollm2-135m-instruct", lora_path="a.gguf", verbose=False)
     with pytest.raises(TypeError, match="unexpected keyword argument 'n_ctxx'"):
         Llama("smollm2-135m-instruct", n_ctxx=64, verbose=False)
-    with pytest.raises(UnsupportedParameterError, match="logit_bias="):
-        small.create_completion("Is it?", max_tokens=2, logit_bias={1: 5.0})
     with pytest.raises(UnsupportedParameterError, match="tools="):
         small.create_chat_completion([{"role": "user", "content": "Hi"}], tools=[{"type": "function"}])
     with pytest.raises(UnsupportedParameterError, match="mirostat_mode=2"):
@@ -233,6 +232,27 @@ def test_parameters_that_would_be_ignored_are_refused(small):
     assert small.create_completion("Hi", max_tokens=1, mirostat_mode=0, grammar=None, tfs_z=1.0)["choices"]
     with Llama("smollm2-135m-instruct", n_ctx=64, use_mmap=False, n_ubatch=32, flash_attn=True, verbose=False) as llm:
         assert llm.n_ctx() == 64
+
+
+def test_logit_bias_forces_bans_and_is_checked(small):
+    prompt = "The capital of France is"
+    plain = small.create_completion(prompt, temperature=0, max_tokens=3)["choices"][0]["text"]
+    first = small.tokenize(plain.encode(), add_bos=False)[0]
+    banned = small.create_completion(prompt, temperature=0, max_tokens=3, logit_bias={first: -math.inf})
+    assert not banned["choices"][0]["text"].startswith(small.detokenize([first]).decode())
+    forced = small.tokenize(b" zebra", add_bos=False)[0]
+    chat = small.create_chat_completion(
+        [{"role": "user", "content": "Hi"}], temperature=0, max_tokens=1, logit_bias={str(forced): 100.0}
+    )
+    assert chat["choices"][0]["message"]["content"] == small.detokenize([forced]).decode()
+    # a zero bias changes nothing
+    assert (
+        small.create_completion(prompt, temperature=0, max_tokens=3, logit_bias={first: 0})["choices"][0]["text"]
+        == plain
+    )
+    for bad in ({small.n_vocab(): 1.0}, {-1: 1.0}, {"x": 1.0}, {1: float("nan")}, [1, 2]):
+        with pytest.raises(ValueError, match="logit_bias"):
+            small.create_completion(prompt, max_tokens=1, logit_bias=bad)
 
 
 def test_close_and_the_context_manager():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lamina.sampling import Sampler, SamplingParams, apply_penalties, candidates
+from lamina.sampling import Sampler, SamplingParams, apply_logit_bias, apply_penalties, candidates
 
 
 def _logits(seed=0, n=1000):
@@ -100,3 +100,25 @@ def test_penalty_flips_greedy_choice():
 def test_bad_parameters(bad):
     with pytest.raises(ValueError):
         SamplingParams(**bad)
+
+
+def test_logit_bias_comes_first_and_adds():
+    x = _logits(3)
+    top = int(np.argmax(x))
+    up, ban = (top + 1) % x.size, (top + 2) % x.size
+    p = SamplingParams(temperature=0, logit_bias={top: -1e4, up: 0.5, str(ban): -float("inf")})
+    biased = apply_logit_bias(x, p)
+    assert biased[top] == np.float32(x[top] - 1e4) and biased[up] == np.float32(x[up] + 0.5)
+    assert biased[ban] == -np.inf
+    assert np.array_equal(np.delete(biased, [top, up, ban]), np.delete(x, [top, up, ban]))
+    assert Sampler(p)(x) == int(np.argmax(biased)) != top
+    # a banned token is never drawn, whatever the temperature
+    hot = SamplingParams(temperature=5.0, top_k=0, top_p=1.0, min_p=0.0, logit_bias={top: -np.inf})
+    draws = {Sampler(hot, seed=s)(x) for s in range(200)}
+    assert top not in draws and len(draws) > 10
+
+
+@pytest.mark.parametrize("bad", [{-1: 1.0}, {"x": 1.0}, {1: np.nan}, {1: np.inf}, [(1, 2.0)], "1:2"])
+def test_bad_logit_bias_is_refused(bad):
+    with pytest.raises(ValueError, match="logit_bias"):
+        SamplingParams(logit_bias=bad)

@@ -144,6 +144,25 @@ def test_completion_equals_llama(client, llm):
     assert "".join(c.choices[0].text for c in stream) == got.choices[0].text
 
 
+def test_logit_bias_forces_and_bans_tokens_as_llama_does(client, llm):
+    """OpenAI's logit_bias (token ids as strings): +100 makes a token the
+    greedy pick, -100 removes the one it would have been; the same as Llama's."""
+    prompt = "The capital of France is"
+    forced = llm.tokenize(b" zebra", add_bos=False)[0]
+    got = client.completions.create(
+        model=ALIAS, prompt=prompt, temperature=0, max_tokens=1, logit_bias={str(forced): 100}
+    )
+    assert got.choices[0].text == llm.detokenize([forced]).decode()
+    plain = llm.create_completion(prompt, temperature=0, max_tokens=1)["choices"][0]["text"]
+    greedy = llm.tokenize(plain.encode(), add_bos=False)[0]
+    banned = client.completions.create(
+        model=ALIAS, prompt=prompt, temperature=0, max_tokens=4, logit_bias={str(greedy): -100}
+    )
+    want = llm.create_completion(prompt, temperature=0, max_tokens=4, logit_bias={greedy: -100})
+    assert banned.choices[0].text == want["choices"][0]["text"]
+    assert not banned.choices[0].text.startswith(plain)
+
+
 def test_n_choices_and_seeds(client):
     out = client.chat.completions.create(model=ALIAS, messages=MESSAGES, temperature=1.0, max_tokens=12, n=3, seed=5)
     again = client.chat.completions.create(model=ALIAS, messages=MESSAGES, temperature=1.0, max_tokens=12, n=3, seed=5)
@@ -242,7 +261,8 @@ OK = {"model": ALIAS, "messages": [{"role": "user", "content": "Hi"}], "max_toke
         ({**OK, "stop": ["x"] * 100}, 400, "stop"),
         ({**OK, "messages": [{"role": "user", "content": "word " * 100_000}]}, 400, None),
         ({**OK, "model": "gpt-4"}, 404, "model"),
-        ({**OK, "logit_bias": {"5": 10}}, 400, "logit_bias"),
+        ({**OK, "logit_bias": {"five": 10}}, 400, "logit_bias"),
+        ({**OK, "logit_bias": {"99999999": 10}}, 400, "logit_bias"),
         ({**OK, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
         ({**OK, "grammar": "root ::= missing"}, 400, "grammar"),
         ({**OK, "json_schema": {"type": "objekt"}}, 400, "json_schema"),
