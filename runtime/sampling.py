@@ -4,6 +4,7 @@ the same tokens for the same logits, run after run."""
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,12 +45,18 @@ def apply_logit_bias(logits: np.ndarray, p: SamplingParams) -> np.ndarray:
     """logits + bias for each biased token (llama.cpp's first sampler step)."""
     if not p.logit_bias:
         return logits
-    ids = np.fromiter((t for t, _ in p.logit_bias), dtype=np.int64, count=len(p.logit_bias))
+    ids, biases = _bias_arrays(p.logit_bias)
     if ids[-1] >= logits.size:
         raise options.OptionError(f"logit_bias token id {int(ids[-1])} is outside the vocabulary [0, {logits.size})")
     out = logits.copy()
-    out[ids] += np.fromiter((b for _, b in p.logit_bias), dtype=np.float32, count=len(p.logit_bias))
+    out[ids] += biases
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _bias_arrays(bias: tuple[tuple[int, float], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, biases) of a normalized logit_bias, built once, not once a token."""
+    return np.array([t for t, _ in bias], dtype=np.int64), np.array([b for _, b in bias], dtype=np.float32)
 
 
 def apply_penalties(logits: np.ndarray, history: Sequence[int], p: SamplingParams) -> np.ndarray:

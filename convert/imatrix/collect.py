@@ -43,6 +43,7 @@ import numpy as np
 from lamina.convert.errors import ConvertError
 from lamina.convert.imatrix.format import Imatrix, ImatrixEntry
 from lamina.engine.context import Context, Model
+from lamina.eval import scoring
 
 N_BATCH, N_UBATCH = 2048, 512  # llama-imatrix's defaults (-b, -ub)
 MIN_ROWS = 16  # collect_imatrix: "why are small batches ignored (<16 tokens)?"
@@ -65,17 +66,10 @@ class ImatrixInputError(ConvertError, ValueError):
 
 
 def plan_chunks(n_tokens: int, n_ctx: int, n_chunks: int | None) -> int:
+    """Chunks of n_ctx tokens to evaluate, cut as llama-perplexity cuts them."""
     if n_ctx < MIN_ROWS:
         raise ImatrixInputError(f"-c must be >= {MIN_ROWS} (llama-imatrix skips batches of fewer tokens), got {n_ctx}")
-    if n_chunks is not None and n_chunks < 1:
-        raise ImatrixInputError(f"--chunks must be >= 1, got {n_chunks}")
-    if n_tokens < 2 * n_ctx:
-        raise ImatrixInputError(
-            f"you need at least {2 * n_ctx} tokens for a context of {n_ctx} tokens; the text tokenizes to only "
-            f"{n_tokens} (use a longer text or a smaller -c)"
-        )
-    n_max = n_tokens // n_ctx
-    return n_max if n_chunks is None else min(n_chunks, n_max)
+    return scoring.plan_chunks(n_tokens, n_ctx, n_chunks, "compute an importance matrix", ImatrixInputError)
 
 
 def micro_batches(
@@ -124,9 +118,7 @@ def compute_imatrix(
         for i in range(n_chunk):
             group = i - i % n_seq
             pieces = _merged(micro_batches(n_ctx, min(n_seq, n_chunk - group), n_seq > 1, n_batch, n_ubatch))
-            chunk = toks[i * n_ctx : (i + 1) * n_ctx].copy()
-            if bos_id is not None:
-                chunk[0] = bos_id
+            chunk = scoring.chunk_tokens(toks, i, n_ctx, bos_id)
             ctx.truncate(0)
             for a, n, dense in pieces:
                 ctx.imatrix_dense(dense)

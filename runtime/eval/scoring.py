@@ -34,15 +34,22 @@ def n_scored(n_ctx: int) -> int:
     return n_ctx - 1 - n_ctx // 2
 
 
-def plan_chunks(n_tokens: int, n_ctx: int, n_chunks: int | None = None) -> int:
-    """Number of chunks llama-perplexity would evaluate, or a clear error."""
+def plan_chunks(
+    n_tokens: int,
+    n_ctx: int,
+    n_chunks: int | None = None,
+    task: str = "evaluate perplexity",
+    error: type[Exception] = PerplexityError,
+) -> int:
+    """Number of chunks llama-perplexity (and llama-imatrix, which cuts its
+    text the same way: task and error name it) would evaluate, or a clear error."""
     if not isinstance(n_ctx, int) or n_ctx < 4:
-        raise PerplexityError(f"context size must be an integer >= 4, got {n_ctx!r}")
+        raise error(f"context size must be an integer >= 4, got {n_ctx!r}")
     if n_chunks is not None and n_chunks < 1:
-        raise PerplexityError(f"--chunks must be >= 1, got {n_chunks}")
+        raise error(f"--chunks must be >= 1, got {n_chunks}")
     if n_tokens < 2 * n_ctx:
-        raise PerplexityError(
-            f"you need at least {2 * n_ctx} tokens to evaluate perplexity with a context of "
+        raise error(
+            f"you need at least {2 * n_ctx} tokens to {task} with a context of "
             f"{n_ctx}; the text tokenizes to only {n_tokens} tokens (use a longer text or a "
             f"smaller -c)"
         )

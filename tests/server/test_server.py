@@ -8,7 +8,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,11 @@ openai = pytest.importorskip("openai")
 
 from lamina import Llama  # noqa: E402
 from lamina.model_cache import fetch_model  # noqa: E402
+from support.serve_process import START_TIMEOUT, start_server, stop_server  # noqa: E402
 
 KEY = "test-key-123"
 ALIAS = "smollm2"
-START_TIMEOUT = 180  # seconds for the server to load and answer /health
 N_CTX, N_PARALLEL = 2048, 4  # 512 positions per slot
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _metric(base: str, name: str) -> float:
@@ -44,51 +37,13 @@ def _metric(base: str, name: str) -> float:
 
 @pytest.fixture(scope="module")
 def server():
-    port = _free_port()
     model = str(fetch_model("smollm2-135m-instruct"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "lamina",
-        "serve",
-        model,
-        "--port",
-        str(port),
-        "-np",
-        str(N_PARALLEL),
-        "-c",
-        str(N_CTX),
-        "-t",
-        "2",
-        "--api-key",
-        KEY,
-        "--alias",
-        ALIAS,
-        "--queue",
-        "64",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT
+    flags = ["-np", str(N_PARALLEL), "-c", str(N_CTX), "-t", "2", "--api-key", KEY, "--alias", ALIAS, "--queue", "64"]
+    proc, base = start_server(model, *flags, timeout=START_TIMEOUT)
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"lamina serve exited {proc.returncode}: {proc.stdout.read()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("lamina serve did not become healthy")
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,11 @@ without --slot-save-path answers 501."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-
 import httpx
 import pytest
 
 from lamina.model_cache import fetch_model
+from support.serve_process import start_server, stop_server
 
 pytest.importorskip("fastapi")
 
@@ -28,40 +24,10 @@ PROMPT = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(*flags: str):
-    port = _free_port()
     model = str(fetch_model("smollm2-135m-instruct"))
-    cmd = [sys.executable, "-m", "lamina", "serve", model, "--port", str(port), "-np", "2", "-c", "1024", "-t", "2"]
-    cmd += ["--api-key", KEY, *flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"lamina serve exited {proc.returncode}: {proc.stdout.read()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise TimeoutError("lamina serve did not become healthy")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return proc, httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-
-
-def _stop(proc) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    proc, base = start_server(model, "-np", "2", "-c", "1024", "-t", "2", "--api-key", KEY, *flags)
+    return proc, httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +40,7 @@ def http(save_dir):
     proc, client = _start("--slot-save-path", str(save_dir))
     yield client
     client.close()
-    _stop(proc)
+    stop_server(proc)
 
 
 def complete(http):
@@ -140,4 +106,4 @@ def test_without_slot_save_path_the_actions_are_501():
         assert r.status_code == 501 and "--slot-save-path" in r.json()["error"]["message"]
     finally:
         client.close()
-        _stop(proc)
+        stop_server(proc)
