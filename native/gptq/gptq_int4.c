@@ -231,8 +231,10 @@ static int resolve_impl(int impl, int *use_simd) {
     switch (impl) {
     case LM_IMPL_SCALAR: *use_simd = 0; return LM_OK;
     case LM_IMPL_AVX2:
-        if (!lm_cpu_features_avx2())
-            return lm_set_error(LM_ERR_IMPL, "gptq_matmul: the AVX2 kernel is not available on this CPU/build");
+    case LM_IMPL_AVXVNNI:   /* no AVX-VNNI build of its own: the AVX2 kernel */
+        if (!lm_impl_available(impl))
+            return lm_set_error(LM_ERR_IMPL, "gptq_matmul: kernel implementation %d is not available on this CPU/build",
+                                impl);
         *use_simd = 1;
         return LM_OK;
     case LM_IMPL_AUTO: *use_simd = lm_cpu_features_avx2(); return LM_OK;

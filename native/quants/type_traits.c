@@ -43,15 +43,73 @@ const lm_type_traits *lm_get_type_traits(int type) {
     return &k_traits[type];
 }
 
-lm_vec_dot_fn lm_select_vec_dot(const lm_type_traits *t, int impl) {
-    switch (impl) {
-    case LM_IMPL_SCALAR: return t->vec_dot_ref;
-    case LM_IMPL_AVX2: return lm_cpu_features_avx2() ? t->vec_dot_avx2 : NULL;
-    case LM_IMPL_AUTO:
-        if (lm_cpu_features_avx2() && t->vec_dot_avx2) return t->vec_dot_avx2;
-        return t->vec_dot_ref;
-    default: return NULL;
+/* The SIMD kernels of one type for one instruction set: the single-column
+ * dot and its companions, each of which reproduces the dot's bits. */
+typedef struct {
+    lm_vec_dot_fn dot;
+    lm_vec_dot_x4_fn x4;
+    lm_vec_dot_2r_fn dot2r;
+    lm_vec_dot_2r2c_fn dot22;
+} simd_kernels;
+
+static simd_kernels avx2_kernels(const lm_type_traits *t) {
+    simd_kernels k = { t->vec_dot_avx2, t->vec_dot_x4_avx2, NULL, NULL };
+#if defined(LM_BUILD_AVX2)
+#define LM_AVX2_PAIRS(ID, t_, dot22_)        \
+    if (t == &k_traits[LM_TYPE_##ID]) {      \
+        k.dot2r = lm_vec_dot_2r_##t_##_avx2; \
+        k.dot22 = dot22_;                    \
     }
+    LM_AVX2_PAIRS(Q4_0, q4_0, lm_vec_dot_2r2c_q4_0_avx2)
+    LM_AVX2_PAIRS(Q4_1, q4_1, lm_vec_dot_2r2c_q4_1_avx2)
+    LM_AVX2_PAIRS(Q5_0, q5_0, lm_vec_dot_2r2c_q5_0_avx2)
+    LM_AVX2_PAIRS(Q5_1, q5_1, NULL)
+    LM_AVX2_PAIRS(Q8_0, q8_0, lm_vec_dot_2r2c_q8_0_avx2)
+#undef LM_AVX2_PAIRS
+#endif
+    return k;
+}
+
+/* the AVX-VNNI builds of the 32-weight formats' kernels; all NULL for the rest */
+static simd_kernels avxvnni_kernels(const lm_type_traits *t) {
+    simd_kernels k = { NULL, NULL, NULL, NULL };
+#if defined(LM_BUILD_AVXVNNI)
+#define LM_VNNI_ROW(ID, t_, x4_, dot22_) \
+    if (t == &k_traits[LM_TYPE_##ID])    \
+        k = (simd_kernels){ lm_vec_dot_##t_##_avxvnni, x4_, lm_vec_dot_2r_##t_##_avxvnni, dot22_ };
+    LM_VNNI_ROW(Q4_0, q4_0, lm_vec_dot_x4_q4_0_avxvnni, lm_vec_dot_2r2c_q4_0_avxvnni)
+    LM_VNNI_ROW(Q4_1, q4_1, lm_vec_dot_x4_q4_1_avxvnni, lm_vec_dot_2r2c_q4_1_avxvnni)
+    LM_VNNI_ROW(Q5_0, q5_0, lm_vec_dot_x4_q5_0_avxvnni, lm_vec_dot_2r2c_q5_0_avxvnni)
+    LM_VNNI_ROW(Q5_1, q5_1, NULL, NULL)
+    LM_VNNI_ROW(Q8_0, q8_0, lm_vec_dot_x4_q8_0_avxvnni, lm_vec_dot_2r2c_q8_0_avxvnni)
+#undef LM_VNNI_ROW
+#endif
+    return k;
+}
+
+/* impl's SIMD kernels for t (all NULL: none, the scalar reference runs or
+ * impl is unavailable). AUTO and AVXVNNI take the AVX-VNNI build where the
+ * type has one and the CPU runs it, else the AVX2 one; AVX2 always AVX2. */
+static simd_kernels select_kernels(const lm_type_traits *t, int impl) {
+    const simd_kernels none = { NULL, NULL, NULL, NULL };
+    if (impl == LM_IMPL_SCALAR || !lm_cpu_features_avx2()) return none;
+    if (impl == LM_IMPL_AUTO || impl == LM_IMPL_AVXVNNI) {
+        if (impl == LM_IMPL_AVXVNNI && !lm_cpu_features_avxvnni()) return none;
+        if (lm_cpu_features_avxvnni()) {
+            const simd_kernels k = avxvnni_kernels(t);
+            if (k.dot) return k;
+        }
+        return avx2_kernels(t);
+    }
+    if (impl == LM_IMPL_AVX2) return avx2_kernels(t);
+    return none;
+}
+
+lm_vec_dot_fn lm_select_vec_dot(const lm_type_traits *t, int impl) {
+    if (impl == LM_IMPL_SCALAR) return t->vec_dot_ref;
+    const lm_vec_dot_fn dot = select_kernels(t, impl).dot;
+    if (impl == LM_IMPL_AUTO && !dot) return t->vec_dot_ref;
+    return dot;
 }
 
 lm_from_float_fn lm_select_from_float(const lm_type_traits *t, int impl) {
@@ -64,33 +122,18 @@ lm_from_float_fn lm_select_from_float(const lm_type_traits *t, int impl) {
     return t->from_float;
 }
 
+/* the companions only alongside the single-column kernel whose bits they reproduce */
 lm_vec_dot_x4_fn lm_select_vec_dot_x4(const lm_type_traits *t, int impl) {
-    if (impl != LM_IMPL_AVX2 && impl != LM_IMPL_AUTO) return NULL;
-    /* only alongside the single-column AVX2 kernel, whose bits it reproduces */
-    if (!t->vec_dot_avx2 || lm_select_vec_dot(t, impl) != t->vec_dot_avx2) return NULL;
-    return t->vec_dot_x4_avx2;
+    const simd_kernels k = select_kernels(t, impl);
+    return k.dot ? k.x4 : NULL;
 }
 
 lm_vec_dot_2r_fn lm_select_vec_dot_2r(const lm_type_traits *t, int impl) {
-    if (impl != LM_IMPL_AVX2 && impl != LM_IMPL_AUTO) return NULL;
-    if (!t->vec_dot_avx2 || lm_select_vec_dot(t, impl) != t->vec_dot_avx2) return NULL;
-#if defined(LM_BUILD_AVX2)
-    if (t == &k_traits[LM_TYPE_Q4_0]) return lm_vec_dot_2r_q4_0_avx2;
-    if (t == &k_traits[LM_TYPE_Q4_1]) return lm_vec_dot_2r_q4_1_avx2;
-    if (t == &k_traits[LM_TYPE_Q5_0]) return lm_vec_dot_2r_q5_0_avx2;
-    if (t == &k_traits[LM_TYPE_Q5_1]) return lm_vec_dot_2r_q5_1_avx2;
-    if (t == &k_traits[LM_TYPE_Q8_0]) return lm_vec_dot_2r_q8_0_avx2;
-#endif
-    return NULL;
+    const simd_kernels k = select_kernels(t, impl);
+    return k.dot ? k.dot2r : NULL;
 }
 
 lm_vec_dot_2r2c_fn lm_select_vec_dot_2r2c(const lm_type_traits *t, int impl) {
-    if (!lm_select_vec_dot_x4(t, impl)) return NULL;
-#if defined(LM_BUILD_AVX2)
-    if (t == &k_traits[LM_TYPE_Q4_0]) return lm_vec_dot_2r2c_q4_0_avx2;
-    if (t == &k_traits[LM_TYPE_Q4_1]) return lm_vec_dot_2r2c_q4_1_avx2;
-    if (t == &k_traits[LM_TYPE_Q5_0]) return lm_vec_dot_2r2c_q5_0_avx2;
-    if (t == &k_traits[LM_TYPE_Q8_0]) return lm_vec_dot_2r2c_q8_0_avx2;
-#endif
-    return NULL;
+    const simd_kernels k = select_kernels(t, impl);
+    return k.dot && k.x4 ? k.dot22 : NULL;
 }

@@ -1,6 +1,7 @@
 /* cpu_features.c — which SIMD kernels this CPU can run, decided once at run
  * time so one build works on any x86-64 (and builds scalar-only elsewhere).
- * LAMINA_SIMD=scalar in the environment forces the scalar reference path. */
+ * LAMINA_SIMD=scalar in the environment forces the scalar reference path,
+ * LAMINA_SIMD=avx2 the AVX2 kernels without AVX-VNNI. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,5 +21,21 @@ static int detect_avx2(void) {
 int lm_cpu_features_avx2(void) {
     static int cached = -1;   /* benign race: every thread computes the same value */
     if (cached < 0) cached = detect_avx2();
+    return cached;
+}
+
+static int detect_avxvnni(void) {
+    const char *force = getenv("LAMINA_SIMD");
+    if (force && strcmp(force, "avx2") == 0) return 0;
+#if defined(LM_BUILD_AVXVNNI)
+    return lm_cpu_features_avx2() && __builtin_cpu_supports("avxvnni");
+#else
+    return 0;
+#endif
+}
+
+int lm_cpu_features_avxvnni(void) {
+    static int cached = -1;   /* benign race, as above */
+    if (cached < 0) cached = detect_avxvnni();
     return cached;
 }

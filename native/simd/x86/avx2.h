@@ -1,5 +1,10 @@
 /* avx2.h — small AVX2 building blocks shared by the AVX2 kernels of simd/x86/.
- * Only included by files compiled with -mavx2 -mfma -mf16c. */
+ * Only included by files compiled with -mavx2 -mfma -mf16c.
+ *
+ * The 32-weight formats' files are compiled twice: as they are (functions
+ * named *_avx2) and with -mavxvnni -DLM_VNNI (named *_avxvnni), where the
+ * byte products below take AVX-VNNI's vpdpbusd instead of vpmaddubsw +
+ * vpmaddwd. LM_SIMD_FN names a kernel for the build at hand. */
 #ifndef LAMINA_AVX2_H
 #define LAMINA_AVX2_H
 
@@ -10,6 +15,12 @@
 
 #include "quants/blocks.h"
 #include "quants/type_traits.h"
+
+#if defined(LM_VNNI)
+#define LM_SIMD_FN(name) name##_avxvnni
+#else
+#define LM_SIMD_FN(name) name##_avx2
+#endif
 
 /* sum of the 8 floats of x */
 static inline float lm_hsum_f32_8(__m256 x) {
@@ -52,9 +63,17 @@ static inline __m256 lm_sum_i16_pairs_f32(__m256i x) {
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), x));
 }
 
-/* unsigned bytes ax times signed bytes sy, summed in groups of 4 -> 8 floats */
+/* unsigned bytes ax times signed bytes sy, summed in groups of 4 -> 8 floats.
+ * vpmaddubsw saturates its int16 pair sums, vpdpbusd does not: the two agree
+ * (same bits) because every caller's pair sum fits: ax <= 128 (|q| of a
+ * weight byte, or a 4/5-bit value), |sy| <= 127 (the activation quantizers
+ * write -127..127), 2 * 128 * 127 < 32767. */
 static inline __m256 lm_mul_sum_us8_pairs_f32(__m256i ax, __m256i sy) {
+#if defined(LM_VNNI)
+    return _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sy));
+#else
     return lm_sum_i16_pairs_f32(_mm256_maddubs_epi16(ax, sy));
+#endif
 }
 
 /* signed bytes x times signed bytes y, summed in groups of 4 -> 8 floats */
@@ -111,14 +130,14 @@ enum { NCOL = 4 };
  * passes a constant, so the always-inline body is unrolled into a kernel of
  * its own for 2, 3 and 4 columns. */
 #define LM_X4_INLINE static inline __attribute__((always_inline))
-#define LM_DEFINE_X4(t, body)                                                                                     \
-    void lm_vec_dot_x4_##t##_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *vx, const void *vy, \
-                                  size_t y_stride) {                                                              \
-        switch (ncol) {                                                                                           \
-        case 2: body(n, 2, s, s_stride, vx, vy, y_stride); break;                                                 \
-        case 3: body(n, 3, s, s_stride, vx, vy, y_stride); break;                                                 \
-        default: body(n, NCOL, s, s_stride, vx, vy, y_stride); break;                                             \
-        }                                                                                                         \
+#define LM_DEFINE_X4(t, body)                                                                                          \
+    void LM_SIMD_FN(lm_vec_dot_x4_##t)(int64_t n, int ncol, float *s, size_t s_stride, const void *vx, const void *vy, \
+                                       size_t y_stride) {                                                              \
+        switch (ncol) {                                                                                                \
+        case 2: body(n, 2, s, s_stride, vx, vy, y_stride); break;                                                      \
+        case 3: body(n, 3, s, s_stride, vx, vy, y_stride); break;                                                      \
+        default: body(n, NCOL, s, s_stride, vx, vy, y_stride); break;                                                  \
+        }                                                                                                              \
     }
 
 #endif /* LAMINA_AVX2_H */

@@ -22,38 +22,38 @@
 /* signed weight bytes x Q8_0 (Q4_0, Q5_0, Q8_0): per block, 32 weights as
  * bytes times 32 activation bytes, summed into 8 int32 lanes as floats,
  * scaled by dx*dy and accumulated with one FMA */
-#define LM_DEFINE_VEC_DOT_I8(t, bytes)                                                  \
-    void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *vx, const void *vy) {   \
-        const block_##t *x = vx;                                                        \
-        const block_q8_0 *y = vy;                                                       \
-        __m256 acc = _mm256_setzero_ps();                                               \
-        for (int64_t i = 0; i < n / QK8_0; i++) {                                       \
-            _mm_prefetch((const char *)&x[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);        \
-            const __m256 d = _mm256_set1_ps(lm_half_f32(x[i].d) * lm_half_f32(y[i].d)); \
-            const __m256i qx = bytes(&x[i]);                                            \
-            const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);            \
-            acc = _mm256_fmadd_ps(d, lm_mul_sum_i8_pairs_f32(qx, qy), acc);             \
-        }                                                                               \
-        *s = lm_hsum_f32_8(acc);                                                        \
+#define LM_DEFINE_VEC_DOT_I8(t, bytes)                                                     \
+    void LM_SIMD_FN(lm_vec_dot_##t)(int64_t n, float *s, const void *vx, const void *vy) { \
+        const block_##t *x = vx;                                                           \
+        const block_q8_0 *y = vy;                                                          \
+        __m256 acc = _mm256_setzero_ps();                                                  \
+        for (int64_t i = 0; i < n / QK8_0; i++) {                                          \
+            _mm_prefetch((const char *)&x[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);           \
+            const __m256 d = _mm256_set1_ps(lm_half_f32(x[i].d) * lm_half_f32(y[i].d));    \
+            const __m256i qx = bytes(&x[i]);                                               \
+            const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);               \
+            acc = _mm256_fmadd_ps(d, lm_mul_sum_i8_pairs_f32(qx, qy), acc);                \
+        }                                                                                  \
+        *s = lm_hsum_f32_8(acc);                                                           \
     }
 
 /* unsigned weight bytes x Q8_1 (Q4_1, Q5_1): as above with unsigned bytes; the
  * min term m * dy * sum(qy) needs no vector work: Q8_1 stores dy*sum(qy) */
-#define LM_DEFINE_VEC_DOT_U8_MIN(t, bytes)                                              \
-    void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *vx, const void *vy) {   \
-        const block_##t *x = vx;                                                        \
-        const block_q8_1 *y = vy;                                                       \
-        __m256 acc = _mm256_setzero_ps();                                               \
-        float summs = 0;                                                                \
-        for (int64_t i = 0; i < n / QK8_1; i++) {                                       \
-            _mm_prefetch((const char *)&x[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);        \
-            summs += lm_half_f32(x[i].m) * lm_half_f32(y[i].s);                         \
-            const __m256 d = _mm256_set1_ps(lm_half_f32(x[i].d) * lm_half_f32(y[i].d)); \
-            const __m256i qx = bytes(&x[i]);                                            \
-            const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);            \
-            acc = _mm256_fmadd_ps(d, lm_mul_sum_us8_pairs_f32(qx, qy), acc);            \
-        }                                                                               \
-        *s = lm_hsum_f32_8(acc) + summs;                                                \
+#define LM_DEFINE_VEC_DOT_U8_MIN(t, bytes)                                                 \
+    void LM_SIMD_FN(lm_vec_dot_##t)(int64_t n, float *s, const void *vx, const void *vy) { \
+        const block_##t *x = vx;                                                           \
+        const block_q8_1 *y = vy;                                                          \
+        __m256 acc = _mm256_setzero_ps();                                                  \
+        float summs = 0;                                                                   \
+        for (int64_t i = 0; i < n / QK8_1; i++) {                                          \
+            _mm_prefetch((const char *)&x[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);           \
+            summs += lm_half_f32(x[i].m) * lm_half_f32(y[i].s);                            \
+            const __m256 d = _mm256_set1_ps(lm_half_f32(x[i].d) * lm_half_f32(y[i].d));    \
+            const __m256i qx = bytes(&x[i]);                                               \
+            const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);               \
+            acc = _mm256_fmadd_ps(d, lm_mul_sum_us8_pairs_f32(qx, qy), acc);               \
+        }                                                                                  \
+        *s = lm_hsum_f32_8(acc) + summs;                                                   \
     }
 
 /* Two weight rows with one activation column: rows x and x + x_stride bytes
@@ -62,75 +62,85 @@
  * dependent FMAs (and for Q8_1 partners float adds into summs), one a block;
  * two independent chains and two weight streams keep the core busy while
  * either waits on its latency or on memory (decode: one column, every row). */
-#define LM_DEFINE_VEC_DOT_2R_I8(t, bytes)                                                                 \
-    void lm_vec_dot_2r_##t##_avx2(int64_t n, float *s, const void *vx, size_t x_stride, const void *vy) { \
-        const block_##t *x0 = vx, *x1 = (const block_##t *)((const char *)vx + x_stride);                 \
-        const block_q8_0 *y = vy;                                                                         \
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                                    \
-        for (int64_t i = 0; i < n / QK8_0; i++) {                                                         \
-            _mm_prefetch((const char *)&x0[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);                         \
-            _mm_prefetch((const char *)&x1[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);                         \
-            const float yd = lm_half_f32(y[i].d);                                                         \
-            const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);                              \
-            const __m256 d0 = _mm256_set1_ps(lm_half_f32(x0[i].d) * yd);                                  \
-            const __m256 d1 = _mm256_set1_ps(lm_half_f32(x1[i].d) * yd);                                  \
-            acc0 = _mm256_fmadd_ps(d0, lm_mul_sum_i8_pairs_f32(bytes(&x0[i]), qy), acc0);                 \
-            acc1 = _mm256_fmadd_ps(d1, lm_mul_sum_i8_pairs_f32(bytes(&x1[i]), qy), acc1);                 \
-        }                                                                                                 \
-        s[0] = lm_hsum_f32_8(acc0);                                                                       \
-        s[1] = lm_hsum_f32_8(acc1);                                                                       \
+#define LM_DEFINE_VEC_DOT_2R_I8(t, bytes)                                                                      \
+    void LM_SIMD_FN(lm_vec_dot_2r_##t)(int64_t n, float *s, const void *vx, size_t x_stride, const void *vy) { \
+        const block_##t *x0 = vx, *x1 = (const block_##t *)((const char *)vx + x_stride);                      \
+        const block_q8_0 *y = vy;                                                                              \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                                         \
+        for (int64_t i = 0; i < n / QK8_0; i++) {                                                              \
+            _mm_prefetch((const char *)&x0[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);                              \
+            _mm_prefetch((const char *)&x1[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);                              \
+            const float yd = lm_half_f32(y[i].d);                                                              \
+            const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);                                   \
+            const __m256 d0 = _mm256_set1_ps(lm_half_f32(x0[i].d) * yd);                                       \
+            const __m256 d1 = _mm256_set1_ps(lm_half_f32(x1[i].d) * yd);                                       \
+            acc0 = _mm256_fmadd_ps(d0, lm_mul_sum_i8_pairs_f32(bytes(&x0[i]), qy), acc0);                      \
+            acc1 = _mm256_fmadd_ps(d1, lm_mul_sum_i8_pairs_f32(bytes(&x1[i]), qy), acc1);                      \
+        }                                                                                                      \
+        s[0] = lm_hsum_f32_8(acc0);                                                                            \
+        s[1] = lm_hsum_f32_8(acc1);                                                                            \
     }
 
-#define LM_DEFINE_VEC_DOT_2R_U8_MIN(t, bytes)                                                             \
-    void lm_vec_dot_2r_##t##_avx2(int64_t n, float *s, const void *vx, size_t x_stride, const void *vy) { \
-        const block_##t *x0 = vx, *x1 = (const block_##t *)((const char *)vx + x_stride);                 \
-        const block_q8_1 *y = vy;                                                                         \
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                                    \
-        float summs0 = 0, summs1 = 0;                                                                     \
-        for (int64_t i = 0; i < n / QK8_1; i++) {                                                         \
-            _mm_prefetch((const char *)&x0[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);                         \
-            _mm_prefetch((const char *)&x1[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);                         \
-            const float yd = lm_half_f32(y[i].d), ys = lm_half_f32(y[i].s);                               \
-            const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);                              \
-            summs0 += lm_half_f32(x0[i].m) * ys;                                                          \
-            summs1 += lm_half_f32(x1[i].m) * ys;                                                          \
-            const __m256 d0 = _mm256_set1_ps(lm_half_f32(x0[i].d) * yd);                                  \
-            const __m256 d1 = _mm256_set1_ps(lm_half_f32(x1[i].d) * yd);                                  \
-            acc0 = _mm256_fmadd_ps(d0, lm_mul_sum_us8_pairs_f32(bytes(&x0[i]), qy), acc0);                \
-            acc1 = _mm256_fmadd_ps(d1, lm_mul_sum_us8_pairs_f32(bytes(&x1[i]), qy), acc1);                \
-        }                                                                                                 \
-        s[0] = lm_hsum_f32_8(acc0) + summs0;                                                              \
-        s[1] = lm_hsum_f32_8(acc1) + summs1;                                                              \
+#define LM_DEFINE_VEC_DOT_2R_U8_MIN(t, bytes)                                                                  \
+    void LM_SIMD_FN(lm_vec_dot_2r_##t)(int64_t n, float *s, const void *vx, size_t x_stride, const void *vy) { \
+        const block_##t *x0 = vx, *x1 = (const block_##t *)((const char *)vx + x_stride);                      \
+        const block_q8_1 *y = vy;                                                                              \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                                         \
+        float summs0 = 0, summs1 = 0;                                                                          \
+        for (int64_t i = 0; i < n / QK8_1; i++) {                                                              \
+            _mm_prefetch((const char *)&x0[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);                              \
+            _mm_prefetch((const char *)&x1[i + LM_LEGACY_PREFETCH], _MM_HINT_T0);                              \
+            const float yd = lm_half_f32(y[i].d), ys = lm_half_f32(y[i].s);                                    \
+            const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);                                   \
+            summs0 += lm_half_f32(x0[i].m) * ys;                                                               \
+            summs1 += lm_half_f32(x1[i].m) * ys;                                                               \
+            const __m256 d0 = _mm256_set1_ps(lm_half_f32(x0[i].d) * yd);                                       \
+            const __m256 d1 = _mm256_set1_ps(lm_half_f32(x1[i].d) * yd);                                       \
+            acc0 = _mm256_fmadd_ps(d0, lm_mul_sum_us8_pairs_f32(bytes(&x0[i]), qy), acc0);                     \
+            acc1 = _mm256_fmadd_ps(d1, lm_mul_sum_us8_pairs_f32(bytes(&x1[i]), qy), acc1);                     \
+        }                                                                                                      \
+        s[0] = lm_hsum_f32_8(acc0) + summs0;                                                                   \
+        s[1] = lm_hsum_f32_8(acc1) + summs1;                                                                   \
     }
 
 /* Two rows by two columns (decode of two sequences): s[c * s_stride + r] for
  * rows r = 0, 1 (x, x + x_stride bytes) and columns c = 0, 1, each with the
  * operations of the few-column kernel below in the same order (its bits):
  * four independent chains instead of two. */
-#define LM_DEFINE_VEC_DOT_2R2C_I8(t, bytes)                                                                   \
-    void lm_vec_dot_2r2c_##t##_avx2(int64_t n, float *s, size_t s_stride, const void *vx, size_t x_stride,    \
-                                    const void *vy, size_t y_stride) {                                        \
-        const block_##t *x[2] = { vx, (const block_##t *)((const char *)vx + x_stride) };                     \
-        LM_X4_COLUMNS(block_q8_0, y, vy, y_stride, 2);                                                        \
-        const int64_t nb = n / QK8_0;                                                                         \
-        LM_X4_SCALES(yd, y, nb, block_q8_0, 2);                                                               \
-        __m256 acc[2][2] = { { _mm256_setzero_ps(), _mm256_setzero_ps() },                                    \
-                             { _mm256_setzero_ps(), _mm256_setzero_ps() } };                                  \
-        for (int64_t i = 0; i < nb; i++) {                                                                    \
-            for (int r = 0; r < 2; r++) {                                                                     \
-                const __m256 xd = _mm256_set1_ps(lm_half_f32(x[r][i].d));                                     \
-                const __m256i qx = bytes(&x[r][i]);                                                           \
-                const __m256i ax = _mm256_sign_epi8(qx, qx);                                                  \
-                for (int c = 0; c < 2; c++) {                                                                 \
-                    const __m256 d = _mm256_mul_ps(xd, _mm256_broadcast_ss(&yd[c][i]));                       \
-                    const __m256i sy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[c][i].qs), qx); \
-                    acc[r][c] = _mm256_fmadd_ps(d, lm_mul_sum_us8_pairs_f32(ax, sy), acc[r][c]);              \
-                }                                                                                             \
-            }                                                                                                 \
-        }                                                                                                     \
-        for (int r = 0; r < 2; r++)                                                                           \
-            for (int c = 0; c < 2; c++) s[c * s_stride + r] = lm_hsum_f32_8(acc[r][c]);                       \
+#define LM_DEFINE_VEC_DOT_2R2C_I8(t, bytes)                                                                     \
+    void LM_SIMD_FN(lm_vec_dot_2r2c_##t)(int64_t n, float *s, size_t s_stride, const void *vx, size_t x_stride, \
+                                         const void *vy, size_t y_stride) {                                     \
+        const block_##t *x0 = vx, *x1 = (const block_##t *)((const char *)vx + x_stride);                       \
+        LM_X4_COLUMNS(block_q8_0, y, vy, y_stride, 2);                                                          \
+        const int64_t nb = n / QK8_0;                                                                           \
+        LM_X4_SCALES(yd, y, nb, block_q8_0, 2);                                                                 \
+        __m256 acc00 = _mm256_setzero_ps(), acc01 = _mm256_setzero_ps();                                        \
+        __m256 acc10 = _mm256_setzero_ps(), acc11 = _mm256_setzero_ps();                                        \
+        for (int64_t i = 0; i < nb; i++) {                                                                      \
+            const __m256i qy0 = _mm256_loadu_si256((const __m256i *)y[0][i].qs);                                \
+            const __m256i qy1 = _mm256_loadu_si256((const __m256i *)y[1][i].qs);                                \
+            const __m256 yd0 = _mm256_broadcast_ss(&yd[0][i]), yd1 = _mm256_broadcast_ss(&yd[1][i]);            \
+            LM_2R2C_I8_ROW(bytes(&x0[i]), lm_half_f32(x0[i].d), acc00, acc01);                                  \
+            LM_2R2C_I8_ROW(bytes(&x1[i]), lm_half_f32(x1[i].d), acc10, acc11);                                  \
+        }                                                                                                       \
+        s[0] = lm_hsum_f32_8(acc00);                                                                            \
+        s[1] = lm_hsum_f32_8(acc10);                                                                            \
+        s[s_stride] = lm_hsum_f32_8(acc01);                                                                     \
+        s[s_stride + 1] = lm_hsum_f32_8(acc11);                                                                 \
     }
+
+/* one weight row's block (bytes qx_, scale xd_) into the accumulators of
+ * columns 0 and 1 (qy0/yd0, qy1/yd1 of the enclosing loop) */
+#define LM_2R2C_I8_ROW(qx_, xd_, acc_c0, acc_c1)                                                                      \
+    do {                                                                                                              \
+        const __m256i qx = (qx_);                                                                                     \
+        const __m256 xd = _mm256_set1_ps(xd_);                                                                        \
+        const __m256i ax = _mm256_sign_epi8(qx, qx);                                                                  \
+        acc_c0 =                                                                                                      \
+            _mm256_fmadd_ps(_mm256_mul_ps(xd, yd0), lm_mul_sum_us8_pairs_f32(ax, _mm256_sign_epi8(qy0, qx)), acc_c0); \
+        acc_c1 =                                                                                                      \
+            _mm256_fmadd_ps(_mm256_mul_ps(xd, yd1), lm_mul_sum_us8_pairs_f32(ax, _mm256_sign_epi8(qy1, qx)), acc_c1); \
+    } while (0)
 
 /* two to four columns (avx2.h) of LM_DEFINE_VEC_DOT_I8: per block acc +=
  * (dx * dy) * sum(qx * qy) with one FMA; |qx| is taken once per block, dy

@@ -38,8 +38,8 @@ LM_X4_INLINE void x4_q4_1(int64_t n, const int ncol, float *s, size_t s_stride, 
 LM_DEFINE_X4(q4_1, x4_q4_1)
 
 /* two rows by two columns of x4_q4_1, each result with its bits (legacy_avx2.h) */
-void lm_vec_dot_2r2c_q4_1_avx2(int64_t n, float *s, size_t s_stride, const void *vx, size_t x_stride, const void *vy,
-                               size_t y_stride) {
+void LM_SIMD_FN(lm_vec_dot_2r2c_q4_1)(int64_t n, float *s, size_t s_stride, const void *vx, size_t x_stride,
+                                      const void *vy, size_t y_stride) {
     const block_q4_1 *x[2] = { vx, (const block_q4_1 *)((const char *)vx + x_stride) };
     LM_X4_COLUMNS(block_q8_1, y, vy, y_stride, 2);
     const int64_t nb = n / QK4_1;

@@ -1,0 +1,65 @@
+"""The AVX-VNNI builds of the 32-weight formats' kernels (native/simd/x86/avx2.h,
+LM_VNNI: vpdpbusd in place of vpmaddubsw + vpmaddwd) must give the AVX2
+kernels' bits: lamina picks them at run time on CPUs that have AVX-VNNI, and
+a logit must not depend on which CPU computed it.
+
+Every path of matmul is covered: one column (one and two rows at a time), two
+to four columns (the few-column kernel), up to eight in pairs (two rows by two
+columns), and more; weights from the quantizers and raw random bytes (every
+byte value, q8_0's -128 included: the bound that keeps vpmaddubsw from
+saturating, and so both paths equal, is 2 * 128 * 127 < 32767).
+"""
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+
+from lamina import quants
+from lamina.native import lib
+from support.distributions import make
+
+pytestmark = pytest.mark.skipif(not lib.lm_cpu_has_avxvnni(), reason="CPU lacks AVX-VNNI: its kernels cannot run")
+
+TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
+N = 544  # 17 blocks
+ROWS = 19  # odd: the two-row kernels leave one row over
+NCOLS = [1, 2, 3, 4, 5, 6, 8, 9, 17]
+
+
+def random_bytes_weights(qtype, rng):
+    """raw random blocks with finite, moderate scales (d, and m where the type has one)"""
+    w = rng.integers(0, 256, size=(ROWS, quants.row_bytes(qtype, N)), dtype=np.uint8)
+    blocks = w.reshape(ROWS, -1, quants.block_bytes(qtype))
+    n_halves = 2 if qtype in (T.Q4_1, T.Q5_1) else 1  # d (and m) lead the block
+    scales = rng.uniform(-0.05, 0.05, size=blocks.shape[:2] + (n_halves,)).astype(np.float16)
+    blocks[:, :, : 2 * n_halves] = scales.view(np.uint8).reshape(blocks.shape[:2] + (2 * n_halves,))
+    return w
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("ncols", NCOLS)
+@pytest.mark.parametrize("source", ["normal", "outliers", "heavy_tails", "random_bytes"])
+@pytest.mark.parametrize("qtype", TYPES, ids=[t.name for t in TYPES])
+def test_vnni_matmul_equals_avx2(qtype, source, ncols, threads):
+    rng = np.random.default_rng([int(qtype), ncols])
+    if source == "random_bytes":
+        w = random_bytes_weights(qtype, rng)
+        x = make("outliers", ncols, N, seed=3)  # activation bytes at +-127
+    else:
+        w = quants.quantize(make(source, ROWS, N, seed=1), qtype)
+        x = make(source, ncols, N, seed=2)
+    vnni = quants.matmul(w, qtype, x, n_threads=threads, impl="avxvnni")
+    avx2 = quants.matmul(w, qtype, x, n_threads=threads, impl="avx2")
+    assert np.isfinite(avx2).all()
+    np.testing.assert_array_equal(vnni, avx2)
+    # and what a model runs (auto) is the AVX-VNNI path here
+    np.testing.assert_array_equal(quants.matmul(w, qtype, x, n_threads=threads), vnni)
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=[t.name for t in TYPES])
+def test_vnni_vec_dot_equals_avx2(qtype):
+    rng = np.random.default_rng(int(qtype))
+    w = random_bytes_weights(qtype, rng)
+    act = quants.quantize_activations(make("outliers", 1, N, seed=4), qtype)
+    for r in range(ROWS):
+        assert quants.vec_dot(w[r], qtype, act, impl="avxvnni") == quants.vec_dot(w[r], qtype, act, impl="avx2")
