@@ -49,6 +49,14 @@ void lm_vec_dot_2r2c_q5_0_avx2(int64_t n, float *s, size_t s_stride, const void 
                                size_t y_stride);
 void lm_vec_dot_2r2c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
                                size_t y_stride);
+/* and two rows by four columns (the signed-byte formats), each result with the
+ * bits of lm_vec_dot_x4_<t>_avx2 */
+void lm_vec_dot_2r4c_q4_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
+                               size_t y_stride);
+void lm_vec_dot_2r4c_q5_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
+                               size_t y_stride);
+void lm_vec_dot_2r4c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
+                               size_t y_stride);
 
 /* The same kernels of the 32-weight formats built with AVX-VNNI
  * (simd/x86/avx2.h, LM_VNNI): lm_..._<t>_avxvnni, each with the bits of its
@@ -70,6 +78,12 @@ LM_DECLARE_VNNI_COLS(q4_0)
 LM_DECLARE_VNNI_COLS(q4_1)
 LM_DECLARE_VNNI_COLS(q5_0)
 LM_DECLARE_VNNI_COLS(q8_0)
+void lm_vec_dot_2r4c_q4_0_avxvnni(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
+                                  size_t y_stride);
+void lm_vec_dot_2r4c_q5_0_avxvnni(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
+                                  size_t y_stride);
+void lm_vec_dot_2r4c_q8_0_avxvnni(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
+                                  size_t y_stride);
 #undef LM_DECLARE_VNNI_ROWS
 #undef LM_DECLARE_VNNI_COLS
 

@@ -50,21 +50,23 @@ typedef struct {
     lm_vec_dot_x4_fn x4;
     lm_vec_dot_2r_fn dot2r;
     lm_vec_dot_2r2c_fn dot22;
+    lm_vec_dot_2r2c_fn dot24;   /* two rows by four columns */
 } simd_kernels;
 
 static simd_kernels avx2_kernels(const lm_type_traits *t) {
-    simd_kernels k = { t->vec_dot_avx2, t->vec_dot_x4_avx2, NULL, NULL };
+    simd_kernels k = { t->vec_dot_avx2, t->vec_dot_x4_avx2, NULL, NULL, NULL };
 #if defined(LM_BUILD_AVX2)
-#define LM_AVX2_PAIRS(ID, t_, dot22_)        \
-    if (t == &k_traits[LM_TYPE_##ID]) {      \
-        k.dot2r = lm_vec_dot_2r_##t_##_avx2; \
-        k.dot22 = dot22_;                    \
+#define LM_AVX2_PAIRS(ID, t_, dot22_, dot24_) \
+    if (t == &k_traits[LM_TYPE_##ID]) {       \
+        k.dot2r = lm_vec_dot_2r_##t_##_avx2;  \
+        k.dot22 = dot22_;                     \
+        k.dot24 = dot24_;                     \
     }
-    LM_AVX2_PAIRS(Q4_0, q4_0, lm_vec_dot_2r2c_q4_0_avx2)
-    LM_AVX2_PAIRS(Q4_1, q4_1, lm_vec_dot_2r2c_q4_1_avx2)
-    LM_AVX2_PAIRS(Q5_0, q5_0, lm_vec_dot_2r2c_q5_0_avx2)
-    LM_AVX2_PAIRS(Q5_1, q5_1, NULL)
-    LM_AVX2_PAIRS(Q8_0, q8_0, lm_vec_dot_2r2c_q8_0_avx2)
+    LM_AVX2_PAIRS(Q4_0, q4_0, lm_vec_dot_2r2c_q4_0_avx2, lm_vec_dot_2r4c_q4_0_avx2)
+    LM_AVX2_PAIRS(Q4_1, q4_1, lm_vec_dot_2r2c_q4_1_avx2, NULL)
+    LM_AVX2_PAIRS(Q5_0, q5_0, lm_vec_dot_2r2c_q5_0_avx2, lm_vec_dot_2r4c_q5_0_avx2)
+    LM_AVX2_PAIRS(Q5_1, q5_1, NULL, NULL)
+    LM_AVX2_PAIRS(Q8_0, q8_0, lm_vec_dot_2r2c_q8_0_avx2, lm_vec_dot_2r4c_q8_0_avx2)
 #undef LM_AVX2_PAIRS
 #endif
     return k;
@@ -72,16 +74,16 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
 
 /* the AVX-VNNI builds of the 32-weight formats' kernels; all NULL for the rest */
 static simd_kernels avxvnni_kernels(const lm_type_traits *t) {
-    simd_kernels k = { NULL, NULL, NULL, NULL };
+    simd_kernels k = { NULL, NULL, NULL, NULL, NULL };
 #if defined(LM_BUILD_AVXVNNI)
-#define LM_VNNI_ROW(ID, t_, x4_, dot22_) \
-    if (t == &k_traits[LM_TYPE_##ID])    \
-        k = (simd_kernels){ lm_vec_dot_##t_##_avxvnni, x4_, lm_vec_dot_2r_##t_##_avxvnni, dot22_ };
-    LM_VNNI_ROW(Q4_0, q4_0, lm_vec_dot_x4_q4_0_avxvnni, lm_vec_dot_2r2c_q4_0_avxvnni)
-    LM_VNNI_ROW(Q4_1, q4_1, lm_vec_dot_x4_q4_1_avxvnni, lm_vec_dot_2r2c_q4_1_avxvnni)
-    LM_VNNI_ROW(Q5_0, q5_0, lm_vec_dot_x4_q5_0_avxvnni, lm_vec_dot_2r2c_q5_0_avxvnni)
-    LM_VNNI_ROW(Q5_1, q5_1, NULL, NULL)
-    LM_VNNI_ROW(Q8_0, q8_0, lm_vec_dot_x4_q8_0_avxvnni, lm_vec_dot_2r2c_q8_0_avxvnni)
+#define LM_VNNI_ROW(ID, t_, x4_, dot22_, dot24_) \
+    if (t == &k_traits[LM_TYPE_##ID])            \
+        k = (simd_kernels){ lm_vec_dot_##t_##_avxvnni, x4_, lm_vec_dot_2r_##t_##_avxvnni, dot22_, dot24_ };
+    LM_VNNI_ROW(Q4_0, q4_0, lm_vec_dot_x4_q4_0_avxvnni, lm_vec_dot_2r2c_q4_0_avxvnni, lm_vec_dot_2r4c_q4_0_avxvnni)
+    LM_VNNI_ROW(Q4_1, q4_1, lm_vec_dot_x4_q4_1_avxvnni, lm_vec_dot_2r2c_q4_1_avxvnni, NULL)
+    LM_VNNI_ROW(Q5_0, q5_0, lm_vec_dot_x4_q5_0_avxvnni, lm_vec_dot_2r2c_q5_0_avxvnni, lm_vec_dot_2r4c_q5_0_avxvnni)
+    LM_VNNI_ROW(Q5_1, q5_1, NULL, NULL, NULL)
+    LM_VNNI_ROW(Q8_0, q8_0, lm_vec_dot_x4_q8_0_avxvnni, lm_vec_dot_2r2c_q8_0_avxvnni, lm_vec_dot_2r4c_q8_0_avxvnni)
 #undef LM_VNNI_ROW
 #endif
     return k;
@@ -91,7 +93,7 @@ static simd_kernels avxvnni_kernels(const lm_type_traits *t) {
  * impl is unavailable). AUTO and AVXVNNI take the AVX-VNNI build where the
  * type has one and the CPU runs it, else the AVX2 one; AVX2 always AVX2. */
 static simd_kernels select_kernels(const lm_type_traits *t, int impl) {
-    const simd_kernels none = { NULL, NULL, NULL, NULL };
+    const simd_kernels none = { NULL, NULL, NULL, NULL, NULL };
     if (impl == LM_IMPL_SCALAR || !lm_cpu_features_avx2()) return none;
     if (impl == LM_IMPL_AUTO || impl == LM_IMPL_AVXVNNI) {
         if (impl == LM_IMPL_AVXVNNI && !lm_cpu_features_avxvnni()) return none;
@@ -136,4 +138,9 @@ lm_vec_dot_2r_fn lm_select_vec_dot_2r(const lm_type_traits *t, int impl) {
 lm_vec_dot_2r2c_fn lm_select_vec_dot_2r2c(const lm_type_traits *t, int impl) {
     const simd_kernels k = select_kernels(t, impl);
     return k.dot && k.x4 ? k.dot22 : NULL;
+}
+
+lm_vec_dot_2r2c_fn lm_select_vec_dot_2r4c(const lm_type_traits *t, int impl) {
+    const simd_kernels k = select_kernels(t, impl);
+    return k.dot && k.x4 ? k.dot24 : NULL;
 }

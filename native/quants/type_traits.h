@@ -75,5 +75,8 @@ typedef void (*lm_vec_dot_2r2c_fn)(int64_t n, float *s, size_t s_stride, const v
                                    size_t y_stride);
 /* the two-by-two kernel matching lm_select_vec_dot_x4(t, impl), or NULL */
 lm_vec_dot_2r2c_fn lm_select_vec_dot_2r2c(const lm_type_traits *t, int impl);
+/* two rows by four columns (s[c * s_stride + r], c < 4; the same signature),
+ * each bit-identical to the few-column kernel, or NULL */
+lm_vec_dot_2r2c_fn lm_select_vec_dot_2r4c(const lm_type_traits *t, int impl);
 
 #endif
