@@ -21,12 +21,12 @@ static int check_count(const lm_type_traits *t, int64_t n, const char *what) {
 }
 
 int lm_cpu_has_avx2(void) { return lm_cpu_features_avx2(); }
-int lm_cpu_has_avxvnni(void) { return lm_cpu_features_avxvnni(); }
+int lm_cpu_has_vnni(void) { return lm_cpu_features_vnni(); }
 
 int lm_impl_available(int impl) {
     if (impl == LM_IMPL_AUTO || impl == LM_IMPL_SCALAR) return 1;
     if (impl == LM_IMPL_AVX2) return lm_cpu_features_avx2();
-    if (impl == LM_IMPL_AVXVNNI) return lm_cpu_features_avxvnni();
+    if (impl == LM_IMPL_VNNI) return lm_cpu_features_vnni() != 0;
     return 0;
 }
 

@@ -20,8 +20,8 @@ from lamina.native import ffi, last_error, lib
 QType = GGMLQuantizationType | str | int
 
 SCALAR, AVX2, AUTO = lib.LM_IMPL_SCALAR, lib.LM_IMPL_AVX2, lib.LM_IMPL_AUTO
-# avxvnni: the AVX2 kernels with AVX-VNNI's byte dot where a type has them (the same bits)
-IMPLS: dict[str, int] = {"auto": AUTO, "scalar": SCALAR, "avx2": AVX2, "avxvnni": lib.LM_IMPL_AVXVNNI}
+# vnni: the AVX2 kernels with the VNNI byte dot (AVX-VNNI or AVX512-VNNI) where a type has them (the same bits)
+IMPLS: dict[str, int] = {"auto": AUTO, "scalar": SCALAR, "avx2": AVX2, "vnni": lib.LM_IMPL_VNNI}
 
 
 def as_qtype(qtype: QType) -> GGMLQuantizationType:

@@ -231,7 +231,7 @@ static int resolve_impl(int impl, int *use_simd) {
     switch (impl) {
     case LM_IMPL_SCALAR: *use_simd = 0; return LM_OK;
     case LM_IMPL_AVX2:
-    case LM_IMPL_AVXVNNI:   /* no AVX-VNNI build of its own: the AVX2 kernel */
+    case LM_IMPL_VNNI:   /* no VNNI build of its own: the AVX2 kernel */
         if (!lm_impl_available(impl))
             return lm_set_error(LM_ERR_IMPL, "gptq_matmul: kernel implementation %d is not available on this CPU/build",
                                 impl);

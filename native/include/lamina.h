@@ -33,15 +33,16 @@ enum lm_status {
 };
 
 /* which vec_dot kernels to use; AUTO picks the fastest the CPU supports.
- * AVXVNNI: AVX2 where a type's kernels have no AVX-VNNI build (those that
- * have one give the AVX2 kernels' bits) */
-enum lm_impl { LM_IMPL_AUTO = 0, LM_IMPL_SCALAR = 1, LM_IMPL_AVX2 = 2, LM_IMPL_AVXVNNI = 3 };
+ * VNNI: the AVX2 kernels built with the VNNI byte dot (AVX-VNNI or
+ * AVX512-VNNI, as the CPU has), with the AVX2 kernels' bits; AVX2 where a
+ * type has no such build */
+enum lm_impl { LM_IMPL_AUTO = 0, LM_IMPL_SCALAR = 1, LM_IMPL_AVX2 = 2, LM_IMPL_VNNI = 3 };
 
 const char *lm_last_error(void);
 
 /* CPU features and kernel availability */
 int lm_cpu_has_avx2(void);            /* AVX2 + FMA + F16C all present */
-int lm_cpu_has_avxvnni(void);         /* and AVX-VNNI, with its kernels built */
+int lm_cpu_has_vnni(void);            /* 0; 1 AVX-VNNI; 2 AVX512-VNNI (+VL): which VNNI kernels run */
 int lm_impl_available(int impl);
 
 /* type traits */

@@ -58,34 +58,40 @@ void lm_vec_dot_2r4c_q5_0_avx2(int64_t n, float *s, size_t s_stride, const void 
 void lm_vec_dot_2r4c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
                                size_t y_stride);
 
-/* The same kernels of the 32-weight formats built with AVX-VNNI
- * (simd/x86/avx2.h, LM_VNNI): lm_..._<t>_avxvnni, each with the bits of its
- * _avx2 twin; lm_select_* picks them where the CPU has AVX-VNNI */
-#define LM_DECLARE_VNNI_ROWS(t)                                                       \
-    void lm_vec_dot_##t##_avxvnni(int64_t n, float *s, const void *x, const void *y); \
-    void lm_vec_dot_2r_##t##_avxvnni(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
-#define LM_DECLARE_VNNI_COLS(t)                                                                                    \
-    void lm_vec_dot_x4_##t##_avxvnni(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y, \
-                                     size_t y_stride);                                                             \
-    void lm_vec_dot_2r2c_##t##_avxvnni(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride,       \
-                                       const void *y, size_t y_stride);
-LM_DECLARE_VNNI_ROWS(q4_0)
-LM_DECLARE_VNNI_ROWS(q4_1)
-LM_DECLARE_VNNI_ROWS(q5_0)
-LM_DECLARE_VNNI_ROWS(q5_1)
-LM_DECLARE_VNNI_ROWS(q8_0)
-LM_DECLARE_VNNI_COLS(q4_0)
-LM_DECLARE_VNNI_COLS(q4_1)
-LM_DECLARE_VNNI_COLS(q5_0)
-LM_DECLARE_VNNI_COLS(q8_0)
-void lm_vec_dot_2r4c_q4_0_avxvnni(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
-                                  size_t y_stride);
-void lm_vec_dot_2r4c_q5_0_avxvnni(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
-                                  size_t y_stride);
-void lm_vec_dot_2r4c_q8_0_avxvnni(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
-                                  size_t y_stride);
+/* The same kernels of the 32-weight formats built with the VNNI byte dot
+ * (simd/x86/avx2.h, LM_VNNI): lm_..._<t>_<isa> for isa avxvnni and
+ * avx512vnni, each with the bits of its _avx2 twin; lm_select_* picks them
+ * where the CPU runs them (simd/cpu_features.h) */
+#define LM_DECLARE_VNNI_ROWS(t, isa)                                                \
+    void lm_vec_dot_##t##_##isa(int64_t n, float *s, const void *x, const void *y); \
+    void lm_vec_dot_2r_##t##_##isa(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
+#define LM_DECLARE_VNNI_PAIRS(t, isa)                                                                            \
+    void lm_vec_dot_x4_##t##_##isa(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y, \
+                                   size_t y_stride);                                                             \
+    void lm_vec_dot_2r2c_##t##_##isa(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride,       \
+                                     const void *y, size_t y_stride);
+#define LM_DECLARE_VNNI_QUADS(t, isa)                                                                      \
+    void lm_vec_dot_2r4c_##t##_##isa(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, \
+                                     const void *y, size_t y_stride);
+#define LM_DECLARE_VNNI(isa)         \
+    LM_DECLARE_VNNI_ROWS(q4_0, isa)  \
+    LM_DECLARE_VNNI_ROWS(q4_1, isa)  \
+    LM_DECLARE_VNNI_ROWS(q5_0, isa)  \
+    LM_DECLARE_VNNI_ROWS(q5_1, isa)  \
+    LM_DECLARE_VNNI_ROWS(q8_0, isa)  \
+    LM_DECLARE_VNNI_PAIRS(q4_0, isa) \
+    LM_DECLARE_VNNI_PAIRS(q4_1, isa) \
+    LM_DECLARE_VNNI_PAIRS(q5_0, isa) \
+    LM_DECLARE_VNNI_PAIRS(q8_0, isa) \
+    LM_DECLARE_VNNI_QUADS(q4_0, isa) \
+    LM_DECLARE_VNNI_QUADS(q5_0, isa) \
+    LM_DECLARE_VNNI_QUADS(q8_0, isa)
+LM_DECLARE_VNNI(avxvnni)
+LM_DECLARE_VNNI(avx512vnni)
+#undef LM_DECLARE_VNNI
 #undef LM_DECLARE_VNNI_ROWS
-#undef LM_DECLARE_VNNI_COLS
+#undef LM_DECLARE_VNNI_PAIRS
+#undef LM_DECLARE_VNNI_QUADS
 
 /* AVX2 activation quantizers (simd/x86/act_quant_avx2.c), bit-identical with
  * lm_from_float_q8_0 / lm_from_float_q8_1; lm_select_from_float picks them */

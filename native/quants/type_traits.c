@@ -72,36 +72,43 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
     return k;
 }
 
-/* the AVX-VNNI builds of the 32-weight formats' kernels; all NULL for the rest */
-static simd_kernels avxvnni_kernels(const lm_type_traits *t) {
-    simd_kernels k = { NULL, NULL, NULL, NULL, NULL };
+/* the VNNI builds of the 32-weight formats' kernels (isa avxvnni or
+ * avx512vnni); all NULL for the other types */
+#define LM_VNNI_ROW(ID, t_, x4_, dot22_, dot24_, isa) \
+    if (t == &k_traits[LM_TYPE_##ID])                 \
+        return (simd_kernels){ lm_vec_dot_##t_##_##isa, x4_, lm_vec_dot_2r_##t_##_##isa, dot22_, dot24_ };
+#define LM_VNNI_TABLE(isa)                                                                                         \
+    LM_VNNI_ROW(Q4_0, q4_0, lm_vec_dot_x4_q4_0_##isa, lm_vec_dot_2r2c_q4_0_##isa, lm_vec_dot_2r4c_q4_0_##isa, isa) \
+    LM_VNNI_ROW(Q4_1, q4_1, lm_vec_dot_x4_q4_1_##isa, lm_vec_dot_2r2c_q4_1_##isa, NULL, isa)                       \
+    LM_VNNI_ROW(Q5_0, q5_0, lm_vec_dot_x4_q5_0_##isa, lm_vec_dot_2r2c_q5_0_##isa, lm_vec_dot_2r4c_q5_0_##isa, isa) \
+    LM_VNNI_ROW(Q5_1, q5_1, NULL, NULL, NULL, isa)                                                                 \
+    LM_VNNI_ROW(Q8_0, q8_0, lm_vec_dot_x4_q8_0_##isa, lm_vec_dot_2r2c_q8_0_##isa, lm_vec_dot_2r4c_q8_0_##isa, isa)
+
+static simd_kernels vnni_kernels(const lm_type_traits *t) {
+    const simd_kernels none = { NULL, NULL, NULL, NULL, NULL };
+    switch (lm_cpu_features_vnni()) {
 #if defined(LM_BUILD_AVXVNNI)
-#define LM_VNNI_ROW(ID, t_, x4_, dot22_, dot24_) \
-    if (t == &k_traits[LM_TYPE_##ID])            \
-        k = (simd_kernels){ lm_vec_dot_##t_##_avxvnni, x4_, lm_vec_dot_2r_##t_##_avxvnni, dot22_, dot24_ };
-    LM_VNNI_ROW(Q4_0, q4_0, lm_vec_dot_x4_q4_0_avxvnni, lm_vec_dot_2r2c_q4_0_avxvnni, lm_vec_dot_2r4c_q4_0_avxvnni)
-    LM_VNNI_ROW(Q4_1, q4_1, lm_vec_dot_x4_q4_1_avxvnni, lm_vec_dot_2r2c_q4_1_avxvnni, NULL)
-    LM_VNNI_ROW(Q5_0, q5_0, lm_vec_dot_x4_q5_0_avxvnni, lm_vec_dot_2r2c_q5_0_avxvnni, lm_vec_dot_2r4c_q5_0_avxvnni)
-    LM_VNNI_ROW(Q5_1, q5_1, NULL, NULL, NULL)
-    LM_VNNI_ROW(Q8_0, q8_0, lm_vec_dot_x4_q8_0_avxvnni, lm_vec_dot_2r2c_q8_0_avxvnni, lm_vec_dot_2r4c_q8_0_avxvnni)
-#undef LM_VNNI_ROW
+    case LM_VNNI_AVX: LM_VNNI_TABLE(avxvnni) return none;
 #endif
-    return k;
+#if defined(LM_BUILD_AVX512VNNI)
+    case LM_VNNI_AVX512: LM_VNNI_TABLE(avx512vnni) return none;
+#endif
+    default: return none;
+    }
 }
+#undef LM_VNNI_TABLE
+#undef LM_VNNI_ROW
 
 /* impl's SIMD kernels for t (all NULL: none, the scalar reference runs or
- * impl is unavailable). AUTO and AVXVNNI take the AVX-VNNI build where the
- * type has one and the CPU runs it, else the AVX2 one; AVX2 always AVX2. */
+ * impl is unavailable). AUTO and VNNI take the VNNI build where the type has
+ * one and the CPU runs it, else the AVX2 one; AVX2 always AVX2. */
 static simd_kernels select_kernels(const lm_type_traits *t, int impl) {
     const simd_kernels none = { NULL, NULL, NULL, NULL, NULL };
     if (impl == LM_IMPL_SCALAR || !lm_cpu_features_avx2()) return none;
-    if (impl == LM_IMPL_AUTO || impl == LM_IMPL_AVXVNNI) {
-        if (impl == LM_IMPL_AVXVNNI && !lm_cpu_features_avxvnni()) return none;
-        if (lm_cpu_features_avxvnni()) {
-            const simd_kernels k = avxvnni_kernels(t);
-            if (k.dot) return k;
-        }
-        return avx2_kernels(t);
+    if (impl == LM_IMPL_AUTO || impl == LM_IMPL_VNNI) {
+        if (impl == LM_IMPL_VNNI && !lm_cpu_features_vnni()) return none;
+        const simd_kernels k = vnni_kernels(t);
+        return k.dot ? k : avx2_kernels(t);
     }
     if (impl == LM_IMPL_AVX2) return avx2_kernels(t);
     return none;

@@ -1,7 +1,8 @@
 /* cpu_features.c — which SIMD kernels this CPU can run, decided once at run
  * time so one build works on any x86-64 (and builds scalar-only elsewhere).
  * LAMINA_SIMD=scalar in the environment forces the scalar reference path,
- * LAMINA_SIMD=avx2 the AVX2 kernels without AVX-VNNI. */
+ * LAMINA_SIMD=avx2 the AVX2 kernels without the VNNI byte dot,
+ * LAMINA_SIMD=avx512vnni its AVX512-VNNI build over the AVX-VNNI one. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,18 +25,21 @@ int lm_cpu_features_avx2(void) {
     return cached;
 }
 
-static int detect_avxvnni(void) {
+static int detect_vnni(void) {
     const char *force = getenv("LAMINA_SIMD");
-    if (force && strcmp(force, "avx2") == 0) return 0;
+    if ((force && strcmp(force, "avx2") == 0) || !lm_cpu_features_avx2()) return 0;
 #if defined(LM_BUILD_AVXVNNI)
-    return lm_cpu_features_avx2() && __builtin_cpu_supports("avxvnni");
-#else
-    return 0;
+    /* LAMINA_SIMD=avx512vnni: the EVEX build even where AVX-VNNI runs (tests) */
+    if (__builtin_cpu_supports("avxvnni") && !(force && strcmp(force, "avx512vnni") == 0)) return LM_VNNI_AVX;
 #endif
+#if defined(LM_BUILD_AVX512VNNI)
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) return LM_VNNI_AVX512;
+#endif
+    return 0;
 }
 
-int lm_cpu_features_avxvnni(void) {
+int lm_cpu_features_vnni(void) {
     static int cached = -1;   /* benign race, as above */
-    if (cached < 0) cached = detect_avxvnni();
+    if (cached < 0) cached = detect_vnni();
     return cached;
 }

@@ -6,8 +6,11 @@
  * LAMINA_SIMD=scalar is not set), else 0 */
 int lm_cpu_features_avx2(void);
 
-/* 1 when the AVX-VNNI kernels were built, lm_cpu_features_avx2() holds and
- * this CPU has AVX-VNNI (and LAMINA_SIMD is neither scalar nor avx2), else 0 */
-int lm_cpu_features_avxvnni(void);
+/* which build of the VNNI kernels runs (simd/x86/avx2.h, LM_VNNI): the
+ * VEX-encoded AVX-VNNI one where the CPU has it, else the EVEX-encoded
+ * AVX512-VNNI one (with AVX512VL, for 256-bit registers); 0 when neither was
+ * built or runs, lm_cpu_features_avx2() is 0, or LAMINA_SIMD=avx2 */
+enum { LM_VNNI_AVX = 1, LM_VNNI_AVX512 = 2 };
+int lm_cpu_features_vnni(void);
 
 #endif /* LAMINA_CPU_FEATURES_H */

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-t", "--threads", type=checked(options.n_threads), default=min(2, available_cpus()))
     ap.add_argument("-r", "--reps", type=int, default=5)
     ap.add_argument("--types", default=",".join(DEFAULT_TYPES), help="comma-separated ggml type names")
-    ap.add_argument("--impl", default="auto", choices=["auto", "scalar", "avx2", "avxvnni"])
+    ap.add_argument("--impl", default="auto", choices=["auto", "scalar", "avx2", "vnni"])
     ap.add_argument("--matvec-mb", type=int, default=64, help="weight bytes of the mat-vec matrix (MiB)")
     ap.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     args = ap.parse_args(argv)
@@ -196,7 +196,7 @@ def _bench_kernels(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "impl": args.impl,
         "avx2": bool(lib.lm_cpu_has_avx2()),
-        "avxvnni": bool(lib.lm_cpu_has_avxvnni()),
+        "vnni": ["none", "avx-vnni", "avx512-vnni"][lib.lm_cpu_has_vnni()],
         "read_bandwidth_gbps": bw,
     }
     if args.json:

@@ -10,6 +10,11 @@ byte value, q8_0's -128 included: the bound that keeps vpmaddubsw from
 saturating, and so both paths equal, is 2 * 128 * 127 < 32767).
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
@@ -18,7 +23,7 @@ from lamina import quants
 from lamina.native import lib
 from support.distributions import make
 
-pytestmark = pytest.mark.skipif(not lib.lm_cpu_has_avxvnni(), reason="CPU lacks AVX-VNNI: its kernels cannot run")
+pytestmark = pytest.mark.skipif(not lib.lm_cpu_has_vnni(), reason="CPU lacks AVX-VNNI: its kernels cannot run")
 
 TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
 N = 544  # 17 blocks
@@ -48,7 +53,7 @@ def test_vnni_matmul_equals_avx2(qtype, source, ncols, threads):
     else:
         w = quants.quantize(make(source, ROWS, N, seed=1), qtype)
         x = make(source, ncols, N, seed=2)
-    vnni = quants.matmul(w, qtype, x, n_threads=threads, impl="avxvnni")
+    vnni = quants.matmul(w, qtype, x, n_threads=threads, impl="vnni")
     avx2 = quants.matmul(w, qtype, x, n_threads=threads, impl="avx2")
     assert np.isfinite(avx2).all()
     np.testing.assert_array_equal(vnni, avx2)
@@ -62,4 +67,33 @@ def test_vnni_vec_dot_equals_avx2(qtype):
     w = random_bytes_weights(qtype, rng)
     act = quants.quantize_activations(make("outliers", 1, N, seed=4), qtype)
     for r in range(ROWS):
-        assert quants.vec_dot(w[r], qtype, act, impl="avxvnni") == quants.vec_dot(w[r], qtype, act, impl="avx2")
+        assert quants.vec_dot(w[r], qtype, act, impl="vnni") == quants.vec_dot(w[r], qtype, act, impl="avx2")
+
+
+def test_avx512_vnni_build_equals_avx2():
+    """The EVEX-encoded build (CPUs with AVX512-VNNI but no AVX-VNNI: Ice Lake,
+    Zen 4), forced by LAMINA_SIMD=avx512vnni in a child process (the choice is
+    made once per process)."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if " avx512_vnni" not in flags or " avx512vl" not in flags:
+        pytest.skip("CPU lacks AVX512-VNNI/VL: its build cannot run")
+    code = f"""
+import numpy as np
+from lamina import quants
+from lamina.native import lib
+from support.distributions import make
+assert lib.lm_cpu_has_vnni() == 2, lib.lm_cpu_has_vnni()
+for qtype in {[int(t) for t in TYPES]}:
+    for ncols in (1, 2, 4, 7):
+        w = quants.quantize(make("outliers", {ROWS}, {N}, seed=1), qtype)
+        x = make("outliers", ncols, {N}, seed=2)
+        a = quants.matmul(w, qtype, x, n_threads=2, impl="vnni")
+        b = quants.matmul(w, qtype, x, n_threads=2, impl="avx2")
+        assert np.array_equal(a, b), (qtype, ncols)
+print("ok")
+"""
+    env = dict(os.environ, LAMINA_SIMD="avx512vnni")
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (tests_dir, env.get("PYTHONPATH", "")) if p)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -1,9 +1,10 @@
 /* avx2.h — small AVX2 building blocks shared by the AVX2 kernels of simd/x86/.
  * Only included by files compiled with -mavx2 -mfma -mf16c.
  *
- * The 32-weight formats' files are compiled twice: as they are (functions
- * named *_avx2) and with -mavxvnni -DLM_VNNI (named *_avxvnni), where the
- * byte products below take AVX-VNNI's vpdpbusd instead of vpmaddubsw +
+ * The 32-weight formats' files are compiled three times: as they are
+ * (functions named *_avx2), with -mavxvnni -DLM_VNNI=1 (*_avxvnni) and with
+ * -mavx512vnni -mavx512vl -DLM_VNNI=512 (*_avx512vnni), where the byte
+ * products below take vpdpbusd (VEX or EVEX encoded) instead of vpmaddubsw +
  * vpmaddwd. LM_SIMD_FN names a kernel for the build at hand. */
 #ifndef LAMINA_AVX2_H
 #define LAMINA_AVX2_H
@@ -16,8 +17,12 @@
 #include "quants/blocks.h"
 #include "quants/type_traits.h"
 
-#if defined(LM_VNNI)
+#if defined(LM_VNNI) && LM_VNNI == 512
+#define LM_SIMD_FN(name) name##_avx512vnni
+#define LM_DPBUSD(acc, a, b) _mm256_dpbusd_epi32(acc, a, b)
+#elif defined(LM_VNNI)
 #define LM_SIMD_FN(name) name##_avxvnni
+#define LM_DPBUSD(acc, a, b) _mm256_dpbusd_avx_epi32(acc, a, b)
 #else
 #define LM_SIMD_FN(name) name##_avx2
 #endif
@@ -70,7 +75,7 @@ static inline __m256 lm_sum_i16_pairs_f32(__m256i x) {
  * write -127..127), 2 * 128 * 127 < 32767. */
 static inline __m256 lm_mul_sum_us8_pairs_f32(__m256i ax, __m256i sy) {
 #if defined(LM_VNNI)
-    return _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sy));
+    return _mm256_cvtepi32_ps(LM_DPBUSD(_mm256_setzero_si256(), ax, sy));
 #else
     return lm_sum_i16_pairs_f32(_mm256_maddubs_epi16(ax, sy));
 #endif
