@@ -108,7 +108,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.replicas is not None:
         return _serve_replicas(args, config)
     if args.ray_address or args.min_replicas or args.max_replicas or args.target_ongoing_requests:
-        raise ValueError("--ray-address, --min-replicas, --max-replicas and --target-ongoing-requests need --replicas N")
+        raise ValueError(
+            "--ray-address, --min-replicas, --max-replicas and --target-ongoing-requests need --replicas N"
+        )
     service = Service(config)
     app = create_app(service)
     server = uvicorn.Server(

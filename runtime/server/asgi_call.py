@@ -30,7 +30,9 @@ _END = object()
 
 
 async def call(
-    app: ASGIApp, request: ForwardedRequest, extra_headers: list[tuple[bytes, bytes]] = ()  # type: ignore[assignment]
+    app: ASGIApp,
+    request: ForwardedRequest,
+    extra_headers: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
 ) -> AsyncIterator[Any]:
     scope = {
         "type": "http",
@@ -62,9 +64,8 @@ async def call(
         if message["type"] == "http.response.start":
             headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])] + list(extra_headers)
             await out.put(("start", message["status"], headers))
-        elif message["type"] == "http.response.body":
-            if message.get("body"):
-                await out.put(bytes(message["body"]))
+        elif message["type"] == "http.response.body" and message.get("body"):
+            await out.put(bytes(message["body"]))
 
     async def run() -> None:
         try:

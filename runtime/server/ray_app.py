@@ -46,7 +46,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import ray
 from ray import serve
@@ -59,7 +59,7 @@ from ray.serve.exceptions import (
     RequestCancelledError,
 )
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from lamina.server import asgi_call, metrics_merge
 from lamina.server.auth import check_key
@@ -109,7 +109,11 @@ def _board(app_name: str):
 
 # --------------------------------------------------------------- replica
 @serve.deployment(
-    request_router_config=RequestRouterConfig(request_router_class="lamina.server.ray_router:PrefixHashRouter"),
+    # by its import path: the router runs in the ingress's process, wherever that is
+    # (its stubs want a dict there, though the field takes a class or its path)
+    request_router_config=cast(Any, RequestRouterConfig)(
+        request_router_class="lamina.server.ray_router:PrefixHashRouter"
+    ),
     graceful_shutdown_timeout_s=SHUTDOWN_DRAIN_S,
     graceful_shutdown_wait_loop_s=1.0,
     health_check_period_s=2.0,
@@ -207,7 +211,8 @@ class LaminaIngress:
                     except Exception as e:
                         if sse:  # the status is sent: say it the way the single server says a stream's error
                             err = _as_api_error(e)
-                            yield f"data: {json.dumps(error_body(err.status, err.message, err.param, err.code))}\n\n".encode()
+                            body = error_body(err.status, err.message, err.param, err.code)
+                            yield f"data: {json.dumps(body)}\n\n".encode()
                         return
                     yield chunk
             finally:
@@ -232,7 +237,7 @@ class LaminaIngress:
         return b"".join(parts)
 
     async def _metrics(self, request: Request) -> Response:
-        check_key(request, self.config.api_keys)  # type: ignore[arg-type]
+        check_key(request, self.config.api_keys)
         texts = await self.board.snapshot.remote(METRICS_STALE_S)
         return Response(metrics_merge.merge(texts), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -245,8 +250,12 @@ def _as_api_error(e: BaseException) -> APIError:
     if isinstance(e, APIError):
         return e
     if isinstance(e, BackPressureError):
-        return APIError(503, "every replica is busy and the queue is full (--queue)", code="queue_full",
-                        headers={"Retry-After": "1"})
+        return APIError(
+            503,
+            "every replica is busy and the queue is full (--queue)",
+            code="queue_full",
+            headers={"Retry-After": "1"},
+        )
     if isinstance(e, _DIED):
         return _died_error()
     if isinstance(e, asyncio.TimeoutError):
@@ -280,8 +289,9 @@ def build_app(
         options["autoscaling_config"] = {"initial_replicas": replicas, **autoscaling}
     else:
         options["num_replicas"] = replicas
-    replica = LaminaReplica.options(**options).bind(config)
-    return LaminaIngress.bind(replica, config)
+    # (serve.deployment turns the classes into Deployments; mypy still sees the classes)
+    replica = cast(Any, LaminaReplica).options(**options).bind(config)
+    return cast(Any, LaminaIngress).bind(replica, config)
 
 
 _AUTOSCALING_ARGS = ("min_replicas", "max_replicas", "target_ongoing_requests")
@@ -294,15 +304,20 @@ def app_builder(args: dict[str, str]):
     args = dict(args)
     aliases = {"threads": "n_threads", "parallel": "n_parallel", "ctx_size": "n_ctx"}
     replicas = int(args.pop("replicas", 1))
-    autoscaling = {k: float(args.pop(k)) if k == "target_ongoing_requests" else int(args.pop(k))
-                   for k in _AUTOSCALING_ARGS if k in args}
+    autoscaling = {
+        k: float(args.pop(k)) if k == "target_ongoing_requests" else int(args.pop(k))
+        for k in _AUTOSCALING_ARGS
+        if k in args
+    }
     types = {f.name: f.type for f in fields(ServerConfig)}
     values: dict[str, Any] = {}
     for k, v in args.items():
         name = aliases.get(k, k)
         if name not in types:
-            raise ValueError(f"unknown argument {k!r}: expected model, replicas, {', '.join(_AUTOSCALING_ARGS)} "
-                             f"or a ServerConfig field ({', '.join(types)})")
+            raise ValueError(
+                f"unknown argument {k!r}: expected model, replicas, {', '.join(_AUTOSCALING_ARGS)} "
+                f"or a ServerConfig field ({', '.join(types)})"
+            )
         values[name] = _convert(name, v)
     if "model" not in values:
         raise ValueError("model=PATH is required")
@@ -355,8 +370,11 @@ def serve_forever(
     try:
         serve.start(http_options={"host": config.host, "port": config.port})
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-        scale = (f"{replicas} replicas" if not autoscaling else
-                 f"{autoscaling.get('min_replicas', '?')}..{autoscaling.get('max_replicas', '?')} replicas")
+        scale = (
+            f"{replicas} replicas"
+            if not autoscaling
+            else f"{autoscaling.get('min_replicas', '?')}..{autoscaling.get('max_replicas', '?')} replicas"
+        )
         print(
             f"lamina serve: http://{config.host}:{config.port}/v1 · {config.model_name} · {scale} on Ray"
             f" ({'local' if local else ray_address}), each {config.n_parallel} slots, "

@@ -91,12 +91,14 @@ def test_chats_continue_on_the_replica_holding_their_prefix(servers):
     before = _per_replica(_metrics(base), "lamina_completion_tokens_total")
     openers = ["Tell me about cats.", "Tell me about the sea.", "What is a prime number?", "Describe a forest."]
     landed: dict[str, float] = {}
+    chat = client.chat.completions.with_raw_response.create
     for opener in openers:
         messages = [{"role": "user", "content": opener}]
-        raw = client.chat.completions.with_raw_response.create(model="smollm2", messages=messages, temperature=0, max_tokens=8)
+        raw = chat(model="smollm2", messages=messages, temperature=0, max_tokens=8)
         first, replica = raw.parse(), raw.headers[HEADER]
-        messages += [{"role": "assistant", "content": first.choices[0].message.content}, {"role": "user", "content": "More."}]
-        raw = client.chat.completions.with_raw_response.create(model="smollm2", messages=messages, temperature=0, max_tokens=8)
+        messages.append({"role": "assistant", "content": first.choices[0].message.content})
+        messages.append({"role": "user", "content": "More."})
+        raw = chat(model="smollm2", messages=messages, temperature=0, max_tokens=8)
         second = raw.parse()
         assert raw.headers[HEADER] == replica, opener
         # the second turn found the first one's KV in that replica's slot
@@ -118,11 +120,15 @@ def test_a_killed_replica_is_survived(servers):
     base = servers[1]
     client = _client(base)
     text = _metrics(base)
-    pids = {m.group(1): int(m.group(2)) for m in re.finditer(r'lamina_replica_process\{replica="([^"]+)",node="[^"]*",pid="(\d+)"\}', text)}
+    where = re.finditer(r'lamina_replica_process\{replica="([^"]+)",node="[^"]*",pid="(\d+)"\}', text)
+    pids = {m.group(1): int(m.group(2)) for m in where}
     assert len(pids) == 2
     raw = client.chat.completions.with_raw_response.create(
-        model="smollm2", messages=[{"role": "user", "content": "Write a long story about a dragon."}],
-        temperature=0, max_tokens=400, stream=True,
+        model="smollm2",
+        messages=[{"role": "user", "content": "Write a long story about a dragon."}],
+        temperature=0,
+        max_tokens=400,
+        stream=True,
     )
     victim = raw.headers[HEADER]
     stream = iter(raw.parse())
@@ -153,5 +159,7 @@ def test_a_killed_replica_is_survived(servers):
             break
         time.sleep(1)
     assert len(live) == 2 and victim not in live
-    print(f"\nkill -9 at t=0; in-flight stream failed at {failed_after:.1f}s; "
-          f"4 requests served by {sorted(set(served))}; replaced by t={time.monotonic() - t0:.1f}s")
+    print(
+        f"\nkill -9 at t=0; in-flight stream failed at {failed_after:.1f}s; "
+        f"4 requests served by {sorted(set(served))}; replaced by t={time.monotonic() - t0:.1f}s"
+    )
