@@ -9,6 +9,7 @@ error, the live replica serves what comes next, and Ray starts a new one."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import re
 import signal
@@ -21,6 +22,8 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("ray.serve")
 
 from lamina.model_cache import fetch_model  # noqa: E402
+from lamina.server.ray_router import rendezvous  # noqa: E402
+from lamina.server.route_key import route_key  # noqa: E402
 from support.serve_process import start_server, stop_server  # noqa: E402
 
 KEY = "ray-key"
@@ -59,6 +62,25 @@ def _per_replica(text: str, name: str) -> dict[str, float]:
     for m in re.finditer(rf'^{name}\{{replica="([^"]+)"[^}}]*\}} (\S+)$', text, re.M):
         out[m.group(1)] = float(m.group(2))
     return out
+
+
+def test_a_chats_later_turns_share_its_routing_key_and_a_dead_replica_moves_only_its_keys():
+    chat = "/v1/chat/completions"
+    turn1 = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    turn2 = [*turn1, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Tell me more."}]
+    key = route_key(chat, json.dumps({"messages": turn1}).encode())
+    assert key and key == route_key(chat, json.dumps({"messages": turn2, "temperature": 0}).encode())
+    assert key != route_key(chat, json.dumps({"messages": [{"role": "user", "content": "Bye"}]}).encode())
+    long = "Once upon a time " * 10
+    assert route_key("/v1/completions", json.dumps({"prompt": long}).encode()) == route_key(
+        "/v1/completions", json.dumps({"prompt": long + " there was"}).encode()
+    )
+    assert route_key(chat, b"{not json") is None and route_key("/v1/embeddings", b'{"input": "x"}') is None
+    keys = [f"k{i}" for i in range(300)]
+    three = {k: rendezvous(k, ["a", "b", "c"]) for k in keys}
+    two = {k: rendezvous(k, ["a", "c"]) for k in keys}
+    assert 60 < sum(v == "b" for v in three.values()) < 140  # about a third each
+    assert all(two[k] == three[k] for k in keys if three[k] != "b")  # b's death moves b's keys only
 
 
 def test_outputs_equal_the_single_server(servers):
