@@ -369,7 +369,16 @@ def serve_forever(
         signal.signal(sig, lambda *_: stop.set())
     try:
         serve.start(http_options={"host": config.host, "port": config.port})
-        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        try:
+            serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        except RuntimeError as e:  # a replica that cannot start: Ray's report holds the replica's own error
+            text = str(e)
+            with contextlib.suppress(Exception):
+                status = serve.status().applications[APP_NAME].deployments["LaminaReplica"]
+                text += "\n" + status.message
+            marker = "RuntimeError: lamina replica: "
+            ours = next((ln.split(marker, 1)[1] for ln in reversed(text.splitlines()) if marker in ln), None)
+            raise ValueError(f"the replicas did not start: {ours or text}") from None
         scale = (
             f"{replicas} replicas"
             if not autoscaling
