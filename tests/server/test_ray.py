@@ -34,12 +34,15 @@ HEADER = "x-lamina-replica"
 @pytest.fixture(scope="module")
 def servers():
     model = str(fetch_model("smollm2-135m-instruct"))
-    single, single_base = start_server(model, *FLAGS)
-    try:
-        replicas, base = start_server(model, *FLAGS, "--replicas", "2", timeout=150)
-    except BaseException:
-        stop_server(single)
-        raise
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # both start at once: Ray's start is the long one
+        starts = [pool.submit(start_server, model, *FLAGS), pool.submit(start_server, model, *FLAGS, "--replicas", "2")]
+        concurrent.futures.wait(starts)
+    if any(f.exception() for f in starts):
+        for f in starts:
+            if f.exception() is None:
+                stop_server(f.result()[0])
+        raise next(e for e in (f.exception() for f in starts) if e is not None)
+    (single, single_base), (replicas, base) = (f.result() for f in starts)
     try:
         yield single_base, base, replicas
     finally:
