@@ -3,13 +3,17 @@
 on the same model, context, slots and threads, in the same run (never a test).
 
     tools/load_bench.py [-m MODEL] [-c 2048] [-np 4] [-t 2] [--clients 1,4,8,16] [--requests 16] [--max-tokens 64]
+                        [--replicas N --replica-threads T] [--only lamina,lamina-ray,llama.cpp]
 
 Each server is started on a free 127.0.0.1 port; for each concurrency C, C
 streaming clients (httpx, asyncio) send --requests chat completions in all
 (temperature 0, stream_options.include_usage) and the table shows aggregate
 output tokens/s, and p50/p95 of time to first token and of inter-token
 latency (between streamed chunks). Bounded: every request has a timeout and
-every server a start deadline."""
+every server a start deadline. With --replicas N, `lamina-ray` is a third
+server: `lamina serve --replicas N -t T` on a local Ray cluster (the same
+-c and -np per replica), for one server against N replicas on one machine,
+and the Ray hop's cost per token (its ITL against lamina's at one client)."""
 
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ class Sample:
     ttft: float
     gaps: list[float]
     tokens: int
+    total: float = 0.0  # the whole request, first byte sent to [DONE]
 
 
 @dataclass
@@ -106,7 +111,7 @@ async def one(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_
                 else:
                     gaps.append(now - last)
                 last = now
-    return Sample((first or time.perf_counter()) - t0, gaps, tokens)
+    return Sample((first or time.perf_counter()) - t0, gaps, tokens, time.perf_counter() - t0)
 
 
 async def run_level(engine: str, port: int, clients: int, n_requests: int, max_tokens: int) -> Result:
@@ -141,7 +146,9 @@ def main() -> int:
     ap.add_argument("--clients", default="1,4,8,16")
     ap.add_argument("--requests", type=int, default=16, help="requests per concurrency level")
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--only", choices=["lamina", "llama.cpp"], default=None)
+    ap.add_argument("--only", default=None, help="comma-separated engines of lamina, lamina-ray, llama.cpp")
+    ap.add_argument("--replicas", type=int, default=0, help="add lamina-ray: this many replicas on a local Ray")
+    ap.add_argument("--replica-threads", type=int, default=1, help="-t of each lamina-ray replica")
     args = ap.parse_args()
     from lamina.model_cache import fetch_model
 
@@ -156,9 +163,12 @@ def main() -> int:
                                    "-np", str(args.parallel), "-c", str(args.ctx_size), "-t", str(args.threads),
                                    "-tb", str(args.threads), "-ngl", "0", "--no-webui"],
     }  # fmt: skip
+    if args.replicas:
+        servers["lamina-ray"] = lambda port: [*servers["lamina"](port)[:-2], "-t", str(args.replica_threads),
+                                              "--replicas", str(args.replicas)]  # fmt: skip
     results: list[Result] = []
     for engine, cmd in servers.items():
-        if args.only and engine != args.only:
+        if args.only and engine not in args.only.split(","):
             continue
         port = free_port()
         proc = start(cmd(port), port)
@@ -176,13 +186,14 @@ def main() -> int:
                 proc.kill()
     print(f"model {Path(model).name}, -c {args.ctx_size}, -np {args.parallel}, -t {args.threads}, "
           f"{args.requests} requests per level, max_tokens {args.max_tokens}, temperature 0")  # fmt: skip
-    print("| engine | clients | output tok/s | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p95 ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| engine | clients | output tok/s | request p95 s | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p95 ms |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         ttft = [s.ttft for s in r.samples]
         gaps = [g for s in r.samples for g in s.gaps]
         cells = [
             f"{r.tokens_per_second:.1f}",
+            f"{r.pct([s.total for s in r.samples], 0.95):.2f}",
             f"{1e3 * statistics.median(ttft):.0f}",
             f"{1e3 * r.pct(ttft, 0.95):.0f}",
             f"{1e3 * statistics.median(gaps):.0f}",

@@ -4,11 +4,15 @@
                  [--api-key KEY | --api-key-file F] [--alias NAME] [--cache-type f16|q8_0]
                  [--chat-template-file F] [--kv-unified] [--queue N] [--timeout S] [--max-body BYTES]
                  [--cors-origin URL ...] [--slot-save-path DIR]
+                 [--replicas N [--ray-address ADDR] [--min-replicas N --max-replicas N
+                  --target-ongoing-requests X]]
 
 llama-server's flag names and meanings where it has them. Binds to
 127.0.0.1 unless told otherwise; prints the URL and the plan (slots, context
 per slot, KV bytes) when the model is loaded. Needs the server extra:
-pip install "lamina[server]"."""
+pip install "lamina[server]". With --replicas, N copies of the server on
+Ray Serve behind one endpoint (lamina.server.ray_app; pip install
+"lamina[ray]"; docs/scale-out.md)."""
 
 from __future__ import annotations
 
@@ -44,6 +48,12 @@ def parser() -> argparse.ArgumentParser:
         help="enable POST /slots/{id}?action=save|restore|erase, with files in DIR (created if missing)",
     )
     ap.add_argument("--cors-origin", action="append", default=[], help="allow browsers from this origin (repeatable)")
+    ray = ap.add_argument_group("replicas on Ray Serve (pip install 'lamina[ray]')")
+    ray.add_argument("--replicas", type=int, default=None, help="serve N replicas, each with -t threads and -np slots")
+    ray.add_argument("--ray-address", default=None, help="a running Ray cluster (default: start a local one)")
+    ray.add_argument("--min-replicas", type=int, default=None, help="autoscaling: Ray's min_replicas")
+    ray.add_argument("--max-replicas", type=int, default=None, help="autoscaling: Ray's max_replicas")
+    ray.add_argument("--target-ongoing-requests", type=float, default=None, help="autoscaling: per replica")
     return ap
 
 
@@ -95,6 +105,12 @@ def _serve(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         slot_save_path=args.slot_save_path,
     )
+    if args.replicas is not None:
+        return _serve_replicas(args, config)
+    if args.ray_address or args.min_replicas or args.max_replicas or args.target_ongoing_requests:
+        raise ValueError(
+            "--ray-address, --min-replicas, --max-replicas and --target-ongoing-requests need --replicas N"
+        )
     service = Service(config)
     app = create_app(service)
     server = uvicorn.Server(
@@ -123,6 +139,18 @@ def _serve(args: argparse.Namespace) -> int:
     threading.Thread(target=announce, daemon=True).start()
     server.run()
     return 1 if service.load_error is not None else 0
+
+
+def _serve_replicas(args: argparse.Namespace, config) -> int:
+    try:
+        from lamina.server.ray_app import serve_forever
+    except ImportError as e:
+        raise ValueError(f"--replicas needs the ray extra ({e.name} is missing): pip install 'lamina[ray]'") from None
+    if args.replicas < 1:
+        raise ValueError(f"--replicas must be >= 1, got {args.replicas}")
+    names = ("min_replicas", "max_replicas", "target_ongoing_requests")
+    autoscaling = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    return serve_forever(config, args.replicas, autoscaling or None, args.ray_address)
 
 
 if __name__ == "__main__":
