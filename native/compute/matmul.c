@@ -34,6 +34,7 @@ typedef struct {
     lm_vec_dot_2r_fn dot2r;  /* 2 rows of one column at once, bit-identical to dot; may be NULL */
     lm_vec_dot_2r2c_fn dot22;   /* 2 rows by 2 columns, bit-identical to dot4; may be NULL */
     lm_vec_dot_2r2c_fn dot24;   /* 2 rows by 4 columns, bit-identical to dot4; may be NULL */
+    int dot24_bias;             /* its weight byte bias: the columns carry bias lanes (type_traits.h) */
     lm_from_float_fn from_float;   /* the partner's quantizer for impl (same bytes whichever) */
     const char *w;
     size_t w_row_bytes;
@@ -45,6 +46,15 @@ typedef struct {
     float *y;
     int64_t ldy;
 } matmul_job;
+
+/* lane l of block b: -bias * (the sum of activation bytes 4l .. 4l+3) */
+static void bias_lanes(const block_q8_0 *col, int64_t nb, int bias, int32_t *lanes) {
+    for (int64_t b = 0; b < nb; b++)
+        for (int l = 0; l < 8; l++) {
+            const int8_t *q = col[b].qs + 4 * l;
+            lanes[8 * b + l] = -bias * (q[0] + q[1] + q[2] + q[3]);
+        }
+}
 
 static void quantize_columns(void *p, int ith, int nth) {
     matmul_job *job = p;
@@ -63,6 +73,7 @@ static void quantize_columns(void *p, int ith, int nth) {
             }
         else
             for (int64_t b = 0; b < nb; b++) f[b] = lm_half_to_f32(((const block_q8_0 *)col)[b].d);
+        if (job->dot24_bias) bias_lanes((const block_q8_0 *)col, nb, job->dot24_bias, (int32_t *)(f + nb));
     }
 }
 
@@ -124,11 +135,12 @@ static void multiply_rows(void *p, int ith, int nth) {
     }
 }
 
-/* one column of activations: its blocks, then its block scales as floats */
-static size_t column_bytes(const lm_type_traits *at, int64_t n, int n_scales) {
+/* one column of activations: its blocks, then its block scales as floats,
+ * then (with_bias) the bias lanes of the two-row by four-column kernels */
+static size_t column_bytes(const lm_type_traits *at, int64_t n, int n_scales, int with_bias) {
     const int64_t nb = n / at->blck_size;
     if (!n_scales) return (size_t)nb * at->type_size;
-    return lm_x4_scales_offset(nb, at->type_size) + (size_t)nb * sizeof(float) * (size_t)n_scales;
+    return lm_x4_bias_offset(nb, at->type_size, n_scales) + (with_bias ? (size_t)nb * LM_X4_BIAS_BYTES : 0);
 }
 
 static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, int64_t ncols) {
@@ -143,6 +155,7 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
     job->dot2r = lm_select_vec_dot_2r(wt, impl);
     job->dot22 = lm_select_vec_dot_2r2c(wt, impl);
     job->dot24 = lm_select_vec_dot_2r4c(wt, impl);
+    job->dot24_bias = lm_select_vec_dot_2r4c_bias(wt, impl);
     job->from_float = lm_select_from_float(at, impl);
     if (!job->dot || !job->from_float)
         return lm_set_error(LM_ERR_IMPL, "matmul %s: no kernel for impl %d", wt->name, impl);
@@ -150,7 +163,7 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
     job->at = at;
     job->w_row_bytes = (size_t)(n / wt->blck_size) * wt->type_size;
     job->n_scales = job->dot4 ? lm_x4_scale_count(wt->vec_dot_type) : 0;
-    job->xq_row_bytes = column_bytes(at, n, job->n_scales);
+    job->xq_row_bytes = column_bytes(at, n, job->n_scales, job->dot24_bias != 0);
     job->rows = rows;
     job->n = n;
     job->ncols = ncols;
@@ -161,8 +174,8 @@ size_t lm_matmul_scratch_bytes(int type, int64_t n, int64_t ncols) {
     const lm_type_traits *wt = lm_get_type_traits(type);
     if (!wt) return 0;
     const lm_type_traits *at = lm_get_type_traits(wt->vec_dot_type);
-    /* room for the scales whatever impl runs: a few bytes per block */
-    return column_bytes(at, n, lm_x4_scale_count(wt->vec_dot_type)) * (size_t)(ncols > 0 ? ncols : 1);
+    /* room for the scales and bias lanes whatever impl runs: a few bytes per block */
+    return column_bytes(at, n, lm_x4_scale_count(wt->vec_dot_type), 1) * (size_t)(ncols > 0 ? ncols : 1);
 }
 
 int lm_matmul_into(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n, const float *x,

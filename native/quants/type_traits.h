@@ -31,6 +31,15 @@ typedef void (*lm_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y)
 static inline size_t lm_x4_scales_offset(int64_t nb, size_t block_bytes) {
     return ((size_t)nb * block_bytes + 3) & ~(size_t)3;
 }
+/* After them, for the two-row by four-column VNNI kernels, which read the
+ * weights as unsigned bytes q + bias (lm_select_vec_dot_2r4c_bias): per block,
+ * 8 int32 lanes of -bias * (the sum of each 4 consecutive activation bytes), so
+ * that vpdpbusd(those lanes, q + bias, y) is exactly sum(q * y) per lane -
+ * the signed products' lane sums, without a sign step per column */
+static inline size_t lm_x4_bias_offset(int64_t nb, size_t block_bytes, int n_scales) {
+    return lm_x4_scales_offset(nb, block_bytes) + (size_t)nb * sizeof(float) * (size_t)n_scales;
+}
+enum { LM_X4_BIAS_BYTES = 8 * 4 };   /* per block */
 static inline int lm_x4_scale_count(int vec_dot_type) {
     return vec_dot_type == LM_TYPE_Q8_1 ? 2 : vec_dot_type == LM_TYPE_Q8_0 ? 1 : 0;
 }
@@ -78,5 +87,8 @@ lm_vec_dot_2r2c_fn lm_select_vec_dot_2r2c(const lm_type_traits *t, int impl);
 /* two rows by four columns (s[c * s_stride + r], c < 4; the same signature),
  * each bit-identical to the few-column kernel, or NULL */
 lm_vec_dot_2r2c_fn lm_select_vec_dot_2r4c(const lm_type_traits *t, int impl);
+/* the bias of lm_select_vec_dot_2r4c(t, impl)'s unsigned weight bytes, whose
+ * activation columns carry the lanes of lm_x4_bias_offset; 0: none needed */
+int lm_select_vec_dot_2r4c_bias(const lm_type_traits *t, int impl);
 
 #endif

@@ -146,37 +146,75 @@
  * s[c * s_stride + r], each with the few-column kernel's operations in the
  * same order (its bits). A weight block is unpacked once for four columns,
  * an activation block read once per two rows; the eight chains stay in
- * registers (the columns' blocks and scales are loaded where used). */
-#define LM_DEFINE_VEC_DOT_2R4C_I8(t, bytes)                                                                     \
+ * registers (the columns' blocks and scales are loaded where used).
+ *
+ * The VNNI builds take the weights as unsigned bytes q + bias (ubytes) and
+ * start each vpdpbusd from the column's -bias * sum(y) lanes (type_traits.h,
+ * lm_x4_bias_offset): the same int32 lane sums as the sign trick's, one
+ * instruction per row and column instead of three. */
+#if defined(LM_VNNI)
+#define LM_DEFINE_VEC_DOT_2R4C_I8(t, bytes, ubytes)                                                             \
     void LM_SIMD_FN(lm_vec_dot_2r4c_##t)(int64_t n, float *s, size_t s_stride, const void *vx, size_t x_stride, \
                                          const void *vy, size_t y_stride) {                                     \
-        const block_##t *x0 = vx, *x1 = (const block_##t *)((const char *)vx + x_stride);                       \
-        LM_X4_COLUMNS(block_q8_0, y, vy, y_stride, 4);                                                          \
-        const int64_t nb = n / QK8_0;                                                                           \
-        LM_X4_SCALES(yd, y, nb, block_q8_0, 4);                                                                 \
-        __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;                                      \
-        __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;                                                      \
-        for (int64_t i = 0; i < nb; i++) {                                                                      \
-            LM_2R4C_I8_ROW(bytes(&x0[i]), lm_half_f32(x0[i].d), a00, a01, a02, a03);                            \
-            LM_2R4C_I8_ROW(bytes(&x1[i]), lm_half_f32(x1[i].d), a10, a11, a12, a13);                            \
-        }                                                                                                       \
-        const __m256 acc[2][4] = { { a00, a01, a02, a03 }, { a10, a11, a12, a13 } };                            \
+        LM_2R4C_PROLOGUE(t);                                                                                    \
+        const int32_t *bias[4];                                                                                 \
         for (int c = 0; c < 4; c++)                                                                             \
-            for (int r = 0; r < 2; r++) s[c * s_stride + r] = lm_hsum_f32_8(acc[r][c]);                         \
+            bias[c] = (const int32_t *)((const char *)y[c] + lm_x4_bias_offset(nb, sizeof(block_q8_0), 1));     \
+        for (int64_t i = 0; i < nb; i++) {                                                                      \
+            LM_2R4C_ROW(LM_U8_COLUMN_TERM, ubytes(&x0[i]), lm_half_f32(x0[i].d), a00, a01, a02, a03);           \
+            LM_2R4C_ROW(LM_U8_COLUMN_TERM, ubytes(&x1[i]), lm_half_f32(x1[i].d), a10, a11, a12, a13);           \
+        }                                                                                                       \
+        LM_2R4C_EPILOGUE();                                                                                     \
     }
+#else
+#define LM_DEFINE_VEC_DOT_2R4C_I8(t, bytes, ubytes)                                                             \
+    void LM_SIMD_FN(lm_vec_dot_2r4c_##t)(int64_t n, float *s, size_t s_stride, const void *vx, size_t x_stride, \
+                                         const void *vy, size_t y_stride) {                                     \
+        LM_2R4C_PROLOGUE(t);                                                                                    \
+        for (int64_t i = 0; i < nb; i++) {                                                                      \
+            LM_2R4C_ROW(LM_I8_COLUMN_TERM, bytes(&x0[i]), lm_half_f32(x0[i].d), a00, a01, a02, a03);            \
+            LM_2R4C_ROW(LM_I8_COLUMN_TERM, bytes(&x1[i]), lm_half_f32(x1[i].d), a10, a11, a12, a13);            \
+        }                                                                                                       \
+        LM_2R4C_EPILOGUE();                                                                                     \
+    }
+#endif
+
+#define LM_2R4C_PROLOGUE(t)                                                           \
+    const block_##t *x0 = vx, *x1 = (const block_##t *)((const char *)vx + x_stride); \
+    LM_X4_COLUMNS(block_q8_0, y, vy, y_stride, 4);                                    \
+    const int64_t nb = n / QK8_0;                                                     \
+    LM_X4_SCALES(yd, y, nb, block_q8_0, 4);                                           \
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;                \
+    __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00
+
+#define LM_2R4C_EPILOGUE()                                                       \
+    const __m256 acc[2][4] = { { a00, a01, a02, a03 }, { a10, a11, a12, a13 } }; \
+    for (int c = 0; c < 4; c++)                                                  \
+        for (int r = 0; r < 2; r++) s[c * s_stride + r] = lm_hsum_f32_8(acc[r][c])
 
 /* one weight row's block (bytes qx_, scale xd_) into the accumulators of
- * columns 0..3 (y, yd and i of the enclosing loop) */
-#define LM_2R4C_I8_ROW(qx_, xd_, acc0, acc1, acc2, acc3) \
-    do {                                                 \
-        const __m256i qx = (qx_);                        \
-        const __m256 xd = _mm256_set1_ps(xd_);           \
-        const __m256i ax = _mm256_sign_epi8(qx, qx);     \
-        LM_I8_COLUMN_TERM(acc0, 0);                      \
-        LM_I8_COLUMN_TERM(acc1, 1);                      \
-        LM_I8_COLUMN_TERM(acc2, 2);                      \
-        LM_I8_COLUMN_TERM(acc3, 3);                      \
+ * columns 0..3 (y, yd and i of the enclosing loop), by term */
+#define LM_2R4C_ROW(term, qx_, xd_, acc0, acc1, acc2, acc3) \
+    do {                                                    \
+        const __m256i qx = (qx_);                           \
+        const __m256 xd = _mm256_set1_ps(xd_);              \
+        const __m256i ax = _mm256_sign_epi8(qx, qx);        \
+        (void)ax;                                           \
+        term(acc0, 0);                                      \
+        term(acc1, 1);                                      \
+        term(acc2, 2);                                      \
+        term(acc3, 3);                                      \
     } while (0)
+
+#if defined(LM_VNNI)
+/* the same for unsigned weight bytes qx = q + bias: the lanes start at the
+ * column's -bias * sum(y) */
+#define LM_U8_COLUMN_TERM(acc, c)                                                                                \
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(xd, _mm256_broadcast_ss(&yd[c][i])),                                     \
+                          _mm256_cvtepi32_ps(LM_DPBUSD(_mm256_loadu_si256((const __m256i *)&bias[c][8 * i]), qx, \
+                                                       _mm256_loadu_si256((const __m256i *)y[c][i].qs))),        \
+                          acc)
+#endif
 
 /* acc += (xd * dy) * sum(|qx| * (qy with qx's sign)) for column c's block i */
 #define LM_I8_COLUMN_TERM(acc, c)                          \

@@ -11,8 +11,14 @@ static inline __m256i q5_0_bytes(const block_q5_0 *x) {
     return _mm256_or_si256(lm_bytes_from_nibbles_32(x->qs), hi);
 }
 
+/* the weights as unsigned bytes, q + 16 = nibble | high bit << 4 (the VNNI two-row by four-column kernel) */
+static inline __m256i q5_0_ubytes(const block_q5_0 *x) {
+    const __m256i hi = _mm256_and_si256(lm_bytes_from_bits_32(x->qh), _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(lm_bytes_from_nibbles_32(x->qs), hi);
+}
+
 LM_DEFINE_VEC_DOT_I8(q5_0, q5_0_bytes)
 LM_DEFINE_VEC_DOT_2R_I8(q5_0, q5_0_bytes)
 LM_DEFINE_VEC_DOT_X4_I8(q5_0, q5_0_bytes)
 LM_DEFINE_VEC_DOT_2R2C_I8(q5_0, q5_0_bytes)
-LM_DEFINE_VEC_DOT_2R4C_I8(q5_0, q5_0_bytes)
+LM_DEFINE_VEC_DOT_2R4C_I8(q5_0, q5_0_bytes, q5_0_ubytes)
