@@ -251,7 +251,8 @@ async def _sse(
     tasks = [asyncio.create_task(pump(i, g)) for i, g in enumerate(gens)]
     try:
         for i in range(len(gens)):
-            yield chunk(i, "" if chat else echo, None, role=chat)
+            # with tools, no content until there is some: a reply of only calls has content null
+            yield chunk(i, None if streams is not None else "" if chat else echo, None, role=chat)
             if chat and echo:
                 yield chunk(i, echo, None)
         done = 0

@@ -27,9 +27,19 @@ def _object(props: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False, **(extra or {})}
 
 
+def closed(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The parameters without properties they do not name, unless they say
+    otherwise (as llama.cpp's schema converter and OpenAI's strict mode): what
+    validates this validates the original, and a small model cannot ramble
+    on in made-up keys."""
+    if "properties" in parameters and "additionalProperties" not in parameters:
+        return {**parameters, "additionalProperties": False}
+    return parameters
+
+
 def call_schema(functions: tuple[Function, ...], args_key: str) -> dict[str, Any]:
     """{"name": <one of them>, args_key: <its parameters>}"""
-    options = [_object({"name": {"const": f.name}, args_key: f.parameters}) for f in functions]
+    options = [_object({"name": {"const": f.name}, args_key: closed(f.parameters)}) for f in functions]
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
