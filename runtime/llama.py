@@ -541,7 +541,9 @@ class Llama:
         plan = plan_tools(self._session.template.source, tools, tool_choice, parallel_tool_calls)
         if plan is not None and plan.grammar is not None:
             if constraint is not None and plan.spec.constrained:
-                raise ToolCallError("tool_choice", "a required tool call and grammar/response_format both constrain the reply")
+                raise ToolCallError(
+                    "tool_choice", "a required tool call and grammar/response_format both constrain the reply"
+                )
             constraint = constraint or plan.grammar  # with "auto", the caller's own constraint wins
         result = self._completion(
             self._session.chat_tokens(*prompt_inputs(plan, messages)),

@@ -187,8 +187,9 @@ def tool_grammar(requested, tools):
         return requested
     if requested is not None:
         if tools.spec.constrained:
-            raise APIError(400, "a required tool call and a grammar/response_format both constrain the reply",
-                           param="tool_choice")
+            raise APIError(
+                400, "a required tool call and a grammar/response_format both constrain the reply", param="tool_choice"
+            )
         return requested  # with "auto", the request's own constraint wins
     return tools.grammar
 

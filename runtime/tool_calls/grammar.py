@@ -24,7 +24,13 @@ _OPTIONS = {"x-guidance": JSON_OPTIONS}
 
 def _object(props: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """An object with exactly these properties, in this order."""
-    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False, **(extra or {})}
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(props),
+        "additionalProperties": False,
+        **(extra or {}),
+    }
 
 
 def closed(parameters: dict[str, Any]) -> dict[str, Any]:

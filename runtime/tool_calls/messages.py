@@ -16,7 +16,7 @@ from lamina.tool_calls.spec import Function
 def template_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """A copy with tool calls in the template's shape; a malformed one is a ToolCallError naming it."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-        return messages  # type: ignore[return-value]  # the template's own check names the problem
+        return messages  # the template's own check names the problem
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping):

@@ -107,7 +107,9 @@ def _choice(tool_choice: Any, names: set[str]) -> tuple[str, str | None]:
         return "auto", None
     if isinstance(tool_choice, str):
         if tool_choice not in CHOICES:
-            raise ToolCallError("tool_choice", f"expected one of {', '.join(CHOICES)} or a function, got {tool_choice!r}")
+            raise ToolCallError(
+                "tool_choice", f"expected one of {', '.join(CHOICES)} or a function, got {tool_choice!r}"
+            )
         return tool_choice, None
     if isinstance(tool_choice, Mapping):
         fn = tool_choice.get("function")

@@ -27,22 +27,47 @@ def calls(reply):
     "fmt, text, content, expected",
     [
         # Qwen2.5 / Hermes: tags, text before, two calls, tags left out by a small model
-        (HERMES, '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>',
-         None, [("get_weather", WEATHER)]),
-        (HERMES, 'Let me check.\n<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>\n'
-         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>',
-         "Let me check.", [("add", {"a": 1, "b": 2}), ("get_weather", WEATHER)]),
+        (
+            HERMES,
+            '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>',
+            None,
+            [("get_weather", WEATHER)],
+        ),
+        (
+            HERMES,
+            'Let me check.\n<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>\n'
+            '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>',
+            "Let me check.",
+            [("add", {"a": 1, "b": 2}), ("get_weather", WEATHER)],
+        ),
         (HERMES, '{"name": "add", "arguments": {"a": 1, "b": 2}}', None, [("add", {"a": 1, "b": 2})]),
         # Llama 3.x: bare JSON with "parameters", after <|python_tag|> or not, ';'-joined
-        (LLAMA3, '{"name": "get_weather", "parameters": {"city": "Paris", "unit": "celsius"}}', None,
-         [("get_weather", WEATHER)]),
-        (LLAMA3, '<|python_tag|>{"name": "add", "parameters": {"a": 1, "b": 2}}; {"name": "add", "parameters": '
-         '{"a": 3, "b": 4}}', None, [("add", {"a": 1, "b": 2}), ("add", {"a": 3, "b": 4})]),
+        (
+            LLAMA3,
+            '{"name": "get_weather", "parameters": {"city": "Paris", "unit": "celsius"}}',
+            None,
+            [("get_weather", WEATHER)],
+        ),
+        (
+            LLAMA3,
+            '<|python_tag|>{"name": "add", "parameters": {"a": 1, "b": 2}}; {"name": "add", "parameters": '
+            '{"a": 3, "b": 4}}',
+            None,
+            [("add", {"a": 1, "b": 2}), ("add", {"a": 3, "b": 4})],
+        ),
         # Mistral: [TOOL_CALLS] then a list, with ids; the tag may have been dropped as a control token
-        (MISTRAL, 'On it.[TOOL_CALLS][{"name": "add", "arguments": {"a": 1, "b": 2}, "id": "abcDEF123"}]', "On it.",
-         [("add", {"a": 1, "b": 2})]),
-        (MISTRAL, '[{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}]', None,
-         [("get_weather", WEATHER)]),
+        (
+            MISTRAL,
+            'On it.[TOOL_CALLS][{"name": "add", "arguments": {"a": 1, "b": 2}, "id": "abcDEF123"}]',
+            "On it.",
+            [("add", {"a": 1, "b": 2})],
+        ),
+        (
+            MISTRAL,
+            '[{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}]',
+            None,
+            [("get_weather", WEATHER)],
+        ),
         # generic (templates without tools): one JSON object
         (GENERIC, '{"tool_call": {"name": "add", "arguments": {"a": 1, "b": 2}}}', None, [("add", {"a": 1, "b": 2})]),
         (GENERIC, '{"response": "Hello!"}', "Hello!", []),
@@ -71,7 +96,7 @@ def test_mistral_keeps_the_models_call_id():
         (HERMES, "The answer is {a} + {b}."),
         (LLAMA3, '{"name": "add", "parameters": {"a": 1}} trailing words'),
         (LLAMA3, '{"nam": "add"}'),
-        (MISTRAL, "[TOOL_CALLS][{\"name\": \"add\", \"arguments\": "),
+        (MISTRAL, '[TOOL_CALLS][{"name": "add", "arguments": '),
         (MISTRAL, "[1, 2, 3]"),
         (GENERIC, '{"tool_call": {"name": "add", "arguments": {"a": 1}'),
         (GENERIC, "just text"),
@@ -146,8 +171,11 @@ ADD = {"type": "function", "function": {"name": "add", "parameters": {"type": "o
         ("add", None, "tools"),
         ([{"type": "function", "function": {"parameters": {"type": "object"}}}], None, "tools[0].function.name"),
         ([{"type": "function"}], None, "tools[0].function"),
-        ([ADD, {"type": "function", "function": {"name": "x", "parameters": {"type": "array"}}}], None,
-         "tools[1].function.parameters"),
+        (
+            [ADD, {"type": "function", "function": {"name": "x", "parameters": {"type": "array"}}}],
+            None,
+            "tools[1].function.parameters",
+        ),
         ([{"type": "retrieval", "function": {"name": "x"}}], None, "tools[0].type"),
         ([ADD, ADD], None, "tools[1].function.name"),
         ([{"type": "function", "function": {"name": "has space"}}], None, "tools[0].function.name"),
@@ -164,8 +192,13 @@ def test_bad_tools_name_the_field(tools, choice, field):
 
 
 def test_a_schema_the_grammar_engine_refuses_names_its_tool():
-    bad = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
-        "x": {"type": "string", "pattern": "(unclosed"}}}}}
+    bad = {
+        "type": "function",
+        "function": {
+            "name": "f",
+            "parameters": {"type": "object", "properties": {"x": {"type": "string", "pattern": "(unclosed"}}},
+        },
+    }
     with pytest.raises(ToolCallError) as e:
         plan_tools("<tool_call>", [ADD, bad], "required")
     assert e.value.field == "tools[1].function.parameters"

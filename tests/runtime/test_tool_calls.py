@@ -29,7 +29,10 @@ ADD = {
     "required": ["a", "b"],
 }
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city", "parameters": WEATHER}},
+    {
+        "type": "function",
+        "function": {"name": "get_weather", "description": "The weather in a city", "parameters": WEATHER},
+    },
     {"type": "function", "function": {"name": "add", "description": "Add two integers", "parameters": ADD}},
 ]
 SCHEMAS = {"get_weather": WEATHER, "add": ADD}
@@ -137,7 +140,10 @@ def test_round_trip_call_result_answer(qwen):
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"type": "function", "function": {"name": "get_weather", "arguments": json.loads(call["function"]["arguments"])}}
+                {
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": json.loads(call["function"]["arguments"])},
+                }
             ],
         },
         {"role": "tool", "content": result},
@@ -203,9 +209,7 @@ def test_bad_tools_are_typed_errors(qwen):
     with pytest.raises(ToolCallError, match=r"^tools\[0\]\.function\.parameters"):
         qwen.create_chat_completion(ASK, tools=[{"type": "function", "function": {"name": "f", "parameters": []}}])
     with pytest.raises(ToolCallError, match=r"^tool_choice"):
-        qwen.create_chat_completion(
-            ASK, tools=TOOLS, tool_choice="required", response_format={"type": "json_object"}
-        )
+        qwen.create_chat_completion(ASK, tools=TOOLS, tool_choice="required", response_format={"type": "json_object"})
     with pytest.raises(ToolCallError, match=r"messages\[1\]\.tool_calls\[0\]\.function\.arguments"):
         qwen.create_chat_completion(
             [*ASK, {"role": "assistant", "tool_calls": [{"function": {"name": "add", "arguments": "{oops"}}]}],

@@ -25,7 +25,10 @@ WEATHER = {
 }
 ADD = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city", "parameters": WEATHER}},
+    {
+        "type": "function",
+        "function": {"name": "get_weather", "description": "The weather in a city", "parameters": WEATHER},
+    },
     {"type": "function", "function": {"name": "add", "description": "Add two integers", "parameters": ADD}},
 ]
 ASK = [{"role": "user", "content": "What is the weather like in Paris today?"}]
@@ -60,7 +63,9 @@ def _pairs(calls):
 
 def test_required_call_equals_the_library_streamed_or_not(client, llm):
     mine = llm.create_chat_completion(ASK, tools=TOOLS, tool_choice="required", top_k=40, min_p=0.05, **SAMPLING)
-    expected = [(c["function"]["name"], c["function"]["arguments"]) for c in mine["choices"][0]["message"]["tool_calls"]]
+    expected = [
+        (c["function"]["name"], c["function"]["arguments"]) for c in mine["choices"][0]["message"]["tool_calls"]
+    ]
     out = client.chat.completions.create(model="qwen", messages=ASK, tools=TOOLS, tool_choice="required", **SAMPLING)
     choice = out.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
@@ -100,12 +105,24 @@ def test_round_trip_with_a_tool_result(client, llm):
     [
         ({"tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice.function.name"),
         ({"tools": [{"type": "function", "function": {"parameters": {"type": "object"}}}]}, "tools[0].function.name"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
-         "tools[0].function.parameters"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
+            "tools[0].function.parameters",
+        ),
         ({"tool_choice": "sometimes"}, "tool_choice"),
         ({"tool_choice": "required", "response_format": {"type": "json_object"}}, "tool_choice"),
-        ({"messages": [*ASK, {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "add",
-          "arguments": "{not json"}}]}]}, "messages[1].tool_calls[0].function.arguments"),
+        (
+            {
+                "messages": [
+                    *ASK,
+                    {
+                        "role": "assistant",
+                        "tool_calls": [{"type": "function", "function": {"name": "add", "arguments": "{not json"}}],
+                    },
+                ]
+            },
+            "messages[1].tool_calls[0].function.arguments",
+        ),
         ({"functions": [{"name": "f"}]}, "functions"),
     ],
 )
