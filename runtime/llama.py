@@ -538,7 +538,8 @@ class Llama:
         constrains the reply, which stops once it is complete."""
         check_extra("create_chat_completion", extra, DEFAULTS_CHAT)
         constraint = request_grammar(grammar, response_format)
-        plan = plan_tools(self._session.template.source, tools, tool_choice, parallel_tool_calls)
+        template = self._session.template.source
+        plan = plan_tools(template, tools, tool_choice, parallel_tool_calls)
         if plan is not None and plan.grammar is not None:
             if constraint is not None and plan.spec.constrained:
                 raise ToolCallError(
@@ -546,7 +547,7 @@ class Llama:
                 )
             constraint = constraint or plan.grammar  # with "auto", the caller's own constraint wins
         result = self._completion(
-            self._session.chat_tokens(*prompt_inputs(plan, messages)),
+            self._session.chat_tokens(*prompt_inputs(plan, messages, template)),
             None,
             max_tokens,
             temperature,

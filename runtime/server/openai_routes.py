@@ -52,8 +52,9 @@ def router(service: Service) -> APIRouter:
             service.check_text_length(m.text(), f"messages.{i}.content")
         messages = [m.template_message() for m in body.messages]
         try:
-            plan = plan_tools(session.template.source, body.tools, body.tool_choice, body.parallel_tool_calls)
-            prompt = session.chat_tokens(*prompt_inputs(plan, messages))
+            template = session.template.source
+            plan = plan_tools(template, body.tools, body.tool_choice, body.parallel_tool_calls)
+            prompt = session.chat_tokens(*prompt_inputs(plan, messages, template))
         except ToolCallError as e:
             raise APIError(400, str(e), param=e.field) from None
         except ValueError as e:  # the template refused the conversation (roles out of order, ...)

@@ -74,48 +74,31 @@ def _grammar(fmt: str, spec: ToolSpec) -> Grammar | None:
         return _checked(_generic(functions, spec))
     if not spec.constrained and fmt == LLAMA3:
         return None
+    # a call: its opening (what triggers the lazy grammar), then the rest
+    body: dict[str, Any]
     if fmt == HERMES:
-        call = '"<tool_call>\\n" call_json "\\n</tool_call>"'
-        body = _json(call_schema(functions, "arguments"))
-        sep = '"\\n"'
+        opening, rest, sep = '"<tool_call>"', '"\\n" call_json "\\n</tool_call>"', '"\\n"'
+        body = call_schema(functions, "arguments")
     elif fmt == LLAMA3:
-        call, body, sep = "call_json", _json(call_schema(functions, "parameters")), '";"'
-    elif fmt == MISTRAL:
+        opening, rest, sep = "", "call_json", '";"'
+        body = call_schema(functions, "parameters")
+    elif fmt == MISTRAL:  # one list holds every call
+        opening, rest, sep = '"[TOOL_CALLS]"', "call_json", ""
         items = call_schema(functions, "arguments")
-        array = {"type": "array", "items": items, "minItems": 1, **({} if spec.parallel else {"maxItems": 1})}
-        return _checked(_lark(['"[TOOL_CALLS]" call_json'], _json(array), spec, lazy_open='"[TOOL_CALLS]"'))
+        body = {"type": "array", "items": items, "minItems": 1, **({} if spec.parallel else {"maxItems": 1})}
     else:
         raise ValueError(f"unknown tool-call format {fmt!r}")
-    calls = f"call ({sep} call)*" if spec.parallel else "call"
+    many = spec.parallel and sep
     if spec.constrained:
-        lines = ["%llguidance {}", f"start: {calls}", f"call: {call}", f"call_json: {body}"]
-        return _checked("\n".join(lines) + "\n")
-    # auto: text, then calls once the opening is written (llguidance's lazy lexeme)
-    tail = call.split(" ", 1)[1]
-    lines = [
-        "%llguidance {}",
-        "start: call* TEXT" if spec.parallel else "start: call? TEXT",
-        'call_open[lazy]: TEXT "<tool_call>"',
-        f"call: call_open {tail}",
-        "TEXT: /(.|\\n)*/",
-        f"call_json: {body}",
-    ]
-    return _checked("\n".join(lines) + "\n")
-
-
-def _lark(call: list[str], body: str, spec: ToolSpec, lazy_open: str) -> str:
-    if spec.constrained:
-        return "\n".join(["%llguidance {}", f"start: {call[0]}", f"call_json: {body}"]) + "\n"
-    rest = call[0].split(" ", 1)[1]
-    lines = [
-        "%llguidance {}",
-        "start: call? TEXT",
-        f"call_open[lazy]: TEXT {lazy_open}",
-        f"call: call_open {rest}",
-        "TEXT: /(.|\\n)*/",
-        f"call_json: {body}",
-    ]
-    return "\n".join(lines) + "\n"
+        lines = [f"start: call ({sep} call)*" if many else "start: call", f"call: {opening} {rest}"]
+    else:  # auto: free text, then calls once the opening is written (llguidance's lazy lexeme)
+        lines = [
+            "start: call* TEXT" if many else "start: call? TEXT",
+            f"call_open[lazy]: TEXT {opening}",
+            f"call: call_open {rest}",
+            "TEXT: /(.|\\n)*/",
+        ]
+    return _checked("\n".join(["%llguidance {}", *lines, f"call_json: {_json(body)}"]) + "\n")
 
 
 def _generic(functions: tuple[Function, ...], spec: ToolSpec) -> str:

@@ -82,3 +82,35 @@ def with_system(messages: list[dict[str, Any]], text: str) -> list[dict[str, Any
         first["content"] = f"{first.get('content') or ''}\n\n{text}".lstrip()
         return [first, *messages[1:]]
     return [{"role": "system", "content": text}, *messages]
+
+
+def polyfill(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For a template that knows neither tool calls nor the tool role (the
+    generic format's): each assistant call written as the JSON the generic
+    format answers with, each run of tool results as one user turn, so roles
+    still alternate (minja's polyfills, which llama.cpp applies, do the same)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if not isinstance(m, dict):
+            out.append(m)
+            continue
+        if m.get("role") == "assistant" and m.get("tool_calls"):
+            calls = [
+                {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+                | ({"id": c["id"]} if isinstance(c.get("id"), str) else {})
+                for c in m["tool_calls"]
+            ]
+            body = {"tool_call": calls[0]} if len(calls) == 1 else {"tool_calls": calls}
+            text = json.dumps(body, ensure_ascii=False)
+            content = m.get("content")
+            out.append({"role": "assistant", "content": f"{content}\n{text}" if content else text})
+        elif m.get("role") == "tool":
+            result = {"tool_response": {"tool_call_id": m.get("tool_call_id"), "content": m.get("content")}}
+            text = json.dumps(result, ensure_ascii=False)
+            if out and out[-1].get("role") == "user" and out[-1].get("content", "").startswith('{"tool_response"'):
+                out[-1] = {"role": "user", "content": out[-1]["content"] + "\n" + text}
+            else:
+                out.append({"role": "user", "content": text})
+        else:
+            out.append(m)
+    return out

@@ -2,7 +2,7 @@
 the grammar on the reply, and the reply parsed into OpenAI's message.
 
     plan = plan_tools(template.source, tools, tool_choice, parallel_tool_calls)  # None without tools
-    messages, tools = prompt_inputs(plan, messages)   # for ChatTemplate.render(messages, tools=tools)
+    messages, tools = prompt_inputs(plan, messages, template.source)  # for template.render(messages, tools=tools)
     ... generate with plan.grammar ...
     message, finish = plan.message(text, finish)      # or plan.stream() for deltas
 """
@@ -16,7 +16,7 @@ from typing import Any
 from lamina.grammar import Grammar
 from lamina.tool_calls.detect import GENERIC, tool_format
 from lamina.tool_calls.grammar import tool_grammar
-from lamina.tool_calls.messages import generic_system, template_messages, with_system
+from lamina.tool_calls.messages import generic_system, polyfill, template_messages, with_system
 from lamina.tool_calls.parsers import PARSERS, Reply
 from lamina.tool_calls.spec import ToolSpec, tool_spec
 from lamina.tool_calls.stream import ToolStream
@@ -53,10 +53,13 @@ def plan_tools(template_source: str, tools: Any, tool_choice: Any = None, parall
 
 
 def prompt_inputs(
-    plan: ToolPlan | None, messages: Sequence[Mapping[str, Any]]
+    plan: ToolPlan | None, messages: Sequence[Mapping[str, Any]], template_source: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-    """The messages and tools the chat template renders."""
+    """The messages and tools the chat template renders; a template that knows
+    no tool calls gets them written as the generic format's JSON."""
     msgs = template_messages(messages)
+    if tool_format(template_source) == GENERIC:
+        msgs = polyfill(msgs)
     if plan is None or plan.spec.choice == "none":
         return msgs, None
     if plan.format == GENERIC:

@@ -208,3 +208,112 @@ def test_parallel_tool_calls_must_be_a_bool():
     with pytest.raises(ToolCallError) as e:
         tool_spec([ADD], "auto", "yes")
     assert e.value.field == "parallel_tool_calls"
+
+
+# ------------------------------------------------- grammars of every family
+# What each family's grammar must accept and refuse, checked token by token
+# with SmolLM2's tokenizer (the grammars are text: any vocabulary will do).
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city"],
+        },
+    },
+}
+ADD_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}},
+    },
+}
+TEMPLATES = {
+    HERMES: "<tool_call>",
+    LLAMA3: "<|python_tag|>",
+    MISTRAL: "[TOOL_CALLS]",
+    GENERIC: "{{ messages }}",
+}
+GOOD = {
+    HERMES: '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>',
+    LLAMA3: '{"name": "get_weather", "parameters": {"city": "Paris"}}',
+    MISTRAL: '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}]',
+    GENERIC: '{"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}}',
+}
+BAD_ARGS = {  # a unit outside the enum, or a key the function does not have
+    HERMES: '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "kelvin"}}\n</tool_call>',
+    LLAMA3: '{"name": "get_weather", "parameters": {"town": "Paris"}}',
+    MISTRAL: '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": 3}}]',
+    GENERIC: '{"tool_call": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "K"}}}',
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from support.vocab_vectors import model_tokenizer
+
+    return model_tokenizer("smollm2-135m-instruct")[0]
+
+
+def _matches(grammar, tokenizer, text):
+    return grammar.matcher(tokenizer).matches(tokenizer.encode(text, add_bos=False))
+
+
+@pytest.mark.parametrize("fmt", [HERMES, LLAMA3, MISTRAL, GENERIC])
+def test_required_grammars_take_valid_calls_only(fmt, tokenizer):
+    plan = plan_tools(TEMPLATES[fmt], [WEATHER_TOOL, ADD_TOOL], "required")
+    assert plan.format == fmt
+    assert _matches(plan.grammar, tokenizer, GOOD[fmt])
+    assert not _matches(plan.grammar, tokenizer, BAD_ARGS[fmt])
+    assert not _matches(plan.grammar, tokenizer, "The weather is fine.")
+    forced = plan_tools(TEMPLATES[fmt], [WEATHER_TOOL, ADD_TOOL], {"type": "function", "function": {"name": "add"}})
+    assert not _matches(forced.grammar, tokenizer, GOOD[fmt])  # another function than the forced one
+
+
+@pytest.mark.parametrize("fmt", [HERMES, MISTRAL])
+def test_auto_grammars_are_lazy(fmt, tokenizer):
+    """Free text, or text then a call that must be valid once its opening is written."""
+    plan = plan_tools(TEMPLATES[fmt], [WEATHER_TOOL], "auto")
+    assert _matches(plan.grammar, tokenizer, "The weather is fine, no tool needed.")
+    assert _matches(plan.grammar, tokenizer, "Let me look.\n" + GOOD[fmt])
+    assert not _matches(plan.grammar, tokenizer, "Let me look.\n" + BAD_ARGS[fmt])
+
+
+def test_parallel_calls_follow_parallel_tool_calls(tokenizer):
+    two = GOOD[HERMES] + "\n" + GOOD[HERMES]
+    one_only = plan_tools(TEMPLATES[HERMES], [WEATHER_TOOL], "required", False)
+    many = plan_tools(TEMPLATES[HERMES], [WEATHER_TOOL], "required", True)
+    assert not _matches(one_only.grammar, tokenizer, two)
+    assert _matches(many.grammar, tokenizer, two)
+
+
+def test_generic_templates_get_tool_calls_as_json():
+    from lamina.tool_calls import prompt_inputs
+
+    plan = plan_tools(TEMPLATES[GENERIC], [WEATHER_TOOL], "auto")
+    history = [
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    messages, tools = prompt_inputs(plan, history, TEMPLATES[GENERIC])
+    assert tools is None
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert '"get_weather"' in messages[0]["content"]
+    assert json.loads(messages[2]["content"]) == {
+        "tool_call": {"name": "get_weather", "arguments": {"city": "Oslo"}, "id": "call_1"}
+    }
+    assert json.loads(messages[3]["content"]) == {"tool_response": {"tool_call_id": "call_1", "content": "sunny"}}

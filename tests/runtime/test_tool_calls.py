@@ -76,7 +76,7 @@ def test_a_named_function_is_called_with_valid_arguments(qwen, seed):
         tool_choice={"type": "function", "function": {"name": "add"}},  # not what the question asks for
         temperature=0.8,
         seed=seed,
-        max_tokens=60,
+        max_tokens=40,
     )
     _check_calls(out, {"add"})
     assert out["choices"][0]["message"]["content"] is None
@@ -152,7 +152,7 @@ def test_round_trip_call_result_answer(qwen):
     assert "<tool_response>\n" + result in theirs and '"name": "get_weather"' in theirs
     assert final["usage"]["prompt_tokens"] == len(qwen.tokenize(theirs.encode(), add_bos=True, special=True))
     plan = plan_tools(qwen._session.template.source, TOOLS)
-    messages, tools = prompt_inputs(plan, history)
+    messages, tools = prompt_inputs(plan, history, qwen._session.template.source)
     assert qwen._session.template.render(messages, tools=tools) == theirs
 
 
@@ -195,12 +195,35 @@ def test_generic_format_for_a_template_without_tools(smol):
             max_tokens=80,
         )
         _check_calls(out, {"get_weather", "add"})
-    auto = smol.create_chat_completion(
-        [{"role": "user", "content": "Hi!"}], tools=TOOLS, temperature=0.8, seed=1, max_tokens=120
+
+
+def test_generic_round_trip(smol):
+    """A tool result goes back to a template without a tool role as the generic format's JSON."""
+    first = smol.create_chat_completion(
+        [{"role": "user", "content": "Add 2 and 3."}],
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "add"}},
+        seed=1,
+        max_tokens=60,
     )
-    message = auto["choices"][0]["message"]
-    assert auto["choices"][0]["finish_reason"] in ("stop", "tool_calls")
-    assert message["content"] or message.get("tool_calls")
+    call = first["choices"][0]["message"]["tool_calls"][0]
+    history = [
+        {"role": "user", "content": "Add 2 and 3."},
+        first["choices"][0]["message"],
+        {"role": "tool", "tool_call_id": call["id"], "content": "5"},
+    ]
+    final = smol.create_chat_completion(history, tools=TOOLS, tool_choice="none", temperature=0.0, max_tokens=8)
+    assert final["choices"][0]["message"]["content"]
+    plain = [
+        {"role": "user", "content": "Add 2 and 3."},
+        {"role": "assistant", "content": json.dumps({"tool_call": {"name": "add", **_args(call), "id": call["id"]}})},
+        {"role": "user", "content": json.dumps({"tool_response": {"tool_call_id": call["id"], "content": "5"}})},
+    ]
+    assert final["usage"]["prompt_tokens"] == smol.create_chat_completion(plain, max_tokens=1)["usage"]["prompt_tokens"]
+
+
+def _args(call):
+    return {"arguments": json.loads(call["function"]["arguments"])}
 
 
 def test_bad_tools_are_typed_errors(qwen):
