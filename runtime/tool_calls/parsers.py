@@ -78,7 +78,7 @@ def parse_hermes(text: str, names: frozenset[str] | None = None) -> Reply:
     small models often leave the tags out: a reply that is only such objects
     (of known functions) is calls too, as llama.cpp's Hermes parser takes them."""
     if HERMES_OPEN not in text:
-        if text.lstrip().startswith("{"):
+        if _FENCE_OPEN.sub("", text.lstrip()).startswith("{"):
             return _bare_objects(text, ("arguments", "parameters"), names)
         return _text(text)
     calls, outside, pos = [], [], 0
@@ -112,9 +112,14 @@ def parse_llama3(text: str, names: frozenset[str] | None = None) -> Reply:
     return _bare_objects(text, ("parameters", "arguments"), names, body)
 
 
+# a reply a small model put in a markdown fence: ```json {...} ``` (the closing fence alone, too)
+_FENCE_OPEN = re.compile(r"^```(?:json)?\s*")
+_FENCE_CLOSE = re.compile(r"\s*```$")
+
+
 def _bare_objects(text: str, args_keys: tuple[str, ...], names: frozenset[str] | None, body: str = "") -> Reply:
-    """A reply that is only call objects, separated by spaces or ';' (else text)."""
-    body = body or text.strip()
+    """A reply that is only call objects, separated by spaces or ';', maybe in a code fence (else text)."""
+    body = _FENCE_CLOSE.sub("", _FENCE_OPEN.sub("", body or text.strip()))
     decoder, calls, pos = json.JSONDecoder(), [], 0
     while pos < len(body):
         try:

@@ -6,10 +6,16 @@ the non-streamed message: both come from the same parse of the same text."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from lamina.tool_calls.detect import GENERIC, HERMES, LLAMA3, MISTRAL
 from lamina.tool_calls.parsers import LLAMA3_TAG, OPENINGS, Reply
+
+
+# a fenced object (```json {), or what may still become one: held until it is parsed
+_FENCED_CALL = re.compile(r"```(?:json)?\s*\{")
+_FENCE_PREFIX = re.compile(r"`{1,3}(?:j(?:s(?:on?)?)?)?|```(?:json)?\s*")
 
 
 class ToolStream:
@@ -50,10 +56,12 @@ class ToolStream:
             return self._sent
         if self._fmt in (LLAMA3, HERMES):  # a reply that opens with '{' may be bare calls (llama3's are)
             head = text.lstrip()
-            tagged = self._fmt == LLAMA3 and LLAMA3_TAG.startswith(head[: len(LLAMA3_TAG)])
-            if head and (head[0] == "{" or tagged):
+            llama3 = self._fmt == LLAMA3
+            if head[:1] == "{" or _FENCED_CALL.match(head) or (llama3 and head.startswith(LLAMA3_TAG)):
                 self._frozen = True
                 return self._sent
+            if _FENCE_PREFIX.fullmatch(head) or (llama3 and head and LLAMA3_TAG.startswith(head)):
+                return self._sent  # not yet known: held
             if not head:
                 return 0
             if self._fmt == LLAMA3:

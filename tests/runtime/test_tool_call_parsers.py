@@ -41,6 +41,8 @@ def calls(reply):
             [("add", {"a": 1, "b": 2}), ("get_weather", WEATHER)],
         ),
         (HERMES, '{"name": "add", "arguments": {"a": 1, "b": 2}}', None, [("add", {"a": 1, "b": 2})]),
+        (HERMES, '```json\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n```', None, [("add", {"a": 1, "b": 2})]),
+        (HERMES, '{"name": "add", "arguments": {"a": 1, "b": 2}}\n```', None, [("add", {"a": 1, "b": 2})]),
         # Llama 3.x: bare JSON with "parameters", after <|python_tag|> or not, ';'-joined
         (
             LLAMA3,
@@ -133,6 +135,10 @@ def _stream_pieces(fmt, text, size):
         (HERMES, '  \n<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>\n'),
         (HERMES, "Plain text < with a less-than and <tool but no call.  "),
         (HERMES, '{"name": "add", "arguments": {"a": 1, "b": 2}}'),
+        (HERMES, '```json\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n```'),
+        (HERMES, "```python\nprint(1)\n```"),
+        (HERMES, "`x` is a variable"),
+        (LLAMA3, "<b>bold</b>"),
         (HERMES, '<tool_call>\n{"name": "add", "arguments": {"a": 1'),
         (LLAMA3, '<|python_tag|>{"name": "add", "parameters": {"a": 1, "b": 2}}'),
         (LLAMA3, "Paris is sunny."),
@@ -152,6 +158,14 @@ def test_streamed_deltas_accumulate_to_the_parsed_reply(fmt, text, size):
         (c.name, c.arguments) for c in reply.tool_calls
     ]
     assert [c["index"] for c in streamed] == list(range(len(streamed)))
+
+
+def test_code_fences_stream_unless_they_hold_a_call():
+    stream = ToolStream(HERMES, lambda t: PARSERS[HERMES](t, NAMES))
+    assert stream.feed("```") == []  # may open a fenced call: held
+    assert stream.feed("python\nprint(1)") == [{"content": "```python\nprint(1)"}]
+    fenced = ToolStream(HERMES, lambda t: PARSERS[HERMES](t, NAMES))
+    assert fenced.feed('```json\n{"name": "add"') == []
 
 
 def test_content_before_a_call_streams_before_the_call_ends():
