@@ -12,7 +12,6 @@ from typing import Any
 from lamina.tool_calls.detect import GENERIC, HERMES, LLAMA3, MISTRAL
 from lamina.tool_calls.parsers import LLAMA3_TAG, OPENINGS, Reply
 
-
 # a fenced object (```json {), or what may still become one: held until it is parsed
 _FENCED_CALL = re.compile(r"```(?:json)?\s*\{")
 _FENCE_PREFIX = re.compile(r"`{1,3}(?:j(?:s(?:on?)?)?)?|```(?:json)?\s*")
