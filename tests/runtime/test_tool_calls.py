@@ -82,12 +82,6 @@ def test_a_named_function_is_called_with_valid_arguments(qwen, seed):
     assert out["choices"][0]["message"]["content"] is None
 
 
-def test_required_calls_one_of_two_tools(qwen):
-    out = qwen.create_chat_completion(ASK, tools=TOOLS, tool_choice="required", temperature=0.8, seed=4, max_tokens=60)
-    _check_calls(out, {"get_weather", "add"})
-    assert len(out["choices"][0]["message"]["tool_calls"]) == 1  # parallel_tool_calls defaults to false
-
-
 def test_auto_lets_the_model_call_or_answer(qwen):
     called = qwen.create_chat_completion(ASK, tools=TOOLS, temperature=0.0, max_tokens=60)
     assert _calls(called) and _calls(called)[0][0] == "get_weather"
@@ -171,11 +165,13 @@ def _accumulate(chunks):
     return content or None, [(c["name"], c["arguments"]) for _, c in sorted(calls.items())], finish
 
 
-def test_stream_accumulates_to_the_non_streamed_reply(qwen):
-    kwargs = dict(tools=TOOLS, tool_choice="required", temperature=0.8, seed=7, max_tokens=60)
+def test_required_calls_one_of_two_tools_streamed_or_not(qwen):
+    kwargs = dict(tools=TOOLS, tool_choice="required", temperature=0.8, seed=4, max_tokens=60)
     out = qwen.create_chat_completion(ASK, **kwargs)
-    content, calls, finish = _accumulate(qwen.create_chat_completion(ASK, stream=True, **kwargs))
+    _check_calls(out, {"get_weather", "add"})
     message = out["choices"][0]["message"]
+    assert len(message["tool_calls"]) == 1  # parallel_tool_calls defaults to false
+    content, calls, finish = _accumulate(qwen.create_chat_completion(ASK, stream=True, **kwargs))
     assert content == message["content"]
     assert calls == [(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]]
     assert finish == out["choices"][0]["finish_reason"] == "tool_calls"
