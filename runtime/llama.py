@@ -36,7 +36,7 @@ from lamina.llama_state import LlamaState
 from lamina.model_cache import fetch_model, known_models
 from lamina.sampling import Sampler, SamplingParams
 from lamina.system import available_memory
-from lamina.tool_calls import ToolCallError, ToolPlan, plan_tools, prompt_inputs
+from lamina.tool_calls import ToolPlan, plan_tools, prompt_inputs, reply_grammar
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama-cpp-python's "pick a random seed"
 DEFAULT_N_SEQ_MAX = 4  # completions decoded together; more wait in the queue
@@ -532,20 +532,15 @@ class Llama:
         (lamina.tool_calls): the chat template renders the tools, the reply's
         calls come back as message.tool_calls with finish_reason "tool_calls";
         tool_choice "required" or a named function constrains the arguments to
-        the function's parameters schema. response_format: OpenAI's {"type": "json_object"} (llama-cpp-python's
-        "schema" key too) or {"type": "json_schema", "json_schema": {"name":
+        the function's parameters schema. response_format: OpenAI's
+        {"type": "json_object"} (llama-cpp-python's "schema" key too) or {"type": "json_schema", "json_schema": {"name":
         ..., "schema": {...}}}; grammar: a LlamaGrammar or GBNF text. Either
         constrains the reply, which stops once it is complete."""
         check_extra("create_chat_completion", extra, DEFAULTS_CHAT)
         constraint = request_grammar(grammar, response_format)
         template = self._session.template.source
         plan = plan_tools(template, tools, tool_choice, parallel_tool_calls)
-        if plan is not None and plan.grammar is not None:
-            if constraint is not None and plan.spec.constrained:
-                raise ToolCallError(
-                    "tool_choice", "a required tool call and grammar/response_format both constrain the reply"
-                )
-            constraint = constraint or plan.grammar  # with "auto", the caller's own constraint wins
+        constraint = reply_grammar(plan, constraint)
         result = self._completion(
             self._session.chat_tokens(*prompt_inputs(plan, messages, template)),
             None,

@@ -23,7 +23,7 @@ from lamina.server import bridge
 from lamina.server.errors import APIError, error_body
 from lamina.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Sampling
 from lamina.server.service import Service
-from lamina.tool_calls import ToolCallError, plan_tools, prompt_inputs
+from lamina.tool_calls import ToolCallError, plan_tools, prompt_inputs, reply_grammar
 
 # llama-server's sampling defaults, for fields a request leaves out
 SERVER_DEFAULTS = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
@@ -135,7 +135,10 @@ async def _generate(
     service.check_prompt(prompt, limit, "messages" if chat else "prompt")
     session = service.require()
     stops = body.stops()
-    grammar = tool_grammar(service.grammar(body), tools)  # checked before anything starts: a bad one is a 400
+    try:  # checked before anything starts: a bad one is a 400
+        grammar = reply_grammar(tools, service.grammar(body))
+    except ToolCallError as e:
+        raise APIError(400, str(e), param=e.field) from None
     gens = [
         bridge.start(
             session.engine, prompt, service.sampler(body, i, SERVER_DEFAULTS), limit, stops, service.metrics, grammar
@@ -179,20 +182,6 @@ async def _generate(
         for i, (g, t) in enumerate(zip(gens, texts))
     ]
     return {**meta, "object": "text_completion", "choices": choices, "usage": usage}
-
-
-def tool_grammar(requested, tools):
-    """The request's own constraint, or else the tools' (a required call's
-    grammar beside another constraint is a 400)."""
-    if tools is None or tools.grammar is None:
-        return requested
-    if requested is not None:
-        if tools.spec.constrained:
-            raise APIError(
-                400, "a required tool call and a grammar/response_format both constrain the reply", param="tool_choice"
-            )
-        return requested  # with "auto", the request's own constraint wins
-    return tools.grammar
 
 
 def _delta(meta: dict[str, Any], i: int, delta: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from lamina.grammar import Grammar
 from lamina.tool_calls.detect import GENERIC, tool_format
+from lamina.tool_calls.errors import ToolCallError
 from lamina.tool_calls.grammar import tool_grammar
 from lamina.tool_calls.messages import generic_system, polyfill, template_messages, with_system
 from lamina.tool_calls.parsers import PARSERS, Reply
@@ -66,6 +67,20 @@ def prompt_inputs(
         spec = plan.spec
         return with_system(msgs, generic_system(spec.callable, spec.parallel, spec.constrained)), None
     return msgs, plan.spec.template_tools()
+
+
+def reply_grammar(plan: ToolPlan | None, requested: Grammar | None) -> Grammar | None:
+    """The one constraint on the reply: the request's own (grammar,
+    response_format), else the tools'. With tool_choice "auto" the request's
+    own wins (the reply is then parsed from what it allows); beside a
+    required call it is a ToolCallError: both cannot hold."""
+    if plan is None or plan.grammar is None:
+        return requested
+    if requested is None:
+        return plan.grammar
+    if plan.spec.constrained:
+        raise ToolCallError("tool_choice", "a required tool call and grammar/response_format both constrain the reply")
+    return requested
 
 
 def reply_message(reply: Reply, finish_reason: str | None) -> tuple[dict[str, Any], str | None]:

@@ -331,3 +331,18 @@ def test_generic_templates_get_tool_calls_as_json():
         "tool_call": {"name": "get_weather", "arguments": {"city": "Oslo"}, "id": "call_1"}
     }
     assert json.loads(messages[3]["content"]) == {"tool_response": {"tool_call_id": "call_1", "content": "sunny"}}
+
+
+def test_the_request_constraint_and_the_tools_grammar():
+    from lamina.grammar import Grammar
+    from lamina.tool_calls import reply_grammar
+
+    own = Grammar.json_object()
+    auto = plan_tools(TEMPLATES[HERMES], [WEATHER_TOOL], "auto")
+    required = plan_tools(TEMPLATES[HERMES], [WEATHER_TOOL], "required")
+    assert reply_grammar(None, own) is own
+    assert reply_grammar(auto, None) is auto.grammar
+    assert reply_grammar(auto, own) is own  # "auto": the request's own constraint wins
+    with pytest.raises(ToolCallError) as e:
+        reply_grammar(required, own)
+    assert e.value.field == "tool_choice"
