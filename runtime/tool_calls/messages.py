@@ -30,8 +30,11 @@ def template_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, A
             tid = m.get("tool_call_id")
             if tid is not None and not isinstance(tid, str):
                 raise ToolCallError(f"messages[{i}].tool_call_id", f"expected a string, got {tid!r:.80}")
-            if m.get("content") is None:
+            content = m.get("content")
+            if content is None:
                 raise ToolCallError(f"messages[{i}].content", "a tool message needs the tool's result as content")
+            if not isinstance(content, str):  # a result given as JSON: templates concatenate text
+                m["content"] = json.dumps(content, ensure_ascii=False)
         out.append(m)
     return out
 

@@ -346,3 +346,16 @@ def test_the_request_constraint_and_the_tools_grammar():
     with pytest.raises(ToolCallError) as e:
         reply_grammar(required, own)
     assert e.value.field == "tool_choice"
+
+
+def test_tool_messages_reach_the_template_as_text():
+    from lamina.tool_calls.messages import template_messages
+
+    out = template_messages([{"role": "tool", "tool_call_id": "c1", "content": {"temperature": 21}}])
+    assert out[0]["content"] == '{"temperature": 21}'
+    with pytest.raises(ToolCallError) as e:
+        template_messages([{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": 3, "content": "y"}])
+    assert e.value.field == "messages[1].tool_call_id"
+    with pytest.raises(ToolCallError) as e:
+        template_messages([{"role": "tool", "tool_call_id": "c1"}])
+    assert e.value.field == "messages[0].content"
