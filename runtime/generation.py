@@ -49,11 +49,14 @@ class Session:
         """Positions one conversation may hold."""
         return self.context.n_ctx_seq
 
-    def chat_tokens(self, messages: Sequence[Mapping[str, object]]) -> list[int]:
-        """The conversation through the chat template, tokenized with special
-        tokens; a template that writes the BOS text itself (Gemma's) does not
-        get a second BOS from the tokenizer."""
-        text = self.template.render(messages, add_generation_prompt=True)
+    def chat_tokens(
+        self, messages: Sequence[Mapping[str, object]], tools: Sequence[Mapping[str, object]] | None = None
+    ) -> list[int]:
+        """The conversation (and the tools, lamina.tool_calls.prompt_inputs)
+        through the chat template, tokenized with special tokens; a template
+        that writes the BOS text itself (Gemma's) does not get a second BOS
+        from the tokenizer."""
+        text = self.template.render(messages, add_generation_prompt=True, tools=tools)
         tokens = self.tokenizer.encode(text, special=True)
         bos = self.tokenizer.bos_id
         if bos is not None and tokens[:2] == [bos, bos]:

@@ -36,6 +36,7 @@ from lamina.llama_state import LlamaState
 from lamina.model_cache import fetch_model, known_models
 from lamina.sampling import Sampler, SamplingParams
 from lamina.system import available_memory
+from lamina.tool_calls import ToolPlan, plan_tools, prompt_inputs, reply_grammar
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama-cpp-python's "pick a random seed"
 DEFAULT_N_SEQ_MAX = 4  # completions decoded together; more wait in the queue
@@ -522,16 +523,26 @@ class Llama:
         response_format: dict[str, Any] | None = None,
         grammar: LlamaGrammar | str | None = None,
         logit_bias: dict[int, float] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        parallel_tool_calls: bool | None = None,
         **extra: Any,
     ) -> dict | Iterator[dict]:
-        """response_format: OpenAI's {"type": "json_object"} (llama-cpp-python's
-        "schema" key too) or {"type": "json_schema", "json_schema": {"name":
+        """tools / tool_choice / parallel_tool_calls: OpenAI's function calling
+        (lamina.tool_calls): the chat template renders the tools, the reply's
+        calls come back as message.tool_calls with finish_reason "tool_calls";
+        tool_choice "required" or a named function constrains the arguments to
+        the function's parameters schema. response_format: OpenAI's
+        {"type": "json_object"} (llama-cpp-python's "schema" key too) or {"type": "json_schema", "json_schema": {"name":
         ..., "schema": {...}}}; grammar: a LlamaGrammar or GBNF text. Either
         constrains the reply, which stops once it is complete."""
         check_extra("create_chat_completion", extra, DEFAULTS_CHAT)
         constraint = request_grammar(grammar, response_format)
+        template = self._session.template.source
+        plan = plan_tools(template, tools, tool_choice, parallel_tool_calls)
+        constraint = reply_grammar(plan, constraint)
         result = self._completion(
-            self._session.chat_tokens(messages),
+            self._session.chat_tokens(*prompt_inputs(plan, messages, template)),
             None,
             max_tokens,
             temperature,
@@ -552,8 +563,12 @@ class Llama:
             logit_bias=logit_bias,
         )
         if stream:
-            return _chat_chunks(result)
+            return _chat_chunks(result, plan)
         choice = result["choices"][0]
+        message: dict[str, Any] = {"role": "assistant", "content": choice["text"]}
+        finish = choice["finish_reason"]
+        if plan is not None:
+            message, finish = plan.message(choice["text"], finish)
         return {
             "id": result["id"],
             "object": "chat.completion",
@@ -562,9 +577,9 @@ class Llama:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": choice["text"]},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": choice["finish_reason"],
+                    "finish_reason": finish,
                 }
             ],
             "usage": result["usage"],
@@ -581,8 +596,9 @@ def _finish(reason: str | None) -> str | None:
     return "length" if reason == "context" else reason
 
 
-def _chat_chunks(chunks: Iterator[dict]) -> Iterator[dict]:
+def _chat_chunks(chunks: Iterator[dict], plan: ToolPlan | None = None) -> Iterator[dict]:
     first = True
+    tools = plan.stream() if plan is not None else None
     for c in chunks:
         base = {"id": c["id"], "object": "chat.completion.chunk", "created": c["created"], "model": c["model"]}
         if first:
@@ -592,18 +608,16 @@ def _chat_chunks(chunks: Iterator[dict]) -> Iterator[dict]:
             }
             first = False
         choice = c["choices"][0]
-        if choice["text"]:
-            yield {
-                **base,
-                "choices": [
-                    {"index": 0, "delta": {"content": choice["text"]}, "logprobs": None, "finish_reason": None}
-                ],
-            }
-        if choice["finish_reason"]:
-            yield {
-                **base,
-                "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}],
-            }
+        finish = choice["finish_reason"]
+        deltas = [{"content": choice["text"]}] if choice["text"] else []
+        if tools is not None:  # text that may be a tool call is held until the reply is complete
+            deltas = tools.feed(choice["text"]) + (tools.finish() if finish else [])
+            if finish == "stop" and tools.reply is not None and tools.reply.tool_calls:
+                finish = "tool_calls"
+        for delta in deltas:
+            yield {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}
+        if finish:
+            yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}]}
 
 
 def _meta_str(value: object) -> str:

@@ -74,8 +74,6 @@ DEFAULTS_CHAT: dict[str, Any] = {
     "typical_p": 1.0,
     "functions": None,
     "function_call": None,
-    "tools": None,
-    "tool_choice": None,
     "logprobs": False,
     "top_logprobs": None,
 }

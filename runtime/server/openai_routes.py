@@ -23,6 +23,7 @@ from lamina.server import bridge
 from lamina.server.errors import APIError, error_body
 from lamina.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Sampling
 from lamina.server.service import Service
+from lamina.tool_calls import ToolCallError, plan_tools, prompt_inputs, reply_grammar
 
 # llama-server's sampling defaults, for fields a request leaves out
 SERVER_DEFAULTS = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
@@ -49,14 +50,16 @@ def router(service: Service) -> APIRouter:
         session = _checked(service, body)
         for i, m in enumerate(body.messages):
             service.check_text_length(m.text(), f"messages.{i}.content")
-        messages = [
-            {"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in body.messages
-        ]
+        messages = [m.template_message() for m in body.messages]
         try:
-            prompt = session.chat_tokens(messages)
+            template = session.template.source
+            plan = plan_tools(template, body.tools, body.tool_choice, body.parallel_tool_calls)
+            prompt = session.chat_tokens(*prompt_inputs(plan, messages, template))
+        except ToolCallError as e:
+            raise APIError(400, str(e), param=e.field) from None
         except ValueError as e:  # the template refused the conversation (roles out of order, ...)
             raise APIError(400, str(e), param="messages") from None
-        return await _generate(service, body, request, prompt, body.limit(), chat=True, echo="")
+        return await _generate(service, body, request, prompt, body.limit(), chat=True, echo="", tools=plan)
 
     @r.post("/completions")
     async def completions(body: CompletionRequest, request: Request):
@@ -126,11 +129,16 @@ def _bos(session) -> list[int]:
     return [bos] if bos is not None else []
 
 
-async def _generate(service: Service, body, request: Request, prompt: list[int], limit, chat: bool, echo: str):
+async def _generate(
+    service: Service, body, request: Request, prompt: list[int], limit, chat: bool, echo: str, tools=None
+):
     service.check_prompt(prompt, limit, "messages" if chat else "prompt")
     session = service.require()
     stops = body.stops()
-    grammar = service.grammar(body)  # checked before anything starts: a bad one is a 400
+    try:  # checked before anything starts: a bad one is a 400
+        grammar = reply_grammar(tools, service.grammar(body))
+    except ToolCallError as e:
+        raise APIError(400, str(e), param=e.field) from None
     gens = [
         bridge.start(
             session.engine, prompt, service.sampler(body, i, SERVER_DEFAULTS), limit, stops, service.metrics, grammar
@@ -147,7 +155,8 @@ async def _generate(service: Service, body, request: Request, prompt: list[int],
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         service.metrics.requests.labels(endpoint, "200").inc()
-        return EventSourceResponse(_sse(gens, meta, chat, echo, include_usage, deadline), ping=15, sep="\n")
+        events = _sse(gens, meta, chat, echo, include_usage, deadline, tools)
+        return EventSourceResponse(events, ping=15, sep="\n")
     try:
         texts = await asyncio.gather(*(_collect(g, deadline, request) for g in gens))
     except APIError as e:
@@ -161,21 +170,23 @@ async def _generate(service: Service, body, request: Request, prompt: list[int],
     service.metrics.requests.labels(endpoint, "200").inc()
     usage = _usage(gens)
     if chat:
-        choices = [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": t},
-                "logprobs": None,
-                "finish_reason": _finish(g.finish_reason),
-            }
-            for i, (g, t) in enumerate(zip(gens, texts))
-        ]
+        choices = []
+        for i, (g, t) in enumerate(zip(gens, texts)):
+            message, finish = {"role": "assistant", "content": t}, _finish(g.finish_reason)
+            if tools is not None:
+                message, finish = tools.message(t, finish)
+            choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": finish})
         return {**meta, "object": "chat.completion", "choices": choices, "usage": usage}
     choices = [
         {"index": i, "text": echo + t, "logprobs": None, "finish_reason": _finish(g.finish_reason)}
         for i, (g, t) in enumerate(zip(gens, texts))
     ]
     return {**meta, "object": "text_completion", "choices": choices, "usage": usage}
+
+
+def _delta(meta: dict[str, Any], i: int, delta: dict[str, Any]) -> str:
+    choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": None}
+    return json.dumps({**meta, "object": "chat.completion.chunk", "choices": [choice]})
 
 
 def _usage(gens) -> dict[str, Any]:
@@ -198,10 +209,14 @@ async def _collect(gen: bridge.Generation, deadline: float, request: Request) ->
     return "".join(out)
 
 
-async def _sse(gens, meta, chat: bool, echo: str, include_usage: bool, deadline: float) -> AsyncIterator[str]:
+async def _sse(
+    gens, meta, chat: bool, echo: str, include_usage: bool, deadline: float, tools=None
+) -> AsyncIterator[str]:
     """OpenAI's chunk stream for n choices at once, then usage (if asked) and [DONE].
-    Cancelled by sse-starlette when the client disconnects: every choice is cancelled."""
+    Cancelled by sse-starlette when the client disconnects: every choice is cancelled.
+    With tools, each choice's text goes through a ToolStream (lamina.tool_calls.stream)."""
     obj = "chat.completion.chunk" if chat else "text_completion"
+    streams = [tools.stream() for _ in gens] if tools is not None else None
 
     def chunk(i: int, text: str | None, finish: str | None, role: bool = False) -> str:
         if chat:
@@ -227,7 +242,8 @@ async def _sse(gens, meta, chat: bool, echo: str, include_usage: bool, deadline:
     tasks = [asyncio.create_task(pump(i, g)) for i, g in enumerate(gens)]
     try:
         for i in range(len(gens)):
-            yield chunk(i, "" if chat else echo, None, role=chat)
+            # with tools, no content until there is some: a reply of only calls has content null
+            yield chunk(i, None if streams is not None else "" if chat else echo, None, role=chat)
             if chat and echo:
                 yield chunk(i, echo, None)
         done = 0
@@ -236,13 +252,18 @@ async def _sse(gens, meta, chat: bool, echo: str, include_usage: bool, deadline:
             if error is not None:
                 yield json.dumps(error_body(error.status, error.message, error.param, error.code))
                 return
-            if piece.finish_reason is not None:
-                done += 1
-                if piece.text:
-                    yield chunk(i, piece.text, None)
-                yield chunk(i, None if chat else "", _finish(piece.finish_reason))
+            finish = _finish(piece.finish_reason)
+            if streams is not None:
+                s = streams[i]
+                for delta in s.feed(piece.text) + (s.finish() if finish else []):
+                    yield _delta(meta, i, delta)
+                if finish == "stop" and s.reply is not None and s.reply.tool_calls:
+                    finish = "tool_calls"
             elif piece.text:
                 yield chunk(i, piece.text, None)
+            if finish is not None:
+                done += 1
+                yield chunk(i, None if chat else "", finish)
         if include_usage:
             yield json.dumps({**meta, "object": obj, "choices": [], "usage": _usage(gens)})
         yield "[DONE]"

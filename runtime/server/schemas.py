@@ -102,19 +102,30 @@ class Message(_Body):
             return "".join(p.text for p in self.content)
         return self.content or ""
 
+    def template_message(self) -> dict[str, Any]:
+        """The message as the chat template reads it (lamina.tool_calls.messages checks the tool fields)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.name:
+            out["name"] = self.name
+        if self.tool_calls is not None:
+            out["tool_calls"] = self.tool_calls
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
 
 class ChatCompletionRequest(Sampling):
     messages: list[Message] = Field(..., min_length=1, max_length=4096)
     max_completion_tokens: int | None = Field(None, ge=1, le=2**31 - 1)
-    tools: Any = None
+    # function calling (lamina.tool_calls checks them: a bad one is a 400 naming the field)
+    tools: list[Any] | None = Field(None, max_length=512)
     tool_choice: Any = None
-    functions: Any = None
+    parallel_tool_calls: bool | None = None
+    functions: Any = None  # OpenAI's deprecated predecessors of tools / tool_choice
     function_call: Any = None
-    parallel_tool_calls: Any = None
 
     def unsupported(self) -> list[str]:
-        extra = [n for n in ("tools", "tool_choice", "functions", "function_call") if getattr(self, n) is not None]
-        extra += [f"messages.{i}.tool_calls" for i, m in enumerate(self.messages) if m.tool_calls]
+        extra = [n for n in ("functions", "function_call") if getattr(self, n) is not None]
         return super().unsupported() + extra
 
     def limit(self) -> int | None:

@@ -224,8 +224,8 @@ def test_parameters_that_would_be_ignored_are_refused(small):
         Llama("smollm2-135m-instruct", lora_path="a.gguf", verbose=False)
     with pytest.raises(TypeError, match="unexpected keyword argument 'n_ctxx'"):
         Llama("smollm2-135m-instruct", n_ctxx=64, verbose=False)
-    with pytest.raises(UnsupportedParameterError, match="tools="):
-        small.create_chat_completion([{"role": "user", "content": "Hi"}], tools=[{"type": "function"}])
+    with pytest.raises(UnsupportedParameterError, match="functions="):
+        small.create_chat_completion([{"role": "user", "content": "Hi"}], functions=[{"name": "f"}])
     with pytest.raises(UnsupportedParameterError, match="mirostat_mode=2"):
         small.create_completion("Hi", max_tokens=1, mirostat_mode=2)
     # defaults spelled out, and speed-only settings, are fine
