@@ -1,7 +1,7 @@
 """Quantization mixes: which ggml type each tensor gets, as llama-quantize picks.
 
 A port of llama.cpp's `llama_tensor_get_type` (src/llama-quant.cpp) for the
-mixes lamina writes and for dense (non-MoE) models without an imatrix:
+mixes lamina writes, dense and mixture-of-experts models:
 - only 2-D+ tensors whose name ends in "weight" are quantized, never norms;
 - output.weight (or token_embd.weight when the embeddings are tied) -> Q6_K,
   or Q8_0 when its rows are not a multiple of the mix's block size;
@@ -15,6 +15,10 @@ mixes lamina writes and for dense (non-MoE) models without an imatrix:
   type llama-quantize refuses to make without an importance matrix
   (`imatrix_required`); `choose_types(has_imatrix=...)` changes IQ3_XXS's
   attn_v and ffn_down as llama-quantize's has_imatrix does;
+- mixture-of-experts models (`{arch}.expert_count` > 1) take the layer of
+  ffn_down/gate/up from the tensor's name (expert and shared-expert tensors
+  share a layer), and 8-expert models (Mixtral's shape) get llama-quantize's
+  extra bits: Q8_0 attn_k and attn_v, Q5_K attn_output in the low-bit mixes;
 - a type whose block does not divide the row length falls back to a smaller
   block (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K/TQ1_0/TQ2_0 ->
   Q4_0, the i-quants -> IQ4_NL) and then to F16.
@@ -52,6 +56,7 @@ MIXES: dict[str, Mix] = {
         Mix("q5_0", F.MOSTLY_Q5_0, Q.Q5_0),
         Mix("q5_1", F.MOSTLY_Q5_1, Q.Q5_1),
         Mix("q2_k", F.MOSTLY_Q2_K, Q.Q2_K),
+        Mix("q2_k_s", F.MOSTLY_Q2_K_S, Q.Q2_K),
         Mix("q3_k_s", F.MOSTLY_Q3_K_S, Q.Q3_K),
         Mix("q3_k_m", F.MOSTLY_Q3_K_M, Q.Q3_K),
         Mix("q3_k_l", F.MOSTLY_Q3_K_L, Q.Q3_K),
@@ -73,6 +78,8 @@ MIXES: dict[str, Mix] = {
         Mix("iq3_m", F.MOSTLY_IQ3_M, Q.IQ3_S),
         Mix("iq1_s", F.MOSTLY_IQ1_S, Q.IQ1_S),
         Mix("iq1_m", F.MOSTLY_IQ1_M, Q.IQ1_M),
+        Mix("iq4_nl", F.MOSTLY_IQ4_NL, Q.IQ4_NL),
+        Mix("iq4_xs", F.MOSTLY_IQ4_XS, Q.IQ4_XS),
     )
 }
 # shorthands: --q4_k means the mix llama.cpp recommends
@@ -99,6 +106,7 @@ class ModelShape:
     n_head: int
     n_head_kv: int
     is_70b: bool  # llama.cpp's LLM_TYPE_70B: more bits for attn_v
+    n_expert: int = 0  # `{arch}.expert_count`: mixture-of-experts rules where > 1
 
     @property
     def n_gqa(self) -> int:
@@ -187,6 +195,34 @@ def _use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
+def _layer(counter: int, name: str, shape: ModelShape) -> int:
+    """llama-quantize's layer_info: the counter of the tensor's role, or in a
+    mixture-of-experts model the layer its name says (experts and shared
+    experts of one layer would count twice)"""
+    if shape.n_expert <= 1:
+        return counter
+    m = _LAYER.match(name)
+    if not m or not 0 <= int(m.group(1)) < shape.n_layer:
+        raise ConvertError(f"tensor {name!r}: no layer index in [0, {shape.n_layer}) in its name (blk.N.)")
+    return int(m.group(1))
+
+
+# 8-expert models' attn_output gets Q5_K in these mixes
+_MOE8_OUTPUT_Q5_K = (
+    F.MOSTLY_Q2_K,
+    F.MOSTLY_IQ3_XS,
+    F.MOSTLY_IQ3_XXS,
+    F.MOSTLY_Q3_K_S,
+    F.MOSTLY_Q3_K_M,
+    F.MOSTLY_IQ4_NL,
+    F.MOSTLY_Q4_K_S,
+    F.MOSTLY_Q4_K_M,
+    F.MOSTLY_IQ3_S,
+    F.MOSTLY_IQ3_M,
+    F.MOSTLY_IQ4_XS,
+)
+
+
 # the 1- and 2-bit i-quant mixes, which llama_tensor_get_type treats as one family
 _IQ_LOW = (F.MOSTLY_IQ2_XXS, F.MOSTLY_IQ2_XS, F.MOSTLY_IQ1_S, F.MOSTLY_IQ2_S, F.MOSTLY_IQ2_M, F.MOSTLY_IQ1_M)
 # the output head gets Q5_K in these (Q6_K in the others)
@@ -211,10 +247,12 @@ def _mix_rule(s: _Counters, t: TensorSpec, mix: Mix, shape: ModelShape, new: Q) 
             return Q.IQ3_S
         return Q.Q4_K if f in (F.MOSTLY_TQ1_0, F.MOSTLY_TQ2_0) else new
     if f in _IQ_LOW:
-        return _iq_low_rule(s, cat, f, shape, new)
+        return _iq_low_rule(s, t.name, cat, f, shape, new)
     if cat == "attn_v":
         if f == F.MOSTLY_Q2_K:
             new = Q.Q4_K if shape.n_gqa >= 4 else Q.Q3_K
+        elif f == F.MOSTLY_Q2_K_S and shape.n_gqa >= 4:
+            new = Q.Q4_K
         elif f == F.MOSTLY_IQ3_XXS:
             new = Q.Q4_K if shape.n_gqa >= 4 else Q.IQ3_XXS if s.has_imatrix else Q.IQ3_S
         elif f == F.MOSTLY_IQ3_M or (f in (F.MOSTLY_IQ3_XS, F.MOSTLY_IQ3_S) and shape.n_gqa >= 4):
@@ -223,33 +261,44 @@ def _mix_rule(s: _Counters, t: TensorSpec, mix: Mix, shape: ModelShape, new: Q) 
             new = Q.Q5_K if s.i_attn_v < 2 else Q.Q4_K
         elif f == F.MOSTLY_Q3_K_L:
             new = Q.Q5_K
+        elif f in (F.MOSTLY_IQ4_NL, F.MOSTLY_IQ4_XS) and shape.n_gqa >= 4:
+            new = Q.Q5_K
         elif f in (F.MOSTLY_Q4_K_M, F.MOSTLY_Q5_K_M) and _use_more_bits(s.i_attn_v, s.n_attn_v):
             new = Q.Q6_K
         elif f == F.MOSTLY_Q4_K_S and s.i_attn_v < 4:
             new = Q.Q5_K
         if shape.is_70b and new in (Q.Q3_K, Q.Q4_K):
             new = Q.Q5_K
+        if shape.n_expert == 8:
+            new = Q.Q8_0
         s.i_attn_v += 1
+    elif cat == "attn_k" and shape.n_expert == 8:
+        new = Q.Q8_0
     elif cat in ("attn_k", "attn_q"):
         if f == F.MOSTLY_IQ3_XS:
             new = Q.IQ3_XXS
         elif f == F.MOSTLY_IQ3_XXS:
             new = Q.IQ2_S
     elif cat == "ffn_down":
-        i, n = s.i_ffn_down, shape.n_layer
+        i, n = _layer(s.i_ffn_down, t.name, shape), shape.n_layer
         if f == F.MOSTLY_Q2_K:
             new = Q.Q3_K
+        elif f == F.MOSTLY_Q2_K_S:
+            if i < n // 8:
+                new = Q.Q4_K
         elif f == F.MOSTLY_IQ3_XXS and not s.has_imatrix:
             new = Q.Q4_K if i < n // 8 else Q.Q3_K
         elif f == F.MOSTLY_Q3_K_M:
             new = Q.Q5_K if i < n // 16 else Q.Q4_K
-        elif f == F.MOSTLY_IQ3_M and i < n // 8:
+        elif f == F.MOSTLY_IQ3_M and (i < n // 8 or (shape.n_expert == 8 and _use_more_bits(i, n))):
             new = Q.Q4_K
         elif f == F.MOSTLY_Q3_K_L:
             new = Q.Q5_K
         elif f == F.MOSTLY_Q4_K_M:
             if _use_more_bits(i, n):
                 new = Q.Q6_K
+        elif i < n // 8 and f in (F.MOSTLY_IQ4_NL, F.MOSTLY_IQ4_XS) and not s.has_imatrix:
+            new = Q.Q5_K
         elif f == F.MOSTLY_Q5_K_M and _use_more_bits(i, n):
             new = Q.Q6_K
         elif f == F.MOSTLY_Q4_K_S and i < n // 8:
@@ -258,6 +307,9 @@ def _mix_rule(s: _Counters, t: TensorSpec, mix: Mix, shape: ModelShape, new: Q) 
             # llama-quantize's guard for the first ffn_down layers, with an imatrix only
             new = Q.Q4_1 if f == F.MOSTLY_Q4_0 else Q.Q5_1
         s.i_ffn_down += 1
+    elif cat == "attn_output" and shape.n_expert == 8:
+        if f in _MOE8_OUTPUT_Q5_K:
+            new = Q.Q5_K
     elif cat == "attn_output":
         if f == F.MOSTLY_Q2_K:
             new = Q.Q3_K
@@ -268,7 +320,7 @@ def _mix_rule(s: _Counters, t: TensorSpec, mix: Mix, shape: ModelShape, new: Q) 
         elif f == F.MOSTLY_Q3_K_L:
             new = Q.Q5_K
     elif cat in ("ffn_gate", "ffn_up"):
-        i, n = s.i_ffn_gate if cat == "ffn_gate" else s.i_ffn_up, shape.n_layer
+        i, n = _layer(s.i_ffn_gate if cat == "ffn_gate" else s.i_ffn_up, t.name, shape), shape.n_layer
         if f == F.MOSTLY_IQ3_XS and n // 8 <= i < 7 * n // 8:
             new = Q.IQ3_XXS
         if cat == "ffn_gate":
@@ -278,17 +330,22 @@ def _mix_rule(s: _Counters, t: TensorSpec, mix: Mix, shape: ModelShape, new: Q) 
     return new
 
 
-def _iq_low_rule(s: _Counters, cat: str, f: F, shape: ModelShape, new: Q) -> Q:
+def _iq_low_rule(s: _Counters, name: str, cat: str, f: F, shape: ModelShape, new: Q) -> Q:
     """IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ2_M: more bits for attn_v, the
-    first eighth of ffn_down and attn_output (dense models)"""
+    first eighth of ffn_down (by count of ffn_down tensors, as llama-quantize
+    counts here, experts' or not) and attn_output"""
     more = Q.IQ3_S if f in (F.MOSTLY_IQ2_S, F.MOSTLY_IQ2_M) else Q.Q2_K
     if cat == "attn_v":
-        new = Q.Q4_K if shape.n_gqa >= 4 else more
+        new = Q.Q4_K if shape.n_gqa >= 4 or shape.n_expert >= 4 else more
         s.i_attn_v += 1
+    elif cat == "attn_k" and shape.n_expert == 8:
+        new = Q.Q4_K
     elif cat == "ffn_down":
         if s.i_ffn_down < shape.n_layer // 8:
             new = more
         s.i_ffn_down += 1
+    elif cat == "attn_output" and shape.n_expert == 8:
+        new = Q.Q5_K
     elif cat == "attn_output":
         if f in (F.MOSTLY_IQ1_S, F.MOSTLY_IQ1_M):
             new = Q.IQ2_XXS

@@ -108,7 +108,7 @@ def _model_shape(g: GGUFFile, arch: str) -> ModelShape:
     n_head = first(f"{arch}.attention.head_count")
     n_head_kv = first(f"{arch}.attention.head_count_kv", n_head)
     is_70b = n_layer == 80 and (arch == "qwen2" or (arch == "llama" and n_head != n_head_kv))
-    return ModelShape(n_layer, n_head, n_head_kv, is_70b)
+    return ModelShape(n_layer, n_head, n_head_kv, is_70b, n_expert=first(f"{arch}.expert_count", 0))
 
 
 def _produce(

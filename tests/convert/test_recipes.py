@@ -45,6 +45,7 @@ def _model_shape(g: GGUFFile) -> ModelShape:
         g.get(f"{arch}.attention.head_count"),
         g.get(f"{arch}.attention.head_count_kv"),
         is_70b=False,
+        n_expert=g.get(f"{arch}.expert_count", 0),
     )
 
 
@@ -222,6 +223,57 @@ def test_iq_mixes_are_llama_quantize_s(model: str, mix: str, tmp_path: Path) -> 
     infos = {t.name: t for t in g.tensors}
     specs = [TensorSpec(n, infos[n].ne, infos[n].ggml_type) for n in tensor_order(list(infos))]
     assert choose_types(specs, get_mix(mix), shape) == _dry_run_types(exe, path, mix, tmp_path)
+
+
+@pytest.mark.parametrize("mix", ["IQ4_NL", "IQ4_XS", "Q2_K_S"])
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "qwen2.5-coder-0.5b"])
+def test_iq4_and_q2_k_s_mixes_are_llama_quantize_s(model: str, mix: str, tmp_path: Path) -> None:
+    """IQ4_NL/IQ4_XS (more bits for attn_v at GQA >= 4 and the first eighth of
+    ffn_down) and Q2_K_S, on GQA 3 and 7"""
+    exe = _llama_quantize()
+    if exe is None:
+        pytest.skip("llama.cpp's llama-quantize is not built (tools/build_llama_cpp.sh)")
+    path = fetch_model(model)
+    _assert_dry_run_types(exe, path, mix, tmp_path)
+
+
+# every mix whose rules differ for mixture-of-experts models, and a few that do not
+MOE_MIXES = ["Q2_K", "Q2_K_S", "Q3_K_M", "Q4_K_S", "Q4_K_M", "Q5_K_M", "IQ4_XS", "IQ3_XS", "IQ3_M", "IQ2_XXS", "IQ1_M"]
+
+
+@pytest.fixture(scope="module")
+def moe_files(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """tiny qwen3moe GGUFs whose rows fit 256-weight blocks, 8 layers (so the
+    eighths of llama-quantize's layer rules are layers), with 8 experts
+    (Mixtral's count, which has rules of its own) and 4"""
+    from dataclasses import replace
+
+    from support.tiny_models import QWEN3MOE, for_block, write_tiny_model
+
+    d = tmp_path_factory.mktemp("moe-mix")
+    return {
+        n: write_tiny_model(d / f"moe{n}.gguf", replace(for_block(QWEN3MOE, 256), n_layer=8, n_expert=n))
+        for n in (8, 4)
+    }
+
+
+@pytest.mark.parametrize("n_expert", [8, 4])
+@pytest.mark.parametrize("mix", MOE_MIXES)
+def test_moe_mixes_are_llama_quantize_s(moe_files, n_expert: int, mix: str, tmp_path: Path) -> None:
+    exe = _llama_quantize()
+    if exe is None:
+        pytest.skip("llama.cpp's llama-quantize is not built (tools/build_llama_cpp.sh)")
+    types = _assert_dry_run_types(exe, moe_files[n_expert], mix, tmp_path)
+    assert any(n.endswith("ffn_down_exps.weight") for n in types)
+
+
+def _assert_dry_run_types(exe: Path, path: Path, mix: str, tmp_path: Path) -> dict[str, Q]:
+    g = GGUFFile(path)
+    infos = {t.name: t for t in g.tensors}
+    specs = [TensorSpec(n, infos[n].ne, infos[n].ggml_type) for n in tensor_order(list(infos))]
+    ours, theirs = choose_types(specs, get_mix(mix), _model_shape(g)), _dry_run_types(exe, path, mix, tmp_path)
+    assert ours == theirs, {n: (ours[n], theirs.get(n)) for n in ours if ours[n] != theirs.get(n)}
+    return ours
 
 
 def _square(n_layer: int, n_embd: int, n_ff: int) -> list[TensorSpec]:
