@@ -30,6 +30,7 @@ from gguf import MODEL_TENSOR
 
 from lamina.engine.loader import tensor_name
 from lamina.errors import GGUFError, LaminaError
+from lamina.engine.slots import Placement
 from lamina.gguf.reader import GGUFFile, TensorInfo
 
 if TYPE_CHECKING:
@@ -216,7 +217,13 @@ def _check_shapes(gguf: GGUFFile, model: Model, base: str, a: TensorInfo, b: Ten
 
 
 class LoraSet:
-    """The adapters a context applies, in order, and their scales per sequence."""
+    """The adapters a context applies, in order, and their scales.
+
+    `defaults` are the scales of every sequence no request holds (Llama's
+    low-level eval, requests that name none); a request of the engine may
+    carry its own (the server's per-request `lora`). A slot's cache is only
+    reused by a request of the same scales (admit), as llama-server clears a
+    slot's cache when its adapters change."""
 
     def __init__(self, context: Context, adapters: Sequence[LoraAdapter]) -> None:
         from lamina.native import ffi, lib
@@ -225,29 +232,75 @@ class LoraSet:
         for i, a in enumerate(self.adapters):
             if a.model is not context.model:
                 raise LoraError(a.path, f"adapter {i} was loaded for another model than this context's")
+        if context.offload.gpu_layers and self.adapters:
+            raise LoraScaleError("LoRA adapters with offloaded layers (--gpu-layers) are not supported yet")
         ptrs = ffi.new("lm_lora *[]", [a.native for a in self.adapters]) if self.adapters else ffi.NULL
         with context._lock:
             _check(lib.lm_context_set_loras(context._live, ptrs, len(self.adapters)), "set the adapters")
         context._loras = self  # the context keeps the adapters' maps alive while it applies them
-        self.scales = [0.0] * len(self.adapters)
+        self.defaults = [0.0] * len(self.adapters)
+        self._seq_scales: dict[int, tuple[float, ...]] = {}  # sequences requests hold, and their scales
 
-    def set_scale(self, i: int, scale: float, seq: int = -1) -> None:
-        """adapter i's scale for one sequence (seq = -1: all, and the default for later requests)"""
+    def set_default(self, i: int, scale: float) -> None:
+        """adapter i's scale from now on, for every sequence no running request holds"""
+        self.defaults[self._id(i)] = _scale(scale)
+        for seq in range(self.context.n_seq_max):
+            if seq not in self._seq_scales:
+                self._native(seq, i, self.defaults[i])
+
+    def resolve(self, scales: Sequence[float] | None) -> tuple[float, ...]:
+        """a request's scales: one per adapter, or the defaults"""
+        if scales is None:
+            return tuple(self.defaults)
+        if len(scales) != len(self.adapters):
+            raise LoraScaleError(f"lora: expected {len(self.adapters)} scales (one per adapter), got {len(scales)}")
+        return tuple(_scale(s) for s in scales)
+
+    def admit(self, scales: tuple[float, ...], placement: Placement) -> Placement:
+        """the placement of a request of these scales, with no cached prefix
+        when that was computed under other scales; its sequence takes them"""
+        slot, donor = placement.slot, placement.copy_from
+        source = donor if donor is not None else slot
+        if placement.keep and self._seq_scales.get(source.seq) != scales:
+            placement = Placement(slot, 0, None)
+            slot.tokens = []
+        for i, s in enumerate(scales):
+            self._native(slot.seq, i, s)
+        self._seq_scales[slot.seq] = scales
+        return placement
+
+    def _id(self, i: int) -> int:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.adapters):
+            raise LoraScaleError(f"lora adapter id {i!r} outside [0, {len(self.adapters)})")
+        return i
+
+    def _native(self, seq: int, i: int, scale: float) -> None:
         from lamina.native import lib
 
-        if not 0 <= i < len(self.adapters):
-            raise LoraScaleError(f"adapter id {i} outside [0, {len(self.adapters)})")
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not abs(float(scale)) < float("inf"):
-            raise LoraScaleError(f"lora scale must be a finite number, got {scale!r}")
         with self.context._lock:
-            _check(lib.lm_context_lora_scale(self.context._live, seq, i, float(scale)), "set a scale")
-        if seq == -1:
-            self.scales[i] = float(scale)
+            _check(lib.lm_context_lora_scale(self.context._live, seq, i, scale), "set a scale")
 
-    def set_sequence(self, seq: int, scales: Sequence[float]) -> None:
-        """every adapter's scale for one sequence"""
-        for i, s in enumerate(scales):
-            self.set_scale(i, s, seq)
+
+def load_loras(context: Context, files: Sequence[tuple[str | os.PathLike[str], float]]) -> LoraSet:
+    """the adapter files (path, scale), in order, applied by the context from now on"""
+    adapters: list[LoraAdapter] = []
+    try:
+        for path, _ in files:
+            adapters.append(LoraAdapter.load(path, context.model))
+        loras = LoraSet(context, adapters)
+        for i, (_, scale) in enumerate(files):
+            loras.set_default(i, scale)
+    except BaseException:
+        for a in adapters:
+            a.close()
+        raise
+    return loras
+
+
+def _scale(scale: object) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not abs(float(scale)) < float("inf"):
+        raise LoraScaleError(f"lora scale must be a finite number, got {scale!r}")
+    return float(scale)
 
 
 def _check(rc: int, what: str) -> None:
