@@ -20,7 +20,7 @@ from lamina.convert.pipeline import Job
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lamina convert-lora", description=__doc__.split("\n\n")[0])
-    p.add_argument("peft_dir", type=Path, help="PEFT adapter directory (adapter_config.json, adapter_model.safetensors)")
+    p.add_argument("peft_dir", type=Path, help="PEFT adapter dir (adapter_config.json, adapter_model.safetensors)")
     p.add_argument("--base", type=Path, required=True, help="the base model's HF directory (its config.json is read)")
     p.add_argument("-o", "--outfile", type=Path, required=True, help="output GGUF adapter")
     p.add_argument("--outtype", choices=list(OUTTYPES), default="f32", help="tensor type (default: f32)")

@@ -64,7 +64,9 @@ def plan_lora(peft_dir: Path, base_dir: Path, out: Path, outtype: str, encoder: 
             raise LoraConvertError(f"{peft_dir / ADAPTER_FILE}: tensor {key!r}: not a lora_A / lora_B tensor")
         mapped = name_map.get_type_and_name(base, try_suffixes=(".weight",))
         if mapped is None:
-            raise LoraConvertError(f"{peft_dir / ADAPTER_FILE}: tensor {key!r}: no GGUF name for {base!r} ({arch.name})")
+            raise LoraConvertError(
+                f"{peft_dir / ADAPTER_FILE}: tensor {key!r}: no GGUF name for {base!r} ({arch.name})"
+            )
         kind, name = mapped
         pairs.setdefault(name, {})[half] = key
         kinds[name] = (kind, base)
@@ -125,7 +127,7 @@ def _read_adapter(path: Path) -> dict[str, np.ndarray]:
 
     try:
         with safe_open(str(path), framework="numpy") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
+            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
     except (SafetensorError, OSError, TypeError, ValueError) as e:
         raise LoraConvertError(f"{path}: unreadable safetensors file (f32/f16 expected): {e}") from None
 

@@ -76,7 +76,8 @@ static int check_matrix(const lm_matrix *a, int64_t n, int32_t i, const char *wh
     if (n % bs || n % bp)
         return lm_set_error(LM_ERR_SHAPE, "lm_lora_create: weight %d: %s rows of %lld are not whole %s blocks", i,
                             which, (long long)n, lm_type_name(a->type));
-    if (a->scale) return lm_set_error(LM_ERR_ARG, "lm_lora_create: weight %d: %s cannot have an output scale", i, which);
+    if (a->scale)
+        return lm_set_error(LM_ERR_ARG, "lm_lora_create: weight %d: %s cannot have an output scale", i, which);
     return LM_OK;
 }
 
@@ -96,8 +97,7 @@ lm_lora *lm_lora_create(const lm_model *m, const lm_lora_weight *w, int32_t n, f
             return NULL;
         }
         if (e->target != LM_LORA_OUTPUT && (e->layer < 0 || e->layer >= m->p.n_layer)) {
-            lm_set_error(LM_ERR_ARG, "lm_lora_create: weight %d: layer %d outside [0, %d)", i, e->layer,
-                         m->p.n_layer);
+            lm_set_error(LM_ERR_ARG, "lm_lora_create: weight %d: layer %d outside [0, %d)", i, e->layer, m->p.n_layer);
             return NULL;
         }
         if (m->p.n_expert > 0 && e->target >= LM_LORA_W_GATE && e->target <= LM_LORA_W_DOWN) {
@@ -114,8 +114,8 @@ lm_lora *lm_lora_create(const lm_model *m, const lm_lora_weight *w, int32_t n, f
         if (check_matrix(&e->a, width, i, "A") || check_matrix(&e->b, e->rank, i, "B")) return NULL;
         for (int32_t j = 0; j < i; j++)
             if (w[j].target == e->target && (e->target == LM_LORA_OUTPUT || w[j].layer == e->layer)) {
-                lm_set_error(LM_ERR_ARG, "lm_lora_create: weights %d and %d both target layer %d's %s", j, i,
-                             e->layer, target_names[e->target]);
+                lm_set_error(LM_ERR_ARG, "lm_lora_create: weights %d and %d both target layer %d's %s", j, i, e->layer,
+                             target_names[e->target]);
                 return NULL;
             }
     }
@@ -234,8 +234,7 @@ static int apply_entry(lm_context *c, const lora_entry *e, const float *x, int64
     }
     if (!any) return LM_OK;
     const lm_lora_weight *w = &e->w;
-    int rc = lm_matmul_into(c->tp, LM_IMPL_AUTO, w->a.type, w->a.data, w->rank, n, x, ncols, s->t, w->rank,
-                            s->scratch);
+    int rc = lm_matmul_into(c->tp, LM_IMPL_AUTO, w->a.type, w->a.data, w->rank, n, x, ncols, s->t, w->rank, s->scratch);
     if (!rc)
         rc = lm_matmul_into(c->tp, LM_IMPL_AUTO, w->b.type, w->b.data, rows, w->rank, s->t, ncols, s->u, rows,
                             s->scratch);

@@ -52,7 +52,7 @@ def lora_files(args: argparse.Namespace) -> list[tuple[str, float]]:
         if len(values) == 2 and ":" not in values[0]:
             items = [(values[0], values[1])]
         elif len(values) == 1:
-            items = [tuple(item.rsplit(":", 1)) for item in values[0].split(",") if item]  # type: ignore[misc]
+            items = [tuple(item.rsplit(":", 1)) for item in values[0].split(",") if item]
         else:
             raise ValueError(f"--lora-scaled {' '.join(values)}: expected FNAME:SCALE[,...] or FNAME SCALE")
         for item in items:

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from gguf import MODEL_TENSOR
 
 from lamina.engine.loader import tensor_name
-from lamina.errors import GGUFError, LaminaError
 from lamina.engine.slots import Placement
+from lamina.errors import GGUFError, LaminaError
 from lamina.gguf.reader import GGUFFile, TensorInfo
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 ADAPTER_TYPE_KEY = "adapter.type"
 ALPHA_KEY = "adapter.lora.alpha"
+ALORA_KEY = "adapter.alora.invocation_tokens"
 
 
 class LoraError(GGUFError):
@@ -168,8 +169,8 @@ def _read_pairs(gguf: GGUFFile, model: Model) -> tuple[float, dict[str, tuple[Te
             f"adapter for {arch!r}, base model {os.path.basename(model.path)} is {model.hparams.arch!r}",
             key="general.architecture",
         )
-    if gguf.get("adapter.alora.invocation_tokens") is not None:
-        raise LoraError(path, "activated LoRA (aLoRA) adapters are not supported", key="adapter.alora.invocation_tokens")
+    if gguf.get(ALORA_KEY) is not None:
+        raise LoraError(path, "activated LoRA (aLoRA) adapters are not supported", key=ALORA_KEY)
     alpha = gguf.get(ALPHA_KEY, 0.0)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= float(alpha) < float("inf"):
         raise LoraError(path, f"expected a finite number >= 0, found {alpha!r}", key=ALPHA_KEY)
@@ -199,9 +200,7 @@ def _check_shapes(gguf: GGUFFile, model: Model, base: str, a: TensorInfo, b: Ten
     if len(a.ne) != 2 or len(b.ne) != 2:
         raise LoraError(path, f"shapes {a.ne} / {b.ne}: expected two dimensions each", tensor=a.name)
     if a.ne[0] != ne[0]:
-        raise LoraError(
-            path, f"shape (ggml ne) {a.ne}: expected ({ne[0]}, rank) for base {base} {ne}", tensor=a.name
-        )
+        raise LoraError(path, f"shape (ggml ne) {a.ne}: expected ({ne[0]}, rank) for base {base} {ne}", tensor=a.name)
     if b.ne[1] != ne[1] or b.ne[0] != a.ne[1]:
         raise LoraError(
             path, f"shape (ggml ne) {b.ne}: expected ({a.ne[1]}, {ne[1]}) for base {base} {ne}", tensor=b.name
@@ -237,7 +236,7 @@ class LoraSet:
         ptrs = ffi.new("lm_lora *[]", [a.native for a in self.adapters]) if self.adapters else ffi.NULL
         with context._lock:
             _check(lib.lm_context_set_loras(context._live, ptrs, len(self.adapters)), "set the adapters")
-        context._loras = self  # the context keeps the adapters' maps alive while it applies them
+        setattr(context, "_loras", self)  # noqa: B010 (the context keeps the adapters' maps alive while it applies them)
         self.defaults = [0.0] * len(self.adapters)
         self._seq_scales: dict[int, tuple[float, ...]] = {}  # sequences requests hold, and their scales
 

@@ -149,8 +149,9 @@ def test_llama_api_and_run_command(case) -> None:
     off = Llama(str(base), n_ctx=64, verbose=False, lora_path=str(adapter), lora_scale=0.0)
     kw = {"max_tokens": 8, "temperature": 0.0}
     text = tuned.create_completion("Hello there", **kw)["choices"][0]["text"]
-    assert off.create_completion("Hello there", **kw)["choices"][0]["text"] == (
-        plain.create_completion("Hello there", **kw)["choices"][0]["text"]
+    assert (
+        off.create_completion("Hello there", **kw)["choices"][0]["text"]
+        == (plain.create_completion("Hello there", **kw)["choices"][0]["text"])
     )
     assert text != plain.create_completion("Hello there", **kw)["choices"][0]["text"]
     run = [sys.executable, "-m", "lamina", "run", str(base), "-c", "64", "--temp", "0", "-n", "8", "-p", "Hello there"]
