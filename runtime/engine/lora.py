@@ -2,8 +2,8 @@
 
     adapter = LoraAdapter.load("adapter.gguf", model)   # checked against the base model
     loras = LoraSet(context, [adapter])                  # the context applies them from now on
-    loras.set_scale(0, 1.0)                              # every sequence: adapter 0 at scale 1
-    loras.set_scale(0, 0.5, seq=3)                       # sequence 3 alone
+    loras.set_default(0, 1.0)                            # adapter 0 at scale 1 (every sequence no request holds)
+    engine.submit(prompt, sampler, lora=[0.5])           # one request at its own scale
 
 A file is an adapter when `general.type = adapter` and `adapter.type =
 lora`; its `general.architecture` must be the base model's, and its tensors
@@ -94,6 +94,8 @@ class LoraAdapter:
 
     def __init__(self, path: str, model: Model, gguf: GGUFFile, alpha: float, native: Any, keep: list[Any]) -> None:
         self.path, self.model, self.gguf, self.alpha = path, model, gguf, alpha
+        self.task_name = str(gguf.get("adapter.lora.task_name", ""))  # llama-server lists them
+        self.prefix = str(gguf.get("adapter.lora.prompt_prefix", ""))
         self.native = native
         self._keep = keep
         self.n_pairs = len({w for w in keep if isinstance(w, str)})
@@ -242,7 +244,7 @@ class LoraSet:
 
     def set_default(self, i: int, scale: float) -> None:
         """adapter i's scale from now on, for every sequence no running request holds"""
-        self.defaults[self._id(i)] = _scale(scale)
+        self.defaults[self._id(i)] = check_scale(scale)
         for seq in range(self.context.n_seq_max):
             if seq not in self._seq_scales:
                 self._native(seq, i, self.defaults[i])
@@ -253,7 +255,7 @@ class LoraSet:
             return tuple(self.defaults)
         if len(scales) != len(self.adapters):
             raise LoraScaleError(f"lora: expected {len(self.adapters)} scales (one per adapter), got {len(scales)}")
-        return tuple(_scale(s) for s in scales)
+        return tuple(check_scale(s) for s in scales)
 
     def admit(self, scales: tuple[float, ...], placement: Placement) -> Placement:
         """the placement of a request of these scales, with no cached prefix
@@ -296,7 +298,8 @@ def load_loras(context: Context, files: Sequence[tuple[str | os.PathLike[str], f
     return loras
 
 
-def _scale(scale: object) -> float:
+def check_scale(scale: object) -> float:
+    """a scale: a finite number (LoraScaleError otherwise)"""
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not abs(float(scale)) < float("inf"):
         raise LoraScaleError(f"lora scale must be a finite number, got {scale!r}")
     return float(scale)

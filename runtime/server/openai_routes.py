@@ -21,6 +21,7 @@ from sse_starlette.sse import EventSourceResponse
 from lamina.sampling import SamplingParams
 from lamina.server import bridge
 from lamina.server.errors import APIError, error_body
+from lamina.server.lora_routes import request_scales
 from lamina.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Sampling
 from lamina.server.service import Service
 
@@ -131,9 +132,17 @@ async def _generate(service: Service, body, request: Request, prompt: list[int],
     session = service.require()
     stops = body.stops()
     grammar = service.grammar(body)  # checked before anything starts: a bad one is a 400
+    lora = request_scales(service, body.lora)  # lora_routes.py
     gens = [
         bridge.start(
-            session.engine, prompt, service.sampler(body, i, SERVER_DEFAULTS), limit, stops, service.metrics, grammar
+            session.engine,
+            prompt,
+            service.sampler(body, i, SERVER_DEFAULTS),
+            limit,
+            stops,
+            service.metrics,
+            grammar,
+            lora,
         )
         for i in range(body.n)
     ]

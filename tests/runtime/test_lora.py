@@ -198,3 +198,44 @@ def test_mismatched_adapters_are_typed_errors(case, tmp_path: Path) -> None:
     with pytest.raises(LoraScaleError, match="finite"):
         load_loras(Context(llama, n_ctx=32), [(llama_adapter, float("nan"))])
     del qwen_adapter
+
+
+def test_server_lora_adapters_and_per_request_scales(case) -> None:
+    pytest.importorskip("fastapi")
+    import httpx
+
+    from lamina import Llama
+    from support.serve_process import start_server, stop_server
+
+    _, _, base, adapter = case("llama")
+    kw = {"max_tokens": 8, "temperature": 0.0}
+    with Llama(str(base), n_ctx=64, verbose=False) as plain:
+        want_plain = plain.create_completion("Hello there", **kw)["choices"][0]["text"]
+    with Llama(str(base), n_ctx=64, verbose=False, lora_path=str(adapter), lora_scale=0.5) as tuned:
+        want_half = tuned.create_completion("Hello there", **kw)["choices"][0]["text"]
+    assert want_half != want_plain
+    proc, url = start_server(str(base), "-c", "128", "-np", "1", "-t", "2", "--lora-scaled", str(adapter), "0.5")
+    try:
+
+        def complete(**extra) -> httpx.Response:
+            return httpx.post(f"{url}/v1/completions", json={"prompt": "Hello there", **kw, **extra}, timeout=120)
+
+        listed = httpx.get(f"{url}/lora-adapters", timeout=30).json()
+        assert [(e["id"], e["path"], e["scale"]) for e in listed] == [(0, str(adapter), 0.5)]
+        assert complete().json()["choices"][0]["text"] == want_half
+        assert complete(lora=[]).json()["choices"][0]["text"] == want_half  # an empty list is no list
+        # this request alone without the adapter (an adapter not listed gets 0 too)
+        assert complete(lora=[{"id": 0, "scale": 0.0}]).json()["choices"][0]["text"] == want_plain
+        assert complete().json()["choices"][0]["text"] == want_half  # the slot's cache is not reused across scales
+        # the default for later requests
+        assert httpx.post(f"{url}/lora-adapters", json=[{"id": 0, "scale": 0}], timeout=30).json() == {"success": True}
+        assert httpx.get(f"{url}/lora-adapters", timeout=30).json()[0]["scale"] == 0.0
+        assert complete().json()["choices"][0]["text"] == want_plain
+        assert complete(lora=[{"id": 0, "scale": 0.5}]).json()["choices"][0]["text"] == want_half
+        for bad in ([{"id": 3, "scale": 1}], [{"id": 0, "scale": "x"}], {"id": 0}):
+            r = complete(lora=bad)
+            assert r.status_code == 400 and r.json()["error"]["param"] == "lora", r.text
+        r = httpx.post(f"{url}/lora-adapters", json={"id": 0}, timeout=30)
+        assert r.status_code == 400, r.text
+    finally:
+        stop_server(proc)
