@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from gguf import MODEL_TENSOR
 
 from lamina.engine.loader import tensor_name
@@ -92,13 +93,23 @@ def _targets(model: Model) -> dict[str, list[_Target]]:
 class LoraAdapter:
     """One adapter file, checked against a base model; its tensors stay in the file's map."""
 
-    def __init__(self, path: str, model: Model, gguf: GGUFFile, alpha: float, native: Any, keep: list[Any]) -> None:
+    def __init__(
+        self,
+        path: str,
+        model: Model,
+        gguf: GGUFFile,
+        alpha: float,
+        native: Any,
+        keep: list[Any],
+        pairs: dict[str, tuple[TensorInfo, TensorInfo]],
+    ) -> None:
         self.path, self.model, self.gguf, self.alpha = path, model, gguf, alpha
+        self.pairs = pairs  # base tensor name -> (lora_a, lora_b)
         self.task_name = str(gguf.get("adapter.lora.task_name", ""))  # llama-server lists them
         self.prefix = str(gguf.get("adapter.lora.prompt_prefix", ""))
         self.native = native
         self._keep = keep
-        self.n_pairs = len({w for w in keep if isinstance(w, str)})
+        self.n_pairs = len(pairs)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], model: Model) -> LoraAdapter:
@@ -145,7 +156,18 @@ class LoraAdapter:
         except BaseException:
             gguf.close()
             raise
-        return cls(path, model, gguf, alpha, ffi.gc(ptr, lib.lm_lora_free), keep)
+        return cls(path, model, gguf, alpha, ffi.gc(ptr, lib.lm_lora_free), keep, pairs)
+
+    def delta(self, base: str, scale: float) -> np.ndarray:
+        """f32 [n_out, n_in]: scale * alpha / rank * B A of one base matrix, what merging adds to it"""
+        from lamina.quants import dequantize
+
+        a_info, b_info = self.pairs[base]
+        a = dequantize(self.gguf.tensor_bytes(a_info.name), a_info.ggml_type).reshape(a_info.ne[1], a_info.ne[0])
+        b = dequantize(self.gguf.tensor_bytes(b_info.name), b_info.ggml_type).reshape(b_info.ne[1], b_info.ne[0])
+        rank = a.shape[0]
+        mult = scale * self.alpha / rank if self.alpha else scale  # llama.cpp's get_scale
+        return (b.astype(np.float32) @ a.astype(np.float32)) * np.float32(mult)
 
     def close(self) -> None:
         """Unmap the file; only after every context applying it has dropped it."""

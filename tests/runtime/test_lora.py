@@ -197,6 +197,8 @@ def test_mismatched_adapters_are_typed_errors(case, tmp_path: Path) -> None:
         load_loras(Context(llama, n_ctx=32), [(llama_base, 1.0)])
     with pytest.raises(LoraScaleError, match="finite"):
         load_loras(Context(llama, n_ctx=32), [(llama_adapter, float("nan"))])
+    with pytest.raises(LoraScaleError, match="offloaded layers"):
+        load_loras(Context(llama, n_ctx=32, gpu_layers=2, device="cpu-standin"), [(llama_adapter, 1.0)])
     del qwen_adapter
 
 
@@ -239,3 +241,23 @@ def test_server_lora_adapters_and_per_request_scales(case) -> None:
         assert r.status_code == 400, r.text
     finally:
         stop_server(proc)
+
+
+def test_merge_bakes_the_adapter_in(case, tmp_path: Path) -> None:
+    """lamina convert-lora --merge: the merged f32 file's logits are the run-time adapter's;
+    at q8_0 the merged file is the f32 merge quantized as `lamina quantize` does"""
+    _, _, base, adapter = case("llama")
+    merged = tmp_path / "merged.gguf"
+    cmd = [sys.executable, "-m", "lamina", "convert-lora", "--merge", "-m", str(base), "-o", str(merged)]
+    subprocess.run([*cmd, "--lora-scaled", f"{adapter}:0.5", "--outtype", "f32", "--quiet"], check=True, timeout=300)
+    model = Model.load(base, n_threads=2)
+    ids = ids_for(model)
+    want = lamina_logits(model, [(adapter, 0.5)], ids)
+    assert nmse(lamina_logits(Model.load(merged, n_threads=2), [], ids), want) < 1e-8
+    q8 = tmp_path / "merged-q8_0.gguf"
+    subprocess.run([*cmd[:-1], str(q8), "--lora-scaled", f"{adapter}:0.5", "--outtype", "q8_0", "--quiet"], check=True)
+    again = tmp_path / "requantized.gguf"
+    subprocess.run([sys.executable, "-m", "lamina", "quantize", str(merged), str(again), "q8_0", "--quiet"], check=True)
+    assert q8.read_bytes() == again.read_bytes()
+    bad = subprocess.run([*cmd, "--outtype", "f32"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "at least one adapter" in bad.stdout + bad.stderr
