@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 
@@ -24,7 +25,7 @@ from lamina.convert.recipes import get_mix
 from lamina.engine.context import Context, Model
 from lamina.engine.lora import LoraError, LoraScaleError, load_loras
 from lamina.errors import GGUFError
-from support.llama_cpp_ref import have_llama_cpp, llama_cpp_logits
+from support.llama_cpp_ref import have_llama_cpp, llama_cpp_logits, llama_cpp_tool
 from support.tiny_hf import tiny_hf_checkpoint
 from support.tiny_lora import llama_cpp_lora_gguf, peft_logits, tiny_peft_adapter
 
@@ -170,8 +171,6 @@ def test_mismatched_adapters_are_typed_errors(case, tmp_path: Path) -> None:
     with pytest.raises(LoraError, match="general.architecture"):
         load_loras(Context(qwen, n_ctx=32), [(llama_adapter, 1.0)])
     # the same architecture, other sizes: the first pair that does not fit is named
-    import gguf
-
     r = gguf.GGUFReader(llama_adapter)
     w = gguf.GGUFWriter(tmp_path / "wide.gguf", "llama")
     w.add_type("adapter")
@@ -259,5 +258,16 @@ def test_merge_bakes_the_adapter_in(case, tmp_path: Path) -> None:
     again = tmp_path / "requantized.gguf"
     subprocess.run([sys.executable, "-m", "lamina", "quantize", str(merged), str(again), "q8_0", "--quiet"], check=True)
     assert q8.read_bytes() == again.read_bytes()
+    export = llama_cpp_tool("llama-export-lora")  # tools/test.sh builds it
+    if export is not None:
+        theirs = tmp_path / "export-lora.gguf"
+        run = [str(export), "-m", str(base), "--lora-scaled", f"{adapter}:0.5", "-o", str(theirs), "-t", "2"]
+        subprocess.run(run, check=True, capture_output=True, timeout=300)
+        ours_r, theirs_r = gguf.GGUFReader(merged), gguf.GGUFReader(theirs)
+        theirs_t = {t.name: t for t in theirs_r.tensors}
+        assert sorted(theirs_t) == sorted(t.name for t in ours_r.tensors)
+        for t in ours_r.tensors:
+            assert t.tensor_type == theirs_t[t.name].tensor_type, t.name
+            np.testing.assert_allclose(t.data, theirs_t[t.name].data, rtol=0, atol=1e-6, err_msg=t.name)
     bad = subprocess.run([*cmd, "--outtype", "f32"], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "at least one adapter" in bad.stdout + bad.stderr
