@@ -103,7 +103,13 @@ def test_quantized_adapters_stay_close(outtype: str, case, tmp_path: Path) -> No
     run_job(plan_lora(peft_dir, hf, adapter, outtype, Encoder(1)))
     model = Model.load(base, n_threads=2)
     ids = ids_for(model)
-    assert nmse(lamina_logits(model, [(adapter, 1.0)], ids), peft_logits(hf, peft_dir, ids)) < 1e-3
+    got = lamina_logits(model, [(adapter, 1.0)], ids)
+    assert nmse(got, peft_logits(hf, peft_dir, ids)) < 5e-3  # the adapter's own rounding (q8_0: ~1e-3)
+    if have_llama_cpp():  # the same rounded adapter in llama.cpp
+        _, theirs = llama_cpp_logits(base, tokens=ids, n_ctx=64, lora=adapter)
+        # each target alone agrees to ~1e-5; all 29 together on a random model the adapter moves
+        # by nmse ~1 amplify last-bit differences through Q8_0 activation rounding (~4e-4)
+        assert nmse(got, theirs) < (1e-4 if outtype == "f16" else 2e-3)
 
 
 def test_llama_cpp_logits_with_the_same_adapter(case) -> None:
@@ -119,12 +125,12 @@ def test_llama_cpp_logits_with_the_same_adapter(case) -> None:
 
 
 def test_two_adapters_add(case) -> None:
-    """two adapters at once: each one's product is added (the same file twice at 0.25 + 0.5 = once at 0.75)"""
+    """two adapters at once: each one's product is added (the same file at 0.25 and 0.5 = once at 0.75)"""
     _, _, base, adapter = case("llama")
     model = Model.load(base, n_threads=2)
     ids = ids_for(model)
     both = lamina_logits(model, [(adapter, 0.25), (adapter, 0.5)], ids)
-    assert nmse(both, lamina_logits(model, [(adapter, 0.75)], ids)) < 1e-10
+    assert nmse(both, lamina_logits(model, [(adapter, 0.75)], ids)) < 1e-7  # the same sum, rounded twice
 
 
 def test_per_sequence_scales_in_one_batch(case) -> None:

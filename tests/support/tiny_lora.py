@@ -24,14 +24,16 @@ def tiny_peft_adapter(hf_dir: Path, out: Path, rank: int = 8, alpha: float = 16.
 
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=alpha, target_modules=TARGETS, lora_dropout=0.0))
+    # the output head too where it is a matrix of its own (llama.cpp refuses one tied to the embeddings)
+    targets = TARGETS + ([] if base.config.tie_word_embeddings else ["lm_head"])
+    model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_A" in name:
                 p.copy_(torch.randn(p.shape) / np.sqrt(p.shape[1]))
             elif "lora_B" in name:
                 p.copy_(0.5 * torch.randn(p.shape) / np.sqrt(p.shape[1]))
-    model.save_pretrained(out)
+    model.save_pretrained(out, save_embedding_layers=False)  # the adapter alone, not the head it adapts
     return out
 
 
