@@ -12,6 +12,7 @@ after general.file_type.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -48,9 +49,12 @@ def plan_gguf(
     allow_requantize: bool = False,
     imatrix: Imatrix | None = None,
     imatrix_arg: str = "",
+    edit: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
 ) -> Job:
     """imatrix: importance data for the quantizers; imatrix_arg: the file name as
-    given, recorded in quantize.imatrix.file as llama-quantize records it."""
+    given, recorded in quantize.imatrix.file as llama-quantize records it.
+    edit: tensor name -> a function of its f32 values (numpy shape) whose
+    result is written instead (LoRA merging), whatever the types."""
     g = GGUFFile(src)
     if out.resolve() == src.resolve():
         raise QuantizeInputError(f"{out}: the output would overwrite the input")
@@ -90,10 +94,13 @@ def plan_gguf(
     tensors = [
         (
             OutTensor(n, infos[n].np_shape, types[n]),
-            partial(_produce, g, infos[n], types[n], encoder, importance.get(n)),
+            partial(_produce, g, infos[n], types[n], encoder, importance.get(n), (edit or {}).get(n)),
         )
         for n in order
     ]
+    unknown = sorted(set(edit or {}) - set(infos))
+    if unknown:
+        raise QuantizeInputError(f"{src}: no tensor {unknown[0]!r} to edit")
     return Job(out, arch, metadata, tensors)
 
 
@@ -112,10 +119,16 @@ def _model_shape(g: GGUFFile, arch: str) -> ModelShape:
 
 
 def _produce(
-    g: GGUFFile, info: TensorInfo, qtype: Q, encoder: Encoder, importance: np.ndarray | None = None
+    g: GGUFFile,
+    info: TensorInfo,
+    qtype: Q,
+    encoder: Encoder,
+    importance: np.ndarray | None = None,
+    edit: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     raw = g.tensor_bytes(info.name)
-    if qtype == info.ggml_type:
+    if qtype == info.ggml_type and edit is None:
         return raw
     x = raw.view(np.float32) if info.ggml_type == Q.F32 else dequantize(raw, info.ggml_type)
-    return encoder.encode(info.name, x.reshape(info.np_shape), qtype, importance)
+    x = x.reshape(info.np_shape)
+    return encoder.encode(info.name, edit(x) if edit is not None else x, qtype, importance)

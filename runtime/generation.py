@@ -15,6 +15,7 @@ from lamina.chat_template import ChatTemplate
 from lamina.engine.context import Context, ContextError, Model
 from lamina.engine.embeddings import check_pooling, embed_tokens, pooling_from_metadata
 from lamina.engine.engine import DEFAULT_MAX_QUEUE, DEFAULT_PREFILL_CHUNK, Engine
+from lamina.engine.lora import LoraSet, load_loras
 from lamina.engine.offload import OffloadWarning, cuda_offload_planned
 from lamina.engine.request import Request
 from lamina.grammar import Grammar
@@ -43,6 +44,7 @@ class Session:
             template,
             engine,
         )
+        self.loras: LoraSet | None = None  # LoRA adapters, when the session was opened with some
 
     @property
     def n_ctx(self) -> int:
@@ -136,6 +138,7 @@ def open_session(
     kv_unified: bool = True,
     max_queue: int = DEFAULT_MAX_QUEUE,
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+    loras: Sequence[tuple[str | os.PathLike[str], float]] = (),
 ) -> Session:
     """Load a GGUF and everything needed to generate from it.
 
@@ -144,7 +147,9 @@ def open_session(
     that run at once (the rest wait in a queue of max_queue); extra_sequences:
     sequences of the context the engine leaves to the caller. kv_unified: each
     sequence may use the whole n_ctx of the shared cache (llama.cpp's
-    --kv-unified), else n_ctx / n_slots each (llama-server's -np split)."""
+    --kv-unified), else n_ctx / n_slots each (llama-server's -np split).
+    loras: LoRA adapter files and their scales (llama.cpp's --lora-scaled),
+    applied at run time (session.loras; lamina.engine.lora)."""
     if n_slots + extra_sequences > 1 and cuda_offload_planned(gpu_layers):
         warnings.warn(
             f"CUDA offload decodes one sequence per context: {n_slots} slot(s) + {extra_sequences} spare become "
@@ -170,4 +175,11 @@ def open_session(
         n_ctx_seq=n_ctx if kv_unified else max(1, n_ctx // n_slots),
     )
     engine = Engine(model, context, tokenizer, n_slots=n_slots, max_queue=max_queue, prefill_chunk=prefill_chunk)
-    return Session(model, context, tokenizer, template, engine)
+    session = Session(model, context, tokenizer, template, engine)
+    if loras:
+        try:
+            session.loras = engine.loras = load_loras(context, loras)
+        except BaseException:
+            session.close()
+            raise
+    return session

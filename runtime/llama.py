@@ -77,6 +77,8 @@ class Llama:
         embedding: bool = False,
         pooling_type: int = -1,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        lora_path: str | None = None,
+        lora_scale: float = 1.0,
         **extra: Any,
     ):
         """model_path: a GGUF file or a known model name (lamina.model_cache),
@@ -87,8 +89,10 @@ class Llama:
         decoded together (llama.cpp's name); kv_unified: each may use all of
         n_ctx (the cache is shared), else n_ctx / n_seq_max each; max_queue:
         completions waiting for a free sequence beyond which a call raises
-        QueueFullError. Every value is checked by lamina.options, as `lamina
-        run`'s flags are."""
+        QueueFullError. lora_path / lora_scale: a llama.cpp GGUF LoRA
+        adapter applied at run time (lamina.engine.lora; lora_base, a base
+        of higher precision, is refused). Every value is checked by
+        lamina.options, as `lamina run`'s flags are."""
         check_extra("Llama", extra, DEFAULTS_INIT, HARMLESS_INIT)
         self.embedding = bool(embedding)
         self._pooling = _pooling_name(pooling_type)
@@ -116,6 +120,7 @@ class Llama:
                 extra_sequences=1,
                 kv_unified=kv_unified,
                 max_queue=max_queue,
+                loras=[(lora_path, lora_scale)] if lora_path is not None else (),
             )
         for w in caught:
             if verbose:

@@ -47,8 +47,6 @@ DEFAULTS_INIT: dict[str, Any] = {
     "yarn_orig_ctx": 0,
     "last_n_tokens_size": 64,
     "lora_base": None,
-    "lora_scale": 1.0,
-    "lora_path": None,
     "chat_format": None,
     "chat_handler": None,
     "draft_model": None,

@@ -381,6 +381,48 @@ int lm_context_seq_state_get(const lm_context *ctx, int32_t seq_id, void *dst, s
  * (sizes, n_ctx_seq, free blocks: LM_ERR_CONTEXT_FULL): on error the
  * sequence is as it was. */
 int lm_context_seq_state_set(lm_context *ctx, int32_t seq_id, int32_t n_pos, const void *src, size_t size);
+/* ================================================================ LoRA ===
+ * llama.cpp's LoRA adapters, applied at run time without touching the base
+ * weights: every matmul y = x W of a matrix an adapter targets becomes
+ * y = x W + s * (x A^T) B^T, with s = scale * alpha / rank (scale alone when
+ * alpha is 0), as llama.cpp's build_lora_mm. A [rank, n_in] and B [n_out,
+ * rank] are any supported type (f32, f16, q8_0, ...) and stay where the
+ * caller mapped them. A context holds a list of adapters and a scale per
+ * (sequence, adapter), so one batch mixes sequences with different adapters
+ * or scales; a scale of 0 skips the adapter. Host contexts only. */
+typedef struct lm_lora lm_lora;
+
+enum lm_lora_target {
+    LM_LORA_WQ = 0,
+    LM_LORA_WK = 1,
+    LM_LORA_WV = 2,
+    LM_LORA_WO = 3,
+    LM_LORA_W_GATE = 4,
+    LM_LORA_W_UP = 5,
+    LM_LORA_W_DOWN = 6,
+    LM_LORA_OUTPUT = 7            /* the output head (layer ignored) */
+};
+
+typedef struct {
+    int32_t layer;                /* block index */
+    int32_t target;               /* enum lm_lora_target */
+    int32_t rank;
+    lm_matrix a;                  /* [rank, n_in]: rank rows of the target's input width */
+    lm_matrix b;                  /* [n_out, rank]: the target's rows, each rank wide */
+} lm_lora_weight;
+
+/* Checks every weight against the model (layer, target, rows and widths,
+ * types and block sizes; a target at most once) and copies the list, not
+ * the matrices, which the caller keeps alive. NULL on error, naming the
+ * weight's index. */
+lm_lora *lm_lora_create(const lm_model *model, const lm_lora_weight *weights, int32_t n_weights, float alpha);
+void lm_lora_free(lm_lora *lora);
+/* the adapters this context applies from now on, in this order (their
+ * index is the one lm_context_lora_scale takes); every scale starts at 0;
+ * n_loras 0 removes them. The adapters must stay alive until removed. */
+int lm_context_set_loras(lm_context *ctx, lm_lora *const *loras, int32_t n_loras);
+/* the scale of adapter i for sequence seq_id (-1: every sequence) */
+int lm_context_lora_scale(lm_context *ctx, int32_t seq_id, int32_t i, float scale);
 /* ============================================================ end model === */
 /* LM_CDEF_END */
 

@@ -446,7 +446,8 @@ int lm_matmuls(lm_context *c, const float *x, int64_t n, int64_t ncols, const lm
     if (most_cols <= LM_SLICED_MATMUL_COLS && lm_threadpool_size(c->tp) > 1) {
         mm_job job = { .c = c, .x = x, .n = n, .ncols = ncols, .out = out, .n_out = n_out };
         lm_threadpool_run(c->tp, mm_slices, &job);
-        return job.rc ? lm_set_error(job.rc, "matmul failed on a worker thread") : LM_OK;
+        if (job.rc) return lm_set_error(job.rc, "matmul failed on a worker thread");
+        return c->lora ? lm_lora_apply(c, x, n, ncols, out, n_out) : LM_OK;
     }
     for (int i = 0; i < n_out; i++) {
         const lm_matrix *w = out[i].w;
@@ -459,7 +460,7 @@ int lm_matmuls(lm_context *c, const float *x, int64_t n, int64_t ncols, const lm
         if (rc) return rc;
         scale_rows(&out[i], 0, out[i].rows, ci);
     }
-    return LM_OK;
+    return c->lora ? lm_lora_apply(c, x, n, ncols, out, n_out) : LM_OK;   /* LoRA adapters: lora.c */
 }
 
 /* --------------------------------------------------------------- eval */
@@ -564,6 +565,7 @@ int lm_forward(lm_context *c, const lm_batch *b, int32_t il0, int32_t il1, const
     fwd_job job = {
         .c = c, .p = p, .n_tokens = b->n_tokens, .tokens = b->token, .pos = b->pos, .seq = b->seq_id, .cell = c->b_cell
     };
+    c->b_seq_id = b->seq_id;
     for (int32_t t = 0; t < b->n_tokens; t++) job.max_pos = b->pos[t] > job.max_pos ? b->pos[t] : job.max_pos;
     /* xb = the norm the first layer run here reads (output_norm for the head alone) */
     job.next_norm = il0 < p->n_layer ? m->layers[il0].attn_norm : p->output_norm;

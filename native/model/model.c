@@ -395,6 +395,7 @@ void lm_context_free(lm_context *c) {
     free(c->e_pos);
     free(c->e_seq);
     free(c->e_logits);
+    lm_lora_state_free(c->lora);
     lm_kv_pool_free(&c->pool);
     free(c);
 }

@@ -103,6 +103,10 @@ struct lm_context {
     int imx_dense;                /* 0: only the experts' matmuls add */
     float *imx_head;              /* [n_embd] the output head's input, or NULL */
     int64_t *imx_head_count;
+
+    /* lm_context_set_loras: the adapters and their scales (lora.c), or NULL */
+    struct lm_lora_state *lora;
+    const int32_t *b_seq_id;      /* [B] the sequence of each row of the batch being run */
 };
 
 /* a context whose cache holds layers [kv_il0, kv_il1) only (the others run
@@ -137,6 +141,13 @@ void lm_forward_embd_rows(lm_context *c, float *embd);
 /* The mixture-of-experts FFN of layer l over T rows: xb holds ffn_norm(x)
  * on entry and the FFN output on return. */
 int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T, int il);
+
+/* ----------------------------------------------------------- lora.c */
+
+/* out[i].y += the adapters' products for the matrices they target (x, n,
+ * ncols as lm_matmuls); the output head's rows are c->b_out's */
+int lm_lora_apply(lm_context *c, const float *x, int64_t n, int64_t ncols, const lm_mm_out *out, int n_out);
+void lm_lora_state_free(struct lm_lora_state *s);
 
 /* ------------------------------------------------------- imatrix.c */
 

@@ -28,3 +28,39 @@ def add_model_flags(ap: argparse.ArgumentParser, ctx_help: str) -> None:
         help="layers to offload to the GPU, llama.cpp's meaning (the output head counts as one; -1: all), "
         "or 'auto'; without a usable GPU: a warning and a CPU run",
     )
+
+
+def add_lora_flags(ap: argparse.ArgumentParser) -> None:
+    """llama.cpp's --lora / --lora-scaled (repeatable; comma-separated lists too)"""
+    ap.add_argument(
+        "--lora", action="append", default=[], metavar="FNAME", help="LoRA adapter (GGUF) at scale 1; repeatable"
+    )
+    ap.add_argument(
+        "--lora-scaled",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar="FNAME:SCALE",
+        help="LoRA adapter with a scale: FNAME:SCALE[,FNAME:SCALE...] (llama.cpp's form) or FNAME SCALE; repeatable",
+    )
+
+
+def lora_files(args: argparse.Namespace) -> list[tuple[str, float]]:
+    """(path, scale) of every adapter the flags name, --lora ones first, as llama.cpp parses them"""
+    out = [(item, 1.0) for value in args.lora for item in value.split(",") if item]
+    for values in args.lora_scaled:
+        if len(values) == 2 and ":" not in values[0]:
+            items = [(values[0], values[1])]
+        elif len(values) == 1:
+            items = [tuple(item.rsplit(":", 1)) for item in values[0].split(",") if item]
+        else:
+            raise ValueError(f"--lora-scaled {' '.join(values)}: expected FNAME:SCALE[,...] or FNAME SCALE")
+        for item in items:
+            if len(item) != 2:
+                raise ValueError(f"--lora-scaled {item[0]}: expected FNAME:SCALE")
+            try:
+                scale = float(item[1])
+            except ValueError:
+                raise ValueError(f"--lora-scaled {item[0]}: scale {item[1]!r} is not a number") from None
+            out.append((item[0], scale))
+    return out

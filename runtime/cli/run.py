@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lamina import options
 from lamina.cli.errors import checked, one_line_errors
-from lamina.cli.model_flags import add_model_flags
+from lamina.cli.model_flags import add_lora_flags, add_model_flags, lora_files
 from lamina.sampling import SamplingParams
 
 HELP = """commands:
@@ -29,6 +29,7 @@ HELP = """commands:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lamina run", description="Chat with a GGUF model, or complete a prompt.")
     add_model_flags(ap, "context size (default: the model's, capped by a 1 GiB KV-cache budget)")
+    add_lora_flags(ap)
     ap.add_argument("--temp", type=checked(options.temperature), default=0.8, help="0: greedy")
     ap.add_argument("--top-k", type=checked(options.top_k), default=40, help="0: off")
     ap.add_argument("--top-p", type=checked(options.top_p), default=0.95, help="1: off")
@@ -129,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
             require_gpu=args.require_gpu,
             # Ctrl-C in the REPL acts between two prompt chunks: keep each short
             prefill_chunk=REPL_PREFILL_CHUNK if prompt is None else args.batch_size,
+            loras=lora_files(args),
         )
     for w in caught:
         if issubclass(w.category, (OffloadWarning, UserWarning)):

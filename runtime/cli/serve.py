@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lamina import options
 from lamina.cli.errors import one_line_errors
-from lamina.cli.model_flags import add_model_flags
+from lamina.cli.model_flags import add_lora_flags, add_model_flags, lora_files
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("-np", "--parallel", type=int, default=4, help="requests decoded together (slots)")
     add_model_flags(ap, "KV cells for all slots (default: the model's); each slot gets c / np unless --kv-unified")
+    add_lora_flags(ap)
     ap.add_argument("-kvu", "--kv-unified", action="store_true", help="every slot may use all of -c (one shared pool)")
     keys = ap.add_mutually_exclusive_group()
     keys.add_argument("--api-key", action="append", default=[], help="required on every endpoint but /health")
@@ -104,6 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         max_body=args.max_body,
         slot_save_path=args.slot_save_path,
+        loras=lora_files(args),
     )
     if args.replicas is not None:
         return _serve_replicas(args, config)

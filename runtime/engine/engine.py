@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,7 @@ class Engine:
         self._step_lock = threading.Lock()  # one forward pass at a time; exclusive() takes it too
         self._closed = False
         self.steps = 0
+        self.loras: Any = None  # the context's LoraSet (lamina.engine.lora) when adapters are loaded
         self._thread = threading.Thread(target=self._loop, name="lamina-engine", daemon=True)
         self._thread.start()
 
@@ -83,11 +85,13 @@ class Engine:
         stop_at_eog: bool = True,
         listener: Callable[[Piece], None] | None = None,
         grammar: Grammar | None = None,
+        lora: Sequence[float] | None = None,
     ) -> Request:
         """Queue a generation; its Pieces arrive on request.pieces(), or are
         handed to listener (called from the engine's thread) when given.
         grammar: the output must match it (a matcher of its own masks each
-        step's logits); the request stops once the grammar is complete."""
+        step's logits); the request stops once the grammar is complete.
+        lora: a scale per loaded adapter for this request (None: the current defaults)."""
         tokens = [int(t) for t in prompt]
         if not tokens:
             raise ContextError("empty prompt: nothing to evaluate")
@@ -102,6 +106,7 @@ class Engine:
         eog = self.tokenizer.eot_ids if stop_at_eog else frozenset()
         matcher = grammar.matcher(self.tokenizer) if grammar is not None else None  # GrammarError here, not later
         request = Request(tokens, sampler, TextStream(self.tokenizer, stops), max_tokens, eog, listener, matcher)
+        request.lora = None if lora is None and self.loras is None else self._lora_scales(lora)
         with self._cond:
             if self._closed:
                 raise ContextError("the engine is closed")
@@ -183,6 +188,8 @@ class Engine:
             for _ in placed:
                 self._waiting.popleft()
         for request, placement in placed:
+            if self.loras is not None:  # a cache computed under other adapter scales is not reused
+                placement = self.loras.admit(request.lora, placement)
             slot = placement.slot
             ctx = self.context
             if placement.copy_from is not None:
@@ -193,6 +200,11 @@ class Engine:
             request.n_cached = placement.keep
             request.state = RequestState.PREFILL
             self._running.append(request)
+
+    def _lora_scales(self, lora: Sequence[float] | None) -> tuple[float, ...]:
+        if self.loras is None:
+            raise ContextError("lora scales given, but no LoRA adapter is loaded")
+        return self.loras.resolve(lora)
 
     def _slot(self, request: Request) -> Slot:
         return self.slots.slots[request.slot]  # type: ignore[index]

@@ -83,6 +83,7 @@ class Request:
         self.state = RequestState.WAITING
         self.slot: int | None = None
         self.n_cached = 0  # prompt tokens whose KV is in the slot (reused or evaluated)
+        self.lora: tuple[float, ...] | None = None  # a scale per LoRA adapter (lamina.engine.lora)
         self.output: list[int] = []  # sampled tokens
         self.finish_reason: str | None = None
         self.timings = RequestTimings()

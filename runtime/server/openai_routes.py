@@ -21,6 +21,7 @@ from sse_starlette.sse import EventSourceResponse
 from lamina.sampling import SamplingParams
 from lamina.server import bridge
 from lamina.server.errors import APIError, error_body
+from lamina.server.lora_routes import request_scales
 from lamina.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Sampling
 from lamina.server.service import Service
 from lamina.tool_calls import ToolCallError, plan_tools, prompt_inputs, reply_grammar
@@ -139,9 +140,17 @@ async def _generate(
         grammar = reply_grammar(tools, service.grammar(body))
     except ToolCallError as e:
         raise APIError(400, str(e), param=e.field) from None
+    lora = request_scales(service, body.lora)  # lora_routes.py
     gens = [
         bridge.start(
-            session.engine, prompt, service.sampler(body, i, SERVER_DEFAULTS), limit, stops, service.metrics, grammar
+            session.engine,
+            prompt,
+            service.sampler(body, i, SERVER_DEFAULTS),
+            limit,
+            stops,
+            service.metrics,
+            grammar,
+            lora,
         )
         for i in range(body.n)
     ]

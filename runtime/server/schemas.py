@@ -80,7 +80,6 @@ class Sampling(_Body):
             "tfs_z",
             "n_probs",
             "best_of",
-            "lora",
         ]
         return [n for n in names if getattr(self, n) not in harmless.get(n, (None,))]
 

@@ -40,6 +40,7 @@ class ServerConfig:
     timeout: float = 600.0  # seconds a request may take in all
     max_body: int = 8 << 20
     slot_save_path: Path | None = None  # --slot-save-path: where POST /slots/{id} saves and restores
+    loras: list[tuple[str, float]] = field(default_factory=list)  # --lora / --lora-scaled: (file, scale)
 
     @property
     def model_name(self) -> str:
@@ -72,6 +73,7 @@ class Service:
                 extra_sequences=1,  # embeddings run there, beside the slots
                 kv_unified=c.kv_unified,
                 max_queue=c.max_queue,
+                loras=c.loras,
             )
             tok = self.session.tokenizer
             self._max_token_bytes = max(1, max(len(tok.token_to_piece(i, special=True)) for i in range(tok.n_vocab)))

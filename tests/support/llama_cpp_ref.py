@@ -80,7 +80,8 @@ if job["op"] == "quantize":
     params.ftype = job["ftype"]
     params.nthread = job["threads"]
     sys.exit(llama_cpp.llama_model_quantize(job["src"].encode(), job["dst"].encode(), params))
-llm = llama_cpp.Llama(model_path=job["model"], n_ctx=job["n_ctx"], logits_all=True, n_threads=2, verbose=False)
+llm = llama_cpp.Llama(model_path=job["model"], n_ctx=job["n_ctx"], logits_all=True, n_threads=2, verbose=False,
+                      lora_path=job.get("lora"), lora_scale=job.get("lora_scale", 1.0))
 ids = job["tokens"] if job["tokens"] is not None else llm.tokenize(job["text"].encode(), add_bos=True)
 llm.eval(ids)
 np.savez(job["out"], tokens=np.asarray(ids, np.int32), logits=np.asarray(llm.scores[:len(ids)], np.float32))
@@ -119,14 +120,29 @@ def llama_quantize(src: Path, dst: Path, ftype: int, threads: int = 2) -> None:
 
 
 def llama_cpp_logits(
-    model: Path, text: str | None = None, tokens: list[int] | None = None, n_ctx: int = 512
+    model: Path,
+    text: str | None = None,
+    tokens: list[int] | None = None,
+    n_ctx: int = 512,
+    lora: Path | None = None,
+    lora_scale: float = 1.0,
 ) -> tuple[list[int], np.ndarray]:
     """llama.cpp's tokens (text tokenized with BOS, or the given ids) and the
-    logits f32 [n_tokens, n_vocab] of every position."""
+    logits f32 [n_tokens, n_vocab] of every position (with a LoRA adapter
+    at lora_scale when lora is given)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "logits.npz"
         r = _child(
-            {"op": "logits", "model": str(model), "text": text, "tokens": tokens, "n_ctx": n_ctx, "out": str(out)}
+            {
+                "op": "logits",
+                "model": str(model),
+                "text": text,
+                "tokens": tokens,
+                "n_ctx": n_ctx,
+                "out": str(out),
+                "lora": None if lora is None else str(lora),
+                "lora_scale": lora_scale,
+            }
         )
         if r.returncode != 0:
             raise RuntimeError(f"llama.cpp on {model} failed: {r.stderr[-2000:]}")

@@ -1,0 +1,279 @@
+"""LoRA adapters: a random PEFT adapter on a random tiny llama / qwen2, as
+GGUF (lamina convert-lora, checked byte for byte against llama.cpp's
+convert_lora_to_gguf.py), applied at run time by lamina against
+transformers + peft and against llama.cpp with the same adapter file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from lamina.convert.encode import Encoder
+from lamina.convert.hf.convert import plan_hf
+from lamina.convert.lora.peft import plan_lora
+from lamina.convert.pipeline import run_job
+from lamina.convert.recipes import get_mix
+from lamina.engine.context import Context, Model
+from lamina.engine.lora import LoraError, LoraScaleError, load_loras
+from lamina.errors import GGUFError
+from support.llama_cpp_ref import have_llama_cpp, llama_cpp_logits, llama_cpp_tool
+from support.tiny_hf import tiny_hf_checkpoint
+from support.tiny_lora import llama_cpp_lora_gguf, peft_logits, tiny_peft_adapter
+
+ARCHS = ["llama", "qwen2"]
+N_TOKENS = 24
+
+
+def nmse(got: np.ndarray, want: np.ndarray) -> float:
+    return float(((got - want) ** 2).mean() / (want**2).mean())
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory: pytest.TempPathFactory):
+    """arch -> (hf dir, peft dir, base f32 GGUF, f32 adapter GGUF by lamina convert-lora)"""
+    made: dict[str, tuple[Path, Path, Path, Path]] = {}
+    enc = Encoder(2)
+
+    def get(arch: str) -> tuple[Path, Path, Path, Path]:
+        if arch not in made:
+            d = tmp_path_factory.mktemp(f"lora-{arch}")
+            hf = tiny_hf_checkpoint(arch, d / "hf")
+            peft_dir = tiny_peft_adapter(hf, d / "peft")
+            base = d / "base-f32.gguf"
+            run_job(plan_hf(hf, get_mix("f32"), enc, base))
+            adapter = d / "adapter-f32.gguf"
+            run_job(plan_lora(peft_dir, hf, adapter, "f32", enc))
+            made[arch] = (hf, peft_dir, base, adapter)
+        return made[arch]
+
+    yield get
+    enc.close()
+
+
+def ids_for(model: Model) -> list[int]:
+    return np.random.default_rng(7).integers(3, model.n_vocab, N_TOKENS).tolist()
+
+
+def lamina_logits(model: Model, loras: list[tuple[Path, float]], ids: list[int]) -> np.ndarray:
+    ctx = Context(model, n_ctx=64)
+    if loras:
+        load_loras(ctx, loras)
+    prefill = ctx.eval(ids[:16], all_logits=True)  # a batch, then decode steps (the sliced matmuls)
+    return np.vstack([prefill, *[ctx.eval(ids[i : i + 1]) for i in range(16, len(ids))]])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_adapter_matches_transformers_peft(arch: str, case) -> None:
+    hf, peft_dir, base, adapter = case(arch)
+    model = Model.load(base, n_threads=2)
+    ids = ids_for(model)
+    plain = lamina_logits(model, [], ids)
+    for scale in (1.0, 0.5):
+        want = peft_logits(hf, peft_dir, ids, scale)
+        got = lamina_logits(model, [(adapter, scale)], ids)
+        assert nmse(want, plain) > 0.1, "the adapter should move the logits far beyond rounding"
+        assert nmse(got, want) < 1e-4, (scale, nmse(got, want))
+    # scale 0: the adapter is skipped, the base model's bits
+    assert np.array_equal(lamina_logits(model, [(adapter, 0.0)], ids), plain)
+
+
+@pytest.mark.parametrize(("arch", "outtype"), [("llama", "f32"), ("llama", "q8_0"), ("qwen2", "f16")])
+def test_convert_lora_matches_llama_cpp(arch: str, outtype: str, case, tmp_path: Path) -> None:
+    hf, peft_dir, _, _ = case(arch)
+    ours = tmp_path / "ours.gguf"
+    cmd = [sys.executable, "-m", "lamina", "convert-lora", str(peft_dir), "--base", str(hf), "-o", str(ours)]
+    subprocess.run([*cmd, "--outtype", outtype, "--quiet"], check=True, timeout=300)
+    theirs = llama_cpp_lora_gguf(peft_dir, hf, tmp_path / "theirs.gguf", outtype)
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
+@pytest.mark.parametrize("outtype", ["f16", "q8_0"])
+def test_quantized_adapters_stay_close(outtype: str, case, tmp_path: Path) -> None:
+    hf, peft_dir, base, _ = case("llama")
+    adapter = tmp_path / f"adapter-{outtype}.gguf"
+    run_job(plan_lora(peft_dir, hf, adapter, outtype, Encoder(1)))
+    model = Model.load(base, n_threads=2)
+    ids = ids_for(model)
+    got = lamina_logits(model, [(adapter, 1.0)], ids)
+    assert nmse(got, peft_logits(hf, peft_dir, ids)) < 5e-3  # the adapter's own rounding (q8_0: ~1e-3)
+    if have_llama_cpp():  # the same rounded adapter in llama.cpp
+        _, theirs = llama_cpp_logits(base, tokens=ids, n_ctx=64, lora=adapter)
+        # each target alone agrees to ~1e-5; all 29 together on a random model the adapter moves
+        # by nmse ~1 amplify last-bit differences through Q8_0 activation rounding (~4e-4)
+        assert nmse(got, theirs) < (1e-4 if outtype == "f16" else 2e-3)
+
+
+def test_llama_cpp_logits_with_the_same_adapter(case) -> None:
+    if not have_llama_cpp():
+        pytest.skip("llama-cpp-python is not installed")
+    _, _, base, adapter = case("llama")
+    model = Model.load(base, n_threads=2)
+    ids = ids_for(model)
+    _, theirs = llama_cpp_logits(base, tokens=ids, n_ctx=64, lora=adapter, lora_scale=0.75)
+    got = lamina_logits(model, [(adapter, 0.75)], ids)
+    print(f"\nlamina vs llama.cpp with the adapter: nmse {nmse(got, theirs):.2e}")
+    assert nmse(got, theirs) < 1e-4
+
+
+def test_two_adapters_add(case) -> None:
+    """two adapters at once: each one's product is added (the same file at 0.25 and 0.5 = once at 0.75)"""
+    _, _, base, adapter = case("llama")
+    model = Model.load(base, n_threads=2)
+    ids = ids_for(model)
+    both = lamina_logits(model, [(adapter, 0.25), (adapter, 0.5)], ids)
+    assert nmse(both, lamina_logits(model, [(adapter, 0.75)], ids)) < 1e-7  # the same sum, rounded twice
+
+
+def test_per_sequence_scales_in_one_batch(case) -> None:
+    """one batch, two sequences, two scales: each row takes its own sequence's"""
+    _, _, base, adapter = case("llama")
+    model = Model.load(base, n_threads=2)
+    ids = ids_for(model)[:8]
+    ctx = Context(model, n_ctx=64, n_seq_max=2)
+    loras = load_loras(ctx, [(adapter, 1.0)])
+    loras._native(1, 0, 0.0)
+    mask = np.ones(16, np.int8)
+    out = ctx.decode(ids + ids, list(range(8)) * 2, [0] * 8 + [1] * 8, mask)
+    assert nmse(out[:8], lamina_logits(model, [(adapter, 1.0)], ids)[:8]) < 1e-10
+    assert nmse(out[8:], lamina_logits(model, [], ids)[:8]) < 1e-10
+
+
+def test_llama_api_and_run_command(case) -> None:
+    from lamina import Llama
+
+    hf, _, base, adapter = case("llama")
+    plain = Llama(str(base), n_ctx=64, verbose=False)
+    tuned = Llama(str(base), n_ctx=64, verbose=False, lora_path=str(adapter), lora_scale=1.0)
+    off = Llama(str(base), n_ctx=64, verbose=False, lora_path=str(adapter), lora_scale=0.0)
+    kw = {"max_tokens": 8, "temperature": 0.0}
+    text = tuned.create_completion("Hello there", **kw)["choices"][0]["text"]
+    assert (
+        off.create_completion("Hello there", **kw)["choices"][0]["text"]
+        == (plain.create_completion("Hello there", **kw)["choices"][0]["text"])
+    )
+    assert text != plain.create_completion("Hello there", **kw)["choices"][0]["text"]
+    run = [sys.executable, "-m", "lamina", "run", str(base), "-c", "64", "--temp", "0", "-n", "8", "-p", "Hello there"]
+    shown = subprocess.run(
+        [*run, "--lora-scaled", f"{adapter}:1.0"], check=True, capture_output=True, text=True, timeout=120
+    )
+    assert text in shown.stdout
+    for llm in (plain, tuned, off):
+        llm.close()
+
+
+def test_mismatched_adapters_are_typed_errors(case, tmp_path: Path) -> None:
+    _, _, llama_base, llama_adapter = case("llama")
+    _, _, qwen_base, qwen_adapter = case("qwen2")
+    qwen = Model.load(qwen_base, n_threads=1)
+    with pytest.raises(LoraError, match="general.architecture"):
+        load_loras(Context(qwen, n_ctx=32), [(llama_adapter, 1.0)])
+    # the same architecture, other sizes: the first pair that does not fit is named
+    r = gguf.GGUFReader(llama_adapter)
+    w = gguf.GGUFWriter(tmp_path / "wide.gguf", "llama")
+    w.add_type("adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", 16.0)
+    for t in r.tensors:
+        data = np.asarray(t.data)
+        if t.name == "blk.1.attn_q.weight.lora_a":
+            data = np.zeros((data.shape[0], data.shape[1] * 2), np.float32)  # n_in 128 for a 64-wide model
+        w.add_tensor(t.name, data)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    llama = Model.load(llama_base, n_threads=1)
+    with pytest.raises(LoraError, match=r"blk\.1\.attn_q\.weight\.lora_a.*expected \(64, rank\)"):
+        load_loras(Context(llama, n_ctx=32), [(tmp_path / "wide.gguf", 1.0)])
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(llama_adapter.read_bytes()[:-1000])
+    with pytest.raises(GGUFError, match="cut.gguf"):
+        load_loras(Context(llama, n_ctx=32), [(cut, 1.0)])
+    with pytest.raises(LoraError, match="general.type"):
+        load_loras(Context(llama, n_ctx=32), [(llama_base, 1.0)])
+    with pytest.raises(LoraScaleError, match="finite"):
+        load_loras(Context(llama, n_ctx=32), [(llama_adapter, float("nan"))])
+    with pytest.raises(LoraScaleError, match="offloaded layers"):
+        load_loras(Context(llama, n_ctx=32, gpu_layers=2, device="cpu-standin"), [(llama_adapter, 1.0)])
+    del qwen_adapter
+
+
+def test_server_lora_adapters_and_per_request_scales(case) -> None:
+    pytest.importorskip("fastapi")
+    import httpx
+
+    from lamina import Llama
+    from support.serve_process import start_server, stop_server
+
+    _, _, base, adapter = case("llama")
+    kw = {"max_tokens": 8, "temperature": 0.0}
+    with Llama(str(base), n_ctx=64, verbose=False) as plain:
+        want_plain = plain.create_completion("Hello there", **kw)["choices"][0]["text"]
+    with Llama(str(base), n_ctx=64, verbose=False, lora_path=str(adapter), lora_scale=0.5) as tuned:
+        want_half = tuned.create_completion("Hello there", **kw)["choices"][0]["text"]
+    assert want_half != want_plain
+    proc, url = start_server(str(base), "-c", "128", "-np", "1", "-t", "2", "--lora-scaled", str(adapter), "0.5")
+    try:
+
+        def complete(**extra) -> httpx.Response:
+            return httpx.post(f"{url}/v1/completions", json={"prompt": "Hello there", **kw, **extra}, timeout=120)
+
+        listed = httpx.get(f"{url}/lora-adapters", timeout=30).json()
+        assert [(e["id"], e["path"], e["scale"]) for e in listed] == [(0, str(adapter), 0.5)]
+        assert complete().json()["choices"][0]["text"] == want_half
+        assert complete(lora=[]).json()["choices"][0]["text"] == want_half  # an empty list is no list
+        # this request alone without the adapter (an adapter not listed gets 0 too)
+        assert complete(lora=[{"id": 0, "scale": 0.0}]).json()["choices"][0]["text"] == want_plain
+        assert complete().json()["choices"][0]["text"] == want_half  # the slot's cache is not reused across scales
+        # the default for later requests
+        assert httpx.post(f"{url}/lora-adapters", json=[{"id": 0, "scale": 0}], timeout=30).json() == {"success": True}
+        assert httpx.get(f"{url}/lora-adapters", timeout=30).json()[0]["scale"] == 0.0
+        assert complete().json()["choices"][0]["text"] == want_plain
+        assert complete(lora=[{"id": 0, "scale": 0.5}]).json()["choices"][0]["text"] == want_half
+        for bad in ([{"id": 3, "scale": 1}], [{"id": 0, "scale": "x"}], {"id": 0}):
+            r = complete(lora=bad)
+            assert r.status_code == 400 and r.json()["error"]["param"] == "lora", r.text
+        r = httpx.post(f"{url}/lora-adapters", json={"id": 0}, timeout=30)
+        assert r.status_code == 400, r.text
+    finally:
+        stop_server(proc)
+
+
+def test_merge_bakes_the_adapter_in(case, tmp_path: Path) -> None:
+    """lamina convert-lora --merge: the merged f32 file's logits are the run-time adapter's;
+    at q8_0 the merged file is the f32 merge quantized as `lamina quantize` does"""
+    _, _, base, adapter = case("llama")
+    merged = tmp_path / "merged.gguf"
+    cmd = [sys.executable, "-m", "lamina", "convert-lora", "--merge", "-m", str(base), "-o", str(merged)]
+    subprocess.run([*cmd, "--lora-scaled", f"{adapter}:0.5", "--outtype", "f32", "--quiet"], check=True, timeout=300)
+    model = Model.load(base, n_threads=2)
+    ids = ids_for(model)
+    want = lamina_logits(model, [(adapter, 0.5)], ids)
+    assert nmse(lamina_logits(Model.load(merged, n_threads=2), [], ids), want) < 1e-8
+    q8 = tmp_path / "merged-q8_0.gguf"
+    subprocess.run([*cmd[:-1], str(q8), "--lora-scaled", f"{adapter}:0.5", "--outtype", "q8_0", "--quiet"], check=True)
+    again = tmp_path / "requantized.gguf"
+    subprocess.run([sys.executable, "-m", "lamina", "quantize", str(merged), str(again), "q8_0", "--quiet"], check=True)
+    assert q8.read_bytes() == again.read_bytes()
+    export = llama_cpp_tool("llama-export-lora")  # tools/test.sh builds it
+    if export is not None:
+        theirs = tmp_path / "export-lora.gguf"
+        run = [str(export), "-m", str(base), "--lora-scaled", f"{adapter}:0.5", "-o", str(theirs), "-t", "2"]
+        subprocess.run(run, check=True, capture_output=True, timeout=300)
+        ours_r, theirs_r = gguf.GGUFReader(merged), gguf.GGUFReader(theirs)
+        theirs_t = {t.name: t for t in theirs_r.tensors}
+        assert sorted(theirs_t) == sorted(t.name for t in ours_r.tensors)
+        for t in ours_r.tensors:
+            assert t.tensor_type == theirs_t[t.name].tensor_type, t.name
+            np.testing.assert_allclose(t.data, theirs_t[t.name].data, rtol=0, atol=1e-6, err_msg=t.name)
+    bad = subprocess.run([*cmd, "--outtype", "f32"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "at least one adapter" in bad.stdout + bad.stderr
