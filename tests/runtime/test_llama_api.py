@@ -226,8 +226,8 @@ def test_parameters_that_would_be_ignored_are_refused(small):
         Llama("smollm2-135m-instruct", n_ctxx=64, verbose=False)
     with pytest.raises(UnsupportedParameterError, match="tools="):
         small.create_chat_completion([{"role": "user", "content": "Hi"}], tools=[{"type": "function"}])
-    with pytest.raises(UnsupportedParameterError, match="mirostat_mode=2"):
-        small.create_completion("Hi", max_tokens=1, mirostat_mode=2)
+    with pytest.raises(UnsupportedParameterError, match="tfs_z=0.5"):
+        small.create_completion("Hi", max_tokens=1, tfs_z=0.5)
     # defaults spelled out, and speed-only settings, are fine
     assert small.create_completion("Hi", max_tokens=1, mirostat_mode=0, grammar=None, tfs_z=1.0)["choices"]
     with Llama("smollm2-135m-instruct", n_ctx=64, use_mmap=False, n_ubatch=32, flash_attn=True, verbose=False) as llm:
