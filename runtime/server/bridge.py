@@ -72,6 +72,7 @@ def start(
     stops: Sequence[str],
     metrics: Metrics,
     grammar: Grammar | None = None,
+    logprobs: int | None = None,
 ) -> Generation:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Piece] = asyncio.Queue()
@@ -82,7 +83,9 @@ def start(
             loop.call_soon_threadsafe(queue.put_nowait, piece)
 
     try:
-        request = engine.submit(prompt, sampler, max_tokens=max_tokens, stops=stops, listener=listener, grammar=grammar)
+        request = engine.submit(
+            prompt, sampler, max_tokens=max_tokens, stops=stops, listener=listener, grammar=grammar, logprobs=logprobs
+        )
     except QueueFullError as e:
         raise APIError(503, str(e), code="queue_full", headers={"Retry-After": "1"}) from None
     return Generation(request, queue, metrics)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 MAX_N = 8  # choices per request: each is a sequence of its own
 MAX_STOPS = 16
 MAX_TEMPERATURE = 100.0  # past ~10 the distribution is flat anyway; 1e9 is a mistake
+MAX_TOP_LOGPROBS = 20  # OpenAI's cap (lamina.logprobs)
 
 Stop = Annotated[str, StringConstraints(max_length=256)]
 
@@ -49,11 +50,12 @@ class Sampling(_Body):
     grammar: str | None = Field(None, max_length=1 << 20)  # llama-server's: GBNF text
     json_schema: dict[str, Any] | bool | None = None  # llama-server's
     logit_bias: dict[str, float] | None = Field(None, max_length=1 << 16)  # OpenAI's: token id (a string) -> bias
+    # llama-server's samplers (lamina.sampling)
+    typical_p: float | None = Field(None, gt=0.0, le=1.0)
+    mirostat: int | None = Field(None, ge=0, le=2)
+    mirostat_tau: float | None = Field(None, ge=0.0, le=100.0)
+    mirostat_eta: float | None = Field(None, ge=0.0, le=1.0)
     # OpenAI's / llama-server's fields lamina does not implement yet
-    logprobs: Any = None
-    top_logprobs: Any = None
-    typical_p: Any = None
-    mirostat: Any = None
     tfs_z: Any = None
     n_probs: Any = None
     best_of: Any = None
@@ -65,18 +67,11 @@ class Sampling(_Body):
     def unsupported(self) -> list[str]:
         """Fields given with a value that would change the result and that lamina cannot honour yet."""
         harmless: dict[str, tuple[Any, ...]] = {
-            "logprobs": (None, False),
-            "typical_p": (None, 1.0),
-            "mirostat": (None, 0),
             "tfs_z": (None, 1.0),
             "n_probs": (None, 0),
             "best_of": (None, 1),
         }
         names = [
-            "logprobs",
-            "top_logprobs",
-            "typical_p",
-            "mirostat",
             "tfs_z",
             "n_probs",
             "best_of",
@@ -106,6 +101,8 @@ class Message(_Body):
 class ChatCompletionRequest(Sampling):
     messages: list[Message] = Field(..., min_length=1, max_length=4096)
     max_completion_tokens: int | None = Field(None, ge=1, le=2**31 - 1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)  # needs logprobs: true
     tools: Any = None
     tool_choice: Any = None
     functions: Any = None
@@ -120,17 +117,22 @@ class ChatCompletionRequest(Sampling):
     def limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    def n_logprobs(self) -> int | None:
+        """Alternatives per token to report, or None for no logprobs."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
 
 class CompletionRequest(Sampling):
     prompt: str | list[int] | list[str] = Field(..., min_length=0)
     echo: bool = False
-    suffix: str | None = None
-
-    def unsupported(self) -> list[str]:
-        return super().unsupported() + (["suffix"] if self.suffix is not None else [])
+    suffix: str | None = None  # fill-in-the-middle (lamina.fim)
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)  # the legacy N
 
     def limit(self) -> int | None:
         return self.max_tokens if self.max_tokens is not None else 16  # OpenAI's default for completions
+
+    def n_logprobs(self) -> int | None:
+        return self.logprobs
 
 
 class EmbeddingRequest(_Body):
