@@ -80,6 +80,16 @@ if job["op"] == "quantize":
     params.ftype = job["ftype"]
     params.nthread = job["threads"]
     sys.exit(llama_cpp.llama_model_quantize(job["src"].encode(), job["dst"].encode(), params))
+if job["op"] == "infill":
+    # llama.cpp's infill prompt (tools/server format_prompt_infill, no repository context)
+    llm = llama_cpp.Llama(model_path=job["model"], vocab_only=True, verbose=False)
+    v = llama_cpp.llama_model_get_vocab(llm._model.model)
+    pre, suf, mid = (f(v) for f in (llama_cpp.llama_vocab_fim_pre, llama_cpp.llama_vocab_fim_suf, llama_cpp.llama_vocab_fim_mid))
+    prefix = [pre] + llm.tokenize(job["prefix"].encode(), add_bos=False, special=False)
+    suffix = [suf] + llm.tokenize(job["suffix"].encode(), add_bos=False, special=False)
+    bos = [llama_cpp.llama_vocab_bos(v)] if llama_cpp.llama_vocab_get_add_bos(v) else []
+    print(json.dumps({"fim": [pre, suf, mid], "psm": bos + prefix + suffix + [mid], "spm": bos + suffix + prefix + [mid]}))
+    sys.exit(0)
 llm = llama_cpp.Llama(model_path=job["model"], n_ctx=job["n_ctx"], logits_all=True, n_threads=2, verbose=False)
 ids = job["tokens"] if job["tokens"] is not None else llm.tokenize(job["text"].encode(), add_bos=True)
 llm.eval(ids)
@@ -109,6 +119,15 @@ def llama_cpp_schema_gbnf(schema: dict) -> str:
     if r.returncode != 0:
         raise RuntimeError(f"LlamaGrammar.from_json_schema failed with {r.returncode}: {r.stderr[-2000:]}")
     return r.stdout
+
+
+def llama_cpp_infill(model: Path, prefix: str, suffix: str) -> dict:
+    """llama.cpp's FIM token ids ("fim": [pre, suf, mid], -1 where absent) and
+    its infill prompts for prefix/suffix in PSM and SPM order."""
+    r = _child({"op": "infill", "model": str(model), "prefix": prefix, "suffix": suffix})
+    if r.returncode != 0:
+        raise RuntimeError(f"llama.cpp's infill prompt for {model} failed: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def llama_quantize(src: Path, dst: Path, ftype: int, threads: int = 2) -> None:
