@@ -80,7 +80,8 @@ def router(service: Service) -> APIRouter:
                 fim = require_fim(session.model.native.gguf.metadata, session.tokenizer)
             except FimError as e:
                 raise APIError(400, str(e), param="suffix", code="unsupported_parameter") from None
-            tokens = infill_tokens(session.tokenizer, fim, prompt if isinstance(prompt, str) else list(prompt), body.suffix)
+            prefix = prompt if isinstance(prompt, str) else [int(t) for t in prompt]
+            tokens = infill_tokens(session.tokenizer, fim, prefix, body.suffix)
         elif isinstance(prompt, str):
             tokens = session.tokenizer.encode(prompt, special=True) if prompt else _bos(session)
         else:
@@ -92,7 +93,7 @@ def router(service: Service) -> APIRouter:
             if body.echo and body.suffix is None:  # the prompt's own logprobs, listed first
                 service.check_prompt(tokens, None, "prompt")
                 head = await _prompt_logprobs(session, tokens, body.logprobs)
-            shape = lambda: LogprobsShape(  # noqa: E731 (one per choice: offsets are counted per choice)
+            shape = lambda: LogprobsShape(
                 session.tokenizer, prompt_text=text, prompt_tokens=tokens, prompt_entries=head
             )
         echo = text if body.echo else ""
@@ -172,7 +173,7 @@ async def _generate(
     grammar = service.grammar(body)  # checked before anything starts: a bad one is a 400
     n_logprobs = body.n_logprobs()
     if chat and n_logprobs is not None:
-        shape = lambda: LogprobsShape(session.tokenizer, chat=True)  # noqa: E731
+        shape = lambda: LogprobsShape(session.tokenizer, chat=True)
     shapes = [shape() if shape is not None else None for _ in range(body.n)]
     gens = [
         bridge.start(
@@ -197,9 +198,7 @@ async def _generate(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         service.metrics.requests.labels(endpoint, "200").inc()
-        return EventSourceResponse(
-            _sse(gens, meta, chat, echo, include_usage, deadline, shapes), ping=15, sep="\n"
-        )
+        return EventSourceResponse(_sse(gens, meta, chat, echo, include_usage, deadline, shapes), ping=15, sep="\n")
     try:
         collected = await asyncio.gather(*(_collect(g, deadline, request) for g in gens))
     except APIError as e:

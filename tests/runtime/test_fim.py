@@ -57,6 +57,8 @@ def test_spm_infill_order_is_used():
 
 
 def test_a_model_without_fim_tokens_refuses_suffix():
-    with Llama("smollm2-135m-instruct", n_ctx=64, n_threads=2, verbose=False) as llm:
-        with pytest.raises(FimError, match="suffix: fill-in-the-middle needs a model with FIM tokens"):
-            llm.create_completion("def f():", suffix="\nf()\n", max_tokens=4)
+    with (
+        Llama("smollm2-135m-instruct", n_ctx=64, n_threads=2, verbose=False) as llm,
+        pytest.raises(FimError, match="suffix: fill-in-the-middle needs a model with FIM tokens"),
+    ):
+        llm.create_completion("def f():", suffix="\nf()\n", max_tokens=4)

@@ -88,9 +88,7 @@ def test_echo_lists_the_prompt_tokens_with_their_logprobs(llm):
 def test_logprobs_are_the_models_distribution_whatever_the_sampler_does(llm):
     """A token forced by logit_bias at a high temperature keeps the raw logprob the model gave it."""
     forced = llm.tokenize(b" zebra", add_bos=False)[0]
-    out = llm.create_completion(
-        PROMPT, max_tokens=1, temperature=1.5, logit_bias={forced: 100.0}, logprobs=0, seed=1
-    )
+    out = llm.create_completion(PROMPT, max_tokens=1, temperature=1.5, logit_bias={forced: 100.0}, logprobs=0, seed=1)
     lp = out["choices"][0]["logprobs"]
     llm.reset()
     llm.eval(llm.tokenize(PROMPT.encode()))

@@ -22,7 +22,8 @@ ALIAS = "smollm2"
 
 @pytest.fixture(scope="module")
 def server():
-    proc, base = start_server(str(fetch_model("smollm2-135m-instruct")), "-np", "2", "-c", "1024", "-t", "2", "--alias", ALIAS)
+    flags = ["-np", "2", "-c", "1024", "-t", "2", "--alias", ALIAS]
+    proc, base = start_server(str(fetch_model("smollm2-135m-instruct")), *flags)
     try:
         yield base
     finally:
@@ -55,7 +56,8 @@ def test_chat_logprobs_equal_llamas(client, llm):
     stream = client.chat.completions.create(
         model=ALIAS, messages=MESSAGES, temperature=0, max_tokens=5, logprobs=True, top_logprobs=3, stream=True
     )
-    streamed = [e.token for ch in stream if ch.choices and ch.choices[0].logprobs for e in ch.choices[0].logprobs.content]
+    chunks = [ch.choices[0].logprobs for ch in stream if ch.choices and ch.choices[0].logprobs]
+    streamed = [e.token for lp in chunks for e in lp.content]
     assert streamed == [w["token"] for w in want]
     plain = client.chat.completions.create(model=ALIAS, messages=MESSAGES, temperature=0, max_tokens=2)
     assert plain.choices[0].logprobs is None
@@ -97,11 +99,14 @@ def test_out_of_range_values_are_400s_naming_the_field(server, path, body, param
     assert r.json()["error"]["param"] == param, r.text
 
 
-@pytest.mark.parametrize("fields, kwargs", [
-    ({"mirostat": 2, "mirostat_tau": 3.0}, {"mirostat_mode": 2, "mirostat_tau": 3.0}),
-    ({"mirostat": 1, "mirostat_eta": 0.2}, {"mirostat_mode": 1, "mirostat_eta": 0.2}),
-    ({"typical_p": 0.5}, {"typical_p": 0.5}),
-])
+@pytest.mark.parametrize(
+    "fields, kwargs",
+    [
+        ({"mirostat": 2, "mirostat_tau": 3.0}, {"mirostat_mode": 2, "mirostat_tau": 3.0}),
+        ({"mirostat": 1, "mirostat_eta": 0.2}, {"mirostat_mode": 1, "mirostat_eta": 0.2}),
+        ({"typical_p": 0.5}, {"typical_p": 0.5}),
+    ],
+)
 def test_llama_server_sampler_fields_equal_llamas(server, llm, fields, kwargs):
     body = {"prompt": "Once upon a time", "max_tokens": 12, "temperature": 1.0, "seed": 9, **fields}
     got = httpx.post(f"{server}/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
@@ -110,11 +115,16 @@ def test_llama_server_sampler_fields_equal_llamas(server, llm, fields, kwargs):
 
 
 def test_suffix_fills_the_middle_on_a_fim_model():
-    proc, base = start_server(str(fetch_model("qwen2.5-coder-0.5b")), "-np", "1", "-c", "256", "-t", "2",
-                              timeout=START_TIMEOUT)
+    proc, base = start_server(
+        str(fetch_model("qwen2.5-coder-0.5b")), "-np", "1", "-c", "256", "-t", "2", timeout=START_TIMEOUT
+    )
     try:
-        body = {"prompt": "def add(a, b):\n    return", "suffix": "\n\nprint(add(2, 3))\n", "max_tokens": 16,
-                "temperature": 0}
+        body = {
+            "prompt": "def add(a, b):\n    return",
+            "suffix": "\n\nprint(add(2, 3))\n",
+            "max_tokens": 16,
+            "temperature": 0,
+        }
         r = httpx.post(f"{base}/v1/completions", json=body, timeout=120)
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["text"].strip().startswith("a + b")

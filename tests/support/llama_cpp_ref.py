@@ -84,11 +84,12 @@ if job["op"] == "infill":
     # llama.cpp's infill prompt (tools/server format_prompt_infill, no repository context)
     llm = llama_cpp.Llama(model_path=job["model"], vocab_only=True, verbose=False)
     v = llama_cpp.llama_model_get_vocab(llm._model.model)
-    pre, suf, mid = (f(v) for f in (llama_cpp.llama_vocab_fim_pre, llama_cpp.llama_vocab_fim_suf, llama_cpp.llama_vocab_fim_mid))
+    pre, suf, mid = llama_cpp.llama_vocab_fim_pre(v), llama_cpp.llama_vocab_fim_suf(v), llama_cpp.llama_vocab_fim_mid(v)
     prefix = [pre] + llm.tokenize(job["prefix"].encode(), add_bos=False, special=False)
     suffix = [suf] + llm.tokenize(job["suffix"].encode(), add_bos=False, special=False)
     bos = [llama_cpp.llama_vocab_bos(v)] if llama_cpp.llama_vocab_get_add_bos(v) else []
-    print(json.dumps({"fim": [pre, suf, mid], "psm": bos + prefix + suffix + [mid], "spm": bos + suffix + prefix + [mid]}))
+    psm, spm = bos + prefix + suffix + [mid], bos + suffix + prefix + [mid]
+    print(json.dumps({"fim": [pre, suf, mid], "psm": psm, "spm": spm}))
     sys.exit(0)
 llm = llama_cpp.Llama(model_path=job["model"], n_ctx=job["n_ctx"], logits_all=True, n_threads=2, verbose=False)
 ids = job["tokens"] if job["tokens"] is not None else llm.tokenize(job["text"].encode(), add_bos=True)
