@@ -440,6 +440,7 @@ class Llama:
             grammar=request_grammar(grammar),
             logit_bias=logit_bias,
             sampling=sampling,
+            model_name=model,
         )
 
     __call__ = create_completion
@@ -466,8 +467,10 @@ class Llama:
         grammar: Grammar | None = None,
         logit_bias: dict | None = None,
         sampling: dict | None = None,
+        model_name: str | None = None,
     ):
-        """logprobs: completions' N, or (chat) the number of top_logprobs."""
+        """logprobs: completions' N, or (chat) the number of top_logprobs.
+        model_name: the response's "model" (llama-cpp-python's `model`), else the file's path."""
         self._check_open()
         n_logprobs = None if logprobs is None else check_count("top_logprobs" if chat else "logprobs", logprobs)
         if suffix is not None:
@@ -495,7 +498,7 @@ class Llama:
         meta = {
             "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4()}",
             "created": int(time.time()),
-            "model": self.model_path,
+            "model": self.model_path if model_name is None else model_name,
         }
         prefix = prompt if echo and isinstance(prompt, str) else ""
         shape = self._logprobs_shape(n_logprobs, chat, prompt, tokens, echo and suffix is None)
@@ -634,6 +637,7 @@ class Llama:
             grammar=constraint,
             logit_bias=logit_bias,
             sampling=kw,
+            model_name=model,
         )
         if stream:
             return _chat_chunks(result)

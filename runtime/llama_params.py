@@ -57,6 +57,7 @@ DEFAULTS_INIT: dict[str, Any] = {
     "type_v": None,
     "tensor_split": None,
     "swa_full": None,
+    "attention_type": -1,  # LLAMA_ATTENTION_TYPE_UNSPECIFIED: the model's (causal for decoders)
 }
 
 DEFAULTS_COMPLETION: dict[str, Any] = {

@@ -55,29 +55,58 @@ class Sampling(_Body):
     mirostat: int | None = Field(None, ge=0, le=2)
     mirostat_tau: float | None = Field(None, ge=0.0, le=100.0)
     mirostat_eta: float | None = Field(None, ge=0.0, le=1.0)
-    # OpenAI's / llama-server's fields lamina does not implement yet
+    # OpenAI's / llama-server's fields lamina does not implement yet (refused unless harmless: NOT_YET)
     tfs_z: Any = None
     n_probs: Any = None
     best_of: Any = None
     lora: Any = None
+    xtc_probability: Any = None
+    dry_multiplier: Any = None
+    top_n_sigma: Any = None
+    dynatemp_range: Any = None
+    adaptive_target: Any = None
+    ignore_eos: Any = None
+    min_keep: Any = None
+    samplers: Any = None
+    post_sampling_probs: Any = None
+    return_tokens: Any = None
+    t_max_predict_ms: Any = None
+    t_max_prompt_ms: Any = None
+    n_indent: Any = None
+    response_fields: Any = None
+    continue_final_message: Any = None
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
     def unsupported(self) -> list[str]:
         """Fields given with a value that would change the result and that lamina cannot honour yet."""
-        harmless: dict[str, tuple[Any, ...]] = {
-            "tfs_z": (None, 1.0),
-            "n_probs": (None, 0),
-            "best_of": (None, 1),
-        }
-        names = [
-            "tfs_z",
-            "n_probs",
-            "best_of",
-            "lora",
-        ]
-        return [n for n in names if getattr(self, n) not in harmless.get(n, (None,))]
+        return [n for n, harmless in NOT_YET.items() if getattr(self, n) not in harmless]
+
+
+# llama-server's / OpenAI's fields lamina does not implement, with the values
+# that change nothing (their defaults, "off"); any other value is a 400
+NOT_YET: dict[str, tuple[Any, ...]] = {
+    "tfs_z": (None, 1.0),
+    "n_probs": (None, 0),  # llama-server's post-sampling probabilities: use logprobs / top_logprobs
+    "best_of": (None, 1),
+    "lora": (None,),
+    "xtc_probability": (None, 0.0),
+    "dry_multiplier": (None, 0.0),
+    "top_n_sigma": (None, -1.0),
+    "dynatemp_range": (None, 0.0),
+    "adaptive_target": (None, -1.0),
+    "ignore_eos": (None, False),
+    "min_keep": (None, 0, 1),
+    "samplers": (None,),
+    "post_sampling_probs": (None, False),
+    "return_tokens": (None, False),
+    "t_max_predict_ms": (None, 0, -1),
+    "t_max_prompt_ms": (None, 0, -1),
+    "n_indent": (None, 0),
+    "response_fields": (None, []),
+    "continue_final_message": (None, False),
+}
 
 
 class TextPart(_Body):

@@ -222,6 +222,8 @@ def test_constructor_values_are_checked():
 def test_parameters_that_would_be_ignored_are_refused(small):
     with pytest.raises(UnsupportedParameterError, match=r"Llama\(lora_path='a.gguf'\) is not supported"):
         Llama("smollm2-135m-instruct", lora_path="a.gguf", verbose=False)
+    with pytest.raises(UnsupportedParameterError, match=r"Llama\(attention_type=1\) is not supported"):
+        Llama("smollm2-135m-instruct", attention_type=1, verbose=False)
     with pytest.raises(TypeError, match="unexpected keyword argument 'n_ctxx'"):
         Llama("smollm2-135m-instruct", n_ctxx=64, verbose=False)
     with pytest.raises(UnsupportedParameterError, match="tools="):

@@ -98,6 +98,13 @@ def test_logprobs_are_the_models_distribution_whatever_the_sampler_does(llm):
     assert lp["top_logprobs"][0] == {_piece(llm, forced): lp["token_logprobs"][0]}  # N=0: only the chosen one
 
 
+def test_model_names_the_response(llm):
+    assert llm.create_completion("Hi", max_tokens=1, model="my-model")["model"] == "my-model"
+    chunks = list(llm.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=1, model="m", stream=True))
+    assert {c["model"] for c in chunks} == {"m"}
+    assert llm.create_completion("Hi", max_tokens=1)["model"] == llm.model_path
+
+
 def test_chat_logprobs_in_openai_shape(llm):
     messages = [{"role": "user", "content": "Name a colour."}]
     out = llm.create_chat_completion(messages, max_tokens=5, temperature=0, logprobs=True, top_logprobs=2)

@@ -90,6 +90,12 @@ def test_completion_logprobs_with_echo_equal_llamas(client, llm):
         ("/v1/chat/completions", {"mirostat": 3}, "mirostat"),
         ("/v1/chat/completions", {"typical_p": 0}, "typical_p"),
         ("/v1/completions", {"mirostat_eta": 5}, "mirostat_eta"),
+        # llama-server's samplers lamina has not got: refused unless off, never ignored
+        ("/v1/chat/completions", {"xtc_probability": 0.5}, "xtc_probability"),
+        ("/v1/chat/completions", {"dry_multiplier": 0.8}, "dry_multiplier"),
+        ("/v1/completions", {"n_probs": 3}, "n_probs"),
+        ("/v1/completions", {"ignore_eos": True}, "ignore_eos"),
+        ("/v1/completions", {"samplers": ["top_k"]}, "samplers"),
     ],
 )
 def test_out_of_range_values_are_400s_naming_the_field(server, path, body, param):
@@ -112,6 +118,20 @@ def test_llama_server_sampler_fields_equal_llamas(server, llm, fields, kwargs):
     got = httpx.post(f"{server}/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
     want = llm.create_completion("Once upon a time", max_tokens=12, temperature=1.0, seed=9, **kwargs)
     assert got == want["choices"][0]["text"]
+
+
+def test_off_values_of_unimplemented_fields_and_v1_health_are_fine(server):
+    body = {
+        "prompt": PROMPT,
+        "max_tokens": 1,
+        "xtc_probability": 0,
+        "dry_multiplier": 0.0,
+        "n_probs": 0,
+        "ignore_eos": False,
+        "top_n_sigma": -1,
+    }
+    assert httpx.post(f"{server}/v1/completions", json=body, timeout=60).status_code == 200
+    assert httpx.get(f"{server}/v1/health", timeout=10).json() == {"status": "ok"}
 
 
 def test_suffix_fills_the_middle_on_a_fim_model():
