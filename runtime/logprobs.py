@@ -73,17 +73,26 @@ def token_logprob(logits: np.ndarray, token: int, n_top: int) -> TokenLogprob:
     return TokenLogprob(int(token), float(lp[token]), top)
 
 
+PROMPT_CHUNK = 256  # prompt positions whose logits are held at once (152k-vocabulary rows are 600 KB each)
+
+
 def prompt_logprobs(ctx: Any, seq: int, tokens: Sequence[int], n_top: int) -> list[TokenLogprob | None]:
     """Logprobs of every prompt token given the ones before it (None for the
     first, which has no context), from one evaluation of the prompt in
-    sequence seq of the context (emptied before and after). The caller holds
-    the engine's exclusive() lock."""
+    sequence seq of the context (emptied before and after), a chunk of
+    positions at a time. The caller holds the engine's exclusive() lock."""
     ctx.seq_rm(seq, 0)
+    out: list[TokenLogprob | None] = [None]
     try:
-        rows = ctx.decode_run(np.asarray(tokens, np.int32), seq, "all")  # f32 [n, n_vocab]
+        for start in range(0, len(tokens), PROMPT_CHUNK):
+            chunk = np.asarray(tokens[start : start + PROMPT_CHUNK], np.int32)
+            rows = ctx.decode_run(chunk, seq, "all")  # f32 [chunk, n_vocab]: row i predicts token start + i + 1
+            for i in range(len(chunk)):
+                if start + i + 1 < len(tokens):
+                    out.append(token_logprob(rows[i], int(tokens[start + i + 1]), n_top))
     finally:
         ctx.seq_rm(seq, 0)
-    return [None] + [token_logprob(rows[i - 1], tokens[i], n_top) for i in range(1, len(tokens))]
+    return out
 
 
 def _piece(tokenizer: Tokenizer, token: int) -> bytes:

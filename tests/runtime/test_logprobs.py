@@ -168,3 +168,15 @@ def test_chat_top_logprobs_are_capped_and_need_logprobs(llm):
             "content"
         ][0]["top_logprobs"][19]["logprob"]
     )
+
+
+def test_prompt_logprobs_are_the_same_across_chunks(llm, monkeypatch):
+    """a prompt longer than a chunk of positions gives the logprobs of one evaluation"""
+    import lamina.logprobs
+
+    text = "One two three four five six seven eight nine ten eleven twelve"
+    whole = llm.create_completion(text, max_tokens=1, temperature=0, logprobs=1, echo=True)["choices"][0]
+    monkeypatch.setattr(lamina.logprobs, "PROMPT_CHUNK", 3)
+    chunked = llm.create_completion(text, max_tokens=1, temperature=0, logprobs=1, echo=True)["choices"][0]
+    assert chunked["logprobs"]["tokens"] == whole["logprobs"]["tokens"]
+    assert np.allclose(chunked["logprobs"]["token_logprobs"][1:], whole["logprobs"]["token_logprobs"][1:], atol=TOL)
