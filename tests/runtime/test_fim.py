@@ -28,6 +28,8 @@ def test_the_infill_prompt_is_llama_cpps(coder):
     assert [fim.pre, fim.suf, fim.mid] == ref["fim"]
     assert infill_tokens(coder.tokenizer_, fim, PREFIX, SUFFIX + TRICKY) == ref["psm"]
     assert infill_tokens(coder.tokenizer_, fim, PREFIX, SUFFIX + TRICKY, spm=True) == ref["spm"]
+    # and a middle ends where llama.cpp's would: <|endoftext|>, and the FIM pad/repo/file-separator tokens
+    assert sorted(coder.tokenizer_.eot_ids) == ref["eog"]
 
 
 def test_greedy_infill_fills_the_hole_with_code(coder):

@@ -89,7 +89,8 @@ if job["op"] == "infill":
     suffix = [suf] + llm.tokenize(job["suffix"].encode(), add_bos=False, special=False)
     bos = [llama_cpp.llama_vocab_bos(v)] if llama_cpp.llama_vocab_get_add_bos(v) else []
     psm, spm = bos + prefix + suffix + [mid], bos + suffix + prefix + [mid]
-    print(json.dumps({"fim": [pre, suf, mid], "psm": psm, "spm": spm}))
+    eog = [i for i in range(llama_cpp.llama_vocab_n_tokens(v)) if llama_cpp.llama_vocab_is_eog(v, i)]
+    print(json.dumps({"fim": [pre, suf, mid], "psm": psm, "spm": spm, "eog": eog}))
     sys.exit(0)
 llm = llama_cpp.Llama(model_path=job["model"], n_ctx=job["n_ctx"], logits_all=True, n_threads=2, verbose=False)
 ids = job["tokens"] if job["tokens"] is not None else llm.tokenize(job["text"].encode(), add_bos=True)
@@ -123,8 +124,9 @@ def llama_cpp_schema_gbnf(schema: dict) -> str:
 
 
 def llama_cpp_infill(model: Path, prefix: str, suffix: str) -> dict:
-    """llama.cpp's FIM token ids ("fim": [pre, suf, mid], -1 where absent) and
-    its infill prompts for prefix/suffix in PSM and SPM order."""
+    """llama.cpp's FIM token ids ("fim": [pre, suf, mid], -1 where absent),
+    its infill prompts for prefix/suffix in PSM and SPM order, and its
+    end-of-generation ids ("eog")."""
     r = _child({"op": "infill", "model": str(model), "prefix": prefix, "suffix": suffix})
     if r.returncode != 0:
         raise RuntimeError(f"llama.cpp's infill prompt for {model} failed: {r.stderr[-2000:]}")
