@@ -19,13 +19,23 @@ import numpy as np
 MIROSTAT_M = 100  # v1: tokens used to estimate the Zipf exponent (llama.cpp's m)
 
 
-def _sorted_probs(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, probabilities) by descending logit; tokens at -inf left out."""
-    ids = np.flatnonzero(np.isfinite(logits))
-    ids = ids[np.argsort(-logits[ids], kind="stable")]
-    x = logits[ids].astype(np.float64)
-    e = np.exp(x - x[0])
-    return ids, e / e.sum()
+def _probs(logits: np.ndarray) -> np.ndarray:
+    """f64 [n] softmax of the whole row, unsorted (-inf: 0)."""
+    x = logits.astype(np.float64)
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def _top(probs: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """ids sorted by descending probability (ties: lower id first), as a stable sort of the row would."""
+    return ids[np.lexsort((ids, -probs[ids]))]
+
+
+def _largest(probs: np.ndarray, k: int) -> np.ndarray:
+    """The k most probable ids, most probable first, without sorting the whole row."""
+    k = min(k, probs.size)
+    ids = np.arange(probs.size) if k == probs.size else np.argpartition(-probs, k - 1)[:k]
+    return _top(probs, ids)
 
 
 def _draw(probs: np.ndarray, u: float) -> int:
@@ -63,19 +73,23 @@ def mirostat_k(s_hat: float, mu: float, n_vocab: int) -> int:
 
 
 def mirostat_v1(logits: np.ndarray, mu: float, tau: float, eta: float, n_vocab: int, u: float) -> tuple[int, float]:
-    ids, probs = _sorted_probs(logits)
-    k = mirostat_k(zipf_exponent(probs), mu, n_vocab)
-    ids, probs = ids[:k], probs[:k] / probs[:k].sum()
-    i = _draw(probs, u)
-    return int(ids[i]), _update(mu, float(probs[i]), tau, eta)
+    probs = _probs(logits)
+    head = _largest(probs, MIROSTAT_M)  # the Zipf fit reads the m most probable only
+    k = mirostat_k(zipf_exponent(probs[head[probs[head] > 0]]), mu, n_vocab)
+    ids = head[:k] if k <= head.size else _largest(probs, k)
+    ids = ids[probs[ids] > 0]
+    kept = probs[ids] / probs[ids].sum()
+    i = _draw(kept, u)
+    return int(ids[i]), _update(mu, float(kept[i]), tau, eta)
 
 
 def mirostat_v2(logits: np.ndarray, mu: float, tau: float, eta: float, u: float) -> tuple[int, float]:
-    ids, probs = _sorted_probs(logits)
-    # keep the head up to the first token whose surprise exceeds mu (at least one)
+    probs = _probs(logits)
+    # the sorted head up to the first token whose surprise exceeds mu is every
+    # token with -log2 p <= mu (at least the most probable one)
     with np.errstate(divide="ignore"):
-        over = np.flatnonzero(-np.log2(probs) > mu)
-    keep = max(1, int(over[0]) if over.size else probs.size)
-    ids, probs = ids[:keep], probs[:keep] / probs[:keep].sum()
-    i = _draw(probs, u)
-    return int(ids[i]), _update(mu, float(probs[i]), tau, eta)
+        ids = np.flatnonzero(-np.log2(probs) <= mu)
+    ids = _top(probs, ids) if ids.size else _largest(probs, 1)
+    kept = probs[ids] / probs[ids].sum()
+    i = _draw(kept, u)
+    return int(ids[i]), _update(mu, float(kept[i]), tau, eta)
