@@ -130,7 +130,7 @@ class Message(_Body):
 class ChatCompletionRequest(Sampling):
     messages: list[Message] = Field(..., min_length=1, max_length=4096)
     max_completion_tokens: int | None = Field(None, ge=1, le=2**31 - 1)
-    logprobs: bool = False
+    logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)  # needs logprobs: true
     tools: Any = None
     tool_choice: Any = None

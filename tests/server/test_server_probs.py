@@ -121,6 +121,9 @@ def test_llama_server_sampler_fields_equal_llamas(server, llm, fields, kwargs):
 
 
 def test_off_values_of_unimplemented_fields_and_v1_health_are_fine(server):
+    chat = {"messages": MESSAGES, "max_tokens": 1, "logprobs": None, "top_logprobs": None}
+    r = httpx.post(f"{server}/v1/chat/completions", json=chat, timeout=60)
+    assert r.status_code == 200 and r.json()["choices"][0]["logprobs"] is None, r.text
     body = {
         "prompt": PROMPT,
         "max_tokens": 1,
