@@ -29,10 +29,21 @@ from lamina.engine.embeddings import POOLING_BY_ID
 from lamina.engine.engine import DEFAULT_MAX_QUEUE
 from lamina.engine.request import Piece
 from lamina.engine.slots import common_prefix
+from lamina.fim import infill_tokens, require_fim
 from lamina.generation import open_session
 from lamina.grammar import Grammar, LlamaGrammar, request_grammar
-from lamina.llama_params import DEFAULTS_CHAT, DEFAULTS_COMPLETION, DEFAULTS_INIT, HARMLESS_INIT, check_extra
+from lamina.llama_params import (
+    CHAT_KWARGS,
+    DEFAULTS_CHAT,
+    DEFAULTS_COMPLETION,
+    DEFAULTS_INIT,
+    HARMLESS_INIT,
+    SAMPLING_KWARGS,
+    check_extra,
+    pop_kwargs,
+)
 from lamina.llama_state import LlamaState
+from lamina.logprobs import LogprobsShape, chat_count, check_count, prompt_logprobs
 from lamina.model_cache import fetch_model, known_models
 from lamina.sampling import Sampler, SamplingParams
 from lamina.system import available_memory
@@ -93,6 +104,7 @@ class Llama:
         adapter applied at run time (lamina.engine.lora; lora_base, a base
         of higher precision, is refused). Every value is checked by
         lamina.options, as `lamina run`'s flags are."""
+        self._spm_infill = bool(extra.pop("spm_infill", False))  # suffix: llama.cpp's SPM order (lamina.fim)
         check_extra("Llama", extra, DEFAULTS_INIT, HARMLESS_INIT)
         self.embedding = bool(embedding)
         self._pooling = _pooling_name(pooling_type)
@@ -346,8 +358,16 @@ class Llama:
         presence_penalty: float,
         seed: int | None,
         logit_bias: dict | None = None,
+        typical_p: float = 1.0,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
     ) -> Sampler:
         params = SamplingParams(
+            typical_p=typical_p,
+            mirostat=options.mirostat(mirostat_mode, "mirostat_mode"),
+            mirostat_tau=mirostat_tau,
+            mirostat_eta=mirostat_eta,
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
@@ -394,7 +414,16 @@ class Llama:
     ) -> dict | Iterator[dict]:
         """grammar: the output matches it (a LlamaGrammar, or GBNF text); the
         completion stops with finish_reason "stop" once it is complete.
-        logit_bias: {token id: bias} added to those logits before sampling."""
+        logit_bias: {token id: bias} added to those logits before sampling.
+        typical_p: locally typical sampling; mirostat_mode (1, 2) with
+        mirostat_tau / mirostat_eta: llama.cpp's Mirostat (lamina.sampling).
+        suffix: fill-in-the-middle between prompt and suffix with the model's
+        FIM tokens (lamina.fim; a model without them raises FimError).
+        logprobs=N (0..20): choices[0].logprobs in the legacy shape (tokens,
+        token_logprobs, top_logprobs with the N most likely, text_offset),
+        log_softmax of the model's raw logits, before bias, penalties and
+        temperature (lamina.logprobs); with echo the prompt's tokens too."""
+        sampling = pop_kwargs(extra, SAMPLING_KWARGS)
         check_extra("create_completion", extra, DEFAULTS_COMPLETION)
         return self._completion(
             prompt,
@@ -416,6 +445,8 @@ class Llama:
             chat=False,
             grammar=request_grammar(grammar),
             logit_bias=logit_bias,
+            sampling=sampling,
+            model_name=model,
         )
 
     __call__ = create_completion
@@ -441,60 +472,108 @@ class Llama:
         chat,
         grammar: Grammar | None = None,
         logit_bias: dict | None = None,
+        sampling: dict | None = None,
+        model_name: str | None = None,
     ):
-        if suffix is not None:
-            raise ValueError("suffix (fill-in-the-middle) is not supported")
-        if logprobs is not None:
-            raise ValueError("logprobs are not supported yet")
-        if typical_p != 1.0:
-            raise ValueError("typical_p sampling is not supported")
+        """logprobs: completions' N, or (chat) the number of top_logprobs.
+        model_name: the response's "model" (llama-cpp-python's `model`), else the file's path."""
         self._check_open()
-        tokens = self._prompt_tokens(prompt)
+        n_logprobs = None if logprobs is None else check_count("top_logprobs" if chat else "logprobs", logprobs)
+        if suffix is not None:
+            fim = require_fim(self._model.native.gguf.metadata, self.tokenizer_)
+            tokens = infill_tokens(self.tokenizer_, fim, prompt, suffix, spm=self._spm_infill)
+        else:
+            tokens = self._prompt_tokens(prompt)
         if len(tokens) >= self._ctx.n_ctx_seq:
             raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {self._ctx.n_ctx_seq}")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         sampler = self._sampler(
-            temperature, top_k, top_p, min_p, repeat_penalty, frequency_penalty, presence_penalty, seed, logit_bias
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repeat_penalty,
+            frequency_penalty,
+            presence_penalty,
+            seed,
+            logit_bias,
+            typical_p,
+            **(sampling or {}),
         )
         limit = None if max_tokens is None or max_tokens <= 0 else max_tokens
         meta = {
             "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4()}",
             "created": int(time.time()),
-            "model": self.model_path,
+            "model": self.model_path if model_name is None else model_name,
         }
         prefix = prompt if echo and isinstance(prompt, str) else ""
-        events = self._stream(tokens, sampler, limit, stops, grammar)
+        shape = self._logprobs_shape(n_logprobs, chat, prompt, tokens, echo and suffix is None)
+        events = self._stream(tokens, sampler, limit, stops, grammar, n_logprobs)
         if stream:
-            return self._stream_chunks(events, meta, len(tokens), prefix)
-        text, finish, n_gen = prefix, None, 0
+            return self._stream_chunks(events, meta, len(tokens), prefix, shape)
+        text, finish, n_gen, entries = prefix, None, 0, []
         for piece in events:
             _raise_failed(piece)
             text += piece.text
             n_gen += piece.token is not None
             finish = piece.finish_reason or finish
+            if piece.logprob is not None:
+                entries.append(piece.logprob)
         return {
             **meta,
             "object": "text_completion",
-            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": _finish(finish)}],
+            "choices": [
+                {
+                    "text": text,
+                    "index": 0,
+                    "logprobs": shape.final(entries) if shape else None,
+                    "finish_reason": _finish(finish),
+                }
+            ],
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": n_gen, "total_tokens": len(tokens) + n_gen},
         }
 
-    def _stream(self, tokens, sampler, limit, stops, grammar=None):
+    def _stream(self, tokens, sampler, limit, stops, grammar=None, logprobs=None):
         """The generation's pieces, as the engine produces them; a request is
         queued at once (a full queue raises here, not at the first read)."""
-        request = self._engine.submit(tokens, sampler, max_tokens=limit, stops=stops, grammar=grammar)
+        request = self._engine.submit(
+            tokens, sampler, max_tokens=limit, stops=stops, grammar=grammar, logprobs=logprobs
+        )
         return request.pieces()
 
+    def _logprobs_shape(self, n, chat, prompt, tokens, echo) -> LogprobsShape | None:
+        """How this completion reports logprobs (None: it does not); with echo
+        the prompt's own logprobs come from one evaluation of it in eval()'s
+        sequence, which starts afresh afterwards (as after embed())."""
+        if n is None:
+            return None
+        if chat:
+            return LogprobsShape(self.tokenizer_, chat=True)
+        text = prompt if isinstance(prompt, str) else self.tokenizer_.decode(tokens).decode("utf-8", "replace")
+        prompt_entries = None
+        if echo:
+            with self._engine.exclusive() as ctx:
+                prompt_entries = prompt_logprobs(ctx, self._raw_seq, tokens, n)
+                self._raw = []
+                if self._shared_slot is not None:
+                    self._shared_slot.tokens = []
+        return LogprobsShape(self.tokenizer_, prompt_text=text, prompt_tokens=tokens, prompt_entries=prompt_entries)
+
     @staticmethod
-    def _stream_chunks(events, meta, n_prompt, prefix) -> Iterator[dict]:
-        if prefix:
+    def _stream_chunks(events, meta, n_prompt, prefix, shape=None) -> Iterator[dict]:
+        if prefix or (shape is not None and shape.prompt_entries is not None):
             yield {
                 **meta,
                 "object": "text_completion",
-                "choices": [{"text": prefix, "index": 0, "logprobs": None, "finish_reason": None}],
+                "choices": [
+                    {"text": prefix, "index": 0, "logprobs": shape.prompt() if shape else None, "finish_reason": None}
+                ],
             }
+        pending: list = []  # logprobs of tokens whose text is still held back
         for piece in events:
             _raise_failed(piece)
+            if piece.logprob is not None:
+                pending.append(piece.logprob)
             if piece.text or piece.finish_reason:
                 yield {
                     **meta,
@@ -503,11 +582,12 @@ class Llama:
                         {
                             "text": piece.text,
                             "index": 0,
-                            "logprobs": None,
+                            "logprobs": shape.chunk(pending) if shape and pending else None,
                             "finish_reason": _finish(piece.finish_reason),
                         }
                     ],
                 }
+                pending = []
 
     # ----------------------------------------------------------------- chat
     def create_chat_completion(
@@ -540,8 +620,14 @@ class Llama:
         the function's parameters schema. response_format: OpenAI's
         {"type": "json_object"} (llama-cpp-python's "schema" key too) or {"type": "json_schema", "json_schema": {"name":
         ..., "schema": {...}}}; grammar: a LlamaGrammar or GBNF text. Either
-        constrains the reply, which stops once it is complete."""
+        constrains the reply, which stops once it is complete. logprobs=True
+        (with top_logprobs=0..20): OpenAI's choices[0].logprobs.content, the
+        model's raw distribution (lamina.logprobs); typical_p, mirostat_mode,
+        mirostat_tau, mirostat_eta as in create_completion."""
+        kw = pop_kwargs(extra, CHAT_KWARGS)
         check_extra("create_chat_completion", extra, DEFAULTS_CHAT)
+        n_top = chat_count(kw.pop("logprobs"), kw.pop("top_logprobs"))
+        typical_p = kw.pop("typical_p")
         constraint = request_grammar(grammar, response_format)
         template = self._session.template.source
         plan = plan_tools(template, tools, tool_choice, parallel_tool_calls)
@@ -553,8 +639,8 @@ class Llama:
             temperature,
             top_p,
             min_p,
-            1.0,
-            None,
+            typical_p,
+            n_top,
             False,
             stop,
             frequency_penalty,
@@ -566,6 +652,8 @@ class Llama:
             chat=True,
             grammar=constraint,
             logit_bias=logit_bias,
+            sampling=kw,
+            model_name=model,
         )
         if stream:
             return _chat_chunks(result, plan)
@@ -583,7 +671,7 @@ class Llama:
                 {
                     "index": 0,
                     "message": message,
-                    "logprobs": None,
+                    "logprobs": choice["logprobs"],
                     "finish_reason": finish,
                 }
             ],
@@ -604,6 +692,7 @@ def _finish(reason: str | None) -> str | None:
 def _chat_chunks(chunks: Iterator[dict], plan: ToolPlan | None = None) -> Iterator[dict]:
     first = True
     tools = plan.stream() if plan is not None else None
+    held_logprobs: list[dict[str, Any]] = []
     for c in chunks:
         base = {"id": c["id"], "object": "chat.completion.chunk", "created": c["created"], "model": c["model"]}
         if first:
@@ -614,15 +703,34 @@ def _chat_chunks(chunks: Iterator[dict], plan: ToolPlan | None = None) -> Iterat
             first = False
         choice = c["choices"][0]
         finish = choice["finish_reason"]
-        deltas = [{"content": choice["text"]}] if choice["text"] else []
         if tools is not None:  # text that may be a tool call is held until the reply is complete
+            if choice["logprobs"]:  # and its logprobs ride on the final chunk
+                held_logprobs.extend(choice["logprobs"]["content"])
             deltas = tools.feed(choice["text"]) + (tools.finish() if finish else [])
             if finish == "stop" and tools.reply is not None and tools.reply.tool_calls:
                 finish = "tool_calls"
-        for delta in deltas:
-            yield {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}
+            for delta in deltas:
+                yield {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}
+            if finish:
+                last = {"content": held_logprobs, "refusal": None} if held_logprobs else None
+                yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": last, "finish_reason": finish}]}
+            continue
+        if choice["text"]:
+            yield {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": choice["text"]},
+                        "logprobs": choice["logprobs"],
+                        "finish_reason": None,
+                    }
+                ],
+            }
         if finish:
-            yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}]}
+            # the last tokens' logprobs ride on the final chunk when they released no text
+            last = None if choice["text"] else choice["logprobs"]
+            yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": last, "finish_reason": finish}]}
 
 
 def _meta_str(value: object) -> str:

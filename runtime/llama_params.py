@@ -53,28 +53,32 @@ DEFAULTS_INIT: dict[str, Any] = {
     "tokenizer": None,
     "type_k": None,
     "type_v": None,
-    "spm_infill": False,
     "tensor_split": None,
     "swa_full": None,
+    "attention_type": -1,  # LLAMA_ATTENTION_TYPE_UNSPECIFIED: the model's (causal for decoders)
 }
 
 DEFAULTS_COMPLETION: dict[str, Any] = {
     "tfs_z": 1.0,
-    "mirostat_mode": 0,
-    "mirostat_tau": 5.0,
-    "mirostat_eta": 0.1,
     "stopping_criteria": None,
     "logits_processor": None,
 }
 
 DEFAULTS_CHAT: dict[str, Any] = {
     **DEFAULTS_COMPLETION,
-    "typical_p": 1.0,
     "functions": None,
     "function_call": None,
-    "logprobs": False,
-    "top_logprobs": None,
 }
+
+# llama-cpp-python's sampling keywords lamina takes from **kwargs (so the
+# signatures other features extend stay as they are), with their defaults
+SAMPLING_KWARGS: dict[str, Any] = {"mirostat_mode": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1}
+CHAT_KWARGS: dict[str, Any] = {**SAMPLING_KWARGS, "typical_p": 1.0, "logprobs": None, "top_logprobs": None}
+
+
+def pop_kwargs(extra: dict[str, Any], names: Mapping[str, Any]) -> dict[str, Any]:
+    """The given keywords (or their defaults), taken out of extra."""
+    return {name: extra.pop(name, default) for name, default in names.items()}
 
 
 def check_extra(where: str, given: Mapping[str, Any], defaults: Mapping[str, Any], harmless=frozenset()) -> None:

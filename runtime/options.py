@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import operator
 import os
+import re
 from pathlib import Path
 from typing import SupportsIndex
 
@@ -178,6 +179,53 @@ def logit_bias(value: object, name: str = "logit_bias") -> tuple[tuple[int, floa
         banned = isinstance(bias, (int, float)) and bias == -math.inf
         out[token] = -math.inf if banned else _float(f"{name}[{token}]", bias)
     return tuple(sorted(out.items()))
+
+
+def typical_p(value: object, name: str = "typical_p") -> float:
+    """Locally typical sampling's mass in (0, 1] (1: off)."""
+    p = _float(name, value)
+    if not 0.0 < p <= 1.0:
+        raise OptionError(f"{name} must be in (0, 1] (1: off), got {p}")
+    return p
+
+
+def mirostat(value: object, name: str = "mirostat") -> int:
+    """0 off, 1 Mirostat, 2 Mirostat 2.0 (llama.cpp's --mirostat)."""
+    m = _int(name, value)
+    if m not in (0, 1, 2):
+        raise OptionError(f"{name} must be 0 (off), 1 (Mirostat) or 2 (Mirostat 2.0), got {m}")
+    return m
+
+
+def mirostat_tau(value: object, name: str = "mirostat_tau") -> float:
+    """The target surprise, in bits per token."""
+    t = _float(name, value)
+    if t < 0:
+        raise OptionError(f"{name} must be >= 0 (bits of surprise per token), got {t}")
+    return t
+
+
+def mirostat_eta(value: object, name: str = "mirostat_eta") -> float:
+    """The learning rate of mu."""
+    e = _float(name, value)
+    if not 0.0 <= e <= 1.0:
+        raise OptionError(f"{name} must be in [0, 1], got {e}")
+    return e
+
+
+def logit_bias_flag(value: str, name: str = "logit-bias") -> tuple[int, float]:
+    """llama.cpp's -l/--logit-bias TOKEN_ID(+/-)BIAS: "15043+1" raises token
+    15043's logit by 1, "15043-1" lowers it, "15043-inf" bans it."""
+    m = re.fullmatch(r"\s*(\d+)\s*([+-])\s*(\S+)\s*", value)
+    if m is None:
+        raise OptionError(f"{name} must be TOKEN_ID(+/-)BIAS, e.g. 15043+1 or 15043-inf, got {value!r}")
+    token, sign, magnitude = int(m[1]), m[2], m[3]
+    if magnitude.lower() in ("inf", "infinity"):
+        if sign == "+":
+            raise OptionError(f"{name} {value!r}: +inf is not a bias (-inf bans a token; +100 forces one)")
+        return token, -math.inf
+    bias = _float(f"{name} bias", magnitude)
+    return token, -bias if sign == "-" else bias
 
 
 def repeat_last_n(value: object, name: str = "repeat_last_n") -> int:

@@ -1,6 +1,9 @@
 """Token sampling, in llama.cpp's order: logit bias -> penalties -> top-k ->
-top-p -> min-p -> temperature -> draw. Greedy when temperature <= 0. A seeded sampler draws
-the same tokens for the same logits, run after run."""
+typical -> top-p -> min-p -> temperature -> draw; with mirostat 1 or 2: logit
+bias -> penalties -> temperature -> mirostat (lamina.sampling_mirostat), whose
+truncation replaces top-k/typical/top-p/min-p as in llama.cpp's chain. Greedy
+when temperature <= 0. A seeded sampler draws the same tokens for the same
+logits, run after run."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lamina import options
+from lamina.sampling_mirostat import mirostat_v1, mirostat_v2
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,10 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) added before everything else; -inf bans
+    typical_p: float = 1.0  # locally typical sampling's mass; 1: off
+    mirostat: int = 0  # 0 off, 1 Mirostat, 2 Mirostat 2.0
+    mirostat_tau: float = 5.0  # target surprise, bits per token
+    mirostat_eta: float = 0.1  # learning rate of mu
 
     def __post_init__(self) -> None:
         # the one validation of every front end (lamina.options); normalizes types too
@@ -37,6 +45,10 @@ class SamplingParams:
         set_(self, "repeat_last_n", options.repeat_last_n(self.repeat_last_n))
         set_(self, "frequency_penalty", options.penalty(self.frequency_penalty, "frequency_penalty"))
         set_(self, "presence_penalty", options.penalty(self.presence_penalty, "presence_penalty"))
+        set_(self, "typical_p", options.typical_p(self.typical_p))
+        set_(self, "mirostat", options.mirostat(self.mirostat))
+        set_(self, "mirostat_tau", options.mirostat_tau(self.mirostat_tau))
+        set_(self, "mirostat_eta", options.mirostat_eta(self.mirostat_eta))
         bias = self.logit_bias
         set_(self, "logit_bias", options.logit_bias(dict(bias) if isinstance(bias, tuple) else bias))
 
@@ -82,14 +94,32 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def typical(ids: np.ndarray, vals: np.ndarray, mass: float) -> tuple[np.ndarray, np.ndarray]:
+    """Locally typical sampling (Meister et al. 2022, llama.cpp's typical
+    sampler): keep the tokens whose surprise -log p is closest to the
+    entropy H, nearest first, until their probability passes `mass`.
+    Returns the kept (ids, logits) by descending logit."""
+    probs = _softmax(vals)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        surprise = -np.log(probs)
+        entropy = float(np.sum(np.where(probs > 0, probs * surprise, 0.0)))
+    order = np.argsort(np.abs(surprise - entropy), kind="stable")
+    over = np.flatnonzero(np.cumsum(probs[order]) > mass)
+    keep = order[: int(over[0]) + 1 if over.size else order.size]
+    keep = np.sort(keep)  # back to descending logit (vals came sorted)
+    return ids[keep], vals[keep]
+
+
 def candidates(logits: np.ndarray, p: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
-    """(token ids, their logits) that survive top-k, top-p and min-p, sorted by
-    descending logit. At least one token always survives."""
+    """(token ids, their logits) that survive top-k, typical, top-p and min-p,
+    sorted by descending logit. At least one token always survives."""
     ids = np.arange(logits.size)
     if 0 < p.top_k < logits.size:
         ids = np.argpartition(-logits, p.top_k - 1)[: p.top_k]
     ids = ids[np.argsort(-logits[ids], kind="stable")]
     vals = logits[ids].astype(np.float64)
+    if p.typical_p < 1.0:
+        ids, vals = typical(ids, vals, p.typical_p)
     if p.top_p < 1.0:
         cum = np.cumsum(_softmax(vals))
         keep = int(np.searchsorted(cum, p.top_p)) + 1  # smallest prefix whose mass reaches top_p
@@ -108,18 +138,32 @@ class Sampler:
         self.params = params or SamplingParams()
         self.seed = seed
         self._rng = np.random.default_rng(seed)
+        self.mu = 2.0 * self.params.mirostat_tau  # mirostat's state: this generation's threshold
 
     def reseed(self, seed: int | None) -> None:
         self.seed = seed
         self._rng = np.random.default_rng(seed)
+        self.mu = 2.0 * self.params.mirostat_tau
 
     def __call__(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
         p = self.params
         logits = apply_penalties(apply_logit_bias(np.asarray(logits, dtype=np.float32), p), history, p)
         if p.temperature <= 0.0:
-            return int(np.argmax(logits))
+            return int(np.argmax(logits))  # with mirostat too: llama.cpp's temperature 0 leaves one token
+        if p.mirostat:
+            return self._mirostat(logits)
         ids, vals = candidates(logits, p)
         probs = _softmax(vals / p.temperature)
         # inverse CDF with one uniform draw: the same seed gives the same token
         k = int(np.searchsorted(np.cumsum(probs), self._rng.random() * probs.sum(), side="right"))
         return int(ids[min(k, ids.size - 1)])
+
+    def _mirostat(self, logits: np.ndarray) -> int:
+        p = self.params
+        scaled = logits.astype(np.float64) / p.temperature
+        u = self._rng.random()
+        if p.mirostat == 1:
+            token, self.mu = mirostat_v1(scaled, self.mu, p.mirostat_tau, p.mirostat_eta, logits.size, u)
+        else:
+            token, self.mu = mirostat_v2(scaled, self.mu, p.mirostat_tau, p.mirostat_eta, u)
+        return token

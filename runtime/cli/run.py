@@ -37,6 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--repeat-penalty", type=checked(options.repeat_penalty), default=1.0, help="1: off")
     ap.add_argument("--repeat-last-n", type=checked(options.repeat_last_n), default=64, help="-1: the whole context")
     ap.add_argument("--seed", type=checked(options.seed), default=None, help="same seed, same output; -1: random")
+    ap.add_argument(
+        "-l",
+        "--logit-bias",
+        type=checked(options.logit_bias_flag),
+        action="append",
+        default=[],
+        metavar="TOKEN_ID(+/-)BIAS",
+        help="add BIAS to a token's logit, e.g. 15043+1, 15043-1, 15043-inf bans it (repeatable)",
+    )
+    ap.add_argument("--typical", type=checked(options.typical_p), default=1.0, help="locally typical sampling; 1: off")
+    ap.add_argument(
+        "--mirostat", type=checked(options.mirostat), default=0, help="0: off, 1: Mirostat, 2: Mirostat 2.0"
+    )
+    ap.add_argument("--mirostat-lr", type=checked(options.mirostat_eta), default=0.1, help="Mirostat's eta")
+    ap.add_argument("--mirostat-ent", type=checked(options.mirostat_tau), default=5.0, help="Mirostat's tau")
     ap.add_argument("--system", default=None, help="system prompt")
     ap.add_argument("--chat-template-file", type=Path, default=None, help="Jinja chat template overriding the file's")
     ap.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
@@ -80,6 +95,11 @@ def sampling_params(args: argparse.Namespace) -> SamplingParams:
         min_p=args.min_p,
         repeat_penalty=args.repeat_penalty,
         repeat_last_n=args.repeat_last_n,
+        logit_bias=tuple(dict(args.logit_bias).items()),  # a token given twice: the last bias, as llama.cpp's map
+        typical_p=args.typical,
+        mirostat=args.mirostat,
+        mirostat_tau=args.mirostat_ent,
+        mirostat_eta=args.mirostat_lr,
     )
 
 
@@ -135,6 +155,10 @@ def _run(args: argparse.Namespace) -> int:
     for w in caught:
         if issubclass(w.category, (OffloadWarning, UserWarning)):
             print(f"lamina run: warning: {w.message}", file=sys.stderr)
+    bad = next((t for t, _ in params.logit_bias if t >= gen.model.n_vocab), None)
+    if bad is not None:
+        gen.close()
+        raise options.OptionError(f"--logit-bias token id {bad} is outside the vocabulary [0, {gen.model.n_vocab})")
     if gen.context.offload.gpu_layers:
         print(f"lamina run: {gen.context.offload_description}", file=sys.stderr)
     chatting = prompt is None or args.chat

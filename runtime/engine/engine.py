@@ -31,6 +31,7 @@ from lamina.engine.slots import Slot, SlotTable
 from lamina.engine.text_stream import TextStream
 from lamina.errors import LaminaError
 from lamina.grammar import Grammar
+from lamina.logprobs import token_logprob
 from lamina.sampling import Sampler
 from lamina.tokenizer import Tokenizer
 
@@ -86,12 +87,15 @@ class Engine:
         listener: Callable[[Piece], None] | None = None,
         grammar: Grammar | None = None,
         lora: Sequence[float] | None = None,
+        logprobs: int | None = None,
     ) -> Request:
         """Queue a generation; its Pieces arrive on request.pieces(), or are
         handed to listener (called from the engine's thread) when given.
         grammar: the output must match it (a matcher of its own masks each
         step's logits); the request stops once the grammar is complete.
-        lora: a scale per loaded adapter for this request (None: the current defaults)."""
+        lora: a scale per loaded adapter for this request (None: the current defaults).
+        logprobs: every Piece carries its token's logprob (lamina.logprobs)
+        and this many most likely alternatives."""
         tokens = [int(t) for t in prompt]
         if not tokens:
             raise ContextError("empty prompt: nothing to evaluate")
@@ -105,7 +109,9 @@ class Engine:
             raise ContextError(f"max_tokens must be None or >= 1, got {max_tokens}")
         eog = self.tokenizer.eot_ids if stop_at_eog else frozenset()
         matcher = grammar.matcher(self.tokenizer) if grammar is not None else None  # GrammarError here, not later
-        request = Request(tokens, sampler, TextStream(self.tokenizer, stops), max_tokens, eog, listener, matcher)
+        request = Request(
+            tokens, sampler, TextStream(self.tokenizer, stops), max_tokens, eog, listener, matcher, logprobs
+        )
         request.lora = None if lora is None and self.loras is None else self._lora_scales(lora)
         with self._cond:
             if self._closed:
@@ -277,7 +283,9 @@ class Engine:
         t.first_token = t.first_token or now
         t.last_token = now
         text, stopped = r.text.feed(token)
-        r.emit(Piece(token, text))
+        # from the raw row: the model's distribution, before bias, penalties and mask (lamina.logprobs)
+        logprob = None if r.logprobs is None else token_logprob(logits, token, r.logprobs)
+        r.emit(Piece(token, text, logprob=logprob))
         if stopped or (r.grammar is not None and r.grammar.done):
             self._end(r, "stop")
         elif r.max_tokens is not None and len(r.output) >= r.max_tokens:

@@ -14,6 +14,7 @@ from enum import Enum
 
 from lamina.engine.text_stream import TextStream
 from lamina.grammar import Matcher
+from lamina.logprobs import TokenLogprob
 from lamina.sampling import Sampler
 
 _ids = itertools.count()
@@ -34,6 +35,7 @@ class Piece:
     text: str  # text released by this step (may be "")
     finish_reason: str | None = None  # "stop" | "length" | "context" | "cancelled" | "error" on the final event
     error: BaseException | None = None  # what went wrong, with finish_reason "error"
+    logprob: TokenLogprob | None = None  # the token's, when the request asked for logprobs
 
 
 @dataclass
@@ -69,10 +71,12 @@ class Request:
         eog: frozenset[int],
         listener: Callable[[Piece], None] | None = None,
         grammar: Matcher | None = None,
+        logprobs: int | None = None,
     ) -> None:
         """listener: called with each Piece from the engine's thread instead of
         queueing it on `events` (the server hands pieces to its event loop).
-        grammar: this sequence's own matcher of a constraint on the output."""
+        grammar: this sequence's own matcher of a constraint on the output.
+        logprobs: each Piece carries its token's logprob and this many alternatives."""
         self.id = next(_ids)
         self.prompt = prompt
         self.sampler = sampler
@@ -80,6 +84,7 @@ class Request:
         self.max_tokens = max_tokens
         self.eog = eog
         self.grammar = grammar
+        self.logprobs = logprobs
         self.state = RequestState.WAITING
         self.slot: int | None = None
         self.n_cached = 0  # prompt tokens whose KV is in the slot (reused or evaluated)

@@ -73,6 +73,7 @@ def start(
     metrics: Metrics,
     grammar: Grammar | None = None,
     lora: Sequence[float] | None = None,
+    logprobs: int | None = None,
 ) -> Generation:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Piece] = asyncio.Queue()
@@ -84,7 +85,14 @@ def start(
 
     try:
         request = engine.submit(
-            prompt, sampler, max_tokens=max_tokens, stops=stops, listener=listener, grammar=grammar, lora=lora
+            prompt,
+            sampler,
+            max_tokens=max_tokens,
+            stops=stops,
+            listener=listener,
+            grammar=grammar,
+            lora=lora,
+            logprobs=logprobs,
         )
     except QueueFullError as e:
         raise APIError(503, str(e), code="queue_full", headers={"Retry-After": "1"}) from None

@@ -17,6 +17,7 @@ def public_router(service: Service) -> APIRouter:
     r = APIRouter()
 
     @r.get("/health")
+    @r.get("/v1/health")
     async def health():
         if service.ready:
             return {"status": "ok"}

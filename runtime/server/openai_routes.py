@@ -18,6 +18,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
+from lamina.fim import FimError, infill_tokens, require_fim
+from lamina.logprobs import LogprobsShape, TokenLogprob, prompt_logprobs
 from lamina.sampling import SamplingParams
 from lamina.server import bridge
 from lamina.server.errors import APIError, error_body
@@ -49,6 +51,8 @@ def router(service: Service) -> APIRouter:
     @r.post("/chat/completions")
     async def chat(body: ChatCompletionRequest, request: Request):
         session = _checked(service, body)
+        if body.top_logprobs is not None and not body.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         for i, m in enumerate(body.messages):
             service.check_text_length(m.text(), f"messages.{i}.content")
         messages = [m.template_message() for m in body.messages]
@@ -74,11 +78,30 @@ def router(service: Service) -> APIRouter:
             prompt = prompt[0]
         if isinstance(prompt, str):
             service.check_text_length(prompt, "prompt")
+        if body.suffix is not None:
+            service.check_text_length(body.suffix, "suffix")
+            try:
+                fim = require_fim(session.model.native.gguf.metadata, session.tokenizer)
+            except FimError as e:
+                raise APIError(400, str(e), param="suffix", code="unsupported_parameter") from None
+            prefix = prompt if isinstance(prompt, str) else [int(t) for t in prompt]
+            tokens = infill_tokens(session.tokenizer, fim, prefix, body.suffix)
+        elif isinstance(prompt, str):
             tokens = session.tokenizer.encode(prompt, special=True) if prompt else _bos(session)
         else:
             tokens = [int(t) for t in prompt]
-        echo = (prompt if isinstance(prompt, str) else session.tokenizer.decode(tokens)) if body.echo else ""
-        return await _generate(service, body, request, tokens, body.limit(), chat=False, echo=echo)
+        text = prompt if isinstance(prompt, str) else session.tokenizer.decode(prompt).decode("utf-8", "replace")
+        shape = None
+        if body.logprobs is not None:
+            head = None
+            if body.echo and body.suffix is None:  # the prompt's own logprobs, listed first
+                service.check_prompt(tokens, None, "prompt")
+                head = await _prompt_logprobs(session, tokens, body.logprobs)
+            shape = lambda: LogprobsShape(
+                session.tokenizer, prompt_text=text, prompt_tokens=tokens, prompt_entries=head
+            )
+        echo = text if body.echo else ""
+        return await _generate(service, body, request, tokens, body.limit(), chat=False, echo=echo, shape=shape)
 
     @r.post("/embeddings")
     async def embeddings(body: EmbeddingRequest):
@@ -130,9 +153,33 @@ def _bos(session) -> list[int]:
     return [bos] if bos is not None else []
 
 
+async def _prompt_logprobs(session, tokens: list[int], n: int):
+    """The prompt tokens' logprobs (completions' echo), from one evaluation of
+    the prompt in the spare sequence, between two engine steps."""
+    seq = session.spare_seq
+    if seq is None:
+        raise APIError(400, "echo with logprobs needs a CPU context (a spare sequence)", param="echo")
+
+    def run():
+        with session.engine.exclusive() as ctx:
+            return prompt_logprobs(ctx, seq, tokens, n)
+
+    return await asyncio.to_thread(run)
+
+
 async def _generate(
-    service: Service, body, request: Request, prompt: list[int], limit, chat: bool, echo: str, tools=None
+    service: Service,
+    body,
+    request: Request,
+    prompt: list[int],
+    limit,
+    chat: bool,
+    echo: str,
+    tools=None,
+    shape=None,
 ):
+    """tools: the chat's tool plan (lamina.tool_calls); shape: a factory of each
+    choice's LogprobsShape (completions' logprobs); chat makes its own."""
     service.check_prompt(prompt, limit, "messages" if chat else "prompt")
     session = service.require()
     stops = body.stops()
@@ -141,6 +188,10 @@ async def _generate(
     except ToolCallError as e:
         raise APIError(400, str(e), param=e.field) from None
     lora = request_scales(service, body.lora)  # lora_routes.py
+    n_logprobs = body.n_logprobs()
+    if chat and n_logprobs is not None:
+        shape = lambda: LogprobsShape(session.tokenizer, chat=True)
+    shapes = [shape() if shape is not None else None for _ in range(body.n)]
     gens = [
         bridge.start(
             session.engine,
@@ -151,6 +202,7 @@ async def _generate(
             service.metrics,
             grammar,
             lora,
+            n_logprobs,
         )
         for i in range(body.n)
     ]
@@ -164,10 +216,10 @@ async def _generate(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         service.metrics.requests.labels(endpoint, "200").inc()
-        events = _sse(gens, meta, chat, echo, include_usage, deadline, tools)
+        events = _sse(gens, meta, chat, echo, include_usage, deadline, shapes, tools)
         return EventSourceResponse(events, ping=15, sep="\n")
     try:
-        texts = await asyncio.gather(*(_collect(g, deadline, request) for g in gens))
+        collected = await asyncio.gather(*(_collect(g, deadline, request) for g in gens))
     except APIError as e:
         service.metrics.requests.labels(endpoint, str(e.status)).inc()
         raise
@@ -178,17 +230,19 @@ async def _generate(
         return JSONResponse(error_body(400, "the client went away"), status_code=400)
     service.metrics.requests.labels(endpoint, "200").inc()
     usage = _usage(gens)
+    texts = [t for t, _ in collected]
+    logprobs = [None if sh is None else sh.final(e) for sh, (_, e) in zip(shapes, collected)]
     if chat:
         choices = []
-        for i, (g, t) in enumerate(zip(gens, texts)):
+        for i, (g, t, lp) in enumerate(zip(gens, texts, logprobs)):
             message, finish = {"role": "assistant", "content": t}, _finish(g.finish_reason)
             if tools is not None:
                 message, finish = tools.message(t, finish)
-            choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": finish})
+            choices.append({"index": i, "message": message, "logprobs": lp, "finish_reason": finish})
         return {**meta, "object": "chat.completion", "choices": choices, "usage": usage}
     choices = [
-        {"index": i, "text": echo + t, "logprobs": None, "finish_reason": _finish(g.finish_reason)}
-        for i, (g, t) in enumerate(zip(gens, texts))
+        {"index": i, "text": echo + t, "logprobs": lp, "finish_reason": _finish(g.finish_reason)}
+        for i, (g, t, lp) in enumerate(zip(gens, texts, logprobs))
     ]
     return {**meta, "object": "text_completion", "choices": choices, "usage": usage}
 
@@ -211,32 +265,43 @@ def _usage(gens) -> dict[str, Any]:
     }
 
 
-async def _collect(gen: bridge.Generation, deadline: float, request: Request) -> str:
-    out = []
+async def _collect(gen: bridge.Generation, deadline: float, request: Request) -> tuple[str, list[TokenLogprob]]:
+    """The choice's text and its tokens' logprobs (when asked for)."""
+    out, entries = [], []
     async for piece in gen.pieces(deadline, request.is_disconnected):
         out.append(piece.text)
-    return "".join(out)
+        if piece.logprob is not None:
+            entries.append(piece.logprob)
+    return "".join(out), entries
 
 
 async def _sse(
-    gens, meta, chat: bool, echo: str, include_usage: bool, deadline: float, tools=None
+    gens, meta, chat: bool, echo: str, include_usage: bool, deadline: float, shapes=None, tools=None
 ) -> AsyncIterator[str]:
     """OpenAI's chunk stream for n choices at once, then usage (if asked) and [DONE].
     Cancelled by sse-starlette when the client disconnects: every choice is cancelled.
-    With tools, each choice's text goes through a ToolStream (lamina.tool_calls.stream)."""
+    shapes: each choice's LogprobsShape (None: no logprobs); a chunk carries
+    the logprobs of the tokens whose text it releases. With tools, each
+    choice's text goes through a ToolStream (lamina.tool_calls.stream), and
+    its logprobs ride on the final chunk."""
     obj = "chat.completion.chunk" if chat else "text_completion"
+    shapes = shapes or [None] * len(gens)
+    pending: list[list[TokenLogprob]] = [[] for _ in gens]
     streams = [tools.stream() for _ in gens] if tools is not None else None
 
-    def chunk(i: int, text: str | None, finish: str | None, role: bool = False) -> str:
+    def chunk(i: int, text: str | None, finish: str | None, role: bool = False, logprobs: Any = None) -> str:
+        if logprobs is None and pending[i] and shapes[i] is not None:
+            logprobs = shapes[i].chunk(pending[i])
+            pending[i] = []
         if chat:
             delta: dict[str, Any] = {}
             if role:
                 delta["role"] = "assistant"
             if text is not None:
                 delta["content"] = text
-            choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+            choice = {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         else:
-            choice = {"index": i, "text": text or "", "logprobs": None, "finish_reason": finish}
+            choice = {"index": i, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
         return json.dumps({**meta, "object": obj, "choices": [choice]})
 
     merged: asyncio.Queue = asyncio.Queue()
@@ -252,12 +317,15 @@ async def _sse(
     try:
         for i in range(len(gens)):
             # with tools, no content until there is some: a reply of only calls has content null
-            yield chunk(i, None if streams is not None else "" if chat else echo, None, role=chat)
+            head = None if chat or shapes[i] is None else shapes[i].prompt()
+            yield chunk(i, None if streams is not None else "" if chat else echo, None, role=chat, logprobs=head)
             if chat and echo:
                 yield chunk(i, echo, None)
         done = 0
         while done < len(gens):
             i, piece, error = await merged.get()
+            if piece is not None and piece.logprob is not None:
+                pending[i].append(piece.logprob)
             if error is not None:
                 yield json.dumps(error_body(error.status, error.message, error.param, error.code))
                 return

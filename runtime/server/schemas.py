@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 MAX_N = 8  # choices per request: each is a sequence of its own
 MAX_STOPS = 16
 MAX_TEMPERATURE = 100.0  # past ~10 the distribution is flat anyway; 1e9 is a mistake
+MAX_TOP_LOGPROBS = 20  # OpenAI's cap (lamina.logprobs)
 
 Stop = Annotated[str, StringConstraints(max_length=256)]
 
@@ -49,39 +50,62 @@ class Sampling(_Body):
     grammar: str | None = Field(None, max_length=1 << 20)  # llama-server's: GBNF text
     json_schema: dict[str, Any] | bool | None = None  # llama-server's
     logit_bias: dict[str, float] | None = Field(None, max_length=1 << 16)  # OpenAI's: token id (a string) -> bias
-    # OpenAI's / llama-server's fields lamina does not implement yet
-    logprobs: Any = None
-    top_logprobs: Any = None
-    typical_p: Any = None
-    mirostat: Any = None
+    # llama-server's samplers (lamina.sampling)
+    typical_p: float | None = Field(None, gt=0.0, le=1.0)
+    mirostat: int | None = Field(None, ge=0, le=2)
+    mirostat_tau: float | None = Field(None, ge=0.0, le=100.0)
+    mirostat_eta: float | None = Field(None, ge=0.0, le=1.0)
+    # OpenAI's / llama-server's fields lamina does not implement yet (refused unless harmless: NOT_YET)
     tfs_z: Any = None
     n_probs: Any = None
     best_of: Any = None
-    lora: Any = None
+    lora: Any = None  # llama-server's per-request adapter scales (lora_routes.py checks them)
+    xtc_probability: Any = None
+    dry_multiplier: Any = None
+    top_n_sigma: Any = None
+    dynatemp_range: Any = None
+    adaptive_target: Any = None
+    ignore_eos: Any = None
+    min_keep: Any = None
+    samplers: Any = None
+    post_sampling_probs: Any = None
+    return_tokens: Any = None
+    t_max_predict_ms: Any = None
+    t_max_prompt_ms: Any = None
+    n_indent: Any = None
+    response_fields: Any = None
+    continue_final_message: Any = None
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
     def unsupported(self) -> list[str]:
         """Fields given with a value that would change the result and that lamina cannot honour yet."""
-        harmless: dict[str, tuple[Any, ...]] = {
-            "logprobs": (None, False),
-            "typical_p": (None, 1.0),
-            "mirostat": (None, 0),
-            "tfs_z": (None, 1.0),
-            "n_probs": (None, 0),
-            "best_of": (None, 1),
-        }
-        names = [
-            "logprobs",
-            "top_logprobs",
-            "typical_p",
-            "mirostat",
-            "tfs_z",
-            "n_probs",
-            "best_of",
-        ]
-        return [n for n in names if getattr(self, n) not in harmless.get(n, (None,))]
+        return [n for n, harmless in NOT_YET.items() if getattr(self, n) not in harmless]
+
+
+# llama-server's / OpenAI's fields lamina does not implement, with the values
+# that change nothing (their defaults, "off"); any other value is a 400
+NOT_YET: dict[str, tuple[Any, ...]] = {
+    "tfs_z": (None, 1.0),
+    "n_probs": (None, 0),  # llama-server's post-sampling probabilities: use logprobs / top_logprobs
+    "best_of": (None, 1),
+    "xtc_probability": (None, 0.0),
+    "dry_multiplier": (None, 0.0),
+    "top_n_sigma": (None, -1.0),
+    "dynatemp_range": (None, 0.0),
+    "adaptive_target": (None, -1.0),
+    "ignore_eos": (None, False),
+    "min_keep": (None, 0, 1),
+    "samplers": (None,),
+    "post_sampling_probs": (None, False),
+    "return_tokens": (None, False),
+    "t_max_predict_ms": (None, 0, -1),
+    "t_max_prompt_ms": (None, 0, -1),
+    "n_indent": (None, 0),
+    "response_fields": (None, []),
+    "continue_final_message": (None, False),
+}
 
 
 class TextPart(_Body):
@@ -116,6 +140,8 @@ class Message(_Body):
 class ChatCompletionRequest(Sampling):
     messages: list[Message] = Field(..., min_length=1, max_length=4096)
     max_completion_tokens: int | None = Field(None, ge=1, le=2**31 - 1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)  # needs logprobs: true
     # function calling (lamina.tool_calls checks them: a bad one is a 400 naming the field)
     tools: list[Any] | None = Field(None, max_length=512)
     tool_choice: Any = None
@@ -130,17 +156,22 @@ class ChatCompletionRequest(Sampling):
     def limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    def n_logprobs(self) -> int | None:
+        """Alternatives per token to report, or None for no logprobs."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
 
 class CompletionRequest(Sampling):
     prompt: str | list[int] | list[str] = Field(..., min_length=0)
     echo: bool = False
-    suffix: str | None = None
-
-    def unsupported(self) -> list[str]:
-        return super().unsupported() + (["suffix"] if self.suffix is not None else [])
+    suffix: str | None = None  # fill-in-the-middle (lamina.fim)
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)  # the legacy N
 
     def limit(self) -> int | None:
         return self.max_tokens if self.max_tokens is not None else 16  # OpenAI's default for completions
+
+    def n_logprobs(self) -> int | None:
+        return self.logprobs
 
 
 class EmbeddingRequest(_Body):

@@ -202,6 +202,10 @@ class Service:
             frequency_penalty=pick(body.frequency_penalty, defaults.frequency_penalty),
             presence_penalty=pick(body.presence_penalty, defaults.presence_penalty),
             logit_bias=bias,
+            typical_p=pick(body.typical_p, defaults.typical_p),
+            mirostat=pick(body.mirostat, defaults.mirostat),
+            mirostat_tau=pick(body.mirostat_tau, defaults.mirostat_tau),
+            mirostat_eta=pick(body.mirostat_eta, defaults.mirostat_eta),
         )
         seed = None if body.seed is None or body.seed in (-1, 2**32 - 1) else (body.seed + choice) % (2**32 - 1)
         return Sampler(params, seed)

@@ -70,6 +70,13 @@ EOG_TEXTS = frozenset(
         "[e~[",
     }
 )
+# FIM tokens that also end a generation (llama.cpp: fim_pad, fim_rep, fim_sep):
+# tokenizer.ggml.fim_{role}_token_id, else the first of these texts found.
+FIM_EOG_TEXTS = {
+    "pad": ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
+    "rep": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
+    "sep": ("<|file_sep|>",),
+}
 # The first of these found becomes the end-of-turn id when the file names none.
 EOT_TEXTS = (
     "<|eot_id|>",
@@ -171,7 +178,9 @@ class Vocab:
         eog = {i for i, t in enumerate(tokens) if t in EOG_TEXTS}
         # llama.cpp makes these control tokens, whatever the file says.
         types[list(eog)] = TokenType.CONTROL
-        eog |= {i for i in (eos, eot, eom) if i is not None}
+        fim_end = _fim_end(meta, tokens)
+        types[list(fim_end)] = TokenType.CONTROL
+        eog |= fim_end | {i for i in (eos, eot, eom) if i is not None}
         message_end = _harmony_end(tokens, eog)
         types[list(message_end)] = TokenType.USER_DEFINED
         eog -= message_end
@@ -201,6 +210,20 @@ class Vocab:
     def is_special(self, token_id: int) -> bool:
         """CONTROL or UNKNOWN: rendered as text only when asked for."""
         return int(self.types[token_id]) in (TokenType.CONTROL, TokenType.UNKNOWN)
+
+
+def _fim_end(meta: Mapping[str, Any], tokens: list[str]) -> set[int]:
+    """llama.cpp's FIM pad / repo / file-separator tokens (one per role)."""
+    wanted = {t for texts in FIM_EOG_TEXTS.values() for t in texts}
+    index = {t: i for i, t in enumerate(tokens) if t in wanted}
+    out = set()
+    for role, texts in FIM_EOG_TEXTS.items():
+        found = _special_id(meta, f"fim_{role}_token_id", None, len(tokens))
+        if found is None:
+            found = next((index[t] for t in texts if t in index), None)
+        if found is not None:
+            out.add(found)
+    return out
 
 
 def _harmony_end(tokens: list[str], eog: set[int]) -> set[int]:

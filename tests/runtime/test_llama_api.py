@@ -222,12 +222,14 @@ def test_constructor_values_are_checked():
 def test_parameters_that_would_be_ignored_are_refused(small):
     with pytest.raises(UnsupportedParameterError, match=r"Llama\(lora_base='b.gguf'\) is not supported"):
         Llama("smollm2-135m-instruct", lora_path="a.gguf", lora_base="b.gguf", verbose=False)
+    with pytest.raises(UnsupportedParameterError, match=r"Llama\(attention_type=1\) is not supported"):
+        Llama("smollm2-135m-instruct", attention_type=1, verbose=False)
     with pytest.raises(TypeError, match="unexpected keyword argument 'n_ctxx'"):
         Llama("smollm2-135m-instruct", n_ctxx=64, verbose=False)
     with pytest.raises(UnsupportedParameterError, match="functions="):
         small.create_chat_completion([{"role": "user", "content": "Hi"}], functions=[{"name": "f"}])
-    with pytest.raises(UnsupportedParameterError, match="mirostat_mode=2"):
-        small.create_completion("Hi", max_tokens=1, mirostat_mode=2)
+    with pytest.raises(UnsupportedParameterError, match="tfs_z=0.5"):
+        small.create_completion("Hi", max_tokens=1, tfs_z=0.5)
     # defaults spelled out, and speed-only settings, are fine
     assert small.create_completion("Hi", max_tokens=1, mirostat_mode=0, grammar=None, tfs_z=1.0)["choices"]
     with Llama("smollm2-135m-instruct", n_ctx=64, use_mmap=False, n_ubatch=32, flash_attn=True, verbose=False) as llm:

@@ -232,6 +232,23 @@ def test_eog_rules_follow_llama_cpp() -> None:
     assert tok.encode("<|im_end|>", add_bos=False, special=True) == [6]
 
 
+def test_fim_pad_repo_and_file_separator_end_a_generation_as_in_llama_cpp() -> None:
+    tokens = ["<unk>", "<s>", "</s>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<|fim_prefix|>", "a", "<PAD>"]
+    meta = {
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": [2, 3, 3, 1, 1, 1, 3, 1, 1],
+        "tokenizer.ggml.eos_token_id": 2,
+    }
+    tok = Tokenizer.from_metadata(meta)
+    # one token per role (the first spelling found: <|fim_pad|> before <PAD>); FIM_PRE is not an end
+    assert tok.eot_ids == {2, 3, 4, 5}
+    assert all(tok.is_special(i) for i in (3, 4, 5)) and not tok.is_special(8)
+    # the file's own id wins over the text
+    tok = Tokenizer.from_metadata({**meta, "tokenizer.ggml.fim_pad_token_id": 8})
+    assert tok.eot_ids == {2, 4, 5, 8}
+
+
 # -- metadata errors -------------------------------------------------------------------
 
 
