@@ -259,9 +259,7 @@ def _mix_rule(s: _Counters, t: TensorSpec, mix: Mix, shape: ModelShape, new: Q) 
             new = Q.Q4_K
         elif f == F.MOSTLY_Q3_K_M:
             new = Q.Q5_K if s.i_attn_v < 2 else Q.Q4_K
-        elif f == F.MOSTLY_Q3_K_L:
-            new = Q.Q5_K
-        elif f in (F.MOSTLY_IQ4_NL, F.MOSTLY_IQ4_XS) and shape.n_gqa >= 4:
+        elif f == F.MOSTLY_Q3_K_L or (f in (F.MOSTLY_IQ4_NL, F.MOSTLY_IQ4_XS) and shape.n_gqa >= 4):
             new = Q.Q5_K
         elif f in (F.MOSTLY_Q4_K_M, F.MOSTLY_Q5_K_M) and _use_more_bits(s.i_attn_v, s.n_attn_v):
             new = Q.Q6_K

@@ -140,7 +140,8 @@ def model_shape(hp: HFConfig) -> ModelShape:
         and (hp.arch.model_arch == gguf.MODEL_ARCH.QWEN2 or hp.n_head != hp.n_head_kv)
     )
     n_expert = hp.find("num_local_experts", "num_experts", "n_routed_experts")
-    return ModelShape(hp.n_layer, hp.n_head, hp.n_head_kv, is_70b, n_expert=n_expert if isinstance(n_expert, int) else 0)
+    n_expert = n_expert if isinstance(n_expert, int) else 0
+    return ModelShape(hp.n_layer, hp.n_head, hp.n_head_kv, is_70b, n_expert=n_expert)
 
 
 def _produce(
