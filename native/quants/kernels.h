@@ -51,6 +51,8 @@ void lm_vec_dot_2r2c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void 
                                size_t y_stride);
 /* and two rows by four columns (the signed-byte formats), each result with the
  * bits of lm_vec_dot_x4_<t>_avx2 */
+void lm_vec_dot_2r4c_q4_1_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
+                               size_t y_stride);
 void lm_vec_dot_2r4c_q4_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
                                size_t y_stride);
 void lm_vec_dot_2r4c_q5_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
@@ -84,6 +86,7 @@ void lm_vec_dot_2r4c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void 
     LM_DECLARE_VNNI_PAIRS(q5_0, isa) \
     LM_DECLARE_VNNI_PAIRS(q8_0, isa) \
     LM_DECLARE_VNNI_QUADS(q4_0, isa) \
+    LM_DECLARE_VNNI_QUADS(q4_1, isa) \
     LM_DECLARE_VNNI_QUADS(q5_0, isa) \
     LM_DECLARE_VNNI_QUADS(q8_0, isa)
 LM_DECLARE_VNNI(avxvnni)

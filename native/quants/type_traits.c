@@ -64,7 +64,7 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
         k.dot24 = dot24_;                     \
     }
     LM_AVX2_PAIRS(Q4_0, q4_0, lm_vec_dot_2r2c_q4_0_avx2, lm_vec_dot_2r4c_q4_0_avx2)
-    LM_AVX2_PAIRS(Q4_1, q4_1, lm_vec_dot_2r2c_q4_1_avx2, NULL)
+    LM_AVX2_PAIRS(Q4_1, q4_1, lm_vec_dot_2r2c_q4_1_avx2, lm_vec_dot_2r4c_q4_1_avx2)
     LM_AVX2_PAIRS(Q5_0, q5_0, lm_vec_dot_2r2c_q5_0_avx2, lm_vec_dot_2r4c_q5_0_avx2)
     LM_AVX2_PAIRS(Q5_1, q5_1, NULL, NULL)
     LM_AVX2_PAIRS(Q8_0, q8_0, lm_vec_dot_2r2c_q8_0_avx2, lm_vec_dot_2r4c_q8_0_avx2)
@@ -80,7 +80,7 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
         return (simd_kernels){ lm_vec_dot_##t_##_##isa, x4_, lm_vec_dot_2r_##t_##_##isa, dot22_, dot24_, bias };
 #define LM_VNNI_TABLE(isa)                                                                                             \
     LM_VNNI_ROW(Q4_0, q4_0, lm_vec_dot_x4_q4_0_##isa, lm_vec_dot_2r2c_q4_0_##isa, lm_vec_dot_2r4c_q4_0_##isa, 8, isa)  \
-    LM_VNNI_ROW(Q4_1, q4_1, lm_vec_dot_x4_q4_1_##isa, lm_vec_dot_2r2c_q4_1_##isa, NULL, 0, isa)                        \
+    LM_VNNI_ROW(Q4_1, q4_1, lm_vec_dot_x4_q4_1_##isa, lm_vec_dot_2r2c_q4_1_##isa, lm_vec_dot_2r4c_q4_1_##isa, 0, isa)  \
     LM_VNNI_ROW(Q5_0, q5_0, lm_vec_dot_x4_q5_0_##isa, lm_vec_dot_2r2c_q5_0_##isa, lm_vec_dot_2r4c_q5_0_##isa, 16, isa) \
     LM_VNNI_ROW(Q5_1, q5_1, NULL, NULL, NULL, 0, isa)                                                                  \
     LM_VNNI_ROW(Q8_0, q8_0, lm_vec_dot_x4_q8_0_##isa, lm_vec_dot_2r2c_q8_0_##isa, lm_vec_dot_2r4c_q8_0_##isa, 128, isa)
