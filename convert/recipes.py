@@ -124,6 +124,7 @@ def allows_quantization(t: TensorSpec) -> bool:
         and t.name.endswith("weight")
         and "_norm.weight" not in t.name
         and "ffn_gate_inp.weight" not in t.name
+        and t.name not in ("position_embd.weight", "token_types.weight")  # bert's, kept as they are
     )
 
 
