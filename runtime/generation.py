@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from lamina.chat_template import ChatTemplate
+from lamina.engine.encoder import EncoderError
+from lamina.engine.encoder_session import is_encoder_file
 from lamina.engine.context import Context, ContextError, Model
 from lamina.engine.embeddings import check_pooling, embed_tokens, pooling_from_metadata
 from lamina.engine.engine import DEFAULT_MAX_QUEUE, DEFAULT_PREFILL_CHUNK, Engine
@@ -142,6 +144,11 @@ def open_session(
     sequences of the context the engine leaves to the caller. kv_unified: each
     sequence may use the whole n_ctx of the shared cache (llama.cpp's
     --kv-unified), else n_ctx / n_slots each (llama-server's -np split)."""
+    if is_encoder_file(path):
+        raise EncoderError(
+            f"{path}: an encoder model (bert) embeds and ranks, it does not generate: use "
+            "Llama(path, embedding=True).embed() / .rerank(), or lamina serve's /v1/embeddings and /v1/rerank"
+        )
     if n_slots + extra_sequences > 1 and cuda_offload_planned(gpu_layers):
         warnings.warn(
             f"CUDA offload decodes one sequence per context: {n_slots} slot(s) + {extra_sequences} spare become "
