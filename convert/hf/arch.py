@@ -483,6 +483,8 @@ def plan_tensors(hp: HFConfig, hf_shapes: dict[str, tuple[int, ...]], n_vocab_re
             out.append(
                 SourceTensor(gguf.TENSOR_NAMES[kind] + ".weight", vec.shape, kind, None, generate=partial(_same, vec))
             )
+    if arch.model_arch == gguf.MODEL_ARCH.BERT:
+        _sentence_transformers_pooling(hp)  # an unsupported pooling mode is refused before any work
     experts: dict[tuple[int, str], dict[int, tuple[str, tuple[int, ...]]]] = {}
     for hf_name, shape in hf_shapes.items():
         if arch.model_arch == gguf.MODEL_ARCH.BERT:
