@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from lamina.chat_template import ChatTemplate
-from lamina.engine.encoder import EncoderError
-from lamina.engine.encoder_session import is_encoder_file
 from lamina.engine.context import Context, ContextError, Model
 from lamina.engine.embeddings import check_pooling, embed_tokens, pooling_from_metadata
+from lamina.engine.encoder import EncoderError
+from lamina.engine.encoder_session import is_encoder_file
 from lamina.engine.engine import DEFAULT_MAX_QUEUE, DEFAULT_PREFILL_CHUNK, Engine
 from lamina.engine.offload import OffloadWarning, cuda_offload_planned
 from lamina.engine.request import Request

@@ -71,13 +71,15 @@ class EncoderLlama(Llama):
         self._closed = False
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            self._session = open_encoder_session(
+            self._enc = open_encoder_session(
                 path, n_threads=None if n_threads is None else options.n_threads(n_threads), gpu_layers=n_gpu_layers
             )
+        # Llama's embed, create_embedding and close call the session's embed_many and close, which this one has
+        self._session = self._enc  # type: ignore[assignment]
         for w in caught:
             if verbose:
                 print(f"lamina: {w.message}", file=sys.stderr)
-        s = self._session
+        s = self._enc
         self.tokenizer_ = s.tokenizer
         n_ctx = options.n_ctx(n_ctx)
         if n_ctx > s.n_ctx and verbose:
@@ -96,7 +98,7 @@ class EncoderLlama(Llama):
             )
 
     def n_embd(self) -> int:
-        return self._session.model.hparams.n_embd
+        return self._enc.model.hparams.n_embd
 
     def n_ctx(self) -> int:
         return self._n_ctx
@@ -113,7 +115,7 @@ class EncoderLlama(Llama):
             raise TypeError("rerank(query: str, documents: list[str])")
         if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
             raise ValueError(f"top_n={top_n!r}: expected a positive integer or None")
-        scores, _ = self._session.rerank(query, list(documents))
+        scores, _ = self._enc.rerank(query, list(documents))
         results = [{"index": i, "relevance_score": s} for i, s in enumerate(scores)]
         results.sort(key=lambda r: -r["relevance_score"])
         return results[:top_n] if top_n is not None else results
@@ -123,7 +125,7 @@ def _refusal(name: str):
     def refuse(self: EncoderLlama, *args: Any, **kwargs: Any) -> NoReturn:
         self._check_open()
         raise EncoderError(
-            f"{self.model_path} is an encoder model ({self._session.model.hparams.arch}): it embeds and reranks, "
+            f"{self.model_path} is an encoder model ({self._enc.model.hparams.arch}): it embeds and reranks, "
             f"{name}() needs a model that generates"
         )
 

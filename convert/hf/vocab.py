@@ -258,7 +258,9 @@ def _wordpiece_vocab(directory: Path, hp: HFConfig) -> Vocab:
         raise VocabError(f"{directory}: a bert checkpoint needs tokenizer.json (BertTokenizerFast's)")
     tok = _read_tokenizer_json(path)
     tokens, types = _hf_tokens(tok, hp, path)
-    tokens = [t if kind == CONTROL else t[2:] if t.startswith("##") else _SPM_SPACE + t for t, kind in zip(tokens, types)]
+    tokens = [
+        t if kind == CONTROL else t[2:] if t.startswith("##") else _SPM_SPACE + t for t, kind in zip(tokens, types)
+    ]
     vocab = Vocab("bert", _pre_name(tok, path), tokens, types, None, gguf.SpecialVocab(directory, n_vocab=len(tokens)))
     vocab.token_type_count = int(hp.cfg.get("type_vocab_size", 1))
     vocab.normalizer = _normalizer_flags(_json(path).get("normalizer") or {})

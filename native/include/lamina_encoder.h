@@ -65,8 +65,8 @@ typedef struct {
  * types [n] (NULL: all 0) at positions 0..n-1, on tp's threads.
  * LM_ERR_TOKEN for a token or type out of range, LM_ERR_ARG for n outside
  * [1, n_pos], LM_ERR_NOMEM. */
-int lm_encoder_run(lm_threadpool *tp, const lm_encoder_params *p, const lm_encoder_layer *layers,
-                   const int32_t *tokens, const int32_t *types, int32_t n, float *hidden);
+int lm_encoder_run(lm_threadpool *tp, const lm_encoder_params *p, const lm_encoder_layer *layers, const int32_t *tokens,
+                   const int32_t *types, int32_t n, float *hidden);
 /* LM_CDEF_END */
 
 #ifdef __cplusplus

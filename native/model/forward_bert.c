@@ -98,8 +98,8 @@ static int matmul(lm_threadpool *tp, const lm_matrix *w, int64_t rows, int64_t c
     return rc;
 }
 
-int lm_encoder_run(lm_threadpool *tp, const lm_encoder_params *p, const lm_encoder_layer *layers,
-                   const int32_t *tokens, const int32_t *types, int32_t n, float *hidden) {
+int lm_encoder_run(lm_threadpool *tp, const lm_encoder_params *p, const lm_encoder_layer *layers, const int32_t *tokens,
+                   const int32_t *types, int32_t n, float *hidden) {
     if (!p || !layers || !tokens || !hidden || !tp) return lm_set_error(LM_ERR_ARG, "lm_encoder_run: NULL argument");
     if (n < 1 || n > p->n_pos)
         return lm_set_error(LM_ERR_ARG, "lm_encoder_run: %d tokens, expected 1 to %d (the position table)", n,
@@ -141,7 +141,7 @@ int lm_encoder_run(lm_threadpool *tp, const lm_encoder_params *p, const lm_encod
         if (rc == LM_OK) rc = matmul(tp, &L->wk, E, E, x, T, k, L->bk);
         if (rc == LM_OK) rc = matmul(tp, &L->wv, E, E, x, T, v, L->bv);
         if (rc != LM_OK) break;
-        attn_job job = {q, k, v, att, scores, T, E, d, p->n_head, 1.0f / sqrtf((float)d)};
+        attn_job job = { q, k, v, att, scores, T, E, d, p->n_head, 1.0f / sqrtf((float)d) };
         lm_threadpool_run(tp, attn_task, &job);
         rc = matmul(tp, &L->wo, E, E, att, T, proj, L->bo);
         if (rc != LM_OK) break;

@@ -253,7 +253,10 @@ def encoder_forward(
     x = W[tensor_name(MODEL_TENSOR.TOKEN_EMBD)][tokens] + W[tensor_name(MODEL_TENSOR.TOKEN_TYPES)][tt]
     x = norm(x + W[tensor_name(MODEL_TENSOR.POS_EMBD)][:T_], MODEL_TENSOR.TOKEN_EMBD_NORM)  # [T, E]
     for il in range(hp.n_layer):
-        q, k, v = (lin(x, kind, il).reshape(T_, H, D) for kind in (MODEL_TENSOR.ATTN_Q, MODEL_TENSOR.ATTN_K, MODEL_TENSOR.ATTN_V))
+        q, k, v = (
+            lin(x, kind, il).reshape(T_, H, D)
+            for kind in (MODEL_TENSOR.ATTN_Q, MODEL_TENSOR.ATTN_K, MODEL_TENSOR.ATTN_V)
+        )
         s = np.einsum("thd,uhd->htu", q, k) / np.sqrt(D)  # [H, T, T], no mask
         p = np.exp(s - s.max(axis=-1, keepdims=True))
         p /= p.sum(axis=-1, keepdims=True)

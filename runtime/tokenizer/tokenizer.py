@@ -2,7 +2,8 @@
 
 `Tokenizer.from_metadata(meta)` reads `tokenizer.ggml.*` and picks the
 algorithm: byte-level BPE (`gpt2`, runtime/tokenizer/bpe.py), SentencePiece
-(`llama`, runtime/tokenizer/spm.py) or WordPiece (`bert`, runtime/tokenizer/wpm.py). What is common to both lives here, as in
+(`llama`, runtime/tokenizer/spm.py) or WordPiece (`bert`,
+runtime/tokenizer/wpm.py). What is common to them lives here, as in
 llama.cpp's `llama_vocab::impl::tokenize`: special tokens are cut out of the
 text first, BOS/EOS are added per the file's flags, and SPM text after the
 start or a special token gets its dummy space prefix.

@@ -193,5 +193,7 @@ def test_converted_from_the_command_line(files, tmp_path: Path) -> None:
     subprocess.run([*lamina, "convert", str(files["rerank"][0]), "-o", str(out), "--f16"], check=True, timeout=300)
     shown = subprocess.run([*lamina, "inspect", str(out)], check=True, capture_output=True, text=True, timeout=120)
     assert "bert" in shown.stdout
-    ran = subprocess.run([*lamina, "run", str(out), "-p", "Hello", "-n", "4"], capture_output=True, text=True, timeout=120)
+    ran = subprocess.run(
+        [*lamina, "run", str(out), "-p", "Hello", "-n", "4"], capture_output=True, text=True, timeout=120
+    )
     assert ran.returncode != 0 and "does not generate" in ran.stderr and "Traceback" not in ran.stderr

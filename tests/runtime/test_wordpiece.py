@@ -87,7 +87,9 @@ def test_matches_bert_tokenizer_fast(bert_files: tuple[Path, Path]) -> None:
         hf(q, d).input_ids
     )
     # special tokens in text are plain text unless asked for
-    assert tok.encode("[CLS]", add_bos=False) == hf("[CLS]", add_special_tokens=False, split_special_tokens=True).input_ids
+    assert (
+        tok.encode("[CLS]", add_bos=False) == hf("[CLS]", add_special_tokens=False, split_special_tokens=True).input_ids
+    )
 
 
 def test_decode_round_trip(bert_files: tuple[Path, Path]) -> None:

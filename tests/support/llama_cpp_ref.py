@@ -85,7 +85,8 @@ if job["op"] == "embed":
                           n_batch=job["n_ctx"], n_ubatch=job["n_ctx"], n_threads=2, verbose=False)
     ids = [llm.tokenize(t.encode(), add_bos=True, special=True) for t in job["texts"]]
     vecs = [llm.embed(t, normalize=False) for t in job["texts"]]
-    np.savez(job["out"], vectors=np.asarray(vecs, np.float32), **{f"tokens{i}": np.asarray(t) for i, t in enumerate(ids)})
+    toks = {f"tokens{i}": np.asarray(t) for i, t in enumerate(ids)}
+    np.savez(job["out"], vectors=np.asarray(vecs, np.float32), **toks)
     sys.exit(0)
 llm = llama_cpp.Llama(model_path=job["model"], n_ctx=job["n_ctx"], logits_all=True, n_threads=2, verbose=False)
 ids = job["tokens"] if job["tokens"] is not None else llm.tokenize(job["text"].encode(), add_bos=True)
@@ -141,7 +142,9 @@ def llama_cpp_logits(
             return z["tokens"].tolist(), z["logits"]
 
 
-def llama_cpp_embeddings(model: Path, texts: list[str], pooling: int, n_ctx: int = 128) -> tuple[list[list[int]], np.ndarray]:
+def llama_cpp_embeddings(
+    model: Path, texts: list[str], pooling: int, n_ctx: int = 128
+) -> tuple[list[list[int]], np.ndarray]:
     """llama.cpp's tokens of each text (with its special tokens) and its pooled,
     unnormalized embeddings f32 [n_texts, n_embd] (llama-cpp-python's embedding
     mode; pooling: llama.cpp's id, 1 mean, 2 cls)."""
