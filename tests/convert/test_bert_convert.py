@@ -21,9 +21,7 @@ from lamina.convert.pipeline import run_job
 from lamina.convert.recipes import get_mix
 from lamina.gguf.reader import GGUFFile
 from support.llama_cpp_ref import have_llama_cpp, llama_quantize, reference_gguf
-from support.tiny_bert import tiny_bert_checkpoint
-
-KINDS = ("mean", "rerank")
+from support.tiny_bert import cached_tiny_bert
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +30,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory):
 
     def get(kind: str) -> Path:
         if kind not in made:
-            made[kind] = tiny_bert_checkpoint(kind, tmp_path_factory.mktemp("hf") / f"tiny-bert-{kind}")
+            made[kind] = cached_tiny_bert(kind)
         return made[kind]
 
     return get
@@ -45,8 +43,7 @@ def encoder():
     enc.close()
 
 
-@pytest.mark.parametrize("mix", ["f32", "f16", "q8_0"])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("kind", "mix"), [("mean", "f32"), ("mean", "f16"), ("rerank", "f32"), ("rerank", "q8_0")])
 def test_convert_matches_llama_cpp(kind: str, mix: str, checkpoint, encoder, tmp_path: Path) -> None:
     if not have_llama_cpp():
         pytest.skip("llama-cpp-python is not installed: no llama-quantize")

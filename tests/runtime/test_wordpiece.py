@@ -59,9 +59,9 @@ def bert_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from lamina.convert.hf.convert import plan_hf
     from lamina.convert.pipeline import run_job
     from lamina.convert.recipes import get_mix
-    from support.tiny_bert import tiny_bert_checkpoint
+    from support.tiny_bert import cached_tiny_bert
 
-    hf = tiny_bert_checkpoint("mean", tmp_path_factory.mktemp("hf") / "tiny-bert")
+    hf = cached_tiny_bert("mean")
     out = tmp_path_factory.mktemp("gguf") / "bert.gguf"
     enc = Encoder(1)
     try:

@@ -1,8 +1,9 @@
 """`lamina serve` on encoder models (tests/support/tiny_bert.py, converted):
 /v1/embeddings through the openai client equals Llama.embed; llama-server's
 rerank endpoints (/v1/rerank, /rerank) equal Llama.rerank, with top_n and
-return_documents; a model without a classifier head is a 400 on rerank, and
-generation on an encoder is a 400 naming it."""
+return_documents; generation on an encoder is a 400 naming it. The
+cross-encoder runs in a real server process; the embedding model (whose
+rerank is a 400) in the app in this process, which costs no second start."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from lamina.convert.hf.convert import plan_hf  # noqa: E402
 from lamina.convert.pipeline import run_job  # noqa: E402
 from lamina.convert.recipes import get_mix  # noqa: E402
 from support.serve_process import start_server, stop_server  # noqa: E402
-from support.tiny_bert import tiny_bert_checkpoint  # noqa: E402
+from support.tiny_bert import cached_tiny_bert  # noqa: E402
 
 ALIAS = "tiny-bert"
 QUERY = "what is the giant panda?"
@@ -32,20 +33,44 @@ def _converted(kind: str, tmp: Path) -> Path:
     out = tmp / f"bert-{kind}.gguf"
     enc = Encoder(1)
     try:
-        run_job(plan_hf(tiny_bert_checkpoint(kind, tmp / f"hf-{kind}"), get_mix("f32"), enc, out))
+        run_job(plan_hf(cached_tiny_bert(kind), get_mix("f32"), enc, out))
     finally:
         enc.close()
     return out
 
 
-@pytest.fixture(scope="module", params=["rerank", "mean"])
-def served(request, tmp_path_factory: pytest.TempPathFactory):
-    gguf = _converted(request.param, tmp_path_factory.mktemp(request.param))
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    """a real `lamina serve` process on the cross-encoder"""
+    gguf = _converted("rerank", tmp_path_factory.mktemp("rerank"))
     proc, base = start_server(str(gguf), "-t", "2", "--alias", ALIAS)
     try:
-        yield request.param, gguf, base
+        yield "rerank", gguf, base
     finally:
         stop_server(proc)
+
+
+def test_embedding_model_in_process(tmp_path: Path) -> None:
+    """The embedding model (no classifier head) on the app in this process:
+    embeddings as Llama's, rerank a 400."""
+    from fastapi.testclient import TestClient
+
+    from lamina.server.app import create_app
+    from lamina.server.service import ServerConfig, Service
+
+    gguf = _converted("mean", tmp_path)
+    service = Service(ServerConfig(model=gguf, alias=ALIAS, n_threads=2))
+    service.load()
+    assert service.load_error is None, service.load_error
+    with TestClient(create_app(service, load_in_background=False)) as client:
+        r = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "not_a_reranker"
+        out = client.post("/v1/embeddings", json={"input": "Hello, World!", "model": ALIAS}).json()
+        with Llama(str(gguf), embedding=True, verbose=False) as llm:
+            want = llm.embed("Hello, World!", normalize=True)
+        np.testing.assert_allclose(out["data"][0]["embedding"], want, rtol=0, atol=1e-6)
+        r = client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 4})
+        assert r.status_code == 400 and "encoder model" in r.json()["error"]["message"]
 
 
 def test_embeddings_equal_llama(served) -> None:
@@ -60,12 +85,9 @@ def test_embeddings_equal_llama(served) -> None:
 
 
 def test_rerank(served) -> None:
-    kind, gguf, base = served
+    _, gguf, base = served
     body = {"model": ALIAS, "query": QUERY, "documents": DOCS}
     r = httpx.post(f"{base}/v1/rerank", json=body, timeout=60)
-    if kind != "rerank":
-        assert r.status_code == 400 and r.json()["error"]["code"] == "not_a_reranker"
-        return
     assert r.status_code == 200, r.text
     got = r.json()
     assert got["object"] == "list" and got["model"] == ALIAS

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from lamina.gguf.reader import GGUFFile
+from lamina.model_cache import cache_dir
 from support.vocab_vectors import vocab_tests_dir
+
+VERSION = 1  # bump when CONFIG or the weights' draw change: cached checkpoints are rebuilt
 
 CONTROL = 3
 CONFIG: dict[str, Any] = {
@@ -48,6 +51,27 @@ def bert_vocab_txt(path: Path) -> Path:
             lines.append("##" + tok)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def cached_tiny_bert(kind: str) -> Path:
+    """tiny_bert_checkpoint(kind) built once into the cache (so llama.cpp's
+    conversion of it, support.llama_cpp_ref.reference_gguf, is cached too)."""
+    import os
+    import shutil
+    import tempfile
+
+    target = cache_dir() / "tiny-bert" / f"{kind}-v{VERSION}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent))
+    try:
+        tiny_bert_checkpoint(kind, tmp / "ckpt")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp / "ckpt", target)  # whole or not at all
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def tiny_bert_checkpoint(kind: str, directory: Path, seed: int = 0) -> Path:
