@@ -127,11 +127,15 @@ def tensor_order(names: list[str]) -> list[str]:
 
 
 def allows_quantization(t: TensorSpec) -> bool:
+    n_dims = len(t.ne)
+    while n_dims > 1 and t.ne[n_dims - 1] == 1:  # ggml_n_dims: a [64, 1] classifier row is a vector
+        n_dims -= 1
     return (
-        len(t.ne) >= 2
+        n_dims >= 2
         and t.name.endswith("weight")
         and "_norm.weight" not in t.name
         and "ffn_gate_inp.weight" not in t.name
+        and t.name not in ("position_embd.weight", "token_types.weight")  # bert's, kept as they are
     )
 
 

@@ -73,7 +73,11 @@ class StreamingGGUF:
         self.table: list[OutTensor] = []
 
     def add_tensor_info(self, t: OutTensor) -> None:
-        self.w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.type)
+        # ggml_n_dims, which llama-quantize writes: trailing ne of 1 (leading in numpy order) drop
+        shape = t.shape
+        while len(shape) > 1 and shape[0] == 1:
+            shape = shape[1:]
+        self.w.add_tensor_info(t.name, shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.type)
         self.table.append(t)
 
     def begin(self) -> None:

@@ -14,6 +14,8 @@ import numpy as np
 from lamina.chat_template import ChatTemplate
 from lamina.engine.context import Context, ContextError, Model
 from lamina.engine.embeddings import check_pooling, embed_tokens, pooling_from_metadata
+from lamina.engine.encoder import EncoderError
+from lamina.engine.encoder_session import is_encoder_file
 from lamina.engine.engine import DEFAULT_MAX_QUEUE, DEFAULT_PREFILL_CHUNK, Engine
 from lamina.engine.lora import LoraSet, load_loras
 from lamina.engine.offload import OffloadWarning, cuda_offload_planned
@@ -150,6 +152,11 @@ def open_session(
     --kv-unified), else n_ctx / n_slots each (llama-server's -np split).
     loras: LoRA adapter files and their scales (llama.cpp's --lora-scaled),
     applied at run time (session.loras; lamina.engine.lora)."""
+    if is_encoder_file(path):
+        raise EncoderError(
+            f"{path}: an encoder model (bert) embeds and ranks, it does not generate: use "
+            "Llama(path, embedding=True).embed() / .rerank(), or lamina serve's /v1/embeddings and /v1/rerank"
+        )
     if n_slots + extra_sequences > 1 and cuda_offload_planned(gpu_layers):
         warnings.warn(
             f"CUDA offload decodes one sequence per context: {n_slots} slot(s) + {extra_sequences} spare become "

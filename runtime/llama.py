@@ -70,6 +70,18 @@ class LlamaClosedError(RuntimeError):
 
 
 class Llama:
+    def __new__(cls, model_path: str | None = None, *args: Any, **kwargs: Any) -> Llama:
+        # an encoder (bert) file gets the embedding/rerank-only subclass (lamina.llama_encoder)
+        if cls is Llama and model_path is not None:
+            from lamina.engine.encoder_session import is_encoder_file
+
+            path = options.model_file(model_path)
+            if is_encoder_file(path):
+                from lamina.llama_encoder import EncoderLlama
+
+                return super().__new__(EncoderLlama)
+        return super().__new__(cls)
+
     def __init__(
         self,
         model_path: str,
@@ -319,7 +331,7 @@ class Llama:
         if not self.embedding:
             raise RuntimeError("Llama model must be created with embedding=True to call this method")
         inputs = [input] if isinstance(input, str) else list(input)
-        limit = self._ctx.n_ctx_seq
+        limit = self.n_ctx()
         token_lists = []
         for text in inputs:
             tokens = self.tokenize(text.encode("utf-8"), add_bos=True, special=True)

@@ -24,11 +24,13 @@ config that omits them converts the same without transformers.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import gguf
@@ -51,6 +53,8 @@ class Arch:
     required: tuple[gguf.MODEL_TENSOR, ...]  # per block
     skip_lm_head: bool = False
     llama_family: bool = False  # llama.cpp's LlamaModel or a subclass: q/k permuted, vocab_size + rope dims written
+    # whole-model tensors every checkpoint must have
+    globals_required: tuple[gguf.MODEL_TENSOR, ...] = (T.TOKEN_EMBD, T.OUTPUT_NORM)
 
     @property
     def name(self) -> str:
@@ -164,6 +168,19 @@ ARCHES: tuple[Arch, ...] = (
 )
 
 
+# bert (llama.cpp's BertModel): an encoder with absolute positions, token
+# types and post-norm blocks whose LayerNorms have biases (lamina.convert.hf.bert)
+ARCHES += (
+    Arch(
+        gguf.MODEL_ARCH.BERT,
+        ("BertModel", "BertForMaskedLM", "BertForSequenceClassification"),
+        {"layer_norm_eps": 1e-12, "max_position_embeddings": 512, "type_vocab_size": 2},
+        (T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.ATTN_OUT, T.ATTN_OUT_NORM, T.FFN_UP, T.FFN_DOWN, T.LAYER_OUT_NORM),
+        globals_required=(T.TOKEN_EMBD, T.TOKEN_TYPES, T.POS_EMBD, T.TOKEN_EMBD_NORM),
+    ),
+)
+
+
 def supported_architectures() -> list[str]:
     return [n for a in ARCHES for n in a.hf_names]
 
@@ -190,6 +207,7 @@ class HFConfig:
     arch: Arch
     cfg: dict[str, Any]
     rope: dict[str, Any] = field(default_factory=dict)
+    directory: Path | None = None  # the checkpoint's folder (bert: sentence-transformers' pooling files)
 
     def find(self, *keys: str) -> Any:
         return next((self.cfg[k] for k in keys if self.cfg.get(k) is not None), None)
@@ -217,7 +235,7 @@ class HFConfig:
 
     @property
     def n_head_kv(self) -> int:
-        return self.need("num_key_value_heads")
+        return self.need("num_key_value_heads") if self.cfg.get("num_key_value_heads") is not None else self.n_head
 
     @property
     def head_dim(self) -> int:
@@ -237,7 +255,7 @@ def load_hparams(arch: Arch, config: dict[str, Any]) -> HFConfig:
     for key, value in arch.defaults.items():
         if cfg.get(key) is None and key not in ("rope_theta", "rope_local_base_freq"):
             cfg[key] = value
-    if cfg.get("num_key_value_heads") is None:
+    if cfg.get("num_key_value_heads") is None and arch.model_arch != gguf.MODEL_ARCH.BERT:
         cfg["num_key_value_heads"] = cfg.get("num_attention_heads")
     hp = HFConfig(arch, cfg)
     if arch.model_arch == gguf.MODEL_ARCH.LLAMA and cfg.get("head_dim") is None:
@@ -258,7 +276,7 @@ def load_hparams(arch: Arch, config: dict[str, Any]) -> HFConfig:
             local = arch.defaults["rope_local_base_freq"]
         if local is not None:
             rope["sliding_attention"] = {"rope_theta": local}
-        if "rope_theta" not in rope:
+        if "rope_theta" not in rope and "rope_theta" in arch.defaults:
             rope["rope_theta"] = cfg.get("rope_theta") or arch.defaults["rope_theta"]
         if "rope_type" not in rope and rope.get("type") is not None:
             rope["rope_type"] = rope["type"]
@@ -273,6 +291,9 @@ def write_hparams(w: gguf.GGUFWriter, hp: HFConfig, file_type: int) -> None:
         return
     if hp.arch.model_arch == gguf.MODEL_ARCH.PHI3:
         _write_phi3_hparams(w, hp, file_type)
+        return
+    if hp.arch.model_arch == gguf.MODEL_ARCH.BERT:
+        write_bert_hparams(w, hp, file_type)
         return
     w.add_block_count(hp.n_layer)
     if (n_ctx := hp.find("max_position_embeddings", "n_ctx", "n_positions", "max_length")) is not None:
@@ -462,8 +483,21 @@ def plan_tensors(hp: HFConfig, hf_shapes: dict[str, tuple[int, ...]], n_vocab_re
             out.append(
                 SourceTensor(gguf.TENSOR_NAMES[kind] + ".weight", vec.shape, kind, None, generate=partial(_same, vec))
             )
+    if arch.model_arch == gguf.MODEL_ARCH.BERT:
+        _sentence_transformers_pooling(hp)  # an unsupported pooling mode is refused before any work
     experts: dict[tuple[int, str], dict[int, tuple[str, tuple[int, ...]]]] = {}
     for hf_name, shape in hf_shapes.items():
+        if arch.model_arch == gguf.MODEL_ARCH.BERT:
+            if (gguf_side := bert_source_name(hp, hf_name)) is None:
+                continue
+            mapped = name_map.get_type_and_name(gguf_side, try_suffixes=(".weight", ".bias"))
+            if mapped is None:
+                raise CheckpointError(f"tensor {hf_name!r} {shape} has no GGUF name for the bert architecture")
+            want = expected.get((mapped[0], mapped[1].endswith(".bias")))
+            if want is not None and tuple(shape) != want:
+                raise TensorShapeError(f"tensor {hf_name!r} has shape {tuple(shape)}; config.json implies {want}")
+            out.append(SourceTensor(mapped[1], tuple(shape), mapped[0], hf_name))
+            continue
         if hf_name.endswith(_SKIPPED_SUFFIXES) or (arch.skip_lm_head and hf_name == "lm_head.weight"):
             continue
         if m := _EXPERT.match(hf_name):
@@ -564,6 +598,12 @@ def _expected_shapes(hp: HFConfig) -> dict[tuple[gguf.MODEL_TENSOR, bool], tuple
         shapes[(T.FFN_UP, False)] = (2 * ff, e)
     if hp.arch.model_arch == gguf.MODEL_ARCH.OLMO2:  # over the whole projections
         shapes[(T.ATTN_Q_NORM, False)], shapes[(T.ATTN_K_NORM, False)] = (q,), (kv,)
+    if hp.arch.model_arch == gguf.MODEL_ARCH.BERT:
+        shapes[(T.POS_EMBD, False)] = (hp.need("max_position_embeddings"), e)
+        shapes[(T.TOKEN_TYPES, False)] = (hp.need("type_vocab_size"), e)
+        shapes[(T.ATTN_OUT, True)], shapes[(T.FFN_UP, True)], shapes[(T.FFN_DOWN, True)] = (e,), (ff,), (e,)
+        for norm in (T.TOKEN_EMBD_NORM, T.ATTN_OUT_NORM, T.LAYER_OUT_NORM):
+            shapes[(norm, False)] = shapes[(norm, True)] = (e,)
     for norm in (T.OUTPUT_NORM, T.ATTN_NORM, T.FFN_NORM, T.ATTN_POST_NORM, T.FFN_PRE_NORM, T.FFN_POST_NORM):
         shapes[(norm, False)] = (e,)
     return shapes
@@ -571,7 +611,7 @@ def _expected_shapes(hp: HFConfig) -> dict[tuple[gguf.MODEL_TENSOR, bool], tuple
 
 def _check_complete(hp: HFConfig, tensors: list[SourceTensor]) -> None:
     have = {t.name for t in tensors}
-    want = [gguf.TENSOR_NAMES[T.TOKEN_EMBD] + ".weight", gguf.TENSOR_NAMES[T.OUTPUT_NORM] + ".weight"]
+    want = [gguf.TENSOR_NAMES[k] + ".weight" for k in hp.arch.globals_required]
     want += [gguf.TENSOR_NAMES[k].format(bid=b) + ".weight" for b in range(hp.n_layer) for k in hp.arch.required]
     missing = [n for n in want if n not in have]
     if missing:
@@ -606,3 +646,85 @@ def _llama3_rope_freqs(hp: HFConfig) -> SourceTensor | None:
         return np.asarray(factors, dtype=np.float32)
 
     return SourceTensor(gguf.TENSOR_NAMES[T.ROPE_FREQS] + ".weight", (dim // 2,), T.ROPE_FREQS, None, generate=generate)
+
+
+# -- bert ---------------------------------------------------------------------
+
+
+def bert_labels(hp: HFConfig) -> list[str] | None:
+    """The classifier's labels llama.cpp writes (none for AutoConfig's two dummy ones)."""
+    labels = hp.cfg.get("id2label")
+    if not labels or (len(labels) == 2 and str(labels.get("0", labels.get(0))) == "LABEL_0"):
+        return None
+    return [v for _, v in sorted(((int(k), v) for k, v in labels.items()))]
+
+
+def bert_source_name(hp: HFConfig, hf_name: str) -> str | None:
+    """The name llama.cpp's BertModel maps for an HF tensor, or None when it drops it
+    (the pooler, the masked-LM and next-sentence heads, position_ids)."""
+    name = hf_name.removeprefix("bert.")
+    if name.endswith(".gamma"):
+        name = name[: -len(".gamma")] + ".weight"
+    if name.endswith(".beta"):
+        name = name[: -len(".beta")] + ".bias"
+    if name in ("embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"):
+        return None
+    if name.startswith(("cls.predictions", "cls.seq_relationship")):
+        return None
+    if bert_labels(hp) and name in ("classifier.weight", "classifier.bias"):
+        name = "classifier.out_proj." + name.rsplit(".", 1)[1]  # a sequence classifier's single projection
+    return name
+
+
+def write_bert_hparams(w: gguf.GGUFWriter, hp: HFConfig, file_type: int) -> None:
+    """TextModel's common keys as a BertConfig yields them, then bert's own."""
+    w.add_block_count(hp.n_layer)
+    if (n_ctx := hp.find("max_position_embeddings", "n_ctx", "n_positions", "max_length")) is not None:
+        w.add_context_length(n_ctx)
+    w.add_embedding_length(hp.n_embd)
+    w.add_feed_forward_length(hp.n_ff)
+    w.add_head_count(hp.n_head)
+    if (n_kv := hp.cfg.get("num_key_value_heads")) is not None:
+        w.add_head_count_kv(n_kv)
+    if hp.cfg.get("is_causal") is False:
+        w.add_causal_attention(False)
+    if (eps := hp.find("layer_norm_eps", "layer_norm_epsilon", "norm_epsilon")) is not None:
+        w.add_layer_norm_eps(eps)
+    w.add_file_type(file_type)
+    w.add_causal_attention(False)
+    if (pooling := _sentence_transformers_pooling(hp)) is not None:
+        w.add_pooling_type(pooling)
+    if (labels := bert_labels(hp)) is not None:
+        w.add_classifier_output_labels(labels)
+
+
+def _sentence_transformers_pooling(hp: HFConfig) -> gguf.PoolingType | None:
+    """The Pooling module's mode from modules.json, as llama.cpp's _try_set_pooling_type reads it."""
+    directory = hp.directory
+    if directory is None:
+        return None
+    modules_path = directory / "modules.json"
+    if not modules_path.is_file():
+        return None
+    modules = _read_json(modules_path)
+    path = next((m["path"] for m in modules if str(m.get("type", "")).endswith("Pooling")), None)
+    if path is None:
+        return None
+    pooling = _read_json(directory / path / "config.json")
+    modes = {"mean": gguf.PoolingType.MEAN, "cls": gguf.PoolingType.CLS, "lasttoken": gguf.PoolingType.LAST}
+    if pooling.get("pooling_mode_mean_tokens"):
+        return gguf.PoolingType.MEAN
+    if pooling.get("pooling_mode_cls_token"):
+        return gguf.PoolingType.CLS
+    if pooling.get("pooling_mode_lasttoken"):
+        return gguf.PoolingType.LAST
+    if (mode := pooling.get("pooling_mode")) in modes:
+        return modes[mode]
+    raise CheckpointError(f"{directory / path / 'config.json'}: only mean, cls and lasttoken pooling are supported")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable: {' '.join(str(e).split())}") from None

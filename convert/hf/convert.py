@@ -54,6 +54,7 @@ def plan_hf(
     ckpt = HFCheckpoint(hf_dir)
     arch = detect(ckpt.config, str(hf_dir / "config.json"))
     hp = load_hparams(arch, ckpt.config)
+    hp.directory = hf_dir
     vocab = load_vocab(hf_dir, hp)
     sources = {s.name: s for s in plan_tensors(hp, {n: t.shape for n, t in ckpt.tensors.items()}, vocab.n_real)}
 

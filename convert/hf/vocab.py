@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,9 @@ PRE_BY_HASH: dict[str, str] = {
     "35d91631860c815f952d711435f48d356ebac988362536bed955d43bfa436e34": "starcoder",
     "32d85c31273f8019248f2559fed492d929ea28b17e51d81d3bb36fff23ca72b3": "stablelm2",
     "ccc2ef013c104be7bae2965776d611e1d7a8a2a9c547dd93a682c9a9fc80352e": "gpt-4o",
+    # bert-base-uncased's WordPiece (BGE, MiniLM): llama.cpp's table lists it as
+    # bert-bge, then again as jina-v2-en, and the last match wins
+    "0876d13b50744004aa9aeae05e7b0647eac9d801b5ba4668afc01e709c15e19f": "jina-v2-en",
 }
 
 # SentencePiece token types as GGUF stores them
@@ -70,12 +73,18 @@ class Vocab:
     add_space_prefix_before: bool | None = None
     add_space_prefix_after: bool | None = None
     add_bos_after: bool | None = None
+    # bert: token type embeddings' count (before the model key), and the
+    # tokenizer.json normalizer's flags (after the special tokens)
+    token_type_count: int | None = None
+    normalizer: dict[str, bool] = field(default_factory=dict)
 
     @property
     def n_real(self) -> int:
         return len(self.tokens)
 
     def write(self, w: gguf.GGUFWriter) -> None:
+        if self.token_type_count is not None:
+            w.add_token_type_count(self.token_type_count)
         if self.add_space_prefix_before is not None:
             w.add_add_space_prefix(self.add_space_prefix_before)
         w.add_tokenizer_model(self.model)
@@ -85,6 +94,8 @@ class Vocab:
             w.add_token_scores(self.scores)
         w.add_token_types(self.toktypes)
         self.special.add_to_gguf(w, quiet=True)
+        for key, value in self.normalizer.items():
+            w.add_bool(key, value)
         if self.add_space_prefix_after is not None:
             w.add_add_space_prefix(self.add_space_prefix_after)
         if self.add_bos_after is not None:
@@ -113,6 +124,8 @@ def load_vocab(directory: Path, hp: HFConfig) -> Vocab:
             f"{directory}: phi3 SentencePiece vocabularies are not converted yet (only GPT2Tokenizer ones); "
             "llama.cpp's convert_hf_to_gguf.py converts it, and lamina runs the file"
         )
+    if arch == gguf.MODEL_ARCH.BERT:
+        return _wordpiece_vocab(directory, hp)
     if has_spm:
         vocab = _spm_vocab(directory, hp)
         if arch in (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3):
@@ -189,13 +202,23 @@ def _llama_hf_vocab(directory: Path) -> Vocab | None:
 
 
 def _bpe_vocab(directory: Path, hp: HFConfig) -> Vocab:
+    path = directory / "tokenizer.json"
+    tok = _read_tokenizer_json(path)
+    tokens, types = _hf_tokens(tok, hp, path)
+    return Vocab("gpt2", _pre_name(tok, path), tokens, types, None, gguf.SpecialVocab(directory, load_merges=True))
+
+
+def _read_tokenizer_json(path: Path) -> Any:
     from tokenizers import Tokenizer
 
-    path = directory / "tokenizer.json"
     try:
-        tok = Tokenizer.from_file(str(path))
+        return Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception on bad files
         raise VocabError(f"{path}: unreadable tokenizer: {' '.join(str(e).split())}") from None
+
+
+def _hf_tokens(tok: Any, hp: HFConfig, path: Path) -> tuple[list[str], list[int]]:
+    """Tokens by id and their types, as llama.cpp's get_vocab_base reads a tokenizer.json."""
     by_id = {i: t for t, i in tok.get_vocab(with_added_tokens=True).items()}
     added = tok.get_added_tokens_decoder()
     n = int(hp.cfg.get("vocab_size") or len(by_id))
@@ -223,7 +246,44 @@ def _bpe_vocab(directory: Path, hp: HFConfig) -> Vocab:
         else:
             types.append(NORMAL)
         tokens.append(text)
-    return Vocab("gpt2", _pre_name(tok, path), tokens, types, None, gguf.SpecialVocab(directory, load_merges=True))
+    return tokens, types
+
+
+def _wordpiece_vocab(directory: Path, hp: HFConfig) -> Vocab:
+    """BERT's WordPiece as llama.cpp's BertModel writes it: "phantom space"
+    tokens (a word-initial piece gets a leading U+2581, a "##" continuation
+    loses its "##", control tokens stay as they are)."""
+    path = directory / "tokenizer.json"
+    if not path.is_file():
+        raise VocabError(f"{directory}: a bert checkpoint needs tokenizer.json (BertTokenizerFast's)")
+    tok = _read_tokenizer_json(path)
+    tokens, types = _hf_tokens(tok, hp, path)
+    tokens = [
+        t if kind == CONTROL else t[2:] if t.startswith("##") else _SPM_SPACE + t for t, kind in zip(tokens, types)
+    ]
+    vocab = Vocab("bert", _pre_name(tok, path), tokens, types, None, gguf.SpecialVocab(directory, n_vocab=len(tokens)))
+    vocab.token_type_count = int(hp.cfg.get("type_vocab_size", 1))
+    vocab.normalizer = _normalizer_flags(_json(path).get("normalizer") or {})
+    return vocab
+
+
+def _normalizer_flags(spec: dict[str, Any]) -> dict[str, bool]:
+    """tokenizer.ggml.normalizer.* from a tokenizer.json normalizer (newer
+    gguf-py's SpecialVocab writes them; the pinned one does not)."""
+    flags: dict[str, bool] = {}
+    kind = spec.get("type")
+    if kind == "Lowercase":
+        flags["lowercase"] = True
+    elif kind == "StripAccents":
+        flags["strip_accents"] = True
+    elif kind == "BertNormalizer":
+        for key in ("lowercase", "strip_accents"):
+            if spec.get(key) is not None:
+                flags[key] = bool(spec[key])
+    elif kind == "Sequence":
+        for sub in spec.get("normalizers", []):
+            flags.update(_normalizer_flags(sub))
+    return {f"tokenizer.ggml.normalizer.{k}": flags[k] for k in ("lowercase", "strip_accents") if k in flags}
 
 
 def _pre_name(tok: Any, path: Path) -> str:

@@ -20,6 +20,7 @@ from gguf import MODEL_TENSOR, GGMLQuantizationType
 from gguf.quants import dequantize as gguf_dequantize
 from gguf.quants import quantize as gguf_quantize
 
+from lamina.engine.encoder import EncoderHParams
 from lamina.engine.loader import HParams, LayerConfig, tensor_name
 from lamina.gguf.reader import GGUFFile
 
@@ -216,3 +217,51 @@ def forward(
         return x
     head = MODEL_TENSOR.TOKEN_EMBD if hp.tied_output else MODEL_TENSOR.OUTPUT
     return softcap(x @ W[tensor_name(head)].T / hp.logit_scale, hp.final_softcap)  # [T, V]
+
+
+# -- encoders (bert) -----------------------------------------------------------
+
+
+def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    # x: [..., n]
+    mu = x.mean(axis=-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w + b
+
+
+def gelu_erf(x: np.ndarray) -> np.ndarray:
+    from math import erf
+
+    return 0.5 * x * (1.0 + np.vectorize(erf)(x / np.sqrt(2.0)))
+
+
+def encoder_forward(
+    hp: EncoderHParams, W: Mapping[str, np.ndarray], tokens: np.ndarray, types: np.ndarray | None = None
+) -> np.ndarray:
+    """llama.cpp's bert graph: the last layer's output [T, E] (float64), every
+    token attending to every token; types None: all 0."""
+    T_, E, H = len(tokens), hp.n_embd, hp.n_head
+    D = E // H
+
+    def lin(x: np.ndarray, kind: MODEL_TENSOR, il: int) -> np.ndarray:
+        return x @ W[tensor_name(kind, il)].T + W[tensor_name(kind, il, "bias")]
+
+    def norm(x: np.ndarray, kind: MODEL_TENSOR, il: int | None = None) -> np.ndarray:
+        return layer_norm(x, W[tensor_name(kind, il)], W[tensor_name(kind, il, "bias")], hp.norm_eps)
+
+    tt = np.zeros(T_, dtype=np.int64) if types is None else np.asarray(types)
+    x = W[tensor_name(MODEL_TENSOR.TOKEN_EMBD)][tokens] + W[tensor_name(MODEL_TENSOR.TOKEN_TYPES)][tt]
+    x = norm(x + W[tensor_name(MODEL_TENSOR.POS_EMBD)][:T_], MODEL_TENSOR.TOKEN_EMBD_NORM)  # [T, E]
+    for il in range(hp.n_layer):
+        q, k, v = (
+            lin(x, kind, il).reshape(T_, H, D)
+            for kind in (MODEL_TENSOR.ATTN_Q, MODEL_TENSOR.ATTN_K, MODEL_TENSOR.ATTN_V)
+        )
+        s = np.einsum("thd,uhd->htu", q, k) / np.sqrt(D)  # [H, T, T], no mask
+        p = np.exp(s - s.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        att = np.einsum("htu,uhd->thd", p, v).reshape(T_, E)
+        x = norm(x + lin(att, MODEL_TENSOR.ATTN_OUT, il), MODEL_TENSOR.ATTN_OUT_NORM, il)
+        h = gelu_erf(lin(x, MODEL_TENSOR.FFN_UP, il))  # [T, F]
+        x = norm(x + lin(h, MODEL_TENSOR.FFN_DOWN, il), MODEL_TENSOR.LAYER_OUT_NORM, il)
+    return x

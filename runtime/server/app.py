@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from lamina import __version__
-from lamina.server import errors, llama_routes, lora_routes, openai_routes, slot_routes
+from lamina.server import errors, llama_routes, lora_routes, openai_routes, rerank_routes, slot_routes
 from lamina.server.auth import check_key
 from lamina.server.errors import error_body
 from lamina.server.limits import BodyLimit
@@ -44,6 +44,7 @@ def create_app(service: Service, load_in_background: bool = True) -> FastAPI:
     app.include_router(openai_routes.router(service), dependencies=[Depends(authorized)])
     app.include_router(slot_routes.router(service), dependencies=[Depends(authorized)])
     app.include_router(lora_routes.router(service), dependencies=[Depends(authorized)])
+    app.include_router(rerank_routes.router(service), dependencies=[Depends(authorized)])
     if service.config.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=service.config.cors_origins, allow_methods=["*"], allow_headers=["*"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lamina import options
+from lamina.engine.encoder_session import EncoderSession, is_encoder_file, open_encoder_session
 from lamina.generation import Session, open_session
 from lamina.grammar import Grammar, GrammarError, request_grammar, vocabulary
 from lamina.options import OptionError
@@ -51,7 +52,7 @@ class Service:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.session: Session | None = None
+        self.session: Session | EncoderSession | None = None
         self.load_error: BaseException | None = None
         self.created = int(time.time())
         self._ready = threading.Event()
@@ -61,6 +62,10 @@ class Service:
     def load(self) -> None:
         c = self.config
         try:
+            if is_encoder_file(c.model):
+                # embeddings and /v1/rerank only: generation routes get EncoderError's 400
+                self.session = open_encoder_session(c.model, n_threads=c.n_threads, gpu_layers=c.gpu_layers)
+                return
             self.session = open_session(
                 c.model,
                 n_ctx=c.n_ctx or None,
@@ -95,7 +100,7 @@ class Service:
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout)
 
-    def require(self) -> Session:
+    def require(self) -> Session | EncoderSession:
         if self.session is None:
             if self.load_error is not None:
                 raise APIError(503, f"the model failed to load: {self.load_error}", code="model_load_failed")
@@ -104,6 +109,9 @@ class Service:
 
     def plan(self) -> str:
         s = self.require()
+        if isinstance(s, EncoderSession):
+            hp = s.model.hparams
+            return f"encoder {hp.arch} ({'rerank' if s.is_reranker else s.pooling + ' pooling'}), {s.n_ctx} positions"
         ctx = s.context
         return (
             f"{self.config.n_parallel} slots x {ctx.n_ctx_seq} positions each "

@@ -1,8 +1,9 @@
 """Text <-> token ids for a GGUF model, from its metadata alone.
 
 `Tokenizer.from_metadata(meta)` reads `tokenizer.ggml.*` and picks the
-algorithm: byte-level BPE (`gpt2`, runtime/tokenizer/bpe.py) or SentencePiece
-(`llama`, runtime/tokenizer/spm.py). What is common to both lives here, as in
+algorithm: byte-level BPE (`gpt2`, runtime/tokenizer/bpe.py), SentencePiece
+(`llama`, runtime/tokenizer/spm.py) or WordPiece (`bert`,
+runtime/tokenizer/wpm.py). What is common to them lives here, as in
 llama.cpp's `llama_vocab::impl::tokenize`: special tokens are cut out of the
 text first, BOS/EOS are added per the file's flags, and SPM text after the
 start or a special token gets its dummy space prefix.
@@ -17,6 +18,7 @@ from lamina.tokenizer.bpe import BPETokenizer
 from lamina.tokenizer.detokenizer import Detokenizer
 from lamina.tokenizer.spm import SPMTokenizer
 from lamina.tokenizer.vocab import TokenizerError, UnsupportedTokenizerError, Vocab
+from lamina.tokenizer.wpm import WPMTokenizer, normalizer_flags
 
 __all__ = ["Tokenizer", "TokenizerError", "UnsupportedTokenizerError"]
 
@@ -24,9 +26,16 @@ Fragment = str | int  # raw text still to tokenize, or a token cut out whole
 
 
 class Tokenizer:
-    def __init__(self, vocab: Vocab) -> None:
+    def __init__(self, vocab: Vocab, wordpiece_flags: tuple[bool, bool] = (False, False)) -> None:
+        """wordpiece_flags: (lowercase, strip_accents) of a WordPiece vocabulary."""
         self.vocab = vocab
-        self._impl: BPETokenizer | SPMTokenizer = BPETokenizer(vocab) if vocab.model == "gpt2" else SPMTokenizer(vocab)
+        self._impl: BPETokenizer | SPMTokenizer | WPMTokenizer
+        if vocab.model == "gpt2":
+            self._impl = BPETokenizer(vocab)
+        elif vocab.model == "bert":
+            self._impl = WPMTokenizer(vocab, *wordpiece_flags)
+        else:
+            self._impl = SPMTokenizer(vocab)
         # Tokens cut out of text before tokenizing, longest first: user-defined
         # ones always, control and unknown ones too when parsing specials.
         self._partition = {False: vocab.partition_ids(special=False), True: vocab.partition_ids(special=True)}
@@ -34,7 +43,7 @@ class Tokenizer:
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, Any]) -> Tokenizer:
-        return cls(Vocab.from_metadata(meta))
+        return cls(Vocab.from_metadata(meta), normalizer_flags(meta))
 
     # -- properties the runtime asks for --------------------------------------
 
@@ -66,7 +75,7 @@ class Tokenizer:
     @property
     def add_space_prefix(self) -> bool:
         """SPM only: a space is put before text that starts the input or follows a special token."""
-        return self.vocab.model == "llama" and self.vocab.add_space_prefix
+        return self.vocab.model in ("llama", "bert") and self.vocab.add_space_prefix
 
     def is_special(self, token_id: int) -> bool:
         """CONTROL/UNKNOWN tokens: text only when decoding with special tokens shown."""
@@ -108,7 +117,12 @@ class Tokenizer:
                 fragment = " " + fragment
             ids += self._impl.encode(fragment)
             prefix_next = False
-        if add_bos is not False and self.add_eos:
+        if add_bos is not False and self.vocab.model == "bert":
+            # llama.cpp's WPM add_special: [CLS] ... [SEP], whatever add_eos says
+            if self.vocab.sep_id is None:
+                raise TokenizerError("the WordPiece vocabulary has no tokenizer.ggml.seperator_token_id")
+            ids.append(self.vocab.sep_id)
+        elif add_bos is not False and self.add_eos:
             if self.eos_id is None:
                 raise TokenizerError("EOS requested but the vocabulary has no tokenizer.ggml.eos_token_id")
             ids.append(self.eos_id)

@@ -125,6 +125,7 @@ class Vocab:
     add_eos: bool
     add_space_prefix: bool
     eog_ids: frozenset[int]
+    sep_id: int | None = None  # WordPiece: ends an input with special tokens (llama.cpp's add_special)
 
     @property
     def n_vocab(self) -> int:
@@ -158,9 +159,13 @@ class Vocab:
                 raise TokenizerError(f"{KEY}merges: required for a BPE (gpt2) vocabulary, not found")
             bos, eos, unk = 11, 11, None  # llama.cpp's defaults, from its GPT-NeoX days
             add_bos, add_space_prefix = pre in BPE_ADD_BOS_PRE, False
+        elif model == "bert":
+            bos, eos, unk = 101, None, 100  # llama.cpp's WPM defaults ([CLS], none, [UNK])
+            add_bos, add_space_prefix = True, True
         else:
             raise UnsupportedTokenizerError(
-                f"{KEY}model: unsupported tokenizer model {model!r}; supported: 'gpt2' (BPE), 'llama' (SPM)"
+                f"{KEY}model: unsupported tokenizer model {model!r}; "
+                "supported: 'gpt2' (BPE), 'llama' (SPM), 'bert' (WordPiece)"
             )
         bos = _special_id(meta, "bos_token_id", bos, n)
         eos = _special_id(meta, "eos_token_id", eos, n)
@@ -199,6 +204,7 @@ class Vocab:
             add_eos,
             add_space_prefix,
             frozenset(eog),
+            _special_id(meta, "seperator_token_id", 102 if model == "bert" else None, n),
         )
 
     def partition_ids(self, special: bool) -> list[int]:

@@ -45,7 +45,7 @@ SUPPORTED_VECTORS = [
     "starcoder",
 ]
 WITHOUT_VECTORS = ["aquila", "baichuan", "gpt-neox"]  # must still load
-UNSUPPORTED = {"bert-bge": "'bert'", "gemma-4": "'gemma4'", "nomic-bert-moe": "'t5'"}
+UNSUPPORTED = {"gemma-4": "'gemma4'", "nomic-bert-moe": "'t5'"}  # bert-bge: tests/runtime/test_wordpiece.py
 
 
 def vocab_path(name: str):

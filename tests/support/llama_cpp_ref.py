@@ -80,6 +80,14 @@ if job["op"] == "quantize":
     params.ftype = job["ftype"]
     params.nthread = job["threads"]
     sys.exit(llama_cpp.llama_model_quantize(job["src"].encode(), job["dst"].encode(), params))
+if job["op"] == "embed":
+    llm = llama_cpp.Llama(model_path=job["model"], embedding=True, pooling_type=job["pooling"], n_ctx=job["n_ctx"],
+                          n_batch=job["n_ctx"], n_ubatch=job["n_ctx"], n_threads=2, verbose=False)
+    ids = [llm.tokenize(t.encode(), add_bos=True, special=True) for t in job["texts"]]
+    vecs = [llm.embed(t, normalize=False) for t in job["texts"]]
+    toks = {f"tokens{i}": np.asarray(t) for i, t in enumerate(ids)}
+    np.savez(job["out"], vectors=np.asarray(vecs, np.float32), **toks)
+    sys.exit(0)
 if job["op"] == "infill":
     # llama.cpp's infill prompt (tools/server format_prompt_infill, no repository context)
     llm = llama_cpp.Llama(model_path=job["model"], vocab_only=True, verbose=False)
@@ -170,3 +178,19 @@ def llama_cpp_logits(
             raise RuntimeError(f"llama.cpp on {model} failed: {r.stderr[-2000:]}")
         with np.load(out) as z:
             return z["tokens"].tolist(), z["logits"]
+
+
+def llama_cpp_embeddings(
+    model: Path, texts: list[str], pooling: int, n_ctx: int = 128
+) -> tuple[list[list[int]], np.ndarray]:
+    """llama.cpp's tokens of each text (with its special tokens) and its pooled,
+    unnormalized embeddings f32 [n_texts, n_embd] (llama-cpp-python's embedding
+    mode; pooling: llama.cpp's id, 1 mean, 2 cls)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "embd.npz"
+        job = {"op": "embed", "model": str(model), "texts": texts, "pooling": pooling, "n_ctx": n_ctx, "out": str(out)}
+        r = _child(job)
+        if r.returncode != 0:
+            raise RuntimeError(f"llama.cpp embeddings on {model} failed: {r.stderr[-2000:]}")
+        with np.load(out) as z:
+            return [z[f"tokens{i}"].tolist() for i in range(len(texts))], z["vectors"]
