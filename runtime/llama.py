@@ -35,6 +35,7 @@ from lamina.llama_params import DEFAULTS_CHAT, DEFAULTS_COMPLETION, DEFAULTS_INI
 from lamina.llama_state import LlamaState
 from lamina.model_cache import fetch_model, known_models
 from lamina.sampling import Sampler, SamplingParams
+from lamina.speculative import Speculative
 from lamina.system import available_memory
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama-cpp-python's "pick a random seed"
@@ -76,6 +77,7 @@ class Llama:
         embedding: bool = False,
         pooling_type: int = -1,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        draft_model: Any = None,
         **extra: Any,
     ):
         """model_path: a GGUF file or a known model name (lamina.model_cache),
@@ -86,9 +88,13 @@ class Llama:
         decoded together (llama.cpp's name); kv_unified: each may use all of
         n_ctx (the cache is shared), else n_ctx / n_seq_max each; max_queue:
         completions waiting for a free sequence beyond which a call raises
-        QueueFullError. Every value is checked by lamina.options, as `lamina
-        run`'s flags are."""
+        QueueFullError. draft_model: speculative decoding for every completion
+        (lamina.LlamaPromptLookupDecoding, a lamina.LlamaDraftFile, or any
+        lamina.LlamaDraftModel). Every value is checked by lamina.options, as
+        `lamina run`'s flags are."""
         check_extra("Llama", extra, DEFAULTS_INIT, HARMLESS_INIT)
+        self._speculative = None if draft_model is None else Speculative(draft_model)
+        self.draft_model = draft_model
         self.embedding = bool(embedding)
         self._pooling = _pooling_name(pooling_type)
         path = options.model_file(model_path)
@@ -476,7 +482,9 @@ class Llama:
     def _stream(self, tokens, sampler, limit, stops, grammar=None):
         """The generation's pieces, as the engine produces them; a request is
         queued at once (a full queue raises here, not at the first read)."""
-        request = self._engine.submit(tokens, sampler, max_tokens=limit, stops=stops, grammar=grammar)
+        request = self._engine.submit(
+            tokens, sampler, max_tokens=limit, stops=stops, grammar=grammar, speculative=self._speculative
+        )
         return request.pieces()
 
     @staticmethod

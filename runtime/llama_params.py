@@ -51,7 +51,6 @@ DEFAULTS_INIT: dict[str, Any] = {
     "lora_path": None,
     "chat_format": None,
     "chat_handler": None,
-    "draft_model": None,
     "tokenizer": None,
     "type_k": None,
     "type_v": None,
