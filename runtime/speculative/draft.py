@@ -23,9 +23,9 @@ from lamina.engine.slots import common_prefix
 from lamina.sampling import Sampler
 from lamina.speculative.verify import SpeculativeError, target_distribution
 
-DEFAULT_DRAFT_MAX = 16  # llama.cpp's --draft-max
-DEFAULT_DRAFT_MIN = 0  # llama.cpp's --draft-min
-DEFAULT_DRAFT_P_MIN = 0.75  # llama.cpp's --draft-p-min
+DEFAULT_DRAFT_MAX = 8  # --draft-max (llama.cpp: 3 now, 16 before)
+DEFAULT_DRAFT_MIN = 0  # --draft-min, as llama.cpp
+DEFAULT_DRAFT_P_MIN = 0.75  # --draft-p-min (llama.cpp: 0 now, 0.75 before)
 
 
 @dataclass

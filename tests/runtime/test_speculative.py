@@ -8,6 +8,7 @@ model's logits), and clear refusals of what cannot combine with it."""
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections import Counter
 
@@ -275,3 +276,28 @@ def test_llama_draft_model_parameter(smollm):
             fast(prompt, max_tokens=4, grammar='root ::= "x"')
     with pytest.raises(SpeculativeError, match="draft_model"):
         Llama(smollm, verbose=False, draft_model="small.gguf")
+
+
+# ---------------------------------------------------------------- lamina run
+
+
+def test_lamina_run_lookup_and_model_draft(smollm, capsys):
+    from lamina.cli import run
+
+    base = [smollm, "-p", COPY_PROMPT, "-n", "24", "--temp", "0", "-t", "2", "-c", "1024"]
+    outs = []
+    for extra in ([], ["--lookup"], ["-md", smollm, "--draft-max", "3", "--draft-p-min", "0"]):
+        assert run.main(base + extra) == 0
+        got = capsys.readouterr()
+        outs.append(got.out)
+        if extra:
+            assert re.search(r"draft \d+ tok, accepted \d+", got.err), got.err
+    assert outs[1] == outs[0] and outs[2] == outs[0] and outs[0].strip()
+    for extra, message in (
+        (["--lookup", "--grammar", 'root ::= "a"'], "cannot be combined with --grammar"),
+        (["--draft-max", "3"], "--draft-max needs --lookup or --model-draft"),
+        (["--lookup", "--draft-p-min", "0.5"], "--draft-p-min applies to a draft model"),
+        (["--lookup", "--draft-max", "2", "--draft-min", "3"], "draft min"),
+    ):
+        assert run.main(base + extra) != 0
+        assert message in capsys.readouterr().err
