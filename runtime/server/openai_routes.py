@@ -131,9 +131,17 @@ async def _generate(service: Service, body, request: Request, prompt: list[int],
     session = service.require()
     stops = body.stops()
     grammar = service.grammar(body)  # checked before anything starts: a bad one is a 400
+    spec = service.speculative(body, grammar, service.sampler(body, 0, SERVER_DEFAULTS))  # likewise
     gens = [
         bridge.start(
-            session.engine, prompt, service.sampler(body, i, SERVER_DEFAULTS), limit, stops, service.metrics, grammar
+            session.engine,
+            prompt,
+            service.sampler(body, i, SERVER_DEFAULTS),
+            limit,
+            stops,
+            service.metrics,
+            grammar,
+            spec,
         )
         for i in range(body.n)
     ]

@@ -49,6 +49,9 @@ class Sampling(_Body):
     grammar: str | None = Field(None, max_length=1 << 20)  # llama-server's: GBNF text
     json_schema: dict[str, Any] | bool | None = None  # llama-server's
     logit_bias: dict[str, float] | None = Field(None, max_length=1 << 16)  # OpenAI's: token id (a string) -> bias
+    # llama-server's per-request bounds of the server's speculative decoding (--lookup / --model-draft)
+    speculative_n_max: int | None = Field(None, alias="speculative.n_max", ge=0, le=256)
+    speculative_n_min: int | None = Field(None, alias="speculative.n_min", ge=0, le=256)
     # OpenAI's / llama-server's fields lamina does not implement yet
     logprobs: Any = None
     top_logprobs: Any = None
