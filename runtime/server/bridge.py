@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from lamina.engine.engine import Engine, QueueFullError
 from lamina.engine.request import Piece, Request
 from lamina.grammar import Grammar
-from lamina.speculative import Speculative
 from lamina.sampling import Sampler
 from lamina.server.errors import APIError
 from lamina.server.metrics import Metrics
+from lamina.speculative import Speculative
 
 
 class Generation:

@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from lamina import Llama  # noqa: E402
-from lamina.model_cache import fetch_model  # noqa: E402
-from support.serve_process import start_server, stop_server  # noqa: E402
+from lamina import Llama
+from lamina.model_cache import fetch_model
+from support.serve_process import start_server, stop_server
 
 PROMPT = "Here is a list:\n- apples\n- pears\n- plums\n\nThe same list again:\n-"
 
