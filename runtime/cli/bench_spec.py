@@ -29,33 +29,80 @@ from lamina import options
 from lamina.cli.errors import checked, one_line_errors
 from lamina.system import available_cpus
 
-FREE_PROMPT = (
-    "<|im_start|>user\nWrite a short story about a lighthouse keeper who finds a strange map "
-    "washed up on the shore.<|im_end|>\n<|im_start|>assistant\n"
-)
+FREE_TASK = "Write a short story about a lighthouse keeper who finds a strange map washed up on the shore."
+
+
+CODE_TASK_FILE = """import json
+import os
+
+
+class Inventory:
+    def __init__(self, path):
+        self.path = path
+        self.items = {}
+
+    def load(self):
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                self.items = json.load(f)
+
+    def save(self):
+        with open(self.path, "w") as f:
+            json.dump(self.items, f, indent=2)
+
+    def add(self, name, count=1):
+        self.items[name] = self.items.get(name, 0) + count
+
+    def remove(self, name, count=1):
+        if self.items.get(name, 0) < count:
+            raise ValueError(f"not enough {name}")
+        self.items[name] -= count
+        if self.items[name] == 0:
+            del self.items[name]
+
+    def total(self):
+        return sum(self.items.values())
+
+    def report(self):
+        lines = []
+        for name in sorted(self.items):
+            lines.append(f"{name}: {self.items[name]}")
+        return "\\n".join(lines)
+
+
+def main():
+    inv = Inventory("inventory.json")
+    inv.load()
+    inv.add("apple", 3)
+    inv.add("pear", 2)
+    inv.remove("apple")
+    print(inv.report())
+    print("total:", inv.total())
+    inv.save()
+
+
+if __name__ == "__main__":
+    main()
+"""
 
 
 def code_prompt(source: str) -> str:
     return f"Here is a Python file:\n```python\n{source}```\n\nThe same file, copied exactly:\n```python\n"
 
 
-def default_code_file() -> Path:
-    from lamina.speculative import lookup
-
-    return Path(lookup.__file__)
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lamina bench --spec", description=__doc__.split("\n\n")[0])
     ap.add_argument("--spec", required=True, help="lookup, or draft:FILE (a draft model)")
     ap.add_argument("--spec-task", default="code,free", help="code, free, or both comma-separated")
-    ap.add_argument("--spec-file", type=Path, default=None, help="the source file the code task copies")
+    ap.add_argument(
+        "--spec-file", type=Path, default=None, help="the source file the code task copies (default: a fixed one)"
+    )
     ap.add_argument("-m", "--model", default=None, help="GGUF path or known model name (default model if none)")
     ap.add_argument("-n", "--n-gen", type=int, default=128)
     ap.add_argument("-t", "--threads", type=checked(options.n_threads), default=available_cpus())
     ap.add_argument("-r", "--repetitions", type=int, default=3)
     ap.add_argument("--draft-max", type=int, default=None, help="most tokens one draft verifies")
-    ap.add_argument("--lookup-ngram", type=int, default=2, help="longest n-gram prompt lookup matches")
+    ap.add_argument("--lookup-ngram", type=int, default=4, help="longest n-gram prompt lookup matches (default 4)")
     ap.add_argument("--llama-cpp", action="store_true", help="also run llama.cpp's llama-lookup / llama-speculative")
     return ap
 
@@ -98,11 +145,13 @@ def _bench(args) -> int:
     bad = [t for t in tasks if t not in ("code", "free")]
     if bad:
         raise ValueError(f"--spec-task: expected code and/or free, got {bad[0]!r}")
-    code_file = args.spec_file or default_code_file()
-    prompts = {"code": code_prompt(code_file.read_text(encoding="utf-8")), "free": FREE_PROMPT}
+    source = CODE_TASK_FILE if args.spec_file is None else args.spec_file.read_text(encoding="utf-8")
     path = str(resolve_model(args.model))
     spec, draft_path = _speculative(args, args.threads)
     session = open_session(path, n_ctx=4096, n_threads=args.threads, n_slots=1)
+    # the free task through the model's chat template, as text (llama.cpp's tools get the same text)
+    chat = session.template.render([{"role": "user", "content": FREE_TASK}], add_generation_prompt=True)
+    prompts = {"code": code_prompt(source), "free": chat}
     rows = []
     for task in tasks:
         tokens = session.tokenizer.encode(prompts[task], special=True)
@@ -121,7 +170,7 @@ def _bench(args) -> int:
         if args.llama_cpp:
             rows.append(_llama_cpp(args, path, draft_path, task, prompts[task]))
     session.close()
-    _print(args, path, code_file, rows)
+    _print(args, path, "a fixed 50-line file" if args.spec_file is None else args.spec_file.name, rows)
     return 0
 
 
@@ -162,10 +211,10 @@ def _llama_cpp(args, path, draft_path, task, prompt):
         os.unlink(f.name)
 
 
-def _print(args, path, code_file, rows) -> None:
+def _print(args, path, code_file: str, rows) -> None:
     print(
         f"model {os.path.basename(path)} | --spec {args.spec} | -n {args.n_gen} | -t {args.threads} | "
-        f"median of {args.repetitions} | code task copies {code_file.name}"
+        f"median of {args.repetitions} | code task copies {code_file}"
     )
     print(
         f"| {'engine':<9} | {'task':<4} | {'tg t/s plain':>12} | {'tg t/s spec':>11} | {'speedup':>7} | "

@@ -20,7 +20,9 @@ def add_spec_flags(ap: argparse.ArgumentParser) -> None:
     how.add_argument(
         "-md", "--model-draft", "--spec-draft-model", default=None, help="draft model (GGUF, same tokenizer)"
     )
-    g.add_argument("--lookup-ngram", type=int, default=2, help="longest n-gram --lookup matches (default 2)")
+    g.add_argument(
+        "--lookup-ngram", type=int, default=4, help="longest n-gram --lookup matches (default 4, llama.cpp's)"
+    )
     g.add_argument("--draft-max", "--spec-draft-n-max", type=int, default=None, help="most tokens one draft verifies")
     g.add_argument("--draft-min", "--spec-draft-n-min", type=int, default=None, help="shorter drafts are not verified")
     g.add_argument(
