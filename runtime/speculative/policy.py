@@ -7,14 +7,16 @@ probability above ~COST. Acceptance comes in runs (the output copies a
 stretch of the prompt, then writes its own words), so the length follows
 the runs, as Hugging Face's assisted generation does: it doubles after a
 draft accepted whole and drops to what was accepted plus one after a
-rejection. Where the running acceptance rate falls below COST nothing is
-drafted, except a one-token probe every PROBE_EVERY steps so a rate that
+rejection. Where the running acceptance rate falls below MIN_RATE (COST
+with a margin: near it drafting is a wash, and a busy machine's noise
+decides) nothing is drafted, except a one-token probe every PROBE_EVERY steps so a rate that
 recovers (the output starts quoting the prompt) is noticed: prompt lookup
 costs a free-form reply little and drafts long runs while copying."""
 
 from __future__ import annotations
 
 COST = 0.4  # one more verified column, in single-token forward passes
+MIN_RATE = 0.5  # below this running acceptance rate, no drafts (but probes)
 PROBE_EVERY = 8
 DECAY = 0.8  # weight of the past in the running acceptance rate
 PRIOR = 0.6  # the rate assumed before anything was verified
@@ -32,7 +34,7 @@ class DraftLength:
         """The draft length for this step (0: decode one token without drafting)."""
         if not self.adaptive:
             return self.n_max
-        if self.rate < COST:
+        if self.rate < MIN_RATE:
             self._idle += 1
             if self._idle < PROBE_EVERY:
                 return 0
