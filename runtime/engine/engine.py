@@ -238,8 +238,7 @@ class Engine:
         drafts: list[Draft | None] = [None] * len(plan.decode)
         if asks:
             for k, d in zip(where, make_drafts(asks, self.context.n_batch - plan.n_tokens)):
-                if d is not None and d.tokens:
-                    check_draft(d, self.model.n_vocab)
+                if d is not None and (d.tokens or d.error is not None):
                     drafts[k] = d
         return drafts
 
@@ -248,6 +247,22 @@ class Engine:
         requests that speculate), then sampling for every request whose
         logits came back."""
         drafts = self._drafts(plan) if speculate else [None] * len(plan.decode)
+        failed = []
+        for r, d in zip(plan.decode, drafts):
+            if d is not None:
+                try:
+                    if d.error is not None:
+                        raise d.error
+                    check_draft(d, self.model.n_vocab)
+                except SpeculativeError as e:  # this request's drafter failed: it ends, the others go on
+                    self._end(r, "error", e)
+                    failed.append(r)
+        if failed:
+            kept = [(r, d) for r, d in zip(plan.decode, drafts) if r not in failed]
+            plan = StepPlan(decode=[r for r, _ in kept], prefill=plan.prefill)
+            drafts = [d for _, d in kept]
+            if not plan:
+                return
         n = plan.n_tokens + sum(len(d.tokens) for d in drafts if d is not None)
         tokens = np.empty(n, np.int32)
         pos = np.empty(n, np.int32)

@@ -45,6 +45,7 @@ class DraftJob:
 class Draft:
     tokens: list[int]
     q: list[np.ndarray] | None  # the distribution each token was drawn from; None: point masses (greedy)
+    error: BaseException | None = None  # the drafter failed: the request ends with it
 
 
 def vocab_fingerprint(meta: dict) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lamina.engine.context import ContextError
 from lamina.sampling import Sampler
 from lamina.speculative.draft import Draft, DraftJob, LlamaDraftFile, check_draft_range
 from lamina.speculative.lookup import LlamaDraftModel, LlamaPromptLookupDecoding
@@ -120,7 +121,12 @@ def make_drafts(requests: Sequence[DraftRequest], budget: int) -> list[Draft | N
         if isinstance(d, LlamaDraftFile):
             by_file.setdefault(id(d), []).append(i)
         else:
-            guess = np.asarray(d(np.asarray(r.history, dtype=np.intc)), dtype=np.int64).reshape(-1)[:n]
+            try:  # a user's drafter: its failure ends its request, not the engine's step
+                guess = np.asarray(d(np.asarray(r.history, dtype=np.intc)), dtype=np.int64).reshape(-1)[:n]
+            except Exception as e:
+                error = SpeculativeError(f"draft_model {type(d).__name__} failed: {type(e).__name__}: {e}")
+                out[i] = Draft([], None, error)
+                continue
             out[i] = Draft([int(t) for t in guess], None)
     for idx in by_file.values():
         drafter = requests[idx[0]].state.config.drafter
@@ -129,8 +135,12 @@ def make_drafts(requests: Sequence[DraftRequest], budget: int) -> list[Draft | N
             DraftJob(requests[i].seq, requests[i].history, limits[i], requests[i].sampler, requests[i].state.rng)
             for i in idx
         ]
-        for i, made in zip(idx, drafter.draft(jobs)):
-            out[i] = made
+        try:
+            made = drafter.draft(jobs)
+        except ContextError:  # the draft's own cache is full: these requests decode without drafts this step
+            continue
+        for i, one in zip(idx, made):
+            out[i] = one
     for i, r in enumerate(requests):
         got = out[i]
         if got is not None and len(got.tokens) < r.state.length.n_min:

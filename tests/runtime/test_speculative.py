@@ -302,3 +302,21 @@ def test_lamina_run_lookup_and_model_draft(smollm, capsys):
     ):
         assert run.main(base + extra) != 0
         assert message in capsys.readouterr().err
+
+
+def test_a_failing_draft_model_ends_its_request_only(session):
+    class Broken(LlamaDraftModel):
+        def __call__(self, input_ids, /, **kwargs):
+            raise RuntimeError("no guesses today")
+
+    class OutOfVocab(LlamaDraftModel):
+        def __call__(self, input_ids, /, **kwargs):
+            return np.array([10**9], dtype=np.int64)
+
+    toks = session.tokenizer.encode("Count: one, two, three,", special=True)
+    for drafter, message in ((Broken(), "no guesses today"), (OutOfVocab(), "outside the vocabulary")):
+        bad = session.generate(toks, Sampler(GREEDY), max_tokens=8, speculative=Speculative(drafter))
+        good = session.generate(toks, Sampler(GREEDY), max_tokens=8)
+        last = list(bad.pieces())[-1]
+        assert last.finish_reason == "error" and message in str(last.error)
+        assert list(good.pieces())[-1].finish_reason == "length"
