@@ -24,4 +24,8 @@ def __getattr__(name: str) -> Any:
         from lamina.grammar import LlamaGrammar
 
         return LlamaGrammar
+    if name in ("LlamaPromptLookupDecoding", "LlamaDraftModel", "LlamaDraftFile"):
+        import lamina.speculative
+
+        return getattr(lamina.speculative, name)
     raise AttributeError(f"module 'lamina' has no attribute {name!r}")

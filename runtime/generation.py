@@ -22,6 +22,7 @@ from lamina.engine.offload import OffloadWarning, cuda_offload_planned
 from lamina.engine.request import Request
 from lamina.grammar import Grammar
 from lamina.sampling import Sampler
+from lamina.speculative import Speculative
 from lamina.tokenizer import Tokenizer
 
 # the default context is the model's training context, capped so the KV cache
@@ -74,10 +75,14 @@ class Session:
         max_tokens: int | None = None,
         stops: Sequence[str] = (),
         grammar: Grammar | None = None,
+        speculative: Speculative | None = None,
     ) -> Request:
         """Queue a generation on the engine; read it with request.pieces().
-        grammar: the output must match it (lamina.grammar)."""
-        return self.engine.submit(prompt, sampler, max_tokens=max_tokens, stops=stops, grammar=grammar)
+        grammar: the output must match it (lamina.grammar); speculative:
+        draft and verify (lamina.speculative)."""
+        return self.engine.submit(
+            prompt, sampler, max_tokens=max_tokens, stops=stops, grammar=grammar, speculative=speculative
+        )
 
     @property
     def spare_seq(self) -> int | None:

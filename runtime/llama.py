@@ -46,6 +46,7 @@ from lamina.llama_state import LlamaState
 from lamina.logprobs import LogprobsShape, chat_count, check_count, prompt_logprobs
 from lamina.model_cache import fetch_model, known_models
 from lamina.sampling import Sampler, SamplingParams
+from lamina.speculative import Speculative
 from lamina.system import available_memory
 from lamina.tool_calls import ToolPlan, plan_tools, prompt_inputs, reply_grammar
 
@@ -102,6 +103,7 @@ class Llama:
         max_queue: int = DEFAULT_MAX_QUEUE,
         lora_path: str | None = None,
         lora_scale: float = 1.0,
+        draft_model: Any = None,
         **extra: Any,
     ):
         """model_path: a GGUF file or a known model name (lamina.model_cache),
@@ -114,10 +116,14 @@ class Llama:
         completions waiting for a free sequence beyond which a call raises
         QueueFullError. lora_path / lora_scale: a llama.cpp GGUF LoRA
         adapter applied at run time (lamina.engine.lora; lora_base, a base
-        of higher precision, is refused). Every value is checked by
-        lamina.options, as `lamina run`'s flags are."""
+        of higher precision, is refused). draft_model: speculative decoding
+        for every completion (lamina.LlamaPromptLookupDecoding, a
+        lamina.LlamaDraftFile, or any lamina.LlamaDraftModel). Every value is
+        checked by lamina.options, as `lamina run`'s flags are."""
         self._spm_infill = bool(extra.pop("spm_infill", False))  # suffix: llama.cpp's SPM order (lamina.fim)
         check_extra("Llama", extra, DEFAULTS_INIT, HARMLESS_INIT)
+        self._speculative = None if draft_model is None else Speculative(draft_model)
+        self.draft_model = draft_model
         self.embedding = bool(embedding)
         self._pooling = _pooling_name(pooling_type)
         path = options.model_file(model_path)
@@ -549,7 +555,13 @@ class Llama:
         """The generation's pieces, as the engine produces them; a request is
         queued at once (a full queue raises here, not at the first read)."""
         request = self._engine.submit(
-            tokens, sampler, max_tokens=limit, stops=stops, grammar=grammar, logprobs=logprobs
+            tokens,
+            sampler,
+            max_tokens=limit,
+            stops=stops,
+            grammar=grammar,
+            logprobs=logprobs,
+            speculative=self._speculative,
         )
         return request.pieces()
 

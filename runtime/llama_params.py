@@ -49,7 +49,6 @@ DEFAULTS_INIT: dict[str, Any] = {
     "lora_base": None,
     "chat_format": None,
     "chat_handler": None,
-    "draft_model": None,
     "tokenizer": None,
     "type_k": None,
     "type_v": None,

@@ -12,7 +12,8 @@ sdist=$cache/sdist/llama_cpp_python-$version.tar.gz
 root=$cache/llama.cpp
 src=$root/llama_cpp_python-$version/vendor/llama.cpp
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(llama-bench llama-batched-bench llama-server llama-imatrix llama-quantize llama-perplexity)
+[ ${#targets[@]} -gt 0 ] || targets=(llama-bench llama-batched-bench llama-server llama-imatrix llama-quantize llama-perplexity
+  llama-lookup llama-speculative)
 if [ ! -f "$src/CMakeLists.txt" ]; then
   [ -f "$sdist" ] || { echo "tools/build_llama_cpp.sh: $sdist is missing (tools/test.sh downloads it)" >&2; exit 1; }
   mkdir -p "$root" && tar xzf "$sdist" -C "$root" "llama_cpp_python-$version/vendor/llama.cpp"

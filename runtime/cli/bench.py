@@ -19,6 +19,9 @@ logits before sampling and advances the matcher (a new document starts
 whenever one is complete). Their ratio is the constraint's overhead.
 
     bin/bench -m MODEL [-p 512] [-n 128] [-d 0,4096] [-t 2] [-r 3] [--json] [--llama-cpp] [--json-schema FILE]
+
+--spec lookup|draft:FILE runs cli/bench_spec.py instead: decode speed with
+and without speculative decoding.
 """
 
 from __future__ import annotations
@@ -209,6 +212,11 @@ def model_info(path: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--spec" or a.startswith("--spec=") for a in argv):  # speculative decoding: its own tests
+        from lamina.cli import bench_spec
+
+        return bench_spec.main(argv)
     ap = argparse.ArgumentParser(prog="lamina bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("-m", "--model", default=None, help="GGUF path or known model name (default model if none)")
     ap.add_argument("-p", "--n-prompt", type=int, default=512)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lamina.cli.spec_flags import describe
 from lamina.generation import Session
 from lamina.sampling import Sampler, SamplingParams
 
@@ -25,7 +26,8 @@ def complete(gen: Session, args: argparse.Namespace, params: SamplingParams, pro
         print(f"lamina run: prompt cache {cache}: {reused} of {len(tokens)} prompt tokens cached", file=sys.stderr)
     out = sys.stdout
     grammar = getattr(args, "constraint", None)  # --grammar / --json-schema
-    request = gen.generate(tokens, Sampler(params, args.seed), args.n_predict, args.stop, grammar)
+    spec = getattr(args, "speculative", None)  # --lookup / --model-draft
+    request = gen.generate(tokens, Sampler(params, args.seed), args.n_predict, args.stop, grammar, spec)
     for piece in request.pieces():
         if piece.finish_reason == "error":
             raise RuntimeError(f"the generation failed: {piece.error}")
@@ -39,7 +41,8 @@ def complete(gen: Session, args: argparse.Namespace, params: SamplingParams, pro
         n = prompt_cache.save(gen, cache, len(tokens), save_all)
         print(f"lamina run: prompt cache {cache}: saved {n} tokens", file=sys.stderr)
     print(
-        f"prompt {t.prompt_tokens} tok, {t.prompt_tps:.1f} tok/s | generation {t.sampled} tok, {t.gen_tps:.1f} tok/s",
+        f"prompt {t.prompt_tokens} tok, {t.prompt_tps:.1f} tok/s | generation {t.sampled} tok, {t.gen_tps:.1f} tok/s"
+        + describe(request),
         file=sys.stderr,
     )
     return 0

@@ -29,6 +29,7 @@ class Repl:
         self.context_shift: bool = args.context_shift
         self.max_tokens: int | None = args.n_predict  # -n: tokens per reply
         self.grammar = getattr(args, "constraint", None)  # --grammar / --json-schema: every reply matches it
+        self.speculative = getattr(args, "speculative", None)  # --lookup / --model-draft
         self.messages: list[dict[str, str]] = []
         self.total = RequestTimings()
         self.gen_seconds = 0.0
@@ -122,7 +123,7 @@ class Repl:
             return
         reply, finish = "", None
         out = self.console.file
-        request = self.gen.generate(tokens, self.sampler, self.max_tokens, self.stops, self.grammar)
+        request = self.gen.generate(tokens, self.sampler, self.max_tokens, self.stops, self.grammar, self.speculative)
         try:
             for piece in request.pieces():
                 out.write(piece.text)

@@ -16,6 +16,7 @@ from pathlib import Path
 from lamina import options
 from lamina.cli.errors import checked, one_line_errors
 from lamina.cli.model_flags import add_lora_flags, add_model_flags, lora_files
+from lamina.cli.spec_flags import add_spec_flags, speculative
 from lamina.sampling import SamplingParams
 
 HELP = """commands:
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     constraint.add_argument("--grammar-file", type=Path, default=None, help="file of a GBNF grammar")
     constraint.add_argument("-j", "--json-schema", default=None, help="JSON schema every reply must validate against")
     constraint.add_argument("-jf", "--json-schema-file", type=Path, default=None, help="file of a JSON schema")
+    add_spec_flags(ap)
     return ap
 
 
@@ -130,6 +132,7 @@ def _run(args: argparse.Namespace) -> int:
 
     params = sampling_params(args)  # everything is checked before the (slow) model load
     args.constraint = constraint(args)
+    args.speculative = speculative(args, args.threads)  # --lookup / --model-draft: refused with a grammar
     template = args.chat_template_file.read_text() if args.chat_template_file else None
     prompt = args.file.read_text(encoding="utf-8") if args.file is not None else args.prompt
     if (args.prompt_cache is not None or args.prompt_cache_all) and prompt is None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from lamina import options
 from lamina.cli.errors import one_line_errors
 from lamina.cli.model_flags import add_lora_flags, add_model_flags, lora_files
+from lamina.cli.spec_flags import add_spec_flags, speculative
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def parser() -> argparse.ArgumentParser:
     add_model_flags(ap, "KV cells for all slots (default: the model's); each slot gets c / np unless --kv-unified")
     add_lora_flags(ap)
     ap.add_argument("-kvu", "--kv-unified", action="store_true", help="every slot may use all of -c (one shared pool)")
+    add_spec_flags(ap)  # --lookup / --model-draft: every request speculates (its speculative.n_max/n_min bound it)
     keys = ap.add_mutually_exclusive_group()
     keys.add_argument("--api-key", action="append", default=[], help="required on every endpoint but /health")
     keys.add_argument("--api-key-file", type=Path, help="file with one API key per line")
@@ -106,6 +108,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         slot_save_path=args.slot_save_path,
         loras=lora_files(args),
+        speculative=speculative(args, args.threads),
     )
     if args.replicas is not None:
         return _serve_replicas(args, config)

@@ -33,6 +33,9 @@ from lamina.errors import LaminaError
 from lamina.grammar import Grammar
 from lamina.logprobs import token_logprob
 from lamina.sampling import Sampler
+from lamina.speculative.draft import Draft
+from lamina.speculative.step import DraftRequest, Speculative, check_draft, make_drafts, verify_step
+from lamina.speculative.verify import SpeculativeError
 from lamina.tokenizer import Tokenizer
 
 DEFAULT_MAX_QUEUE = 64
@@ -88,6 +91,7 @@ class Engine:
         grammar: Grammar | None = None,
         lora: Sequence[float] | None = None,
         logprobs: int | None = None,
+        speculative: Speculative | None = None,
     ) -> Request:
         """Queue a generation; its Pieces arrive on request.pieces(), or are
         handed to listener (called from the engine's thread) when given.
@@ -95,7 +99,10 @@ class Engine:
         step's logits); the request stops once the grammar is complete.
         lora: a scale per loaded adapter for this request (None: the current defaults).
         logprobs: every Piece carries its token's logprob (lamina.logprobs)
-        and this many most likely alternatives."""
+        and this many most likely alternatives.
+        speculative: draft tokens and verify them in the same forward pass
+        (lamina.speculative; the same tokens at temperature 0, the same
+        distribution when sampling)."""
         tokens = [int(t) for t in prompt]
         if not tokens:
             raise ContextError("empty prompt: nothing to evaluate")
@@ -109,10 +116,12 @@ class Engine:
             raise ContextError(f"max_tokens must be None or >= 1, got {max_tokens}")
         eog = self.tokenizer.eot_ids if stop_at_eog else frozenset()
         matcher = grammar.matcher(self.tokenizer) if grammar is not None else None  # GrammarError here, not later
+        spec = self._speculation(speculative, sampler, grammar, logprobs)
         request = Request(
             tokens, sampler, TextStream(self.tokenizer, stops), max_tokens, eog, listener, matcher, logprobs
         )
         request.lora = None if lora is None and self.loras is None else self._lora_scales(lora)
+        request.spec = spec
         with self._cond:
             if self._closed:
                 raise ContextError("the engine is closed")
@@ -124,6 +133,26 @@ class Engine:
             self._waiting.append(request)
             self._cond.notify()
         return request
+
+    def _speculation(
+        self, speculative: Speculative | None, sampler: Sampler, grammar: Grammar | None, logprobs: int | None
+    ):
+        if speculative is None:
+            return None
+        if not isinstance(speculative, Speculative):
+            raise SpeculativeError(
+                f"speculative must be a lamina.speculative.Speculative, got {type(speculative).__name__}"
+            )
+        if grammar is not None:
+            raise SpeculativeError("speculative decoding cannot be combined with a grammar (or a JSON schema)")
+        if logprobs is not None:  # verified tokens are emitted without their distribution's logprobs
+            raise SpeculativeError("speculative decoding cannot be combined with logprobs")
+        state = speculative.start(sampler)
+        drafter = speculative.drafter
+        if hasattr(drafter, "bind"):  # a draft model: its cache, one sequence per slot
+            ctx = self.context
+            drafter.bind(self.model, len(self.slots.slots), ctx.n_ctx, ctx.n_ctx_seq, ctx.n_batch)
+        return state
 
     def generate(self, prompt: Sequence[int], sampler: Sampler, **kwargs) -> Iterator[Piece]:
         """submit() and stream: closing the iterator early cancels the request."""
@@ -215,21 +244,66 @@ class Engine:
     def _slot(self, request: Request) -> Slot:
         return self.slots.slots[request.slot]  # type: ignore[index]
 
-    def _run(self, plan: StepPlan) -> None:
-        """One forward pass over the plan's tokens, then sampling for every
-        request whose logits came back."""
-        n = plan.n_tokens
+    def _drafts(self, plan: StepPlan) -> list[Draft | None]:
+        """This step's draft of each decoding request that speculates (None: one token)."""
+        asks, where = [], []
+        for k, r in enumerate(plan.decode):
+            if r.spec is not None:
+                held = len(self._slot(r).tokens)
+                # room: the draft, its one token and the token sampled after it fit the sequence;
+                # no guesses past max_tokens
+                room = self.context.n_ctx_seq - held - 2
+                if r.max_tokens is not None:
+                    room = min(room, r.max_tokens - len(r.output) - 1)
+                asks.append(DraftRequest(r.spec, self._slot(r).seq, r.history, room, r.sampler))
+                where.append(k)
+        drafts: list[Draft | None] = [None] * len(plan.decode)
+        if asks:
+            for k, d in zip(where, make_drafts(asks, self.context.n_batch - plan.n_tokens)):
+                if d is not None and (d.tokens or d.error is not None):
+                    drafts[k] = d
+        return drafts
+
+    def _run(self, plan: StepPlan, speculate: bool = True) -> None:
+        """One forward pass over the plan's tokens (and the drafts of the
+        requests that speculate), then sampling for every request whose
+        logits came back."""
+        drafts = self._drafts(plan) if speculate else [None] * len(plan.decode)
+        failed = []
+        for r, d in zip(plan.decode, drafts):
+            if d is not None:
+                try:
+                    if d.error is not None:
+                        raise d.error
+                    check_draft(d, self.model.n_vocab)
+                except SpeculativeError as e:  # this request's drafter failed: it ends, the others go on
+                    self._end(r, "error", e)
+                    failed.append(r)
+        if failed:
+            kept = [(r, d) for r, d in zip(plan.decode, drafts) if r not in failed]
+            plan = StepPlan(decode=[r for r, _ in kept], prefill=plan.prefill)
+            drafts = [d for _, d in kept]
+            if not plan:
+                return
+        n = plan.n_tokens + sum(len(d.tokens) for d in drafts if d is not None)
         tokens = np.empty(n, np.int32)
         pos = np.empty(n, np.int32)
         seq = np.empty(n, np.int32)
         want = np.zeros(n, np.bool_)
-        owners: list[Request] = []  # whose logits row each wanted token gives
+        owners: list[Request] = []  # whose logits row each wanted token gives (a drafting request's first)
         i = 0
-        for r in plan.decode:
+        for r, d in zip(plan.decode, drafts):
             slot = self._slot(r)
-            tokens[i], pos[i], seq[i], want[i] = r.output[-1], len(slot.tokens), slot.seq, True
+            run = [r.output[-1]] + (d.tokens if d is not None else [])
+            k = len(run)
+            tokens[i : i + k], pos[i : i + k], seq[i : i + k], want[i : i + k] = (
+                run,
+                np.arange(len(slot.tokens), len(slot.tokens) + k),
+                slot.seq,
+                True,
+            )
             owners.append(r)
-            i += 1
+            i += k
         for r, k in plan.prefill:
             slot = self._slot(r)
             chunk = r.prompt[r.n_cached : r.n_cached + k]
@@ -244,12 +318,17 @@ class Engine:
         try:
             logits = self.context.decode(tokens, pos, seq, want)
         except ContextFullError as e:
-            self._shed(plan, e)
+            if any(d is not None for d in drafts):
+                self._run(plan, speculate=False)  # a shared pool too full for the guesses: plain steps
+            else:
+                self._shed(plan, e)
             return
         seconds = time.perf_counter() - t0
         # the cache now holds the tokens: mirror them
-        for r in plan.decode:
+        for r, d in zip(plan.decode, drafts):
             self._slot(r).tokens.append(r.output[-1])
+            if d is not None:
+                self._slot(r).tokens.extend(d.tokens)
         for r, k in plan.prefill:
             self._slot(r).tokens.extend(r.prompt[r.n_cached : r.n_cached + k])
             r.n_cached += k
@@ -257,8 +336,38 @@ class Engine:
             r.timings.prompt_seconds += seconds
             if r.n_cached == len(r.prompt):
                 r.state = RequestState.DECODE
-        for row, r in zip(logits, owners):
-            self._sample(r, row)
+        row = 0
+        spec = dict(zip(map(id, plan.decode), drafts))
+        for r in owners:
+            d = spec.get(id(r))
+            if d is None:
+                self._sample(r, logits[row])
+                row += 1
+            else:
+                self._verify(r, logits[row : row + len(d.tokens) + 1], d)
+                row += len(d.tokens) + 1
+
+    def _verify(self, r: Request, rows: np.ndarray, draft: Draft) -> None:
+        """Keep the draft's accepted prefix in the cache, remove the rest, and
+        emit the accepted tokens and the one sampled after them."""
+        if r.cancelled:
+            self._end(r, "cancelled")
+            return
+        assert r.spec is not None
+        history = r.history
+        try:
+            verdict = verify_step(r.spec, r.sampler, rows, draft, history)
+        except LaminaError as e:
+            self._end(r, "error", e)
+            return
+        slot = self._slot(r)
+        keep = len(slot.tokens) - len(draft.tokens) + len(verdict.accepted)
+        if keep < len(slot.tokens):
+            self.context.seq_rm(slot.seq, keep)  # the rejected guesses
+            del slot.tokens[keep:]
+        for token in verdict.accepted + [verdict.next_token]:
+            if not self._emit(r, token):
+                return
 
     def _sample(self, r: Request, logits: np.ndarray) -> None:
         if r.cancelled:
@@ -273,10 +382,14 @@ class Engine:
                 return
         else:
             token = r.sampler(logits, r.history)
+        self._emit(r, token)
+
+    def _emit(self, r: Request, token: int) -> bool:
+        """Stream one sampled token; False once the request has ended."""
         now = time.perf_counter()
         if token in r.eog:
             self._end(r, "stop")
-            return
+            return False
         r.output.append(token)
         t = r.timings
         t.sampled += 1
@@ -292,6 +405,9 @@ class Engine:
             self._end(r, "length")
         elif len(self._slot(r).tokens) + 1 > self.context.n_ctx_seq:
             self._end(r, "context")  # no room to evaluate the token just sampled
+        else:
+            return True
+        return False
 
     def _shed(self, plan: StepPlan, error: ContextFullError) -> None:
         """The shared cache cannot take this step's tokens (a unified pool

@@ -11,11 +11,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from lamina.engine.text_stream import TextStream
 from lamina.grammar import Matcher
 from lamina.logprobs import TokenLogprob
 from lamina.sampling import Sampler
+
+if TYPE_CHECKING:
+    from lamina.speculative.step import SpecState
 
 _ids = itertools.count()
 
@@ -85,6 +89,7 @@ class Request:
         self.eog = eog
         self.grammar = grammar
         self.logprobs = logprobs
+        self.spec: SpecState | None = None  # speculative decoding's state (lamina.speculative), when it drafts
         self.state = RequestState.WAITING
         self.slot: int | None = None
         self.n_cached = 0  # prompt tokens whose KV is in the slot (reused or evaluated)

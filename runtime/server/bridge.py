@@ -17,6 +17,7 @@ from lamina.grammar import Grammar
 from lamina.sampling import Sampler
 from lamina.server.errors import APIError
 from lamina.server.metrics import Metrics
+from lamina.speculative import Speculative
 
 
 class Generation:
@@ -74,6 +75,7 @@ def start(
     grammar: Grammar | None = None,
     lora: Sequence[float] | None = None,
     logprobs: int | None = None,
+    speculative: Speculative | None = None,
 ) -> Generation:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Piece] = asyncio.Queue()
@@ -93,6 +95,7 @@ def start(
             grammar=grammar,
             lora=lora,
             logprobs=logprobs,
+            speculative=speculative,
         )
     except QueueFullError as e:
         raise APIError(503, str(e), code="queue_full", headers={"Retry-After": "1"}) from None

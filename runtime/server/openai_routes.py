@@ -192,6 +192,7 @@ async def _generate(
     if chat and n_logprobs is not None:
         shape = lambda: LogprobsShape(session.tokenizer, chat=True)
     shapes = [shape() if shape is not None else None for _ in range(body.n)]
+    spec = service.speculative(body, grammar, service.sampler(body, 0, SERVER_DEFAULTS), n_logprobs)  # likewise
     gens = [
         bridge.start(
             session.engine,
@@ -203,6 +204,7 @@ async def _generate(
             grammar,
             lora,
             n_logprobs,
+            spec,
         )
         for i in range(body.n)
     ]

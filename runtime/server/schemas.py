@@ -55,6 +55,9 @@ class Sampling(_Body):
     mirostat: int | None = Field(None, ge=0, le=2)
     mirostat_tau: float | None = Field(None, ge=0.0, le=100.0)
     mirostat_eta: float | None = Field(None, ge=0.0, le=1.0)
+    # llama-server's per-request bounds of the server's speculative decoding (--lookup / --model-draft)
+    speculative_n_max: int | None = Field(None, alias="speculative.n_max", ge=0, le=256)
+    speculative_n_min: int | None = Field(None, alias="speculative.n_min", ge=0, le=256)
     # OpenAI's / llama-server's fields lamina does not implement yet (refused unless harmless: NOT_YET)
     tfs_z: Any = None
     n_probs: Any = None

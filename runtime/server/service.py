@@ -19,6 +19,7 @@ from lamina.sampling import Sampler, SamplingParams
 from lamina.server.errors import APIError
 from lamina.server.metrics import Metrics
 from lamina.server.schemas import Sampling
+from lamina.speculative import Speculative, SpeculativeError
 
 
 @dataclass
@@ -42,6 +43,7 @@ class ServerConfig:
     max_body: int = 8 << 20
     slot_save_path: Path | None = None  # --slot-save-path: where POST /slots/{id} saves and restores
     loras: list[tuple[str, float]] = field(default_factory=list)  # --lora / --lora-scaled: (file, scale)
+    speculative: Speculative | None = None  # --lookup / --model-draft
 
     @property
     def model_name(self) -> str:
@@ -217,3 +219,31 @@ class Service:
         )
         seed = None if body.seed is None or body.seed in (-1, 2**32 - 1) else (body.seed + choice) % (2**32 - 1)
         return Sampler(params, seed)
+
+    def speculative(
+        self, body: Sampling, grammar: Grammar | None, sampler: Sampler, logprobs: int | None = None
+    ) -> Speculative | None:
+        """The server's --lookup / --model-draft for this request, bounded by
+        its speculative.n_max / n_min (llama-server's). Where it cannot apply
+        (a grammar, logprobs, a sampler verification cannot reproduce) the
+        request runs without it, unless it asked for it by name: then a 400."""
+        spec = self.config.speculative
+        asked = [
+            n for n in ("speculative.n_max", "speculative.n_min") if getattr(body, n.replace(".", "_")) is not None
+        ]
+        if spec is None:
+            if asked:
+                raise APIError(400, f"{asked[0]} needs a server started with --lookup or --model-draft", param=asked[0])
+            return None
+        try:
+            spec = spec.with_limits(body.speculative_n_max, body.speculative_n_min)
+            if grammar is not None:
+                raise SpeculativeError("speculative decoding cannot be combined with a grammar or a JSON schema")
+            if logprobs is not None:
+                raise SpeculativeError("speculative decoding cannot be combined with logprobs")
+            spec.start(sampler)  # the sampler check
+        except SpeculativeError as e:
+            if asked:
+                raise APIError(400, str(e), param=asked[0]) from None
+            return None
+        return spec
