@@ -365,8 +365,8 @@ class Engine:
         if keep < len(slot.tokens):
             self.context.seq_rm(slot.seq, keep)  # the rejected guesses
             del slot.tokens[keep:]
-        for token in verdict.accepted + [verdict.next_token]:
-            if not self._emit(r, token):
+        for j, token in enumerate(verdict.accepted + [verdict.next_token]):
+            if not self._emit(r, token, rows[j]):  # row j: the target's logits that predicted token j
                 return
 
     def _sample(self, r: Request, logits: np.ndarray) -> None:
@@ -382,10 +382,11 @@ class Engine:
                 return
         else:
             token = r.sampler(logits, r.history)
-        self._emit(r, token)
+        self._emit(r, token, logits)
 
-    def _emit(self, r: Request, token: int) -> bool:
-        """Stream one sampled token; False once the request has ended."""
+    def _emit(self, r: Request, token: int, logits: np.ndarray) -> bool:
+        """Stream one sampled token (logits: the raw row it was sampled from);
+        False once the request has ended."""
         now = time.perf_counter()
         if token in r.eog:
             self._end(r, "stop")

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from lamina.engine.lora import LoraScaleError, LoraSet, check_scale
+from lamina.generation import Session
 from lamina.server.errors import APIError
 from lamina.server.service import Service
 
@@ -46,7 +47,7 @@ def request_scales(service: Service, lora: object) -> tuple[float, ...] | None:
     """a generation request's `lora` field: None (the current defaults) or its scales"""
     if lora is None or lora == []:  # llama-server: an empty list is no list
         return None
-    return scales_from(lora, service.require().loras, "lora")
+    return scales_from(lora, _loras(service), "lora")
 
 
 def router(service: Service) -> APIRouter:
@@ -54,7 +55,7 @@ def router(service: Service) -> APIRouter:
 
     @r.get("/lora-adapters")
     def list_adapters() -> list[dict[str, Any]]:
-        loras = service.require().loras
+        loras = _loras(service)
         if loras is None:
             return []
         return [
@@ -69,15 +70,22 @@ def router(service: Service) -> APIRouter:
         except ValueError:
             raise APIError(400, "body: expected a JSON array of {id, scale} objects", param="body") from None
         session = service.require()
-        scales = scales_from(body, session.loras, "body")
+        loras = _loras(service)
+        scales = scales_from(body, loras, "body")
 
         def apply() -> None:
-            if session.loras is not None:
+            if loras is not None and isinstance(session, Session):
                 with session.engine.exclusive():  # between two steps
                     for i, s in enumerate(scales):
-                        session.loras.set_default(i, s)
+                        loras.set_default(i, s)
 
         await asyncio.to_thread(apply)
         return {"success": True}
 
     return r
+
+
+def _loras(service: Service):
+    """The loaded adapters (None: none; an encoder model has none)."""
+    session = service.require()
+    return session.loras if isinstance(session, Session) else None
