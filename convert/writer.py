@@ -29,6 +29,9 @@ class OutTensor:
     name: str
     shape: tuple[int, ...]  # numpy order
     type: gguf.GGMLQuantizationType
+    # written with ggml_n_dims' shape (trailing ne of 1 dropped), as llama-quantize writes it;
+    # False keeps the shape as given (GPTQ's tensors: one group is still a [1, n_out] matrix)
+    ggml_dims: bool = True
 
     @property
     def n_elements(self) -> int:
@@ -75,7 +78,7 @@ class StreamingGGUF:
     def add_tensor_info(self, t: OutTensor) -> None:
         # ggml_n_dims, which llama-quantize writes: trailing ne of 1 (leading in numpy order) drop
         shape = t.shape
-        while len(shape) > 1 and shape[0] == 1:
+        while t.ggml_dims and len(shape) > 1 and shape[0] == 1:
             shape = shape[1:]
         self.w.add_tensor_info(t.name, shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.type)
         self.table.append(t)

@@ -101,9 +101,9 @@ def gptq_out_tensors(weight_name: str, n_in: int, n_out: int, n_groups: int, wit
         )
     names = gptq_tensor_names(weight_name)
     out = [
-        OutTensor(names["qweight"], (n_in // PER_WORD, n_out), Q.I32),
-        OutTensor(names["scales"], (n_groups, n_out), Q.F16),
-        OutTensor(names["qzeros"], (n_groups, n_out // PER_WORD), Q.I32),
+        OutTensor(names["qweight"], (n_in // PER_WORD, n_out), Q.I32, ggml_dims=False),
+        OutTensor(names["scales"], (n_groups, n_out), Q.F16, ggml_dims=False),
+        OutTensor(names["qzeros"], (n_groups, n_out // PER_WORD), Q.I32, ggml_dims=False),
     ]
     if with_g_idx:
         out.append(OutTensor(names["g_idx"], (n_in,), Q.I32))
