@@ -27,4 +27,6 @@ mkdir -p "$work" "$crashes"
 flags=(-max_total_time="$seconds" -artifact_prefix="$crashes/" -print_final_stats=1 -rss_limit_mb=4096 -timeout=20)
 if [ -f "tests/fuzz/dict/$target.dict" ]; then flags+=(-dict="tests/fuzz/dict/$target.dict"); fi
 echo "== fuzz $target for ${seconds}s" >&2
-exec "$py" tests/fuzz/run.py "$target" "${flags[@]}" "$@" "$work" "tests/fuzz/corpus/$target"
+seeds=tests/fuzz/corpus/$target
+[ -d "$seeds" ] || seeds=
+exec "$py" tests/fuzz/run.py "$target" "${flags[@]}" "$@" "$work" ${seeds:+"$seeds"}

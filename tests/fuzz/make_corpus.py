@@ -119,6 +119,19 @@ def gguf_dict() -> None:
     (HERE / "dict" / "gguf.dict").write_text("# GGUF keys, type ids and lying sizes (make_corpus.py)\n" + "\n".join(lines) + "\n")
 
 
+def tokenizer_seeds() -> None:
+    """The texts tokenizer tests run over, each behind the two bytes that pick
+    the model and the mode (atheris' FuzzedDataProvider reads them first)."""
+    from support.tokenizer_corpus import CORPUS as TEXTS
+
+    for i, text in enumerate(TEXTS):
+        if text:
+            put("tokenizer", bytes([i % 3, (i // 3) % 4]) + text.encode(), f"text-{i:03d}")
+    put("tokenizer", bytes([2, 1]) + "<start_of_turn>user\nhi<end_of_turn>".encode(), "gemma-turn")
+    put("tokenizer", bytes([1, 1]) + "<|im_start|>user\nhi<|im_end|>".encode(), "qwen-turn")
+    put("tokenizer", bytes([0, 2, 0xFF, 0xC3, 0x28, 0xE2, 0x82]), "invalid-utf8")
+
+
 def main() -> None:
     targets = sys.argv[1:] or ["gguf"]
     for target in targets:
