@@ -9,7 +9,7 @@ from untrusted files, so escapes out of the sandbox, exceptions and runaway
 output all end in a ChatTemplateError naming what went wrong. Beyond Jinja's
 sandbox, a template is bounded in time (MAX_RENDER_SECONDS, checked on every
 line of template code) and its `*`, `**`, `%` and `+` may not build a value
-past MAX_VALUE_LEN (`'x' * 10**9` or `9**9**9` would exhaust memory or CPU
+past MAX_VALUE_LEN / MAX_INT_BITS (`'x' * 10**9` or `9**9**9` would exhaust memory or CPU
 inside one operation, before any output size check could see it).
 """
 
@@ -39,7 +39,8 @@ TEMPLATE_KEY = "tokenizer.chat_template"
 MAX_RENDER_BYTES = 1 << 20
 MAX_TEMPLATE_BYTES = 1 << 20
 MAX_RENDER_SECONDS = 2.0  # real templates render in milliseconds
-MAX_VALUE_LEN = 1 << 20  # items of a string/list built by one operator; bits of an int result / 64
+MAX_VALUE_LEN = 1 << 20  # items of a string/list built by one operator
+MAX_INT_BITS = 1 << 16  # an int result of '**' (Python prints at most 4300 digits anyway)
 
 # What llama.cpp and transformers fall back to for a model without a template.
 CHATML_TEMPLATE = (
@@ -206,7 +207,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         elif operator == "**":
             base, exponent = _int_bits(left), right
             if isinstance(exponent, int) and not isinstance(exponent, bool) and base > 1:
-                if exponent * base > 64 * MAX_VALUE_LEN:
+                if exponent * base > MAX_INT_BITS:
                     raise _TemplateTooCostly(f"'**' would build an integer of about {exponent * base:.0f} bits")
         elif operator == "%" and isinstance(left, str):
             # printf-style width or precision: '%999999999d' % 1
@@ -278,6 +279,8 @@ class ChatTemplate:
             self._template = _environment().from_string(source)
         except jinja2.TemplateSyntaxError as e:
             raise ChatTemplateError(f"{origin}: syntax error at line {e.lineno}: {e.message}") from None
+        except (RecursionError, SyntaxError, MemoryError) as e:  # nesting past what the parser/compiler take
+            raise ChatTemplateError(f"{origin}: template too deeply nested to compile: {type(e).__name__}") from None
 
     def render(
         self,

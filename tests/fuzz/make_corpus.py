@@ -132,6 +132,34 @@ def tokenizer_seeds() -> None:
     put("tokenizer", bytes([0, 2, 0xFF, 0xC3, 0x28, 0xE2, 0x82]), "invalid-utf8")
 
 
+def chat_template_seeds() -> None:
+    """The three real models' templates (and lamina's built-in ones) with a short conversation."""
+    from lamina.chat_template import CHATML_TEMPLATE, GEMMA3_TEMPLATE
+    from lamina.gguf.reader import GGUFFile
+
+    conversation = b"\0\x00be brief\0\x01hi\0\x02hello\0\x01and you?"
+    templates = {"chatml": CHATML_TEMPLATE, "gemma3-builtin": GEMMA3_TEMPLATE}
+    for path in real_model_paths():
+        with GGUFFile(path) as f:
+            source = f.get("tokenizer.chat_template")
+        if isinstance(source, str):
+            templates[path.stem[:40]] = source
+    for name, source in templates.items():
+        put("chat_template", source.encode() + conversation, name)
+    put("chat_template", b"{{ 'x' * 1000000000 }}\0\x01hi", "crash-string-times-a-billion")
+    put("chat_template", b"{% set ns = namespace(x='ab') %}{% for i in range(40) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}\0", "crash-concat-doubling")
+
+
+def chat_template_dict() -> None:
+    words = ["{{", "}}", "{%", "%}", "{#", "#}", "for", "in", "endfor", "if", "elif", "else", "endif", "set", "macro",
+             "endmacro", "namespace", "messages", "message", "['role']", "['content']", "loop.index0", "loop.first",
+             "add_generation_prompt", "raise_exception(", "bos_token", "eos_token", "tools", "tojson", "|", "~", "*",
+             "**", "%", "+", "range(", "[1:]", ".format(", "__class__", "__init__", "__globals__", "mro()", "attr(",
+             "strftime_now(", "generation", "endgeneration", "break", "continue", "recursive", "loop(", "namespace("]
+    (HERE / "dict").mkdir(exist_ok=True)
+    (HERE / "dict" / "chat_template.dict").write_text("\n".join(_dict_entry(w.encode()) for w in words) + "\n")
+
+
 def main() -> None:
     targets = sys.argv[1:] or ["gguf"]
     for target in targets:

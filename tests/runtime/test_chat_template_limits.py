@@ -19,6 +19,7 @@ BOMBS = {
     "string times a billion": ("{{ 'x' * 1000000000 }}", "'*'"),
     "list times a billion": ("{{ ([1] * 1000000000) | length }}", "'*'"),
     "huge power": ("{{ 9 ** (9 ** 9) }}", "'**'"),
+    "slow power": ("{{ 5 ** 10000000 }}", "'**'"),  # found by fuzzing: seconds of CPU
     "printf width": ("{{ '%0999999999d' % 1 }}", "'%'"),
     "doubling with +": (DOUBLING.replace("OP", "+"), "'+'"),
     "doubling with ~": (DOUBLING.replace("OP", "~"), "'~'"),
@@ -69,3 +70,9 @@ def test_the_deadline_does_not_leave_a_tracer_behind() -> None:
         ChatTemplate("{{ 'x' * 1000000000 }}").render(MESSAGES)
     ChatTemplate("{{ messages[0].content }}").render(MESSAGES)
     assert sys.gettrace() is previous
+
+
+def test_deep_nesting_is_a_template_error_not_a_recursion_error() -> None:
+    # found by tests/fuzz/fuzz_chat_template.py: Jinja's parser recursed out of the stack
+    with pytest.raises(ChatTemplateError, match="too deeply nested"):
+        ChatTemplate("{{ 0 * 1 }} {{" + "{" * 5000 + " }")
