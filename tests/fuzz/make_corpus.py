@@ -160,6 +160,26 @@ def chat_template_dict() -> None:
     (HERE / "dict" / "chat_template.dict").write_text("\n".join(_dict_entry(w.encode()) for w in words) + "\n")
 
 
+def quants_seeds() -> None:
+    """Real blocks: the first bytes of each type's tensors in the sample file and the real models."""
+    from lamina import quants
+    from lamina.gguf.reader import GGUFFile
+
+    types = [t for t in T if quants.can_run(t)]
+    seen: set[int] = set()
+    for path in real_model_paths():
+        with GGUFFile(path) as f:
+            for t in f.tensors:
+                if t.ggml_type in types and int(t.ggml_type) not in seen:
+                    seen.add(int(t.ggml_type))
+                    head = bytes([types.index(t.ggml_type), 1, 0])
+                    put("quants", head + bytes(f.tensor_bytes(t.name).reshape(-1)[: 2 * t.type_size]), t.ggml_type.name)
+    rng = np.random.default_rng(0)
+    for i, t in enumerate(types):
+        if int(t) not in seen:
+            put("quants", bytes([i, 0, 0]) + rng.integers(0, 256, quants.block_bytes(t), dtype=np.uint8).tobytes(), t.name)
+
+
 def main() -> None:
     targets = sys.argv[1:] or ["gguf"]
     for target in targets:
