@@ -180,6 +180,13 @@ def quants_seeds() -> None:
             put("quants", bytes([i, 0, 0]) + rng.integers(0, 256, quants.block_bytes(t), dtype=np.uint8).tobytes(), t.name)
 
 
+def server_seeds() -> None:
+    """A few fuzz inputs; the JSON bodies are built from the bytes, so any bytes make a request."""
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        put("server", bytes([i % 6]) + rng.integers(0, 256, 64, dtype=np.uint8).tobytes(), f"random-{i}")
+
+
 def main() -> None:
     targets = sys.argv[1:] or ["gguf"]
     for target in targets:
