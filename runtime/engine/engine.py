@@ -226,7 +226,10 @@ class Engine:
         try:
             logits = self.context.decode(tokens, pos, seq, want)
         except ContextFullError as e:
-            self._shed(plan, e)
+            if self._evict_idle():
+                self._run(plan)  # the same step again, in the cells the idle slot gave back
+            else:
+                self._shed(plan, e)
             return
         seconds = time.perf_counter() - t0
         # the cache now holds the tokens: mirror them
@@ -272,6 +275,19 @@ class Engine:
             self._end(r, "length")
         elif len(self._slot(r).tokens) + 1 > self.context.n_ctx_seq:
             self._end(r, "context")  # no room to evaluate the token just sampled
+
+    def _evict_idle(self) -> bool:
+        """Free the cells of the least recently used idle slot that holds any.
+        An idle slot's cache is only kept for reuse: a unified pool full of
+        finished chats must not end a new request with "context" (it did,
+        with 0 tokens, once a few chats had filled the pool)."""
+        idle = [s for s in self.slots.slots if not s.busy and s.tokens]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda s: s.last_used)
+        self.context.seq_rm(victim.seq, 0)
+        victim.tokens = []
+        return True
 
     def _shed(self, plan: StepPlan, error: ContextFullError) -> None:
         """The shared cache cannot take this step's tokens (a unified pool
