@@ -15,8 +15,8 @@ inside one operation, before any output size check could see it).
 
 from __future__ import annotations
 
-import json
 import functools
+import json
 import operator
 import os
 import re
@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 import jinja2
+import numpy as np
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.ext import Extension
@@ -137,6 +138,11 @@ def _int_bits(x: Any) -> float:
 _BINOPS = {"+": operator.add, "*": operator.mul, "**": operator.pow, "%": operator.mod}
 
 
+def _huge_printf_width(fmt: str) -> bool:
+    """A printf-style width or precision past MAX_VALUE_LEN in `fmt`."""
+    return any(n and int(n) > MAX_VALUE_LEN for spec in _WIDTHS.findall(fmt) for n in spec)
+
+
 def _check_width(n: Any, what: str) -> None:
     if isinstance(n, int) and n > MAX_VALUE_LEN:
         raise _TemplateTooCostly(f"{what} of {n} is past the value limit {MAX_VALUE_LEN}")
@@ -206,13 +212,11 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
                 raise _TemplateTooCostly(f"'+' would build a value of {a + b} items")
         elif operator == "**":
             base, exponent = _int_bits(left), right
-            if isinstance(exponent, int) and not isinstance(exponent, bool) and base > 1:
-                if exponent * base > MAX_INT_BITS:
-                    raise _TemplateTooCostly(f"'**' would build an integer of about {exponent * base:.0f} bits")
-        elif operator == "%" and isinstance(left, str):
-            # printf-style width or precision: '%999999999d' % 1
-            if any(n and int(n) > MAX_VALUE_LEN for spec in _WIDTHS.findall(left) for n in spec):
-                raise _TemplateTooCostly("'%' formatting with a width past the value limit")
+            is_int = isinstance(exponent, int) and not isinstance(exponent, bool)
+            if is_int and base > 1 and exponent * base > MAX_INT_BITS:
+                raise _TemplateTooCostly(f"'**' would build an integer of about {exponent * base:.0f} bits")
+        elif operator == "%" and isinstance(left, str) and _huge_printf_width(left):
+            raise _TemplateTooCostly("'%' formatting with a width past the value limit")  # '%999999999d' % 1
         return _BINOPS[operator](left, right)
 
 
@@ -245,18 +249,15 @@ def _width_checked(name: str, jinja_filter: Callable[..., Any]) -> Callable[...,
     def checked(*args: Any, **kwargs: Any) -> Any:
         for v in (*args, *kwargs.values()):
             _check_width(v, f"the {name} filter's argument")
-        if name == "format" and args and isinstance(args[0], str):
-            if any(n and int(n) > MAX_VALUE_LEN for spec in _WIDTHS.findall(args[0]) for n in spec):
-                raise _TemplateTooCostly("'format' with a width past the value limit")
+        if name == "format" and args and isinstance(args[0], str) and _huge_printf_width(args[0]):
+            raise _TemplateTooCostly("'format' with a width past the value limit")
         return jinja_filter(*args, **kwargs)
 
     return checked
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = _BoundedSandbox(
-        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, "jinja2.ext.loopcontrols"]
-    )
+    env = _BoundedSandbox(trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, "jinja2.ext.loopcontrols"])
     env.filters["tojson"] = _tojson
     for name in ("center", "indent", "format", "truncate", "wordwrap"):
         env.filters[name] = _width_checked(name, env.filters[name])
@@ -383,6 +384,9 @@ def _token_text(meta: Mapping[str, Any], key: str) -> str | None:
     token_id = meta.get(f"tokenizer.ggml.{key}")
     if tokens is None or token_id is None:
         return None
+    if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)):
+        # a string or an array here would have escaped as int()'s ValueError/TypeError (found by fuzz_gguf)
+        raise ChatTemplateError(f"tokenizer.ggml.{key}: expected a token id, found {type(token_id).__name__}")
     if not 0 <= int(token_id) < len(tokens):
         raise ChatTemplateError(f"tokenizer.ggml.{key}: token id {token_id} is outside the vocabulary")
     return str(tokens[int(token_id)])

@@ -30,7 +30,25 @@ from pathlib import Path
 from typing import Any
 
 MODEL = "smollm2-135m-instruct"
-WORDS = "the a cat dog river mountain code python sky blue green red run jump think write read".split()
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "river",
+    "mountain",
+    "code",
+    "python",
+    "sky",
+    "blue",
+    "green",
+    "red",
+    "run",
+    "jump",
+    "think",
+    "write",
+    "read",
+]
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -54,7 +72,9 @@ class Sampler:
 
     def maybe(self, done: int, force: bool = False) -> None:
         if force or done % self.every == 0:
-            self.samples.append((done, round(time.monotonic() - self.t0, 2), round(rss_mb(self.pid), 1), open_fds(self.pid)))
+            self.samples.append(
+                (done, round(time.monotonic() - self.t0, 2), round(rss_mb(self.pid), 1), open_fds(self.pid))
+            )
 
     def summary(self) -> dict[str, Any]:
         s = self.samples
@@ -83,7 +103,7 @@ def soak_llama(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(0)
     llm = Llama(str(fetch_model(args.model)), n_ctx=args.n_ctx, n_threads=args.threads, verbose=False, seed=1)
     sampler = Sampler("self", max(1, args.chats // 20))
-    tokens = shifts = 0
+    tokens = shifts = empty = 0
     finishes: dict[str, int] = {}
     first_half: list[float] = []
     second_half: list[float] = []
@@ -103,6 +123,7 @@ def soak_llama(args: argparse.Namespace) -> dict[str, Any]:
             reason = out["choices"][0]["finish_reason"]
             finishes[reason] = finishes.get(reason, 0) + 1
             tokens += n
+            empty += n == 0
             (first_half if chat < args.chats // 2 else second_half).append(dt / max(n, 1))
             history.append({"role": "assistant", "content": out["choices"][0]["message"]["content"]})
         sampler.maybe(chat + 1)
@@ -115,6 +136,7 @@ def soak_llama(args: argparse.Namespace) -> dict[str, Any]:
         "tokens_generated": tokens,
         "context_shifts": shifts,
         "finish_reasons": finishes,
+        "empty_replies": empty,
         "seconds_per_token_first_half": percentiles(first_half),
         "seconds_per_token_second_half": percentiles(second_half),
         "errors": 0,
@@ -185,7 +207,7 @@ def soak_server(args: argparse.Namespace) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 try:
                     one(client, kind, rng)
-                except Exception as e:  # noqa: BLE001 (each failure is counted and reported)
+                except Exception as e:
                     with lock:
                         unexpected.append(f"{kind}: {type(e).__name__}: {e}"[:300])
                 with lock:

@@ -262,7 +262,9 @@ def read_hparams(gguf: GGUFFile) -> HParams:
 
     n_embd = meta.int(Keys.LLM.EMBEDDING_LENGTH)
     n_layer = meta.int(Keys.LLM.BLOCK_COUNT)
-    if n_layer > len(gguf.tensors):  # every layer has tensors: a bigger count is a lie, refused before any list of layers
+    if n_layer > len(
+        gguf.tensors
+    ):  # every layer has tensors: a bigger count is a lie, refused before any list of layers
         raise ModelConfigError(
             gguf.path,
             f"block_count {n_layer} is more layers than the file has tensors ({len(gguf.tensors)})",

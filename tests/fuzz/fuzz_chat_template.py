@@ -31,7 +31,10 @@ def one_input(data: bytes) -> None:
     try:
         template = ChatTemplate(text, bos_token="<s>", eos_token="</s>")
         out = template.render(
-            messages, add_generation_prompt=bool(source[:1] and source[0] & 1), max_bytes=MAX_BYTES, max_seconds=MAX_SECONDS
+            messages,
+            add_generation_prompt=bool(source[:1] and source[0] & 1),
+            max_bytes=MAX_BYTES,
+            max_seconds=MAX_SECONDS,
         )
     except ChatTemplateError:
         pass

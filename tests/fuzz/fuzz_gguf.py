@@ -5,6 +5,7 @@ escape, and nothing may crash the process."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import tempfile
 
 from rich.console import Console
 
+from lamina.chat_template import ChatTemplate, ChatTemplateError
 from lamina.cli.inspect import _print_tables, to_json
 from lamina.engine.loader import load_model, read_hparams
 from lamina.errors import GGUFError, LaminaError
@@ -45,9 +47,12 @@ def one_input(data: bytes) -> None:
         for t in gguf.tensors:
             view = gguf.tensor_bytes(t.name)
             assert view.nbytes == t.nbytes and t.offset + t.nbytes <= len(data)
-        try:
+        with contextlib.suppress(LaminaError):
             Tokenizer.from_metadata(gguf.metadata)
-        except LaminaError:
+        try:  # the file's own template, rendered as a chat would
+            template = ChatTemplate.from_metadata(gguf.metadata)
+            template.render([{"role": "user", "content": "hi"}], max_bytes=1 << 16, max_seconds=0.5)
+        except ChatTemplateError:
             pass
         try:
             hparams = read_hparams(gguf)

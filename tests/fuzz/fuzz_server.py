@@ -20,11 +20,36 @@ from lamina.server.app import create_app
 from lamina.server.service import ServerConfig, Service
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/tokenize", "/detokenize", "/completion")
-SAMPLING = (
-    "model max_tokens temperature top_p top_k min_p seed presence_penalty frequency_penalty repeat_penalty "
-    "repeat_last_n stop n stream stream_options user response_format grammar json_schema logit_bias logprobs "
-    "top_logprobs typical_p mirostat tfs_z n_probs best_of lora"
-).split()
+SAMPLING = [
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "repeat_penalty",
+    "repeat_last_n",
+    "stop",
+    "n",
+    "stream",
+    "stream_options",
+    "user",
+    "response_format",
+    "grammar",
+    "json_schema",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "typical_p",
+    "mirostat",
+    "tfs_z",
+    "n_probs",
+    "best_of",
+    "lora",
+]
 FIELDS = {
     "/v1/chat/completions": [*SAMPLING, "messages", "max_completion_tokens", "tools", "tool_choice"],
     "/v1/completions": [*SAMPLING, "prompt", "echo", "suffix"],
@@ -72,7 +97,10 @@ def _value(fdp: atheris.FuzzedDataProvider, depth: int = 0) -> object:
     if kind in (7, 8):
         return [_value(fdp, depth + 1) for _ in range(fdp.ConsumeIntInRange(0, 4))]
     keys = ("role", "content", "type", "text", "json_schema", "schema", "name", "include_usage", "0", "15")
-    return {keys[fdp.ConsumeIntInRange(0, len(keys) - 1)]: _value(fdp, depth + 1) for _ in range(fdp.ConsumeIntInRange(0, 3))}
+    return {
+        keys[fdp.ConsumeIntInRange(0, len(keys) - 1)]: _value(fdp, depth + 1)
+        for _ in range(fdp.ConsumeIntInRange(0, 3))
+    }
 
 
 def _body(fdp: atheris.FuzzedDataProvider, path: str) -> bytes:

@@ -9,7 +9,6 @@ templates; real block bytes of each type; request bodies the server accepts."""
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 import sys
 import tempfile
@@ -110,13 +109,20 @@ def gguf_dict() -> None:
     keys: set[str] = set()
     for group in (Keys.General, Keys.LLM, Keys.Attention, Keys.Rope, Keys.Tokenizer):
         keys |= {v for k, v in vars(group).items() if not k.startswith("_") and isinstance(v, str)}
-    keys = {k.replace("{arch}", arch) for k in keys for arch in ("llama", "gemma3", "qwen2") if "{" not in k.replace("{arch}", "")}
+    keys = {
+        k.replace("{arch}", arch)
+        for k in keys
+        for arch in ("llama", "gemma3", "qwen2")
+        if "{" not in k.replace("{arch}", "")
+    }
     entries = [b"GGUF", *(k.encode() for k in keys), *(gguf_str(k) for k in sorted(keys)[:80])]
     entries += [struct.pack("<I", int(v)) for v in V] + [struct.pack("<I", int(t)) for t in T]
     entries += [struct.pack("<Q", n) for n in (0, 1, 32, 2**31, 2**32, 2**40, 2**60, 2**63 - 1, 2**64 - 1)]
     lines = [f"{_dict_entry(e)}" for e in sorted(set(entries))]
     (HERE / "dict").mkdir(exist_ok=True)
-    (HERE / "dict" / "gguf.dict").write_text("# GGUF keys, type ids and lying sizes (make_corpus.py)\n" + "\n".join(lines) + "\n")
+    (HERE / "dict" / "gguf.dict").write_text(
+        "# GGUF keys, type ids and lying sizes (make_corpus.py)\n" + "\n".join(lines) + "\n"
+    )
 
 
 def tokenizer_seeds() -> None:
@@ -127,8 +133,8 @@ def tokenizer_seeds() -> None:
     for i, text in enumerate(TEXTS):
         if text:
             put("tokenizer", bytes([i % 3, (i // 3) % 4]) + text.encode(), f"text-{i:03d}")
-    put("tokenizer", bytes([2, 1]) + "<start_of_turn>user\nhi<end_of_turn>".encode(), "gemma-turn")
-    put("tokenizer", bytes([1, 1]) + "<|im_start|>user\nhi<|im_end|>".encode(), "qwen-turn")
+    put("tokenizer", bytes([2, 1]) + b"<start_of_turn>user\nhi<end_of_turn>", "gemma-turn")
+    put("tokenizer", bytes([1, 1]) + b"<|im_start|>user\nhi<|im_end|>", "qwen-turn")
     put("tokenizer", bytes([0, 2, 0xFF, 0xC3, 0x28, 0xE2, 0x82]), "invalid-utf8")
 
 
@@ -147,15 +153,67 @@ def chat_template_seeds() -> None:
     for name, source in templates.items():
         put("chat_template", source.encode() + conversation, name)
     put("chat_template", b"{{ 'x' * 1000000000 }}\0\x01hi", "crash-string-times-a-billion")
-    put("chat_template", b"{% set ns = namespace(x='ab') %}{% for i in range(40) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}\0", "crash-concat-doubling")
+    put(
+        "chat_template",
+        b"{% set ns = namespace(x='ab') %}{% for i in range(40) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}\0",
+        "crash-concat-doubling",
+    )
 
 
 def chat_template_dict() -> None:
-    words = ["{{", "}}", "{%", "%}", "{#", "#}", "for", "in", "endfor", "if", "elif", "else", "endif", "set", "macro",
-             "endmacro", "namespace", "messages", "message", "['role']", "['content']", "loop.index0", "loop.first",
-             "add_generation_prompt", "raise_exception(", "bos_token", "eos_token", "tools", "tojson", "|", "~", "*",
-             "**", "%", "+", "range(", "[1:]", ".format(", "__class__", "__init__", "__globals__", "mro()", "attr(",
-             "strftime_now(", "generation", "endgeneration", "break", "continue", "recursive", "loop(", "namespace("]
+    words = [
+        "{{",
+        "}}",
+        "{%",
+        "%}",
+        "{#",
+        "#}",
+        "for",
+        "in",
+        "endfor",
+        "if",
+        "elif",
+        "else",
+        "endif",
+        "set",
+        "macro",
+        "endmacro",
+        "namespace",
+        "messages",
+        "message",
+        "['role']",
+        "['content']",
+        "loop.index0",
+        "loop.first",
+        "add_generation_prompt",
+        "raise_exception(",
+        "bos_token",
+        "eos_token",
+        "tools",
+        "tojson",
+        "|",
+        "~",
+        "*",
+        "**",
+        "%",
+        "+",
+        "range(",
+        "[1:]",
+        ".format(",
+        "__class__",
+        "__init__",
+        "__globals__",
+        "mro()",
+        "attr(",
+        "strftime_now(",
+        "generation",
+        "endgeneration",
+        "break",
+        "continue",
+        "recursive",
+        "loop(",
+        "namespace(",
+    ]
     (HERE / "dict").mkdir(exist_ok=True)
     (HERE / "dict" / "chat_template.dict").write_text("\n".join(_dict_entry(w.encode()) for w in words) + "\n")
 
@@ -177,7 +235,11 @@ def quants_seeds() -> None:
     rng = np.random.default_rng(0)
     for i, t in enumerate(types):
         if int(t) not in seen:
-            put("quants", bytes([i, 0, 0]) + rng.integers(0, 256, quants.block_bytes(t), dtype=np.uint8).tobytes(), t.name)
+            put(
+                "quants",
+                bytes([i, 0, 0]) + rng.integers(0, 256, quants.block_bytes(t), dtype=np.uint8).tobytes(),
+                t.name,
+            )
 
 
 def server_seeds() -> None:

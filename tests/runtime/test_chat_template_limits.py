@@ -76,3 +76,10 @@ def test_deep_nesting_is_a_template_error_not_a_recursion_error() -> None:
     # found by tests/fuzz/fuzz_chat_template.py: Jinja's parser recursed out of the stack
     with pytest.raises(ChatTemplateError, match="too deeply nested"):
         ChatTemplate("{{ 0 * 1 }} {{" + "{" * 5000 + " }")
+
+
+@pytest.mark.parametrize("value", ["1", [1, 2], 1.5, True])
+def test_a_token_id_of_the_wrong_type_is_a_template_error_naming_the_key(value: object) -> None:
+    meta = {"tokenizer.ggml.tokens": ["<s>", "</s>"], "tokenizer.ggml.bos_token_id": value}
+    with pytest.raises(ChatTemplateError, match="tokenizer.ggml.bos_token_id: expected a token id"):
+        ChatTemplate.from_metadata(meta)

@@ -16,7 +16,9 @@ def test_a_pool_full_of_idle_caches_still_serves_new_prompts() -> None:
     # 64 cells shared by 4 sequences; each prompt + reply takes ~30 of them and stays cached
     with Llama(str(TINY), n_ctx=64, n_seq_max=4, kv_unified=True, n_threads=1, verbose=False) as llm:
         eos = llm.token_eos()
-        for i, letters in enumerate(["abcdefghij", "klmnopqrst", "uvwxyzabcd", "efghijklmn", "opqrstuvwx", "yzabcdefgh"]):
+        for i, letters in enumerate(
+            ["abcdefghij", "klmnopqrst", "uvwxyzabcd", "efghijklmn", "opqrstuvwx", "yzabcdefgh"]
+        ):
             out = llm.create_completion(
                 " ".join(letters), max_tokens=10, temperature=0.0, logit_bias={str(eos): float("-inf")}
             )
