@@ -14,6 +14,10 @@ class ConvertError(LaminaError):
     """Base of the converter's errors."""
 
 
+class OutputWriteError(ConvertError):
+    """Writing the output failed (a full disk, a file-size limit, an I/O error)."""
+
+
 class CheckpointError(ConvertError):
     """The HF directory is missing, or a config/weights file is missing or unreadable."""
 

@@ -62,7 +62,7 @@ def run_job(job: Job, progress: Progress | None = None) -> Summary:
     if progress is not None:
         progress.start(sum(t.n_elements for t, _ in job.tensors), len(job.tensors))
     with atomic_output(job.out) as tmp:
-        out = StreamingGGUF(tmp, job.arch)
+        out = StreamingGGUF(tmp, job.arch, final=job.out)
         try:
             job.metadata(out.w)
             for t, _ in job.tensors:

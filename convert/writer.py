@@ -4,14 +4,17 @@ The tensor table is known before any data is produced (types and shapes are
 fixed by the recipe), so the header goes out first and each tensor's bytes are
 written as soon as they are quantized: one tensor in memory at a time. The file
 is written under a temporary name in the output directory and renamed onto the
-real name only when complete; any failure or interrupt removes the temp file,
-so nothing ever appears under the output name half-written.
+real name only when complete and fsynced (then the directory, for the rename);
+any failure or interrupt (SIGINT, SIGTERM: the CLI turns both into
+KeyboardInterrupt) removes the temp file, and a full disk is an OSError the CLI
+prints as one line, so nothing ever appears under the output name half-written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from lamina.convert.errors import ConvertError, OutputExistsError
+from lamina.convert.errors import ConvertError, OutputExistsError, OutputWriteError
 
 
 @dataclass(frozen=True)
@@ -62,17 +65,28 @@ def atomic_output(path: Path) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
+        _fsync(tmp)  # the bytes are on disk before the name is: a crash never leaves a complete-looking stub
         os.replace(tmp, path)
+        _fsync(path.parent)  # and the rename itself
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class StreamingGGUF:
     """Metadata first, then tensors in table order, one write per tensor."""
 
-    def __init__(self, path: Path, arch: str) -> None:
+    def __init__(self, path: Path, arch: str, final: Path | None = None) -> None:
         self.w = gguf.GGUFWriter(path=None, arch=arch)
         self.path = path
+        self.final = final or path  # the name errors give: the temp file's is an implementation detail
         self.table: list[OutTensor] = []
 
     def add_tensor_info(self, t: OutTensor) -> None:
@@ -84,12 +98,27 @@ class StreamingGGUF:
         self.table.append(t)
 
     def begin(self) -> None:
-        self.w.write_header_to_file(path=self.path)
-        self.w.write_kv_data_to_file()
-        self.w.write_ti_data_to_file()
+        with self._writing():
+            self.w.write_header_to_file(path=self.path)
+            self.w.write_kv_data_to_file()
+            self.w.write_ti_data_to_file()
 
     def write(self, data: np.ndarray) -> None:
-        self.w.write_tensor_data(np.ascontiguousarray(data).view(np.uint8))
+        with self._writing():
+            self.w.write_tensor_data(np.ascontiguousarray(data).view(np.uint8))
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        # numpy's tofile says "Not enough free space to write N bytes" with no file
+        # name and no errno: name the output and what happened to it
+        try:
+            yield
+        except OSError as e:
+            free = shutil.disk_usage(self.path.parent).free
+            raise OutputWriteError(
+                f"{self.final}: cannot write the output ({e.strerror or e}); {free} bytes free on its file system; "
+                "nothing was written"
+            ) from None
 
     def close(self) -> None:
         self.w.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 
 from lamina import options
@@ -70,6 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from lamina.server.app import create_app
+        from lamina.server.drain import DrainingServer
         from lamina.server.service import ServerConfig, Service
     except ImportError as e:
         raise ValueError(
@@ -118,8 +120,10 @@ def _serve(args: argparse.Namespace) -> int:
         )
     service = Service(config)
     app = create_app(service)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=30)
+    server = DrainingServer(
+        uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=30),
+        app.state.drain,
+        grace=config.timeout,
     )
 
     def announce() -> None:
@@ -138,8 +142,6 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-
-    import threading
 
     threading.Thread(target=announce, daemon=True).start()
     server.run()

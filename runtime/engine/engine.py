@@ -320,6 +320,8 @@ class Engine:
         except ContextFullError as e:
             if any(d is not None for d in drafts):
                 self._run(plan, speculate=False)  # a shared pool too full for the guesses: plain steps
+            elif self._evict_idle():
+                self._run(plan)  # the same step again, in the cells the idle slot gave back
             else:
                 self._shed(plan, e)
             return
@@ -409,6 +411,19 @@ class Engine:
         else:
             return True
         return False
+
+    def _evict_idle(self) -> bool:
+        """Free the cells of the least recently used idle slot that holds any.
+        An idle slot's cache is only kept for reuse: a unified pool full of
+        finished chats must not end a new request with "context" (it did,
+        with 0 tokens, once a few chats had filled the pool)."""
+        idle = [s for s in self.slots.slots if not s.busy and s.tokens]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda s: s.last_used)
+        self.context.seq_rm(victim.seq, 0)
+        victim.tokens = []
+        return True
 
     def _shed(self, plan: StepPlan, error: ContextFullError) -> None:
         """The shared cache cannot take this step's tokens (a unified pool

@@ -262,6 +262,14 @@ def read_hparams(gguf: GGUFFile) -> HParams:
 
     n_embd = meta.int(Keys.LLM.EMBEDDING_LENGTH)
     n_layer = meta.int(Keys.LLM.BLOCK_COUNT)
+    if n_layer > len(
+        gguf.tensors
+    ):  # every layer has tensors: a bigger count is a lie, refused before any list of layers
+        raise ModelConfigError(
+            gguf.path,
+            f"block_count {n_layer} is more layers than the file has tensors ({len(gguf.tensors)})",
+            key=meta.key(Keys.LLM.BLOCK_COUNT),
+        )
     n_ff = meta.int(Keys.LLM.FEED_FORWARD_LENGTH)
     n_head = meta.int(Keys.Attention.HEAD_COUNT)
     n_head_kv = meta.int(Keys.Attention.HEAD_COUNT_KV, n_head)

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from lamina import __version__
 from lamina.server import errors, llama_routes, lora_routes, openai_routes, rerank_routes, slot_routes
 from lamina.server.auth import check_key
+from lamina.server.drain import Drain, DrainState
 from lamina.server.errors import error_body
 from lamina.server.limits import BodyLimit
 from lamina.server.service import Service
@@ -50,4 +51,6 @@ def create_app(service: Service, load_in_background: bool = True) -> FastAPI:
             CORSMiddleware, allow_origins=service.config.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     app.add_middleware(BodyLimit, max_bytes=service.config.max_body)
+    app.state.drain = DrainState()  # outermost: a request refused while draining is never read
+    app.add_middleware(Drain, state=app.state.drain)
     return app

@@ -1,0 +1,47 @@
+"""Run one fuzz target under atheris (libFuzzer driving Python coverage).
+
+    python tests/fuzz/run.py TARGET [libFuzzer flags] [corpus dirs]
+
+TARGET names tests/fuzz/fuzz_TARGET.py, a module with `setup()` (load what
+every input shares: models, vocabularies, the app) and `one_input(data)`,
+which must return for any bytes or raise AssertionError / let a crash through.
+lamina's modules are imported under atheris' instrumentation so libFuzzer sees
+their branch coverage. tools/fuzz.sh is the usual way in."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TARGETS = sorted(p.stem.removeprefix("fuzz_") for p in HERE.glob("fuzz_*.py"))
+
+
+def load_target(name: str, instrument: bool):
+    if name not in TARGETS:
+        raise SystemExit(f"unknown fuzz target {name!r}: expected one of {', '.join(TARGETS)}")
+    sys.path[:0] = [str(HERE), str(HERE.parent)]  # the targets, and tests/support
+    if instrument:
+        import atheris
+
+        with atheris.instrument_imports(include=["lamina"]):
+            module = importlib.import_module(f"fuzz_{name}")
+    else:
+        module = importlib.import_module(f"fuzz_{name}")
+    module.setup()
+    return module
+
+
+def main() -> None:
+    if len(sys.argv) < 2:
+        raise SystemExit(f"usage: run.py TARGET [libFuzzer args]; targets: {', '.join(TARGETS)}")
+    import atheris
+
+    module = load_target(sys.argv[1], instrument=True)
+    atheris.Setup([sys.argv[0], *sys.argv[2:]], module.one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
