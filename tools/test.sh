@@ -39,8 +39,9 @@ fi
 pip_q "$wheels"/llama_cpp_python-$llcpp-*.whl
 pip_q --force-reinstall --no-deps "$wheels"/llama_cpp_python-$llcpp-*.whl
 
-# lamina with its test and server extras (builds the native core; liblamina_cuda too where nvcc is)
-pip_q ".[test,server]"
+# lamina with its test, server and train extras (builds the native core; liblamina_cuda too where nvcc is);
+# train (torch, transformers) so the distillation tests run rather than skip
+pip_q ".[test,server,train]"
 
 # the real models, once: oracle tests compare against them and must not skip
 "$py" -m lamina models fetch smollm2-135m-instruct gemma-3-270m qwen2.5-coder-0.5b

@@ -47,7 +47,7 @@ def load_model(path: Path, device: torch.device):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    return model.to(device)
+    return model.to(device)  # type: ignore[arg-type]  # transformers' stubs type .to() oddly
 
 
 def sparsity_masks(model) -> dict[str, torch.Tensor]:

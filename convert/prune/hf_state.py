@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +96,8 @@ def gguf_to_hf(state: ModelState) -> dict[str, tuple[str, Callable[[np.ndarray],
         if src.hf_name is None:
             continue
         back: Callable[[np.ndarray], np.ndarray] = _same
-        if arch.llama_family and src.name.endswith("attn_q.weight"):
-            back = lambda w, n=hp.n_head: unpermute_rope(w, n)  # noqa: E731
-        elif arch.llama_family and src.name.endswith("attn_k.weight"):
-            back = lambda w, n=hp.n_head_kv: unpermute_rope(w, n)  # noqa: E731
+        if arch.llama_family and src.name.endswith(("attn_q.weight", "attn_k.weight")):
+            back = partial(unpermute_rope, n_head=hp.n_head if src.name.endswith("attn_q.weight") else hp.n_head_kv)
         out[src.name] = (src.hf_name, back)
     return out
 

@@ -69,23 +69,20 @@ class CompressPlan:
             lines.append(f"drop layers  {', '.join(map(str, self.drop))} (by index)")
         elif self.prune_layers:
             how = "consecutive block" if self.layer_choice == "block" else "layers, each"
-            lines.append(
-                f"drop layers  {self.prune_layers} ({how} with the smallest input/output angular distance)"
-            )
+            lines.append(f"drop layers  {self.prune_layers} ({how} with the smallest input/output angular distance)")
         if self.ffn_keep < 1.0:
             k = structured.ffn_keep_count(n_ff, self.ffn_keep)
             lines.append(f"FFN neurons  keep {k} of {n_ff} per layer (activation norm x down-projection norm)")
         if self.sparsity is not None:
             lines.append(f"sparsity     {self.sparsity.describe()} on every linear (embeddings and head dense)")
         if self.needs_importance() or self.sparsity is not None:
-            lines.append(
-                f"calibration  {self.calibration} ({self.nsamples} windows of {self.seqlen} tokens)"
-            )
+            lines.append(f"calibration  {self.calibration} ({self.nsamples} windows of {self.seqlen} tokens)")
         if self.distill is not None:
             d = self.distill
             lines.append(
                 f"distill      {d.steps} steps of word-level KD from the original model "
-                f"(T={d.temperature}, lr={d.lr}, batch {d.batch} x {d.seqlen} tokens), checkpoints in {self.out}/distill"
+                f"(T={d.temperature}, lr={d.lr}, batch {d.batch} x {d.seqlen} tokens), "
+                f"checkpoints in {self.out}/distill"
             )
         lines.append(f"output       {self.out}/hf (safetensors) and {self.out}/{self.gguf_name()}")
         return lines
@@ -134,7 +131,8 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
             keep = []
             for il in range(state.n_layer):
                 _, _, down = structured.ffn_names(state, il)
-                keep.append(structured.choose_neurons(structured.neuron_scores(imp.act_sumsq[il], state.tensors[down]), k))
+                scores = structured.neuron_scores(imp.act_sumsq[il], state.tensors[down])
+                keep.append(structured.choose_neurons(scores, k))
             say(f"FFN: {k} of {n_ff} neurons kept in every layer")
             structured.prune_ffn(state, keep)
             # layers are dropped after the neuron choice, which is indexed by the original layers
@@ -157,8 +155,15 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
             from lamina.convert.distill.kd import distill
 
             student = state.save(work / "student-hf")
-            log = distill(plan.hf_dir, student, hf_out, windows_for_distill(plan, encoder, work), plan.distill,
-                          plan.out / "distill", say)
+            log = distill(
+                plan.hf_dir,
+                student,
+                hf_out,
+                windows_for_distill(plan, encoder, work),
+                plan.distill,
+                plan.out / "distill",
+                say,
+            )
             state = ModelState.load(hf_out)
         else:
             state.save(hf_out)
@@ -190,8 +195,9 @@ def _windows(plan: CompressPlan, encoder: Encoder, work: Path) -> np.ndarray:
         return np.zeros((0, 0), dtype=np.int32)
     tok = _tokenizer(plan, encoder, work)
     tokens = read_calibration_tokens(plan.calibration, tok)
-    return calibration_windows(tokens, plan.nsamples, plan.seqlen, tok.bos_id if tok.add_bos else None,
-                               plan.calibration)
+    return calibration_windows(
+        tokens, plan.nsamples, plan.seqlen, tok.bos_id if tok.add_bos else None, plan.calibration
+    )
 
 
 def windows_for_distill(plan: CompressPlan, encoder: Encoder, work: Path) -> np.ndarray:

@@ -13,14 +13,13 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from support.llama_cpp_ref import have_llama_cpp, llama_cpp_logits  # noqa: E402
-
-from lamina.cli.compress import main as compress_main  # noqa: E402
-from lamina.convert.hf.checkpoint import HFCheckpoint  # noqa: E402
-from lamina.engine.context import Context, Model  # noqa: E402
-from lamina.engine.loader import read_hparams  # noqa: E402
-from lamina.engine.reference import forward, load_reference_weights  # noqa: E402
-from lamina.gguf.reader import GGUFFile  # noqa: E402
+from lamina.cli.compress import main as compress_main
+from lamina.convert.hf.checkpoint import HFCheckpoint
+from lamina.engine.context import Context, Model
+from lamina.engine.loader import read_hparams
+from lamina.engine.reference import forward, load_reference_weights
+from lamina.gguf.reader import GGUFFile
+from support.llama_cpp_ref import have_llama_cpp, llama_cpp_logits
 
 CALIB = ["--nsamples", "4", "--seqlen", "64", "--threads", "2"]
 
@@ -72,7 +71,7 @@ def test_drop_layers_and_ffn_neurons(tiny: Path, tmp_path: Path) -> None:
     # the kept weights are the original's: layers 0, 2, 3 renumbered, 64 of the 128 neurons
     src, cut = HFCheckpoint(tiny), HFCheckpoint(out / "hf")
     for new, old in ((0, 0), (1, 2), (2, 3)):
-        q = f"model.layers.{{}}.self_attn.q_proj.weight"
+        q = "model.layers.{}.self_attn.q_proj.weight"
         assert np.array_equal(cut.load_f32(q.format(new)), src.load_f32(q.format(old)))
         gate = src.load_f32(f"model.layers.{old}.mlp.gate_proj.weight")  # [128, 64]
         gate_cut = cut.load_f32(f"model.layers.{new}.mlp.gate_proj.weight")  # [64, 64]
