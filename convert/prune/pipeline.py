@@ -23,7 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from lamina.convert.encode import Encoder
-from lamina.convert.gptq.calibrate import calibrate, calibration_windows, read_calibration_tokens
+from lamina.convert.gptq.calibrate import (
+    LINEARS,
+    calibrate,
+    calibration_windows,
+    read_calibration_tokens,
+    weight_name,
+)
 from lamina.convert.hf.convert import plan_hf
 from lamina.convert.pipeline import Job, Summary, run_job
 from lamina.convert.prune import structured
@@ -63,6 +69,11 @@ class CompressPlan:
     def needs_importance(self) -> bool:
         return self.prune_layers > 0 or self.ffn_keep < 1.0
 
+    def needs_calibration(self) -> bool:
+        """Whether the calibration text is read (magnitude pruning alone needs none)."""
+        calibrated_sparsity = self.sparsity is not None and self.sparsity.method != "magnitude"
+        return self.needs_importance() or calibrated_sparsity or self.distill is not None
+
     def describe(self, n_layer: int, n_ff: int) -> list[str]:
         lines = [f"model        {self.hf_dir} ({n_layer} layers, FFN {n_ff})"]
         if self.drop:
@@ -75,7 +86,7 @@ class CompressPlan:
             lines.append(f"FFN neurons  keep {k} of {n_ff} per layer (activation norm x down-projection norm)")
         if self.sparsity is not None:
             lines.append(f"sparsity     {self.sparsity.describe()} on every linear (embeddings and head dense)")
-        if self.needs_importance() or self.sparsity is not None:
+        if self.needs_calibration():
             lines.append(f"calibration  {self.calibration} ({self.nsamples} windows of {self.seqlen} tokens)")
         if self.distill is not None:
             d = self.distill
@@ -141,11 +152,19 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
             structured.drop_layers(state, dropped)
         if plan.sparsity is not None:
             say(f"pruning: {plan.sparsity.describe()}")
-            cut = state.save(work / "cut-hf")
-            f32 = _f32_gguf(cut, encoder, work / "cut-f32.gguf")
-            calibrate(f32, windows, plan.sparsity, plan.threads, progress)
-            f32.unlink()
             back = gguf_to_hf(state)
+            if plan.sparsity.method == "magnitude":  # no inputs needed: straight on the weights
+                for il in range(state.n_layer):
+                    for linear in LINEARS:
+                        name = weight_name(il, linear)
+                        if name in back:
+                            plan.sparsity.quantize(name, state.tensors[back[name][0]], None)
+                back = {n: (back[n][0], _same) for n in plan.sparsity.pruned}  # HF rows already
+            else:
+                cut = state.save(work / "cut-hf")
+                f32 = _f32_gguf(cut, encoder, work / "cut-f32.gguf")
+                calibrate(f32, windows, plan.sparsity, plan.threads, progress)
+                f32.unlink()
             for name, W in plan.sparsity.pruned.items():
                 hf_name, unpermute = back[name]
                 state.tensors[hf_name] = unpermute(W)
@@ -191,7 +210,7 @@ def _tokenizer(plan: CompressPlan, encoder: Encoder, work: Path):
 
 
 def _windows(plan: CompressPlan, encoder: Encoder, work: Path) -> np.ndarray:
-    if not (plan.needs_importance() or plan.sparsity is not None or plan.distill is not None):
+    if not plan.needs_calibration():
         return np.zeros((0, 0), dtype=np.int32)
     tok = _tokenizer(plan, encoder, work)
     tokens = read_calibration_tokens(plan.calibration, tok)
@@ -210,3 +229,7 @@ def windows_for_distill(plan: CompressPlan, encoder: Encoder, work: Path) -> np.
     if n < 1:
         raise PruneError(f"{plan.calibration}: {len(tokens)} tokens, fewer than one distillation window of {T}")
     return calibration_windows(tokens, n, T, tok.bos_id if tok.add_bos else None, plan.calibration)
+
+
+def _same(w: np.ndarray) -> np.ndarray:
+    return w

@@ -120,3 +120,19 @@ def test_refusals(tiny: Path, tmp_path: Path, capsys) -> None:
     gguf.write_bytes(b"GGUF")
     assert compress_main([str(gguf), "-o", str(tmp_path / "x"), "--prune-layers", "1"]) == 1
     assert "GGUF input is not supported" in capsys.readouterr().err
+
+
+def test_magnitude_prunes_each_linear_as_the_mask_says(tiny: Path, tmp_path: Path) -> None:
+    from lamina.convert.prune.masks import magnitude_mask
+
+    out = tmp_path / "mag"
+    _compress(tiny, out, "--sparsity", "0.25", "--method", "magnitude")
+    src, cut = HFCheckpoint(tiny), HFCheckpoint(out / "hf")
+    n_linear = 0
+    for name in src.tensors:
+        w = src.load_f32(name)
+        if name.startswith("model.layers.") and name.endswith("_proj.weight"):
+            w = np.where(magnitude_mask(w, 0.25), w, np.float32(0))
+            n_linear += 1
+        assert np.array_equal(cut.load_f32(name), w), name
+    assert n_linear == 4 * 7
