@@ -5,13 +5,15 @@
 # Calibration (imatrix, pruning, distillation) uses the first part of the text only.
 #   tools/compression_table.sh [HF_DIR] [WORK_DIR]      (defaults: SmolLM2-135M, /tmp/lamina-compress)
 # Steps whose outputs exist are not redone; results go to WORK_DIR/results.tsv.
-# Knobs (env): CHUNKS (perplexity chunks of 512, default 6), DISTILL_STEPS (default 40),
-# REPS (bench repetitions, default 2), THREADS (default 2).
+# Knobs (env): CHUNKS (perplexity chunks of 512, default 4), DISTILL_STEPS (default 10),
+# REPS (bench repetitions, default 1), THREADS (default 2), CALIB (compress calibration flags,
+# default 8 windows of 128 tokens).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hf=${1:-$HOME/.cache/lamina/hf/smollm2-135m-instruct}
 work=${2:-/tmp/lamina-compress}
-chunks=${CHUNKS:-6} steps=${DISTILL_STEPS:-40} reps=${REPS:-2} threads=${THREADS:-2}
+chunks=${CHUNKS:-4} steps=${DISTILL_STEPS:-10} reps=${REPS:-1} threads=${THREADS:-2}
+calib=${CALIB:---nsamples 8 --seqlen 128}
 mkdir -p "$work"
 lamina() { python -m lamina "$@"; }
 
@@ -30,36 +32,24 @@ f16=$work/f16.gguf
 [ -f "$work/q4_k_m-imatrix.gguf" ] || lamina quantize --imatrix "$work/imatrix.gguf" "$f16" \
   "$work/q4_k_m-imatrix.gguf" q4_k_m --quiet
 
-# compress NAME FLAGS...: OUT=$work/NAME, its f16 GGUF and its q4_k_m (with the imatrix of the cut model? no:
-# plain q4_k_m, since the original's imatrix no longer matches a cut model's tensors)
+# compress NAME FLAGS...: OUT=$work/NAME, its f16 GGUF and a plain q4_k_m of it (the original's
+# imatrix does not fit a cut model's tensors)
 compress() {
   local name=$1; shift
   local out=$work/$name
   if ! ls "$out"/*.gguf > /dev/null 2>&1; then
-    lamina compress "$hf" -o "$out" --calibration "$work/calib.txt" --threads "$threads" "$@" \
+    # shellcheck disable=SC2086
+    lamina compress "$hf" -o "$out" --calibration "$work/calib.txt" --threads "$threads" $calib "$@" \
       > "$work/$name.log" 2>&1 || { echo "compress $name failed:"; tail -5 "$work/$name.log"; return 1; }
   fi
   local g; g=$(ls "$out"/*-F16.gguf)
   ln -sf "$g" "$work/$name.gguf"
-  [ -f "$work/$name-q4_k_m.gguf" ] || lamina quantize "$g" "$work/$name-q4_k_m.gguf" q4_k_m --quiet
 }
-compress magnitude50 --sparsity 0.5 --method magnitude
-compress wanda50 --sparsity 0.5 --method wanda
-compress sparsegpt50 --sparsity 0.5 --method sparsegpt
-compress wanda24 --nm 2:4 --method wanda
-compress drop8 --prune-layers 8
-compress ffn075 --ffn-keep 0.75
-compress drop8-ffn075 --prune-layers 8 --ffn-keep 0.75
-compress drop8-distill --prune-layers 8 --distill --distill-steps "$steps" --distill-batch 4 --distill-seqlen 128 \
-  --distill-lr 1e-4
-compress drop8-ffn075-distill --prune-layers 8 --ffn-keep 0.75 --distill --distill-steps "$steps" --distill-batch 4 \
-  --distill-seqlen 128 --distill-lr 1e-4
-
 score() {  # score NAME: one TSV row
   local name=$1 g=$work/$1.gguf
   local ppl kld mb pp tg
-  read -r ppl kld < <(lamina perplexity -m "$g" --kl-divergence-base "$work/f16.kld" --kl-divergence -t "$threads" \
-    --json 2>/dev/null | tail -1 | python -c "import json,sys; d=json.load(sys.stdin); print(round(d['ppl'], 3), round(d['kld'], 4))")
+  read -r ppl kld < <(lamina perplexity -m "$g" --kl-divergence-base "$work/f16.kld" --kl-divergence --chunks "$chunks" \
+    -t "$threads" --json 2>/dev/null | tail -1 | python -c "import json,sys; d=json.load(sys.stdin); print(round(d['ppl'], 3), round(d['kld'], 4))")
   mb=$(python -c "import os; print(round(os.path.getsize(os.path.realpath('$g')) / 1e6, 1))")
   read -r pp tg < <(lamina bench -m "$g" -p 512 -n 128 -r "$reps" -t "$threads" --json \
     | python -c "
@@ -70,7 +60,26 @@ print(round(get(512, 0), 1), round(get(0, 128), 1))")
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$ppl" "$kld" "$mb" "$pp" "$tg" | tee -a "$work/results.tsv"
 }
 printf 'step\tPPL\tKLD\tMB\tpp512\ttg128\n' > "$work/results.tsv"
-for name in ${ROWS:-f16 q4_k_m q4_k_m-imatrix magnitude50 wanda50 sparsegpt50 wanda24 wanda50-q4_k_m sparsegpt50-q4_k_m \
-  drop8 ffn075 drop8-ffn075 drop8-ffn075-q4_k_m drop8-distill drop8-ffn075-distill drop8-ffn075-distill-q4_k_m}; do
-  score "$name"
-done
+want() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
+row() { if want "$1"; then score "$1"; fi; }
+for name in f16 q4_k_m q4_k_m-imatrix; do row "$name"; done
+# NAME FLAGS...: compressed, then scored (f16, and q4_k_m where listed)
+while read -r name q4 flags <&3; do
+  { want "$name" || want "$name-q4_k_m"; } || continue
+  # shellcheck disable=SC2086
+  compress "$name" $flags
+  row "$name"
+  if [ "$q4" = q4 ] && want "$name-q4_k_m"; then
+    [ -f "$work/$name-q4_k_m.gguf" ] || lamina quantize "$work/$name.gguf" "$work/$name-q4_k_m.gguf" q4_k_m --quiet
+    score "$name-q4_k_m"
+  fi
+done 3<<ROWS_EOF
+magnitude50 - --sparsity 0.5 --method magnitude
+wanda50 - --sparsity 0.5 --method wanda
+sparsegpt50 - --sparsity 0.5 --method sparsegpt
+wanda24 - --nm 2:4 --method wanda
+drop8 - --prune-layers 8
+ffn075 - --ffn-keep 0.75
+drop8-ffn075 q4 --prune-layers 8 --ffn-keep 0.75
+drop8-distill - --prune-layers 8 --distill --distill-steps $steps --distill-batch 2 --distill-seqlen 128 --distill-lr 2e-4
+ROWS_EOF

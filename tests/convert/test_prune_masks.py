@@ -85,3 +85,20 @@ def test_bad_sparsity_is_refused() -> None:
         magnitude_mask(W, 1.0)
     with pytest.raises(PruneError, match="multiple of 3"):
         nm_mask(np.abs(W), 1, 3)
+
+
+def test_layer_choice_by_angular_distance() -> None:
+    from lamina.convert.prune.structured import angular_distance, layers_to_drop
+
+    a = np.array([[1.0, 0.0], [0.0, 2.0]])
+    assert angular_distance(a, 3 * a) == pytest.approx(0.0, abs=1e-7)
+    assert angular_distance(a, np.array([[0.0, 1.0], [0.0, -1.0]])) == pytest.approx(0.75)  # 90 and 180 degrees
+    # 5 layers; the stream barely changes across layers 2..3 as a block, layer 0 alone changes little
+    d = np.full((6, 6), 0.5)
+    d[0, 1] = 0.05
+    d[2, 4] = 0.01
+    d[2, 3], d[3, 4] = 0.2, 0.2
+    assert layers_to_drop(d, 2, "block") == [2, 3]
+    assert layers_to_drop(d, 1, "each") == [0]
+    with pytest.raises(PruneError, match="prune-layers"):
+        layers_to_drop(d, 5, "block")
