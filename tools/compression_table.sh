@@ -6,6 +6,7 @@
 #   tools/compression_table.sh [HF_DIR] [WORK_DIR]      (defaults: SmolLM2-135M, /tmp/lamina-compress)
 # Steps whose outputs exist are not redone; results go to WORK_DIR/results.tsv.
 # Knobs (env): CHUNKS (perplexity chunks of 512, default 4), DISTILL_STEPS (default 10),
+# ROWS / BENCH_ROWS (the rows scored / benchmarked, default all), COMPRESS_ONLY=1 (cut, do not score),
 # REPS (bench repetitions, default 1), THREADS (default 2), CALIB (compress calibration flags,
 # default 8 windows of 128 tokens).
 set -euo pipefail
@@ -37,10 +38,16 @@ f16=$work/f16.gguf
 compress() {
   local name=$1; shift
   local out=$work/$name
-  if ! ls "$out"/*.gguf > /dev/null 2>&1; then
-    # shellcheck disable=SC2086
-    lamina compress "$hf" -o "$out" --calibration "$work/calib.txt" --threads "$threads" $calib "$@" \
-      > "$work/$name.log" 2>&1 || { echo "compress $name failed:"; tail -5 "$work/$name.log"; return 1; }
+  # a lock, so a second copy of this script (COMPRESS_ONLY=1, run alongside to use more cores)
+  # and this one never cut the same model twice: the one without it waits for the file
+  if mkdir "$work/$name.lock" 2> /dev/null; then
+    if ! ls "$out"/*.gguf > /dev/null 2>&1; then
+      # shellcheck disable=SC2086
+      lamina compress "$hf" -o "$out" --calibration "$work/calib.txt" --threads "$threads" $calib "$@" \
+        > "$work/$name.log" 2>&1 < /dev/null || { echo "compress $name failed:"; tail -5 "$work/$name.log"; return 1; }
+    fi
+  else
+    until ls "$out"/*.gguf > /dev/null 2>&1; do sleep 10; done
   fi
   local g; g=$(ls "$out"/*-F16.gguf)
   ln -sf "$g" "$work/$name.gguf"
@@ -51,23 +58,27 @@ score() {  # score NAME: one TSV row
   read -r ppl kld < <(lamina perplexity -m "$g" --kl-divergence-base "$work/f16.kld" --kl-divergence --chunks "$chunks" \
     -t "$threads" --json 2>/dev/null | tail -1 | python -c "import json,sys; d=json.load(sys.stdin); print(round(d['ppl'], 3), round(d['kld'], 4))")
   mb=$(python -c "import os; print(round(os.path.getsize(os.path.realpath('$g')) / 1e6, 1))")
-  read -r pp tg < <(lamina bench -m "$g" -p 512 -n 128 -r "$reps" -t "$threads" --json \
+  pp=- tg=-
+  if [ -z "${BENCH_ROWS:-}" ] || [[ " $BENCH_ROWS " == *" $name "* ]]; then
+    read -r pp tg < <(lamina bench -m "$g" -p 512 -n 128 -r "$reps" -t "$threads" --json \
     | python -c "
 import json, sys
 recs = json.load(sys.stdin)
 get = lambda p, n: next(r['avg_ts'] for r in recs if r['n_prompt'] == p and r['n_gen'] == n)
 print(round(get(512, 0), 1), round(get(0, 128), 1))")
+  fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$ppl" "$kld" "$mb" "$pp" "$tg" | tee -a "$work/results.tsv"
 }
-printf 'step\tPPL\tKLD\tMB\tpp512\ttg128\n' > "$work/results.tsv"
+[ -n "${COMPRESS_ONLY:-}" ] || printf 'step\tPPL\tKLD\tMB\tpp512\ttg128\n' > "$work/results.tsv"
 want() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
 row() { if want "$1"; then score "$1"; fi; }
-for name in f16 q4_k_m q4_k_m-imatrix; do row "$name"; done
+if [ -z "${COMPRESS_ONLY:-}" ]; then for name in f16 q4_k_m q4_k_m-imatrix; do row "$name"; done; fi
 # NAME FLAGS...: compressed, then scored (f16, and q4_k_m where listed)
 while read -r name q4 flags <&3; do
   { want "$name" || want "$name-q4_k_m"; } || continue
   # shellcheck disable=SC2086
   compress "$name" $flags
+  [ -z "${COMPRESS_ONLY:-}" ] || continue
   row "$name"
   if [ "$q4" = q4 ] && want "$name-q4_k_m"; then
     [ -f "$work/$name-q4_k_m.gguf" ] || lamina quantize "$work/$name.gguf" "$work/$name-q4_k_m.gguf" q4_k_m --quiet

@@ -166,7 +166,8 @@ def save_student(student, source: Path, out: Path) -> Path:
     try:
         student.save_pretrained(tmp)
         for f in source.iterdir():
-            if f.is_file() and not (tmp / f.name).exists() and not f.name.endswith((".safetensors", ".json.index")):
+            weights = f.name.endswith(".safetensors") or f.name == "model.safetensors.index.json"
+            if f.is_file() and not weights and not (tmp / f.name).exists():
                 shutil.copy(f, tmp / f.name)
         if out.exists():
             shutil.rmtree(out)

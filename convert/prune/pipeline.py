@@ -65,6 +65,7 @@ class CompressPlan:
     nsamples: int = 16
     seqlen: int = 256
     threads: int | None = None
+    force: bool = False  # overwrite existing outputs
 
     def needs_importance(self) -> bool:
         return self.prune_layers > 0 or self.ffn_keep < 1.0
@@ -117,6 +118,9 @@ Say = Callable[[str], None]
 
 
 def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progress=None) -> CompressResult:
+    for existing in (plan.out / "hf", plan.out / plan.gguf_name()):
+        if existing.exists() and not plan.force:
+            raise PruneError(f"{existing} exists; pass --force to overwrite it")
     state = ModelState.load(plan.hf_dir)
     before = state.n_params()
     plan.out.mkdir(parents=True, exist_ok=True)

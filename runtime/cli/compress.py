@@ -76,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--distill-batch", type=int, default=4, help="windows per step (default 4)")
     d.add_argument("--distill-seqlen", type=int, default=256, help="tokens per window (default 256)")
     p.add_argument("--threads", type=checked(options.n_threads), default=default_threads(), help="threads")
-    p.add_argument("--yes", action="store_true", help="(kept for scripts) the plan is printed and run; no prompt")
+    p.add_argument("--force", action="store_true", help="overwrite OUT/hf and the GGUF if they exist")
     return p
 
 
@@ -147,6 +147,7 @@ def build_plan(args: argparse.Namespace):
         nsamples=args.nsamples,
         seqlen=args.seqlen,
         threads=args.threads,
+        force=args.force,
     )
     if not (plan.drop or plan.prune_layers or plan.ffn_keep < 1 or sparsity or distill):
         raise PruneError("nothing to do: give --prune-layers, --drop-layers, --ffn-keep, --sparsity, --nm or --distill")

@@ -116,6 +116,9 @@ def test_refusals(tiny: Path, tmp_path: Path, capsys) -> None:
     for flags, message in cases:
         assert compress_main([str(tiny), "-o", str(tmp_path / "x"), *CALIB, *flags]) == 1
         assert message in capsys.readouterr().err
+    (tmp_path / "done" / "hf").mkdir(parents=True)
+    assert compress_main([str(tiny), "-o", str(tmp_path / "done"), "--drop-layers", "1"]) == 1
+    assert "exists; pass --force" in capsys.readouterr().err
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
     assert compress_main([str(gguf), "-o", str(tmp_path / "x"), "--prune-layers", "1"]) == 1
