@@ -39,9 +39,10 @@ fi
 pip_q "$wheels"/llama_cpp_python-$llcpp-*.whl
 pip_q --force-reinstall --no-deps "$wheels"/llama_cpp_python-$llcpp-*.whl
 
-# lamina with its test, server and ray extras (builds the native core; liblamina_cuda too where nvcc is);
-# ray[serve] is ~30 s to install once, and tests/server/test_ray.py ~60 s with its local cluster
-pip_q ".[test,server,ray]"
+# lamina with its test, server, ray and train extras (builds the native core; liblamina_cuda too where nvcc is);
+# ray[serve] is ~30 s to install once, and tests/server/test_ray.py ~60 s with its local cluster;
+# train (torch, transformers) so the distillation tests run rather than skip
+pip_q ".[test,server,ray,train]"
 
 # the real models, once: oracle tests compare against them and must not skip
 "$py" -m lamina models fetch smollm2-135m-instruct gemma-3-270m qwen2.5-coder-0.5b

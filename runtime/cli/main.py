@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "convert": Subcommand("lamina.convert.cli.convert", "Hugging Face checkpoint -> GGUF (K-quants, GPTQ INT4)"),
     "convert-lora": Subcommand("lamina.convert.cli.lora", "PEFT LoRA adapter -> GGUF (as convert_lora_to_gguf.py)"),
     "quantize": Subcommand("lamina.convert.cli.quantize", "re-quantize a GGUF file to another type"),
+    "compress": Subcommand("lamina.cli.compress", "prune (layers, FFN neurons, sparsity), distill and quantize"),
     "imatrix": Subcommand("lamina.convert.cli.imatrix", "importance matrix over calibration text, as llama-imatrix"),
     "serve": Subcommand("lamina.cli.serve", "an OpenAI-compatible HTTP server (many users at once)"),
     "batched-bench": Subcommand(

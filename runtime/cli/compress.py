@@ -1,0 +1,184 @@
+"""`lamina compress HF_DIR -o OUT`: prune, heal by distillation, quantize, in one command.
+
+    lamina compress HF_DIR --prune-layers 4 --ffn-keep 0.75 -o OUT
+    lamina compress HF_DIR --sparsity 0.5 --method wanda --calibration FILE --q4_k_m -o OUT
+    lamina compress HF_DIR --nm 2:4 --method sparsegpt -o OUT
+    lamina compress HF_DIR --prune-layers 6 --distill --distill-steps 200 -o OUT
+
+Prints the plan first, then writes OUT/hf (safetensors + config.json +
+tokenizer: the cut model as a Hugging Face checkpoint) and
+OUT/<name>-compressed-<TYPE>.gguf. See docs/compression.md."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from lamina import options
+from lamina.cli.errors import checked
+
+
+def _fraction(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _layers(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer indices, got {text!r}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    from lamina.convert.cli.common import default_threads
+    from lamina.convert.prune.unstructured import METHODS
+    from lamina.convert.recipes import ALIASES, MIXES
+
+    p = argparse.ArgumentParser(prog="lamina compress", description=__doc__.split("\n\n")[0])
+    p.add_argument("hf_dir", type=Path, help="Hugging Face checkpoint directory (config.json + safetensors)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (hf/ and the GGUF go there)")
+    types = p.add_mutually_exclusive_group()
+    types.add_argument("--outtype", choices=[*MIXES, *ALIASES], default="f16", help="GGUF type / mix (default f16)")
+    for name in [*MIXES, *ALIASES]:
+        types.add_argument(f"--{name}", dest="outtype", action="store_const", const=name, help=argparse.SUPPRESS)
+    s = p.add_argument_group("structured pruning (smaller and faster)")
+    lay = s.add_mutually_exclusive_group()
+    lay.add_argument("--prune-layers", type=int, default=0, metavar="N", help="drop N layers chosen by importance")
+    lay.add_argument("--drop-layers", type=_layers, metavar="I,J,...", help="drop these layers (0-based)")
+    s.add_argument(
+        "--layer-choice",
+        choices=("block", "each"),
+        default="block",
+        help="block: N consecutive layers (Gromov et al.); each: N layers ranked alone (ShortGPT)",
+    )
+    s.add_argument("--ffn-keep", type=_fraction, default=1.0, metavar="F", help="keep this fraction of FFN neurons")
+    u = p.add_argument_group("unstructured / N:M sparsity (smaller files only after compression; no faster)")
+    u.add_argument("--sparsity", type=_fraction, metavar="S", help="fraction of each linear's weights set to zero")
+    u.add_argument("--nm", metavar="N:M", help="N:M pattern instead of --sparsity (2:4, 4:8)")
+    u.add_argument("--method", choices=METHODS, help="how weights are chosen (default wanda)")
+    u.add_argument("--damp", type=float, default=0.01, help="SparseGPT dampening (fraction of mean diag H)")
+    c = p.add_argument_group("calibration")
+    c.add_argument("--calibration", type=Path, help="UTF-8 text (default: the shipped asyoulik.txt)")
+    c.add_argument("--nsamples", type=int, default=16, help="calibration windows (default 16)")
+    c.add_argument("--seqlen", type=int, default=256, help="tokens per window (default 256)")
+    d = p.add_argument_group("distillation (needs the train extra: pip install 'lamina[train]')")
+    d.add_argument("--distill", action="store_true", help="heal the student by word-level KD from the original")
+    d.add_argument("--distill-steps", type=int, default=100, help="optimizer steps (default 100)")
+    d.add_argument("--distill-lr", type=float, default=5e-5, help="AdamW learning rate (default 5e-5)")
+    d.add_argument("--distill-temperature", type=float, default=2.0, help="KD temperature (default 2)")
+    d.add_argument("--distill-batch", type=int, default=4, help="windows per step (default 4)")
+    d.add_argument("--distill-seqlen", type=int, default=256, help="tokens per window (default 256)")
+    p.add_argument("--threads", type=checked(options.n_threads), default=default_threads(), help="threads")
+    p.add_argument("--force", action="store_true", help="overwrite OUT/hf and the GGUF if they exist")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    console = Console(stderr=True)
+    from lamina.errors import LaminaError
+
+    try:
+        plan = build_plan(args)
+        return execute(plan, console)
+    except LaminaError as e:
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        console.print("[bold red]error:[/] interrupted; distillation resumes from its last checkpoint")
+        return 130
+
+
+def build_plan(args: argparse.Namespace):
+    from lamina.convert.gptq.calibrate import default_calibration
+    from lamina.convert.prune.masks import PruneError, parse_nm
+    from lamina.convert.prune.pipeline import CompressPlan, DistillSettings
+    from lamina.convert.prune.unstructured import SparsityPlan
+    from lamina.convert.recipes import get_mix
+
+    if args.hf_dir.suffix == ".gguf" or args.hf_dir.is_file():
+        raise PruneError(
+            f"{args.hf_dir}: lamina compress reads a Hugging Face checkpoint directory; "
+            "GGUF input is not supported (the cut model is also written as safetensors, which needs the HF names)"
+        )
+    if args.nm is not None and args.sparsity is not None:
+        raise PruneError("--nm and --sparsity are exclusive: N:M fixes the sparsity (2:4 is 50%)")
+    if args.method is not None and args.nm is None and args.sparsity is None:
+        raise PruneError("--method chooses how --sparsity or --nm prunes; give one of them")
+    for name in ("nsamples", "seqlen", "distill_steps", "distill_batch", "distill_seqlen"):
+        if getattr(args, name) < 1:
+            raise PruneError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.prune_layers < 0:
+        raise PruneError(f"--prune-layers must be >= 0, got {args.prune_layers}")
+    sparsity = None
+    if args.nm is not None or args.sparsity is not None:
+        nm = parse_nm(args.nm) if args.nm is not None else None
+        sparsity = SparsityPlan(args.method or "wanda", args.sparsity or 0.0, nm, args.damp)
+    distill = None
+    if args.distill:
+        try:
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+        except ImportError:
+            raise PruneError("--distill needs PyTorch and transformers: pip install 'lamina[train]'") from None
+        distill = DistillSettings(
+            args.distill_steps, args.distill_lr, args.distill_temperature, args.distill_batch, args.distill_seqlen
+        )
+    if not 0 < args.ffn_keep <= 1:
+        raise PruneError(f"--ffn-keep must be a fraction in (0, 1], got {args.ffn_keep}")
+    plan = CompressPlan(
+        hf_dir=args.hf_dir,
+        out=args.output,
+        calibration=args.calibration or default_calibration(),
+        mix=get_mix(args.outtype),
+        drop=args.drop_layers,
+        prune_layers=args.prune_layers,
+        layer_choice=args.layer_choice,
+        ffn_keep=args.ffn_keep,
+        sparsity=sparsity,
+        distill=distill,
+        nsamples=args.nsamples,
+        seqlen=args.seqlen,
+        threads=args.threads,
+        force=args.force,
+    )
+    if not (plan.drop or plan.prune_layers or plan.ffn_keep < 1 or sparsity or distill):
+        raise PruneError("nothing to do: give --prune-layers, --drop-layers, --ffn-keep, --sparsity, --nm or --distill")
+    return plan
+
+
+def execute(plan, console: Console) -> int:
+    from lamina.convert.encode import Encoder
+    from lamina.convert.hf.checkpoint import HFCheckpoint
+    from lamina.convert.prune.pipeline import run
+
+    cfg = HFCheckpoint(plan.hf_dir).config
+    out = Console()
+    out.print("[bold]plan[/]")
+    for line in plan.describe(int(cfg["num_hidden_layers"]), int(cfg.get("intermediate_size") or 0)):
+        out.print("  " + escape(line), highlight=False, soft_wrap=True)
+    encoder = Encoder(plan.threads)
+    try:
+        res = run(plan, encoder, say=lambda s: console.print(escape(s), highlight=False))
+    finally:
+        encoder.close()
+    out.print(
+        f"params {res.n_params_before / 1e6:.1f}M -> {res.n_params_after / 1e6:.1f}M"
+        f"{', layers dropped: ' + ', '.join(map(str, res.dropped)) if res.dropped else ''}"
+        f", zeros in the linears {res.zero_fraction:.1%}"
+    )
+    for line in res.distill_log:
+        out.print(line)
+    out.print(f"wrote {res.hf_out} and {res.gguf.path} ({res.gguf.nbytes / 2**20:.1f} MiB of tensors)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

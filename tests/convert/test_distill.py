@@ -1,0 +1,74 @@
+"""Distillation on a tiny random llama: the KD loss, a training step that lowers
+it, the kept sparsity, checkpoint resume, and the saved student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from lamina.convert.distill.kd import CHECKPOINT, distill, load_model  # noqa: E402
+from lamina.convert.distill.loss import kd_loss  # noqa: E402
+from lamina.convert.prune.hf_state import ModelState  # noqa: E402
+from lamina.convert.prune.pipeline import DistillSettings  # noqa: E402
+from lamina.convert.prune.structured import drop_layers  # noqa: E402
+
+
+def test_kd_loss_is_the_tempered_kl() -> None:
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(2, 3, 11, generator=g), torch.randn(2, 3, 11, generator=g)
+    T = 2.0
+    p = torch.softmax(t / T, -1).double().numpy()
+    q = torch.softmax(s / T, -1).double().numpy()
+    want = T * T * float((p * (np.log(p) - np.log(q))).sum(-1).mean())
+    assert abs(float(kd_loss(s, t, T)) - want) < 1e-5
+    assert float(kd_loss(t, t, T)) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def teacher_student(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from support.tiny_hf import tiny_hf_checkpoint
+
+    root = tmp_path_factory.mktemp("distill")
+    teacher = tiny_hf_checkpoint("llama", root / "teacher")
+    state = ModelState.load(teacher)
+    drop_layers(state, [2])
+    w = state.tensors["model.layers.0.mlp.up_proj.weight"]
+    w[:, ::2] = 0.0  # a sparsity pattern distillation must keep
+    return teacher, state.save(root / "student")
+
+
+def _loss(teacher: Path, student: Path, x: torch.Tensor) -> float:
+    t, s = load_model(teacher, torch.device("cpu")), load_model(student, torch.device("cpu"))
+    with torch.no_grad():
+        return float(kd_loss(s(input_ids=x).logits, t(input_ids=x).logits, 2.0))
+
+
+def test_distillation_lowers_the_kd_loss_and_keeps_zeros(teacher_student, tmp_path: Path) -> None:
+    teacher, student = teacher_student
+    windows = np.random.default_rng(0).integers(3, 1000, (4, 32)).astype(np.int32)
+    settings = DistillSettings(steps=4, lr=3e-3, temperature=2.0, batch=4, seqlen=32, checkpoint_every=2)
+    before = _loss(teacher, student, torch.as_tensor(windows.astype(np.int64)))
+    out, work = tmp_path / "healed", tmp_path / "work"
+    log = distill(teacher, student, out, windows, settings, work)
+    after = _loss(teacher, out, torch.as_tensor(windows.astype(np.int64)))
+    assert after < 0.9 * before, (before, after, log)
+    healed = ModelState.load(out)
+    up = healed.tensors["model.layers.0.mlp.up_proj.weight"]
+    assert np.all(up[:, ::2] == 0) and np.all(up[:, 1::2] != 0)
+    assert healed.config["num_hidden_layers"] == 3
+    assert (out / "tokenizer.json").is_file()
+
+    # the same settings again: resumes at the last checkpoint (step 4 of 4) and trains no more
+    ckpt = torch.load(work / CHECKPOINT, weights_only=False)
+    assert ckpt["step"] == 4
+    said: list[str] = []
+    distill(teacher, student, tmp_path / "again", windows, settings, work, said.append)
+    assert any("resuming distillation at step 4" in s for s in said)
+    again = ModelState.load(tmp_path / "again")
+    for name, t in healed.tensors.items():
+        assert np.array_equal(again.tensors[name], t), name
