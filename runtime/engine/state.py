@@ -135,6 +135,7 @@ def pack(
     """The state bytes of ctx's sequences: (seq id, positions, tokens or None,
     kv bytes of Context.seq_state_kv) each; arrays (numeric, any shape) and extra (JSON)
     ride along for the caller (Llama's scores and seed)."""
+    _refuse_adapters(ctx, "saving")
     row = ctx.kv_row_bytes
     parts: list[bytes] = []
     seq_headers = []
@@ -247,7 +248,19 @@ def _total_len(header: dict[str, Any], start: int, what: str) -> int | None:
         return None
 
 
+def _refuse_adapters(ctx: Any, doing: str) -> None:
+    """A cache computed under LoRA adapters depends on their scales, which a
+    state does not record yet: refused rather than restored into a context
+    whose adapters may differ (silently different continuations)."""
+    loras = getattr(ctx, "_loras", None)  # lamina.engine.lora.LoraSet
+    if loras is not None and loras.adapters:
+        raise StateError(
+            f"{doing} a state with LoRA adapters loaded is not supported yet (the state would not record them)"
+        )
+
+
 def _check_binding(ctx: Any, header: dict[str, Any], what: str) -> None:
+    _refuse_adapters(ctx, "restoring")
     mine = _model_header(ctx.model)
     theirs = header["model"]
     for key in ("arch", "n_layer", "n_head_kv", "head_dim", "n_vocab", "identity"):

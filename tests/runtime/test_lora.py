@@ -166,6 +166,14 @@ def test_llama_api_and_run_command(case) -> None:
         [*run, "--lora-scaled", f"{adapter}:1.0"], check=True, capture_output=True, text=True, timeout=120
     )
     assert text in shown.stdout
+    # a saved state does not record the adapters yet: refused both ways, never restored under other scales
+    from lamina.engine.state import StateError
+
+    with pytest.raises(StateError, match="LoRA adapters"):
+        tuned.save_state()
+    state = plain.save_state()
+    with pytest.raises(StateError, match="LoRA adapters"):
+        tuned.load_state(state)
     for llm in (plain, tuned, off):
         llm.close()
 
