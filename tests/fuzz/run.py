@@ -11,6 +11,8 @@ their branch coverage. tools/fuzz.sh is the usual way in."""
 from __future__ import annotations
 
 import importlib
+import os
+import resource
 import sys
 from pathlib import Path
 
@@ -33,7 +35,28 @@ def load_target(name: str, instrument: bool):
     return module
 
 
+def restart_with_own_peak_rss() -> None:
+    """libFuzzer's -rss_limit_mb checks the peak RSS from getrusage, and Linux
+    carries the parent's peak across (v)fork + exec: started from a pytest worker
+    that once held 5 GB, every input here would be an "out-of-memory". A real
+    fork of this still small process gives the fuzzer a peak of its own."""
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    current_mb = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
+    if os.environ.get("LAMINA_FUZZ_RESTARTED") or peak_mb < current_mb + 256:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.environ["LAMINA_FUZZ_RESTARTED"] = "1"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    sys.exit(code if code >= 0 else 128 - code)
+
+
 def main() -> None:
+    restart_with_own_peak_rss()
     if len(sys.argv) < 2:
         raise SystemExit(f"usage: run.py TARGET [libFuzzer args]; targets: {', '.join(TARGETS)}")
     import atheris

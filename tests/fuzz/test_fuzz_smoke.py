@@ -48,3 +48,27 @@ def test_fuzz_target_smoke(target: str, tmp_path: Path) -> None:
     crashes = [p.name for p in tmp_path.iterdir() if p.name.startswith(("crash-", "timeout-", "oom-"))]
     assert r.returncode == 0 and not crashes, f"{target}: rc {r.returncode}, {crashes}\n{r.stderr[-4000:]}"
     assert "Done" in r.stderr, r.stderr[-2000:]
+
+
+def test_a_parent_that_once_held_more_than_the_rss_limit_is_no_out_of_memory(tmp_path: Path) -> None:
+    # Linux hands a parent's peak RSS to a (v)forked + exec'd child: a pytest
+    # worker that peaked above -rss_limit_mb made every smoke run an "oom".
+    parent = (
+        "import subprocess, sys, numpy as np\n"
+        "a = np.ones(96 << 20); a += 1; del a\n"  # ~768 MB peak, freed again
+        "sys.exit(subprocess.run(sys.argv[1:]).returncode)\n"
+    )
+    cmd = [
+        sys.executable,
+        "-c",
+        parent,
+        sys.executable,
+        str(HERE / "run.py"),
+        "quants",
+        "-max_total_time=3",
+        "-rss_limit_mb=512",
+        f"-artifact_prefix={tmp_path}/",
+        str(HERE / "corpus" / "quants"),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert r.returncode == 0 and "out-of-memory" not in r.stderr, r.stderr[-3000:]
