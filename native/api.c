@@ -138,6 +138,18 @@ int lm_softmax_row(int impl, float *x, int64_t n) {
     return LM_OK;
 }
 
+int lm_act_mul_row(int impl, int act, float *x, const float *up, int64_t n) {
+    if (!x || !up || n < 1)
+        return lm_set_error(LM_ERR_ARG, "lm_act_mul_row: need rows of n >= 1 floats, got n=%lld", (long long)n);
+    if (act != LM_ACT_SILU && act != LM_ACT_GELU_TANH)
+        return lm_set_error(LM_ERR_ARG, "lm_act_mul_row: act %d is not LM_ACT_SILU or LM_ACT_GELU_TANH", act);
+    if (!lm_impl_available(impl)) return lm_set_error(LM_ERR_IMPL, "kernel implementation %d is not available", impl);
+    lm_act_kernels k;
+    lm_act_kernels_for(impl != LM_IMPL_SCALAR && lm_cpu_features_avx2(), &k);
+    (act == LM_ACT_GELU_TANH ? k.gelu_tanh_mul : k.silu_mul)(x, up, n);
+    return LM_OK;
+}
+
 int lm_vec_dot(int type, int impl, int64_t n, const void *x, const void *y, float *out) {
     const lm_type_traits *t = traits_or_error(type);
     if (!t) return LM_ERR_TYPE;

@@ -69,6 +69,9 @@ int lm_vec_dot(int type, int impl, int64_t n, const void *x, const void *y, floa
 /* x[0..n) = softmax(x) in place with attention's kernel of impl (every impl
  * gives the same bits: the AVX2 one computes libm's expf itself) */
 int lm_softmax_row(int impl, float *x, int64_t n);
+/* x[0..n) = act(x) * up with the FFN's kernel of impl, act an LM_ACT_* of
+ * the gated FFNs (silu, gelu_tanh); every impl gives the same bits */
+int lm_act_mul_row(int impl, int act, float *x, const float *up, int64_t n);
 
 /* A persistent pool of worker threads; the caller's thread is worker 0. */
 lm_threadpool *lm_threadpool_create(int n_threads);

@@ -344,10 +344,8 @@ static void ffn_act(void *arg, int ith, int nth) {
     const int64_t total = (int64_t)job->n_tokens * job->p->n_ff;
     int64_t i0, i1;
     lm_split_range(total, ith, nth, &i0, &i1);
-    if (job->p->activation == LM_ACT_GELU_TANH)
-        lm_gelu_tanh_mul(job->c->hb + i0, job->c->hb2 + i0, i1 - i0);
-    else
-        lm_silu_mul(job->c->hb + i0, job->c->hb2 + i0, i1 - i0);
+    const lm_act_mul_fn act = job->p->activation == LM_ACT_GELU_TANH ? job->c->act.gelu_tanh_mul : job->c->act.silu_mul;
+    act(job->c->hb + i0, job->c->hb2 + i0, i1 - i0);
 }
 
 /* hb2 = hb - dequant(quant(hb)): what one pass of activation quantization

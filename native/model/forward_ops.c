@@ -22,11 +22,14 @@ void lm_silu_mul(float *x, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * up[i];
 }
 
+/* gelu with tanh written as v * sigmoid(2u) (= 0.5 v (1 + tanh u)): one expf,
+ * like silu, so the AVX2 twin computes it with libm's bits (expf_avx2.h) where
+ * a vector tanhf would not match */
 void lm_gelu_tanh_mul(float *x, const float *up, int64_t n) {
-    const float sqrt_2_over_pi = 0.79788456080286535588f;
     for (int64_t i = 0; i < n; i++) {
         const float v = x[i];
-        x[i] = 0.5f * v * (1.0f + tanhf(sqrt_2_over_pi * v * (1.0f + 0.044715f * v * v))) * up[i];
+        const float u = LM_GELU_SQRT_2_OVER_PI * v * (1.0f + LM_GELU_COEF_A * v * v);
+        x[i] = v / (1.0f + expf(-2.0f * u)) * up[i];
     }
 }
 
@@ -134,6 +137,15 @@ static void kv_mix_q8_0(float *out, const float *p, const void *v, size_t stride
 LM_KV_PER_HEAD(f32)
 LM_KV_PER_HEAD(f16)
 LM_KV_PER_HEAD(q8_0)
+
+void lm_act_kernels_for(int avx2, lm_act_kernels *out) {
+    *out = (lm_act_kernels){ lm_silu_mul, lm_gelu_tanh_mul };
+#if defined(LM_BUILD_AVX2)
+    if (avx2) *out = (lm_act_kernels){ lm_silu_mul_avx2, lm_gelu_tanh_mul_avx2 };
+#else
+    (void)avx2;
+#endif
+}
 
 int lm_kv_kernels_for(int kv_type, int avx2, lm_kv_kernels *out) {
     switch (kv_type) {

@@ -17,6 +17,8 @@ void lm_rms_norm(float *out, const float *x, const float *w, int64_t n, float ep
 /* x[i] = silu(x[i]) * up[i]  or  gelu_tanh(x[i]) * up[i] */
 void lm_silu_mul(float *x, const float *up, int64_t n);
 void lm_gelu_tanh_mul(float *x, const float *up, int64_t n);
+#define LM_GELU_SQRT_2_OVER_PI 0.79788456080286535588f
+#define LM_GELU_COEF_A 0.044715f
 
 /* x[i] = cap * tanh(x[i] / cap) in place (gemma2's soft-capping) */
 void lm_softcap(float *x, int64_t n, float cap);
@@ -57,7 +59,18 @@ typedef struct {
  * avx2 != 0 and the build has it; returns 0 when the type has none */
 int lm_kv_kernels_for(int kv_type, int avx2, lm_kv_kernels *out);
 
+/* x = act(x) * up over n floats: the scalar references, or their AVX2 twins
+ * with the same bits (simd/x86/forward_ops_avx2.c) */
+typedef void (*lm_act_mul_fn)(float *x, const float *up, int64_t n);
+typedef struct {
+    lm_act_mul_fn silu_mul;
+    lm_act_mul_fn gelu_tanh_mul;
+} lm_act_kernels;
+void lm_act_kernels_for(int avx2, lm_act_kernels *out);
+
 #if defined(LM_BUILD_AVX2)
+void lm_silu_mul_avx2(float *x, const float *up, int64_t n);
+void lm_gelu_tanh_mul_avx2(float *x, const float *up, int64_t n);
 void lm_softmax_avx2(float *x, int64_t n);
 void lm_kv_scores_f32_avx2(float *s, size_t s_stride, const float *q, size_t q_stride, int nh, const void *k,
                            size_t stride, int64_t n, int64_t hd, float scale);

@@ -287,6 +287,7 @@ lm_context *lm_context_create_range(lm_model *m, lm_context_params *cp, int32_t 
     c->n_batch = n_batch;
     c->kv_type = kv_type;
     lm_kv_kernels_for(kv_type, lm_cpu_features_avx2(), &c->kv);
+    lm_act_kernels_for(lm_cpu_features_avx2(), &c->act);
     const int long_rope = m->rope_inv_freq_long && cp->n_ctx_seq > m->p.rope_long_ctx;
     c->rope_inv_freq = long_rope ? m->rope_inv_freq_long : m->rope_inv_freq;
     c->rope_mscale = m->p.rope_attn_factor != 0.0f ? m->p.rope_attn_factor : 1.0f;

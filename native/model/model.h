@@ -46,6 +46,7 @@ struct lm_context {
     const struct lm_backend *backend;
     void *dev;                    /* NULL: everything runs here */
     lm_kv_kernels kv;             /* attention inner loops for kv_type */
+    lm_act_kernels act;           /* the FFN's act(gate) * up */
     const double *rope_inv_freq;  /* the model's table this context rotates by (LongRoPE: short or long) */
     float rope_mscale;            /* cos and sin of a token's rotation times this */
     lm_kv_pool pool;              /* who holds which cells (kv_pool.h) */

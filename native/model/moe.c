@@ -114,10 +114,7 @@ int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T, int il) {
         c->moe_mm[n_mm++] = (lm_mm_out){ &up[e], F, c->moe_u + (int64_t)r0 * F, x, rows };
     }
     if ((rc = lm_matmuls(c, NULL, E, 0, c->moe_mm, n_mm))) return rc;
-    if (p->activation == LM_ACT_GELU_TANH)
-        lm_gelu_tanh_mul(c->moe_g, c->moe_u, (int64_t)n * F);
-    else
-        lm_silu_mul(c->moe_g, c->moe_u, (int64_t)n * F);
+    (p->activation == LM_ACT_GELU_TANH ? c->act.gelu_tanh_mul : c->act.silu_mul)(c->moe_g, c->moe_u, (int64_t)n * F);
     if (c->imx_sums) imx_experts(c, il, LM_IMX_EXP_DOWN, c->moe_g, F, 0);
     n_mm = 0;
     for (int e = 0; e < p->n_expert; e++) {

@@ -100,6 +100,7 @@ LM_DECLARE_VNNI(avx512vnni)
  * lm_from_float_q8_0 / lm_from_float_q8_1; lm_select_from_float picks them */
 void lm_from_float_q8_0_avx2(const float *x, void *y, int64_t k);
 void lm_from_float_q8_1_avx2(const float *x, void *y, int64_t k);
+void lm_from_float_q8_K_avx2(const float *x, void *y, int64_t k);
 
 /* lm_dequantize_row_<t> of a type whose block math has lm_dequant1_<t>:
  * value j of each block in turn (k a multiple of qk, checked by the caller).

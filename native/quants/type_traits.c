@@ -127,6 +127,7 @@ lm_from_float_fn lm_select_from_float(const lm_type_traits *t, int impl) {
     if (impl != LM_IMPL_SCALAR && lm_cpu_features_avx2()) {
         if (t == &k_traits[LM_TYPE_Q8_0]) return lm_from_float_q8_0_avx2;
         if (t == &k_traits[LM_TYPE_Q8_1]) return lm_from_float_q8_1_avx2;
+        if (t == &k_traits[LM_TYPE_Q8_K]) return lm_from_float_q8_K_avx2;
     }
 #endif
     return t->from_float;

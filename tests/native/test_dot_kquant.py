@@ -63,22 +63,30 @@ def float_dot_bound(qtype, wf, x):
 
 
 # ------------------------------------------------------------------ Q8_K
+# the scalar quantizer and the AVX2 one (the matmuls' choice on this CPU)
+ACT_IMPLS = ["scalar", "auto"]
+
+@pytest.mark.parametrize("impl", ACT_IMPLS)
 @pytest.mark.parametrize("dist", DISTRIBUTIONS)
-def test_q8_K_quantize_is_bit_exact(dist):
+def test_q8_K_quantize_is_bit_exact(dist, impl):
     x = make(dist, 8, N, seed=5)
     for row in x:
-        assert np.array_equal(quants.quantize_activations(row, "Q4_K"), q8_K(row))
+        assert np.array_equal(quants.quantize_activations(row, "Q4_K", impl), q8_K(row))
     expected = np.stack([q8_K(row) for row in x])
     assert np.array_equal(quants.quantize(x, "Q8_K"), expected)
 
 
-def test_q8_K_first_largest_magnitude_sets_the_sign():
+@pytest.mark.parametrize("impl", ACT_IMPLS)
+def test_q8_K_first_largest_magnitude_sets_the_sign(impl):
     # equal |x| with opposite signs: ggml keeps the first one as max and
-    # scales by -127/max, so the sign of d flips with the order
+    # scales by -127/max, so the sign of d flips with the order; an all-zero
+    # block is all zeros, bsums included, whatever the buffer held
+    x = np.zeros(512, np.float32)
+    assert not quants.quantize_activations(x, "Q6_K", impl).any()
     for first, d_sign in ((-2.0, 1.0), (2.0, -1.0)):
         x = np.zeros(256, np.float32)
         x[3], x[200] = first, -first
-        got = quants.quantize_activations(x, "Q6_K")
+        got = quants.quantize_activations(x, "Q6_K", impl)
         assert np.array_equal(got, q8_K(x))
         assert np.sign(got[:4].copy().view(np.float32)[0]) == d_sign
         assert got[4 + 3].view(np.int8) == -127

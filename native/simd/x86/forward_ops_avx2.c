@@ -225,3 +225,34 @@ void lm_softmax_avx2(float *x, int64_t n) {
     for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
     for (; i < n; i++) x[i] *= inv;
 }
+
+/* ------------------------------------------------------- activations */
+
+/* lm_silu_mul (forward_ops.c) with its bits: libm's expf (expf_avx2.h), then
+ * the same IEEE add, divide and multiply lane by lane */
+void lm_silu_mul_avx2(float *x, const float *up, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 e = lm_expf8(_mm256_xor_ps(v, neg));
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_div_ps(v, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+    }
+    lm_silu_mul(x + i, up + i, n - i);
+}
+
+/* lm_gelu_tanh_mul with its bits: u and the sigmoid in the scalar's order of
+ * operations (no FMA: the build keeps -ffp-contract=off) */
+void lm_gelu_tanh_mul_avx2(float *x, const float *up, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), m2 = _mm256_set1_ps(-2.0f);
+    const __m256 c = _mm256_set1_ps(LM_GELU_SQRT_2_OVER_PI), a = _mm256_set1_ps(LM_GELU_COEF_A);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 t = _mm256_add_ps(one, _mm256_mul_ps(_mm256_mul_ps(a, v), v));
+        const __m256 u = _mm256_mul_ps(_mm256_mul_ps(c, v), t);
+        const __m256 e = lm_expf8(_mm256_mul_ps(m2, u));
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_div_ps(v, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+    }
+    lm_gelu_tanh_mul(x + i, up + i, n - i);
+}
