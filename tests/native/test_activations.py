@@ -60,4 +60,5 @@ def test_gelu_as_sigmoid_equals_the_tanh_form():
 
 def test_an_unknown_activation_is_refused():
     x = np.zeros(4, np.float32)
-    assert lib.lm_act_mul_row(lib.LM_IMPL_SCALAR, 99, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", x), 4) != 0
+    buf = ffi.from_buffer("float[]", x)
+    assert lib.lm_act_mul_row(lib.LM_IMPL_SCALAR, 99, buf, buf, 4) != 0
