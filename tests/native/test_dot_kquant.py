@@ -66,6 +66,7 @@ def float_dot_bound(qtype, wf, x):
 # the scalar quantizer and the AVX2 one (the matmuls' choice on this CPU)
 ACT_IMPLS = ["scalar", "auto"]
 
+
 @pytest.mark.parametrize("impl", ACT_IMPLS)
 @pytest.mark.parametrize("dist", DISTRIBUTIONS)
 def test_q8_K_quantize_is_bit_exact(dist, impl):

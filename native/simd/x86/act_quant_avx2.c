@@ -90,8 +90,8 @@ void lm_from_float_q8_K_avx2(const float *x, void *vy, int64_t k) {
         const __m256 vamax = _mm256_set1_ps(amax);
         float max = amax;
         for (int j = 0; j < QK_K; j += 8) {
-            const int hit = _mm256_movemask_ps(
-                _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), vamax, _CMP_EQ_OQ));
+            const int hit =
+                _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), vamax, _CMP_EQ_OQ));
             if (hit) {
                 max = x[j + __builtin_ctz((unsigned)hit)];
                 break;
