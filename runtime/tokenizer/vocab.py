@@ -142,10 +142,13 @@ class Vocab:
         tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
         if len(set(tokens)) != n:
             raise TokenizerError(f"{KEY}tokens: token texts are not unique")
+        _require_utf8(tokens, "tokens")
         types = _array(meta, "token_type", n, np.int32, default=TokenType.NORMAL)
         scores = _array(meta, "scores", n, np.float32, default=0.0)
         merges = meta.get(KEY + "merges")
         merges = None if merges is None else [str(m) for m in merges]
+        if merges is not None:
+            _require_utf8(merges, "merges")
         pre = str(meta.get(KEY + "pre") or "default")
 
         bos: int | None
@@ -274,3 +277,19 @@ def _special_id(meta: Mapping[str, Any], name: str, default: int | None, n: int)
 def _flag(meta: Mapping[str, Any], name: str, default: bool) -> bool:
     value = meta.get(KEY + name)
     return default if value is None else bool(value)
+
+
+def _require_utf8(texts: list[str], name: str) -> None:
+    """GGUF strings are UTF-8; the reader keeps other bytes as surrogate escapes,
+    which no tokenizer library can take (sentencepiece's proto, tokenizers)."""
+    try:
+        "".join(texts).encode("utf-8")
+        return
+    except UnicodeEncodeError:
+        pass
+    for i, t in enumerate(texts):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = t.encode("utf-8", "surrogateescape")
+            raise TokenizerError(f"{KEY}{name}[{i}]: not valid UTF-8: {raw[:40]!r}") from None

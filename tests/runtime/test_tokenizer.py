@@ -264,3 +264,13 @@ def test_metadata_errors_name_the_key() -> None:
         Tokenizer.from_metadata({**meta, "tokenizer.ggml.model": "gpt2"})
     with pytest.raises(TokenizerError, match="not valid UTF-8"):
         mistral_tokenizer().encode(b"\xff\xfe")
+
+
+def test_a_token_that_is_not_utf8_is_a_typed_error_naming_it() -> None:
+    # found by tools/fuzz.sh gguf (corpus/gguf/crash-1c69...): the GGUF reader keeps
+    # invalid UTF-8 as surrogate escapes, which sentencepiece's proto cannot take
+    meta = mistral_metadata()
+    tokens = list(meta["tokenizer.ggml.tokens"])
+    tokens[17] = b"\x97ab".decode("utf-8", "surrogateescape")
+    with pytest.raises(TokenizerError, match=r"tokenizer.ggml.tokens\[17\]: not valid UTF-8: b'\\x97ab'"):
+        Tokenizer.from_metadata({**meta, "tokenizer.ggml.tokens": tokens})
