@@ -123,7 +123,7 @@ class LoraAdapter:
             for base, pair in sorted(self.pairs.items()):
                 for t in pair:
                     h.update(f"\n{base}:{t.name}:{','.join(map(str, t.ne))}:{int(t.ggml_type)}\n".encode())
-                    h.update(memoryview(self.gguf.tensor_bytes(t.name)).cast("B"))
+                    h.update(np.ascontiguousarray(self.gguf.tensor_bytes(t.name)).data)
             self._hash = h.hexdigest()
         return self._hash
 

@@ -277,6 +277,7 @@ def test_mismatched_adapters_are_typed_errors(case, tmp_path: Path) -> None:
     qwen = Model.load(qwen_base, n_threads=1)
     with pytest.raises(LoraError, match="general.architecture"):
         load_loras(Context(qwen, n_ctx=32), [(llama_adapter, 1.0)])
+
     # the same architecture, other sizes: the first pair that does not fit is named
     def widen(name: str, data: np.ndarray) -> np.ndarray:
         if name == "blk.1.attn_q.weight.lora_a":
@@ -300,7 +301,7 @@ def test_mismatched_adapters_are_typed_errors(case, tmp_path: Path) -> None:
     del qwen_adapter
 
 
-def test_server_lora_adapters_and_per_request_scales(case) -> None:
+def test_server_lora_adapters_and_per_request_scales(case, tmp_path: Path) -> None:
     pytest.importorskip("fastapi")
     import httpx
 
@@ -314,15 +315,33 @@ def test_server_lora_adapters_and_per_request_scales(case) -> None:
     with Llama(str(base), n_ctx=64, verbose=False, lora_path=str(adapter), lora_scale=0.5) as tuned:
         want_half = tuned.create_completion("Hello there", **kw)["choices"][0]["text"]
     assert want_half != want_plain
-    proc, url = start_server(str(base), "-c", "128", "-np", "1", "-t", "2", "--lora-scaled", str(adapter), "0.5")
+    flags = ("-c", "128", "-np", "1", "-t", "2", "--lora-scaled", str(adapter), "0.5")
+    proc, url = start_server(str(base), *flags, "--slot-save-path", str(tmp_path))
     try:
 
         def complete(**extra) -> httpx.Response:
             return httpx.post(f"{url}/v1/completions", json={"prompt": "Hello there", **kw, **extra}, timeout=120)
 
+        def slot(action: str) -> httpx.Response:
+            return httpx.post(f"{url}/slots/0?action={action}", json={"filename": "s.bin"}, timeout=60)
+
         listed = httpx.get(f"{url}/lora-adapters", timeout=30).json()
         assert [(e["id"], e["path"], e["scale"]) for e in listed] == [(0, str(adapter), 0.5)]
         assert complete().json()["choices"][0]["text"] == want_half
+        # the slot's state records the adapter at 0.5: restored where the slot runs at 0.5, and reused
+        assert slot("save").json()["n_saved"] > 0
+        assert slot("erase").status_code == 200 and slot("restore").status_code == 200
+        reused = complete().json()
+        assert reused["choices"][0]["text"] == want_half
+        assert reused["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+        # a request at scale 0 leaves the slot at 0: the 0.5 state is refused there, by scale
+        assert complete(lora=[{"id": 0, "scale": 0.0}]).json()["choices"][0]["text"] == want_plain
+        refused = slot("restore")
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "filename", refused.text
+        message = refused.json()["error"]["message"]
+        assert "LoRA adapter 0 scale" in message and "0.5" in message and "0.0" in message, message
+        assert complete().json()["choices"][0]["text"] == want_half  # back at 0.5: restores again
+        assert slot("restore").status_code == 200
         assert complete(lora=[]).json()["choices"][0]["text"] == want_half  # an empty list is no list
         # this request alone without the adapter (an adapter not listed gets 0 too)
         assert complete(lora=[{"id": 0, "scale": 0.0}]).json()["choices"][0]["text"] == want_plain
