@@ -247,6 +247,45 @@ def test_saved_state_records_the_adapters(case, tmp_path: Path) -> None:
         assert e.value.expected == "none" and str(adapter) in e.value.found
 
 
+def test_whole_context_state_keeps_each_sequence_scale(case) -> None:
+    """Context.save_state with two sequences at two scales: each loads only where its own
+    id runs at its scale, and both then continue as the saving context does"""
+    from lamina.engine.state import StateMismatchError
+
+    _, _, base, adapter = case("llama")
+    model = Model.load(base, n_threads=2)
+    ids, more = ids_for(model)[:12], ids_for(model)[12:16]
+
+    def context() -> tuple[Context, object]:
+        ctx = Context(model, n_ctx=64, n_seq_max=2)
+        loras = load_loras(ctx, [(adapter, 1.0)])
+        return ctx, loras
+
+    def at_zero(loras) -> None:  # sequence 1 as a request at scale 0 holds it
+        loras._seq_scales[1] = (0.0,)
+        loras._native(1, 0, 0.0)
+
+    def extend(ctx: Context, seq: int, toks: list[int]) -> np.ndarray:
+        n = ctx.seq_len(seq)
+        return ctx.decode(toks, list(range(n, n + len(toks))), [seq] * len(toks), np.ones(len(toks), np.int8))
+
+    a, a_loras = context()
+    at_zero(a_loras)
+    for seq in (0, 1):
+        extend(a, seq, ids)
+    data = a.save_state()
+    b, b_loras = context()
+    with pytest.raises(StateMismatchError, match="sequence 1") as e:
+        b.load_state(data)
+    assert (e.value.field, e.value.expected, e.value.found) == ("LoRA adapter 0 scale", 1.0, 0.0)
+    assert b.seq_len(0) == 0
+    at_zero(b_loras)
+    b.load_state(data)
+    for seq in (0, 1):
+        assert np.array_equal(extend(b, seq, more), extend(a, seq, more)), seq
+    assert not np.array_equal(extend(b, 0, more), extend(b, 1, more))  # the two scales differ
+
+
 def test_prompt_cache_with_an_adapter(case, tmp_path: Path) -> None:
     """lamina run --prompt-cache under --lora-scaled: the second run reuses the saved prompt
     and answers the same; a run at another scale refuses the file by name"""
