@@ -345,7 +345,7 @@ def test_server_lora_adapters_and_per_request_scales(case, tmp_path: Path) -> No
     import httpx
 
     from lamina import Llama
-    from support.serve_process import start_server, stop_server
+    from support.serve_process import serving
 
     _, _, base, adapter = case("llama")
     kw = {"max_tokens": 8, "temperature": 0.0}
@@ -355,8 +355,7 @@ def test_server_lora_adapters_and_per_request_scales(case, tmp_path: Path) -> No
         want_half = tuned.create_completion("Hello there", **kw)["choices"][0]["text"]
     assert want_half != want_plain
     flags = ("-c", "128", "-np", "1", "-t", "2", "--lora-scaled", str(adapter), "0.5")
-    proc, url = start_server(str(base), *flags, "--slot-save-path", str(tmp_path))
-    try:
+    with serving(str(base), *flags, "--slot-save-path", str(tmp_path)) as url:
 
         def complete(**extra) -> httpx.Response:
             return httpx.post(f"{url}/v1/completions", json={"prompt": "Hello there", **kw, **extra}, timeout=120)
@@ -395,8 +394,6 @@ def test_server_lora_adapters_and_per_request_scales(case, tmp_path: Path) -> No
             assert r.status_code == 400 and r.json()["error"]["param"] == "lora", r.text
         r = httpx.post(f"{url}/lora-adapters", json={"id": 0}, timeout=30)
         assert r.status_code == 400, r.text
-    finally:
-        stop_server(proc)
 
 
 def test_merge_bakes_the_adapter_in(case, tmp_path: Path) -> None:
