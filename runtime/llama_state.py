@@ -4,7 +4,8 @@ so a program can snapshot a prompt and come back to it, or hand it to
 another Llama of the same model and KV type.
 
 llama_state is lamina's state format (runtime/engine/state.py): bound to
-the model and KV type, checksummed, and self-contained (its tokens, the
+the model, the KV type and the LoRA adapters and scale (lora_path /
+lora_scale) it was computed under, checksummed, and self-contained (its tokens, the
 last logits and the seeds ride in it); the LlamaState's other fields are
 llama-cpp-python's copies for its callers."""
 
@@ -71,7 +72,7 @@ def load_state(llm: Llama, state: LlamaState) -> None:
         n = len(data)
         raise StateError(f"LlamaState: llama_state_size is {state.llama_state_size}, llama_state holds {n} bytes")
     with llm._engine.exclusive() as ctx:
-        saved = unpack(ctx, data, "LlamaState")  # before anything changes
+        saved = unpack(ctx, data, "LlamaState", into=llm._raw_seq)  # before anything changes
         (seq,) = saved.sequences
         tokens = seq.tokens.tolist() if seq.tokens.size else [int(t) for t in state.input_ids[: seq.n_pos]]
         if len(tokens) != seq.n_pos or state.n_tokens != seq.n_pos:

@@ -461,11 +461,12 @@ class Context:
 
         with self._lock:
             seq = self._seq(seq, "load_seq")
-            saved = state.unpack(self, data, what)
+            saved = state.unpack(self, data, what, into=seq)
             if len(saved.sequences) != 1:
                 raise state.StateError(f"{what} holds {len(saved.sequences)} sequences; load_seq takes one")
             s = saved.sequences[0]
             self._set_seq_kv(seq, s.n_pos, s.kv)
+            self._restored_scales(seq, s.lora_scales)
             return saved
 
     def save_state(
@@ -504,7 +505,13 @@ class Context:
                 self._check(lib.lm_context_seq_rm(self._live, q, 0, -1))
             for s in saved.sequences:
                 self._set_seq_kv(s.seq, s.n_pos, s.kv)
+                self._restored_scales(s.seq, s.lora_scales)
             return saved
+
+    def _restored_scales(self, seq: int, scales: tuple[float, ...]) -> None:
+        loras = getattr(self, "_loras", None)  # lamina.engine.lora.LoraSet, when adapters are applied
+        if loras is not None and loras.adapters:
+            loras.restored(seq, scales)
 
     def _seq(self, seq: object, what: str) -> int:
         s = _as_int(seq)

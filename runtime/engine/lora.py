@@ -110,6 +110,22 @@ class LoraAdapter:
         self.native = native
         self._keep = keep
         self.n_pairs = len(pairs)
+        self._hash: str | None = None
+
+    def content_hash(self) -> str:
+        """sha256 hex of what the adapter computes with: alpha and every pair's
+        names, types, shapes and bytes (not the file's other metadata). A saved
+        state records it (lamina.engine.state); computed once, on first use."""
+        if self._hash is None:
+            import hashlib
+
+            h = hashlib.sha256(f"alpha={self.alpha!r}".encode())
+            for base, pair in sorted(self.pairs.items()):
+                for t in pair:
+                    h.update(f"\n{base}:{t.name}:{','.join(map(str, t.ne))}:{int(t.ggml_type)}\n".encode())
+                    h.update(np.ascontiguousarray(self.gguf.tensor_bytes(t.name)).data)
+            self._hash = h.hexdigest()
+        return self._hash
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], model: Model) -> LoraAdapter:
@@ -292,16 +308,31 @@ class LoraSet:
         self._seq_scales[slot.seq] = scales
         return placement
 
+    def seq_scales(self, seq: int) -> tuple[float, ...]:
+        """the scales sequence seq runs at: the request's that last held it, else the defaults"""
+        return self._seq_scales.get(seq, tuple(self.defaults))
+
+    def restored(self, seq: int, scales: tuple[float, ...]) -> None:
+        """seq now holds a saved cache computed at these scales (its own, checked by
+        lamina.engine.state): it keeps them, as a request's sequence does, so admit
+        reuses the cache for requests of these scales only. The caller holds the context's lock."""
+        for i, s in enumerate(scales):
+            self._native_locked(seq, i, s)
+        self._seq_scales[seq] = tuple(scales)
+
     def _id(self, i: int) -> int:
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.adapters):
             raise LoraScaleError(f"lora adapter id {i!r} outside [0, {len(self.adapters)})")
         return i
 
     def _native(self, seq: int, i: int, scale: float) -> None:
+        with self.context._lock:
+            self._native_locked(seq, i, scale)
+
+    def _native_locked(self, seq: int, i: int, scale: float) -> None:
         from lamina.native import lib
 
-        with self.context._lock:
-            _check(lib.lm_context_lora_scale(self.context._live, seq, i, scale), "set a scale")
+        _check(lib.lm_context_lora_scale(self.context._live, seq, i, scale), "set a scale")
 
 
 def load_loras(context: Context, files: Sequence[tuple[str | os.PathLike[str], float]]) -> LoraSet:

@@ -2,17 +2,20 @@
 to the model and cache type they came from (llama.cpp's llama_state_* /
 llama_state_seq_*, in a format of lamina's own).
 
-Format, version 1 (integers little-endian):
+Format, version 2 (integers little-endian):
 
     magic      8 bytes  b"LAMINAST"
-    version    u32      1
+    version    u32      2
     header_len u32      bytes of the header that follows
     header     JSON     {"model": {"arch", "identity", "n_layer", "n_head_kv", "head_dim",
                                    "n_vocab", "file"},
                          "kv_type": "f16", "row_bytes": int, "n_ctx": int, "n_ctx_seq": int,
                          "rope_long": bool (LongRoPE's long factors in use),
+                         "loras": [{"file": str, "sha256": str}, ...] (the LoRA adapters
+                                  the context applied, in order),
                          "sequences": [{"seq": int, "n_pos": int, "n_tokens": int,
-                                        "kv_bytes": int}, ...],
+                                        "kv_bytes": int,
+                                        "lora_scales": [float per adapter]}, ...],
                          "arrays": [{"name", "dtype", "shape"}, ...],
                          "extra": {...}}
     per sequence, in header order:
@@ -29,6 +32,17 @@ files on every save is avoided. A state is refused (a StateError subclass
 naming what differs) when it is not one (magic), of another version, cut
 short, corrupted (checksum), or of another model, KV type or row size; only
 then do the native copies see it, with sizes checked again there.
+
+LoRA adapters change every cached key and value, so a state records the
+adapters (sha256 of each one's tensors and alpha: LoraAdapter.content_hash;
+the file for messages) and, per sequence, the scales its cache was computed
+under. It loads only into a context with the same adapters, in the same
+order, into a sequence that runs at the same scales (LoraSet.seq_scales);
+anything else is a StateMismatchError naming the adapter or the scale.
+llama.cpp's states record no adapters (the caller must restore under the
+same ones); refusing here turns a silently different continuation into an
+error. Version 1 (before adapters were recorded; states with adapters were
+refused then) reads as a state without adapters.
 """
 
 from __future__ import annotations
@@ -49,7 +63,8 @@ import numpy as np
 from lamina.errors import LaminaError
 
 MAGIC = b"LAMINAST"
-VERSION = 1
+VERSION = 2
+_READS = (1, 2)  # 1: no "loras" / "lora_scales" (no adapters)
 _PREFIX = struct.Struct("<8sII")
 _DIGEST = 32
 _SAMPLE = 4096
@@ -88,6 +103,7 @@ class SavedSequence:
     n_pos: int
     tokens: np.ndarray  # int32 [n_pos], or [0] when the saver kept none
     kv: memoryview = field(repr=False)
+    lora_scales: tuple[float, ...] = ()  # one per adapter of the state's context
 
 
 @dataclass
@@ -135,15 +151,24 @@ def pack(
     """The state bytes of ctx's sequences: (seq id, positions, tokens or None,
     kv bytes of Context.seq_state_kv) each; arrays (numeric, any shape) and extra (JSON)
     ride along for the caller (Llama's scores and seed)."""
-    _refuse_adapters(ctx, "saving")
     row = ctx.kv_row_bytes
+    loras = _loras(ctx)
     parts: list[bytes] = []
     seq_headers = []
     for seq, n_pos, tokens, kv in sequences:
         toks = np.zeros(0, np.int32) if tokens is None else np.ascontiguousarray(tokens, dtype="<i4")
         if toks.size not in (0, n_pos):
             raise StateError(f"sequence {seq}: {toks.size} tokens for {n_pos} cached positions")
-        seq_headers.append({"seq": int(seq), "n_pos": int(n_pos), "n_tokens": int(toks.size), "kv_bytes": len(kv)})
+        scales = list(loras.seq_scales(int(seq))) if loras is not None else []
+        seq_headers.append(
+            {
+                "seq": int(seq),
+                "n_pos": int(n_pos),
+                "n_tokens": int(toks.size),
+                "kv_bytes": len(kv),
+                "lora_scales": scales,
+            }
+        )
         parts += [toks.tobytes(), bytes(kv)]
     array_headers = []
     for name, a in (arrays or {}).items():
@@ -160,6 +185,7 @@ def pack(
         "n_ctx": ctx.n_ctx,
         "n_ctx_seq": ctx.n_ctx_seq,
         "rope_long": _rope_long(ctx),
+        "loras": _lora_header(loras),
         "sequences": seq_headers,
         "arrays": array_headers,
         "extra": extra or {},
@@ -173,22 +199,27 @@ def pack(
     return b"".join(out)
 
 
-def unpack(ctx: Any, data: bytes | bytearray | memoryview, what: str = "state") -> SavedState:
+def unpack(ctx: Any, data: bytes | bytearray | memoryview, what: str = "state", into: int | None = None) -> SavedState:
     """The state in data, checked whole against ctx (its model, kv_type, row
-    size, n_ctx_seq) before anything is returned; `what` names it in errors
-    (a file name)."""
+    size, n_ctx_seq, LoRA adapters) before anything is returned; `what` names
+    it in errors (a file name). Each sequence's adapter scales must be those
+    of sequence `into` of ctx (where it is going), or of its own id when into
+    is None (a whole-context load)."""
     buf = memoryview(data).cast("B")
     if len(buf) < _PREFIX.size:
         raise StateTruncatedError(f"{what}: {len(buf)} bytes, shorter than a state's {_PREFIX.size}-byte prefix")
     magic, version, head_len = _PREFIX.unpack_from(buf)
     if magic != MAGIC:
         raise StateFormatError(f"{what}: not a lamina state (magic {bytes(magic)!r}, expected {MAGIC!r})")
-    if version != VERSION:
-        raise StateFormatError(f"{what}: state format version {version}; this lamina reads version {VERSION}")
+    if version not in _READS:
+        reads = " and ".join(map(str, _READS))
+        raise StateFormatError(f"{what}: state format version {version}; this lamina reads versions {reads}")
     end_head = _PREFIX.size + head_len
     if end_head + _DIGEST > len(buf):
         raise StateTruncatedError(f"{what}: the header announces {head_len} bytes and the state has {len(buf)} in all")
     header = _parse_header(buf[_PREFIX.size : end_head], what)
+    if header is not None and version == 1:  # written before adapters were recorded: none were loaded
+        header = _as_version_2(header)
     expected_len = _total_len(header, end_head, what) if header is not None else None
     if expected_len is not None and expected_len != len(buf):
         kind = StateTruncatedError if expected_len > len(buf) else StateCorruptError
@@ -197,13 +228,14 @@ def unpack(ctx: Any, data: bytes | bytearray | memoryview, what: str = "state") 
         raise StateCorruptError(f"{what}: checksum mismatch (the bytes changed after the state was written)")
     if header is None or expected_len is None:  # cannot be: the checksum covers the header
         raise StateCorruptError(f"{what}: the header is not valid")
-    _check_binding(ctx, header, what)
+    _check_binding(ctx, header, what, into)
     pos = end_head
     seqs = []
     for s in header["sequences"]:
         toks = np.frombuffer(buf, dtype="<i4", count=s["n_tokens"], offset=pos).astype(np.int32)
         pos += 4 * s["n_tokens"]
-        seqs.append(SavedSequence(s["seq"], s["n_pos"], toks, buf[pos : pos + s["kv_bytes"]]))
+        kv = buf[pos : pos + s["kv_bytes"]]
+        seqs.append(SavedSequence(s["seq"], s["n_pos"], toks, kv, tuple(map(float, s["lora_scales"]))))
         pos += s["kv_bytes"]
     arrays = {}
     for a in header["arrays"]:
@@ -223,19 +255,38 @@ def _parse_header(raw: memoryview, what: str) -> dict[str, Any] | None:
     return header if isinstance(header, dict) else None
 
 
+def _as_version_2(header: dict[str, Any]) -> dict[str, Any]:
+    """a version 1 header as version 2 reads it: no adapters, no scales"""
+    out = dict(header, loras=[])
+    if isinstance(header.get("sequences"), list):
+        out["sequences"] = [dict(s, lora_scales=[]) if isinstance(s, dict) else s for s in header["sequences"]]
+    return out
+
+
 def _total_len(header: dict[str, Any], start: int, what: str) -> int | None:
     """bytes the header announces in all, or None when its fields are not well-formed"""
 
     def count(v: object) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
+    def scale(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf")
+
     try:
         if not isinstance(header["model"], dict) or not isinstance(header["extra"], dict):
+            return None
+        loras = header["loras"]
+        if not isinstance(loras, list) or not all(
+            isinstance(a, dict) and isinstance(a["file"], str) and isinstance(a["sha256"], str) for a in loras
+        ):
             return None
         total = start + _DIGEST
         for s in header["sequences"]:
             fields = (s["seq"], s["n_pos"], s["n_tokens"], s["kv_bytes"])
             if not all(count(v) for v in fields) or s["n_tokens"] not in (0, s["n_pos"]):
+                return None
+            scales = s["lora_scales"]
+            if not isinstance(scales, list) or len(scales) != len(loras) or not all(map(scale, scales)):
                 return None
             total += 4 * s["n_tokens"] + s["kv_bytes"]
         for a in header["arrays"]:
@@ -248,19 +299,55 @@ def _total_len(header: dict[str, Any], start: int, what: str) -> int | None:
         return None
 
 
-def _refuse_adapters(ctx: Any, doing: str) -> None:
-    """A cache computed under LoRA adapters depends on their scales, which a
-    state does not record yet: refused rather than restored into a context
-    whose adapters may differ (silently different continuations)."""
-    loras = getattr(ctx, "_loras", None)  # lamina.engine.lora.LoraSet
-    if loras is not None and loras.adapters:
-        raise StateError(
-            f"{doing} a state with LoRA adapters loaded is not supported yet (the state would not record them)"
+def _loras(ctx: Any) -> Any:
+    """ctx's lamina.engine.lora.LoraSet, or None when it applies no adapters"""
+    loras = getattr(ctx, "_loras", None)
+    return loras if loras is not None and loras.adapters else None
+
+
+def _lora_header(loras: Any) -> list[dict[str, str]]:
+    return [{"file": a.path, "sha256": a.content_hash()} for a in loras.adapters] if loras is not None else []
+
+
+def _describe(adapters: list[dict[str, str]]) -> str:
+    return ", ".join(f"{a['file']} (sha256 {a['sha256'][:16]})" for a in adapters) or "none"
+
+
+def _check_loras(ctx: Any, header: dict[str, Any], what: str, into: int | None) -> None:
+    """the same adapters (by content, in order), and each sequence's scales
+    those of the sequence it goes into: a cache computed under other adapters
+    or scales would continue as another model would"""
+    loras = _loras(ctx)
+    mine, theirs = _lora_header(loras), header["loras"]
+    if len(mine) != len(theirs):
+        raise StateMismatchError(
+            f"{what} was saved under other LoRA adapters", "LoRA adapters", _describe(mine), _describe(theirs)
         )
+    for i, (m, t) in enumerate(zip(mine, theirs, strict=True)):
+        if m["sha256"] != t["sha256"]:
+            raise StateMismatchError(
+                f"{what} was saved under another LoRA adapter {i}",
+                f"LoRA adapter {i}",
+                _describe([m]),
+                _describe([t]),
+            )
+    if loras is None:
+        return
+    for s in header["sequences"]:
+        target = s["seq"] if into is None else into
+        want = loras.seq_scales(target)
+        for i, (w, got) in enumerate(zip(want, s["lora_scales"], strict=True)):
+            if float(got) != w:
+                raise StateMismatchError(
+                    f"{what}: sequence {s['seq']} was computed under another scale of LoRA adapter {i} "
+                    f"({mine[i]['file']}) than sequence {target} runs at",
+                    f"LoRA adapter {i} scale",
+                    w,
+                    float(got),
+                )
 
 
-def _check_binding(ctx: Any, header: dict[str, Any], what: str) -> None:
-    _refuse_adapters(ctx, "restoring")
+def _check_binding(ctx: Any, header: dict[str, Any], what: str, into: int | None = None) -> None:
     mine = _model_header(ctx.model)
     theirs = header["model"]
     for key in ("arch", "n_layer", "n_head_kv", "head_dim", "n_vocab", "identity"):
@@ -288,6 +375,7 @@ def _check_binding(ctx: Any, header: dict[str, Any], what: str) -> None:
             raise StateMismatchError(
                 f"{what}: sequence {s['seq']}'s cache rows", "kv_bytes", ctx.seq_state_bytes(s["n_pos"]), s["kv_bytes"]
             )
+    _check_loras(ctx, header, what, into)
 
 
 def _rope_long(ctx: Any) -> bool:

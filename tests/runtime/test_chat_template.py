@@ -9,6 +9,7 @@ import pytest
 
 from lamina.chat_template import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError
 from lamina.model_cache import fetch_model
+from support.template_oracle import transformers_render
 from support.vocab_vectors import model_tokenizer
 
 CONVERSATIONS = [
@@ -61,20 +62,10 @@ def test_smollm2_matches_transformers(conversation: int, generation_prompt: bool
 @pytest.mark.parametrize("tools", [None, TOOLS])
 @pytest.mark.parametrize("conversation", range(len(CONVERSATIONS)))
 def test_qwen_tools_template_matches_transformers(conversation: int, tools: list | None) -> None:
-    # apply_chat_template is render_jinja_template plus a 30 s tokenizer load for Qwen
-    utils = pytest.importorskip("transformers.utils.chat_template_utils")
     template = template_for("qwen2.5-coder-0.5b")
     messages = CONVERSATIONS[conversation]
     ours = template.render(messages, add_generation_prompt=True, tools=tools)
-    theirs = utils.render_jinja_template(
-        conversations=[messages],
-        tools=tools,
-        chat_template=template.source,
-        add_generation_prompt=True,
-        bos_token=template.bos_token,
-        eos_token=template.eos_token,
-    )[0][0]
-    assert ours == theirs
+    assert ours == transformers_render(template, messages, tools)
 
 
 def test_chatml_fallback() -> None:

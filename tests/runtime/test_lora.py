@@ -5,6 +5,7 @@ transformers + peft and against llama.cpp with the same adapter file."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,22 @@ def case(tmp_path_factory: pytest.TempPathFactory):
 
 def ids_for(model: Model) -> list[int]:
     return np.random.default_rng(7).integers(3, model.n_vocab, N_TOKENS).tolist()
+
+
+def rewrite_adapter(src: Path, dst: Path, edit) -> Path:
+    """src's llama adapter (alpha 16) written again with each tensor's data through edit(name, data)"""
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(dst, "llama")
+    w.add_type("adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", 16.0)
+    for t in r.tensors:
+        w.add_tensor(t.name, edit(t.name, np.asarray(t.data)))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
 
 
 def lamina_logits(model: Model, loras: list[tuple[Path, float]], ids: list[int]) -> np.ndarray:
@@ -166,16 +183,131 @@ def test_llama_api_and_run_command(case) -> None:
         [*run, "--lora-scaled", f"{adapter}:1.0"], check=True, capture_output=True, text=True, timeout=120
     )
     assert text in shown.stdout
-    # a saved state does not record the adapters yet: refused both ways, never restored under other scales
-    from lamina.engine.state import StateError
-
-    with pytest.raises(StateError, match="LoRA adapters"):
-        tuned.save_state()
-    state = plain.save_state()
-    with pytest.raises(StateError, match="LoRA adapters"):
-        tuned.load_state(state)
     for llm in (plain, tuned, off):
         llm.close()
+
+
+def greedy(llm, n: int) -> list[int]:
+    """n tokens of argmax after what eval() holds, each evaluated in turn"""
+    out = []
+    for _ in range(n):
+        out.append(int(np.argmax(llm.scores[0])))
+        llm.eval(out[-1:])
+    return out
+
+
+def test_saved_state_records_the_adapters(case, tmp_path: Path) -> None:
+    """Llama.save_state under an adapter: loaded under the same adapter content (another
+    path) and scale it continues as never having stopped; under another adapter, another
+    scale or none it is a StateMismatchError naming the adapter or the scale, changing nothing"""
+    from lamina import Llama
+    from lamina.engine.state import StateMismatchError
+
+    _, _, base, adapter = case("llama")
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(adapter.read_bytes())
+    other = rewrite_adapter(adapter, tmp_path / "other.gguf", lambda name, d: d * 2 if name.endswith("lora_b") else d)
+
+    def llama(path: Path | None = None, scale: float = 1.0) -> Llama:
+        extra = {} if path is None else {"lora_path": str(path), "lora_scale": scale}
+        return Llama(str(base), n_ctx=64, verbose=False, **extra)
+
+    with llama(adapter) as tuned, llama() as plain:
+        ids = tuned.tokenize(b"Once upon a time there was a small robot who")
+        tuned.eval(ids)
+        whole = greedy(tuned, 10)  # never stopped
+        tuned.reset()
+        tuned.eval(ids)
+        saved = tuned.save_state()
+        plain.eval(ids)
+        assert greedy(plain, 10) != whole, "the adapter should change the greedy tokens"
+        plain_state = plain.save_state()
+        assert greedy(tuned, 10) == whole  # saving changes nothing
+    with llama(copy) as again:
+        again.load_state(saved)
+        assert again.n_tokens == len(ids)
+        assert greedy(again, 10) == whole
+        with pytest.raises(StateMismatchError, match="other LoRA adapters") as e:
+            again.load_state(plain_state)
+        assert e.value.field == "LoRA adapters" and e.value.found == "none" and "copy.gguf" in e.value.expected
+        assert again.n_tokens == len(ids) + 10  # unchanged by the refusal
+    with llama(adapter, 0.5) as half:
+        with pytest.raises(StateMismatchError, match="scale") as e:
+            half.load_state(saved)
+        assert (e.value.field, e.value.expected, e.value.found) == ("LoRA adapter 0 scale", 0.5, 1.0)
+        assert half.n_tokens == 0
+    with llama(other) as changed:
+        with pytest.raises(StateMismatchError, match="another LoRA adapter 0") as e:
+            changed.load_state(saved)
+        assert e.value.field == "LoRA adapter 0"
+        assert "other.gguf" in e.value.expected and str(adapter) in e.value.found
+    with llama() as none:
+        with pytest.raises(StateMismatchError, match="other LoRA adapters") as e:
+            none.load_state(saved)
+        assert e.value.expected == "none" and str(adapter) in e.value.found
+
+
+def test_whole_context_state_keeps_each_sequence_scale(case) -> None:
+    """Context.save_state with two sequences at two scales: each loads only where its own
+    id runs at its scale, and both then continue as the saving context does"""
+    from lamina.engine.state import StateMismatchError
+
+    _, _, base, adapter = case("llama")
+    model = Model.load(base, n_threads=2)
+    ids, more = ids_for(model)[:12], ids_for(model)[12:16]
+
+    def context() -> tuple[Context, object]:
+        ctx = Context(model, n_ctx=64, n_seq_max=2)
+        loras = load_loras(ctx, [(adapter, 1.0)])
+        return ctx, loras
+
+    def at_zero(loras) -> None:  # sequence 1 as a request at scale 0 holds it
+        loras._seq_scales[1] = (0.0,)
+        loras._native(1, 0, 0.0)
+
+    def extend(ctx: Context, seq: int, toks: list[int]) -> np.ndarray:
+        n = ctx.seq_len(seq)
+        return ctx.decode(toks, list(range(n, n + len(toks))), [seq] * len(toks), np.ones(len(toks), np.int8))
+
+    a, a_loras = context()
+    at_zero(a_loras)
+    for seq in (0, 1):
+        extend(a, seq, ids)
+    data = a.save_state()
+    b, b_loras = context()
+    with pytest.raises(StateMismatchError, match="sequence 1") as e:
+        b.load_state(data)
+    assert (e.value.field, e.value.expected, e.value.found) == ("LoRA adapter 0 scale", 1.0, 0.0)
+    assert b.seq_len(0) == 0
+    at_zero(b_loras)
+    b.load_state(data)
+    for seq in (0, 1):
+        assert np.array_equal(extend(b, seq, more), extend(a, seq, more)), seq
+    assert not np.array_equal(extend(b, 0, more), extend(b, 1, more))  # the two scales differ
+
+
+def test_prompt_cache_with_an_adapter(case, tmp_path: Path) -> None:
+    """lamina run --prompt-cache under --lora-scaled: the second run reuses the saved prompt
+    and answers the same; a run at another scale refuses the file by name"""
+    _, _, base, adapter = case("llama")
+    cache = tmp_path / "prompt.state"
+    prompt = "Once upon a time there was a small robot who lived in a house by the sea"
+
+    def run(scale: float) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "lamina", "run", str(base), "-c", "64", "--temp", "0", "-n", "6", "-t", "2"]
+        cmd += ["-p", prompt, "--prompt-cache", str(cache), "--lora-scaled", f"{adapter}:{scale}"]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    first = run(1.0)
+    assert first.returncode == 0, first.stderr
+    n = int(re.search(r"0 of (\d+) prompt tokens cached", first.stderr).group(1))
+    second = run(1.0)
+    assert second.returncode == 0, second.stderr
+    assert f"{n} of {n} prompt tokens cached" in second.stderr and second.stdout == first.stdout
+    assert re.search(r"prompt 1 tok\b", second.stderr), second.stderr  # only the last prompt token evaluated again
+    other = run(0.5)
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert "scale" in other.stderr and "prompt.state" in other.stderr
 
 
 def test_mismatched_adapters_are_typed_errors(case, tmp_path: Path) -> None:
@@ -184,21 +316,14 @@ def test_mismatched_adapters_are_typed_errors(case, tmp_path: Path) -> None:
     qwen = Model.load(qwen_base, n_threads=1)
     with pytest.raises(LoraError, match="general.architecture"):
         load_loras(Context(qwen, n_ctx=32), [(llama_adapter, 1.0)])
+
     # the same architecture, other sizes: the first pair that does not fit is named
-    r = gguf.GGUFReader(llama_adapter)
-    w = gguf.GGUFWriter(tmp_path / "wide.gguf", "llama")
-    w.add_type("adapter")
-    w.add_string("adapter.type", "lora")
-    w.add_float32("adapter.lora.alpha", 16.0)
-    for t in r.tensors:
-        data = np.asarray(t.data)
-        if t.name == "blk.1.attn_q.weight.lora_a":
-            data = np.zeros((data.shape[0], data.shape[1] * 2), np.float32)  # n_in 128 for a 64-wide model
-        w.add_tensor(t.name, data)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    def widen(name: str, data: np.ndarray) -> np.ndarray:
+        if name == "blk.1.attn_q.weight.lora_a":
+            return np.zeros((data.shape[0], data.shape[1] * 2), np.float32)  # n_in 128 for a 64-wide model
+        return data
+
+    rewrite_adapter(llama_adapter, tmp_path / "wide.gguf", widen)
     llama = Model.load(llama_base, n_threads=1)
     with pytest.raises(LoraError, match=r"blk\.1\.attn_q\.weight\.lora_a.*expected \(64, rank\)"):
         load_loras(Context(llama, n_ctx=32), [(tmp_path / "wide.gguf", 1.0)])
@@ -215,12 +340,12 @@ def test_mismatched_adapters_are_typed_errors(case, tmp_path: Path) -> None:
     del qwen_adapter
 
 
-def test_server_lora_adapters_and_per_request_scales(case) -> None:
+def test_server_lora_adapters_and_per_request_scales(case, tmp_path: Path) -> None:
     pytest.importorskip("fastapi")
     import httpx
 
     from lamina import Llama
-    from support.serve_process import start_server, stop_server
+    from support.serve_process import serving
 
     _, _, base, adapter = case("llama")
     kw = {"max_tokens": 8, "temperature": 0.0}
@@ -229,15 +354,32 @@ def test_server_lora_adapters_and_per_request_scales(case) -> None:
     with Llama(str(base), n_ctx=64, verbose=False, lora_path=str(adapter), lora_scale=0.5) as tuned:
         want_half = tuned.create_completion("Hello there", **kw)["choices"][0]["text"]
     assert want_half != want_plain
-    proc, url = start_server(str(base), "-c", "128", "-np", "1", "-t", "2", "--lora-scaled", str(adapter), "0.5")
-    try:
+    flags = ("-c", "128", "-np", "1", "-t", "2", "--lora-scaled", str(adapter), "0.5")
+    with serving(str(base), *flags, "--slot-save-path", str(tmp_path)) as url:
 
         def complete(**extra) -> httpx.Response:
             return httpx.post(f"{url}/v1/completions", json={"prompt": "Hello there", **kw, **extra}, timeout=120)
 
+        def slot(action: str) -> httpx.Response:
+            return httpx.post(f"{url}/slots/0?action={action}", json={"filename": "s.bin"}, timeout=60)
+
         listed = httpx.get(f"{url}/lora-adapters", timeout=30).json()
         assert [(e["id"], e["path"], e["scale"]) for e in listed] == [(0, str(adapter), 0.5)]
         assert complete().json()["choices"][0]["text"] == want_half
+        # the slot's state records the adapter at 0.5: restored where the slot runs at 0.5, and reused
+        assert slot("save").json()["n_saved"] > 0
+        assert slot("erase").status_code == 200 and slot("restore").status_code == 200
+        reused = complete().json()
+        assert reused["choices"][0]["text"] == want_half
+        assert reused["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+        # a request at scale 0 leaves the slot at 0: the 0.5 state is refused there, by scale
+        assert complete(lora=[{"id": 0, "scale": 0.0}]).json()["choices"][0]["text"] == want_plain
+        refused = slot("restore")
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "filename", refused.text
+        message = refused.json()["error"]["message"]
+        assert "LoRA adapter 0 scale" in message and "0.5" in message and "0.0" in message, message
+        assert complete().json()["choices"][0]["text"] == want_half  # back at 0.5: restores again
+        assert slot("restore").status_code == 200
         assert complete(lora=[]).json()["choices"][0]["text"] == want_half  # an empty list is no list
         # this request alone without the adapter (an adapter not listed gets 0 too)
         assert complete(lora=[{"id": 0, "scale": 0.0}]).json()["choices"][0]["text"] == want_plain
@@ -252,8 +394,6 @@ def test_server_lora_adapters_and_per_request_scales(case) -> None:
             assert r.status_code == 400 and r.json()["error"]["param"] == "lora", r.text
         r = httpx.post(f"{url}/lora-adapters", json={"id": 0}, timeout=30)
         assert r.status_code == 400, r.text
-    finally:
-        stop_server(proc)
 
 
 def test_merge_bakes_the_adapter_in(case, tmp_path: Path) -> None:

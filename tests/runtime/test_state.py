@@ -187,8 +187,8 @@ def test_every_flipped_byte_is_refused(saved):
     with pytest.raises(state.StateFormatError, match="not a lamina state"):
         ctx.load_seq(b"GGUF" + data[4:], 0)
     newer = bytearray(data)
-    newer[8] = 2
-    with pytest.raises(state.StateFormatError, match="version 2"):
+    newer[8] = 3
+    with pytest.raises(state.StateFormatError, match="version 3"):
         ctx.load_seq(bytes(newer), 0)
 
 
@@ -272,6 +272,10 @@ def test_a_well_checksummed_state_with_a_malformed_header_is_refused(saved):
         lambda h: h.update(model=[]),
         lambda h: h.update(extra=None),
         lambda h: h["sequences"][0].update(kv_bytes=h["sequences"][0]["kv_bytes"] - 8, n_tokens=0),
+        lambda h: h["sequences"][0].pop("lora_scales"),  # version 2 always records them
+        lambda h: h["sequences"][0].update(lora_scales=[1.0]),  # a scale for an adapter the state lacks
+        lambda h: h.update(loras={"file": "a.gguf"}),
+        lambda h: h.update(loras=[{"file": "a.gguf"}]),
     ]:
         h = json.loads(json.dumps(header))
         change(h)
@@ -280,3 +284,29 @@ def test_a_well_checksummed_state_with_a_malformed_header_is_refused(saved):
         with pytest.raises(state.StateError):
             ctx.load_seq(forged + hashlib.sha256(forged).digest(), 0)
     assert_unchanged(ctx)
+
+
+def test_a_version_1_state_reads_as_one_without_adapters(saved):
+    """version 1 (before states recorded LoRA adapters, when saving with adapters was refused)
+    is version 2 without adapters: the same bytes with its header's older shape load, and
+    continue as the version 2 state does"""
+    import hashlib
+    import json
+
+    model, data = saved
+    head_len = int.from_bytes(data[12:16], "little")
+    header = json.loads(data[16 : 16 + head_len])
+    assert header["loras"] == [] and header["sequences"][0]["lora_scales"] == []
+    del header["loras"]
+    del header["sequences"][0]["lora_scales"]
+    head = json.dumps(header).encode()
+    old = state.MAGIC + (1).to_bytes(4, "little") + len(head).to_bytes(4, "little") + head
+    old += data[16 + head_len : -32]
+    old += hashlib.sha256(old).digest()
+    more = toks_for(LLAMA, 5, 9)
+    a, b = fresh(model), fresh(model)
+    a.load_seq(data, 0)
+    saved_old = b.load_seq(old, 0)
+    assert np.array_equal(saved_old.sequences[0].tokens, toks_for(LLAMA, 40))
+    assert saved_old.sequences[0].lora_scales == ()
+    assert np.array_equal(extend(b, 0, more), extend(a, 0, more))

@@ -10,8 +10,9 @@ import json
 
 import pytest
 
-from lamina import Llama
 from lamina.tool_calls import ToolCallError, plan_tools, prompt_inputs
+from support.llama_fixture import llama_fixture
+from support.template_oracle import transformers_render
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -39,16 +40,8 @@ SCHEMAS = {"get_weather": WEATHER, "add": ADD}
 ASK = [{"role": "user", "content": "What is the weather like in Paris today?"}]
 
 
-@pytest.fixture(scope="module")
-def qwen():
-    with Llama("qwen2.5-coder-0.5b", n_ctx=1024, n_threads=2, verbose=False) as llm:
-        yield llm
-
-
-@pytest.fixture(scope="module")
-def smol():
-    with Llama("smollm2-135m-instruct", n_ctx=1024, n_threads=2, verbose=False) as llm:
-        yield llm
+qwen = llama_fixture("qwen2.5-coder-0.5b", n_ctx=1024)
+smol = llama_fixture("smollm2-135m-instruct", n_ctx=1024)
 
 
 def _calls(out):
@@ -99,20 +92,6 @@ def test_tool_choice_none_renders_no_tools(qwen):
     assert "tool_calls" not in none["choices"][0]["message"]
 
 
-def _oracle(llm, messages, tools):
-    """transformers' rendering of the model's own template (tool_calls' arguments as objects, as it expects)."""
-    utils = pytest.importorskip("transformers.utils.chat_template_utils")
-    template = llm._session.template
-    return utils.render_jinja_template(
-        conversations=[messages],
-        tools=tools,
-        chat_template=template.source,
-        add_generation_prompt=True,
-        bos_token=template.bos_token,
-        eos_token=template.eos_token,
-    )[0][0]
-
-
 def test_round_trip_call_result_answer(qwen):
     first = qwen.create_chat_completion(
         ASK, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_weather"}}, seed=1, max_tokens=60
@@ -142,7 +121,7 @@ def test_round_trip_call_result_answer(qwen):
         },
         {"role": "tool", "content": result},
     ]
-    theirs = _oracle(qwen, hf_history, TOOLS)
+    theirs = transformers_render(qwen._session.template, hf_history, TOOLS)  # tool_calls' arguments as objects
     assert "<tool_response>\n" + result in theirs and '"name": "get_weather"' in theirs
     assert final["usage"]["prompt_tokens"] == len(qwen.tokenize(theirs.encode(), add_bos=True, special=True))
     plan = plan_tools(qwen._session.template.source, TOOLS)

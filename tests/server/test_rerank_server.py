@@ -21,7 +21,7 @@ from lamina.convert.encode import Encoder  # noqa: E402
 from lamina.convert.hf.convert import plan_hf  # noqa: E402
 from lamina.convert.pipeline import run_job  # noqa: E402
 from lamina.convert.recipes import get_mix  # noqa: E402
-from support.serve_process import start_server, stop_server  # noqa: E402
+from support.serve_process import serving  # noqa: E402
 from support.tiny_bert import cached_tiny_bert  # noqa: E402
 
 ALIAS = "tiny-bert"
@@ -43,11 +43,8 @@ def _converted(kind: str, tmp: Path) -> Path:
 def served(tmp_path_factory: pytest.TempPathFactory):
     """a real `lamina serve` process on the cross-encoder"""
     gguf = _converted("rerank", tmp_path_factory.mktemp("rerank"))
-    proc, base = start_server(str(gguf), "-t", "2", "--alias", ALIAS)
-    try:
+    with serving(str(gguf), "-t", "2", "--alias", ALIAS) as base:
         yield "rerank", gguf, base
-    finally:
-        stop_server(proc)
 
 
 def test_embedding_model_in_process(tmp_path: Path) -> None:

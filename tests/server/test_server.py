@@ -19,8 +19,8 @@ import pytest
 openai = pytest.importorskip("openai")
 
 from lamina import Llama  # noqa: E402
-from lamina.model_cache import fetch_model  # noqa: E402
-from support.serve_process import START_TIMEOUT, start_server, stop_server  # noqa: E402
+from support.llama_fixture import llama_fixture  # noqa: E402
+from support.serve_process import client_fixture, server_fixture  # noqa: E402
 
 KEY = "test-key-123"
 ALIAS = "smollm2"
@@ -35,26 +35,10 @@ def _metric(base: str, name: str) -> float:
     raise KeyError(name)
 
 
-@pytest.fixture(scope="module")
-def server():
-    model = str(fetch_model("smollm2-135m-instruct"))
-    flags = ["-np", str(N_PARALLEL), "-c", str(N_CTX), "-t", "2", "--api-key", KEY, "--alias", ALIAS, "--queue", "64"]
-    proc, base = start_server(model, *flags, timeout=START_TIMEOUT)
-    try:
-        yield base
-    finally:
-        stop_server(proc)
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def llm():
-    with Llama("smollm2-135m-instruct", n_ctx=N_CTX // N_PARALLEL, n_threads=2, verbose=False) as llm:
-        yield llm
+FLAGS = ["-np", str(N_PARALLEL), "-c", str(N_CTX), "-t", "2", "--api-key", KEY, "--alias", ALIAS, "--queue", "64"]
+server = server_fixture("smollm2-135m-instruct", *FLAGS)
+client = client_fixture(api_key=KEY)
+llm = llama_fixture("smollm2-135m-instruct", n_ctx=N_CTX // N_PARALLEL)
 
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]

@@ -10,9 +10,9 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
-from lamina import Llama  # noqa: E402
 from lamina.model_cache import fetch_model  # noqa: E402
-from support.serve_process import START_TIMEOUT, start_server, stop_server  # noqa: E402
+from support.llama_fixture import llama_fixture  # noqa: E402
+from support.serve_process import client_fixture, server_fixture, serving  # noqa: E402
 
 PROMPT = "The capital of France is"
 MESSAGES = [{"role": "user", "content": "Name a colour."}]
@@ -20,25 +20,9 @@ TOL = 2e-3
 ALIAS = "smollm2"
 
 
-@pytest.fixture(scope="module")
-def server():
-    flags = ["-np", "2", "-c", "1024", "-t", "2", "--alias", ALIAS]
-    proc, base = start_server(str(fetch_model("smollm2-135m-instruct")), *flags)
-    try:
-        yield base
-    finally:
-        stop_server(proc)
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=f"{server}/v1", api_key="none", max_retries=0, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def llm():
-    with Llama("smollm2-135m-instruct", n_ctx=512, n_threads=2, verbose=False) as llm:
-        yield llm
+server = server_fixture("smollm2-135m-instruct", "-np", "2", "-c", "1024", "-t", "2", "--alias", ALIAS)
+client = client_fixture()
+llm = llama_fixture("smollm2-135m-instruct", n_ctx=512)
 
 
 def test_chat_logprobs_equal_llamas(client, llm):
@@ -138,10 +122,7 @@ def test_off_values_of_unimplemented_fields_and_v1_health_are_fine(server):
 
 
 def test_suffix_fills_the_middle_on_a_fim_model():
-    proc, base = start_server(
-        str(fetch_model("qwen2.5-coder-0.5b")), "-np", "1", "-c", "256", "-t", "2", timeout=START_TIMEOUT
-    )
-    try:
+    with serving(str(fetch_model("qwen2.5-coder-0.5b")), "-np", "1", "-c", "256", "-t", "2") as base:
         body = {
             "prompt": "def add(a, b):\n    return",
             "suffix": "\n\nprint(add(2, 3))\n",
@@ -151,5 +132,3 @@ def test_suffix_fills_the_middle_on_a_fim_model():
         r = httpx.post(f"{base}/v1/completions", json=body, timeout=120)
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["text"].strip().startswith("a + b")
-    finally:
-        stop_server(proc)

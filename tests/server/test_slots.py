@@ -8,11 +8,14 @@ without --slot-save-path answers 501."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
 from lamina.model_cache import fetch_model
-from support.serve_process import start_server, stop_server
+from support.serve_process import serving
 
 pytest.importorskip("fastapi")
 
@@ -24,10 +27,14 @@ PROMPT = (
 )
 
 
-def _start(*flags: str):
-    model = str(fetch_model("smollm2-135m-instruct"))
-    proc, base = start_server(model, "-np", "2", "-c", "1024", "-t", "2", "--api-key", KEY, *flags)
-    return proc, httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
+@contextlib.contextmanager
+def _serving(*flags: str) -> Iterator[httpx.Client]:
+    model, headers = str(fetch_model("smollm2-135m-instruct")), {"Authorization": f"Bearer {KEY}"}
+    with (
+        serving(model, "-np", "2", "-c", "1024", "-t", "2", "--api-key", KEY, *flags) as base,
+        httpx.Client(base_url=base, headers=headers, timeout=120) as client,
+    ):
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +44,8 @@ def save_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def http(save_dir):
-    proc, client = _start("--slot-save-path", str(save_dir))
-    yield client
-    client.close()
-    stop_server(proc)
+    with _serving("--slot-save-path", str(save_dir)) as client:
+        yield client
 
 
 def complete(http):
@@ -100,10 +105,6 @@ def test_slot_actions_refuse_bad_input(http, save_dir):
 
 
 def test_without_slot_save_path_the_actions_are_501():
-    proc, client = _start()
-    try:
+    with _serving() as client:
         r = client.post("/slots/0?action=save", json={"filename": "x.bin"})
         assert r.status_code == 501 and "--slot-save-path" in r.json()["error"]["message"]
-    finally:
-        client.close()
-        stop_server(proc)

@@ -13,7 +13,7 @@ pytest.importorskip("fastapi")
 
 from lamina import Llama
 from lamina.model_cache import fetch_model
-from support.serve_process import start_server, stop_server
+from support.serve_process import serving
 
 PROMPT = "Here is a list:\n- apples\n- pears\n- plums\n\nThe same list again:\n-"
 
@@ -25,9 +25,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def server(model):
-    proc, base = start_server(model, "--lookup", "-np", "2", "-c", "2048", "-t", "2")
-    yield base
-    stop_server(proc)
+    with serving(model, "--lookup", "-np", "2", "-c", "2048", "-t", "2") as base:
+        yield base
 
 
 def _complete(base, **body):

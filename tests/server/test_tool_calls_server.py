@@ -13,9 +13,8 @@ import pytest
 openai = pytest.importorskip("openai")
 jsonschema = pytest.importorskip("jsonschema")
 
-from lamina import Llama  # noqa: E402
-from lamina.model_cache import fetch_model  # noqa: E402
-from support.serve_process import start_server, stop_server  # noqa: E402
+from support.llama_fixture import llama_fixture  # noqa: E402
+from support.serve_process import client_fixture, server_fixture  # noqa: E402
 
 N_CTX = 1024
 WEATHER = {
@@ -35,26 +34,9 @@ ASK = [{"role": "user", "content": "What is the weather like in Paris today?"}]
 SAMPLING = dict(temperature=0.8, top_p=0.95, seed=5, max_tokens=60)
 
 
-@pytest.fixture(scope="module")
-def server():
-    proc, base = start_server(
-        str(fetch_model("qwen2.5-coder-0.5b")), "-np", "1", "-c", str(N_CTX), "-t", "2", "--alias", "qwen"
-    )
-    try:
-        yield base
-    finally:
-        stop_server(proc)
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=f"{server}/v1", api_key="none", max_retries=0, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def llm():
-    with Llama("qwen2.5-coder-0.5b", n_ctx=N_CTX, n_threads=2, verbose=False) as llm:
-        yield llm
+server = server_fixture("qwen2.5-coder-0.5b", "-np", "1", "-c", str(N_CTX), "-t", "2", "--alias", "qwen")
+client = client_fixture(timeout=300)
+llm = llama_fixture("qwen2.5-coder-0.5b", n_ctx=N_CTX)
 
 
 def _pairs(calls):

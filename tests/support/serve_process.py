@@ -1,15 +1,24 @@
 """A real `lamina serve` for the server tests: started as this interpreter's
 `python -m lamina serve MODEL` on 127.0.0.1 at a free port, waited for until
-/health answers (bounded), and stopped (terminate, then kill)."""
+/health answers (bounded), and stopped (terminate, then kill).
+
+    with serving(model_path, "-np", "2") as base: ...      # a block's server
+    server = server_fixture("smollm2-135m-instruct", ...)  # a test module's, by cached model name
+    client = client_fixture()                              # the openai client of that `server`
+"""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
+import pytest
 
 START_TIMEOUT = 180  # seconds for the server to load and answer /health
 
@@ -51,3 +60,44 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@contextlib.contextmanager
+def serving(model: str, *flags: str, timeout: float = START_TIMEOUT) -> Iterator[str]:
+    """the base URL of a server on model (a path) for the block; stopped after it, whatever happens"""
+    proc, base = start_server(model, *flags, timeout=timeout)
+    try:
+        yield base
+    finally:
+        stop_server(proc)
+
+
+def server_fixture(model: str, *flags: str) -> Callable[..., Any]:
+    """a module-scoped fixture `server`: the base URL of a server on the cached
+    model of that name (lamina.model_cache) with flags. Assign it to `server`."""
+
+    @pytest.fixture(scope="module")
+    def server() -> Iterator[str]:
+        from lamina.model_cache import fetch_model
+
+        with serving(str(fetch_model(model)), *flags) as base:
+            yield base
+
+    return server
+
+
+def openai_client(base: str, api_key: str = "none", timeout: float = 120) -> Any:
+    """the official openai client of the server at base (no retries: a failure shows)"""
+    import openai
+
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=api_key, max_retries=0, timeout=timeout)
+
+
+def client_fixture(api_key: str = "none", timeout: float = 120) -> Callable[..., Any]:
+    """a module-scoped fixture `client`: openai_client of the module's `server` fixture"""
+
+    @pytest.fixture(scope="module")
+    def client(server: str) -> Any:
+        return openai_client(server, api_key, timeout)
+
+    return client
