@@ -54,10 +54,10 @@
     X(Q5_1,    q5_1,    QK5_1,    block_q5_1,    Q8_1,   QUANT, 0,       0, 1)          \
     X(Q8_0,    q8_0,    QK8_0,    block_q8_0,    Q8_0,   QUANT, 1,       1, 1)          \
     X(Q8_1,    q8_1,    QK8_1,    block_q8_1,    Q8_1,   ACT,   1,       0, 0)          \
-    X(Q2_K,    q2_K,    QK_K,     block_q2_K,    Q8_K,   QUANT, 0,       0, 1)          \
-    X(Q3_K,    q3_K,    QK_K,     block_q3_K,    Q8_K,   QUANT, 0,       0, 1)          \
+    X(Q2_K,    q2_K,    QK_K,     block_q2_K,    Q8_K,   QUANT, 0,       1, 1)          \
+    X(Q3_K,    q3_K,    QK_K,     block_q3_K,    Q8_K,   QUANT, 0,       1, 1)          \
     X(Q4_K,    q4_K,    QK_K,     block_q4_K,    Q8_K,   QUANT, 0,       1, 1)          \
-    X(Q5_K,    q5_K,    QK_K,     block_q5_K,    Q8_K,   QUANT, 0,       0, 1)          \
+    X(Q5_K,    q5_K,    QK_K,     block_q5_K,    Q8_K,   QUANT, 0,       1, 1)          \
     X(Q6_K,    q6_K,    QK_K,     block_q6_K,    Q8_K,   QUANT, 0,       1, 1)          \
     X(Q8_K,    q8_K,    QK_K,     block_q8_K,    Q8_K,   ACT,   1,       0, 0)          \
     X(IQ2_XXS, iq2_xxs, QK_K,     block_iq2_xxs, Q8_K,   QUANT, 0,       1, 1)          \

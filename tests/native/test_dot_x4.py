@@ -22,7 +22,10 @@ needs_avx2 = pytest.mark.skipif(not lib.lm_cpu_has_avx2(), reason="CPU lacks AVX
 # n per type: the 256-weight types take 8 super-blocks at a time, then the
 # rest alone, so 10 super-blocks cover both; the 32-weight types have no batching
 X4_TYPES = {
+    T.Q2_K: 2560,
+    T.Q3_K: 2560,
     T.Q4_K: 2560,
+    T.Q5_K: 2560,
     T.Q6_K: 2560,
     T.TQ1_0: 2560,
     T.TQ2_0: 2560,
