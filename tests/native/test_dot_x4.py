@@ -33,6 +33,9 @@ X4_TYPES = {
     T.Q8_0: 544,
     T.Q4_0: 544,
     T.Q4_1: 544,
+    T.Q5_1: 544,
+    T.IQ4_NL: 544,
+    T.IQ4_XS: 2560,
     T.MXFP4: 544,
     T.NVFP4: 576,  # 64-weight blocks
 }
