@@ -72,6 +72,20 @@ def test_matmul_columns_independent_of_grouping(qtype, dist, ncols, threads):
 
 
 @needs_avx2
+@pytest.mark.parametrize("ncols", [2, 3, 5, 17])
+@pytest.mark.parametrize("qtype", list(X4_TYPES), ids=ids(X4_TYPES))
+def test_auto_matmul_columns_independent_of_grouping(qtype, ncols):
+    """what a model runs (impl auto: the VNNI build where the type has one and
+    the CPU runs it, LAMINA_SIMD=avx512vnni its EVEX build) keeps each
+    column's bits however the columns are grouped too"""
+    w = weights(qtype, "outliers")
+    x = activations("outliers", ncols, X4_TYPES[qtype])
+    y = quants.matmul(w, qtype, x, n_threads=1)
+    alone = np.concatenate([quants.matmul(w, qtype, x[c : c + 1], n_threads=1) for c in range(ncols)])
+    np.testing.assert_array_equal(y, alone)
+
+
+@needs_avx2
 @pytest.mark.parametrize("dist", ["normal", "outliers", "weights_like"])
 @pytest.mark.parametrize("qtype", list(X4_TYPES), ids=ids(X4_TYPES))
 def test_x4_matches_single_column_kernel(qtype, dist):
