@@ -67,10 +67,12 @@ void lm_vec_dot_2r4c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void 
 #define LM_DECLARE_VNNI_ROWS(t, isa)                                                \
     void lm_vec_dot_##t##_##isa(int64_t n, float *s, const void *x, const void *y); \
     void lm_vec_dot_2r_##t##_##isa(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
-#define LM_DECLARE_VNNI_PAIRS(t, isa)                                                                            \
+#define LM_DECLARE_VNNI_X4(t, isa)                                                                               \
     void lm_vec_dot_x4_##t##_##isa(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y, \
-                                   size_t y_stride);                                                             \
-    void lm_vec_dot_2r2c_##t##_##isa(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride,       \
+                                   size_t y_stride);
+#define LM_DECLARE_VNNI_PAIRS(t, isa)                                                                      \
+    LM_DECLARE_VNNI_X4(t, isa)                                                                             \
+    void lm_vec_dot_2r2c_##t##_##isa(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, \
                                      const void *y, size_t y_stride);
 #define LM_DECLARE_VNNI_QUADS(t, isa)                                                                      \
     void lm_vec_dot_2r4c_##t##_##isa(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, \
@@ -85,6 +87,7 @@ void lm_vec_dot_2r4c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void 
     LM_DECLARE_VNNI_PAIRS(q4_1, isa) \
     LM_DECLARE_VNNI_PAIRS(q5_0, isa) \
     LM_DECLARE_VNNI_PAIRS(q8_0, isa) \
+    LM_DECLARE_VNNI_X4(q5_1, isa)    \
     LM_DECLARE_VNNI_QUADS(q4_0, isa) \
     LM_DECLARE_VNNI_QUADS(q4_1, isa) \
     LM_DECLARE_VNNI_QUADS(q5_0, isa) \
@@ -93,6 +96,7 @@ LM_DECLARE_VNNI(avxvnni)
 LM_DECLARE_VNNI(avx512vnni)
 #undef LM_DECLARE_VNNI
 #undef LM_DECLARE_VNNI_ROWS
+#undef LM_DECLARE_VNNI_X4
 #undef LM_DECLARE_VNNI_PAIRS
 #undef LM_DECLARE_VNNI_QUADS
 

@@ -82,7 +82,7 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
     LM_VNNI_ROW(Q4_0, q4_0, lm_vec_dot_x4_q4_0_##isa, lm_vec_dot_2r2c_q4_0_##isa, lm_vec_dot_2r4c_q4_0_##isa, 8, isa)  \
     LM_VNNI_ROW(Q4_1, q4_1, lm_vec_dot_x4_q4_1_##isa, lm_vec_dot_2r2c_q4_1_##isa, lm_vec_dot_2r4c_q4_1_##isa, 0, isa)  \
     LM_VNNI_ROW(Q5_0, q5_0, lm_vec_dot_x4_q5_0_##isa, lm_vec_dot_2r2c_q5_0_##isa, lm_vec_dot_2r4c_q5_0_##isa, 16, isa) \
-    LM_VNNI_ROW(Q5_1, q5_1, NULL, NULL, NULL, 0, isa)                                                                  \
+    LM_VNNI_ROW(Q5_1, q5_1, lm_vec_dot_x4_q5_1_##isa, NULL, NULL, 0, isa)                                              \
     LM_VNNI_ROW(Q8_0, q8_0, lm_vec_dot_x4_q8_0_##isa, lm_vec_dot_2r2c_q8_0_##isa, lm_vec_dot_2r4c_q8_0_##isa, 128, isa)
 
 static simd_kernels vnni_kernels(const lm_type_traits *t) {

@@ -51,13 +51,13 @@
     X(Q4_0,    q4_0,    QK4_0,    block_q4_0,    Q8_0,   QUANT, 0,       1, 1)          \
     X(Q4_1,    q4_1,    QK4_1,    block_q4_1,    Q8_1,   QUANT, 0,       1, 1)          \
     X(Q5_0,    q5_0,    QK5_0,    block_q5_0,    Q8_0,   QUANT, 0,       1, 1)          \
-    X(Q5_1,    q5_1,    QK5_1,    block_q5_1,    Q8_1,   QUANT, 0,       0, 1)          \
+    X(Q5_1,    q5_1,    QK5_1,    block_q5_1,    Q8_1,   QUANT, 0,       1, 1)          \
     X(Q8_0,    q8_0,    QK8_0,    block_q8_0,    Q8_0,   QUANT, 1,       1, 1)          \
     X(Q8_1,    q8_1,    QK8_1,    block_q8_1,    Q8_1,   ACT,   1,       0, 0)          \
-    X(Q2_K,    q2_K,    QK_K,     block_q2_K,    Q8_K,   QUANT, 0,       0, 1)          \
-    X(Q3_K,    q3_K,    QK_K,     block_q3_K,    Q8_K,   QUANT, 0,       0, 1)          \
+    X(Q2_K,    q2_K,    QK_K,     block_q2_K,    Q8_K,   QUANT, 0,       1, 1)          \
+    X(Q3_K,    q3_K,    QK_K,     block_q3_K,    Q8_K,   QUANT, 0,       1, 1)          \
     X(Q4_K,    q4_K,    QK_K,     block_q4_K,    Q8_K,   QUANT, 0,       1, 1)          \
-    X(Q5_K,    q5_K,    QK_K,     block_q5_K,    Q8_K,   QUANT, 0,       0, 1)          \
+    X(Q5_K,    q5_K,    QK_K,     block_q5_K,    Q8_K,   QUANT, 0,       1, 1)          \
     X(Q6_K,    q6_K,    QK_K,     block_q6_K,    Q8_K,   QUANT, 0,       1, 1)          \
     X(Q8_K,    q8_K,    QK_K,     block_q8_K,    Q8_K,   ACT,   1,       0, 0)          \
     X(IQ2_XXS, iq2_xxs, QK_K,     block_iq2_xxs, Q8_K,   QUANT, 0,       1, 1)          \
@@ -67,8 +67,8 @@
     X(IQ3_S,   iq3_s,   QK_K,     block_iq3_s,   Q8_K,   QUANT, 0,       1, 1)          \
     X(IQ1_S,   iq1_s,   QK_K,     block_iq1_s,   Q8_K,   QUANT, 0,       1, 1)          \
     X(IQ1_M,   iq1_m,   QK_K,     block_iq1_m,   Q8_K,   QUANT, 0,       1, 1)          \
-    X(IQ4_NL,  iq4_nl,  QK4_NL,   block_iq4_nl,  Q8_0,   QUANT, 0,       0, 1)          \
-    X(IQ4_XS,  iq4_xs,  QK_K,     block_iq4_xs,  Q8_K,   QUANT, 0,       0, 1)          \
+    X(IQ4_NL,  iq4_nl,  QK4_NL,   block_iq4_nl,  Q8_0,   QUANT, 0,       1, 1)          \
+    X(IQ4_XS,  iq4_xs,  QK_K,     block_iq4_xs,  Q8_K,   QUANT, 0,       1, 1)          \
     X(TQ1_0,   tq1_0,   QK_K,     block_tq1_0,   Q8_K,   QUANT, 0,       1, 1)          \
     X(TQ2_0,   tq2_0,   QK_K,     block_tq2_0,   Q8_K,   QUANT, 0,       1, 1)          \
     X(MXFP4,   mxfp4,   QK_MXFP4, block_mxfp4,   Q8_0,   QUANT, 0,       1, 1)          \

@@ -22,7 +22,10 @@ needs_avx2 = pytest.mark.skipif(not lib.lm_cpu_has_avx2(), reason="CPU lacks AVX
 # n per type: the 256-weight types take 8 super-blocks at a time, then the
 # rest alone, so 10 super-blocks cover both; the 32-weight types have no batching
 X4_TYPES = {
+    T.Q2_K: 2560,
+    T.Q3_K: 2560,
     T.Q4_K: 2560,
+    T.Q5_K: 2560,
     T.Q6_K: 2560,
     T.TQ1_0: 2560,
     T.TQ2_0: 2560,
@@ -30,6 +33,9 @@ X4_TYPES = {
     T.Q8_0: 544,
     T.Q4_0: 544,
     T.Q4_1: 544,
+    T.Q5_1: 544,
+    T.IQ4_NL: 544,
+    T.IQ4_XS: 2560,
     T.MXFP4: 544,
     T.NVFP4: 576,  # 64-weight blocks
 }
@@ -62,6 +68,20 @@ def test_matmul_columns_independent_of_grouping(qtype, dist, ncols, threads):
     alone = np.concatenate(
         [quants.matmul(w, qtype, x[c : c + 1], n_threads=threads, impl="avx2") for c in range(ncols)]
     )
+    np.testing.assert_array_equal(y, alone)
+
+
+@needs_avx2
+@pytest.mark.parametrize("ncols", [2, 3, 5, 17])
+@pytest.mark.parametrize("qtype", list(X4_TYPES), ids=ids(X4_TYPES))
+def test_auto_matmul_columns_independent_of_grouping(qtype, ncols):
+    """what a model runs (impl auto: the VNNI build where the type has one and
+    the CPU runs it, LAMINA_SIMD=avx512vnni its EVEX build) keeps each
+    column's bits however the columns are grouped too"""
+    w = weights(qtype, "outliers")
+    x = activations("outliers", ncols, X4_TYPES[qtype])
+    y = quants.matmul(w, qtype, x, n_threads=1)
+    alone = np.concatenate([quants.matmul(w, qtype, x[c : c + 1], n_threads=1) for c in range(ncols)])
     np.testing.assert_array_equal(y, alone)
 
 

@@ -219,9 +219,9 @@ static inline __m128i lm_q4_K_summ(__m128i mins, const block_q8_K *y) {
     LM_DEFINE_X4_DRIVER(t, x4_##t, LM_X4_HALF_D8, LM_X4_HALF_D1, 1.0f) \
     LM_DEFINE_X4(t, x4_##t)
 
-/* The driver Q4_K and Q5_K share (their blocks differ only in the 5th bit):
+/* The driver Q2_K, Q4_K and Q5_K share (d and dmin adjacent fp16 fields):
  * 8 super-blocks at a time with exact integer totals, then the scale terms;
- * like ggml's ggml_vec_dot_q4_K_q8_K / ggml_vec_dot_q5_K_q8_K (AVX2 branch) */
+ * like ggml's ggml_vec_dot_q{2,4,5}_K_q8_K (AVX2 branch) */
 #define LM_DEFINE_VEC_DOT_K4(t)                                                                  \
     void lm_vec_dot_##t##_avx2(int64_t n, float *s, const void *vx, const void *vy) {            \
         const block_##t *x = vx;                                                                 \
@@ -246,5 +246,56 @@ static inline __m128i lm_q4_K_summ(__m128i mins, const block_q8_K *y) {
         }                                                                                        \
         *s = lm_kdot_sum_lanes(lanes);                                                           \
     }
+
+/* The 2..4-column driver (avx2.h) of LM_DEFINE_VEC_DOT_K4 over
+ * <t>_block_n(x, y[ncol], ncol, sumi[ncol], summ[ncol]), each weight block
+ * unpacked once: per column the single-column driver's float operations in
+ * its order. */
+#define LM_DEFINE_X4_K4(t)                                                                                         \
+    LM_X4_INLINE void x4_##t(int64_t n, const int ncol, float *s, size_t s_stride, const void *vx, const void *vy, \
+                             size_t y_stride) {                                                                    \
+        const block_##t *x = vx;                                                                                   \
+        LM_X4_COLUMNS(block_q8_K, y, vy, y_stride, ncol);                                                          \
+        const int64_t nb = n / QK_K;                                                                               \
+        __m256 acc[NCOL];                                                                                          \
+        for (int c = 0; c < ncol; c++) acc[c] = _mm256_setzero_ps();                                               \
+        int64_t i = 0;                                                                                             \
+        for (; i + 8 <= nb; i += 8) {                                                                              \
+            __m256i sumi[NCOL][8];                                                                                 \
+            __m128i summ[NCOL][8];                                                                                 \
+            for (int b = 0; b < 8; b++) {                                                                          \
+                const block_q8_K *yb[NCOL];                                                                        \
+                for (int c = 0; c < ncol; c++) yb[c] = &y[c][i + b];                                               \
+                __m256i bsumi[NCOL];                                                                               \
+                __m128i bsumm[NCOL];                                                                               \
+                t##_block_n(&x[i + b], yb, ncol, bsumi, bsumm);                                                    \
+                for (int c = 0; c < ncol; c++) {                                                                   \
+                    sumi[c][b] = bsumi[c];                                                                         \
+                    summ[c][b] = bsumm[c];                                                                         \
+                }                                                                                                  \
+            }                                                                                                      \
+            __m256 xd, xdmin;                                                                                      \
+            lm_half_pairs8(lm_gather8(&x[i].d, (int)sizeof *x), &xd, &xdmin);                                      \
+            for (int c = 0; c < ncol; c++) {                                                                       \
+                const __m256 yd = lm_y_scales8(&y[c][i]);                                                          \
+                const __m256 term = lm_terms8(lm_totals8(sumi[c]), lm_totals8_x4(summ[c]), _mm256_mul_ps(xd, yd),  \
+                                              _mm256_mul_ps(xdmin, yd));                                           \
+                acc[c] = _mm256_add_ps(acc[c], term);                                                              \
+            }                                                                                                      \
+        }                                                                                                          \
+        float lanes[NCOL][LM_KDOT_LANES];                                                                          \
+        for (int c = 0; c < ncol; c++) _mm256_storeu_ps(lanes[c], acc[c]);                                         \
+        for (; i < nb; i++) {                                                                                      \
+            const block_q8_K *yb[NCOL];                                                                            \
+            for (int c = 0; c < ncol; c++) yb[c] = &y[c][i];                                                       \
+            __m256i bsumi[NCOL];                                                                                   \
+            __m128i bsumm[NCOL];                                                                                   \
+            t##_block_n(&x[i], yb, ncol, bsumi, bsumm);                                                            \
+            for (int c = 0; c < ncol; c++)                                                                         \
+                lanes[c][i % LM_KDOT_LANES] += lm_block_term(bsumi[c], bsumm[c], &x[i].d, y[c][i].d);              \
+        }                                                                                                          \
+        for (int c = 0; c < ncol; c++) s[c * s_stride] = lm_kdot_sum_lanes(lanes[c]);                              \
+    }                                                                                                              \
+    LM_DEFINE_X4(t, x4_##t)
 
 #endif /* LAMINA_KQUANT_AVX2_H */

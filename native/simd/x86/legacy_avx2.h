@@ -248,4 +248,32 @@
     }                                                                                                              \
     LM_DEFINE_X4(t, x4_##t)
 
+/* two to four columns (avx2.h) of LM_DEFINE_VEC_DOT_U8_MIN: the min term from
+ * Q8_1's dy*sum(qy), both scales read as floats (LM_X4_SCALES); per column
+ * the one-column kernel's products, FMA chain and float sum in its order */
+#define LM_DEFINE_VEC_DOT_X4_U8_MIN(t, bytes)                                                                      \
+    LM_X4_INLINE void x4_##t(int64_t n, const int ncol, float *s, size_t s_stride, const void *vx, const void *vy, \
+                             size_t y_stride) {                                                                    \
+        const block_##t *x = vx;                                                                                   \
+        LM_X4_COLUMNS(block_q8_1, y, vy, y_stride, ncol);                                                          \
+        const int64_t nb = n / QK8_1;                                                                              \
+        LM_X4_SCALES(yd, y, nb, block_q8_1, ncol);   /* d[nb], then s[nb] */                                       \
+        __m256 acc[NCOL];                                                                                          \
+        float summs[NCOL] = { 0 };                                                                                 \
+        for (int c = 0; c < ncol; c++) acc[c] = _mm256_setzero_ps();                                               \
+        for (int64_t i = 0; i < nb; i++) {                                                                         \
+            const float xm = lm_half_f32(x[i].m);                                                                  \
+            const __m256 xd = _mm256_set1_ps(lm_half_f32(x[i].d));                                                 \
+            const __m256i qx = bytes(&x[i]);                                                                       \
+            for (int c = 0; c < ncol; c++) {                                                                       \
+                summs[c] += xm * yd[c][nb + i];                                                                    \
+                const __m256 d = _mm256_mul_ps(xd, _mm256_broadcast_ss(&yd[c][i]));                                \
+                const __m256i qy = _mm256_loadu_si256((const __m256i *)y[c][i].qs);                                \
+                acc[c] = _mm256_fmadd_ps(d, lm_mul_sum_us8_pairs_f32(qx, qy), acc[c]);                             \
+            }                                                                                                      \
+        }                                                                                                          \
+        for (int c = 0; c < ncol; c++) s[c * s_stride] = lm_hsum_f32_8(acc[c]) + summs[c];                         \
+    }                                                                                                              \
+    LM_DEFINE_X4(t, x4_##t)
+
 #endif /* LAMINA_LEGACY_AVX2_H */

@@ -10,32 +10,8 @@ static inline __m256i q4_1_bytes(const block_q4_1 *x) { return lm_bytes_from_nib
 LM_DEFINE_VEC_DOT_U8_MIN(q4_1, q4_1_bytes)
 LM_DEFINE_VEC_DOT_2R_U8_MIN(q4_1, q4_1_bytes)
 
-/* two to four columns (avx2.h) of lm_vec_dot_q4_1_avx2: the min term from
- * Q8_1's dy*sum(qy), both scales read as floats (LM_X4_SCALES) */
-LM_X4_INLINE void x4_q4_1(int64_t n, const int ncol, float *s, size_t s_stride, const void *vx, const void *vy,
-                          size_t y_stride) {
-    const block_q4_1 *x = vx;
-    LM_X4_COLUMNS(block_q8_1, y, vy, y_stride, ncol);
-    const int64_t nb = n / QK4_1;
-    LM_X4_SCALES(yd, y, nb, block_q8_1, ncol);   /* d[nb], then s[nb] */
-    __m256 acc[NCOL];
-    float summs[NCOL] = { 0 };
-    for (int c = 0; c < ncol; c++) acc[c] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        const float xm = lm_half_f32(x[i].m);
-        const __m256 xd = _mm256_set1_ps(lm_half_f32(x[i].d));
-        const __m256i qx = q4_1_bytes(&x[i]);
-        for (int c = 0; c < ncol; c++) {
-            summs[c] += xm * yd[c][nb + i];
-            const __m256 d = _mm256_mul_ps(xd, _mm256_broadcast_ss(&yd[c][i]));
-            const __m256i qy = _mm256_loadu_si256((const __m256i *)y[c][i].qs);
-            acc[c] = _mm256_fmadd_ps(d, lm_mul_sum_us8_pairs_f32(qx, qy), acc[c]);
-        }
-    }
-    for (int c = 0; c < ncol; c++) s[c * s_stride] = lm_hsum_f32_8(acc[c]) + summs[c];
-}
-
-LM_DEFINE_X4(q4_1, x4_q4_1)
+/* two to four columns (avx2.h) */
+LM_DEFINE_VEC_DOT_X4_U8_MIN(q4_1, q4_1_bytes)
 
 /* two rows by ncol (2 or 4) columns of x4_q4_1, each result with its bits
  * (legacy_avx2.h): a weight block unpacked once per ncol columns */
