@@ -1,12 +1,12 @@
 """`lamina compress`: prune -> (distill) -> write HF safetensors + GGUF, in one plan.
 
-    plan = CompressPlan(hf_dir, out, prune_layers=4, ffn_keep=0.75, sparsity=SparsityPlan(...), ...)
+    plan = CompressPlan(hf_dir, out, prune_layers=4, ffn_keep=0.75, heads_keep=0.5, sparsity=SparsityPlan(...), ...)
     for line in plan.describe(): print(line)
     result = run(plan, encoder, progress)
 
 Order: calibration statistics of the original model (when layers are chosen
-by importance or FFN neurons are pruned) -> drop layers -> prune FFN
-neurons -> unstructured / N:M sparsity (sequential, on the cut model) ->
+by importance or FFN neurons or attention heads are pruned) -> prune FFN
+neurons and KV groups -> drop layers -> unstructured / N:M sparsity (sequential, on the cut model) ->
 distillation from the original model (optional; the sparsity pattern is
 kept) -> OUT/hf (safetensors + config.json + tokenizer) and OUT/<name>-<TYPE>.gguf.
 Temporary f32 GGUFs live in a hidden folder in OUT, removed at the end.
@@ -32,7 +32,7 @@ from lamina.convert.gptq.calibrate import (
 )
 from lamina.convert.hf.convert import plan_hf
 from lamina.convert.pipeline import Job, Summary, run_job
-from lamina.convert.prune import structured
+from lamina.convert.prune import heads, structured
 from lamina.convert.prune.hf_state import ModelState, gguf_to_hf
 from lamina.convert.prune.importance import Importance, measure
 from lamina.convert.prune.masks import PruneError
@@ -60,6 +60,7 @@ class CompressPlan:
     prune_layers: int = 0  # or this many, by importance
     layer_choice: str = "block"
     ffn_keep: float = 1.0
+    heads_keep: float = 1.0  # fraction of KV groups (a kv head + its query heads) kept per layer
     sparsity: SparsityPlan | None = None
     distill: DistillSettings | None = None
     nsamples: int = 16
@@ -68,14 +69,14 @@ class CompressPlan:
     force: bool = False  # overwrite existing outputs
 
     def needs_importance(self) -> bool:
-        return self.prune_layers > 0 or self.ffn_keep < 1.0
+        return self.prune_layers > 0 or self.ffn_keep < 1.0 or self.heads_keep < 1.0
 
     def needs_calibration(self) -> bool:
         """Whether the calibration text is read (magnitude pruning alone needs none)."""
         calibrated_sparsity = self.sparsity is not None and self.sparsity.method != "magnitude"
         return self.needs_importance() or calibrated_sparsity or self.distill is not None
 
-    def describe(self, n_layer: int, n_ff: int) -> list[str]:
+    def describe(self, n_layer: int, n_ff: int, config: dict | None = None) -> list[str]:
         lines = [f"model        {self.hf_dir} ({n_layer} layers, FFN {n_ff})"]
         if self.drop:
             lines.append(f"drop layers  {', '.join(map(str, self.drop))} (by index)")
@@ -85,6 +86,13 @@ class CompressPlan:
         if self.ffn_keep < 1.0:
             k = structured.ffn_keep_count(n_ff, self.ffn_keep)
             lines.append(f"FFN neurons  keep {k} of {n_ff} per layer (activation norm x down-projection norm)")
+        if self.heads_keep < 1.0 and config is not None:
+            H, Hkv, D = heads.head_geometry(config)
+            k = heads.groups_keep_count(Hkv, self.heads_keep)
+            lines.append(
+                f"attention    keep {k} of {Hkv} KV groups per layer ({k * (H // Hkv)} of {H} query heads, "
+                f"head_dim {D}; norm of each group's output through o_proj)"
+            )
         if self.sparsity is not None:
             lines.append(f"sparsity     {self.sparsity.describe()} on every linear (embeddings and head dense)")
         if self.needs_calibration():
@@ -132,7 +140,7 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
         if plan.needs_importance():
             say("measuring layer and neuron importance on the calibration text")
             f32 = _f32_gguf(plan.hf_dir, encoder, work / "original-f32.gguf")
-            imp = measure(f32, windows, plan.threads)
+            imp = measure(f32, windows, plan.threads, heads=plan.heads_keep < 1.0)
             f32.unlink()
         if plan.drop:
             dropped = structured.check_layer_indices(plan.drop, state.n_layer)
@@ -150,7 +158,10 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
                 keep.append(structured.choose_neurons(scores, k))
             say(f"FFN: {k} of {n_ff} neurons kept in every layer")
             structured.prune_ffn(state, keep)
-            # layers are dropped after the neuron choice, which is indexed by the original layers
+        if plan.heads_keep < 1.0:
+            assert imp is not None and imp.head_gram is not None
+            _prune_heads(state, imp.head_gram, plan.heads_keep, say)
+        # layers are dropped after the neuron and head choices, which are indexed by the original layers
         if dropped:
             say(f"dropping layers {', '.join(map(str, dropped))}")
             structured.drop_layers(state, dropped)
@@ -197,6 +208,19 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
         return CompressResult(hf_out, summary, dropped, before, state.n_params(), zeros, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _prune_heads(state: ModelState, gram: np.ndarray, keep_fraction: float, say: Say) -> None:
+    heads.check_supported(state.config)
+    H, Hkv, D = heads.head_geometry(state.config)
+    k = heads.groups_keep_count(Hkv, keep_fraction)
+    keep = []
+    for il in range(state.n_layer):
+        w_o = state.tensors[f"model.layers.{il}.self_attn.o_proj.weight"]  # [n_embd, H*D]
+        keep.append(heads.choose_groups(heads.group_scores(gram[il], w_o, H, Hkv, D), k))
+    chosen = "; ".join(f"{il}: {','.join(map(str, g))}" for il, g in enumerate(keep))
+    say(f"attention: {k} of {Hkv} KV groups kept in every layer (layer: groups) {chosen}")
+    heads.prune_heads(state, keep)
 
 
 def _f32_gguf(hf_dir: Path, encoder: Encoder, path: Path) -> Path:

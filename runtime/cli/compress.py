@@ -1,6 +1,7 @@
 """`lamina compress HF_DIR -o OUT`: prune, heal by distillation, quantize, in one command.
 
     lamina compress HF_DIR --prune-layers 4 --ffn-keep 0.75 -o OUT
+    lamina compress HF_DIR --heads-keep 0.5 -o OUT
     lamina compress HF_DIR --sparsity 0.5 --method wanda --calibration FILE --q4_k_m -o OUT
     lamina compress HF_DIR --nm 2:4 --method sparsegpt -o OUT
     lamina compress HF_DIR --prune-layers 6 --distill --distill-steps 200 -o OUT
@@ -59,6 +60,13 @@ def parser() -> argparse.ArgumentParser:
         help="block: N consecutive layers (Gromov et al.); each: N layers ranked alone (ShortGPT)",
     )
     s.add_argument("--ffn-keep", type=_fraction, default=1.0, metavar="F", help="keep this fraction of FFN neurons")
+    s.add_argument(
+        "--heads-keep",
+        type=_fraction,
+        default=1.0,
+        metavar="F",
+        help="keep this fraction of attention KV groups (a kv head and its query heads) in every layer",
+    )
     u = p.add_argument_group("unstructured / N:M sparsity (smaller files only after compression; no faster)")
     u.add_argument("--sparsity", type=_fraction, metavar="S", help="fraction of each linear's weights set to zero")
     u.add_argument("--nm", metavar="N:M", help="N:M pattern instead of --sparsity (2:4, 4:8)")
@@ -133,6 +141,8 @@ def build_plan(args: argparse.Namespace):
         )
     if not 0 < args.ffn_keep <= 1:
         raise PruneError(f"--ffn-keep must be a fraction in (0, 1], got {args.ffn_keep}")
+    if not 0 < args.heads_keep <= 1:
+        raise PruneError(f"--heads-keep must be a fraction in (0, 1], got {args.heads_keep}")
     plan = CompressPlan(
         hf_dir=args.hf_dir,
         out=args.output,
@@ -142,6 +152,7 @@ def build_plan(args: argparse.Namespace):
         prune_layers=args.prune_layers,
         layer_choice=args.layer_choice,
         ffn_keep=args.ffn_keep,
+        heads_keep=args.heads_keep,
         sparsity=sparsity,
         distill=distill,
         nsamples=args.nsamples,
@@ -149,8 +160,10 @@ def build_plan(args: argparse.Namespace):
         threads=args.threads,
         force=args.force,
     )
-    if not (plan.drop or plan.prune_layers or plan.ffn_keep < 1 or sparsity or distill):
-        raise PruneError("nothing to do: give --prune-layers, --drop-layers, --ffn-keep, --sparsity, --nm or --distill")
+    if not (plan.drop or plan.prune_layers or plan.ffn_keep < 1 or plan.heads_keep < 1 or sparsity or distill):
+        raise PruneError(
+            "nothing to do: give --prune-layers, --drop-layers, --ffn-keep, --heads-keep, --sparsity, --nm or --distill"
+        )
     return plan
 
 
@@ -159,10 +172,15 @@ def execute(plan, console: Console) -> int:
     from lamina.convert.hf.checkpoint import HFCheckpoint
     from lamina.convert.prune.pipeline import run
 
-    cfg = HFCheckpoint(plan.hf_dir).config
+    ckpt = HFCheckpoint(plan.hf_dir)
+    cfg = ckpt.config
+    if plan.heads_keep < 1:
+        from lamina.convert.prune.heads import check_supported
+
+        check_supported(dict(ckpt.raw_config))
     out = Console()
     out.print("[bold]plan[/]")
-    for line in plan.describe(int(cfg["num_hidden_layers"]), int(cfg.get("intermediate_size") or 0)):
+    for line in plan.describe(int(cfg["num_hidden_layers"]), int(cfg.get("intermediate_size") or 0), dict(cfg)):
         out.print("  " + escape(line), highlight=False, soft_wrap=True)
     encoder = Encoder(plan.threads)
     try:
