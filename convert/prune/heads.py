@@ -54,10 +54,26 @@ def check_supported(config: dict) -> None:
         raise PruneError(f"--heads-keep: cannot prune heads of a {config.get('model_type')} model: {why}")
 
 
+def attention_names(state: ModelState, il: int) -> tuple[str, str, str, str]:
+    """q/k/v/o projection weights of layer il, or a typed error for fused or unknown layouts."""
+    pre = f"model.layers.{il}.self_attn."
+    names = tuple(pre + p for p in ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"))
+    missing = [n for n in names if n not in state.tensors]
+    if missing:
+        raise PruneError(f"--heads-keep: layer {il} has no {missing[0]} (fused or unknown attention is not pruned)")
+    return names  # type: ignore[return-value]
+
+
 def groups_keep_count(n_head_kv: int, keep: float) -> int:
     if not 0 < keep <= 1:
         raise PruneError(f"--heads-keep must be a fraction in (0, 1], got {keep!r}")
-    return max(1, int(round(n_head_kv * keep)))
+    k = max(1, int(round(n_head_kv * keep)))
+    if k == n_head_kv and keep < 1:
+        raise PruneError(
+            f"--heads-keep {keep} keeps all {n_head_kv} KV groups of this model "
+            f"(one group is {1 / n_head_kv:.3f} of them; at least one stays): nothing would be cut"
+        )
+    return k
 
 
 def group_scores(gram: np.ndarray, w_o: np.ndarray, n_head: int, n_head_kv: int, head_dim: int) -> np.ndarray:
@@ -95,10 +111,8 @@ def prune_heads(state: ModelState, keep: Sequence[np.ndarray]) -> None:
             raise PruneError(f"prune_heads: layer {il} keeps group {int(groups.max())} of {Hkv}")
         q_rows, kv_rows = _rows(groups, G * D), _rows(groups, D)
         pre = f"model.layers.{il}.self_attn."
+        attention_names(state, il)
         names = [n for n in state.tensors if n.startswith(pre)]
-        for part in ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"):
-            if pre + part not in state.tensors:
-                raise PruneError(f"--heads-keep: layer {il} has no separate {part} (fused attention is not pruned)")
         for name in names:
             t = state.tensors[name]
             part = name[len(pre) :]

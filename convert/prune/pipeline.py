@@ -239,7 +239,7 @@ def _prune_heads(state: ModelState, gram: np.ndarray, keep_fraction: float, say:
     k = heads.groups_keep_count(Hkv, keep_fraction)
     keep = []
     for il in range(state.n_layer):
-        w_o = state.tensors[f"model.layers.{il}.self_attn.o_proj.weight"]  # [n_embd, H*D]
+        w_o = state.tensors[heads.attention_names(state, il)[3]]  # [n_embd, H*D]
         keep.append(heads.choose_groups(heads.group_scores(gram[il], w_o, H, Hkv, D), k))
     chosen = "; ".join(f"{il}: {','.join(map(str, g))}" for il, g in enumerate(keep))
     say(f"attention: {k} of {Hkv} KV groups kept in every layer (layer: groups) {chosen}")

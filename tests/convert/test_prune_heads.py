@@ -174,6 +174,8 @@ def test_heads_keep_other_architectures(model_type: str, extra: dict | None, tmp
 def test_heads_keep_refusals(tiny: Path, tmp_path: Path, capsys) -> None:
     assert compress_main([str(tiny), "-o", str(tmp_path / "x"), *CALIB, "--heads-keep", "0"]) == 1
     assert "--heads-keep must be a fraction in (0, 1]" in capsys.readouterr().err
+    assert compress_main([str(tiny), "-o", str(tmp_path / "x"), *CALIB, "--heads-keep", "0.9"]) == 1
+    assert "--heads-keep 0.9 keeps all 4 KV groups" in capsys.readouterr().err
     granite = _tiny(tmp_path, "granite")
     assert compress_main([str(granite), "-o", str(tmp_path / "g"), *CALIB, "--heads-keep", "0.5"]) == 1
     assert "cannot prune heads of a granite model" in capsys.readouterr().err
