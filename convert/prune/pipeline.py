@@ -294,8 +294,22 @@ def _teacher_text(plan: CompressPlan, encoder: Encoder, work: Path, say: Say):
         path = teacher
         if path is None:  # the original, in f16 for the engine
             path = run_job(plan_hf(plan.hf_dir, MIXES["f16"], encoder, work / "teacher-f16.gguf", force=True)).path
-        say(f"the teacher writes {d.seq} continuations of {d.seq_tokens} tokens")
-        return teacher_text(path, prompts, d.seq_tokens, d.seq_temperature, d.seed, plan.threads, n_vocab=n_vocab)
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("teacher text"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True)) as bar:
+            task = bar.add_task("teacher", total=d.seq)
+            return teacher_text(
+                path,
+                prompts,
+                d.seq_tokens,
+                d.seq_temperature,
+                d.seed,
+                plan.threads,
+                progress=lambda done, total: bar.update(task, completed=done),
+                n_vocab=n_vocab,
+            )
 
     text, reused = cached(plan.out / "distill" / "teacher-text.npz", key, make)
     if reused:
