@@ -93,4 +93,6 @@ drop8 - --prune-layers 8
 ffn075 - --ffn-keep 0.75
 drop8-ffn075 q4 --prune-layers 8 --ffn-keep 0.75
 drop8-distill - --prune-layers 8 --distill --distill-steps $steps --distill-batch 2 --distill-seqlen 128 --distill-lr 2e-4
+heads067 - --heads-keep 0.67
+drop8-seqkd - --prune-layers 8 --distill-seq 32 --distill-seq-tokens 96 --distill-steps $steps --distill-batch 2 --distill-lr 2e-4
 ROWS_EOF

@@ -1,11 +1,18 @@
-"""Distillation training: a pruned student learns the teacher's next-token distributions.
+"""Distillation training: a pruned student learns what its teacher does.
 
-    log = distill(teacher_dir, student_dir, out_dir, windows, settings, work_dir, say)
+    log = distill(teacher, student_dir, out_dir, windows, settings, work_dir, say, text=None)
 
-Both models are transformers' *ForCausalLM in float32 on the CPU (or the
-first CUDA device when there is one); the teacher's logits come from the
-teacher itself, under no_grad, for each batch. AdamW on every student
-parameter, the KD loss of loss.py. Weights that are exactly zero in the
+Two losses, either or both summed at every step (loss.py):
+- word-level KD over `windows` (int [n, T] of calibration text): the KL
+  between the teacher's and the student's next-token distributions. The
+  teacher (teacher.py) is a checkpoint directory run in PyTorch or a GGUF
+  run by lamina's engine, for each batch.
+- sequence-level KD over `text` (teacher_text.py: calibration prompts and
+  what the teacher generated after them): cross-entropy of the teacher's
+  tokens. No teacher model is needed while training on it.
+
+The student is transformers' *ForCausalLM in float32 on the CPU (or the
+first CUDA device when there is one); AdamW on every student parameter. Weights that are exactly zero in the
 student when training starts (unstructured / N:M pruning) stay zero: their
 mask is applied after every step, so healing never undoes the sparsity.
 
@@ -29,7 +36,8 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from lamina.convert.distill.loss import kd_loss
+from lamina.convert.distill.loss import kd_loss, text_loss
+from lamina.convert.distill.teacher_text import TeacherText
 from lamina.convert.errors import ConvertError
 
 CHECKPOINT = "checkpoint.pt"
@@ -61,43 +69,75 @@ def sparsity_masks(model) -> dict[str, torch.Tensor]:
     return masks
 
 
-def _settings_key(settings, windows: np.ndarray) -> dict:
-    return {
+def _settings_key(settings, windows: np.ndarray | None, text: TeacherText | None) -> dict:
+    key = {
         "steps": settings.steps,
         "lr": settings.lr,
         "temperature": settings.temperature,
         "batch": settings.batch,
-        "windows": list(windows.shape),
-        "windows_sum": int(windows.astype(np.int64).sum()),
+        "windows": None if windows is None else list(windows.shape),
+        "windows_sum": None if windows is None else int(windows.astype(np.int64).sum()),
     }
+    if text is not None:  # added only when used, so word-level checkpoints of earlier runs still resume
+        key["teacher_text"] = text.digest()
+    return key
+
+
+def _order(n: int, draws: int, seed: int) -> np.ndarray:
+    """Indices into n items for `draws` picks: shuffled passes, one after another."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.permutation(n) for _ in range(draws // n + 1)])
 
 
 def distill(
-    teacher_dir: Path,
+    teacher_path: Path | None,
     student_dir: Path,
     out_dir: Path,
-    windows: np.ndarray,
+    windows: np.ndarray | None,
     settings,
     work_dir: Path,
     say: Callable[[str], None] = lambda s: None,
     console: Console | None = None,
+    text: TeacherText | None = None,
+    n_threads: int | None = None,
 ) -> list[str]:
-    """Train; returns log lines (first and last loss, tokens/s)."""
+    """Train; returns log lines (first and last loss, tokens/s). windows None:
+    no word-level KD (and no teacher needed); text None: no sequence-level KD."""
+    from lamina.convert.distill.teacher import open_teacher
+
     if settings.steps < 1 or settings.batch < 1:
         raise DistillError(f"distillation needs steps >= 1 and batch >= 1, got {settings.steps}, {settings.batch}")
+    if windows is None and text is None:
+        raise DistillError("distillation needs calibration windows (word-level KD), teacher text, or both")
     device = _device()
     torch.manual_seed(0)
-    teacher = load_model(Path(teacher_dir), device).eval()
     student = load_model(Path(student_dir), device).train()
-    if teacher.config.vocab_size != student.config.vocab_size:
-        raise DistillError(
-            f"teacher and student vocabularies differ ({teacher.config.vocab_size} vs {student.config.vocab_size})"
-        )
+    teacher = None
+    if windows is not None:
+        if teacher_path is None:
+            raise DistillError("word-level KD needs a teacher")
+        teacher = open_teacher(Path(teacher_path), device, n_threads)
+        if teacher.n_vocab != student.config.vocab_size:
+            teacher.close()
+            raise DistillError(
+                f"teacher and student vocabularies differ ({teacher.n_vocab} vs {student.config.vocab_size})"
+            )
+    if text is not None and int(text.tokens.max()) >= student.config.vocab_size:
+        raise DistillError(f"the teacher's text has token {int(text.tokens.max())}, outside the student's vocabulary")
+    try:
+        return _train(teacher, student, Path(student_dir), out_dir, windows, text, settings, work_dir, say, console)
+    finally:
+        if teacher is not None:
+            teacher.close()
+
+
+def _train(teacher, student, student_dir, out_dir, windows, text, settings, work_dir, say, console) -> list[str]:
+    device = next(student.parameters()).device
     masks = sparsity_masks(student)
     params = dict(student.named_parameters())
     opt = torch.optim.AdamW(student.parameters(), lr=settings.lr, weight_decay=0.0)
     work_dir.mkdir(parents=True, exist_ok=True)
-    key = _settings_key(settings, windows)
+    key = _settings_key(settings, windows, text)
     step = 0
     ckpt_path = work_dir / CHECKPOINT
     if ckpt_path.is_file():
@@ -109,10 +149,11 @@ def distill(
             say(f"resuming distillation at step {step} from {ckpt_path}")
         else:
             say(f"{ckpt_path}: from other settings, starting over")
-    x_all = torch.as_tensor(windows.astype(np.int64))  # [n, T]
-    n = x_all.shape[0]
-    rng = np.random.default_rng(0)
-    order = np.concatenate([rng.permutation(n) for _ in range((settings.steps * settings.batch) // n + 1)])
+    draws = settings.steps * settings.batch
+    x_all = None if windows is None else torch.as_tensor(windows.astype(np.int64))  # [n, T]
+    order = None if x_all is None else _order(x_all.shape[0], draws, 0)
+    s_all = None if text is None else torch.as_tensor(text.tokens.astype(np.int64))  # [N, P + n_new]
+    s_order = None if s_all is None else _order(s_all.shape[0], draws, 1)
     log: list[str] = []
     first = last = float("nan")
     t0, tokens_done = time.perf_counter(), 0
@@ -128,12 +169,17 @@ def distill(
     with Progress(*columns, console=console or Console(stderr=True), transient=False) as bar:
         task = bar.add_task("distill", total=settings.steps, completed=step, loss=float("nan"), tps=0.0)
         while step < settings.steps:
-            idx = order[step * settings.batch : (step + 1) * settings.batch]
-            x = x_all[idx].to(device)  # [B, T]
-            with torch.no_grad():
-                t_logits = teacher(input_ids=x).logits  # [B, T, V]
-            s_logits = student(input_ids=x).logits  # [B, T, V]
-            loss = kd_loss(s_logits, t_logits, settings.temperature)
+            pick = slice(step * settings.batch, (step + 1) * settings.batch)
+            loss = torch.zeros((), device=device)
+            if x_all is not None and order is not None:
+                x = x_all[order[pick]].to(device)  # [B, T]
+                t_logits = teacher.logits(x)  # [B, T, V]
+                loss = loss + kd_loss(student(input_ids=x).logits, t_logits, settings.temperature)
+                tokens_done += x.numel()
+            if s_all is not None and s_order is not None:
+                y = s_all[s_order[pick]].to(device)  # [B, P + n_new]
+                loss = loss + text_loss(student(input_ids=y).logits, y, text.n_prompt)
+                tokens_done += y.numel()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -141,14 +187,15 @@ def distill(
                 for name, keep in masks.items():
                     params[name].mul_(keep)
             step += 1
-            tokens_done += x.numel()
             last = float(loss.detach())
             if first != first:
                 first = last
             bar.update(task, completed=step, loss=last, tps=tokens_done / (time.perf_counter() - t0))
             if step % settings.checkpoint_every == 0 or step == settings.steps:
                 _save_checkpoint(ckpt_path, student, opt, step, key)
-    log.append(f"KD loss {first:.4f} -> {last:.4f} over {settings.steps} steps ({tokens_done} tokens this run)")
+    parts = (("word-level KD", x_all is not None), ("teacher-text CE", s_all is not None))
+    what = " + ".join(name for name, on in parts if on)
+    log.append(f"{what} loss {first:.4f} -> {last:.4f} over {settings.steps} steps ({tokens_done} tokens this run)")
     save_student(student, Path(student_dir), Path(out_dir))
     return log
 

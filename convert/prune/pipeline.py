@@ -1,19 +1,21 @@
 """`lamina compress`: prune -> (distill) -> write HF safetensors + GGUF, in one plan.
 
-    plan = CompressPlan(hf_dir, out, prune_layers=4, ffn_keep=0.75, sparsity=SparsityPlan(...), ...)
+    plan = CompressPlan(hf_dir, out, prune_layers=4, ffn_keep=0.75, heads_keep=0.5, sparsity=SparsityPlan(...), ...)
     for line in plan.describe(): print(line)
     result = run(plan, encoder, progress)
 
 Order: calibration statistics of the original model (when layers are chosen
-by importance or FFN neurons are pruned) -> drop layers -> prune FFN
-neurons -> unstructured / N:M sparsity (sequential, on the cut model) ->
-distillation from the original model (optional; the sparsity pattern is
+by importance or FFN neurons or attention heads are pruned) -> prune FFN
+neurons and KV groups -> drop layers -> unstructured / N:M sparsity (sequential, on the cut model) ->
+distillation from the original model or a GGUF teacher (optional: word-level
+KD and/or training on text the teacher generates; the sparsity pattern is
 kept) -> OUT/hf (safetensors + config.json + tokenizer) and OUT/<name>-<TYPE>.gguf.
 Temporary f32 GGUFs live in a hidden folder in OUT, removed at the end.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -30,9 +32,10 @@ from lamina.convert.gptq.calibrate import (
     read_calibration_tokens,
     weight_name,
 )
+from lamina.convert.hf.checkpoint import HFCheckpoint
 from lamina.convert.hf.convert import plan_hf
 from lamina.convert.pipeline import Job, Summary, run_job
-from lamina.convert.prune import structured
+from lamina.convert.prune import heads, structured
 from lamina.convert.prune.hf_state import ModelState, gguf_to_hf
 from lamina.convert.prune.importance import Importance, measure
 from lamina.convert.prune.masks import PruneError
@@ -48,6 +51,12 @@ class DistillSettings:
     batch: int = 4
     seqlen: int = 256
     checkpoint_every: int = 25
+    word: bool = True  # word-level KD on calibration windows
+    seq: int = 0  # sequence-level KD: this many teacher continuations of calibration prompts
+    seq_tokens: int = 128  # tokens the teacher writes after each prompt
+    seq_prompt: int = 32  # prompt tokens
+    seq_temperature: float = 0.0  # 0: greedy; else seeded sampling
+    seed: int = 0
 
 
 @dataclass
@@ -60,22 +69,24 @@ class CompressPlan:
     prune_layers: int = 0  # or this many, by importance
     layer_choice: str = "block"
     ffn_keep: float = 1.0
+    heads_keep: float = 1.0  # fraction of KV groups (a kv head + its query heads) kept per layer
     sparsity: SparsityPlan | None = None
     distill: DistillSettings | None = None
+    teacher: Path | None = None  # a GGUF teacher run by lamina's engine (None: the input checkpoint)
     nsamples: int = 16
     seqlen: int = 256
     threads: int | None = None
     force: bool = False  # overwrite existing outputs
 
     def needs_importance(self) -> bool:
-        return self.prune_layers > 0 or self.ffn_keep < 1.0
+        return self.prune_layers > 0 or self.ffn_keep < 1.0 or self.heads_keep < 1.0
 
     def needs_calibration(self) -> bool:
         """Whether the calibration text is read (magnitude pruning alone needs none)."""
         calibrated_sparsity = self.sparsity is not None and self.sparsity.method != "magnitude"
         return self.needs_importance() or calibrated_sparsity or self.distill is not None
 
-    def describe(self, n_layer: int, n_ff: int) -> list[str]:
+    def describe(self, n_layer: int, n_ff: int, config: dict | None = None) -> list[str]:
         lines = [f"model        {self.hf_dir} ({n_layer} layers, FFN {n_ff})"]
         if self.drop:
             lines.append(f"drop layers  {', '.join(map(str, self.drop))} (by index)")
@@ -85,16 +96,33 @@ class CompressPlan:
         if self.ffn_keep < 1.0:
             k = structured.ffn_keep_count(n_ff, self.ffn_keep)
             lines.append(f"FFN neurons  keep {k} of {n_ff} per layer (activation norm x down-projection norm)")
+        if self.heads_keep < 1.0 and config is not None:
+            H, Hkv, D = heads.head_geometry(config)
+            k = heads.groups_keep_count(Hkv, self.heads_keep)
+            lines.append(
+                f"attention    keep {k} of {Hkv} KV groups per layer ({k * (H // Hkv)} of {H} query heads, "
+                f"head_dim {D}; norm of each group's output through o_proj)"
+            )
         if self.sparsity is not None:
             lines.append(f"sparsity     {self.sparsity.describe()} on every linear (embeddings and head dense)")
         if self.needs_calibration():
             lines.append(f"calibration  {self.calibration} ({self.nsamples} windows of {self.seqlen} tokens)")
         if self.distill is not None:
             d = self.distill
+            teacher = f"{self.teacher} (lamina's engine)" if self.teacher else "the original model"
+            parts = []
+            if d.word:
+                how = "lamina's engine" if self.teacher else "PyTorch"
+                parts.append(f"word-level KD (T={d.temperature}, {d.seqlen}-token windows, teacher logits from {how})")
+            if d.seq:
+                sampling = "greedy" if d.seq_temperature == 0 else f"sampled at T={d.seq_temperature}, seed {d.seed}"
+                parts.append(
+                    f"sequence-level KD on {d.seq} continuations of {d.seq_tokens} tokens after "
+                    f"{d.seq_prompt}-token calibration prompts ({sampling}, generated by lamina's engine)"
+                )
             lines.append(
-                f"distill      {d.steps} steps of word-level KD from the original model "
-                f"(T={d.temperature}, lr={d.lr}, batch {d.batch} x {d.seqlen} tokens), "
-                f"checkpoints in {self.out}/distill"
+                f"distill      {d.steps} steps from {teacher}: {' + '.join(parts)}; "
+                f"lr={d.lr}, batch {d.batch}; checkpoints in {self.out}/distill"
             )
         lines.append(f"output       {self.out}/hf (safetensors) and {self.out}/{self.gguf_name()}")
         return lines
@@ -132,7 +160,7 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
         if plan.needs_importance():
             say("measuring layer and neuron importance on the calibration text")
             f32 = _f32_gguf(plan.hf_dir, encoder, work / "original-f32.gguf")
-            imp = measure(f32, windows, plan.threads)
+            imp = measure(f32, windows, plan.threads, heads=plan.heads_keep < 1.0)
             f32.unlink()
         if plan.drop:
             dropped = structured.check_layer_indices(plan.drop, state.n_layer)
@@ -150,7 +178,10 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
                 keep.append(structured.choose_neurons(scores, k))
             say(f"FFN: {k} of {n_ff} neurons kept in every layer")
             structured.prune_ffn(state, keep)
-            # layers are dropped after the neuron choice, which is indexed by the original layers
+        if plan.heads_keep < 1.0:
+            assert imp is not None and imp.head_gram is not None
+            _prune_heads(state, imp.head_gram, plan.heads_keep, say)
+        # layers are dropped after the neuron and head choices, which are indexed by the original layers
         if dropped:
             say(f"dropping layers {', '.join(map(str, dropped))}")
             structured.drop_layers(state, dropped)
@@ -178,14 +209,17 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
             from lamina.convert.distill.kd import distill
 
             student = state.save(work / "student-hf")
+            text = _teacher_text(plan, encoder, work, say) if plan.distill.seq else None
             log = distill(
-                plan.hf_dir,
+                plan.teacher or plan.hf_dir,
                 student,
                 hf_out,
-                windows_for_distill(plan, encoder, work),
+                windows_for_distill(plan, encoder, work) if plan.distill.word else None,
                 plan.distill,
                 plan.out / "distill",
                 say,
+                text=text,
+                n_threads=plan.threads,
             )
             state = ModelState.load(hf_out)
         else:
@@ -197,6 +231,19 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
         return CompressResult(hf_out, summary, dropped, before, state.n_params(), zeros, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _prune_heads(state: ModelState, gram: np.ndarray, keep_fraction: float, say: Say) -> None:
+    heads.check_supported(state.config)
+    H, Hkv, D = heads.head_geometry(state.config)
+    k = heads.groups_keep_count(Hkv, keep_fraction)
+    keep = []
+    for il in range(state.n_layer):
+        w_o = state.tensors[heads.attention_names(state, il)[3]]  # [n_embd, H*D]
+        keep.append(heads.choose_groups(heads.group_scores(gram[il], w_o, H, Hkv, D), k))
+    chosen = "; ".join(f"{il}: {','.join(map(str, g))}" for il, g in enumerate(keep))
+    say(f"attention: {k} of {Hkv} KV groups kept in every layer (layer: groups) {chosen}")
+    heads.prune_heads(state, keep)
 
 
 def _f32_gguf(hf_dir: Path, encoder: Encoder, path: Path) -> Path:
@@ -221,6 +268,53 @@ def _windows(plan: CompressPlan, encoder: Encoder, work: Path) -> np.ndarray:
     return calibration_windows(
         tokens, plan.nsamples, plan.seqlen, tok.bos_id if tok.add_bos else None, plan.calibration
     )
+
+
+def _teacher_text(plan: CompressPlan, encoder: Encoder, work: Path, say: Say):
+    """The teacher's continuations of calibration prompts (generated once, kept in OUT/distill)."""
+    from lamina.convert.distill.teacher_text import cached, teacher_text
+
+    d = plan.distill
+    assert d is not None
+    tok = _tokenizer(plan, encoder, work)
+    tokens = read_calibration_tokens(plan.calibration, tok)
+    prompts = calibration_windows(tokens, d.seq, d.seq_prompt, tok.bos_id if tok.add_bos else None, plan.calibration)
+    teacher = plan.teacher
+    stamp = f"{plan.hf_dir.resolve()}" if teacher is None else f"{teacher.resolve()}:{teacher.stat().st_size}"
+    key = {
+        "prompts": hashlib.sha256(prompts.tobytes()).hexdigest()[:16],
+        "tokens": d.seq_tokens,
+        "temperature": d.seq_temperature,
+        "seed": d.seed,
+        "teacher": stamp,
+    }
+    n_vocab = int(HFCheckpoint(plan.hf_dir).config["vocab_size"]) if teacher is not None else None
+
+    def make():
+        path = teacher
+        if path is None:  # the original, in f16 for the engine
+            path = run_job(plan_hf(plan.hf_dir, MIXES["f16"], encoder, work / "teacher-f16.gguf", force=True)).path
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("teacher text"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True)) as bar:
+            task = bar.add_task("teacher", total=d.seq)
+            return teacher_text(
+                path,
+                prompts,
+                d.seq_tokens,
+                d.seq_temperature,
+                d.seed,
+                plan.threads,
+                progress=lambda done, total: bar.update(task, completed=done),
+                n_vocab=n_vocab,
+            )
+
+    text, reused = cached(plan.out / "distill" / "teacher-text.npz", key, make)
+    if reused:
+        say(f"reusing the teacher's text in {plan.out / 'distill' / 'teacher-text.npz'}")
+    return text
 
 
 def windows_for_distill(plan: CompressPlan, encoder: Encoder, work: Path) -> np.ndarray:

@@ -1,9 +1,11 @@
 """`lamina compress HF_DIR -o OUT`: prune, heal by distillation, quantize, in one command.
 
     lamina compress HF_DIR --prune-layers 4 --ffn-keep 0.75 -o OUT
+    lamina compress HF_DIR --heads-keep 0.5 -o OUT
     lamina compress HF_DIR --sparsity 0.5 --method wanda --calibration FILE --q4_k_m -o OUT
     lamina compress HF_DIR --nm 2:4 --method sparsegpt -o OUT
     lamina compress HF_DIR --prune-layers 6 --distill --distill-steps 200 -o OUT
+    lamina compress HF_DIR --prune-layers 6 --distill-seq 64 --teacher teacher.gguf -o OUT
 
 Prints the plan first, then writes OUT/hf (safetensors + config.json +
 tokenizer: the cut model as a Hugging Face checkpoint) and
@@ -59,6 +61,13 @@ def parser() -> argparse.ArgumentParser:
         help="block: N consecutive layers (Gromov et al.); each: N layers ranked alone (ShortGPT)",
     )
     s.add_argument("--ffn-keep", type=_fraction, default=1.0, metavar="F", help="keep this fraction of FFN neurons")
+    s.add_argument(
+        "--heads-keep",
+        type=_fraction,
+        default=1.0,
+        metavar="F",
+        help="keep this fraction of attention KV groups (a kv head and its query heads) in every layer",
+    )
     u = p.add_argument_group("unstructured / N:M sparsity (smaller files only after compression; no faster)")
     u.add_argument("--sparsity", type=_fraction, metavar="S", help="fraction of each linear's weights set to zero")
     u.add_argument("--nm", metavar="N:M", help="N:M pattern instead of --sparsity (2:4, 4:8)")
@@ -69,12 +78,30 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--nsamples", type=int, default=16, help="calibration windows (default 16)")
     c.add_argument("--seqlen", type=int, default=256, help="tokens per window (default 256)")
     d = p.add_argument_group("distillation (needs the train extra: pip install 'lamina[train]')")
-    d.add_argument("--distill", action="store_true", help="heal the student by word-level KD from the original")
-    d.add_argument("--distill-steps", type=int, default=100, help="optimizer steps (default 100)")
-    d.add_argument("--distill-lr", type=float, default=5e-5, help="AdamW learning rate (default 5e-5)")
-    d.add_argument("--distill-temperature", type=float, default=2.0, help="KD temperature (default 2)")
-    d.add_argument("--distill-batch", type=int, default=4, help="windows per step (default 4)")
-    d.add_argument("--distill-seqlen", type=int, default=256, help="tokens per window (default 256)")
+    d.add_argument("--distill", action="store_true", help="heal the student by word-level KD from the teacher")
+    d.add_argument(
+        "--distill-seq",
+        type=int,
+        default=0,
+        metavar="N",
+        help="sequence-level KD: train on N continuations of calibration prompts that the teacher writes",
+    )
+    # None: not given (a flag of a distillation mode that is off is refused, not ignored)
+    d.add_argument("--distill-steps", type=int, help="optimizer steps (default 100)")
+    d.add_argument("--distill-lr", type=float, help="AdamW learning rate (default 5e-5)")
+    d.add_argument("--distill-batch", type=int, help="windows / sequences per step (default 4)")
+    d.add_argument("--distill-temperature", type=float, help="word-level KD temperature (default 2)")
+    d.add_argument("--distill-seqlen", type=int, help="word-level KD tokens per window (default 256)")
+    d.add_argument("--distill-seq-tokens", type=int, help="tokens the teacher writes per prompt (default 128)")
+    d.add_argument("--distill-seq-prompt", type=int, help="calibration tokens per prompt (default 32)")
+    d.add_argument("--distill-seq-temperature", type=float, help="teacher sampling temperature (default 0: greedy)")
+    d.add_argument("--distill-seed", type=int, help="seed of the teacher's sampling (default 0)")
+    d.add_argument(
+        "--teacher",
+        type=Path,
+        metavar="FILE.gguf",
+        help="a GGUF teacher run by lamina's engine (default: the input checkpoint, in PyTorch)",
+    )
     p.add_argument("--threads", type=checked(options.n_threads), default=default_threads(), help="threads")
     p.add_argument("--force", action="store_true", help="overwrite OUT/hf and the GGUF if they exist")
     return p
@@ -112,27 +139,30 @@ def build_plan(args: argparse.Namespace):
         raise PruneError("--nm and --sparsity are exclusive: N:M fixes the sparsity (2:4 is 50%)")
     if args.method is not None and args.nm is None and args.sparsity is None:
         raise PruneError("--method chooses how --sparsity or --nm prunes; give one of them")
-    for name in ("nsamples", "seqlen", "distill_steps", "distill_batch", "distill_seqlen"):
-        if getattr(args, name) < 1:
+    for name in (
+        "nsamples",
+        "seqlen",
+        "distill_steps",
+        "distill_batch",
+        "distill_seqlen",
+        "distill_seq_tokens",
+        "distill_seq_prompt",
+    ):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise PruneError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.distill_seq < 0:
+        raise PruneError(f"--distill-seq must be >= 0, got {args.distill_seq}")
     if args.prune_layers < 0:
         raise PruneError(f"--prune-layers must be >= 0, got {args.prune_layers}")
     sparsity = None
     if args.nm is not None or args.sparsity is not None:
         nm = parse_nm(args.nm) if args.nm is not None else None
         sparsity = SparsityPlan(args.method or "wanda", args.sparsity or 0.0, nm, args.damp)
-    distill = None
-    if args.distill:
-        try:
-            import torch  # noqa: F401
-            import transformers  # noqa: F401
-        except ImportError:
-            raise PruneError("--distill needs PyTorch and transformers: pip install 'lamina[train]'") from None
-        distill = DistillSettings(
-            args.distill_steps, args.distill_lr, args.distill_temperature, args.distill_batch, args.distill_seqlen
-        )
+    distill = _distill_settings(args, DistillSettings, PruneError)
     if not 0 < args.ffn_keep <= 1:
         raise PruneError(f"--ffn-keep must be a fraction in (0, 1], got {args.ffn_keep}")
+    if not 0 < args.heads_keep <= 1:
+        raise PruneError(f"--heads-keep must be a fraction in (0, 1], got {args.heads_keep}")
     plan = CompressPlan(
         hf_dir=args.hf_dir,
         out=args.output,
@@ -142,16 +172,60 @@ def build_plan(args: argparse.Namespace):
         prune_layers=args.prune_layers,
         layer_choice=args.layer_choice,
         ffn_keep=args.ffn_keep,
+        heads_keep=args.heads_keep,
         sparsity=sparsity,
         distill=distill,
+        teacher=args.teacher,
         nsamples=args.nsamples,
         seqlen=args.seqlen,
         threads=args.threads,
         force=args.force,
     )
-    if not (plan.drop or plan.prune_layers or plan.ffn_keep < 1 or sparsity or distill):
-        raise PruneError("nothing to do: give --prune-layers, --drop-layers, --ffn-keep, --sparsity, --nm or --distill")
+    if not (plan.drop or plan.prune_layers or plan.ffn_keep < 1 or plan.heads_keep < 1 or sparsity or distill):
+        raise PruneError(
+            "nothing to do: give --prune-layers, --drop-layers, --ffn-keep, --heads-keep, --sparsity, --nm, "
+            "--distill or --distill-seq"
+        )
     return plan
+
+
+_WORD_FLAGS = ("distill_temperature", "distill_seqlen")
+_SEQ_FLAGS = ("distill_seq_tokens", "distill_seq_prompt", "distill_seq_temperature", "distill_seed")
+_COMMON_FLAGS = ("distill_steps", "distill_lr", "distill_batch", "teacher")
+
+
+def _distill_settings(args: argparse.Namespace, settings_type, error):
+    """DistillSettings from the flags, or None; a flag of a mode that is off is an error."""
+
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    seq = args.distill_seq > 0
+    for names, on, needs in (
+        (_WORD_FLAGS, args.distill, "--distill"),
+        (_SEQ_FLAGS, seq, "--distill-seq N"),
+        (_COMMON_FLAGS, args.distill or seq, "--distill or --distill-seq N"),
+    ):
+        given = [flag(n) for n in names if getattr(args, n) is not None]
+        if given and not on:
+            raise error(f"{given[0]} applies to distillation: give {needs} too")
+    if not (args.distill or seq):
+        return None
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        raise error("--distill needs PyTorch and transformers: pip install 'lamina[train]'") from None
+    if args.teacher is not None and (args.teacher.suffix != ".gguf" or not args.teacher.is_file()):
+        raise error(f"--teacher {args.teacher}: expected an existing .gguf file")
+    if args.distill_seq_temperature is not None and args.distill_seq_temperature < 0:
+        raise error(f"--distill-seq-temperature must be >= 0, got {args.distill_seq_temperature}")
+    d = settings_type(word=bool(args.distill), seq=args.distill_seq)
+    for name in (*_COMMON_FLAGS[:-1], *_WORD_FLAGS, *_SEQ_FLAGS):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(d, name.removeprefix("distill_"), value)
+    return d
 
 
 def execute(plan, console: Console) -> int:
@@ -159,10 +233,15 @@ def execute(plan, console: Console) -> int:
     from lamina.convert.hf.checkpoint import HFCheckpoint
     from lamina.convert.prune.pipeline import run
 
-    cfg = HFCheckpoint(plan.hf_dir).config
+    ckpt = HFCheckpoint(plan.hf_dir)
+    cfg = ckpt.config
+    if plan.heads_keep < 1:
+        from lamina.convert.prune.heads import check_supported
+
+        check_supported(dict(ckpt.raw_config))
     out = Console()
     out.print("[bold]plan[/]")
-    for line in plan.describe(int(cfg["num_hidden_layers"]), int(cfg.get("intermediate_size") or 0)):
+    for line in plan.describe(int(cfg["num_hidden_layers"]), int(cfg.get("intermediate_size") or 0), dict(cfg)):
         out.print("  " + escape(line), highlight=False, soft_wrap=True)
     encoder = Encoder(plan.threads)
     try:

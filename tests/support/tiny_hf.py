@@ -101,8 +101,9 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
 TOKENIZER_CLASS = {"phi3": "GPT2Tokenizer"}
 
 
-def tiny_hf_checkpoint(model_type: str, directory: Path, seed: int = 0) -> Path:
-    """Write the case's checkpoint (config.json, model.safetensors, tokenizer) into directory."""
+def tiny_hf_checkpoint(model_type: str, directory: Path, seed: int = 0, extra: dict[str, Any] | None = None) -> Path:
+    """Write the case's checkpoint (config.json, model.safetensors, tokenizer) into
+    directory; extra: config values over the case's (e.g. more heads)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -111,7 +112,7 @@ def tiny_hf_checkpoint(model_type: str, directory: Path, seed: int = 0) -> Path:
     source_name, overrides = CASES[model_type]
     source = hf_checkpoint(source_name)
     n_vocab = json.loads((source / "config.json").read_text())["vocab_size"]
-    config = AutoConfig.for_model(model_type, **(COMMON | {"vocab_size": n_vocab} | overrides))
+    config = AutoConfig.for_model(model_type, **(COMMON | {"vocab_size": n_vocab} | overrides | (extra or {})))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
