@@ -30,6 +30,15 @@ void lm_gelu_tanh_mul(float *x, const float *up, int64_t n) {
     }
 }
 
+void lm_swiglu_oai_mul(float *x, const float *up, int64_t n) {
+    const float alpha = 1.702f, limit = 7.0f;   /* llama.cpp's fixed gpt-oss constants */
+    for (int64_t i = 0; i < n; i++) {
+        const float g = x[i] < limit ? x[i] : limit;
+        const float u = up[i] < -limit ? -limit : (up[i] > limit ? limit : up[i]);
+        x[i] = g / (1.0f + expf(-alpha * g)) * (u + 1.0f);
+    }
+}
+
 void lm_softcap(float *x, int64_t n, float cap) {
     const float inv = 1.0f / cap;   /* as ggml: scale, tanh, scale back */
     for (int64_t i = 0; i < n; i++) x[i] = tanhf(x[i] * inv) * cap;
@@ -39,6 +48,18 @@ void lm_softmax(float *x, int64_t n) {
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
     double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void lm_softmax_sink(float *x, int64_t n, float sink) {
+    float max = sink;   /* the sink joins the max and the denominator, not the output */
+    for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    double sum = (double)expf(sink - max);
     for (int64_t i = 0; i < n; i++) {
         x[i] = expf(x[i] - max);
         sum += x[i];

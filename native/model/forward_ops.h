@@ -23,6 +23,10 @@ void lm_softcap(float *x, int64_t n, float cap);
 
 /* x[0..n) = softmax(x[0..n)) in place */
 void lm_softmax(float *x, int64_t n);
+/* the same with one more logit, sink, in the max and the sum only (gpt-oss) */
+void lm_softmax_sink(float *x, int64_t n, float sink);
+/* x = swiglu_oai(x, up) (LM_ACT_SWIGLU_OAI) */
+void lm_swiglu_oai_mul(float *x, const float *up, int64_t n);
 
 /* Rotate the first n_rot dims of one head vector by the angles whose
  * (cos, sin) pairs are cs[0..n_rot/2). neox = 0: pairs (2i, 2i+1) (llama

@@ -30,6 +30,8 @@ from support.llama_cpp_ref import have_llama_cpp, llama_quantize, reference_gguf
 from support.tiny_hf import CASES, tiny_hf_checkpoint
 
 ARCHS = list(CASES)
+# GGUF's name of each HF model_type
+GGUF_ARCH = {"qwen3_moe": "qwen3moe", "gpt_oss": "gpt-oss"}
 N_PREFILL, N_DECODE = 24, 16
 
 
@@ -67,7 +69,7 @@ def test_convert_matches_llama_cpp(arch: str, mix: str, checkpoint, converted, t
     if not have_llama_cpp():
         pytest.skip("llama-cpp-python is not installed: no llama-quantize")
     ref = reference_gguf(f"tiny-{arch}", checkpoint(arch), "f32")
-    assert GGUFFile(ref).architecture == arch.replace("_", "")  # qwen3_moe is qwen3moe in GGUF
+    assert GGUFFile(ref).architecture == GGUF_ARCH.get(arch, arch)
     theirs = tmp_path / "llama-quantize.gguf"
     llama_quantize(ref, theirs, int(get_mix(mix).ftype))
     ours = converted(arch, mix)
@@ -107,7 +109,7 @@ def test_command_line(arch: str, checkpoint, tmp_path: Path) -> None:
     lamina = [sys.executable, "-m", "lamina"]
     subprocess.run([*lamina, "convert", str(checkpoint(arch)), "-o", str(out), "--q8_0"], check=True, timeout=300)
     shown = subprocess.run([*lamina, "inspect", str(out)], check=True, capture_output=True, text=True, timeout=120)
-    assert arch.replace("_", "") in shown.stdout
+    assert GGUF_ARCH.get(arch, arch) in shown.stdout
     ran = subprocess.run(
         [*lamina, "run", str(out), "-p", "Hello", "-n", "4", "--temp", "0"],
         check=True,
