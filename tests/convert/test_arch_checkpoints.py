@@ -118,3 +118,95 @@ def test_command_line(arch: str, checkpoint, tmp_path: Path) -> None:
         timeout=120,
     )
     assert ran.stdout.strip() and "generation 4 tok" in ran.stderr
+
+
+# -- gpt-oss: what the shared tests above do not show --------------------------
+
+
+def _gpt_oss_tokens(path: Path) -> list[int]:
+    n_vocab = GGUFFile(path).tensor("token_embd.weight").ne[1]
+    return np.random.default_rng(7).integers(3, n_vocab, N_PREFILL + N_DECODE).tolist()
+
+
+def test_gpt_oss_routes_tokens_as_transformers(checkpoint, converted) -> None:
+    """Each layer's per-expert token counts (lamina's imatrix counts one per
+    token and picked expert) equal the experts transformers' router picks, and
+    the experts are hit unevenly (so a router that ignored its input would fail)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = converted("gpt_oss", "f32")
+    ids = _gpt_oss_tokens(path)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint("gpt_oss"), dtype=torch.float32).eval()
+    n_expert = model.config.num_local_experts
+    want = np.zeros((model.config.num_hidden_layers, n_expert), np.int64)
+
+    def count(il: int):
+        def hook(_module, _inputs, outputs) -> None:
+            picked = outputs[2].reshape(-1).numpy()  # router_indices [T, top_k]
+            want[il] += np.bincount(picked, minlength=n_expert)
+
+        return hook
+
+    for il, layer in enumerate(model.model.layers):
+        layer.mlp.router.register_forward_hook(count(il))
+    with torch.no_grad():
+        model(torch.tensor([ids]))
+
+    ctx = Context(Model.load(path, n_threads=2), n_ctx=64)
+    ctx.collect_imatrix(True)
+    ctx.eval(ids)
+    out = ctx.collect_imatrix(False)
+    assert out is not None
+    got = out[1][:, 1:]  # [n_layer, n_expert]
+    assert got.tolist() == want.tolist()
+    assert (want.max(axis=1) >= 2 * np.maximum(want.min(axis=1), 1)).all(), f"experts hit evenly: {want}"
+
+
+def test_gpt_oss_offload_splits_equal_the_cpu(converted) -> None:
+    """the CPU stand-in device takes gpt-oss's biases and sinks with its layers"""
+    path = converted("gpt_oss", "f32")
+    ids = _gpt_oss_tokens(path)[:16]
+    model = Model.load(path, n_threads=2)
+    alone = Context(model, n_ctx=32).eval(ids, all_logits=True)
+    for n in (1, 3, 5):
+        split = Context(model, n_ctx=32, gpu_layers=n, device="cpu-standin").eval(ids, all_logits=True)
+        assert np.array_equal(split, alone), f"gpu_layers={n}"
+
+
+@pytest.mark.gpu
+def test_cuda_refuses_gpt_oss(converted) -> None:
+    from lamina.engine.context import ContextError
+
+    model = Model.load(converted("gpt_oss", "f32"), n_threads=2)
+    with pytest.raises(ContextError, match="gpt-oss layers .* not implemented on the GPU"):
+        Context(model, n_ctx=64, gpu_layers=1, device="cuda", require_gpu=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"swiglu_limit": 10.0}, "swiglu_limit"),
+        ({"layer_types": ["full_attention"] * 4}, "layer_types"),
+        ({"attention_bias": False}, "attention_bias"),
+        ({"quantization_config": {"quant_method": "mxfp4"}}, "MXFP4"),
+    ],
+    ids=["swiglu_limit", "layer_types", "attention_bias", "mxfp4"],
+)
+def test_gpt_oss_converter_refuses_what_llama_cpp_fixes(change, message, checkpoint, tmp_path: Path) -> None:
+    """llama.cpp's gpt-oss graph hard-codes these; a config that differs is refused, not converted wrongly"""
+    import json
+    import shutil
+
+    from lamina.convert.errors import CheckpointError
+
+    hf = tmp_path / "hf"
+    shutil.copytree(checkpoint("gpt_oss"), hf)
+    cfg = json.loads((hf / "config.json").read_text()) | change
+    (hf / "config.json").write_text(json.dumps(cfg))
+    enc = Encoder(1)
+    try:
+        with pytest.raises(CheckpointError, match=message):
+            plan_hf(hf, get_mix("f16"), enc, tmp_path / "out.gguf")
+    finally:
+        enc.close()
