@@ -309,7 +309,9 @@ def _check_gpt_oss(hp: HFConfig) -> None:
     cfg = hp.cfg
     for key, fixed in (("swiglu_limit", 7.0), ("swiglu_alpha", 1.702)):
         if cfg.get(key) is not None and cfg[key] != fixed:
-            raise CheckpointError(f"config.json: {key} {cfg[key]!r} differs from gpt-oss's {fixed} (fixed in llama.cpp)")
+            raise CheckpointError(
+                f"config.json: {key} {cfg[key]!r} differs from gpt-oss's {fixed} (fixed in llama.cpp)"
+            )
     if cfg.get("attention_bias") is False:
         raise CheckpointError("config.json: attention_bias is false; gpt-oss files always have q/k/v/o biases")
     alternating = ["sliding_attention" if il % 2 == 0 else "full_attention" for il in range(hp.n_layer)]

@@ -249,8 +249,11 @@ def _rope_scale(meta: _Meta) -> float:
 
 
 # llama.cpp reads none of these keys: its YaRN always uses ext_factor 1, beta_fast 32, beta_slow 1
-_YARN_FIXED = ((Keys.Rope.SCALING_YARN_EXT_FACTOR, 1.0), (Keys.Rope.SCALING_YARN_BETA_FAST, 32.0))
-_YARN_FIXED += ((Keys.Rope.SCALING_YARN_BETA_SLOW, 1.0),)
+_YARN_FIXED: tuple[tuple[str, float], ...] = (
+    (Keys.Rope.SCALING_YARN_EXT_FACTOR, 1.0),
+    (Keys.Rope.SCALING_YARN_BETA_FAST, 32.0),
+    (Keys.Rope.SCALING_YARN_BETA_SLOW, 1.0),
+)
 
 
 def _yarn(meta: _Meta, n_rot: int, rope_base: float) -> tuple[tuple[float, ...], float] | None:
