@@ -214,7 +214,7 @@ def test_gpt_oss_converter_refuses_what_llama_cpp_fixes(change, message, checkpo
 
 def test_gpt_oss_mxfp4_experts_match_llama_cpp(converted, tmp_path: Path) -> None:
     """llama-quantize's MXFP4_MOE (MXFP4 experts, Q8_0 attention) of the tiny
-    file: lamina's logits against llama.cpp's on the same bytes. MXFP4 moves
+    file, byte-equal with `lamina convert`'s mxfp4_moe mix: lamina's logits against llama.cpp's on the same bytes. MXFP4 moves
     the logits ~4e-2 (median per-token nmse) from the f32 model's; the two
     engines stay ~1e-3 apart (activations are quantized to Q8_0 by each in its
     own float order) except where that noise flips a router near-tie, as the
@@ -226,6 +226,7 @@ def test_gpt_oss_mxfp4_experts_match_llama_cpp(converted, tmp_path: Path) -> Non
     mx = tmp_path / "mxfp4.gguf"
     subprocess.run([str(quantize), str(f32), str(mx), "MXFP4_MOE", "2"], check=True, capture_output=True, timeout=120)
     assert GGUFFile(mx).tensor("blk.0.ffn_up_exps.weight").ggml_type.name == "MXFP4"
+    assert converted("gpt_oss", "mxfp4_moe").read_bytes() == mx.read_bytes()  # lamina convert --mxfp4_moe
     ids = _gpt_oss_tokens(f32)
     _, theirs = llama_cpp_logits(mx, tokens=ids, n_ctx=64)
     _, theirs_f32 = llama_cpp_logits(f32, tokens=ids, n_ctx=64)
