@@ -214,7 +214,8 @@ def test_gpt_oss_converter_refuses_what_llama_cpp_fixes(change, message, checkpo
 
 def test_gpt_oss_mxfp4_experts_match_llama_cpp(converted, tmp_path: Path) -> None:
     """llama-quantize's MXFP4_MOE (MXFP4 experts, Q8_0 attention) of the tiny
-    file, byte-equal with `lamina convert`'s mxfp4_moe mix: lamina's logits against llama.cpp's on the same bytes. MXFP4 moves
+    file, byte-equal with `lamina convert`'s mxfp4_moe mix: lamina's logits
+    against llama.cpp's on the same bytes. MXFP4 moves
     the logits ~4e-2 (median per-token nmse) from the f32 model's; the two
     engines stay ~1e-3 apart (activations are quantized to Q8_0 by each in its
     own float order) except where that noise flips a router near-tie, as the
