@@ -1,7 +1,7 @@
 """Architectures: HF config -> GGUF hyperparameters, HF tensor -> GGUF tensor.
 
 Mirrors what llama.cpp's converter does for llama (and its kin granite and
-smollm3), qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3 and olmo2, so the
+smollm3), qwen2, qwen3, qwen3moe, gpt-oss, phi3, gemma2, gemma3 and olmo2, so the
 file it writes (as f32) and ours carry the same keys in the same order and the
 same tensor values:
 - names come from gguf-py's TensorNameMap for the architecture;
@@ -15,7 +15,10 @@ same tensor values:
   an attention factor key (right after general.architecture, as llama.cpp writes it);
 - qwen3moe's per-expert gate/up/down matrices are stacked into one 3-D
   tensor per layer each (ffn_{gate,up,down}_exps), expert 0 first;
-- Llama 3's `llama3` rope scaling becomes a rope_freqs tensor.
+- Llama 3's `llama3` rope scaling becomes a rope_freqs tensor;
+- gpt-oss's fused expert stacks ([n_expert, in, out], gate and up
+  interleaved column by column) are transposed and split into
+  ffn_{gate,up,down}_exps and their biases; its sinks become attn_sinks.weight.
 
 llama.cpp reads config.json through transformers' AutoConfig, which fills in
 class defaults; the defaults that reach the file are repeated here so a
@@ -165,6 +168,20 @@ ARCHES: tuple[Arch, ...] = (
         _CORE + (T.ATTN_Q_NORM, T.ATTN_K_NORM, T.ATTN_POST_NORM, T.FFN_PRE_NORM, T.FFN_POST_NORM),
         skip_lm_head=True,
     ),
+    Arch(
+        gguf.MODEL_ARCH.GPT_OSS,
+        ("GptOssForCausalLM",),
+        {
+            "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 131072,
+            "head_dim": 64,
+            "num_experts_per_tok": 4,
+            "sliding_window": 128,
+            "rope_theta": 150000.0,
+        },
+        (T.ATTN_NORM, T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.ATTN_OUT, T.ATTN_SINKS, T.ATTN_POST_NORM)
+        + (T.FFN_GATE_INP, T.FFN_GATE_EXP, T.FFN_UP_EXP, T.FFN_DOWN_EXP),
+    ),
 )
 
 
@@ -258,6 +275,8 @@ def load_hparams(arch: Arch, config: dict[str, Any]) -> HFConfig:
     if cfg.get("num_key_value_heads") is None and arch.model_arch != gguf.MODEL_ARCH.BERT:
         cfg["num_key_value_heads"] = cfg.get("num_attention_heads")
     hp = HFConfig(arch, cfg)
+    if arch.model_arch == gguf.MODEL_ARCH.GPT_OSS:
+        _check_gpt_oss(hp)
     if arch.model_arch == gguf.MODEL_ARCH.LLAMA and cfg.get("head_dim") is None:
         cfg["head_dim"] = hp.n_embd // hp.n_head  # LlamaConfig always has one, so llama.cpp writes it
     if arch.model_arch == gguf.MODEL_ARCH.GRANITE:
@@ -282,6 +301,28 @@ def load_hparams(arch: Arch, config: dict[str, Any]) -> HFConfig:
             rope["rope_type"] = rope["type"]
     hp.rope = rope
     return hp
+
+
+def _check_gpt_oss(hp: HFConfig) -> None:
+    """What llama.cpp's gpt-oss graph fixes and its converter does not write:
+    refused when a config differs, rather than converted into a wrong model."""
+    cfg = hp.cfg
+    for key, fixed in (("swiglu_limit", 7.0), ("swiglu_alpha", 1.702)):
+        if cfg.get(key) is not None and cfg[key] != fixed:
+            raise CheckpointError(
+                f"config.json: {key} {cfg[key]!r} differs from gpt-oss's {fixed} (fixed in llama.cpp)"
+            )
+    if cfg.get("attention_bias") is False:
+        raise CheckpointError("config.json: attention_bias is false; gpt-oss files always have q/k/v/o biases")
+    alternating = ["sliding_attention" if il % 2 == 0 else "full_attention" for il in range(hp.n_layer)]
+    if cfg.get("layer_types") is not None and list(cfg["layer_types"]) != alternating:
+        raise CheckpointError(
+            "config.json: layer_types must alternate sliding_attention, full_attention (llama.cpp's fixed pattern)"
+        )
+    if cfg.get("quantization_config") is not None:
+        raise CheckpointError(
+            "config.json: quantized (MXFP4) gpt-oss checkpoints are not supported; convert a bf16/f32 checkpoint"
+        )
 
 
 def write_hparams(w: gguf.GGUFWriter, hp: HFConfig, file_type: int) -> None:
@@ -328,6 +369,9 @@ def write_hparams(w: gguf.GGUFWriter, hp: HFConfig, file_type: int) -> None:
         w.add_expert_feed_forward_length(hp.cfg["moe_intermediate_size"])
         if (shared := hp.cfg.get("shared_expert_intermediate_size")) is not None:
             w.add_expert_shared_feed_forward_length(shared)
+    if hp.arch.model_arch == gguf.MODEL_ARCH.GPT_OSS:
+        w.add_sliding_window(hp.need("sliding_window"))
+        w.add_expert_feed_forward_length(hp.n_ff)
     if hp.arch.model_arch == gguf.MODEL_ARCH.GRANITE:
         # truthy values only, as llama.cpp's `if x := hparams.get(...)`
         if v := hp.cfg.get("attention_multiplier"):
@@ -500,10 +544,19 @@ def plan_tensors(hp: HFConfig, hf_shapes: dict[str, tuple[int, ...]], n_vocab_re
             continue
         if hf_name.endswith(_SKIPPED_SUFFIXES) or (arch.skip_lm_head and hf_name == "lm_head.weight"):
             continue
+        if m := _FUSED_EXPERTS.match(hf_name):
+            out += _gpt_oss_experts(hp, hf_name, tuple(shape), int(m["layer"]), m["proj"], bool(m["bias"]))
+            continue
+        if hf_name.endswith(".self_attn.sinks"):
+            hf_name_mapped = hf_name + ".weight"  # llama.cpp's name for the one logit per head
+        else:
+            hf_name_mapped = hf_name
+        if hf_name.endswith(("_blocks", "_scales")):
+            raise CheckpointError(f"tensor {hf_name!r}: MXFP4-packed expert weights are not supported")
         if m := _EXPERT.match(hf_name):
             experts.setdefault((int(m["layer"]), m["proj"]), {})[int(m["expert"])] = (hf_name, tuple(shape))
             continue
-        mapped = name_map.get_type_and_name(hf_name, try_suffixes=(".weight", ".bias"))
+        mapped = name_map.get_type_and_name(hf_name_mapped, try_suffixes=(".weight", ".bias"))
         if mapped is None:
             raise CheckpointError(f"tensor {hf_name!r} {shape} has no GGUF name for the {arch.name} architecture")
         kind, name = mapped
@@ -525,6 +578,43 @@ _EXPERT = re.compile(
     r"^model\.layers\.(?P<layer>\d+)\.mlp\.experts\.(?P<expert>\d+)\.(?P<proj>gate|up|down)_proj\.weight$"
 )
 _EXPERT_KINDS = {"gate": T.FFN_GATE_EXP, "up": T.FFN_UP_EXP, "down": T.FFN_DOWN_EXP}
+# gpt-oss: every expert of a layer in one tensor, [n_expert, in, out]
+_FUSED_EXPERTS = re.compile(
+    r"^model\.layers\.(?P<layer>\d+)\.mlp\.experts\.(?P<proj>gate_up_proj|down_proj)(?P<bias>_bias)?$"
+)
+
+
+def _gpt_oss_experts(
+    hp: HFConfig, hf_name: str, shape: tuple[int, ...], layer: int, proj: str, bias: bool
+) -> list[SourceTensor]:
+    """gate_up_proj [X, E, 2F] (gate and up alternate along the last axis) ->
+    ffn_gate_exps and ffn_up_exps [X, F, E]; down_proj [X, F, E] -> ffn_down_exps
+    [X, E, F]; their biases [X, 2F] -> [X, F] twice, [X, E] as is (llama.cpp's split)."""
+    X, E, F = hp.need("num_local_experts"), hp.n_embd, hp.n_ff
+    want = {
+        ("gate_up_proj", False): (X, E, 2 * F),
+        ("gate_up_proj", True): (X, 2 * F),
+        ("down_proj", False): (X, F, E),
+        ("down_proj", True): (X, E),
+    }[proj, bias]
+    if shape != want:
+        raise TensorShapeError(f"tensor {hf_name!r} has shape {shape}; config.json implies {want}")
+    suffix = ".bias" if bias else ".weight"
+
+    def one(kind: gguf.MODEL_TENSOR, out_shape: tuple[int, ...], fn: Callable[[np.ndarray], np.ndarray]):
+        name = gguf.TENSOR_NAMES[kind].format(bid=layer) + suffix
+        return SourceTensor(name, out_shape, kind, hf_name, lambda w: np.ascontiguousarray(fn(w)))
+
+    if proj == "down_proj":
+        if bias:
+            return [one(T.FFN_DOWN_EXP, (X, E), _same)]
+        return [one(T.FFN_DOWN_EXP, (X, E, F), lambda w: w.transpose(0, 2, 1))]
+    if bias:
+        return [one(T.FFN_GATE_EXP, (X, F), lambda w: w[:, ::2]), one(T.FFN_UP_EXP, (X, F), lambda w: w[:, 1::2])]
+    return [
+        one(T.FFN_GATE_EXP, (X, F, E), lambda w: w.transpose(0, 2, 1)[:, ::2]),
+        one(T.FFN_UP_EXP, (X, F, E), lambda w: w.transpose(0, 2, 1)[:, 1::2]),
+    ]
 
 
 def _same(x: np.ndarray) -> np.ndarray:
@@ -593,6 +683,9 @@ def _expected_shapes(hp: HFConfig) -> dict[tuple[gguf.MODEL_TENSOR, bool], tuple
     }
     if (n_expert := hp.find("num_local_experts", "num_experts", "n_routed_experts")) is not None:
         shapes[(T.FFN_GATE_INP, False)] = (n_expert, e)
+        shapes[(T.FFN_GATE_INP, True)] = (n_expert,)
+    if hp.arch.model_arch == gguf.MODEL_ARCH.GPT_OSS:
+        shapes[(T.ATTN_SINKS, False)], shapes[(T.ATTN_OUT, True)] = (hp.n_head,), (e,)
     if hp.arch.model_arch == gguf.MODEL_ARCH.PHI3:  # fused q/k/v and gate/up
         shapes[(T.ATTN_QKV, False)] = (q + 2 * kv, e)
         shapes[(T.FFN_UP, False)] = (2 * ff, e)

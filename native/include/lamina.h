@@ -112,7 +112,14 @@ enum lm_model_status {
 };
 
 enum lm_norm_kind { LM_NORM_RMS = 0, LM_NORM_RMS_PLUS_ONE = 1 };   /* gemma checkpoints: x * (1 + w) */
-enum lm_activation { LM_ACT_SILU = 0, LM_ACT_GELU_TANH = 1 };      /* gated FFN: act(gate) * up */
+/* gated FFN: act(gate) * up; LM_ACT_SWIGLU_OAI (gpt-oss, ggml's swiglu_oai):
+ * g = min(gate, 7), u = clamp(up, -7, 7), g * sigmoid(1.702 g) * (u + 1) */
+enum lm_activation { LM_ACT_SILU = 0, LM_ACT_GELU_TANH = 1, LM_ACT_SWIGLU_OAI = 2 };
+/* how the router's logits become the picked experts' weights */
+enum lm_expert_gating {
+    LM_GATING_SOFTMAX = 0,         /* softmax over all experts, then the top k (qwen3moe) */
+    LM_GATING_SOFTMAX_PICKED = 1   /* the top k logits, then softmax over those k (gpt-oss) */
+};
 enum lm_rope_layout { LM_ROPE_NORMAL = 0, LM_ROPE_NEOX = 1 };      /* pairs (2i,2i+1) | (i,i+n_rot/2) */
 
 enum lm_model_limits { LM_EXPERT_MAX = 512 };   /* most experts of a mixture-of-experts layer */
@@ -156,6 +163,16 @@ typedef struct {
     float rope_base;              /* theta base of this layer */
     float rope_scale;             /* position multiplier: 1 / linear scaling factor; 0: no rotation (NoPE) */
     int32_t sliding_window;       /* attend to the last this-many positions; 0 = all */
+    /* gpt-oss: the attention output's bias, one learned logit per head that
+     * joins the softmax's denominator (an attention sink: probability the
+     * head may give to no key), and the biases of the router and of each
+     * expert's matrices; NULL = none */
+    const float *bo;              /* [n_embd] */
+    const float *attn_sinks;      /* [n_head] */
+    const float *moe_router_b;    /* [n_expert] */
+    const float *moe_gate_b;      /* [n_expert][n_ff_exp] */
+    const float *moe_up_b;        /* [n_expert][n_ff_exp] */
+    const float *moe_down_b;      /* [n_expert][n_embd] */
 } lm_layer_weights;
 
 typedef struct {
@@ -210,6 +227,7 @@ typedef struct {
     /* cos and sin of every rotation times this (LongRoPE's attention
      * factor); 0 means 1 */
     float rope_attn_factor;
+    int32_t expert_gating;        /* enum lm_expert_gating */
 } lm_model_params;
 
 /* Copies the parameters and the layers array (not the weights). NULL on error. */

@@ -7,7 +7,8 @@
  *     q, k, v = h Wq (+bq), h Wk (+bk), h Wv (+bv)
  *     q, k = rope(qk_norm(q)), rope(qk_norm(k));  cache[cell of (seq, pos)] = k, v
  *       (qk_norm: per head, or over the whole projection)
- *     x = x + post_norm(attention(q, cache) Wo) * residual_scale
+ *     x = x + post_norm(attention(q, cache) Wo (+bo)) * residual_scale
+ *       (gpt-oss: each head's softmax also counts its sink logit)
  *     h = norm(x)
  *     x = x + post_norm((act(h Wgate) * (h Wup)) Wdown) * residual_scale
  *       (or the mix of the experts the router picks: moe.c)
@@ -47,6 +48,7 @@ typedef struct {
     const int32_t *seq;           /* [T] its sequence */
     const int32_t *cell;          /* [T] the cell its key and value go to */
     const float *post_norm;       /* residual step: norm of the sublayer output, or NULL */
+    const float *bias;            /* residual step: added to the sublayer output first, or NULL */
     const float *next_norm;       /* residual step: norm for the next sublayer */
     int heads_per_task;           /* attention: heads of one KV group a task takes */
     int split_parts;              /* attention split by keys: the shares of a group's keys */
@@ -186,6 +188,15 @@ static int attention_heads_per_task(const lm_model_params *p, int32_t n_tokens, 
     return heads;
 }
 
+/* one head's scores into probabilities; with a sink (gpt-oss) the scalar
+ * kernel, which counts it */
+static void head_softmax(const lm_context *c, const lm_layer_weights *l, int h, float *s, int64_t n) {
+    if (l->attn_sinks)
+        lm_softmax_sink(s, n, l->attn_sinks[h]);
+    else
+        c->kv.softmax(s, n);
+}
+
 static void attention(void *arg, int ith, int nth) {
     fwd_job *job = arg;
     lm_context *c = job->c;
@@ -218,7 +229,7 @@ static void attention(void *arg, int ith, int nth) {
         }
         for (int h = 0; h < nh; h++) {
             if (p->attn_softcap > 0.0f) lm_softcap(s + h * s_stride, pos - lo + 1, p->attn_softcap);
-            c->kv.softmax(s + h * s_stride, pos - lo + 1);
+            head_softmax(c, job->l, h0 + h, s + h * s_stride, pos - lo + 1);
         }
         memset(out, 0, sizeof(float) * (size_t)hd * nh);
         for (int32_t j = lo; j <= pos; j += n) {
@@ -285,7 +296,7 @@ static void attention_split_softmax(void *arg, int ith, int nth) {
     const int32_t n_keys = job->pos[0] - split_lo(job) + 1;
     for (int h = ith; h < p->n_head; h += nth) {
         if (p->attn_softcap > 0.0f) lm_softcap(split_scores(job, h), n_keys, p->attn_softcap);
-        job->c->kv.softmax(split_scores(job, h), n_keys);
+        head_softmax(job->c, job->l, h, split_scores(job, h), n_keys);
     }
 }
 
@@ -330,6 +341,8 @@ static void residual_rows(void *arg, int ith, int nth) {
     lm_split_range(job->n_tokens, ith, nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
         float *x = job->c->x + r * n, *xb = job->c->xb + r * n;
+        if (job->bias)
+            for (int i = 0; i < n; i++) xb[i] += job->bias[i];
         if (job->post_norm) lm_rms_norm(xb, xb, job->post_norm, n, p->norm_eps, norm_add_one(p));
         if (p->residual_scale != 0.0f && p->residual_scale != 1.0f)
             for (int i = 0; i < n; i++) xb[i] *= p->residual_scale;
@@ -344,8 +357,7 @@ static void ffn_act(void *arg, int ith, int nth) {
     const int64_t total = (int64_t)job->n_tokens * job->p->n_ff;
     int64_t i0, i1;
     lm_split_range(total, ith, nth, &i0, &i1);
-    const lm_act_mul_fn act = job->p->activation == LM_ACT_GELU_TANH ? job->c->act.gelu_tanh_mul : job->c->act.silu_mul;
-    act(job->c->hb + i0, job->c->hb2 + i0, i1 - i0);
+    lm_act_for(&job->c->act, job->p->activation)(job->c->hb + i0, job->c->hb2 + i0, i1 - i0);
 }
 
 /* hb2 = hb - dequant(quant(hb)): what one pass of activation quantization
@@ -503,7 +515,9 @@ static int layer_forward(fwd_job *job) {
     if ((rc = lm_matmuls(c, c->att, q_dim, T, o, 1))) return rc;
     job->post_norm = l->attn_post_norm;
     job->next_norm = l->ffn_norm;
+    job->bias = l->bo;
     run(c, residual_rows, job, T * p->n_embd * 8);
+    job->bias = NULL;
 
     /* feed-forward: xb holds ffn_norm(x) */
     capture(job, 2, c->xb, p->n_embd);

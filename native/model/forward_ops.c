@@ -33,6 +33,15 @@ void lm_gelu_tanh_mul(float *x, const float *up, int64_t n) {
     }
 }
 
+void lm_swiglu_oai_mul(float *x, const float *up, int64_t n) {
+    const float alpha = 1.702f, limit = 7.0f;   /* llama.cpp's fixed gpt-oss constants */
+    for (int64_t i = 0; i < n; i++) {
+        const float g = x[i] < limit ? x[i] : limit;
+        const float u = up[i] < -limit ? -limit : (up[i] > limit ? limit : up[i]);
+        x[i] = g / (1.0f + expf(-alpha * g)) * (u + 1.0f);
+    }
+}
+
 void lm_softcap(float *x, int64_t n, float cap) {
     const float inv = 1.0f / cap;   /* as ggml: scale, tanh, scale back */
     for (int64_t i = 0; i < n; i++) x[i] = tanhf(x[i] * inv) * cap;
@@ -42,6 +51,18 @@ void lm_softmax(float *x, int64_t n) {
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
     double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void lm_softmax_sink(float *x, int64_t n, float sink) {
+    float max = sink;   /* the sink joins the max and the denominator, not the output */
+    for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    double sum = (double)expf(sink - max);
     for (int64_t i = 0; i < n; i++) {
         x[i] = expf(x[i] - max);
         sum += x[i];
@@ -139,9 +160,9 @@ LM_KV_PER_HEAD(f16)
 LM_KV_PER_HEAD(q8_0)
 
 void lm_act_kernels_for(int avx2, lm_act_kernels *out) {
-    *out = (lm_act_kernels){ lm_silu_mul, lm_gelu_tanh_mul };
+    *out = (lm_act_kernels){ lm_silu_mul, lm_gelu_tanh_mul, lm_swiglu_oai_mul };
 #if defined(LM_BUILD_AVX2)
-    if (avx2) *out = (lm_act_kernels){ lm_silu_mul_avx2, lm_gelu_tanh_mul_avx2 };
+    if (avx2) *out = (lm_act_kernels){ lm_silu_mul_avx2, lm_gelu_tanh_mul_avx2, lm_swiglu_oai_mul };
 #else
     (void)avx2;
 #endif

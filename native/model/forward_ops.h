@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "include/lamina.h"
+
 /* out[i] = x[i] / sqrt(mean(x^2) + eps) * (w[i] + add_one); sums in double */
 void lm_rms_norm(float *out, const float *x, const float *w, int64_t n, float eps, float add_one);
 
@@ -25,6 +27,10 @@ void lm_softcap(float *x, int64_t n, float cap);
 
 /* x[0..n) = softmax(x[0..n)) in place */
 void lm_softmax(float *x, int64_t n);
+/* the same with one more logit, sink, in the max and the sum only (gpt-oss) */
+void lm_softmax_sink(float *x, int64_t n, float sink);
+/* x = swiglu_oai(x, up) (LM_ACT_SWIGLU_OAI) */
+void lm_swiglu_oai_mul(float *x, const float *up, int64_t n);
 
 /* Rotate the first n_rot dims of one head vector by the angles whose
  * (cos, sin) pairs are cs[0..n_rot/2). neox = 0: pairs (2i, 2i+1) (llama
@@ -65,8 +71,15 @@ typedef void (*lm_act_mul_fn)(float *x, const float *up, int64_t n);
 typedef struct {
     lm_act_mul_fn silu_mul;
     lm_act_mul_fn gelu_tanh_mul;
+    lm_act_mul_fn swiglu_oai_mul; /* scalar only: gpt-oss */
 } lm_act_kernels;
 void lm_act_kernels_for(int avx2, lm_act_kernels *out);
+/* the kernel of an lm_activation (lamina.h) */
+static inline lm_act_mul_fn lm_act_for(const lm_act_kernels *k, int activation) {
+    return activation == LM_ACT_SWIGLU_OAI  ? k->swiglu_oai_mul
+           : activation == LM_ACT_GELU_TANH ? k->gelu_tanh_mul
+                                            : k->silu_mul;
+}
 
 #if defined(LM_BUILD_AVX2)
 void lm_silu_mul_avx2(float *x, const float *up, int64_t n);

@@ -52,8 +52,10 @@ static int check_params(const lm_model_params *p) {
         return lm_set_error(LM_ERR_ARG, "model: unknown rope layout %d", p->rope_layout);
     if (p->norm_kind != LM_NORM_RMS && p->norm_kind != LM_NORM_RMS_PLUS_ONE)
         return lm_set_error(LM_ERR_ARG, "model: unknown norm kind %d", p->norm_kind);
-    if (p->activation != LM_ACT_SILU && p->activation != LM_ACT_GELU_TANH)
+    if (p->activation != LM_ACT_SILU && p->activation != LM_ACT_GELU_TANH && p->activation != LM_ACT_SWIGLU_OAI)
         return lm_set_error(LM_ERR_ARG, "model: unknown activation %d", p->activation);
+    if (p->expert_gating != LM_GATING_SOFTMAX && p->expert_gating != LM_GATING_SOFTMAX_PICKED)
+        return lm_set_error(LM_ERR_ARG, "model: unknown expert gating %d", p->expert_gating);
     if (!(p->norm_eps >= 0.0f) || !isfinite(p->embd_scale) || !isfinite(p->attn_scale))
         return lm_set_error(LM_ERR_ARG, "model: norm_eps, embd_scale and attn_scale must be finite");
     const lm_type_traits *te = lm_get_type_traits(p->tok_embd.type);

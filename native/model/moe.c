@@ -1,10 +1,13 @@
-/* moe.c — the mixture-of-experts FFN (qwen3moe): a router picks
+/* moe.c — the mixture-of-experts FFN (qwen3moe, gpt-oss): a router picks
  * n_expert_used of n_expert FFNs for each token and mixes their outputs.
  *
- *   p[t]   = softmax(h[t] Wr)                     [n_expert] router probabilities
- *   S_t    = the n_expert_used largest p[t][e]    (ties: the lower id)
- *   w[t,e] = p[t][e]  (/ sum over S_t with expert_norm, as llama.cpp: sum >= 2^-14)
- *   out[t] = sum over e in S_t, in id order, of w[t,e] * (act(h W_gate_e) * (h W_up_e)) W_down_e
+ *   r[t]   = h[t] Wr (+ br)                       [n_expert] router logits
+ *   S_t    = the n_expert_used largest r[t][e]    (ties: the lower id)
+ *   LM_GATING_SOFTMAX:        p[t] = softmax(r[t]); w[t,e] = p[t][e]
+ *                             (/ sum over S_t with expert_norm, as llama.cpp: sum >= 2^-14)
+ *   LM_GATING_SOFTMAX_PICKED: w[t,.] = softmax of r[t][e] over e in S_t
+ *   out[t] = sum over e in S_t, in id order, of
+ *            w[t,e] * (act(h W_gate_e (+bg_e)) * (h W_up_e (+bu_e))) W_down_e (+bd_e)
  *
  * Tokens are grouped by expert: each expert that any token picked runs its
  * three matmuls once over the rows routed to it, so only picked experts'
@@ -19,12 +22,15 @@
 #include "quants/type_traits.h"
 
 /* route every row of h: sel [T][k] expert ids ascending, w [T][k] weights */
-static void route(lm_context *c, int64_t T) {
+static void route(lm_context *c, const lm_layer_weights *l, int64_t T) {
     const lm_model_params *p = &c->model->p;
     const int n = p->n_expert, k = p->n_expert_used;
     for (int64_t t = 0; t < T; t++) {
         float *prob = c->moe_logits + t * n;
-        lm_softmax(prob, n);
+        if (l->moe_router_b)
+            for (int e = 0; e < n; e++) prob[e] += l->moe_router_b[e];
+        const int picked_softmax = p->expert_gating == LM_GATING_SOFTMAX_PICKED;
+        if (!picked_softmax) lm_softmax(prob, n);   /* monotonic: the same experts either way */
         int32_t *sel = c->moe_sel + t * k;
         float *w = c->moe_w + t * k;
         /* k passes of "largest not taken yet": k is small (8 of 128 in the 30B) */
@@ -44,7 +50,8 @@ static void route(lm_context *c, int64_t T) {
                 sum += prob[e];
                 j++;
             }
-        if (p->expert_norm) {
+        if (picked_softmax) lm_softmax(w, k);
+        if (p->expert_norm && !picked_softmax) {
             const float s = (float)sum < 6.103515625e-5f ? 6.103515625e-5f : (float)sum;
             for (j = 0; j < k; j++) w[j] /= s;
         }
@@ -75,6 +82,17 @@ static void imx_experts(lm_context *c, int il, int part, const float *x, int64_t
     }
 }
 
+/* y [gathered rows][width] += bias [n_expert][width] of each row's expert */
+static void add_expert_bias(const lm_context *c, const float *bias, float *y, int64_t width) {
+    for (int e = 0; e < c->model->p.n_expert; e++) {
+        const float *b = bias + (int64_t)e * width;
+        for (int32_t r = c->moe_first[e]; r < c->moe_first[e + 1]; r++) {
+            float *row = y + (int64_t)r * width;
+            for (int64_t i = 0; i < width; i++) row[i] += b[i];
+        }
+    }
+}
+
 int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T, int il) {
     const lm_model_params *p = &c->model->p;
     const int64_t E = p->n_embd, F = p->n_ff_exp;
@@ -82,7 +100,7 @@ int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T, int il) {
     int rc;
     const lm_mm_out router[1] = { { .w = &l->moe_router, .rows = p->n_expert, .y = c->moe_logits } };
     if ((rc = lm_matmuls(c, c->xb, E, T, router, 1))) return rc;
-    route(c, T);
+    route(c, l, T);
 
     /* the rows that picked each expert, gathered expert after expert */
     int32_t n = 0;
@@ -114,7 +132,9 @@ int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T, int il) {
         c->moe_mm[n_mm++] = (lm_mm_out){ &up[e], F, c->moe_u + (int64_t)r0 * F, x, rows };
     }
     if ((rc = lm_matmuls(c, NULL, E, 0, c->moe_mm, n_mm))) return rc;
-    (p->activation == LM_ACT_GELU_TANH ? c->act.gelu_tanh_mul : c->act.silu_mul)(c->moe_g, c->moe_u, (int64_t)n * F);
+    if (l->moe_gate_b) add_expert_bias(c, l->moe_gate_b, c->moe_g, F);
+    if (l->moe_up_b) add_expert_bias(c, l->moe_up_b, c->moe_u, F);
+    lm_act_for(&c->act, p->activation)(c->moe_g, c->moe_u, (int64_t)n * F);
     if (c->imx_sums) imx_experts(c, il, LM_IMX_EXP_DOWN, c->moe_g, F, 0);
     n_mm = 0;
     for (int e = 0; e < p->n_expert; e++) {
@@ -125,6 +145,7 @@ int lm_moe_ffn(lm_context *c, const lm_layer_weights *l, int64_t T, int il) {
         c->moe_mm[n_mm++] = (lm_mm_out){ &down[e], E, c->moe_x + (int64_t)r0 * E, c->moe_g + (int64_t)r0 * F, rows };
     }
     if ((rc = lm_matmuls(c, NULL, F, 0, c->moe_mm, n_mm))) return rc;
+    if (l->moe_down_b) add_expert_bias(c, l->moe_down_b, c->moe_x, E);
 
     /* each row's mix, its experts in id order */
     memset(c->xb, 0, sizeof(float) * (size_t)(T * E));

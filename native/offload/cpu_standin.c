@@ -115,7 +115,14 @@ static void *standin_create(const lm_model *m, int32_t il0, const lm_context_par
             l->moe_gate = copy_matrix(d, s->moe_gate, n_exp * Fe, E, n_exp, &ok);
             l->moe_up = copy_matrix(d, s->moe_up, n_exp * Fe, E, n_exp, &ok);
             l->moe_down = copy_matrix(d, s->moe_down, n_exp * E, Fe, n_exp, &ok);
+            l->moe_router_b = copy_vec(d, s->moe_router_b, n_exp, &ok);
+            l->moe_gate_b = copy_vec(d, s->moe_gate_b, n_exp * Fe, &ok);
+            l->moe_up_b = copy_vec(d, s->moe_up_b, n_exp * Fe, &ok);
+            l->moe_down_b = copy_vec(d, s->moe_down_b, n_exp * E, &ok);
         }
+        /* gpt-oss's (not in LM_LAYER_VECTORS: CUDA refuses them) */
+        l->bo = copy_vec(d, s->bo, E, &ok);
+        l->attn_sinks = copy_vec(d, s->attn_sinks, hp->n_head, &ok);
     }
     if (!ok) goto nomem;
     if (!(d->model = lm_model_create(&p, layers))) goto fail;

@@ -323,6 +323,12 @@ static void *cuda_create(const lm_model *m, int32_t il0, const lm_context_params
                                  "implemented on the GPU yet; run this model on the CPU (0 GPU layers)");
         return NULL;
     }
+    for (int32_t il = 0; il < mp->n_layer; il++)
+        if (m->layers[il].attn_sinks || m->layers[il].bo) {
+            lm_set_error(LM_ERR_ARG, "CUDA backend: gpt-oss layers (attention sinks, output bias) are not "
+                                     "implemented on the GPU yet; run this model on the CPU (0 GPU layers)");
+            return NULL;
+        }
     if (mp->n_expert > 0) {
         lm_set_error(LM_ERR_ARG, "CUDA backend: mixture-of-experts layers are not implemented on the GPU yet; run "
                                  "this model on the CPU (0 GPU layers)");

@@ -41,6 +41,7 @@ SUPPORTED_ARCHITECTURES = (
     "qwen2",
     "qwen3",
     "qwen3moe",
+    "gpt-oss",
     "phi3",
     "gemma2",
     "gemma3",
@@ -77,7 +78,7 @@ class HParams:
     norm_eps: float
     rope_neox: bool  # pairs (i, i + n_rot/2) instead of (2i, 2i+1)
     norm_plus_one: bool  # norms scale by (1 + w); GGUF gemma files have the 1 folded in already
-    activation: str  # "silu" | "gelu_tanh"
+    activation: str  # "silu" | "gelu_tanh" | "swiglu_oai"
     embd_scale: float
     attn_scale: float
     qkv_bias: bool
@@ -102,6 +103,11 @@ class HParams:
     long_rope: bool = False  # LongRoPE: rope_factors_short (rope_freqs' place) and rope_factors_long
     rope_long_ctx: int = 0  # contexts of more positions per sequence than this use the long factors
     rope_attn_factor: float = 1.0  # cos and sin times this (LongRoPE's attention factor)
+    # gpt-oss: biases on the attention output, the router and the experts, a sink
+    # logit per head, the FFN's norm stored as post_attention_norm, and the
+    # picked experts' weights the softmax of their logits
+    oai_moe: bool = False
+    yarn_divisors: tuple[float, ...] | None = None  # YaRN: per-frequency divisors (rope_freqs' place)
 
     @property
     def q_dim(self) -> int:
@@ -131,6 +137,8 @@ class _ArchTraits:
     qk_norm_whole: bool = False
     moe: bool = False  # every layer's FFN a mixture of experts ({arch}.expert_count, ...), weights normalized
     fused_ffn: bool = False  # phi3: ffn_up holds gate then up ([2 * n_ff] rows), no ffn_gate
+    oai_moe: bool = False  # gpt-oss (HParams.oai_moe)
+    yarn: bool = False  # YaRN rope scaling is honoured (elsewhere refused)
 
 
 _ARCHS: dict[str, _ArchTraits] = {
@@ -148,6 +156,8 @@ _ARCHS: dict[str, _ArchTraits] = {
     "phi3": _ArchTraits(True, "silu", False, False, False, False, 0, 0.0, fused_ffn=True),
     # qwen3moe: qwen3 whose FFNs are mixtures of experts (llama.cpp normalizes the top-k weights)
     "qwen3moe": _ArchTraits(True, "silu", None, True, False, False, 0, 0.0, moe=True),
+    # gpt-oss: every other layer slides (the first does; same rope base), YaRN, MoE with biases and sinks
+    "gpt-oss": _ArchTraits(True, "swiglu_oai", True, False, False, False, 2, 0.0, moe=True, oai_moe=True, yarn=True),
     # gemma3: 5 local (sliding, base 10k) layers then 1 global, as llama.cpp sets it
     # two_pass_down: GELU(gate) * up has outliers that one Q8_K pass rounds
     # away; with it the top-1 agreement with transformers goes from 91-96% to
@@ -238,6 +248,53 @@ def _rope_scale(meta: _Meta) -> float:
     return 1.0 / factor
 
 
+# llama.cpp reads none of these keys: its YaRN always uses ext_factor 1, beta_fast 32, beta_slow 1
+_YARN_FIXED: tuple[tuple[str, float], ...] = (
+    (Keys.Rope.SCALING_YARN_EXT_FACTOR, 1.0),
+    (Keys.Rope.SCALING_YARN_BETA_FAST, 32.0),
+    (Keys.Rope.SCALING_YARN_BETA_SLOW, 1.0),
+)
+
+
+def _yarn(meta: _Meta, n_rot: int, rope_base: float) -> tuple[tuple[float, ...], float] | None:
+    """YaRN as llama.cpp (ggml's rope_yarn) computes it, or None without YaRN:
+    each frequency theta_i = base^(-2i/n_rot) is blended between itself
+    (extrapolation) and theta_i / factor (interpolation) by a ramp over the
+    pair index between the rounded correction dims of beta_fast and beta_slow;
+    cos and sin are multiplied by (1 + 0.1 ln factor) times rope.scaling.attn_factor.
+    Returns the divisors theta_i / blended theta_i and that multiplier."""
+    key = meta.key(Keys.Rope.SCALING_TYPE)
+    if meta.gguf.get(key) != "yarn":
+        return None
+    for template, fixed in _YARN_FIXED:
+        if (value := meta.gguf.get(meta.key(template))) is not None and float(value) != fixed:
+            raise ModelConfigError(
+                meta.gguf.path, f"YaRN with {value} is not supported (llama.cpp uses {fixed})", key=meta.key(template)
+            )
+    factor = meta.float(Keys.Rope.SCALING_FACTOR)
+    n_ctx_orig = meta.int(Keys.Rope.SCALING_ORIG_CTX_LEN, meta.int(Keys.LLM.CONTEXT_LENGTH))
+    if factor <= 1.0:
+        raise ModelConfigError(
+            meta.gguf.path, f"YaRN factor {factor}: expected > 1", key=meta.key(Keys.Rope.SCALING_FACTOR)
+        )
+
+    def corr_dim(n_rotations: float) -> float:  # f32 as ggml_rope_yarn_corr_dim
+        return float(
+            np.float32(n_rot)
+            * np.log(np.float32(n_ctx_orig) / (np.float32(n_rotations) * 2 * np.float32(math.pi)))
+            / (2 * np.log(np.float32(rope_base)))
+        )
+
+    low = max(0.0, math.floor(corr_dim(32.0)))
+    high = min(n_rot - 1.0, math.ceil(corr_dim(1.0)))
+    freq_scale = 1.0 / factor
+    divisors = []
+    for i in range(n_rot // 2):
+        ramp = 1.0 - min(1.0, max(0.0, (i - low) / max(0.001, high - low)))  # 1: extrapolate, 0: interpolate
+        divisors.append(1.0 / (freq_scale * (1.0 - ramp) + ramp))
+    return tuple(divisors), 1.0 + 0.1 * math.log(factor)
+
+
 def _sliding_layers(meta: _Meta, traits: _ArchTraits, n_layer: int) -> list[bool]:
     key = meta.key(Keys.Attention.SLIDING_WINDOW_PATTERN)
     pattern = meta.gguf.get(key, traits.swa_pattern)
@@ -321,7 +378,8 @@ def read_hparams(gguf: GGUFFile) -> HParams:
             key=meta.key(Keys.Attention.SLIDING_WINDOW),
         )
     rope_base = meta.float(Keys.Rope.FREQ_BASE, 10000.0)
-    rope_scale = _rope_scale(meta)
+    yarn = _yarn(meta, n_rot, rope_base) if traits.yarn else None
+    rope_scale = 1.0 if yarn else _rope_scale(meta)
     window = meta.int(Keys.Attention.SLIDING_WINDOW, minimum=0) if traits.swa_pattern else 0
     sliding = _sliding_layers(meta, traits, n_layer) if traits.swa_pattern else [False] * n_layer
     swa_default = traits.swa_rope_base or rope_base
@@ -370,6 +428,12 @@ def read_hparams(gguf: GGUFFile) -> HParams:
     n_ctx_train = meta.int(Keys.LLM.CONTEXT_LENGTH)
     rope_long_ctx = meta.int(Keys.Rope.SCALING_ORIG_CTX_LEN, n_ctx_train) if long_rope else 0
     rope_attn_factor = meta.float(Keys.Rope.SCALING_ATTN_FACTOR, 1.0)
+    if yarn is not None:
+        if tensor_name(MODEL_TENSOR.ROPE_FREQS) in names or long_rope:
+            raise GGUFTensorError(
+                gguf.path, "YaRN and rope factor tensors together", tensor=tensor_name(MODEL_TENSOR.ROPE_FREQS)
+            )
+        rope_attn_factor *= yarn[1]
     attn_softcap = final_softcap = 0.0
     if traits.softcaps:
         attn_softcap = meta.float(Keys.LLM.ATTN_LOGIT_SOFTCAPPING, traits.softcaps[0])
@@ -409,12 +473,14 @@ def read_hparams(gguf: GGUFFile) -> HParams:
         n_expert=n_expert,
         n_expert_used=n_expert_used,
         n_ff_exp=n_ff_exp,
-        expert_norm=traits.moe,
+        expert_norm=traits.moe and not traits.oai_moe,
         fused_qkv=tensor_name(MODEL_TENSOR.ATTN_QKV, 0) in names,
         fused_gate_up=traits.fused_ffn,
         long_rope=long_rope,
         rope_long_ctx=rope_long_ctx,
         rope_attn_factor=rope_attn_factor,
+        oai_moe=traits.oai_moe,
+        yarn_divisors=yarn[0] if yarn else None,
     )
 
 
@@ -481,7 +547,12 @@ class NativeModel:
         params.n_head, params.n_head_kv, params.head_dim, params.n_rot = hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_rot
         params.rope_layout = lib.LM_ROPE_NEOX if hp.rope_neox else lib.LM_ROPE_NORMAL
         params.norm_kind = lib.LM_NORM_RMS_PLUS_ONE if hp.norm_plus_one else lib.LM_NORM_RMS
-        params.activation = {"silu": lib.LM_ACT_SILU, "gelu_tanh": lib.LM_ACT_GELU_TANH}[hp.activation]
+        params.activation = {
+            "silu": lib.LM_ACT_SILU,
+            "gelu_tanh": lib.LM_ACT_GELU_TANH,
+            "swiglu_oai": lib.LM_ACT_SWIGLU_OAI,
+        }[hp.activation]
+        params.expert_gating = lib.LM_GATING_SOFTMAX_PICKED if hp.oai_moe else lib.LM_GATING_SOFTMAX
         params.norm_eps, params.embd_scale, params.attn_scale = hp.norm_eps, hp.embd_scale, hp.attn_scale
         params.two_pass_down = int(hp.two_pass_down)
         params.residual_scale, params.logit_scale = hp.residual_scale, hp.logit_scale
@@ -499,6 +570,11 @@ class NativeModel:
             params.rope_freqs = self._vector(tensor_name(MODEL_TENSOR.ROPE_FACTORS_SHORT), half, positive=True)
             params.rope_freqs_long = self._vector(tensor_name(MODEL_TENSOR.ROPE_FACTORS_LONG), half, positive=True)
             params.rope_long_ctx = hp.rope_long_ctx
+        if hp.yarn_divisors is not None:
+            divisors = np.asarray(hp.yarn_divisors, dtype=np.float32)
+            buf = ffi.from_buffer("float[]", divisors)
+            self._keep += [divisors, buf]
+            params.rope_freqs = ffi.cast("const float *", buf)
         params.rope_attn_factor = hp.rope_attn_factor
         params.tok_embd = self._matrix(tensor_name(MODEL_TENSOR.TOKEN_EMBD), (E, V))
         params.output_norm = self._vector(tensor_name(MODEL_TENSOR.OUTPUT_NORM), E)
@@ -526,7 +602,12 @@ class NativeModel:
                 L.q_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_Q_NORM, il), q_n)
                 L.k_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_K_NORM, il), k_n)
             L.wo = self._matrix(tensor_name(MODEL_TENSOR.ATTN_OUT, il), (hp.q_dim, E))
-            if hp.pre_norms:
+            if hp.oai_moe:
+                L.bo = self._vector(tensor_name(MODEL_TENSOR.ATTN_OUT, il, "bias"), E)
+                L.attn_sinks = self._vector(tensor_name(MODEL_TENSOR.ATTN_SINKS, il), hp.n_head)
+                # llama.cpp's name for the FFN's pre-norm of gpt-oss
+                L.ffn_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_POST_NORM, il), E)
+            elif hp.pre_norms:
                 L.ffn_norm = self._vector(tensor_name(MODEL_TENSOR.FFN_NORM, il), E)
             if hp.n_expert:
                 X, Fe = hp.n_expert, hp.n_ff_exp
@@ -534,6 +615,11 @@ class NativeModel:
                 L.moe_gate = self._matrix(tensor_name(MODEL_TENSOR.FFN_GATE_EXP, il), (E, Fe, X))
                 L.moe_up = self._matrix(tensor_name(MODEL_TENSOR.FFN_UP_EXP, il), (E, Fe, X))
                 L.moe_down = self._matrix(tensor_name(MODEL_TENSOR.FFN_DOWN_EXP, il), (Fe, E, X))
+                if hp.oai_moe:
+                    L.moe_router_b = self._vector(tensor_name(MODEL_TENSOR.FFN_GATE_INP, il, "bias"), (X,))
+                    L.moe_gate_b = self._vector(tensor_name(MODEL_TENSOR.FFN_GATE_EXP, il, "bias"), (Fe, X))
+                    L.moe_up_b = self._vector(tensor_name(MODEL_TENSOR.FFN_UP_EXP, il, "bias"), (Fe, X))
+                    L.moe_down_b = self._vector(tensor_name(MODEL_TENSOR.FFN_DOWN_EXP, il, "bias"), (E, X))
             elif hp.fused_gate_up:  # [2 n_ff] rows: gate, then up
                 up = tensor_name(MODEL_TENSOR.FFN_UP, il)
                 L.w_gate = self._rows(up, (E, 2 * hp.n_ff), 0, hp.n_ff)
@@ -653,9 +739,10 @@ class NativeModel:
         self._used_overrides.add(name)
         return w
 
-    def _vector(self, name: str, n: int, *, positive: bool = False) -> Any:
-        """f32 pointer to a small vector: into the map when F32, else a dequantized copy."""
-        info = _check_tensor(self.gguf, name, (n,), self.hparams.arch)
+    def _vector(self, name: str, n: int | tuple[int, ...], *, positive: bool = False) -> Any:
+        """f32 pointer to a small vector (or ggml ne, e.g. a bias per expert):
+        into the map when F32, else a dequantized copy."""
+        info = _check_tensor(self.gguf, name, (n,) if isinstance(n, int) else n, self.hparams.arch)
         raw = self.gguf.tensor_bytes(name)
         if info.ggml_type == GGMLQuantizationType.F32:
             values = raw.reshape(-1).view(np.float32)

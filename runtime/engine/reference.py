@@ -154,6 +154,9 @@ def forward(
     """Logits [T, n_vocab] of every position of `tokens` (positions 0..T-1);
     hidden: output_norm(x) [T, n_embd] instead, what embeddings pool;
     long_rope: LongRoPE's long factors (a context past rope_long_ctx), else the short ones."""
+    if hp.oai_moe:
+        # its oracle is transformers (tests/convert/test_arch_checkpoints.py), not this reference
+        raise NotImplementedError("the numpy reference does not model gpt-oss (sinks, biases, YaRN)")
     W = weights
     tokens = np.asarray(tokens, dtype=np.int64)
     T = len(tokens)

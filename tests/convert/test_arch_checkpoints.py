@@ -26,10 +26,12 @@ from lamina.convert.pipeline import run_job
 from lamina.convert.recipes import get_mix
 from lamina.engine.context import Context, Model
 from lamina.gguf.reader import GGUFFile
-from support.llama_cpp_ref import have_llama_cpp, llama_quantize, reference_gguf
+from support.llama_cpp_ref import have_llama_cpp, llama_cpp_logits, llama_cpp_tool, llama_quantize, reference_gguf
 from support.tiny_hf import CASES, tiny_hf_checkpoint
 
 ARCHS = list(CASES)
+# GGUF's name of each HF model_type
+GGUF_ARCH = {"qwen3_moe": "qwen3moe", "gpt_oss": "gpt-oss"}
 N_PREFILL, N_DECODE = 24, 16
 
 
@@ -67,7 +69,7 @@ def test_convert_matches_llama_cpp(arch: str, mix: str, checkpoint, converted, t
     if not have_llama_cpp():
         pytest.skip("llama-cpp-python is not installed: no llama-quantize")
     ref = reference_gguf(f"tiny-{arch}", checkpoint(arch), "f32")
-    assert GGUFFile(ref).architecture == arch.replace("_", "")  # qwen3_moe is qwen3moe in GGUF
+    assert GGUFFile(ref).architecture == GGUF_ARCH.get(arch, arch)
     theirs = tmp_path / "llama-quantize.gguf"
     llama_quantize(ref, theirs, int(get_mix(mix).ftype))
     ours = converted(arch, mix)
@@ -107,7 +109,7 @@ def test_command_line(arch: str, checkpoint, tmp_path: Path) -> None:
     lamina = [sys.executable, "-m", "lamina"]
     subprocess.run([*lamina, "convert", str(checkpoint(arch)), "-o", str(out), "--q8_0"], check=True, timeout=300)
     shown = subprocess.run([*lamina, "inspect", str(out)], check=True, capture_output=True, text=True, timeout=120)
-    assert arch.replace("_", "") in shown.stdout
+    assert GGUF_ARCH.get(arch, arch) in shown.stdout
     ran = subprocess.run(
         [*lamina, "run", str(out), "-p", "Hello", "-n", "4", "--temp", "0"],
         check=True,
@@ -116,3 +118,141 @@ def test_command_line(arch: str, checkpoint, tmp_path: Path) -> None:
         timeout=120,
     )
     assert ran.stdout.strip() and "generation 4 tok" in ran.stderr
+
+
+# -- gpt-oss: what the shared tests above do not show --------------------------
+
+
+def _gpt_oss_tokens(path: Path) -> list[int]:
+    n_vocab = GGUFFile(path).tensor("token_embd.weight").ne[1]
+    return np.random.default_rng(7).integers(3, n_vocab, N_PREFILL + N_DECODE).tolist()
+
+
+def test_gpt_oss_routes_tokens_as_transformers(checkpoint, converted) -> None:
+    """Each layer's per-expert token counts (lamina's imatrix counts one per
+    token and picked expert) equal the experts transformers' router picks, and
+    the experts are hit unevenly (so a router that ignored its input would fail)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = converted("gpt_oss", "f32")
+    ids = _gpt_oss_tokens(path)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint("gpt_oss"), dtype=torch.float32).eval()
+    n_expert = model.config.num_local_experts
+    want = np.zeros((model.config.num_hidden_layers, n_expert), np.int64)
+
+    def count(il: int):
+        def hook(_module, _inputs, outputs) -> None:
+            picked = outputs[2].reshape(-1).numpy()  # router_indices [T, top_k]
+            want[il] += np.bincount(picked, minlength=n_expert)
+
+        return hook
+
+    for il, layer in enumerate(model.model.layers):
+        layer.mlp.router.register_forward_hook(count(il))
+    with torch.no_grad():
+        model(torch.tensor([ids]))
+
+    ctx = Context(Model.load(path, n_threads=2), n_ctx=64)
+    ctx.collect_imatrix(True)
+    ctx.eval(ids)
+    out = ctx.collect_imatrix(False)
+    assert out is not None
+    got = out[1][:, 1:]  # [n_layer, n_expert]
+    assert got.tolist() == want.tolist()
+    assert (want.max(axis=1) >= 2 * np.maximum(want.min(axis=1), 1)).all(), f"experts hit evenly: {want}"
+
+
+def test_gpt_oss_offload_splits_equal_the_cpu(converted) -> None:
+    """the CPU stand-in device takes gpt-oss's biases and sinks with its layers"""
+    path = converted("gpt_oss", "f32")
+    ids = _gpt_oss_tokens(path)[:16]
+    model = Model.load(path, n_threads=2)
+    alone = Context(model, n_ctx=32).eval(ids, all_logits=True)
+    for n in (1, 3, 5):
+        split = Context(model, n_ctx=32, gpu_layers=n, device="cpu-standin").eval(ids, all_logits=True)
+        assert np.array_equal(split, alone), f"gpu_layers={n}"
+
+
+@pytest.mark.gpu
+def test_cuda_refuses_gpt_oss(converted) -> None:
+    from lamina.engine.context import ContextError
+
+    model = Model.load(converted("gpt_oss", "f32"), n_threads=2)
+    with pytest.raises(ContextError, match="gpt-oss layers .* not implemented on the GPU"):
+        Context(model, n_ctx=64, gpu_layers=1, device="cuda", require_gpu=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"swiglu_limit": 10.0}, "swiglu_limit"),
+        ({"layer_types": ["full_attention"] * 4}, "layer_types"),
+        ({"attention_bias": False}, "attention_bias"),
+        ({"quantization_config": {"quant_method": "mxfp4"}}, "MXFP4"),
+    ],
+    ids=["swiglu_limit", "layer_types", "attention_bias", "mxfp4"],
+)
+def test_gpt_oss_converter_refuses_what_llama_cpp_fixes(change, message, checkpoint, tmp_path: Path) -> None:
+    """llama.cpp's gpt-oss graph hard-codes these; a config that differs is refused, not converted wrongly"""
+    import json
+    import shutil
+
+    from lamina.convert.errors import CheckpointError
+
+    hf = tmp_path / "hf"
+    shutil.copytree(checkpoint("gpt_oss"), hf)
+    cfg = json.loads((hf / "config.json").read_text()) | change
+    (hf / "config.json").write_text(json.dumps(cfg))
+    enc = Encoder(1)
+    try:
+        with pytest.raises(CheckpointError, match=message):
+            plan_hf(hf, get_mix("f16"), enc, tmp_path / "out.gguf")
+    finally:
+        enc.close()
+
+
+def test_gpt_oss_mxfp4_experts_match_llama_cpp(converted, tmp_path: Path) -> None:
+    """llama-quantize's MXFP4_MOE (MXFP4 experts, Q8_0 attention) of the tiny
+    file, byte-equal with `lamina convert`'s mxfp4_moe mix: lamina's logits
+    against llama.cpp's on the same bytes. MXFP4 moves
+    the logits ~4e-2 (median per-token nmse) from the f32 model's; the two
+    engines stay ~1e-3 apart (activations are quantized to Q8_0 by each in its
+    own float order) except where that noise flips a router near-tie, as the
+    f32 llama.cpp/lamina pair on a Q8_0 file also shows for a few tokens."""
+    quantize = llama_cpp_tool("llama-quantize")
+    if quantize is None or not have_llama_cpp():
+        pytest.skip("llama-quantize (tools/build_llama_cpp.sh) and llama-cpp-python are needed")
+    f32 = converted("gpt_oss", "f32")
+    mx = tmp_path / "mxfp4.gguf"
+    subprocess.run([str(quantize), str(f32), str(mx), "MXFP4_MOE", "2"], check=True, capture_output=True, timeout=120)
+    assert GGUFFile(mx).tensor("blk.0.ffn_up_exps.weight").ggml_type.name == "MXFP4"
+    assert converted("gpt_oss", "mxfp4_moe").read_bytes() == mx.read_bytes()  # lamina convert --mxfp4_moe
+    ids = _gpt_oss_tokens(f32)
+    _, theirs = llama_cpp_logits(mx, tokens=ids, n_ctx=64)
+    _, theirs_f32 = llama_cpp_logits(f32, tokens=ids, n_ctx=64)
+    got = Context(Model.load(mx, n_threads=2), n_ctx=64).eval(ids, all_logits=True)
+
+    def per_token(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return ((a - b) ** 2).mean(axis=1) / (b**2).mean()
+
+    bound = 2e-3
+    assert np.median(per_token(theirs, theirs_f32)) > 10 * bound  # the bound tells MXFP4 from f32 experts
+    per = per_token(got, theirs)
+    print(f"\ngpt-oss MXFP4 vs llama.cpp: median nmse {np.median(per):.1e}, {(per < bound).mean():.2f} under {bound}")
+    assert np.median(per) < bound, per
+    assert (got.argmax(-1) == theirs.argmax(-1)).mean() >= 0.8
+
+
+def test_gpt_oss_yarn_keys_llama_cpp_ignores_are_refused(converted) -> None:
+    """llama.cpp's YaRN always uses beta_fast 32 (it reads no such key): a file
+    that says otherwise is refused, naming the key, not run with either value"""
+    from lamina.engine.loader import ModelConfigError, read_hparams
+
+    key = "gpt-oss.rope.scaling.yarn_beta_fast"
+    with GGUFFile(converted("gpt_oss", "f32")) as g:
+        assert g.metadata[key] == 32.0
+        read_hparams(g)
+        g.metadata[key] = 16.0  # as a file that says so would read
+        with pytest.raises(ModelConfigError, match=key):
+            read_hparams(g)

@@ -82,6 +82,29 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
             "norm_topk_prob": True,
         },
     ),
+    # gpt-oss: 8 experts, 2 a token, biases everywhere, attention sinks, every
+    # other layer slides over a window shorter than the test's 40 tokens; YaRN
+    # with truncate (llama.cpp always rounds the ramp's ends, as truncate does)
+    "gpt_oss": (
+        QWEN,
+        {
+            "num_local_experts": 8,
+            "num_experts_per_tok": 2,
+            "intermediate_size": 32,
+            "head_dim": 16,
+            "sliding_window": 8,
+            "max_position_embeddings": 2048,  # original_max_position_embeddings * factor
+            "rope_parameters": {
+                "rope_type": "yarn",
+                "rope_theta": 150000.0,
+                "factor": 32.0,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "truncate": True,
+                "original_max_position_embeddings": 64,
+            },
+        },
+    ),
     # a window shorter than the test's 40 tokens, and soft-caps tight enough to bend
     "gemma2": (
         GEMMA,
@@ -138,8 +161,10 @@ def _draw(name: str, shape: tuple[int, ...]):
 
     if name.endswith("norm.weight"):
         return 1.0 + 0.2 * torch.randn(shape)
-    if name.endswith(".bias"):
+    if name.endswith((".bias", "_bias")):
         return 0.5 * torch.randn(shape)
+    if name.endswith((".gate_up_proj", ".down_proj")) and len(shape) == 3:
+        return torch.randn(shape) / math.sqrt(shape[-2])  # gpt-oss experts: [n_expert, in, out]
     if "embed_tokens" in name:
         return torch.randn(shape)
     return torch.randn(shape) / math.sqrt(shape[-1])
