@@ -152,6 +152,23 @@ def test_kd_steps_from_the_file_lower_the_kd_loss(base, tmp_path: Path) -> None:
     assert after < 0.9 * before, (before, after, log)
 
 
+def test_bos_replaces_token_0_when_the_tokenizer_adds_one(base) -> None:
+    class AddsBos:  # SmolLM2's tokenizer, as if it added BOS (llama-perplexity then evaluates BOS first)
+        def __init__(self, tok: Tokenizer) -> None:
+            self.tok, self.add_bos, self.bos_id = tok, True, 1
+
+        def decode(self, ids, skip_special=True):
+            return self.tok.decode(ids, skip_special)
+
+        def encode(self, text, add_bos=None):
+            return self.tok.encode(text, add_bos=False)
+
+    tokens = LogitsFile(base["kld"]).header.tokens.reshape(N_CHUNK, N_CTX)
+    t = KLDBaseTeacher(base["kld"], AddsBos(_tokenizer(base["gguf"])), 49152)  # type: ignore[arg-type]
+    assert (t.windows[:, 0] == 1).all() and np.array_equal(t.windows[:, 1:], tokens[:, 1:])
+    assert not np.array_equal(KLDBaseTeacher(base["kld"], _tokenizer(base["gguf"]), 49152).windows[:, 0], [1, 1, 1])
+
+
 def test_compress_distills_from_the_file(base, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     flags = ["--drop-layers", "1", "--distill", "--teacher-kld-base", str(base["kld"]), "--distill-steps", "2"]
