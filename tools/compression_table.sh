@@ -72,7 +72,19 @@ print(round(get(512, 0), 1), round(get(0, 128), 1))")
 [ -n "${COMPRESS_ONLY:-}" ] || printf 'step\tPPL\tKLD\tMB\tpp512\ttg128\n' > "$work/results.tsv"
 want() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
 row() { if want "$1"; then score "$1"; fi; }
-if [ -z "${COMPRESS_ONLY:-}" ]; then for name in f16 q4_k_m q4_k_m-imatrix; do row "$name"; done; fi
+# IQ3_S with and without the importance matrix, made only when their rows are wanted
+if want iq3_s && [ ! -f "$work/iq3_s.gguf" ]; then lamina quantize "$f16" "$work/iq3_s.gguf" iq3_s --quiet; fi
+if want iq3_s-imatrix && [ ! -f "$work/iq3_s-imatrix.gguf" ]; then
+  lamina quantize --imatrix "$work/imatrix.gguf" "$f16" "$work/iq3_s-imatrix.gguf" iq3_s --quiet
+fi
+if [ -z "${COMPRESS_ONLY:-}" ]; then for name in f16 q4_k_m q4_k_m-imatrix iq3_s iq3_s-imatrix; do row "$name"; done; fi
+# the f16 model's log-probs over the calibration text (40 chunks of 128), saved by llama.cpp's
+# llama-perplexity: the teacher of the drop8-kldbase row (made only when that row is wanted)
+llama_bin=${LLAMA_BIN:-$HOME/.cache/lamina/llama.cpp/build/bin}
+if want drop8-kldbase && [ ! -f "$work/calib-llama.kld" ]; then
+  "$llama_bin/llama-perplexity" -m "$f16" -f "$work/calib.txt" -c 128 --chunks 40 -t "$threads" \
+    --kl-divergence-base "$work/calib-llama.kld" > /dev/null 2>&1
+fi
 # NAME FLAGS...: compressed, then scored (f16, and q4_k_m where listed)
 while read -r name q4 flags <&3; do
   { want "$name" || want "$name-q4_k_m"; } || continue
@@ -86,13 +98,15 @@ while read -r name q4 flags <&3; do
   fi
 done 3<<ROWS_EOF
 magnitude50 - --sparsity 0.5 --method magnitude
-wanda50 - --sparsity 0.5 --method wanda
+wanda50 q4 --sparsity 0.5 --method wanda
 sparsegpt50 - --sparsity 0.5 --method sparsegpt
-wanda24 - --nm 2:4 --method wanda
+wanda24 q4 --nm 2:4 --method wanda
 drop8 - --prune-layers 8
 ffn075 - --ffn-keep 0.75
 drop8-ffn075 q4 --prune-layers 8 --ffn-keep 0.75
 drop8-distill - --prune-layers 8 --distill --distill-steps $steps --distill-batch 2 --distill-seqlen 128 --distill-lr 2e-4
+drop8-ffn075-distill q4 --prune-layers 8 --ffn-keep 0.75 --distill --distill-steps $steps --distill-batch 2 --distill-seqlen 128 --distill-lr 2e-4
 heads067 - --heads-keep 0.67
+drop8-kldbase - --prune-layers 8 --distill --teacher-kld-base $work/calib-llama.kld --distill-steps $steps --distill-batch 2 --distill-lr 2e-4
 drop8-seqkd - --prune-layers 8 --distill-seq 32 --distill-seq-tokens 96 --distill-steps $steps --distill-batch 2 --distill-lr 2e-4
 ROWS_EOF

@@ -50,9 +50,11 @@ pip_q ".[test,server,ray,train]"
 # llama-imatrix and llama-quantize, the oracles of tests/models/test_imatrix_llama_cpp.py:
 # built once from the same sdist into the cache (minutes the first time, nothing after)
 bin="$cache/llama.cpp/build/bin"
-# (and llama-export-lora, the oracle of lamina convert-lora --merge: tests/runtime/test_lora.py)
-if [ ! -x "$bin/llama-imatrix" ] || [ ! -x "$bin/llama-quantize" ] || [ ! -x "$bin/llama-export-lora" ]; then
-  tools/build_llama_cpp.sh llama-imatrix llama-quantize llama-export-lora >/dev/null
+# (and llama-export-lora, the oracle of lamina convert-lora --merge: tests/runtime/test_lora.py;
+# llama-perplexity, whose --kl-divergence-base file tests/convert/test_distill_kld_base.py reads)
+if [ ! -x "$bin/llama-imatrix" ] || [ ! -x "$bin/llama-quantize" ] || [ ! -x "$bin/llama-export-lora" ] ||
+  [ ! -x "$bin/llama-perplexity" ]; then
+  tools/build_llama_cpp.sh llama-imatrix llama-quantize llama-export-lora llama-perplexity >/dev/null
 fi
 
 if [ $# -eq 0 ]; then set -- -q tests; fi

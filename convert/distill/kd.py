@@ -6,7 +6,8 @@ Two losses, either or both summed at every step (loss.py):
 - word-level KD over `windows` (int [n, T] of calibration text): the KL
   between the teacher's and the student's next-token distributions. The
   teacher (teacher.py) is a checkpoint directory run in PyTorch or a GGUF
-  run by lamina's engine, for each batch.
+  run by lamina's engine, for each batch, or a llama-perplexity
+  --kl-divergence-base file (kld_base.py; its chunks are the windows).
 - sequence-level KD over `text` (teacher_text.py: calibration prompts and
   what the teacher generated after them): cross-entropy of the teacher's
   tokens. No teacher model is needed while training on it.
@@ -37,6 +38,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from lamina.convert.distill.loss import kd_loss, text_loss
+from lamina.convert.distill.teacher import Teacher
 from lamina.convert.distill.teacher_text import TeacherText
 from lamina.convert.errors import ConvertError
 
@@ -90,7 +92,7 @@ def _order(n: int, draws: int, seed: int) -> np.ndarray:
 
 
 def distill(
-    teacher_path: Path | None,
+    teacher_path: Path | Teacher | None,
     student_dir: Path,
     out_dir: Path,
     windows: np.ndarray | None,
@@ -102,7 +104,8 @@ def distill(
     n_threads: int | None = None,
 ) -> list[str]:
     """Train; returns log lines (first and last loss, tokens/s). windows None:
-    no word-level KD (and no teacher needed); text None: no sequence-level KD."""
+    no word-level KD (and no teacher needed); text None: no sequence-level KD.
+    teacher_path may be an opened teacher (a KLDBaseTeacher: windows are then its .windows); distill closes it."""
     from lamina.convert.distill.teacher import open_teacher
 
     if settings.steps < 1 or settings.batch < 1:
@@ -116,7 +119,10 @@ def distill(
     if windows is not None:
         if teacher_path is None:
             raise DistillError("word-level KD needs a teacher")
-        teacher = open_teacher(Path(teacher_path), device, n_threads)
+        if isinstance(teacher_path, (str, Path)):
+            teacher = open_teacher(Path(teacher_path), device, n_threads)
+        else:
+            teacher = teacher_path
         if teacher.n_vocab != student.config.vocab_size:
             teacher.close()
             raise DistillError(
@@ -173,8 +179,9 @@ def _train(teacher, student, student_dir, out_dir, windows, text, settings, work
             loss = torch.zeros((), device=device)
             if x_all is not None and order is not None:
                 x = x_all[order[pick]].to(device)  # [B, T]
-                t_logits = teacher.logits(x)  # [B, T, V]
-                loss = loss + kd_loss(student(input_ids=x).logits, t_logits, settings.temperature)
+                t_logits = teacher.logits(x, order[pick]).to(device)  # [B, S, V] of positions teacher.scored
+                s_logits = student(input_ids=x).logits[:, teacher.scored]  # [B, S, V]
+                loss = loss + kd_loss(s_logits, t_logits, settings.temperature)
                 tokens_done += x.numel()
             if s_all is not None and s_order is not None:
                 y = s_all[s_order[pick]].to(device)  # [B, P + n_new]

@@ -6,7 +6,9 @@ and sequence-level KD's cross-entropy on the teacher's text (Kim & Rush, 2016).
 
 T^2 * KL(p_teacher || p_student) with both distributions softened by the
 temperature, averaged over token positions: the T^2 keeps gradient sizes
-comparable across temperatures.
+comparable across temperatures. Teacher logits of -inf (tokens a
+--kl-divergence-base file clamped, kld_base.py) have probability 0 and add
+nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     V = student_logits.shape[-1]
     s = F.log_softmax(student_logits.reshape(-1, V).float() / temperature, dim=-1)  # [N, V]
     t = F.log_softmax(teacher_logits.reshape(-1, V).float() / temperature, dim=-1)  # [N, V]
-    kl = (t.exp() * (t - s)).sum(-1)  # [N]
+    diff = torch.where(torch.isfinite(t), t - s, torch.zeros_like(s))  # 0 * -inf would be nan
+    kl = (t.exp() * diff).sum(-1)  # [N]
     return kl.mean() * temperature**2
 
 

@@ -4,6 +4,7 @@ PyTorch, or a GGUF teacher run by lamina's own engine.
     teacher = open_teacher(path, device, n_threads)   # HF directory or .gguf file
     teacher.n_vocab
     logits = teacher.logits(x)                        # x int64 [B, T] -> f32 [B, T, V] on device
+    teacher.scored                                    # positions of x the logits are of (here: all)
     teacher.close()
 
 The engine teacher evaluates each window from an empty cache (f32 KV) and
@@ -32,8 +33,9 @@ class TeacherError(ConvertError, ValueError):
 
 class Teacher(Protocol):
     n_vocab: int
+    scored: slice  # the positions of a window that logits() returns (kld_base.py: the file's second halves)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor: ...
+    def logits(self, x: torch.Tensor, index: np.ndarray | None = None) -> torch.Tensor: ...
 
     def close(self) -> None: ...
 
@@ -44,8 +46,9 @@ class TorchTeacher:
 
         self.model = load_model(hf_dir, device).eval()
         self.n_vocab = int(self.model.config.vocab_size)
+        self.scored = slice(None)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, index: np.ndarray | None = None) -> torch.Tensor:
         with torch.no_grad():
             return self.model(input_ids=x).logits  # [B, T, V]
 
@@ -62,8 +65,9 @@ class EngineTeacher:
         self.n_vocab = int(self.model.n_vocab)
         self._ctx: Context | None = None
         self._n_ctx = 0
+        self.scored = slice(None)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, index: np.ndarray | None = None) -> torch.Tensor:
         from lamina.engine.context import Context
 
         B, T = x.shape

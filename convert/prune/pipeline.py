@@ -73,6 +73,7 @@ class CompressPlan:
     sparsity: SparsityPlan | None = None
     distill: DistillSettings | None = None
     teacher: Path | None = None  # a GGUF teacher run by lamina's engine (None: the input checkpoint)
+    teacher_kld_base: Path | None = None  # word-level KD's teacher log-probs (and text) from this llama-perplexity file
     nsamples: int = 16
     seqlen: int = 256
     threads: int | None = None
@@ -84,7 +85,10 @@ class CompressPlan:
     def needs_calibration(self) -> bool:
         """Whether the calibration text is read (magnitude pruning alone needs none)."""
         calibrated_sparsity = self.sparsity is not None and self.sparsity.method != "magnitude"
-        return self.needs_importance() or calibrated_sparsity or self.distill is not None
+        d = self.distill
+        # word-level KD from a --kl-divergence-base file trains on the file's tokens
+        distill_text = d is not None and (d.seq > 0 or (d.word and self.teacher_kld_base is None))
+        return self.needs_importance() or calibrated_sparsity or distill_text
 
     def describe(self, n_layer: int, n_ff: int, config: dict | None = None) -> list[str]:
         lines = [f"model        {self.hf_dir} ({n_layer} layers, FFN {n_ff})"]
@@ -111,7 +115,16 @@ class CompressPlan:
             d = self.distill
             teacher = f"{self.teacher} (lamina's engine)" if self.teacher else "the original model"
             parts = []
-            if d.word:
+            if d.word and self.teacher_kld_base is not None:
+                from lamina.eval.logits_file import LogitsFile
+
+                h = LogitsFile(self.teacher_kld_base).header
+                teacher = f"{self.teacher_kld_base}" if not d.seq else f"{self.teacher_kld_base} and {teacher}"
+                parts.append(
+                    f"word-level KD (T={d.temperature}, teacher log-probs and text from {self.teacher_kld_base}: "
+                    f"{h.n_chunk} chunks of {h.n_ctx} tokens, positions {h.n_ctx // 2}..{h.n_ctx - 2} of each)"
+                )
+            elif d.word:
                 how = "lamina's engine" if self.teacher else "PyTorch"
                 parts.append(f"word-level KD (T={d.temperature}, {d.seqlen}-token windows, teacher logits from {how})")
             if d.seq:
@@ -155,6 +168,7 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
     work = Path(tempfile.mkdtemp(prefix=".compress-", dir=plan.out))
     try:
         windows = _windows(plan, encoder, work)
+        kld_base = _kld_base_teacher(plan, encoder, work)  # checked before any pruning work
         dropped: list[int] = []
         imp: Importance | None = None
         if plan.needs_importance():
@@ -210,11 +224,16 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
 
             student = state.save(work / "student-hf")
             text = _teacher_text(plan, encoder, work, say) if plan.distill.seq else None
+            if kld_base is not None:
+                teacher, kd_windows = kld_base, kld_base.windows
+            else:
+                teacher = plan.teacher or plan.hf_dir
+                kd_windows = windows_for_distill(plan, encoder, work) if plan.distill.word else None
             log = distill(
-                plan.teacher or plan.hf_dir,
+                teacher,
                 student,
                 hf_out,
-                windows_for_distill(plan, encoder, work) if plan.distill.word else None,
+                kd_windows,
                 plan.distill,
                 plan.out / "distill",
                 say,
@@ -258,6 +277,16 @@ def _tokenizer(plan: CompressPlan, encoder: Encoder, work: Path):
     path = run_job(Job(job.out, job.arch, job.metadata, [])).path
     with GGUFFile(path) as g:
         return Tokenizer.from_metadata(g.metadata)
+
+
+def _kld_base_teacher(plan: CompressPlan, encoder: Encoder, work: Path):
+    """Word-level KD's teacher from --teacher-kld-base, checked against the student's vocabulary."""
+    if plan.distill is None or not plan.distill.word or plan.teacher_kld_base is None:
+        return None
+    from lamina.convert.distill.kld_base import KLDBaseTeacher
+
+    n_vocab = int(HFCheckpoint(plan.hf_dir).config["vocab_size"])
+    return KLDBaseTeacher(plan.teacher_kld_base, _tokenizer(plan, encoder, work), n_vocab)
 
 
 def _windows(plan: CompressPlan, encoder: Encoder, work: Path) -> np.ndarray:

@@ -6,6 +6,7 @@
     lamina compress HF_DIR --nm 2:4 --method sparsegpt -o OUT
     lamina compress HF_DIR --prune-layers 6 --distill --distill-steps 200 -o OUT
     lamina compress HF_DIR --prune-layers 6 --distill-seq 64 --teacher teacher.gguf -o OUT
+    lamina compress HF_DIR --prune-layers 6 --distill --teacher-kld-base base.kld -o OUT
 
 Prints the plan first, then writes OUT/hf (safetensors + config.json +
 tokenizer: the cut model as a Hugging Face checkpoint) and
@@ -102,6 +103,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE.gguf",
         help="a GGUF teacher run by lamina's engine (default: the input checkpoint, in PyTorch)",
     )
+    d.add_argument(
+        "--teacher-kld-base",
+        type=Path,
+        metavar="FILE",
+        help="word-level KD's teacher log-probs, and its text, from a llama-perplexity --kl-divergence-base file",
+    )
     p.add_argument("--threads", type=checked(options.n_threads), default=default_threads(), help="threads")
     p.add_argument("--force", action="store_true", help="overwrite OUT/hf and the GGUF if they exist")
     return p
@@ -176,6 +183,7 @@ def build_plan(args: argparse.Namespace):
         sparsity=sparsity,
         distill=distill,
         teacher=args.teacher,
+        teacher_kld_base=args.teacher_kld_base,
         nsamples=args.nsamples,
         seqlen=args.seqlen,
         threads=args.threads,
@@ -186,7 +194,33 @@ def build_plan(args: argparse.Namespace):
             "nothing to do: give --prune-layers, --drop-layers, --ffn-keep, --heads-keep, --sparsity, --nm, "
             "--distill or --distill-seq"
         )
+    if args.calibration is not None and args.teacher_kld_base is not None and not plan.needs_calibration():
+        raise PruneError(
+            f"--calibration {args.calibration}: nothing reads it: word-level KD trains on the text of "
+            f"--teacher-kld-base {args.teacher_kld_base} (calibration text is for pruning and --distill-seq)"
+        )
     return plan
+
+
+def _check_kld_base(args: argparse.Namespace, error) -> None:
+    """--teacher-kld-base: word-level KD's teacher; the flags it makes meaningless are refused."""
+    from lamina.eval.logits_file import LogitsFile
+
+    if args.teacher_kld_base is None:
+        return
+    if not args.distill:
+        raise error("--teacher-kld-base is word-level KD's teacher: give --distill too")
+    if args.distill_seqlen is not None:
+        raise error(
+            f"--distill-seqlen {args.distill_seqlen}: with --teacher-kld-base the windows are the file's chunks "
+            "(its n_ctx tokens each)"
+        )
+    if args.teacher is not None and args.distill_seq == 0:
+        raise error(
+            "--teacher and --teacher-kld-base: word-level KD's teacher is the file; "
+            "--teacher would only write --distill-seq's text, and --distill-seq is off"
+        )
+    LogitsFile(args.teacher_kld_base)  # LogitsFileError naming the file and field, before any work
 
 
 _WORD_FLAGS = ("distill_temperature", "distill_seqlen")
@@ -200,6 +234,7 @@ def _distill_settings(args: argparse.Namespace, settings_type, error):
     def flag(name: str) -> str:
         return "--" + name.replace("_", "-")
 
+    _check_kld_base(args, error)
     seq = args.distill_seq > 0
     for names, on, needs in (
         (_WORD_FLAGS, args.distill, "--distill"),

@@ -2,8 +2,8 @@
 comparison (perplexity.cpp `kl_divergence()` and the logits-file branch of
 `perplexity()`): the base model's run saves, for every scored position, its
 log-probabilities in 16 bits, in the `_logits_` layout that perplexity.cpp
-writes and reads (mirrored from its source; not yet exercised against the
-llama-perplexity binary, which llama-cpp-python does not build):
+writes and reads (learned from its source; tests/convert/test_distill_kld_base.py
+reads a file written by llama-perplexity itself):
 
     char[8]  "_logits_"
     int32    n_ctx
@@ -138,8 +138,16 @@ class LogitsFileWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+class LogitsFileError(PerplexityError):
+    """A `_logits_` file that is unreadable, truncated or corrupt; names the file and the field."""
+
+    def __init__(self, path: Path, field: str, message: str) -> None:
+        super().__init__(f"{path}: {field}: {message}")
+        self.path, self.field = path, field
+
+
 class LogitsFile:
-    """A `_logits_` file, validated against its size, chunks read by memory map."""
+    """A `_logits_` file, validated against its size and vocabulary, chunks read by memory map."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -148,24 +156,41 @@ class LogitsFile:
             with open(self.path, "rb") as f:
                 head = f.read(20)
         except OSError as e:
-            raise PerplexityError(f"{self.path}: cannot read the KL-divergence base file: {e.strerror or e}") from None
-        if len(head) < 20 or head[:8] != LOGITS_MAGIC:
-            raise PerplexityError(
-                f"{self.path}: does not look like a file of log-probabilities "
-                f"(expected the '_logits_' header written by --kl-divergence-base)"
+            raise LogitsFileError(
+                self.path, "file", f"cannot read the KL-divergence base file: {e.strerror or e}"
+            ) from None
+        if len(head) < 8 or head[:8] != LOGITS_MAGIC:
+            raise LogitsFileError(
+                self.path,
+                "magic",
+                "does not look like a file of log-probabilities "
+                "(expected the '_logits_' header written by --kl-divergence-base)",
             )
+        if len(head) < 20:
+            raise LogitsFileError(self.path, "header", f"{size} bytes, truncated inside n_ctx/n_vocab/n_chunk")
         n_ctx, n_vocab, n_chunk = (int(v) for v in np.frombuffer(head[8:20], dtype=np.int32))
-        if n_ctx < 4 or n_vocab < 1 or n_chunk < 1:
-            raise PerplexityError(f"{self.path}: bad header: n_ctx={n_ctx}, n_vocab={n_vocab}, n_chunk={n_chunk}")
+        for field, value, low in (("n_ctx", n_ctx, 4), ("n_vocab", n_vocab, 1), ("n_chunk", n_chunk, 1)):
+            if value < low:
+                raise LogitsFileError(
+                    self.path, field, f"{value} (header n_ctx={n_ctx}, n_vocab={n_vocab}, n_chunk={n_chunk})"
+                )
         hdr = LogitsFileHeader(n_ctx, n_vocab, n_chunk, np.empty(0, dtype=np.int32))
         expected = hdr.data_offset + n_chunk * hdr.chunk_bytes
         if size != expected:
-            raise PerplexityError(
-                f"{self.path}: is {size} bytes but its header (n_ctx={n_ctx}, n_vocab={n_vocab}, "
-                f"n_chunk={n_chunk}) needs {expected}: truncated or not a logits file"
+            raise LogitsFileError(
+                self.path,
+                "size",
+                f"{size} bytes but its header (n_ctx={n_ctx}, n_vocab={n_vocab}, "
+                f"n_chunk={n_chunk}) needs {expected}: truncated or not a logits file",
             )
         self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
         hdr.tokens = np.frombuffer(self._mm[20 : hdr.data_offset], dtype=np.int32)
+        bad = np.flatnonzero((hdr.tokens < 0) | (hdr.tokens >= n_vocab))
+        if bad.size:
+            at = int(bad[0])
+            raise LogitsFileError(
+                self.path, "tokens", f"token {int(hdr.tokens[at])} at {at} is outside [0, n_vocab={n_vocab})"
+            )
         self.header = hdr
 
     def chunk(self, i: int) -> np.ndarray:
@@ -175,3 +200,21 @@ class LogitsFile:
         return np.frombuffer(self._mm[start : start + h.chunk_bytes], dtype=np.uint16).reshape(
             n_scored(h.n_ctx), h.row_u16
         )
+
+    def log_probs(self, i: int) -> np.ndarray:
+        """f32 [n_scored, n_vocab] base log-probabilities of chunk i, each row's
+        scale and min_log_prob checked (a corrupt row would give garbage)."""
+        rows = self.chunk(i)
+        head = rows[:, :4].copy().view(np.float32)  # [n, 2]: scale, min_log_prob
+        scale, low = head[:, 0], head[:, 1]
+        # a row spans at most 16 (logits below max - 16 are clamped), so scale <= 16/65535
+        bad_scale = ~np.isfinite(scale) | (scale < 0) | (scale > np.float32(16.001 / 65535))
+        bad_low = ~np.isfinite(low) | (low > np.float32(1e-3))
+        for field, bad in (("scale", bad_scale), ("min_log_prob", bad_low)):
+            if bad.any():
+                r = int(np.flatnonzero(bad)[0])
+                value = float(head[r, 0 if field == "scale" else 1])
+                raise LogitsFileError(
+                    self.path, f"chunk {i} row {r} {field}", f"{value} is not a valid value: the file is corrupt"
+                )
+        return decode_log_probs(rows, self.header.n_vocab)
