@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from lamina.convert.atomic_dir import atomic_directory
 from lamina.convert.distill.loss import kd_loss, text_loss
 from lamina.convert.distill.teacher import Teacher
 from lamina.convert.distill.teacher_text import TeacherText
@@ -215,17 +215,10 @@ def _save_checkpoint(path: Path, student, opt, step: int, key: dict) -> None:
 
 def save_student(student, source: Path, out: Path) -> Path:
     """The trained student as a checkpoint directory: safetensors + config + the source's tokenizer files."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         student.save_pretrained(tmp)
         for f in source.iterdir():
             weights = f.name.endswith(".safetensors") or f.name == "model.safetensors.index.json"
             if f.is_file() and not weights and not (tmp / f.name).exists():
                 shutil.copy(f, tmp / f.name)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

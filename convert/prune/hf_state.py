@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from lamina.convert.atomic_dir import atomic_directory
 from lamina.convert.errors import CheckpointError
 from lamina.convert.hf.arch import detect, load_hparams, plan_tensors
 from lamina.convert.hf.checkpoint import INDEX_NAME, HFCheckpoint
@@ -60,9 +60,7 @@ class ModelState:
         from safetensors.numpy import save_file
 
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with atomic_directory(out) as tmp:
             for f in sorted(self.source.iterdir()):
                 if f.is_file() and f.name not in ("config.json", INDEX_NAME) and not f.name.endswith(_WEIGHT_SUFFIXES):
                     shutil.copy(f, tmp / f.name)
@@ -73,11 +71,6 @@ class ModelState:
             (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
             arrays = {n: np.ascontiguousarray(t, dtype=np_dtype) for n, t in self.tensors.items()}
             save_file(arrays, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return out
 
 
