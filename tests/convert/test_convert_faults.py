@@ -21,9 +21,17 @@ import pytest
 from lamina.model_cache import fetch_model
 
 
+def _default_sigint() -> None:
+    # a run started in the background by a shell (`cmd &`) inherits SIGINT
+    # ignored, and Python then leaves it ignored: a user's Ctrl-C starts from
+    # the default disposition, so the child does too
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _quantize(out: Path, **kwargs) -> subprocess.Popen:
     src = fetch_model("smollm2-135m-instruct")
     cmd = [sys.executable, "-m", "lamina", "quantize", "--allow-requantize", "--quiet", "--threads", "1"]
+    kwargs.setdefault("preexec_fn", _default_sigint)
     return subprocess.Popen(
         [*cmd, str(src), str(out), "q8_0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
     )

@@ -558,7 +558,7 @@ def test_unsupported_architecture(tmp_path):
     path = write_tiny_model(tmp_path / "gpt2.gguf", replace(LLAMA, arch="gpt2"))
     with pytest.raises(
         UnsupportedArchitectureError,
-        match="gpt2.*supported: llama, granite, smollm3, qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3, olmo2",
+        match="gpt2.*supported: llama, granite, smollm3, qwen2, qwen3, qwen3moe, gpt-oss, phi3, gemma2, gemma3, olmo2",
     ):
         Model.load(path)
 
