@@ -15,13 +15,11 @@ pytest.importorskip("transformers")
 
 from lamina.cli.compress import main as compress_main
 from lamina.convert.hf.checkpoint import HFCheckpoint
-from lamina.engine.context import Context, Model
 from lamina.engine.loader import read_hparams
 from lamina.engine.reference import forward, load_reference_weights
 from lamina.gguf.reader import GGUFFile
+from support.compressed_logits import CALIB, compress, lamina_logits, nmse, random_ids, transformers_logits
 from support.llama_cpp_ref import have_llama_cpp, llama_cpp_logits
-
-CALIB = ["--nsamples", "4", "--seqlen", "64", "--threads", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -31,38 +29,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_hf_checkpoint("llama", tmp_path_factory.mktemp("tiny") / "llama")
 
 
-def _compress(src: Path, out: Path, *flags: str) -> Path:
-    assert compress_main([str(src), "-o", str(out), "--outtype", "f32", *CALIB, *flags]) == 0
-    (gguf,) = out.glob("*.gguf")
-    return gguf
-
-
-def _transformers_logits(hf_dir: Path, ids: list[int]) -> np.ndarray:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0].numpy()  # [T, V]
-
-
-def _lamina_logits(gguf: Path, ids: list[int]) -> np.ndarray:
-    ctx = Context(Model.load(gguf, n_threads=2), n_ctx=64)
-    return ctx.eval(ids, all_logits=True)  # [T, V]
-
-
-def _nmse(got: np.ndarray, want: np.ndarray) -> float:
-    return float(((got - want) ** 2).mean() / (want**2).mean())
-
-
-def _ids(gguf: Path, n: int = 24) -> list[int]:
-    n_vocab = GGUFFile(gguf).tensor("token_embd.weight").ne[1]
-    return np.random.default_rng(3).integers(3, n_vocab, n).tolist()
-
-
 def test_drop_layers_and_ffn_neurons(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "cut"
-    gguf = _compress(tiny, out, "--drop-layers", "1", "--ffn-keep", "0.5")
+    gguf = compress(tiny, out, "--drop-layers", "1", "--ffn-keep", "0.5")
     cfg = json.loads((out / "hf" / "config.json").read_text())
     assert cfg["num_hidden_layers"] == 3 and cfg["intermediate_size"] == 64
     g = GGUFFile(gguf)
@@ -80,29 +49,29 @@ def test_drop_layers_and_ffn_neurons(tiny: Path, tmp_path: Path) -> None:
         down = src.load_f32(f"model.layers.{old}.mlp.down_proj.weight")[:, rows]
         assert np.array_equal(cut.load_f32(f"model.layers.{new}.mlp.down_proj.weight"), down)
 
-    ids = _ids(gguf)
-    got = _lamina_logits(gguf, ids)
-    want = _transformers_logits(out / "hf", ids)
+    ids = random_ids(gguf)
+    got = lamina_logits(gguf, ids)
+    want = transformers_logits(out / "hf", ids)
     assert want.std() > 0.3
-    assert _nmse(got, want) < 1e-4
+    assert nmse(got, want) < 1e-4
     ref = forward(read_hparams(g), load_reference_weights(g), ids)
-    assert _nmse(got, ref) < 1e-4
+    assert nmse(got, ref) < 1e-4
     if have_llama_cpp():  # a cut with one FFN size for all layers loads in llama.cpp
         _, ll = llama_cpp_logits(gguf, tokens=ids, n_ctx=64)
-        assert _nmse(ll, want) < 1e-3
+        assert nmse(ll, want) < 1e-3
 
 
 def test_layers_by_importance_and_wanda(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "sparse"
-    gguf = _compress(tiny, out, "--prune-layers", "1", "--sparsity", "0.5", "--method", "wanda")
+    gguf = compress(tiny, out, "--prune-layers", "1", "--sparsity", "0.5", "--method", "wanda")
     cut = HFCheckpoint(out / "hf")
     assert cut.config["num_hidden_layers"] == 3
     for name in cut.tensors:
         if name.endswith("_proj.weight"):
             w = cut.load_f32(name)
             assert np.all((w == 0).sum(1) == w.shape[1] // 2), name  # 50% of every row
-    ids = _ids(gguf)
-    assert _nmse(_lamina_logits(gguf, ids), _transformers_logits(out / "hf", ids)) < 1e-4
+    ids = random_ids(gguf)
+    assert nmse(lamina_logits(gguf, ids), transformers_logits(out / "hf", ids)) < 1e-4
 
 
 def test_refusals(tiny: Path, tmp_path: Path, capsys) -> None:
@@ -129,7 +98,7 @@ def test_magnitude_prunes_each_linear_as_the_mask_says(tiny: Path, tmp_path: Pat
     from lamina.convert.prune.masks import magnitude_mask
 
     out = tmp_path / "mag"
-    _compress(tiny, out, "--sparsity", "0.25", "--method", "magnitude")
+    compress(tiny, out, "--sparsity", "0.25", "--method", "magnitude")
     src, cut = HFCheckpoint(tiny), HFCheckpoint(out / "hf")
     n_linear = 0
     for name in src.tensors:

@@ -21,9 +21,9 @@ from lamina.convert.prune import heads
 from lamina.convert.prune.importance import measure
 from lamina.convert.prune.pipeline import _f32_gguf
 from lamina.gguf.reader import GGUFFile
+from support.compressed_logits import CALIB, compress, lamina_logits, nmse, random_ids, transformers_logits
 from support.llama_cpp_ref import have_llama_cpp, llama_cpp_logits
 
-CALIB = ["--nsamples", "4", "--seqlen", "64", "--threads", "2"]
 GQA = {"num_attention_heads": 8, "num_key_value_heads": 4}  # head_dim 8, groups of 2 query heads
 
 
@@ -38,40 +38,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _tiny(tmp_path_factory.mktemp("heads"), "llama", GQA)
 
 
-def _compress(src: Path, out: Path, *flags: str) -> Path:
-    assert compress_main([str(src), "-o", str(out), "--outtype", "f32", *CALIB, *flags]) == 0
-    (gguf,) = out.glob("*.gguf")
-    return gguf
-
-
-def _transformers_logits(hf_dir: Path, ids: list[int]) -> np.ndarray:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0].numpy()  # [T, V]
-
-
-def _lamina_logits(gguf: Path, ids: list[int]) -> np.ndarray:
-    from lamina.engine.context import Context, Model
-
-    ctx = Context(Model.load(gguf, n_threads=2), n_ctx=64)
-    try:
-        return ctx.eval(ids, all_logits=True)  # [T, V]
-    finally:
-        ctx.close()
-
-
-def _nmse(got: np.ndarray, want: np.ndarray) -> float:
-    return float(((got - want) ** 2).mean() / (want**2).mean())
-
-
-def _ids(gguf: Path, n: int = 24) -> list[int]:
-    n_vocab = GGUFFile(gguf).tensor("token_embd.weight").ne[1]
-    return np.random.default_rng(3).integers(3, n_vocab, n).tolist()
-
-
 def _kept_groups(src: HFCheckpoint, cut: HFCheckpoint, il_old: int, il_new: int, D: int) -> list[int]:
     """Which original KV groups layer il_new of the cut holds, found by its k rows."""
     k_src = src.load_f32(f"model.layers.{il_old}.self_attn.k_proj.weight").reshape(-1, D, 64)  # [Hkv, D, E]
@@ -81,7 +47,7 @@ def _kept_groups(src: HFCheckpoint, cut: HFCheckpoint, il_old: int, il_new: int,
 
 def test_heads_keep_cuts_whole_kv_groups(tiny: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cut"
-    gguf = _compress(tiny, out, "--heads-keep", "0.5", "--drop-layers", "2")
+    gguf = compress(tiny, out, "--heads-keep", "0.5", "--drop-layers", "2")
     printed = capsys.readouterr().out
     assert "keep 2 of 4 KV groups per layer (4 of 8 query heads, head_dim 8" in printed
     cfg = json.loads((out / "hf" / "config.json").read_text())
@@ -105,14 +71,14 @@ def test_heads_keep_cuts_whole_kv_groups(tiny: Path, tmp_path: Path, capsys) -> 
         o = src.load_f32(pre_old + "o_proj.weight")[:, q_rows]
         assert np.array_equal(cut.load_f32(pre_new + "o_proj.weight"), o)
 
-    ids = _ids(gguf)
-    got = _lamina_logits(gguf, ids)
-    want = _transformers_logits(out / "hf", ids)
+    ids = random_ids(gguf)
+    got = lamina_logits(gguf, ids)
+    want = transformers_logits(out / "hf", ids)
     assert want.std() > 0.3
-    assert _nmse(got, want) < 1e-4
+    assert nmse(got, want) < 1e-4
     if have_llama_cpp():  # explicit key_length, one head count for all layers: llama.cpp loads it
         _, ll = llama_cpp_logits(gguf, tokens=ids, n_ctx=64)
-        assert _nmse(ll, want) < 1e-3
+        assert nmse(ll, want) < 1e-3
 
 
 def test_group_importance_equals_numpy_reference(tiny: Path, tmp_path: Path) -> None:
@@ -163,12 +129,12 @@ def test_group_importance_equals_numpy_reference(tiny: Path, tmp_path: Path) -> 
 def test_heads_keep_other_architectures(model_type: str, extra: dict | None, tmp_path: Path) -> None:
     src = _tiny(tmp_path, model_type, extra)
     out = tmp_path / "cut"
-    gguf = _compress(src, out, "--heads-keep", "0.5")
+    gguf = compress(src, out, "--heads-keep", "0.5")
     H, Hkv, _ = heads.head_geometry(json.loads((src / "config.json").read_text()))
     cfg = json.loads((out / "hf" / "config.json").read_text())
     assert (cfg["num_attention_heads"], cfg["num_key_value_heads"]) == (H // 2, Hkv // 2)
-    ids = _ids(gguf)
-    assert _nmse(_lamina_logits(gguf, ids), _transformers_logits(out / "hf", ids)) < 1e-4
+    ids = random_ids(gguf)
+    assert nmse(lamina_logits(gguf, ids), transformers_logits(out / "hf", ids)) < 1e-4
 
 
 def test_heads_keep_refusals(tiny: Path, tmp_path: Path, capsys) -> None:
