@@ -36,6 +36,23 @@
 static inline __m256i lm_pick16(int e) { return _mm256_set1_epi16((short)(0x0100 + 0x0202 * e)); }
 
 /* mask giving int16 element e to the low half and e + 1 to the high half */
+/* Q4_K and Q5_K: for each column c < ncol, sumi[c] += scale(2j) * (lo . q8
+ * bytes 64j..64j+31) + scale(2j+1) * (hi . the next 32), the weights of
+ * sub-blocks 2j and 2j+1 as unsigned bytes and sc their scales as int16 */
+static inline __attribute__((always_inline)) void lm_k4_pair_dots(__m256i lo, __m256i hi, __m256i sc, int j,
+                                                                  const block_q8_K *const *y, int ncol, __m256i *sumi) {
+    const __m256i sc_lo = _mm256_shuffle_epi8(sc, lm_pick16(2 * j));
+    const __m256i sc_hi = _mm256_shuffle_epi8(sc, lm_pick16(2 * j + 1));
+#pragma GCC unroll 4
+    for (int c = 0; c < ncol; c++) {
+        const int8_t *q8 = y[c]->qs + 64 * j;
+        const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q8));
+        const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
+        sumi[c] =
+            _mm256_add_epi32(sumi[c], _mm256_add_epi32(_mm256_madd_epi16(sc_lo, plo), _mm256_madd_epi16(sc_hi, phi)));
+    }
+}
+
 static inline __m256i lm_pick16_pair(int e) {
     return _mm256_set_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * (e + 1))),
                             _mm_set1_epi16((short)(0x0100 + 0x0202 * e)));

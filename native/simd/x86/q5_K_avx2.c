@@ -25,16 +25,7 @@ static inline void q5_K_block_n(const block_q5_K *x, const block_q8_K *const *y,
         const __m256i lo = _mm256_or_si256(_mm256_and_si256(bits, m4), move_bit(hbits, 2 * j, 4));
         const __m256i hi =
             _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), move_bit(hbits, 2 * j + 1, 4));
-        const __m256i sc_lo = _mm256_shuffle_epi8(sc, lm_pick16(2 * j));
-        const __m256i sc_hi = _mm256_shuffle_epi8(sc, lm_pick16(2 * j + 1));
-#pragma GCC unroll 4
-        for (int c = 0; c < ncol; c++) {
-            const int8_t *q8 = y[c]->qs + 64 * j;
-            const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q8));
-            const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
-            sumi[c] = _mm256_add_epi32(sumi[c],
-                                       _mm256_add_epi32(_mm256_madd_epi16(sc_lo, plo), _mm256_madd_epi16(sc_hi, phi)));
-        }
+        lm_k4_pair_dots(lo, hi, sc, j, y, ncol, sumi);
     }
 }
 
