@@ -49,15 +49,15 @@ void lm_vec_dot_2r2c_q5_0_avx2(int64_t n, float *s, size_t s_stride, const void 
                                size_t y_stride);
 void lm_vec_dot_2r2c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
                                size_t y_stride);
-/* and two rows by four columns (the signed-byte formats), each result with the
- * bits of lm_vec_dot_x4_<t>_avx2 */
+/* and one row by up to LM_XN_MAX columns (legacy_i8_avx2.h) */
+void lm_vec_dot_xn_q4_0_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                             size_t y_stride);
+void lm_vec_dot_xn_q5_0_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                             size_t y_stride);
+void lm_vec_dot_xn_q8_0_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                             size_t y_stride);
+/* and two rows by four columns (Q4_1), each result with the bits of lm_vec_dot_x4_q4_1_avx2 */
 void lm_vec_dot_2r4c_q4_1_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
-                               size_t y_stride);
-void lm_vec_dot_2r4c_q4_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
-                               size_t y_stride);
-void lm_vec_dot_2r4c_q5_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
-                               size_t y_stride);
-void lm_vec_dot_2r4c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
                                size_t y_stride);
 
 /* The same kernels of the 32-weight formats built with the VNNI byte dot
@@ -74,6 +74,9 @@ void lm_vec_dot_2r4c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void 
     LM_DECLARE_VNNI_X4(t, isa)                                                                             \
     void lm_vec_dot_2r2c_##t##_##isa(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, \
                                      const void *y, size_t y_stride);
+#define LM_DECLARE_VNNI_XN(t, isa)                                                                               \
+    void lm_vec_dot_xn_##t##_##isa(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y, \
+                                   size_t y_stride);
 #define LM_DECLARE_VNNI_QUADS(t, isa)                                                                      \
     void lm_vec_dot_2r4c_##t##_##isa(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, \
                                      const void *y, size_t y_stride);
@@ -88,15 +91,16 @@ void lm_vec_dot_2r4c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void 
     LM_DECLARE_VNNI_PAIRS(q5_0, isa) \
     LM_DECLARE_VNNI_PAIRS(q8_0, isa) \
     LM_DECLARE_VNNI_X4(q5_1, isa)    \
-    LM_DECLARE_VNNI_QUADS(q4_0, isa) \
     LM_DECLARE_VNNI_QUADS(q4_1, isa) \
-    LM_DECLARE_VNNI_QUADS(q5_0, isa) \
-    LM_DECLARE_VNNI_QUADS(q8_0, isa)
+    LM_DECLARE_VNNI_XN(q4_0, isa)    \
+    LM_DECLARE_VNNI_XN(q5_0, isa)    \
+    LM_DECLARE_VNNI_XN(q8_0, isa)
 LM_DECLARE_VNNI(avxvnni)
 LM_DECLARE_VNNI(avx512vnni)
 #undef LM_DECLARE_VNNI
 #undef LM_DECLARE_VNNI_ROWS
 #undef LM_DECLARE_VNNI_X4
+#undef LM_DECLARE_VNNI_XN
 #undef LM_DECLARE_VNNI_PAIRS
 #undef LM_DECLARE_VNNI_QUADS
 

@@ -31,15 +31,12 @@ typedef void (*lm_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y)
 static inline size_t lm_x4_scales_offset(int64_t nb, size_t block_bytes) {
     return ((size_t)nb * block_bytes + 3) & ~(size_t)3;
 }
-/* After them, for the two-row by four-column VNNI kernels, which read the
- * weights as unsigned bytes q + bias (lm_select_vec_dot_2r4c_bias): per block,
- * 8 int32 lanes of -bias * (the sum of each 4 consecutive activation bytes), so
- * that vpdpbusd(those lanes, q + bias, y) is exactly sum(q * y) per lane -
- * the signed products' lane sums, without a sign step per column */
-static inline size_t lm_x4_bias_offset(int64_t nb, size_t block_bytes, int n_scales) {
-    return lm_x4_scales_offset(nb, block_bytes) + (size_t)nb * sizeof(float) * (size_t)n_scales;
+/* After them, for partner Q8_0, each block's sum of its 32 activation bytes
+ * as int32 (sums[nb]): the kernels take the weights as unsigned bytes q + bias
+ * and subtract bias * sum(y) from each block's total (simd/x86/legacy_i8_avx2.h) */
+static inline size_t lm_x4_sums_offset(int64_t nb) {
+    return lm_x4_scales_offset(nb, sizeof(block_q8_0)) + (size_t)nb * sizeof(float);
 }
-enum { LM_X4_BIAS_BYTES = 8 * 4 };   /* per block */
 static inline int lm_x4_scale_count(int vec_dot_type) {
     return vec_dot_type == LM_TYPE_Q8_1 ? 2 : vec_dot_type == LM_TYPE_Q8_0 ? 1 : 0;
 }
@@ -82,13 +79,25 @@ lm_vec_dot_2r_fn lm_select_vec_dot_2r(const lm_type_traits *t, int impl);
  * (y, y + y_stride bytes), each bit-identical to the few-column kernel */
 typedef void (*lm_vec_dot_2r2c_fn)(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
                                    size_t y_stride);
+/* One row by 1..LM_XN_MAX columns, each bit-identical to the few-column
+ * kernel: prefill's kernel where a type has it (partner Q8_0), or NULL. Its
+ * signature is the few-column kernel's, y and y_stride being the columns in
+ * groups of LM_XN_LANES, group after group y_stride bytes apart: per block
+ * of 32 values, 8 vectors whose lane c holds bytes 4k .. 4k+3 of column c's
+ * Q8_0 block (k = 0..7), then the 8 columns' block scales as floats and
+ * their block byte sums as int32 (lanes past the last column 0). */
+enum {
+    LM_XN_MAX = 64,
+    LM_XN_LANES = 8,
+    LM_XN_SCALES_OFFSET = 8 * 32,
+    LM_XN_SUMS_OFFSET = LM_XN_SCALES_OFFSET + LM_XN_LANES * 4,
+    LM_XN_BLOCK_BYTES = LM_XN_SUMS_OFFSET + LM_XN_LANES * 4,
+};
+lm_vec_dot_x4_fn lm_select_vec_dot_xn(const lm_type_traits *t, int impl);
 /* the two-by-two kernel matching lm_select_vec_dot_x4(t, impl), or NULL */
 lm_vec_dot_2r2c_fn lm_select_vec_dot_2r2c(const lm_type_traits *t, int impl);
 /* two rows by four columns (s[c * s_stride + r], c < 4; the same signature),
  * each bit-identical to the few-column kernel, or NULL */
 lm_vec_dot_2r2c_fn lm_select_vec_dot_2r4c(const lm_type_traits *t, int impl);
-/* the bias of lm_select_vec_dot_2r4c(t, impl)'s unsigned weight bytes, whose
- * activation columns carry the lanes of lm_x4_bias_offset; 0: none needed */
-int lm_select_vec_dot_2r4c_bias(const lm_type_traits *t, int impl);
 
 #endif

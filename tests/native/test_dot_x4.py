@@ -1,5 +1,8 @@
-"""The four-column AVX2 dots (native/simd/x86/<type>_avx2.c) that matmul uses in
-prefill: one weight row against 4 activation columns at once.
+"""The few-column AVX2 dots (native/simd/x86/<type>_avx2.c) that matmul uses in
+prefill and batched decode: one weight row against 2-4 activation columns at
+once, and for Q4_0/Q5_0/Q8_0 in prefill against up to 32 columns interleaved
+eight to a vector (lm_vec_dot_xn_<t>, more than 8 columns; 40 and 70 take two
+and three column tiles and a partial group of eight).
 
 Each column must come out bit-identical to the single-column AVX2 kernel, so a
 matmul's result never depends on how many columns it was given (the x4 kernel
@@ -40,7 +43,7 @@ X4_TYPES = {
     T.NVFP4: 576,  # 64-weight blocks
 }
 ROWS = 19  # not a multiple of matmul's 16-row tiles
-NCOLS = [1, 2, 3, 4, 5, 6, 7, 8, 17]
+NCOLS = [1, 2, 3, 4, 5, 6, 7, 8, 17, 40, 70]
 DISTS = ["normal", "outliers", "heavy_tails", "all_zero", "tiny", "large", "sparse"]
 
 

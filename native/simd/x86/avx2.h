@@ -46,8 +46,9 @@ static inline int lm_hsum_i32_8(__m256i x) {
 /* 32 bytes of 4-bit values (low nibbles of 16 bytes, then high nibbles) -> 32 bytes in 0..15,
  * in ggml's order: byte j < 16 is qs[j] & 15, byte j >= 16 is qs[j-16] >> 4 */
 static inline __m256i lm_bytes_from_nibbles_32(const uint8_t *qs) {
-    const __m128i tmp = _mm_loadu_si128((const __m128i *)qs);
-    const __m256i bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
+    /* the 16 bytes in both halves (a load, no shuffle), the upper half shifted */
+    const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    const __m256i bytes = _mm256_blend_epi32(both, _mm256_srli_epi16(both, 4), 0xF0);
     return _mm256_and_si256(_mm256_set1_epi8(0x0F), bytes);
 }
 
@@ -90,11 +91,28 @@ static inline __m256 lm_mul_sum_i8_pairs_f32(__m256i x, __m256i y) {
 
 static inline float lm_half_f32(lm_half h) { return _cvtsh_ss(h); }
 
-/* lane b = total of the 8 lanes of v[b] */
+/* lanes 2k and 2k+1: the sums of lanes 2k, 2k+1 of a and of b. Blends run on
+ * any vector port, shuffles only on port 5 (Intel): one shuffle per pair of
+ * vectors where vphaddd takes two */
+static inline __m256i lm_pair_sums(__m256i a, __m256i b) {
+    const __m256i even_a = _mm256_blend_epi32(a, b, 0xAA), even_b = _mm256_blend_epi32(b, a, 0xAA);
+    return _mm256_add_epi32(even_a, _mm256_shuffle_epi32(even_b, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+/* lanes 4h + k: the sum of lanes 4h .. 4h+3 of v[k] (v: four lm_pair_sums outputs' sources
+ * combined as (v0,v1), (v2,v3)) */
+static inline __m256i lm_quad_sums(__m256i ab, __m256i cd) {
+    const __m256i lo = _mm256_blend_epi32(ab, cd, 0xCC), hi = _mm256_blend_epi32(cd, ab, 0xCC);
+    return _mm256_add_epi32(lo, _mm256_shuffle_epi32(hi, _MM_SHUFFLE(1, 0, 3, 2)));
+}
+
+/* lane b = total of the 8 lanes of v[b] (exact int32: whatever the order,
+ * the same bits) */
 static inline __m256i lm_totals8(const __m256i v[8]) {
-    const __m256i t03 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    const __m256i t47 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(t03, t47, 0x20), _mm256_permute2x128_si256(t03, t47, 0x31));
+    const __m256i q0 = lm_quad_sums(lm_pair_sums(v[0], v[1]), lm_pair_sums(v[2], v[3]));
+    const __m256i q1 = lm_quad_sums(lm_pair_sums(v[4], v[5]), lm_pair_sums(v[6], v[7]));
+    /* lanes 0-3: q0's halves added, lanes 4-7: q1's */
+    return _mm256_add_epi32(_mm256_blend_epi32(q0, q1, 0xF0), _mm256_permute2x128_si256(q0, q1, 0x21));
 }
 
 /* the dwords at `first` and every `stride` bytes after it, 8 of them */
