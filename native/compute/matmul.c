@@ -84,6 +84,22 @@ static void interleave_group(const matmul_job *job, int64_t c0, char *dst) {
     }
 }
 
+/* the same for Q8_K columns (LM_XNK_BLOCK_BYTES) */
+static void interleave_group_k(const matmul_job *job, int64_t c0, char *dst) {
+    const int64_t nb = job->n / QK_K;
+    const int lanes = job->ncols - c0 < LM_XN_LANES ? (int)(job->ncols - c0) : LM_XN_LANES;
+    memset(dst, 0, (size_t)nb * LM_XNK_BLOCK_BYTES);
+    for (int c = 0; c < lanes; c++) {
+        const block_q8_K *col = (const block_q8_K *)(job->xq + (size_t)(c0 + c) * job->xq_row_bytes);
+        for (int64_t b = 0; b < nb; b++) {
+            char *blk = dst + (size_t)b * LM_XNK_BLOCK_BYTES;
+            for (int k = 0; k < QK_K / 4; k++) memcpy(blk + 32 * k + 4 * c, col[b].qs + 4 * k, 4);
+            memcpy(blk + LM_XNK_SCALES_OFFSET + 4 * c, &col[b].d, 4);
+            for (int p = 0; p < 8; p++) memcpy(blk + LM_XNK_BSUMS_OFFSET + 32 * p + 4 * c, &col[b].bsums[2 * p], 4);
+        }
+    }
+}
+
 /* prefill through the many-column kernel: threads take whole groups of
  * eight columns, quantize them, and interleave them */
 static void quantize_groups(matmul_job *job, int ith, int nth) {
@@ -94,7 +110,10 @@ static void quantize_groups(matmul_job *job, int ith, int nth) {
         const int64_t c0 = g * LM_XN_LANES, c1 = c0 + LM_XN_LANES < job->ncols ? c0 + LM_XN_LANES : job->ncols;
         for (int64_t c = c0; c < c1; c++)
             job->from_float(job->x + c * job->n, job->xq + (size_t)c * job->xq_row_bytes, job->n);
-        interleave_group(job, c0, job->xg + (size_t)g * job->group_bytes);
+        if (job->at->blck_size == QK_K)
+            interleave_group_k(job, c0, job->xg + (size_t)g * job->group_bytes);
+        else
+            interleave_group(job, c0, job->xg + (size_t)g * job->group_bytes);
     }
 }
 
@@ -213,10 +232,16 @@ static size_t column_bytes(const lm_type_traits *at, int64_t n, int n_scales) {
     return lm_x4_scales_offset(nb, at->type_size) + (size_t)nb * 4 * 2;
 }
 
-/* the interleaved copy of the columns for the many-column kernels (partner Q8_0) */
+/* one group of eight interleaved columns for the many-column kernels
+ * (partners Q8_0 and Q8_K), 0 for the other partners */
+static size_t group_bytes(const lm_type_traits *at, int64_t n) {
+    if (at == lm_get_type_traits(LM_TYPE_Q8_0)) return (size_t)(n / QK8_0) * LM_XN_BLOCK_BYTES;
+    if (at == lm_get_type_traits(LM_TYPE_Q8_K)) return (size_t)(n / QK_K) * LM_XNK_BLOCK_BYTES;
+    return 0;
+}
+
 static size_t groups_bytes(const lm_type_traits *at, int64_t n, int64_t ncols) {
-    if (at != lm_get_type_traits(LM_TYPE_Q8_0)) return 0;
-    return (size_t)((ncols + LM_XN_LANES - 1) / LM_XN_LANES) * (size_t)(n / QK8_0) * LM_XN_BLOCK_BYTES;
+    return (size_t)((ncols + LM_XN_LANES - 1) / LM_XN_LANES) * group_bytes(at, n);
 }
 
 static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, int64_t ncols) {
@@ -241,8 +266,8 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
     job->n_scales = job->dot4 ? lm_x4_scale_count(wt->vec_dot_type) : 0;
     job->xq_row_bytes = column_bytes(at, n, job->n_scales);
     /* prefill (more columns than the few-column paths take) through dotn */
-    job->use_dotn = job->dotn != NULL && ncols > LM_PAIRED_COLS;
-    job->group_bytes = (size_t)(n / QK8_0) * LM_XN_BLOCK_BYTES;
+    job->group_bytes = group_bytes(at, n);
+    job->use_dotn = job->dotn != NULL && job->group_bytes > 0 && ncols > LM_PAIRED_COLS;
     job->rows = rows;
     job->n = n;
     job->ncols = ncols;

@@ -56,6 +56,12 @@ void lm_vec_dot_xn_q5_0_avx2(int64_t n, int ncol, float *s, size_t s_stride, con
                              size_t y_stride);
 void lm_vec_dot_xn_q8_0_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                              size_t y_stride);
+void lm_vec_dot_xn_q4_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                             size_t y_stride);
+void lm_vec_dot_xn_q5_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                             size_t y_stride);
+void lm_vec_dot_xn_q6_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                             size_t y_stride);
 /* and two rows by four columns (Q4_1), each result with the bits of lm_vec_dot_x4_q4_1_avx2 */
 void lm_vec_dot_2r4c_q4_1_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
                                size_t y_stride);
@@ -94,7 +100,10 @@ void lm_vec_dot_2r4c_q4_1_avx2(int64_t n, float *s, size_t s_stride, const void 
     LM_DECLARE_VNNI_QUADS(q4_1, isa) \
     LM_DECLARE_VNNI_XN(q4_0, isa)    \
     LM_DECLARE_VNNI_XN(q5_0, isa)    \
-    LM_DECLARE_VNNI_XN(q8_0, isa)
+    LM_DECLARE_VNNI_XN(q8_0, isa)    \
+    LM_DECLARE_VNNI_XN(q4_K, isa)    \
+    LM_DECLARE_VNNI_XN(q5_K, isa)    \
+    LM_DECLARE_VNNI_XN(q6_K, isa)
 LM_DECLARE_VNNI(avxvnni)
 LM_DECLARE_VNNI(avx512vnni)
 #undef LM_DECLARE_VNNI

@@ -69,6 +69,9 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
     LM_AVX2_PAIRS(Q5_0, q5_0, lm_vec_dot_2r2c_q5_0_avx2, NULL, lm_vec_dot_xn_q5_0_avx2)
     LM_AVX2_PAIRS(Q5_1, q5_1, NULL, NULL, NULL)
     LM_AVX2_PAIRS(Q8_0, q8_0, lm_vec_dot_2r2c_q8_0_avx2, NULL, lm_vec_dot_xn_q8_0_avx2)
+    if (t == &k_traits[LM_TYPE_Q4_K]) k.xn = lm_vec_dot_xn_q4_K_avx2;
+    if (t == &k_traits[LM_TYPE_Q5_K]) k.xn = lm_vec_dot_xn_q5_K_avx2;
+    if (t == &k_traits[LM_TYPE_Q6_K]) k.xn = lm_vec_dot_xn_q6_K_avx2;
 #undef LM_AVX2_PAIRS
 #endif
     return k;
@@ -87,20 +90,34 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
     LM_VNNI_ROW(Q5_1, q5_1, lm_vec_dot_x4_q5_1_##isa, NULL, NULL, NULL, isa)                                           \
     LM_VNNI_ROW(Q8_0, q8_0, lm_vec_dot_x4_q8_0_##isa, lm_vec_dot_2r2c_q8_0_##isa, NULL, lm_vec_dot_xn_q8_0_##isa, isa)
 
+/* the k-quants: their AVX2 kernels, with the VNNI build of the many-column one */
+#define LM_VNNI_XNK(ID, t_, isa)           \
+    if (t == &k_traits[LM_TYPE_##ID]) {    \
+        simd_kernels k = avx2_kernels(t);  \
+        k.xn = lm_vec_dot_xn_##t_##_##isa; \
+        return k;                          \
+    }
+#define LM_VNNI_KQUANTS(isa)     \
+    LM_VNNI_XNK(Q4_K, q4_K, isa) \
+    LM_VNNI_XNK(Q5_K, q5_K, isa) \
+    LM_VNNI_XNK(Q6_K, q6_K, isa)
+
 static simd_kernels vnni_kernels(const lm_type_traits *t) {
     const simd_kernels none = { NULL, NULL, NULL, NULL, NULL, NULL };
     switch (lm_cpu_features_vnni()) {
 #if defined(LM_BUILD_AVXVNNI)
-    case LM_VNNI_AVX: LM_VNNI_TABLE(avxvnni) return none;
+    case LM_VNNI_AVX: LM_VNNI_TABLE(avxvnni) LM_VNNI_KQUANTS(avxvnni) return none;
 #endif
 #if defined(LM_BUILD_AVX512VNNI)
-    case LM_VNNI_AVX512: LM_VNNI_TABLE(avx512vnni) return none;
+    case LM_VNNI_AVX512: LM_VNNI_TABLE(avx512vnni) LM_VNNI_KQUANTS(avx512vnni) return none;
 #endif
     default: return none;
     }
 }
 #undef LM_VNNI_TABLE
 #undef LM_VNNI_ROW
+#undef LM_VNNI_KQUANTS
+#undef LM_VNNI_XNK
 
 /* impl's SIMD kernels for t (all NULL: none, the scalar reference runs or
  * impl is unavailable). AUTO and VNNI take the VNNI build where the type has

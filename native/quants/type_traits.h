@@ -93,6 +93,15 @@ enum {
     LM_XN_SUMS_OFFSET = LM_XN_SCALES_OFFSET + LM_XN_LANES * 4,
     LM_XN_BLOCK_BYTES = LM_XN_SUMS_OFFSET + LM_XN_LANES * 4,
 };
+/* The k-quants' (partner Q8_K) the same way, per super-block of 256: 64
+ * vectors whose lane c holds bytes 4k .. 4k+3 of column c's block, the 8
+ * columns' d (float), then 8 vectors whose lane c holds column c's bsums
+ * 2p and 2p+1 (int16 each), p = 0..7. */
+enum {
+    LM_XNK_SCALES_OFFSET = 64 * 32,
+    LM_XNK_BSUMS_OFFSET = LM_XNK_SCALES_OFFSET + LM_XN_LANES * 4,
+    LM_XNK_BLOCK_BYTES = LM_XNK_BSUMS_OFFSET + 8 * 32,
+};
 lm_vec_dot_x4_fn lm_select_vec_dot_xn(const lm_type_traits *t, int impl);
 /* the two-by-two kernel matching lm_select_vec_dot_x4(t, impl), or NULL */
 lm_vec_dot_2r2c_fn lm_select_vec_dot_2r2c(const lm_type_traits *t, int impl);

@@ -190,8 +190,8 @@ LM_X4_INLINE void lm_i8_tile(int64_t n, const int nrow, const int ncol, float *s
     int64_t i = 0;
     for (; i + LM_I8_GROUP <= nb; i += LM_I8_GROUP) {
         for (int c = 0; c < ncol; c++)
-            col[c] = (lm_i8_column){ &y[c][i], _mm256_loadu_ps(&yd[c][i]),
-                                     _mm256_loadu_si256((const __m256i *)&ys[c][i]) };
+            col[c] =
+                (lm_i8_column){ &y[c][i], _mm256_loadu_ps(&yd[c][i]), _mm256_loadu_si256((const __m256i *)&ys[c][i]) };
         for (int r = 0; r < nrow; r++) lm_i8_group(&x[r][i], LM_I8_GROUP, ncol, col, acc[r]);
     }
     if (i < nb) {
@@ -223,9 +223,8 @@ void LM_I8_FN(lm_vec_dot_2r2c_)(int64_t n, float *s, size_t s_stride, const void
  * activation bytes y (lane c: column c's) */
 static inline __m256i lm_i8_accumulate(__m256i acc, __m256i w, __m256i y) {
 #if LM_I8_SIGNED
-    return _mm256_add_epi32(
-        acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w)),
-                               _mm256_set1_epi16(1)));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w)),
+                                                   _mm256_set1_epi16(1)));
 #elif defined(LM_VNNI)
     return LM_DPBUSD(acc, w, y);
 #else
