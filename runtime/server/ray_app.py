@@ -23,6 +23,12 @@ included, stream back chunk by chunk. It answers /metrics itself: every
 replica's metrics, pushed each second to a small board actor, merged under
 a `replica` label.
 
+Autoscaling: given Ray's autoscaling_config fields (build_app's
+`autoscaling`, checked by lamina.server.ray_autoscaling), Ray's autoscaler
+sets the replica count from the requests the ingress's handle reports; the
+router's hash ring follows the live replicas, and /metrics adds Ray's own
+count by state (serve.status()).
+
 Faults: a replica that dies is restarted by Ray (its health check fails);
 its in-flight requests end with a 503 `replica_died` (mid-stream: an SSE
 error event), and the router sends new requests to the live ones.
