@@ -259,7 +259,11 @@ class LaminaIngress:
     async def _metrics(self, request: Request) -> Response:
         check_key(request, self.config.api_keys)
         texts = await self.board.snapshot.remote(METRICS_STALE_S)
-        text = metrics_merge.merge(texts) + await asyncio.to_thread(_ray_replica_states, self.app_name)
+        try:
+            ray_view = await asyncio.wait_for(asyncio.to_thread(_ray_replica_states, self.app_name), 5.0)
+        except asyncio.TimeoutError:  # the controller busy: /metrics answers without Ray's count
+            ray_view = ""
+        text = metrics_merge.merge(texts) + ray_view
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     def __del__(self) -> None:

@@ -27,10 +27,11 @@ from lamina.server.route_key import route_key  # noqa: E402
 from support.serve_process import start_server, stop_server  # noqa: E402
 
 KEY = "scale-key"
-FLAGS = ["-np", "4", "-c", "2048", "-t", "1", "--api-key", KEY, "--alias", "smollm2"]
+FLAGS = ["-np", "8", "-c", "4096", "-t", "1", "--api-key", KEY, "--alias", "smollm2"]
 # Ray reacts within seconds: load reports every 0.5 s averaged over 2 s, 1 s to add a replica, 3 s to remove one.
-# Three streams in flight against a target of one per replica ask for three replicas, capped at two; with 4 slots
-# a replica never fills, so the router always sends a request to the replica its hash picks
+# Three streams in flight against a target of one per replica ask for three replicas, capped at two; with 8 slots
+# a replica never fills (even counting a finished stream the router has not yet heard the end of), so the router
+# always sends a request to the replica its hash picks
 SCALING = ["--min-replicas", "1", "--max-replicas", "2", "--target-ongoing-requests", "1",
            "--upscale-delay-s", "1", "--downscale-delay-s", "3", "--metrics-interval-s", "0.5",
            "--look-back-period-s", "2"]  # fmt: skip
