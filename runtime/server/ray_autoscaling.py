@@ -54,7 +54,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("upscale_delay_s", float, 0, False, "seconds the load must ask for more replicas before Ray adds one (30)"),
     Knob("downscale_delay_s", float, 0, False, "seconds the load must allow fewer before Ray removes one (600)"),
     Knob("metrics_interval_s", float, 0, True, "seconds between the load reports Ray decides on (10)"),
-    Knob("look_back_period_s", float, 0, True, "seconds of reports averaged (30; > metrics_interval_s)"),
+    Knob("look_back_period_s", float, 0, True, "seconds of reports averaged (30; more than the interval)"),
     Knob("upscaling_factor", float, 0, True, "gain on each scale-up step (default 1: all the way)"),
     Knob("downscaling_factor", float, 0, True, "gain on each scale-down step (default 1)"),
     Knob("aggregation_function", str, None, False, "how the look-back combines reports (mean)", ("mean", "max", "min")),
