@@ -4,15 +4,18 @@
                  [--api-key KEY | --api-key-file F] [--alias NAME] [--cache-type f16|q8_0]
                  [--chat-template-file F] [--kv-unified] [--queue N] [--timeout S] [--max-body BYTES]
                  [--cors-origin URL ...] [--slot-save-path DIR]
-                 [--replicas N [--ray-address ADDR] [--min-replicas N --max-replicas N
-                  --target-ongoing-requests X]]
+                 [--replicas N] [--ray-address ADDR] [--min-replicas N --max-replicas N
+                  --target-ongoing-requests X --upscale-delay-s S --downscale-delay-s S
+                  --metrics-interval-s S --look-back-period-s S ...]
 
 llama-server's flag names and meanings where it has them. Binds to
 127.0.0.1 unless told otherwise; prints the URL and the plan (slots, context
 per slot, KV bytes) when the model is loaded. Needs the server extra:
 pip install "lamina[server]". With --replicas, N copies of the server on
 Ray Serve behind one endpoint (lamina.server.ray_app; pip install
-"lamina[ray]"; docs/scale-out.md)."""
+"lamina[ray]"; docs/scale-out.md); with --max-replicas, as many as Ray's
+autoscaler decides (Ray's autoscaling_config names as flags:
+lamina.server.ray_autoscaling)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from lamina import options
 from lamina.cli.errors import one_line_errors
 from lamina.cli.model_flags import add_lora_flags, add_model_flags, lora_files
 from lamina.cli.spec_flags import add_spec_flags, speculative
+from lamina.server.ray_autoscaling import KNOBS, autoscaling_config, cli_flag
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,11 +57,15 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--cors-origin", action="append", default=[], help="allow browsers from this origin (repeatable)")
     ray = ap.add_argument_group("replicas on Ray Serve (pip install 'lamina[ray]')")
-    ray.add_argument("--replicas", type=int, default=None, help="serve N replicas, each with -t threads and -np slots")
+    ray.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help="serve N replicas, each with -t threads and -np slots (with --max-replicas: how many to start with)",
+    )
     ray.add_argument("--ray-address", default=None, help="a running Ray cluster (default: start a local one)")
-    ray.add_argument("--min-replicas", type=int, default=None, help="autoscaling: Ray's min_replicas")
-    ray.add_argument("--max-replicas", type=int, default=None, help="autoscaling: Ray's max_replicas")
-    ray.add_argument("--target-ongoing-requests", type=float, default=None, help="autoscaling: per replica")
+    for knob in KNOBS:  # Ray's autoscaling_config fields, under their own names; checked in _serve_replicas
+        ray.add_argument(cli_flag(knob.name), default=None, metavar=knob.name.upper(), help=f"autoscaling: {knob.help}")
     return ap
 
 
@@ -112,12 +120,11 @@ def _serve(args: argparse.Namespace) -> int:
         loras=lora_files(args),
         speculative=speculative(args, args.threads),
     )
-    if args.replicas is not None:
-        return _serve_replicas(args, config)
-    if args.ray_address or args.min_replicas or args.max_replicas or args.target_ongoing_requests:
-        raise ValueError(
-            "--ray-address, --min-replicas, --max-replicas and --target-ongoing-requests need --replicas N"
-        )
+    scaling = {k.name: getattr(args, k.name) for k in KNOBS if getattr(args, k.name) is not None}
+    if args.replicas is not None or scaling:
+        return _serve_replicas(args, config, scaling)
+    if args.ray_address:
+        raise ValueError("--ray-address needs --replicas N or --max-replicas N")
     service = Service(config)
     app = create_app(service)
     server = DrainingServer(
@@ -148,16 +155,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 1 if service.load_error is not None else 0
 
 
-def _serve_replicas(args: argparse.Namespace, config) -> int:
+def _serve_replicas(args: argparse.Namespace, config, scaling: dict[str, str]) -> int:
+    if args.replicas is not None and args.replicas < 1:
+        raise ValueError(f"--replicas must be >= 1, got {args.replicas}")
+    # checked before Ray starts, naming the flag; the strings become Ray's types here
+    autoscaling = autoscaling_config(scaling, args.replicas, cli_flag) if scaling else None
+    if autoscaling is not None:
+        autoscaling.pop("initial_replicas", None)  # build_app takes it as `replicas`
     try:
         from lamina.server.ray_app import serve_forever
     except ImportError as e:
-        raise ValueError(f"--replicas needs the ray extra ({e.name} is missing): pip install 'lamina[ray]'") from None
-    if args.replicas < 1:
-        raise ValueError(f"--replicas must be >= 1, got {args.replicas}")
-    names = ("min_replicas", "max_replicas", "target_ongoing_requests")
-    autoscaling = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    return serve_forever(config, args.replicas, autoscaling or None, args.ray_address)
+        flag = "--replicas" if args.replicas is not None else "--max-replicas"
+        raise ValueError(f"{flag} needs the ray extra ({e.name} is missing): pip install 'lamina[ray]'") from None
+    return serve_forever(config, args.replicas, autoscaling, args.ray_address)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,12 @@ included, stream back chunk by chunk. It answers /metrics itself: every
 replica's metrics, pushed each second to a small board actor, merged under
 a `replica` label.
 
+Autoscaling: given Ray's autoscaling_config fields (build_app's
+`autoscaling`, checked by lamina.server.ray_autoscaling), Ray's autoscaler
+sets the replica count from the requests the ingress's handle reports; the
+router's hash ring follows the live replicas, and /metrics adds Ray's own
+count by state (serve.status()).
+
 Faults: a replica that dies is restarted by Ray (its health check fails);
 its in-flight requests end with a 503 `replica_died` (mid-stream: an SSE
 error event), and the router sends new requests to the live ones.
@@ -43,6 +49,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -64,11 +71,13 @@ from starlette.responses import Response, StreamingResponse
 from lamina.server import asgi_call, metrics_merge
 from lamina.server.auth import check_key
 from lamina.server.errors import APIError, error_body, error_response
+from lamina.server.ray_autoscaling import KNOBS, autoscaling_config
 from lamina.server.ray_router import ROUTE_KEY
 from lamina.server.route_key import route_key
 from lamina.server.service import ServerConfig
 
 APP_NAME = "lamina"
+REPLICA_DEPLOYMENT = "LaminaReplica"
 REPLICA_HEADER = b"x-lamina-replica"  # which replica answered: where a conversation's KV lives
 METRICS_PUSH_S = 1.0
 METRICS_STALE_S = 10.0  # a replica silent this long (dead, gone) leaves /metrics
@@ -92,9 +101,16 @@ class MetricsBoard:
 
     def __init__(self) -> None:
         self.texts: dict[str, tuple[float, str]] = {}
+        self.gone: set[str] = set()
 
     def push(self, replica: str, text: str) -> None:
-        self.texts[replica] = (time.time(), text)
+        if replica not in self.gone:  # a push that crossed the replica's goodbye
+            self.texts[replica] = (time.time(), text)
+
+    def drop(self, replica: str) -> None:
+        """a replica that stops (scaled down, deleted) leaves /metrics at once"""
+        self.gone.add(replica)
+        self.texts.pop(replica, None)
 
     def snapshot(self, max_age: float) -> dict[str, str]:
         now = time.time()
@@ -159,7 +175,10 @@ class LaminaReplica:
             raise RuntimeError("the model is not loaded")
 
     def __del__(self) -> None:
+        # Ray calls this once the replica has drained (scaled down, deleted)
         self._stop.set()
+        with contextlib.suppress(Exception):
+            self.board.drop.remote(self.name)
         self.service.close()
 
 
@@ -173,7 +192,8 @@ class LaminaIngress:
     def __init__(self, replicas, config: ServerConfig) -> None:
         self.replicas = replicas.options(method_name="http", stream=True)
         self.config = config
-        self.board = _board(serve.get_replica_context().app_name)
+        self.app_name = serve.get_replica_context().app_name
+        self.board = _board(self.app_name)
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -239,11 +259,33 @@ class LaminaIngress:
     async def _metrics(self, request: Request) -> Response:
         check_key(request, self.config.api_keys)
         texts = await self.board.snapshot.remote(METRICS_STALE_S)
-        return Response(metrics_merge.merge(texts), media_type="text/plain; version=0.0.4; charset=utf-8")
+        try:
+            ray_view = await asyncio.wait_for(asyncio.to_thread(_ray_replica_states, self.app_name), 5.0)
+        except asyncio.TimeoutError:  # the controller busy: /metrics answers without Ray's count
+            ray_view = ""
+        text = metrics_merge.merge(texts) + ray_view
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             ray.kill(self.board)
+
+
+def _ray_replica_states(app_name: str) -> str:
+    """Ray Serve's own count of the replicas by state (serve.status): what
+    the autoscaler has started, is starting or is stopping, whether or not
+    they report metrics yet. Blocking: run it in a thread."""
+    try:
+        states = serve.status().applications[app_name].deployments[REPLICA_DEPLOYMENT].replica_states
+    except Exception:  # the controller busy or restarting: leave the family out rather than fail /metrics
+        return ""
+    counts = {"RUNNING": 0, **{str(getattr(k, "value", k)): n for k, n in states.items()}}
+    lines = [
+        "# HELP lamina_ray_replicas replicas of the deployment by Ray Serve state (serve.status())",
+        "# TYPE lamina_ray_replicas gauge",
+        *(f'lamina_ray_replicas{{state="{k}"}} {float(n)!r}' for k, n in sorted(counts.items())),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _as_api_error(e: BaseException) -> APIError:
@@ -268,54 +310,73 @@ def _as_api_error(e: BaseException) -> APIError:
 # --------------------------------------------------------------- building
 def build_app(
     config: ServerConfig,
-    replicas: int = 1,
+    replicas: int | None = None,
     autoscaling: dict[str, Any] | None = None,
 ):
-    """The Ray Serve application: `replicas` LaminaReplicas (or, given
-    autoscaling — Ray's min_replicas, max_replicas, target_ongoing_requests,
-    ... — as many as Ray's autoscaler decides) behind one LaminaIngress.
+    """The Ray Serve application: `replicas` LaminaReplicas (default 1)
+    behind one LaminaIngress; or, given autoscaling (Ray's autoscaling_config
+    names: min_replicas, max_replicas, target_ongoing_requests,
+    upscale_delay_s, downscale_delay_s, metrics_interval_s,
+    look_back_period_s, upscaling_factor, downscaling_factor,
+    aggregation_function; lamina.server.ray_autoscaling), as many as Ray's
+    autoscaler decides, starting from `replicas` (default min_replicas).
     Each replica reserves n_threads CPUs and takes n_parallel requests at
-    once; up to max_queue more wait in the router."""
+    once; up to max_queue more wait in the router. A bad setting raises
+    ValueError (AutoscalingConfigError) naming it."""
     if config.slot_save_path is not None:
         raise ValueError("--slot-save-path is not supported with Ray replicas: a slot lives on one replica")
-    if replicas < 1:
-        raise ValueError(f"replicas must be >= 1, got {replicas}")
     options: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": config.n_threads or 1},
         "max_ongoing_requests": config.n_parallel,
         "max_queued_requests": config.max_queue,
     }
-    if autoscaling:
-        options["autoscaling_config"] = {"initial_replicas": replicas, **autoscaling}
-    else:
-        options["num_replicas"] = replicas
-    # (serve.deployment turns the classes into Deployments; mypy still sees the classes)
-    replica = cast(Any, LaminaReplica).options(**options).bind(config)
+    options.update(_scaling(replicas, autoscaling))
+    with warnings.catch_warnings():
+        # Ray 2.60 marks metrics_interval_s deprecated for environment variables it does not read yet
+        warnings.filterwarnings("ignore", message=".*metrics_interval_s.*deprecated", category=DeprecationWarning)
+        # (serve.deployment turns the classes into Deployments; mypy still sees the classes)
+        replica = cast(Any, LaminaReplica).options(**options).bind(config)
     return cast(Any, LaminaIngress).bind(replica, config)
 
 
-_AUTOSCALING_ARGS = ("min_replicas", "max_replicas", "target_ongoing_requests")
+def _scaling(replicas: int | None, autoscaling: dict[str, Any] | None) -> dict[str, Any]:
+    """the deployment options that set the replica count: num_replicas, or a checked autoscaling_config"""
+    if autoscaling:
+        return {"autoscaling_config": autoscaling_config(autoscaling, replicas)}
+    if replicas is None:
+        return {"num_replicas": 1}
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise ValueError(f"replicas must be an integer >= 1, got {replicas!r}")
+    return {"num_replicas": replicas}
+
+
+def most_replicas(replicas: int | None, autoscaling: dict[str, Any] | None) -> int:
+    """the most replicas the application may run"""
+    options = _scaling(replicas, autoscaling)
+    return options["autoscaling_config"]["max_replicas"] if "autoscaling_config" in options else options["num_replicas"]
 
 
 def app_builder(args: dict[str, str]):
     """For `serve run lamina.server.ray_app:app_builder model=PATH key=value ...`:
     ServerConfig's fields by name (threads = n_threads, parallel = n_parallel),
-    replicas, and Ray's autoscaling names."""
+    replicas, and Ray's autoscaling names (see build_app)."""
     args = dict(args)
     aliases = {"threads": "n_threads", "parallel": "n_parallel", "ctx_size": "n_ctx"}
-    replicas = int(args.pop("replicas", 1))
-    autoscaling = {
-        k: float(args.pop(k)) if k == "target_ongoing_requests" else int(args.pop(k))
-        for k in _AUTOSCALING_ARGS
-        if k in args
-    }
+    replicas = None
+    if "replicas" in args:
+        text = str(args.pop("replicas")).strip()
+        if not text.isdigit():
+            raise ValueError(f"replicas must be an integer >= 1, got {text!r}")
+        replicas = int(text)
+    knobs = [k.name for k in KNOBS]
+    autoscaling = {k: args.pop(k) for k in knobs if k in args}
     types = {f.name: f.type for f in fields(ServerConfig)}
     values: dict[str, Any] = {}
     for k, v in args.items():
         name = aliases.get(k, k)
         if name not in types:
             raise ValueError(
-                f"unknown argument {k!r}: expected model, replicas, {', '.join(_AUTOSCALING_ARGS)} "
+                f"unknown argument {k!r}: expected model, replicas, {', '.join(knobs)} "
                 f"or a ServerConfig field ({', '.join(types)})"
             )
         values[name] = _convert(name, v)
@@ -342,7 +403,7 @@ def _convert(name: str, value: Any) -> Any:
 # --------------------------------------------------------------- the CLI
 def serve_forever(
     config: ServerConfig,
-    replicas: int,
+    replicas: int | None,
     autoscaling: dict[str, Any] | None = None,
     ray_address: str | None = None,
 ) -> int:
@@ -354,7 +415,7 @@ def serve_forever(
     os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
     local = ray_address is None
     if local:
-        most = (autoscaling or {}).get("max_replicas", replicas)
+        most = most_replicas(replicas, autoscaling)
         ray.init(
             address="local",
             num_cpus=max(os.cpu_count() or 1, most * (config.n_threads or 1)),
@@ -374,15 +435,15 @@ def serve_forever(
         except RuntimeError as e:  # a replica that cannot start: Ray's report holds the replica's own error
             text = str(e)
             with contextlib.suppress(Exception):
-                status = serve.status().applications[APP_NAME].deployments["LaminaReplica"]
+                status = serve.status().applications[APP_NAME].deployments[REPLICA_DEPLOYMENT]
                 text += "\n" + status.message
             marker = "RuntimeError: lamina replica: "
             ours = next((ln.split(marker, 1)[1] for ln in reversed(text.splitlines()) if marker in ln), None)
             raise ValueError(f"the replicas did not start: {ours or text}") from None
         scale = (
-            f"{replicas} replicas"
+            f"{replicas or 1} replicas"
             if not autoscaling
-            else f"{autoscaling.get('min_replicas', '?')}..{autoscaling.get('max_replicas', '?')} replicas"
+            else f"{autoscaling.get('min_replicas', 1)}..{autoscaling['max_replicas']} replicas (autoscaling)"
         )
         print(
             f"lamina serve: http://{config.host}:{config.port}/v1 · {config.model_name} · {scale} on Ray"
