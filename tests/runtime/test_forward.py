@@ -604,7 +604,8 @@ def test_missing_required_key(tmp_path):
 def test_unsupported_rope_scaling(tmp_path):
     from gguf import RopeScalingType
 
-    path = write_tiny_model(tmp_path / "m.gguf", LLAMA, extra=lambda w: w.add_rope_scaling_type(RopeScalingType.LONGROPE))
+    longrope = lambda w: w.add_rope_scaling_type(RopeScalingType.LONGROPE)
+    path = write_tiny_model(tmp_path / "m.gguf", LLAMA, extra=longrope)
     with pytest.raises(ModelConfigError, match="rope scaling 'longrope' is not supported for llama"):
         Model.load(path)
     path = write_tiny_model(tmp_path / "y.gguf", LLAMA, extra=lambda w: w.add_rope_scaling_type(RopeScalingType.YARN))
