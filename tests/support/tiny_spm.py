@@ -66,7 +66,7 @@ def train_tokenizer_model() -> bytes:
     return model.getvalue()
 
 
-def _added(i: int, content: str, special: bool) -> dict:
+def _added(content: str, special: bool) -> dict:
     return {"content": content, "lstrip": False, "normalized": False, "rstrip": True, "single_word": False} | {
         "special": special
     }
@@ -82,8 +82,8 @@ def phi3_spm_checkpoint(directory: Path, seed: int = 0) -> Path:
     (directory / "tokenizer.model").write_bytes(train_tokenizer_model())
     added = {N_PIECES + k: t for k, t in enumerate(PHI3_ADDED)}
     (directory / "added_tokens.json").write_text(json.dumps({t: i for i, t in added.items()}))
-    decoder = {0: _added(0, "<unk>", True), 1: _added(1, "<s>", True), 2: _added(2, "</s>", False)}
-    decoder |= {i: _added(i, t, True) for i, t in added.items()}
+    decoder = {0: _added("<unk>", True), 1: _added("<s>", True), 2: _added("</s>", False)}
+    decoder |= {i: _added(t, True) for i, t in added.items()}
     config = {
         "tokenizer_class": "LlamaTokenizer",
         "add_bos_token": True,
