@@ -299,8 +299,35 @@ def load_hparams(arch: Arch, config: dict[str, Any]) -> HFConfig:
             rope["rope_theta"] = cfg.get("rope_theta") or arch.defaults["rope_theta"]
         if "rope_type" not in rope and rope.get("type") is not None:
             rope["rope_type"] = rope["type"]
+        if "original_max_position_embeddings" not in rope and cfg.get("original_max_position_embeddings") is not None:
+            rope["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
     hp.rope = rope
+    _check_rope_scaling(hp)
     return hp
+
+
+def _check_rope_scaling(hp: HFConfig) -> None:
+    """Rope scaling that llama.cpp's converter would drop (an unknown kind, no
+    factor, gemma2's and phi3's own key lists) or cannot write (YaRN without
+    its original context) is refused, rather than converted into another model."""
+    rope = hp.rope.get("full_attention", hp.rope)
+    kind = rope.get("rope_type")
+    arch = hp.arch.model_arch
+    if kind in (None, "default") or arch == gguf.MODEL_ARCH.BERT:
+        return
+    if arch == gguf.MODEL_ARCH.PHI3 and rope.get("long_factor"):
+        return  # LongRoPE: factor tensors and an attention factor (_longrope)
+    if kind == "llama3" and hp.arch.llama_family:
+        return  # a rope_freqs tensor (_llama3_rope_freqs)
+    if arch in (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.PHI3) or kind not in ("linear", "yarn"):
+        raise CheckpointError(
+            f"config.json: rope scaling {kind!r} is not supported for {hp.arch.name} "
+            "(llama.cpp's converter would drop it)"
+        )
+    if rope.get("factor") is None:
+        raise CheckpointError(f"config.json: rope scaling {kind!r} needs a factor (llama.cpp's converter drops it)")
+    if kind == "yarn" and not isinstance(rope.get("original_max_position_embeddings"), int):
+        raise CheckpointError("config.json: YaRN rope scaling needs original_max_position_embeddings (an integer)")
 
 
 def _check_gpt_oss(hp: HFConfig) -> None:

@@ -116,14 +116,12 @@ def load_vocab(directory: Path, hp: HFConfig) -> Vocab:
             vocab.add_bos_after = False
         return vocab
     if arch == gguf.MODEL_ARCH.PHI3:
-        # llama.cpp: a GPT2Tokenizer (Phi-4) is BPE; else its own SentencePiece
-        # reading (padding, added-token files), which lamina does not mirror yet
+        # llama.cpp: a GPT2Tokenizer (Phi-4) is BPE; else its own SentencePiece reading
         if _tokenizer_config(directory).get("tokenizer_class") == "GPT2Tokenizer":
             return _bpe_vocab(directory, hp)
-        raise VocabError(
-            f"{directory}: phi3 SentencePiece vocabularies are not converted yet (only GPT2Tokenizer ones); "
-            "llama.cpp's convert_hf_to_gguf.py converts it, and lamina runs the file"
-        )
+        if not has_spm:
+            raise VocabError(f"{directory}: phi3 needs tokenizer.model (or a GPT2Tokenizer tokenizer.json)")
+        return _phi3_spm_vocab(directory, hp)
     if arch == gguf.MODEL_ARCH.BERT:
         return _wordpiece_vocab(directory, hp)
     if has_spm:
@@ -137,7 +135,8 @@ def load_vocab(directory: Path, hp: HFConfig) -> Vocab:
 # -- SentencePiece ------------------------------------------------------------
 
 
-def _spm_vocab(directory: Path, hp: HFConfig) -> Vocab:
+def _spm_pieces(directory: Path, hp: HFConfig) -> tuple[list[bytes], list[float], list[int]]:
+    """tokenizer.model's pieces, scores and types, padded with [PADi] to config.json's vocab_size."""
     from sentencepiece import SentencePieceProcessor
 
     path = directory / "tokenizer.model"
@@ -147,10 +146,12 @@ def _spm_vocab(directory: Path, hp: HFConfig) -> Vocab:
     except (OSError, RuntimeError) as e:
         raise VocabError(f"{path}: not a sentencepiece model: {' '.join(str(e).split())}") from None
     n = int(hp.cfg.get("vocab_size") or sp.vocab_size())
+    if sp.vocab_size() > n:  # llama.cpp's converter fails on it too
+        raise VocabError(f"{path}: {sp.vocab_size()} pieces, more than config.json's vocab_size {n}")
     tokens: list[bytes] = [f"[PAD{i}]".encode() for i in range(n)]
     scores = [-10000.0] * n
     types = [UNUSED] * n
-    for i in range(min(n, sp.vocab_size())):
+    for i in range(sp.vocab_size()):
         tokens[i] = sp.IdToPiece(i).encode("utf-8")
         scores[i] = sp.GetScore(i)
         types[i] = (
@@ -164,12 +165,22 @@ def _spm_vocab(directory: Path, hp: HFConfig) -> Vocab:
             if sp.IsByte(i)
             else NORMAL
         )
+    return tokens, scores, types
 
+
+def _added_tokens_file(directory: Path, tokens: list[bytes], scores: list[float], types: list[int]) -> None:
+    """added_tokens.json's tokens as user-defined (ids past the vocabulary skipped, as llama.cpp does)"""
     added_file = directory / "added_tokens.json"
     if added_file.is_file():
         for text, i in _json(added_file).items():
-            if i < n:
+            if isinstance(i, int) and 0 <= i < len(tokens):
                 tokens[i], scores[i], types[i] = text.encode("utf-8"), -1000.0, USER_DEFINED
+
+
+def _spm_vocab(directory: Path, hp: HFConfig) -> Vocab:
+    tokens, scores, types = _spm_pieces(directory, hp)
+    n = len(tokens)
+    _added_tokens_file(directory, tokens, scores, types)
     for key, data in _tokenizer_config(directory).get("added_tokens_decoder", {}).items():
         i, text = int(key), data["content"]
         if i >= n:
@@ -180,6 +191,32 @@ def _spm_vocab(directory: Path, hp: HFConfig) -> Vocab:
             text = text.replace(_SPM_SPACE, " ")
             types[i] = USER_DEFINED
         scores[i], tokens[i] = -1000.0, text.encode("utf-8")
+    return Vocab("llama", "default", tokens, types, scores, gguf.SpecialVocab(directory, n_vocab=len(tokens)))
+
+
+def _phi3_spm_vocab(directory: Path, hp: HFConfig) -> Vocab:
+    """llama.cpp's Phi3MiniModel reading: the pieces and added_tokens.json as
+    above, then the added tokens of tokenizer_config.json (added_tokens_decoder)
+    and of tokenizer.json, each control when marked special and user-defined
+    otherwise, as written (no heuristics, no U+2581 -> space)."""
+    tokens, scores, types = _spm_pieces(directory, hp)
+    _added_tokens_file(directory, tokens, scores, types)
+    config_path, json_path = directory / "tokenizer_config.json", directory / "tokenizer.json"
+    from_json = _json(json_path).get("added_tokens", []) if json_path.is_file() else []
+    sources = [
+        (config_path, list(_tokenizer_config(directory).get("added_tokens_decoder", {}).items())),
+        (json_path, [(d.get("id") if isinstance(d, dict) else None, d) for d in from_json]),
+    ]
+    for path, entries in sources:
+        for key, data in entries:
+            try:
+                i, text = int(key), str(data["content"])
+            except (TypeError, ValueError, KeyError, IndexError):
+                raise VocabError(f"{path}: added token {key!r}: expected an integer id and a content") from None
+            if not 0 <= i < len(tokens):
+                raise VocabError(f"{path}: added token id {i} is outside config.json's vocab_size {len(tokens)}")
+            tokens[i], scores[i] = text.encode("utf-8"), -1000.0
+            types[i] = CONTROL if data.get("special") else USER_DEFINED
     return Vocab("llama", "default", tokens, types, scores, gguf.SpecialVocab(directory, n_vocab=len(tokens)))
 
 

@@ -318,7 +318,7 @@ static void *cuda_create(const lm_model *m, int32_t il0, const lm_context_params
         return NULL;
     }
     const lm_model_params *mp = &m->p;
-    if (mp->rope_freqs_long || (mp->rope_attn_factor != 0.0f && mp->rope_attn_factor != 1.0f)) {
+    if (mp->rope_freqs_long) {
         lm_set_error(LM_ERR_ARG, "CUDA backend: LongRoPE (phi3's rope factors and attention factor) is not "
                                  "implemented on the GPU yet; run this model on the CPU (0 GPU layers)");
         return NULL;
@@ -329,6 +329,14 @@ static void *cuda_create(const lm_model *m, int32_t il0, const lm_context_params
                                      "implemented on the GPU yet; run this model on the CPU (0 GPU layers)");
             return NULL;
         }
+    /* YaRN's divisors are rope_freqs, which the GPU's angle table has; its cos/sin multiplier is not */
+    if (mp->rope_attn_factor != 0.0f && mp->rope_attn_factor != 1.0f) {
+        lm_set_error(LM_ERR_ARG,
+                     "CUDA backend: YaRN rope scaling (its cos/sin attention factor %g) is not "
+                     "implemented on the GPU yet; run this model on the CPU (0 GPU layers)",
+                     (double)mp->rope_attn_factor);
+        return NULL;
+    }
     if (mp->n_expert > 0) {
         lm_set_error(LM_ERR_ARG, "CUDA backend: mixture-of-experts layers are not implemented on the GPU yet; run "
                                  "this model on the CPU (0 GPU layers)");

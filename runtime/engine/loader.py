@@ -138,24 +138,27 @@ class _ArchTraits:
     moe: bool = False  # every layer's FFN a mixture of experts ({arch}.expert_count, ...), weights normalized
     fused_ffn: bool = False  # phi3: ffn_up holds gate then up ([2 * n_ff] rows), no ffn_gate
     oai_moe: bool = False  # gpt-oss (HParams.oai_moe)
-    yarn: bool = False  # YaRN rope scaling is honoured (elsewhere refused)
+    # YaRN rope scaling is honoured (elsewhere refused): not for gemma2 and phi3,
+    # whose llama.cpp converters never write it, nor gemma3, whose sliding layers
+    # llama.cpp leaves unscaled
+    yarn: bool = False
 
 
 _ARCHS: dict[str, _ArchTraits] = {
-    "llama": _ArchTraits(False, "silu", None, False, False, False, 0, 0.0),
+    "llama": _ArchTraits(False, "silu", None, False, False, False, 0, 0.0, yarn=True),
     # granite: llama with multipliers on the embeddings, attention, residual adds and logits
-    "granite": _ArchTraits(False, "silu", None, False, False, False, 0, 0.0, multipliers=True),
+    "granite": _ArchTraits(False, "silu", None, False, False, False, 0, 0.0, multipliers=True, yarn=True),
     # smollm3: llama whose every 4th layer attends without rope (NoPE)
-    "smollm3": _ArchTraits(False, "silu", None, False, False, False, 0, 0.0, no_rope_period=4),
-    "qwen2": _ArchTraits(True, "silu", True, False, False, False, 0, 0.0),
+    "smollm3": _ArchTraits(False, "silu", None, False, False, False, 0, 0.0, no_rope_period=4, yarn=True),
+    "qwen2": _ArchTraits(True, "silu", True, False, False, False, 0, 0.0, yarn=True),
     # qwen3: qwen2 without the q/k/v biases (unless the file has them), an RMS
     # norm over each query and key head before rope
-    "qwen3": _ArchTraits(True, "silu", None, True, False, False, 0, 0.0),
+    "qwen3": _ArchTraits(True, "silu", None, True, False, False, 0, 0.0, yarn=True),
     # phi3: fused q/k/v (or separate) and gate/up matrices, LongRoPE when the file has its factors;
     # its sliding window is ignored, as llama.cpp does
     "phi3": _ArchTraits(True, "silu", False, False, False, False, 0, 0.0, fused_ffn=True),
     # qwen3moe: qwen3 whose FFNs are mixtures of experts (llama.cpp normalizes the top-k weights)
-    "qwen3moe": _ArchTraits(True, "silu", None, True, False, False, 0, 0.0, moe=True),
+    "qwen3moe": _ArchTraits(True, "silu", None, True, False, False, 0, 0.0, moe=True, yarn=True),
     # gpt-oss: every other layer slides (the first does; same rope base), YaRN, MoE with biases and sinks
     "gpt-oss": _ArchTraits(True, "swiglu_oai", True, False, False, False, 2, 0.0, moe=True, oai_moe=True, yarn=True),
     # gemma3: 5 local (sliding, base 10k) layers then 1 global, as llama.cpp sets it
@@ -169,7 +172,7 @@ _ARCHS: dict[str, _ArchTraits] = {
         True, "gelu_tanh", False, False, True, True, 2, 0.0, two_pass_down=True, softcaps=(50.0, 30.0), big_layers=46
     ),
     # olmo2: norms after each sublayer only, q/k norms over the whole projections
-    "olmo2": _ArchTraits(True, "silu", None, True, True, False, 0, 0.0, pre_norms=False, qk_norm_whole=True),
+    "olmo2": _ArchTraits(True, "silu", None, True, True, False, 0, 0.0, pre_norms=False, qk_norm_whole=True, yarn=True),
 }
 assert set(_ARCHS) == set(SUPPORTED_ARCHITECTURES)
 
@@ -230,42 +233,61 @@ def _architecture(gguf: GGUFFile) -> str:
     return arch
 
 
-def _rope_scale(meta: _Meta) -> float:
-    """Linear position scaling only; YaRN and LongRoPE change the math, so refuse them."""
+def _rope_scaling(meta: _Meta, traits: _ArchTraits, n_rot: int, rope_base: float) -> tuple[float, _Yarn | None]:
+    """(linear position multiplier, YaRN or None) from rope.scaling.*; LongRoPE
+    is read from its factor tensors, and anything else is refused."""
     key = meta.key(Keys.Rope.SCALING_TYPE)
     kind = meta.gguf.get(key, "linear")
+    if kind == "yarn" and traits.yarn:
+        return 1.0, _yarn(meta, n_rot, rope_base)
     if kind not in ("none", "linear"):
+        supported = "none, linear, yarn" if traits.yarn else "none, linear"
         raise ModelConfigError(
-            meta.gguf.path, f"rope scaling {kind!r} is not supported (supported: none, linear)", key=key
+            meta.gguf.path,
+            f"rope scaling {kind!r} is not supported for {meta.arch} (supported: {supported})",
+            key=key,
         )
     factor = meta.float(Keys.Rope.SCALING_FACTOR, 0.0, positive=False)
     if kind == "none" or factor == 0.0:
-        return 1.0
+        return 1.0, None
     if factor < 0:
         raise ModelConfigError(
             meta.gguf.path, f"expected a positive factor, found {factor}", key=meta.key(Keys.Rope.SCALING_FACTOR)
         )
-    return 1.0 / factor
+    return 1.0 / factor, None
 
 
-# llama.cpp reads none of these keys: its YaRN always uses ext_factor 1, beta_fast 32, beta_slow 1
+@dataclass(frozen=True)
+class _Yarn:
+    divisors: tuple[float, ...]  # [n_rot/2] theta_i / blended theta_i (rope_freqs' place)
+    mscale: float  # cos and sin times this
+
+
+# llama.cpp reads none of these keys for the architectures here (only grok,
+# mistral3 and deepseek2 do): its YaRN always uses ext_factor 1, beta_fast 32,
+# beta_slow 1, no log multiplier. A file that says otherwise is refused rather
+# than run with either value.
 _YARN_FIXED: tuple[tuple[str, float], ...] = (
     (Keys.Rope.SCALING_YARN_EXT_FACTOR, 1.0),
     (Keys.Rope.SCALING_YARN_BETA_FAST, 32.0),
     (Keys.Rope.SCALING_YARN_BETA_SLOW, 1.0),
+    (Keys.Rope.SCALING_YARN_LOG_MUL, 0.0),
 )
 
 
-def _yarn(meta: _Meta, n_rot: int, rope_base: float) -> tuple[tuple[float, ...], float] | None:
-    """YaRN as llama.cpp (ggml's rope_yarn) computes it, or None without YaRN:
-    each frequency theta_i = base^(-2i/n_rot) is blended between itself
-    (extrapolation) and theta_i / factor (interpolation) by a ramp over the
-    pair index between the rounded correction dims of beta_fast and beta_slow;
-    cos and sin are multiplied by (1 + 0.1 ln factor) times rope.scaling.attn_factor.
-    Returns the divisors theta_i / blended theta_i and that multiplier."""
-    key = meta.key(Keys.Rope.SCALING_TYPE)
-    if meta.gguf.get(key) != "yarn":
-        return None
+def _yarn(meta: _Meta, n_rot: int, rope_base: float) -> _Yarn:
+    """YaRN as llama.cpp (ggml's rope_yarn) computes it: each frequency
+    theta_i = base^(-2i/n_rot) is blended between itself (extrapolation) and
+    theta_i / factor (interpolation) by a ramp over the pair index between the
+    rounded correction dims of beta_fast and beta_slow; cos and sin are
+    multiplied by 1 + 0.1 ln factor (rope.scaling.attn_factor, when present,
+    multiplies that, as llama.cpp's context does).
+
+    Where transformers differs, this follows llama.cpp: the ramp's ends are
+    always rounded (transformers' `truncate: false`, gpt-oss, keeps them
+    fractional), and the multiplier is always 1 + 0.1 ln factor: llama.cpp reads
+    neither rope.scaling.yarn_attn_factor (HF's attention_factor) nor HF's
+    mscale / mscale_all_dim, so a file whose yarn_attn_factor differs is refused."""
     for template, fixed in _YARN_FIXED:
         if (value := meta.gguf.get(meta.key(template))) is not None and float(value) != fixed:
             raise ModelConfigError(
@@ -276,6 +298,15 @@ def _yarn(meta: _Meta, n_rot: int, rope_base: float) -> tuple[tuple[float, ...],
     if factor <= 1.0:
         raise ModelConfigError(
             meta.gguf.path, f"YaRN factor {factor}: expected > 1", key=meta.key(Keys.Rope.SCALING_FACTOR)
+        )
+    mscale = 1.0 + 0.1 * math.log(factor)
+    attn_key = meta.key(Keys.Rope.SCALING_YARN_ATTN_FACTOR)
+    if (value := meta.gguf.get(attn_key)) is not None and not math.isclose(float(value), mscale, rel_tol=1e-6):
+        raise ModelConfigError(
+            meta.gguf.path,
+            f"YaRN attention factor {value} is not supported (llama.cpp ignores the key and uses "
+            f"1 + 0.1 ln {factor} = {mscale:.6g})",
+            key=attn_key,
         )
 
     def corr_dim(n_rotations: float) -> float:  # f32 as ggml_rope_yarn_corr_dim
@@ -292,7 +323,7 @@ def _yarn(meta: _Meta, n_rot: int, rope_base: float) -> tuple[tuple[float, ...],
     for i in range(n_rot // 2):
         ramp = 1.0 - min(1.0, max(0.0, (i - low) / max(0.001, high - low)))  # 1: extrapolate, 0: interpolate
         divisors.append(1.0 / (freq_scale * (1.0 - ramp) + ramp))
-    return tuple(divisors), 1.0 + 0.1 * math.log(factor)
+    return _Yarn(tuple(divisors), mscale)
 
 
 def _sliding_layers(meta: _Meta, traits: _ArchTraits, n_layer: int) -> list[bool]:
@@ -378,8 +409,7 @@ def read_hparams(gguf: GGUFFile) -> HParams:
             key=meta.key(Keys.Attention.SLIDING_WINDOW),
         )
     rope_base = meta.float(Keys.Rope.FREQ_BASE, 10000.0)
-    yarn = _yarn(meta, n_rot, rope_base) if traits.yarn else None
-    rope_scale = 1.0 if yarn else _rope_scale(meta)
+    rope_scale, yarn = _rope_scaling(meta, traits, n_rot, rope_base)
     window = meta.int(Keys.Attention.SLIDING_WINDOW, minimum=0) if traits.swa_pattern else 0
     sliding = _sliding_layers(meta, traits, n_layer) if traits.swa_pattern else [False] * n_layer
     swa_default = traits.swa_rope_base or rope_base
@@ -387,6 +417,13 @@ def read_hparams(gguf: GGUFFile) -> HParams:
     layers = tuple(
         LayerConfig(swa_base, 1.0, window) if slides else LayerConfig(rope_base, rope_scale, 0) for slides in sliding
     )
+    if yarn is not None and swa_base != rope_base and any(sliding):
+        # the divisors depend on the base, and the native core has one set of them
+        raise ModelConfigError(
+            gguf.path,
+            f"YaRN with sliding layers of another rope base ({swa_base} vs {rope_base}) is not supported",
+            key=meta.key(Keys.Rope.FREQ_BASE_SWA),
+        )
     if traits.no_rope_period:
         period = traits.no_rope_period  # layers il with (il + 1) % period == 0, as llama.cpp
         layers = tuple(
@@ -433,7 +470,7 @@ def read_hparams(gguf: GGUFFile) -> HParams:
             raise GGUFTensorError(
                 gguf.path, "YaRN and rope factor tensors together", tensor=tensor_name(MODEL_TENSOR.ROPE_FREQS)
             )
-        rope_attn_factor *= yarn[1]
+        rope_attn_factor *= yarn.mscale
     attn_softcap = final_softcap = 0.0
     if traits.softcaps:
         attn_softcap = meta.float(Keys.LLM.ATTN_LOGIT_SOFTCAPPING, traits.softcaps[0])
@@ -480,7 +517,7 @@ def read_hparams(gguf: GGUFFile) -> HParams:
         rope_long_ctx=rope_long_ctx,
         rope_attn_factor=rope_attn_factor,
         oai_moe=traits.oai_moe,
-        yarn_divisors=yarn[0] if yarn else None,
+        yarn_divisors=yarn.divisors if yarn else None,
     )
 
 

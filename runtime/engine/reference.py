@@ -61,8 +61,10 @@ def rope_angles(
     hp: HParams, layer: LayerConfig, positions: np.ndarray, freq_factors: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """cos, sin: [T, n_rot/2] of theta[t, i] = pos_t * scale * base^(-2i/n_rot) / factor_i,
-    times LongRoPE's attention factor"""
+    times LongRoPE's or YaRN's attention factor; a NoPE layer (scale 0) is not rotated nor scaled"""
     i = np.arange(hp.n_rot // 2)
+    if layer.rope_scale == 0.0:
+        return np.ones((len(positions), len(i))), np.zeros((len(positions), len(i)))
     inv_freq = layer.rope_scale * layer.rope_base ** (-2.0 * i / hp.n_rot)  # [n_rot/2]
     if freq_factors is not None:
         inv_freq = inv_freq / freq_factors
@@ -156,7 +158,7 @@ def forward(
     long_rope: LongRoPE's long factors (a context past rope_long_ctx), else the short ones."""
     if hp.oai_moe:
         # its oracle is transformers (tests/convert/test_arch_checkpoints.py), not this reference
-        raise NotImplementedError("the numpy reference does not model gpt-oss (sinks, biases, YaRN)")
+        raise NotImplementedError("the numpy reference does not model gpt-oss (sinks, biases)")
     W = weights
     tokens = np.asarray(tokens, dtype=np.int64)
     T = len(tokens)
@@ -164,6 +166,8 @@ def forward(
     norm = lambda x, name: rms_norm(x, W[name], hp.norm_eps, hp.norm_plus_one)
     act = gelu_tanh if hp.activation == "gelu_tanh" else silu
     freq_factors = W[tensor_name(MODEL_TENSOR.ROPE_FREQS)] if hp.rope_freqs else None
+    if hp.yarn_divisors is not None:
+        freq_factors = np.asarray(hp.yarn_divisors, dtype=np.float32)
     if hp.long_rope:
         freq_factors = W[tensor_name(MODEL_TENSOR.ROPE_FACTORS_LONG if long_rope else MODEL_TENSOR.ROPE_FACTORS_SHORT)]
 

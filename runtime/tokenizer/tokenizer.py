@@ -23,6 +23,7 @@ from lamina.tokenizer.wpm import WPMTokenizer, normalizer_flags
 __all__ = ["Tokenizer", "TokenizerError", "UnsupportedTokenizerError"]
 
 Fragment = str | int  # raw text still to tokenize, or a token cut out whole
+_C_SPACE = " \t\n\v\f\r"  # C's isspace, which llama.cpp strips with
 
 
 class Tokenizer:
@@ -129,12 +130,14 @@ class Tokenizer:
         return ids
 
     def _fragments(self, text: str, special: bool) -> list[Fragment]:
-        """Cut special tokens out of text, longest token first (tokenizer_st_partition)."""
+        """Cut special tokens out of text, longest token first (tokenizer_st_partition);
+        a token with llama.cpp's RSTRIP attribute takes the ASCII whitespace after it along."""
         fragments: list[Fragment] = [text] if text else []
         for token_id in self._partition[special]:
             needle = self.vocab.tokens[token_id]
             if needle not in text:
                 continue
+            rstrip = token_id in self.vocab.rstrip_ids
             cut: list[Fragment] = []
             for fragment in fragments:
                 if isinstance(fragment, int) or needle not in fragment:
@@ -143,6 +146,8 @@ class Tokenizer:
                 for i, part in enumerate(fragment.split(needle)):
                     if i:
                         cut.append(token_id)
+                        if rstrip:
+                            part = part.lstrip(_C_SPACE)
                     if part:
                         cut.append(part)
             fragments = cut

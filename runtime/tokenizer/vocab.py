@@ -126,6 +126,7 @@ class Vocab:
     add_space_prefix: bool
     eog_ids: frozenset[int]
     sep_id: int | None = None  # WordPiece: ends an input with special tokens (llama.cpp's add_special)
+    rstrip_ids: frozenset[int] = frozenset()  # cut out, they drop the whitespace after them (RSTRIP)
 
     @property
     def n_vocab(self) -> int:
@@ -208,6 +209,7 @@ class Vocab:
             add_space_prefix,
             frozenset(eog),
             _special_id(meta, "seperator_token_id", 102 if model == "bert" else None, n),
+            _rstrip_ids(meta, tokens, types),
         )
 
     def partition_ids(self, special: bool) -> list[int]:
@@ -219,6 +221,21 @@ class Vocab:
     def is_special(self, token_id: int) -> bool:
         """CONTROL or UNKNOWN: rendered as text only when asked for."""
         return int(self.types[token_id]) in (TokenType.CONTROL, TokenType.UNKNOWN)
+
+
+def _rstrip_ids(meta: Mapping[str, Any], tokens: list[str], types: np.ndarray) -> frozenset[int]:
+    """Token attributes GGUF files lack, which llama.cpp sets by general.name:
+    a model named phi-3 / phi3 (Phi-3's rstrip) drops the whitespace after its
+    control, user-defined and unknown tokens and `</s>`, but not after
+    `<unk>`, `<s>` and `<|endoftext|>`."""
+    name = str(meta.get("general.name") or "").lower()
+    if "phi-3" not in name and "phi3" not in name:
+        return frozenset()
+    ids = set(np.flatnonzero(np.isin(types, PARTITION_TYPES)).tolist())
+    index = {t: i for i, t in enumerate(tokens) if t in ("</s>", "<unk>", "<s>", "<|endoftext|>")}
+    ids |= {index["</s>"]} if "</s>" in index else set()
+    ids -= {index[t] for t in ("<unk>", "<s>", "<|endoftext|>") if t in index}
+    return frozenset(ids)
 
 
 def _fim_end(meta: Mapping[str, Any], tokens: list[str]) -> set[int]:

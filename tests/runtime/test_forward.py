@@ -80,6 +80,7 @@ def test_hparams_from_metadata(tiny, name):
     )
     assert (hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_rot) == (cfg.n_head, cfg.n_head_kv, cfg.hd, cfg.n_rot or cfg.hd)
     assert hp.tied_output == cfg.tied and hp.rope_freqs == cfg.rope_freqs
+    assert (hp.yarn_divisors is not None) == (cfg.yarn is not None)
     gemma = cfg.arch in ("gemma2", "gemma3")
     assert hp.rope_neox == (cfg.arch not in ("llama", "granite", "smollm3")) and hp.qkv_bias == (cfg.arch == "qwen2")
     assert hp.qk_norm == (cfg.arch in ("gemma3", "qwen3", "qwen3moe", "olmo2")) and hp.post_norms == (
@@ -603,8 +604,12 @@ def test_missing_required_key(tmp_path):
 def test_unsupported_rope_scaling(tmp_path):
     from gguf import RopeScalingType
 
-    path = write_tiny_model(tmp_path / "m.gguf", LLAMA, extra=lambda w: w.add_rope_scaling_type(RopeScalingType.YARN))
-    with pytest.raises(ModelConfigError, match="rope scaling 'yarn' is not supported"):
+    longrope = lambda w: w.add_rope_scaling_type(RopeScalingType.LONGROPE)
+    path = write_tiny_model(tmp_path / "m.gguf", LLAMA, extra=longrope)
+    with pytest.raises(ModelConfigError, match="rope scaling 'longrope' is not supported for llama"):
+        Model.load(path)
+    path = write_tiny_model(tmp_path / "y.gguf", LLAMA, extra=lambda w: w.add_rope_scaling_type(RopeScalingType.YARN))
+    with pytest.raises(GGUFMissingKeyError, match="llama.rope.scaling.factor"):  # YaRN without its factor
         Model.load(path)
 
 

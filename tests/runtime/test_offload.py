@@ -242,6 +242,14 @@ def test_cuda_refuses_what_its_kernels_lack(tiny, name):
 
 
 @pytest.mark.gpu
+def test_cuda_refuses_yarn_by_name(tiny):
+    """YaRN's cos/sin multiplier runs on the CPU only: offload names it, it does not drop it"""
+    model = Model.load(tiny(CONFIGS["smollm3_yarn"]), n_threads=2)
+    with pytest.raises(ContextError, match="YaRN rope scaling .* not implemented on the GPU"):
+        Context(model, n_ctx=64, gpu_layers=1, device="cuda", require_gpu=True)
+
+
+@pytest.mark.gpu
 def test_cuda_refuses_nvfp4_output_scales(tmp_path):
     """per-tensor output scales (NVFP4's scale_2) run on the CPU only"""
     from support.tiny_models import write_tiny_model

@@ -88,6 +88,10 @@ if job["op"] == "embed":
     toks = {f"tokens{i}": np.asarray(t) for i, t in enumerate(ids)}
     np.savez(job["out"], vectors=np.asarray(vecs, np.float32), **toks)
     sys.exit(0)
+if job["op"] == "tokenize":
+    llm = llama_cpp.Llama(model_path=job["model"], vocab_only=True, verbose=False)
+    print(json.dumps([llm.tokenize(t.encode(), add_bos=job["add_bos"], special=job["special"]) for t in job["texts"]]))
+    sys.exit(0)
 if job["op"] == "infill":
     # llama.cpp's infill prompt (tools/server format_prompt_infill, no repository context)
     llm = llama_cpp.Llama(model_path=job["model"], vocab_only=True, verbose=False)
@@ -130,6 +134,14 @@ def llama_cpp_schema_gbnf(schema: dict) -> str:
     if r.returncode != 0:
         raise RuntimeError(f"LlamaGrammar.from_json_schema failed with {r.returncode}: {r.stderr[-2000:]}")
     return r.stdout
+
+
+def llama_cpp_tokenize(model: Path, texts: list[str], add_bos: bool, special: bool) -> list[list[int]]:
+    """llama.cpp's token ids of each text (llama_tokenize with add_special=add_bos, parse_special=special)"""
+    r = _child({"op": "tokenize", "model": str(model), "texts": texts, "add_bos": add_bos, "special": special})
+    if r.returncode != 0:
+        raise RuntimeError(f"llama.cpp's tokenizer on {model} failed: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def llama_cpp_infill(model: Path, prefix: str, suffix: str) -> dict:

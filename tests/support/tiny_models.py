@@ -2,7 +2,7 @@
 GGUFWriter), one per architecture shape the native forward must express:
 llama with or without GQA, tied or untied output, rope scaling and llama-3.1
 rope factors; granite (llama with embedding, attention, residual and logit
-multipliers); smollm3 (llama whose every 4th layer has no rope); qwen2 (q/k/v
+multipliers); smollm3 (llama whose every 4th layer has no rope; with YaRN); qwen2 (q/k/v
 biases, NeoX rope); qwen3 (q/k norms, head_dim wider than n_embd / n_head);
 gemma2 (alternating sliding layers, soft-capped scores and logits); olmo2
 (post-norms only, q/k norms over whole projections); gemma3 (q/k norms, post
@@ -55,6 +55,7 @@ class TinyConfig:
     n_ff_exp: int = 0
     fused: bool = False  # phi3: attn_qkv and a [2 * n_ff] ffn_up instead of separate matrices
     long_rope: tuple[int, float] | None = None  # phi3 LongRoPE: (original context, attention factor)
+    yarn: tuple[float, int] | None = None  # YaRN: (factor, original context)
 
     @property
     def hd(self) -> int:
@@ -83,6 +84,8 @@ GEMMA3 = TinyConfig(
 )
 GRANITE = TinyConfig(arch="granite", multipliers=(4.0, 0.05, 0.3, 2.5), seed=7)
 SMOLLM3 = TinyConfig(arch="smollm3", n_layer=4, rope_base=2e6, seed=8)  # layer 3 has no rope
+# YaRN past a 16-position original context (its ramp spans pairs 0..2), and a NoPE layer it must leave alone
+SMOLLM3_YARN = TinyConfig(arch="smollm3", n_layer=4, rope_base=100.0, yarn=(4.0, 16), seed=13)
 GEMMA2 = TinyConfig(
     arch="gemma2",
     n_embd=64,
@@ -112,6 +115,7 @@ CONFIGS = {
     "gemma3": GEMMA3,
     "granite": GRANITE,
     "smollm3": SMOLLM3,
+    "smollm3_yarn": SMOLLM3_YARN,
     "gemma2": GEMMA2,
     "olmo2": OLMO2,
     "qwen3moe": QWEN3MOE,
@@ -138,6 +142,7 @@ SPLIT_CASES = {
     "qwen3": QWEN3,
     "granite": GRANITE,
     "smollm3": SMOLLM3,
+    "smollm3_yarn": SMOLLM3_YARN,
     "gemma2": replace(GEMMA2, n_layer=4),
     "gemma3": replace(GEMMA3, n_layer=4),
     "olmo2": OLMO2,
@@ -215,6 +220,10 @@ def write_tiny_model(
     if cfg.rope_linear_factor is not None:
         w.add_rope_scaling_type(RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(cfg.rope_linear_factor)
+    if cfg.yarn is not None:
+        w.add_rope_scaling_type(RopeScalingType.YARN)
+        w.add_rope_scaling_factor(cfg.yarn[0])
+        w.add_rope_scaling_orig_ctx_len(cfg.yarn[1])
     if arch in (MODEL_ARCH_NAMES[MODEL_ARCH.GEMMA3], MODEL_ARCH_NAMES[MODEL_ARCH.GEMMA2]):
         w.add_sliding_window(cfg.sliding_window)
     if cfg.multipliers is not None:

@@ -1,0 +1,218 @@
+"""YaRN rope scaling on random tiny Hugging Face checkpoints of every
+architecture where llama.cpp and transformers both apply it (the config
+change Qwen2.5's and Qwen3's model cards tell users to make), end to end:
+
+- `lamina convert` writes the rope.scaling keys byte for byte as llama.cpp's
+  convert_hf_to_gguf.py (+ llama-quantize) does, from the model cards'
+  `rope_scaling: {type: yarn, ...}` and from transformers 5's `rope_parameters`;
+- lamina's logits on the f32 file equal transformers' on the checkpoint, and
+  llama.cpp's on the same file, over a prompt longer than the original
+  context (4x YaRN of a 32-position original context, rope base 100: the
+  ramp between extrapolated and interpolated frequencies spans several pairs);
+- what llama.cpp does not do is refused by name (other architectures, keys it
+  ignores, conversions its converter would drop).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from lamina.convert.encode import Encoder
+from lamina.convert.errors import CheckpointError
+from lamina.convert.hf.convert import plan_hf
+from lamina.convert.pipeline import run_job
+from lamina.convert.recipes import get_mix
+from lamina.engine.context import Context, Model
+from lamina.engine.loader import ModelConfigError, read_hparams
+from lamina.gguf.reader import GGUFFile
+from support.llama_cpp_ref import have_llama_cpp, llama_cpp_logits, llama_quantize, reference_gguf
+from support.tiny_hf import tiny_hf_checkpoint
+from support.tiny_models import GEMMA3
+
+YARN = {"factor": 4.0, "original_max_position_embeddings": 32}
+ROPE_BASE = 100.0
+# qwen2 as its model card says (config.json's rope_scaling, `type`); the rest as transformers 5 saves them
+LEGACY_FORM = {"qwen2"}
+ARCHS = ["llama", "qwen2", "qwen3", "qwen3_moe", "granite", "smollm3", "olmo2"]
+GGUF_ARCH = {"qwen3_moe": "qwen3moe"}
+N_PREFILL, N_DECODE = 24, 16  # 40 positions: past the original 32
+
+
+def yarn_checkpoint(arch: str, directory: Path) -> Path:
+    if arch in LEGACY_FORM:
+        tiny_hf_checkpoint(arch, directory, extra={"max_position_embeddings": 128})
+        cfg = json.loads((directory / "config.json").read_text())
+        cfg.pop("rope_parameters", None)
+        cfg |= {"rope_theta": ROPE_BASE, "rope_scaling": {"type": "yarn", **YARN}}
+        (directory / "config.json").write_text(json.dumps(cfg))
+        return directory
+    rope = {"rope_type": "yarn", "rope_theta": ROPE_BASE, **YARN}
+    return tiny_hf_checkpoint(arch, directory, extra={"max_position_embeddings": 128, "rope_parameters": rope})
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    made: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in made:
+            made[arch] = yarn_checkpoint(arch, tmp_path_factory.mktemp("hf") / f"tiny-{arch}-yarn")
+        return made[arch]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory, checkpoint):
+    enc = Encoder(2)
+    done: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in done:
+            out = tmp_path_factory.mktemp("gguf") / f"tiny-{arch}-yarn.gguf"
+            run_job(plan_hf(checkpoint(arch), get_mix("f32"), enc, out))
+            done[arch] = out
+        return done[arch]
+
+    yield get
+    enc.close()
+
+
+def _tokens(path: Path) -> list[int]:
+    n_vocab = GGUFFile(path).tensor("token_embd.weight").ne[1]
+    return np.random.default_rng(7).integers(3, n_vocab, N_PREFILL + N_DECODE).tolist()
+
+
+def _nmse(got: np.ndarray, want: np.ndarray) -> float:
+    return float(((got - want) ** 2).mean() / (want**2).mean())
+
+
+def _transformers_logits(hf_dir: Path, ids: list[int], rope_scaling: bool = True) -> np.ndarray:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(hf_dir)
+    if not rope_scaling:  # the same weights with plain rope
+        config.rope_parameters = {"rope_type": "default", "rope_theta": ROPE_BASE}
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, config=config, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()  # [T, V]
+
+
+def _lamina_logits(path: Path, ids: list[int]) -> np.ndarray:
+    ctx = Context(Model.load(path, n_threads=2), n_ctx=64)
+    rows = [ctx.eval(ids[:N_PREFILL], all_logits=True)]  # [24, V]
+    rows += [ctx.eval(ids[i : i + 1]) for i in range(N_PREFILL, len(ids))]  # 16 x [V]
+    return np.vstack(rows)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_convert_matches_llama_cpp(arch: str, checkpoint, converted, tmp_path: Path) -> None:
+    if not have_llama_cpp():
+        pytest.skip("llama-cpp-python is not installed: no llama-quantize")
+    ref = reference_gguf(f"tiny-{arch}-yarn", checkpoint(arch), "f32")
+    theirs = tmp_path / "llama-quantize.gguf"
+    llama_quantize(ref, theirs, int(get_mix("f32").ftype))
+    ours = converted(arch)
+    with GGUFFile(ours) as g:
+        key = f"{GGUF_ARCH.get(arch, arch)}.rope.scaling"
+        assert (g.metadata[f"{key}.type"], g.metadata[f"{key}.factor"]) == ("yarn", 4.0)
+        assert g.metadata[f"{key}.original_context_length"] == 32
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_logits_match_transformers(arch: str, checkpoint, converted) -> None:
+    path = converted(arch)
+    ids = _tokens(path)
+    want = _transformers_logits(checkpoint(arch), ids)
+    got = _lamina_logits(path, ids)
+    assert want.std() > 0.3, "logits too flat to tell a wrong forward pass from a right one"
+    nmse = _nmse(got, want)
+    top1 = float((got.argmax(-1) == want.argmax(-1)).mean())
+    print(f"\n{arch} YaRN: nmse {nmse:.2e}, top-1 {top1:.3f} over {len(ids)} positions")
+    assert nmse < 1e-4, nmse
+    assert top1 >= 0.95
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_logits_match_llama_cpp(arch: str, checkpoint, converted) -> None:
+    """the same bytes in llama.cpp; and without YaRN transformers' logits are
+    far from both, so the bound tells YaRN from plain rope"""
+    if not have_llama_cpp():
+        pytest.skip("llama-cpp-python is not installed")
+    path = converted(arch)
+    ids = _tokens(path)
+    _, theirs = llama_cpp_logits(path, tokens=ids, n_ctx=64)
+    got = _lamina_logits(path, ids)
+    nmse = _nmse(got, theirs)
+    print(f"\n{arch} YaRN vs llama.cpp: nmse {nmse:.2e}")
+    assert nmse < 1e-4, nmse
+    assert _nmse(_transformers_logits(checkpoint(arch), ids, rope_scaling=False), theirs) > 100 * 1e-4
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("rope.scaling.yarn_attn_factor", 1.0, "attention factor 1.0 is not supported"),
+        ("rope.scaling.yarn_log_multiplier", 0.1, "llama.cpp uses 0.0"),
+        ("rope.scaling.yarn_ext_factor", 0.5, "llama.cpp uses 1.0"),
+        ("rope.scaling.yarn_beta_slow", 2.0, "llama.cpp uses 1.0"),
+    ],
+)
+def test_keys_llama_cpp_ignores_are_refused(key: str, value: float, message: str, converted) -> None:
+    """llama.cpp reads none of these for these architectures: a file that sets
+    them otherwise is refused, naming the key, rather than run with either value"""
+    with GGUFFile(converted("qwen2")) as g:
+        read_hparams(g)
+        g.metadata[f"qwen2.{key}"] = value  # as a file that says so would read
+        with pytest.raises(ModelConfigError, match=message) as e:
+            read_hparams(g)
+        assert f"qwen2.{key}" in str(e.value)
+
+
+def test_attn_factor_llama_cpp_applies_anyway_is_accepted(converted) -> None:
+    """HF's attention_factor at YaRN's own value (1 + 0.1 ln factor), as f32 in the file"""
+    with GGUFFile(converted("qwen2")) as g:
+        mscale = 1 + 0.1 * math.log(YARN["factor"])
+        g.metadata["qwen2.rope.scaling.yarn_attn_factor"] = float(np.float32(mscale))
+        assert read_hparams(g).rope_attn_factor == pytest.approx(mscale)
+
+
+def test_gemma3_yarn_is_refused(tiny) -> None:
+    """llama.cpp leaves gemma3's sliding layers unscaled, which lamina's one set of divisors cannot say"""
+    with pytest.raises(ModelConfigError, match="rope scaling 'yarn' is not supported for gemma3") as e:
+        Model.load(tiny(replace(GEMMA3, yarn=(4.0, 16))), n_threads=1)
+    assert "gemma3.rope.scaling.type" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("arch", "rope", "message"),
+    [
+        ("gemma2", {"rope_type": "yarn", **YARN}, "'yarn' is not supported for gemma2"),
+        ("llama", {"rope_type": "dynamic", "factor": 2.0}, "'dynamic' is not supported for llama"),
+        ("qwen2", {"rope_type": "yarn", "factor": 4.0}, "needs original_max_position_embeddings"),
+        ("qwen2", {"rope_type": "yarn", "original_max_position_embeddings": 32}, "needs a factor"),
+    ],
+    ids=["gemma2", "dynamic", "no-original-context", "no-factor"],
+)
+def test_converter_refuses_scaling_llama_cpp_drops(arch: str, rope: dict, message: str, tmp_path: Path) -> None:
+    hf = tiny_hf_checkpoint(arch, tmp_path / "hf")
+    cfg = json.loads((hf / "config.json").read_text())
+    cfg["rope_parameters"] = {"rope_theta": ROPE_BASE, **rope}
+    (hf / "config.json").write_text(json.dumps(cfg))
+    enc = Encoder(1)
+    try:
+        with pytest.raises(CheckpointError, match=message):
+            plan_hf(hf, get_mix("f16"), enc, tmp_path / "out.gguf")
+    finally:
+        enc.close()
