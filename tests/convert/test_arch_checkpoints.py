@@ -10,8 +10,8 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +22,10 @@ pytest.importorskip("transformers")
 
 from lamina.convert.encode import Encoder
 from lamina.convert.hf.convert import plan_hf
-from lamina.convert.pipeline import run_job
 from lamina.convert.recipes import get_mix
 from lamina.engine.context import Context, Model
 from lamina.gguf.reader import GGUFFile
+from support.cli_roundtrip import convert_inspect_run, convert_once
 from support.llama_cpp_ref import have_llama_cpp, llama_cpp_logits, llama_cpp_tool, llama_quantize, reference_gguf
 from support.tiny_hf import CASES, tiny_hf_checkpoint
 
@@ -37,29 +37,15 @@ N_PREFILL, N_DECODE = 24, 16
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory):
-    made: dict[str, Path] = {}
-
-    def get(arch: str) -> Path:
-        if arch not in made:
-            made[arch] = tiny_hf_checkpoint(arch, tmp_path_factory.mktemp("hf") / f"tiny-{arch}")
-        return made[arch]
-
-    return get
+    """arch -> its tiny checkpoint, built once per module"""
+    return functools.cache(lambda arch: tiny_hf_checkpoint(arch, tmp_path_factory.mktemp("hf") / f"tiny-{arch}"))
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory, checkpoint):
+    """(arch, mix) -> lamina's GGUF of the checkpoint, converted once per module"""
     enc = Encoder(2)
-    done: dict[tuple[str, str], Path] = {}
-
-    def get(arch: str, mix: str) -> Path:
-        if (arch, mix) not in done:
-            out = tmp_path_factory.mktemp("gguf") / f"tiny-{arch}-{mix}.gguf"
-            run_job(plan_hf(checkpoint(arch), get_mix(mix), enc, out))
-            done[arch, mix] = out
-        return done[arch, mix]
-
-    yield get
+    yield functools.cache(lambda arch, mix: convert_once(checkpoint(arch), mix, enc, tmp_path_factory, arch))
     enc.close()
 
 
@@ -105,19 +91,7 @@ def test_logits_match_transformers(arch: str, checkpoint, converted) -> None:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_command_line(arch: str, checkpoint, tmp_path: Path) -> None:
-    out = tmp_path / "m.gguf"
-    lamina = [sys.executable, "-m", "lamina"]
-    subprocess.run([*lamina, "convert", str(checkpoint(arch)), "-o", str(out), "--q8_0"], check=True, timeout=300)
-    shown = subprocess.run([*lamina, "inspect", str(out)], check=True, capture_output=True, text=True, timeout=120)
-    assert GGUF_ARCH.get(arch, arch) in shown.stdout
-    ran = subprocess.run(
-        [*lamina, "run", str(out), "-p", "Hello", "-n", "4", "--temp", "0"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert ran.stdout.strip() and "generation 4 tok" in ran.stderr
+    convert_inspect_run(checkpoint(arch), tmp_path / "m.gguf", GGUF_ARCH.get(arch, arch))
 
 
 # -- gpt-oss: what the shared tests above do not show --------------------------

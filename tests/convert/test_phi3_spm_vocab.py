@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +28,7 @@ from lamina.convert.pipeline import run_job
 from lamina.convert.recipes import get_mix
 from lamina.gguf.reader import GGUFFile
 from lamina.tokenizer.tokenizer import Tokenizer
+from support.cli_roundtrip import convert_inspect_run
 from support.llama_cpp_ref import have_llama_cpp, llama_cpp_tokenize, llama_quantize, reference_gguf
 from support.tiny_spm import CHAT_TEMPLATE, N_PIECES, N_VOCAB, PHI3_ADDED, phi3_spm_checkpoint
 from support.tokenizer_corpus import CORPUS, LONG_TEXT
@@ -128,19 +127,7 @@ def test_special_tokens_match_llama_cpp(converted: Path, tokenizer: Tokenizer) -
 
 
 def test_command_line(checkpoint: Path, tmp_path: Path) -> None:
-    out = tmp_path / "m.gguf"
-    lamina = [sys.executable, "-m", "lamina"]
-    subprocess.run([*lamina, "convert", str(checkpoint), "-o", str(out), "--q8_0"], check=True, timeout=300)
-    shown = subprocess.run([*lamina, "inspect", str(out)], check=True, capture_output=True, text=True, timeout=120)
-    assert "phi3" in shown.stdout
-    ran = subprocess.run(
-        [*lamina, "run", str(out), "-p", "Hello", "-n", "4", "--temp", "0"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert ran.stdout.strip() and "generation 4 tok" in ran.stderr
+    convert_inspect_run(checkpoint, tmp_path / "m.gguf", "phi3")
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ change Qwen2.5's and Qwen3's model cards tell users to make), end to end:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import replace
@@ -29,11 +30,11 @@ pytest.importorskip("transformers")
 from lamina.convert.encode import Encoder
 from lamina.convert.errors import CheckpointError
 from lamina.convert.hf.convert import plan_hf
-from lamina.convert.pipeline import run_job
 from lamina.convert.recipes import get_mix
 from lamina.engine.context import Context, Model
 from lamina.engine.loader import ModelConfigError, read_hparams
 from lamina.gguf.reader import GGUFFile
+from support.cli_roundtrip import convert_once
 from support.llama_cpp_ref import have_llama_cpp, llama_cpp_logits, llama_quantize, reference_gguf
 from support.tiny_hf import tiny_hf_checkpoint
 from support.tiny_models import GEMMA3
@@ -61,29 +62,15 @@ def yarn_checkpoint(arch: str, directory: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory):
-    made: dict[str, Path] = {}
-
-    def get(arch: str) -> Path:
-        if arch not in made:
-            made[arch] = yarn_checkpoint(arch, tmp_path_factory.mktemp("hf") / f"tiny-{arch}-yarn")
-        return made[arch]
-
-    return get
+    """arch -> its tiny YaRN checkpoint, built once per module"""
+    return functools.cache(lambda arch: yarn_checkpoint(arch, tmp_path_factory.mktemp("hf") / f"tiny-{arch}-yarn"))
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory, checkpoint):
+    """arch -> lamina's f32 GGUF of the checkpoint, converted once per module"""
     enc = Encoder(2)
-    done: dict[str, Path] = {}
-
-    def get(arch: str) -> Path:
-        if arch not in done:
-            out = tmp_path_factory.mktemp("gguf") / f"tiny-{arch}-yarn.gguf"
-            run_job(plan_hf(checkpoint(arch), get_mix("f32"), enc, out))
-            done[arch] = out
-        return done[arch]
-
-    yield get
+    yield functools.cache(lambda arch: convert_once(checkpoint(arch), "f32", enc, tmp_path_factory, f"{arch}-yarn"))
     enc.close()
 
 
