@@ -8,14 +8,12 @@
  * columns go through it up to 4 at a time (2 or 3 for what is left, so decode
  * of 2 or 3 sequences gains too), each weight block unpacked once per group;
  * it gives the single-column kernel's bits, so grouping never changes a
- * result. Q4_1 goes two rows by four columns where it can (dot24: a weight
- * block unpacked once per four columns, an activation block read once per
- * two rows). Q4_0, Q5_0 and Q8_0 in prefill (more than LM_PAIRED_COLS
- * columns) take the columns interleaved eight to a vector (dotn,
- * simd/x86/legacy_i8_avx2.h): a weight row meets 32 columns per call, a
- * block unpacked once for all of them, no reduction across lanes (2048x2048
- * by 256 columns, 1 thread: 86-89 -> 178-180 GFLOP/s; SmolLM2 Q4_0 pp512
- * about 1.6x). */
+ * result. The 32-weight formats and Q4_K/Q5_K/Q6_K in prefill (more than
+ * LM_PAIRED_COLS columns) take the columns interleaved eight to a vector
+ * (dotn; simd/x86/legacy_i8_avx2.h, kquant_xn_avx2.c): a weight row meets 32
+ * columns per call, a block unpacked once for all of them, no reduction
+ * across lanes (2048x2048 by 256 columns, 1 thread: Q4_0 86-89 -> 178-180
+ * GFLOP/s, Q4_K 82-89 -> 151; SmolLM2 Q4_0 pp512 about 1.6x). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,7 +36,6 @@ typedef struct {
     lm_vec_dot_x4_fn dot4;   /* 2..4 columns at once, bit-identical to dot; may be NULL */
     lm_vec_dot_2r_fn dot2r;  /* 2 rows of one column at once, bit-identical to dot; may be NULL */
     lm_vec_dot_2r2c_fn dot22;   /* 2 rows by 2 columns, bit-identical to dot4; may be NULL */
-    lm_vec_dot_2r2c_fn dot24;   /* 2 rows by 4 columns, bit-identical to dot4; may be NULL */
     lm_vec_dot_x4_fn dotn;      /* 1 row by up to LM_XN_MAX columns, bit-identical to dot4; may be NULL */
     int use_dotn;               /* prefill through dotn: the columns interleaved at xg */
     char *xg;
@@ -69,17 +66,30 @@ static void block_sums(const block_q8_0 *col, int64_t nb, int32_t *sums) {
 static void interleave_group(const matmul_job *job, int64_t c0, char *dst) {
     const int64_t nb = job->n / QK8_0;
     const int lanes = job->ncols - c0 < LM_XN_LANES ? (int)(job->ncols - c0) : LM_XN_LANES;
+    const int q8_1 = job->at == lm_get_type_traits(LM_TYPE_Q8_1);
     memset(dst, 0, (size_t)nb * LM_XN_BLOCK_BYTES);
     for (int c = 0; c < lanes; c++) {
-        const block_q8_0 *col = (const block_q8_0 *)(job->xq + (size_t)(c0 + c) * job->xq_row_bytes);
+        const char *col = job->xq + (size_t)(c0 + c) * job->xq_row_bytes;
         for (int64_t b = 0; b < nb; b++) {
             char *blk = dst + (size_t)b * LM_XN_BLOCK_BYTES;
-            int32_t sum = 0;
-            for (int j = 0; j < QK8_0; j++) sum += col[b].qs[j];
-            for (int k = 0; k < 8; k++) memcpy(blk + 32 * k + 4 * c, col[b].qs + 4 * k, 4);
-            const float d = lm_half_to_f32(col[b].d);
+            const int8_t *qs;
+            float d;
+            if (q8_1) {   /* its s in the sums' place */
+                const block_q8_1 *y = (const block_q8_1 *)col + b;
+                qs = y->qs;
+                d = lm_half_to_f32(y->d);
+                const float s = lm_half_to_f32(y->s);
+                memcpy(blk + LM_XN_SUMS_OFFSET + 4 * c, &s, 4);
+            } else {
+                const block_q8_0 *y = (const block_q8_0 *)col + b;
+                qs = y->qs;
+                d = lm_half_to_f32(y->d);
+                int32_t isum = 0;
+                for (int j = 0; j < QK8_0; j++) isum += qs[j];
+                memcpy(blk + LM_XN_SUMS_OFFSET + 4 * c, &isum, 4);
+            }
+            for (int k = 0; k < 8; k++) memcpy(blk + 32 * k + 4 * c, qs + 4 * k, 4);
             memcpy(blk + LM_XN_SCALES_OFFSET + 4 * c, &d, 4);
-            memcpy(blk + LM_XN_SUMS_OFFSET + 4 * c, &sum, 4);
         }
     }
 }
@@ -144,7 +154,7 @@ static void quantize_columns(void *p, int ith, int nth) {
 }
 
 /* rows [r0, r1) by the ncol columns from c through pair, a kernel of two rows
- * by ncol columns (dot22: 2, dot24: 4); an odd last row through dot4 */
+ * by ncol columns (dot22: 2); an odd last row through dot4 */
 static void rows_in_pairs(const matmul_job *job, lm_vec_dot_2r2c_fn pair, int ncol, int64_t r0, int64_t r1, int64_t c) {
     const char *xq = job->xq + (size_t)c * job->xq_row_bytes;
     float *y = &job->y[c * job->ldy];
@@ -187,10 +197,7 @@ static void multiply_rows(void *p, int ith, int nth) {
         const int64_t r1 = r0 + TILE_R < r_end ? r0 + TILE_R : r_end;
         for (int64_t c0 = 0; c0 < job->ncols; c0 += TILE_C) {
             const int64_t c1 = c0 + TILE_C < job->ncols ? c0 + TILE_C : job->ncols;
-            /* four columns at a time, two rows at a time, where dot24 is */
             int64_t c = c0;
-            if (job->dot24)
-                for (; c + 4 <= c1; c += 4) rows_in_pairs(job, job->dot24, 4, r0, r1, c);
             /* the rest in groups of 4 (the last of 2..4) with dot4, row by
              * row; a column left over (decode: the only one), or all of them
              * without dot4, two rows at a time where dot2r is */
@@ -233,9 +240,10 @@ static size_t column_bytes(const lm_type_traits *at, int64_t n, int n_scales) {
 }
 
 /* one group of eight interleaved columns for the many-column kernels
- * (partners Q8_0 and Q8_K), 0 for the other partners */
+ * (partners Q8_0, Q8_1 and Q8_K), 0 for the other partners */
 static size_t group_bytes(const lm_type_traits *at, int64_t n) {
-    if (at == lm_get_type_traits(LM_TYPE_Q8_0)) return (size_t)(n / QK8_0) * LM_XN_BLOCK_BYTES;
+    if (at == lm_get_type_traits(LM_TYPE_Q8_0) || at == lm_get_type_traits(LM_TYPE_Q8_1))
+        return (size_t)(n / QK8_0) * LM_XN_BLOCK_BYTES;
     if (at == lm_get_type_traits(LM_TYPE_Q8_K)) return (size_t)(n / QK_K) * LM_XNK_BLOCK_BYTES;
     return 0;
 }
@@ -255,7 +263,6 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
     job->dot4 = lm_select_vec_dot_x4(wt, impl);
     job->dot2r = lm_select_vec_dot_2r(wt, impl);
     job->dot22 = lm_select_vec_dot_2r2c(wt, impl);
-    job->dot24 = lm_select_vec_dot_2r4c(wt, impl);
     job->dotn = lm_select_vec_dot_xn(wt, impl);
     job->from_float = lm_select_from_float(at, impl);
     if (!job->dot || !job->from_float)

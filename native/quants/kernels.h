@@ -32,7 +32,7 @@ LM_BLOCK_TYPES(LM_DECLARE_KERNELS)
 
 #undef LM_DECLARE_KERNELS
 
-/* AVX2 two-row dots of the 32-value formats (simd/x86/legacy_avx2.h):
+/* AVX2 two-row dots of the 32-value formats (simd/x86/legacy_i8_avx2.h):
  * rows x and x + x_stride bytes with one activation column, each with the
  * bits of lm_vec_dot_<t>_avx2; lm_select_vec_dot_2r picks them */
 void lm_vec_dot_2r_q4_0_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
@@ -47,10 +47,16 @@ void lm_vec_dot_2r2c_q4_1_avx2(int64_t n, float *s, size_t s_stride, const void 
                                size_t y_stride);
 void lm_vec_dot_2r2c_q5_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
                                size_t y_stride);
+void lm_vec_dot_2r2c_q5_1_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
+                               size_t y_stride);
 void lm_vec_dot_2r2c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
                                size_t y_stride);
 /* and one row by up to LM_XN_MAX columns (legacy_i8_avx2.h) */
 void lm_vec_dot_xn_q4_0_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                             size_t y_stride);
+void lm_vec_dot_xn_q4_1_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                             size_t y_stride);
+void lm_vec_dot_xn_q5_1_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                              size_t y_stride);
 void lm_vec_dot_xn_q5_0_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                              size_t y_stride);
@@ -62,9 +68,6 @@ void lm_vec_dot_xn_q5_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, con
                              size_t y_stride);
 void lm_vec_dot_xn_q6_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                              size_t y_stride);
-/* and two rows by four columns (Q4_1), each result with the bits of lm_vec_dot_x4_q4_1_avx2 */
-void lm_vec_dot_2r4c_q4_1_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
-                               size_t y_stride);
 
 /* The same kernels of the 32-weight formats built with the VNNI byte dot
  * (simd/x86/avx2.h, LM_VNNI): lm_..._<t>_<isa> for isa avxvnni and
@@ -83,9 +86,6 @@ void lm_vec_dot_2r4c_q4_1_avx2(int64_t n, float *s, size_t s_stride, const void 
 #define LM_DECLARE_VNNI_XN(t, isa)                                                                               \
     void lm_vec_dot_xn_##t##_##isa(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y, \
                                    size_t y_stride);
-#define LM_DECLARE_VNNI_QUADS(t, isa)                                                                      \
-    void lm_vec_dot_2r4c_##t##_##isa(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, \
-                                     const void *y, size_t y_stride);
 #define LM_DECLARE_VNNI(isa)         \
     LM_DECLARE_VNNI_ROWS(q4_0, isa)  \
     LM_DECLARE_VNNI_ROWS(q4_1, isa)  \
@@ -96,9 +96,10 @@ void lm_vec_dot_2r4c_q4_1_avx2(int64_t n, float *s, size_t s_stride, const void 
     LM_DECLARE_VNNI_PAIRS(q4_1, isa) \
     LM_DECLARE_VNNI_PAIRS(q5_0, isa) \
     LM_DECLARE_VNNI_PAIRS(q8_0, isa) \
-    LM_DECLARE_VNNI_X4(q5_1, isa)    \
-    LM_DECLARE_VNNI_QUADS(q4_1, isa) \
+    LM_DECLARE_VNNI_PAIRS(q5_1, isa) \
     LM_DECLARE_VNNI_XN(q4_0, isa)    \
+    LM_DECLARE_VNNI_XN(q4_1, isa)    \
+    LM_DECLARE_VNNI_XN(q5_1, isa)    \
     LM_DECLARE_VNNI_XN(q5_0, isa)    \
     LM_DECLARE_VNNI_XN(q8_0, isa)    \
     LM_DECLARE_VNNI_XN(q4_K, isa)    \
@@ -111,7 +112,6 @@ LM_DECLARE_VNNI(avx512vnni)
 #undef LM_DECLARE_VNNI_X4
 #undef LM_DECLARE_VNNI_XN
 #undef LM_DECLARE_VNNI_PAIRS
-#undef LM_DECLARE_VNNI_QUADS
 
 /* AVX2 activation quantizers (simd/x86/act_quant_avx2.c), bit-identical with
  * lm_from_float_q8_0 / lm_from_float_q8_1; lm_select_from_float picks them */

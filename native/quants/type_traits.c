@@ -50,25 +50,23 @@ typedef struct {
     lm_vec_dot_x4_fn x4;
     lm_vec_dot_2r_fn dot2r;
     lm_vec_dot_2r2c_fn dot22;
-    lm_vec_dot_2r2c_fn dot24;   /* two rows by four columns */
     lm_vec_dot_x4_fn xn;        /* one row by up to LM_XN_MAX columns */
 } simd_kernels;
 
 static simd_kernels avx2_kernels(const lm_type_traits *t) {
-    simd_kernels k = { t->vec_dot_avx2, t->vec_dot_x4_avx2, NULL, NULL, NULL, NULL };
+    simd_kernels k = { t->vec_dot_avx2, t->vec_dot_x4_avx2, NULL, NULL, NULL };
 #if defined(LM_BUILD_AVX2)
-#define LM_AVX2_PAIRS(ID, t_, dot22_, dot24_, xn_) \
-    if (t == &k_traits[LM_TYPE_##ID]) {            \
-        k.dot2r = lm_vec_dot_2r_##t_##_avx2;       \
-        k.dot22 = dot22_;                          \
-        k.dot24 = dot24_;                          \
-        k.xn = xn_;                                \
+#define LM_AVX2_PAIRS(ID, t_)                  \
+    if (t == &k_traits[LM_TYPE_##ID]) {        \
+        k.dot2r = lm_vec_dot_2r_##t_##_avx2;   \
+        k.dot22 = lm_vec_dot_2r2c_##t_##_avx2; \
+        k.xn = lm_vec_dot_xn_##t_##_avx2;      \
     }
-    LM_AVX2_PAIRS(Q4_0, q4_0, lm_vec_dot_2r2c_q4_0_avx2, NULL, lm_vec_dot_xn_q4_0_avx2)
-    LM_AVX2_PAIRS(Q4_1, q4_1, lm_vec_dot_2r2c_q4_1_avx2, lm_vec_dot_2r4c_q4_1_avx2, NULL)
-    LM_AVX2_PAIRS(Q5_0, q5_0, lm_vec_dot_2r2c_q5_0_avx2, NULL, lm_vec_dot_xn_q5_0_avx2)
-    LM_AVX2_PAIRS(Q5_1, q5_1, NULL, NULL, NULL)
-    LM_AVX2_PAIRS(Q8_0, q8_0, lm_vec_dot_2r2c_q8_0_avx2, NULL, lm_vec_dot_xn_q8_0_avx2)
+    LM_AVX2_PAIRS(Q4_0, q4_0)
+    LM_AVX2_PAIRS(Q4_1, q4_1)
+    LM_AVX2_PAIRS(Q5_0, q5_0)
+    LM_AVX2_PAIRS(Q5_1, q5_1)
+    LM_AVX2_PAIRS(Q8_0, q8_0)
     if (t == &k_traits[LM_TYPE_Q4_K]) k.xn = lm_vec_dot_xn_q4_K_avx2;
     if (t == &k_traits[LM_TYPE_Q5_K]) k.xn = lm_vec_dot_xn_q5_K_avx2;
     if (t == &k_traits[LM_TYPE_Q6_K]) k.xn = lm_vec_dot_xn_q6_K_avx2;
@@ -79,16 +77,15 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
 
 /* the VNNI builds of the 32-weight formats' kernels (isa avxvnni or
  * avx512vnni); all NULL for the other types */
-#define LM_VNNI_ROW(ID, t_, x4_, dot22_, dot24_, xn_, isa) \
-    if (t == &k_traits[LM_TYPE_##ID])                      \
-        return (simd_kernels){ lm_vec_dot_##t_##_##isa, x4_, lm_vec_dot_2r_##t_##_##isa, dot22_, dot24_, xn_ };
-#define LM_VNNI_TABLE(isa)                                                                                             \
-    LM_VNNI_ROW(Q4_0, q4_0, lm_vec_dot_x4_q4_0_##isa, lm_vec_dot_2r2c_q4_0_##isa, NULL, lm_vec_dot_xn_q4_0_##isa, isa) \
-    LM_VNNI_ROW(Q4_1, q4_1, lm_vec_dot_x4_q4_1_##isa, lm_vec_dot_2r2c_q4_1_##isa, lm_vec_dot_2r4c_q4_1_##isa, NULL,    \
-                isa)                                                                                                   \
-    LM_VNNI_ROW(Q5_0, q5_0, lm_vec_dot_x4_q5_0_##isa, lm_vec_dot_2r2c_q5_0_##isa, NULL, lm_vec_dot_xn_q5_0_##isa, isa) \
-    LM_VNNI_ROW(Q5_1, q5_1, lm_vec_dot_x4_q5_1_##isa, NULL, NULL, NULL, isa)                                           \
-    LM_VNNI_ROW(Q8_0, q8_0, lm_vec_dot_x4_q8_0_##isa, lm_vec_dot_2r2c_q8_0_##isa, NULL, lm_vec_dot_xn_q8_0_##isa, isa)
+#define LM_VNNI_ROW(ID, t_, x4_, dot22_, xn_, isa) \
+    if (t == &k_traits[LM_TYPE_##ID])              \
+        return (simd_kernels){ lm_vec_dot_##t_##_##isa, x4_, lm_vec_dot_2r_##t_##_##isa, dot22_, xn_ };
+#define LM_VNNI_TABLE(isa)                                                                                       \
+    LM_VNNI_ROW(Q4_0, q4_0, lm_vec_dot_x4_q4_0_##isa, lm_vec_dot_2r2c_q4_0_##isa, lm_vec_dot_xn_q4_0_##isa, isa) \
+    LM_VNNI_ROW(Q4_1, q4_1, lm_vec_dot_x4_q4_1_##isa, lm_vec_dot_2r2c_q4_1_##isa, lm_vec_dot_xn_q4_1_##isa, isa) \
+    LM_VNNI_ROW(Q5_0, q5_0, lm_vec_dot_x4_q5_0_##isa, lm_vec_dot_2r2c_q5_0_##isa, lm_vec_dot_xn_q5_0_##isa, isa) \
+    LM_VNNI_ROW(Q5_1, q5_1, lm_vec_dot_x4_q5_1_##isa, lm_vec_dot_2r2c_q5_1_##isa, lm_vec_dot_xn_q5_1_##isa, isa) \
+    LM_VNNI_ROW(Q8_0, q8_0, lm_vec_dot_x4_q8_0_##isa, lm_vec_dot_2r2c_q8_0_##isa, lm_vec_dot_xn_q8_0_##isa, isa)
 
 /* the k-quants: their AVX2 kernels, with the VNNI build of the many-column one */
 #define LM_VNNI_XNK(ID, t_, isa)           \
@@ -103,7 +100,7 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
     LM_VNNI_XNK(Q6_K, q6_K, isa)
 
 static simd_kernels vnni_kernels(const lm_type_traits *t) {
-    const simd_kernels none = { NULL, NULL, NULL, NULL, NULL, NULL };
+    const simd_kernels none = { NULL, NULL, NULL, NULL, NULL };
     switch (lm_cpu_features_vnni()) {
 #if defined(LM_BUILD_AVXVNNI)
     case LM_VNNI_AVX: LM_VNNI_TABLE(avxvnni) LM_VNNI_KQUANTS(avxvnni) return none;
@@ -123,7 +120,7 @@ static simd_kernels vnni_kernels(const lm_type_traits *t) {
  * impl is unavailable). AUTO and VNNI take the VNNI build where the type has
  * one and the CPU runs it, else the AVX2 one; AVX2 always AVX2. */
 static simd_kernels select_kernels(const lm_type_traits *t, int impl) {
-    const simd_kernels none = { NULL, NULL, NULL, NULL, NULL, NULL };
+    const simd_kernels none = { NULL, NULL, NULL, NULL, NULL };
     if (impl == LM_IMPL_SCALAR || !lm_cpu_features_avx2()) return none;
     if (impl == LM_IMPL_AUTO || impl == LM_IMPL_VNNI) {
         if (impl == LM_IMPL_VNNI && !lm_cpu_features_vnni()) return none;
@@ -171,9 +168,4 @@ lm_vec_dot_2r_fn lm_select_vec_dot_2r(const lm_type_traits *t, int impl) {
 lm_vec_dot_2r2c_fn lm_select_vec_dot_2r2c(const lm_type_traits *t, int impl) {
     const simd_kernels k = select_kernels(t, impl);
     return k.dot && k.x4 ? k.dot22 : NULL;
-}
-
-lm_vec_dot_2r2c_fn lm_select_vec_dot_2r4c(const lm_type_traits *t, int impl) {
-    const simd_kernels k = select_kernels(t, impl);
-    return k.dot && k.x4 ? k.dot24 : NULL;
 }

@@ -84,8 +84,9 @@ typedef void (*lm_vec_dot_2r2c_fn)(int64_t n, float *s, size_t s_stride, const v
  * signature is the few-column kernel's, y and y_stride being the columns in
  * groups of LM_XN_LANES, group after group y_stride bytes apart: per block
  * of 32 values, 8 vectors whose lane c holds bytes 4k .. 4k+3 of column c's
- * Q8_0 block (k = 0..7), then the 8 columns' block scales as floats and
- * their block byte sums as int32 (lanes past the last column 0). */
+ * Q8_0/Q8_1 block (k = 0..7), then the 8 columns' block scales as floats and
+ * their block byte sums as int32 (Q8_1: their s as floats; lanes past the
+ * last column 0). */
 enum {
     LM_XN_MAX = 64,
     LM_XN_LANES = 8,
@@ -105,8 +106,5 @@ enum {
 lm_vec_dot_x4_fn lm_select_vec_dot_xn(const lm_type_traits *t, int impl);
 /* the two-by-two kernel matching lm_select_vec_dot_x4(t, impl), or NULL */
 lm_vec_dot_2r2c_fn lm_select_vec_dot_2r2c(const lm_type_traits *t, int impl);
-/* two rows by four columns (s[c * s_stride + r], c < 4; the same signature),
- * each bit-identical to the few-column kernel, or NULL */
-lm_vec_dot_2r2c_fn lm_select_vec_dot_2r4c(const lm_type_traits *t, int impl);
 
 #endif

@@ -33,7 +33,7 @@ static inline __m256i xnk_accumulate(__m256i acc, __m256i w, __m256i y) {
  * the columns' bytes from quad first / 4 of group g's super-block y[g]): the
  * weights are broadcast once for all the groups */
 static inline __attribute__((always_inline)) void xnk_sub_dots(const uint8_t *w, int first, int len, int scale,
-                                                              const __m256i *const *y, int ngroups, __m256i *isum) {
+                                                               const __m256i *const *y, int ngroups, __m256i *isum) {
     __m256i wq[8];
     for (int q = 0; q < len / 4; q++) {
         int32_t quad;
@@ -118,37 +118,37 @@ static inline void q5_K_unpack(const block_q5_K *x, uint8_t *w, int *sc, int *m)
 
 /* one row of a type with mins: per block, isum = sum_j sc_j * dot_j and imin
  * = sum_j m_j * (bsums 2j + 2j+1), then (d*yd) * isum - (dmin*yd) * imin */
-#define XNK_DEFINE_MINS(t)                                                                                            \
-    void LM_SIMD_FN(lm_vec_dot_xn_##t)(int64_t n, int ncol, float *s, size_t s_stride, const void *vx,             \
-                                       const void *vy, size_t group_bytes) {                                         \
-        const block_##t *x = vx;                                                                                      \
-        const int64_t nb = n / QK_K;                                                                                  \
-        const int ngroups = (ncol + LM_XN_LANES - 1) / LM_XN_LANES;                                                   \
-        __m256 acc[LM_XN_MAX / LM_XN_LANES][LM_KDOT_LANES];                                                           \
-        for (int g = 0; g < ngroups; g++)                                                                             \
-            for (int l = 0; l < LM_KDOT_LANES; l++) acc[g][l] = _mm256_setzero_ps();                                  \
-        for (int64_t i = 0; i < nb; i++) {                                                                            \
-            _Alignas(32) uint8_t w[QK_K];                                                                             \
-            int sc[8], m[8];                                                                                          \
-            t##_unpack(&x[i], w, sc, m);                                                                              \
-            const __m256 xd = _mm256_set1_ps(lm_half_f32(x[i].d)), xdmin = _mm256_set1_ps(lm_half_f32(x[i].dmin)); \
-            const __m256i *y[LM_XN_MAX / LM_XN_LANES];                                                                \
-            __m256i isum[LM_XN_MAX / LM_XN_LANES];                                                                    \
-            for (int g = 0; g < ngroups; g++) {                                                                       \
+#define XNK_DEFINE_MINS(t)                                                                                             \
+    void LM_SIMD_FN(lm_vec_dot_xn_##t)(int64_t n, int ncol, float *s, size_t s_stride, const void *vx, const void *vy, \
+                                       size_t group_bytes) {                                                           \
+        const block_##t *x = vx;                                                                                       \
+        const int64_t nb = n / QK_K;                                                                                   \
+        const int ngroups = (ncol + LM_XN_LANES - 1) / LM_XN_LANES;                                                    \
+        __m256 acc[LM_XN_MAX / LM_XN_LANES][LM_KDOT_LANES];                                                            \
+        for (int g = 0; g < ngroups; g++)                                                                              \
+            for (int l = 0; l < LM_KDOT_LANES; l++) acc[g][l] = _mm256_setzero_ps();                                   \
+        for (int64_t i = 0; i < nb; i++) {                                                                             \
+            _Alignas(32) uint8_t w[QK_K];                                                                              \
+            int sc[8], m[8];                                                                                           \
+            t##_unpack(&x[i], w, sc, m);                                                                               \
+            const __m256 xd = _mm256_set1_ps(lm_half_f32(x[i].d)), xdmin = _mm256_set1_ps(lm_half_f32(x[i].dmin));     \
+            const __m256i *y[LM_XN_MAX / LM_XN_LANES];                                                                 \
+            __m256i isum[LM_XN_MAX / LM_XN_LANES];                                                                     \
+            for (int g = 0; g < ngroups; g++) {                                                                        \
                 y[g] = (const __m256i *)((const char *)vy + (size_t)g * group_bytes + (size_t)i * LM_XNK_BLOCK_BYTES); \
-                isum[g] = _mm256_setzero_si256();                                                                     \
-            }                                                                                                         \
-            for (int j = 0; j < 8; j++) xnk_sub_dots(w, 32 * j, 32, sc[j], y, ngroups, isum);                        \
-            for (int g = 0; g < ngroups; g++) {                                                                       \
-                const char *blk = (const char *)y[g];                                                                 \
-                const __m256i imin = xnk_bsum_dot(blk, m, m);                                                         \
-                const __m256 yd = _mm256_loadu_ps((const float *)(blk + LM_XNK_SCALES_OFFSET));                       \
-                const __m256 term = _mm256_sub_ps(_mm256_mul_ps(_mm256_mul_ps(xd, yd), _mm256_cvtepi32_ps(isum[g])), \
-                                                  _mm256_mul_ps(_mm256_mul_ps(xdmin, yd), _mm256_cvtepi32_ps(imin))); \
-                acc[g][i % LM_KDOT_LANES] = _mm256_add_ps(acc[g][i % LM_KDOT_LANES], term);                           \
-            }                                                                                                         \
-        }                                                                                                             \
-        xnk_store(acc, ncol, s, s_stride);                                                                            \
+                isum[g] = _mm256_setzero_si256();                                                                      \
+            }                                                                                                          \
+            for (int j = 0; j < 8; j++) xnk_sub_dots(w, 32 * j, 32, sc[j], y, ngroups, isum);                          \
+            for (int g = 0; g < ngroups; g++) {                                                                        \
+                const char *blk = (const char *)y[g];                                                                  \
+                const __m256i imin = xnk_bsum_dot(blk, m, m);                                                          \
+                const __m256 yd = _mm256_loadu_ps((const float *)(blk + LM_XNK_SCALES_OFFSET));                        \
+                const __m256 term = _mm256_sub_ps(_mm256_mul_ps(_mm256_mul_ps(xd, yd), _mm256_cvtepi32_ps(isum[g])),   \
+                                                  _mm256_mul_ps(_mm256_mul_ps(xdmin, yd), _mm256_cvtepi32_ps(imin)));  \
+                acc[g][i % LM_KDOT_LANES] = _mm256_add_ps(acc[g][i % LM_KDOT_LANES], term);                            \
+            }                                                                                                          \
+        }                                                                                                              \
+        xnk_store(acc, ncol, s, s_stride);                                                                             \
     }
 
 XNK_DEFINE_MINS(q4_K)

@@ -1,9 +1,11 @@
-/* legacy_i8_avx2.h — the AVX2 (and VNNI) dots of the formats whose partner
- * is Q8_0 and whose weights are plain signed integers times a block scale:
- * Q4_0, Q5_0, Q8_0. Written once for all their kernels; the including file
- * (simd/x86/<t>_avx2.c) defines
+/* legacy_i8_avx2.h — the AVX2 (and VNNI) dots of the 32-weight formats
+ * whose weights are integers times a block scale: Q4_0, Q5_0, Q8_0 (partner
+ * Q8_0) and, with a block minimum, Q4_1, Q5_1 (partner Q8_1). Written once
+ * for all their kernels; the including file (simd/x86/<t>_avx2.c) defines
  *   LM_I8_T            the type's name (q4_0)
- *   LM_I8_BIAS_SHIFT   log2 of the bias of its unsigned weight bytes (8: 3, 16: 4, 128: 7)
+ *   LM_I8_MIN          1 for the formats with a minimum m (value d * q + m), else 0
+ *   LM_I8_BIAS_SHIFT   log2 of the bias of its unsigned weight bytes (8: 3, 16: 4, 128: 7;
+ *                      the min formats' bytes are their unsigned q: none)
  *   LM_I8_SIGNED       1 where the unsigned bytes would saturate vpmaddubsw
  *                      (Q8_0 without VNNI: the sign trick instead), else 0
  *   lm_i8_ubytes(x)    block x's 32 weights as bytes: q + bias (signed q where LM_I8_SIGNED)
@@ -13,7 +15,9 @@
  * What every kernel computes (its bits; ggml's order differs, so tests
  * compare with the scalar reference by NMSE): block i's exact integer dot
  * isum_i = sum(q * y) first, then acc[i % 8] = fma(dx_i * dy_i, isum_i,
- * acc[i % 8]), and the 8 accumulators summed as lm_hsum_f32_8 sums lanes.
+ * acc[i % 8]) (the min formats then also acc[i % 8] = fma(m_i, s_i,
+ * acc[i % 8]), s being Q8_1's dy * sum(y)), and the 8 accumulators summed as
+ * lm_hsum_f32_8 sums lanes.
  * Eight consecutive blocks are one vector: lane b holds block i0 + b, so the
  * float work of a block (convert, scale, FMA) is an eighth of an instruction,
  * where the per-block-lanes kernels spent four to six per block and column.
@@ -38,6 +42,12 @@
 
 enum { LM_I8_GROUP = 8 };   /* blocks per vector of block totals */
 
+#if LM_I8_MIN
+#define LM_I8_PARTNER block_q8_1
+#else
+#define LM_I8_PARTNER block_q8_0
+#endif
+
 /* lanes b < m all ones */
 static inline __m256i lm_i8_mask(int m) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(m), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -61,7 +71,7 @@ static inline __m256i lm_i8_load_epi32(const int32_t *p, int m) {
 }
 
 /* the 8 int32 lanes of weight bytes w times the activation block y's bytes */
-static inline __m256i lm_i8_lanes(__m256i w, const block_q8_0 *y) {
+static inline __m256i lm_i8_lanes(__m256i w, const LM_I8_PARTNER *y) {
     const __m256i qy = _mm256_loadu_si256((const __m256i *)y->qs);
 #if LM_I8_SIGNED
     return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(qy, w)),
@@ -93,22 +103,28 @@ static inline __m256i lm_i8_block_sums(const block_q8_0 *y, int m) {
 }
 
 /* One activation column's group of blocks: its activation blocks, their
- * scales and byte sums (0 past the group's m blocks). */
+ * scales, and their byte sums (Q8_0) or s = d * sum (Q8_1), 0 past the
+ * group's m blocks. */
 typedef struct {
-    const block_q8_0 *y;   /* the group's first block */
+    const LM_I8_PARTNER *y;   /* the group's first block */
     __m256 d;
     __m256i sums;
+    __m256 s;
 } lm_i8_column;
 
 /* one weight row's m <= 8 blocks from x, unpacked once for all the columns */
 typedef struct {
     __m256i w[LM_I8_GROUP];   /* the blocks' bytes (0 past m) */
     __m256 d;                 /* their scales */
+    __m256 m;                 /* their minimums (the min formats) */
 } lm_i8_weights;
 
 LM_X4_INLINE void lm_i8_unpack(const LM_I8_BLOCK *x, int m, lm_i8_weights *wt) {
     for (int b = 0; b < LM_I8_GROUP; b++) wt->w[b] = b < m ? lm_i8_ubytes(&x[b]) : _mm256_setzero_si256();
     wt->d = lm_i8_block_scales(&x[0].d, sizeof(LM_I8_BLOCK), m);
+#if LM_I8_MIN
+    wt->m = lm_i8_block_scales(&x[0].m, sizeof(LM_I8_BLOCK), m);
+#endif
 }
 
 /* acc lane b += (dx * dy) * isum of block b, for unpacked weights and one column */
@@ -116,10 +132,15 @@ LM_X4_INLINE __m256 lm_i8_term(const lm_i8_weights *wt, int m, const lm_i8_colum
     __m256i v[LM_I8_GROUP];
     for (int b = 0; b < LM_I8_GROUP; b++) v[b] = b < m ? lm_i8_lanes(wt->w[b], &col->y[b]) : _mm256_setzero_si256();
     __m256i isum = lm_totals8(v);
+#if LM_I8_MIN
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(wt->d, col->d), _mm256_cvtepi32_ps(isum), acc);
+    return _mm256_fmadd_ps(wt->m, col->s, acc);
+#else
 #if !LM_I8_SIGNED
     isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(col->sums, LM_I8_BIAS_SHIFT));
 #endif
     return _mm256_fmadd_ps(_mm256_mul_ps(wt->d, col->d), _mm256_cvtepi32_ps(isum), acc);
+#endif
 }
 
 /* one weight row's m <= 8 blocks from x with ncol columns (always inlined
@@ -130,20 +151,21 @@ LM_X4_INLINE void lm_i8_group(const LM_I8_BLOCK *x, int m, int ncol, const lm_i8
     for (int c = 0; c < ncol; c++) acc[c] = lm_i8_term(&wt, m, &col[c], acc[c]);
 }
 
-/* the group of m blocks from block i of a plain Q8_0 row (scales and sums read from the blocks) */
-static inline lm_i8_column lm_i8_plain_column(const block_q8_0 *y, int64_t i, int m) {
-    const lm_i8_column c = { &y[i], lm_i8_block_scales(&y[i].d, sizeof(block_q8_0), m),
-#if LM_I8_SIGNED
-                             _mm256_setzero_si256()
-#else
-                             lm_i8_block_sums(&y[i], m)
+/* the group of m blocks from block i of a plain activation row (scales and
+ * sums read from the blocks) */
+static inline lm_i8_column lm_i8_plain_column(const LM_I8_PARTNER *y, int64_t i, int m) {
+    lm_i8_column c = { &y[i], lm_i8_block_scales(&y[i].d, sizeof(LM_I8_PARTNER), m), _mm256_setzero_si256(),
+                       _mm256_setzero_ps() };
+#if LM_I8_MIN
+    c.s = lm_i8_block_scales(&y[i].s, sizeof(LM_I8_PARTNER), m);
+#elif !LM_I8_SIGNED
+    c.sums = lm_i8_block_sums(&y[i], m);
 #endif
-    };
     return c;
 }
 
 /* rows x[0..nrow) with one plain Q8_0 column: the one- and two-row kernels */
-LM_X4_INLINE void lm_i8_rows(int64_t n, const int nrow, float *s, const LM_I8_BLOCK *const *x, const block_q8_0 *y) {
+LM_X4_INLINE void lm_i8_rows(int64_t n, const int nrow, float *s, const LM_I8_BLOCK *const *x, const LM_I8_PARTNER *y) {
     const int64_t nb = n / QK8_0;
     __m256 acc[2] = { _mm256_setzero_ps(), _mm256_setzero_ps() };
     int64_t i = 0;
@@ -173,31 +195,46 @@ void LM_I8_FN(lm_vec_dot_2r_)(int64_t n, float *s, const void *vx, size_t x_stri
     lm_i8_rows(n, 2, s, x, vy);
 }
 
+/* the group of m blocks from block i of a column laid out by matmul.c:
+ * scales d (and Q8_1's s after them) as floats, Q8_0's byte sums as int32 */
+static inline lm_i8_column lm_i8_side_column(const LM_I8_PARTNER *y, const float *d, const int32_t *sums, int64_t nb,
+                                             int64_t i, int m) {
+    lm_i8_column c = { &y[i], lm_i8_load_ps(&d[i], m), _mm256_setzero_si256(), _mm256_setzero_ps() };
+#if LM_I8_MIN
+    (void)sums;
+    c.s = lm_i8_load_ps(&d[nb + i], m);
+#else
+    (void)nb;
+    c.sums = lm_i8_load_epi32(&sums[i], m);
+#endif
+    return c;
+}
+
 /* rows x[0..nrow) by ncol columns from matmul.c, whose columns carry their
- * block scales as floats and their block byte sums as int32 after the blocks
- * (type_traits.h, lm_x4_scales_offset, lm_x4_sums_offset) */
+ * block scales as floats and their block byte sums as int32 (Q8_0) or their
+ * s as floats (Q8_1) after the blocks (type_traits.h, lm_x4_scales_offset,
+ * lm_x4_sums_offset) */
 LM_X4_INLINE void lm_i8_tile(int64_t n, const int nrow, const int ncol, float *s, size_t s_stride,
                              const LM_I8_BLOCK *const *x, const void *vy, size_t y_stride) {
-    LM_X4_COLUMNS(block_q8_0, y, vy, y_stride, ncol);
+    LM_X4_COLUMNS(LM_I8_PARTNER, y, vy, y_stride, ncol);
     const int64_t nb = n / QK8_0;
-    LM_X4_SCALES(yd, y, nb, block_q8_0, ncol);
-    const int32_t *ys[NCOL];
+    LM_X4_SCALES(yd, y, nb, LM_I8_PARTNER, ncol);   /* Q8_1: d[nb], then s[nb] */
+    const int32_t *ys[NCOL] = { NULL };
+#if !LM_I8_MIN
     for (int c = 0; c < ncol; c++) ys[c] = (const int32_t *)((const char *)y[c] + lm_x4_sums_offset(nb));
+#endif
     __m256 acc[2][NCOL];
     for (int r = 0; r < nrow; r++)
         for (int c = 0; c < ncol; c++) acc[r][c] = _mm256_setzero_ps();
     lm_i8_column col[NCOL];
     int64_t i = 0;
     for (; i + LM_I8_GROUP <= nb; i += LM_I8_GROUP) {
-        for (int c = 0; c < ncol; c++)
-            col[c] =
-                (lm_i8_column){ &y[c][i], _mm256_loadu_ps(&yd[c][i]), _mm256_loadu_si256((const __m256i *)&ys[c][i]) };
+        for (int c = 0; c < ncol; c++) col[c] = lm_i8_side_column(y[c], yd[c], ys[c], nb, i, LM_I8_GROUP);
         for (int r = 0; r < nrow; r++) lm_i8_group(&x[r][i], LM_I8_GROUP, ncol, col, acc[r]);
     }
     if (i < nb) {
         const int m = (int)(nb - i);
-        for (int c = 0; c < ncol; c++)
-            col[c] = (lm_i8_column){ &y[c][i], lm_i8_load_ps(&yd[c][i], m), lm_i8_load_epi32(&ys[c][i], m) };
+        for (int c = 0; c < ncol; c++) col[c] = lm_i8_side_column(y[c], yd[c], ys[c], nb, i, m);
         for (int r = 0; r < nrow; r++) lm_i8_group(&x[r][i], m, ncol, col, acc[r]);
     }
     for (int c = 0; c < ncol; c++)
@@ -256,6 +293,9 @@ void LM_I8_FN(lm_vec_dot_xn_)(int64_t n, int ncol, float *s, size_t s_stride, co
         __m256i w[8];
         for (int k = 0; k < 8; k++) w[k] = _mm256_set1_epi32(quads[k]);
         const __m256 xd = _mm256_set1_ps(lm_half_f32(x[i].d));
+#if LM_I8_MIN
+        const __m256 xm = _mm256_set1_ps(lm_half_f32(x[i].m));
+#endif
         const int ph = (int)(i % LM_I8_GROUP);
         for (int g = 0; g < ngroups; g++) {
             const char *blk = (const char *)vy + (size_t)g * group_bytes + (size_t)i * LM_XN_BLOCK_BYTES;
@@ -267,12 +307,16 @@ void LM_I8_FN(lm_vec_dot_xn_)(int64_t n, int ncol, float *s, size_t s_stride, co
                 odd = lm_i8_accumulate(odd, w[k + 1], _mm256_loadu_si256(&y[k + 1]));
             }
             __m256i isum = _mm256_add_epi32(even, odd);
-#if !LM_I8_SIGNED
+#if !LM_I8_SIGNED && !LM_I8_MIN
             const __m256i sums = _mm256_loadu_si256((const __m256i *)(blk + LM_XN_SUMS_OFFSET));
             isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(sums, LM_I8_BIAS_SHIFT));
 #endif
             const __m256 d = _mm256_mul_ps(xd, _mm256_loadu_ps((const float *)(blk + LM_XN_SCALES_OFFSET)));
             acc[g][ph] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc[g][ph]);
+#if LM_I8_MIN
+            /* Q8_1's s = dy * sum(y) in the sums' place (type_traits.h) */
+            acc[g][ph] = _mm256_fmadd_ps(xm, _mm256_loadu_ps((const float *)(blk + LM_XN_SUMS_OFFSET)), acc[g][ph]);
+#endif
         }
     }
     for (int g = 0; g < ngroups; g++) {

@@ -9,5 +9,6 @@ static inline __m256i lm_i8_ubytes(const block_q4_0 *x) { return lm_bytes_from_n
 
 #define LM_I8_T q4_0
 #define LM_I8_BIAS_SHIFT 3
+#define LM_I8_MIN 0
 #define LM_I8_SIGNED 0
 #include "simd/x86/legacy_i8_avx2.h"

@@ -12,5 +12,6 @@ static inline __m256i lm_i8_ubytes(const block_q5_0 *x) {
 
 #define LM_I8_T q5_0
 #define LM_I8_BIAS_SHIFT 4
+#define LM_I8_MIN 0
 #define LM_I8_SIGNED 0
 #include "simd/x86/legacy_i8_avx2.h"

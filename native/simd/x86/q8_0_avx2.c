@@ -18,4 +18,5 @@ static inline __m256i lm_i8_ubytes(const block_q8_0 *x) { return _mm256_loadu_si
 
 #define LM_I8_T q8_0
 #define LM_I8_BIAS_SHIFT 7
+#define LM_I8_MIN 0
 #include "simd/x86/legacy_i8_avx2.h"
