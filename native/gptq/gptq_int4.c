@@ -44,6 +44,11 @@ static int check_shape(const lm_gptq_matrix *w, const char *fn) {
                             "%s: GPTQ group_size=%d must be positive, or -1/0 for one group "
                             "per row",
                             fn, (int)w->group_size);
+    if (!w->perm_grouped != !w->qweight_grouped || (w->g_idx_grouped && !w->perm_grouped))
+        return lm_set_error(LM_ERR_ARG,
+                            "%s: GPTQ group-order copy needs qweight_grouped and perm_grouped together "
+                            "(g_idx_grouped only with them)",
+                            fn);
     const int64_t gs = lm_gptq_group_size(w);
     const int64_t want = (w->n_in + gs - 1) / gs;
     if (w->n_groups != want)
@@ -57,11 +62,27 @@ static int check_shape(const lm_gptq_matrix *w, const char *fn) {
 int lm_gptq_validate(const lm_gptq_matrix *w) {
     int rc = check_shape(w, "gptq_validate");
     if (rc) return rc;
-    if (w->g_idx) {
-        for (int64_t i = 0; i < w->n_in; i++)
-            if (w->g_idx[i] < 0 || w->g_idx[i] >= w->n_groups)
-                return lm_set_error(LM_ERR_SHAPE, "gptq_validate: g_idx[%lld]=%d is outside [0, n_groups=%d)",
-                                    (long long)i, (int)w->g_idx[i], (int)w->n_groups);
+    const int32_t *idx[2] = { w->g_idx, w->g_idx_grouped };
+    const char *names[2] = { "g_idx", "g_idx_grouped" };
+    for (int t = 0; t < 2; t++)
+        for (int64_t i = 0; idx[t] && i < w->n_in; i++)
+            if (idx[t][i] < 0 || idx[t][i] >= w->n_groups)
+                return lm_set_error(LM_ERR_SHAPE, "gptq_validate: %s[%lld]=%d is outside [0, n_groups=%d)", names[t],
+                                    (long long)i, (int)idx[t][i], (int)w->n_groups);
+    if (w->perm_grouped) {
+        /* a permutation: every input read exactly once */
+        unsigned char *seen = calloc((size_t)w->n_in, 1);
+        if (!seen) return lm_set_error(LM_ERR_NOMEM, "gptq_validate: out of memory");
+        for (int64_t k = 0; k < w->n_in; k++) {
+            const int32_t i = w->perm_grouped[k];
+            if (i < 0 || i >= w->n_in || seen[i]) {
+                free(seen);
+                return lm_set_error(LM_ERR_SHAPE, "gptq_validate: perm_grouped[%lld]=%d is %s", (long long)k, (int)i,
+                                    i < 0 || i >= w->n_in ? "outside [0, n_in)" : "repeated (not a permutation)");
+            }
+            seen[i] = 1;
+        }
+        free(seen);
     }
     return LM_OK;
 }
@@ -69,7 +90,7 @@ int lm_gptq_validate(const lm_gptq_matrix *w) {
 /* ---------------------------------------------------------------- scratch */
 
 typedef struct {
-    size_t xs, xsum, runs, g_idx, total;   /* byte offsets of each part, then the size */
+    size_t xs, xsum, runs, g_idx, xperm, total;   /* byte offsets of each part, then the size */
     int64_t n_sums;
 } scratch_layout;
 
@@ -83,7 +104,9 @@ static scratch_layout layout_of(const lm_gptq_matrix *w, int64_t ncols) {
     L.xsum = L.xs + align64((size_t)nc * (size_t)w->n_in * sizeof(float));
     L.runs = L.xsum + align64((size_t)nc * (size_t)L.n_sums * sizeof(float));
     L.g_idx = L.runs + align64((size_t)n_rows * 3 * sizeof(int32_t));
-    L.total = L.g_idx + align64((size_t)w->n_in * sizeof(int32_t));
+    L.xperm = L.g_idx + align64((size_t)w->n_in * sizeof(int32_t));
+    /* x in group order, for a matrix with a group-order copy */
+    L.total = L.xperm + (w->perm_grouped ? align64((size_t)nc * (size_t)w->n_in * sizeof(float)) : 0);
     return L;
 }
 
@@ -201,6 +224,29 @@ static void prepare_task(void *p, int ith, int nth) {
     prepare_columns(job, c0, c1);
 }
 
+/* columns [c0, c1) of x gathered into group order: xp[c][k] = x[c][perm[k]] */
+typedef struct {
+    const float *x;
+    float *xp;
+    const int32_t *perm;
+    int64_t n_in, ncols;
+} gather_job;
+
+static void gather_columns(const gather_job *gj, int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; c++) {
+        const float *xc = gj->x + c * gj->n_in;
+        float *xpc = gj->xp + c * gj->n_in;
+        for (int64_t k = 0; k < gj->n_in; k++) xpc[k] = xc[gj->perm[k]];
+    }
+}
+
+static void gather_task(void *p, int ith, int nth) {
+    const gather_job *gj = p;
+    int64_t c0, c1;
+    lm_split_range(gj->ncols, ith, nth, &c0, &c1);
+    gather_columns(gj, c0, c1);
+}
+
 static void rows_task(void *p, int ith, int nth) {
     const lm_gptq_job *job = p;
     const lm_gptq_matrix *w = job->w;
@@ -256,6 +302,31 @@ int lm_gptq_matmul_into(lm_threadpool *tp, int impl, const lm_gptq_matrix *w, in
         return lm_set_error(LM_ERR_SHAPE, "gptq_matmul: ldy=%lld < %lld outputs", (long long)ldy, (long long)(o1 - o0));
     if (ncols == 0 || o0 == o1) return LM_OK;
     if (!x || !y) return lm_set_error(LM_ERR_ARG, "gptq_matmul: x or y is NULL");
+    if (!scratch) return lm_set_error(LM_ERR_ARG, "gptq_matmul: scratch is NULL");
+    const scratch_layout L = layout_of(w, ncols);
+    /* one decode column is too little work to wake the pool for */
+    const int small = ncols * (int64_t)w->n_in <= 32768;
+    lm_gptq_matrix grouped;
+    if (w->perm_grouped) {
+        /* the act-order matrix as an ordinary one: its group-order copy,
+         * read with x gathered into the same order */
+        /* a perm that went bad after validation is caught, not followed */
+        for (int64_t k = 0; k < w->n_in; k++)
+            if (w->perm_grouped[k] < 0 || w->perm_grouped[k] >= w->n_in)
+                return lm_set_error(LM_ERR_SHAPE, "gptq_matmul: perm_grouped[%lld]=%d is outside [0, n_in=%d)",
+                                    (long long)k, (int)w->perm_grouped[k], (int)w->n_in);
+        grouped = *w;
+        grouped.qweight = w->qweight_grouped;
+        grouped.g_idx = w->g_idx_grouped;
+        grouped.qweight_grouped = grouped.g_idx_grouped = grouped.perm_grouped = NULL;
+        gather_job gj = { x, (float *)((char *)scratch + L.xperm), w->perm_grouped, w->n_in, ncols };
+        if (small)
+            gather_columns(&gj, 0, ncols);
+        else
+            lm_threadpool_run(tp, gather_task, &gj);
+        w = &grouped;
+        x = gj.xp;
+    }
     job.w = w;
     job.o0 = o0;
     job.o1 = o1;
@@ -263,14 +334,11 @@ int lm_gptq_matmul_into(lm_threadpool *tp, int impl, const lm_gptq_matrix *w, in
     job.ncols = ncols;
     job.y = y;
     job.ldy = ldy;
-    if (!scratch) return lm_set_error(LM_ERR_ARG, "gptq_matmul: scratch is NULL");
-    const scratch_layout L = layout_of(w, ncols);
     if ((rc = plan_groups(&job, scratch, &L))) return rc;
     if (job.use_simd) {
         job.xs = (const float *)((char *)scratch + L.xs);
         job.xsum = (const float *)((char *)scratch + L.xsum);
-        /* one decode column is too little work to wake the pool for */
-        if (ncols * (int64_t)w->n_in <= 32768)
+        if (small)
             prepare_columns(&job, 0, ncols);
         else
             lm_threadpool_run(tp, prepare_task, &job);
