@@ -152,6 +152,19 @@ void lm_gptq_rows_ref(const lm_gptq_matrix *w, int64_t ob, int64_t oe, const flo
 
 /* ----------------------------------------------------------------- driver */
 
+/* word row r of group g onto the runs: the last run grows, or a new one
+ * starts -> the number of runs */
+static int32_t add_row(int32_t *runs, int32_t n_runs, int32_t g, int64_t r) {
+    if (n_runs > 0 && runs[3 * (n_runs - 1)] == g && r - runs[3 * (n_runs - 1) + 1] < MAX_RUN_ROWS) {
+        runs[3 * (n_runs - 1) + 2] = (int32_t)(r + 1);
+        return n_runs;
+    }
+    runs[3 * n_runs] = g;
+    runs[3 * n_runs + 1] = (int32_t)r;
+    runs[3 * n_runs + 2] = (int32_t)(r + 1);
+    return n_runs + 1;
+}
+
 /* The group of every input, and the runs when every word is one group's.
  * Also a second fence for g_idx (lm_gptq_validate is the first). */
 static int plan_groups(lm_gptq_job *job, char *scratch, const scratch_layout *L) {
@@ -159,6 +172,16 @@ static int plan_groups(lm_gptq_job *job, char *scratch, const scratch_layout *L)
     const int64_t n_rows = w->n_in / PER_WORD, gs = lm_gptq_group_size(w);
     int32_t *g_idx = (int32_t *)(scratch + L->g_idx);
     int32_t *runs = (int32_t *)(scratch + L->runs);
+    int32_t n_runs = 0;
+    if (!w->g_idx && gs % PER_WORD == 0) {
+        /* the ordinary file: word row r is group 8r / gs, nothing to scan
+         * (this plan runs for every matmul; g_idx is then never read) */
+        for (int64_t r = 0; r < n_rows; r++) {
+            const int32_t g = (int32_t)(r * PER_WORD / gs);
+            n_runs = add_row(runs, n_runs, g, r);
+        }
+        goto done;
+    }
     for (int64_t i = 0; i < w->n_in; i++) {
         const int64_t g = w->g_idx ? w->g_idx[i] : i / gs;
         if (g < 0 || g >= w->n_groups)
@@ -166,7 +189,6 @@ static int plan_groups(lm_gptq_job *job, char *scratch, const scratch_layout *L)
                                 (long long)g, (int)w->n_groups);
         g_idx[i] = (int32_t)g;
     }
-    int32_t n_runs = 0;
     for (int64_t r = 0; r < n_rows; r++) {
         const int32_t g = g_idx[r * PER_WORD];
         for (int j = 1; j < PER_WORD; j++)
@@ -174,16 +196,10 @@ static int plan_groups(lm_gptq_job *job, char *scratch, const scratch_layout *L)
                 n_runs = 0;
                 goto general;
             }
-        if (n_runs > 0 && runs[3 * (n_runs - 1)] == g && r - runs[3 * (n_runs - 1) + 1] < MAX_RUN_ROWS) {
-            runs[3 * (n_runs - 1) + 2] = (int32_t)(r + 1);
-        } else {
-            runs[3 * n_runs] = g;
-            runs[3 * n_runs + 1] = (int32_t)r;
-            runs[3 * n_runs + 2] = (int32_t)(r + 1);
-            n_runs++;
-        }
+        n_runs = add_row(runs, n_runs, g, r);
     }
 general:
+done:
     job->runs = runs;
     job->n_runs = n_runs;
     job->g_idx = g_idx;
