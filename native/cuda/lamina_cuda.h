@@ -142,7 +142,7 @@ int lmc_matmul_q(int type, const void *w, int64_t rows, int64_t n, int xq_type, 
 int lmc_dequantize(int type, const void *src, int64_t n_total, float *dst);
 
 /* ---------------------------------------------------------- GPTQ INT4 */
-/* Field for field the layout of lamina_gptq.h's lm_gptq_matrix, with the
+/* Field for field the leading fields of lamina_gptq.h's lm_gptq_matrix, with the
  * four arrays in device memory. Validate g_idx on the host before upload
  * (lm_gptq_validate): a kernel cannot report a bad entry. */
 typedef struct {

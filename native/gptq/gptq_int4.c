@@ -44,6 +44,11 @@ static int check_shape(const lm_gptq_matrix *w, const char *fn) {
                             "%s: GPTQ group_size=%d must be positive, or -1/0 for one group "
                             "per row",
                             fn, (int)w->group_size);
+    if (!w->perm_grouped != !w->qweight_grouped || (w->g_idx_grouped && !w->perm_grouped))
+        return lm_set_error(LM_ERR_ARG,
+                            "%s: GPTQ group-order copy needs qweight_grouped and perm_grouped together "
+                            "(g_idx_grouped only with them)",
+                            fn);
     const int64_t gs = lm_gptq_group_size(w);
     const int64_t want = (w->n_in + gs - 1) / gs;
     if (w->n_groups != want)
@@ -57,11 +62,27 @@ static int check_shape(const lm_gptq_matrix *w, const char *fn) {
 int lm_gptq_validate(const lm_gptq_matrix *w) {
     int rc = check_shape(w, "gptq_validate");
     if (rc) return rc;
-    if (w->g_idx) {
-        for (int64_t i = 0; i < w->n_in; i++)
-            if (w->g_idx[i] < 0 || w->g_idx[i] >= w->n_groups)
-                return lm_set_error(LM_ERR_SHAPE, "gptq_validate: g_idx[%lld]=%d is outside [0, n_groups=%d)",
-                                    (long long)i, (int)w->g_idx[i], (int)w->n_groups);
+    const int32_t *idx[2] = { w->g_idx, w->g_idx_grouped };
+    const char *names[2] = { "g_idx", "g_idx_grouped" };
+    for (int t = 0; t < 2; t++)
+        for (int64_t i = 0; idx[t] && i < w->n_in; i++)
+            if (idx[t][i] < 0 || idx[t][i] >= w->n_groups)
+                return lm_set_error(LM_ERR_SHAPE, "gptq_validate: %s[%lld]=%d is outside [0, n_groups=%d)", names[t],
+                                    (long long)i, (int)idx[t][i], (int)w->n_groups);
+    if (w->perm_grouped) {
+        /* a permutation: every input read exactly once */
+        unsigned char *seen = calloc((size_t)w->n_in, 1);
+        if (!seen) return lm_set_error(LM_ERR_NOMEM, "gptq_validate: out of memory");
+        for (int64_t k = 0; k < w->n_in; k++) {
+            const int32_t i = w->perm_grouped[k];
+            if (i < 0 || i >= w->n_in || seen[i]) {
+                free(seen);
+                return lm_set_error(LM_ERR_SHAPE, "gptq_validate: perm_grouped[%lld]=%d is %s", (long long)k, (int)i,
+                                    i < 0 || i >= w->n_in ? "outside [0, n_in)" : "repeated (not a permutation)");
+            }
+            seen[i] = 1;
+        }
+        free(seen);
     }
     return LM_OK;
 }
@@ -69,7 +90,7 @@ int lm_gptq_validate(const lm_gptq_matrix *w) {
 /* ---------------------------------------------------------------- scratch */
 
 typedef struct {
-    size_t xs, xsum, runs, g_idx, total;   /* byte offsets of each part, then the size */
+    size_t xs, xsum, runs, g_idx, xperm, total;   /* byte offsets of each part, then the size */
     int64_t n_sums;
 } scratch_layout;
 
@@ -83,7 +104,9 @@ static scratch_layout layout_of(const lm_gptq_matrix *w, int64_t ncols) {
     L.xsum = L.xs + align64((size_t)nc * (size_t)w->n_in * sizeof(float));
     L.runs = L.xsum + align64((size_t)nc * (size_t)L.n_sums * sizeof(float));
     L.g_idx = L.runs + align64((size_t)n_rows * 3 * sizeof(int32_t));
-    L.total = L.g_idx + align64((size_t)w->n_in * sizeof(int32_t));
+    L.xperm = L.g_idx + align64((size_t)w->n_in * sizeof(int32_t));
+    /* x in group order, for a matrix with a group-order copy */
+    L.total = L.xperm + (w->perm_grouped ? align64((size_t)nc * (size_t)w->n_in * sizeof(float)) : 0);
     return L;
 }
 
@@ -129,6 +152,19 @@ void lm_gptq_rows_ref(const lm_gptq_matrix *w, int64_t ob, int64_t oe, const flo
 
 /* ----------------------------------------------------------------- driver */
 
+/* word row r of group g onto the runs: the last run grows, or a new one
+ * starts -> the number of runs */
+static int32_t add_row(int32_t *runs, int32_t n_runs, int32_t g, int64_t r) {
+    if (n_runs > 0 && runs[3 * (n_runs - 1)] == g && r - runs[3 * (n_runs - 1) + 1] < MAX_RUN_ROWS) {
+        runs[3 * (n_runs - 1) + 2] = (int32_t)(r + 1);
+        return n_runs;
+    }
+    runs[3 * n_runs] = g;
+    runs[3 * n_runs + 1] = (int32_t)r;
+    runs[3 * n_runs + 2] = (int32_t)(r + 1);
+    return n_runs + 1;
+}
+
 /* The group of every input, and the runs when every word is one group's.
  * Also a second fence for g_idx (lm_gptq_validate is the first). */
 static int plan_groups(lm_gptq_job *job, char *scratch, const scratch_layout *L) {
@@ -136,6 +172,16 @@ static int plan_groups(lm_gptq_job *job, char *scratch, const scratch_layout *L)
     const int64_t n_rows = w->n_in / PER_WORD, gs = lm_gptq_group_size(w);
     int32_t *g_idx = (int32_t *)(scratch + L->g_idx);
     int32_t *runs = (int32_t *)(scratch + L->runs);
+    int32_t n_runs = 0;
+    if (!w->g_idx && gs % PER_WORD == 0) {
+        /* the ordinary file: word row r is group 8r / gs, nothing to scan
+         * (this plan runs for every matmul; g_idx is then never read) */
+        for (int64_t r = 0; r < n_rows; r++) {
+            const int32_t g = (int32_t)(r * PER_WORD / gs);
+            n_runs = add_row(runs, n_runs, g, r);
+        }
+        goto done;
+    }
     for (int64_t i = 0; i < w->n_in; i++) {
         const int64_t g = w->g_idx ? w->g_idx[i] : i / gs;
         if (g < 0 || g >= w->n_groups)
@@ -143,7 +189,6 @@ static int plan_groups(lm_gptq_job *job, char *scratch, const scratch_layout *L)
                                 (long long)g, (int)w->n_groups);
         g_idx[i] = (int32_t)g;
     }
-    int32_t n_runs = 0;
     for (int64_t r = 0; r < n_rows; r++) {
         const int32_t g = g_idx[r * PER_WORD];
         for (int j = 1; j < PER_WORD; j++)
@@ -151,16 +196,10 @@ static int plan_groups(lm_gptq_job *job, char *scratch, const scratch_layout *L)
                 n_runs = 0;
                 goto general;
             }
-        if (n_runs > 0 && runs[3 * (n_runs - 1)] == g && r - runs[3 * (n_runs - 1) + 1] < MAX_RUN_ROWS) {
-            runs[3 * (n_runs - 1) + 2] = (int32_t)(r + 1);
-        } else {
-            runs[3 * n_runs] = g;
-            runs[3 * n_runs + 1] = (int32_t)r;
-            runs[3 * n_runs + 2] = (int32_t)(r + 1);
-            n_runs++;
-        }
+        n_runs = add_row(runs, n_runs, g, r);
     }
 general:
+done:
     job->runs = runs;
     job->n_runs = n_runs;
     job->g_idx = g_idx;
@@ -199,6 +238,29 @@ static void prepare_task(void *p, int ith, int nth) {
     int64_t c0, c1;
     lm_split_range(job->ncols, ith, nth, &c0, &c1);
     prepare_columns(job, c0, c1);
+}
+
+/* columns [c0, c1) of x gathered into group order: xp[c][k] = x[c][perm[k]] */
+typedef struct {
+    const float *x;
+    float *xp;
+    const int32_t *perm;
+    int64_t n_in, ncols;
+} gather_job;
+
+static void gather_columns(const gather_job *gj, int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; c++) {
+        const float *xc = gj->x + c * gj->n_in;
+        float *xpc = gj->xp + c * gj->n_in;
+        for (int64_t k = 0; k < gj->n_in; k++) xpc[k] = xc[gj->perm[k]];
+    }
+}
+
+static void gather_task(void *p, int ith, int nth) {
+    const gather_job *gj = p;
+    int64_t c0, c1;
+    lm_split_range(gj->ncols, ith, nth, &c0, &c1);
+    gather_columns(gj, c0, c1);
 }
 
 static void rows_task(void *p, int ith, int nth) {
@@ -256,6 +318,31 @@ int lm_gptq_matmul_into(lm_threadpool *tp, int impl, const lm_gptq_matrix *w, in
         return lm_set_error(LM_ERR_SHAPE, "gptq_matmul: ldy=%lld < %lld outputs", (long long)ldy, (long long)(o1 - o0));
     if (ncols == 0 || o0 == o1) return LM_OK;
     if (!x || !y) return lm_set_error(LM_ERR_ARG, "gptq_matmul: x or y is NULL");
+    if (!scratch) return lm_set_error(LM_ERR_ARG, "gptq_matmul: scratch is NULL");
+    const scratch_layout L = layout_of(w, ncols);
+    /* one decode column is too little work to wake the pool for */
+    const int small = ncols * (int64_t)w->n_in <= 32768;
+    lm_gptq_matrix grouped;
+    if (w->perm_grouped) {
+        /* the act-order matrix as an ordinary one: its group-order copy,
+         * read with x gathered into the same order */
+        /* a perm that went bad after validation is caught, not followed */
+        for (int64_t k = 0; k < w->n_in; k++)
+            if (w->perm_grouped[k] < 0 || w->perm_grouped[k] >= w->n_in)
+                return lm_set_error(LM_ERR_SHAPE, "gptq_matmul: perm_grouped[%lld]=%d is outside [0, n_in=%d)",
+                                    (long long)k, (int)w->perm_grouped[k], (int)w->n_in);
+        grouped = *w;
+        grouped.qweight = w->qweight_grouped;
+        grouped.g_idx = w->g_idx_grouped;
+        grouped.qweight_grouped = grouped.g_idx_grouped = grouped.perm_grouped = NULL;
+        gather_job gj = { x, (float *)((char *)scratch + L.xperm), w->perm_grouped, w->n_in, ncols };
+        if (small)
+            gather_columns(&gj, 0, ncols);
+        else
+            lm_threadpool_run(tp, gather_task, &gj);
+        w = &grouped;
+        x = gj.xp;
+    }
     job.w = w;
     job.o0 = o0;
     job.o1 = o1;
@@ -263,14 +350,11 @@ int lm_gptq_matmul_into(lm_threadpool *tp, int impl, const lm_gptq_matrix *w, in
     job.ncols = ncols;
     job.y = y;
     job.ldy = ldy;
-    if (!scratch) return lm_set_error(LM_ERR_ARG, "gptq_matmul: scratch is NULL");
-    const scratch_layout L = layout_of(w, ncols);
     if ((rc = plan_groups(&job, scratch, &L))) return rc;
     if (job.use_simd) {
         job.xs = (const float *)((char *)scratch + L.xs);
         job.xsum = (const float *)((char *)scratch + L.xsum);
-        /* one decode column is too little work to wake the pool for */
-        if (ncols * (int64_t)w->n_in <= 32768)
+        if (small)
             prepare_columns(&job, 0, ncols);
         else
             lm_threadpool_run(tp, prepare_task, &job);

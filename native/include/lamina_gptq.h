@@ -41,11 +41,20 @@ typedef struct {
     int32_t n_in, n_out;      /* multiples of 8 */
     int32_t group_size;       /* inputs per group; -1 or 0: one group per row */
     int32_t n_groups;         /* ceil(n_in / group_size), 1 for one group per row */
+    /* CPU only, all NULL or qweight_grouped and perm_grouped set: an act-order
+     * matrix repacked at load into group order (runtime/gptq/kernels.py), so
+     * the CPU kernels run it as an ordinary file. Input k of qweight_grouped /
+     * g_idx_grouped is input perm_grouped[k] of x. Device backends read the
+     * fields above, which stay the file's own. */
+    const int32_t *qweight_grouped;   /* [n_in/8][n_out] */
+    const int32_t *g_idx_grouped;     /* [n_in] (sorted) or NULL: k / group_size */
+    const int32_t *perm_grouped;      /* [n_in] a permutation of 0..n_in-1 */
 } lm_gptq_matrix;
 
 /* LM_OK, or an error code with a message (lm_last_error) naming what is wrong:
  * n_in/n_out not multiples of 8, n_groups that does not match group_size, a
- * g_idx entry outside [0, n_groups), NULL pointers. Scans g_idx once: call it
+ * g_idx entry outside [0, n_groups), NULL pointers, a perm_grouped that is not
+ * a permutation. Scans g_idx once: call it
  * when the weights are loaded, not per matmul. */
 int lm_gptq_validate(const lm_gptq_matrix *w);
 

@@ -61,8 +61,16 @@ static lm_matrix copy_matrix(standin *d, lm_matrix m, int64_t rows, int64_t n, i
         g.scales = keep_copy(d, g.scales, G * O * sizeof(uint16_t));
         g.qzeros = keep_copy(d, g.qzeros, G * (O / 8) * sizeof(int32_t));
         if (g.g_idx) g.g_idx = keep_copy(d, g.g_idx, I * sizeof(int32_t));
+        /* the CPU-only group-order copy too: the stand-in runs the CPU kernels */
+        const lm_gptq_matrix *h = m.data;
+        if (h->qweight_grouped) g.qweight_grouped = keep_copy(d, h->qweight_grouped, I / 8 * O * sizeof(int32_t));
+        if (h->g_idx_grouped) g.g_idx_grouped = keep_copy(d, h->g_idx_grouped, I * sizeof(int32_t));
+        if (h->perm_grouped) g.perm_grouped = keep_copy(d, h->perm_grouped, I * sizeof(int32_t));
         out.data = keep_copy(d, &g, sizeof g);
-        if (!g.qweight || !g.scales || !g.qzeros || (((const lm_gptq_matrix *)m.data)->g_idx && !g.g_idx)) *ok = 0;
+        if (!g.qweight || !g.scales || !g.qzeros || (h->g_idx && !g.g_idx) ||
+            (h->qweight_grouped && !g.qweight_grouped) || (h->g_idx_grouped && !g.g_idx_grouped) ||
+            (h->perm_grouped && !g.perm_grouped))
+            *ok = 0;
     } else {
         const lm_type_traits *t = lm_get_type_traits(m.type);
         out.data = keep_copy(d, m.data, (size_t)rows * (size_t)(n / t->blck_size) * t->type_size);

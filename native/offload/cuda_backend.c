@@ -28,8 +28,11 @@
 #include "offload/backend.h"
 #include "quants/type_traits.h"
 
-/* the device struct is the host one with device pointers: same layout */
-_Static_assert(sizeof(lmc_gptq_matrix) == sizeof(lm_gptq_matrix), "lmc_gptq_matrix != lm_gptq_matrix");
+/* the device struct is the host one's leading fields with device pointers
+ * (the host's CPU-only group-order copy stays behind: upload_matrix sends the
+ * file's own arrays) */
+_Static_assert(sizeof(lmc_gptq_matrix) == offsetof(lm_gptq_matrix, qweight_grouped),
+               "lmc_gptq_matrix != lm_gptq_matrix's leading fields");
 _Static_assert(offsetof(lmc_gptq_matrix, g_idx) == offsetof(lm_gptq_matrix, g_idx), "g_idx offset");
 _Static_assert(offsetof(lmc_gptq_matrix, n_groups) == offsetof(lm_gptq_matrix, n_groups), "n_groups offset");
 

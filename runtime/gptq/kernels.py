@@ -20,6 +20,7 @@ import numpy as np
 
 from lamina.errors import LaminaError
 from lamina.gptq.format import PER_WORD
+from lamina.gptq.group_order import group_order
 from lamina.native import ffi, last_error, lib
 from lamina.quants import IMPLS, ThreadPool, default_pool
 
@@ -105,6 +106,13 @@ class GPTQMatrix:
         self._c.scales = ffi.from_buffer("uint16_t[]", self.scales)
         self._c.qzeros = ffi.from_buffer("int32_t[]", self.qzeros)
         self._c.g_idx = ffi.NULL if self.g_idx is None else ffi.from_buffer("int32_t[]", self.g_idx)
+        # act-order: a group-order copy for the CPU kernels (group_order.py)
+        self.grouped = None if self.g_idx is None else group_order(self.qweight, self.g_idx, self.group_size)
+        if self.grouped is not None:
+            self._c.qweight_grouped = ffi.from_buffer("int32_t[]", self.grouped.qweight)
+            self._c.perm_grouped = ffi.from_buffer("int32_t[]", self.grouped.perm)
+            if self.grouped.g_idx is not None:
+                self._c.g_idx_grouped = ffi.from_buffer("int32_t[]", self.grouped.g_idx)
         self._c.n_in, self._c.n_out = self.n_in, self.n_out
         self._c.group_size, self._c.n_groups = self.group_size, self.n_groups
         if lib.lm_gptq_validate(self._c) != 0:

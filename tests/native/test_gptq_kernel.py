@@ -107,6 +107,37 @@ def test_v1_packed_zeros_are_converted():
     assert nmse(raw.matmul(x), x.astype(np.float64) @ ref.T) > 1e-4
 
 
+@pytest.mark.parametrize("shape", [(72, 384, 128), (136, 256, 64), (24, 200, 64), (40, 256, 32)], ids=str)
+def test_act_order_runs_as_a_plain_matrix_in_group_order(shape):
+    """An act-order matrix gets a group-order copy at load (group_order.py):
+    its product is bit for bit the plain matrix's on the gathered inputs (the
+    same kernels run), and still the oracle's."""
+    n_out, n_in, gs = shape
+    m, w = make(n_out, n_in, gs, act_order=True, seed=n_out)
+    go = m.grouped
+    assert go is not None and go.perm.shape == (n_in,)
+    assert np.array_equal(np.sort(go.perm), np.arange(n_in))
+    g_sorted = m.g_idx[go.perm]
+    assert np.all(np.diff(g_sorted) >= 0)
+    plain = GPTQMatrix(go.qweight, m.scales.view(np.float16), m.qzeros, go.g_idx, gs)
+    assert plain.grouped is None
+    for ncols in (1, 5):
+        x = _x(ncols, n_in, ncols)
+        for impl in IMPLS:
+            y = m.matmul(x, impl=impl)
+            assert np.array_equal(y, plain.matmul(np.ascontiguousarray(x[:, go.perm]), impl=impl)), impl
+            assert nmse(y, x.astype(np.float64) @ w.T) < TOL
+
+
+def test_act_order_groups_that_split_words_keep_the_general_path():
+    m, w = make(24, 200, 20, act_order=True, seed=2)  # groups of 20: a word would hold two groups
+    assert m.grouped is None
+    m_in_order, _ = make(24, 200, 64, explicit_g_idx=True)
+    assert m_in_order.grouped is None  # already in order: nothing to repack
+    x = _x(3, 200, 2)
+    assert nmse(m.matmul(x), x.astype(np.float64) @ w.T) < TOL
+
+
 # ------------------------------------------------------- threads and slices
 
 
@@ -298,6 +329,37 @@ def test_native_matmul_into_rejects_bad_requests():
     assert call() == lib.LM_ERR_SHAPE and "g_idx[63]=7" in _last_error()
     assert lib.lm_gptq_validate(c) == lib.LM_ERR_SHAPE and "g_idx[63]=7" in _last_error()
     assert lib.lm_gptq_matmul(ffi.NULL, px, 1, py, lib.LM_IMPL_AUTO, 1) == lib.LM_ERR_ARG
+
+
+def test_native_group_order_copy_is_checked():
+    keep = []
+    c = _c_matrix(keep=keep)
+    qw = np.zeros((8, 16), np.int32)
+    perm = np.arange(64, dtype=np.int32)[::-1].copy()
+    keep += [qw, perm]
+    c.perm_grouped = ffi.from_buffer("int32_t[]", perm)
+    assert lib.lm_gptq_validate(c) == lib.LM_ERR_ARG and "qweight_grouped and perm_grouped" in _last_error()
+    c.qweight_grouped = ffi.from_buffer("int32_t[]", qw)
+    assert lib.lm_gptq_validate(c) == lib.LM_OK
+    perm[5] = perm[6]
+    assert lib.lm_gptq_validate(c) == lib.LM_ERR_SHAPE and "not a permutation" in _last_error()
+    perm[5] = 64
+    assert lib.lm_gptq_validate(c) == lib.LM_ERR_SHAPE and "perm_grouped[5]=64" in _last_error()
+    x, y = np.zeros(64, np.float32), np.zeros(16, np.float32)
+    scratch = np.zeros(lib.lm_gptq_scratch_bytes(c, 1), np.uint8)
+    rc = lib.lm_gptq_matmul_into(
+        ffi.NULL,
+        lib.LM_IMPL_AUTO,
+        c,
+        0,
+        16,
+        ffi.from_buffer("float[]", x),
+        1,
+        ffi.from_buffer("float[]", y),
+        16,
+        ffi.from_buffer(scratch),
+    )
+    assert rc == lib.LM_ERR_SHAPE and "perm_grouped[5]=64" in _last_error()
 
 
 def test_type_id_is_outside_ggml_ids():

@@ -143,6 +143,96 @@ LM_INLINE void tile_general(const lm_gptq_job *k, int64_t o, int64_t c0, int64_t
         for (int v = 0; v < NV; v++) _mm256_storeu_ps(y + c * ldy + 8 * v, acc[v][c][0]);
 }
 
+/* ----------------------------------------------------- many columns */
+
+/* Prefill: a run of 16 outputs is unpacked once into floats (the levels,
+ * exact) in L1, then read by every column, PC at a time: a register tile of
+ * 16 outputs x PC columns with two weight loads and PC broadcasts per input,
+ * so the FMAs, not the unpacking, set the pace. x is read unscaled (no 16^-j
+ * factors: the levels are unpacked whole). Per run the same formula as
+ * tile_runs: y (+)= scale * (sum level * x - zero * sum x). */
+enum { PC = 6, XN_OUT = 16, XN_MAX_K = 8 * 16, XN_MIN_COLS = 8 };
+
+/* levels of outputs [o, o + 16), word rows [r0, r1) -> lv[k][16] floats */
+static void unpack_run(const lm_gptq_matrix *w, int64_t o, int64_t r0, int64_t r1, float *lv) {
+    const int64_t n_out = w->n_out;
+    const __m256i m15 = _mm256_set1_epi32(15);
+    for (int64_t r = r0; r < r1; r++) {
+        const int32_t *qp = w->qweight + r * n_out + o;
+        const __m256i q0 = _mm256_loadu_si256((const __m256i *)qp), q1 = _mm256_loadu_si256((const __m256i *)(qp + 8));
+        float *d = lv + (r - r0) * PER_WORD * XN_OUT;
+        for (int j = 0; j < PER_WORD; j++) {
+            const __m128i sh = _mm_cvtsi32_si128(4 * j);
+            _mm256_store_ps(d + j * XN_OUT, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(q0, sh), m15)));
+            _mm256_store_ps(d + j * XN_OUT + 8, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(q1, sh), m15)));
+        }
+    }
+}
+
+/* columns [c0, c0 + NC) of run u over the unpacked levels lv[K][16] */
+LM_INLINE void xn_tile(const lm_gptq_job *k, const float *lv, int64_t K, int64_t i0, int64_t o, int32_t u, int64_t c0,
+                       const int NC) {
+    const lm_gptq_matrix *w = k->w;
+    const int64_t n_in = w->n_in, n_out = w->n_out, ldy = k->ldy, g = k->runs[3 * u];
+    const float *x = k->x + c0 * n_in + i0;
+    float *y = k->y + c0 * ldy + (o - k->o0);
+    __m256 acc[PC][2];
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; c++) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < K; i++) {
+        const __m256 w0 = _mm256_load_ps(lv + i * XN_OUT), w1 = _mm256_load_ps(lv + i * XN_OUT + 8);
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; c++) {
+            const __m256 xb = _mm256_broadcast_ss(x + c * n_in + i);
+            acc[c][0] = _mm256_fmadd_ps(w0, xb, acc[c][0]);
+            acc[c][1] = _mm256_fmadd_ps(w1, xb, acc[c][1]);
+        }
+    }
+    const float *xsum = k->xsum + c0 * k->n_sums + u;
+    const __m256 s0 = scales_f32(w->scales + g * n_out + o), s1 = scales_f32(w->scales + g * n_out + o + 8);
+    const __m256 z0 = zeros_f32(w->qzeros[g * (n_out / PER_WORD) + o / PER_WORD]);
+    const __m256 z1 = zeros_f32(w->qzeros[g * (n_out / PER_WORD) + o / PER_WORD + 1]);
+    /* constant indices only, so the accumulators stay in registers */
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; c++) {
+        float *yc = y + c * ldy;
+        const __m256 xsb = _mm256_broadcast_ss(xsum + c * k->n_sums);
+        const __m256 a0 = _mm256_fnmadd_ps(z0, xsb, acc[c][0]), a1 = _mm256_fnmadd_ps(z1, xsb, acc[c][1]);
+        const __m256 t0 = u == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(yc);
+        const __m256 t1 = u == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(yc + 8);
+        _mm256_storeu_ps(yc, _mm256_fmadd_ps(s0, a0, t0));
+        _mm256_storeu_ps(yc + 8, _mm256_fmadd_ps(s1, a1, t1));
+    }
+}
+
+typedef void (*xn_fn)(const lm_gptq_job *k, const float *lv, int64_t K, int64_t i0, int64_t o, int32_t u, int64_t c0);
+#define LM_GPTQ_XN(NC)                                                                                      \
+    static void xn_##NC(const lm_gptq_job *k, const float *lv, int64_t K, int64_t i0, int64_t o, int32_t u, \
+                        int64_t c0) {                                                                       \
+        xn_tile(k, lv, K, i0, o, u, c0, NC);                                                                \
+    }
+LM_GPTQ_XN(1)
+LM_GPTQ_XN(2)
+LM_GPTQ_XN(3)
+LM_GPTQ_XN(4)
+LM_GPTQ_XN(5)
+LM_GPTQ_XN(6)
+static const xn_fn k_xn[PC] = { xn_1, xn_2, xn_3, xn_4, xn_5, xn_6 };
+
+/* outputs [ob, oe) (multiples of 16) over every column, runs layout */
+static void rows_xn(const lm_gptq_job *job, int64_t ob, int64_t oe) {
+    _Alignas(32) float lv[XN_MAX_K * XN_OUT];
+    for (int64_t o = ob; o < oe; o += XN_OUT)
+        for (int32_t u = 0; u < job->n_runs; u++) {
+            const int64_t r0 = job->runs[3 * u + 1], r1 = job->runs[3 * u + 2];
+            unpack_run(job->w, o, r0, r1, lv);
+            for (int64_t c0 = 0; c0 < job->ncols; c0 += PC) {
+                const int nc = job->ncols - c0 >= PC ? PC : (int)(job->ncols - c0);
+                k_xn[nc - 1](job, lv, (r1 - r0) * PER_WORD, r0 * PER_WORD, o, u, c0);
+            }
+        }
+}
+
 /* ------------------------------------------------------------- dispatch */
 
 /* a tile over part of the inputs: runs [a, b) or word rows [a, b) */
@@ -185,6 +275,14 @@ enum { PANEL_ROWS = 16, GENERAL_BLOCK_OUT = 256 };
  * stay in L1 from panel to panel. */
 void lm_gptq_rows_avx2(const lm_gptq_job *job, int64_t ob, int64_t oe) {
     const int runs = job->n_runs > 0;
+    /* many columns in whole 16-output strips: the unpack-once kernel; a
+     * ragged 8-output tail (and decode) below */
+    if (runs && job->ncols >= XN_MIN_COLS) {
+        const int64_t e16 = ob + (oe - ob) / XN_OUT * XN_OUT;
+        rows_xn(job, ob, e16);
+        if (e16 == oe) return;
+        ob = e16;
+    }
     const tile_fn(*table)[MAX_NC] = runs ? k_runs : k_general;
     const int64_t n_units = runs ? job->n_runs : job->w->n_in / PER_WORD;
     const int64_t block = runs ? oe - ob : GENERAL_BLOCK_OUT;
