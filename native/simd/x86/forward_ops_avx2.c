@@ -274,7 +274,7 @@ void lm_kv_mix_q8_0_avx2(float *out, size_t out_stride, const float *p, size_t p
 /* lm_softmax (forward_ops.c) with its bits: the maximum is the same in any
  * order (max_ps keeps the running value over a NaN, as the scalar compare
  * does), the exponentials are libm's (expf_avx2.h), and the sum runs in
- * double through the values in order, as the scalar loop adds them. */
+ * double in the scalar loop's eight partial sums, one per lane. */
 void lm_softmax_avx2(float *x, int64_t n) {
     __m256 mv = _mm256_set1_ps(-INFINITY);
     int64_t i = 0;
@@ -285,11 +285,17 @@ void lm_softmax_avx2(float *x, int64_t n) {
     for (; i < n; i++) max = x[i] > max ? x[i] : max;
 
     const __m256 vmax = _mm256_set1_ps(max);
-    double sum = 0.0;
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();   /* the partial sums of values i % 8 = 0..3, 4..7 */
     for (i = 0; i + 8 <= n; i += 8) {
-        _mm256_storeu_ps(x + i, lm_expf8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax)));
-        for (int k = 0; k < 8; k++) sum += x[i + k];
+        const __m256 e = lm_expf8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax));
+        _mm256_storeu_ps(x + i, e);
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
     }
+    double part[8];
+    _mm256_storeu_pd(part, lo);
+    _mm256_storeu_pd(part + 4, hi);
+    double sum = lm_softmax_parts_sum(part);
     for (; i < n; i++) {
         x[i] = expf(x[i] - max);
         sum += x[i];
