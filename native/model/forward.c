@@ -166,8 +166,11 @@ static void qkv_rows(void *arg, int ith, int nth) {
  * read the group's cached rows once between them (the kernels give each head
  * the bits it gets alone). Fewer heads go together when whole groups would
  * leave threads idle (decode of a model with few KV heads). Threads take the
- * next task as they finish one, latest tokens first: later tokens attend to
- * more keys, so the big tasks go out first and the small ones fill the gaps. */
+ * next task as they finish one, one KV group after another (at depth a
+ * group's cached rows fit a core's L2 where all groups' do not, so the
+ * threads' neighbouring tokens reuse them), and within a group latest tokens
+ * first: later tokens attend to more keys, so the big tasks go out first and
+ * the small ones fill the gaps. */
 /* where a layer's cached rows are: row `cell` of KV head g starts at
  * base + layer + g * head_bytes + cell * stride */
 typedef struct {
@@ -210,13 +213,14 @@ static void attention(void *arg, int ith, int nth) {
     const size_t s_stride = (size_t)c->n_ctx;
     const int32_t window = job->l->sliding_window;
     float *s = c->scores + (size_t)ith * LM_KV_MAX_HEADS * s_stride;
-    const int64_t per_token = (int64_t)p->n_head_kv * per_group, n_tasks = job->n_tokens * per_token;
+    const int64_t per_kv_head = (int64_t)job->n_tokens * per_group, n_tasks = p->n_head_kv * per_kv_head;
     (void)nth;
     for (;;) {
         const int64_t task = __atomic_fetch_add(&job->next_task, 1, __ATOMIC_RELAXED);
         if (task >= n_tasks) break;
-        const int t = job->n_tokens - 1 - (int)(task / per_token);
-        const int g = (int)(task % per_token / per_group), h0 = g * group + (int)(task % per_group) * heads;
+        const int g = (int)(task / per_kv_head);
+        const int t = job->n_tokens - 1 - (int)(task % per_kv_head / per_group);
+        const int h0 = g * group + (int)(task % per_group) * heads;
         const int nh = h0 + heads <= (g + 1) * group ? heads : (g + 1) * group - h0;
         const int32_t pos = job->pos[t], seq = job->seq[t];
         const int32_t lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;

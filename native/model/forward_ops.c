@@ -47,16 +47,30 @@ void lm_softcap(float *x, int64_t n, float cap) {
     for (int64_t i = 0; i < n; i++) x[i] = tanhf(x[i] * inv) * cap;
 }
 
+/* The denominator in double: eight partial sums, value i into sum i % 8
+ * (one chain of dependent adds per lane of the AVX2 twin, not one for the
+ * whole row), added pairwise, then the last n % 8 values in order. */
+double lm_softmax_parts_sum(const double part[8]) {
+    return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
 void lm_softmax(float *x, int64_t n) {
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) {
+    double part[8] = { 0 };
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) {
+            x[i + k] = expf(x[i + k] - max);
+            part[k] += x[i + k];
+        }
+    double sum = lm_softmax_parts_sum(part);
+    for (; i < n; i++) {
         x[i] = expf(x[i] - max);
         sum += x[i];
     }
     const float inv = (float)(1.0 / sum);
-    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+    for (i = 0; i < n; i++) x[i] *= inv;
 }
 
 void lm_softmax_sink(float *x, int64_t n, float sink) {

@@ -27,6 +27,8 @@ void lm_softcap(float *x, int64_t n, float cap);
 
 /* x[0..n) = softmax(x[0..n)) in place */
 void lm_softmax(float *x, int64_t n);
+/* the softmax denominator from its eight partial sums (both kernels' order) */
+double lm_softmax_parts_sum(const double part[8]);
 /* the same with one more logit, sink, in the max and the sum only (gpt-oss) */
 void lm_softmax_sink(float *x, int64_t n, float sink);
 /* x = swiglu_oai(x, up) (LM_ACT_SWIGLU_OAI) */

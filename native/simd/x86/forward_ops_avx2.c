@@ -45,6 +45,25 @@ static inline __m256 load_i8x8(const int8_t *p) {
             kernel(h0, 3, __VA_ARGS__);                      \
     }
 
+/* The scores of eight keys at once: S[k] holds key k's eight lane sums,
+ * and the result its eight totals in key order, each added in the order
+ * lm_hsum_f32_8 adds one vector's lanes, ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)),
+ * so a key's score has the same bits here as alone (keys of a run's tail).
+ * One transposition for eight keys instead of a reduction chain each. */
+static inline __m256 hsum8_keys(const __m256 S[8]) {
+    __m256 u[4];   /* u[i]: key i's l0+l4 .. l3+l7, then key i + 4's */
+    for (int i = 0; i < 4; i++)
+        u[i] =
+            _mm256_add_ps(_mm256_permute2f128_ps(S[i], S[i + 4], 0x31), _mm256_permute2f128_ps(S[i], S[i + 4], 0x20));
+    /* x01: keys 0 and 1 (4 and 5 above): their (l0+l4)+(l2+l6), (l1+l5)+(l3+l7) */
+    const __m256 x01 = _mm256_add_ps(_mm256_shuffle_ps(u[0], u[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm256_shuffle_ps(u[0], u[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 x23 = _mm256_add_ps(_mm256_shuffle_ps(u[2], u[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm256_shuffle_ps(u[2], u[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm256_add_ps(_mm256_shuffle_ps(x01, x23, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm256_shuffle_ps(x01, x23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 /* ----------------------------------------------------------- f32, f16 */
 /* One definition for both float caches: T is the element type, LOAD8 turns 8
  * of them into a vector and TO_F32 one of them into a float. */
@@ -57,7 +76,39 @@ static inline __m256 load_i8x8(const int8_t *p) {
                                         float scale) {                                                                \
         s += h0 * s_stride;                                                                                           \
         q += h0 * q_stride;                                                                                           \
-        for (int64_t j = 0; j < n; j++) {                                                                             \
+        int64_t j = 0;                                                                                                \
+        if (hd % 8 == 0)                                                                                              \
+            for (; j + 8 <= n; j += 8) {                                                                              \
+                __m256 S[HEADS][8];                                                                                   \
+                for (int key = 0; key < 8; key++) {                                                                   \
+                    const T *kj = (const T *)ROW(k, j + key, stride);                                                 \
+                    __m256 a[HEADS][4];                                                                               \
+                    for (int h = 0; h < nh; h++) a[h][0] = a[h][1] = a[h][2] = a[h][3] = _mm256_setzero_ps();         \
+                    int64_t i = 0;                                                                                    \
+                    for (; i + 32 <= hd; i += 32) {                                                                   \
+                        const __m256 k0 = LOAD8(kj + i), k1 = LOAD8(kj + i + 8), k2 = LOAD8(kj + i + 16),             \
+                                     k3 = LOAD8(kj + i + 24);                                                         \
+                        for (int h = 0; h < nh; h++) {                                                                \
+                            const float *qh = q + h * q_stride + i;                                                   \
+                            a[h][0] = _mm256_fmadd_ps(_mm256_loadu_ps(qh), k0, a[h][0]);                              \
+                            a[h][1] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 8), k1, a[h][1]);                          \
+                            a[h][2] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 16), k2, a[h][2]);                         \
+                            a[h][3] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 24), k3, a[h][3]);                         \
+                        }                                                                                             \
+                    }                                                                                                 \
+                    for (; i < hd; i += 8) {                                                                          \
+                        const __m256 k0 = LOAD8(kj + i);                                                              \
+                        for (int h = 0; h < nh; h++)                                                                  \
+                            a[h][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * q_stride + i), k0, a[h][0]);            \
+                    }                                                                                                 \
+                    for (int h = 0; h < nh; h++)                                                                      \
+                        S[h][key] = _mm256_add_ps(_mm256_add_ps(a[h][0], a[h][1]), _mm256_add_ps(a[h][2], a[h][3]));  \
+                }                                                                                                     \
+                const __m256 vscale = _mm256_set1_ps(scale);                                                          \
+                for (int h = 0; h < nh; h++)                                                                          \
+                    _mm256_storeu_ps(s + h * s_stride + j, _mm256_mul_ps(vscale, hsum8_keys(S[h])));                  \
+            }                                                                                                         \
+        for (; j < n; j++) {                                                                                          \
             const T *kj = (const T *)ROW(k, j, stride);                                                               \
             __m256 a[HEADS][4];                                                                                       \
             for (int h = 0; h < nh; h++) a[h][0] = a[h][1] = a[h][2] = a[h][3] = _mm256_setzero_ps();                 \
@@ -139,7 +190,30 @@ LM_ALWAYS_INLINE void scores_q8_0(int h0, const int nh, float *s, size_t s_strid
                                   const void *k, size_t stride, int64_t n, int64_t hd, float scale) {
     s += h0 * s_stride;
     q += h0 * q_stride;
-    for (int64_t j = 0; j < n; j++) {
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 S[HEADS][8];
+        for (int key = 0; key < 8; key++) {
+            const block_q8_0 *kb = (const block_q8_0 *)ROW(k, j + key, stride);
+            for (int h = 0; h < nh; h++) S[h][key] = _mm256_setzero_ps();
+            for (int64_t b = 0; b < hd / QK8_0; b++) {
+                const __m256 k0 = load_i8x8(kb[b].qs), k1 = load_i8x8(kb[b].qs + 8), k2 = load_i8x8(kb[b].qs + 16),
+                             k3 = load_i8x8(kb[b].qs + 24);
+                const __m256 kd = _mm256_set1_ps(lm_half_to_f32(kb[b].d));
+                for (int h = 0; h < nh; h++) {
+                    const float *qb = q + h * q_stride + b * QK8_0;
+                    __m256 d = _mm256_mul_ps(_mm256_loadu_ps(qb), k0);
+                    d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 8), k1, d);
+                    d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 16), k2, d);
+                    d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 24), k3, d);
+                    S[h][key] = _mm256_fmadd_ps(kd, d, S[h][key]);
+                }
+            }
+        }
+        const __m256 vscale = _mm256_set1_ps(scale);
+        for (int h = 0; h < nh; h++) _mm256_storeu_ps(s + h * s_stride + j, _mm256_mul_ps(vscale, hsum8_keys(S[h])));
+    }
+    for (; j < n; j++) {
         const block_q8_0 *kb = (const block_q8_0 *)ROW(k, j, stride);
         __m256 acc[HEADS];
         for (int h = 0; h < nh; h++) acc[h] = _mm256_setzero_ps();
@@ -200,7 +274,7 @@ void lm_kv_mix_q8_0_avx2(float *out, size_t out_stride, const float *p, size_t p
 /* lm_softmax (forward_ops.c) with its bits: the maximum is the same in any
  * order (max_ps keeps the running value over a NaN, as the scalar compare
  * does), the exponentials are libm's (expf_avx2.h), and the sum runs in
- * double through the values in order, as the scalar loop adds them. */
+ * double in the scalar loop's eight partial sums, one per lane. */
 void lm_softmax_avx2(float *x, int64_t n) {
     __m256 mv = _mm256_set1_ps(-INFINITY);
     int64_t i = 0;
@@ -211,11 +285,17 @@ void lm_softmax_avx2(float *x, int64_t n) {
     for (; i < n; i++) max = x[i] > max ? x[i] : max;
 
     const __m256 vmax = _mm256_set1_ps(max);
-    double sum = 0.0;
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();   /* the partial sums of values i % 8 = 0..3, 4..7 */
     for (i = 0; i + 8 <= n; i += 8) {
-        _mm256_storeu_ps(x + i, lm_expf8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax)));
-        for (int k = 0; k < 8; k++) sum += x[i + k];
+        const __m256 e = lm_expf8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax));
+        _mm256_storeu_ps(x + i, e);
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
     }
+    double part[8];
+    _mm256_storeu_pd(part, lo);
+    _mm256_storeu_pd(part + 4, hi);
+    double sum = lm_softmax_parts_sum(part);
     for (; i < n; i++) {
         x[i] = expf(x[i] - max);
         sum += x[i];
