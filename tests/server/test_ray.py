@@ -142,9 +142,14 @@ def test_chats_continue_on_the_replica_holding_their_prefix(servers):
 def test_a_killed_replica_is_survived(servers):
     base = servers[1]
     client = _client(base)
-    text = _metrics(base)
-    where = re.finditer(r'lamina_replica_process\{replica="([^"]+)",node="[^"]*",pid="(\d+)"\}', text)
-    pids = {m.group(1): int(m.group(2)) for m in where}
+    # each replica pushes its process line every second: run alone, the test may ask before both have
+    deadline = time.monotonic() + 15
+    while True:
+        where = re.finditer(r'lamina_replica_process\{replica="([^"]+)",node="[^"]*",pid="(\d+)"\}', _metrics(base))
+        pids = {m.group(1): int(m.group(2)) for m in where}
+        if len(pids) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert len(pids) == 2
     raw = client.chat.completions.with_raw_response.create(
         model="smollm2",
