@@ -70,115 +70,103 @@ static inline __m256 hsum8_keys(const __m256 S[8]) {
 #define LM_LOAD_F32_8(p) _mm256_loadu_ps(p)
 #define LM_F32_TO_F32(v) (v)
 
-#define LM_DEFINE_KV_FLOAT(name, T, LOAD8, TO_F32)                                                                    \
-    LM_ALWAYS_INLINE void scores_##name(int h0, const int nh, float *s, size_t s_stride, const float *q,              \
-                                        size_t q_stride, const void *k, size_t stride, int64_t n, int64_t hd,         \
-                                        float scale) {                                                                \
-        s += h0 * s_stride;                                                                                           \
-        q += h0 * q_stride;                                                                                           \
-        int64_t j = 0;                                                                                                \
-        if (hd % 8 == 0)                                                                                              \
-            for (; j + 8 <= n; j += 8) {                                                                              \
-                __m256 S[HEADS][8];                                                                                   \
-                for (int key = 0; key < 8; key++) {                                                                   \
-                    const T *kj = (const T *)ROW(k, j + key, stride);                                                 \
-                    __m256 a[HEADS][4];                                                                               \
-                    for (int h = 0; h < nh; h++) a[h][0] = a[h][1] = a[h][2] = a[h][3] = _mm256_setzero_ps();         \
-                    int64_t i = 0;                                                                                    \
-                    for (; i + 32 <= hd; i += 32) {                                                                   \
-                        const __m256 k0 = LOAD8(kj + i), k1 = LOAD8(kj + i + 8), k2 = LOAD8(kj + i + 16),             \
-                                     k3 = LOAD8(kj + i + 24);                                                         \
-                        for (int h = 0; h < nh; h++) {                                                                \
-                            const float *qh = q + h * q_stride + i;                                                   \
-                            a[h][0] = _mm256_fmadd_ps(_mm256_loadu_ps(qh), k0, a[h][0]);                              \
-                            a[h][1] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 8), k1, a[h][1]);                          \
-                            a[h][2] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 16), k2, a[h][2]);                         \
-                            a[h][3] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 24), k3, a[h][3]);                         \
-                        }                                                                                             \
-                    }                                                                                                 \
-                    for (; i < hd; i += 8) {                                                                          \
-                        const __m256 k0 = LOAD8(kj + i);                                                              \
-                        for (int h = 0; h < nh; h++)                                                                  \
-                            a[h][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * q_stride + i), k0, a[h][0]);            \
-                    }                                                                                                 \
-                    for (int h = 0; h < nh; h++)                                                                      \
-                        S[h][key] = _mm256_add_ps(_mm256_add_ps(a[h][0], a[h][1]), _mm256_add_ps(a[h][2], a[h][3]));  \
-                }                                                                                                     \
-                const __m256 vscale = _mm256_set1_ps(scale);                                                          \
-                for (int h = 0; h < nh; h++)                                                                          \
-                    _mm256_storeu_ps(s + h * s_stride + j, _mm256_mul_ps(vscale, hsum8_keys(S[h])));                  \
-            }                                                                                                         \
-        for (; j < n; j++) {                                                                                          \
-            const T *kj = (const T *)ROW(k, j, stride);                                                               \
-            __m256 a[HEADS][4];                                                                                       \
-            for (int h = 0; h < nh; h++) a[h][0] = a[h][1] = a[h][2] = a[h][3] = _mm256_setzero_ps();                 \
-            int64_t i = 0;                                                                                            \
-            for (; i + 32 <= hd; i += 32) {                                                                           \
-                const __m256 k0 = LOAD8(kj + i), k1 = LOAD8(kj + i + 8), k2 = LOAD8(kj + i + 16),                     \
-                             k3 = LOAD8(kj + i + 24);                                                                 \
-                for (int h = 0; h < nh; h++) {                                                                        \
-                    const float *qh = q + h * q_stride + i;                                                           \
-                    a[h][0] = _mm256_fmadd_ps(_mm256_loadu_ps(qh), k0, a[h][0]);                                      \
-                    a[h][1] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 8), k1, a[h][1]);                                  \
-                    a[h][2] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 16), k2, a[h][2]);                                 \
-                    a[h][3] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 24), k3, a[h][3]);                                 \
-                }                                                                                                     \
-            }                                                                                                         \
-            for (; i + 8 <= hd; i += 8) {                                                                             \
-                const __m256 k0 = LOAD8(kj + i);                                                                      \
-                for (int h = 0; h < nh; h++)                                                                          \
-                    a[h][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * q_stride + i), k0, a[h][0]);                    \
-            }                                                                                                         \
-            for (int h = 0; h < nh; h++) {                                                                            \
-                const float *qh = q + h * q_stride;                                                                   \
-                const __m256 sum = _mm256_add_ps(_mm256_add_ps(a[h][0], a[h][1]), _mm256_add_ps(a[h][2], a[h][3]));   \
-                float d = lm_hsum_f32_8(sum);                                                                         \
-                for (int64_t r = i; r < hd; r++) d += qh[r] * TO_F32(kj[r]);                                          \
-                s[h * s_stride + j] = scale * d;                                                                      \
-            }                                                                                                         \
-        }                                                                                                             \
-    }                                                                                                                 \
-                                                                                                                      \
-    void lm_kv_scores_##name##_avx2(                                                                                  \
-        float *s, size_t s_stride, const float *q, size_t q_stride, int nh, const void *k, size_t stride, int64_t n,  \
-        int64_t hd, float scale){ LM_BY_HEADS(nh, scores_##name, s, s_stride, q, q_stride, k, stride, n, hd, scale) } \
-                                                                                                                      \
-    LM_ALWAYS_INLINE void mix_##name(int h0, const int nh, float *out, size_t out_stride, const float *p,             \
-                                     size_t p_stride, const void *v, size_t stride, int64_t n, int64_t hd) {          \
-        out += h0 * out_stride;                                                                                       \
-        p += h0 * p_stride;                                                                                           \
-        int64_t c = 0;                                                                                                \
-        for (; c + 32 <= hd; c += 32) {                                                                               \
-            __m256 a[HEADS][4];                                                                                       \
-            for (int h = 0; h < nh; h++)                                                                              \
-                for (int x = 0; x < 4; x++) a[h][x] = _mm256_loadu_ps(out + h * out_stride + c + 8 * x);              \
-            for (int64_t j = 0; j < n; j++) {                                                                         \
-                const T *vj = (const T *)ROW(v, j, stride) + c;                                                       \
-                for (int x = 0; x < 4; x += 2) {                                                                      \
-                    const __m256 v0 = LOAD8(vj + 8 * x), v1 = LOAD8(vj + 8 * x + 8);                                  \
-                    for (int h = 0; h < nh; h++) {                                                                    \
-                        const __m256 pj = _mm256_set1_ps(p[h * p_stride + j]);                                        \
-                        a[h][x] = _mm256_fmadd_ps(pj, v0, a[h][x]);                                                   \
-                        a[h][x + 1] = _mm256_fmadd_ps(pj, v1, a[h][x + 1]);                                           \
-                    }                                                                                                 \
-                }                                                                                                     \
-            }                                                                                                         \
-            for (int h = 0; h < nh; h++)                                                                              \
-                for (int x = 0; x < 4; x++) _mm256_storeu_ps(out + h * out_stride + c + 8 * x, a[h][x]);              \
-        }                                                                                                             \
-        for (; c < hd; c++) {                                                                                         \
-            for (int h = 0; h < nh; h++) {                                                                            \
-                float acc = out[h * out_stride + c];                                                                  \
-                for (int64_t j = 0; j < n; j++)                                                                       \
-                    acc += p[h * p_stride + j] * TO_F32(((const T *)ROW(v, j, stride))[c]);                           \
-                out[h * out_stride + c] = acc;                                                                        \
-            }                                                                                                         \
-        }                                                                                                             \
-    }                                                                                                                 \
-                                                                                                                      \
-    void lm_kv_mix_##name##_avx2(float *out, size_t out_stride, const float *p, size_t p_stride, int nh,              \
-                                 const void *v, size_t stride, int64_t n, int64_t hd) {                               \
-        LM_BY_HEADS(nh, mix_##name, out, out_stride, p, p_stride, v, stride, n, hd)                                   \
+#define LM_DEFINE_KV_FLOAT(name, T, LOAD8, TO_F32)                                                                      \
+    /* lanes[h]: head h's eight lane sums of q . kj over the 8-wide part of                                           \
+     * the row (returned: where it ends); the one order both paths below use */ \
+    LM_ALWAYS_INLINE int64_t key_lanes_##name(const int nh, __m256 lanes[HEADS], const T *kj, const float *q,           \
+                                              size_t q_stride, int64_t hd) {                                            \
+        __m256 a[HEADS][4];                                                                                             \
+        for (int h = 0; h < nh; h++) a[h][0] = a[h][1] = a[h][2] = a[h][3] = _mm256_setzero_ps();                       \
+        int64_t i = 0;                                                                                                  \
+        for (; i + 32 <= hd; i += 32) {                                                                                 \
+            const __m256 k0 = LOAD8(kj + i), k1 = LOAD8(kj + i + 8), k2 = LOAD8(kj + i + 16), k3 = LOAD8(kj + i + 24);  \
+            for (int h = 0; h < nh; h++) {                                                                              \
+                const float *qh = q + h * q_stride + i;                                                                 \
+                a[h][0] = _mm256_fmadd_ps(_mm256_loadu_ps(qh), k0, a[h][0]);                                            \
+                a[h][1] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 8), k1, a[h][1]);                                        \
+                a[h][2] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 16), k2, a[h][2]);                                       \
+                a[h][3] = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 24), k3, a[h][3]);                                       \
+            }                                                                                                           \
+        }                                                                                                               \
+        for (; i + 8 <= hd; i += 8) {                                                                                   \
+            const __m256 k0 = LOAD8(kj + i);                                                                            \
+            for (int h = 0; h < nh; h++)                                                                                \
+                a[h][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * q_stride + i), k0, a[h][0]);                          \
+        }                                                                                                               \
+        for (int h = 0; h < nh; h++)                                                                                    \
+            lanes[h] = _mm256_add_ps(_mm256_add_ps(a[h][0], a[h][1]), _mm256_add_ps(a[h][2], a[h][3]));                 \
+        return i;                                                                                                       \
+    }                                                                                                                   \
+                                                                                                                        \
+    LM_ALWAYS_INLINE void scores_##name(int h0, const int nh, float *s, size_t s_stride, const float *q,                \
+                                        size_t q_stride, const void *k, size_t stride, int64_t n, int64_t hd,           \
+                                        float scale) {                                                                  \
+        s += h0 * s_stride;                                                                                             \
+        q += h0 * q_stride;                                                                                             \
+        int64_t j = 0;                                                                                                  \
+        if (hd % 8 == 0)                                                                                                \
+            for (; j + 8 <= n; j += 8) {                                                                                \
+                __m256 S[HEADS][8], lanes[HEADS];                                                                       \
+                for (int key = 0; key < 8; key++) {                                                                     \
+                    key_lanes_##name(nh, lanes, (const T *)ROW(k, j + key, stride), q, q_stride, hd);                   \
+                    for (int h = 0; h < nh; h++) S[h][key] = lanes[h];                                                  \
+                }                                                                                                       \
+                const __m256 vscale = _mm256_set1_ps(scale);                                                            \
+                for (int h = 0; h < nh; h++)                                                                            \
+                    _mm256_storeu_ps(s + h * s_stride + j, _mm256_mul_ps(vscale, hsum8_keys(S[h])));                    \
+            }                                                                                                           \
+        for (; j < n; j++) {                                                                                            \
+            const T *kj = (const T *)ROW(k, j, stride);                                                                 \
+            __m256 lanes[HEADS];                                                                                        \
+            const int64_t i = key_lanes_##name(nh, lanes, kj, q, q_stride, hd);                                         \
+            for (int h = 0; h < nh; h++) {                                                                              \
+                const float *qh = q + h * q_stride;                                                                     \
+                float d = lm_hsum_f32_8(lanes[h]);                                                                      \
+                for (int64_t r = i; r < hd; r++) d += qh[r] * TO_F32(kj[r]);                                            \
+                s[h * s_stride + j] = scale * d;                                                                        \
+            }                                                                                                           \
+        }                                                                                                               \
+    }                                                                                                                   \
+    void lm_kv_scores_##name##_avx2(                                                                                    \
+        float *s, size_t s_stride, const float *q, size_t q_stride, int nh, const void *k, size_t stride, int64_t n,    \
+        int64_t hd, float scale){ LM_BY_HEADS(nh, scores_##name, s, s_stride, q, q_stride, k, stride, n, hd, scale) }   \
+                                                                                                                        \
+    LM_ALWAYS_INLINE void mix_##name(int h0, const int nh, float *out, size_t out_stride, const float *p,               \
+                                     size_t p_stride, const void *v, size_t stride, int64_t n, int64_t hd) {            \
+        out += h0 * out_stride;                                                                                         \
+        p += h0 * p_stride;                                                                                             \
+        int64_t c = 0;                                                                                                  \
+        for (; c + 32 <= hd; c += 32) {                                                                                 \
+            __m256 a[HEADS][4];                                                                                         \
+            for (int h = 0; h < nh; h++)                                                                                \
+                for (int x = 0; x < 4; x++) a[h][x] = _mm256_loadu_ps(out + h * out_stride + c + 8 * x);                \
+            for (int64_t j = 0; j < n; j++) {                                                                           \
+                const T *vj = (const T *)ROW(v, j, stride) + c;                                                         \
+                for (int x = 0; x < 4; x += 2) {                                                                        \
+                    const __m256 v0 = LOAD8(vj + 8 * x), v1 = LOAD8(vj + 8 * x + 8);                                    \
+                    for (int h = 0; h < nh; h++) {                                                                      \
+                        const __m256 pj = _mm256_set1_ps(p[h * p_stride + j]);                                          \
+                        a[h][x] = _mm256_fmadd_ps(pj, v0, a[h][x]);                                                     \
+                        a[h][x + 1] = _mm256_fmadd_ps(pj, v1, a[h][x + 1]);                                             \
+                    }                                                                                                   \
+                }                                                                                                       \
+            }                                                                                                           \
+            for (int h = 0; h < nh; h++)                                                                                \
+                for (int x = 0; x < 4; x++) _mm256_storeu_ps(out + h * out_stride + c + 8 * x, a[h][x]);                \
+        }                                                                                                               \
+        for (; c < hd; c++) {                                                                                           \
+            for (int h = 0; h < nh; h++) {                                                                              \
+                float acc = out[h * out_stride + c];                                                                    \
+                for (int64_t j = 0; j < n; j++)                                                                         \
+                    acc += p[h * p_stride + j] * TO_F32(((const T *)ROW(v, j, stride))[c]);                             \
+                out[h * out_stride + c] = acc;                                                                          \
+            }                                                                                                           \
+        }                                                                                                               \
+    }                                                                                                                   \
+                                                                                                                        \
+    void lm_kv_mix_##name##_avx2(float *out, size_t out_stride, const float *p, size_t p_stride, int nh,                \
+                                 const void *v, size_t stride, int64_t n, int64_t hd) {                                 \
+        LM_BY_HEADS(nh, mix_##name, out, out_stride, p, p_stride, v, stride, n, hd)                                     \
     }
 
 LM_DEFINE_KV_FLOAT(f32, float, LM_LOAD_F32_8, LM_F32_TO_F32)
@@ -186,51 +174,43 @@ LM_DEFINE_KV_FLOAT(f16, lm_half, load_half8, lm_half_to_f32)
 
 /* --------------------------------------------------------------- q8_0 */
 
+/* acc[h]: head h's eight lane sums of q . key row kb, both paths' order */
+LM_ALWAYS_INLINE void key_lanes_q8_0(const int nh, __m256 acc[HEADS], const block_q8_0 *kb, const float *q,
+                                     size_t q_stride, int64_t hd) {
+    for (int h = 0; h < nh; h++) acc[h] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < hd / QK8_0; b++) {
+        const __m256 k0 = load_i8x8(kb[b].qs), k1 = load_i8x8(kb[b].qs + 8), k2 = load_i8x8(kb[b].qs + 16),
+                     k3 = load_i8x8(kb[b].qs + 24);
+        const __m256 kd = _mm256_set1_ps(lm_half_to_f32(kb[b].d));
+        for (int h = 0; h < nh; h++) {
+            const float *qb = q + h * q_stride + b * QK8_0;
+            __m256 d = _mm256_mul_ps(_mm256_loadu_ps(qb), k0);
+            d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 8), k1, d);
+            d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 16), k2, d);
+            d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 24), k3, d);
+            acc[h] = _mm256_fmadd_ps(kd, d, acc[h]);
+        }
+    }
+}
+
 LM_ALWAYS_INLINE void scores_q8_0(int h0, const int nh, float *s, size_t s_stride, const float *q, size_t q_stride,
                                   const void *k, size_t stride, int64_t n, int64_t hd, float scale) {
     s += h0 * s_stride;
     q += h0 * q_stride;
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-        __m256 S[HEADS][8];
+        __m256 S[HEADS][8], lanes[HEADS];
         for (int key = 0; key < 8; key++) {
-            const block_q8_0 *kb = (const block_q8_0 *)ROW(k, j + key, stride);
-            for (int h = 0; h < nh; h++) S[h][key] = _mm256_setzero_ps();
-            for (int64_t b = 0; b < hd / QK8_0; b++) {
-                const __m256 k0 = load_i8x8(kb[b].qs), k1 = load_i8x8(kb[b].qs + 8), k2 = load_i8x8(kb[b].qs + 16),
-                             k3 = load_i8x8(kb[b].qs + 24);
-                const __m256 kd = _mm256_set1_ps(lm_half_to_f32(kb[b].d));
-                for (int h = 0; h < nh; h++) {
-                    const float *qb = q + h * q_stride + b * QK8_0;
-                    __m256 d = _mm256_mul_ps(_mm256_loadu_ps(qb), k0);
-                    d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 8), k1, d);
-                    d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 16), k2, d);
-                    d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 24), k3, d);
-                    S[h][key] = _mm256_fmadd_ps(kd, d, S[h][key]);
-                }
-            }
+            key_lanes_q8_0(nh, lanes, (const block_q8_0 *)ROW(k, j + key, stride), q, q_stride, hd);
+            for (int h = 0; h < nh; h++) S[h][key] = lanes[h];
         }
         const __m256 vscale = _mm256_set1_ps(scale);
         for (int h = 0; h < nh; h++) _mm256_storeu_ps(s + h * s_stride + j, _mm256_mul_ps(vscale, hsum8_keys(S[h])));
     }
     for (; j < n; j++) {
-        const block_q8_0 *kb = (const block_q8_0 *)ROW(k, j, stride);
-        __m256 acc[HEADS];
-        for (int h = 0; h < nh; h++) acc[h] = _mm256_setzero_ps();
-        for (int64_t b = 0; b < hd / QK8_0; b++) {
-            const __m256 k0 = load_i8x8(kb[b].qs), k1 = load_i8x8(kb[b].qs + 8), k2 = load_i8x8(kb[b].qs + 16),
-                         k3 = load_i8x8(kb[b].qs + 24);
-            const __m256 kd = _mm256_set1_ps(lm_half_to_f32(kb[b].d));
-            for (int h = 0; h < nh; h++) {
-                const float *qb = q + h * q_stride + b * QK8_0;
-                __m256 d = _mm256_mul_ps(_mm256_loadu_ps(qb), k0);
-                d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 8), k1, d);
-                d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 16), k2, d);
-                d = _mm256_fmadd_ps(_mm256_loadu_ps(qb + 24), k3, d);
-                acc[h] = _mm256_fmadd_ps(kd, d, acc[h]);
-            }
-        }
-        for (int h = 0; h < nh; h++) s[h * s_stride + j] = scale * lm_hsum_f32_8(acc[h]);
+        __m256 lanes[HEADS];
+        key_lanes_q8_0(nh, lanes, (const block_q8_0 *)ROW(k, j, stride), q, q_stride, hd);
+        for (int h = 0; h < nh; h++) s[h * s_stride + j] = scale * lm_hsum_f32_8(lanes[h]);
     }
 }
 
