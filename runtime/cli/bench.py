@@ -198,10 +198,11 @@ def record(
 
 def model_info(path: str) -> dict:
     from lamina.gguf.reader import GGUFFile
+    from lamina.gptq.format import model_weight_count
 
     with GGUFFile(path) as f:
         size = sum(t.nbytes for t in f.tensors)
-        params = sum(t.n_elements for t in f.tensors)
+        params = model_weight_count(f)
         arch = f.architecture
         ftype = f.get("general.file_type")
     return {

@@ -128,6 +128,23 @@ def gptq_tensor_names(weight_name: str) -> dict[str, str]:
     return {part: f"{stem}.{part}" for part in PARTS}
 
 
+def model_weight_count(gguf: GGUFFile) -> int:
+    """The model's parameter count: every tensor's elements, except that a GPTQ
+    linear counts its weights (8 per qweight word) and not its scales, zeros
+    and g_idx, which are how those weights are stored, as a block type's scales
+    are for the ggml types."""
+    if not any(k.startswith(PREFIX) for k in gguf.metadata):
+        return sum(t.n_elements for t in gguf.tensors)
+    total = 0
+    for t in gguf.tensors:
+        stem, _, part = t.name.rpartition(".")
+        if part in PARTS and is_gptq_weight_name(stem + ".weight"):
+            total += t.n_elements * PER_WORD if part == "qweight" else 0
+        else:
+            total += t.n_elements
+    return total
+
+
 # ----------------------------------------------------------------------------
 # file config
 

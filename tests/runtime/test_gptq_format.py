@@ -22,6 +22,7 @@ from lamina.gptq.format import (
     gptq_file_config,
     gptq_tensor_names,
     is_gptq_weight_name,
+    model_weight_count,
     read_gptq_linear,
 )
 from lamina.gptq.pack import GPTQPacked, pack_result, unpack_qzeros
@@ -181,6 +182,8 @@ def test_round_trip(group_size: int, act_order: bool, fmt: str, tmp_path: Path) 
             assert np.array_equal(lin.group_index(), p.g_idx)
             assert (lin.g_idx is not None) == (name == W_NAME and act_order)
             assert np.array_equal(lin.dequantize(), p.dequantize())
+        # what `lamina bench` reports as params: the two linears' weights, not their packing
+        assert model_weight_count(g) == a.in_features * a.out_features + 48 * 16
 
     # gguf-py parses the file independently and sees the same tensors
     r = gguf.GGUFReader(path)
