@@ -122,6 +122,8 @@ def gptq_checkpoint_config(hf_dir: Path) -> GPTQCheckpointConfig | None:
         qc = {"quant_method": "gptq", **qc}  # AutoGPTQ's quantize_config.json predates the key
     if not isinstance(qc, dict):
         raise GPTQImportError(f"{where}: quantization_config must be a JSON object, found {type(qc).__name__}")
+    if qc.get("quant_method") == "mxfp4":
+        return None  # released gpt-oss: the HF converter keeps its MXFP4 experts (convert/hf/mxfp4.py)
     return _parse_quant_config(qc, where)
 
 

@@ -40,6 +40,7 @@ import gguf
 import numpy as np
 
 from lamina.convert.errors import CheckpointError, TensorShapeError
+from lamina.convert.hf.checkpoint import is_mxfp4
 from lamina.errors import UnsupportedArchitectureError
 
 T = gguf.MODEL_TENSOR
@@ -346,9 +347,12 @@ def _check_gpt_oss(hp: HFConfig) -> None:
         raise CheckpointError(
             "config.json: layer_types must alternate sliding_attention, full_attention (llama.cpp's fixed pattern)"
         )
-    if cfg.get("quantization_config") is not None:
+    quant = cfg.get("quantization_config")
+    if quant is not None and not is_mxfp4(hp.cfg):
+        method = quant.get("quant_method") if isinstance(quant, dict) else quant
         raise CheckpointError(
-            "config.json: quantized (MXFP4) gpt-oss checkpoints are not supported; convert a bf16/f32 checkpoint"
+            f"config.json: quantization_config quant_method {method!r}: a gpt-oss checkpoint must be "
+            "float (bf16/f16/f32) or MXFP4 (quant_method 'mxfp4', as OpenAI released it)"
         )
 
 
@@ -533,6 +537,10 @@ class SourceTensor:
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     generate: Callable[[], np.ndarray] | None = None
     stack: tuple[str, ...] = ()  # HF tensors stacked on a new first axis (experts), in order
+    # MXFP4-packed source: the HF (blocks, scales) names, and which of their rows this
+    # tensor takes: every step-th from start
+    mxfp4: tuple[str, str] | None = None
+    rows: tuple[int, int] = (0, 1)  # (start, step)
 
 
 def permute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -557,6 +565,7 @@ def plan_tensors(hp: HFConfig, hf_shapes: dict[str, tuple[int, ...]], n_vocab_re
     if arch.model_arch == gguf.MODEL_ARCH.BERT:
         _sentence_transformers_pooling(hp)  # an unsupported pooling mode is refused before any work
     experts: dict[tuple[int, str], dict[int, tuple[str, tuple[int, ...]]]] = {}
+    packed: dict[tuple[int, str], dict[str, tuple[str, tuple[int, ...]]]] = {}
     for hf_name, shape in hf_shapes.items():
         if arch.model_arch == gguf.MODEL_ARCH.BERT:
             if (gguf_side := bert_source_name(hp, hf_name)) is None:
@@ -578,8 +587,14 @@ def plan_tensors(hp: HFConfig, hf_shapes: dict[str, tuple[int, ...]], n_vocab_re
             hf_name_mapped = hf_name + ".weight"  # llama.cpp's name for the one logit per head
         else:
             hf_name_mapped = hf_name
+        if (m := _PACKED_EXPERTS.match(hf_name)) and arch.model_arch == gguf.MODEL_ARCH.GPT_OSS and is_mxfp4(hp.cfg):
+            packed.setdefault((int(m["layer"]), m["proj"]), {})[m["part"]] = (hf_name, tuple(shape))
+            continue
         if hf_name.endswith(("_blocks", "_scales")):
-            raise CheckpointError(f"tensor {hf_name!r}: MXFP4-packed expert weights are not supported")
+            raise CheckpointError(
+                f"tensor {hf_name!r}: MXFP4-packed weights are only read from gpt-oss experts in a checkpoint "
+                "whose config.json says quant_method 'mxfp4'"
+            )
         if m := _EXPERT.match(hf_name):
             experts.setdefault((int(m["layer"]), m["proj"]), {})[int(m["expert"])] = (hf_name, tuple(shape))
             continue
@@ -597,6 +612,7 @@ def plan_tensors(hp: HFConfig, hf_shapes: dict[str, tuple[int, ...]], n_vocab_re
             transform = lambda w, rows=shape[0]: w[:rows]
         out.append(SourceTensor(name, tuple(shape), kind, hf_name, transform))
     out += _expert_stacks(hp, experts)
+    out += _gpt_oss_mxfp4_experts(hp, packed)
     _check_complete(hp, out)
     return out
 
@@ -642,6 +658,45 @@ def _gpt_oss_experts(
         one(T.FFN_GATE_EXP, (X, F, E), lambda w: w.transpose(0, 2, 1)[:, ::2]),
         one(T.FFN_UP_EXP, (X, F, E), lambda w: w.transpose(0, 2, 1)[:, 1::2]),
     ]
+
+
+_PACKED_EXPERTS = re.compile(
+    r"^model\.layers\.(?P<layer>\d+)\.mlp\.experts\.(?P<proj>gate_up_proj|down_proj)_(?P<part>blocks|scales)$"
+)
+
+
+def _gpt_oss_mxfp4_experts(
+    hp: HFConfig, packed: dict[tuple[int, str], dict[str, tuple[str, tuple[int, ...]]]]
+) -> list[SourceTensor]:
+    """gpt-oss experts as released, MXFP4 rows [X, out, in/32, 16] + exponents
+    [X, out, in/32]: gate_up's rows alternate gate and up (llama.cpp's split),
+    down's are ffn_down_exps' rows. The GGUF tensors keep the bits
+    (convert/hf/mxfp4.py); their shapes are the float ones, numpy order."""
+    X, E, F = hp.need("num_local_experts"), hp.n_embd, hp.n_ff
+    out = []
+    for (layer, proj), parts in sorted(packed.items()):
+        rows, cols = (2 * F, E) if proj == "gate_up_proj" else (E, F)
+        if cols % 32:
+            raise TensorShapeError(f"layer {layer} {proj}: {cols} inputs are not a whole number of MXFP4 blocks of 32")
+        want = {"blocks": (X, rows, cols // 32, 16), "scales": (X, rows, cols // 32)}
+        for part in want:
+            if part not in parts:
+                raise CheckpointError(f"layer {layer}: {proj}_{part} missing (its {proj}_{next(iter(parts))} is there)")
+            name, shape = parts[part]
+            if shape != want[part]:
+                raise TensorShapeError(f"tensor {name!r} has shape {shape}; config.json implies {want[part]}")
+        src = (parts["blocks"][0], parts["scales"][0])
+
+        # (GGUF tensor, its rows, which HF rows: (start, step))
+        picks = (
+            [(T.FFN_DOWN_EXP, E, (0, 1))]
+            if proj == "down_proj"
+            else [(T.FFN_GATE_EXP, F, (0, 2)), (T.FFN_UP_EXP, F, (1, 2))]
+        )
+        for kind, n_rows, take in picks:
+            name = gguf.TENSOR_NAMES[kind].format(bid=layer) + ".weight"
+            out.append(SourceTensor(name, (X, n_rows, cols), kind, None, mxfp4=src, rows=take))
+    return out
 
 
 def _same(x: np.ndarray) -> np.ndarray:

@@ -35,9 +35,10 @@ _DTYPES: dict[str, np.dtype] = {
     "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"),
 }
-# integer tensors (GPTQ qweight/qzeros/g_idx), indexed only when asked for
+# integer tensors (GPTQ qweight/qzeros/g_idx, MXFP4 blocks/scales), indexed only when asked for
 _INT_DTYPES: dict[str, np.dtype] = {
     "I32": np.dtype("<i4"),
+    "U8": np.dtype("u1"),
 }
 
 
@@ -45,7 +46,7 @@ _INT_DTYPES: dict[str, np.dtype] = {
 class StoredTensor:
     name: str
     path: Path
-    dtype: str  # safetensors spelling: F32, F16, BF16 (I32 with int_tensors=True)
+    dtype: str  # safetensors spelling: F32, F16, BF16 (I32, U8 with int_tensors=True)
     shape: tuple[int, ...]  # torch order: shape[-1] is contiguous
     start: int  # absolute byte offset in the file
     nbytes: int
@@ -53,13 +54,15 @@ class StoredTensor:
 
 class HFCheckpoint:
     def __init__(self, directory: str | Path, int_tensors: bool = False) -> None:
-        """int_tensors: also index I32 tensors (GPTQ checkpoints), read with load_array."""
+        """int_tensors: also index I32 and U8 tensors (GPTQ and MXFP4 checkpoints), read with load_array."""
         self.dir = Path(directory)
         self._dtypes = {**_DTYPES, **_INT_DTYPES} if int_tensors else _DTYPES
         if not self.dir.is_dir():
             raise CheckpointError(f"{self.dir}: not a directory (expected a Hugging Face checkpoint)")
         self.raw_config = read_json(self.dir / "config.json")
         self.config = _flatten_config(self.raw_config)
+        if is_mxfp4(self.config):  # its packed expert blocks and exponents are U8
+            self._dtypes = {**_DTYPES, **_INT_DTYPES}
         self.tensors: dict[str, StoredTensor] = {}
         self._maps: dict[Path, mmap.mmap] = {}
         for part in self._part_files():
@@ -131,11 +134,11 @@ class HFCheckpoint:
         return mm
 
     def load_array(self, name: str) -> np.ndarray:
-        """The tensor as a new array of its stored dtype (I32 -> int32, F16 -> float16,
+        """The tensor as a new array of its stored dtype (I32 -> int32, U8 -> uint8, F16 -> float16,
         F32 -> float32), in torch order, bits untouched. BF16 has no numpy dtype: use load_f32."""
         t = self.tensors[name]
         if t.dtype == "BF16":
-            raise CheckpointError(f"{t.path}: tensor {name!r} is BF16; expected I32, F16 or F32 here")
+            raise CheckpointError(f"{t.path}: tensor {name!r} is BF16; expected I32, U8, F16 or F32 here")
         raw = np.frombuffer(self._map(t), dtype=self._dtypes[t.dtype], count=math.prod(t.shape), offset=t.start)
         return raw.reshape(t.shape).copy()
 
@@ -160,6 +163,13 @@ class HFCheckpoint:
             page = begin - begin % mmap.PAGESIZE
             mm.madvise(mmap.MADV_DONTNEED, page, begin + src.nbytes - page)
         return out.reshape(t.shape)
+
+
+def is_mxfp4(cfg: dict[str, Any]) -> bool:
+    """The checkpoint's experts are MXFP4-packed (`*_blocks` / `*_scales`), as
+    OpenAI released gpt-oss."""
+    quant = cfg.get("quantization_config")
+    return isinstance(quant, dict) and quant.get("quant_method") == "mxfp4"
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -26,15 +26,19 @@ from lamina.convert.hf.arch import (
     write_hparams,
 )
 from lamina.convert.hf.checkpoint import HFCheckpoint
+from lamina.convert.hf.mxfp4 import ggml_mxfp4
 from lamina.convert.hf.vocab import load_vocab
 from lamina.convert.imatrix import apply as imatrix_apply
 from lamina.convert.imatrix.format import Imatrix
 from lamina.convert.pipeline import Job
 from lamina.convert.recipes import Mix, ModelShape, TensorSpec, choose_types, tensor_order
 from lamina.convert.writer import OutTensor, check_output, move_to_end
+from lamina.quants import dequantize
 
 QUANT_VERSION_KEY = gguf.Keys.General.QUANTIZATION_VERSION
 FILE_TYPE_KEY = gguf.Keys.General.FILE_TYPE
+F = gguf.LlamaFileType
+FLOAT_FTYPES = (F.ALL_F32, F.MOSTLY_F16, F.MOSTLY_BF16)
 
 
 def plan_hf(
@@ -59,16 +63,23 @@ def plan_hf(
     sources = {s.name: s for s in plan_tensors(hp, {n: t.shape for n, t in ckpt.tensors.items()}, vocab.n_real)}
 
     meta = model_metadata(hf_dir, {n: s.shape for n, s in sources.items()})
-    out = output_path(out, hf_dir, meta, label or mix_label(mix.ftype), force)
-
     order = tensor_order(list(sources))
     specs = [TensorSpec(n, tuple(reversed(sources[n].shape)), Q.F32) for n in order]
     types = choose_types(specs, mix, model_shape(hp), pure, has_imatrix=imatrix is not None)
+    ftype = mix.ftype
+    packed = [n for n in order if sources[n].mxfp4 is not None]
+    if packed and ftype in FLOAT_FTYPES:
+        # llama.cpp's converter keeps released MXFP4 experts as they are under
+        # --outtype f32/f16/bf16 and labels the file MXFP4_MOE; a quantized mix
+        # requantizes them from their exact values (llama-quantize --allow-requantize)
+        types.update(dict.fromkeys(packed, Q.MXFP4))
+        ftype = gguf.LlamaFileType.MOSTLY_MXFP4_MOE
+    out = output_path(out, hf_dir, meta, label or mix_label(ftype), force)
     quantized = [(n, spec.ne, types[n]) for n, spec in zip(order, specs) if types[n] != Q.F32]
     importance = imatrix_apply.plan_importance(imatrix, quantized, mix.ftype, str(hf_dir))
 
     def metadata(w: gguf.GGUFWriter) -> None:
-        write_model_metadata(w, meta, hp, vocab, mix.ftype)
+        write_model_metadata(w, meta, hp, vocab, ftype)
         if imatrix is not None:
             for key, (value, vtype) in imatrix_apply.quantize_keys(imatrix, imatrix_arg).items():
                 w.add_key_value(key, value, vtype)
@@ -148,7 +159,14 @@ def model_shape(hp: HFConfig) -> ModelShape:
 def _produce(
     ckpt: HFCheckpoint, src: SourceTensor, qtype: Q, encoder: Encoder, importance: np.ndarray | None = None
 ) -> np.ndarray:
-    if src.generate is not None:
+    if src.mxfp4 is not None:
+        start, step = src.rows
+        blocks, scales = (ckpt.load_array(name)[:, start::step] for name in src.mxfp4)
+        raw = ggml_mxfp4(src.name, blocks, scales)  # [X * rows, nb * 17]
+        if qtype == Q.MXFP4:
+            return raw
+        x = dequantize(raw, Q.MXFP4).reshape(src.shape)
+    elif src.generate is not None:
         x = src.generate()
     elif src.stack:
         x = np.stack([ckpt.load_f32(name) for name in src.stack])  # [n_expert, rows, cols]

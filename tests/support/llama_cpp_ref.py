@@ -79,6 +79,7 @@ if job["op"] == "quantize":
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = job["ftype"]
     params.nthread = job["threads"]
+    params.allow_requantize = job.get("allow_requantize", False)
     sys.exit(llama_cpp.llama_model_quantize(job["src"].encode(), job["dst"].encode(), params))
 if job["op"] == "embed":
     llm = llama_cpp.Llama(model_path=job["model"], embedding=True, pooling_type=job["pooling"], n_ctx=job["n_ctx"],
@@ -154,9 +155,10 @@ def llama_cpp_infill(model: Path, prefix: str, suffix: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def llama_quantize(src: Path, dst: Path, ftype: int, threads: int = 2) -> None:
-    """llama-quantize SRC DST FTYPE through llama-cpp-python's binding."""
-    r = _child({"op": "quantize", "src": str(src), "dst": str(dst), "ftype": ftype, "threads": threads})
+def llama_quantize(src: Path, dst: Path, ftype: int, threads: int = 2, allow_requantize: bool = False) -> None:
+    """llama-quantize [--allow-requantize] SRC DST FTYPE through llama-cpp-python's binding."""
+    job = {"op": "quantize", "src": str(src), "dst": str(dst), "ftype": ftype, "threads": threads}
+    r = _child(job | {"allow_requantize": allow_requantize})
     if r.returncode != 0:
         raise RuntimeError(f"llama_model_quantize({src}, {ftype}) failed with {r.returncode}: {r.stderr[-2000:]}")
 
