@@ -26,7 +26,7 @@ from lamina.gguf.reader import GGUFFile
 from support.cli_roundtrip import convert_once
 from support.llama_cpp_ref import have_llama_cpp, llama_quantize, reference_gguf
 from support.tiny_hf import tiny_hf_checkpoint
-from support.tiny_mxfp4 import mxfp4_checkpoint
+from support.tiny_mxfp4 import check_mxfp4_logits, mxfp4_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +84,7 @@ def test_quantized_mixes_equal_llama_quantize(mix: str, packed_dir: Path, conver
 
 def test_logits_match_transformers_on_the_packed_checkpoint(packed_dir: Path, float_dir: Path, converted) -> None:
     """transformers unpacks the experts itself (Mxfp4Config(dequantize=True));
-    lamina runs them as MXFP4 with Q8_0 activations, so the two stay ~1e-4
-    apart per token, far closer than the float model they were packed from"""
+    lamina runs them as MXFP4 with Q8_0 activations"""
     import torch
     from transformers import AutoModelForCausalLM, Mxfp4Config
 
@@ -100,15 +99,7 @@ def test_logits_match_transformers_on_the_packed_checkpoint(packed_dir: Path, fl
     unpacked = hf_logits(float_dir)
     got = Context(Model.load(converted("f32"), n_threads=2), n_ctx=64).eval(ids, all_logits=True)
 
-    def per_token(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return ((a - b) ** 2).mean(axis=1) / (b**2).mean()
-
-    bound = 2e-3
-    assert np.median(per_token(unpacked, want)) > 10 * bound  # the bound tells packed from float experts
-    per = per_token(got, want)
-    print(f"\ngpt-oss MXFP4 checkpoint vs transformers: median nmse {np.median(per):.1e}")
-    assert np.median(per) < bound, per
-    assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.8
+    check_mxfp4_logits(got, want, unpacked, "gpt-oss MXFP4 checkpoint vs transformers")
 
 
 def _edit(packed_dir: Path, tmp_path: Path, fn) -> Path:
