@@ -313,6 +313,11 @@ def _check_rope_scaling(hp: HFConfig) -> None:
     rope = hp.rope.get("full_attention", hp.rope)
     kind = rope.get("rope_type")
     arch = hp.arch.model_arch
+    if arch == gguf.MODEL_ARCH.GEMMA2 and rope.get("rope_theta", 10000.0) != 10000.0:
+        raise CheckpointError(
+            f"config.json: rope_theta {rope['rope_theta']!r} is not supported for gemma2 (llama.cpp's converter "
+            "writes no rope base for gemma2, so its files rotate at 10000)"
+        )
     if hp.rope.get("sliding_attention", {}).get("rope_type") not in (None, "default"):
         raise CheckpointError(
             f"config.json: rope scaling {hp.rope['sliding_attention']['rope_type']!r} of the sliding layers is not "

@@ -446,7 +446,8 @@ def read_hparams(gguf: GGUFFile) -> HParams:
     swa_default = traits.swa_rope_base or rope_base
     swa_base = meta.float(Keys.Rope.FREQ_BASE_SWA, swa_default) if traits.swa_pattern else rope_base
     swa_scaled = traits.swa_rope_scaled
-    swa_layer = LayerConfig(swa_base, rope_scale if swa_scaled else 1.0, window, rope_plain=yarn is not None and not swa_scaled)
+    swa_scale = rope_scale if swa_scaled else 1.0
+    swa_layer = LayerConfig(swa_base, swa_scale, window, rope_plain=yarn is not None and not swa_scaled)
     layers = tuple(swa_layer if slides else LayerConfig(rope_base, rope_scale, 0) for slides in sliding)
     if yarn is not None and swa_scaled and swa_base != rope_base and any(sliding):
         # the divisors depend on the base, and the native core has one set of them
