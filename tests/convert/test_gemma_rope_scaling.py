@@ -6,7 +6,8 @@ per-layer matter, as llama.cpp does it, on random tiny checkpoints:
   base, as transformers' two rotary embeddings and llama.cpp (its
   rope_freq_scale_train_swa stays 1 for gemma3) both do. `lamina convert`
   writes llama.cpp's bytes; lamina's logits equal transformers' and
-  llama.cpp's on the same file.
+  llama.cpp's on the same file. The same with linear scaling (Gemma 3
+  4B-27B's factor 8), on that file with its keys made linear.
 - gemma2 + linear and + YaRN: llama.cpp's converter writes no rope scaling
   for gemma2 (lamina's refuses, tests/convert/test_yarn_checkpoints.py), but
   its runtime scales every layer, the sliding ones too
@@ -43,6 +44,7 @@ from support.cli_roundtrip import convert_once
 from support.llama_cpp_ref import have_llama_cpp, llama_cpp_logits, llama_quantize, reference_gguf
 from support.rope_logits import lamina_logits, nmse, random_ids, transformers_logits
 from support.tiny_hf import tiny_hf_checkpoint
+from support.tiny_spm import N_PIECES, spm_vocabulary
 
 FACTOR, ORIG_CTX = 4.0, 32
 GEMMA3_ROPE = {
@@ -69,14 +71,18 @@ GEMMA2_SCALING = {
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory):
-    """gemma3 with YaRN; gemma2 unscaled (the scaling goes into its file's keys and transformers' config)"""
+    """gemma3 with YaRN; gemma2 unscaled (the scaling goes into its file's keys and transformers' config);
+    both with an 800-piece SentencePiece vocabulary, not Gemma's 262k tokens (1 MB files, not 68)"""
     extra = {
         "gemma3_text": {"max_position_embeddings": int(FACTOR) * ORIG_CTX, "rope_parameters": GEMMA3_ROPE},
         "gemma2": {"max_position_embeddings": int(FACTOR) * ORIG_CTX},
     }
-    return functools.cache(
-        lambda arch: tiny_hf_checkpoint(arch, tmp_path_factory.mktemp("hf") / f"tiny-{arch}-rope", extra=extra[arch])
-    )
+
+    def build(arch: str) -> Path:
+        hf = tmp_path_factory.mktemp("hf") / f"tiny-{arch}-rope"
+        return spm_vocabulary(tiny_hf_checkpoint(arch, hf, extra={"vocab_size": N_PIECES} | extra[arch]))
+
+    return functools.cache(build)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +91,31 @@ def converted(tmp_path_factory: pytest.TempPathFactory, checkpoint):
     enc = Encoder(2)
     yield functools.cache(lambda arch: convert_once(checkpoint(arch), "f32", enc, tmp_path_factory, f"{arch}-rope"))
     enc.close()
+
+
+@pytest.fixture(scope="module")
+def gemma3_file(tmp_path_factory: pytest.TempPathFactory, converted):
+    """kind -> lamina's gemma3 file: the YaRN conversion, or it with linear rope.scaling keys"""
+
+    def build(kind: str) -> Path:
+        src = converted("gemma3_text")
+        if kind == "yarn":
+            return src
+        out = tmp_path_factory.mktemp("gguf") / "tiny-gemma3-linear.gguf"
+        keys = {"gemma3.rope.scaling.type": MetadataDetails(gguf.GGUFValueType.STRING, "linear")}
+        drop = ["gemma3.rope.scaling.original_context_length"]
+        copy_with_new_metadata(gguf.GGUFReader(src), gguf.GGUFWriter(out, "gemma3"), keys, drop)
+        return out
+
+    return functools.cache(build)
+
+
+def _gemma3_rope(kind: str) -> dict:
+    """transformers' rope_parameters of the gemma3 file of that kind"""
+    full = {"rope_type": kind, "rope_theta": 100.0, "factor": FACTOR}
+    if kind == "yarn":
+        full["original_max_position_embeddings"] = ORIG_CTX
+    return {**GEMMA3_ROPE, "full_attention": full}
 
 
 @pytest.fixture(scope="module")
@@ -123,22 +154,26 @@ def _assert_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
     assert top1 >= 0.95
 
 
-# -- gemma3 + YaRN ------------------------------------------------------------
+# -- gemma3 + YaRN / linear: the global layers only ---------------------------
 
 
-def test_gemma3_yarn_scales_the_global_layers_only(converted) -> None:
-    with GGUFFile(converted("gemma3_text")) as g:
+@pytest.mark.parametrize("kind", ["yarn", "linear"])
+def test_gemma3_scales_the_global_layers_only(kind: str, gemma3_file) -> None:
+    with GGUFFile(gemma3_file(kind)) as g:
         hp = read_hparams(g)
+    yarn = kind == "yarn"
     assert [lc.sliding_window > 0 for lc in hp.layers] == [True] * 5 + [False]
-    assert [lc.rope_plain for lc in hp.layers] == [True] * 5 + [False]
+    assert [lc.rope_plain for lc in hp.layers] == [yarn] * 5 + [False]
     assert [lc.rope_base for lc in hp.layers] == [10000.0] * 5 + [100.0]
-    assert hp.yarn_divisors is not None and hp.rope_attn_factor == pytest.approx(1 + 0.1 * np.log(FACTOR))
+    assert [lc.rope_scale for lc in hp.layers] == [1.0] * 5 + [1.0 if yarn else 1 / FACTOR]
+    assert (hp.yarn_divisors is not None) == yarn
+    assert hp.rope_attn_factor == pytest.approx(1 + 0.1 * np.log(FACTOR) if yarn else 1.0)
 
 
 def test_gemma3_yarn_convert_matches_llama_cpp(checkpoint, converted, tmp_path: Path) -> None:
     if not have_llama_cpp():
         pytest.skip("llama-cpp-python is not installed: no llama-quantize")
-    ref = reference_gguf("tiny-gemma3-yarn", checkpoint("gemma3_text"), "f32")
+    ref = reference_gguf("tiny-gemma3-yarn-spm", checkpoint("gemma3_text"), "f32")
     theirs = tmp_path / "llama-quantize.gguf"
     llama_quantize(ref, theirs, int(get_mix("f32").ftype))
     ours = converted("gemma3_text")
@@ -149,25 +184,29 @@ def test_gemma3_yarn_convert_matches_llama_cpp(checkpoint, converted, tmp_path: 
     assert ours.read_bytes() == theirs.read_bytes()
 
 
-def test_gemma3_yarn_logits_match_transformers(checkpoint, converted) -> None:
-    path = converted("gemma3_text")
+@pytest.mark.parametrize("kind", ["yarn", "linear"])
+def test_gemma3_scaled_logits_match_transformers(kind: str, checkpoint, gemma3_file) -> None:
+    path = gemma3_file(kind)
     ids = random_ids(path)
-    _assert_close(lamina_logits(path, ids), transformers_logits(checkpoint("gemma3_text"), ids), "gemma3 YaRN")
+    want = transformers_logits(checkpoint("gemma3_text"), ids, _gemma3_rope(kind))
+    _assert_close(lamina_logits(path, ids), want, f"gemma3 {kind}")
 
 
-def test_gemma3_yarn_logits_match_llama_cpp(checkpoint, converted) -> None:
-    """the same bytes in llama.cpp; transformers without YaRN is far from it, so the bound tells"""
+@pytest.mark.parametrize("kind", ["yarn", "linear"])
+def test_gemma3_scaled_logits_match_llama_cpp(kind: str, checkpoint, gemma3_file) -> None:
+    """the same bytes in llama.cpp; transformers unscaled is far from it, so the bound tells"""
     if not have_llama_cpp():
         pytest.skip("llama-cpp-python is not installed")
-    path = converted("gemma3_text")
+    path = gemma3_file(kind)
     ids = random_ids(path)
     _, theirs = llama_cpp_logits(path, tokens=ids, n_ctx=64)
-    _assert_close(lamina_logits(path, ids), theirs, "gemma3 YaRN vs llama.cpp")
-    plain = {**GEMMA3_ROPE, "full_attention": {"rope_type": "default", "rope_theta": 100.0}}
-    assert nmse(transformers_logits(checkpoint("gemma3_text"), ids, plain), theirs) > 100 * 1e-4
-    # and the sliding layers' plain rotation shows: YaRN's divisors and multiplier there are far off
-    scaled = lamina_logits(path, ids, _sliding_layers_changed(path, rope_plain=False))
-    assert nmse(scaled, theirs) > 100 * 1e-4
+    _assert_close(lamina_logits(path, ids), theirs, f"gemma3 {kind} vs llama.cpp")
+    if kind == "yarn":  # the unscaled model once
+        plain = {**GEMMA3_ROPE, "full_attention": {"rope_type": "default", "rope_theta": 100.0}}
+        assert nmse(transformers_logits(checkpoint("gemma3_text"), ids, plain), theirs) > 100 * 1e-4
+    # and the sliding layers' unscaled rotation shows: the global layers' scaling there is far off
+    change = {"rope_plain": False} if kind == "yarn" else {"rope_scale": 1 / FACTOR}
+    assert nmse(lamina_logits(path, ids, _sliding_layers_changed(path, **change)), theirs) > 100 * 1e-4
 
 
 # -- gemma2 + linear / YaRN: every layer scaled --------------------------------
@@ -200,7 +239,8 @@ def test_gemma2_scaled_logits_match_llama_cpp(kind: str, checkpoint, gemma2_scal
     ids = random_ids(path)
     _, theirs = llama_cpp_logits(path, tokens=ids, n_ctx=64)
     _assert_close(lamina_logits(path, ids), theirs, f"gemma2 {kind} vs llama.cpp")
-    assert nmse(transformers_logits(checkpoint("gemma2"), ids), theirs) > 100 * 1e-4
+    if kind == "linear":  # the unscaled model once
+        assert nmse(transformers_logits(checkpoint("gemma2"), ids), theirs) > 100 * 1e-4
     # the sliding layers' scaling shows: unscaled there (gemma3's rule) is far off
     unscaled = lamina_logits(path, ids, _sliding_layers_changed(path, rope_scale=1.0, rope_plain=True))
     assert nmse(unscaled, theirs) > 100 * 1e-4
