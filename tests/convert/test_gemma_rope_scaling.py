@@ -38,7 +38,7 @@ from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metada
 
 from lamina.convert.encode import Encoder
 from lamina.convert.recipes import get_mix
-from lamina.engine.loader import HParams, read_hparams
+from lamina.engine.loader import HParams, ModelConfigError, read_hparams
 from lamina.gguf.reader import GGUFFile
 from support.cli_roundtrip import convert_once
 from support.llama_cpp_ref import have_llama_cpp, llama_cpp_logits, llama_quantize, reference_gguf
@@ -168,6 +168,16 @@ def test_gemma3_scales_the_global_layers_only(kind: str, gemma3_file) -> None:
     assert [lc.rope_scale for lc in hp.layers] == [1.0] * 5 + [1.0 if yarn else 1 / FACTOR]
     assert (hp.yarn_divisors is not None) == yarn
     assert hp.rope_attn_factor == pytest.approx(1 + 0.1 * np.log(FACTOR) if yarn else 1.0)
+
+
+def test_gemma3_yarn_attention_factor_key_is_refused(converted) -> None:
+    """llama.cpp would multiply the unscaled sliding layers' cos/sin by rope.scaling.attn_factor
+    too, which lamina's plain layers do not: a file that sets it is refused, naming the key"""
+    with GGUFFile(converted("gemma3_text")) as g:
+        g.metadata["gemma3.rope.scaling.attn_factor"] = 2.0  # as a file that says so would read
+        with pytest.raises(ModelConfigError, match="attention factor 2.0 with unscaled sliding layers") as e:
+            read_hparams(g)
+    assert "gemma3.rope.scaling.attn_factor" in str(e.value)
 
 
 def test_gemma3_yarn_convert_matches_llama_cpp(checkpoint, converted, tmp_path: Path) -> None:
