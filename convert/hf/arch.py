@@ -314,6 +314,16 @@ def _check_rope_scaling(hp: HFConfig) -> None:
     rope = hp.rope.get("full_attention", hp.rope)
     kind = rope.get("rope_type")
     arch = hp.arch.model_arch
+    if arch == gguf.MODEL_ARCH.GEMMA2 and rope.get("rope_theta", 10000.0) != 10000.0:
+        raise CheckpointError(
+            f"config.json: rope_theta {rope['rope_theta']!r} is not supported for gemma2 (llama.cpp's converter "
+            "writes no rope base for gemma2, so its files rotate at 10000)"
+        )
+    if hp.rope.get("sliding_attention", {}).get("rope_type") not in (None, "default"):
+        raise CheckpointError(
+            f"config.json: rope scaling {hp.rope['sliding_attention']['rope_type']!r} of the sliding layers is not "
+            "supported (llama.cpp's converter writes the full-attention layers' only)"
+        )
     if kind in (None, "default") or arch == gguf.MODEL_ARCH.BERT:
         return
     if arch == gguf.MODEL_ARCH.PHI3 and rope.get("long_factor"):
@@ -321,10 +331,12 @@ def _check_rope_scaling(hp: HFConfig) -> None:
     if kind == "llama3" and hp.arch.llama_family:
         return  # a rope_freqs tensor (_llama3_rope_freqs)
     if arch in (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.PHI3) or kind not in ("linear", "yarn"):
-        raise CheckpointError(
-            f"config.json: rope scaling {kind!r} is not supported for {hp.arch.name} "
-            "(llama.cpp's converter would drop it)"
-        )
+        why = "llama.cpp's converter would drop it"
+        if arch == gguf.MODEL_ARCH.GEMMA2:
+            why += "; lamina runs gemma2 files whose rope.scaling keys say it"
+        elif arch == gguf.MODEL_ARCH.PHI3 and kind == "yarn":
+            why += ", and transformers' Phi3 reads 'yarn' as LongRoPE, which needs long_factor and short_factor"
+        raise CheckpointError(f"config.json: rope scaling {kind!r} is not supported for {hp.arch.name} ({why})")
     if rope.get("factor") is None:
         raise CheckpointError(f"config.json: rope scaling {kind!r} needs a factor (llama.cpp's converter drops it)")
     if kind == "yarn" and not isinstance(rope.get("original_max_position_embeddings"), int):

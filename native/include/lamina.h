@@ -163,6 +163,10 @@ typedef struct {
     float rope_base;              /* theta base of this layer */
     float rope_scale;             /* position multiplier: 1 / linear scaling factor; 0: no rotation (NoPE) */
     int32_t sliding_window;       /* attend to the last this-many positions; 0 = all */
+    /* 1: this layer rotates by the plain frequencies, cos and sin unscaled:
+     * the model's rope_freqs and rope_attn_factor pass it by (gemma3's
+     * sliding layers under YaRN, which llama.cpp leaves unscaled); 0: they apply */
+    int32_t rope_plain;
     /* gpt-oss: the attention output's bias, one learned logit per head that
      * joins the softmax's denominator (an attention sink: probability the
      * head may give to no key), and the biases of the router and of each

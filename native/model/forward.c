@@ -100,9 +100,8 @@ static void rope_tables(lm_context *c, const int32_t *pos, int32_t n_tokens) {
     const int half = m->p.n_rot / 2;
     for (int g = 0; g < m->n_rope_groups; g++) {
         const double *inv_freq = c->rope_inv_freq + (size_t)g * half;
-        /* 1 but for LongRoPE and YaRN, and then as ggml: cos * ms, sin * ms; a NoPE group (scale 0, every
-         * angle 0) stays an exact identity, as llama.cpp skips those layers' rope, its multiplier included */
-        const float ms = inv_freq[0] == 0.0 ? 1.0f : c->rope_mscale;
+        /* 1 but for LongRoPE and YaRN, and then as ggml: cos * ms, sin * ms */
+        const float ms = m->rope_mscale[g];
         for (int32_t t = 0; t < n_tokens; t++) {
             float *cs = c->rope_cs + ((size_t)g * c->n_batch + t) * 2 * half;
             for (int i = 0; i < half; i++) {

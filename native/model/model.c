@@ -95,6 +95,8 @@ static int check_layer(const lm_model_params *p, const lm_layer_weights *l, int 
     if (!(l->rope_base > 0.0f) || !(l->rope_scale >= 0.0f) || !isfinite(l->rope_base) || !isfinite(l->rope_scale))
         return lm_set_error(LM_ERR_ARG, "layer %d: rope base must be positive and scale positive or 0", il);
     if (l->sliding_window < 0) return lm_set_error(LM_ERR_ARG, "layer %d: negative sliding window", il);
+    if (l->rope_plain != 0 && l->rope_plain != 1)
+        return lm_set_error(LM_ERR_ARG, "layer %d: rope_plain %d is not 0 or 1", il, l->rope_plain);
     int rc;
     const int64_t E = p->n_embd, kv_dim = (int64_t)p->n_head_kv * p->head_dim;
     if ((rc = check_matrix(&l->wq, q_dim, E, "wq", il)) || (rc = check_matrix(&l->wk, kv_dim, E, "wk", il)) ||
@@ -124,28 +126,41 @@ static int check_layer(const lm_model_params *p, const lm_layer_weights *l, int 
 /* ------------------------------------------------------------- model */
 
 /* Angle per position of each rotated pair, folded once per distinct
- * (base, scale): theta_i = pos * scale * base^(-2i/n_rot) / freq_factor_i. */
+ * (base, scale, plain): theta_i = pos * scale * base^(-2i/n_rot) / freq_factor_i
+ * (no factor in a plain group), and the group's cos/sin multiplier. */
 static int build_rope_groups(lm_model *m) {
     const int half = m->p.n_rot / 2, n_layer = m->p.n_layer;
     const size_t table = (size_t)n_layer * (size_t)(half > 0 ? half : 1);
+    const float mscale = m->p.rope_attn_factor != 0.0f ? m->p.rope_attn_factor : 1.0f;
     m->rope_group = calloc((size_t)n_layer, sizeof(int32_t));
     m->rope_inv_freq = calloc(table, sizeof(double));
+    m->rope_mscale = calloc((size_t)n_layer, sizeof(float));
     if (m->p.rope_freqs_long) m->rope_inv_freq_long = calloc(table, sizeof(double));
-    if (!m->rope_group || !m->rope_inv_freq || (m->p.rope_freqs_long && !m->rope_inv_freq_long)) return LM_ERR_NOMEM;
+    if (!m->rope_group || !m->rope_inv_freq || !m->rope_mscale || (m->p.rope_freqs_long && !m->rope_inv_freq_long))
+        return LM_ERR_NOMEM;
     for (int il = 0; il < n_layer; il++) {
         const lm_layer_weights *l = &m->layers[il];
         int same = 0;
         for (int j = 0; j < il && !same; j++)
-            if (m->layers[j].rope_base == l->rope_base && m->layers[j].rope_scale == l->rope_scale) {
+            if (m->layers[j].rope_base == l->rope_base && m->layers[j].rope_scale == l->rope_scale &&
+                !m->layers[j].rope_plain == !l->rope_plain) {
                 m->rope_group[il] = m->rope_group[j];
                 same = 1;
             }
         if (same) continue;
         const int g = m->rope_group[il] = m->n_rope_groups++;
+        /* a NoPE group (scale 0, every angle 0) stays an exact identity, as llama.cpp
+         * skips those layers' rope, its multiplier included */
+        m->rope_mscale[g] = l->rope_plain || l->rope_scale == 0.0f ? 1.0f : mscale;
         for (int i = 0; i < half; i++) {
             double f = (double)l->rope_scale * pow((double)l->rope_base, -2.0 * i / m->p.n_rot);
-            if (m->p.rope_freqs_long) m->rope_inv_freq_long[(size_t)g * half + i] = f / (double)m->p.rope_freqs_long[i];
-            if (m->p.rope_freqs) f /= (double)m->p.rope_freqs[i];
+            if (l->rope_plain) {
+                if (m->p.rope_freqs_long) m->rope_inv_freq_long[(size_t)g * half + i] = f;
+            } else {
+                if (m->p.rope_freqs_long)
+                    m->rope_inv_freq_long[(size_t)g * half + i] = f / (double)m->p.rope_freqs_long[i];
+                if (m->p.rope_freqs) f /= (double)m->p.rope_freqs[i];
+            }
             m->rope_inv_freq[(size_t)g * half + i] = f;
         }
     }
@@ -180,6 +195,7 @@ void lm_model_free(lm_model *m) {
     free(m->rope_group);
     free(m->rope_inv_freq);
     free(m->rope_inv_freq_long);
+    free(m->rope_mscale);
     free(m);
 }
 
@@ -292,7 +308,6 @@ lm_context *lm_context_create_range(lm_model *m, lm_context_params *cp, int32_t 
     lm_act_kernels_for(lm_cpu_features_avx2(), &c->act);
     const int long_rope = m->rope_inv_freq_long && cp->n_ctx_seq > m->p.rope_long_ctx;
     c->rope_inv_freq = long_rope ? m->rope_inv_freq_long : m->rope_inv_freq;
-    c->rope_mscale = m->p.rope_attn_factor != 0.0f ? m->p.rope_attn_factor : 1.0f;
     c->kv_row_bytes = kv_row_bytes(m, kv_type);
     c->kv_bytes = kv_bytes;
     c->kv_il0 = kv_il0;

@@ -17,12 +17,14 @@
 struct lm_model {
     lm_model_params p;
     lm_layer_weights *layers;     /* [n_layer] */
-    /* Layers with the same (rope_base, rope_scale) share one table of angles
-     * per batch; gemma3 has two groups (sliding and global), llama one. */
+    /* Layers with the same (rope_base, rope_scale, rope_plain) share one
+     * table of angles per batch; gemma3 has two groups (sliding and global),
+     * llama one. */
     int32_t n_rope_groups;
     int32_t *rope_group;          /* [n_layer] group of each layer */
     double *rope_inv_freq;        /* [n_rope_groups][n_rot/2] angle per position */
     double *rope_inv_freq_long;   /* the same with rope_freqs_long, or NULL */
+    float *rope_mscale;           /* [n_rope_groups] cos and sin of a rotation times this */
 };
 
 /* y = x W for matrices W that read the same activations x, or each its own */
@@ -48,7 +50,6 @@ struct lm_context {
     lm_kv_kernels kv;             /* attention inner loops for kv_type */
     lm_act_kernels act;           /* the FFN's act(gate) * up */
     const double *rope_inv_freq;  /* the model's table this context rotates by (LongRoPE: short or long) */
-    float rope_mscale;            /* cos and sin of a token's rotation times this */
     lm_kv_pool pool;              /* who holds which cells (kv_pool.h) */
     size_t kv_row_bytes;          /* one position of one layer: n_head_kv * head_dim values */
     size_t kv_bytes;

@@ -332,14 +332,16 @@ static void *cuda_create(const lm_model *m, int32_t il0, const lm_context_params
                                      "implemented on the GPU yet; run this model on the CPU (0 GPU layers)");
             return NULL;
         }
-    /* YaRN's divisors are rope_freqs, which the GPU's angle table has; its cos/sin multiplier is not */
-    if (mp->rope_attn_factor != 0.0f && mp->rope_attn_factor != 1.0f) {
-        lm_set_error(LM_ERR_ARG,
-                     "CUDA backend: YaRN rope scaling (its cos/sin attention factor %g) is not "
-                     "implemented on the GPU yet; run this model on the CPU (0 GPU layers)",
-                     (double)mp->rope_attn_factor);
-        return NULL;
-    }
+    /* YaRN's divisors are rope_freqs, which the GPU's angle table has (plain
+     * layers' groups without them); its cos/sin multiplier is not */
+    for (int g = 0; g < m->n_rope_groups; g++)
+        if (m->rope_mscale[g] != 1.0f) {
+            lm_set_error(LM_ERR_ARG,
+                         "CUDA backend: YaRN rope scaling (its cos/sin attention factor %g) is not "
+                         "implemented on the GPU yet; run this model on the CPU (0 GPU layers)",
+                         (double)m->rope_mscale[g]);
+            return NULL;
+        }
     if (mp->n_expert > 0) {
         lm_set_error(LM_ERR_ARG, "CUDA backend: mixture-of-experts layers are not implemented on the GPU yet; run "
                                  "this model on the CPU (0 GPU layers)");

@@ -61,6 +61,9 @@ class LayerConfig:
     rope_base: float
     rope_scale: float  # position multiplier: 1 / linear scaling factor; 0: no rope (NoPE layer)
     sliding_window: int  # attend to the last this-many positions; 0 = all
+    # the model's rope factors (YaRN's divisors) and attention factor pass this
+    # layer by: gemma3's sliding layers under YaRN, which llama.cpp leaves unscaled
+    rope_plain: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,10 +141,15 @@ class _ArchTraits:
     moe: bool = False  # every layer's FFN a mixture of experts ({arch}.expert_count, ...), weights normalized
     fused_ffn: bool = False  # phi3: ffn_up holds gate then up ([2 * n_ff] rows), no ffn_gate
     oai_moe: bool = False  # gpt-oss (HParams.oai_moe)
-    # YaRN rope scaling is honoured (elsewhere refused): not for gemma2 and phi3,
-    # whose llama.cpp converters never write it, nor gemma3, whose sliding layers
-    # llama.cpp leaves unscaled
+    # YaRN rope scaling is honoured (elsewhere refused): not for phi3, whose YaRN
+    # neither llama.cpp's converter writes nor transformers' Phi3 has (it reads
+    # "yarn" as LongRoPE, which the factor tensors say)
     yarn: bool = False
+    # sliding layers take the file's rope scaling (linear factor, YaRN) as the
+    # global ones do, as llama.cpp's rope_freq_scale_train_swa = rope_freq_scale_train
+    # (gemma2, gpt-oss); False: they rotate unscaled (gemma3, as transformers'
+    # local rotary embedding too)
+    swa_rope_scaled: bool = False
 
 
 _ARCHS: dict[str, _ArchTraits] = {
@@ -160,16 +168,33 @@ _ARCHS: dict[str, _ArchTraits] = {
     # qwen3moe: qwen3 whose FFNs are mixtures of experts (llama.cpp normalizes the top-k weights)
     "qwen3moe": _ArchTraits(True, "silu", None, True, False, False, 0, 0.0, moe=True, yarn=True),
     # gpt-oss: every other layer slides (the first does; same rope base), YaRN, MoE with biases and sinks
-    "gpt-oss": _ArchTraits(True, "swiglu_oai", True, False, False, False, 2, 0.0, moe=True, oai_moe=True, yarn=True),
+    "gpt-oss": _ArchTraits(
+        True, "swiglu_oai", True, False, False, False, 2, 0.0, moe=True, oai_moe=True, yarn=True, swa_rope_scaled=True
+    ),
     # gemma3: 5 local (sliding, base 10k) layers then 1 global, as llama.cpp sets it
     # two_pass_down: GELU(gate) * up has outliers that one Q8_K pass rounds
     # away; with it the top-1 agreement with transformers goes from 91-96% to
     # 97-100% on short prompts. Decode does not notice (the 262k-row output
     # head dominates); prefill loses 10-25% (Model.load(two_pass_down=False))
-    "gemma3": _ArchTraits(True, "gelu_tanh", False, True, True, True, 6, 10000.0, two_pass_down=True, big_layers=62),
-    # gemma2: every other layer slides (same rope base), soft-capped scores and logits, no q/k norms
+    "gemma3": _ArchTraits(
+        True, "gelu_tanh", False, True, True, True, 6, 10000.0, two_pass_down=True, big_layers=62, yarn=True
+    ),
+    # gemma2: every other layer slides (same rope base, the same rope scaling), soft-capped
+    # scores and logits, no q/k norms
     "gemma2": _ArchTraits(
-        True, "gelu_tanh", False, False, True, True, 2, 0.0, two_pass_down=True, softcaps=(50.0, 30.0), big_layers=46
+        True,
+        "gelu_tanh",
+        False,
+        False,
+        True,
+        True,
+        2,
+        0.0,
+        two_pass_down=True,
+        softcaps=(50.0, 30.0),
+        big_layers=46,
+        yarn=True,
+        swa_rope_scaled=True,
     ),
     # olmo2: norms after each sublayer only, q/k norms over the whole projections
     "olmo2": _ArchTraits(True, "silu", None, True, True, False, 0, 0.0, pre_norms=False, qk_norm_whole=True, yarn=True),
@@ -242,9 +267,15 @@ def _rope_scaling(meta: _Meta, traits: _ArchTraits, n_rot: int, rope_base: float
         return 1.0, _yarn(meta, n_rot, rope_base)
     if kind not in ("none", "linear"):
         supported = "none, linear, yarn" if traits.yarn else "none, linear"
+        why = ""
+        if kind == "yarn" and meta.arch == "phi3":
+            why = (
+                "; no phi3 model has it: llama.cpp's converter never writes it and transformers' "
+                "Phi3 reads 'yarn' as LongRoPE, whose factor tensors the file would hold"
+            )
         raise ModelConfigError(
             meta.gguf.path,
-            f"rope scaling {kind!r} is not supported for {meta.arch} (supported: {supported})",
+            f"rope scaling {kind!r} is not supported for {meta.arch} (supported: {supported}){why}",
             key=key,
         )
     factor = meta.float(Keys.Rope.SCALING_FACTOR, 0.0, positive=False)
@@ -414,10 +445,11 @@ def read_hparams(gguf: GGUFFile) -> HParams:
     sliding = _sliding_layers(meta, traits, n_layer) if traits.swa_pattern else [False] * n_layer
     swa_default = traits.swa_rope_base or rope_base
     swa_base = meta.float(Keys.Rope.FREQ_BASE_SWA, swa_default) if traits.swa_pattern else rope_base
-    layers = tuple(
-        LayerConfig(swa_base, 1.0, window) if slides else LayerConfig(rope_base, rope_scale, 0) for slides in sliding
-    )
-    if yarn is not None and swa_base != rope_base and any(sliding):
+    swa_scaled = traits.swa_rope_scaled
+    swa_scale = rope_scale if swa_scaled else 1.0
+    swa_layer = LayerConfig(swa_base, swa_scale, window, rope_plain=yarn is not None and not swa_scaled)
+    layers = tuple(swa_layer if slides else LayerConfig(rope_base, rope_scale, 0) for slides in sliding)
+    if yarn is not None and swa_scaled and swa_base != rope_base and any(sliding):
         # the divisors depend on the base, and the native core has one set of them
         raise ModelConfigError(
             gguf.path,
@@ -465,6 +497,13 @@ def read_hparams(gguf: GGUFFile) -> HParams:
     n_ctx_train = meta.int(Keys.LLM.CONTEXT_LENGTH)
     rope_long_ctx = meta.int(Keys.Rope.SCALING_ORIG_CTX_LEN, n_ctx_train) if long_rope else 0
     rope_attn_factor = meta.float(Keys.Rope.SCALING_ATTN_FACTOR, 1.0)
+    if rope_attn_factor != 1.0 and any(lc.rope_plain for lc in layers):
+        # llama.cpp would scale the plain layers' cos/sin by it, the native core does not
+        raise ModelConfigError(
+            gguf.path,
+            f"attention factor {rope_attn_factor} with unscaled sliding layers is not supported",
+            key=meta.key(Keys.Rope.SCALING_ATTN_FACTOR),
+        )
     if yarn is not None:
         if tensor_name(MODEL_TENSOR.ROPE_FREQS) in names or long_rope:
             raise GGUFTensorError(
@@ -670,6 +709,7 @@ class NativeModel:
                 L.attn_post_norm = self._vector(tensor_name(MODEL_TENSOR.ATTN_POST_NORM, il), E)
                 L.ffn_post_norm = self._vector(tensor_name(MODEL_TENSOR.FFN_POST_NORM, il), E)
             L.rope_base, L.rope_scale, L.sliding_window = cfg.rope_base, cfg.rope_scale, cfg.sliding_window
+            L.rope_plain = int(cfg.rope_plain)
 
         unused = set(self._overrides) - self._used_overrides
         if unused:

@@ -61,15 +61,17 @@ def rope_angles(
     hp: HParams, layer: LayerConfig, positions: np.ndarray, freq_factors: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """cos, sin: [T, n_rot/2] of theta[t, i] = pos_t * scale * base^(-2i/n_rot) / factor_i,
-    times LongRoPE's or YaRN's attention factor; a NoPE layer (scale 0) is not rotated nor scaled"""
+    times LongRoPE's or YaRN's attention factor; a NoPE layer (scale 0) is not rotated nor scaled,
+    a plain layer neither divided by the factors nor scaled"""
     i = np.arange(hp.n_rot // 2)
     if layer.rope_scale == 0.0:
         return np.ones((len(positions), len(i))), np.zeros((len(positions), len(i)))
     inv_freq = layer.rope_scale * layer.rope_base ** (-2.0 * i / hp.n_rot)  # [n_rot/2]
-    if freq_factors is not None:
+    if freq_factors is not None and not layer.rope_plain:
         inv_freq = inv_freq / freq_factors
     theta = positions[:, None].astype(np.float64) * inv_freq[None, :]  # [T, n_rot/2]
-    return np.cos(theta) * hp.rope_attn_factor, np.sin(theta) * hp.rope_attn_factor
+    ms = 1.0 if layer.rope_plain else hp.rope_attn_factor
+    return np.cos(theta) * ms, np.sin(theta) * ms
 
 
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int, neox: bool) -> np.ndarray:

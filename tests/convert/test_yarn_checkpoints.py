@@ -9,8 +9,11 @@ change Qwen2.5's and Qwen3's model cards tell users to make), end to end:
   llama.cpp's on the same file, over a prompt longer than the original
   context (4x YaRN of a 32-position original context, rope base 100: the
   ramp between extrapolated and interpolated frequencies spans several pairs);
-- what llama.cpp does not do is refused by name (other architectures, keys it
-  ignores, conversions its converter would drop).
+- what llama.cpp does not do is refused by name (keys it ignores,
+  conversions its converter would drop: gemma2's and phi3's).
+
+The gemma architectures, whose sliding layers make it per layer, are in
+test_gemma_rope_scaling.py.
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ from lamina.convert.encode import Encoder
 from lamina.convert.errors import CheckpointError
 from lamina.convert.hf.convert import plan_hf
 from lamina.convert.recipes import get_mix
-from lamina.engine.context import Context, Model
+from lamina.engine.context import Model
 from lamina.engine.loader import ModelConfigError, read_hparams
 from lamina.gguf.reader import GGUFFile
 from support.cli_roundtrip import convert_once
 from support.llama_cpp_ref import have_llama_cpp, llama_cpp_logits, llama_quantize, reference_gguf
+from support.rope_logits import lamina_logits, nmse, random_ids, transformers_logits
 from support.tiny_hf import tiny_hf_checkpoint
-from support.tiny_models import GEMMA3
+from support.tiny_models import PHI3
 
 YARN = {"factor": 4.0, "original_max_position_embeddings": 32}
 ROPE_BASE = 100.0
@@ -45,7 +49,6 @@ ROPE_BASE = 100.0
 LEGACY_FORM = {"qwen2"}
 ARCHS = ["llama", "qwen2", "qwen3", "qwen3_moe", "granite", "smollm3", "olmo2"]
 GGUF_ARCH = {"qwen3_moe": "qwen3moe"}
-N_PREFILL, N_DECODE = 24, 16  # 40 positions: past the original 32
 
 
 def yarn_checkpoint(arch: str, directory: Path) -> Path:
@@ -74,34 +77,6 @@ def converted(tmp_path_factory: pytest.TempPathFactory, checkpoint):
     enc.close()
 
 
-def _tokens(path: Path) -> list[int]:
-    n_vocab = GGUFFile(path).tensor("token_embd.weight").ne[1]
-    return np.random.default_rng(7).integers(3, n_vocab, N_PREFILL + N_DECODE).tolist()
-
-
-def _nmse(got: np.ndarray, want: np.ndarray) -> float:
-    return float(((got - want) ** 2).mean() / (want**2).mean())
-
-
-def _transformers_logits(hf_dir: Path, ids: list[int], rope_scaling: bool = True) -> np.ndarray:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(hf_dir)
-    if not rope_scaling:  # the same weights with plain rope
-        config.rope_parameters = {"rope_type": "default", "rope_theta": ROPE_BASE}
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, config=config, dtype=torch.float32).eval()
-    with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0].numpy()  # [T, V]
-
-
-def _lamina_logits(path: Path, ids: list[int]) -> np.ndarray:
-    ctx = Context(Model.load(path, n_threads=2), n_ctx=64)
-    rows = [ctx.eval(ids[:N_PREFILL], all_logits=True)]  # [24, V]
-    rows += [ctx.eval(ids[i : i + 1]) for i in range(N_PREFILL, len(ids))]  # 16 x [V]
-    return np.vstack(rows)
-
-
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_convert_matches_llama_cpp(arch: str, checkpoint, converted, tmp_path: Path) -> None:
     if not have_llama_cpp():
@@ -120,14 +95,14 @@ def test_convert_matches_llama_cpp(arch: str, checkpoint, converted, tmp_path: P
 @pytest.mark.parametrize("arch", ARCHS)
 def test_logits_match_transformers(arch: str, checkpoint, converted) -> None:
     path = converted(arch)
-    ids = _tokens(path)
-    want = _transformers_logits(checkpoint(arch), ids)
-    got = _lamina_logits(path, ids)
+    ids = random_ids(path)
+    want = transformers_logits(checkpoint(arch), ids)
+    got = lamina_logits(path, ids)
     assert want.std() > 0.3, "logits too flat to tell a wrong forward pass from a right one"
-    nmse = _nmse(got, want)
+    err = nmse(got, want)
     top1 = float((got.argmax(-1) == want.argmax(-1)).mean())
-    print(f"\n{arch} YaRN: nmse {nmse:.2e}, top-1 {top1:.3f} over {len(ids)} positions")
-    assert nmse < 1e-4, nmse
+    print(f"\n{arch} YaRN: nmse {err:.2e}, top-1 {top1:.3f} over {len(ids)} positions")
+    assert err < 1e-4, err
     assert top1 >= 0.95
 
 
@@ -138,13 +113,13 @@ def test_logits_match_llama_cpp(arch: str, checkpoint, converted) -> None:
     if not have_llama_cpp():
         pytest.skip("llama-cpp-python is not installed")
     path = converted(arch)
-    ids = _tokens(path)
+    ids = random_ids(path)
     _, theirs = llama_cpp_logits(path, tokens=ids, n_ctx=64)
-    got = _lamina_logits(path, ids)
-    nmse = _nmse(got, theirs)
-    print(f"\n{arch} YaRN vs llama.cpp: nmse {nmse:.2e}")
-    assert nmse < 1e-4, nmse
-    assert _nmse(_transformers_logits(checkpoint(arch), ids, rope_scaling=False), theirs) > 100 * 1e-4
+    err = nmse(lamina_logits(path, ids), theirs)
+    print(f"\n{arch} YaRN vs llama.cpp: nmse {err:.2e}")
+    assert err < 1e-4, err
+    plain = {"rope_type": "default", "rope_theta": ROPE_BASE}  # the same weights with plain rope
+    assert nmse(transformers_logits(checkpoint(arch), ids, plain), theirs) > 100 * 1e-4
 
 
 @pytest.mark.parametrize(
@@ -175,27 +150,48 @@ def test_attn_factor_llama_cpp_applies_anyway_is_accepted(converted) -> None:
         assert read_hparams(g).rope_attn_factor == pytest.approx(mscale)
 
 
-def test_gemma3_yarn_is_refused(tiny) -> None:
-    """llama.cpp leaves gemma3's sliding layers unscaled, which lamina's one set of divisors cannot say"""
-    with pytest.raises(ModelConfigError, match="rope scaling 'yarn' is not supported for gemma3") as e:
-        Model.load(tiny(replace(GEMMA3, yarn=(4.0, 16))), n_threads=1)
-    assert "gemma3.rope.scaling.type" in str(e.value)
+@pytest.fixture(scope="module")
+def plain_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """arch -> its tiny checkpoint as the per-architecture tests build it, once per module"""
+    return functools.cache(lambda arch: tiny_hf_checkpoint(arch, tmp_path_factory.mktemp("hf") / f"tiny-{arch}"))
+
+
+def test_phi3_yarn_is_refused(tiny) -> None:
+    """no phi3 model has YaRN: llama.cpp's converter never writes it, transformers reads it as LongRoPE"""
+    with pytest.raises(ModelConfigError, match="'yarn' is not supported for phi3.*reads 'yarn' as LongRoPE") as e:
+        Model.load(tiny(replace(PHI3, long_rope=None, yarn=(4.0, 16))), n_threads=1)
+    assert "phi3.rope.scaling.type" in str(e.value)
 
 
 @pytest.mark.parametrize(
     ("arch", "rope", "message"),
     [
-        ("gemma2", {"rope_type": "yarn", **YARN}, "'yarn' is not supported for gemma2"),
+        ("gemma2", {"rope_type": "yarn", "rope_theta": 10000.0, **YARN}, "'yarn' is not supported for gemma2"),
+        ("gemma2", {"rope_type": "default", "rope_theta": 100.0}, "rope_theta 100.0 is not supported for gemma2"),
+        ("phi3", {"rope_type": "yarn", **YARN}, "Phi3 reads 'yarn' as LongRoPE"),
         ("llama", {"rope_type": "dynamic", "factor": 2.0}, "'dynamic' is not supported for llama"),
         ("qwen2", {"rope_type": "yarn", "factor": 4.0}, "needs original_max_position_embeddings"),
         ("qwen2", {"rope_type": "yarn", "original_max_position_embeddings": 32}, "needs a factor"),
+        (
+            "llama",
+            {"full_attention": {"rope_type": "default"}, "sliding_attention": {"rope_type": "linear", "factor": 2.0}},
+            "'linear' of the sliding layers is not supported",
+        ),
     ],
-    ids=["gemma2", "dynamic", "no-original-context", "no-factor"],
+    ids=["gemma2", "gemma2-base", "phi3", "dynamic", "no-original-context", "no-factor", "sliding-layers"],
 )
-def test_converter_refuses_scaling_llama_cpp_drops(arch: str, rope: dict, message: str, tmp_path: Path) -> None:
-    hf = tiny_hf_checkpoint(arch, tmp_path / "hf")
-    cfg = json.loads((hf / "config.json").read_text())
-    cfg["rope_parameters"] = {"rope_theta": ROPE_BASE, **rope}
+def test_converter_refuses_scaling_llama_cpp_drops(
+    arch: str, rope: dict, message: str, plain_checkpoint, tmp_path: Path
+) -> None:
+    """refused from the config alone: the checkpoint's other files are links to one built once"""
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    source = plain_checkpoint(arch)
+    for f in source.iterdir():
+        if f.name != "config.json":
+            (hf / f.name).symlink_to(f)
+    cfg = json.loads((source / "config.json").read_text())
+    cfg["rope_parameters"] = {"rope_theta": ROPE_BASE} | rope
     (hf / "config.json").write_text(json.dumps(cfg))
     enc = Encoder(1)
     try:

@@ -93,12 +93,16 @@ def test_hparams_from_metadata(tiny, name):
     assert (hp.residual_scale, hp.logit_scale) == (pytest.approx(residual), pytest.approx(logit))
     assert (hp.attn_softcap, hp.final_softcap) == (cfg.softcaps or (0.0, 0.0))
     if cfg.arch == "gemma3":
-        # pattern 3: layers 0, 1 slide with the local rope base, layer 2 is global
-        assert [(lc.sliding_window, lc.rope_base) for lc in hp.layers] == [(5, 1e4), (5, 1e4), (0, 1e6)]
+        # pattern 3: layers 0, 1 slide with the local rope base, layer 2 is global; under YaRN
+        # (as llama.cpp) the sliding layers rotate plain: neither its divisors nor its multiplier
+        b, yarn = cfg.rope_base, cfg.yarn is not None
+        got = [(lc.sliding_window, lc.rope_base, lc.rope_scale, lc.rope_plain) for lc in hp.layers]
+        assert got == [(5, 1e4, 1.0, yarn), (5, 1e4, 1.0, yarn), (0, b, 1.0, False)]
     elif cfg.arch == "gemma2":
-        # every other layer slides, all with the one rope base
-        b = cfg.rope_base
-        assert [(lc.sliding_window, lc.rope_base) for lc in hp.layers] == [(5, b), (0, b), (5, b)]
+        # every other layer slides, all with the one rope base and (as llama.cpp) the one scaling
+        b, s = cfg.rope_base, 1 / (cfg.rope_linear_factor or 1.0)
+        got = [(lc.sliding_window, lc.rope_base, lc.rope_scale, lc.rope_plain) for lc in hp.layers]
+        assert got == [(5, b, s, False), (0, b, s, False), (5, b, s, False)]
     else:
         scale = 1 / cfg.rope_linear_factor if cfg.rope_linear_factor else 1.0
         no_rope = [cfg.arch == "smollm3" and (il + 1) % 4 == 0 for il in range(cfg.n_layer)]

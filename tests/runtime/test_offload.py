@@ -242,9 +242,11 @@ def test_cuda_refuses_what_its_kernels_lack(tiny, name):
 
 
 @pytest.mark.gpu
-def test_cuda_refuses_yarn_by_name(tiny):
-    """YaRN's cos/sin multiplier runs on the CPU only: offload names it, it does not drop it"""
-    model = Model.load(tiny(CONFIGS["smollm3_yarn"]), n_threads=2)
+@pytest.mark.parametrize("name", ["smollm3_yarn", "gemma3_yarn"])
+def test_cuda_refuses_yarn_by_name(tiny, name):
+    """YaRN's cos/sin multiplier runs on the CPU only: offload names it, it does not drop it
+    (gemma3: on its global layers, the sliding ones rotate plain)"""
+    model = Model.load(tiny(CONFIGS[name]), n_threads=2)
     with pytest.raises(ContextError, match="YaRN rope scaling .* not implemented on the GPU"):
         Context(model, n_ctx=64, gpu_layers=1, device="cuda", require_gpu=True)
 

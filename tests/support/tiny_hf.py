@@ -119,6 +119,21 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 
+# checkpoints only some tests build (not in the per-architecture matrix of test_arch_checkpoints)
+MORE_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    # 6 layers: llama.cpp's fixed pattern makes the last one global, the others slide over a
+    # window shorter than the tests' 40 tokens
+    "gemma3_text": (
+        GEMMA,
+        {
+            "num_hidden_layers": 6,
+            "head_dim": 16,
+            "query_pre_attn_scalar": 16,  # llama.cpp scales by 1/sqrt(head_dim) below 27B
+            "sliding_window": 8,
+            "tie_word_embeddings": True,
+        },
+    ),
+}
 
 # llama.cpp's phi3 converter reads a GPT2Tokenizer (Phi-4's) as BPE
 TOKENIZER_CLASS = {"phi3": "GPT2Tokenizer"}
@@ -132,7 +147,7 @@ def tiny_hf_checkpoint(model_type: str, directory: Path, seed: int = 0, extra: d
 
     from support.hf_checkpoints import hf_checkpoint
 
-    source_name, overrides = CASES[model_type]
+    source_name, overrides = (CASES | MORE_CASES)[model_type]
     source = hf_checkpoint(source_name)
     n_vocab = json.loads((source / "config.json").read_text())["vocab_size"]
     config = AutoConfig.for_model(model_type, **(COMMON | {"vocab_size": n_vocab} | overrides | (extra or {})))

@@ -99,6 +99,11 @@ GEMMA2 = TinyConfig(
     norm_eps=1e-6,
     seed=9,
 )
+# llama.cpp scales gemma2's sliding layers too (rope_freq_scale_train_swa = rope_freq_scale_train)
+GEMMA2_LINEAR = replace(GEMMA2, rope_linear_factor=4.0, seed=14)
+GEMMA2_YARN = replace(GEMMA2, rope_base=100.0, yarn=(4.0, 16), seed=15)
+# YaRN on the global layer only: the two sliding ones rotate unscaled at the local base (10k)
+GEMMA3_YARN = replace(GEMMA3, rope_base=100.0, yarn=(4.0, 16), seed=16)
 QWEN3MOE = TinyConfig(
     arch="qwen3moe", n_head=4, n_head_kv=2, head_dim=32, n_expert=8, n_expert_used=2, n_ff_exp=64, seed=11
 )
@@ -117,6 +122,9 @@ CONFIGS = {
     "smollm3": SMOLLM3,
     "smollm3_yarn": SMOLLM3_YARN,
     "gemma2": GEMMA2,
+    "gemma2_linear": GEMMA2_LINEAR,
+    "gemma2_yarn": GEMMA2_YARN,
+    "gemma3_yarn": GEMMA3_YARN,
     "olmo2": OLMO2,
     "qwen3moe": QWEN3MOE,
     "phi3": PHI3,
@@ -145,6 +153,7 @@ SPLIT_CASES = {
     "smollm3_yarn": SMOLLM3_YARN,
     "gemma2": replace(GEMMA2, n_layer=4),
     "gemma3": replace(GEMMA3, n_layer=4),
+    "gemma3_yarn": replace(GEMMA3_YARN, n_layer=4),
     "olmo2": OLMO2,
     "qwen3moe": QWEN3MOE,
     "phi3": PHI3,
