@@ -684,6 +684,8 @@ def _gpt_oss_mxfp4_experts(
     [X, out, in/32]: gate_up's rows alternate gate and up (llama.cpp's split),
     down's are ffn_down_exps' rows. The GGUF tensors keep the bits
     (convert/hf/mxfp4.py); their shapes are the float ones, numpy order."""
+    if not packed:
+        return []
     X, E, F = hp.need("num_local_experts"), hp.n_embd, hp.n_ff
     out = []
     for (layer, proj), parts in sorted(packed.items()):
