@@ -25,7 +25,7 @@ from support.distributions import make
 
 pytestmark = pytest.mark.skipif(not lib.lm_cpu_has_vnni(), reason="CPU lacks AVX-VNNI: its kernels cannot run")
 
-TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
+TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL]
 N = 544  # 17 blocks
 ROWS = 19  # odd: the two-row kernels leave one row over
 NCOLS = [1, 2, 3, 4, 5, 6, 8, 9, 17]

@@ -1,14 +1,12 @@
-/* iq4_avx2.c — AVX2 dots of IQ4_NL weights with Q8_0 activations and of
- * IQ4_XS weights with Q8_K activations: one activation column, and two to
- * four. The nibbles index the 16 levels with one byte shuffle per half.
- * IQ4_XS, unlike its scalar reference (one float term per 32-weight
+/* iq4_xs_avx2.c — AVX2 dots of IQ4_XS weights with Q8_K activations: one
+ * activation column, and two to four (IQ4_NL's: iq4_nl_avx2.c). The nibbles
+ * index the 16 levels with one byte shuffle per half. IQ4_XS, unlike its scalar reference (one float term per 32-weight
  * sub-block, as in ggml's generic kernel), applies the sub-block scales in
  * int32 and meets the float scale d4*d8 once per super-block, as ggml's AVX2
  * kernel does. */
 #include "quants/iq4.h"
 #include "quants/kernels.h"
 #include "simd/x86/avx2.h"
-#include "simd/x86/legacy_avx2.h"
 
 /* 16 packed bytes (low nibbles, then high nibbles) -> their 32 levels as signed bytes */
 static inline __m256i iq4_levels_32(const uint8_t *qs) {
@@ -19,26 +17,6 @@ static inline __m256i iq4_levels_32(const uint8_t *qs) {
     const __m128i hi = _mm_shuffle_epi8(levels, _mm_and_si128(_mm_srli_epi16(q4, 4), low4));
     return _mm256_set_m128i(hi, lo);
 }
-
-static inline __m256i iq4_nl_bytes(const block_iq4_nl *x) { return iq4_levels_32(x->qs); }
-
-/* IQ4_NL */
-void lm_vec_dot_iq4_nl_avx2(int64_t n, float *s, const void *vx, const void *vy) {
-    const block_iq4_nl *x = vx;
-    const block_q8_0 *y = vy;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK4_NL; i++) {
-        const __m256 d = _mm256_set1_ps(lm_half_f32(y[i].d) * lm_half_f32(x[i].d));
-        const __m256i qx = iq4_nl_bytes(&x[i]);
-        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        acc = _mm256_fmadd_ps(d, lm_mul_sum_i8_pairs_f32(qx, qy), acc);
-    }
-    *s = lm_hsum_f32_8(acc);
-}
-
-/* two to four columns (avx2.h): the 32-weight formats' kernel (legacy_avx2.h),
- * whose float product dx * dy and FMA chain are the ones above */
-LM_DEFINE_VEC_DOT_X4_I8(iq4_nl, iq4_nl_bytes)
 
 /* IQ4_XS: for each column c < ncol, 8 int32 lanes of the super-block's
  * scale_j * dot_j in sumi[c]. |level| <= 127, |q8| <= 128, |scale| <= 32: a
