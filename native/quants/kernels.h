@@ -72,6 +72,8 @@ void lm_vec_dot_xn_q2_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, con
                              size_t y_stride);
 void lm_vec_dot_xn_q3_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                              size_t y_stride);
+void lm_vec_dot_xn_iq4_xs_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                               size_t y_stride);
 void lm_vec_dot_xn_q4_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                              size_t y_stride);
 void lm_vec_dot_xn_q5_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
@@ -119,7 +121,8 @@ void lm_vec_dot_xn_q6_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, con
     LM_DECLARE_VNNI_XN(q3_K, isa)      \
     LM_DECLARE_VNNI_XN(q4_K, isa)      \
     LM_DECLARE_VNNI_XN(q5_K, isa)      \
-    LM_DECLARE_VNNI_XN(q6_K, isa)
+    LM_DECLARE_VNNI_XN(q6_K, isa)      \
+    LM_DECLARE_VNNI_XN(iq4_xs, isa)
 LM_DECLARE_VNNI(avxvnni)
 LM_DECLARE_VNNI(avx512vnni)
 #undef LM_DECLARE_VNNI

@@ -73,6 +73,7 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
     if (t == &k_traits[LM_TYPE_Q4_K]) k.xn = lm_vec_dot_xn_q4_K_avx2;
     if (t == &k_traits[LM_TYPE_Q5_K]) k.xn = lm_vec_dot_xn_q5_K_avx2;
     if (t == &k_traits[LM_TYPE_Q6_K]) k.xn = lm_vec_dot_xn_q6_K_avx2;
+    if (t == &k_traits[LM_TYPE_IQ4_XS]) k.xn = lm_vec_dot_xn_iq4_xs_avx2;
 #undef LM_AVX2_PAIRS
 #endif
     return k;
@@ -92,7 +93,7 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
     LM_VNNI_ROW(IQ4_NL, iq4_nl, lm_vec_dot_x4_iq4_nl_##isa, lm_vec_dot_2r2c_iq4_nl_##isa, lm_vec_dot_xn_iq4_nl_##isa, \
                 isa)
 
-/* the k-quants: their AVX2 kernels, with the VNNI build of the many-column one */
+/* the k-quants and IQ4_XS: their AVX2 kernels, with the VNNI build of the many-column one */
 #define LM_VNNI_XNK(ID, t_, isa)           \
     if (t == &k_traits[LM_TYPE_##ID]) {    \
         simd_kernels k = avx2_kernels(t);  \
@@ -104,7 +105,8 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
     LM_VNNI_XNK(Q3_K, q3_K, isa) \
     LM_VNNI_XNK(Q4_K, q4_K, isa) \
     LM_VNNI_XNK(Q5_K, q5_K, isa) \
-    LM_VNNI_XNK(Q6_K, q6_K, isa)
+    LM_VNNI_XNK(Q6_K, q6_K, isa) \
+    LM_VNNI_XNK(IQ4_XS, iq4_xs, isa)
 
 static simd_kernels vnni_kernels(const lm_type_traits *t) {
     const simd_kernels none = { NULL, NULL, NULL, NULL, NULL };

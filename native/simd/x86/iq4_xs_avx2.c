@@ -1,12 +1,17 @@
 /* iq4_xs_avx2.c — AVX2 dots of IQ4_XS weights with Q8_K activations: one
- * activation column, and two to four (IQ4_NL's: iq4_nl_avx2.c). The nibbles
- * index the 16 levels with one byte shuffle per half. IQ4_XS, unlike its scalar reference (one float term per 32-weight
- * sub-block, as in ggml's generic kernel), applies the sub-block scales in
- * int32 and meets the float scale d4*d8 once per super-block, as ggml's AVX2
- * kernel does. */
+ * activation column, and two to four (IQ4_NL's: iq4_nl_avx2.c; the many
+ * columns of prefill: iq4_xs_xn_avx2.c). The nibbles index the 16 levels
+ * with one byte shuffle per half.
+ *
+ * The SIMD kernels' order (the bits of all of them): the sub-block scales
+ * applied in int32, the super-block's exact total isum, then the k-quants'
+ * float order (kquant.h): (d * y.d) * isum into lane i % 8 of the block
+ * index, the lanes summed in order. The scalar reference keeps ggml's
+ * generic order (one float term per 32-weight sub-block, one running sum),
+ * which no tiled kernel can follow; tests compare the two by NMSE. */
 #include "quants/iq4.h"
 #include "quants/kernels.h"
-#include "simd/x86/avx2.h"
+#include "simd/x86/kquant_avx2.h"
 
 /* 16 packed bytes (low nibbles, then high nibbles) -> their 32 levels as signed bytes */
 static inline __m256i iq4_levels_32(const uint8_t *qs) {
@@ -19,8 +24,8 @@ static inline __m256i iq4_levels_32(const uint8_t *qs) {
 }
 
 /* IQ4_XS: for each column c < ncol, 8 int32 lanes of the super-block's
- * scale_j * dot_j in sumi[c]. |level| <= 127, |q8| <= 128, |scale| <= 32: a
- * lane stays below 8 * 2 * 2*127*128 * 32 < 2^24, exact in float too. */
+ * scale_j * dot_j in sumi[c], totalling its exact isum (|isum| < 8 * 32 *
+ * 127 * 127 * 32 < 2^31) */
 static inline void iq4_xs_block_n(const block_iq4_xs *x, const block_q8_K *const *y, int ncol, __m256i *sumi) {
     for (int c = 0; c < ncol; c++) sumi[c] = _mm256_setzero_si256();
     for (int ib = 0; ib < QK_K / 32; ib++) {
@@ -36,38 +41,18 @@ static inline void iq4_xs_block_n(const block_iq4_xs *x, const block_q8_K *const
     }
 }
 
-void lm_vec_dot_iq4_xs_avx2(int64_t n, float *s, const void *vx, const void *vy) {
-    const block_iq4_xs *x = vx;
-    const block_q8_K *y = vy;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        const block_q8_K *yi = &y[i];
-        __m256i sumi;
-        iq4_xs_block_n(&x[i], &yi, 1, &sumi);
-        const __m256 d = _mm256_set1_ps(_cvtsh_ss(x[i].d) * y[i].d);
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
-    }
-    *s = lm_hsum_f32_8(acc);
+/* the fp16 d (the block's first field) of 8 consecutive blocks */
+static inline __m256 iq4_xs_d8(const block_iq4_xs *x) {
+    const __m256i lo = _mm256_and_si256(lm_gather8(&x->d, (int)sizeof *x), _mm256_set1_epi32(0xFFFF));
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, lo), 0x08);
+    return _mm256_cvtph_ps(_mm256_castsi256_si128(packed));
 }
+#define IQ4_XS_D8(t, x) iq4_xs_d8(x)
+#define IQ4_XS_D1(t, x) lm_half_f32((x)->d)
 
-/* two to four columns (avx2.h) of lm_vec_dot_iq4_xs_avx2, per column its
- * float operations in its order */
-LM_X4_INLINE void x4_iq4_xs(int64_t n, const int ncol, float *s, size_t s_stride, const void *vx, const void *vy,
-                            size_t y_stride) {
-    const block_iq4_xs *x = vx;
-    LM_X4_COLUMNS(block_q8_K, y, vy, y_stride, ncol);
-    __m256 acc[NCOL];
-    for (int c = 0; c < ncol; c++) acc[c] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        const block_q8_K *yb[NCOL];
-        for (int c = 0; c < ncol; c++) yb[c] = &y[c][i];
-        __m256i sumi[NCOL];
-        iq4_xs_block_n(&x[i], yb, ncol, sumi);
-        const float xd = _cvtsh_ss(x[i].d);
-        for (int c = 0; c < ncol; c++)
-            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(xd * y[c][i].d), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
-    }
-    for (int c = 0; c < ncol; c++) s[c * s_stride] = lm_hsum_f32_8(acc[c]);
-}
+/* one column and two to four: the k-quants' driver (kquant_avx2.h) */
+LM_DEFINE_X4_DRIVER(iq4_xs, iq4_xs_dot, IQ4_XS_D8, IQ4_XS_D1, 1.0f)
 
-LM_DEFINE_X4(iq4_xs, x4_iq4_xs)
+void lm_vec_dot_iq4_xs_avx2(int64_t n, float *s, const void *vx, const void *vy) { iq4_xs_dot(n, 1, s, 0, vx, vy, 0); }
+
+LM_DEFINE_X4(iq4_xs, iq4_xs_dot)
