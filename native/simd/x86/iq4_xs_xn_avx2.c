@@ -36,8 +36,7 @@ static inline void iq4_xs_unpack(const block_iq4_xs *x, uint8_t *w, int *sc) {
 /* isum[g] += scale * (the dot of sub-block ib's 32 weights with group g's
  * columns), the weights broadcast once for all the groups */
 static inline __attribute__((always_inline)) void iq4_xs_sub_dots(const uint8_t *w, int ib, int scale,
-                                                                  const __m256i *const *y, int ngroups,
-                                                                  __m256i *isum) {
+                                                                  const __m256i *const *y, int ngroups, __m256i *isum) {
     __m256i wq[8];
 #if !IQ4_XS_BIASED
     __m256i aq[8];
