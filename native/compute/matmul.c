@@ -8,9 +8,10 @@
  * columns go through it up to 4 at a time (2 or 3 for what is left, so decode
  * of 2 or 3 sequences gains too), each weight block unpacked once per group;
  * it gives the single-column kernel's bits, so grouping never changes a
- * result. The 32-weight formats and Q4_K/Q5_K/Q6_K in prefill (more than
- * LM_PAIRED_COLS columns) take the columns interleaved eight to a vector
- * (dotn; simd/x86/legacy_i8_avx2.h, kquant_xn_avx2.c): a weight row meets 32
+ * result. The 32-weight formats with integer blocks (Q4_0 .. Q8_0, IQ4_NL)
+ * and Q2_K .. Q6_K, IQ4_XS in prefill (more than LM_PAIRED_COLS columns)
+ * take the columns interleaved eight to a vector (dotn; simd/x86/
+ * legacy_i8_avx2.h, kquant_xn_avx2.c, kquant23_xn_avx2.c, iq4_xs_xn_avx2.c): a weight row meets 32
  * columns per call, a block unpacked once for all of them, no reduction
  * across lanes (2048x2048 by 256 columns, 1 thread: Q4_0 86-89 -> 178-180
  * GFLOP/s, Q4_K 82-89 -> 151; SmolLM2 Q4_0 pp512 about 1.6x). */

@@ -32,15 +32,19 @@ LM_BLOCK_TYPES(LM_DECLARE_KERNELS)
 
 #undef LM_DECLARE_KERNELS
 
-/* AVX2 two-row dots of the 32-value formats (simd/x86/legacy_i8_avx2.h):
+/* AVX2 two-row dots of the 32-value formats (simd/x86/legacy_i8_avx2.h;
+ * IQ4_NL's too, simd/x86/iq4_nl_avx2.c):
  * rows x and x + x_stride bytes with one activation column, each with the
  * bits of lm_vec_dot_<t>_avx2; lm_select_vec_dot_2r picks them */
+void lm_vec_dot_2r_iq4_nl_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
 void lm_vec_dot_2r_q4_0_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
 void lm_vec_dot_2r_q4_1_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
 void lm_vec_dot_2r_q5_0_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
 void lm_vec_dot_2r_q5_1_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
 void lm_vec_dot_2r_q8_0_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
 /* and two rows by two columns, each result with the bits of lm_vec_dot_x4_<t>_avx2 */
+void lm_vec_dot_2r2c_iq4_nl_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
+                                 size_t y_stride);
 void lm_vec_dot_2r2c_q4_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
                                size_t y_stride);
 void lm_vec_dot_2r2c_q4_1_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
@@ -52,6 +56,8 @@ void lm_vec_dot_2r2c_q5_1_avx2(int64_t n, float *s, size_t s_stride, const void 
 void lm_vec_dot_2r2c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
                                size_t y_stride);
 /* and one row by up to LM_XN_MAX columns (legacy_i8_avx2.h) */
+void lm_vec_dot_xn_iq4_nl_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                               size_t y_stride);
 void lm_vec_dot_xn_q4_0_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                              size_t y_stride);
 void lm_vec_dot_xn_q4_1_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
@@ -62,6 +68,12 @@ void lm_vec_dot_xn_q5_0_avx2(int64_t n, int ncol, float *s, size_t s_stride, con
                              size_t y_stride);
 void lm_vec_dot_xn_q8_0_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                              size_t y_stride);
+void lm_vec_dot_xn_q2_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                             size_t y_stride);
+void lm_vec_dot_xn_q3_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                             size_t y_stride);
+void lm_vec_dot_xn_iq4_xs_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                               size_t y_stride);
 void lm_vec_dot_xn_q4_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                              size_t y_stride);
 void lm_vec_dot_xn_q5_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
@@ -86,25 +98,31 @@ void lm_vec_dot_xn_q6_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, con
 #define LM_DECLARE_VNNI_XN(t, isa)                                                                               \
     void lm_vec_dot_xn_##t##_##isa(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y, \
                                    size_t y_stride);
-#define LM_DECLARE_VNNI(isa)         \
-    LM_DECLARE_VNNI_ROWS(q4_0, isa)  \
-    LM_DECLARE_VNNI_ROWS(q4_1, isa)  \
-    LM_DECLARE_VNNI_ROWS(q5_0, isa)  \
-    LM_DECLARE_VNNI_ROWS(q5_1, isa)  \
-    LM_DECLARE_VNNI_ROWS(q8_0, isa)  \
-    LM_DECLARE_VNNI_PAIRS(q4_0, isa) \
-    LM_DECLARE_VNNI_PAIRS(q4_1, isa) \
-    LM_DECLARE_VNNI_PAIRS(q5_0, isa) \
-    LM_DECLARE_VNNI_PAIRS(q8_0, isa) \
-    LM_DECLARE_VNNI_PAIRS(q5_1, isa) \
-    LM_DECLARE_VNNI_XN(q4_0, isa)    \
-    LM_DECLARE_VNNI_XN(q4_1, isa)    \
-    LM_DECLARE_VNNI_XN(q5_1, isa)    \
-    LM_DECLARE_VNNI_XN(q5_0, isa)    \
-    LM_DECLARE_VNNI_XN(q8_0, isa)    \
-    LM_DECLARE_VNNI_XN(q4_K, isa)    \
-    LM_DECLARE_VNNI_XN(q5_K, isa)    \
-    LM_DECLARE_VNNI_XN(q6_K, isa)
+#define LM_DECLARE_VNNI(isa)           \
+    LM_DECLARE_VNNI_ROWS(q4_0, isa)    \
+    LM_DECLARE_VNNI_ROWS(q4_1, isa)    \
+    LM_DECLARE_VNNI_ROWS(q5_0, isa)    \
+    LM_DECLARE_VNNI_ROWS(q5_1, isa)    \
+    LM_DECLARE_VNNI_ROWS(q8_0, isa)    \
+    LM_DECLARE_VNNI_ROWS(iq4_nl, isa)  \
+    LM_DECLARE_VNNI_PAIRS(q4_0, isa)   \
+    LM_DECLARE_VNNI_PAIRS(q4_1, isa)   \
+    LM_DECLARE_VNNI_PAIRS(q5_0, isa)   \
+    LM_DECLARE_VNNI_PAIRS(q8_0, isa)   \
+    LM_DECLARE_VNNI_PAIRS(q5_1, isa)   \
+    LM_DECLARE_VNNI_PAIRS(iq4_nl, isa) \
+    LM_DECLARE_VNNI_XN(q4_0, isa)      \
+    LM_DECLARE_VNNI_XN(q4_1, isa)      \
+    LM_DECLARE_VNNI_XN(q5_1, isa)      \
+    LM_DECLARE_VNNI_XN(q5_0, isa)      \
+    LM_DECLARE_VNNI_XN(q8_0, isa)      \
+    LM_DECLARE_VNNI_XN(iq4_nl, isa)    \
+    LM_DECLARE_VNNI_XN(q2_K, isa)      \
+    LM_DECLARE_VNNI_XN(q3_K, isa)      \
+    LM_DECLARE_VNNI_XN(q4_K, isa)      \
+    LM_DECLARE_VNNI_XN(q5_K, isa)      \
+    LM_DECLARE_VNNI_XN(q6_K, isa)      \
+    LM_DECLARE_VNNI_XN(iq4_xs, isa)
 LM_DECLARE_VNNI(avxvnni)
 LM_DECLARE_VNNI(avx512vnni)
 #undef LM_DECLARE_VNNI

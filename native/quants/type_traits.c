@@ -67,9 +67,13 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
     LM_AVX2_PAIRS(Q5_0, q5_0)
     LM_AVX2_PAIRS(Q5_1, q5_1)
     LM_AVX2_PAIRS(Q8_0, q8_0)
+    LM_AVX2_PAIRS(IQ4_NL, iq4_nl)
+    if (t == &k_traits[LM_TYPE_Q2_K]) k.xn = lm_vec_dot_xn_q2_K_avx2;
+    if (t == &k_traits[LM_TYPE_Q3_K]) k.xn = lm_vec_dot_xn_q3_K_avx2;
     if (t == &k_traits[LM_TYPE_Q4_K]) k.xn = lm_vec_dot_xn_q4_K_avx2;
     if (t == &k_traits[LM_TYPE_Q5_K]) k.xn = lm_vec_dot_xn_q5_K_avx2;
     if (t == &k_traits[LM_TYPE_Q6_K]) k.xn = lm_vec_dot_xn_q6_K_avx2;
+    if (t == &k_traits[LM_TYPE_IQ4_XS]) k.xn = lm_vec_dot_xn_iq4_xs_avx2;
 #undef LM_AVX2_PAIRS
 #endif
     return k;
@@ -80,14 +84,16 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
 #define LM_VNNI_ROW(ID, t_, x4_, dot22_, xn_, isa) \
     if (t == &k_traits[LM_TYPE_##ID])              \
         return (simd_kernels){ lm_vec_dot_##t_##_##isa, x4_, lm_vec_dot_2r_##t_##_##isa, dot22_, xn_ };
-#define LM_VNNI_TABLE(isa)                                                                                       \
-    LM_VNNI_ROW(Q4_0, q4_0, lm_vec_dot_x4_q4_0_##isa, lm_vec_dot_2r2c_q4_0_##isa, lm_vec_dot_xn_q4_0_##isa, isa) \
-    LM_VNNI_ROW(Q4_1, q4_1, lm_vec_dot_x4_q4_1_##isa, lm_vec_dot_2r2c_q4_1_##isa, lm_vec_dot_xn_q4_1_##isa, isa) \
-    LM_VNNI_ROW(Q5_0, q5_0, lm_vec_dot_x4_q5_0_##isa, lm_vec_dot_2r2c_q5_0_##isa, lm_vec_dot_xn_q5_0_##isa, isa) \
-    LM_VNNI_ROW(Q5_1, q5_1, lm_vec_dot_x4_q5_1_##isa, lm_vec_dot_2r2c_q5_1_##isa, lm_vec_dot_xn_q5_1_##isa, isa) \
-    LM_VNNI_ROW(Q8_0, q8_0, lm_vec_dot_x4_q8_0_##isa, lm_vec_dot_2r2c_q8_0_##isa, lm_vec_dot_xn_q8_0_##isa, isa)
+#define LM_VNNI_TABLE(isa)                                                                                            \
+    LM_VNNI_ROW(Q4_0, q4_0, lm_vec_dot_x4_q4_0_##isa, lm_vec_dot_2r2c_q4_0_##isa, lm_vec_dot_xn_q4_0_##isa, isa)      \
+    LM_VNNI_ROW(Q4_1, q4_1, lm_vec_dot_x4_q4_1_##isa, lm_vec_dot_2r2c_q4_1_##isa, lm_vec_dot_xn_q4_1_##isa, isa)      \
+    LM_VNNI_ROW(Q5_0, q5_0, lm_vec_dot_x4_q5_0_##isa, lm_vec_dot_2r2c_q5_0_##isa, lm_vec_dot_xn_q5_0_##isa, isa)      \
+    LM_VNNI_ROW(Q5_1, q5_1, lm_vec_dot_x4_q5_1_##isa, lm_vec_dot_2r2c_q5_1_##isa, lm_vec_dot_xn_q5_1_##isa, isa)      \
+    LM_VNNI_ROW(Q8_0, q8_0, lm_vec_dot_x4_q8_0_##isa, lm_vec_dot_2r2c_q8_0_##isa, lm_vec_dot_xn_q8_0_##isa, isa)      \
+    LM_VNNI_ROW(IQ4_NL, iq4_nl, lm_vec_dot_x4_iq4_nl_##isa, lm_vec_dot_2r2c_iq4_nl_##isa, lm_vec_dot_xn_iq4_nl_##isa, \
+                isa)
 
-/* the k-quants: their AVX2 kernels, with the VNNI build of the many-column one */
+/* the k-quants and IQ4_XS: their AVX2 kernels, with the VNNI build of the many-column one */
 #define LM_VNNI_XNK(ID, t_, isa)           \
     if (t == &k_traits[LM_TYPE_##ID]) {    \
         simd_kernels k = avx2_kernels(t);  \
@@ -95,9 +101,12 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
         return k;                          \
     }
 #define LM_VNNI_KQUANTS(isa)     \
+    LM_VNNI_XNK(Q2_K, q2_K, isa) \
+    LM_VNNI_XNK(Q3_K, q3_K, isa) \
     LM_VNNI_XNK(Q4_K, q4_K, isa) \
     LM_VNNI_XNK(Q5_K, q5_K, isa) \
-    LM_VNNI_XNK(Q6_K, q6_K, isa)
+    LM_VNNI_XNK(Q6_K, q6_K, isa) \
+    LM_VNNI_XNK(IQ4_XS, iq4_xs, isa)
 
 static simd_kernels vnni_kernels(const lm_type_traits *t) {
     const simd_kernels none = { NULL, NULL, NULL, NULL, NULL };

@@ -80,7 +80,7 @@ lm_vec_dot_2r_fn lm_select_vec_dot_2r(const lm_type_traits *t, int impl);
 typedef void (*lm_vec_dot_2r2c_fn)(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
                                    size_t y_stride);
 /* One row by 1..LM_XN_MAX columns, each bit-identical to the few-column
- * kernel: prefill's kernel where a type has it (partner Q8_0), or NULL. Its
+ * kernel: prefill's kernel where a type has it (partners Q8_0, Q8_1, Q8_K), or NULL. Its
  * signature is the few-column kernel's, y and y_stride being the columns in
  * groups of LM_XN_LANES, group after group y_stride bytes apart: per block
  * of 32 values, 8 vectors whose lane c holds bytes 4k .. 4k+3 of column c's

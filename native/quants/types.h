@@ -14,7 +14,7 @@
  *   simd/x86/<t>_avx2.c      AVX2 dot (and the two-to-four-column one where X4 is 1)
  *
  * F32, F16 and BF16 share quants/float.{h,c} and simd/x86/float_avx2.c, IQ4_NL
- * and IQ4_XS quants/iq4.{h,c} and simd/x86/iq4_avx2.c; the lattice i-quants
+ * and IQ4_XS quants/iq4.{h,c} and simd/x86/iq4_{nl,xs}_avx2.c; the lattice i-quants
  * are grouped by family the same way (iq1, iq2, iq3) over one table header,
  * quants/iq_grids.h.
  *

@@ -25,7 +25,9 @@ from support.distributions import make
 
 pytestmark = pytest.mark.skipif(not lib.lm_cpu_has_vnni(), reason="CPU lacks AVX-VNNI: its kernels cannot run")
 
-TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
+TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL]
+# the Q8_K formats whose many-column (prefill) kernel has VNNI builds
+XN_KQUANTS = [T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS]
 N = 544  # 17 blocks
 ROWS = 19  # odd: the two-row kernels leave one row over
 NCOLS = [1, 2, 3, 4, 5, 6, 8, 9, 17]
@@ -73,7 +75,8 @@ def test_vnni_vec_dot_equals_avx2(qtype):
 def test_avx512_vnni_build_equals_avx2():
     """The EVEX-encoded build (CPUs with AVX512-VNNI but no AVX-VNNI: Ice Lake,
     Zen 4), forced by LAMINA_SIMD=avx512vnni in a child process (the choice is
-    made once per process)."""
+    made once per process); 17 columns take the many-column kernels, the
+    Q8_K formats' included."""
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     if " avx512_vnni" not in flags or " avx512vl" not in flags:
         pytest.skip("CPU lacks AVX512-VNNI/VL: its build cannot run")
@@ -83,10 +86,10 @@ from lamina import quants
 from lamina.native import lib
 from support.distributions import make
 assert lib.lm_cpu_has_vnni() == 2, lib.lm_cpu_has_vnni()
-for qtype in {[int(t) for t in TYPES]}:
-    for ncols in (1, 2, 4, 7):
-        w = quants.quantize(make("outliers", {ROWS}, {N}, seed=1), qtype)
-        x = make("outliers", ncols, {N}, seed=2)
+for qtype, n in {[(int(t), N) for t in TYPES] + [(int(t), 2560) for t in XN_KQUANTS]}:
+    for ncols in (1, 2, 4, 7, 17):
+        w = quants.quantize(make("outliers", {ROWS}, n, seed=1), qtype)
+        x = make("outliers", ncols, n, seed=2)
         a = quants.matmul(w, qtype, x, n_threads=2, impl="vnni")
         b = quants.matmul(w, qtype, x, n_threads=2, impl="avx2")
         assert np.array_equal(a, b), (qtype, ncols)

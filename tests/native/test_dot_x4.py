@@ -1,8 +1,9 @@
 """The few-column AVX2 dots (native/simd/x86/<type>_avx2.c) that matmul uses in
 prefill and batched decode: one weight row against 2-4 activation columns at
-once, and for Q4_0/Q5_0/Q8_0 in prefill against up to 32 columns interleaved
-eight to a vector (lm_vec_dot_xn_<t>, more than 8 columns; 40 and 70 take two
-and three column tiles and a partial group of eight).
+once, and for the types in XN_HALVES in prefill against up to 32 columns
+interleaved eight to a vector (lm_vec_dot_xn_<t>, more than 8 columns; 40 and
+70 take two and three column tiles and a partial group of eight, 33 and 63 a
+tile and an odd rest).
 
 Each column must come out bit-identical to the single-column AVX2 kernel, so a
 matmul's result never depends on how many columns it was given (the x4 kernel
@@ -43,7 +44,7 @@ X4_TYPES = {
     T.NVFP4: 576,  # 64-weight blocks
 }
 ROWS = 19  # not a multiple of matmul's 16-row tiles
-NCOLS = [1, 2, 3, 4, 5, 6, 7, 8, 17, 40, 70]
+NCOLS = [1, 2, 3, 4, 5, 6, 7, 8, 17, 33, 40, 63, 70]
 DISTS = ["normal", "outliers", "heavy_tails", "all_zero", "tiny", "large", "sparse"]
 
 
@@ -117,7 +118,7 @@ def test_scalar_matmul_is_the_reference_dot(qtype):
     np.testing.assert_array_equal(y, ref)
 
 
-TWO_ROW_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
+TWO_ROW_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL]
 
 
 @needs_avx2
@@ -138,6 +139,59 @@ def test_two_row_kernel_matches_single_row_kernel(qtype, dist, ncols, threads):
     acts = [quants.quantize_activations(x[c : c + 1], qtype) for c in range(ncols)]
     single = np.array(
         [[quants.vec_dot(w[r], qtype, acts[c], impl="avx2") for r in range(ROWS)] for c in range(ncols)],
+        dtype=np.float32,
+    )
+    np.testing.assert_array_equal(y, single)
+
+
+# the types with a many-column kernel, and the byte offsets of the fp16 fields
+# (d, dmin, m) in their blocks
+XN_HALVES = {
+    T.Q4_0: [0],
+    T.Q4_1: [0, 2],
+    T.Q5_0: [0],
+    T.Q5_1: [0, 2],
+    T.Q8_0: [0],
+    T.IQ4_NL: [0],
+    T.Q2_K: [80, 82],
+    T.Q3_K: [108],
+    T.Q4_K: [0, 2],
+    T.Q5_K: [0, 2],
+    T.Q6_K: [208],
+    T.IQ4_XS: [0],
+}
+
+
+def random_block_weights(qtype):
+    """random bytes: every quant and sub-block scale value (Q3_K's -32 scale
+    with its -4 weight, Q2_K's 15 x 3), with the fp16 fields set to moderate
+    values of either sign"""
+    rng = np.random.default_rng(int(qtype))
+    w = rng.integers(0, 256, (ROWS, quants.row_bytes(qtype, X4_TYPES[qtype])), dtype=np.uint8)
+    blocks = w.reshape(-1, quants.block_bytes(qtype))
+    for off in XN_HALVES[qtype]:
+        halves = rng.uniform(-0.05, 0.05, blocks.shape[0]).astype(np.float16)
+        blocks[:, off : off + 2] = halves.view(np.uint8).reshape(-1, 2)
+    return w
+
+
+@needs_avx2
+@pytest.mark.parametrize("impl", ["avx2", "auto"])
+@pytest.mark.parametrize("ncols", [9, 16, 31, 33, 63, 64])
+@pytest.mark.parametrize("qtype", list(XN_HALVES), ids=ids(XN_HALVES))
+def test_many_column_kernel_is_the_single_column_kernel(qtype, ncols, impl):
+    """prefill's many-column kernel (impl auto: its VNNI build where the CPU
+    has one) gives every column the single-column kernel's bits, for blocks of
+    random bytes and column counts that leave partial groups of eight and
+    partial tiles of 32"""
+    n = X4_TYPES[qtype]
+    w = random_block_weights(qtype)
+    x = activations("outliers", ncols, n)
+    y = quants.matmul(w, qtype, x, impl=impl)
+    assert np.isfinite(y).all()
+    acts = [quants.quantize_activations(x[c : c + 1], qtype) for c in range(ncols)]
+    single = np.array(
+        [[quants.vec_dot(w[r], qtype, acts[c], impl=impl) for r in range(ROWS)] for c in range(ncols)],
         dtype=np.float32,
     )
     np.testing.assert_array_equal(y, single)

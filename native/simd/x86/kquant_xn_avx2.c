@@ -12,70 +12,12 @@
  * kernel's, term by term: d * isum [- dmin * imin] with the reference's
  * roundings into lane i % 8 of the block index, those lanes summed in order
  * (lm_kdot_sum_lanes), so every column has the bits of lm_vec_dot_<t>_avx2. */
+#include "simd/x86/kquant_xn_avx2.h"
 #include "quants/kernels.h"
 #include "quants/kquant.h"
 #include "quants/q4_K.h"
 #include "quants/q5_K.h"
 #include "quants/q6_K.h"
-#include "simd/x86/avx2.h"
-
-/* acc's int32 lanes += weight bytes w (the same 4 in every lane) times the
- * activation bytes y; w <= 63, so vpmaddubsw's pairs cannot saturate */
-static inline __m256i xnk_accumulate(__m256i acc, __m256i w, __m256i y) {
-#if defined(LM_VNNI)
-    return LM_DPBUSD(acc, w, y);
-#else
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, y), _mm256_set1_epi16(1)));
-#endif
-}
-
-/* isum[g] += scale * (the dot of `len` (16 or 32) weights from w[first] with
- * the columns' bytes from quad first / 4 of group g's super-block y[g]): the
- * weights are broadcast once for all the groups */
-static inline __attribute__((always_inline)) void xnk_sub_dots(const uint8_t *w, int first, int len, int scale,
-                                                               const __m256i *const *y, int ngroups, __m256i *isum) {
-    __m256i wq[8];
-    for (int q = 0; q < len / 4; q++) {
-        int32_t quad;
-        memcpy(&quad, w + first + 4 * q, 4);
-        wq[q] = _mm256_set1_epi32(quad);
-    }
-    const __m256i sc = _mm256_set1_epi32(scale);
-    for (int g = 0; g < ngroups; g++) {
-        const __m256i *yq = y[g] + first / 4;
-        __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();
-        for (int q = 0; q < len / 4; q += 2) {
-            even = xnk_accumulate(even, wq[q], _mm256_loadu_si256(&yq[q]));
-            odd = xnk_accumulate(odd, wq[q + 1], _mm256_loadu_si256(&yq[q + 1]));
-        }
-        isum[g] = _mm256_add_epi32(isum[g], _mm256_mullo_epi32(_mm256_add_epi32(even, odd), sc));
-    }
-}
-
-/* lanes: sum over the 8 pairs p of the columns' bsums 2p, 2p+1 times the
- * int16 pair (lo[p], hi[p]) */
-static inline __m256i xnk_bsum_dot(const char *blk, const int *lo, const int *hi) {
-    const __m256i *pairs = (const __m256i *)(blk + LM_XNK_BSUMS_OFFSET);
-    __m256i sum = _mm256_setzero_si256();
-    for (int p = 0; p < 8; p++) {
-        const __m256i f = _mm256_set1_epi32((int)(((uint32_t)hi[p] << 16) | ((uint32_t)lo[p] & 0xFFFF)));
-        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_loadu_si256(&pairs[p]), f));
-    }
-    return sum;
-}
-
-/* the lanes' terms summed as lm_kdot_sum_lanes sums its lanes, lane-wise;
- * columns past ncol dropped */
-static void xnk_store(const __m256 acc[][LM_KDOT_LANES], int ncol, float *s, size_t s_stride) {
-    for (int g = 0; g * LM_XN_LANES < ncol; g++) {
-        __m256 sum = _mm256_setzero_ps();
-        for (int l = 0; l < LM_KDOT_LANES; l++) sum = _mm256_add_ps(sum, acc[g][l]);
-        _Alignas(32) float out[LM_XN_LANES];
-        _mm256_store_ps(out, sum);
-        const int lanes = ncol - g * LM_XN_LANES < LM_XN_LANES ? ncol - g * LM_XN_LANES : LM_XN_LANES;
-        for (int c = 0; c < lanes; c++) s[(size_t)(g * LM_XN_LANES + c) * s_stride] = out[c];
-    }
-}
 
 /* ------------------------------------------------------ Q4_K and Q5_K */
 /* super-block x's 256 weights as unsigned bytes in element order, with its
