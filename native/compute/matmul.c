@@ -13,7 +13,11 @@
  * (dotn; simd/x86/legacy_i8_avx2.h, kquant_xn_avx2.c): a weight row meets 32
  * columns per call, a block unpacked once for all of them, no reduction
  * across lanes (2048x2048 by 256 columns, 1 thread: Q4_0 86-89 -> 178-180
- * GFLOP/s, Q4_K 82-89 -> 151; SmolLM2 Q4_0 pp512 about 1.6x). */
+ * GFLOP/s, Q4_K 82-89 -> 151; SmolLM2 Q4_0 pp512 about 1.6x). The float
+ * types F32/F16/BF16 have no few-column kernel: from two columns on (prefill,
+ * speculative verification, decode of several sequences) their columns go
+ * plainly as f32 values through dotn (simd/x86/float_xn_avx2.c), each
+ * column with the one-column dot's bits. */
 #include <stdlib.h>
 #include <string.h>
 

@@ -115,16 +115,18 @@ def test_x4_matches_single_column_kernel(qtype, dist):
 
 
 @needs_avx2
+@pytest.mark.parametrize("impl", ["avx2", "auto"])
 @pytest.mark.parametrize("n", [1, 7, 31, 32, 33, 95, 512, 544, 1537])
 @pytest.mark.parametrize("qtype", FLOAT_TYPES, ids=ids(FLOAT_TYPES))
-def test_float_many_column_kernel_matches_one_column_kernel(qtype, n):
+def test_float_many_column_kernel_matches_one_column_kernel(qtype, n, impl):
     """every n the float types accept: no 32-value step (n < 32), steps and a
-    scalar tail, whole chunks of 512 and a partial one; 1..9, 15 and 64
-    columns (blocks of 8, 4, 2 and 1) and 70 (two column tiles)"""
+    scalar tail, whole chunks of 512 and a partial one; 2..9, 15 and 64
+    columns (blocks of 8, 4, 2 and 1) and 70 (two column tiles), as impl
+    avx2 and as a model runs them (auto)"""
     w = quants.quantize(make("normal", ROWS, n, seed=3), qtype)
     for ncols in [2, 3, 5, 7, 9, 15, 64, 70]:
         x = activations("outliers", ncols, n)
-        y = quants.matmul(w, qtype, x, n_threads=2, impl="avx2")
+        y = quants.matmul(w, qtype, x, n_threads=2, impl=impl)
         acts = [quants.quantize_activations(x[c : c + 1], qtype) for c in range(ncols)]
         single = np.array(
             [[quants.vec_dot(w[r], qtype, acts[c], impl="avx2") for r in range(ROWS)] for c in range(ncols)],
