@@ -14,7 +14,11 @@
  * legacy_i8_avx2.h, kquant_xn_avx2.c, kquant23_xn_avx2.c, iq4_xs_xn_avx2.c): a weight row meets 32
  * columns per call, a block unpacked once for all of them, no reduction
  * across lanes (2048x2048 by 256 columns, 1 thread: Q4_0 86-89 -> 178-180
- * GFLOP/s, Q4_K 82-89 -> 151; SmolLM2 Q4_0 pp512 about 1.6x). */
+ * GFLOP/s, Q4_K 82-89 -> 151; SmolLM2 Q4_0 pp512 about 1.6x). The float
+ * types F32/F16/BF16 have no few-column kernel: from two columns on (prefill,
+ * speculative verification, decode of several sequences) their columns go
+ * plainly as f32 values through dotn (simd/x86/float_xn_avx2.c), each
+ * column with the one-column dot's bits. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,8 +43,10 @@ typedef struct {
     lm_vec_dot_2r2c_fn dot22;   /* 2 rows by 2 columns, bit-identical to dot4; may be NULL */
     lm_vec_dot_x4_fn dotn;      /* 1 row by up to LM_XN_MAX columns, bit-identical to dot4; may be NULL */
     int use_dotn;               /* prefill through dotn: the columns interleaved at xg */
+    int float_cols;             /* dotn of a float type: xg holds plain f32 columns, one per group */
+    int xn_unit;                /* columns per group: LM_XN_LANES, or 1 for float_cols */
     char *xg;
-    size_t group_bytes;
+    size_t group_bytes;         /* bytes from one group of columns at xg to the next */
     lm_from_float_fn from_float;   /* the partner's quantizer for impl (same bytes whichever) */
     const char *w;
     size_t w_row_bytes;
@@ -128,14 +134,29 @@ static void quantize_groups(matmul_job *job, int ith, int nth) {
     }
 }
 
+/* the float types' many-column kernels: each column rounded to the partner
+ * type (the one-column dot's input) and widened back to f32 once, for every
+ * weight row (F32 reads x itself) */
+static void widen_columns(const matmul_job *job, int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; c++) {
+        char *col = job->xq + (size_t)c * job->xq_row_bytes;
+        job->from_float(job->x + c * job->n, col, job->n);
+        job->at->to_float(col, (float *)(job->xg + (size_t)c * job->group_bytes), job->n);
+    }
+}
+
 static void quantize_columns(void *p, int ith, int nth) {
     matmul_job *job = p;
+    int64_t c0, c1;
+    lm_split_range(job->ncols, ith, nth, &c0, &c1);
+    if (job->float_cols) {
+        if (job->xg != (const char *)job->x) widen_columns(job, c0, c1);
+        return;
+    }
     if (job->use_dotn) {
         quantize_groups(job, ith, nth);
         return;
     }
-    int64_t c0, c1;
-    lm_split_range(job->ncols, ith, nth, &c0, &c1);
     const int64_t nb = job->n / job->at->blck_size;
     for (int64_t c = c0; c < c1; c++) {
         char *col = job->xq + (size_t)c * job->xq_row_bytes;
@@ -173,15 +194,28 @@ enum { XN_TILE_R = 16, XN_TILE_C = 32 };
 _Static_assert((int)XN_TILE_C <= (int)LM_XN_MAX && (int)XN_TILE_C % (int)LM_XN_LANES == 0,
                "whole groups, at most LM_XN_MAX columns");
 
+/* The float types' columns are f32 values, 4 bytes each where a Q8 column
+ * has about one: as many columns as fit this many bytes (L1 is 32-48 KiB)
+ * meet each weight row of a tile, at least 4, so a tile's columns stay in L1
+ * while its rows go by (SmolLM2's 576 values: 14 columns). */
+enum { XN_FLOAT_TILE_BYTES = 32 * 1024 };
+
+static int64_t column_tile(const matmul_job *job) {
+    if (!job->float_cols) return XN_TILE_C;
+    const int64_t fit = XN_FLOAT_TILE_BYTES / (int64_t)job->group_bytes;
+    return fit < 4 ? 4 : fit > LM_XN_MAX ? LM_XN_MAX : fit;
+}
+
 static void multiply_rows_xn(const matmul_job *job, int64_t r_begin, int64_t r_end) {
+    const int64_t tile_c = column_tile(job);
     for (int64_t r0 = r_begin; r0 < r_end; r0 += XN_TILE_R) {
         const int64_t r1 = r0 + XN_TILE_R < r_end ? r0 + XN_TILE_R : r_end;
-        for (int64_t c0 = 0; c0 < job->ncols; c0 += XN_TILE_C) {
-            const int ncol = (int)(job->ncols - c0 < XN_TILE_C ? job->ncols - c0 : XN_TILE_C);
+        for (int64_t c0 = 0; c0 < job->ncols; c0 += tile_c) {
+            const int ncol = (int)(job->ncols - c0 < tile_c ? job->ncols - c0 : tile_c);
             for (int64_t r = r0; r < r1; r++)
                 job->dotn(job->n, ncol, &job->y[c0 * job->ldy + r], (size_t)job->ldy,
                           job->w + (size_t)r * job->w_row_bytes,
-                          job->xg + (size_t)(c0 / LM_XN_LANES) * job->group_bytes, job->group_bytes);
+                          job->xg + (size_t)(c0 / job->xn_unit) * job->group_bytes, job->group_bytes);
         }
     }
 }
@@ -241,8 +275,9 @@ static size_t column_bytes(const lm_type_traits *at, int64_t n, int n_scales) {
 }
 
 /* one group of eight interleaved columns for the many-column kernels
- * (partners Q8_0, Q8_1 and Q8_K), 0 for the other partners */
+ * (partners Q8_0, Q8_1 and Q8_K), one f32 column for the float partners */
 static size_t group_bytes(const lm_type_traits *at, int64_t n) {
+    if (lm_type_is_float(at)) return (size_t)n * sizeof(float);
     if (at == lm_get_type_traits(LM_TYPE_Q8_0) || at == lm_get_type_traits(LM_TYPE_Q8_1))
         return (size_t)(n / QK8_0) * LM_XN_BLOCK_BYTES;
     if (at == lm_get_type_traits(LM_TYPE_Q8_K)) return (size_t)(n / QK_K) * LM_XNK_BLOCK_BYTES;
@@ -250,7 +285,8 @@ static size_t group_bytes(const lm_type_traits *at, int64_t n) {
 }
 
 static size_t groups_bytes(const lm_type_traits *at, int64_t n, int64_t ncols) {
-    return (size_t)((ncols + LM_XN_LANES - 1) / LM_XN_LANES) * group_bytes(at, n);
+    const int unit = lm_type_is_float(at) ? 1 : LM_XN_LANES;
+    return (size_t)((ncols + unit - 1) / unit) * group_bytes(at, n);
 }
 
 static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, int64_t ncols) {
@@ -273,9 +309,13 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
     job->w_row_bytes = (size_t)(n / wt->blck_size) * wt->type_size;
     job->n_scales = job->dot4 ? lm_x4_scale_count(wt->vec_dot_type) : 0;
     job->xq_row_bytes = column_bytes(at, n, job->n_scales);
-    /* prefill (more columns than the few-column paths take) through dotn */
+    /* prefill (more columns than the few-column paths take) through dotn;
+     * the float types, which have no few-column kernel, from two columns on
+     * (speculative verification, decode of several sequences) */
     job->group_bytes = group_bytes(at, n);
-    job->use_dotn = job->dotn != NULL && job->group_bytes > 0 && ncols > LM_PAIRED_COLS;
+    job->float_cols = job->dotn != NULL && lm_type_is_float(at) && ncols >= 2;
+    job->xn_unit = job->float_cols ? 1 : LM_XN_LANES;
+    job->use_dotn = job->float_cols || (job->dotn != NULL && job->group_bytes > 0 && ncols > LM_PAIRED_COLS);
     job->rows = rows;
     job->n = n;
     job->ncols = ncols;
@@ -301,6 +341,7 @@ int lm_matmul_into(lm_threadpool *tp, int impl, int type, const void *w, int64_t
     job.x = x;
     job.xq = scratch;
     job.xg = (char *)scratch + job.xq_row_bytes * (size_t)ncols;
+    if (job.float_cols && type == LM_TYPE_F32) job.xg = (char *)x;   /* already the kernel's f32 columns */
     job.y = y;
     job.ldy = ldy;
     lm_threadpool_run(tp, quantize_columns, &job);

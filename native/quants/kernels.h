@@ -80,6 +80,15 @@ void lm_vec_dot_xn_q5_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, con
                              size_t y_stride);
 void lm_vec_dot_xn_q6_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                              size_t y_stride);
+/* and the float weight types' (float_xn_avx2.c): one row by 1..LM_XN_MAX
+ * columns of f32 values, y_stride bytes apart, each column with the bits of
+ * lm_vec_dot_<t>_avx2 on that column in the partner type */
+void lm_vec_dot_xn_f32_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                            size_t y_stride);
+void lm_vec_dot_xn_f16_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                            size_t y_stride);
+void lm_vec_dot_xn_bf16_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
+                             size_t y_stride);
 
 /* The same kernels of the 32-weight formats built with the VNNI byte dot
  * (simd/x86/avx2.h, LM_VNNI): lm_..._<t>_<isa> for isa avxvnni and

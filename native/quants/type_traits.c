@@ -43,6 +43,10 @@ const lm_type_traits *lm_get_type_traits(int type) {
     return &k_traits[type];
 }
 
+int lm_type_is_float(const lm_type_traits *t) {
+    return t == &k_traits[LM_TYPE_F32] || t == &k_traits[LM_TYPE_F16] || t == &k_traits[LM_TYPE_BF16];
+}
+
 /* The SIMD kernels of one type for one instruction set: the single-column
  * dot and its companions, each of which reproduces the dot's bits. */
 typedef struct {
@@ -74,6 +78,9 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
     if (t == &k_traits[LM_TYPE_Q5_K]) k.xn = lm_vec_dot_xn_q5_K_avx2;
     if (t == &k_traits[LM_TYPE_Q6_K]) k.xn = lm_vec_dot_xn_q6_K_avx2;
     if (t == &k_traits[LM_TYPE_IQ4_XS]) k.xn = lm_vec_dot_xn_iq4_xs_avx2;
+    if (t == &k_traits[LM_TYPE_F32]) k.xn = lm_vec_dot_xn_f32_avx2;
+    if (t == &k_traits[LM_TYPE_F16]) k.xn = lm_vec_dot_xn_f16_avx2;
+    if (t == &k_traits[LM_TYPE_BF16]) k.xn = lm_vec_dot_xn_bf16_avx2;
 #undef LM_AVX2_PAIRS
 #endif
     return k;
@@ -164,9 +171,10 @@ lm_vec_dot_x4_fn lm_select_vec_dot_x4(const lm_type_traits *t, int impl) {
     return k.dot ? k.x4 : NULL;
 }
 
+/* the float types' has no few-column kernel beside it: it reproduces the dot */
 lm_vec_dot_x4_fn lm_select_vec_dot_xn(const lm_type_traits *t, int impl) {
     const simd_kernels k = select_kernels(t, impl);
-    return k.dot && k.x4 ? k.xn : NULL;
+    return k.dot && (k.x4 || lm_type_is_float(t)) ? k.xn : NULL;
 }
 
 lm_vec_dot_2r_fn lm_select_vec_dot_2r(const lm_type_traits *t, int impl) {

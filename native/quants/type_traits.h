@@ -103,7 +103,10 @@ enum {
     LM_XNK_BSUMS_OFFSET = LM_XNK_SCALES_OFFSET + LM_XN_LANES * 4,
     LM_XNK_BLOCK_BYTES = LM_XNK_BSUMS_OFFSET + 8 * 32,
 };
+/* The float types' (F32, F16, BF16: lm_type_is_float) take their columns
+ * plainly instead, as f32 values of the partner type, y_stride bytes apart. */
 lm_vec_dot_x4_fn lm_select_vec_dot_xn(const lm_type_traits *t, int impl);
+int lm_type_is_float(const lm_type_traits *t);
 /* the two-by-two kernel matching lm_select_vec_dot_x4(t, impl), or NULL */
 lm_vec_dot_2r2c_fn lm_select_vec_dot_2r2c(const lm_type_traits *t, int impl);
 

@@ -5,9 +5,16 @@ interleaved eight to a vector (lm_vec_dot_xn_<t>, more than 8 columns; 40 and
 70 take two and three column tiles and a partial group of eight, 33 and 63 a
 tile and an odd rest).
 
+The float weight types F32, F16 and BF16 have no few-column kernel: from two
+columns on they go through lm_vec_dot_xn_<t> (float_xn_avx2.c), the columns
+as f32 values of the partner type, eight at a time then 4, 2, 1, in chunks of
+512 values; n = 1000 runs two chunks and a scalar tail of 8 values.
+
 Each column must come out bit-identical to the single-column AVX2 kernel, so a
 matmul's result never depends on how many columns it was given (the x4 kernel
-takes columns 4 at a time, the rest go one by one):
+takes columns 4 at a time, the rest go one by one): speculative decoding at
+temperature 0 verifies k drafted tokens in one call and must give plain
+decoding's tokens.
 
   grouping     matmul of ncols columns == the ncols matmuls of one column each
   kernel       matmul of 4 columns == lm_vec_dot (AVX2) of every row and column
@@ -42,7 +49,11 @@ X4_TYPES = {
     T.IQ4_XS: 2560,
     T.MXFP4: 544,
     T.NVFP4: 576,  # 64-weight blocks
+    T.F32: 1000,
+    T.F16: 1000,
+    T.BF16: 1000,
 }
+FLOAT_TYPES = [T.F32, T.F16, T.BF16]
 ROWS = 19  # not a multiple of matmul's 16-row tiles
 NCOLS = [1, 2, 3, 4, 5, 6, 7, 8, 17, 33, 40, 63, 70]
 DISTS = ["normal", "outliers", "heavy_tails", "all_zero", "tiny", "large", "sparse"]
@@ -102,6 +113,27 @@ def test_x4_matches_single_column_kernel(qtype, dist):
         [[quants.vec_dot(w[r], qtype, acts[c], impl="avx2") for r in range(ROWS)] for c in range(4)], dtype=np.float32
     )
     np.testing.assert_array_equal(y, single)
+
+
+@needs_avx2
+@pytest.mark.parametrize("impl", ["avx2", "auto"])
+@pytest.mark.parametrize("n", [1, 7, 31, 32, 33, 95, 512, 544, 1537])
+@pytest.mark.parametrize("qtype", FLOAT_TYPES, ids=ids(FLOAT_TYPES))
+def test_float_many_column_kernel_matches_one_column_kernel(qtype, n, impl):
+    """every n the float types accept: no 32-value step (n < 32), steps and a
+    scalar tail, whole chunks of 512 and a partial one; 2..9, 15 and 64
+    columns (blocks of 8, 4, 2 and 1) and 70 (two column tiles), as impl
+    avx2 and as a model runs them (auto)"""
+    w = quants.quantize(make("normal", ROWS, n, seed=3), qtype)
+    for ncols in [2, 3, 5, 7, 9, 15, 64, 70]:
+        x = activations("outliers", ncols, n)
+        y = quants.matmul(w, qtype, x, n_threads=2, impl=impl)
+        acts = [quants.quantize_activations(x[c : c + 1], qtype) for c in range(ncols)]
+        single = np.array(
+            [[quants.vec_dot(w[r], qtype, acts[c], impl="avx2") for r in range(ROWS)] for c in range(ncols)],
+            dtype=np.float32,
+        )
+        np.testing.assert_array_equal(y, single, err_msg=f"{ncols} columns")
 
 
 @pytest.mark.parametrize("qtype", list(X4_TYPES), ids=ids(X4_TYPES))

@@ -108,15 +108,35 @@ def test_mixed_batches_equal_each_sequence_alone(tiny, arch, kv_type):
         assert ctx.seq_len(s) == len(toks)
 
 
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q4_K", "Q6_K"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q4_K", "Q6_K", "F16", "BF16"])
 def test_mixed_batches_of_quantized_weights_equal_each_sequence_alone(tiny, qtype):
-    """1..n columns per matmul, so the one- and four-column dots both run"""
+    """1..n columns per matmul, so the one- and four-column dots both run (the
+    float types: the one-column dot and the many-column one, from 2 columns;
+    F32 is the tiny models' default, above)"""
     cfg = replace(for_block(LLAMA, 256 if qtype.endswith("_K") else 32), qtype=qtype)
     model = Model.load(tiny(cfg), n_threads=2)
     seqs = sequences(cfg, seed=1)
     got = run_mixed(mixed_context(model, "f16"), seqs, schedule(LENGTHS, seed=1))
     for s, toks in enumerate(seqs):
         assert np.array_equal(got[s], Context(model, n_ctx=64).eval(toks, all_logits=True)), f"sequence {s}"
+
+
+@pytest.mark.parametrize("qtype", ["F16", "BF16", "F32"])
+def test_float_weights_verify_a_draft_with_plain_decodings_bits(tiny, qtype):
+    """Speculative verification's shape: a prompt, then the next k tokens in
+    one call, equal bit for bit the same tokens decoded one at a time (one
+    column per matmul: the one-column dot; k columns: the many-column one)"""
+    cfg = replace(LLAMA, qtype=qtype, n_embd=72)  # 72: 32-value steps and a tail of 8
+    model = Model.load(tiny(cfg), n_threads=2)
+    (toks,) = sequences(cfg, (21,), seed=4)
+    one_by_one = Context(model, n_ctx=32)
+    one_by_one.eval(toks[:9])
+    plain = np.stack([one_by_one.eval(toks[i : i + 1]) for i in range(9, 21)])
+    for k in (2, 5, 12):
+        ctx = Context(model, n_ctx=32)
+        ctx.eval(toks[:9])
+        verified = np.concatenate([ctx.eval(toks[i : i + k], all_logits=True) for i in range(9, 21, k)])
+        assert np.array_equal(verified, plain[: len(verified)]), f"{k} at a time"
 
 
 def test_only_the_logits_asked_for_come_back_in_batch_order(tiny):
