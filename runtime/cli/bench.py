@@ -218,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         from lamina.cli import bench_spec
 
         return bench_spec.main(argv)
-    ap = argparse.ArgumentParser(prog="lamina bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="lamina bench",
+        description=__doc__.split("\n\n")[0],
+        epilog="lamina bench --spec lookup|draft:FILE [--help]: decode speed with and without speculative decoding",
+    )
     ap.add_argument("-m", "--model", default=None, help="GGUF path or known model name (default model if none)")
     ap.add_argument("-p", "--n-prompt", type=int, default=512)
     ap.add_argument("-n", "--n-gen", type=int, default=128)
