@@ -32,54 +32,6 @@ LM_BLOCK_TYPES(LM_DECLARE_KERNELS)
 
 #undef LM_DECLARE_KERNELS
 
-/* AVX2 two-row dots of the 32-value formats (simd/x86/legacy_i8_avx2.h;
- * IQ4_NL's too, simd/x86/iq4_nl_avx2.c):
- * rows x and x + x_stride bytes with one activation column, each with the
- * bits of lm_vec_dot_<t>_avx2; lm_select_vec_dot_2r picks them */
-void lm_vec_dot_2r_iq4_nl_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
-void lm_vec_dot_2r_q4_0_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
-void lm_vec_dot_2r_q4_1_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
-void lm_vec_dot_2r_q5_0_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
-void lm_vec_dot_2r_q5_1_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
-void lm_vec_dot_2r_q8_0_avx2(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
-/* and two rows by two columns, each result with the bits of lm_vec_dot_x4_<t>_avx2 */
-void lm_vec_dot_2r2c_iq4_nl_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
-                                 size_t y_stride);
-void lm_vec_dot_2r2c_q4_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
-                               size_t y_stride);
-void lm_vec_dot_2r2c_q4_1_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
-                               size_t y_stride);
-void lm_vec_dot_2r2c_q5_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
-                               size_t y_stride);
-void lm_vec_dot_2r2c_q5_1_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
-                               size_t y_stride);
-void lm_vec_dot_2r2c_q8_0_avx2(int64_t n, float *s, size_t s_stride, const void *x, size_t x_stride, const void *y,
-                               size_t y_stride);
-/* and one row by up to LM_XN_MAX columns (legacy_i8_avx2.h) */
-void lm_vec_dot_xn_iq4_nl_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
-                               size_t y_stride);
-void lm_vec_dot_xn_q4_0_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
-                             size_t y_stride);
-void lm_vec_dot_xn_q4_1_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
-                             size_t y_stride);
-void lm_vec_dot_xn_q5_1_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
-                             size_t y_stride);
-void lm_vec_dot_xn_q5_0_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
-                             size_t y_stride);
-void lm_vec_dot_xn_q8_0_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
-                             size_t y_stride);
-void lm_vec_dot_xn_q2_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
-                             size_t y_stride);
-void lm_vec_dot_xn_q3_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
-                             size_t y_stride);
-void lm_vec_dot_xn_iq4_xs_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
-                               size_t y_stride);
-void lm_vec_dot_xn_q4_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
-                             size_t y_stride);
-void lm_vec_dot_xn_q5_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
-                             size_t y_stride);
-void lm_vec_dot_xn_q6_K_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
-                             size_t y_stride);
 /* and the float weight types' (float_xn_avx2.c): one row by 1..LM_XN_MAX
  * columns of f32 values, y_stride bytes apart, each column with the bits of
  * lm_vec_dot_<t>_avx2 on that column in the partner type */
@@ -90,10 +42,18 @@ void lm_vec_dot_xn_f16_avx2(int64_t n, int ncol, float *s, size_t s_stride, cons
 void lm_vec_dot_xn_bf16_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                              size_t y_stride);
 
-/* The same kernels of the 32-weight formats built with the VNNI byte dot
- * (simd/x86/avx2.h, LM_VNNI): lm_..._<t>_<isa> for isa avxvnni and
- * avx512vnni, each with the bits of its _avx2 twin; lm_select_* picks them
- * where the CPU runs them (simd/cpu_features.h) */
+/* The 32-weight formats of simd/x86/legacy_i8_avx2.h (IQ4_NL's and MXFP4's
+ * too, their 4-bit indices looked up): LM_I8_TYPES(X) lists them. Per ISA
+ * (avx2; avxvnni and avx512vnni, the VNNI byte dot, simd/x86/avx2.h LM_VNNI):
+ * the one-row dot, the two-row dot (rows x and x + x_stride bytes with one
+ * activation column), the two-to-four-column and two-rows-by-two-columns
+ * dots, and one row by up to LM_XN_MAX columns (prefill), every result with
+ * the bits of the one-row dot; lm_select_* picks them where the CPU runs them
+ * (simd/cpu_features.h). The k-quants and IQ4_XS have the many-column one
+ * (kquant_xn_avx2.c, kquant23_xn_avx2.c, iq4_xs_xn_avx2.c). */
+#define LM_I8_TYPES(X) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) X(iq4_nl) X(mxfp4)
+#define LM_XNK_TYPES(X) X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K) X(iq4_xs)
+
 #define LM_DECLARE_VNNI_ROWS(t, isa)                                                \
     void lm_vec_dot_##t##_##isa(int64_t n, float *s, const void *x, const void *y); \
     void lm_vec_dot_2r_##t##_##isa(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
@@ -107,33 +67,26 @@ void lm_vec_dot_xn_bf16_avx2(int64_t n, int ncol, float *s, size_t s_stride, con
 #define LM_DECLARE_VNNI_XN(t, isa)                                                                               \
     void lm_vec_dot_xn_##t##_##isa(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y, \
                                    size_t y_stride);
-#define LM_DECLARE_VNNI(isa)           \
-    LM_DECLARE_VNNI_ROWS(q4_0, isa)    \
-    LM_DECLARE_VNNI_ROWS(q4_1, isa)    \
-    LM_DECLARE_VNNI_ROWS(q5_0, isa)    \
-    LM_DECLARE_VNNI_ROWS(q5_1, isa)    \
-    LM_DECLARE_VNNI_ROWS(q8_0, isa)    \
-    LM_DECLARE_VNNI_ROWS(iq4_nl, isa)  \
-    LM_DECLARE_VNNI_PAIRS(q4_0, isa)   \
-    LM_DECLARE_VNNI_PAIRS(q4_1, isa)   \
-    LM_DECLARE_VNNI_PAIRS(q5_0, isa)   \
-    LM_DECLARE_VNNI_PAIRS(q8_0, isa)   \
-    LM_DECLARE_VNNI_PAIRS(q5_1, isa)   \
-    LM_DECLARE_VNNI_PAIRS(iq4_nl, isa) \
-    LM_DECLARE_VNNI_XN(q4_0, isa)      \
-    LM_DECLARE_VNNI_XN(q4_1, isa)      \
-    LM_DECLARE_VNNI_XN(q5_1, isa)      \
-    LM_DECLARE_VNNI_XN(q5_0, isa)      \
-    LM_DECLARE_VNNI_XN(q8_0, isa)      \
-    LM_DECLARE_VNNI_XN(iq4_nl, isa)    \
-    LM_DECLARE_VNNI_XN(q2_K, isa)      \
-    LM_DECLARE_VNNI_XN(q3_K, isa)      \
-    LM_DECLARE_VNNI_XN(q4_K, isa)      \
-    LM_DECLARE_VNNI_XN(q5_K, isa)      \
-    LM_DECLARE_VNNI_XN(q6_K, isa)      \
-    LM_DECLARE_VNNI_XN(iq4_xs, isa)
-LM_DECLARE_VNNI(avxvnni)
-LM_DECLARE_VNNI(avx512vnni)
+/* the ISA comes from LM_DECLARE_ISA, expanded one level down (## would not expand it) */
+#define LM_DECLARE_I8_(t, isa) LM_DECLARE_VNNI_ROWS(t, isa) LM_DECLARE_VNNI_PAIRS(t, isa) LM_DECLARE_VNNI_XN(t, isa)
+#define LM_DECLARE_I8(t) LM_DECLARE_I8_(t, LM_DECLARE_ISA)
+#define LM_DECLARE_XNK_(t, isa) LM_DECLARE_VNNI_XN(t, isa)
+#define LM_DECLARE_XNK(t) LM_DECLARE_XNK_(t, LM_DECLARE_ISA)
+#define LM_DECLARE_VNNI LM_I8_TYPES(LM_DECLARE_I8) LM_XNK_TYPES(LM_DECLARE_XNK)
+
+#define LM_DECLARE_ISA avx2
+LM_DECLARE_VNNI
+#undef LM_DECLARE_ISA
+#define LM_DECLARE_ISA avxvnni
+LM_DECLARE_VNNI
+#undef LM_DECLARE_ISA
+#define LM_DECLARE_ISA avx512vnni
+LM_DECLARE_VNNI
+#undef LM_DECLARE_ISA
+#undef LM_DECLARE_I8_
+#undef LM_DECLARE_I8
+#undef LM_DECLARE_XNK_
+#undef LM_DECLARE_XNK
 #undef LM_DECLARE_VNNI
 #undef LM_DECLARE_VNNI_ROWS
 #undef LM_DECLARE_VNNI_X4

@@ -72,6 +72,7 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
     LM_AVX2_PAIRS(Q5_1, q5_1)
     LM_AVX2_PAIRS(Q8_0, q8_0)
     LM_AVX2_PAIRS(IQ4_NL, iq4_nl)
+    LM_AVX2_PAIRS(MXFP4, mxfp4)
     if (t == &k_traits[LM_TYPE_Q2_K]) k.xn = lm_vec_dot_xn_q2_K_avx2;
     if (t == &k_traits[LM_TYPE_Q3_K]) k.xn = lm_vec_dot_xn_q3_K_avx2;
     if (t == &k_traits[LM_TYPE_Q4_K]) k.xn = lm_vec_dot_xn_q4_K_avx2;
@@ -98,7 +99,8 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
     LM_VNNI_ROW(Q5_1, q5_1, lm_vec_dot_x4_q5_1_##isa, lm_vec_dot_2r2c_q5_1_##isa, lm_vec_dot_xn_q5_1_##isa, isa)      \
     LM_VNNI_ROW(Q8_0, q8_0, lm_vec_dot_x4_q8_0_##isa, lm_vec_dot_2r2c_q8_0_##isa, lm_vec_dot_xn_q8_0_##isa, isa)      \
     LM_VNNI_ROW(IQ4_NL, iq4_nl, lm_vec_dot_x4_iq4_nl_##isa, lm_vec_dot_2r2c_iq4_nl_##isa, lm_vec_dot_xn_iq4_nl_##isa, \
-                isa)
+                isa)                                                                                                  \
+    LM_VNNI_ROW(MXFP4, mxfp4, lm_vec_dot_x4_mxfp4_##isa, lm_vec_dot_2r2c_mxfp4_##isa, lm_vec_dot_xn_mxfp4_##isa, isa)
 
 /* the k-quants and IQ4_XS: their AVX2 kernels, with the VNNI build of the many-column one */
 #define LM_VNNI_XNK(ID, t_, isa)           \

@@ -25,7 +25,7 @@ from support.distributions import make
 
 pytestmark = pytest.mark.skipif(not lib.lm_cpu_has_vnni(), reason="CPU lacks AVX-VNNI: its kernels cannot run")
 
-TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL]
+TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.MXFP4]
 # the Q8_K formats whose many-column (prefill) kernel has VNNI builds
 XN_KQUANTS = [T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS]
 N = 544  # 17 blocks
@@ -37,6 +37,9 @@ def random_bytes_weights(qtype, rng):
     """raw random blocks with finite, moderate scales (d, and m where the type has one)"""
     w = rng.integers(0, 256, size=(ROWS, quants.row_bytes(qtype, N)), dtype=np.uint8)
     blocks = w.reshape(ROWS, -1, quants.block_bytes(qtype))
+    if qtype == T.MXFP4:  # the E8M0 exponent byte leads the block
+        blocks[:, :, 0] = rng.integers(118, 138, size=blocks.shape[:2])
+        return w
     n_halves = 2 if qtype in (T.Q4_1, T.Q5_1) else 1  # d (and m) lead the block
     scales = rng.uniform(-0.05, 0.05, size=blocks.shape[:2] + (n_halves,)).astype(np.float16)
     blocks[:, :, : 2 * n_halves] = scales.view(np.uint8).reshape(blocks.shape[:2] + (2 * n_halves,))

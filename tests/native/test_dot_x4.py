@@ -150,7 +150,7 @@ def test_scalar_matmul_is_the_reference_dot(qtype):
     np.testing.assert_array_equal(y, ref)
 
 
-TWO_ROW_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL]
+TWO_ROW_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL, T.MXFP4]
 
 
 @needs_avx2
@@ -191,19 +191,22 @@ XN_HALVES = {
     T.Q5_K: [0, 2],
     T.Q6_K: [208],
     T.IQ4_XS: [0],
+    T.MXFP4: [],  # its scale is the E8M0 exponent byte at offset 0
 }
 
 
 def random_block_weights(qtype):
     """random bytes: every quant and sub-block scale value (Q3_K's -32 scale
     with its -4 weight, Q2_K's 15 x 3), with the fp16 fields set to moderate
-    values of either sign"""
+    values of either sign (MXFP4's exponents to moderate powers of two)"""
     rng = np.random.default_rng(int(qtype))
     w = rng.integers(0, 256, (ROWS, quants.row_bytes(qtype, X4_TYPES[qtype])), dtype=np.uint8)
     blocks = w.reshape(-1, quants.block_bytes(qtype))
     for off in XN_HALVES[qtype]:
         halves = rng.uniform(-0.05, 0.05, blocks.shape[0]).astype(np.float16)
         blocks[:, off : off + 2] = halves.view(np.uint8).reshape(-1, 2)
+    if qtype == T.MXFP4:
+        blocks[:, 0] = rng.integers(118, 138, blocks.shape[0])  # 2^-10 .. 2^9
     return w
 
 

@@ -9,6 +9,9 @@
  *   LM_I8_SIGNED       1 where the unsigned bytes would saturate vpmaddubsw
  *                      (Q8_0 without VNNI: the sign trick instead), else 0
  *   lm_i8_ubytes(x)    block x's 32 weights as bytes: q + bias (signed q where LM_I8_SIGNED)
+ * and, where the block scale is not an fp16 field d (MXFP4's E8M0 exponent e),
+ *   LM_I8_SCALE(x)     block x's scale as a float
+ *   lm_i8_scales(x, m) the scales of m <= 8 blocks from x, as floats (0 past m)
  * and gets lm_vec_dot_<t>, lm_vec_dot_2r_<t>, lm_vec_dot_x4_<t>,
  * lm_vec_dot_2r2c_<t> and lm_vec_dot_xn_<t> for the build at hand (LM_SIMD_FN).
  *
@@ -60,6 +63,11 @@ static inline __m256 lm_i8_block_scales(const void *first, size_t stride, int m)
     for (int b = 0; b < m; b++) memcpy(&h[b], p + (size_t)b * stride, sizeof(lm_half));
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
 }
+
+#ifndef LM_I8_SCALE
+#define LM_I8_SCALE(x) lm_half_f32((x)->d)
+static inline __m256 lm_i8_scales(const LM_I8_BLOCK *x, int m) { return lm_i8_block_scales(&x->d, sizeof *x, m); }
+#endif
 
 /* 8 floats (or ints) from p, 0 past m */
 static inline __m256 lm_i8_load_ps(const float *p, int m) {
@@ -121,7 +129,7 @@ typedef struct {
 
 LM_X4_INLINE void lm_i8_unpack(const LM_I8_BLOCK *x, int m, lm_i8_weights *wt) {
     for (int b = 0; b < LM_I8_GROUP; b++) wt->w[b] = b < m ? lm_i8_ubytes(&x[b]) : _mm256_setzero_si256();
-    wt->d = lm_i8_block_scales(&x[0].d, sizeof(LM_I8_BLOCK), m);
+    wt->d = lm_i8_scales(x, m);
 #if LM_I8_MIN
     wt->m = lm_i8_block_scales(&x[0].m, sizeof(LM_I8_BLOCK), m);
 #endif
@@ -292,7 +300,7 @@ void LM_I8_FN(lm_vec_dot_xn_)(int64_t n, int ncol, float *s, size_t s_stride, co
         _mm256_store_si256((__m256i *)quads, lm_i8_ubytes(&x[i]));
         __m256i w[8];
         for (int k = 0; k < 8; k++) w[k] = _mm256_set1_epi32(quads[k]);
-        const __m256 xd = _mm256_set1_ps(lm_half_f32(x[i].d));
+        const __m256 xd = _mm256_set1_ps(LM_I8_SCALE(&x[i]));
 #if LM_I8_MIN
         const __m256 xm = _mm256_set1_ps(lm_half_f32(x[i].m));
 #endif
