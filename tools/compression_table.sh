@@ -8,13 +8,14 @@
 # Knobs (env): CHUNKS (perplexity chunks of 512, default 4), DISTILL_STEPS (default 10),
 # ROWS / BENCH_ROWS (the rows scored / benchmarked, default all), COMPRESS_ONLY=1 (cut, do not score),
 # REPS (bench repetitions, default 1), THREADS (default 2), CALIB (compress calibration flags,
-# default 8 windows of 128 tokens).
+# default 8 windows of 128 tokens), DROP_LAYERS (layers the drop rows remove, default 8; the rows
+# are named drop<N>..., e.g. drop6-ffn075 with DROP_LAYERS=6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hf=${1:-$HOME/.cache/lamina/hf/smollm2-135m-instruct}
 work=${2:-/tmp/lamina-compress}
 chunks=${CHUNKS:-4} steps=${DISTILL_STEPS:-10} reps=${REPS:-1} threads=${THREADS:-2}
-calib=${CALIB:---nsamples 8 --seqlen 128}
+calib=${CALIB:---nsamples 8 --seqlen 128} drop=${DROP_LAYERS:-8}
 mkdir -p "$work"
 lamina() { python -m lamina "$@"; }
 
@@ -69,7 +70,8 @@ print(round(get(512, 0), 1), round(get(0, 128), 1))")
   fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$ppl" "$kld" "$mb" "$pp" "$tg" | tee -a "$work/results.tsv"
 }
-[ -n "${COMPRESS_ONLY:-}" ] || printf 'step\tPPL\tKLD\tMB\tpp512\ttg128\n' > "$work/results.tsv"
+# appended to, so a resumed run keeps the rows an earlier one scored
+[ -n "${COMPRESS_ONLY:-}" ] || [ -f "$work/results.tsv" ] || printf 'step\tPPL\tKLD\tMB\tpp512\ttg128\n' > "$work/results.tsv"
 want() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
 row() { if want "$1"; then score "$1"; fi; }
 # IQ3_S with and without the importance matrix, made only when their rows are wanted
@@ -79,9 +81,9 @@ if want iq3_s-imatrix && [ ! -f "$work/iq3_s-imatrix.gguf" ]; then
 fi
 if [ -z "${COMPRESS_ONLY:-}" ]; then for name in f16 q4_k_m q4_k_m-imatrix iq3_s iq3_s-imatrix; do row "$name"; done; fi
 # the f16 model's log-probs over the calibration text (40 chunks of 128), saved by llama.cpp's
-# llama-perplexity: the teacher of the drop8-kldbase row (made only when that row is wanted)
+# llama-perplexity: the teacher of the drop<N>-kldbase row (made only when that row is wanted)
 llama_bin=${LLAMA_BIN:-$HOME/.cache/lamina/llama.cpp/build/bin}
-if want drop8-kldbase && [ ! -f "$work/calib-llama.kld" ]; then
+if want "drop$drop-kldbase" && [ ! -f "$work/calib-llama.kld" ]; then
   "$llama_bin/llama-perplexity" -m "$f16" -f "$work/calib.txt" -c 128 --chunks 40 -t "$threads" \
     --kl-divergence-base "$work/calib-llama.kld" > /dev/null 2>&1
 fi
@@ -101,12 +103,12 @@ magnitude50 - --sparsity 0.5 --method magnitude
 wanda50 q4 --sparsity 0.5 --method wanda
 sparsegpt50 - --sparsity 0.5 --method sparsegpt
 wanda24 q4 --nm 2:4 --method wanda
-drop8 - --prune-layers 8
+drop$drop - --prune-layers $drop
 ffn075 - --ffn-keep 0.75
-drop8-ffn075 q4 --prune-layers 8 --ffn-keep 0.75
-drop8-distill - --prune-layers 8 --distill --distill-steps $steps --distill-batch 2 --distill-seqlen 128 --distill-lr 2e-4
-drop8-ffn075-distill q4 --prune-layers 8 --ffn-keep 0.75 --distill --distill-steps $steps --distill-batch 2 --distill-seqlen 128 --distill-lr 2e-4
+drop$drop-ffn075 q4 --prune-layers $drop --ffn-keep 0.75
+drop$drop-distill - --prune-layers $drop --distill --distill-steps $steps --distill-batch 2 --distill-seqlen 128 --distill-lr 2e-4
+drop$drop-ffn075-distill q4 --prune-layers $drop --ffn-keep 0.75 --distill --distill-steps $steps --distill-batch 2 --distill-seqlen 128 --distill-lr 2e-4
 heads067 - --heads-keep 0.67
-drop8-kldbase - --prune-layers 8 --distill --teacher-kld-base $work/calib-llama.kld --distill-steps $steps --distill-batch 2 --distill-lr 2e-4
-drop8-seqkd - --prune-layers 8 --distill-seq 32 --distill-seq-tokens 96 --distill-steps $steps --distill-batch 2 --distill-lr 2e-4
+drop$drop-kldbase - --prune-layers $drop --distill --teacher-kld-base $work/calib-llama.kld --distill-steps $steps --distill-batch 2 --distill-lr 2e-4
+drop$drop-seqkd - --prune-layers $drop --distill-seq 32 --distill-seq-tokens 96 --distill-steps $steps --distill-batch 2 --distill-lr 2e-4
 ROWS_EOF
