@@ -28,11 +28,21 @@ f16=$work/f16.gguf
 [ -f "$f16" ] || lamina convert "$hf" --f16 -o "$f16" --quiet --threads "$threads"
 [ -f "$work/f16.kld" ] || lamina perplexity -m "$f16" -f "$work/heldout.txt" --chunks "$chunks" \
   --kl-divergence-base "$work/f16.kld" -t "$threads" > "$work/f16.ppl.txt"
-[ -f "$work/imatrix.gguf" ] || lamina imatrix -m "$f16" -f "$work/calib.txt" --chunks 20 \
-  -o "$work/imatrix.gguf" -t "$threads" > /dev/null
-[ -f "$work/q4_k_m.gguf" ] || lamina quantize "$f16" "$work/q4_k_m.gguf" q4_k_m --quiet
-[ -f "$work/q4_k_m-imatrix.gguf" ] || lamina quantize --imatrix "$work/imatrix.gguf" "$f16" \
-  "$work/q4_k_m-imatrix.gguf" q4_k_m --quiet
+want() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
+# the quantized originals and the importance matrix, made only when their rows are wanted (so copies of
+# this script run alongside with disjoint ROWS, or COMPRESS_ONLY=1, do not compute them twice)
+quant() { [ -z "${COMPRESS_ONLY:-}" ] && want "$1"; }
+if { quant q4_k_m-imatrix || quant iq3_s-imatrix; } && [ ! -f "$work/imatrix.gguf" ]; then
+  lamina imatrix -m "$f16" -f "$work/calib.txt" --chunks 20 -o "$work/imatrix.gguf" -t "$threads" > /dev/null
+fi
+if quant q4_k_m && [ ! -f "$work/q4_k_m.gguf" ]; then lamina quantize "$f16" "$work/q4_k_m.gguf" q4_k_m --quiet; fi
+if quant q4_k_m-imatrix && [ ! -f "$work/q4_k_m-imatrix.gguf" ]; then
+  lamina quantize --imatrix "$work/imatrix.gguf" "$f16" "$work/q4_k_m-imatrix.gguf" q4_k_m --quiet
+fi
+if quant iq3_s && [ ! -f "$work/iq3_s.gguf" ]; then lamina quantize "$f16" "$work/iq3_s.gguf" iq3_s --quiet; fi
+if quant iq3_s-imatrix && [ ! -f "$work/iq3_s-imatrix.gguf" ]; then
+  lamina quantize --imatrix "$work/imatrix.gguf" "$f16" "$work/iq3_s-imatrix.gguf" iq3_s --quiet
+fi
 
 # compress NAME FLAGS...: OUT=$work/NAME, its f16 GGUF and a plain q4_k_m of it (the original's
 # imatrix does not fit a cut model's tensors)
@@ -72,13 +82,7 @@ print(round(get(512, 0), 1), round(get(0, 128), 1))")
 }
 # appended to, so a resumed run keeps the rows an earlier one scored
 [ -n "${COMPRESS_ONLY:-}" ] || [ -f "$work/results.tsv" ] || printf 'step\tPPL\tKLD\tMB\tpp512\ttg128\n' > "$work/results.tsv"
-want() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
 row() { if want "$1"; then score "$1"; fi; }
-# IQ3_S with and without the importance matrix, made only when their rows are wanted
-if want iq3_s && [ ! -f "$work/iq3_s.gguf" ]; then lamina quantize "$f16" "$work/iq3_s.gguf" iq3_s --quiet; fi
-if want iq3_s-imatrix && [ ! -f "$work/iq3_s-imatrix.gguf" ]; then
-  lamina quantize --imatrix "$work/imatrix.gguf" "$f16" "$work/iq3_s-imatrix.gguf" iq3_s --quiet
-fi
 if [ -z "${COMPRESS_ONLY:-}" ]; then for name in f16 q4_k_m q4_k_m-imatrix iq3_s iq3_s-imatrix; do row "$name"; done; fi
 # the f16 model's log-probs over the calibration text (40 chunks of 128), saved by llama.cpp's
 # llama-perplexity: the teacher of the drop<N>-kldbase row (made only when that row is wanted)
