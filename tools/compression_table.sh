@@ -9,7 +9,8 @@
 # ROWS / BENCH_ROWS (the rows scored / benchmarked, default all), COMPRESS_ONLY=1 (cut, do not score),
 # REPS (bench repetitions, default 1), THREADS (default 2), CALIB (compress calibration flags,
 # default 8 windows of 128 tokens), DROP_LAYERS (layers the drop rows remove, default 8; the rows
-# are named drop<N>..., e.g. drop6-ffn075 with DROP_LAYERS=6).
+# are named drop<N>..., e.g. drop6-ffn075 with DROP_LAYERS=6), BENCH_ONLY=1 (only time the BENCH_ROWS,
+# PPL and KLD left as '-': speeds re-measured on a quieter host without the perplexity runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hf=${1:-$HOME/.cache/lamina/hf/smollm2-135m-instruct}
@@ -26,7 +27,8 @@ tail -n +"$((cut_at + 1))" tests/data/alice29.txt > "$work/heldout.txt"
 
 f16=$work/f16.gguf
 [ -f "$f16" ] || lamina convert "$hf" --f16 -o "$f16" --quiet --threads "$threads"
-[ -f "$work/f16.kld" ] || lamina perplexity -m "$f16" -f "$work/heldout.txt" --chunks "$chunks" \
+if [ -n "${BENCH_ONLY:-}" ]; then ROWS=${ROWS:-${BENCH_ROWS:?BENCH_ONLY=1 needs BENCH_ROWS}}; fi
+[ -f "$work/f16.kld" ] || [ -n "${BENCH_ONLY:-}" ] || lamina perplexity -m "$f16" -f "$work/heldout.txt" --chunks "$chunks" \
   --kl-divergence-base "$work/f16.kld" -t "$threads" > "$work/f16.ppl.txt"
 want() { [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]]; }
 # the quantized originals and the importance matrix, made only when their rows are wanted (so copies of
@@ -66,8 +68,11 @@ compress() {
 score() {  # score NAME: one TSV row
   local name=$1 g=$work/$1.gguf
   local ppl kld mb pp tg
-  read -r ppl kld < <(lamina perplexity -m "$g" --kl-divergence-base "$work/f16.kld" --kl-divergence --chunks "$chunks" \
-    -t "$threads" --json 2>/dev/null | tail -1 | python -c "import json,sys; d=json.load(sys.stdin); print(round(d['ppl'], 3), round(d['kld'], 4))")
+  ppl=- kld=-
+  if [ -z "${BENCH_ONLY:-}" ]; then
+    read -r ppl kld < <(lamina perplexity -m "$g" --kl-divergence-base "$work/f16.kld" --kl-divergence --chunks "$chunks" \
+      -t "$threads" --json 2>/dev/null | tail -1 | python -c "import json,sys; d=json.load(sys.stdin); print(round(d['ppl'], 3), round(d['kld'], 4))")
+  fi
   mb=$(python -c "import os; print(round(os.path.getsize(os.path.realpath('$g')) / 1e6, 1))")
   pp=- tg=-
   if [ -z "${BENCH_ROWS:-}" ] || [[ " $BENCH_ROWS " == *" $name "* ]]; then
