@@ -244,6 +244,8 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
                 say,
                 text=text,
                 n_threads=plan.threads,
+                # only zeros this run made are a pattern to keep: a dequantized checkpoint has incidental ones
+                keep_zeros=plan.sparsity is not None,
             )
             state = ModelState.load(hf_out)
         else:

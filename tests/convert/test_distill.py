@@ -115,3 +115,25 @@ def test_compress_holds_no_pruned_model_in_memory_while_distilling(
     res = run(plan, Encoder(1))
     assert live == [0] and pruned == [0]
     assert res.n_params_after < res.n_params_before and res.gguf.path.is_file()
+    assert res.zero_fraction == pytest.approx(0.5, abs=0.01)  # the pruned zeros survived healing
+
+
+def test_compress_distill_trains_a_dense_checkpoints_incidental_zeros(teacher_student, tmp_path: Path) -> None:
+    """A checkpoint dequantized from a K-quant holds exact zeros (about 5% of
+    Qwen2.5-Coder-0.5B's linears): without --sparsity they are weights like any
+    other, not a pattern to keep, so healing moves them."""
+    from lamina.convert.encode import Encoder
+    from lamina.convert.prune.pipeline import CompressPlan, run
+
+    teacher, _ = teacher_student
+    state = ModelState.load(teacher)
+    name = "model.layers.0.mlp.up_proj.weight"
+    state.tensors[name][:, :4] = 0.0  # [n_ff, n_embd]: incidental zeros
+    dense = state.save(tmp_path / "dense")
+    calib = tmp_path / "calib.txt"
+    calib.write_text(" ".join(f"word{i % 97}" for i in range(600)))
+    settings = DistillSettings(steps=2, lr=3e-3, batch=2, seqlen=16)
+    plan = CompressPlan(dense, tmp_path / "out", calib, drop=[1], distill=settings, nsamples=2, seqlen=16)
+    res = run(plan, Encoder(1))
+    w = ModelState.load(res.hf_out).tensors[name]
+    assert np.count_nonzero(w[:, :4]) > 0.9 * w[:, :4].size
