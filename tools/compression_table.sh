@@ -5,7 +5,7 @@
 # Calibration (imatrix, pruning, distillation) uses the first part of the text only.
 #   tools/compression_table.sh [HF_DIR] [WORK_DIR]      (defaults: SmolLM2-135M, /tmp/lamina-compress)
 # Steps whose outputs exist are not redone; results go to WORK_DIR/results.tsv.
-# Knobs (env): CHUNKS (perplexity chunks of 512, default 4), DISTILL_STEPS (default 10),
+# Knobs (env): CHUNKS (perplexity chunks of 512, default 4), DISTILL_STEPS (default 10), DISTILL_LR (default 2e-4),
 # ROWS / BENCH_ROWS (the rows scored / benchmarked, default all), COMPRESS_ONLY=1 (cut, do not score),
 # REPS (bench repetitions, default 1), THREADS (default 2), CALIB (compress calibration flags,
 # default 8 windows of 128 tokens), DROP_LAYERS (layers the drop rows remove, default 8; the rows
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 hf=${1:-$HOME/.cache/lamina/hf/smollm2-135m-instruct}
 work=${2:-/tmp/lamina-compress}
-chunks=${CHUNKS:-4} steps=${DISTILL_STEPS:-10} reps=${REPS:-1} threads=${THREADS:-2}
+chunks=${CHUNKS:-4} steps=${DISTILL_STEPS:-10} lr=${DISTILL_LR:-2e-4} reps=${REPS:-1} threads=${THREADS:-2}
 calib=${CALIB:---nsamples 8 --seqlen 128} drop=${DROP_LAYERS:-8}
 mkdir -p "$work"
 lamina() { python -m lamina "$@"; }
@@ -115,9 +115,9 @@ wanda24 q4 --nm 2:4 --method wanda
 drop$drop - --prune-layers $drop
 ffn075 - --ffn-keep 0.75
 drop$drop-ffn075 q4 --prune-layers $drop --ffn-keep 0.75
-drop$drop-distill - --prune-layers $drop --distill --distill-steps $steps --distill-batch 2 --distill-seqlen 128 --distill-lr 2e-4
-drop$drop-ffn075-distill q4 --prune-layers $drop --ffn-keep 0.75 --distill --distill-steps $steps --distill-batch 2 --distill-seqlen 128 --distill-lr 2e-4
+drop$drop-distill - --prune-layers $drop --distill --distill-steps $steps --distill-batch 2 --distill-seqlen 128 --distill-lr $lr
+drop$drop-ffn075-distill q4 --prune-layers $drop --ffn-keep 0.75 --distill --distill-steps $steps --distill-batch 2 --distill-seqlen 128 --distill-lr $lr
 heads067 - --heads-keep 0.67
-drop$drop-kldbase - --prune-layers $drop --distill --teacher-kld-base $work/calib-llama.kld --distill-steps $steps --distill-batch 2 --distill-lr 2e-4
-drop$drop-seqkd - --prune-layers $drop --distill-seq 32 --distill-seq-tokens 96 --distill-steps $steps --distill-batch 2 --distill-lr 2e-4
+drop$drop-kldbase - --prune-layers $drop --distill --teacher-kld-base $work/calib-llama.kld --distill-steps $steps --distill-batch 2 --distill-lr $lr
+drop$drop-seqkd - --prune-layers $drop --distill-seq 32 --distill-seq-tokens 96 --distill-steps $steps --distill-batch 2 --distill-lr $lr
 ROWS_EOF
