@@ -15,7 +15,10 @@ Two losses, either or both summed at every step (loss.py):
 The student is transformers' *ForCausalLM in float32 on the CPU (or the
 first CUDA device when there is one); AdamW on every student parameter. Weights that are exactly zero in the
 student when training starts (unstructured / N:M pruning) stay zero: their
-mask is applied after every step, so healing never undoes the sparsity.
+mask is applied after every step, so healing never undoes the sparsity
+(keep_zeros=False for a dense student: `lamina compress` passes it when it
+made no zeros, since a checkpoint dequantized from a K-quant has incidental
+ones, about 5% of Qwen2.5-Coder-0.5B's linears, that should train).
 
 Checkpoints: every `checkpoint_every` steps work_dir/checkpoint.pt holds the
 student, the optimizer, the step and the settings (temp file + rename); a
@@ -102,10 +105,13 @@ def distill(
     console: Console | None = None,
     text: TeacherText | None = None,
     n_threads: int | None = None,
+    keep_zeros: bool = True,
 ) -> list[str]:
     """Train; returns log lines (first and last loss, tokens/s). windows None:
     no word-level KD (and no teacher needed); text None: no sequence-level KD.
-    teacher_path may be an opened teacher (a KLDBaseTeacher: windows are then its .windows); distill closes it."""
+    teacher_path may be an opened teacher (a KLDBaseTeacher: windows are then its .windows); distill closes it.
+    keep_zeros: the student's zero weights are a pruning pattern to keep (False: a dense student, whose
+    incidental zeros, as in a checkpoint dequantized from Q4_K_M, train like any other weight)."""
     from lamina.convert.distill.teacher import open_teacher
 
     if settings.steps < 1 or settings.batch < 1:
@@ -131,15 +137,17 @@ def distill(
     if text is not None and int(text.tokens.max()) >= student.config.vocab_size:
         raise DistillError(f"the teacher's text has token {int(text.tokens.max())}, outside the student's vocabulary")
     try:
-        return _train(teacher, student, Path(student_dir), out_dir, windows, text, settings, work_dir, say, console)
+        masks = sparsity_masks(student) if keep_zeros else {}
+        return _train(
+            teacher, student, Path(student_dir), out_dir, windows, text, settings, work_dir, say, console, masks
+        )
     finally:
         if teacher is not None:
             teacher.close()
 
 
-def _train(teacher, student, student_dir, out_dir, windows, text, settings, work_dir, say, console) -> list[str]:
+def _train(teacher, student, student_dir, out_dir, windows, text, settings, work_dir, say, console, masks) -> list[str]:
     device = next(student.parameters()).device
-    masks = sparsity_masks(student)
     params = dict(student.named_parameters())
     opt = torch.optim.AdamW(student.parameters(), lr=settings.lr, weight_decay=0.0)
     work_dir.mkdir(parents=True, exist_ok=True)

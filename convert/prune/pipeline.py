@@ -223,6 +223,11 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
             from lamina.convert.distill.kd import distill
 
             student = state.save(work / "student-hf")
+            # the student is on disk now; its f32 tensors (and the pruned copies) are not held through
+            # training, whose peak is the teacher + student + gradients + AdamW's two moments
+            del state
+            if plan.sparsity is not None:
+                plan.sparsity.pruned.clear()
             text = _teacher_text(plan, encoder, work, say) if plan.distill.seq else None
             if kld_base is not None:
                 teacher, kd_windows = kld_base, kld_base.windows
@@ -239,6 +244,8 @@ def run(plan: CompressPlan, encoder: Encoder, say: Say = lambda s: None, progres
                 say,
                 text=text,
                 n_threads=plan.threads,
+                # only zeros this run made are a pattern to keep: a dequantized checkpoint has incidental ones
+                keep_zeros=plan.sparsity is not None,
             )
             state = ModelState.load(hf_out)
         else:

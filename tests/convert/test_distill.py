@@ -72,3 +72,68 @@ def test_distillation_lowers_the_kd_loss_and_keeps_zeros(teacher_student, tmp_pa
     again = ModelState.load(tmp_path / "again")
     for name, t in healed.tensors.items():
         assert np.array_equal(again.tensors[name], t), name
+
+
+def test_compress_holds_no_pruned_model_in_memory_while_distilling(
+    teacher_student, tmp_path: Path, monkeypatch
+) -> None:
+    """`lamina compress --distill` trains from the student saved on disk: the
+    pipeline's own f32 copy of the cut model (and of the pruned weights) is
+    released first, since training's peak (teacher + student + gradients +
+    AdamW moments) is what limits the model size a machine can heal."""
+    import gc
+
+    from lamina.convert.distill import kd
+    from lamina.convert.encode import Encoder
+    from lamina.convert.prune.pipeline import CompressPlan, run
+    from lamina.convert.prune.unstructured import SparsityPlan
+
+    teacher, _ = teacher_student
+    live: list[int] = []
+    pruned: list[int] = []
+    real = kd.distill
+
+    def watching(*args, **kwargs):
+        gc.collect()
+        live.append(sum(isinstance(o, ModelState) for o in gc.get_objects()))
+        pruned.append(len(plan.sparsity.pruned) if plan.sparsity else -1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kd, "distill", watching)
+    calib = tmp_path / "calib.txt"
+    calib.write_text(" ".join(f"word{i % 97}" for i in range(600)))
+    plan = CompressPlan(
+        teacher,
+        tmp_path / "out",
+        calib,
+        drop=[1],
+        sparsity=SparsityPlan(method="magnitude", sparsity=0.5),
+        distill=DistillSettings(steps=1, batch=1, seqlen=16),
+        nsamples=2,
+        seqlen=16,
+    )
+    res = run(plan, Encoder(1))
+    assert live == [0] and pruned == [0]
+    assert res.n_params_after < res.n_params_before and res.gguf.path.is_file()
+    assert res.zero_fraction == pytest.approx(0.5, abs=0.01)  # the pruned zeros survived healing
+
+
+def test_compress_distill_trains_a_dense_checkpoints_incidental_zeros(teacher_student, tmp_path: Path) -> None:
+    """A checkpoint dequantized from a K-quant holds exact zeros (about 5% of
+    Qwen2.5-Coder-0.5B's linears): without --sparsity they are weights like any
+    other, not a pattern to keep, so healing moves them."""
+    from lamina.convert.encode import Encoder
+    from lamina.convert.prune.pipeline import CompressPlan, run
+
+    teacher, _ = teacher_student
+    state = ModelState.load(teacher)
+    name = "model.layers.0.mlp.up_proj.weight"
+    state.tensors[name][:, :4] = 0.0  # [n_ff, n_embd]: incidental zeros
+    dense = state.save(tmp_path / "dense")
+    calib = tmp_path / "calib.txt"
+    calib.write_text(" ".join(f"word{i % 97}" for i in range(600)))
+    settings = DistillSettings(steps=2, lr=3e-3, batch=2, seqlen=16)
+    plan = CompressPlan(dense, tmp_path / "out", calib, drop=[1], distill=settings, nsamples=2, seqlen=16)
+    res = run(plan, Encoder(1))
+    w = ModelState.load(res.hf_out).tensors[name]
+    assert np.count_nonzero(w[:, :4]) > 0.9 * w[:, :4].size
