@@ -284,6 +284,11 @@ static size_t group_bytes(const lm_type_traits *at, int64_t n) {
     return 0;
 }
 
+/* the quantized columns' bytes, rounded up so the interleaved (or f32) copy
+ * after them starts on a cache line: an f16 column of odd n is 2n bytes, and
+ * the float kernels' f32 columns must not start misaligned */
+static size_t columns_bytes(size_t row_bytes, int64_t ncols) { return ((size_t)ncols * row_bytes + 63) & ~(size_t)63; }
+
 static size_t groups_bytes(const lm_type_traits *at, int64_t n, int64_t ncols) {
     const int unit = lm_type_is_float(at) ? 1 : LM_XN_LANES;
     return (size_t)((ncols + unit - 1) / unit) * group_bytes(at, n);
@@ -328,7 +333,7 @@ size_t lm_matmul_scratch_bytes(int type, int64_t n, int64_t ncols) {
     const lm_type_traits *at = lm_get_type_traits(wt->vec_dot_type);
     /* room for the scales and sums, and the interleaved copy, whatever impl runs */
     const int64_t cols = ncols > 0 ? ncols : 1;
-    return column_bytes(at, n, lm_x4_scale_count(wt->vec_dot_type)) * (size_t)cols + groups_bytes(at, n, cols);
+    return columns_bytes(column_bytes(at, n, lm_x4_scale_count(wt->vec_dot_type)), cols) + groups_bytes(at, n, cols);
 }
 
 int lm_matmul_into(lm_threadpool *tp, int impl, int type, const void *w, int64_t rows, int64_t n, const float *x,
@@ -340,7 +345,7 @@ int lm_matmul_into(lm_threadpool *tp, int impl, int type, const void *w, int64_t
     job.w = w;
     job.x = x;
     job.xq = scratch;
-    job.xg = (char *)scratch + job.xq_row_bytes * (size_t)ncols;
+    job.xg = (char *)scratch + columns_bytes(job.xq_row_bytes, ncols);
     if (job.float_cols && type == LM_TYPE_F32) job.xg = (char *)x;   /* already the kernel's f32 columns */
     job.y = y;
     job.ldy = ldy;
