@@ -321,7 +321,7 @@ def print_table(records: list[dict], info: dict, bandwidth: float | None = None)
     from rich.console import Console
     from rich.table import Table
 
-    from lamina.cli.bench_bound import decode_bytes
+    from lamina.engine.decode_bytes import decode_bytes
 
     table = Table(box=None)
     cols = ("engine", "model", "size", "params", "backend", "ngl", "threads", "test", "t/s (median)")

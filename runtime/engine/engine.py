@@ -35,7 +35,7 @@ from lamina.logprobs import token_logprob
 from lamina.sampling import Sampler
 from lamina.speculative.draft import Draft
 from lamina.speculative.step import DraftRequest, Speculative, check_draft, make_drafts, verify_step
-from lamina.speculative.verify import SpeculativeError
+from lamina.speculative.verify import SpeculativeError, check_sampler
 from lamina.tokenizer import Tokenizer
 
 DEFAULT_MAX_QUEUE = 64
@@ -147,12 +147,12 @@ class Engine:
             raise SpeculativeError("speculative decoding cannot be combined with a grammar (or a JSON schema)")
         if logprobs is not None:  # verified tokens are emitted without their distribution's logprobs
             raise SpeculativeError("speculative decoding cannot be combined with logprobs")
-        state = speculative.start(sampler)
+        check_sampler(sampler)  # before a draft model opens its cache
         drafter = speculative.drafter
-        if hasattr(drafter, "bind"):  # a draft model: its cache, one sequence per slot
+        if hasattr(drafter, "bind"):  # a draft model: its cache, one sequence per slot, and its cost
             ctx = self.context
             drafter.bind(self.model, len(self.slots.slots), ctx.n_ctx, ctx.n_ctx_seq, ctx.n_batch)
-        return state
+        return speculative.start(sampler)
 
     def generate(self, prompt: Sequence[int], sampler: Sampler, **kwargs) -> Iterator[Piece]:
         """submit() and stream: closing the iterator early cancels the request."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lamina.engine.context import Context, Model
+from lamina.engine.decode_bytes import weight_bytes_per_token
 from lamina.engine.slots import common_prefix
 from lamina.sampling import Sampler
 from lamina.speculative.verify import SpeculativeError, target_distribution
@@ -46,6 +47,7 @@ class Draft:
     tokens: list[int]
     q: list[np.ndarray] | None  # the distribution each token was drawn from; None: point masses (greedy)
     error: BaseException | None = None  # the drafter failed: the request ends with it
+    passes: int = 0  # the draft model's forward passes spent on it (0: no model ran)
 
 
 def vocab_fingerprint(meta: dict) -> str:
@@ -74,6 +76,7 @@ class LlamaDraftFile:
         self.n_max, self.n_min, self.p_min = n_max, n_min, float(p_min)
         self.model = Model.load(model_path, n_threads=n_threads)
         self.ctx: Context | None = None
+        self.cost = 1.0  # one draft forward pass in target passes, once bound
         self._held: dict[int, list[int]] = {}  # sequence -> tokens its draft cache holds
         self._lock = threading.Lock()
 
@@ -87,6 +90,9 @@ class LlamaDraftFile:
                 f"draft model {self.model_path}: its vocabulary ({self.model.n_vocab} tokens) is not the target's "
                 f"({target.path}, {target.n_vocab} tokens); a draft must share the tokenizer"
             )
+        # decode reads every weight once, so the weight bytes price a pass
+        mine_b = weight_bytes_per_token(self.model.native.gguf, self.model.hparams)
+        self.cost = mine_b / max(1, weight_bytes_per_token(target.native.gguf, target.hparams))
         with self._lock:  # the first requests of several threads may bind at once
             if self.ctx is not None:
                 if self.ctx.n_seq_max < n_seq or self.ctx.n_ctx < n_ctx or self.ctx.n_ctx_seq < n_ctx_seq:
@@ -140,6 +146,7 @@ class LlamaDraftFile:
             nxt = []
             for i, row in zip(live, rows):
                 j, d = jobs[i], out[i]
+                d.passes += 1
                 token = self._pick(j, d, row)
                 if token is None:
                     continue

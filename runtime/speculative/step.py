@@ -31,9 +31,10 @@ class Speculative:
     any callable guessing tokens from the sequence's tokens) or a
     LlamaDraftFile (a small model). n_max / n_min: the most / fewest tokens
     one draft verifies (llama-server's speculative.n_max / n_min; None: the
-    drafter's own). adaptive: shorten drafts to what the measured
-    acceptance rate pays for (the default for cheap drafters; a draft
-    model always drafts up to n_max, cut where it is unsure)."""
+    drafter's own). adaptive (the default): shorten drafts to what the
+    measured acceptance rate pays for, a draft model's own cost counted
+    (policy.py); False: always draft n_max (a draft model still stops
+    where it is unsure, its p_min)."""
 
     drafter: LlamaDraftModel | LlamaDraftFile
     n_max: int | None = None
@@ -72,9 +73,10 @@ class Speculative:
         """A request's speculation state; refuses samplers verification cannot reproduce."""
         check_sampler(sampler)
         n_max, n_min = self.limits
-        adaptive = not isinstance(self.drafter, LlamaDraftFile) if self.adaptive is None else self.adaptive
+        adaptive = True if self.adaptive is None else self.adaptive
+        cost = self.drafter.cost if isinstance(self.drafter, LlamaDraftFile) else 0.0  # bound before start()
         seed = None if sampler.seed is None else [sampler.seed, 0x5EC]
-        return SpecState(self, DraftLength(n_max, n_min, adaptive), np.random.default_rng(seed))
+        return SpecState(self, DraftLength(n_max, n_min, adaptive, cost), np.random.default_rng(seed))
 
 
 @dataclass
@@ -143,8 +145,12 @@ def make_drafts(requests: Sequence[DraftRequest], budget: int) -> list[Draft | N
             out[i] = one
     for i, r in enumerate(requests):
         got = out[i]
-        if got is not None and len(got.tokens) < r.state.length.n_min:
-            out[i] = None
+        if got is None or got.error is not None:
+            continue
+        if len(got.tokens) < r.state.length.n_min:
+            out[i] = got = Draft([], None, passes=got.passes)
+        if not got.tokens:  # nothing to verify, but the draft passes were spent: the policy counts them
+            r.state.length.update(0, 0, got.passes)
     return out
 
 
@@ -157,7 +163,7 @@ def check_draft(draft: Draft, n_vocab: int) -> None:
 def verify_step(state: SpecState, sampler: Sampler, rows: np.ndarray, draft: Draft, history: Sequence[int]) -> Verdict:
     """Verify one request's draft against its rows [len(draft) + 1, n_vocab] and record the outcome."""
     verdict = verify(sampler, rows, draft.tokens, draft.q, history)
-    state.length.update(len(draft.tokens), len(verdict.accepted))
+    state.length.update(len(draft.tokens), len(verdict.accepted), draft.passes or None)
     state.drafted += len(draft.tokens)
     state.accepted += len(verdict.accepted)
     state.steps += 1

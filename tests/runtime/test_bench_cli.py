@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from lamina.cli import bench
-from lamina.cli.bench_bound import decode_bytes, kv_bytes_per_token
+from lamina.engine.decode_bytes import decode_bytes, kv_bytes_per_token
 from lamina.engine.loader import read_hparams
 from lamina.gguf.reader import GGUFFile
 from support.tiny_models import GEMMA3, LLAMA

@@ -22,6 +22,7 @@ from lamina.model_cache import fetch_model
 from lamina.sampling import Sampler, SamplingParams
 from lamina.speculative import LlamaDraftFile, LlamaDraftModel, Speculative, SpeculativeError
 from lamina.speculative.lookup import lookup_draft
+from lamina.speculative.policy import PROBE_EVERY, DraftLength
 from lamina.speculative.verify import accept_or_resample, check_sampler
 
 GREEDY = SamplingParams(temperature=0)
@@ -71,6 +72,40 @@ def test_lookup_takes_what_followed_the_latest_occurrence():
     assert lookup_draft([1, 2, 3, 4], 3, 5).tolist() == []  # 4 never occurred before
     assert lookup_draft([3, 1, 2, 9, 2], 2, 2).tolist() == [9, 2]  # no earlier "9 2": the 1-gram "2" at index 2
     assert lookup_draft([7], 2, 4).tolist() == []
+
+
+def _drafting_steps(policy: DraftLength, hit_rate: float, passes_per_token: float, steps: int = 400) -> int:
+    """Steps out of `steps` on which the policy drafts, every draft pass
+    hitting with probability hit_rate (fixed seed)."""
+    rng = np.random.default_rng(7)
+    drafting = 0
+    for _ in range(steps):
+        k = policy.next()
+        if k == 0:
+            continue
+        drafting += 1
+        hits = 0
+        while hits < k and rng.random() < hit_rate:
+            hits += 1
+        policy.update(k, hits, math.ceil(k * passes_per_token))
+    return drafting
+
+
+def test_the_draft_policy_counts_what_a_draft_model_costs():
+    # prompt lookup (free drafts) keeps drafting at an 80% hit rate, and mostly probes at 50%
+    assert _drafting_steps(DraftLength(8), 0.8, 1.0) > 300
+    assert _drafting_steps(DraftLength(8), 0.5, 1.0) < 100
+    # a draft model at 0.31 of the target (SmolLM2 Q4_0 for its f16) needs MIN_RATE + 0.31 per pass:
+    # at 69% (what that pair agrees on in free text) or 80% it only probes; at 95% it drafts throughout
+    for hit in (0.69, 0.8):
+        assert _drafting_steps(DraftLength(8, draft_cost=0.31), hit, 1.0) < 70
+    assert _drafting_steps(DraftLength(8, draft_cost=0.31), 0.95, 1.0) > 380
+    # passes that drafted nothing (the draft was unsure: p_min) are misses too
+    assert _drafting_steps(DraftLength(8, draft_cost=0.31), 0.95, 2.0) < 70
+    # not adaptive: always n_max, whatever the rate
+    fixed = DraftLength(5, adaptive=False, draft_cost=0.31)
+    assert _drafting_steps(fixed, 0.0, 1.0) == 400 and fixed.next() == 5
+    assert DraftLength(4, draft_cost=2.0).next() == 4  # the first draft is always tried
 
 
 def test_lookup_decoding_is_llama_cpp_pythons_callable():
@@ -158,7 +193,7 @@ def _run(session, prompt, sampler, n, spec=None):
 @pytest.mark.parametrize("drafter", ["lookup", "draft-model"])
 def test_greedy_speculation_gives_the_same_tokens(session, draft_file, drafter):
     d = LlamaPromptLookupDecoding(max_ngram_size=3, num_pred_tokens=8) if drafter == "lookup" else draft_file
-    spec = Speculative(d)
+    spec = Speculative(d, adaptive=drafter == "lookup")  # the target drafting for itself never pays: forced on
     prompts = (COPY_PROMPT, "List the days of the week: Monday, Tuesday,")
     for prompt in prompts if drafter == "lookup" else prompts[:1]:
         plain, _ = _run(session, prompt, Sampler(GREEDY), 32)
@@ -169,13 +204,25 @@ def test_greedy_speculation_gives_the_same_tokens(session, draft_file, drafter):
             assert r.spec.accepted == r.spec.drafted
 
 
+def test_a_draft_model_that_costs_what_the_target_does_stops_drafting(session, draft_file):
+    """The target drafting for itself: every guess is right, yet each costs
+    a full forward pass more than it saves, so the default policy tries
+    one draft and then decodes plainly, probing now and then."""
+    plain, _ = _run(session, COPY_PROMPT, Sampler(GREEDY), 32)
+    fast, r = _run(session, COPY_PROMPT, Sampler(GREEDY), 32, Speculative(draft_file))
+    assert fast == plain
+    assert draft_file.cost == pytest.approx(1.0)
+    assert r.spec.accepted == r.spec.drafted > 0
+    assert r.spec.steps <= 1 + 32 // PROBE_EVERY  # the first draft, then probes only
+
+
 def test_requests_drafting_together_get_what_they_get_alone(session, draft_file):
     prompts = [COPY_PROMPT, "Count: one, two, three, four,"]
     alone = [_run(session, p, Sampler(GREEDY), 24)[0] for p in prompts]
     got: list = [None, None]
 
     def worker(i):
-        got[i] = _run(session, prompts[i], Sampler(GREEDY), 24, Speculative(draft_file))[0]
+        got[i] = _run(session, prompts[i], Sampler(GREEDY), 24, Speculative(draft_file, adaptive=False))[0]
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
     for t in threads:
@@ -190,7 +237,8 @@ def test_sampled_drafts_from_the_same_model_are_all_accepted(session, draft_file
     weights q == p, so every guess passes min(1, p/q) = 1: a q that does not
     belong to its token would show as rejections."""
     params = SamplingParams(temperature=0.9, top_k=20)
-    tokens, r = _run(session, "The sea is blue and the sky is", Sampler(params, 3), 24, Speculative(draft_file))
+    spec = Speculative(draft_file, adaptive=False)
+    tokens, r = _run(session, "The sea is blue and the sky is", Sampler(params, 3), 24, spec)
     assert len(tokens) > 2 and r.spec.drafted > 0
     assert r.spec.accepted == r.spec.drafted
 
