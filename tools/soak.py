@@ -15,7 +15,8 @@ sampled over a long run, to show they stay flat after warm-up.
 
 Both print one JSON report (samples of RSS MiB and open fds over time, the
 growth after warm-up, latency percentiles, errors) and, with --json FILE,
-write it there. Exit status 1 if any request failed unexpectedly."""
+write it there; each sample (20 per run) is printed to stderr as it is
+taken and, with --json, the report so far goes to FILE.partial. Exit status 1 if any request failed unexpectedly."""
 
 from __future__ import annotations
 
@@ -64,17 +65,22 @@ def open_fds(pid: int | str = "self") -> int:
 
 
 class Sampler:
-    """RSS and fds of a process every `every` units of work."""
+    """RSS and fds of a process every `every` units of work, each sample also
+    printed to stderr and, with a partial path, the report so far written
+    there (a run killed or cut short still leaves its curve)."""
 
-    def __init__(self, pid: int | str, every: int) -> None:
+    def __init__(self, pid: int | str, every: int, total: int, partial: Path | None = None) -> None:
         self.pid, self.every, self.samples = pid, every, []  # (done, seconds, rss MiB, fds)
+        self.total, self.partial = total, partial
         self.t0 = time.monotonic()
 
     def maybe(self, done: int, force: bool = False) -> None:
         if force or done % self.every == 0:
-            self.samples.append(
-                (done, round(time.monotonic() - self.t0, 2), round(rss_mb(self.pid), 1), open_fds(self.pid))
-            )
+            sample = (done, round(time.monotonic() - self.t0, 2), round(rss_mb(self.pid), 1), open_fds(self.pid))
+            self.samples.append(sample)
+            print(f"soak {done}/{self.total} at {sample[1]} s: rss {sample[2]} MiB, {sample[3]} fds", file=sys.stderr)
+            if self.partial is not None:
+                write_atomic(self.partial, json.dumps({"partial": True, **self.summary()}, indent=1))
 
     def summary(self) -> dict[str, Any]:
         s = self.samples
@@ -86,6 +92,12 @@ class Sampler:
             "fds_after_warmup": [warm[3], s[-1][3]],
             "fd_growth_after_warmup": s[-1][3] - warm[3],
         }
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def percentiles(xs: list[float]) -> dict[str, float]:
@@ -102,7 +114,7 @@ def soak_llama(args: argparse.Namespace) -> dict[str, Any]:
 
     rng = random.Random(0)
     llm = Llama(str(fetch_model(args.model)), n_ctx=args.n_ctx, n_threads=args.threads, verbose=False, seed=1)
-    sampler = Sampler("self", max(1, args.chats // 20))
+    sampler = Sampler("self", max(1, args.chats // 20), args.chats, _partial(args))
     tokens = shifts = empty = 0
     finishes: dict[str, int] = {}
     first_half: list[float] = []
@@ -144,6 +156,10 @@ def soak_llama(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _partial(args: argparse.Namespace) -> Path | None:
+    return None if args.json is None else args.json.with_name(args.json.name + ".partial")
+
+
 def _chat_tokens(llm: Any, history: list[dict[str, str]]) -> int:
     return len(llm._session.chat_tokens(history))
 
@@ -157,7 +173,7 @@ def soak_server(args: argparse.Namespace) -> dict[str, Any]:
 
     flags = ["-np", str(args.slots), "-c", str(args.n_ctx), "--threads", str(args.threads)]
     proc, base = start_server(str(fetch_model(args.model)), *flags)
-    sampler = Sampler(proc.pid, max(1, args.requests // 20))
+    sampler = Sampler(proc.pid, max(1, args.requests // 20), args.requests, _partial(args))
     lock = threading.Lock()
     latencies: dict[str, list[float]] = {}
     unexpected: list[str] = []
@@ -254,13 +270,13 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=25)
     ap.add_argument("--n-ctx", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", type=Path, help="also write the report here")
+    ap.add_argument("--json", type=Path, help="also write the report here (and the report so far to FILE.partial)")
     args = ap.parse_args()
     report = soak_llama(args) if args.mode == "llama" else soak_server(args)
     text = json.dumps(report, indent=1)
     print(text)
     if args.json:
-        args.json.write_text(text)
+        write_atomic(args.json, text)
     ok = report["errors"] == 0 and report.get("busy_slots_at_end", 0) == 0 and report.get("health_at_end", 200) == 200
     return 0 if ok else 1
 
