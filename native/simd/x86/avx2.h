@@ -52,6 +52,14 @@ static inline __m256i lm_bytes_from_nibbles_32(const uint8_t *qs) {
     return _mm256_and_si256(_mm256_set1_epi8(0x0F), bytes);
 }
 
+/* a 4-bit block's 32 codes (as lm_bytes_from_nibbles_32 orders them) through
+ * a 16-entry table of signed bytes, each XORed with flip (0x80: the value +
+ * 128 as an unsigned byte, for vpdpbusd; 0: the signed value) */
+static inline __m256i lm_lut16_bytes_32(const uint8_t *qs, const int8_t *table, int flip) {
+    const __m128i t = _mm_xor_si128(_mm_loadu_si128((const __m128i *)table), _mm_set1_epi8((char)flip));
+    return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(t), lm_bytes_from_nibbles_32(qs));
+}
+
 /* 32 bits -> 32 bytes, each 0xFF where the bit is set, else 0 */
 static inline __m256i lm_bytes_from_bits_32(const uint8_t *bits) {
     uint32_t x32;

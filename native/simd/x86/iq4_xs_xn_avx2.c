@@ -70,31 +70,23 @@ static inline __attribute__((always_inline)) void iq4_xs_sub_dots(const uint8_t 
 void LM_SIMD_FN(lm_vec_dot_xn_iq4_xs)(int64_t n, int ncol, float *s, size_t s_stride, const void *vx, const void *vy,
                                       size_t group_bytes) {
     const block_iq4_xs *x = vx;
-    const int64_t nb = n / QK_K;
-    const int ngroups = (ncol + LM_XN_LANES - 1) / LM_XN_LANES;
-    __m256 acc[LM_XN_MAX / LM_XN_LANES][LM_KDOT_LANES];
-    for (int g = 0; g < ngroups; g++)
-        for (int l = 0; l < LM_KDOT_LANES; l++) acc[g][l] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
+    xnk_acc acc;
+    xnk_acc_init(&acc, ncol);
+    for (int64_t i = 0; i < n / QK_K; i++) {
         _Alignas(32) uint8_t w[QK_K];
         int sc[QK_K / 32];
         iq4_xs_unpack(&x[i], w, sc);
         const __m256 xd = _mm256_set1_ps(lm_half_f32(x[i].d));
-        const __m256i *y[LM_XN_MAX / LM_XN_LANES];
-        __m256i isum[LM_XN_MAX / LM_XN_LANES];
-        for (int g = 0; g < ngroups; g++) {
-            y[g] = xnk_block(vy, group_bytes, g, i);
-            isum[g] = _mm256_setzero_si256();
+        const __m256i *y[XNK_GROUPS];
+        __m256i isum[XNK_GROUPS];
+        xnk_blocks(vy, group_bytes, acc.ngroups, i, y, isum);
 #if IQ4_XS_BIASED
-            /* sub-block ib covers bsums 2ib and 2ib + 1 */
+        /* sub-block ib covers bsums 2ib and 2ib + 1 */
+        for (int g = 0; g < acc.ngroups; g++)
             isum[g] = _mm256_sub_epi32(isum[g], _mm256_slli_epi32(xnk_bsum_dot((const char *)y[g], sc, sc), 7));
 #endif
-        }
-        for (int ib = 0; ib < QK_K / 32; ib++) iq4_xs_sub_dots(w, ib, sc[ib], y, ngroups, isum);
-        for (int g = 0; g < ngroups; g++) {
-            const __m256 term = _mm256_mul_ps(_mm256_mul_ps(xd, xnk_yd(y[g])), _mm256_cvtepi32_ps(isum[g]));
-            acc[g][i % LM_KDOT_LANES] = _mm256_add_ps(acc[g][i % LM_KDOT_LANES], term);
-        }
+        for (int ib = 0; ib < QK_K / 32; ib++) iq4_xs_sub_dots(w, ib, sc[ib], y, acc.ngroups, isum);
+        for (int g = 0; g < acc.ngroups; g++) xnk_acc_add(&acc, g, i, xnk_term(xd, xnk_yd(y[g]), isum[g]));
     }
-    xnk_store(acc, ncol, s, s_stride);
+    xnk_store(&acc, ncol, s, s_stride);
 }

@@ -69,12 +69,9 @@ static inline void q2_K_unpack_scaled(const block_q2_K *x, uint8_t *w, int *m) {
 void LM_SIMD_FN(lm_vec_dot_xn_q2_K)(int64_t n, int ncol, float *s, size_t s_stride, const void *vx, const void *vy,
                                     size_t group_bytes) {
     const block_q2_K *x = vx;
-    const int64_t nb = n / QK_K;
-    const int ngroups = (ncol + LM_XN_LANES - 1) / LM_XN_LANES;
-    __m256 acc[LM_XN_MAX / LM_XN_LANES][LM_KDOT_LANES];
-    for (int g = 0; g < ngroups; g++)
-        for (int l = 0; l < LM_KDOT_LANES; l++) acc[g][l] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
+    xnk_acc acc;
+    xnk_acc_init(&acc, ncol);
+    for (int64_t i = 0; i < n / QK_K; i++) {
         _Alignas(32) uint8_t w[QK_K];
         int m[QK_K / 16], m_even[8], m_odd[8];
         q2_K_unpack_scaled(&x[i], w, m);
@@ -83,22 +80,16 @@ void LM_SIMD_FN(lm_vec_dot_xn_q2_K)(int64_t n, int ncol, float *s, size_t s_stri
             m_odd[p] = m[2 * p + 1];
         }
         const __m256 xd = _mm256_set1_ps(lm_half_f32(x[i].d)), xdmin = _mm256_set1_ps(lm_half_f32(x[i].dmin));
-        const __m256i *y[LM_XN_MAX / LM_XN_LANES];
-        __m256i isum[LM_XN_MAX / LM_XN_LANES];
-        for (int g = 0; g < ngroups; g++) {
-            y[g] = xnk_block(vy, group_bytes, g, i);
-            isum[g] = _mm256_setzero_si256();
-        }
-        xnk_run_dots(w, QK_K / 4, y, ngroups, isum);
-        for (int g = 0; g < ngroups; g++) {
+        const __m256i *y[XNK_GROUPS];
+        __m256i isum[XNK_GROUPS];
+        xnk_blocks(vy, group_bytes, acc.ngroups, i, y, isum);
+        xnk_run_dots(w, QK_K / 4, y, acc.ngroups, isum);
+        for (int g = 0; g < acc.ngroups; g++) {
             const __m256i imin = xnk_bsum_dot((const char *)y[g], m_even, m_odd);
-            const __m256 yd = xnk_yd(y[g]);
-            const __m256 term = _mm256_sub_ps(_mm256_mul_ps(_mm256_mul_ps(xd, yd), _mm256_cvtepi32_ps(isum[g])),
-                                              _mm256_mul_ps(_mm256_mul_ps(xdmin, yd), _mm256_cvtepi32_ps(imin)));
-            acc[g][i % LM_KDOT_LANES] = _mm256_add_ps(acc[g][i % LM_KDOT_LANES], term);
+            xnk_acc_add(&acc, g, i, xnk_term_mins(xd, xdmin, xnk_yd(y[g]), isum[g], imin));
         }
     }
-    xnk_store(acc, ncol, s, s_stride);
+    xnk_store(&acc, ncol, s, s_stride);
 }
 
 /* ------------------------------------------------------ Q3_K */
@@ -121,12 +112,9 @@ static inline void q3_K_unpack(const block_q3_K *x, uint8_t *w) {
 void LM_SIMD_FN(lm_vec_dot_xn_q3_K)(int64_t n, int ncol, float *s, size_t s_stride, const void *vx, const void *vy,
                                     size_t group_bytes) {
     const block_q3_K *x = vx;
-    const int64_t nb = n / QK_K;
-    const int ngroups = (ncol + LM_XN_LANES - 1) / LM_XN_LANES;
-    __m256 acc[LM_XN_MAX / LM_XN_LANES][LM_KDOT_LANES];
-    for (int g = 0; g < ngroups; g++)
-        for (int l = 0; l < LM_KDOT_LANES; l++) acc[g][l] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
+    xnk_acc acc;
+    xnk_acc_init(&acc, ncol);
+    for (int64_t i = 0; i < n / QK_K; i++) {
         _Alignas(32) uint8_t w[QK_K];
         q3_K_unpack(&x[i], w);
         uint32_t biased[4];
@@ -138,18 +126,13 @@ void LM_SIMD_FN(lm_vec_dot_xn_q3_K)(int64_t n, int ncol, float *s, size_t s_stri
             sc_odd[p] = sc[2 * p + 1];
         }
         const __m256 xd = _mm256_set1_ps(lm_half_f32(x[i].d));
-        const __m256i *y[LM_XN_MAX / LM_XN_LANES];
-        __m256i isum[LM_XN_MAX / LM_XN_LANES];
-        for (int g = 0; g < ngroups; g++) {
-            y[g] = xnk_block(vy, group_bytes, g, i);
-            isum[g] = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                       _mm256_slli_epi32(xnk_bsum_dot((const char *)y[g], sc_even, sc_odd), 2));
-        }
-        for (int j = 0; j < QK_K / 16; j++) xnk_sub_dots(w, 16 * j, 16, sc[j], y, ngroups, isum);
-        for (int g = 0; g < ngroups; g++) {
-            const __m256 term = _mm256_mul_ps(_mm256_mul_ps(xd, xnk_yd(y[g])), _mm256_cvtepi32_ps(isum[g]));
-            acc[g][i % LM_KDOT_LANES] = _mm256_add_ps(acc[g][i % LM_KDOT_LANES], term);
-        }
+        const __m256i *y[XNK_GROUPS];
+        __m256i isum[XNK_GROUPS];
+        xnk_blocks(vy, group_bytes, acc.ngroups, i, y, isum);
+        for (int g = 0; g < acc.ngroups; g++)
+            isum[g] = _mm256_sub_epi32(isum[g], _mm256_slli_epi32(xnk_bsum_dot((const char *)y[g], sc_even, sc_odd), 2));
+        for (int j = 0; j < QK_K / 16; j++) xnk_sub_dots(w, 16 * j, 16, sc[j], y, acc.ngroups, isum);
+        for (int g = 0; g < acc.ngroups; g++) xnk_acc_add(&acc, g, i, xnk_term(xd, xnk_yd(y[g]), isum[g]));
     }
-    xnk_store(acc, ncol, s, s_stride);
+    xnk_store(&acc, ncol, s, s_stride);
 }

@@ -58,12 +58,41 @@ static inline __m256i xnk_bsum_dot(const char *blk, const int *lo, const int *hi
     return sum;
 }
 
+#define XNK_GROUPS (LM_XN_MAX / LM_XN_LANES) /* column groups of 8 at the most */
+
+/* one weight row's float sums: super-block i's term goes to lane i % LM_KDOT_LANES
+ * of its column group, as the one-column kernels spread theirs */
+typedef struct {
+    __m256 lane[XNK_GROUPS][LM_KDOT_LANES];
+    int ngroups;
+} xnk_acc;
+
+static inline void xnk_acc_init(xnk_acc *acc, int ncol) {
+    acc->ngroups = (ncol + LM_XN_LANES - 1) / LM_XN_LANES;
+    for (int g = 0; g < acc->ngroups; g++)
+        for (int l = 0; l < LM_KDOT_LANES; l++) acc->lane[g][l] = _mm256_setzero_ps();
+}
+
+static inline void xnk_acc_add(xnk_acc *acc, int g, int64_t i, __m256 term) {
+    acc->lane[g][i % LM_KDOT_LANES] = _mm256_add_ps(acc->lane[g][i % LM_KDOT_LANES], term);
+}
+
+/* a super-block's term without mins, (d*yd) * isum, per column */
+static inline __m256 xnk_term(__m256 xd, __m256 yd, __m256i isum) {
+    return _mm256_mul_ps(_mm256_mul_ps(xd, yd), _mm256_cvtepi32_ps(isum));
+}
+
+/* with mins: (d*yd) * isum - (dmin*yd) * imin */
+static inline __m256 xnk_term_mins(__m256 xd, __m256 xdmin, __m256 yd, __m256i isum, __m256i imin) {
+    return _mm256_sub_ps(xnk_term(xd, yd, isum), _mm256_mul_ps(_mm256_mul_ps(xdmin, yd), _mm256_cvtepi32_ps(imin)));
+}
+
 /* the lanes' terms summed as lm_kdot_sum_lanes sums its lanes, lane-wise;
  * columns past ncol dropped */
-static void xnk_store(const __m256 acc[][LM_KDOT_LANES], int ncol, float *s, size_t s_stride) {
+static void xnk_store(const xnk_acc *acc, int ncol, float *s, size_t s_stride) {
     for (int g = 0; g * LM_XN_LANES < ncol; g++) {
         __m256 sum = _mm256_setzero_ps();
-        for (int l = 0; l < LM_KDOT_LANES; l++) sum = _mm256_add_ps(sum, acc[g][l]);
+        for (int l = 0; l < LM_KDOT_LANES; l++) sum = _mm256_add_ps(sum, acc->lane[g][l]);
         _Alignas(32) float out[LM_XN_LANES];
         _mm256_store_ps(out, sum);
         const int lanes = ncol - g * LM_XN_LANES < LM_XN_LANES ? ncol - g * LM_XN_LANES : LM_XN_LANES;
@@ -74,6 +103,15 @@ static void xnk_store(const __m256 acc[][LM_KDOT_LANES], int ncol, float *s, siz
 /* the group g's (8 columns') interleaved super-block i */
 static inline const __m256i *xnk_block(const void *vy, size_t group_bytes, int g, int64_t i) {
     return (const __m256i *)((const char *)vy + (size_t)g * group_bytes + (size_t)i * LM_XNK_BLOCK_BYTES);
+}
+
+/* y[g]: every group's super-block i; isum[g] zeroed */
+static inline void xnk_blocks(const void *vy, size_t group_bytes, int ngroups, int64_t i, const __m256i **y,
+                              __m256i *isum) {
+    for (int g = 0; g < ngroups; g++) {
+        y[g] = xnk_block(vy, group_bytes, g, i);
+        isum[g] = _mm256_setzero_si256();
+    }
 }
 
 /* the 8 columns' Q8_K d of an interleaved super-block */

@@ -8,26 +8,14 @@
 #include "quants/mxfp4.h"
 #include "simd/x86/avx2.h"
 
-/* the block's 32 codes (low nibbles, then high nibbles) through the 16 bytes
- * of table, in both halves */
-static inline __m256i mxfp4_lookup(const block_mxfp4 *x, __m128i table) {
-    return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(table), lm_bytes_from_nibbles_32(x->qs));
-}
-
 #if defined(LM_VNNI)
-/* the values as unsigned bytes, value + 128 (116..140; vpdpbusd does not saturate) */
-static inline __m256i lm_i8_ubytes(const block_mxfp4 *x) {
-    const __m128i values = _mm_loadu_si128((const __m128i *)lm_kvalues_mxfp4);
-    return mxfp4_lookup(x, _mm_xor_si128(values, _mm_set1_epi8((char)0x80)));
-}
-#define LM_I8_SIGNED 0
+#define LM_I8_SIGNED 0 /* the values + 128 as unsigned bytes (116..140; vpdpbusd does not saturate) */
 #else
-/* the signed values, as IQ4_NL's (one build's sign trick for all 4-bit tables) */
-static inline __m256i lm_i8_ubytes(const block_mxfp4 *x) {
-    return mxfp4_lookup(x, _mm_loadu_si128((const __m128i *)lm_kvalues_mxfp4));
-}
-#define LM_I8_SIGNED 1
+#define LM_I8_SIGNED 1 /* the signed values, as IQ4_NL's (one build's sign trick for all 4-bit tables) */
 #endif
+static inline __m256i lm_i8_ubytes(const block_mxfp4 *x) {
+    return lm_lut16_bytes_32(x->qs, lm_kvalues_mxfp4, LM_I8_SIGNED ? 0 : 0x80);
+}
 
 /* the scale is the exponent byte's power of two (mxfp4.h), not an fp16 field */
 #define LM_I8_SCALE(x) lm_e8m0_to_f32_half((x)->e)
