@@ -130,7 +130,8 @@ void LM_SIMD_FN(lm_vec_dot_xn_q3_K)(int64_t n, int ncol, float *s, size_t s_stri
         __m256i isum[XNK_GROUPS];
         xnk_blocks(vy, group_bytes, acc.ngroups, i, y, isum);
         for (int g = 0; g < acc.ngroups; g++)
-            isum[g] = _mm256_sub_epi32(isum[g], _mm256_slli_epi32(xnk_bsum_dot((const char *)y[g], sc_even, sc_odd), 2));
+            isum[g] =
+                _mm256_sub_epi32(isum[g], _mm256_slli_epi32(xnk_bsum_dot((const char *)y[g], sc_even, sc_odd), 2));
         for (int j = 0; j < QK_K / 16; j++) xnk_sub_dots(w, 16 * j, 16, sc[j], y, acc.ngroups, isum);
         for (int g = 0; g < acc.ngroups; g++) xnk_acc_add(&acc, g, i, xnk_term(xd, xnk_yd(y[g]), isum[g]));
     }
