@@ -133,14 +133,16 @@ class HFCheckpoint:
                 mm = self._maps[t.path] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return mm
 
-    def load_array(self, name: str) -> np.ndarray:
+    def load_array(self, name: str, rows: slice | None = None) -> np.ndarray:
         """The tensor as a new array of its stored dtype (I32 -> int32, U8 -> uint8, F16 -> float16,
-        F32 -> float32), in torch order, bits untouched. BF16 has no numpy dtype: use load_f32."""
+        F32 -> float32), in torch order, bits untouched. BF16 has no numpy dtype: use load_f32.
+        rows: only these indices of axis 1 are copied (gpt-oss's gate and up rows alternate in one tensor)."""
         t = self.tensors[name]
         if t.dtype == "BF16":
             raise CheckpointError(f"{t.path}: tensor {name!r} is BF16; expected I32, U8, F16 or F32 here")
         raw = np.frombuffer(self._map(t), dtype=self._dtypes[t.dtype], count=math.prod(t.shape), offset=t.start)
-        return raw.reshape(t.shape).copy()
+        whole = raw.reshape(t.shape)
+        return (whole if rows is None else whole[:, rows]).copy()
 
     def load_f32(self, name: str) -> np.ndarray:
         """The tensor as a new float32 array in torch order (bf16/f16 widened exactly)."""

@@ -161,7 +161,7 @@ def _produce(
 ) -> np.ndarray:
     if src.mxfp4 is not None:
         start, step = src.rows
-        blocks, scales = (ckpt.load_array(name)[:, start::step] for name in src.mxfp4)
+        blocks, scales = (ckpt.load_array(name, slice(start, None, step)) for name in src.mxfp4)  # only these rows
         raw = ggml_mxfp4(src.name, blocks, scales)  # [X * rows, nb * 17]
         if qtype == Q.MXFP4:
             return raw
