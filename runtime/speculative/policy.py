@@ -16,58 +16,97 @@ costs a free-form reply little and drafts long runs while copying.
 A draft model costs more: each of its forward passes is draft_cost target
 passes (its weight bytes over the target's: decode reads every weight
 once), whether it yields a token or stops there because it is unsure
-(p_min). So the rate counts draft passes, not tokens (a pass that drafted
-nothing or a rejected token is a miss), and must clear MIN_RATE +
-draft_cost: SmolLM2 Q4_0 drafting for its f16 (draft_cost 0.31) agrees on
-69% of free-text tokens, under the 0.81 it needs, so on free text it stops
-drafting instead of running at 0.74x."""
+(p_min). For a draft model the policy keeps two running rates instead,
+how often a draft pass is sure (yields a token) and how often a drafted
+token is right (accepted), and drafts the length k whose expected tokens
+per unit of time beat plain decoding by MARGIN:
+(1 + E[accepted]) / (1 + verify(E[drafted]) + draft_cost * E[passes]),
+verify(k) being COST per column for the first two and COST_LONG for the
+rest (the many-column kernels: 1 + 8 columns cost 2.2-2.8 single-token
+passes on SmolLM2 and Qwen2.5-0.5B, f16, Q4_0, Q4_1 and Q4_K_M alike),
+with k = 0 (plain decoding) where none does. Its probes cost more than a
+lookup's (the draft first catches up with every token decoded meanwhile:
+~2 target passes per probe), so each probe that does not pay makes the
+wait before the next four times longer, up to PROBE_MAX steps. SmolLM2
+Q4_0 drafting for its f16 (draft_cost 0.33) is sure and right on code and
+drafts long runs; on free text it is unsure after a token or two and stops."""
 
 from __future__ import annotations
 
 COST = 0.4  # one more verified column, in single-token forward passes
 MIN_RATE = 0.5  # below this running acceptance rate, no drafts (but probes)
 PROBE_EVERY = 8
+PROBE_MAX = 256  # a draft model's longest wait between probes
 DECAY = 0.8  # weight of the past in the running acceptance rate
-# a draft model's: its bar sits near its rate, so a short memory's noise would stop
-# it often (each stop costs PROBE_EVERY plain steps); its rate follows the kind of
-# text, not copied runs, so it changes slowly anyway
-DECAY_MODEL = 0.95
 PRIOR = 0.6  # the rate assumed before anything was verified
 START = 4  # the first draft's length (at most n_max)
+# a draft model's
+COST_LONG = 0.2  # a verified column past the second
+MARGIN = 0.05  # drafting must promise this much more speed than plain decoding
+MODEL_DECAY = 0.95  # weight of the past in its sure and right rates (one update per pass / token)
+SURE, RIGHT = 0.9, 0.95  # its rates assumed before anything was verified
 
 
 class DraftLength:
-    """n_max / n_min: the draft's bounds; adaptive: follow the measured rate
-    (else always n_max); draft_cost: one draft forward pass in target passes
-    (0 for drafters that run no model, such as prompt lookup)."""
+    """n_max / n_min: the draft's bounds; adaptive: follow the measured
+    acceptance (else always n_max); draft_cost: one draft forward pass in
+    target passes (0: a drafter that runs no model, such as prompt lookup)."""
 
     def __init__(self, n_max: int, n_min: int = 0, adaptive: bool = True, draft_cost: float = 0.0) -> None:
         self.n_max, self.n_min, self.adaptive = n_max, n_min, adaptive
-        self.min_rate = MIN_RATE + draft_cost
-        self.decay = DECAY_MODEL if draft_cost > 0 else DECAY
-        self.rate = max(PRIOR, self.min_rate)  # a first draft is always tried
+        self.draft_cost = draft_cost
+        self.rate = PRIOR
+        self.sure, self.right = SURE, RIGHT
         self.k = min(START, n_max)
         self._idle = 0
+        self._every = PROBE_EVERY  # steps between probes
 
     def next(self) -> int:
         """The draft length for this step (0: decode one token without drafting)."""
         if not self.adaptive:
             return self.n_max
-        if self.rate < self.min_rate:
-            self._idle += 1
-            if self._idle < PROBE_EVERY:
-                return 0
-            self._idle = 0
-            return max(1, self.n_min)
-        return max(self.k, self.n_min)
+        k = self._model_length() if self.draft_cost > 0 else (self.k if self.rate >= MIN_RATE else 0)
+        if k > 0:
+            self._idle, self._every = 0, PROBE_EVERY
+            return max(k, self.n_min)
+        self._idle += 1
+        if self._idle < self._every:
+            return 0
+        self._idle = 0
+        if self.draft_cost == 0:
+            return max(1, self.n_min)  # a lookup probe: one token
+        # a draft model's probe pays its catch-up anyway, so it drafts a run; the next one waits longer
+        self._every = min(4 * self._every, PROBE_MAX)
+        return max(self.n_max, self.n_min)
+
+    def _model_length(self) -> int:
+        """The draft model's length with the best expected speed-up, 0 if none beats 1 + MARGIN."""
+        best, best_k = 1.0 + MARGIN, 0
+        accepted = drafted = passes = 0.0
+        reach = 1.0  # the chance that pass i runs (every earlier one was sure)
+        for k in range(1, self.n_max + 1):
+            passes += reach
+            drafted += reach * self.sure
+            accepted += (self.sure * self.right) ** k
+            reach *= self.sure
+            verify = COST * min(drafted, 2.0) + COST_LONG * max(0.0, drafted - 2.0)
+            speed = (1.0 + accepted) / (1.0 + verify + self.draft_cost * passes)
+            if speed > best:
+                best, best_k = speed, k
+        return best_k
 
     def update(self, drafted: int, accepted: int, passes: int | None = None) -> None:
-        """One verification: the accepted prefix, then the first rejection if
-        any, then the draft passes that yielded no token (passes: the draft
-        model's forward passes for this draft; None: one per drafted token)."""
-        misses = (accepted < drafted) + max(0, (passes or 0) - drafted)
-        for ok in [1.0] * accepted + [0.0] * misses:
-            self.rate = self.decay * self.rate + (1.0 - self.decay) * ok
+        """One drafting step: drafted tokens verified (0: the draft model was
+        unsure at once), the accepted prefix of them, and the draft model's
+        forward passes spent (None: no model ran)."""
+        verdicts = [1.0] * accepted + [0.0] * (accepted < drafted)  # up to the first rejection
+        for ok in verdicts:
+            self.rate = DECAY * self.rate + (1.0 - DECAY) * ok
+        if passes:
+            for ok in verdicts:
+                self.right = MODEL_DECAY * self.right + (1.0 - MODEL_DECAY) * ok
+            for sure in [1.0] * drafted + [0.0] * (passes - drafted):
+                self.sure = MODEL_DECAY * self.sure + (1.0 - MODEL_DECAY) * sure
         if drafted and accepted == drafted:
             self.k = min(self.n_max, max(1, 2 * self.k))
         elif drafted:

@@ -74,9 +74,11 @@ def test_lookup_takes_what_followed_the_latest_occurrence():
     assert lookup_draft([7], 2, 4).tolist() == []
 
 
-def _drafting_steps(policy: DraftLength, hit_rate: float, passes_per_token: float, steps: int = 400) -> int:
-    """Steps out of `steps` on which the policy drafts, every draft pass
-    hitting with probability hit_rate (fixed seed)."""
+def _drafting_steps(policy: DraftLength, sure: float, right: float, model: bool, steps: int = 400) -> int:
+    """Steps out of `steps` on which the policy drafts (fixed seed). Each
+    guess is confident with probability `sure` (a draft model stops at its
+    first unsure pass, which it still paid for; prompt lookup always is
+    sure of what it found) and, if so, right with probability `right`."""
     rng = np.random.default_rng(7)
     drafting = 0
     for _ in range(steps):
@@ -84,28 +86,37 @@ def _drafting_steps(policy: DraftLength, hit_rate: float, passes_per_token: floa
         if k == 0:
             continue
         drafting += 1
-        hits = 0
-        while hits < k and rng.random() < hit_rate:
-            hits += 1
-        policy.update(k, hits, math.ceil(k * passes_per_token))
+        drafted = passes = 0
+        while drafted < k:
+            passes += 1
+            if rng.random() >= sure:
+                break
+            drafted += 1
+        accepted = 0
+        while accepted < drafted and rng.random() < right:
+            accepted += 1
+        policy.update(drafted, accepted, passes if model else None)
     return drafting
 
 
 def test_the_draft_policy_counts_what_a_draft_model_costs():
     # prompt lookup (free drafts) keeps drafting at an 80% hit rate, and mostly probes at 50%
-    assert _drafting_steps(DraftLength(8), 0.8, 1.0) > 300
-    assert _drafting_steps(DraftLength(8), 0.5, 1.0) < 100
-    # a draft model at 0.31 of the target (SmolLM2 Q4_0 for its f16) needs MIN_RATE + 0.31 per pass:
-    # at 69% (what that pair agrees on in free text) or 80% it only probes; at 95% it drafts throughout
-    for hit in (0.69, 0.8):
-        assert _drafting_steps(DraftLength(8, draft_cost=0.31), hit, 1.0) < 70
-    assert _drafting_steps(DraftLength(8, draft_cost=0.31), 0.95, 1.0) > 380
-    # passes that drafted nothing (the draft was unsure: p_min) are misses too
-    assert _drafting_steps(DraftLength(8, draft_cost=0.31), 0.95, 2.0) < 70
-    # not adaptive: always n_max, whatever the rate
+    assert _drafting_steps(DraftLength(8), 1.0, 0.8, model=False) > 250
+    assert _drafting_steps(DraftLength(8), 1.0, 0.5, model=False) < 100
+    # a draft model at 0.31 of the target (SmolLM2 Q4_0 for its f16): on code it is sure and right, and drafts;
+    # on free text it is unsure after a token or two (each unsure pass paid for), and only probes
+    assert _drafting_steps(DraftLength(8, draft_cost=0.31), 0.97, 0.98, model=True) > 350
+    assert _drafting_steps(DraftLength(8, draft_cost=0.31), 0.5, 0.9, model=True) < 100
+    # sure but often wrong does not pay either
+    assert _drafting_steps(DraftLength(8, draft_cost=0.31), 1.0, 0.6, model=True) < 100
+    # as costly as the target: never worth it, however good
+    assert _drafting_steps(DraftLength(8, draft_cost=1.0), 1.0, 1.0, model=True) < 100
+    # not adaptive: always n_max, whatever happens
     fixed = DraftLength(5, adaptive=False, draft_cost=0.31)
-    assert _drafting_steps(fixed, 0.0, 1.0) == 400 and fixed.next() == 5
-    assert DraftLength(4, draft_cost=2.0).next() == 4  # the first draft is always tried
+    assert _drafting_steps(fixed, 0.0, 0.0, model=True) == 400 and fixed.next() == 5
+    # the first draft is tried on the priors where they promise a gain; a draft costlier than the target waits
+    assert DraftLength(4, draft_cost=0.31).next() > 0
+    assert DraftLength(4, draft_cost=2.0).next() == 0
 
 
 def test_lookup_decoding_is_llama_cpp_pythons_callable():
