@@ -40,6 +40,23 @@ _REFUSED = {
 }
 
 
+# model_types whose llama.cpp graph sizes attn_q as n_embd x n_embd (its qwen2 and olmo2
+# load_arch_tensors, llama.cpp 0.3.36's vendored tree): lamina and transformers run their
+# head-cut files, llama.cpp refuses them ("attn_q.weight has wrong shape")
+_LLAMA_CPP_FIXED_Q = {"qwen2", "olmo2"}
+
+
+def llama_cpp_note(config: dict) -> str | None:
+    """What the plan says when llama.cpp will not load this model's head-cut GGUF."""
+    arch = str(config.get("model_type"))
+    if arch not in _LLAMA_CPP_FIXED_Q:
+        return None
+    return (
+        f"note: llama.cpp will not load the result (its {arch} graph assumes query heads x head_dim = hidden size); "
+        "lamina and transformers run it"
+    )
+
+
 def head_geometry(config: dict) -> tuple[int, int, int]:
     """(n_head, n_head_kv, head_dim) of a config."""
     n_head = int(config["num_attention_heads"])

@@ -107,6 +107,9 @@ class CompressPlan:
                 f"attention    keep {k} of {Hkv} KV groups per layer ({k * (H // Hkv)} of {H} query heads, "
                 f"head_dim {D}; norm of each group's output through o_proj)"
             )
+            note = heads.llama_cpp_note(config)
+            if note is not None:
+                lines.append(f"             {note}")
         if self.sparsity is not None:
             lines.append(f"sparsity     {self.sparsity.describe()} on every linear (embeddings and head dense)")
         if self.needs_calibration():

@@ -126,7 +126,7 @@ def test_group_importance_equals_numpy_reference(tiny: Path, tmp_path: Path) -> 
         ("olmo2", GQA),  # q/k norms over the whole projection
     ],
 )
-def test_heads_keep_other_architectures(model_type: str, extra: dict | None, tmp_path: Path) -> None:
+def test_heads_keep_other_architectures(model_type: str, extra: dict | None, tmp_path: Path, capsys) -> None:
     src = _tiny(tmp_path, model_type, extra)
     out = tmp_path / "cut"
     gguf = compress(src, out, "--heads-keep", "0.5")
@@ -135,6 +135,11 @@ def test_heads_keep_other_architectures(model_type: str, extra: dict | None, tmp
     assert (cfg["num_attention_heads"], cfg["num_key_value_heads"]) == (H // 2, Hkv // 2)
     ids = random_ids(gguf)
     assert nmse(lamina_logits(gguf, ids), transformers_logits(out / "hf", ids)) < 1e-4
+    # llama.cpp's qwen2 and olmo2 graphs size attn_q as n_embd x n_embd: the plan says the file will not load there
+    assert "llama.cpp will not load the result" in capsys.readouterr().out
+    if have_llama_cpp():
+        with pytest.raises(RuntimeError, match="llama.cpp on .* failed"):
+            llama_cpp_logits(gguf, tokens=ids, n_ctx=64)
 
 
 def test_heads_keep_refusals(tiny: Path, tmp_path: Path, capsys) -> None:
