@@ -313,6 +313,7 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
     job->at = at;
     job->w_row_bytes = (size_t)(n / wt->blck_size) * wt->type_size;
     job->n_scales = job->dot4 ? lm_x4_scale_count(wt->vec_dot_type) : 0;
+    if (!job->n_scales) job->dot2r = NULL;   /* it reads the side data only dot4's layout has */
     job->xq_row_bytes = column_bytes(at, n, job->n_scales);
     /* prefill (more columns than the few-column paths take) through dotn;
      * the float types, which have no few-column kernel, from two columns on

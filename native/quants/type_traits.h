@@ -45,7 +45,9 @@ typedef void (*lm_vec_dot_x4_fn)(int64_t n, int ncol, float *s, size_t s_stride,
                                  size_t y_stride);
 
 /* s[0], s[1] = dot(row x, y), dot(row x + x_stride bytes, y): two weight
- * rows, one column, each bit-identical to the single-row kernel */
+ * rows, one column, each bit-identical to the single-row kernel; y is the
+ * column as matmul.c lays it out for the few-column kernels (its blocks, then
+ * their scales and sums: lm_x4_scales_offset), not a plain row */
 typedef void (*lm_vec_dot_2r_fn)(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
 
 typedef struct {

@@ -172,7 +172,7 @@ static inline lm_i8_column lm_i8_plain_column(const LM_I8_PARTNER *y, int64_t i,
     return c;
 }
 
-/* rows x[0..nrow) with one plain Q8_0 column: the one- and two-row kernels */
+/* rows x[0..nrow) with one plain Q8_0 column: the one-row kernel */
 LM_X4_INLINE void lm_i8_rows(int64_t n, const int nrow, float *s, const LM_I8_BLOCK *const *x, const LM_I8_PARTNER *y) {
     const int64_t nb = n / QK8_0;
     __m256 acc[2] = { _mm256_setzero_ps(), _mm256_setzero_ps() };
@@ -196,11 +196,6 @@ LM_X4_INLINE void lm_i8_rows(int64_t n, const int nrow, float *s, const LM_I8_BL
 void LM_I8_FN(lm_vec_dot_)(int64_t n, float *s, const void *vx, const void *vy) {
     const LM_I8_BLOCK *x[1] = { vx };
     lm_i8_rows(n, 1, s, x, vy);
-}
-
-void LM_I8_FN(lm_vec_dot_2r_)(int64_t n, float *s, const void *vx, size_t x_stride, const void *vy) {
-    const LM_I8_BLOCK *x[2] = { vx, (const LM_I8_BLOCK *)((const char *)vx + x_stride) };
-    lm_i8_rows(n, 2, s, x, vy);
 }
 
 /* the group of m blocks from block i of a column laid out by matmul.c:
@@ -237,6 +232,10 @@ LM_X4_INLINE void lm_i8_tile(int64_t n, const int nrow, const int ncol, float *s
     lm_i8_column col[NCOL];
     int64_t i = 0;
     for (; i + LM_I8_GROUP <= nb; i += LM_I8_GROUP) {
+        if (ncol == 1)   /* decode: every weight is read once, fetch ahead (as lm_i8_rows) */
+            for (int r = 0; r < nrow; r++)
+                for (int b = 0; b < LM_I8_GROUP; b++)
+                    _mm_prefetch((const char *)&x[r][i + LM_LEGACY_PREFETCH + b], _MM_HINT_T0);
         for (int c = 0; c < ncol; c++) col[c] = lm_i8_side_column(y[c], yd[c], ys[c], nb, i, LM_I8_GROUP);
         for (int r = 0; r < nrow; r++) lm_i8_group(&x[r][i], LM_I8_GROUP, ncol, col, acc[r]);
     }
@@ -257,6 +256,14 @@ LM_X4_INLINE void lm_i8_x4(int64_t n, const int ncol, float *s, size_t s_stride,
 }
 #define LM_I8_DEFINE_X4(t, body) LM_DEFINE_X4(t, body)
 LM_I8_DEFINE_X4(LM_I8_T, lm_i8_x4)
+
+/* two rows by decode's one column, from matmul.c with its side data: the
+ * block byte sums were computed once per column there, so Q4_0 and Q5_0 decode
+ * does not recompute them for every pair of rows, and the scales come as floats */
+void LM_I8_FN(lm_vec_dot_2r_)(int64_t n, float *s, const void *vx, size_t x_stride, const void *vy) {
+    const LM_I8_BLOCK *x[2] = { vx, (const LM_I8_BLOCK *)((const char *)vx + x_stride) };
+    lm_i8_tile(n, 2, 1, s, 1, x, vy, 0);
+}
 
 void LM_I8_FN(lm_vec_dot_2r2c_)(int64_t n, float *s, size_t s_stride, const void *vx, size_t x_stride, const void *vy,
                                 size_t y_stride) {
