@@ -90,9 +90,6 @@ class LlamaDraftFile:
                 f"draft model {self.model_path}: its vocabulary ({self.model.n_vocab} tokens) is not the target's "
                 f"({target.path}, {target.n_vocab} tokens); a draft must share the tokenizer"
             )
-        # decode reads every weight once, so the weight bytes price a pass
-        mine_b = weight_bytes_per_token(self.model.native.gguf, self.model.hparams)
-        self.cost = mine_b / max(1, weight_bytes_per_token(target.native.gguf, target.hparams))
         with self._lock:  # the first requests of several threads may bind at once
             if self.ctx is not None:
                 if self.ctx.n_seq_max < n_seq or self.ctx.n_ctx < n_ctx or self.ctx.n_ctx_seq < n_ctx_seq:
@@ -101,6 +98,9 @@ class LlamaDraftFile:
                         "use one LlamaDraftFile per Llama"
                     )
                 return
+            # once per target, not per request: decode reads every weight once, so weight bytes price a pass
+            draft_bytes = weight_bytes_per_token(self.model.native.gguf, self.model.hparams)
+            self.cost = draft_bytes / max(1, weight_bytes_per_token(target.native.gguf, target.hparams))
             self.ctx = Context(self.model, n_ctx=n_ctx, n_batch=n_batch, n_seq_max=n_seq, n_ctx_seq=n_ctx_seq)
 
     def close(self) -> None:
