@@ -42,6 +42,8 @@ typedef struct {
     lm_vec_dot_2r_fn dot2r;  /* 2 rows of one column at once, bit-identical to dot; may be NULL */
     lm_vec_dot_2r2c_fn dot22;   /* 2 rows by 2 columns, bit-identical to dot4; may be NULL */
     lm_vec_dot_x4_fn dotn;      /* 1 row by up to LM_XN_MAX columns, bit-identical to dot4; may be NULL */
+    lm_vec_dot_xn2r_fn
+        dotn2r;  /* the float types' 2 rows by up to LM_XN_MAX columns, bit-identical to dotn; may be NULL */
     int use_dotn;               /* prefill through dotn: the columns interleaved at xg */
     int float_cols;             /* dotn of a float type: xg holds plain f32 columns, one per group */
     int xn_unit;                /* columns per group: LM_XN_LANES, or 1 for float_cols */
@@ -203,6 +205,7 @@ enum { XN_FLOAT_TILE_BYTES = 32 * 1024 };
 static int64_t column_tile(const matmul_job *job) {
     if (!job->float_cols) return XN_TILE_C;
     const int64_t fit = XN_FLOAT_TILE_BYTES / (int64_t)job->group_bytes;
+    if (job->dotn2r) return fit < 6 ? 6 : fit > 60 ? 60 : fit / 6 * 6;   /* whole blocks of the two-row kernel */
     return fit < 4 ? 4 : fit > LM_XN_MAX ? LM_XN_MAX : fit;
 }
 
@@ -212,10 +215,15 @@ static void multiply_rows_xn(const matmul_job *job, int64_t r_begin, int64_t r_e
         const int64_t r1 = r0 + XN_TILE_R < r_end ? r0 + XN_TILE_R : r_end;
         for (int64_t c0 = 0; c0 < job->ncols; c0 += tile_c) {
             const int ncol = (int)(job->ncols - c0 < tile_c ? job->ncols - c0 : tile_c);
-            for (int64_t r = r0; r < r1; r++)
+            const char *xg = job->xg + (size_t)(c0 / job->xn_unit) * job->group_bytes;
+            int64_t r = r0;
+            if (job->dotn2r)
+                for (; r + 2 <= r1; r += 2)
+                    job->dotn2r(job->n, ncol, &job->y[c0 * job->ldy + r], (size_t)job->ldy,
+                                job->w + (size_t)r * job->w_row_bytes, job->w_row_bytes, xg, job->group_bytes);
+            for (; r < r1; r++)
                 job->dotn(job->n, ncol, &job->y[c0 * job->ldy + r], (size_t)job->ldy,
-                          job->w + (size_t)r * job->w_row_bytes,
-                          job->xg + (size_t)(c0 / job->xn_unit) * job->group_bytes, job->group_bytes);
+                          job->w + (size_t)r * job->w_row_bytes, xg, job->group_bytes);
         }
     }
 }
@@ -321,6 +329,7 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
     job->group_bytes = group_bytes(at, n);
     job->float_cols = job->dotn != NULL && lm_type_is_float(at) && ncols >= 2;
     job->xn_unit = job->float_cols ? 1 : LM_XN_LANES;
+    job->dotn2r = job->float_cols ? lm_select_vec_dot_xn2r(wt, impl) : NULL;
     job->use_dotn = job->float_cols || (job->dotn != NULL && job->group_bytes > 0 && ncols > LM_PAIRED_COLS);
     job->rows = rows;
     job->n = n;

@@ -41,6 +41,14 @@ void lm_vec_dot_xn_f16_avx2(int64_t n, int ncol, float *s, size_t s_stride, cons
                             size_t y_stride);
 void lm_vec_dot_xn_bf16_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                              size_t y_stride);
+/* and two rows (x, x + x_stride bytes) by 1..LM_XN_MAX such columns into
+ * s[c * s_stride + 0 / 1], each sum with the same bits */
+void lm_vec_dot_xn2r_f32_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, size_t x_stride,
+                              const void *y, size_t y_stride);
+void lm_vec_dot_xn2r_f16_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, size_t x_stride,
+                              const void *y, size_t y_stride);
+void lm_vec_dot_xn2r_bf16_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, size_t x_stride,
+                               const void *y, size_t y_stride);
 
 /* The 32-weight formats of simd/x86/legacy_i8_avx2.h (IQ4_NL's and MXFP4's
  * too, their 4-bit indices looked up): LM_I8_TYPES(X) lists them. Per ISA

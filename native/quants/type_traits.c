@@ -179,6 +179,19 @@ lm_vec_dot_x4_fn lm_select_vec_dot_xn(const lm_type_traits *t, int impl) {
     return k.dot && (k.x4 || lm_type_is_float(t)) ? k.xn : NULL;
 }
 
+/* with the dotn it reproduces: the float types' AVX2 one (they have no VNNI build) */
+lm_vec_dot_xn2r_fn lm_select_vec_dot_xn2r(const lm_type_traits *t, int impl) {
+#if defined(LM_BUILD_AVX2)
+    if (lm_select_vec_dot_xn(t, impl) == lm_vec_dot_xn_f32_avx2) return lm_vec_dot_xn2r_f32_avx2;
+    if (lm_select_vec_dot_xn(t, impl) == lm_vec_dot_xn_f16_avx2) return lm_vec_dot_xn2r_f16_avx2;
+    if (lm_select_vec_dot_xn(t, impl) == lm_vec_dot_xn_bf16_avx2) return lm_vec_dot_xn2r_bf16_avx2;
+#else
+    (void)t;
+    (void)impl;
+#endif
+    return NULL;
+}
+
 lm_vec_dot_2r_fn lm_select_vec_dot_2r(const lm_type_traits *t, int impl) {
     const simd_kernels k = select_kernels(t, impl);
     return k.dot ? k.dot2r : NULL;

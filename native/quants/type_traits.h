@@ -109,6 +109,12 @@ enum {
  * plainly instead, as f32 values of the partner type, y_stride bytes apart. */
 lm_vec_dot_x4_fn lm_select_vec_dot_xn(const lm_type_traits *t, int impl);
 int lm_type_is_float(const lm_type_traits *t);
+/* The float types' two-row companion of their many-column kernel: rows x
+ * and x + x_stride bytes by 1..LM_XN_MAX columns (laid out as for dotn) into
+ * s[c * s_stride + 0 / 1], each sum with dotn's bits; NULL for other types. */
+typedef void (*lm_vec_dot_xn2r_fn)(int64_t n, int ncol, float *s, size_t s_stride, const void *x, size_t x_stride,
+                                   const void *y, size_t y_stride);
+lm_vec_dot_xn2r_fn lm_select_vec_dot_xn2r(const lm_type_traits *t, int impl);
 /* the two-by-two kernel matching lm_select_vec_dot_x4(t, impl), or NULL */
 lm_vec_dot_2r2c_fn lm_select_vec_dot_2r2c(const lm_type_traits *t, int impl);
 
