@@ -49,7 +49,8 @@ static inline float xf_f32(float v) { return v; }
                 __m256 w[2];                                                                                    \
                 for (int r = 0; r < R; r++) w[r] = load8(x[r] + i);                                             \
                 for (int c = 0; c < C; c++) {                                                                   \
-                    const __m256 v = _mm256_loadu_ps(y[c] + i);                                                 \
+                    __m256 v = _mm256_loadu_ps(y[c] + i);                                                       \
+                    if (R > 1) __asm__("" : "+x"(v)); /* one load for both rows, not one folded into each FMA */ \
                     for (int r = 0; r < R; r++) a[r * C + c] = _mm256_fmadd_ps(w[r], v, a[r * C + c]);          \
                 }                                                                                               \
             }                                                                                                   \
