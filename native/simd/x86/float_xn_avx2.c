@@ -39,23 +39,23 @@ static inline float xf_f32(float v) { return v; }
  * per step, in step order (R and C constants at each call, so the sums stay
  * in registers; a column's vector is loaded once for both rows, a row's once
  * for all columns) */
-#define LM_XF_CHAINS(t, elem_t, load8)                                                                          \
-    static inline __attribute__((always_inline)) void xf_chains_##t(                                            \
-        const elem_t *const *x, int R, const float *const *y, int C, int64_t i0, int64_t i1, __m256 acc[][4]) { \
-        for (int j = 0; j < 4; j++) {                                                                           \
-            __m256 a[XF_SUMS];                                                                                  \
-            for (int k = 0; k < R * C; k++) a[k] = acc[k][j];                                                   \
-            for (int64_t i = i0 + 8 * j; i < i1; i += 32) {                                                     \
-                __m256 w[2];                                                                                    \
-                for (int r = 0; r < R; r++) w[r] = load8(x[r] + i);                                             \
-                for (int c = 0; c < C; c++) {                                                                   \
-                    __m256 v = _mm256_loadu_ps(y[c] + i);                                                       \
+#define LM_XF_CHAINS(t, elem_t, load8)                                                                           \
+    static inline __attribute__((always_inline)) void xf_chains_##t(                                             \
+        const elem_t *const *x, int R, const float *const *y, int C, int64_t i0, int64_t i1, __m256 acc[][4]) {  \
+        for (int j = 0; j < 4; j++) {                                                                            \
+            __m256 a[XF_SUMS];                                                                                   \
+            for (int k = 0; k < R * C; k++) a[k] = acc[k][j];                                                    \
+            for (int64_t i = i0 + 8 * j; i < i1; i += 32) {                                                      \
+                __m256 w[2];                                                                                     \
+                for (int r = 0; r < R; r++) w[r] = load8(x[r] + i);                                              \
+                for (int c = 0; c < C; c++) {                                                                    \
+                    __m256 v = _mm256_loadu_ps(y[c] + i);                                                        \
                     if (R > 1) __asm__("" : "+x"(v)); /* one load for both rows, not one folded into each FMA */ \
-                    for (int r = 0; r < R; r++) a[r * C + c] = _mm256_fmadd_ps(w[r], v, a[r * C + c]);          \
-                }                                                                                               \
-            }                                                                                                   \
-            for (int k = 0; k < R * C; k++) acc[k][j] = a[k];                                                   \
-        }                                                                                                       \
+                    for (int r = 0; r < R; r++) a[r * C + c] = _mm256_fmadd_ps(w[r], v, a[r * C + c]);           \
+                }                                                                                                \
+            }                                                                                                    \
+            for (int k = 0; k < R * C; k++) acc[k][j] = a[k];                                                    \
+        }                                                                                                        \
     }
 
 LM_XF_CHAINS(f32, float, xf_load_f32)
