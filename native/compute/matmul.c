@@ -50,6 +50,7 @@ typedef struct {
     char *xg;
     size_t group_bytes;         /* bytes from one group of columns at xg to the next */
     lm_from_float_fn from_float;   /* the partner's quantizer for impl (same bytes whichever) */
+    lm_round_row_fn round_row;     /* float_cols: a column to the partner's values in one pass; may be NULL */
     const char *w;
     size_t w_row_bytes;
     int64_t rows, n, ncols;
@@ -141,9 +142,14 @@ static void quantize_groups(matmul_job *job, int ith, int nth) {
  * weight row (F32 reads x itself) */
 static void widen_columns(const matmul_job *job, int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; c++) {
+        float *wide = (float *)(job->xg + (size_t)c * job->group_bytes);
+        if (job->round_row) {
+            job->round_row(job->x + c * job->n, wide, job->n);
+            continue;
+        }
         char *col = job->xq + (size_t)c * job->xq_row_bytes;
         job->from_float(job->x + c * job->n, col, job->n);
-        job->at->to_float(col, (float *)(job->xg + (size_t)c * job->group_bytes), job->n);
+        job->at->to_float(col, wide, job->n);
     }
 }
 
@@ -330,6 +336,7 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
     job->float_cols = job->dotn != NULL && lm_type_is_float(at) && ncols >= 2;
     job->xn_unit = job->float_cols ? 1 : LM_XN_LANES;
     job->dotn2r = job->float_cols ? lm_select_vec_dot_xn2r(wt, impl) : NULL;
+    job->round_row = job->float_cols ? lm_select_round_row(at, impl) : NULL;
     job->use_dotn = job->float_cols || (job->dotn != NULL && job->group_bytes > 0 && ncols > LM_PAIRED_COLS);
     job->rows = rows;
     job->n = n;

@@ -41,6 +41,10 @@ void lm_vec_dot_xn_f16_avx2(int64_t n, int ncol, float *s, size_t s_stride, cons
                             size_t y_stride);
 void lm_vec_dot_xn_bf16_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, const void *y,
                              size_t y_stride);
+/* y = x rounded to f16 / bf16 and widened back (float_avx2.c): the columns of
+ * those many-column kernels, as lm_from_float_<t> then lm_dequantize_row_<t> */
+void lm_round_row_f16_avx2(const float *x, float *y, int64_t n);
+void lm_round_row_bf16_avx2(const float *x, float *y, int64_t n);
 /* and two rows (x, x + x_stride bytes) by 1..LM_XN_MAX such columns into
  * s[c * s_stride + 0 / 1], each sum with the same bits */
 void lm_vec_dot_xn2r_f32_avx2(int64_t n, int ncol, float *s, size_t s_stride, const void *x, size_t x_stride,

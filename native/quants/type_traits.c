@@ -167,6 +167,19 @@ lm_from_float_fn lm_select_from_float(const lm_type_traits *t, int impl) {
     return t->from_float;
 }
 
+lm_round_row_fn lm_select_round_row(const lm_type_traits *t, int impl) {
+#if defined(LM_BUILD_AVX2)
+    if (impl != LM_IMPL_SCALAR && lm_cpu_features_avx2()) {
+        if (t == &k_traits[LM_TYPE_F16]) return lm_round_row_f16_avx2;
+        if (t == &k_traits[LM_TYPE_BF16]) return lm_round_row_bf16_avx2;
+    }
+#else
+    (void)t;
+    (void)impl;
+#endif
+    return NULL;
+}
+
 /* the companions only alongside the single-column kernel whose bits they reproduce */
 lm_vec_dot_x4_fn lm_select_vec_dot_x4(const lm_type_traits *t, int impl) {
     const simd_kernels k = select_kernels(t, impl);

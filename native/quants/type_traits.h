@@ -115,6 +115,11 @@ int lm_type_is_float(const lm_type_traits *t);
 typedef void (*lm_vec_dot_xn2r_fn)(int64_t n, int ncol, float *s, size_t s_stride, const void *x, size_t x_stride,
                                    const void *y, size_t y_stride);
 lm_vec_dot_xn2r_fn lm_select_vec_dot_xn2r(const lm_type_traits *t, int impl);
+/* x rounded to the float partner t (F16, BF16) and widened back to f32, in one
+ * pass: the columns of the float many-column kernels; NULL where impl has no
+ * such pass (then lm_from_float_<t> and to_float do it) */
+typedef void (*lm_round_row_fn)(const float *x, float *y, int64_t n);
+lm_round_row_fn lm_select_round_row(const lm_type_traits *t, int impl);
 /* the two-by-two kernel matching lm_select_vec_dot_x4(t, impl), or NULL */
 lm_vec_dot_2r2c_fn lm_select_vec_dot_2r2c(const lm_type_traits *t, int impl);
 

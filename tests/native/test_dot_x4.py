@@ -136,6 +136,47 @@ def test_float_many_column_kernel_matches_one_column_kernel(qtype, n, impl):
         np.testing.assert_array_equal(y, single, err_msg=f"{ncols} columns")
 
 
+def _rounding_edges(ncols: int, n: int, finite_below: float = np.inf) -> np.ndarray:
+    """values where rounding to f16 / bf16 is decided: exact ties (to even, up
+    and down), f16 subnormals and underflow, f16 overflow to infinity, the
+    largest finite values, infinities, NaN, signed zeros"""
+    f16_ties = [1 + 2.0**-11, 1 + 3 * 2.0**-11, -(1 + 2.0**-11), 2048 + 1, 2048 + 3]
+    bf16_ties = [1 + 2.0**-8, 1 + 3 * 2.0**-8, -(1 + 3 * 2.0**-8), 256 + 1, 2.0**-126 * (1 + 2.0**-8)]
+    edges = [6e-8, 2.98e-8, 2.0**-25, 2.0**-24, 1e-5, -1e-7, 65504, 65519, 65520, -70000, 3.4e38, -3.4e38]
+    special = [np.inf, -np.inf, np.nan, 0.0, -0.0]
+    pool = np.array(f16_ties + bf16_ties + edges + special, np.float32)
+    if finite_below < np.inf:
+        pool = pool[np.abs(pool) < finite_below]  # drops NaN too
+    rng = np.random.default_rng(5)
+    return rng.choice(pool, size=(ncols, n)).astype(np.float32)
+
+
+@needs_avx2
+@pytest.mark.parametrize("qtype", [T.F16, T.BF16], ids=ids([T.F16, T.BF16]))
+def test_float_columns_round_as_the_one_column_dot_rounds_them(qtype):
+    """matmul widens many columns in one pass (F16C, or bf16's integer
+    rounding in AVX2) where the one-column dot quantizes with lm_from_float:
+    the same values at every rounding edge, so the same sums (NaN where NaN)"""
+    n = 77  # 8-value steps and a scalar tail
+    w = quants.quantize(make("normal", ROWS, n, seed=4) * 1e-3, qtype)
+    x = _rounding_edges(6, n)
+    y = quants.matmul(w, qtype, x, n_threads=1, impl="avx2")
+    acts = [quants.quantize_activations(x[c : c + 1], qtype) for c in range(6)]
+    single = np.array(
+        [[quants.vec_dot(w[r], qtype, acts[c], impl="avx2") for r in range(ROWS)] for c in range(6)],
+        dtype=np.float32,
+    )
+    np.testing.assert_array_equal(y, single)
+    # and the rounded values themselves, through weight rows of one 1 (the
+    # values finite in the type: 0 x inf would be NaN)
+    x = _rounding_edges(6, n, finite_below=65520 if qtype == T.F16 else 3.39e38)
+    eye = np.zeros((n, n), np.float32)
+    np.fill_diagonal(eye, 1.0)
+    rounded = quants.matmul(quants.quantize(eye, qtype), qtype, x, impl="avx2")
+    wide = np.stack([quants.dequantize(quants.quantize_activations(x[c : c + 1], qtype), qtype)[0] for c in range(6)])
+    np.testing.assert_array_equal(rounded, wide)
+
+
 @pytest.mark.parametrize("qtype", list(X4_TYPES), ids=ids(X4_TYPES))
 def test_scalar_matmul_is_the_reference_dot(qtype):
     """LM_IMPL_SCALAR keeps one column at a time through vec_dot_ref"""

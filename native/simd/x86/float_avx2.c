@@ -36,3 +36,30 @@ static inline float f32_id(float v) { return v; }
 LM_FLOAT_DOT_AVX2(f32, float, load_f32_8, f32_id)
 LM_FLOAT_DOT_AVX2(f16, lm_half, load_f16_8, lm_half_f32)
 LM_FLOAT_DOT_AVX2(bf16, lm_bf16, load_bf16_8, lm_bf16_to_f32)
+
+/* y = x rounded to f16 (bf16) and widened back: the values the one-column
+ * dot sees after lm_from_float_<t>, for the many-column kernels, which take
+ * f32 columns. F16C rounds to nearest even as lm_f32_to_half does; bf16 as
+ * lm_f32_to_bf16 (a NaN stays a quiet NaN). */
+void lm_round_row_f16_avx2(const float *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+    for (; i < n; i++) y[i] = lm_half_to_f32(lm_f32_to_half(x[i]));
+}
+
+void lm_round_row_bf16_avx2(const float *x, float *y, int64_t n) {
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    const __m256i high = _mm256_set1_epi32((int)0xffff0000u), half_ulp = _mm256_set1_epi32(0x7fff);
+    const __m256i one = _mm256_set1_epi32(1), quiet = _mm256_set1_epi32(0x00400000);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i u = _mm256_loadu_si256((const __m256i *)(x + i));
+        const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
+        const __m256i rounded = _mm256_and_si256(_mm256_add_epi32(u, _mm256_add_epi32(half_ulp, odd)), high);
+        const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
+        const __m256i quieted = _mm256_or_si256(_mm256_and_si256(u, high), quiet);
+        _mm256_storeu_si256((__m256i *)(y + i), _mm256_blendv_epi8(rounded, quieted, nan));
+    }
+    for (; i < n; i++) y[i] = lm_bf16_to_f32(lm_f32_to_bf16(x[i]));
+}
