@@ -7,8 +7,9 @@ tile and an odd rest).
 
 The float weight types F32, F16 and BF16 have no few-column kernel: from two
 columns on they go through lm_vec_dot_xn_<t> (float_xn_avx2.c), the columns
-as f32 values of the partner type, eight at a time then 4, 2, 1, in chunks of
-512 values; n = 1000 runs two chunks and a scalar tail of 8 values.
+as f32 values of the partner type, two rows by six columns at a time
+(lm_vec_dot_xn2r_<t>; an odd last row one row by eight), then 4, 2, 1, in
+chunks of 512 values; n = 1000 runs two chunks and a scalar tail of 8 values.
 
 Each column must come out bit-identical to the single-column AVX2 kernel, so a
 matmul's result never depends on how many columns it was given (the x4 kernel
