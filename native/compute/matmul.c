@@ -52,7 +52,7 @@ typedef struct {
     char *xg;
     size_t group_bytes;         /* bytes from one group of columns at xg to the next */
     lm_from_float_fn from_float;   /* the partner's quantizer for impl (same bytes whichever) */
-    lm_round_row_fn round_row;     /* float_cols: a column to the partner's values in one pass; may be NULL */
+    lm_round_row_fn round_row;     /* a column to the partner's values in one pass (F16, BF16 on AVX2) */
     const char *w;
     size_t w_row_bytes;
     int64_t rows, n, ncols;
@@ -140,19 +140,11 @@ static void quantize_groups(matmul_job *job, int ith, int nth) {
 }
 
 /* the float types' many-column kernels: each column rounded to the partner
- * type (the one-column dot's input) and widened back to f32 once, for every
- * weight row (F32 reads x itself) */
+ * type (the one-column dot's input) and widened back to f32 in one pass, once
+ * for every weight row (F32 reads x itself) */
 static void widen_columns(const matmul_job *job, int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; c++) {
-        float *wide = (float *)(job->xg + (size_t)c * job->group_bytes);
-        if (job->round_row) {
-            job->round_row(job->x + c * job->n, wide, job->n);
-            continue;
-        }
-        char *col = job->xq + (size_t)c * job->xq_row_bytes;
-        job->from_float(job->x + c * job->n, col, job->n);
-        job->at->to_float(col, wide, job->n);
-    }
+    for (int64_t c = c0; c < c1; c++)
+        job->round_row(job->x + c * job->n, (float *)(job->xg + (size_t)c * job->group_bytes), job->n);
 }
 
 static void quantize_columns(void *p, int ith, int nth) {
@@ -215,7 +207,10 @@ enum { XN_FLOAT_TILE_BYTES = 32 * 1024 };
 static int64_t column_tile(const matmul_job *job) {
     if (!job->float_cols) return XN_TILE_C;
     const int64_t fit = XN_FLOAT_TILE_BYTES / (int64_t)job->group_bytes;
-    if (job->dotn2r) return fit < 6 ? 6 : fit > 60 ? 60 : fit / 6 * 6;   /* whole blocks of the two-row kernel */
+    if (job->dotn2r)
+        return fit < 6                   ? 6
+               : fit > LM_XN_MAX / 6 * 6 ? LM_XN_MAX / 6 * 6
+                                         : fit / 6 * 6;   /* whole blocks of the two-row kernel */
     return fit < 4 ? 4 : fit > LM_XN_MAX ? LM_XN_MAX : fit;
 }
 
@@ -337,10 +332,11 @@ static int plan(matmul_job *job, int impl, int type, int64_t rows, int64_t n, in
      * the float types, which have no few-column kernel, from two columns on
      * (speculative verification, decode of several sequences) */
     job->group_bytes = group_bytes(at, n);
-    job->float_cols = job->dotn != NULL && lm_type_is_float(at) && ncols >= 2;
+    job->round_row = lm_select_round_row(at, impl);
+    job->float_cols = job->dotn != NULL && lm_type_is_float(at) && ncols >= 2 &&
+                      (at == lm_get_type_traits(LM_TYPE_F32) || job->round_row != NULL);
     job->xn_unit = job->float_cols ? 1 : LM_XN_LANES;
     job->dotn2r = job->float_cols ? lm_select_vec_dot_xn2r(wt, impl) : NULL;
-    job->round_row = job->float_cols ? lm_select_round_row(at, impl) : NULL;
     job->use_dotn = job->float_cols || (job->dotn != NULL && job->group_bytes > 0 && ncols > LM_PAIRED_COLS);
     job->rows = rows;
     job->n = n;

@@ -55,10 +55,11 @@ typedef struct {
     lm_vec_dot_2r_fn dot2r;
     lm_vec_dot_2r2c_fn dot22;
     lm_vec_dot_x4_fn xn;        /* one row by up to LM_XN_MAX columns */
+    lm_vec_dot_xn2r_fn xn2r;    /* two rows by xn's columns (the float types) */
 } simd_kernels;
 
 static simd_kernels avx2_kernels(const lm_type_traits *t) {
-    simd_kernels k = { t->vec_dot_avx2, t->vec_dot_x4_avx2, NULL, NULL, NULL };
+    simd_kernels k = { t->vec_dot_avx2, t->vec_dot_x4_avx2, NULL, NULL, NULL, NULL };
 #if defined(LM_BUILD_AVX2)
 #define LM_AVX2_PAIRS(ID, t_)                  \
     if (t == &k_traits[LM_TYPE_##ID]) {        \
@@ -79,9 +80,15 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
     if (t == &k_traits[LM_TYPE_Q5_K]) k.xn = lm_vec_dot_xn_q5_K_avx2;
     if (t == &k_traits[LM_TYPE_Q6_K]) k.xn = lm_vec_dot_xn_q6_K_avx2;
     if (t == &k_traits[LM_TYPE_IQ4_XS]) k.xn = lm_vec_dot_xn_iq4_xs_avx2;
-    if (t == &k_traits[LM_TYPE_F32]) k.xn = lm_vec_dot_xn_f32_avx2;
-    if (t == &k_traits[LM_TYPE_F16]) k.xn = lm_vec_dot_xn_f16_avx2;
-    if (t == &k_traits[LM_TYPE_BF16]) k.xn = lm_vec_dot_xn_bf16_avx2;
+#define LM_AVX2_FLOAT(ID, t_)                 \
+    if (t == &k_traits[LM_TYPE_##ID]) {       \
+        k.xn = lm_vec_dot_xn_##t_##_avx2;     \
+        k.xn2r = lm_vec_dot_xn2r_##t_##_avx2; \
+    }
+    LM_AVX2_FLOAT(F32, f32)
+    LM_AVX2_FLOAT(F16, f16)
+    LM_AVX2_FLOAT(BF16, bf16)
+#undef LM_AVX2_FLOAT
 #undef LM_AVX2_PAIRS
 #endif
     return k;
@@ -91,7 +98,7 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
  * avx512vnni); all NULL for the other types */
 #define LM_VNNI_ROW(ID, t_, x4_, dot22_, xn_, isa) \
     if (t == &k_traits[LM_TYPE_##ID])              \
-        return (simd_kernels){ lm_vec_dot_##t_##_##isa, x4_, lm_vec_dot_2r_##t_##_##isa, dot22_, xn_ };
+        return (simd_kernels){ lm_vec_dot_##t_##_##isa, x4_, lm_vec_dot_2r_##t_##_##isa, dot22_, xn_, NULL };
 #define LM_VNNI_TABLE(isa)                                                                                            \
     LM_VNNI_ROW(Q4_0, q4_0, lm_vec_dot_x4_q4_0_##isa, lm_vec_dot_2r2c_q4_0_##isa, lm_vec_dot_xn_q4_0_##isa, isa)      \
     LM_VNNI_ROW(Q4_1, q4_1, lm_vec_dot_x4_q4_1_##isa, lm_vec_dot_2r2c_q4_1_##isa, lm_vec_dot_xn_q4_1_##isa, isa)      \
@@ -118,7 +125,7 @@ static simd_kernels avx2_kernels(const lm_type_traits *t) {
     LM_VNNI_XNK(IQ4_XS, iq4_xs, isa)
 
 static simd_kernels vnni_kernels(const lm_type_traits *t) {
-    const simd_kernels none = { NULL, NULL, NULL, NULL, NULL };
+    const simd_kernels none = { NULL, NULL, NULL, NULL, NULL, NULL };
     switch (lm_cpu_features_vnni()) {
 #if defined(LM_BUILD_AVXVNNI)
     case LM_VNNI_AVX: LM_VNNI_TABLE(avxvnni) LM_VNNI_KQUANTS(avxvnni) return none;
@@ -138,7 +145,7 @@ static simd_kernels vnni_kernels(const lm_type_traits *t) {
  * impl is unavailable). AUTO and VNNI take the VNNI build where the type has
  * one and the CPU runs it, else the AVX2 one; AVX2 always AVX2. */
 static simd_kernels select_kernels(const lm_type_traits *t, int impl) {
-    const simd_kernels none = { NULL, NULL, NULL, NULL, NULL };
+    const simd_kernels none = { NULL, NULL, NULL, NULL, NULL, NULL };
     if (impl == LM_IMPL_SCALAR || !lm_cpu_features_avx2()) return none;
     if (impl == LM_IMPL_AUTO || impl == LM_IMPL_VNNI) {
         if (impl == LM_IMPL_VNNI && !lm_cpu_features_vnni()) return none;
@@ -192,17 +199,10 @@ lm_vec_dot_x4_fn lm_select_vec_dot_xn(const lm_type_traits *t, int impl) {
     return k.dot && (k.x4 || lm_type_is_float(t)) ? k.xn : NULL;
 }
 
-/* with the dotn it reproduces: the float types' AVX2 one (they have no VNNI build) */
+/* beside the one-row kernel whose bits it reproduces: the float types' AVX2 one (they have no VNNI build) */
 lm_vec_dot_xn2r_fn lm_select_vec_dot_xn2r(const lm_type_traits *t, int impl) {
-#if defined(LM_BUILD_AVX2)
-    if (lm_select_vec_dot_xn(t, impl) == lm_vec_dot_xn_f32_avx2) return lm_vec_dot_xn2r_f32_avx2;
-    if (lm_select_vec_dot_xn(t, impl) == lm_vec_dot_xn_f16_avx2) return lm_vec_dot_xn2r_f16_avx2;
-    if (lm_select_vec_dot_xn(t, impl) == lm_vec_dot_xn_bf16_avx2) return lm_vec_dot_xn2r_bf16_avx2;
-#else
-    (void)t;
-    (void)impl;
-#endif
-    return NULL;
+    const simd_kernels k = select_kernels(t, impl);
+    return k.dot && k.xn ? k.xn2r : NULL;
 }
 
 lm_vec_dot_2r_fn lm_select_vec_dot_2r(const lm_type_traits *t, int impl) {
