@@ -223,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         epilog="lamina bench --spec lookup|draft:FILE [--help]: decode speed with and without speculative decoding",
     )
-    ap.add_argument("-m", "--model", default=None, help="GGUF path or known model name (default model if none)")
+    ap.add_argument(
+        "-m",
+        "--model",
+        action="append",
+        help="GGUF path or known model name (default model if none); repeat it to bench several in turn",
+    )
     ap.add_argument("-p", "--n-prompt", type=int, default=512)
     ap.add_argument("-n", "--n-gen", type=int, default=128)
     ap.add_argument("-t", "--threads", type=checked(options.n_threads), default=available_cpus())
@@ -252,10 +257,28 @@ def _bench(args) -> int:
 
     if args.repetitions < 1 or args.n_prompt < 0 or args.n_gen < 0:
         raise ValueError("-r must be >= 1, -p and -n >= 0")
-    path = str(resolve_model(args.model))
-    info = model_info(path)
+    paths = [str(resolve_model(m)) for m in (args.model or [None])]  # every one found before any is timed
     depths = _depths(args.n_depth)
     grammar, label = _constraint(args)
+    results = [(path, *_bench_model(args, path, depths, grammar, label)) for path in paths]
+    if args.json:
+        print(json.dumps([r for _, _, records in results for r in records], indent=2))
+        return 0
+    bandwidth = None
+    if args.n_gen:
+        from lamina.cli.bench_kernels import measure_bandwidth
+
+        bandwidth = measure_bandwidth(args.threads, 3) * 1e9
+    for i, (path, info, records) in enumerate(results):
+        if len(results) > 1:
+            print(("\n" if i else "") + f"== {path}")
+        print_table(records, info, bandwidth)
+    return 0
+
+
+def _bench_model(args, path: str, depths: list[int], grammar, label) -> tuple[dict, list[dict]]:
+    """(model_info, llama-bench records) of one model: every engine, offload, depth and test"""
+    info = model_info(path)
     tests = [(args.n_prompt, 0)] * bool(args.n_prompt) + [(0, args.n_gen)] * bool(args.n_gen)
     # + the sampled tests' prompt
     n_ctx = max(depths) + max(args.n_prompt, args.n_gen + 16 * (grammar is not None), 1)
@@ -276,16 +299,7 @@ def _bench(args) -> int:
             for secs, name in ((plain, "sampled"), (constrained, label)):
                 records.append({**record(runner, path, info, args, 0, args.n_gen, 0, secs), "test_name": name})
         del runner
-    if args.json:
-        print(json.dumps(records, indent=2))
-        return 0
-    bandwidth = None
-    if args.n_gen:
-        from lamina.cli.bench_kernels import measure_bandwidth
-
-        bandwidth = measure_bandwidth(args.threads, 3) * 1e9
-    print_table(records, info, bandwidth)
-    return 0
+    return info, records
 
 
 def _constraint(args):

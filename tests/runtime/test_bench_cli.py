@@ -35,6 +35,19 @@ def test_table_names_tests_like_llama_bench_and_shows_the_bound(tiny, capsys):
     assert "bandwidth bound" in out and "t/s, at" in out
 
 
+def test_every_model_given_is_benched_in_turn(tiny, capsys):
+    """-m twice benches both, as llama-bench does (not only the last one)"""
+    paths = [str(tiny(LLAMA)), str(tiny(GEMMA3))]
+    assert bench.main(["-m", paths[0], "-m", paths[1], "-p", "8", "-n", "4", "-r", "1", "-t", "1", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [(r["model_filename"], r["n_prompt"], r["n_gen"]) for r in records] == [
+        (p, n_prompt, n_gen) for p in paths for n_prompt, n_gen in ((8, 0), (0, 4))
+    ]
+    assert bench.main(["-m", paths[0], "-m", paths[1], "-p", "8", "-n", "0", "-r", "1", "-t", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("pp8") == 2 and f"== {paths[0]}" in out and f"== {paths[1]}" in out
+
+
 @pytest.mark.parametrize("bad", ["-1", "x", "4,,8"])
 def test_bad_depths_are_one_line_errors(tiny, capsys, bad):
     assert bench.main(["-m", str(tiny(LLAMA)), "-d", bad, "-r", "1"]) != 0
