@@ -15,7 +15,8 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLAMINA
 cmake --build "$build" -j2 >&2
 libasan=$(${CC:-cc} -print-file-name=libasan.so)
 libubsan=$(${CC:-cc} -print-file-name=libubsan.so)
-if [ $# -eq 0 ]; then set -- -q -p no:cacheprovider tests/native; fi
+workers=$(nproc); [ "$workers" -le 4 ] || workers=4   # pytest-xdist workers, as tools/test.sh
+if [ $# -eq 0 ]; then set -- -q -p no:cacheprovider -n "$workers" tests/native; fi
 cd "$root"
 export LAMINA_NATIVE_DIR="$build/module"
 export PYTHONPATH

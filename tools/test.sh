@@ -2,7 +2,8 @@
 # The test command of README.md: set up everything the suite needs on this
 # Python, then run it. Works on a fresh machine with an empty cache (downloads
 # and builds land in ${LAMINA_CACHE:-~/.cache/lamina}, never in the repo) and
-# is quick once they are there. Arguments go to pytest (default: -q tests).
+# is quick once they are there. Arguments go to pytest (default: the whole
+# suite, one pytest-xdist worker per core).
 #   tools/test.sh                      # the whole suite
 #   tools/test.sh tests/native -k q4   # a part of it
 set -euo pipefail
@@ -57,5 +58,9 @@ if [ ! -x "$bin/llama-imatrix" ] || [ ! -x "$bin/llama-quantize" ] || [ ! -x "$b
   tools/build_llama_cpp.sh llama-imatrix llama-quantize llama-export-lora llama-perplexity >/dev/null
 fi
 
-if [ $# -eq 0 ]; then set -- -q tests; fi
+echo "== tools/test.sh: setup done in $((SECONDS / 60))m$((SECONDS % 60))s" >&2
+# one pytest worker per core (at most 4: each may hold a real model and transformers'
+# copy of it), whole files per worker so a module's fixtures are built once
+workers=$(nproc); [ "$workers" -le 4 ] || workers=4
+if [ $# -eq 0 ]; then set -- -q -n "$workers" --dist loadfile tests; fi
 exec "$py" -m pytest "$@"

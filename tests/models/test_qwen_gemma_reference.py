@@ -34,6 +34,7 @@ from lamina.gguf.reader import GGUFFile  # noqa: E402
 from lamina.model_cache import fetch_model  # noqa: E402
 from lamina.tokenizer.tokenizer import Tokenizer  # noqa: E402
 from support.paths import DATA  # noqa: E402
+from support.transformers_ref import TransformersGGUF  # noqa: E402
 
 MODELS = ("qwen2.5-coder-0.5b", "gemma-3-270m")
 
@@ -84,9 +85,7 @@ class Case:
             self.arch = read_hparams(g).arch
             self.tok = Tokenizer.from_metadata(g.metadata)
         self.native = Model.load(self.path, n_threads=2)
-        self.hf = transformers.AutoModelForCausalLM.from_pretrained(
-            self.path.parent, gguf_file=self.path.name, dtype=torch.float32
-        ).eval()
+        self.hf = TransformersGGUF(self.path)
 
     def prompts(self) -> dict[str, list[int]]:
         text = _alice()
@@ -103,9 +102,7 @@ class Case:
 
     def compare(self, ids: list[int], n_batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
         got = Context(self.native, n_ctx=len(ids) + 8, n_batch=n_batch).eval(ids, all_logits=True)
-        with torch.no_grad():
-            ref = self.hf(torch.tensor([ids])).logits[0].float().numpy()
-        return got, ref
+        return got, self.hf.logits(ids)
 
 
 @pytest.fixture(scope="module", params=MODELS)
@@ -164,8 +161,7 @@ def test_embeddings_match_transformers(case):
     for name, ids in case.prompts().items():
         ctx = Context(case.native, n_ctx=len(ids) + 8, n_batch=64)
         got = embed_tokens(ctx, 0, ids, "mean")
-        with torch.no_grad():
-            hidden = case.hf.model(torch.tensor([ids])).last_hidden_state[0].double().numpy()  # [T, n_embd]
+        hidden = case.hf.hidden(ids)  # [T, n_embd]
         want = l2_normalize(hidden.mean(axis=0))
         cos = float(np.dot(got, want))
         print(f"\n{case.arch} {name}: cosine {cos:.6f}")

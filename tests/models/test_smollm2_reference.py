@@ -18,6 +18,7 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 from lamina.engine.context import Context, Model  # noqa: E402
 from lamina.gguf.reader import GGUFFile  # noqa: E402
 from lamina.model_cache import fetch_model  # noqa: E402
+from support.transformers_ref import TransformersGGUF  # noqa: E402
 
 PROMPTS = {
     "prose": "The quick brown fox jumps over the lazy dog . In the morning , the farmer went to the market to "
@@ -59,8 +60,7 @@ def prompts(path):
 
 @pytest.fixture(scope="module")
 def hf_model(path):
-    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    return model.eval()
+    return TransformersGGUF(path)
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +68,8 @@ def native(path):
     return Model.load(path, n_threads=2)
 
 
-def hf_logits(model, ids: list[int]) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0].float().numpy()
+def hf_logits(model: TransformersGGUF, ids: list[int]) -> np.ndarray:
+    return model.logits(ids)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ complete), never into the repository.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 
 from lamina.gguf.reader import GGUFFile
 from lamina.model_cache import cache_dir, fetch_model
+from support.publish import publish_dir
 
 MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b")
 
@@ -48,12 +48,7 @@ def hf_checkpoint(name: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
     try:
         _build(gguf_path, tmp, SHARD_SIZE.get(name))
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            # another test process finished the same build first: keep theirs
-            if not (target / "config.json").is_file():
-                raise
+        publish_dir(tmp, target, "config.json")  # another test process may have finished it first
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

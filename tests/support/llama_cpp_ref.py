@@ -10,9 +10,10 @@ ggml_quantize_chunk (tests/support/ggml_oracle.py) at the type the recipe chose.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
-import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -22,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from lamina.model_cache import cache_dir
+from support.oracle_cache import cached_file, oracle_key
+from support.publish import publish_dir
 
 SDIST = "llama-cpp-python==0.3.36"  # pinned so the reference cannot drift
 
@@ -42,26 +45,21 @@ def llama_cpp_tree() -> Path:
         members = [m for m in tar.getmembers() if "/vendor/llama.cpp/" in m.name and "/ggml/" not in m.name]
         tar.extractall(tmp, members=members, filter="data")
         for unpacked in Path(tmp).iterdir():
-            os.replace(unpacked, root / unpacked.name)  # whole, or not at all
+            publish_dir(unpacked, root / unpacked.name, "convert_hf_to_gguf.py")  # whole, or not at all
     return llama_cpp_tree()
 
 
 def reference_gguf(model: str, hf_dir: Path, outtype: str = "f32") -> Path:
-    """llama.cpp's conversion of a checkpoint directory (f32 or f16), cached."""
-    out = cache_dir() / "ref" / f"{model}-{outtype}.gguf"
-    newest_input = max(p.stat().st_mtime for p in hf_dir.iterdir())
-    if out.is_file() and out.stat().st_mtime >= newest_input:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """llama.cpp's conversion of a checkpoint directory (f32 or f16), cached
+    under the checkpoint's bytes (tests/support/oracle_cache.py)."""
     tree = llama_cpp_tree()
-    tmp = out.with_suffix(".partial")
-    subprocess.run(
-        [sys.executable, str(tree / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", outtype, "--outfile", str(tmp)],
-        check=True,
-        capture_output=True,
-    )
-    os.replace(tmp, out)
-    return out
+
+    def convert(tmp: Path) -> None:
+        script = tree / "convert_hf_to_gguf.py"
+        cmd = [sys.executable, str(script), str(hf_dir), "--outtype", outtype, "--outfile", str(tmp)]
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    return cached_file("convert", f"{model}-{outtype}.gguf", oracle_key(SDIST, hf_dir, outtype), convert)
 
 
 # llama.cpp always runs in a child process: its libggml-base.so.0 and the ggml
@@ -156,11 +154,18 @@ def llama_cpp_infill(model: Path, prefix: str, suffix: str) -> dict:
 
 
 def llama_quantize(src: Path, dst: Path, ftype: int, threads: int = 2, allow_requantize: bool = False) -> None:
-    """llama-quantize [--allow-requantize] SRC DST FTYPE through llama-cpp-python's binding."""
-    job = {"op": "quantize", "src": str(src), "dst": str(dst), "ftype": ftype, "threads": threads}
-    r = _child(job | {"allow_requantize": allow_requantize})
-    if r.returncode != 0:
-        raise RuntimeError(f"llama_model_quantize({src}, {ftype}) failed with {r.returncode}: {r.stderr[-2000:]}")
+    """llama-quantize [--allow-requantize] SRC DST FTYPE through llama-cpp-python's
+    binding; its output is cached under SRC's bytes and the arguments (the
+    thread count does not change the bytes), then copied to DST."""
+
+    def quantize(tmp: Path) -> None:
+        job = {"op": "quantize", "src": str(src), "dst": str(tmp), "ftype": ftype, "threads": threads}
+        r = _child(job | {"allow_requantize": allow_requantize})
+        if r.returncode != 0:
+            raise RuntimeError(f"llama_model_quantize({src}, {ftype}) failed with {r.returncode}: {r.stderr[-2000:]}")
+
+    key = oracle_key(importlib.metadata.version("llama_cpp_python"), src, ftype, allow_requantize)
+    shutil.copyfile(cached_file("quantize", f"ftype{ftype}.gguf", key, quantize), dst)
 
 
 def llama_cpp_logits(

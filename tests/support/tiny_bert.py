@@ -56,9 +56,10 @@ def bert_vocab_txt(path: Path) -> Path:
 def cached_tiny_bert(kind: str) -> Path:
     """tiny_bert_checkpoint(kind) built once into the cache (so llama.cpp's
     conversion of it, support.llama_cpp_ref.reference_gguf, is cached too)."""
-    import os
     import shutil
     import tempfile
+
+    from support.publish import publish_dir
 
     target = cache_dir() / "tiny-bert" / f"{kind}-v{VERSION}"
     if (target / "config.json").is_file():
@@ -67,8 +68,7 @@ def cached_tiny_bert(kind: str) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent))
     try:
         tiny_bert_checkpoint(kind, tmp / "ckpt")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp / "ckpt", target)  # whole or not at all
+        publish_dir(tmp / "ckpt", target, "config.json")  # whole or not at all
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

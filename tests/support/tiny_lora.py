@@ -7,6 +7,7 @@ are redrawn so the adapter moves the logits well beyond rounding."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,10 +56,17 @@ def peft_logits(hf_dir: Path, adapter_dir: Path, ids: list[int], scale: float = 
 
 
 def llama_cpp_lora_gguf(adapter_dir: Path, hf_dir: Path, out: Path, outtype: str = "f32") -> Path:
-    """llama.cpp's convert_lora_to_gguf.py of adapter_dir over hf_dir's config"""
-    from support.llama_cpp_ref import llama_cpp_tree
+    """llama.cpp's convert_lora_to_gguf.py of adapter_dir over hf_dir's config
+    (cached under both folders' bytes: tests/support/oracle_cache.py), copied to out"""
+    from support.llama_cpp_ref import SDIST, llama_cpp_tree
+    from support.oracle_cache import cached_file, oracle_key
 
     script = llama_cpp_tree() / "convert_lora_to_gguf.py"
-    cmd = [sys.executable, str(script), "--base", str(hf_dir), "--outtype", outtype, "--outfile", str(out)]
-    subprocess.run([*cmd, str(adapter_dir)], check=True, capture_output=True, timeout=300)
+
+    def convert(tmp: Path) -> None:
+        cmd = [sys.executable, str(script), "--base", str(hf_dir), "--outtype", outtype, "--outfile", str(tmp)]
+        subprocess.run([*cmd, str(adapter_dir)], check=True, capture_output=True, timeout=300)
+
+    key = oracle_key(SDIST, adapter_dir, hf_dir, outtype)
+    shutil.copyfile(cached_file("convert-lora", f"{outtype}.gguf", key, convert), out)
     return out

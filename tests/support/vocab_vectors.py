@@ -23,6 +23,7 @@ from pathlib import Path
 from lamina.gguf.reader import GGUFFile
 from lamina.model_cache import cache_dir, fetch_model
 from lamina.tokenizer import Tokenizer
+from support.publish import publish_dir
 
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 MISTRAL_COMMON = "mistral-common==1.13.1"
@@ -45,7 +46,7 @@ def vocab_tests_dir() -> Path:
                 if member.isfile() and "/vendor/llama.cpp/models/" in member.name and name.startswith("ggml-vocab-"):
                     with tar.extractfile(member) as src, open(staged / name, "wb") as dst:  # type: ignore[union-attr]
                         shutil.copyfileobj(src, dst)
-        staged.rename(target)  # whole or not at all
+        publish_dir(staged, target)  # whole or not at all
     return target
 
 
